@@ -1,0 +1,56 @@
+"""One catalogue of anomaly names.
+
+Dotted lowercase names, defined once, used as counter keys, log values and in the docs. Code refers to
+the constants, never to string literals, so a typo is an import error rather than a silent new counter.
+"""
+
+from __future__ import annotations
+
+# Header decoding (pipeline/packet.py)
+DECODE_EMPTY = "decode.empty"
+DECODE_BAD_VERSION = "decode.ip.bad_version"
+DECODE_IPV4_TRUNCATED = "decode.ipv4.truncated"
+DECODE_IPV4_BAD_IHL = "decode.ipv4.bad_ihl"
+DECODE_IPV4_BAD_LENGTH = "decode.ipv4.bad_length"
+DECODE_IPV6_TRUNCATED = "decode.ipv6.truncated"
+DECODE_IPV6_BAD_LENGTH = "decode.ipv6.bad_length"
+DECODE_IPV6_EXT_TRUNCATED = "decode.ipv6.ext_truncated"
+DECODE_IPV6_EXT_TOO_MANY = "decode.ipv6.ext_too_many"
+DECODE_TCP_TRUNCATED = "decode.tcp.truncated"
+DECODE_TCP_BAD_OFFSET = "decode.tcp.bad_offset"
+DECODE_UDP_TRUNCATED = "decode.udp.truncated"
+DECODE_UDP_BAD_LENGTH = "decode.udp.bad_length"
+DECODE_ICMP_TRUNCATED = "decode.icmp.truncated"
+
+# Flow table (pipeline/flow.py)
+FLOW_EVICTED_FULL = "flow.evicted_full"
+FLOW_EXPIRED = "flow.expired"
+
+# Queue and reader (pipeline/nfqueue.py, pipeline/reader.py)
+QUEUE_MSG_MALFORMED = "queue.msg_malformed"
+QUEUE_RECV_OVERRUN = "queue.recv_overrun"
+READER_INFLIGHT_FULL = "reader.inflight_full"
+WORKER_VERDICT_TIMEOUT = "worker.verdict_timeout"
+WORKER_UNKNOWN_REF = "worker.unknown_ref"
+
+# Messages between processes (pipeline/messages.py)
+MESSAGE_MALFORMED = "message.malformed"
+MESSAGE_BAD_VERSION = "message.bad_version"
+MESSAGE_UNKNOWN_TYPE = "message.unknown_type"
+
+DECODE_ANOMALIES = (
+    DECODE_EMPTY,
+    DECODE_BAD_VERSION,
+    DECODE_IPV4_TRUNCATED,
+    DECODE_IPV4_BAD_IHL,
+    DECODE_IPV4_BAD_LENGTH,
+    DECODE_IPV6_TRUNCATED,
+    DECODE_IPV6_BAD_LENGTH,
+    DECODE_IPV6_EXT_TRUNCATED,
+    DECODE_IPV6_EXT_TOO_MANY,
+    DECODE_TCP_TRUNCATED,
+    DECODE_TCP_BAD_OFFSET,
+    DECODE_UDP_TRUNCATED,
+    DECODE_UDP_BAD_LENGTH,
+    DECODE_ICMP_TRUNCATED,
+)
