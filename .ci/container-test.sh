@@ -1,0 +1,155 @@
+#!/bin/bash
+# Builds the enforcer's image from the project's Dockerfile and runs it, on a CI machine with no
+# container registry: podman, runc and debootstrap from Debian; a locally made bookworm-slim base.
+#
+# Steps (each timed): install the tools if missing; make the base image (skipped when it is already
+# in the storage, KEEP=1 from an earlier run); build with --pull=never (no registry is ever asked);
+# check the image (version label = package version = `enforcer --version`, no compiler, size);
+# run it in a throwaway network namespace with exactly the DaemonSet's capabilities.
+#
+# Environment:
+#   KEEP=1            keep the podman storage and work directory (a second run is then warm)
+#   WORK=DIR          work directory (default /var/tmp/enforcer-container-ci)
+#   SKIP_INSTALL=1    do not apt-get install podman/runc/debootstrap
+#   PODMAN_DRIVER=vfs storage driver (default overlay)
+# Exit status: 0 when every step passed, non-zero at the first failure. Leaves no process, network
+# namespace or (unless KEEP=1) storage behind.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+REPO=$(cd "$HERE/.." && pwd)
+WORK=${WORK:-/var/tmp/enforcer-container-ci}
+export PODMAN_DIR=$WORK/podman
+export PODMAN_DRIVER=${PODMAN_DRIVER:-overlay}
+NETNS=enf-ci-$$
+CTR=enf-ci-$$
+VERSION=$(sed -n 's/^version *= *"\(.*\)"/\1/p' "$REPO/pyproject.toml" | head -n1)
+IMAGE=localhost/enforcer:$VERSION
+[ -n "$VERSION" ] || { echo "container-test: no version in pyproject.toml" >&2; exit 2; }
+
+had_cache=0; [ -e /var/lib/containers ] && had_cache=1
+had_cgroup=0; [ -n "$(find /sys/fs/cgroup -maxdepth 2 -name libpod_parent -print -quit 2>/dev/null)" ] && had_cgroup=1
+
+cleanup() {
+  local rc=$?
+  set +e
+  if command -v podman >/dev/null && [ -n "${CONTAINERS_CONF:-}" ]; then
+    podman rm -f -t 2 "$CTR" >/dev/null 2>&1
+  fi
+  ip netns del "$NETNS" 2>/dev/null
+  if [ -z "${KEEP:-}" ]; then
+    if command -v podman >/dev/null && [ -n "${CONTAINERS_CONF:-}" ]; then
+      podman system reset -f >/dev/null 2>&1
+    fi
+    rm -rf "$WORK"
+    [ "$had_cache" = 1 ] || rm -rf /var/lib/containers
+    if [ "$had_cgroup" = 0 ]; then   # runc leaves empty libpod_parent cgroups in each hierarchy
+      find /sys/fs/cgroup -maxdepth 2 -type d -name libpod_parent 2>/dev/null | while read -r d; do
+        find "$d" -depth -type d -exec rmdir {} \; 2>/dev/null
+      done
+    fi
+  fi
+  if [ "$rc" -ne 0 ]; then echo "container-test: FAILED (exit $rc)" >&2; fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }'; }
+step() {
+  local name=$1; shift
+  local t0=$EPOCHREALTIME
+  echo "== $name"
+  "$@"
+  printf 'TIMING %-32s %6ss\n' "$name" "$(since "$t0")"
+}
+
+install_tools() {
+  if [ -n "${SKIP_INSTALL:-}" ] || dpkg -s podman runc debootstrap >/dev/null 2>&1; then
+    echo "podman, runc, debootstrap already installed"
+  else
+    apt-get update -q >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends podman runc debootstrap >/dev/null
+  fi
+  podman --version
+}
+
+base_image() {
+  if podman image exists localhost/debian:bookworm-slim; then
+    echo "base image already in the storage"
+  else
+    "$HERE/make-base-image.sh" "$WORK/base"
+  fi
+}
+
+build_image() {
+  if ! podman build --network=host --pull=never --build-arg "VERSION=$VERSION" \
+        -t "$IMAGE" -f "$REPO/Dockerfile" "$REPO" >"$WORK/build.log" 2>&1; then
+    tail -n 40 "$WORK/build.log" >&2
+    return 1
+  fi
+  echo "built $IMAGE: $(podman image inspect --format '{{.Size}}' "$IMAGE" | awk '{printf "%.1f MB", $1/1e6}')"
+}
+
+check_image() {
+  local label reported
+  label=$(podman image inspect --format '{{ index .Labels "org.opencontainers.image.version" }}' "$IMAGE")
+  reported=$(podman run --rm --entrypoint python3 "$IMAGE" -c 'import pipeline; print(pipeline.__version__)')
+  echo "label version: $label, enforcer --version: $reported, package: $VERSION"
+  [ "$label" = "$VERSION" ] && [ "$reported" = "$VERSION" ]
+  # no compiler in the runtime image
+  if podman run --rm --entrypoint sh "$IMAGE" -c 'command -v gcc || command -v cc || command -v x86_64-linux-gnu-gcc-12'; then
+    echo "runtime image contains a compiler" >&2
+    return 1
+  fi
+  local entry
+  entry=$(podman image inspect --format '{{json .Config.Entrypoint}} {{json .Config.Cmd}}' "$IMAGE")
+  echo "entrypoint/cmd: $entry"
+  [ "$entry" = '["enforcer"] ["run"]' ]
+}
+
+# The capabilities the DaemonSet grants (securityContext.capabilities.add), read from the manifest so
+# the container test runs the image with exactly them and fails if they do not suffice.
+daemonset_caps() {
+  awk '/^ *add:/ { on = 1; next } on && /^ *#/ { next } on && /^ *- / { gsub(/[ "-]/, ""); print; next } on { exit }' \
+    "$REPO/deploy/daemonset.yaml"
+}
+
+run_in_netns() {
+  local caps=() c
+  for c in $(daemonset_caps); do caps+=(--cap-add "$c"); done
+  [ "${#caps[@]}" -gt 0 ] || { echo "no capabilities found in deploy/daemonset.yaml" >&2; return 1; }
+  echo "capabilities: $(daemonset_caps | tr '\n' ' ')"
+  ip netns add "$NETNS"
+  ip netns exec "$NETNS" ip link set lo up
+  # the DaemonSet's shape: its capabilities only, read-only root, the runtime dir writable
+  podman run --rm --name "$CTR" --network "ns:/run/netns/$NETNS" --cap-drop all "${caps[@]}" \
+    --read-only --tmpfs /run/enforcer --tmpfs /var/lib/enforcer --entrypoint sh "$IMAGE" -c '
+      set -e
+      iptables -w -N ENF-CI-PROBE
+      iptables -w -A ENF-CI-PROBE -p tcp --dport 9 -j NFQUEUE --queue-num 0 --queue-bypass
+      ip6tables -w -N ENF-CI-PROBE
+      iptables -w -S ENF-CI-PROBE
+      iptables -w -F ENF-CI-PROBE; iptables -w -X ENF-CI-PROBE
+      ip6tables -w -X ENF-CI-PROBE
+      conntrack -L >/dev/null 2>&1 || true
+      python3 -c "import pipeline; print(\"package\", pipeline.__version__)"'
+  # the namespace's tables are empty again
+  if ip netns exec "$NETNS" iptables-save 2>/dev/null | grep -q ENF-CI-PROBE; then
+    echo "probe chain left behind in the namespace" >&2
+    return 1
+  fi
+  ip netns del "$NETNS"
+}
+
+echo "container-test: kernel $(uname -r), driver $PODMAN_DRIVER, image $IMAGE"
+T0=$EPOCHREALTIME
+step "install podman/runc/debootstrap" install_tools
+mkdir -p "$WORK"
+# shellcheck source=podman-env.sh
+. "$HERE/podman-env.sh"
+step "base image"                      base_image
+step "podman build"                    build_image
+step "check image"                     check_image
+step "run in netns (DaemonSet caps)"   run_in_netns
+printf 'TIMING %-32s %6ss\n' TOTAL "$(since "$T0")"
+echo "podman storage: $(du -sh "$PODMAN_DIR" | cut -f1)"

@@ -1,0 +1,58 @@
+# The enforcer's image: a DaemonSet main (`enforcer run`) for every node.
+#
+# Two stages so the runtime image carries no compiler: the build stage has gcc and the headers
+# (a dependency such as netfilterqueue is source-only on PyPI) and makes a venv in /opt/venv; the
+# runtime stage installs only what the enforcer calls at run time and copies the venv in.
+# Both stages use the same Debian python3 (3.11 in bookworm), so the venv's interpreter link holds.
+#
+# Kept within bookworm's buildah (1.28): no heredocs, no COPY --link.
+# Build:  podman build --build-arg VERSION=$(python3 -c ...) -t enforcer:VERSION .
+#         (.ci/container-test.sh builds and runs it; VERSION defaults to the package version.)
+
+ARG BASE=debian:bookworm-slim
+
+FROM ${BASE} AS build
+ENV DEBIAN_FRONTEND=noninteractive \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends \
+      python3 python3-venv python3-dev gcc libc6-dev libnetfilter-queue-dev \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+# Dependencies first, from pyproject.toml alone: a change to the code does not refetch them.
+COPY pyproject.toml /src/pyproject.toml
+RUN python3 -m venv /opt/venv \
+ && python3 -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb")); print("\n".join(p["build-system"]["requires"] + p["project"]["dependencies"]))' > /tmp/requirements.txt \
+ && /opt/venv/bin/pip install -r /tmp/requirements.txt
+COPY . /src
+# The package itself, against the dependencies above; pip check fails the build if one is missing.
+# pip and setuptools are only needed here: removed from the venv the runtime stage copies.
+RUN /opt/venv/bin/pip install --no-deps --no-build-isolation /src \
+ && /opt/venv/bin/pip check \
+ && /opt/venv/bin/python -m pip uninstall -y -q setuptools pip \
+ && /opt/venv/bin/python -c "import pipeline, policy, workers"
+
+FROM ${BASE}
+ARG VERSION=0.1.0
+LABEL org.opencontainers.image.title="enforcer" \
+      org.opencontainers.image.description="Per-node container security enforcer: inline NFQUEUE data plane with DPI, policy and runtime security" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.licenses="Apache-2.0"
+ENV DEBIAN_FRONTEND=noninteractive
+# Run-time needs only: the interpreter, iptables (nft and legacy backends) for our chains,
+# iproute2 for namespaces and links, libnetfilter-queue for the queue binding, conntrack to
+# inspect and flush connection marks.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends \
+      python3 iptables iproute2 libnetfilter-queue1 conntrack \
+ && rm -rf /var/lib/apt/lists/*
+COPY --from=build /opt/venv /opt/venv
+ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    PYTHONUNBUFFERED=1 \
+    ENFORCER_CONFIG=/etc/enforcer/enforcer.toml
+# Fails the build if the installed package does not report the version the image is labelled with.
+RUN test "$(python3 -c "import pipeline; print(pipeline.__version__)")" = "${VERSION}"
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["enforcer"]
+CMD ["run"]
