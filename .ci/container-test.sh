@@ -145,7 +145,7 @@ echo "container-test: kernel $(uname -r), driver $PODMAN_DRIVER, image $IMAGE"
 T0=$EPOCHREALTIME
 step "install podman/runc/debootstrap" install_tools
 mkdir -p "$WORK"
-# shellcheck source=podman-env.sh
+# shellcheck source=.ci/podman-env.sh
 . "$HERE/podman-env.sh"
 step "base image"                      base_image
 step "podman build"                    build_image

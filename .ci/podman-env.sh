@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Source me (bash). Points podman at a private configuration and storage under $PODMAN_DIR, so
 # nothing is written to /etc/containers and removing that directory removes every image and layer.
 #

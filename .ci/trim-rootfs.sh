@@ -35,7 +35,7 @@ echo 'Acquire::GzipIndexes "true";' > "$R/etc/apt/apt.conf.d/docker-gzip-indexes
 echo 'Apt::AutoRemove::SuggestsImportant "false";' > "$R/etc/apt/apt.conf.d/docker-autoremove-suggests"
 
 # container engines mount their own /dev, resolv.conf and hostname
-rm -rf "$R"/dev/*
+rm -rf "${R:?}"/dev/*
 rm -f "$R/etc/resolv.conf" "$R/etc/hostname"
 : > "$R/etc/hosts"
 rm -rf "$R"/var/cache/apt/archives/*.deb "$R"/var/lib/apt/lists/* "$R"/var/log/* \
