@@ -34,11 +34,6 @@ RUN /opt/venv/bin/pip install --no-deps --no-build-isolation /src \
  && /opt/venv/bin/python -c "import pipeline, policy, workers"
 
 FROM ${BASE}
-ARG VERSION=0.1.0
-LABEL org.opencontainers.image.title="enforcer" \
-      org.opencontainers.image.description="Per-node container security enforcer: inline NFQUEUE data plane with DPI, policy and runtime security" \
-      org.opencontainers.image.version="${VERSION}" \
-      org.opencontainers.image.licenses="Apache-2.0"
 ENV DEBIAN_FRONTEND=noninteractive
 # Run-time needs only: the interpreter, iptables (nft and legacy backends) for our chains,
 # iproute2 for namespaces and links, libnetfilter-queue for the queue binding, conntrack to
@@ -49,10 +44,15 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-    PYTHONUNBUFFERED=1 \
-    ENFORCER_CONFIG=/etc/enforcer/enforcer.toml
+    PYTHONUNBUFFERED=1
+# The version last, so a new version does not invalidate the layers above.
+ARG VERSION=0.1.0
+LABEL org.opencontainers.image.title="enforcer" \
+      org.opencontainers.image.description="Per-node container security enforcer: inline NFQUEUE data plane with DPI, policy and runtime security" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.licenses="Apache-2.0"
 # Fails the build if the installed package does not report the version the image is labelled with.
-RUN test "$(python3 -c "import pipeline; print(pipeline.__version__)")" = "${VERSION}"
+RUN PYTHONDONTWRITEBYTECODE=1 test "$(python3 -c "import pipeline; print(pipeline.__version__)")" = "${VERSION}"
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["enforcer"]
 CMD ["run"]
