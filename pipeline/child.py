@@ -24,6 +24,20 @@ ROLES = ("reader", "worker", "policy")
 PR_SET_NAME = 15
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """Ask the kernel for SIGTERM when the supervisor dies, so no child outlives it (even on SIGKILL)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() == 1:  # the supervisor died before we asked
+        sys.exit(1)
+
+
 def set_process_name(name: str) -> None:
     """Name the process as `ps -o comm`/top show it (the kernel keeps 15 bytes)."""
     try:
@@ -40,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config-json", required=True)
     parser.add_argument("--seed", type=int, required=True)
     args = parser.parse_args(argv)
+    die_with_parent()
     with open(args.config_json) as fh:
         config = config_from_dict(json.load(fh), environ={})
     name = (

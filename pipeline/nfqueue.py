@@ -93,7 +93,7 @@ def _attr(attr_type: int, data: bytes) -> bytes:
 
 
 class NfQueue:
-    """One bound NFQUEUE. Receive with `receive()`, answer with `verdict()`/`verdict_batch()` and `flush()`."""
+    """One bound NFQUEUE: `receive()` packets, answer with `verdict()`/`verdict_batch()`, then `flush()`."""
 
     def __init__(self, queue_num: int, recv_buffer: int = 256 * 1024, socket_buffer: int = 8 << 20) -> None:
         self.queue_num = queue_num
@@ -162,7 +162,7 @@ class NfQueue:
         try:
             for _ in range(1000):
                 n = self._sock.recv_into(self._buf)
-                for msg_type, msg_seq, off, length in _messages(self._view, n):
+                for msg_type, msg_seq, off, _length in _messages(self._view, n):
                     if msg_type == NLMSG_ERROR and msg_seq == seq:
                         (code,) = struct.unpack_from("=i", self._buf, off + _NLMSGHDR.size)
                         if code:

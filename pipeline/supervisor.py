@@ -92,7 +92,8 @@ class Supervisor:
             sys.executable, "-m", "pipeline.child", child.role, str(child.index),
             "--config-json", self.config_json, "--seed", str(self.seed),
         ]  # fmt: skip
-        child.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
+        # A session of its own: Ctrl-C reaches the supervisor only, which stops the children in order.
+        child.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, start_new_session=True)
         child.started = time.monotonic()
         child.last_heartbeat = child.started
         child.heartbeats = 0
@@ -108,8 +109,8 @@ class Supervisor:
         while self.restart_times and now - self.restart_times[0] > window:
             self.restart_times.popleft()
         if len(self.restart_times) >= self.config.supervisor.restart_budget:
-            raise BudgetSpent(f"{child.name} {why}; restart budget of {self.config.supervisor.restart_budget} "
-                              f"in {window}s is spent")  # fmt: skip
+            budget = self.config.supervisor.restart_budget
+            raise BudgetSpent(f"{child.name} {why}; restart budget of {budget} in {window}s is spent")
         self.restart_times.append(now)
         child.restarts += 1
         self.audit.append(f"{child.name} {why}: restarted")
@@ -122,6 +123,8 @@ class Supervisor:
     def _check_children(self, now: float) -> None:
         timeout = self.config.supervisor.heartbeat_timeout_ms / 1000.0
         for child in self.children:
+            if self.stopping.is_set():
+                return
             assert child.proc is not None
             code = child.proc.poll()
             if code is not None:
