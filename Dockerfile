@@ -31,7 +31,7 @@ COPY . /src
 RUN /opt/venv/bin/pip install --no-deps --no-build-isolation /src \
  && /opt/venv/bin/pip check \
  && /opt/venv/bin/python -m pip uninstall -y -q setuptools pip \
- && /opt/venv/bin/python -c "import pipeline, policy, workers"
+ && /opt/venv/bin/enforcer --version
 
 FROM ${BASE}
 ENV DEBIAN_FRONTEND=noninteractive
@@ -43,16 +43,21 @@ RUN apt-get update \
       python3 iptables iproute2 libnetfilter-queue1 conntrack \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /opt/venv /opt/venv
+# The documented default configuration; a DaemonSet mounts its ConfigMap over it.
+COPY config/enforcer.toml /etc/enforcer/enforcer.toml
 ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-    PYTHONUNBUFFERED=1
+    PYTHONUNBUFFERED=1 \
+    ENFORCER_CONFIG=/etc/enforcer/enforcer.toml
 # The version last, so a new version does not invalidate the layers above.
 ARG VERSION=0.1.0
 LABEL org.opencontainers.image.title="enforcer" \
       org.opencontainers.image.description="Per-node container security enforcer: inline NFQUEUE data plane with DPI, policy and runtime security" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.licenses="Apache-2.0"
-# Fails the build if the installed package does not report the version the image is labelled with.
-RUN PYTHONDONTWRITEBYTECODE=1 test "$(python3 -c "import pipeline; print(pipeline.__version__)")" = "${VERSION}"
+# Fails the build if the command does not report the version the image is labelled with, or the
+# configuration it would start with does not load.
+RUN test "$(enforcer --version)" = "enforcer ${VERSION}" \
+ && enforcer config check > /dev/null
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["enforcer"]
 CMD ["run"]

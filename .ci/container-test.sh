@@ -5,7 +5,8 @@
 # Steps (each timed): install the tools if missing; make the base image (skipped when it is already
 # in the storage, KEEP=1 from an earlier run); build with --pull=never (no registry is ever asked);
 # check the image (version label = package version = `enforcer --version`, no compiler, size);
-# run it in a throwaway network namespace with exactly the DaemonSet's capabilities.
+# run it in a throwaway lab's node namespace with exactly the DaemonSet's capabilities, where it must
+# let an allowed TCP connection through and block a denied one (container-lab.py).
 #
 # Environment:
 #   KEEP=1            keep the podman storage and work directory (a second run is then warm)
@@ -20,8 +21,6 @@ REPO=$(cd "$HERE/.." && pwd)
 WORK=${WORK:-/var/tmp/enforcer-container-ci}
 export PODMAN_DIR=$WORK/podman
 export PODMAN_DRIVER=${PODMAN_DRIVER:-overlay}
-NETNS=enf-ci-$$
-CTR=enf-ci-$$
 VERSION=$(sed -n 's/^version *= *"\(.*\)"/\1/p' "$REPO/pyproject.toml" | head -n1)
 IMAGE=localhost/enforcer:$VERSION
 [ -n "$VERSION" ] || { echo "container-test: no version in pyproject.toml" >&2; exit 2; }
@@ -32,10 +31,6 @@ had_cgroup=0; [ -n "$(find /sys/fs/cgroup -maxdepth 2 -name libpod_parent -print
 cleanup() {
   local rc=$?
   set +e
-  if command -v podman >/dev/null && [ -n "${CONTAINERS_CONF:-}" ]; then
-    podman rm -f -t 2 "$CTR" >/dev/null 2>&1
-  fi
-  ip netns del "$NETNS" 2>/dev/null
   if [ -z "${KEEP:-}" ]; then
     if command -v podman >/dev/null && [ -n "${CONTAINERS_CONF:-}" ]; then
       podman system reset -f >/dev/null 2>&1
@@ -93,7 +88,7 @@ build_image() {
 check_image() {
   local label reported
   label=$(podman image inspect --format '{{ index .Labels "org.opencontainers.image.version" }}' "$IMAGE")
-  reported=$(podman run --rm --entrypoint python3 "$IMAGE" -c 'import pipeline; print(pipeline.__version__)')
+  reported=$(podman run --rm "$IMAGE" --version | awk '{print $NF}')
   echo "label version: $label, enforcer --version: $reported, package: $VERSION"
   [ "$label" = "$VERSION" ] && [ "$reported" = "$VERSION" ]
   # no compiler in the runtime image
@@ -114,31 +109,15 @@ daemonset_caps() {
     "$REPO/deploy/daemonset.yaml"
 }
 
-run_in_netns() {
+# The image in the lab's node namespace, with the DaemonSet's capabilities, read-only root and
+# configuration, enforcing the lab policy on real traffic (see container-lab.py).
+run_in_lab() {
   local caps=() c
-  for c in $(daemonset_caps); do caps+=(--cap-add "$c"); done
+  for c in $(daemonset_caps); do caps+=(--cap "$c"); done
   [ "${#caps[@]}" -gt 0 ] || { echo "no capabilities found in deploy/daemonset.yaml" >&2; return 1; }
   echo "capabilities: $(daemonset_caps | tr '\n' ' ')"
-  ip netns add "$NETNS"
-  ip netns exec "$NETNS" ip link set lo up
-  # the DaemonSet's shape: its capabilities only, read-only root, the runtime dir writable
-  podman run --rm --name "$CTR" --network "ns:/run/netns/$NETNS" --cap-drop all "${caps[@]}" \
-    --read-only --tmpfs /run/enforcer --tmpfs /var/lib/enforcer --entrypoint sh "$IMAGE" -c '
-      set -e
-      iptables -w -N ENF-CI-PROBE
-      iptables -w -A ENF-CI-PROBE -p tcp --dport 9 -j NFQUEUE --queue-num 0 --queue-bypass
-      ip6tables -w -N ENF-CI-PROBE
-      iptables -w -S ENF-CI-PROBE
-      iptables -w -F ENF-CI-PROBE; iptables -w -X ENF-CI-PROBE
-      ip6tables -w -X ENF-CI-PROBE
-      conntrack -L >/dev/null 2>&1 || true
-      python3 -c "import pipeline; print(\"package\", pipeline.__version__)"'
-  # the namespace's tables are empty again
-  if ip netns exec "$NETNS" iptables-save 2>/dev/null | grep -q ENF-CI-PROBE; then
-    echo "probe chain left behind in the namespace" >&2
-    return 1
-  fi
-  ip netns del "$NETNS"
+  (cd "$REPO" && PYTHONPATH="$REPO" timeout 300 python3 "$HERE/container-lab.py" \
+     --image "$IMAGE" --prefix "ci$(( $$ % 10000 ))" "${caps[@]}")
 }
 
 echo "container-test: kernel $(uname -r), driver $PODMAN_DRIVER, image $IMAGE"
@@ -150,6 +129,6 @@ mkdir -p "$WORK"
 step "base image"                      base_image
 step "podman build"                    build_image
 step "check image"                     check_image
-step "run in netns (DaemonSet caps)"   run_in_netns
+step "enforce in the lab (DaemonSet caps)" run_in_lab
 printf 'TIMING %-32s %6ss\n' TOTAL "$(since "$T0")"
 echo "podman storage: $(du -sh "$PODMAN_DIR" | cut -f1)"

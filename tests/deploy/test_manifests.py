@@ -250,3 +250,59 @@ def test_container_script_reads_the_same_capabilities() -> None:
     ).stdout.split()
     container = find("DaemonSet")["spec"]["template"]["spec"]["containers"][0]
     assert out == container["securityContext"]["capabilities"]["add"]
+
+
+def _daemonset_environ(container: dict[str, Any]) -> dict[str, str]:
+    """The container's environment as the kubelet would give it on a node (198.18.0.7, `node-a`)."""
+    field_values = {"spec.nodeName": "node-a", "status.hostIP": "198.18.0.7"}
+    environ: dict[str, str] = {}
+    for e in container["env"]:
+        if "value" in e:
+            value = e["value"]
+            for name, resolved in environ.items():
+                value = value.replace(f"$({name})", resolved)
+            environ[e["name"]] = value
+        else:
+            environ[e["name"]] = field_values[e["valueFrom"]["fieldRef"]["fieldPath"]]
+    return environ
+
+
+def test_configmap_and_environment_load_as_the_enforcer_configuration(container: dict[str, Any]) -> None:
+    from pipeline.config import config_from_dict
+
+    environ = _daemonset_environ(container)
+    config = config_from_dict(_config_toml(), environ)
+    assert config.queues.readers == int(environ["ENFORCER_READERS"])
+    assert config.workers.count == int(environ["ENFORCER_WORKERS"])
+    assert config.controller.join_addr == environ["CLUSTER_JOIN_ADDR"]
+    assert config.node.name == "node-a"
+    assert config.metrics.listen == "198.18.0.7:9464"
+    assert config.paths.run_dir == "/run/enforcer"
+    assert config.netfilter.hooks == ("FORWARD",)
+
+
+def test_every_enforcer_variable_of_the_daemonset_is_a_config_override(container: dict[str, Any]) -> None:
+    """A misspelt variable would be ignored silently by the enforcer: each must name a config key."""
+    import dataclasses
+    from typing import get_type_hints
+
+    from pipeline.config import ALIASES, CONFIG_PATH_ENV, Config
+
+    known = set(ALIASES) | {CONFIG_PATH_ENV}
+    for section, section_type in get_type_hints(Config).items():
+        if dataclasses.is_dataclass(section_type):
+            known |= {f"ENFORCER_{section}_{f.name}".upper() for f in dataclasses.fields(section_type)}
+        else:
+            known.add(f"ENFORCER_{section}".upper())
+    names = {e["name"] for e in container["env"]} - {"HOST_IP"}  # HOST_IP only feeds $(HOST_IP)
+    assert names <= known, names - known
+
+
+def test_container_lab_reads_the_configmap_toml_as_yaml_does() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("container_lab", REPO / ".ci" / "container-lab.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.configmap_toml() == find("ConfigMap")["data"]["enforcer.toml"]
