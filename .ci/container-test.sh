@@ -55,7 +55,7 @@ step() {
   local t0=$EPOCHREALTIME
   echo "== $name"
   "$@"
-  printf 'TIMING %-32s %6ss\n' "$name" "$(since "$t0")"
+  printf 'TIMING %-36s %6ss\n' "$name" "$(since "$t0")"
 }
 
 install_tools() {
@@ -130,5 +130,5 @@ step "base image"                      base_image
 step "podman build"                    build_image
 step "check image"                     check_image
 step "enforce in the lab (DaemonSet caps)" run_in_lab
-printf 'TIMING %-32s %6ss\n' TOTAL "$(since "$T0")"
+printf 'TIMING %-36s %6ss\n' TOTAL "$(since "$T0")"
 echo "podman storage: $(du -sh "$PODMAN_DIR" | cut -f1)"
