@@ -205,6 +205,9 @@ def run(image: str, caps: list[str], prefix: str) -> None:
                 wanted <= seen, "violations reported (web deny rule 11, api monitor)", sorted(map(str, seen))
             )
 
+            stats = _podman("stats", "--no-stream", "--format", "{{.MemUsage}} {{.PIDs}}", name, check=False)
+            print(f"INFO container memory / pids: {stats.stdout.strip() or stats.stderr.strip()[-200:]}")
+
             _podman("stop", "-t", str(STOP_TIMEOUT_S), name, timeout=STOP_TIMEOUT_S + 10)
             exit_code = _podman("inspect", "--format", "{{.State.ExitCode}}", name).stdout.strip()
             left = [line for line in _node_rules(lab).splitlines() if "ENFORCER" in line or "NFQUEUE" in line]
