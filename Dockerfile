@@ -1,13 +1,14 @@
 # The enforcer's image: a DaemonSet main (`enforcer run`) for every node.
 #
 # Two stages so the runtime image carries no compiler: the build stage has gcc and the headers
-# (a dependency such as netfilterqueue is source-only on PyPI) and makes a venv in /opt/venv; the
-# runtime stage installs only what the enforcer calls at run time and copies the venv in.
+# (for any dependency that PyPI has only as source) and makes a venv in /opt/venv; the runtime
+# stage installs only what the enforcer calls at run time and copies the venv in.
 # Both stages use the same Debian python3 (3.11 in bookworm), so the venv's interpreter link holds.
 #
 # Kept within bookworm's buildah (1.28): no heredocs, no COPY --link.
-# Build:  podman build --build-arg VERSION=$(python3 -c ...) -t enforcer:VERSION .
-#         (.ci/container-test.sh builds and runs it; VERSION defaults to the package version.)
+# Build:  podman build -t enforcer:0.1.0 .      (or docker build; .ci/container-test.sh builds and runs it)
+# VERSION defaults to the package version (tests/deploy keeps them equal); BASE can pin the base
+# image by digest for a release build: --build-arg BASE=debian:bookworm-slim@sha256:...
 
 ARG BASE=debian:bookworm-slim
 
@@ -36,7 +37,7 @@ RUN /opt/venv/bin/pip install --no-deps --no-build-isolation /src \
 FROM ${BASE}
 ENV DEBIAN_FRONTEND=noninteractive
 # Run-time needs only: the interpreter, iptables (nft and legacy backends) for our chains,
-# iproute2 for namespaces and links, libnetfilter-queue for the queue binding, conntrack to
+# iproute2 for namespaces and links, libnetfilter-queue1 for a C queue binding, conntrack to
 # inspect and flush connection marks.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
