@@ -39,7 +39,9 @@ def write_config(path: Path, sections: dict[str, dict[str, Any]]) -> None:
 class LabEnforcer:
     """`enforcer run` in the lab's node namespace with a private run/state directory."""
 
-    def __init__(self, lab: Lab, overrides: dict[str, dict[str, Any]] | None = None, policy: Path | None = LAB_POLICY):
+    def __init__(
+        self, lab: Lab, overrides: dict[str, dict[str, Any]] | None = None, policy: Path | None = LAB_POLICY
+    ):
         self.lab = lab
         self.tmp = Path(tempfile.mkdtemp(prefix="enforcer-lab-"))
         sections: dict[str, dict[str, Any]] = {

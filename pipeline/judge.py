@@ -37,6 +37,7 @@ _FROM_WORKER = {
     WorkerVerdict.RESET_FLOW: Act.RESET,
 }
 
+_NEW_FLOW_COUNTER = {1: "flow.new.icmp", 6: "flow.new.tcp", 17: "flow.new.udp", 58: "flow.new.icmpv6"}
 # Flows examined per sweep call; the reader calls sweep about once a second.
 SWEEP_BUDGET = 4096
 # Distinct aggregated events a reader holds between two flushes; more are counted as dropped.
@@ -82,6 +83,7 @@ class Judge:
             flow = Flow(direction, worker_for(key, self.seed, self.workers), now)
             self.flows.add(key, flow)
             self.counters["flow.new"] += 1
+            self.counters[_NEW_FLOW_COUNTER.get(meta.proto, "flow.new.other")] += 1
             self._decide(flow, meta, direction, new=True)
         elif flow.generation != generation and flow.state is not FlowState.INSPECT:
             self._decide(flow, meta, direction, new=False)

@@ -213,7 +213,7 @@ class Reader:
         sock = self.from_workers
         now = time.monotonic()
         got = False
-        while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+        while int(sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
             try:
                 frame = sock.recv(zmq.NOBLOCK)
             except zmq.Again:
@@ -346,7 +346,7 @@ async def _serve(reader: Reader) -> None:
     loop = asyncio.get_running_loop()
     reader.done = loop.create_future()
     loop.add_reader(reader.nfq.fileno(), reader.on_queue_readable)
-    loop.add_reader(reader.from_workers.getsockopt(zmq.FD), reader.on_verdicts_readable)
+    loop.add_reader(int(reader.from_workers.getsockopt(zmq.FD)), reader.on_verdicts_readable)
     loop.add_signal_handler(signal.SIGTERM, reader.request_stop)
     loop.add_signal_handler(signal.SIGINT, reader.request_stop)
     hb = reader.config.supervisor.heartbeat_interval_ms / 1000.0

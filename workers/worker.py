@@ -29,6 +29,9 @@ POLL_MS = 50  # longest wait for a batch before housekeeping runs
 EVENT_FLUSH_S = 0.5  # events are sent to the policy process at most this often
 
 
+_DIRECTION_COUNTER = {Direction.A_TO_B: "packets.a_to_b", Direction.B_TO_A: "packets.b_to_a"}
+
+
 class Engine(Protocol):
     def on_packet(
         self, packet: bytes, meta: PacketMeta, key: FlowKey, direction: Direction, now: float
@@ -95,6 +98,7 @@ class Worker:
                 answers.append((ref, WorkerVerdict.PASS, 0))
                 continue
             key, direction = flow_key(meta)
+            self.counters[_DIRECTION_COUNTER[direction]] += 1
             try:
                 verdict, rule = on_packet(packet, meta, key, direction, now)
             except Exception:  # an engine bug must not kill the worker or leave the packet unanswered
