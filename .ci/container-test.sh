@@ -90,7 +90,10 @@ check_image() {
   label=$(podman image inspect --format '{{ index .Labels "org.opencontainers.image.version" }}' "$IMAGE")
   reported=$(podman run --rm "$IMAGE" --version | awk '{print $NF}')
   echo "label version: $label, enforcer --version: $reported, package: $VERSION"
-  [ "$label" = "$VERSION" ] && [ "$reported" = "$VERSION" ]
+  if [ "$label" != "$VERSION" ] || [ "$reported" != "$VERSION" ]; then
+    echo "version mismatch" >&2
+    return 1
+  fi
   # no compiler in the runtime image
   if podman run --rm --entrypoint sh "$IMAGE" -c 'command -v gcc || command -v cc || command -v x86_64-linux-gnu-gcc-12'; then
     echo "runtime image contains a compiler" >&2
@@ -99,7 +102,10 @@ check_image() {
   local entry
   entry=$(podman image inspect --format '{{json .Config.Entrypoint}} {{json .Config.Cmd}}' "$IMAGE")
   echo "entrypoint/cmd: $entry"
-  [ "$entry" = '["enforcer"] ["run"]' ]
+  if [ "$entry" != '["enforcer"] ["run"]' ]; then
+    echo "unexpected entrypoint/cmd" >&2
+    return 1
+  fi
 }
 
 # The capabilities the DaemonSet grants (securityContext.capabilities.add), read from the manifest so
