@@ -58,7 +58,7 @@ def _validate(resource: dict[str, Any]) -> str:
 
 def test_the_expected_manifests_are_there() -> None:
     kinds = sorted(r["kind"] for r in all_resources())
-    assert kinds == ["ConfigMap", "DaemonSet", "Namespace", "Secret", "ServiceAccount"]
+    assert kinds == ["ConfigMap", "DaemonSet", "Namespace", "ResourceQuota", "Secret", "ServiceAccount"]
 
 
 @pytest.mark.parametrize("path", manifest_files(), ids=lambda p: p.name)
@@ -181,6 +181,13 @@ def test_resources_are_requested_and_memory_is_capped(container: dict[str, Any])
     res = container["resources"]
     assert {"cpu", "memory"} <= set(res["requests"])
     assert "memory" in res["limits"]
+
+
+def test_priority_class_is_covered_by_the_quota(pod_spec: dict[str, Any]) -> None:
+    quota = find("ResourceQuota")
+    (expr,) = quota["spec"]["scopeSelector"]["matchExpressions"]
+    assert (expr["scopeName"], expr["operator"]) == ("PriorityClass", "In")
+    assert pod_spec["priorityClassName"] in expr["values"]
 
 
 def test_runs_on_control_plane_nodes(pod_spec: dict[str, Any]) -> None:
