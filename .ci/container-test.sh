@@ -13,6 +13,8 @@
 #   WORK=DIR          work directory (default /var/tmp/enforcer-container-ci)
 #   SKIP_INSTALL=1    do not apt-get install podman/runc/debootstrap
 #   PODMAN_DRIVER=vfs storage driver (default overlay)
+#   SAVE=FILE         also write the checked image as a docker-archive tarball (for nodes without a
+#                     registry: `ctr -n k8s.io images import FILE` or `docker load -i FILE`)
 # Exit status: 0 when every step passed, non-zero at the first failure. Leaves no process, network
 # namespace or (unless KEEP=1) storage behind.
 set -euo pipefail
@@ -136,5 +138,9 @@ step "base image"                      base_image
 step "podman build"                    build_image
 step "check image"                     check_image
 step "enforce in the lab (DaemonSet caps)" run_in_lab
+if [ -n "${SAVE:-}" ]; then
+  step "save image archive" podman save --format docker-archive -o "$SAVE" "$IMAGE"
+  echo "saved $SAVE: $(du -h "$SAVE" | cut -f1)"
+fi
 printf 'TIMING %-36s %6ss\n' TOTAL "$(since "$T0")"
 echo "podman storage: $(du -sh "$PODMAN_DIR" | cut -f1)"

@@ -140,6 +140,8 @@ def test_trim_rootfs_refuses_a_directory_that_is_not_a_rootfs(tmp_path: Path) ->
     assert precious.exists()
 
 
-@pytest.mark.parametrize("script", ["trim-rootfs.sh", "make-base-image.sh", "container-test.sh"])
+@pytest.mark.parametrize(
+    "script", ["trim-rootfs.sh", "make-base-image.sh", "container-test.sh", "container-lab.py"]
+)
 def test_scripts_are_executable(script: str) -> None:
     assert (CI / script).stat().st_mode & stat.S_IXUSR
