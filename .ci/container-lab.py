@@ -11,7 +11,7 @@ environment overrides, and the lab policy (lab/policy.yaml: rule 11 denies clien
 web is in protect mode, api in monitor).
 
 Checks, each printed as one line; exit 0 only when all hold:
-  - the container installs its NFQUEUE rules in the node namespace and /readyz answers 200 there;
+  - the container installs its NFQUEUE rules in the node namespace; /readyz and /healthz answer 200;
   - allowed: c1 → web tcp/80 (IPv4 and IPv6) arrives byte for byte;
   - denied: c1 → web tcp/22 gets no byte through (refused or reset);
   - monitor mode: c1 → api tcp/22 arrives, and the denied and monitored flows are reported as
@@ -104,11 +104,12 @@ def _node_rules(lab: Lab) -> str:
     return "".join(lab.node_exec(tool, "-w", "-S", check=False).stdout for tool in ("iptables", "ip6tables"))
 
 
-def _readyz(lab: Lab) -> int:
+def _probe(lab: Lab, path: str) -> int:
+    """HTTP status of the health endpoint at `path`, asked from the node namespace (0: no answer)."""
     code = (
         "import urllib.request,sys\n"
         "try:\n"
-        "    print(urllib.request.urlopen('http://127.0.0.1:9464/readyz', timeout=2).status)\n"
+        f"    print(urllib.request.urlopen('http://127.0.0.1:9464{path}', timeout=2).status)\n"
         "except Exception as e:\n"
         "    print(getattr(e, 'code', 0))\n"
     )
@@ -151,6 +152,7 @@ def run(image: str, caps: list[str], prefix: str) -> None:
                 "-v", f"{tmp / 'enforcer.toml'}:/etc/enforcer/enforcer.toml:ro",
                 "-v", f"{tmp / 'policy.yaml'}:/etc/enforcer/policy.yaml:ro",
                 "-v", f"{state}:/var/lib/enforcer",
+                "-v", "/sys/fs/cgroup:/host/sys/fs/cgroup:ro", "-v", "/proc:/host/proc:ro",
                 "-e", "ENFORCER_CONFIG=/etc/enforcer/enforcer.toml",
                 "-e", "ENFORCER_READERS=1", "-e", "ENFORCER_WORKERS=1",
                 "-e", "CLUSTER_JOIN_ADDR=", "-e", f"ENFORCER_NODE={lab.node}",
@@ -165,15 +167,16 @@ def run(image: str, caps: list[str], prefix: str) -> None:
                 if not _running(name):
                     logs = _podman("logs", name, check=False).stdout[-4000:]
                     raise CheckFailed(f"the container exited before enforcing:\n{logs}")
-                ready = _readyz(lab)
+                ready = _probe(lab, "/readyz")
                 if ready == 200 and "NFQUEUE" in _node_rules(lab):
                     break
                 time.sleep(0.2)
             rules = _node_rules(lab)
+            healthy = _probe(lab, "/healthz")
             _say(
-                ready == 200 and "NFQUEUE" in rules,
-                "container enforcing in the node namespace, /readyz 200",
-                {"seconds": round(time.monotonic() - t0, 1), "readyz": ready},
+                ready == 200 and healthy == 200 and "NFQUEUE" in rules,
+                "container enforcing in the node namespace, /readyz and /healthz 200",
+                {"seconds": round(time.monotonic() - t0, 1), "readyz": ready, "healthz": healthy},
             )
 
             for family in ("ipv4", "ipv6"):

@@ -79,7 +79,7 @@ base_image() {
 }
 
 build_image() {
-  if ! podman build --network=host --pull=never --build-arg "VERSION=$VERSION" \
+  if ! timeout "${BUILD_TIMEOUT:-1200}" podman build --network=host --pull=never --build-arg "VERSION=$VERSION" \
         -t "$IMAGE" -f "$REPO/Dockerfile" "$REPO" >"$WORK/build.log" 2>&1; then
     tail -n 40 "$WORK/build.log" >&2
     return 1

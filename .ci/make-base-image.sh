@@ -25,7 +25,7 @@ MIRROR=${MIRROR:-http://deb.debian.org/debian}
 R=$WORKDIR/rootfs
 rm -rf "$R"
 mkdir -p "$WORKDIR"
-if ! debootstrap --variant=minbase bookworm "$R" "$MIRROR" >"$WORKDIR/debootstrap.log" 2>&1; then
+if ! timeout "${DEBOOTSTRAP_TIMEOUT:-900}" debootstrap --variant=minbase bookworm "$R" "$MIRROR" >"$WORKDIR/debootstrap.log" 2>&1; then
   tail -n 30 "$WORKDIR/debootstrap.log" >&2
   exit 1
 fi
