@@ -13,6 +13,7 @@
 #   WORK=DIR          work directory (default /var/tmp/enforcer-container-ci)
 #   SKIP_INSTALL=1    do not apt-get install podman/runc/debootstrap
 #   PODMAN_DRIVER=vfs storage driver (default overlay)
+#   BUILD_TIMEOUT=S   bound of the podman build in seconds (default 1200; debootstrap: DEBOOTSTRAP_TIMEOUT=900)
 #   SAVE=FILE         also write the checked image as a docker-archive tarball (for nodes without a
 #                     registry: `ctr -n k8s.io images import FILE` or `docker load -i FILE`)
 # Exit status: 0 when every step passed, non-zero at the first failure. Leaves no process, network
@@ -26,6 +27,8 @@ export PODMAN_DRIVER=${PODMAN_DRIVER:-overlay}
 VERSION=$(sed -n 's/^version *= *"\(.*\)"/\1/p' "$REPO/pyproject.toml" | head -n1)
 IMAGE=localhost/enforcer:$VERSION
 [ -n "$VERSION" ] || { echo "container-test: no version in pyproject.toml" >&2; exit 2; }
+[ "$(id -u)" = 0 ] || { echo "container-test: needs root (podman rootful, network namespaces)" >&2; exit 2; }
+case $WORK in /*/*/*) ;; *) echo "container-test: WORK must be an absolute path two levels below /, got '$WORK'" >&2; exit 2 ;; esac
 
 had_cache=0; [ -e /var/lib/containers ] && had_cache=1
 had_cgroup=0; [ -n "$(find /sys/fs/cgroup -maxdepth 2 -name libpod_parent -print -quit 2>/dev/null)" ] && had_cgroup=1

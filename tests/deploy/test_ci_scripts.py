@@ -145,3 +145,17 @@ def test_trim_rootfs_refuses_a_directory_that_is_not_a_rootfs(tmp_path: Path) ->
 )
 def test_scripts_are_executable(script: str) -> None:
     assert (CI / script).stat().st_mode & stat.S_IXUSR
+
+
+@pytest.mark.parametrize("work", ["/", "relative/dir", "/var"])
+def test_container_test_refuses_a_dangerous_work_directory(work: str) -> None:
+    """WORK is removed at the end of a run: / or a relative path is refused before anything starts."""
+    proc = subprocess.run(
+        ["bash", str(CI / "container-test.sh")],
+        env={"PATH": os.environ["PATH"], "WORK": work},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 2
+    assert "container-test:" in proc.stderr
