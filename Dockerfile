@@ -28,10 +28,14 @@ RUN python3 -m venv /opt/venv \
  && /opt/venv/bin/pip install -r /tmp/requirements.txt
 COPY . /src
 # The package itself, against the dependencies above; pip check fails the build if one is missing.
-# pip and setuptools are only needed here: removed from the venv the runtime stage copies.
+# pip and setuptools are only needed here: removed from the venv the runtime stage copies. Debug
+# symbols of the extension modules go too (uvloop's alone are 12 MB); libraries that wheels bundle
+# (*.libs/, rewritten by auditwheel) are left as they are.
 RUN /opt/venv/bin/pip install --no-deps --no-build-isolation /src \
  && /opt/venv/bin/pip check \
  && /opt/venv/bin/python -m pip uninstall -y -q setuptools pip \
+ && find /opt/venv/lib -type f -name '*.cpython-*.so' -exec strip --strip-unneeded {} + \
+ && /opt/venv/bin/python -c 'import msgpack, psutil, uvloop, yaml, zmq' \
  && /opt/venv/bin/enforcer --version
 
 FROM ${BASE}
