@@ -53,7 +53,7 @@ def _lookup_ns(tables: PolicyTables, queries: list[Query], total: int) -> tuple[
     return statistics.median(batches), statistics.fmean(batches)
 
 
-def _watch(path: str, count: int, seen: mp.Queue) -> None:  # type: ignore[type-arg]
+def _watch(path: str, count: int, seen: mp.Queue) -> None:
     tables = SharedTables(path, slot=1)
     last = tables.generation()
     got = 0
