@@ -54,3 +54,16 @@ DECODE_ANOMALIES = (
     DECODE_UDP_BAD_LENGTH,
     DECODE_ICMP_TRUNCATED,
 )
+
+# ---- Policy process and controller link (policy/) -------------------------------------------------
+POLICY_REJECTED = "policy.rejected"  # a snapshot failed validation and was not applied
+POLICY_STALE = "policy.stale_version"  # a snapshot older than the applied one was refused
+POLICY_TABLES_FULL = "policy.tables_full"  # a compiled policy did not fit the shared tables
+POLICY_LKG_UNREADABLE = "policy.lkg_unreadable"  # the persisted last-known-good policy could not be loaded
+EVENTS_SPOOL_DROPPED = "events.spool_dropped"  # events dropped because the disk spool was full
+EVENTS_AGGREGATED = "events.aggregated"  # identical events folded into one with a count
+CONTROL_MALFORMED = "control.malformed"  # a controller-protocol message that does not decode
+CONTROL_BAD_VERSION = "control.bad_version"  # a peer speaking another protocol or software version
+CONTROL_UNKNOWN_TYPE = "control.unknown_type"
+CONTROL_AUTH_FAILED = "control.auth_failed"  # a CURVE handshake refused
+CONTROL_TIMEOUT = "control.timeout"  # the peer fell silent; the link is re-established

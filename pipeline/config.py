@@ -128,6 +128,7 @@ class SupervisorConfig:
     restart_window_s: int = _f(60, "window over which restarts are counted")
     stable_after_s: int = _f(10, "a child running this long counts as started well")
     shutdown_grace_ms: int = _f(2000, "time children get to answer pending packets when stopping")
+    packet_nice: int = _f(-10, "nice value of readers and workers (-20..19): lower is scheduled sooner")
 
 
 @dataclass(frozen=True, slots=True)
@@ -460,6 +461,7 @@ def _check(c: Config) -> None:
     )
     _require(s.heartbeat_timeout_ms > 2 * s.heartbeat_interval_ms, "supervisor.heartbeat_timeout_ms",
              "more than twice heartbeat_interval_ms", s.heartbeat_timeout_ms)  # fmt: skip
+    _require(-20 <= s.packet_nice <= 19, "supervisor.packet_nice", "-20..19", s.packet_nice)
     _require(s.restart_budget >= 0, "supervisor.restart_budget", ">= 0", s.restart_budget)
     _require(w.inspect in INSPECT_MODES, "workers.inspect", " or ".join(INSPECT_MODES), w.inspect)
     _require(

@@ -10,6 +10,7 @@ exception policy when the worker is down or late, or when the enforcer stops.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import signal
 import time
@@ -233,22 +234,19 @@ class Reader:
 
     def _apply_worker_verdicts(self, msg: M.Verdicts, now: float) -> None:
         inflight = self.inflight
+        decided: list[tuple[int, int, int | None]] = []
+        on_worker_verdict = self.judge.on_worker_verdict
+        latency = self.latency
         for ref, verdict, _rule in msg.items:
             entry = inflight.pop(ref, None)
             if entry is None:
                 self.counters[A.WORKER_UNKNOWN_REF] += 1  # answered after its timeout, or a stale worker
                 continue
-            act = self.judge.on_worker_verdict(entry.flow, verdict)
-            self.nfq.verdict(*self._kernel_verdict(act, entry.packet, entry.meta))
-            self._observe_latency(now - entry.sent)
-
-    def _observe_latency(self, seconds: float) -> None:
-        us = seconds * 1e6
-        for i, bound in enumerate(LATENCY_BUCKETS_US):
-            if us <= bound:
-                self.latency[i] += 1
-                return
-        self.latency[-1] += 1
+            act = on_worker_verdict(entry.flow, verdict)
+            decided.append(self._kernel_verdict(act, entry.packet, entry.meta))
+            latency[bisect.bisect_left(LATENCY_BUCKETS_US, (now - entry.sent) * 1e6)] += 1
+        # A worker answers a batch in order, so its verdicts form runs that batch verdicts can cover.
+        self._give(decided)
 
     # ---- timers --------------------------------------------------------------------------------
 

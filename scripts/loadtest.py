@@ -25,10 +25,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import psutil  # noqa: E402
+import psutil
 
-from lab.enforcer import LabEnforcer  # noqa: E402
-from lab.topology import Lab, require_root  # noqa: E402
+from lab.enforcer import LabEnforcer
+from lab.topology import Lab, require_root
 
 PY = sys.executable
 

@@ -20,12 +20,20 @@ INSPECT_PACKETS = 8
 MAX_FLOWS = 65536
 
 
+class _FlowState:
+    __slots__ = ("action", "payload_packets", "rule_id")
+
+    def __init__(self, action: Action, rule_id: int) -> None:
+        self.action = action
+        self.rule_id = rule_id
+        self.payload_packets = 0
+
+
 class MinimalChain:
     def __init__(self, tables: PolicyTables, pattern: bytes = b"") -> None:
         self.tables = tables
         self.pattern = pattern
-        # per flow: [client direction, packets with payload seen]
-        self._flows: dict[FlowKey, list[int]] = {}
+        self._flows: dict[FlowKey, _FlowState] = {}
         self.counters: Counter[str] = Counter()
 
     def on_packet(
@@ -39,20 +47,18 @@ class MinimalChain:
         if state is None:
             if len(self._flows) >= MAX_FLOWS:
                 del self._flows[next(iter(self._flows))]
-            state = self._flows[key] = [direction, 0]
-        if direction == state[0]:
+            # The first packet seen is the client's: decide once per flow, from its point of view.
             decision = self.tables.decide(meta.family, meta.src, meta.dst, meta.proto, meta.dport)
-        else:
-            decision = self.tables.decide(meta.family, meta.dst, meta.src, meta.proto, meta.sport)
-        if decision.action is Action.DENY:
+            state = self._flows[key] = _FlowState(decision.action, decision.rule_id)
+        if state.action is Action.DENY:
             del self._flows[key]
-            return blocked, decision.rule_id
+            return blocked, state.rule_id
         if meta.payload_len:
-            state[1] += 1
-        if not self.pattern or state[1] >= INSPECT_PACKETS:
+            state.payload_packets += 1
+        if not self.pattern or state.payload_packets >= INSPECT_PACKETS:
             del self._flows[key]
-            return WorkerVerdict.ALLOW_FLOW, decision.rule_id
-        return WorkerVerdict.PASS, decision.rule_id
+            return WorkerVerdict.ALLOW_FLOW, state.rule_id
+        return WorkerVerdict.PASS, state.rule_id
 
     def expire(self, now: float) -> None:
         pass

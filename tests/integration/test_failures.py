@@ -140,3 +140,27 @@ def test_reader_survives_malformed_packets(lab: Lab) -> None:
         assert malformed >= 50 * 4, counters
         assert e.child_pids() == pids  # nobody crashed or was restarted
         assert tcp(lab, "c1", dst, 80)["ok"]
+
+
+def test_hung_child_is_restarted(lab: Lab) -> None:
+    with LabEnforcer(lab, {"supervisor": {"heartbeat_timeout_ms": 1000}}) as e:
+        old = e.child_pids()["worker 1"]
+        os.kill(old, signal.SIGSTOP)  # alive but silent: only the missing heartbeat can tell
+        stopped = time.monotonic()
+        while time.monotonic() - stopped < 5 and e.child_pids().get("worker 1") in (None, old):
+            time.sleep(0.1)
+        assert e.child_pids().get("worker 1") not in (None, old)
+        assert time.monotonic() - stopped < 2.5
+        assert "sent no heartbeat" in e.log()
+
+
+def test_only_the_first_packet_of_a_connection_reaches_user_space(lab: Lab) -> None:
+    with LabEnforcer(lab) as e:
+        _settle()
+        before = sum(c.get("packets", 0) for c in _counters(e, "reader").values())
+        for i in range(10):
+            assert tcp(lab, "c1" if i % 2 else "c2", lab.host("s1").ipv4, 80, nbytes=200_000)["ok"]
+        _settle()
+        after = sum(c.get("packets", 0) for c in _counters(e, "reader").values())
+        # Each connection is ~100 packets each way; the SYN alone is judged, the rest is offloaded.
+        assert after - before == 10
