@@ -237,6 +237,7 @@ def test_volumes_for_state_runtime_and_host_views(
 def test_controller_key_files_are_in_the_secret_template(container: dict[str, Any]) -> None:
     keys_mount = next(m["mountPath"] for m in container["volumeMounts"] if m["name"] == "controller-keys")
     secret_keys = set(find("Secret")["stringData"])
+    assert secret_keys == {"controller.key", "enforcer.key_secret"}
     controller = _config_toml()["controller"]
     for key in ("server_key", "client_key"):
         path = Path(controller[key])
@@ -313,3 +314,27 @@ def test_container_lab_reads_the_configmap_toml_as_yaml_does() -> None:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module.configmap_toml() == find("ConfigMap")["data"]["enforcer.toml"]
+
+
+def test_secret_template_has_the_certificate_format_the_enforcer_loads(tmp_path: Path) -> None:
+    """With its placeholders replaced by real keys, the template is what the controller link loads."""
+    import zmq
+
+    from policy.controller_link import load_keys
+
+    controller_public, _ = zmq.curve_keypair()
+    enforcer_public, enforcer_secret = zmq.curve_keypair()
+    data = find("Secret")["stringData"]
+    real = {
+        "REPLACE-WITH-THE-CONTROLLER-PUBLIC-KEY": controller_public.decode(),
+        "REPLACE-WITH-THE-ENFORCER-PUBLIC-KEY-": enforcer_public.decode(),
+        "REPLACE-WITH-THE-ENFORCER-SECRET-KEY-": enforcer_secret.decode(),
+    }
+    for name, text in data.items():
+        for placeholder, key in real.items():
+            text = text.replace(placeholder, key)
+        (tmp_path / name).write_text(text)
+    server_public, public, secret = load_keys(
+        str(tmp_path / "controller.key"), str(tmp_path / "enforcer.key_secret")
+    )
+    assert (server_public, public, secret) == (controller_public, enforcer_public, enforcer_secret)
