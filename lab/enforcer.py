@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -117,8 +118,18 @@ class LabEnforcer:
                 self.proc.wait(timeout=5)
         return self.proc.returncode
 
+    def cleanup(self) -> None:
+        """Stop, and remove the private directory (kept when ENFORCER_LAB_KEEP is set, for a post-mortem)."""
+        self.stop()
+        if not os.environ.get("ENFORCER_LAB_KEEP"):
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
     def __enter__(self) -> LabEnforcer:
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:
+            self.cleanup()
+            raise
 
     def __exit__(self, *exc: object) -> None:
-        self.stop()
+        self.cleanup()

@@ -139,8 +139,20 @@ class RuntimeDirsConfig:
 
 @dataclass(frozen=True, slots=True)
 class PolicyConfig:
-    file: str = _f("", "local policy file used when no controller is configured")
+    file: str = _f("", "local policy file used when no controller is configured (re-read when it changes)")
     startup: str = _f("monitor", "policy before any is known: monitor (allow and report) or protect (deny)")
+    table_bytes: int = _f(8 << 20, "bytes of each half of the shared-memory rule tables")
+    reuse_wait_ms: int = _f(10, "how long the policy writer waits for readers to leave a table half")
+    watch_interval_ms: int = _f(1000, "how often the local policy file is checked for changes")
+
+
+@dataclass(frozen=True, slots=True)
+class EventsConfig:
+    aggregate_window_ms: int = _f(1000, "identical events within this window become one event with a count")
+    batch_max: int = _f(512, "events per batch sent to the controller")
+    spool_max_bytes: int = _f(64 << 20, "disk spool of events the controller has not acknowledged")
+    log_file: str = _f("", "without a controller, events go to this JSON-lines file (default: "
+                       "state_dir/events.jsonl; - for standard output)")  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +160,10 @@ class ControllerConfig:
     join_addr: str = _f("", "controller address host:port; empty runs from the local policy file")
     server_key: str = _f("", "file with the controller's CURVE public key")
     client_key: str = _f("", "file with this enforcer's CURVE secret key")
+    heartbeat_s: int = _f(2, "seconds between heartbeats to the controller")
+    timeout_s: int = _f(6, "a controller silent this long is reconnected")
+    reconnect_max_s: int = _f(10, "ceiling of the reconnect back-off")
+    inflight_batches: int = _f(8, "event batches sent to the controller and not yet acknowledged")
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +190,7 @@ class Config:
     supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)
     paths: RuntimeDirsConfig = field(default_factory=RuntimeDirsConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
+    events: EventsConfig = field(default_factory=EventsConfig)
     controller: ControllerConfig = field(default_factory=ControllerConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     log: LogConfig = field(default_factory=LogConfig)
@@ -467,6 +484,25 @@ def _check(c: Config) -> None:
     _require(
         c.policy.startup in ("monitor", "protect"), "policy.startup", "monitor or protect", c.policy.startup
     )
+    p, e, ctl = c.policy, c.events, c.controller
+    _require(1 << 16 <= p.table_bytes <= 1 << 30, "policy.table_bytes", "64 KiB..1 GiB", p.table_bytes)
+    _require(0 <= p.reuse_wait_ms <= 10_000, "policy.reuse_wait_ms", "0..10000", p.reuse_wait_ms)
+    _require(
+        10 <= p.watch_interval_ms <= 600_000, "policy.watch_interval_ms", "10..600000", p.watch_interval_ms
+    )
+    _require(
+        10 <= e.aggregate_window_ms <= 600_000,
+        "events.aggregate_window_ms",
+        "10..600000",
+        e.aggregate_window_ms,
+    )
+    _require(1 <= e.batch_max <= 4096, "events.batch_max", "1..4096", e.batch_max)
+    _require(
+        1 << 20 <= e.spool_max_bytes <= 1 << 34, "events.spool_max_bytes", "1 MiB..16 GiB", e.spool_max_bytes
+    )
+    for key in ("heartbeat_s", "timeout_s", "reconnect_max_s", "inflight_batches"):
+        _require(getattr(ctl, key) >= 1, f"controller.{key}", ">= 1", getattr(ctl, key))
+    _require(ctl.timeout_s > ctl.heartbeat_s, "controller.timeout_s", "more than heartbeat_s", ctl.timeout_s)
     _require(c.log.level in LOG_LEVELS, "log.level", " or ".join(LOG_LEVELS), c.log.level)
     if c.metrics.listen:
         _check_hostport(c.metrics.listen, "metrics.listen")

@@ -92,4 +92,4 @@ def enforcer(lab: Lab) -> Iterator[LabEnforcer]:
     try:
         yield e.start()
     finally:
-        e.stop()
+        e.cleanup()

@@ -94,13 +94,16 @@ def test_no_reader_bound_follows_the_failure_policy(lab: Lab, no_reader: str) ->
 
 def test_sigterm_removes_every_rule_and_exits_zero(lab: Lab) -> None:
     e = LabEnforcer(lab).start()
-    assert "ENFORCER" in e.rules()
-    assert tcp(lab, "c1", lab.host("s1").ipv4, 80)["ok"]
-    assert e.stop() == 0
-    rules = e.rules()
-    assert "ENFORCER" not in rules and "NFQUEUE" not in rules, rules
-    # With the enforcer gone, nothing is enforced any more: the denied port answers again.
-    assert tcp(lab, "c1", lab.host("s1").ipv4, 22)["ok"]
+    try:
+        assert "ENFORCER" in e.rules()
+        assert tcp(lab, "c1", lab.host("s1").ipv4, 80)["ok"]
+        assert e.stop() == 0
+        rules = e.rules()
+        assert "ENFORCER" not in rules and "NFQUEUE" not in rules, rules
+        # With the enforcer gone, nothing is enforced any more: the denied port answers again.
+        assert tcp(lab, "c1", lab.host("s1").ipv4, 22)["ok"]
+    finally:
+        e.cleanup()
 
 
 def _ipv4(src: str, dst: str, proto: int, l4: bytes, ihl: int = 5, total: int | None = None) -> bytes:
