@@ -47,6 +47,9 @@ class FlowContext:
     rule_id: int = 0
     mode: int = -1  # policy.lookup.Mode of the deciding group; -1 with no policy
     decided: bool = False  # the app-aware decision was made (or the fallback applied)
+    decision: str = "pending"  # "allow" | "block" | "reset" | "pending"; why in `reason`
+    reason: str = ""  # "app" | "unidentified" | "threat:<name>" | an anomaly name
+    verdict: int = 0  # the flow's current WorkerVerdict
     packets: list[int] = field(default_factory=lambda: [0, 0])  # per Side
     bytes: list[int] = field(default_factory=lambda: [0, 0])  # payload bytes per Side
     detector_state: dict[str, object] = field(default_factory=dict)
