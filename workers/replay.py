@@ -76,7 +76,7 @@ def read_capture(path: str) -> Iterator[tuple[float, bytes]]:
     import dpkt
 
     try:
-        f = open(path, "rb")  # noqa: SIM115 - closed in finally below
+        f = open(path, "rb")
     except OSError as exc:
         raise CaptureError(f"cannot open capture {path!r}: {exc.strerror}") from None
     try:
@@ -148,7 +148,13 @@ class Replay:
         self.policy_events = 0
         self.settings = settings or DpiSettings()
         self.engine = DpiEngine(
-            self.settings, tables, self._emit, NODE, on_event=self._on_event, on_flow_end=self._on_flow_end
+            self.settings,
+            tables,
+            self._emit,
+            NODE,
+            on_event=self._on_event,
+            on_flow_end=self._on_flow_end,
+            report_l4=True,
         )
 
     def _on_event(self, ctx: FlowContext, ev: ParserEvent) -> None:
@@ -181,9 +187,11 @@ class Replay:
             self._line(
                 {
                     "kind": "flow", "proto": proto, "client": client, "server": server, "app": app,
-                    "decision": ctx.decision, "reason": ctx.reason, "verdict": verdict, "rule_id": ctx.rule_id,
-                    "midstream": ctx.midstream, "host": _jsonable(ctx.host), "sni": _jsonable(ctx.sni),
-                    "server_app": ctx.server_app, "server_names": list(ctx.server_names), "packets": list(ctx.packets), "bytes": list(ctx.bytes),
+                    "decision": ctx.decision, "reason": ctx.reason, "verdict": verdict,
+                    "rule_id": ctx.rule_id, "midstream": ctx.midstream, "host": _jsonable(ctx.host),
+                    "sni": _jsonable(ctx.sni), "server_app": ctx.server_app,
+                    "server_names": list(ctx.server_names), "packets": list(ctx.packets),
+                    "bytes": list(ctx.bytes),
                     "events": [_jsonable(e) for e in events],
                 }
             )  # fmt: skip
@@ -228,17 +236,20 @@ class Replay:
         engine.close_all()
         elapsed = time.perf_counter() - started
         stats = engine.stats()
-        summary = {
+        apps = dict(sorted(self.apps.items()))
+        decisions = dict(sorted(self.decisions.items()))
+        anomalies = {
+            k: v for k, v in sorted(stats.items()) if "." in k and not k.startswith(("app.", "fallback."))
+        }
+        summary: dict[str, Any] = {
             "kind": "summary",
             "packets": count,
             "flows": self.flow_count,
-            "apps": dict(sorted(self.apps.items())),
-            "decisions": dict(sorted(self.decisions.items())),
+            "apps": apps,
+            "decisions": decisions,
             "packet_verdicts": dict(sorted(verdicts.items())),
             "policy_events": self.policy_events,
-            "anomalies": {
-                k: v for k, v in sorted(stats.items()) if "." in k and not k.startswith(("app.", "fallback."))
-            },
+            "anomalies": anomalies,
             "elapsed_s": round(elapsed, 6),
             "packets_per_s": round(count / elapsed) if elapsed > 0 else 0,
         }
@@ -247,9 +258,9 @@ class Replay:
         else:
             self.out.write(
                 f"summary: {count} packets, {self.flow_count} flows, {summary['packets_per_s']} packets/s\n"
-                f"  apps: {', '.join(f'{k}={v}' for k, v in summary['apps'].items()) or '-'}\n"
-                f"  decisions: {', '.join(f'{k}={v}' for k, v in summary['decisions'].items()) or '-'}\n"
-                f"  anomalies: {', '.join(f'{k}={v}' for k, v in summary['anomalies'].items()) or '-'}\n"
+                f"  apps: {', '.join(f'{k}={v}' for k, v in apps.items()) or '-'}\n"
+                f"  decisions: {', '.join(f'{k}={v}' for k, v in decisions.items()) or '-'}\n"
+                f"  anomalies: {', '.join(f'{k}={v}' for k, v in anomalies.items()) or '-'}\n"
             )
         return summary
 

@@ -40,8 +40,8 @@ from pipeline.packet import (
     PacketMeta,
     decode,
 )
-from policy.events import flow_fields, make_event
-from policy.lookup import Action, Mode, PolicyTables, Report
+from policy.events import EventType, flow_fields, make_event
+from policy.lookup import Action, Decision, Mode, PolicyTables, Report
 from workers.dpi import registry
 from workers.dpi.context import Detector, FlowContext
 from workers.dpi.defrag import Defragmenter
@@ -120,6 +120,7 @@ class DpiEngine:
         parsers: tuple[ParserSpec, ...] = registry.PARSERS,
         on_event: EventObserver | None = None,
         on_flow_end: FlowObserver | None = None,
+        report_l4: bool = False,
     ) -> None:
         registry.validate(parsers)
         self.s = settings
@@ -131,6 +132,7 @@ class DpiEngine:
         self.event_hooks = tuple(d for d in self.detectors if d.on_event is not None)
         self.on_event = on_event
         self.on_flow_end = on_flow_end
+        self.report_l4 = report_l4  # the reader reports L3/L4 decisions; replay has no reader and asks us
         self.parsers = {t: tuple(p for p in parsers if p.transport == t) for t in registry.TRANSPORTS}
         self.server_ports = registry.server_ports(parsers)
         self.flows: OrderedDict[FlowKey, _Flow] = OrderedDict()  # least recently seen first
@@ -269,11 +271,13 @@ class DpiEngine:
             caddr, cport, saddr, sport = meta.dst, meta.dport, meta.src, meta.sport
         ctx = FlowContext(key, meta.family, client_dir, caddr, cport, saddr, sport, now, now, midstream)
         ctx.server_names = self.fqdn.names(saddr, now)
+        flow = _Flow(ctx, meta.proto == IPPROTO_TCP, self.s)
         if self.tables is not None:
             d = self.tables.decide(meta.family, caddr, saddr, meta.proto, sport)
             ctx.mode = int(d.mode)
             ctx.rule_id = d.rule_id
-        flow = _Flow(ctx, meta.proto == IPPROTO_TCP, self.s)
+            if d.final:
+                self._l4_final(flow, d, now)
         if midstream and not self.s.midstream_pickup:
             flow.inspect = False
             self._fallback(flow, self.s.unidentified_fallback, A.DPI_STREAM_MIDSTREAM, now)
@@ -461,21 +465,42 @@ class DpiEngine:
                 ctx, "allow", "app", WorkerVerdict.PASS if keep_inspecting else WorkerVerdict.ALLOW_FLOW
             )
             self.counters["app_allowed"] += 1
-        if d.report is Report.VIOLATION or d.action is Action.DENY:
-            self.emit(
-                make_event(
-                    "violation", self.node, now, rule_id=d.rule_id, flow=self._flow_fields(ctx),
-                    action=ctx.decision, app=spec.name, client_group=d.src_group, server_group=d.dst_group,
-                    mode=Mode(d.mode).name.lower(),
-                )
+        if d.report is not Report.NONE or d.action is Action.DENY:
+            self._report(ctx, d, spec.name, now)
+
+    def _l4_final(self, flow: _Flow, d: Decision, now: float) -> None:
+        """The rule did not need the application: its answer stands. Parsing goes on for reports and
+        detectors while packets keep coming (replay, inspect-all mode)."""
+        ctx = flow.ctx
+        tcp = flow.streams is not None
+        if d.action is Action.DENY:
+            self._decide(
+                ctx,
+                "reset" if tcp else "block",
+                "l4",
+                WorkerVerdict.RESET_FLOW if tcp else WorkerVerdict.BLOCK_FLOW,
+            )
+            flow.inspect = False
+        else:
+            keep = self.s.inspect_after_identify and bool(self.detectors)
+            self._decide(ctx, "allow", "l4", WorkerVerdict.PASS if keep else WorkerVerdict.ALLOW_FLOW)
+        if self.report_l4 and d.report is not Report.NONE:
+            self._report(ctx, d, "", now)
+
+    def _report(self, ctx: FlowContext, d: Decision, app: str, now: float) -> None:
+        if d.report is Report.LEARNED:
+            event = make_event(
+                EventType.CONNECTION, self.node, now, client_group=d.src_group, server_group=d.dst_group,
+                app=app, port=ctx.server_port, count=1, proto=ctx.key.proto, flow=self._flow_fields(ctx),
+                learned=True,
             )  # fmt: skip
-        elif d.report is Report.LEARNED:
-            self.emit(
-                make_event(
-                    "connection", self.node, now, client_group=d.src_group, server_group=d.dst_group,
-                    app=spec.name, port=ctx.server_port, count=1, flow=self._flow_fields(ctx), learned=True,
-                )
+        else:
+            event = make_event(
+                EventType.VIOLATION, self.node, now, rule_id=d.rule_id, flow=self._flow_fields(ctx),
+                action="deny" if d.action is Action.DENY else "allow", count=1, app=app,
+                client_group=d.src_group, server_group=d.dst_group, mode=Mode(d.mode).name.lower(),
             )  # fmt: skip
+        self.emit(event)
 
     def _decide(self, ctx: FlowContext, decision: str, reason: str, verdict: WorkerVerdict) -> None:
         ctx.decided = True
@@ -501,8 +526,8 @@ class DpiEngine:
         if fallback != "allow":
             self.emit(
                 make_event(
-                    "violation", self.node, now, rule_id=ctx.rule_id, flow=self._flow_fields(ctx),
-                    action=fallback, reason=reason, app=ctx.app,
+                    EventType.VIOLATION, self.node, now, rule_id=ctx.rule_id, flow=self._flow_fields(ctx),
+                    action="deny", count=1, reason=reason, app=ctx.app,
                 )
             )  # fmt: skip
 
@@ -528,7 +553,7 @@ class DpiEngine:
             flow.inspect = False
         self.emit(
             make_event(
-                "threat", self.node, now, name=f.name, severity=f.severity, action=action,
+                EventType.THREAT, self.node, now, name=f.name, severity=f.severity, action=action,
                 flow=self._flow_fields(ctx), app=ctx.app, message=f.message, excerpt=f.excerpt, **f.fields,
             )
         )  # fmt: skip

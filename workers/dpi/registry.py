@@ -2,7 +2,8 @@
 
 Order matters only as a tie-break: when two candidates finalize on the same bytes, the earlier entry
 wins (candidates whose default ports include the flow's server port are tried first). `validate()` runs
-at engine start: unique names per transport, known transports, ports in range.
+at engine start: unique names per transport, known transports, ports in range. Names are the canonical
+application names of `policy.apps.APPLICATIONS` (what rules name), checked by the tests.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ PARSERS: tuple[ParserSpec, ...] = (
     ParserSpec("SIP", "tcp", (5060, 5061), "Session Initiation Protocol over TCP", http.probe_sip, _sip),
     ParserSpec("SIP", "udp", (5060,), "Session Initiation Protocol over UDP", http.probe_sip, _sip),
     ParserSpec(
-        "TLS",
+        "TLS/SSL",
         "tcp",
         (443, 8443, 993, 995, 465, 636),
         "SSLv2/SSLv3/TLS records and hellos",
@@ -60,8 +61,8 @@ PARSERS: tuple[ParserSpec, ...] = (
     ParserSpec("SSH", "tcp", (22, 2222), "SSH identification strings", ssh.probe, ssh.SshParser),
     ParserSpec("DNS", "udp", (53, 5353), "DNS messages over UDP", dns.probe, _dns_udp),
     ParserSpec("DNS", "tcp", (53,), "DNS messages over TCP (length-prefixed)", dns.probe_tcp, _dns_tcp),
-    ParserSpec("gRPC", "tcp", (50051,), "gRPC over cleartext HTTP/2", http2.probe, _grpc),
-    ParserSpec("HTTP/2", "tcp", (80, 8080), "HTTP/2 with prior knowledge (h2c)", http2.probe, _h2),
+    ParserSpec("GRPC", "tcp", (50051,), "gRPC over cleartext HTTP/2", http2.probe, _grpc),
+    ParserSpec("HTTP2", "tcp", (80, 8080), "HTTP/2 with prior knowledge (h2c)", http2.probe, _h2),
     ParserSpec("MySQL", "tcp", (3306, 33060), "MySQL client/server protocol", mysql.probe, mysql.MysqlParser),
     ParserSpec(
         "PostgreSQL",

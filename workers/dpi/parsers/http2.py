@@ -112,14 +112,14 @@ class Http2Parser:
             else:
                 self.block[side] += payload
             if len(self.block[side]) > self.s.max_header_bytes:
-                events.append(ParseAnomaly("dpi.http2.header_block_too_long", "HTTP/2"))
+                events.append(ParseAnomaly("dpi.http2.header_block_too_long", "HTTP2"))
                 self.hpack_broken[side] = True
                 newly = self._decide(side, None) or newly
                 continue
             if flags & FLAG_END_HEADERS:
                 ev = self._decode(side)
                 if ev is None:
-                    events.append(ParseAnomaly("dpi.http2.hpack_error", "HTTP/2"))
+                    events.append(ParseAnomaly("dpi.http2.hpack_error", "HTTP2"))
                 else:
                     events.append(ev)
                 newly = self._decide(side, ev) or newly

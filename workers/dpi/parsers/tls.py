@@ -190,7 +190,7 @@ class TlsParser:
             if rtype not in _RECORD_TYPES or major != 3 or minor > 4 or length > MAX_RECORD:
                 if not self.identified:
                     return FeedResult(pos, 0, events, Outcome.GIVE_UP)
-                events.append(ParseAnomaly(A.DPI_TLS_BAD_RECORD, "TLS", data[pos : pos + 5].hex()))
+                events.append(ParseAnomaly(A.DPI_TLS_BAD_RECORD, "TLS/SSL", data[pos : pos + 5].hex()))
                 return FeedResult(n, 0, events, Outcome.GIVE_UP)
             if self.first[side] and rtype != HANDSHAKE and not self.identified:
                 return FeedResult(pos, 0, events, Outcome.GIVE_UP)
@@ -242,7 +242,7 @@ class TlsParser:
                 if ev is None:
                     if not self.identified:
                         return FeedResult(pos, 0, events, Outcome.GIVE_UP)
-                    events.append(ParseAnomaly(A.DPI_TLS_BAD_RECORD, "TLS", "bad hello"))
+                    events.append(ParseAnomaly(A.DPI_TLS_BAD_RECORD, "TLS/SSL", "bad hello"))
                     continue
                 events.append(ev)
                 if not self.identified:
