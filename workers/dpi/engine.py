@@ -441,32 +441,34 @@ class DpiEngine:
         ctx.app = spec.name
         self.counters["identified"] += 1
         self.counters["app." + spec.name] += 1
-        if ctx.decided:
-            return
+        if not ctx.decided:
+            self._decide_app(flow, spec.name, "app", now)
+
+    def _decide_app(self, flow: _Flow, app: str, reason: str, now: float) -> None:
+        """Ask the tables about the flow with its application (`""`: none identified, which matches no
+        rule that names applications) and apply the answer."""
+        ctx = flow.ctx
         tcp = flow.streams is not None
-        keep_inspecting = self.s.inspect_after_identify and bool(self.detectors)
+        keep_inspecting = self.s.inspect_after_identify and bool(self.detectors) and flow.inspect
+        allow = WorkerVerdict.PASS if keep_inspecting else WorkerVerdict.ALLOW_FLOW
         if self.tables is None:
-            self._decide(
-                ctx, "allow", "app", WorkerVerdict.PASS if keep_inspecting else WorkerVerdict.ALLOW_FLOW
-            )
+            self._decide(ctx, "allow", reason, allow)
             return
         d = self.tables.decide_app(
-            ctx.family, ctx.client_addr, ctx.server_addr, ctx.key.proto, ctx.server_port, spec.name
+            ctx.family, ctx.client_addr, ctx.server_addr, ctx.key.proto, ctx.server_port, app
         )
         ctx.rule_id = d.rule_id
         ctx.mode = int(d.mode)
         if d.action is Action.DENY:
             verdict = WorkerVerdict.RESET_FLOW if tcp else WorkerVerdict.BLOCK_FLOW
-            self._decide(ctx, "reset" if tcp else "block", "app", verdict)
+            self._decide(ctx, "reset" if tcp else "block", reason, verdict)
             flow.inspect = False
             self.counters["app_denied"] += 1
         else:
-            self._decide(
-                ctx, "allow", "app", WorkerVerdict.PASS if keep_inspecting else WorkerVerdict.ALLOW_FLOW
-            )
+            self._decide(ctx, "allow", reason, allow)
             self.counters["app_allowed"] += 1
         if d.report is not Report.NONE or d.action is Action.DENY:
-            self._report(ctx, d, spec.name, now)
+            self._report(ctx, d, app, now)
 
     def _l4_final(self, flow: _Flow, d: Decision, now: float) -> None:
         """The rule did not need the application: its answer stands. Parsing goes on for reports and
@@ -515,6 +517,9 @@ class DpiEngine:
         if reason == A.DPI_UNIDENTIFIED:
             self.count(A.DPI_UNIDENTIFIED)
         self.counters["fallback." + fallback] += 1
+        if fallback == "policy":
+            self._decide_app(flow, ctx.app, reason, now)
+            return
         verdict = _FALLBACK_VERDICT[fallback]
         if verdict is WorkerVerdict.RESET_FLOW and flow.streams is None:
             verdict = WorkerVerdict.BLOCK_FLOW

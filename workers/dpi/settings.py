@@ -11,7 +11,9 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-FALLBACKS = ("allow", "block", "reset")  # what to do with a flow the DPI cannot decide on
+# What to do with a flow the DPI cannot finish: "policy" asks the tables with the application known so
+# far ("" if none: it matches no rule that names applications; no tables → allow); the others are fixed.
+FALLBACKS = ("policy", "allow", "block", "reset")
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,9 +35,9 @@ class DpiSettings:
     # --- identification
     identify_bytes: int = 4096  # payload bytes (both ways) within which the app must be identified
     identify_packets: int = 16  # payload-carrying packets within which the app must be identified
-    unidentified_fallback: str = "allow"  # one of FALLBACKS: decision for a flow never identified
-    buffer_full_fallback: str = "allow"  # one of FALLBACKS: stream cap exceeded
-    parser_error_fallback: str = "allow"  # one of FALLBACKS: parser exception
+    unidentified_fallback: str = "policy"  # one of FALLBACKS: decision for a flow never identified
+    buffer_full_fallback: str = "policy"  # one of FALLBACKS: stream cap exceeded
+    parser_error_fallback: str = "policy"  # one of FALLBACKS: parser exception
     midstream_pickup: bool = True  # follow TCP flows whose handshake we did not see
     inspect_after_identify: bool = True  # keep parsing (for detectors) after the app is allowed
     # --- parsers

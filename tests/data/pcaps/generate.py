@@ -429,6 +429,25 @@ def cap_unknown() -> Packets:
     return out
 
 
+def cap_app_rules() -> Packets:
+    """Replayed with policy/app_rules.yaml: only HTTP may use tcp/80 and only MySQL tcp/3306."""
+    out: Packets = []
+    req, resp = http_get()
+    TcpConversation(out, C4, 41001, S4, 80, 1000.0).handshake().send(0, req).send(1, resp).close()
+    c = TcpConversation(out, C4, 41002, S4, 80, 1001.0).handshake()
+    c.send(1, b"SSH-2.0-OpenSSH_9.6p1\r\n").send(0, b"SSH-2.0-OpenSSH_9.2\r\n").close()
+    noise = bytes((i * 91 + 7) % 256 for i in range(200))
+    TcpConversation(out, C4, 41003, S4, 80, 1002.0).handshake().send(0, noise).close()
+    c = TcpConversation(out, C4, 41004, S4, 3306, 1003.0).handshake()
+    for side, data in mysql_session()[:3]:
+        c.send(side, data)
+    c.close()
+    TcpConversation(out, C4, 41005, S4, 3306, 1004.0).handshake().send(0, req).close()
+    udp_exchange(out, 1005.0, [(0, dns_query(0x6789, "www.example.test", 1)), (1, dns_response_cname(0x6789))],
+                 C4, 53010, R4, 53)  # fmt: skip
+    return out
+
+
 CAPTURES: dict[str, Callable[[], Packets]] = {
     "http/http_get": cap_http_get,
     "http/http_nonstandard_port": cap_http_nonstandard_port,
@@ -445,7 +464,10 @@ CAPTURES: dict[str, Callable[[], Packets]] = {
     "redis/redis": cap_redis,
     "http2/http2_grpc": cap_http2,
     "unknown/unknown_tcp": cap_unknown,
+    "policy/app_rules": cap_app_rules,
 }
+# Captures replayed with a policy file (beside them); the others run with no policy (identify only).
+POLICIES = {"policy/app_rules": "policy/app_rules.yaml"}
 
 
 def frame(ip: bytes) -> bytes:
@@ -464,15 +486,20 @@ def write_pcap(path: Path, packets: Packets) -> None:
 VOLATILE_KEYS = ("id", "elapsed_s", "packets_per_s")  # differ between runs: left out of expected files
 
 
-def replay_lines(path: Path) -> list[dict]:
+def replay_lines(path: Path, policy: Path | None = None) -> list[dict]:
     """The replay --json output for one capture, volatile keys removed (used by the golden test too)."""
     import io
     import json
 
     from workers.replay import Replay, read_capture
 
+    tables = None
+    if policy is not None:
+        from policy.tables import load_policy_tables
+
+        tables = load_policy_tables(policy)
     out = io.StringIO()
-    Replay(out, as_json=True).run(read_capture(str(path)))
+    Replay(out, as_json=True, tables=tables).run(read_capture(str(path)))
     lines = []
     for line in out.getvalue().splitlines():
         obj = json.loads(line)
@@ -490,7 +517,8 @@ def main(argv: list[str]) -> int:
     print(f"wrote {len(CAPTURES)} captures under {HERE.name}/")
     if "--expected" in argv:
         for name in CAPTURES:
-            lines = replay_lines(HERE / f"{name}.pcap")
+            policy = HERE / POLICIES[name] if name in POLICIES else None
+            lines = replay_lines(HERE / f"{name}.pcap", policy)
             text = "".join(json.dumps(obj, sort_keys=True) + "\n" for obj in lines)
             (HERE / f"{name}.expected.jsonl").write_text(text)
         print("wrote expected replay outputs (review them before committing)")
