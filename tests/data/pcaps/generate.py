@@ -134,9 +134,13 @@ def udp_exchange(out: Packets, t: float, msgs: list[tuple[int, bytes]], client: 
 
 
 def http_get() -> tuple[bytes, bytes]:
-    req = b"GET /index.html?q=1 HTTP/1.1\r\nHost: www.example.test\r\nUser-Agent: curl/8.5\r\nAccept: */*\r\n\r\n"
+    req = (
+        b"GET /index.html?q=1 HTTP/1.1\r\nHost: www.example.test\r\n"
+        b"User-Agent: curl/8.5\r\nAccept: */*\r\n\r\n"
+    )
     resp = (
-        b"HTTP/1.1 200 OK\r\nServer: nginx/1.25.3\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"HTTP/1.1 200 OK\r\nServer: nginx/1.25.3\r\nContent-Type: text/plain\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n"
         b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
     )
     return req, resp
@@ -270,8 +274,12 @@ def h2_frame(ftype: int, flags: int, stream: int, payload: bytes) -> bytes:
 
 def h2_client(grpc: bool) -> bytes:
     enc = hpack.Encoder()
-    headers = [(":method", "POST" if grpc else "GET"), (":scheme", "http"), (":authority", "svc.example.test"),
-               (":path", "/helloworld.Greeter/SayHello" if grpc else "/")]  # fmt: skip
+    headers = [
+        (":method", "POST" if grpc else "GET"),
+        (":scheme", "http"),
+        (":authority", "svc.example.test"),
+        (":path", "/helloworld.Greeter/SayHello" if grpc else "/"),
+    ]
     if grpc:
         headers += [("content-type", "application/grpc"), ("te", "trailers")]
     block = enc.encode(headers)
@@ -359,8 +367,8 @@ def cap_ssh_port_80() -> Packets:
 
 def cap_dns() -> Packets:
     out: Packets = []
-    udp_exchange(out, 1000.0, [(0, dns_query(0x1234, "www.example.test", 1)), (1, dns_response_cname(0x1234))],
-                 C4, 53001, R4, 53)  # fmt: skip
+    www = [(0, dns_query(0x1234, "www.example.test", 1)), (1, dns_response_cname(0x1234))]
+    udp_exchange(out, 1000.0, www, C4, 53001, R4, 53)
     udp_exchange(out, 1000.1, [(0, dns_query(0x2345, "v6.example.test", 28)), (1, dns_response_aaaa(0x2345))],
                  C6, 53002, S6, 53)  # fmt: skip
     udp_exchange(out, 1000.2, [(0, dns_query(0x3456, "loop.example.test", 1)), (1, dns_pointer_loop(0x3456))],
@@ -443,8 +451,8 @@ def cap_app_rules() -> Packets:
         c.send(side, data)
     c.close()
     TcpConversation(out, C4, 41005, S4, 3306, 1004.0).handshake().send(0, req).close()
-    udp_exchange(out, 1005.0, [(0, dns_query(0x6789, "www.example.test", 1)), (1, dns_response_cname(0x6789))],
-                 C4, 53010, R4, 53)  # fmt: skip
+    www = [(0, dns_query(0x6789, "www.example.test", 1)), (1, dns_response_cname(0x6789))]
+    udp_exchange(out, 1005.0, www, C4, 53010, R4, 53)
     return out
 
 
