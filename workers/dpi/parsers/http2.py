@@ -86,15 +86,16 @@ class Http2Parser:
             stream = int.from_bytes(data[pos + 5 : pos + 9], "big") & 0x7FFFFFFF
             if not self.identified and (ftype > CONTINUATION or length > MAX_FRAME):
                 return FeedResult(pos, 0, events, Outcome.GIVE_UP)
+            header_block = ftype in (HEADERS, CONTINUATION) and not self.hpack_broken[side]
+            if header_block and n - pos < 9 + length:
+                return FeedResult(pos, 9 + length - (n - pos), events, self._out(newly))
             frames += 1
             if frames <= MAX_FRAME_EVENTS:
                 events.append(Http2Frame(ftype, flags, stream, length))
-            if ftype not in (HEADERS, CONTINUATION) or self.hpack_broken[side]:
+            if not header_block:
                 pos += 9
                 self.skip[side] = length
                 continue
-            if n - pos < 9 + length:
-                return FeedResult(pos, 9 + length - (n - pos), events, self._out(newly))
             payload = data[pos + 9 : pos + 9 + length]
             pos += 9 + length
             if ftype == HEADERS:
