@@ -106,6 +106,7 @@ class _Flow:
         self.payload_bytes = 0
 
 
+_OUTCOMES = frozenset((Outcome.KEEP, Outcome.FINAL, Outcome.GIVE_UP))
 _FALLBACK_VERDICT = {
     "allow": WorkerVerdict.ALLOW_FLOW,
     "block": WorkerVerdict.BLOCK_FLOW,
@@ -143,6 +144,7 @@ class DpiEngine:
         # A plain dict: ~half the per-entry memory of an OrderedDict.
         self.flows: dict[FlowKey, _Flow] = {}
         self.counters: Counter[str] = Counter()
+        self.n_packets = 0  # a plain attribute: counted on every packet
         self.defrag = Defragmenter(settings, self.count)
         self.fqdn = FqdnCache(settings, self.count)
 
@@ -153,6 +155,7 @@ class DpiEngine:
 
     def stats(self) -> dict[str, int]:
         out = dict(self.counters)
+        out["packets"] = self.n_packets
         out["flows"] = len(self.flows)
         out["frag_datagrams"] = len(self.defrag)
         out["fqdn_entries"] = len(self.fqdn)
@@ -165,7 +168,7 @@ class DpiEngine:
     def on_packet(
         self, packet: bytes, meta: PacketMeta, key: FlowKey, direction: Direction, now: float
     ) -> tuple[WorkerVerdict, int]:
-        self.counters["packets"] += 1
+        self.n_packets += 1
         if meta.anomaly:
             self.count(meta.anomaly)
             return WorkerVerdict.PASS, 0
@@ -181,41 +184,45 @@ class DpiEngine:
                 self.count(meta.anomaly)
                 return WorkerVerdict.PASS, 0
             key, direction = flow_key(meta)
-        flow = self.flows.get(key)
+        flows = self.flows
+        flow = flows.pop(key, None)
         if flow is None:
             flow = self._new_flow(meta, key, direction, now)
-        else:
-            del self.flows[key]
-            self.flows[key] = flow
+        flows[key] = flow  # (re)inserted last: the dict stays ordered by last packet
         ctx = flow.ctx
         ctx.last_seen = now
         ctx.direction = direction
         side = Side.CLIENT if direction == ctx.client_direction else Side.SERVER
         ctx.side = side
         ctx.packets[side] += 1
-        if self.packet_hooks:
-            for det in self.packet_hooks:
-                assert det.on_packet is not None
-                self._findings(flow, det, lambda d=det: d.on_packet(ctx, meta, packet, now), now)  # type: ignore[misc]
-        end = min(meta.ip_len, len(packet))
-        payload = packet[meta.payload_offset : end] if end > meta.payload_offset else b""
-        if flow.tcp:
-            data = self._tcp(flow, side, meta, payload)
-        else:
-            data = payload
-        if payload:
-            ctx.bytes[side] += len(payload)
+        end = meta.ip_len if meta.ip_len < len(packet) else len(packet)
+        plen = end - meta.payload_offset
+        if plen > 0:
+            ctx.bytes[side] += plen
             flow.payload_packets += 1
-            flow.payload_bytes += len(payload)
+            flow.payload_bytes += plen
+        if not flow.inspect and not self.packet_hooks:
+            # Fast path: a decided flow nobody inspects any more (packets still in flight, or replay).
+            if flow.tcp:
+                flags = meta.tcp_flags
+                if flags & TCP_RST:
+                    flow.rst = True
+                if flags & TCP_FIN:
+                    flow.fin |= 1 << side
+            return ctx.verdict, ctx.rule_id
+        for det in self.packet_hooks:
+            assert det.on_packet is not None
+            self._findings(flow, det, lambda d=det: d.on_packet(ctx, meta, packet, now), now)  # type: ignore[misc]
+        payload = packet[meta.payload_offset : end] if plen > 0 else b""
+        data = self._tcp(flow, side, meta, payload) if flow.tcp else payload
         if data and flow.inspect:
-            self._feed(flow, side, data, now, datagram=meta.proto != IPPROTO_TCP)
-        if ctx.decided and flow.streams is not None and not self._wants_more(flow):
-            self._release(flow)
-        if not ctx.decided and (
-            flow.payload_bytes > self.s.identify_bytes or flow.payload_packets > self.s.identify_packets
-        ):
+            self._feed(flow, side, data, now, datagram=not flow.tcp)
+        if ctx.decided:
+            if flow.streams is not None and not self._wants_more(flow):
+                self._release(flow)
+        elif flow.payload_bytes > self.s.identify_bytes or flow.payload_packets > self.s.identify_packets:
             self._fallback(flow, self.s.unidentified_fallback, A.DPI_UNIDENTIFIED, now)
-        return WorkerVerdict(ctx.verdict), ctx.rule_id
+        return ctx.verdict, ctx.rule_id
 
     def expire(self, now: float) -> None:
         self.defrag.expire(now)
@@ -383,7 +390,9 @@ class DpiEngine:
             res = cand.parser.feed(side, buf)
             if not isinstance(res, FeedResult) or not 0 <= res.consumed <= len(buf):
                 raise ValueError("bad feed result")
-            outcome = Outcome(res.outcome)
+            outcome = res.outcome
+            if outcome not in _OUTCOMES:
+                raise ValueError("bad outcome")
         except Exception:
             self.count(A.DPI_PARSER_EXCEPTION)
             self._drop(flow, cand, self.s.parser_error_fallback, A.DPI_PARSER_EXCEPTION, now)
@@ -540,7 +549,7 @@ class DpiEngine:
         ctx.decided = True
         ctx.decision = decision
         ctx.reason = reason
-        ctx.verdict = int(verdict)
+        ctx.verdict = verdict
 
     def _fallback(self, flow: _Flow, fallback: str, reason: str, now: float) -> None:
         ctx = flow.ctx

@@ -46,18 +46,25 @@ _SERVER_APPS: tuple[tuple[bytes, bytes, str], ...] = (
 )
 
 
-def _prefix_of_any(head: bytes, words: tuple[bytes, ...]) -> bool:
-    for w in words:
-        token = w + b" "
-        n = min(len(head), len(token))
-        if head[:n] == token[:n]:
-            return True
-    return False
+def _prefixes(methods: tuple[bytes, ...]) -> frozenset[bytes]:
+    """Every prefix of every "METHOD " token, so a probe on a short head is one set lookup."""
+    return frozenset(m[:i] for m in methods for i in range(1, len(m) + 1)) | frozenset(
+        m + b" " for m in methods
+    )
+
+
+_PREFIXES = {name: _prefixes(methods) for name, methods in _METHODS.items()}
+_METHOD_SETS = {name: frozenset(methods) for name, methods in _METHODS.items()}
 
 
 def _probe(protocol: str, side: Side, head: bytes) -> bool:
+    if not head:
+        return True
     if side is Side.CLIENT:
-        return _prefix_of_any(head, _METHODS[protocol])
+        sp = head.find(b" ", 0, _MAX_METHOD + 1)
+        if sp >= 0:
+            return head[:sp] in _METHOD_SETS[protocol]
+        return len(head) <= _MAX_METHOD and head in _PREFIXES[protocol]
     prefix = _VERSION_PREFIX[protocol]
     n = min(len(head), len(prefix))
     return head[:n] == prefix[:n]
