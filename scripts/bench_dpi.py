@@ -2,10 +2,11 @@
 
     python scripts/bench_dpi.py [--flows N] [--out capture.pcap]
 
-Figures are packets per CPU-second (process time, best of 3), so other load on a shared machine does not
-skew them. Builds a mixed capture in memory from the golden-capture generator (HTTP, DNS, TLS, SSH, Redis, MySQL,
-PostgreSQL, gRPC …; each conversation repeated with fresh ports), then runs it through the same
-decode → flow → DpiEngine loop as `enforcer replay` and prints packets/s. No network I/O.
+Builds a mixed capture in memory from the golden-capture generator (HTTP, DNS, TLS, SSH, Redis, MySQL,
+PostgreSQL, gRPC …; each conversation repeated with its own client address), once with handshakes only
+and once with bulk transfers added, runs it through the same decode → flow → DpiEngine loop as
+`enforcer replay`, and prints packets per CPU-second (process time, best of 3, so other load on a shared
+machine does not skew it). No network I/O.
 """
 
 from __future__ import annotations
