@@ -352,7 +352,9 @@ class DpiEngine:
         transport = "tcp" if flow.tcp else "udp"
         port = flow.ctx.server_port
         specs = self.parsers[transport]
-        ordered = [s for s in specs if port in s.ports] + [s for s in specs if port not in s.ports]
+        ordered = [s for s in specs if port in s.ports] + [
+            s for s in specs if port not in s.ports and not s.port_only
+        ]
         return [_Candidate(spec, spec.factory(self.s)) for spec in ordered if self._probe(spec, side, head)]
 
     def _feed(self, flow: _Flow, side: Side, data: bytes, now: float, datagram: bool) -> None:
