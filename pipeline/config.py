@@ -9,6 +9,8 @@ key path and what was expected. Any key can be overridden from the environment a
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
 import ipaddress
 import json
 import os
@@ -17,6 +19,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
+
+from workers.dpi.settings import DpiSettings
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "enforcer.toml"
 
@@ -194,6 +198,7 @@ class Config:
     controller: ControllerConfig = field(default_factory=ControllerConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    dpi: DpiSettings = field(default_factory=DpiSettings)
     cpus: tuple[int, ...] = _f((), "CPUs the enforcer may use; empty means all the machine's CPUs")
 
     @property
@@ -271,17 +276,40 @@ def describe(config: Config) -> str:
         value = getattr(config, f.name)
         if dataclasses.is_dataclass(value):
             continue
-        lines.append(f"{f.name} = {_toml_value(value)}  # {f.metadata.get('help', '')}")
+        lines.append(f"{f.name} = {_toml_value(value)}  # {_help(type(config), f)}")
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
         if not dataclasses.is_dataclass(value):
             continue
         lines.append(f"\n[{f.name}]")
         for sub in dataclasses.fields(value):
-            lines.append(
-                f"{sub.name} = {_toml_value(getattr(value, sub.name))}  # {sub.metadata.get('help', '')}"
-            )
+            shown = getattr(value, sub.name)
+            text = hex(shown) if sub.name.endswith("_mark") else _toml_value(shown)
+            lines.append(f"{sub.name} = {text}  # {_help(type(value), sub)}")
     return "\n".join(lines) + "\n"
+
+
+def _help(cls: type, f: dataclasses.Field[Any]) -> str:
+    """A key's help: its `help` metadata, or else the comment that ends the field's line in the source
+    (sections owned by other packages, like DpiSettings, document their fields that way)."""
+    text = f.metadata.get("help")
+    if text:
+        return str(text)
+    return _trailing_comments(cls).get(f.name, "")
+
+
+@functools.cache
+def _trailing_comments(cls: type) -> dict[str, str]:
+    comments: dict[str, str] = {}
+    try:
+        source = inspect.getsource(cls)
+    except (OSError, TypeError):
+        return comments
+    for line in source.splitlines():
+        name, sep, rest = line.strip().partition(":")
+        if sep and name.isidentifier() and "#" in rest:
+            comments[name] = rest.split("#", 1)[1].strip()
+    return comments
 
 
 def _toml_value(value: Any) -> str:
@@ -289,8 +317,6 @@ def _toml_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, tuple):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, int) and value >= 0x10000:
-        return hex(value)
     if isinstance(value, str):
         return json.dumps(value)
     return str(value)
@@ -353,7 +379,10 @@ def _build(cls: type, doc: Any, prefix: str) -> Any:
             values[f.name] = _build(hint, doc[f.name], path)  # type: ignore[arg-type]
         else:
             values[f.name] = _convert(doc[f.name], hint, path)
-    return cls(**values)
+    try:
+        return cls(**values)
+    except ValueError as exc:  # a section's own validation (e.g. DpiSettings) names its key
+        raise ConfigError(str(exc)) from None
 
 
 def _convert(value: Any, hint: Any, path: str) -> Any:
@@ -369,6 +398,10 @@ def _convert(value: Any, hint: Any, path: str) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         raise ConfigError(f"{path}: expected an integer, got {value!r}{source}")
+    if hint is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{path}: expected a number, got {value!r}{source}")
     if hint is str:
         if isinstance(value, str):
             return value
@@ -395,6 +428,11 @@ def _parse_env(raw: str, hint: Any, path: str, source: str) -> Any:
             return int(raw, 0)
         except ValueError:
             raise ConfigError(f"{path}: expected an integer, got {raw!r}{source}") from None
+    if hint is float:
+        try:
+            return float(raw)
+        except ValueError:
+            raise ConfigError(f"{path}: expected a number, got {raw!r}{source}") from None
     if hint == tuple[int, ...]:
         return [_parse_env(p, int, path, source) for p in _split_list(raw)]
     if hint == tuple[str, ...]:

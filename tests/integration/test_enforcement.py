@@ -71,6 +71,6 @@ def test_worker_blocks_a_connection_mid_stream_with_resets_both_ways(lab: Lab) -
         out = lab.exec("c1", "python3", "-c", script, lab.host("s2").ipv4, check=False).stdout.split("\n")
         assert out[0] == "before 1000" and out[1] == "reset", out
         workers = {c["name"]: c["counters"] for c in e.status()["children"] if c["name"].startswith("worker")}
-        assert sum(c.get("chain.pattern_blocked", 0) for c in workers.values()) >= 1
+        assert sum(c.get("pattern.blocked", 0) for c in workers.values()) >= 1
         readers = {c["name"]: c["counters"] for c in e.status()["children"] if c["name"].startswith("reader")}
         assert sum(c.get("resets.sent", 0) for c in readers.values()) >= 2  # one to each end
