@@ -12,7 +12,7 @@ import pytest
 from lab.enforcer import LabEnforcer
 from lab.topology import Lab
 
-SERVER_TCP = (80, 22, 5201)
+SERVER_TCP = (80, 22, 5201, 8080)
 SERVER_UDP = (53,)
 
 
