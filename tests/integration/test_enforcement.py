@@ -74,3 +74,24 @@ def test_worker_blocks_a_connection_mid_stream_with_resets_both_ways(lab: Lab) -
         assert sum(c.get("pattern.blocked", 0) for c in workers.values()) >= 1
         readers = {c["name"]: c["counters"] for c in e.status()["children"] if c["name"].startswith("reader")}
         assert sum(c.get("resets.sent", 0) for c in readers.values()) >= 2  # one to each end
+
+
+def test_status_and_metrics_endpoints(lab: Lab, enforcer: LabEnforcer) -> None:
+    import sys
+
+    out = lab.node_exec(
+        sys.executable, "-m", "pipeline.cli", "status", "--config", str(enforcer.config_path), check=False
+    )
+    assert out.returncode == 0 and "reader q1" in out.stdout and "ready=True" in out.stdout, out
+    metrics = lab.node_exec(
+        sys.executable,
+        "-c",
+        "import urllib.request as u;print(u.urlopen('http://127.0.0.1:9464/metrics').read().decode())",
+    ).stdout
+    assert "enforcer_ready 1" in metrics and 'enforcer_child_up{child="reader q0"} 1' in metrics
+    ready = lab.node_exec(
+        sys.executable,
+        "-c",
+        "import urllib.request as u;print(u.urlopen('http://127.0.0.1:9464/readyz').status)",
+    )
+    assert ready.stdout.strip() == "200"
