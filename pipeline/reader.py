@@ -23,6 +23,7 @@ import zmq
 from pipeline import anomalies as A
 from pipeline import messages as M
 from pipeline.config import DROP, Config
+from pipeline.conntrack import Conntrack
 from pipeline.flowtable import Flow
 from pipeline.judge import Act, Judge
 from pipeline.nfqueue import NF_DROP, NF_REPEAT, NfQueue, QueuedPacket
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 LATENCY_BUCKETS_US = (50, 100, 250, 500, 1000, 2500, 5000, 10000, 50000)
 TICK_S = 0.005  # timer resolution for verdict timeouts and housekeeping
 HOUSEKEEPING_S = 1.0  # flow sweep and event flush period
+REVALIDATE_PER_TICK = 128  # offloaded flows re-decided per tick after a policy change (~1 ms of work)
 
 
 class InFlight:
@@ -75,6 +77,7 @@ class Reader:
         self.counters: Counter[str] = Counter()
         self.latency = [0] * (len(LATENCY_BUCKETS_US) + 1)
         self.resets = ResetSender(n.pass_mark)
+        self.conntrack: Conntrack | None = None
         self.stopping = False
         self.stop_deadline = 0.0
         self.done: asyncio.Future[None] | None = None
@@ -266,8 +269,16 @@ class Reader:
             expired = True
         if expired:
             self.nfq.flush()
+        self._revalidate()
         if self.stopping:
             self._check_stopped(now)
+
+    def _revalidate(self) -> None:
+        """Hand connections whose fate a new policy changed back from the kernel (a slice per tick)."""
+        for key, flow, family in self.judge.revalidate(REVALIDATE_PER_TICK):
+            if self.conntrack is None:
+                self.conntrack = Conntrack()
+            self.conntrack.clear_marks(key, flow.client_dir, family, self.ours)
 
     def housekeeping(self) -> None:
         now = time.monotonic()
@@ -284,6 +295,10 @@ class Reader:
         counters.update(self.judge.stats())
         counters["inflight"] = len(self.inflight)
         counters["resets.sent"] = self.resets.sent
+        if self.conntrack is not None:
+            counters["conntrack.cleared"] = self.conntrack.cleared
+            counters["conntrack.missing"] = self.conntrack.missing
+            counters["conntrack.failed"] = self.conntrack.failed
         for i, bound in enumerate(LATENCY_BUCKETS_US):
             counters[f"latency_us_le_{bound}"] = self.latency[i]
         counters["latency_us_le_inf"] = self.latency[-1]
