@@ -27,7 +27,7 @@ from pipeline.conntrack import Conntrack
 from pipeline.flowtable import Flow
 from pipeline.judge import Act, Judge
 from pipeline.nfqueue import NF_DROP, NF_REPEAT, NfQueue, QueuedPacket
-from pipeline.packet import PacketMeta
+from pipeline.packet import PacketMeta, decode
 from pipeline.reset import ResetSender
 from policy.lookup import PolicyTables
 
@@ -131,7 +131,13 @@ class Reader:
         judge = self.judge.judge
         decided: list[tuple[int, int, int | None]] = []
         for qp in packets:
-            act, meta, _key, flow = judge(qp.payload, now)
+            try:
+                act, meta, _key, flow = judge(qp.payload, now)
+            except Exception:  # a bug must cost one packet its inspection, never the reader
+                self.counters[A.READER_JUDGE_ERROR] += 1
+                if self.counters[A.READER_JUDGE_ERROR] == 1:
+                    log.exception("judging a packet failed; the malformed-packet action applies")
+                act, meta, flow = self.judge.malformed_act, decode(qp.payload), None
             if act is Act.INSPECT:
                 act = self._to_worker(qp, meta, flow, now)
                 if act is Act.INSPECT:
