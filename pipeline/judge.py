@@ -123,6 +123,10 @@ class Judge:
         if decision.report is not Report.NONE and decision.final:
             self._report(decision, meta.family, meta.proto, client, cport, server, port)
 
+    @property
+    def revalidation_pending(self) -> bool:
+        return bool(self._stale)
+
     def revalidate(self, budget: int) -> list[tuple[FlowKey, Flow, int]]:
         """After a policy generation change, re-decide up to `budget` offloaded flows; return those whose
         fate changed (key, flow, family), for the reader to hand back from the kernel. Their own next packet

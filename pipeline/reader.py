@@ -35,7 +35,8 @@ log = logging.getLogger(__name__)
 
 # Worker round-trip latency buckets, microseconds (upper bounds) for the verdict latency histogram.
 LATENCY_BUCKETS_US = (50, 100, 250, 500, 1000, 2500, 5000, 10000, 50000)
-TICK_S = 0.005  # timer resolution for verdict timeouts and housekeeping
+TICK_S = 0.005  # timer resolution for verdict timeouts while packets are out at workers
+IDLE_TICK_S = 0.1  # tick period with nothing in flight (a new policy generation is noticed within this)
 HOUSEKEEPING_S = 1.0  # flow sweep and event flush period
 REVALIDATE_PER_TICK = 128  # offloaded flows re-decided per tick after a policy change (~1 ms of work)
 
@@ -259,8 +260,12 @@ class Reader:
 
     # ---- timers --------------------------------------------------------------------------------
 
-    def tick(self) -> None:
-        """Verdict timeouts: the oldest in-flight packets first (the table is in send order)."""
+    def tick(self) -> float:
+        """Verdict timeouts (the oldest in-flight packets first: the table is in send order), policy
+        revalidation, stopping. Returns the delay until the next tick: short while there is work, long when
+        idle, so an idle reader costs next to no CPU."""
+        # The ZeroMQ descriptor is edge-triggered: poll it now and then so no wake-up is ever missed.
+        self.on_verdicts_readable()
         now = time.monotonic()
         inflight = self.inflight
         expired = False
@@ -278,6 +283,8 @@ class Reader:
         self._revalidate()
         if self.stopping:
             self._check_stopped(now)
+        busy = self.inflight or self.stopping or self.judge.revalidation_pending
+        return TICK_S if busy else IDLE_TICK_S
 
     def _revalidate(self) -> None:
         """Hand connections whose fate a new policy changed back from the kernel (a slice per tick)."""
@@ -345,17 +352,19 @@ def _pid() -> int:
 
 
 class _Every:
-    """Re-arming timer that keeps a reference to its handle (no fire-and-forget tasks)."""
+    """Re-arming timer that keeps a reference to its handle (no fire-and-forget tasks). `fn` may return the
+    delay until its next run (an adaptive period); otherwise `period` is used."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, period: float, fn: Any) -> None:
         self.loop, self.period, self.fn = loop, period, fn
         self.handle = loop.call_later(period, self._run)
 
     def _run(self) -> None:
+        delay = self.period
         try:
-            self.fn()
+            delay = self.fn() or self.period
         finally:
-            self.handle = self.loop.call_later(self.period, self._run)
+            self.handle = self.loop.call_later(delay, self._run)
 
     def cancel(self) -> None:
         self.handle.cancel()
@@ -373,8 +382,6 @@ async def _serve(reader: Reader) -> None:
         _Every(loop, TICK_S, reader.tick),
         _Every(loop, HOUSEKEEPING_S, reader.housekeeping),
         _Every(loop, hb, reader.heartbeat),
-        # The ZeroMQ descriptor is edge-triggered: poll it now and then so no wake-up is ever missed.
-        _Every(loop, TICK_S, reader.on_verdicts_readable),
     ]
     reader.heartbeat()
     try:

@@ -66,7 +66,7 @@ def test_killed_child_is_restarted_and_enforcement_resumes(lab: Lab, role: str) 
             time.sleep(0.05)
         assert recovered is not None and recovered < 2.0, (recovered, e.log())
         restarts = {c["name"]: c["restarts"] for c in e.status()["children"]}
-        assert restarts[role] == 1
+        assert restarts[role] >= 1
 
 
 @pytest.mark.parametrize("no_reader", ["pass", "drop"])
