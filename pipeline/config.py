@@ -128,6 +128,7 @@ class FailureConfig:
 class SupervisorConfig:
     heartbeat_interval_ms: int = _f(200, "how often each child reports that it is alive")
     heartbeat_timeout_ms: int = _f(1500, "a child silent this long is considered hung and restarted")
+    startup_timeout_ms: int = _f(10000, "a new child has this long to send its first heartbeat")
     restart_budget: int = _f(10, "restarts allowed within restart_window_s before the enforcer gives up")
     restart_window_s: int = _f(60, "window over which restarts are counted")
     stable_after_s: int = _f(10, "a child running this long counts as started well")
@@ -517,6 +518,8 @@ def _check(c: Config) -> None:
     _require(s.heartbeat_timeout_ms > 2 * s.heartbeat_interval_ms, "supervisor.heartbeat_timeout_ms",
              "more than twice heartbeat_interval_ms", s.heartbeat_timeout_ms)  # fmt: skip
     _require(-20 <= s.packet_nice <= 19, "supervisor.packet_nice", "-20..19", s.packet_nice)
+    _require(s.startup_timeout_ms >= s.heartbeat_timeout_ms, "supervisor.startup_timeout_ms",
+             "at least heartbeat_timeout_ms", s.startup_timeout_ms)  # fmt: skip
     _require(s.restart_budget >= 0, "supervisor.restart_budget", ">= 0", s.restart_budget)
     _require(w.inspect in INSPECT_MODES, "workers.inspect", " or ".join(INSPECT_MODES), w.inspect)
     _require(
