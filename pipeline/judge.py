@@ -114,6 +114,7 @@ class Judge:
         decision = self.tables.decide(meta.family, client, server, meta.proto, port)
         flow.generation = decision.generation
         flow.rule_id = decision.rule_id
+        self.counters[f"rule.{decision.rule_id}"] += 1
         if self.inspect_mode == "all" or not decision.final or (new and self.inspect_mode == "new"):
             flow.state = FlowState.INSPECT
         elif decision.action is Action.ALLOW:

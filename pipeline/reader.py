@@ -76,7 +76,8 @@ class Reader:
         self.inflight: dict[int, InFlight] = {}
         self.batches: list[list[tuple[int, bytes]]] = [[] for _ in range(config.workers.count)]
         self.counters: Counter[str] = Counter()
-        self.latency = [0] * (len(LATENCY_BUCKETS_US) + 1)
+        self.latency = [0] * (len(LATENCY_BUCKETS_US) + 1)  # observations per bucket (not cumulative)
+        self.latency_sum_us = 0.0
         self.resets = ResetSender(n.pass_mark)
         self.conntrack: Conntrack | None = None
         self.stopping = False
@@ -254,7 +255,9 @@ class Reader:
                 continue
             act = on_worker_verdict(entry.flow, verdict)
             decided.append(self._kernel_verdict(act, entry.packet, entry.meta))
-            latency[bisect.bisect_left(LATENCY_BUCKETS_US, (now - entry.sent) * 1e6)] += 1
+            us = (now - entry.sent) * 1e6
+            latency[bisect.bisect_left(LATENCY_BUCKETS_US, us)] += 1
+            self.latency_sum_us += us
         # A worker answers a batch in order, so its verdicts form runs that batch verdicts can cover.
         self._give(decided)
 
@@ -315,6 +318,7 @@ class Reader:
         for i, bound in enumerate(LATENCY_BUCKETS_US):
             counters[f"latency_us_le_{bound}"] = self.latency[i]
         counters["latency_us_le_inf"] = self.latency[-1]
+        counters["latency_us_sum"] = int(self.latency_sum_us)
         try:
             self.supervisor.send(M.encode(M.Heartbeat("reader", self.index, _pid(), counters)), zmq.NOBLOCK)
         except zmq.Again:
