@@ -8,6 +8,7 @@ import pytest
 
 from lab.enforcer import LabEnforcer
 from lab.topology import Lab
+from tests.integration.conftest import counter_total
 
 pytestmark = pytest.mark.netns
 
@@ -48,8 +49,7 @@ def test_http_is_allowed_and_ssh_is_reset_on_the_same_port(lab: Lab, family: str
             == "ok"
         )
         assert _talk(lab, "SSH-2.0-OpenSSH_9.6\\r\\n", family) == "reset"
-        workers = [c["counters"] for c in e.status()["children"] if c["name"].startswith("worker")]
-        assert sum(w.get("packets", 0) for w in workers) > 0  # the decision was the workers'
+        assert counter_total(e, "worker", "packets") > 0  # the decision was the workers'
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
             denied = [ev for ev in e.events() if ev["type"] == "violation" and ev.get("app") == "SSH"]
