@@ -14,7 +14,7 @@ import sys
 import time
 from typing import Any
 
-from lab.enforcer import LAB_POLICY, LabEnforcer
+from lab.enforcer import LAB_POLICY, LabController, LabEnforcer
 from lab.topology import Lab, require_root
 
 # (label, client, server, family, kind, port, expected) — expected is what the lab policy should do.
@@ -92,8 +92,18 @@ def run_demo(rounds: int) -> int:
                 f"lab up: clients 198.18.1.0/24, web 198.18.2.11 (protect), api 198.18.2.12 (monitor), "
                 f"external 198.18.9.11; policy {LAB_POLICY.name}"
             )
-            with LabEnforcer(lab, {"workers": {"inspect": "new"}}) as e:
-                print("enforcer running in the node namespace:", e.rules().count("NFQUEUE"), "queue rules\n")
+            with (
+                LabController(lab, node="demo-node") as ctl,
+                LabEnforcer(
+                    lab, {"workers": {"inspect": "new"}, **ctl.enforcer_overrides()}, policy=None
+                ) as e,
+            ):
+                print("enforcer running in the node namespace:", e.rules().count("NFQUEUE"), "queue rules")
+                print(
+                    "reference controller on the node's loopback, CURVE-authenticated; waiting for its policy"
+                )
+                _wait_policy(lab)
+                print("policy from the controller applied\n")
                 for r in range(rounds):
                     print(f"-- round {r + 1}")
                     for label, client, server, family, kind, port, expected in TRAFFIC:
@@ -105,8 +115,8 @@ def run_demo(rounds: int) -> int:
                         print(f"   {mark}{label:38s} {client}->{addr:18s} {got:8s} {error}")
                     time.sleep(0.6)
                     print("   verdicts:", _summary(e))
-                time.sleep(1.0)
-                _print_events(e.events())
+                time.sleep(2.5)  # events are aggregated for a second, then sent and stored
+                _print_events(ctl.events())
         finally:
             for proc in servers:
                 proc.terminate()
@@ -122,9 +132,24 @@ def run_demo(rounds: int) -> int:
     return 1 if failures else 0
 
 
+def _wait_policy(lab: Lab, timeout: float = 15.0) -> None:
+    """Until the controller's policy is in force the start-up policy (monitor) lets everything by; the
+    lab policy refuses web tcp/22, so that is the sign."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ok, error = _attempt(lab, "c1", lab.host("s1").ipv4, "tcp", 22)
+        if not ok and error in ("refused", "reset"):
+            return
+        time.sleep(0.3)
+    raise SystemExit("the controller's policy did not arrive in time")
+
+
 def _print_events(events: list[dict[str, Any]]) -> None:
-    print(f"\nevents reported ({len(events)}):")
+    print(f"\nevents stored by the controller ({len(events)}):")
     for ev in events[:20]:
+        if ev["type"] == "audit":
+            print(f"   audit      {ev.get('what', '')} {ev.get('detail', ev.get('reason', ''))}")
+            continue
         flow = ev.get("flow", {})
         print(
             f"   {ev['type']:10s} {ev.get('action', ''):6s} rule={ev.get('rule_id', '-')!s:3s} "

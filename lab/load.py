@@ -119,7 +119,11 @@ def bulk(host: str, streams: int, seconds: float) -> dict[str, object]:
         t.join(seconds + 30)
     elapsed = time.monotonic() - started
     delivered = sum(results)
-    return {"gbit_s": round(delivered * 8 / elapsed / 1e9, 3), "bytes": delivered, "seconds": round(elapsed, 3)}
+    return {
+        "gbit_s": round(delivered * 8 / elapsed / 1e9, 3),
+        "bytes": delivered,
+        "seconds": round(elapsed, 3),
+    }
 
 
 def udp_flood(host: str, port: int, size: int, seconds: float) -> dict[str, object]:
@@ -164,7 +168,9 @@ def connrate(host: str, seconds: float) -> dict[str, object]:
                 if not chunk:
                     break
                 got += chunk
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST: no TIME_WAIT pile-up
+            s.setsockopt(
+                socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+            )  # RST: no TIME_WAIT pile-up
             s.close()
             if got == req:
                 lat.append(time.perf_counter() - t0)
@@ -174,7 +180,13 @@ def connrate(host: str, seconds: float) -> dict[str, object]:
             errors += 1
     elapsed = time.monotonic() - started
     p50, p99 = _percentiles(lat)
-    return {"conn_s": round(len(lat) / elapsed, 1), "p50_us": round(p50, 1), "p99_us": round(p99, 1), "errors": errors, "connections": len(lat)}
+    return {
+        "conn_s": round(len(lat) / elapsed, 1),
+        "p50_us": round(p50, 1),
+        "p99_us": round(p99, 1),
+        "errors": errors,
+        "connections": len(lat),
+    }
 
 
 def rr(host: str, seconds: float) -> dict[str, object]:

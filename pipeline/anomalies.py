@@ -30,6 +30,7 @@ FLOW_EXPIRED = "flow.expired"
 QUEUE_MSG_MALFORMED = "queue.msg_malformed"
 QUEUE_RECV_OVERRUN = "queue.recv_overrun"
 READER_INFLIGHT_FULL = "reader.inflight_full"
+READER_JUDGE_ERROR = "reader.judge_error"  # an exception while judging a packet (a bug; logged once)
 WORKER_VERDICT_TIMEOUT = "worker.verdict_timeout"
 WORKER_UNKNOWN_REF = "worker.unknown_ref"
 
@@ -67,3 +68,35 @@ CONTROL_BAD_VERSION = "control.bad_version"  # a peer speaking another protocol 
 CONTROL_UNKNOWN_TYPE = "control.unknown_type"
 CONTROL_AUTH_FAILED = "control.auth_failed"  # a CURVE handshake refused
 CONTROL_TIMEOUT = "control.timeout"  # the peer fell silent; the link is re-established
+
+# ---- DPI (workers/dpi/) -------------------------------------------------------------------------------
+# TCP reassembly (workers/dpi/stream.py)
+DPI_STREAM_RETRANSMISSION = "dpi.stream.retransmission"
+DPI_STREAM_OVERLAP = "dpi.stream.overlap"
+DPI_STREAM_OVERLAP_MISMATCH = "dpi.stream.overlap_mismatch"
+DPI_STREAM_BUFFER_FULL = "dpi.stream.buffer_full"
+DPI_STREAM_GAP = "dpi.stream.gap"
+DPI_STREAM_MIDSTREAM = "dpi.stream.midstream"
+# IP defragmentation (workers/dpi/defrag.py)
+DPI_FRAG_TABLE_FULL = "dpi.frag.table_full"
+DPI_FRAG_TOO_BIG = "dpi.frag.too_big"
+DPI_FRAG_TOO_MANY = "dpi.frag.too_many"
+DPI_FRAG_TIMEOUT = "dpi.frag.timeout"
+DPI_FRAG_OVERLAP = "dpi.frag.overlap"
+DPI_FRAG_MALFORMED = "dpi.frag.malformed"
+# Flow table and identification (workers/dpi/engine.py)
+DPI_FLOW_EVICTED = "dpi.flow.evicted"
+DPI_UNIDENTIFIED = "dpi.app.unidentified"
+DPI_PARSER_EXCEPTION = "dpi.parser.exception"
+DPI_PARSER_BUFFER_FULL = "dpi.parser.buffer_full"
+DPI_DETECTOR_EXCEPTION = "dpi.detector.exception"
+DPI_FQDN_EVICTED = "dpi.fqdn.evicted"
+# Parser anomalies (workers/dpi/parsers/*)
+DPI_HTTP_HEAD_TOO_LONG = "dpi.http.head_too_long"
+DPI_HTTP_BAD_CHUNK = "dpi.http.bad_chunk"
+DPI_TLS_BAD_RECORD = "dpi.tls.bad_record"
+DPI_DNS_POINTER_LOOP = "dpi.dns.pointer_loop"
+DPI_DNS_BAD_POINTER = "dpi.dns.bad_pointer"
+DPI_DNS_TRUNCATED = "dpi.dns.truncated"
+DPI_DNS_TOO_MANY_RECORDS = "dpi.dns.too_many_records"
+DPI_DNS_NAME_TOO_LONG = "dpi.dns.name_too_long"

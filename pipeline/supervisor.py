@@ -126,6 +126,7 @@ class Supervisor:
 
     def _check_children(self, now: float) -> None:
         timeout = self.config.supervisor.heartbeat_timeout_ms / 1000.0
+        startup = self.config.supervisor.startup_timeout_ms / 1000.0
         for child in self.children:
             if self.stopping.is_set():
                 return
@@ -133,7 +134,7 @@ class Supervisor:
             code = child.proc.poll()
             if code is not None:
                 self._restart(child, f"exited with status {code}")
-            elif now - child.last_heartbeat > timeout + (2.0 if child.heartbeats == 0 else 0.0):
+            elif now - child.last_heartbeat > (timeout if child.heartbeats else startup):
                 self._restart(child, f"sent no heartbeat for {now - child.last_heartbeat:.1f}s")
 
     def _receive_heartbeats(self, sock: zmq.Socket[bytes]) -> None:

@@ -48,7 +48,11 @@ def udp_rate(lab: Lab, server: str, clients: list[str], seconds: float) -> dict[
                         stdout=subprocess.PIPE, text=True) for c in clients]  # fmt: skip
     sent = sum(json.loads(f.communicate(timeout=seconds + 30)[0])["sent"] for f in floods)
     received = json.loads(sink.communicate(timeout=seconds + 30)[0])["received"]
-    return {"pps": round(received / seconds), "sent_pps": round(sent / seconds), "loss": round(1 - received / max(sent, 1), 4)}
+    return {
+        "pps": round(received / seconds),
+        "sent_pps": round(sent / seconds),
+        "loss": round(1 - received / max(sent, 1), 4),
+    }
 
 
 class Probe:
@@ -76,7 +80,12 @@ class Probe:
         if self.e is None:
             return {}
         after = self._snap()
-        out: dict[str, Any] = {"reader_cpu": 0.0, "worker_cpu": 0.0, "reader_packets": 0, "per_reader_pps": {}}
+        out: dict[str, Any] = {
+            "reader_cpu": 0.0,
+            "worker_cpu": 0.0,
+            "reader_packets": 0,
+            "per_reader_pps": {},
+        }
         for name, a in after.items():
             b = self.before.get(name, {"cpu": 0.0, "packets": 0})
             if name.startswith("reader"):
@@ -102,8 +111,9 @@ def run_tests(lab: Lab, e: LabEnforcer | None, seconds: float, tests: list[str])
             r = client(lab, "c1", "bulk", web, "--streams", "4", "--seconds", str(seconds))
         elif test in ("udp_small", "inspect_udp_small"):
             r = udp_rate(lab, "s1", ["c1"], seconds)
-        elif test == "inspect_udp_2_clients":
-            r = udp_rate(lab, "s1", ["c1", "c2"], seconds)
+        elif test == "inspect_udp_4_clients":
+            # Four client addresses spread over the readers (the kernel hashes the address pair).
+            r = udp_rate(lab, "s1", ["c1", "c2", "c3", "c4"], seconds)
         elif test == "tcp_connrate":
             r = client(lab, "c1", "connrate", web, "--seconds", str(seconds))
         elif test == "tcp_rr":
@@ -119,10 +129,10 @@ def run_tests(lab: Lab, e: LabEnforcer | None, seconds: float, tests: list[str])
 
 
 MAIN_TESTS = ["tcp_bulk_1", "tcp_bulk_4", "udp_small", "tcp_connrate", "tcp_rr"]
-INSPECT_TESTS = ["inspect_udp_small", "inspect_udp_2_clients"]
+INSPECT_TESTS = ["inspect_udp_small", "inspect_udp_4_clients"]
 FIGURE = {
     "tcp_bulk_1": "gbit_s", "tcp_bulk_4": "gbit_s", "udp_small": "pps", "tcp_connrate": "conn_s",
-    "tcp_rr": "rr_s", "inspect_udp_small": "pps", "inspect_udp_2_clients": "pps",
+    "tcp_rr": "rr_s", "inspect_udp_small": "pps", "inspect_udp_4_clients": "pps",
 }  # fmt: skip
 TARGETS = {"tcp_bulk_1": 0.95, "tcp_bulk_4": 0.95, "udp_small": 0.75, "tcp_connrate": 0.6}
 
@@ -144,8 +154,10 @@ def main() -> int:
     runs: dict[str, list[dict[str, dict[str, Any]]]] = {"baseline": [], "enforced": [], "inspect": []}
     started = time.monotonic()
     base = {"queues": {"readers": args.readers}, "workers": {"count": args.workers}}
-    with Lab("lt") as lab:
-        server = lab.popen("s1", PY, "-m", "lab.load", "serve", "--seconds", "900", stdout=subprocess.PIPE, text=True)
+    with Lab("lt", clients=4) as lab:
+        server = lab.popen(
+            "s1", PY, "-m", "lab.load", "serve", "--seconds", "900", stdout=subprocess.PIPE, text=True
+        )
         assert server.stdout is not None
         server.stdout.readline()
         try:
@@ -175,7 +187,12 @@ def summarize(runs: dict[str, list[dict[str, dict[str, Any]]]]) -> dict[str, Any
         fig = FIGURE[test]
         b = median([r[test][fig] for r in runs["baseline"]])
         e = median([r[test][fig] for r in runs["enforced"]])
-        row: dict[str, Any] = {"figure": fig, "baseline": b, "enforced": e, "ratio": round(e / b, 3) if b else None}
+        row: dict[str, Any] = {
+            "figure": fig,
+            "baseline": b,
+            "enforced": e,
+            "ratio": round(e / b, 3) if b else None,
+        }
         if test in TARGETS:
             row["target_ratio"] = TARGETS[test]
         for extra in ("p50_us", "p99_us"):
@@ -205,24 +222,36 @@ def summarize(runs: dict[str, list[dict[str, dict[str, Any]]]]) -> dict[str, Any
 
 
 def print_table(report: dict[str, Any]) -> None:
-    print(f"{'test':24s} {'figure':8s} {'baseline':>12s} {'enforced':>12s} {'ratio':>7s} {'target':>7s}  notes")
+    print(
+        f"{'test':24s} {'figure':8s} {'baseline':>12s} {'enforced':>12s} {'ratio':>7s} {'target':>7s}  notes"
+    )
     for test, row in report["tests"].items():
         if "baseline" in row:
             target = row.get("target_ratio", "")
             notes = []
             if "enforced_p50_us" in row:
-                notes.append(f"p50 {row['baseline_p50_us']}→{row['enforced_p50_us']}µs p99 {row['baseline_p99_us']}→{row['enforced_p99_us']}µs")
+                notes.append(
+                    f"p50 {row['baseline_p50_us']}→{row['enforced_p50_us']}µs p99 {row['baseline_p99_us']}→{row['enforced_p99_us']}µs"
+                )
             if "added_p50_us" in row:
                 notes.append(f"added p50 {row['added_p50_us']}µs (target ≤15)")
             if "enforced_queued_per_conn" in row:
                 notes.append(f"queued/conn {row['enforced_queued_per_conn']}")
-            notes.append(f"cpu reader {row.get('enforced_reader_cpu', 0)} worker {row.get('enforced_worker_cpu', 0)}")
-            print(f"{test:24s} {row['figure']:8s} {row['baseline']:>12} {row['enforced']:>12} {row['ratio']!s:>7s} {target!s:>7s}  {'; '.join(notes)}")
+            notes.append(
+                f"cpu reader {row.get('enforced_reader_cpu', 0)} worker {row.get('enforced_worker_cpu', 0)}"
+            )
+            print(
+                f"{test:24s} {row['figure']:8s} {row['baseline']:>12} {row['enforced']:>12} {row['ratio']!s:>7s} {target!s:>7s}  {'; '.join(notes)}"
+            )
         else:
-            print(f"{test:24s} {'pps':8s} {'':>12s} {row['delivered_pps']:>12} {'':>7s} {'':>7s}  per reader {row['per_reader_pps']} "
-                  f"(target ≥{row['target_pps_per_pair']}/pair); cpu reader {row['reader_cpu']} worker {row['worker_cpu']}")
+            print(
+                f"{test:24s} {'pps':8s} {'':>12s} {row['delivered_pps']:>12} {'':>7s} {'':>7s}  per reader {row['per_reader_pps']} "
+                f"(target ≥{row['target_pps_per_pair']}/pair); cpu reader {row['reader_cpu']} worker {row['worker_cpu']}"
+            )
     m = report["meta"]
-    print(f"\n{m['reps']} interleaved runs of {m['seconds']}s per test, {m['readers']} readers, {m['workers']} workers, {m['cpus']} CPUs; wall {m['wall_s']}s")
+    print(
+        f"\n{m['reps']} interleaved runs of {m['seconds']}s per test, {m['readers']} readers, {m['workers']} workers, {m['cpus']} CPUs; wall {m['wall_s']}s"
+    )
 
 
 if __name__ == "__main__":

@@ -130,3 +130,21 @@ def test_decode_reply_orientation_uses_the_client() -> None:
     meta = decode(tcp4("198.18.2.11", "198.18.1.11", 80, 40000, flags=ACK))
     assert meta.sport == 80
     assert j.judge(tcp4("198.18.2.11", "198.18.1.11", 80, 40000, flags=ACK), 1.0)[0] is Act.ALLOW
+
+
+def test_revalidation_finds_offloaded_flows_whose_fate_changed() -> None:
+    tables = Switchable()
+    j = Judge(config_from_dict({}, {}), tables, 1, "n")  # type: ignore[arg-type]
+    for port in range(10):
+        assert j.judge(udp4(sport=2000 + port), 0.0)[0] is Act.ALLOW
+    assert j.revalidate(100) == []  # same generation: nothing to do
+    tables.gen = 2  # a new generation that changes nothing
+    assert j.revalidate(100) == [] and all(f.generation == 2 for _, f in j.flows.items())
+    tables.gen, tables.action = 3, Action.DENY
+    first = j.revalidate(4)  # bounded work per call
+    rest = j.revalidate(100)
+    assert len(first) == 4 and len(rest) == 6
+    assert {k.port_a for k, _, _ in first + rest} | {k.port_b for k, _, _ in first + rest} >= {
+        2000 + p for p in range(10)
+    }
+    assert all(family == 4 for _, _, family in first)

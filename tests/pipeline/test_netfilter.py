@@ -90,6 +90,9 @@ def test_install_replaces_stale_rules_and_remove_leaves_nothing(netns: list[str]
     assert after.count("-j ENFORCER") == 2  # one jump per family
     assert "-A ENFORCER -j DROP" not in after and "NFQUEUE --queue-balance 0:1" in after
     assert "-A FORWARD -s 198.18.7.0/24 -j ACCEPT" in after
+    assert (
+        "-A ENFORCER -p ipv6-icmp -m icmp6 --icmpv6-type 133 -j RETURN" in after
+    )  # the IPv6 chain's own rules
     subprocess.run([*netns, sys.executable, "-c", code, "install"], check=True)  # idempotent
     assert _listing(netns).count("-j ENFORCER") == 2
     subprocess.run([*netns, sys.executable, "-c", code, "remove"], check=True)
