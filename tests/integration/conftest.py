@@ -36,7 +36,9 @@ def lab() -> Iterator[Lab]:
                 proc.wait(timeout=5)
 
 
-def tcp(lab: Lab, client: str, addr: str, port: int, nbytes: int = 20000, timeout: float = 3) -> dict[str, object]:
+def tcp(
+    lab: Lab, client: str, addr: str, port: int, nbytes: int = 20000, timeout: float = 3
+) -> dict[str, object]:
     import json
 
     out = lab.exec(client, sys.executable, "-m", "lab.traffic", "tcp", addr, str(port), "--bytes", str(nbytes),
@@ -53,7 +55,9 @@ def udp(lab: Lab, client: str, addr: str, port: int, count: int = 5, timeout: fl
 
 
 def ping(lab: Lab, client: str, addr: str, count: int = 2) -> bool:
-    return lab.exec(client, "ping", "-c", str(count), "-i", "0.2", "-W", "1", addr, check=False).returncode == 0
+    return (
+        lab.exec(client, "ping", "-c", str(count), "-i", "0.2", "-W", "1", addr, check=False).returncode == 0
+    )
 
 
 @pytest.fixture
