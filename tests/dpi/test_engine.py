@@ -415,3 +415,17 @@ def test_memory_per_idle_flow_is_under_2kb() -> None:
     per_flow = grown / N_FLOWS
     assert engine.stats()["flows"] == N_FLOWS
     assert per_flow <= 2048, per_flow
+
+
+def test_port_reuse_after_close_starts_a_new_flow() -> None:
+    ends: list[FlowContext] = []
+    engine = DpiEngine(settings(), None, lambda e: None, "n1", on_flow_end=ends.append)
+    out: list[tuple[float, bytes]] = []
+    req = gen.http_get()[0]
+    gen.TcpConversation(out, gen.C4, 40050, gen.S4, 80, 1.0).handshake().send(0, req).close()
+    c = gen.TcpConversation(out, gen.C4, 40050, gen.S4, 80, 2.0).handshake()
+    c.send(1, b"SSH-2.0-OpenSSH_9.6\r\n")
+    run(engine, out)
+    engine.close_all()
+    assert [c.app for c in ends] == ["HTTP", "SSH"]
+    assert engine.stats()[A.DPI_FLOW_REUSED] == 1

@@ -378,3 +378,13 @@ def test_grpc_headers() -> None:
     (hdrs,) = [e for e in run.events if isinstance(e, E.Http2Headers)]
     assert hdrs.grpc and (b":path", b"/helloworld.Greeter/SayHello") in hdrs.headers
     assert http2.Http2Parser(settings(), grpc=True).feed(C, gen.h2_client(False)).outcome.name == "GIVE_UP"
+
+
+def test_http_smuggling_shapes_are_anomalies() -> None:
+    p = http.HttpParser(settings())
+    res = p.feed(C, b"POST / HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+    names = [e.name for e in res.events if isinstance(e, E.ParseAnomaly)]
+    assert names == ["dpi.http.content_length_and_chunked"]
+    res = p.feed(C, b"POST / HTTP/1.1\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcd")
+    names = [e.name for e in res.events if isinstance(e, E.ParseAnomaly)]
+    assert names == ["dpi.http.bad_content_length"]

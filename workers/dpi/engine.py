@@ -186,6 +186,16 @@ class DpiEngine:
             key, direction = flow_key(meta)
         flows = self.flows
         flow = flows.pop(key, None)
+        if (
+            flow is not None
+            and flow.tcp
+            and meta.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
+            and (flow.rst or flow.fin == 3)
+        ):
+            # A new connection reusing the ports of one that closed: the old flow ends here.
+            flows[key] = flow
+            self._end(key, A.DPI_FLOW_REUSED)
+            flow = None
         if flow is None:
             flow = self._new_flow(meta, key, direction, now)
         flows[key] = flow  # (re)inserted last: the dict stays ordered by last packet

@@ -301,6 +301,13 @@ class HttpParser:
         chunked = te is not None and b"chunked" in te.lower()
         cl_raw = header(headers, b"content-length")
         cl = int(cl_raw) if cl_raw is not None and cl_raw.isdigit() and len(cl_raw) < 19 else -1
+        if cl_raw is not None:
+            lengths = {v for n, v in headers if n.lower() == b"content-length"}
+            if cl < 0 or len(lengths) > 1:
+                # request smuggling shapes: an unreadable or repeated, disagreeing Content-Length
+                events.append(ParseAnomaly(A.DPI_HTTP_BAD_CONTENT_LENGTH, self.protocol, cl_raw[:32].hex()))
+            if chunked:
+                events.append(ParseAnomaly(A.DPI_HTTP_CL_TE, self.protocol))
         st.body = b""
         st.body_truncated = False
         st.emitted = False
