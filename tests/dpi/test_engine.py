@@ -187,6 +187,17 @@ def test_detector_alerts_only_outside_protect_and_keeps_inspecting() -> None:
     assert {e["action"] for e in events} == {"alert"}
 
 
+def test_finding_fields_cannot_override_event_keys() -> None:
+    events: list[dict] = []
+    det = Detector(
+        "t", on_event=lambda ctx, ev, now: [Finding("x", "low", fields={"action": "none", "rule": 5})]
+    )
+    engine = DpiEngine(settings(), None, events.append, "n1", detectors=[det])
+    run(engine, http_flow())
+    assert events and all(e["action"] == "alert" and e["rule"] == 5 for e in events)
+    assert engine.stats()["dpi.detector.reserved_field"] == len(events)
+
+
 def test_detector_exception_is_counted_not_raised() -> None:
     def boom(ctx, ev, now):
         raise RuntimeError("bug")

@@ -106,6 +106,9 @@ class _Flow:
         self.payload_bytes = 0
 
 
+# Keys the engine sets on a threat event; a finding's own `fields` may not override them.
+_THREAT_KEYS = frozenset(("type", "time", "node", "id", "name", "severity", "action", "flow", "app", "message",
+                          "excerpt", "type_", "now"))  # fmt: skip
 _OUTCOMES = frozenset((Outcome.KEEP, Outcome.FINAL, Outcome.GIVE_UP))
 _FALLBACK_VERDICT = {
     "allow": WorkerVerdict.ALLOW_FLOW,
@@ -609,9 +612,12 @@ class DpiEngine:
                 ctx, action, "threat:" + f.name, WorkerVerdict.RESET_FLOW if tcp else WorkerVerdict.BLOCK_FLOW
             )
             flow.inspect = False
+        extra = {k: v for k, v in f.fields.items() if k not in _THREAT_KEYS}
+        if len(extra) != len(f.fields):
+            self.count("dpi.detector.reserved_field")
         self.emit(
             make_event(
                 EventType.THREAT, self.node, now, name=f.name, severity=f.severity, action=action,
-                flow=self._flow_fields(ctx), app=ctx.app, message=f.message, excerpt=f.excerpt, **f.fields,
+                flow=self._flow_fields(ctx), app=ctx.app, message=f.message, excerpt=f.excerpt, **extra,
             )
         )  # fmt: skip
