@@ -108,7 +108,21 @@ class _Flow:
 
 # Keys the engine sets on a threat event; a finding's own `fields` may not override them.
 _THREAT_KEYS = frozenset(
-    ("type", "time", "node", "id", "name", "severity", "action", "flow", "app", "message", "excerpt", "now")
+    (
+        "type",
+        "type_",
+        "time",
+        "node",
+        "id",
+        "name",
+        "severity",
+        "action",
+        "flow",
+        "app",
+        "message",
+        "excerpt",
+        "now",
+    )
 )
 _OUTCOMES = frozenset((Outcome.KEEP, Outcome.FINAL, Outcome.GIVE_UP))
 _FALLBACK_VERDICT = {
