@@ -13,6 +13,7 @@ from pipeline.packet import decode
 from policy.lookup import Action, Decision, Mode, Report
 from tests.dpi.conftest import load_generator
 from tests.dpi.drive import settings
+from workers.dpi import events as E
 from workers.dpi.context import Detector, FlowContext
 from workers.dpi.defrag import Defragmenter
 from workers.dpi.engine import DpiEngine
@@ -381,11 +382,13 @@ def test_fqdn_cache_ttl_and_cap() -> None:
 
 def test_dns_answers_feed_the_cache_and_later_flows_see_names() -> None:
     ends: list[FlowContext] = []
-    engine = DpiEngine(settings(), None, lambda e: None, "n1", on_flow_end=ends.append)
+    learnt: list[tuple[str, bytes, float]] = []
+    engine = DpiEngine(settings(), None, lambda e: None, "n1", on_flow_end=ends.append, on_fqdn=learnt.extend)
     run(engine, [(t + 0.0, p) for t, p in gen.cap_dns()])
     engine.close_all()
     http = [c for c in ends if c.app == "HTTP"]
     assert http[0].server_names == ("web.example.test", "www.example.test")
+    assert ("www.example.test", gen.S4, 60.0) in learnt and ("v6.example.test", gen.S6, 120.0) in learnt
 
 
 # ------------------------------------------------------------------------------------- settings, registry
@@ -440,3 +443,12 @@ def test_port_reuse_after_close_starts_a_new_flow() -> None:
     engine.close_all()
     assert [c.app for c in ends] == ["HTTP", "SSH"]
     assert engine.stats()[A.DPI_FLOW_REUSED] == 1
+
+
+def test_event_types_are_frozen_and_slotted() -> None:
+    import dataclasses
+    import typing
+
+    for cls in typing.get_args(E.ParserEvent):
+        assert dataclasses.is_dataclass(cls) and cls.__dataclass_params__.frozen, cls  # type: ignore[attr-defined]
+        assert "__slots__" in cls.__dict__, cls

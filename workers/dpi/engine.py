@@ -54,6 +54,7 @@ from workers.verdict import WorkerVerdict
 
 EventObserver = Callable[[FlowContext, ParserEvent], None]
 FlowObserver = Callable[[FlowContext], None]
+FqdnObserver = Callable[[list[tuple[str, bytes, float]]], None]
 
 PROBE_BYTES = 64  # bytes of a flow's first payload shown to the probes
 EXPIRE_BUDGET = 4096  # flows examined per expire() call, so one call stays short
@@ -144,6 +145,7 @@ class DpiEngine:
         on_event: EventObserver | None = None,
         on_flow_end: FlowObserver | None = None,
         report_l4: bool = False,
+        on_fqdn: FqdnObserver | None = None,
     ) -> None:
         registry.validate(parsers)
         self.s = settings
@@ -155,6 +157,7 @@ class DpiEngine:
         self.event_hooks = tuple(d for d in self.detectors if d.on_event is not None)
         self.on_event = on_event
         self.on_flow_end = on_flow_end
+        self.on_fqdn = on_fqdn  # (name, address, ttl) learnt from DNS answers, e.g. for FQDN groups
         self.report_l4 = report_l4  # the reader reports L3/L4 decisions; replay has no reader and asks us
         self.parsers = {t: tuple(p for p in parsers if p.transport == t) for t in registry.TRANSPORTS}
         self.server_ports = registry.server_ports(parsers)
@@ -466,7 +469,9 @@ class DpiEngine:
         for ev in events:
             self.counters["events"] += 1
             if isinstance(ev, DnsMessage):
-                self.fqdn.learn(ev, now)
+                learnt = self.fqdn.learn(ev, now)
+                if learnt and self.on_fqdn is not None:
+                    self.on_fqdn(learnt)
             elif isinstance(ev, HttpRequest):
                 if not ctx.host:
                     ctx.host = ev.host

@@ -50,16 +50,17 @@ class FqdnCache:
             del self.entries[addr]
         return live
 
-    def learn(self, msg: DnsMessage, now: float) -> int:
+    def learn(self, msg: DnsMessage, now: float) -> list[tuple[str, bytes, float]]:
         """Record the A/AAAA answers of a response under their owner name and the names that led to it
-        through CNAMEs (so `www.example.com` → CNAME → address maps to both). Returns entries added."""
+        through CNAMEs (so `www.example.com` → CNAME → address maps to both). Returns what was learnt as
+        (name, address, ttl) triples, for the policy process's FQDN groups."""
         if not msg.qr or msg.rcode != 0:
-            return 0
+            return []
         aliases: dict[str, str] = {}
         for ans in msg.answers:
             if ans.rtype == TYPE_CNAME and ans.target:
                 aliases[ans.target] = ans.name
-        added = 0
+        added: list[tuple[str, bytes, float]] = []
         for ans in msg.answers:
             if (ans.rtype == TYPE_A and len(ans.data) == 4) or (
                 ans.rtype == TYPE_AAAA and len(ans.data) == 16
@@ -67,7 +68,7 @@ class FqdnCache:
                 name = ans.name
                 for _ in range(MAX_CNAME_CHAIN + 1):
                     self.add(ans.data, name, float(ans.ttl), now)
-                    added += 1
+                    added.append((name, ans.data, float(ans.ttl)))
                     nxt = aliases.get(name)
                     if nxt is None or nxt == name:
                         break
