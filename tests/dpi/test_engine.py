@@ -452,3 +452,10 @@ def test_event_types_are_frozen_and_slotted() -> None:
     for cls in typing.get_args(E.ParserEvent):
         assert dataclasses.is_dataclass(cls) and cls.__dataclass_params__.frozen, cls  # type: ignore[attr-defined]
         assert "__slots__" in cls.__dict__, cls
+
+
+def test_icmp_flows_get_the_fallback_at_once() -> None:
+    icmp = struct.pack("!BBHHH", 8, 0, 0, 77, 1) + b"payload"
+    pkt = gen.ip_packet(gen.C4, gen.S4, 1, icmp)
+    engine = DpiEngine(settings(unidentified_fallback="block"), None, lambda e: None, "n1")
+    assert run(engine, [(1.0, pkt)]) == [V.BLOCK_FLOW]

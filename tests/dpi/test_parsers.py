@@ -388,3 +388,12 @@ def test_http_smuggling_shapes_are_anomalies() -> None:
     res = p.feed(C, b"POST / HTTP/1.1\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcd")
     names = [e.name for e in res.events if isinstance(e, E.ParseAnomaly)]
     assert names == ["dpi.http.bad_content_length"]
+
+
+def test_http_response_read_until_close_is_reported_at_its_head() -> None:
+    p = http.HttpParser(settings())
+    p.feed(C, b"GET / HTTP/1.0\r\n\r\n")
+    res = p.feed(S, b"HTTP/1.0 200 OK\r\nServer: Jetty(9.4)\r\n\r\nbody until the connection closes")
+    (resp,) = res.events
+    assert isinstance(resp, E.HttpResponse) and resp.status == 200 and resp.server_app == "Jetty"
+    assert p.feed(S, b"more body").events == []

@@ -219,6 +219,9 @@ class DpiEngine:
             flow = None
         if flow is None:
             flow = self._new_flow(meta, key, direction, now)
+            if meta.proto != IPPROTO_TCP and meta.proto != IPPROTO_UDP:
+                flow.inspect = False  # ICMP and other transports: no application to identify
+                self._fallback(flow, self.s.unidentified_fallback, A.DPI_UNIDENTIFIED, now)
         flows[key] = flow  # (re)inserted last: the dict stays ordered by last packet
         ctx = flow.ctx
         ctx.last_seen = now

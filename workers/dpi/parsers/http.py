@@ -4,7 +4,8 @@ Grammar first (pure functions over bytes), then the per-flow state machine (`Htt
 mapping to events (`HttpRequest`, `HttpResponse`). One parser class serves three registry entries:
 `protocol` says which version token (`HTTP/`, `RTSP/`, `SIP/`) it accepts, so an RTSP stream is named
 RTSP and never HTTP. Bodies: Content-Length, chunked (de-chunked for the event), read-until-close for
-responses without either; 1xx/204/304 and responses to HEAD have none. After CONNECT 2xx or
+responses without either (reported at their head, without body: the parser is not told when the
+connection closes); 1xx/204/304 and responses to HEAD have none. After CONNECT 2xx or
 101 Switching Protocols the stream is no longer HTTP: the parser stops inspecting and consumes.
 """
 
@@ -221,9 +222,6 @@ class HttpParser:
                 if st.remaining == 0:
                     self._end_message(st, events)
             elif st.state == _UNTIL_CLOSE:
-                self._body(st, data[pos:])
-                if st.pending is not None and st.body_truncated:
-                    self._emit(st, events)
                 pos = n
             elif st.state == _TUNNEL:
                 pos = n
@@ -350,6 +348,9 @@ class HttpParser:
         elif chunked:
             st.state = _CHUNK_SIZE
         elif until_close:
+            # The body ends with the connection, which a parser is not told about: report the head now
+            # (without body) rather than never.
+            self._emit(st, events)
             st.state = _UNTIL_CLOSE
         else:
             st.remaining = cl
