@@ -30,6 +30,7 @@ FLOW_EXPIRED = "flow.expired"
 QUEUE_MSG_MALFORMED = "queue.msg_malformed"
 QUEUE_RECV_OVERRUN = "queue.recv_overrun"
 READER_INFLIGHT_FULL = "reader.inflight_full"
+READER_JUDGE_ERROR = "reader.judge_error"  # an exception while judging a packet (a bug; logged once)
 WORKER_VERDICT_TIMEOUT = "worker.verdict_timeout"
 WORKER_UNKNOWN_REF = "worker.unknown_ref"
 
@@ -54,6 +55,19 @@ DECODE_ANOMALIES = (
     DECODE_UDP_BAD_LENGTH,
     DECODE_ICMP_TRUNCATED,
 )
+
+# ---- Policy process and controller link (policy/) -------------------------------------------------
+POLICY_REJECTED = "policy.rejected"  # a snapshot failed validation and was not applied
+POLICY_STALE = "policy.stale_version"  # a snapshot older than the applied one was refused
+POLICY_TABLES_FULL = "policy.tables_full"  # a compiled policy did not fit the shared tables
+POLICY_LKG_UNREADABLE = "policy.lkg_unreadable"  # the persisted last-known-good policy could not be loaded
+EVENTS_SPOOL_DROPPED = "events.spool_dropped"  # events dropped because the disk spool was full
+EVENTS_AGGREGATED = "events.aggregated"  # identical events folded into one with a count
+CONTROL_MALFORMED = "control.malformed"  # a controller-protocol message that does not decode
+CONTROL_BAD_VERSION = "control.bad_version"  # a peer speaking another protocol or software version
+CONTROL_UNKNOWN_TYPE = "control.unknown_type"
+CONTROL_AUTH_FAILED = "control.auth_failed"  # a CURVE handshake refused
+CONTROL_TIMEOUT = "control.timeout"  # the peer fell silent; the link is re-established
 
 # ---- DPI (workers/dpi/) -------------------------------------------------------------------------------
 # TCP reassembly (workers/dpi/stream.py)

@@ -48,7 +48,7 @@ class DpiSettings:
     max_dns_pointer_hops: int = 32  # compression pointers followed per name (loop protection)
     # --- FQDN cache (DNS answers → names)
     max_fqdn_entries: int = 16384  # address → names entries (oldest evicted, counted)
-    max_names_per_address: int = 8
+    max_names_per_address: int = 8  # names kept per address (the most recent)
     min_fqdn_ttl: float = 5.0  # a TTL below this is raised to it (connection follows the lookup)
     max_fqdn_ttl: float = 86400.0  # and above this is lowered to it
     # --- events
