@@ -24,6 +24,7 @@ passed as `DpiEngine(..., detectors=[Detector(name, on_packet=..., on_event=...)
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from collections.abc import Callable, Sequence
 
@@ -262,11 +263,7 @@ class DpiEngine:
         self.defrag.expire(now)
         self.fqdn.expire(now)
         shortest = min(self.s.tcp_closed_timeout, self.s.tcp_embryonic_timeout, self.s.udp_timeout)
-        examined = 0
-        for key in list(self.flows):
-            examined += 1
-            if examined > EXPIRE_BUDGET:
-                break
+        for key in list(itertools.islice(self.flows, EXPIRE_BUDGET)):
             flow = self.flows[key]
             idle = now - flow.ctx.last_seen
             if idle < shortest:
@@ -433,12 +430,14 @@ class DpiEngine:
             self.count(A.DPI_PARSER_EXCEPTION)
             self._drop(flow, cand, self.s.parser_error_fallback, A.DPI_PARSER_EXCEPTION, now)
             return
-        rest = b"" if datagram else buf[res.consumed :]
+        consumed = res.consumed
+        rest = b"" if datagram or consumed == len(buf) else buf[consumed:]
         cand.pending[side] = rest
         cand.want[side] = len(rest) + res.needed if res.needed > 0 else 0
         events = res.events
         if flow.active is cand:
-            self._deliver(flow, events, now)
+            if events:
+                self._deliver(flow, events, now)
         elif outcome is Outcome.FINAL:
             held = cand.events
             cand.events = []

@@ -7,6 +7,7 @@ holds at most `max_fqdn_entries` addresses (the least recently refreshed is evic
 
 from __future__ import annotations
 
+import itertools
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -77,7 +78,7 @@ class FqdnCache:
 
     def expire(self, now: float, budget: int = 1024) -> None:
         """Drop up to `budget` wholly expired addresses, oldest first."""
-        for addr in list(self.entries)[:budget]:
+        for addr in list(itertools.islice(self.entries, budget)):
             names = self.entries[addr]
             if all(exp <= now for exp in names.values()):
                 del self.entries[addr]
