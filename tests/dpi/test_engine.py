@@ -459,3 +459,21 @@ def test_icmp_flows_get_the_fallback_at_once() -> None:
     pkt = gen.ip_packet(gen.C4, gen.S4, 1, icmp)
     engine = DpiEngine(settings(unidentified_fallback="block"), None, lambda e: None, "n1")
     assert run(engine, [(1.0, pkt)]) == [V.BLOCK_FLOW]
+
+
+def test_ipv6_fragments_after_a_hop_by_hop_header() -> None:
+    resp = gen.dns_response_aaaa(5)
+    udp = struct.pack("!HHHH", 53, 5355, 8 + len(resp), 0) + resp
+    hbh = bytes([44, 0]) + b"\x01\x04\x00\x00\x00\x00"  # next header: Fragment; PadN option
+    frags = []
+    for off, part, more in ((0, udp[:24], 1), (24, udp[24:], 0)):
+        frag_hdr = struct.pack("!BBHI", 17, 0, off | more, 77)
+        hdr = struct.pack("!IHBB", 6 << 28, 8 + 8 + len(part), 0, 64) + gen.S6 + gen.C6
+        frags.append(hdr + hbh + frag_hdr + part)
+    d = Defragmenter(settings(), lambda n: None)
+    assert d.add(frags[0], decode(frags[0]), 1.0) is None
+    whole = d.add(frags[1], decode(frags[1]), 1.0)
+    assert whole is not None
+    meta = decode(whole)
+    assert meta.anomaly == "" and meta.proto == 17 and whole[meta.payload_offset :] == resp
+    assert whole[40] == 17  # the hop-by-hop header now points at UDP
