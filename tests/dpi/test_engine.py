@@ -415,9 +415,12 @@ def test_registry_validation() -> None:
 N_FLOWS = 2000  # enough that the flow table's fixed costs are spread thin
 
 
-def test_memory_per_idle_flow_is_under_2kb() -> None:
-    """Decided, idle HTTP flows (handshake, request, response seen): Python heap growth per flow."""
-    engine = DpiEngine(settings(), None, lambda e: None, "n1")
+@pytest.mark.parametrize("with_detector", [False, True])
+def test_memory_per_idle_flow_is_under_2kb(with_detector: bool) -> None:
+    """Idle HTTP flows (handshake, request, response seen): Python heap growth per flow. Without detectors
+    a decided flow keeps only its verdict; with one, its streams and parser stay (inspection goes on)."""
+    detectors = [Detector("d", on_event=lambda ctx, ev, now: [])] if with_detector else []
+    engine = DpiEngine(settings(), None, lambda e: None, "n1", detectors=detectors)
     flows = [http_flow(cport=20000 + i) for i in range(N_FLOWS)]
     tracemalloc.start()
     before = tracemalloc.take_snapshot()
@@ -428,6 +431,7 @@ def test_memory_per_idle_flow_is_under_2kb() -> None:
     grown = sum(s.size_diff for s in after.compare_to(before, "filename"))
     per_flow = grown / N_FLOWS
     assert engine.stats()["flows"] == N_FLOWS
+    print(f"memory per idle flow (detector={with_detector}): {per_flow:.0f} B")
     assert per_flow <= 2048, per_flow
 
 

@@ -62,13 +62,14 @@ EXPIRE_BUDGET = 4096  # flows examined per expire() call, so one call stays shor
 
 
 class _Candidate:
-    __slots__ = ("spec", "parser", "pending", "want", "events")
+    __slots__ = ("spec", "parser", "pending", "events")
 
     def __init__(self, spec: ParserSpec, parser: Parser) -> None:
         self.spec = spec
         self.parser = parser
-        self.pending = [b"", b""]  # unconsumed bytes per Side
-        self.want = [0, 0]  # don't call feed before pending reaches this many bytes
+        # per Side: unconsumed bytes at [side]; at [2 + side] the length pending must reach before the
+        # next feed call is useful (one list: small idle flows)
+        self.pending: list = [b"", b"", 0, 0]
         self.events: list[ParserEvent] = []  # held until this candidate finalizes
 
 
@@ -76,7 +77,8 @@ class _Flow:
     __slots__ = (
         "tcp",
         "ctx",
-        "streams",
+        "client_stream",
+        "server_stream",
         "candidates",
         "active",
         "inspect",
@@ -90,14 +92,9 @@ class _Flow:
     def __init__(self, ctx: FlowContext, tcp: bool, s: DpiSettings) -> None:
         self.tcp = tcp
         self.ctx = ctx
-        self.streams = (
-            (
-                TcpStream(s.max_buffered_bytes, s.max_ooo_segments),
-                TcpStream(s.max_buffered_bytes, s.max_ooo_segments),
-            )
-            if tcp
-            else None
-        )
+        # TCP reassembly per side (None for other transports, and once the flow's state is released)
+        self.client_stream = TcpStream(s.max_buffered_bytes, s.max_ooo_segments) if tcp else None
+        self.server_stream = TcpStream(s.max_buffered_bytes, s.max_ooo_segments) if tcp else None
         self.candidates: list[_Candidate] | None = None  # None: not hired yet
         self.active: _Candidate | None = None
         self.inspect = True  # parsers still run
@@ -126,6 +123,7 @@ _THREAT_KEYS = frozenset(
         "now",
     )
 )
+_NO_EVENTS: list[ParserEvent] = []
 _OUTCOMES = frozenset((Outcome.KEEP, Outcome.FINAL, Outcome.GIVE_UP))
 _FALLBACK_VERDICT = {
     "allow": WorkerVerdict.ALLOW_FLOW,
@@ -253,7 +251,7 @@ class DpiEngine:
         if data and flow.inspect:
             self._feed(flow, side, data, now, datagram=not flow.tcp)
         if ctx.decided:
-            if flow.streams is not None and not self._wants_more(flow):
+            if flow.client_stream is not None and not self._wants_more(flow):
                 self._release(flow)
         elif flow.payload_bytes > self.s.identify_bytes or flow.payload_packets > self.s.identify_packets:
             self._fallback(flow, self.s.unidentified_fallback, A.DPI_UNIDENTIFIED, now)
@@ -347,9 +345,9 @@ class DpiEngine:
             flow.rst = True
         if flags & TCP_FIN:
             flow.fin |= 1 << side
-        if flow.streams is None:
+        stream = flow.client_stream if side is Side.CLIENT else flow.server_stream
+        if stream is None:
             return b""  # released: the flow is decided and nobody needs its bytes
-        stream = flow.streams[side]
         if flags & TCP_SYN:
             stream.syn(meta.seq)
             return b""
@@ -415,9 +413,10 @@ class DpiEngine:
     def _run(
         self, flow: _Flow, cand: _Candidate, side: Side, data: bytes, now: float, datagram: bool
     ) -> None:
-        buf = cand.pending[side] + data if cand.pending[side] else data
-        if len(buf) < cand.want[side]:
-            cand.pending[side] = buf
+        pending = cand.pending
+        buf = pending[side] + data if pending[side] else data
+        if len(buf) < pending[2 + side]:
+            pending[side] = buf
             return
         try:
             res = cand.parser.feed(side, buf)
@@ -432,15 +431,15 @@ class DpiEngine:
             return
         consumed = res.consumed
         rest = b"" if datagram or consumed == len(buf) else buf[consumed:]
-        cand.pending[side] = rest
-        cand.want[side] = len(rest) + res.needed if res.needed > 0 else 0
+        pending[side] = rest
+        pending[2 + side] = len(rest) + res.needed if res.needed > 0 else 0
         events = res.events
         if flow.active is cand:
             if events:
                 self._deliver(flow, events, now)
         elif outcome is Outcome.FINAL:
             held = cand.events
-            cand.events = []
+            cand.events = _NO_EVENTS  # shared and never appended to: the winner holds nothing back
             flow.active = cand
             flow.candidates = None
             self._identified(flow, cand.spec, now)
@@ -578,7 +577,7 @@ class DpiEngine:
     def _release(flow: _Flow) -> None:
         """Drop reassembly and parser state of a decided flow (keeps an idle flow small)."""
         flow.inspect = False
-        flow.streams = None
+        flow.client_stream = flow.server_stream = None
         flow.active = None
         flow.candidates = []
 

@@ -164,15 +164,19 @@ class _SideState:
 
 
 class HttpParser:
+    __slots__ = ("s", "protocol", "identified", "client", "server", "methods")
+
     def __init__(self, settings: DpiSettings, protocol: str = "HTTP") -> None:
         self.s = settings
         self.protocol = protocol
         self.identified = False
-        self.sides = (_SideState(), _SideState())
-        self.methods: list[bytes] = []  # request methods awaiting their response (bounded)
+        self.client = _SideState()
+        self.server = _SideState()
+        # request methods awaiting their response (bounded); a shared empty tuple while there are none
+        self.methods: list[bytes] | tuple[()] = ()
 
     def feed(self, side: Side, data: bytes) -> FeedResult:
-        st = self.sides[side]
+        st = self.client if side is Side.CLIENT else self.server
         events: list[ParserEvent] = []
         pos = 0
         newly = False
@@ -317,7 +321,9 @@ class HttpParser:
                 st.state = _TUNNEL
                 return
             method, uri, version = parsed
-            if len(self.methods) < _MAX_PENDING_METHODS:
+            if not self.methods:
+                self.methods = [method]
+            elif len(self.methods) < _MAX_PENDING_METHODS:
                 self.methods.append(method)
             host = header(headers, b"host") or b""
             msg = HttpRequest(method, uri, version, headers, host, b"", False, chunked, cl, self.protocol)
@@ -330,7 +336,11 @@ class HttpParser:
                 st.state = _TUNNEL
                 return
             version, status, reason = parsed_s
-            request_method = self.methods.pop(0) if self.methods and status >= 200 else b""
+            request_method = b""
+            if self.methods and status >= 200:
+                request_method = self.methods.pop(0)
+                if not self.methods:
+                    self.methods = ()
             msg = HttpResponse(
                 version, status, reason, headers, b"", False, chunked, cl, server_app(headers), self.protocol
             )
@@ -338,7 +348,7 @@ class HttpParser:
             if (request_method == b"CONNECT" and 200 <= status < 300) or status == 101:
                 events.append(msg)
                 st.state = _TUNNEL
-                self.sides[Side.CLIENT].state = _TUNNEL
+                self.client.state = _TUNNEL
                 return
             has_body = not no_body and (chunked or cl > 0 or (cl < 0 and self.protocol == "HTTP"))
             until_close = not no_body and not chunked and cl < 0 and self.protocol == "HTTP"
