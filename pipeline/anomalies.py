@@ -70,7 +70,9 @@ RUNTIME_KILL_EXCLUDED = "runtime.kill.excluded"  # a kill refused: enforcer's ow
 RUNTIME_KILL_FAILED = "runtime.kill.failed"  # the process could not be signalled
 RUNTIME_EXEC_PERM_UNAVAILABLE = "runtime.exec_perm.unavailable"  # no FAN_OPEN_EXEC_PERM: kill only
 RUNTIME_EXEC_PERM_DENIED = "runtime.exec_perm.denied"  # an execution refused before it ran
+RUNTIME_EXEC_PERM_ERROR = "runtime.exec_perm.error"  # a permission check failed: execution allowed
 RUNTIME_PROFILE_ERROR = "runtime.profile.error"  # get_profiles() failed; previous profiles kept
+RUNTIME_OUTBOX_FULL = "runtime.outbox.full"  # an event dropped: outgoing events at their bound
 RUNTIME_REVERSE_SHELL_PENDING_FULL = "runtime.reverse_shell.pending_full"  # re-check skipped
 RUNTIME_NET_TABLE_TRUNCATED = "runtime.net_table.truncated"  # /proc/net/tcp* longer than its bound
 # File monitor (runtime/file_monitor.py)
@@ -94,7 +96,9 @@ RUNTIME_ANOMALIES = (
     RUNTIME_KILL_FAILED,
     RUNTIME_EXEC_PERM_UNAVAILABLE,
     RUNTIME_EXEC_PERM_DENIED,
+    RUNTIME_EXEC_PERM_ERROR,
     RUNTIME_PROFILE_ERROR,
+    RUNTIME_OUTBOX_FULL,
     RUNTIME_REVERSE_SHELL_PENDING_FULL,
     RUNTIME_NET_TABLE_TRUNCATED,
     RUNTIME_FILE_FANOTIFY_UNAVAILABLE,

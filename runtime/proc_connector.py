@@ -20,7 +20,7 @@ import pwd
 import socket
 import struct
 import threading
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import NamedTuple
 
 import psutil
@@ -350,14 +350,16 @@ def examine(pid: int) -> ProcessInfo | None:
     return ProcessInfo(pid, ppid, name, path, cmdline, uids.real, uids.effective, user_name(uids.real), start)
 
 
-def with_parents(info: ProcessInfo, known: MutableMapping[int, ProcessInfo], max_depth: int) -> ProcessInfo:
-    """`info` with its parent chain, from the table of known processes, examining those it lacks."""
+def with_parents(
+    info: ProcessInfo, known: Callable[[int], ProcessInfo | None], max_depth: int
+) -> ProcessInfo:
+    """`info` with its parent chain, from `known` (the table of tracked processes), examining the rest."""
     chain: list[tuple[int, str]] = []
     ppid = info.ppid
     seen = {info.pid}
     while ppid > 0 and len(chain) < max_depth and ppid not in seen:
         seen.add(ppid)
-        parent = known.get(ppid) or examine(ppid)
+        parent = known(ppid) or examine(ppid)
         if parent is None:
             chain.append((ppid, "?"))
             break

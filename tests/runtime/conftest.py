@@ -95,3 +95,172 @@ def wait_for(predicate: Callable[[], T], timeout: float = 5.0, interval: float =
         time.sleep(interval)
         value = predicate()
     return value
+
+
+class Harness:
+    """run_runtime_monitor in a child process of its own, as the supervisor runs it.
+
+    The child is not an ancestor of the lab pods' processes (they are started by the test), so the
+    exclusion of the enforcer's own process tree does not hide them. Policy goes down and events and
+    counters come up as JSON lines over pipes.
+    """
+
+    def __init__(self, settings: object, policy: object) -> None:
+        import threading
+
+        self.settings = settings
+        self._policy = policy
+        self.events: list[dict[str, object]] = []
+        self.counters: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self.pid = 0
+        self.rc: int | None = None
+        self._ctl_w = -1
+        self._reader: threading.Thread | None = None
+
+    @property
+    def policy(self) -> object:
+        return self._policy
+
+    @policy.setter
+    def policy(self, value: object) -> None:
+        self._policy = value
+        self._send_policy()
+
+    def _send_policy(self) -> None:
+        import json
+
+        from runtime.profiles import policy_to_dict
+
+        os.write(self._ctl_w, (json.dumps(policy_to_dict(self._policy)) + "\n").encode())  # type: ignore[arg-type]
+
+    def start(self) -> Harness:
+        import threading
+
+        ctl_r, ctl_w = os.pipe()
+        ev_r, ev_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # child
+            code = 1
+            try:
+                os.close(ctl_w)
+                os.close(ev_r)
+                code = _child(self.settings, ctl_r, ev_w)
+            finally:
+                os._exit(code)
+        os.close(ctl_r)
+        os.close(ev_w)
+        self.pid = pid
+        self._ctl_w = ctl_w
+        self._send_policy()
+        self._reader = threading.Thread(target=self._read, args=(ev_r,), daemon=True)
+        self._reader.start()
+        assert wait_for(lambda: any(e.get("what") == "runtime.started" for e in self.snapshot()), 10)
+        return self
+
+    def _read(self, fd: int) -> None:
+        import json
+
+        with os.fdopen(fd, "r") as f:
+            for line in f:
+                msg = json.loads(line)
+                with self._lock:
+                    if "counters" in msg:
+                        self.counters = msg["counters"]
+                    else:
+                        self.events.append(msg["event"])
+
+    def snapshot(self) -> list[dict[str, object]]:
+        with self._lock:
+            return list(self.events)
+
+    def find(self, **want: object) -> list[dict[str, object]]:
+        return [e for e in self.snapshot() if all(e.get(k) == v for k, v in want.items())]
+
+    def wait(self, timeout: float = 5.0, **want: object) -> list[dict[str, object]]:
+        return wait_for(lambda: self.find(**want), timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self.rc is None and self.pid > 0
+
+    def close(self) -> None:
+        if not self.alive:
+            return
+        os.close(self._ctl_w)  # EOF on the control pipe stops the child
+        _, status = os.waitpid(self.pid, 0)
+        self.rc = os.waitstatus_to_exitcode(status)
+        if self._reader is not None:
+            self._reader.join(5)
+        assert self.rc == 0, self.rc
+
+
+def _child(settings: object, ctl_r: int, ev_w: int) -> int:
+    import json
+    import threading
+
+    from runtime.monitor import run_runtime_monitor
+    from runtime.profiles import RuntimePolicy, policy_from_dict
+
+    out = os.fdopen(ev_w, "w", buffering=1)
+    lock = threading.Lock()
+    stop = threading.Event()
+    current: list[RuntimePolicy] = [RuntimePolicy()]
+    counters: dict[str, int] = {}
+    first = threading.Event()
+
+    def control() -> None:
+        with os.fdopen(ctl_r, "r") as f:
+            for line in f:
+                current[0] = policy_from_dict(json.loads(line))
+                first.set()
+        stop.set()
+
+    def send(msg: dict[str, object]) -> None:
+        with lock:
+            out.write(json.dumps(msg, default=str) + "\n")
+
+    def report() -> None:
+        while not stop.wait(0.05):
+            send({"counters": dict(counters)})
+
+    threading.Thread(target=control, daemon=True).start()
+    first.wait(10)
+    threading.Thread(target=report, daemon=True).start()
+    rc = run_runtime_monitor(
+        settings,  # type: ignore[arg-type]
+        lambda: current[0],
+        lambda ev: send({"event": ev}),
+        stop,
+        counters=counters,
+    )
+    send({"counters": dict(counters)})
+    out.close()
+    return rc
+
+
+@pytest.fixture
+def harness() -> Iterator[Callable[..., Harness]]:
+    made: list[Harness] = []
+
+    def make(settings: object, policy: object) -> Harness:
+        h = Harness(settings, policy)
+        made.append(h)
+        return h.start()
+
+    yield make
+    for h in made:
+        if h.alive:
+            h.close()
+
+
+@pytest.fixture
+def exec_mount(tmp_path: object) -> Iterator[str]:
+    """A tmpfs of our own to hold test binaries, so exec permission marks touch nothing else."""
+    path = os.path.join(str(tmp_path), "rt-exec")
+    os.mkdir(path)
+    _run("mount", "-t", "tmpfs", "-o", "size=32m,mode=755", "rt-exec", path)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", path], capture_output=True, timeout=10)

@@ -182,7 +182,7 @@ def test_examine_and_parent_chain() -> None:
         assert info is not None
         assert info.name == "sleep" and info.path.endswith("sleep") and info.cmdline == ("sleep", "30")
         assert info.ruid == 0 and info.user == "root"
-        full = with_parents(info, {}, max_depth=3)
+        full = with_parents(info, lambda pid: None, max_depth=3)
         assert full.parents[0] == (p.pid, "sh")
         assert full.parents[1][0] == os.getpid()
         assert len(full.parents) <= 3
