@@ -27,7 +27,7 @@ class Detection:
 DETECTIONS: tuple[Detection, ...] = (
     Detection(SUSPICIOUS_PROCESS, "high", "a tool used for reconnaissance, tunnelling or listening shells"),
     Detection(REVERSE_SHELL, "critical", "a shell whose standard input or output is a TCP connection"),
-    Detection(PRIVILEGE_ESCALATION, "critical", "uid 0 gained from a non-root user outside sudo/su/…"),
+    Detection(PRIVILEGE_ESCALATION, "critical", "uid 0 gained from a non-root identity outside sudo/su/…"),
     Detection(PACKAGE_MANAGER, "medium", "a package manager run inside a running container"),
 )
 SEVERITY: Mapping[str, str] = {d.name: d.severity for d in DETECTIONS}
@@ -79,18 +79,12 @@ def package_manager(name: str, managers: Iterable[str]) -> bool:
 
 
 def privilege_escalation(
-    name: str,
-    ruid: int,
-    euid: int,
-    parent_euid: int | None,
-    chain_names: Iterable[str],
-    sanctioned: Iterable[str],
+    name: str, euid: int, previous_euid: int | None, chain_names: Iterable[str], sanctioned: Iterable[str]
 ) -> bool:
-    """uid 0 gained from a non-root start: euid 0 while the real uid or the parent's euid is not 0,
-    unless the process or one of its ancestors is a sanctioned path (sudo, su, …)."""
-    if euid != 0:
-        return False
-    if ruid == 0 and (parent_euid is None or parent_euid == 0):
+    """uid 0 gained from a non-root identity: the effective uid is 0 now and was not before (the
+    process's own earlier identity, or its parent's for a process first seen), unless the process or
+    one of its ancestors is a sanctioned path (sudo, su, …)."""
+    if euid != 0 or previous_euid is None or previous_euid == 0:
         return False
     allowed = set(sanctioned)
     return name not in allowed and not any(n in allowed for n in chain_names)

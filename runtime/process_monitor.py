@@ -136,6 +136,8 @@ class ProcessMonitor:
         self._doomed: collections.OrderedDict[int, float] = collections.OrderedDict()
         self._shell_checks: collections.deque[tuple[float, int]] = collections.deque()
         self._groups: dict[str, str | None] = {}
+        self._creds: collections.OrderedDict[int, int] = collections.OrderedDict()  # pid → euid (UID events)
+        self._escalated: set[int] = set()  # PIDs already reported for privilege escalation
         self._outbox: collections.deque[dict[str, Any]] = collections.deque()
         self._outbox_lock = threading.Lock()
         self._root_dev = _root_id(os.getpid())
@@ -209,6 +211,8 @@ class ProcessMonitor:
             self._on_uid(ev, now)
         elif kind == Kind.EXIT:
             self.table.pop(ev.pid, None)
+            self._creds.pop(ev.pid, None)
+            self._escalated.discard(ev.pid)
 
     def _on_fork(self, ev: ProcEvent, now: float) -> None:
         if ev.ppid in self._doomed:
@@ -270,7 +274,8 @@ class ProcessMonitor:
                 action = "violation"
             elif outcome == Outcome.LEARN and self.learner.learn(profile.group, name, path):
                 action = "learned"
-        parent = self._known(info.ppid)
+        previous_euid = self._previous_euid(pid)
+        self._creds.pop(pid, None)
         info = with_parents(info, self._known, self.settings.parent_chain_max)
         tracked = Tracked(info, wl, group)
         if action in ("killed", "kill_failed"):
@@ -278,33 +283,50 @@ class ProcessMonitor:
             return
         self._remember(pid, tracked)
         self._note_root(pid)
-        killed = self._detect(tracked, parent, profile.mode if profile is not None else None, now)
+        killed = self._detect(tracked, previous_euid, profile.mode if profile is not None else None, now)
         if action is not None and not killed:
             self.push(self._process_event(tracked, action, profile, entry, name, path, **extra))  # type: ignore[arg-type]
 
     def _on_uid(self, ev: ProcEvent, now: float) -> None:
+        previous = self._previous_euid(ev.pid)
+        self._creds[ev.pid] = ev.euid
+        self._creds.move_to_end(ev.pid)
+        if len(self._creds) > self.settings.process_table_max:
+            self._creds.popitem(last=False)
         tracked = self.table.get(ev.pid)
         if tracked is None:
             return
         before = tracked.info
-        tracked.info = dataclasses.replace(before, ruid=ev.ruid, euid=ev.euid)
-        if before.euid == 0 or ev.euid != 0:
-            return
+        # Credentials change on exec of a setuid binary too: the table may still hold the old image.
+        now_info = self._examine(ev.pid)
+        if now_info is not None:
+            tracked.info = dataclasses.replace(now_info, parents=before.parents)
+        else:
+            tracked.info = dataclasses.replace(before, ruid=ev.ruid, euid=ev.euid)
         names = [n for _, n in before.parents]
-        if detections.privilege_escalation(
-            before.name, before.ruid or before.euid, 0, before.euid, names, self._sanctioned
-        ):
+        if detections.privilege_escalation(tracked.info.name, ev.euid, previous, names, self._sanctioned):
             profile = self.profile_for(tracked.group)
+            mode = profile.mode if profile else None
             self._threat(
-                tracked,
-                detections.PRIVILEGE_ESCALATION,
-                profile.mode if profile else None,
-                now,
-                detail="setuid(0)",
+                tracked, detections.PRIVILEGE_ESCALATION, mode, now, detail=f"setuid from {previous}"
             )
 
+    def _previous_euid(self, pid: int) -> int | None:
+        """The effective uid `pid` had before now: from its last UID event, its tracked state (a fork
+        copies the parent's) or, for a process first seen, its parent's."""
+        if pid in self._creds:
+            return self._creds[pid]
+        tracked = self.table.get(pid)
+        if tracked is not None:
+            return tracked.info.euid
+        ppid = read_ppid(pid)
+        if ppid is None:
+            return None
+        parent = self.table.get(ppid)
+        return parent.info.euid if parent is not None else _euid_of(ppid)
+
     # ---- detections ---------------------------------------------------------------------------------
-    def _detect(self, tracked: Tracked, parent: ProcessInfo | None, mode: Mode | None, now: float) -> bool:
+    def _detect(self, tracked: Tracked, previous_euid: int | None, mode: Mode | None, now: float) -> bool:
         """Run the built-in detections; True if the process was killed for one of them."""
         info = tracked.info
         tool = detections.suspicious_tool(info.name, info.cmdline, self.tools)
@@ -314,12 +336,10 @@ class ProcessMonitor:
         if detections.package_manager(info.name, self._managers):
             if self._threat(tracked, detections.PACKAGE_MANAGER, mode, now, detail=info.name):
                 return True
-        parent_euid = parent.euid if parent is not None else _euid_of(info.ppid)
         names = [n for _, n in info.parents]
-        if detections.privilege_escalation(
-            info.name, info.ruid, info.euid, parent_euid, names, self._sanctioned
-        ):
-            if self._threat(tracked, detections.PRIVILEGE_ESCALATION, mode, now, detail=f"ruid {info.ruid}"):
+        if detections.privilege_escalation(info.name, info.euid, previous_euid, names, self._sanctioned):
+            detail = f"exec as euid 0 from euid {previous_euid}"
+            if self._threat(tracked, detections.PRIVILEGE_ESCALATION, mode, now, detail=detail):
                 return True
         if info.name in self._shells:
             if self._check_shell(tracked, mode, now):
@@ -374,6 +394,13 @@ class ProcessMonitor:
 
     def _threat(self, tracked: Tracked, name: str, mode: Mode | None, now: float, detail: str) -> bool:
         """Report a built-in detection; in a Protect group also kill. True if killed."""
+        if name == detections.PRIVILEGE_ESCALATION:
+            # Seen both through the UID event and the exec of a setuid binary: report it once.
+            if tracked.info.pid in self._escalated:
+                return False
+            if len(self._escalated) >= self.settings.process_table_max:
+                self._escalated.clear()
+            self._escalated.add(tracked.info.pid)
         action = "alert"
         killed = False
         if mode == Mode.PROTECT:
@@ -396,7 +423,7 @@ class ProcessMonitor:
                 workload=tracked.workload.key,
                 group=tracked.group,
                 detail=detail,
-                **_process_fields(info),
+                **_threat_process_fields(info),
             )
         )
         return killed
@@ -486,6 +513,13 @@ def _process_fields(info: ProcessInfo) -> dict[str, Any]:
         "euid": info.euid,
         "chain": info.chain(),
     }
+
+
+def _threat_process_fields(info: ProcessInfo) -> dict[str, Any]:
+    """A threat event's process fields: `name` is the threat's, so the process name is `process_name`."""
+    fields = _process_fields(info)
+    fields["process_name"] = fields.pop("name")
+    return fields
 
 
 def _euid_of(pid: int) -> int | None:

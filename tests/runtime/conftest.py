@@ -146,6 +146,10 @@ class Harness:
                 os.close(ctl_w)
                 os.close(ev_r)
                 code = _child(self.settings, ctl_r, ev_w)
+            except BaseException:
+                import traceback
+
+                traceback.print_exc()
             finally:
                 os._exit(code)
         os.close(ctl_r)

@@ -100,7 +100,9 @@ def test_protect_kills_forbidden_and_a_retry_loop_never_succeeds(
     assert wait_for(lambda: len(h.find(type="process", action="killed", name="forbidden")) >= 100, 10)
     killed = h.find(type="process", action="killed", name="forbidden")
     assert killed[0]["path"] == script
-    lat = sorted(float(e["latency_ms"]) for e in killed)  # type: ignore[arg-type]
+    # Kills from a kernel exec event carry the latency; one found first by the periodic scan does not.
+    lat = sorted(float(e["latency_ms"]) for e in killed if "latency_ms" in e)  # type: ignore[arg-type]
+    assert len(lat) >= 95
     p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
     print(f"exec→kill latency ms: p50 {statistics.median(lat):.2f} p99 {p99:.2f} max {lat[-1]:.2f}")
     assert not h.find(type="process", action="killed", name="sleep")
