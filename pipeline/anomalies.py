@@ -82,6 +82,7 @@ RUNTIME_FILE_MARK_FAILED = "runtime.file.mark_failed"  # a path could not be wat
 RUNTIME_FILE_QUEUE_OVERFLOW = "runtime.file.queue_overflow"  # the kernel's notification queue overflowed
 RUNTIME_FILE_AGGREGATE_FULL = "runtime.file.aggregate_full"  # event dropped: aggregator at its bound
 RUNTIME_FILE_DENIED = "runtime.file.denied"  # an open refused (Protect)
+RUNTIME_FILE_UNATTRIBUTED = "runtime.file.unattributed"  # writer gone before it could be identified
 
 RUNTIME_ANOMALIES = (
     RUNTIME_CONNECTOR_UNAVAILABLE,
@@ -107,5 +108,6 @@ RUNTIME_ANOMALIES = (
     RUNTIME_FILE_QUEUE_OVERFLOW,
     RUNTIME_FILE_AGGREGATE_FULL,
     RUNTIME_FILE_DENIED,
+    RUNTIME_FILE_UNATTRIBUTED,
 )
 # ---- end of runtime security -----------------------------------------------------------------------------

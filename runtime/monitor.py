@@ -9,6 +9,7 @@ like new execs, so a monitor restart leaves no process unexamined).
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable, MutableMapping
@@ -51,6 +52,7 @@ def run_runtime_monitor(
         log.error("invalid runtime settings: %s", e)
         return 2
     counters = counters if counters is not None else {}
+    sys.setswitchinterval(settings.thread_switch_interval_s)
     monitor = ProcessMonitor(settings, counters)
     policy = _refresh(get_profiles, monitor, counters)
     source = ProcessEventSource(

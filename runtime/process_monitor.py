@@ -44,6 +44,8 @@ ANCESTRY_DEPTH_MAX = 64
 SCRIPT_GRACE_S = 1.0
 # Bound on scripts awaiting their interpreter's exec check.
 SCRIPT_PENDING_MAX = 4096
+# How long an exited workload process stays known, so late file events can still be attributed.
+RECENT_EXIT_TTL_S = 10.0
 # Bound on cached workload → group answers (cleared at each policy change).
 GROUP_CACHE_MAX = 4096
 
@@ -137,7 +139,10 @@ class ProcessMonitor:
         self._shell_checks: collections.deque[tuple[float, int]] = collections.deque()
         self._groups: dict[str, str | None] = {}
         self._creds: collections.OrderedDict[int, int] = collections.OrderedDict()  # pid → euid (UID events)
-        self._escalated: set[int] = set()  # PIDs already reported for privilege escalation
+        self._escalated: set[int] = set()
+        self._recent: collections.OrderedDict[int, tuple[float, Tracked]] = (
+            collections.OrderedDict()
+        )  # PIDs already reported for privilege escalation
         self._outbox: collections.deque[dict[str, Any]] = collections.deque()
         self._outbox_lock = threading.Lock()
         self._root_dev = _root_id(os.getpid())
@@ -210,7 +215,12 @@ class ProcessMonitor:
         elif kind == Kind.UID:
             self._on_uid(ev, now)
         elif kind == Kind.EXIT:
-            self.table.pop(ev.pid, None)
+            gone = self.table.pop(ev.pid, None)
+            if gone is not None:
+                self._recent[ev.pid] = (now, gone)
+                self._recent.move_to_end(ev.pid)
+                if len(self._recent) > self.settings.process_table_max:
+                    self._recent.popitem(last=False)
             self._creds.pop(ev.pid, None)
             self._escalated.discard(ev.pid)
 
@@ -235,6 +245,14 @@ class ProcessMonitor:
         if len(self.table) > self.settings.process_table_max:
             self.table.popitem(last=False)
             self.count(anomalies.RUNTIME_PROCESS_TABLE_FULL)
+
+    def known(self, pid: int) -> Tracked | None:
+        """A workload process tracked now or exited in the last RECENT_EXIT_TTL_S seconds."""
+        t = self.table.get(pid)
+        if t is None:
+            recent = self._recent.get(pid)
+            t = recent[1] if recent is not None else None
+        return t
 
     def _known(self, pid: int) -> ProcessInfo | None:
         t = self.table.get(pid)
@@ -385,6 +403,12 @@ class ProcessMonitor:
             if tracked is not None:
                 profile = self.profile_for(tracked.group)
                 self._check_shell(tracked, profile.mode if profile else None, now)
+        recent = self._recent
+        while recent:
+            pid, (t_exit, _) = next(iter(recent.items()))
+            if t_exit >= now - RECENT_EXIT_TTL_S:
+                break
+            recent.popitem(last=False)
         doomed = self._doomed
         while doomed:
             pid, t = next(iter(doomed.items()))

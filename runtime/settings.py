@@ -158,6 +158,8 @@ class RuntimeSettings:
 
     # --- file monitor ------------------------------------------------------------------------------
     file_monitor: bool = True
+    # "auto": fanotify, else inotify; "inotify" forces the fallback (no blocking, no process identity).
+    file_backend: str = "auto"
     sensitive_paths: tuple[str, ...] = DEFAULT_SENSITIVE_PATHS
     # Window over which identical file events (workload, path, process, action) are folded into one.
     file_aggregate_window_s: float = 5.0
@@ -171,6 +173,9 @@ class RuntimeSettings:
     # --- main loop ---------------------------------------------------------------------------------
     # Longest wait of the main loop for work, so stop_event is seen promptly.
     loop_tick_s: float = 0.05
+    # The interpreter's thread switch interval in the monitor process: short, so the permission and
+    # notification threads answer within a millisecond while the main thread examines a burst.
+    thread_switch_interval_s: float = 0.0005
     # Events emitted per loop iteration before other work is served.
     emit_batch_max: int = 1024
 
@@ -194,9 +199,14 @@ class RuntimeSettings:
             "file_read_bytes",
             "loop_tick_s",
             "emit_batch_max",
+            "thread_switch_interval_s",
         )
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"runtime.{name} must be positive, got {getattr(self, name)!r}")
+        if self.file_backend not in ("auto", "fanotify", "inotify"):
+            raise ValueError(
+                f"runtime.file_backend must be auto, fanotify or inotify, got {self.file_backend!r}"
+            )
         if self.reverse_shell_recheck_s < 0:
             raise ValueError("runtime.reverse_shell_recheck_s must not be negative")
