@@ -77,20 +77,21 @@ def run_runtime_monitor(
         files.start()
         if policy is not None:
             files.set_policy(policy)
-    emit(
-        make_event(
-            EventType.AUDIT,
-            settings.node,
-            what="runtime.started",
-            connector=source.connected,
-            exec_permission=guard is not None,
-            file_monitor=None if files is None else files.backend,
-        )
-    )
     try:
         now = time.monotonic()
         for ev in source.scan():
             monitor.handle(ev, now)
+        # Ready: what ran before us has been examined (events since then are queued).
+        emit(
+            make_event(
+                EventType.AUDIT,
+                settings.node,
+                what="runtime.started",
+                connector=source.connected,
+                exec_permission=guard is not None,
+                file_monitor=None if files is None else files.backend,
+            )
+        )
         next_refresh = now + settings.profile_refresh_s
         next_scan = now + settings.proc_scan_interval_s
         while not stop_event.is_set():

