@@ -350,19 +350,36 @@ def examine(pid: int) -> ProcessInfo | None:
     return ProcessInfo(pid, ppid, name, path, cmdline, uids.real, uids.effective, user_name(uids.real), start)
 
 
+def read_stat_link(pid: int, proc: str = "/proc") -> tuple[int, str] | None:
+    """(parent PID, command name) of `pid` from /proc/PID/stat: the cheap read a parent chain needs."""
+    try:
+        with open(f"{proc}/{pid}/stat", "rb") as f:
+            data = f.read(4096)
+    except OSError:
+        return None
+    left, right = data.find(b"("), data.rfind(b")")
+    fields = data[right + 2 :].split()
+    if left < 0 or right < left or len(fields) < 2:
+        return None
+    try:
+        return int(fields[1]), data[left + 1 : right].decode("utf-8", "replace")
+    except ValueError:
+        return None
+
+
 def with_parents(
-    info: ProcessInfo, known: Callable[[int], ProcessInfo | None], max_depth: int
+    info: ProcessInfo, link: Callable[[int], tuple[int, str] | None], max_depth: int
 ) -> ProcessInfo:
-    """`info` with its parent chain, from `known` (the table of tracked processes), examining the rest."""
+    """`info` with its parent chain; `link(pid)` gives (parent PID, name), or None if unknown."""
     chain: list[tuple[int, str]] = []
     ppid = info.ppid
     seen = {info.pid}
     while ppid > 0 and len(chain) < max_depth and ppid not in seen:
         seen.add(ppid)
-        parent = known(ppid) or examine(ppid)
-        if parent is None:
+        up = link(ppid)
+        if up is None:
             chain.append((ppid, "?"))
             break
-        chain.append((ppid, parent.name))
-        ppid = parent.ppid
+        chain.append((ppid, up[1]))
+        ppid = up[0]
     return dataclasses.replace(info, parents=tuple(chain))

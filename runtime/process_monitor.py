@@ -30,9 +30,14 @@ from policy.lookup import Mode
 from runtime import detections
 from runtime.fanotify import FAN_CLASS_CONTENT, FAN_OPEN_EXEC_PERM, Fanotify, fd_path, parse_fanotify_events
 from runtime.identity import Workload, WorkloadResolver, group_of
-from runtime.proc_connector import Kind, ProcessInfo, ProcEvent, examine, with_parents
+from runtime.proc_connector import Kind, ProcessInfo, ProcEvent, examine, read_stat_link, with_parents
 from runtime.profiles import Learner, Outcome, ProcessEntry, ProcessProfile, RuntimePolicy, decide
 from runtime.settings import RuntimeSettings
+
+# Activity counters (not anomalies), reported with the anomaly counters.
+STAT_EXEC = "runtime.exec.events"  # exec (and scan) events handled, node processes included
+STAT_EXEC_WORKLOAD = "runtime.exec.workload"  # of which in a workload
+STAT_EXAMINED = "runtime.exec.examined"  # of which examined (enriched) in time
 
 # How long a killed PID's new children are killed on sight (forks racing the kill).
 DOOMED_TTL_S = 5.0
@@ -46,6 +51,8 @@ SCRIPT_GRACE_S = 1.0
 SCRIPT_PENDING_MAX = 4096
 # How long an exited workload process stays known, so late file events can still be attributed.
 RECENT_EXIT_TTL_S = 10.0
+# Bound on the cache of (parent, name) of processes met in parent chains (node processes mostly).
+LINK_CACHE_MAX = 8192
 # Bound on cached workload → group answers (cleared at each policy change).
 GROUP_CACHE_MAX = 4096
 
@@ -139,10 +146,10 @@ class ProcessMonitor:
         self._shell_checks: collections.deque[tuple[float, int]] = collections.deque()
         self._groups: dict[str, str | None] = {}
         self._creds: collections.OrderedDict[int, int] = collections.OrderedDict()  # pid → euid (UID events)
-        self._escalated: set[int] = set()
-        self._recent: collections.OrderedDict[int, tuple[float, Tracked]] = (
-            collections.OrderedDict()
-        )  # PIDs already reported for privilege escalation
+        self._escalated: set[int] = set()  # PIDs already reported for privilege escalation
+        # Workload processes that exited lately (late file events are still attributed to them).
+        self._recent: collections.OrderedDict[int, tuple[float, Tracked]] = collections.OrderedDict()
+        self._links: collections.OrderedDict[int, tuple[int, str]] = collections.OrderedDict()
         self._outbox: collections.deque[dict[str, Any]] = collections.deque()
         self._outbox_lock = threading.Lock()
         self._root_dev = _root_id(os.getpid())
@@ -215,6 +222,7 @@ class ProcessMonitor:
         elif kind == Kind.UID:
             self._on_uid(ev, now)
         elif kind == Kind.EXIT:
+            self._links.pop(ev.pid, None)
             gone = self.table.pop(ev.pid, None)
             if gone is not None:
                 self._recent[ev.pid] = (now, gone)
@@ -254,19 +262,34 @@ class ProcessMonitor:
             t = recent[1] if recent is not None else None
         return t
 
-    def _known(self, pid: int) -> ProcessInfo | None:
+    def _link(self, pid: int) -> tuple[int, str] | None:
+        """(parent, name) of a process in a parent chain: tracked, cached, or read from /proc/PID/stat."""
         t = self.table.get(pid)
-        return t.info if t is not None else None
+        if t is not None:
+            return t.info.ppid, t.info.name
+        link = self._links.get(pid)
+        if link is None:
+            link = read_stat_link(pid)
+            if link is not None:
+                self._links[pid] = link
+                if len(self._links) > LINK_CACHE_MAX:
+                    self._links.popitem(last=False)
+        return link
 
     def _on_exec(self, pid: int, now: float, scanned: bool, ts_ns: int = 0) -> None:
+        self.count(STAT_EXEC)
         wl = self.resolver.identify(pid)
         if wl is None:
             self.table.pop(pid, None)
+            if not os.path.exists(f"/proc/{pid}"):
+                self.count(anomalies.RUNTIME_PROCESS_UNEXAMINED)  # gone before even its workload was known
             return
+        self.count(STAT_EXEC_WORKLOAD)
         info = self._examine(pid)
         if info is None:
             self.count(anomalies.RUNTIME_PROCESS_UNEXAMINED)
             return
+        self.count(STAT_EXAMINED)
         if scanned:
             self.count(anomalies.RUNTIME_SCAN_FOUND)
         group = self.group_for(wl, pid)
@@ -294,7 +317,7 @@ class ProcessMonitor:
                 action = "learned"
         previous_euid = self._previous_euid(pid)
         self._creds.pop(pid, None)
-        info = with_parents(info, self._known, self.settings.parent_chain_max)
+        info = with_parents(info, self._link, self.settings.parent_chain_max)
         tracked = Tracked(info, wl, group)
         if action in ("killed", "kill_failed"):
             self.push(self._process_event(tracked, action, profile, entry, name, path, **extra))  # type: ignore[arg-type]

@@ -172,7 +172,7 @@ class RuntimeSettings:
 
     # --- main loop ---------------------------------------------------------------------------------
     # Longest wait of the main loop for work, so stop_event is seen promptly.
-    loop_tick_s: float = 0.05
+    loop_tick_s: float = 0.1
     # The interpreter's thread switch interval in the monitor process: short, so the permission and
     # notification threads answer within a millisecond while the main thread examines a burst.
     thread_switch_interval_s: float = 0.0005

@@ -18,9 +18,16 @@ from tests.runtime.test_process_monitor import copy_bin, policy, settings
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("event_queue_max", 0), ("loop_tick_s", -1.0), ("file_backend", "dnotify"), ("reverse_shell_recheck_s", -1)],
+    [
+        ("event_queue_max", 0),
+        ("loop_tick_s", -1.0),
+        ("file_backend", "dnotify"),
+        ("reverse_shell_recheck_s", -1),
+    ],
 )
-def test_invalid_settings_exit_2_naming_the_key(field: str, value: object, caplog: pytest.LogCaptureFixture) -> None:
+def test_invalid_settings_exit_2_naming_the_key(
+    field: str, value: object, caplog: pytest.LogCaptureFixture
+) -> None:
     events: list[dict[str, object]] = []
     bad = RuntimeSettings(**{field: value})  # type: ignore[arg-type]
     rc = run_runtime_monitor(bad, RuntimePolicy, events.append, threading.Event())

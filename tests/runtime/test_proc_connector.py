@@ -18,6 +18,7 @@ from runtime.proc_connector import (
     ProcEvent,
     decode_messages,
     examine,
+    read_stat_link,
     subscribe_message,
     with_parents,
 )
@@ -182,7 +183,7 @@ def test_examine_and_parent_chain() -> None:
         assert info is not None
         assert info.name == "sleep" and info.path.endswith("sleep") and info.cmdline == ("sleep", "30")
         assert info.ruid == 0 and info.user == "root"
-        full = with_parents(info, lambda pid: None, max_depth=3)
+        full = with_parents(info, read_stat_link, max_depth=3)
         assert full.parents[0] == (p.pid, "sh")
         assert full.parents[1][0] == os.getpid()
         assert len(full.parents) <= 3
