@@ -27,7 +27,7 @@ from typing import Any
 from pipeline import anomalies
 from policy.events import EventType, make_event
 from policy.lookup import Mode
-from runtime import detections
+from runtime import detections, elf
 from runtime.fanotify import FAN_CLASS_CONTENT, FAN_OPEN_EXEC_PERM, Fanotify, fd_path, parse_fanotify_events
 from runtime.identity import Workload, WorkloadResolver, group_of
 from runtime.proc_connector import Kind, ProcessInfo, ProcEvent, examine, read_stat_link, with_parents
@@ -45,10 +45,10 @@ DOOMED_TTL_S = 5.0
 DOOMED_MAX = 16384
 # Depth of the /proc parent walk that decides whether a process descends from the enforcer.
 ANCESTRY_DEPTH_MAX = 64
-# How long an interpreter's exec is allowed after its script was allowed (same execve, same PID).
-SCRIPT_GRACE_S = 1.0
-# Bound on scripts awaiting their interpreter's exec check.
-SCRIPT_PENDING_MAX = 4096
+# How long after a program is allowed its interpreter's exec check is recognised as the same execve.
+EXEC_FOLLOW_S = 1.0
+# Bound on execs in progress remembered for that.
+EXEC_PENDING_MAX = 4096
 # How long an exited workload process stays known, so late file events can still be attributed.
 RECENT_EXIT_TTL_S = 10.0
 # Bound on the cache of (parent, name) of processes met in parent chains (node processes mostly).
@@ -104,8 +104,20 @@ def children_of(pid: int, proc: str = "/proc") -> list[int]:
     return out
 
 
+def root_relative(pid: int, path: str, proc: str = "/proc") -> str:
+    """`path` as the process sees it: without the prefix of its root directory (a chroot seen from us)."""
+    try:
+        root = os.readlink(f"{proc}/{pid}/root")
+    except OSError:
+        return path
+    if root not in ("/", "") and path.startswith(root.rstrip("/") + "/"):
+        return path[len(root.rstrip("/")) :]
+    return path
+
+
 def exec_identity(info: ProcessInfo, proc: str = "/proc") -> tuple[str, str]:
-    """(name, path) a profile matches: for a script the script's path, not its interpreter's."""
+    """(name, path) a profile matches, as the workload sees it; for a script the script's path, not its
+    interpreter's."""
     path = info.path
     if os.path.basename(path) != info.name:
         for arg in info.cmdline[:2]:
@@ -114,9 +126,9 @@ def exec_identity(info: ProcessInfo, proc: str = "/proc") -> tuple[str, str]:
                     try:
                         arg = os.path.normpath(os.path.join(os.readlink(f"{proc}/{info.pid}/cwd"), arg))
                     except OSError:
-                        return info.name, path
-                return info.name, arg
-    return info.name, path
+                        break
+                return info.name, root_relative(info.pid, arg, proc)
+    return info.name, root_relative(info.pid, path, proc)
 
 
 class ProcessMonitor:
@@ -580,6 +592,13 @@ def _euid_of(pid: int) -> int | None:
     return None
 
 
+def _readlink(path: str) -> str:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return ""
+
+
 def _root_id(pid: int) -> tuple[int, int] | None:
     try:
         st = os.stat(f"/proc/{pid}/root")
@@ -606,7 +625,8 @@ class ExecGuard:
         self._fan: Fanotify | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._scripts: collections.OrderedDict[int, float] = collections.OrderedDict()
+        # PID → (time, process image, interpreter paths still expected) for the execve in progress.
+        self._pending: collections.OrderedDict[int, tuple[float, str, set[str]]] = collections.OrderedDict()
         self.mounts: list[str] = []
         self.denied = 0
 
@@ -666,22 +686,27 @@ class ExecGuard:
         if wl is None:
             return True
         now = time.monotonic()
-        started = self._scripts.pop(pid, None)
-        if started is not None and now - started < SCRIPT_GRACE_S:
-            return True  # the interpreter of a script just allowed
+        path = root_relative(pid, fd_path(fd))
+        exe = _readlink(f"/proc/{pid}/exe")
+        follow = self._pending.get(pid)
+        if follow is not None:
+            started, old_exe, expected = follow
+            if now - started < EXEC_FOLLOW_S and old_exe == exe and path in expected:
+                # The loader or the script interpreter of the program just allowed, in the same execve
+                # (the process image is still the old one), not a new program.
+                expected.discard(path)
+                return True
         group = mon.group_for(wl, pid)
         profile = mon.profile_for(group)
         if profile is None or profile.mode != Mode.PROTECT:
             return True
-        path = fd_path(fd)
         name = os.path.basename(path)
         outcome, entry = decide(profile, name, path, mon.learner.learned(profile.group))
         if outcome != Outcome.KILL:
-            with contextlib.suppress(OSError):
-                if os.pread(fd, 2, 0) == b"#!":
-                    self._scripts[pid] = now
-                    if len(self._scripts) > SCRIPT_PENDING_MAX:
-                        self._scripts.popitem(last=False)
+            self._pending[pid] = (now, exe, self._follow_ups(pid, fd))
+            self._pending.move_to_end(pid)
+            if len(self._pending) > EXEC_PENDING_MAX:
+                self._pending.popitem(last=False)
             return True
         if mon.exclusion_reason(pid, wl) is not None:
             mon.count(anomalies.RUNTIME_KILL_EXCLUDED)
@@ -691,6 +716,28 @@ class ExecGuard:
         info = ProcessInfo(pid, read_ppid(pid) or 0, name, path, (path,), -1, -1, "", 0.0)
         mon.push(mon._process_event(Tracked(info, wl, group), "denied", profile, entry, name, path))
         return False
+
+    def _follow_ups(self, pid: int, fd: int) -> set[str]:
+        """The files one execve of this program also opens for execution: its interpreter (a script's
+        shell, an ELF's loader) and that interpreter's loader, as the process sees their paths."""
+        out: set[str] = set()
+        try:
+            head = os.pread(fd, elf.HEAD_BYTES, 0)
+        except OSError:
+            return out
+        for _ in range(2):
+            interp = elf.interpreter(head)
+            if interp is None:
+                break
+            root = _readlink(f"/proc/{pid}/root") or "/"
+            host = os.path.realpath(os.path.join(root, interp.lstrip("/")))
+            out.add(root_relative(pid, host))
+            try:
+                with open(host, "rb") as f:
+                    head = f.read(elf.HEAD_BYTES)
+            except OSError:
+                break
+        return out
 
     def stop(self) -> None:
         self._stop.set()

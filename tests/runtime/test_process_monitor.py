@@ -233,3 +233,68 @@ def test_restart_under_activity_catches_what_started_meanwhile(
         assert h2.wait(type="process", action="killed", name="forbidden")
     finally:
         kill_tree([gap.pid, first.pid])
+
+
+def _ldd(binary: str) -> list[str]:
+    out = subprocess.run(["ldd", binary], capture_output=True, text=True, check=True).stdout
+    libs = []
+    for line in out.splitlines():
+        parts = line.split()
+        for p in parts:
+            if p.startswith("/"):
+                libs.append(p)
+    return libs
+
+
+def _make_root(root: str, binaries: dict[str, str]) -> None:
+    """A minimal root filesystem: the given binaries (dest name → source) and their libraries."""
+    for name, src in binaries.items():
+        real = shutil.which(src) or src
+        os.makedirs(os.path.join(root, "bin"), exist_ok=True)
+        shutil.copy(real, os.path.join(root, "bin", name))
+        for lib in _ldd(real):
+            dst = os.path.join(root, lib.lstrip("/"))
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            if not os.path.exists(dst):
+                shutil.copy(lib, dst)
+
+
+def test_a_workload_with_its_own_root_gets_exec_permission_marks(
+    netns: str, harness: Callable[..., Harness], exec_mount: str
+) -> None:
+    """No mounts configured: the monitor marks the filesystem of each workload root that differs from
+    the node's (here a chroot on a tmpfs, as a container's rootfs would be) and denies there."""
+    root = os.path.join(exec_mount, "root")
+    _make_root(root, {"sh": "dash", "sleep": "sleep", "allowed": "true", "forbidden": "true"})
+    with open(os.path.join(root, "bin", "run.sh"), "w") as f:
+        f.write("#!/bin/sh\n/bin/allowed && echo script-ran\n")
+    os.chmod(os.path.join(root, "bin", "run.sh"), 0o755)
+    entries = (
+        ProcessEntry("ip"),
+        ProcessEntry("chroot"),
+        ProcessEntry("sh", os.path.realpath(shutil.which("sh") or "/bin/sh")),  # the node's, for in_pod
+        ProcessEntry("sleep"),
+        ProcessEntry("allowed", "/bin/allowed"),
+        ProcessEntry("run.sh", "/bin/run.sh"),
+    )
+    h = harness(settings(use_exec_permission=True), policy(netns, Mode.PROTECT, entries))
+    init = spawn_in(netns, "chroot", root, "/bin/sleep", "30")
+    try:
+        # Until the workload's root is known, the kill path is what enforces; once it is, the kernel denies.
+        def denied() -> bool:
+            r = in_pod(netns, f"chroot {root} /bin/forbidden")
+            return r.returncode == 126
+
+        assert wait_for(denied, 5)
+        # A dynamic executable: its loader (on the same filesystem) is part of the same execve.
+        ok = in_pod(netns, f"chroot {root} /bin/allowed")
+        assert ok.returncode == 0, ok
+        # A script: its interpreter is allowed as part of it; the same shell run directly is not.
+        script = in_pod(netns, f"chroot {root} /bin/run.sh")
+        assert script.returncode == 0 and "script-ran" in script.stdout, script
+        assert in_pod(netns, f"chroot {root} /bin/sh -c true").returncode == 126
+        ev = h.wait(type="process", action="denied", name="forbidden")
+        assert ev and ev[0]["path"] == "/bin/forbidden"  # as the workload sees it
+    finally:
+        kill_tree([init.pid])
+        init.wait(5)
