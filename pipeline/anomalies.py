@@ -83,6 +83,8 @@ RUNTIME_FILE_QUEUE_OVERFLOW = "runtime.file.queue_overflow"  # the kernel's noti
 RUNTIME_FILE_AGGREGATE_FULL = "runtime.file.aggregate_full"  # event dropped: aggregator at its bound
 RUNTIME_FILE_DENIED = "runtime.file.denied"  # an open refused (Protect)
 RUNTIME_FILE_UNATTRIBUTED = "runtime.file.unattributed"  # writer gone before it could be identified
+RUNTIME_FILE_CHANGES_FULL = "runtime.file.changes_full"  # a change dropped: identified changes at their bound
+RUNTIME_FILE_PERM_ERROR = "runtime.file.perm_error"  # an open permission check failed: open allowed
 
 RUNTIME_ANOMALIES = (
     RUNTIME_CONNECTOR_UNAVAILABLE,
@@ -109,5 +111,7 @@ RUNTIME_ANOMALIES = (
     RUNTIME_FILE_AGGREGATE_FULL,
     RUNTIME_FILE_DENIED,
     RUNTIME_FILE_UNATTRIBUTED,
+    RUNTIME_FILE_CHANGES_FULL,
+    RUNTIME_FILE_PERM_ERROR,
 )
 # ---- end of runtime security -----------------------------------------------------------------------------

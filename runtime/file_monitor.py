@@ -298,7 +298,7 @@ class FileMonitor:
                 return
             wl, group_hint, name = tracked.workload, tracked.group, tracked.info.name
         if len(self._changes) >= self.settings.event_queue_max:
-            self._count(anomalies.RUNTIME_FILE_AGGREGATE_FULL)
+            self._count(anomalies.RUNTIME_FILE_CHANGES_FULL)
             return
         self._changes.append((time.monotonic(), pid, wl, group_hint, name, self._strip_root(raw_path), mask))
 
@@ -380,7 +380,7 @@ class FileMonitor:
                 try:
                     allow = self._allow_open(ev.pid, ev.fd)
                 except Exception:  # a bug in a decision must not freeze every open of the file
-                    self._count(anomalies.RUNTIME_EXEC_PERM_ERROR)
+                    self._count(anomalies.RUNTIME_FILE_PERM_ERROR)
                     allow = True
                 finally:
                     with contextlib.suppress(OSError):

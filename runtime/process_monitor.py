@@ -332,13 +332,13 @@ class ProcessMonitor:
         info = with_parents(info, self._link, self.settings.parent_chain_max)
         tracked = Tracked(info, wl, group)
         if action in ("killed", "kill_failed"):
-            self.push(self._process_event(tracked, action, profile, entry, name, path, **extra))  # type: ignore[arg-type]
+            self.push(self.process_event(tracked, action, profile, entry, name, path, **extra))  # type: ignore[arg-type]
             return
         self._remember(pid, tracked)
         self._note_root(pid)
         killed = self._detect(tracked, previous_euid, profile.mode if profile is not None else None, now)
         if action is not None and not killed:
-            self.push(self._process_event(tracked, action, profile, entry, name, path, **extra))  # type: ignore[arg-type]
+            self.push(self.process_event(tracked, action, profile, entry, name, path, **extra))  # type: ignore[arg-type]
 
     def _on_uid(self, ev: ProcEvent, now: float) -> None:
         previous = self._previous_euid(ev.pid)
@@ -529,7 +529,7 @@ class ProcessMonitor:
         self._guarded_roots.add(root)
         self.roots_to_guard.append(f"/proc/{pid}/root")
 
-    def _process_event(
+    def process_event(
         self,
         tracked: Tracked,
         action: str,
@@ -714,7 +714,7 @@ class ExecGuard:
         self.denied += 1
         mon.count(anomalies.RUNTIME_EXEC_PERM_DENIED)
         info = ProcessInfo(pid, read_ppid(pid) or 0, name, path, (path,), -1, -1, "", 0.0)
-        mon.push(mon._process_event(Tracked(info, wl, group), "denied", profile, entry, name, path))
+        mon.push(mon.process_event(Tracked(info, wl, group), "denied", profile, entry, name, path))
         return False
 
     def _follow_ups(self, pid: int, fd: int) -> set[str]:

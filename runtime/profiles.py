@@ -11,7 +11,8 @@ from __future__ import annotations
 import dataclasses
 import enum
 import fnmatch
-from collections.abc import Mapping, MutableMapping
+import ipaddress
+from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any
 
 from pipeline import anomalies
@@ -129,44 +130,92 @@ class Learner:
         return f
 
 
+def _mapping(value: Any, where: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{where}: expected a mapping, got {type(value).__name__}")
+    return value
+
+
+def _sequence(value: Any, where: str) -> list[Any]:
+    if not isinstance(value, list | tuple):
+        raise ValueError(f"{where}: expected a list, got {type(value).__name__}")
+    return list(value)
+
+
+def _text(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{where}: expected a non-empty string, got {value!r}")
+    return value
+
+
+def _choice(value: Any, choices: Iterable[str], where: str) -> str:
+    options = list(choices)
+    if value not in options:
+        raise ValueError(f"{where}: expected one of {', '.join(options)}, got {value!r}")
+    return str(value)
+
+
 def policy_from_dict(data: Mapping[str, Any]) -> RuntimePolicy:
-    """A RuntimePolicy from plain data (JSON/msgpack), as the policy process may hand it over.
+    """A RuntimePolicy from plain data (YAML/JSON/msgpack), as the policy process may hand it over.
 
     `{"groups": [{"name", "labels", "cidrs"}], "profiles": {group: {"mode", "entries": [{"name", "path",
     "action"}]}}, "file_rules": {group: [{"path", "action", "apps"}]}, "workload_labels": {key: {..}}}`.
-    Raises ValueError (naming the field) on bad input.
+    Raises ValueError naming the field (`profiles.web.mode: expected one of …`).
     """
-    try:
-        groups = tuple(
-            GroupSelector(str(g["name"]), dict(g.get("labels", {})), tuple(g.get("cidrs", ())))
-            for g in data.get("groups", ())
-        )
-        profiles = {
-            str(group): ProcessProfile(
-                str(group),
-                Mode[str(p["mode"]).upper()],
-                tuple(
-                    ProcessEntry(
-                        str(e.get("name", "*")),
-                        str(e.get("path", "*")),
-                        EntryAction(e.get("action", "allow")),
-                    )
-                    for e in p.get("entries", ())
-                ),
-            )
-            for group, p in dict(data.get("profiles", {})).items()
+    data = _mapping(data, "policy")
+    unknown = set(data) - {"groups", "profiles", "file_rules", "workload_labels"}
+    if unknown:
+        raise ValueError(f"policy: unknown keys {', '.join(sorted(unknown))}")
+    groups = []
+    for n, g in enumerate(_sequence(data.get("groups", []), "groups")):
+        where = f"groups[{n}]"
+        g = _mapping(g, where)
+        labels = {
+            str(k): _text(v, f"{where}.labels.{k}") for k, v in _mapping(g.get("labels", {}), where).items()
         }
-        file_rules = {
-            str(group): tuple(
-                FileRule(str(r["path"]), FileAction(r.get("action", "monitor")), tuple(r.get("apps", ())))
-                for r in rules
+        cidrs = tuple(_text(c, f"{where}.cidrs") for c in _sequence(g.get("cidrs", []), f"{where}.cidrs"))
+        for c in cidrs:
+            try:
+                ipaddress.ip_network(c, strict=False)
+            except ValueError:
+                raise ValueError(f"{where}.cidrs: not an address or network: {c!r}") from None
+        groups.append(GroupSelector(_text(g.get("name"), f"{where}.name"), labels, cidrs))
+    profiles = {}
+    for group, p in _mapping(data.get("profiles", {}), "profiles").items():
+        where = f"profiles.{group}"
+        p = _mapping(p, where)
+        mode = _choice(p.get("mode"), (m.name.lower() for m in Mode), f"{where}.mode")
+        entries = []
+        for n, e in enumerate(_sequence(p.get("entries", []), f"{where}.entries")):
+            ew = f"{where}.entries[{n}]"
+            e = _mapping(e, ew)
+            action = _choice(e.get("action", "allow"), (a.value for a in EntryAction), f"{ew}.action")
+            entries.append(
+                ProcessEntry(
+                    _text(e.get("name", "*"), f"{ew}.name"),
+                    _text(e.get("path", "*"), f"{ew}.path"),
+                    EntryAction(action),
+                )
             )
-            for group, rules in dict(data.get("file_rules", {})).items()
+        profiles[str(group)] = ProcessProfile(str(group), Mode[mode.upper()], tuple(entries))
+    file_rules = {}
+    for group, rules in _mapping(data.get("file_rules", {}), "file_rules").items():
+        out = []
+        for n, r in enumerate(_sequence(rules, f"file_rules.{group}")):
+            rw = f"file_rules.{group}[{n}]"
+            r = _mapping(r, rw)
+            action = _choice(r.get("action", "monitor"), (a.value for a in FileAction), f"{rw}.action")
+            apps = tuple(_text(a, f"{rw}.apps") for a in _sequence(r.get("apps", []), f"{rw}.apps"))
+            out.append(FileRule(_text(r.get("path"), f"{rw}.path"), FileAction(action), apps))
+        file_rules[str(group)] = tuple(out)
+    labels_by_key = {
+        str(k): {
+            str(lk): _text(lv, f"workload_labels.{k}.{lk}")
+            for lk, lv in _mapping(v, f"workload_labels.{k}").items()
         }
-        labels = {str(k): dict(v) for k, v in dict(data.get("workload_labels", {})).items()}
-    except (KeyError, TypeError, ValueError) as e:
-        raise ValueError(f"runtime policy: {e!r}") from None
-    return RuntimePolicy(groups, profiles, file_rules, labels)
+        for k, v in _mapping(data.get("workload_labels", {}), "workload_labels").items()
+    }
+    return RuntimePolicy(tuple(groups), profiles, file_rules, labels_by_key)
 
 
 def policy_to_dict(policy: RuntimePolicy) -> dict[str, Any]:

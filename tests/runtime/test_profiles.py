@@ -87,7 +87,13 @@ def test_policy_round_trip_and_errors() -> None:
         workload_labels={"rt-a": {"app": "web"}},
     )
     assert policy_from_dict(policy_to_dict(pol)) == pol
-    with pytest.raises(ValueError, match="mode"):
+    with pytest.raises(ValueError, match=r"profiles\.g\.mode: expected one of discover, monitor, protect"):
         policy_from_dict({"profiles": {"g": {"entries": []}}})
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"profiles\.g\.entries\[0\]\.action"):
         policy_from_dict({"profiles": {"g": {"mode": "protect", "entries": [{"action": "maybe"}]}}})
+    with pytest.raises(ValueError, match=r"groups\[0\]\.cidrs: not an address"):
+        policy_from_dict({"groups": [{"name": "g", "cidrs": ["198.18.0.0/33"]}]})
+    with pytest.raises(ValueError, match=r"file_rules\.g\[0\]\.path"):
+        policy_from_dict({"file_rules": {"g": [{"action": "block"}]}})
+    with pytest.raises(ValueError, match="unknown keys profile"):
+        policy_from_dict({"profile": {}})
