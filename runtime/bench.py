@@ -237,14 +237,16 @@ def _bench(netns: str, workdir: str, args: argparse.Namespace) -> int:
     # 4. Idle CPU of the monitor process (the node's own activity still reaches the connector).
     child = _Child(RuntimeSettings(node="bench", use_exec_permission=False), anything)
     time.sleep(1.0)
-    c0, t0 = child.cpu_seconds(), time.monotonic()
+    c0, t0, e0 = child.cpu_seconds(), time.monotonic(), dict(child.counters)
     time.sleep(args.idle)
-    c1, t1 = child.cpu_seconds(), time.monotonic()
-    node_execs = child.counters.get(STAT_EXEC, 0)
+    c1, t1, e1 = child.cpu_seconds(), time.monotonic(), dict(child.counters)
     child.stop()
+    node_execs = e1.get(STAT_EXEC, 0) - e0.get(STAT_EXEC, 0)
+    wl_execs = e1.get(STAT_EXEC_WORKLOAD, 0) - e0.get(STAT_EXEC_WORKLOAD, 0)
     print(
-        f"idle CPU: {100 * (c1 - c0) / (t1 - t0):.2f}% of one core over {t1 - t0:.1f}s "
-        f"(node-wide exec events meanwhile: {node_execs})"
+        f"idle CPU: {100 * (c1 - c0) / (t1 - t0):.2f}% of one core over {t1 - t0:.1f}s, while the node ran "
+        f"{node_execs} execs ({wl_execs} in workloads: other pods on this node); "
+        f"{1000 * (c1 - c0) / max(node_execs, 1):.2f} ms CPU per exec event"
     )
     return 0
 
