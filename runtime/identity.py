@@ -324,3 +324,25 @@ class WorkloadResolver:
 
     def addresses(self, pid: int) -> frozenset[str]:
         return workload_addresses(pid, self._proc)
+
+
+def node_workloads(
+    resolver: WorkloadResolver, pids: Iterable[int], max_workloads: int = WORKLOAD_CACHE_MAX
+) -> dict[str, tuple[Workload, frozenset[str], int]]:
+    """The workloads on the node: key → (workload, its addresses, one PID in it).
+
+    For the network side (groups by workload identity, and the controller's view of the node). The
+    addresses of a network namespace are read once, through the first PID met in it.
+    """
+    out: dict[str, tuple[Workload, frozenset[str], int]] = {}
+    by_netns: dict[int | None, frozenset[str]] = {}
+    for pid in pids:
+        wl = resolver.identify(pid)
+        if wl is None or wl.key in out:
+            continue
+        if len(out) >= max_workloads:
+            break
+        if wl.netns not in by_netns:
+            by_netns[wl.netns] = resolver.addresses(pid)
+        out[wl.key] = (wl, by_netns[wl.netns], pid)
+    return out

@@ -32,7 +32,25 @@ def netns() -> Iterator[str]:
         _run("ip", "-n", name, "link", "set", "lo", "up")
         yield name
     finally:
+        # Processes the test left in its namespace (detached ones included), by PID.
+        kill_tree(pids_in_netns(name))
         subprocess.run(["ip", "netns", "delete", name], capture_output=True, timeout=10)
+
+
+def pids_in_netns(name: str) -> list[int]:
+    try:
+        ino = os.stat(f"/run/netns/{name}").st_ino
+    except OSError:
+        return []
+    out = []
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                if os.stat(f"/proc/{p}/ns/net").st_ino == ino:
+                    out.append(int(p))
+            except OSError:
+                continue
+    return out
 
 
 def kill_tree(pids: list[int]) -> None:

@@ -13,12 +13,14 @@ from runtime.identity import (
     group_of,
     identity_from_cgroup,
     make_workload,
+    node_workloads,
     parse_cgroup,
     parse_fib_trie_local,
     parse_if_inet6,
     parse_ns_link,
     pod_uid_from_path,
 )
+from runtime.proc_connector import list_pids
 from tests.runtime.conftest import _run, kill_tree, spawn_in, wait_for
 
 CID = "3f4e5d6c7b8a99887766554433221100ffeeddccbbaa00112233445566778899"
@@ -180,6 +182,9 @@ def test_real_netns_and_cgroup(netns: str, pids_cgroup: str, unified_cgroup: str
         addrs = resolver.addresses(proc.pid)
         assert "198.18.3.4" in addrs and "fd00:3::4" in addrs
         assert group_of(wl, [GroupSelector("lab", cidrs=("198.18.3.0/24",))], addresses=addrs) == "lab"
+        seen = node_workloads(resolver, list_pids())
+        assert seen[wl.key][0] == wl and "198.18.3.4" in seen[wl.key][1]
+        assert all(w.key == k for k, (w, _, _) in seen.items())
         # Our own process is the node's (host netns, no container cgroup).
         assert resolver.identify(os.getpid()) is None
     finally:

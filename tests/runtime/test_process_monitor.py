@@ -15,7 +15,7 @@ from runtime.identity import GroupSelector, Workload
 from runtime.process_monitor import ProcessMonitor
 from runtime.profiles import ProcessEntry, ProcessProfile, RuntimePolicy
 from runtime.settings import RuntimeSettings
-from tests.runtime.conftest import Harness, kill_tree, spawn_in, wait_for
+from tests.runtime.conftest import Harness, kill_tree, pids_in_netns, spawn_in, wait_for
 
 # What a lab pod needs to start anything: `ip netns exec` runs inside the pod for a moment.
 BASE = (
@@ -298,3 +298,77 @@ def test_a_workload_with_its_own_root_gets_exec_permission_marks(
     finally:
         kill_tree([init.pid])
         init.wait(5)
+
+
+def test_kill_tree_takes_descendants_and_forks_racing_the_kill(netns: str) -> None:
+    """A denied process with children and grandchildren: all die; a fork that races the kill dies too."""
+    from runtime.proc_connector import Kind, ProcEvent
+    from runtime.process_monitor import children_of
+
+    mon = ProcessMonitor(settings(), {})
+    # Detached from the test process (setsid -f), as a workload's processes are from the enforcer.
+    tree = spawn_in(
+        netns, "setsid", "-f", "sh", "-c", "sleep 30 & sh -c 'sleep 30 & wait' & wait", stdout=subprocess.PIPE
+    )
+    tree.wait(5)
+    root = wait_for(lambda: _find_pod_root(netns))
+    assert root, "the tree did not start"
+    descendants = wait_for(lambda: _all_descendants(root) if len(_all_descendants(root)) >= 3 else [])
+    assert len(descendants) >= 3  # a sleep, the inner sh and its sleep
+    assert mon.kill_tree(root, time.monotonic())
+    assert wait_for(lambda: not any(_alive(p) for p in [root, *descendants])), [root, *descendants]
+    # A child forked by a doomed PID (its FORK event arriving after the kill) is killed on sight.
+    late = spawn_in(netns, "setsid", "-f", "sleep", "30")
+    late.wait(5)
+    victim = wait_for(lambda: _find_pod_proc(netns, "sleep"))
+    assert victim
+    mon._doomed[4242424] = time.monotonic()
+    mon.handle(ProcEvent(Kind.FORK, victim, victim, 4242424, 0, 0, 0), time.monotonic())
+    assert wait_for(lambda: not _alive(victim))
+    assert children_of(os.getpid()) is not None
+
+
+def _pod_pids(netns: str) -> list[int]:
+    return pids_in_netns(netns)
+
+
+def _comm_of(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def _find_pod_root(netns: str) -> int | None:
+    """The detached `sh` whose parent is not in the pod (the root of the tree)."""
+    from runtime.process_monitor import read_ppid
+
+    pids = set(_pod_pids(netns))
+    for pid in pids:
+        if _comm_of(pid) == "sh" and read_ppid(pid) not in pids:
+            return pid
+    return None
+
+
+def _find_pod_proc(netns: str, name: str) -> int | None:
+    return next((p for p in _pod_pids(netns) if _comm_of(p) == name), None)
+
+
+def _all_descendants(pid: int) -> list[int]:
+    from runtime.process_monitor import children_of
+
+    out, frontier = [], [pid]
+    while frontier:
+        for c in children_of(frontier.pop()):
+            out.append(c)
+            frontier.append(c)
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
