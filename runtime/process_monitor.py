@@ -173,7 +173,7 @@ class ProcessMonitor:
         self.counters[name] = self.counters.get(name, 0) + n
 
     def set_policy(self, policy: RuntimePolicy) -> None:
-        if policy is not self.policy:
+        if policy is not self.policy and policy != self.policy:
             self.policy = policy
             self._groups = {}
             for t in self.table.values():

@@ -8,6 +8,9 @@ workloads on two cores.
 from __future__ import annotations
 
 import dataclasses
+import typing
+from collections.abc import Mapping
+from typing import Any
 
 # Suspicious tools reported regardless of profile (NeuVector's built-in list, trimmed to what exists on
 # Linux nodes). An entry `name` matches the command name; `name:-x,-y` matches only when one of the flags
@@ -210,3 +213,43 @@ class RuntimeSettings:
             )
         if self.reverse_shell_recheck_s < 0:
             raise ValueError("runtime.reverse_shell_recheck_s must not be negative")
+
+
+def settings_from_mapping(table: Mapping[str, Any], prefix: str = "runtime") -> RuntimeSettings:
+    """RuntimeSettings from the `[runtime]` table of the TOML; errors name the key and what was expected.
+
+    Unknown keys are rejected; lists become tuples; an int is accepted where a float is expected.
+    """
+    hints = typing.get_type_hints(RuntimeSettings)
+    fields = {f.name for f in dataclasses.fields(RuntimeSettings)}
+    unknown = sorted(set(table) - fields)
+    if unknown:
+        raise ValueError(f"{prefix}.{unknown[0]}: unknown key")
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        want = hints[key]
+        where = f"{prefix}.{key}"
+        if want is bool:
+            if not isinstance(value, bool):
+                raise ValueError(f"{where}: expected true or false, got {value!r}")
+        elif want is int:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{where}: expected an integer, got {value!r}")
+        elif want is float:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"{where}: expected a number, got {value!r}")
+            value = float(value)
+        elif want is str:
+            if not isinstance(value, str):
+                raise ValueError(f"{where}: expected a string, got {value!r}")
+        else:  # tuple[str, ...] or tuple[int, ...]
+            item = typing.get_args(want)[0]
+            if not isinstance(value, list | tuple) or not all(
+                isinstance(v, item) and not isinstance(v, bool) for v in value
+            ):
+                raise ValueError(f"{where}: expected a list of {item.__name__}, got {value!r}")
+            value = tuple(value)
+        values[key] = value
+    settings = RuntimeSettings(**values)
+    settings.validate()
+    return settings
