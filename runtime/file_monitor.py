@@ -55,12 +55,17 @@ if TYPE_CHECKING:
 
 # Home directories expanded for `~` per root (bound on the glob).
 HOMES_MAX = 256
+# Matches of one wildcard path pattern that are watched.
+GLOB_MAX = 1024
 _CHANGE_MASK = FAN_MODIFY | FAN_CLOSE_WRITE
 _INOTIFY_MASK = IN_MODIFY | IN_CLOSE_WRITE | IN_ATTRIB | IN_CREATE | IN_DELETE | IN_MOVED_TO
 
 
-def expand_paths(root: str, paths: Iterable[str], homes_max: int = HOMES_MAX) -> list[str]:
-    """The existing paths under `root` for a list of workload paths (`~` = /root and each /home/*)."""
+def expand_paths(
+    root: str, paths: Iterable[str], homes_max: int = HOMES_MAX, glob_max: int = GLOB_MAX
+) -> list[str]:
+    """The existing paths under `root` for a list of workload paths: `~` is /root and each /home/*,
+    wildcards (`*`, `?`, `[`) are expanded (at most `glob_max` matches per pattern)."""
     out: list[str] = []
     base = root.rstrip("/")
     for p in paths:
@@ -69,7 +74,11 @@ def expand_paths(root: str, paths: Iterable[str], homes_max: int = HOMES_MAX) ->
             candidates = [h + p[1:] for h in homes]
         else:
             candidates = [base + p]
-        out.extend(c for c in candidates if os.path.lexists(c))
+        for c in candidates:
+            if any(ch in c[len(base) :] for ch in "*?["):
+                out.extend(sorted(glob.glob(glob.escape(base) + c[len(base) :]))[:glob_max])
+            elif os.path.lexists(c):
+                out.append(c)
     return out
 
 
@@ -191,10 +200,11 @@ class FileMonitor:
             r.path for rules in self._rules.values() for r in rules if r.action == FileAction.BLOCK
         ]
         for root in self._roots:
+            blocked = set(expand_paths(root, block_paths))
             for path in expand_paths(root, (*self.settings.sensitive_paths, *rule_paths)):
-                self._mark(path, _CHANGE_MASK | (FAN_OPEN if path in block_paths else 0))
+                self._mark(path, _CHANGE_MASK | (FAN_OPEN if path in blocked else 0))
             if self._perm is not None:
-                for path in expand_paths(root, block_paths):
+                for path in blocked:
                     self._mark_perm(path)
 
     def _budget(self) -> bool:

@@ -63,8 +63,14 @@ def test_expand_paths_with_homes(tmp_path) -> None:
     ):
         os.makedirs(os.path.dirname(os.path.join(root, p)), exist_ok=True)
         open(os.path.join(root, p), "w").close()
-    got = expand_paths(root, ("/etc/passwd", "/etc/shadow", "~/.ssh", "/usr/bin"))
-    assert got == [f"{root}/etc/passwd", f"{root}/root/.ssh", f"{root}/home/alice/.ssh", f"{root}/usr/bin"]
+    got = expand_paths(root, ("/etc/passwd", "/etc/shadow", "~/.ssh", "/usr/bin", "/home/*/x", "/nope/*"))
+    assert got == [
+        f"{root}/etc/passwd",
+        f"{root}/root/.ssh",
+        f"{root}/home/alice/.ssh",
+        f"{root}/usr/bin",
+        f"{root}/home/bob/x",
+    ]
 
 
 def test_changes_by_a_pod_are_reported_and_aggregated(
