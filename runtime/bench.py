@@ -27,7 +27,8 @@ from pipeline import anomalies
 from policy.lookup import Mode
 from runtime.identity import GroupSelector
 from runtime.monitor import run_runtime_monitor
-from runtime.process_monitor import STAT_EXAMINED, STAT_EXEC, STAT_EXEC_WORKLOAD
+from runtime.proc_connector import Kind, ProcEvent, list_pids
+from runtime.process_monitor import STAT_EXAMINED, STAT_EXEC, STAT_EXEC_WORKLOAD, ProcessMonitor
 from runtime.profiles import ProcessEntry, ProcessProfile, RuntimePolicy
 from runtime.settings import RuntimeSettings
 
@@ -169,6 +170,24 @@ def _bench(netns: str, workdir: str, args: argparse.Namespace) -> int:
         f"gone before examined {delta(anomalies.RUNTIME_PROCESS_UNEXAMINED)}; "
         f"lost (kernel overrun + queue full) {lost}"
     )
+
+    # 1b. Handling capacity of the main loop, apart from what this VM can generate: exec events of
+    # node processes (identity only) and of workload processes (examined, group, profile decision).
+    sleepers = [_pod(netns, sleep_bin, "30") for _ in range(50)]
+    time.sleep(0.5)
+    mon = ProcessMonitor(RuntimeSettings(node="bench"), {})
+    mon.set_policy(anything)
+    node_pids = sorted(list_pids())[:200]
+    for label, pids in (("node", node_pids), ("workload", [p.pid for p in sleepers])):
+        n, t0 = 0, time.monotonic()
+        while time.monotonic() - t0 < 1.0:
+            for pid in pids:
+                mon.handle(ProcEvent(Kind.EXEC, pid, pid, 0, 0, 0, 0), time.monotonic())
+            n += len(pids)
+        print(f"handling capacity: {n / (time.monotonic() - t0):.0f} exec events/s of {label} processes")
+    for p in sleepers:
+        p.kill()
+        p.wait()
 
     # 2. Time to kill (connector path): a forbidden program started 200 times.
     protect = RuntimePolicy(

@@ -4,7 +4,7 @@ Three layers, thinnest I/O last:
 - `decode_messages` turns the bytes of one netlink datagram into `ProcEvent`s (pure; fuzzed);
 - `ProcessEventSource` owns the connector socket and a reader thread that decodes into a bounded queue
   (overflow counted), or, where the connector cannot be used, diffs /proc listings;
-- `examine` enriches a PID with psutil (path, command line, user, parent); a process that is gone or
+- `examine` enriches a PID from /proc (path, command line, user, parent); a process that is gone or
   unreadable before it is examined is counted, never guessed.
 """
 
@@ -22,8 +22,6 @@ import struct
 import threading
 from collections.abc import Callable, MutableMapping
 from typing import NamedTuple
-
-import psutil
 
 from pipeline import anomalies
 
@@ -329,25 +327,87 @@ def user_name(uid: int) -> str:
     return name
 
 
-def examine(pid: int) -> ProcessInfo | None:
-    """Enrich `pid` with psutil, or None when it is gone or unreadable (the caller counts it)."""
-    try:
-        p = psutil.Process(pid)
-        with p.oneshot():
-            ppid = p.ppid()
-            name = p.name()
-            try:
-                path = p.exe()
-            except (psutil.AccessDenied, FileNotFoundError):
-                path = ""
-            cmdline = tuple(p.cmdline())
-            uids = p.uids()
-            start = p.create_time()
-    except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied, ProcessLookupError):
+# Bytes of a command line kept (the kernel's own page of arguments is larger; events need the start).
+CMDLINE_MAX = 4096
+_boot_time: list[float] = []
+
+
+def boot_time(proc: str = "/proc") -> float:
+    """The node's boot time (UNIX seconds), read once from /proc/stat."""
+    if not _boot_time:
+        value = 0.0
+        try:
+            with open(f"{proc}/stat", "rb") as f:
+                for line in f:
+                    if line.startswith(b"btime "):
+                        value = float(line.split()[1])
+                        break
+        except OSError:
+            pass
+        _boot_time.append(value)
+    return _boot_time[0]
+
+
+def parse_process(pid: int, stat: bytes, status: bytes, cmdline: bytes, exe: str) -> ProcessInfo | None:
+    """A ProcessInfo from the text of /proc/PID/{stat,status,cmdline} and the exe link (pure).
+
+    None for a zombie or unparsable input. The name is the kernel's `comm`, lengthened from the command
+    line when the kernel truncated it (15 characters), as psutil does.
+    """
+    left, right = stat.find(b"("), stat.rfind(b")")
+    fields = stat[right + 2 :].split()
+    if left < 0 or right < left or len(fields) < 20 or fields[0] == b"Z":
         return None
+    comm = stat[left + 1 : right].decode("utf-8", "replace")
+    try:
+        ppid = int(fields[1])
+        start_ticks = int(fields[19])
+    except ValueError:
+        return None
+    ruid = euid = -1
+    for line in status.splitlines():
+        if line.startswith(b"Uid:"):
+            ids = line.split()
+            if len(ids) >= 3 and ids[1].isdigit() and ids[2].isdigit():
+                ruid, euid = int(ids[1]), int(ids[2])
+            break
+    if ruid < 0:
+        return None
+    args = tuple(a.decode("utf-8", "replace") for a in cmdline.split(b"\0"))
+    if args and args[-1] == "":
+        args = args[:-1]
+    name = comm
+    if len(comm) >= 15 and args:
+        base = os.path.basename(args[0])
+        if base.startswith(comm):
+            name = base
+    if exe.endswith(" (deleted)"):
+        exe = exe[: -len(" (deleted)")]
+    start = boot_time() + start_ticks / _CLK_TCK
+    return ProcessInfo(pid, ppid, name, exe, args, ruid, euid, user_name(ruid), start)
+
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def examine(pid: int, proc: str = "/proc") -> ProcessInfo | None:
+    """Enrich `pid` from /proc (name, path, command line, ids, user, parent), or None when it is gone
+    or unreadable (the caller counts it). Four reads: about a fifth of what psutil takes for the same."""
+    base = f"{proc}/{pid}"
+    try:
+        with open(f"{base}/stat", "rb") as f:
+            stat = f.read(4096)
+        with open(f"{base}/status", "rb") as f:
+            status = f.read(8192)
+        with open(f"{base}/cmdline", "rb") as f:
+            cmdline = f.read(CMDLINE_MAX)
     except OSError:
         return None
-    return ProcessInfo(pid, ppid, name, path, cmdline, uids.real, uids.effective, user_name(uids.real), start)
+    try:
+        exe = os.readlink(f"{base}/exe")
+    except OSError:
+        exe = ""
+    return parse_process(pid, stat, status, cmdline, exe)
 
 
 def read_stat_link(pid: int, proc: str = "/proc") -> tuple[int, str] | None:

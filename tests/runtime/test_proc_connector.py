@@ -199,3 +199,40 @@ def _children(pid: int) -> list[int]:
             return [int(x) for x in f.read().split()]
     except OSError:
         return []
+
+
+def test_examine_agrees_with_psutil(tmp_path) -> None:
+    """psutil as the reference for what examine() reads itself (for speed)."""
+    import shutil
+
+    import psutil
+
+    binary = os.path.join(str(tmp_path), "averyveryverylongprocessname")  # comm keeps 15 characters
+    shutil.copy(shutil.which("sleep") or "/bin/sleep", binary)
+    os.chmod(binary, 0o755)
+    long_name = subprocess.Popen([binary, "30"])
+    try:
+        for pid in (os.getpid(), long_name.pid):
+            wait_for(lambda pid=pid: examine(pid) is not None and examine(pid).name != "sh")  # type: ignore[misc,union-attr]
+            mine = examine(pid)
+            ref = psutil.Process(pid)
+            assert mine is not None
+            assert (mine.ppid, mine.name, mine.path, list(mine.cmdline)) == (
+                ref.ppid(),
+                ref.name(),
+                ref.exe(),
+                ref.cmdline(),
+            )
+            assert (mine.ruid, mine.euid) == (ref.uids().real, ref.uids().effective)
+            assert abs(mine.start_time - ref.create_time()) < 1.0
+    finally:
+        kill_tree([long_name.pid])
+        long_name.wait()
+
+
+@given(st.binary(max_size=200), st.binary(max_size=200), st.binary(max_size=100))
+def test_parse_process_never_raises(stat: bytes, status: bytes, cmdline: bytes) -> None:
+    from runtime.proc_connector import parse_process
+
+    parse_process(1, stat, status, cmdline, "")
+    parse_process(1, b"1 (x) S " + stat, b"Uid:\t1\t2\t3\t4\n" + status, cmdline, "/x (deleted)")
