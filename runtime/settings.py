@@ -135,8 +135,6 @@ class RuntimeSettings:
     profile_refresh_s: float = 1.0
     # Distinct processes learned per group in Discover; beyond it learning stops (counted).
     learned_per_group_max: int = 1024
-    # Learned process events waiting to be emitted per refresh.
-    learned_batch_max: int = 4096
     # fanotify execute-permission checks (deny before the binary runs) where the kernel supports them.
     use_exec_permission: bool = True
     # Mount points whose executables are checked. Empty: the root of every container workload whose
@@ -192,7 +190,6 @@ class RuntimeSettings:
             "parent_chain_max",
             "profile_refresh_s",
             "learned_per_group_max",
-            "learned_batch_max",
             "kill_descendants_max",
             "reverse_shell_pending_max",
             "net_table_lines_max",

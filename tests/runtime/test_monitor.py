@@ -87,3 +87,21 @@ def test_without_the_connector_the_proc_scan_still_enforces(
         assert h.counters.get(anomalies.RUNTIME_CONNECTOR_UNAVAILABLE) == 1
     finally:
         kill_tree([p.pid])
+
+
+def test_a_burst_beyond_the_queue_is_counted_and_enforcement_goes_on(
+    netns: str, harness: Callable[..., Harness], tmp_path
+) -> None:
+    """Thousands of execs against a small queue: drops are counted, nothing blocks, and a forbidden
+    program started right after is still reported (the periodic scan repairs what the queue dropped)."""
+    from tests.runtime.conftest import wait_for
+    from tests.runtime.test_process_monitor import in_pod
+
+    forbidden = copy_bin("sleep", str(tmp_path), "forbidden")
+    h = harness(settings(event_queue_max=32, proc_scan_interval_s=0.3), policy(netns, Mode.MONITOR))
+    burst = "i=0; while [ $i -lt 2000 ]; do /bin/true; i=$((i+1)); done"
+    r = in_pod(netns, f"({burst}) & ({burst}) & wait; {forbidden} 1")
+    assert r.returncode == 0
+    assert wait_for(lambda: h.counters.get(anomalies.RUNTIME_EVENT_QUEUE_FULL, 0) > 0), h.counters
+    assert h.wait(type="process", action="violation", name="forbidden")
+    assert wait_for(lambda: h.counters.get(anomalies.RUNTIME_PROCESS_UNEXAMINED, 0) > 0)
