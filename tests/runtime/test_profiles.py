@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pipeline import anomalies
 from policy.lookup import Mode
@@ -97,3 +99,21 @@ def test_policy_round_trip_and_errors() -> None:
         policy_from_dict({"file_rules": {"g": [{"action": "block"}]}})
     with pytest.raises(ValueError, match="unknown keys profile"):
         policy_from_dict({"profile": {}})
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=12,
+)
+_keys = st.sampled_from(["groups", "profiles", "file_rules", "workload_labels"])
+
+
+@given(st.dictionaries(_keys, _json, max_size=4))
+def test_policy_from_dict_accepts_or_names_the_problem(data: dict[str, object]) -> None:
+    """Whatever plain data arrives, the answer is a policy or a ValueError, never another exception."""
+    try:
+        pol = policy_from_dict(data)
+    except ValueError:
+        return
+    assert policy_from_dict(policy_to_dict(pol)) == pol
