@@ -66,6 +66,8 @@ class Supervisor:
         self.children: list[Child] = [Child("policy", 0, config.worker_cpu(0))]
         self.children += [Child("worker", i, config.worker_cpu(i)) for i in range(config.workers.count)]
         self.children += [Child("reader", i, config.reader_cpu(i)) for i in range(config.queues.readers)]
+        if config.supervisor.runtime_monitor:
+            self.children.append(Child("runtime", 0, config.worker_cpu(0)))
         self.restart_times: collections.deque[float] = collections.deque()
         self.stopping = threading.Event()
         self.ready = False

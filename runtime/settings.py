@@ -115,7 +115,7 @@ DEFAULT_SENSITIVE_PATHS: tuple[str, ...] = (
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class RuntimeSettings:
-    node: str = "node"
+    node: str = "node"  # node name in events (the enforcer sets it from node.name)
 
     # --- process connector -------------------------------------------------------------------------
     use_connector: bool = True  # False: /proc polling only (NeuVector's fallback)
@@ -146,10 +146,10 @@ class RuntimeSettings:
     protected_pids: tuple[int, ...] = ()
 
     # --- built-in detections -----------------------------------------------------------------------
-    suspicious_tools: tuple[str, ...] = DEFAULT_SUSPICIOUS_TOOLS
-    package_managers: tuple[str, ...] = DEFAULT_PACKAGE_MANAGERS
-    sanctioned_escalation: tuple[str, ...] = DEFAULT_SANCTIONED_ESCALATION
-    shells: tuple[str, ...] = DEFAULT_SHELLS
+    suspicious_tools: tuple[str, ...] = DEFAULT_SUSPICIOUS_TOOLS  # reported wherever they run
+    package_managers: tuple[str, ...] = DEFAULT_PACKAGE_MANAGERS  # reported inside a running container
+    sanctioned_escalation: tuple[str, ...] = DEFAULT_SANCTIONED_ESCALATION  # may lead to uid 0
+    shells: tuple[str, ...] = DEFAULT_SHELLS  # on a TCP socket: a reverse shell
     # Delay before re-examining a new shell's descriptors (a reverse shell often redirects after exec).
     reverse_shell_recheck_s: float = 0.2
     # Shells waiting for that re-check.
@@ -158,10 +158,10 @@ class RuntimeSettings:
     net_table_lines_max: int = 65536
 
     # --- file monitor ------------------------------------------------------------------------------
-    file_monitor: bool = True
+    file_monitor: bool = True  # watch the sensitive paths and the file rules
     # "auto": fanotify, else inotify; "inotify" forces the fallback (no blocking, no process identity).
     file_backend: str = "auto"
-    sensitive_paths: tuple[str, ...] = DEFAULT_SENSITIVE_PATHS
+    sensitive_paths: tuple[str, ...] = DEFAULT_SENSITIVE_PATHS  # watched in every workload
     # Window over which identical file events (workload, path, process, action) are folded into one.
     file_aggregate_window_s: float = 5.0
     # Distinct keys held by the aggregator; beyond it events are dropped and counted.

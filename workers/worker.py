@@ -126,10 +126,11 @@ class Worker:
                         frame = self.inbox.recv(zmq.NOBLOCK)
                     except zmq.Again:
                         break
-                    self.handle(frame, now)
+                    # The engine gets wall-clock time, as in replay (capture timestamps): it stamps events.
+                    self.handle(frame, time.time())
             if now >= next_events:
                 next_events = now + EVENT_FLUSH_S
-                self.engine.expire(now)
+                self.engine.expire(time.time())
                 self.flush_events()
             if now >= next_hb:
                 next_hb = now + hb_period
