@@ -57,19 +57,27 @@ MAX_MESSAGES_PER_LOOP = 1000
 # ---- policy directory ---------------------------------------------------------------------------
 
 
-def _merge_into(merged: dict[str, Any], doc: dict[str, Any], origin: str, owners: dict[str, str]) -> None:
+def _merge_into(
+    merged: dict[str, Any], doc: dict[str, Any], origin: str, owners: dict[str, tuple[str, Any]]
+) -> None:
     for key in ("groups", "rules", "process_profiles", "file_rules", "sensors"):
         items = doc.get(key) or []
         if not isinstance(items, list):
             raise PolicyError(f"{origin}: {key} is not a list")
         for item in items:
-            if key in ("groups", "sensors") and isinstance(item, dict):
-                name = f"{key}:{item.get('name')}"
-                if name in owners and owners[name] != origin:
-                    raise PolicyError(
-                        f"{origin}: {key[:-1]} {item.get('name')!r} is also defined in {owners[name]}"
-                    )
-                owners[name] = origin
+            if key in ("groups", "sensors", "rules") and isinstance(item, dict):
+                ident = item.get("id") if key == "rules" else item.get("name")
+                name = f"{key}:{ident}"
+                if name in owners:
+                    # The same group or rule in several files (CRD exports repeat them) is fine if identical.
+                    first, content = owners[name]
+                    if content != item:
+                        what = f"rule id {ident}" if key == "rules" else f"{key[:-1]} {ident!r}"
+                        raise PolicyError(f"{origin}: {what} is also defined, differently, in {first}")
+                    continue
+                owners[name] = (origin, item)
+            elif item in merged.get(key, ()):
+                continue  # an identical profile or file rule repeated by another file
             merged.setdefault(key, []).append(item)
     threats = doc.get("threats") or {}
     if not isinstance(threats, dict):
@@ -89,7 +97,7 @@ def load_policy_dir(directory: str | Path) -> dict[str, Any]:
     if len(files) > MAX_POLICY_FILES:
         raise PolicyError(f"{d}: more than {MAX_POLICY_FILES} policy files")
     merged: dict[str, Any] = {"version": 0}
-    owners: dict[str, str] = {}
+    owners: dict[str, tuple[str, Any]] = {}
     for path in files:
         data = path.read_bytes()
         if len(data) > MAX_POLICY_FILE_BYTES:
@@ -108,17 +116,6 @@ def load_policy_dir(directory: str | Path) -> dict[str, Any]:
             if not isinstance(doc, dict):
                 raise PolicyError(f"{origin}: not a mapping")
             _merge_into(merged, doc, origin, owners)
-    # Groups defined in several CRDs (NeuVector exports repeat them) are merged when identical.
-    groups: dict[Any, Any] = {}
-    for g in merged.get("groups", []):
-        name = g.get("name") if isinstance(g, dict) else None
-        if name in groups and groups[name] == g:
-            continue
-        if name in groups:
-            raise PolicyError(f"group {name!r} is defined twice with different content")
-        groups[name] = g
-    if groups:
-        merged["groups"] = list(groups.values())
     return merged
 
 
