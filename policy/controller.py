@@ -40,7 +40,7 @@ from policy.apps import canonical_app
 from policy.crd import CrdError, crd_to_native, is_crd_document
 from policy.events import EventType, make_event
 from policy.keys import generate_keypair, load_public_keys
-from policy.loader import MAX_POLICY_FILE_BYTES, parse_policy, policy_to_dict
+from policy.loader import MAX_POLICY_FILE_BYTES, parse_policy, policy_to_dict, yaml_load_all
 from policy.model import PolicyError
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ def load_policy_dir(directory: str | Path) -> dict[str, Any]:
         if len(data) > MAX_POLICY_FILE_BYTES:
             raise PolicyError(f"{path.name}: larger than {MAX_POLICY_FILE_BYTES} bytes")
         try:
-            docs = [doc for doc in yaml.safe_load_all(data) if doc is not None]
+            docs = [doc for doc in yaml_load_all(data) if doc is not None]
         except yaml.YAMLError as exc:
             raise PolicyError(f"{path.name}: not valid YAML: {exc}") from None
         for i, doc in enumerate(docs):
@@ -339,6 +339,7 @@ class Controller:
         self.policy_version = int(self.store.get_meta("policy_version", "0"))
         self.policy_digest = self.store.get_meta("policy_digest", "")
         self.policy_error = ""
+        self._push_frames: tuple[int, list[bytes]] = (-1, [])
         self._dir_signature: object = None
         self.ctx: zmq.Context | None = None
         self.router: zmq.Socket | None = None
@@ -427,6 +428,7 @@ class Controller:
         doc = dict(doc)
         doc["version"] = self.policy_version
         self.policy_doc = doc
+        self._push_frames = (-1, [])
         self.push_policy()
         return self.policy_version
 
@@ -442,7 +444,17 @@ class Controller:
     def _send_policy(self, peer: Peer) -> None:
         if self.policy_doc is None:
             return
-        self._send(peer.identity, M.PolicyPush(self.policy_version, self.policy_doc))
+        if self._push_frames[0] != self.policy_version:
+            # Encoded once per version, sent to every enforcer.
+            self._push_frames = (
+                self.policy_version,
+                M.encode_control(M.PolicyPush(self.policy_version, self.policy_doc)),
+            )
+        assert self.router is not None
+        try:
+            self.router.send_multipart([peer.identity, *self._push_frames[1]], zmq.NOBLOCK)
+        except zmq.Again:
+            self.counters["control.send_dropped"] += 1
         peer.sent = self.policy_version
 
     # ---- loop ------------------------------------------------------------------------------------
