@@ -113,7 +113,7 @@ class Lab:
             controller_heartbeat_s=0.2,
             controller_timeout_s=1.0,
             reconnect_max_s=0.5,
-            table_bytes=1 << 16,
+            table_bytes=1 << 19,
         )
         return replace(s, **kw)  # type: ignore[arg-type]
 
