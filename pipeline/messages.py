@@ -199,6 +199,7 @@ class ControlType(enum.IntEnum):
     EVENT_BATCH = 5  # enforcer → controller: sequence number and events
     EVENT_ACK = 6  # controller → enforcer: sequence numbers stored
     HEARTBEAT = 7  # both ways; from the enforcer with node counters
+    POLICY_DELTA = 8  # controller → enforcer: changes from `base` to `version` (frame 1; see policy.delta)
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +222,13 @@ class Welcome:
 class PolicyPush:
     version: int
     policy: dict[str, Any]  # the native policy mapping, validated by the receiver
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyDelta:
+    base: int  # the version the delta applies to; the enforcer answers a gap with a rejection
+    version: int
+    delta: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,7 +255,9 @@ class ControlHeartbeat:
     counters: dict[str, int]
 
 
-ControlMessage = Hello | Welcome | PolicyPush | PolicyAck | EventBatch | EventAck | ControlHeartbeat
+ControlMessage = (
+    Hello | Welcome | PolicyPush | PolicyDelta | PolicyAck | EventBatch | EventAck | ControlHeartbeat
+)
 
 
 def encode_control(msg: ControlMessage) -> list[bytes]:
@@ -261,6 +271,9 @@ def encode_control(msg: ControlMessage) -> list[bytes]:
     elif isinstance(msg, PolicyPush):
         body = [p, ControlType.POLICY, msg.version]
         extra = [msgpack.packb(msg.policy, use_bin_type=True)]
+    elif isinstance(msg, PolicyDelta):
+        body = [p, ControlType.POLICY_DELTA, msg.base, msg.version]
+        extra = [msgpack.packb(msg.delta, use_bin_type=True)]
     elif isinstance(msg, PolicyAck):
         body = [p, ControlType.POLICY_ACK, msg.version, msg.ok, msg.reasons]
     elif isinstance(msg, EventBatch):
@@ -317,7 +330,7 @@ def decode_control(frames: list[bytes]) -> ControlMessage:
         kind = ControlType(body[1])
     except (ValueError, TypeError):
         raise MessageError(A.CONTROL_UNKNOWN_TYPE, f"type {body[1]!r}") from None
-    if (kind == ControlType.POLICY) != (len(frames) == 2):
+    if (kind in (ControlType.POLICY, ControlType.POLICY_DELTA)) != (len(frames) == 2):
         raise MessageError(A.CONTROL_MALFORMED, f"{kind.name} with {len(frames)} frames")
     try:
         return _decode_control_body(kind, body, frames)
@@ -349,6 +362,14 @@ def _decode_control_body(kind: ControlType, body: list[Any], frames: list[bytes]
         if not isinstance(policy, dict):
             raise TypeError("policy is not a map")
         return PolicyPush(_int(version), policy)
+    if kind == ControlType.POLICY_DELTA:
+        _, _, base, version = body
+        if len(frames[1]) > MAX_POLICY_BLOB_BYTES:
+            raise ValueError(f"policy delta of {len(frames[1])} bytes")
+        delta = _unpack(frames[1], "policy delta", _POLICY_MAX_ITEMS, 0)
+        if not isinstance(delta, dict):
+            raise TypeError("policy delta is not a map")
+        return PolicyDelta(_int(base), _int(version), delta)
     if kind == ControlType.POLICY_ACK:
         _, _, version, ok, reasons = body
         if not isinstance(reasons, list) or not all(type(r) is str for r in reasons):

@@ -38,6 +38,7 @@ from pipeline import anomalies as A
 from pipeline import messages as M
 from policy.apps import canonical_app
 from policy.crd import CrdError, crd_to_native, is_crd_document
+from policy.delta import make_delta
 from policy.events import EventType, make_event
 from policy.keys import generate_keypair, load_public_keys
 from policy.loader import MAX_POLICY_FILE_BYTES, parse_policy, policy_to_dict, yaml_load_all
@@ -52,6 +53,7 @@ ZAP_DOMAIN = b"enforcer"
 MAX_POLICY_FILES = 1000  # YAML files in the policy directory
 MAX_PEERS = 10_000  # connected enforcers tracked (identities beyond it are forgotten oldest first)
 MAX_MESSAGES_PER_LOOP = 1000
+MAX_DELTA_HISTORY = 8  # served versions kept to send deltas from (older enforcers get a full snapshot)
 
 
 # ---- policy directory ---------------------------------------------------------------------------
@@ -303,6 +305,7 @@ class Peer:
     ready: bool = False
     applied: int = 0
     sent: int = 0
+    capabilities: list[str] = field(default_factory=list)
     last_seen: float = 0.0
     counters: dict[str, int] = field(default_factory=dict)
 
@@ -340,6 +343,8 @@ class Controller:
         self.policy_digest = self.store.get_meta("policy_digest", "")
         self.policy_error = ""
         self._push_frames: tuple[int, list[bytes]] = (-1, [])
+        self._delta_frames: dict[tuple[int, int], list[bytes]] = {}
+        self.history: dict[int, dict[str, Any]] = {}
         self._dir_signature: object = None
         self.ctx: zmq.Context | None = None
         self.router: zmq.Socket | None = None
@@ -399,8 +404,9 @@ class Controller:
             return False
         self._dir_signature = sig
         try:
-            doc = load_policy_dir(self.policy_dir)
-            parse_policy(doc)  # validate before serving; the enforcer validates again
+            # Validated before serving (the enforcer validates again), and served in the normalized
+            # form the enforcer itself produces, so deltas apply to exactly what it holds.
+            doc = policy_to_dict(parse_policy(load_policy_dir(self.policy_dir)))
         except (OSError, PolicyError) as exc:
             self.policy_error = str(exc)
             self.counters[A.POLICY_REJECTED] += 1
@@ -419,7 +425,7 @@ class Controller:
         else:
             changed = self.policy_doc is None
         doc["version"] = self.policy_version
-        self.policy_doc = doc
+        self._serve(doc)
         return changed
 
     def set_policy(self, doc: dict[str, Any]) -> int:
@@ -427,10 +433,17 @@ class Controller:
         self.policy_version += 1
         doc = dict(doc)
         doc["version"] = self.policy_version
-        self.policy_doc = doc
-        self._push_frames = (-1, [])
+        self._serve(doc)
         self.push_policy()
         return self.policy_version
+
+    def _serve(self, doc: dict[str, Any]) -> None:
+        self.policy_doc = doc
+        self.history[doc["version"]] = doc
+        while len(self.history) > MAX_DELTA_HISTORY:
+            del self.history[min(self.history)]
+        self._push_frames = (-1, [])
+        self._delta_frames.clear()
 
     def push_policy(self) -> int:
         """Send the current snapshot to every ready enforcer that does not run it; returns how many."""
@@ -441,8 +454,29 @@ class Controller:
                 n += 1
         return n
 
-    def _send_policy(self, peer: Peer) -> None:
+    def _send_policy(self, peer: Peer, full: bool = False) -> None:
         if self.policy_doc is None:
+            return
+        base = self.history.get(peer.applied)
+        if (
+            not full
+            and base is not None
+            and peer.applied != self.policy_version
+            and "policy.delta" in peer.capabilities
+        ):
+            key = (peer.applied, self.policy_version)
+            frames = self._delta_frames.get(key)
+            if frames is None:
+                delta = make_delta(base, self.policy_doc)
+                frames = M.encode_control(M.PolicyDelta(peer.applied, self.policy_version, delta))
+                self._delta_frames[key] = frames
+            assert self.router is not None
+            try:
+                self.router.send_multipart([peer.identity, *frames], zmq.NOBLOCK)
+                self.counters["policy.deltas_sent"] += 1
+            except zmq.Again:
+                self.counters["control.send_dropped"] += 1
+            peer.sent = self.policy_version
             return
         if self._push_frames[0] != self.policy_version:
             # Encoded once per version, sent to every enforcer.
@@ -511,6 +545,7 @@ class Controller:
         peer.last_seen = now
         if isinstance(msg, M.Hello):
             peer.node, peer.version, peer.applied = msg.node, msg.version, msg.policy_version
+            peer.capabilities = list(msg.capabilities)
             if msg.version != self.version:
                 reason = f"enforcer version {msg.version} does not match controller version {self.version}"
                 self.counters[A.CONTROL_BAD_VERSION] += 1
@@ -541,6 +576,12 @@ class Controller:
             if msg.ok:
                 peer.applied = msg.version
                 status = "connected"
+            elif msg.reasons and msg.reasons[0].startswith("resync"):
+                # A delta that did not fit what the enforcer holds: send the full snapshot.
+                self.counters["policy.resyncs"] += 1
+                if msg.version == self.policy_version:
+                    self._send_policy(peer, full=True)
+                status = "resync"
             else:
                 status = f"rejected policy {msg.version}"
                 log.error(

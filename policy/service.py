@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from pipeline import anomalies as A
+from policy.delta import apply_delta
 from policy.events import EventType, make_event
 from policy.events_relay import (
     DEFAULT_AGGREGATE_WINDOW_S,
@@ -423,6 +424,21 @@ class PolicyService:
     def on_controller_policy(self, version: int, doc: dict[str, Any]) -> ApplyResult:
         return self.applier.apply_doc(doc, "controller")
 
+    def on_controller_delta(self, base: int, version: int, delta: dict[str, Any]) -> ApplyResult:
+        """Apply a delta on top of the policy in force; a gap asks the controller for a full snapshot."""
+        current = self.applier.current
+        if current is None or current.version != base:
+            have = current.version if current else 0
+            self.counters["policy.delta_gap"] += 1
+            return ApplyResult(False, version, self.writer.generation(), (f"resync: have version {have}",))
+        try:
+            doc = apply_delta(policy_to_dict(current), delta)
+        except PolicyError as exc:
+            self.counters["policy.delta_gap"] += 1
+            return ApplyResult(False, version, self.writer.generation(), (f"resync: {exc}",))
+        self.counters["policy.deltas"] += 1
+        return self.applier.apply_doc(doc, "controller (delta)")
+
     # ---- members (workloads for label selectors, DNS answers for FQDN groups) ----------------------
 
     def members(self) -> tuple[list[Workload], dict[str, list[Address]]]:
@@ -583,6 +599,7 @@ def run_policy_service(
                 on_policy=service.on_controller_policy,
                 applied_version=lambda: service.applier.version,
                 on_ready=service.report_drops,
+                on_delta=service.on_controller_delta,
             )
         next_hb = 0.0
         next_watch = 0.0
