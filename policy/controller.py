@@ -183,7 +183,7 @@ class EventStore:
             count = e.get("count", 1)
             rows.append(
                 (
-                    str(e.get("node") or node),
+                    node,  # the authenticated connection's node, whatever the event claims
                     event_id,
                     etype,
                     float(t) if isinstance(t, int | float) else time.time(),

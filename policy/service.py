@@ -396,7 +396,9 @@ class PolicyService:
             self.writer, self.lkg, settings.node, self._outbox.append, self.counters, self.members
         )
         snapshot, source = initial_policy(settings, self.lkg, self.counters)
-        self.applier.apply(snapshot, source, persist=False)
+        if not self.applier.apply(snapshot, source, persist=False).ok:
+            # e.g. the last-known-good no longer fits the configured tables: never start without a policy
+            self.applier.apply(startup_snapshot(settings.startup_mode), "start-up (fallback)", persist=False)
         self.spool: EventSpool | None = None
         self.sink: _JsonLines | None = None
         self.link: Any = None

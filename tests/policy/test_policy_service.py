@@ -259,3 +259,25 @@ def test_policy_input_codec_rejects_bad_frames() -> None:
     ):
         with pytest.raises(M.MessageError):
             M.decode_policy_input(bad)
+
+
+def test_last_known_good_that_no_longer_fits_falls_back_to_startup(private_dir: Path) -> None:
+    from policy.service import PolicyService
+    from policy.synth import synthetic_policy
+
+    state = private_dir / "state"
+    LastKnownGood(state / "policy").save(synthetic_policy(3000, 6000))
+    settings = ServiceSettings(
+        node="n", run_dir=str(private_dir / "run"), state_dir=str(state), startup_mode=Mode.PROTECT,
+        table_bytes=1 << 19,
+    )  # fmt: skip
+    service = PolicyService(settings)
+    try:
+        assert service.counters["policy.tables_full"] == 1
+        assert service.applier.current == startup_snapshot(Mode.PROTECT)
+        tables = open_shared_tables(settings.run_dir, slot=0)
+        d = tables.decide(4, ip("198.18.1.1"), ip("198.18.2.1"), 6, 80)
+        assert (d.action, d.final) == (Action.DENY, True)
+        tables.close()
+    finally:
+        service.close()
