@@ -17,6 +17,7 @@ directory (a refused key is logged, counted and stored as an audit event). It:
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import json
 import logging
@@ -25,6 +26,8 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +56,7 @@ ZAP_DOMAIN = b"enforcer"
 MAX_POLICY_FILES = 1000  # YAML files in the policy directory
 MAX_PEERS = 10_000  # connected enforcers tracked (identities beyond it are forgotten oldest first)
 MAX_MESSAGES_PER_LOOP = 1000
+PEER_FORGET_AFTER_S = 600.0  # an enforcer silent this long is forgotten (it will say HELLO again)
 MAX_DELTA_HISTORY = 8  # served versions kept to send deltas from (older enforcers get a full snapshot)
 
 
@@ -91,9 +95,10 @@ def _merge_into(
         merged["default_mode"] = doc["default_mode"]
 
 
-def load_policy_dir(directory: str | Path) -> dict[str, Any]:
+def load_policy_dir(directory: str | Path, cache: dict[str, Any] | None = None) -> dict[str, Any]:
     """Merge every *.yaml / *.yml file of `directory` (native policies and CRD exports) into one
-    native mapping (version 0: the controller assigns versions). Raises PolicyError naming the file."""
+    native mapping (version 0: the controller assigns versions). Raises PolicyError naming the file.
+    `cache` (path → (mtime, size, documents)) spares re-parsing files that did not change."""
     d = Path(directory)
     files = sorted(p for p in d.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
     if len(files) > MAX_POLICY_FILES:
@@ -101,13 +106,21 @@ def load_policy_dir(directory: str | Path) -> dict[str, Any]:
     merged: dict[str, Any] = {"version": 0}
     owners: dict[str, tuple[str, Any]] = {}
     for path in files:
-        data = path.read_bytes()
-        if len(data) > MAX_POLICY_FILE_BYTES:
-            raise PolicyError(f"{path.name}: larger than {MAX_POLICY_FILE_BYTES} bytes")
-        try:
-            docs = [doc for doc in yaml_load_all(data) if doc is not None]
-        except yaml.YAMLError as exc:
-            raise PolicyError(f"{path.name}: not valid YAML: {exc}") from None
+        st = path.stat()
+        cached = cache.get(str(path)) if cache is not None else None
+        if cached is not None and cached[:2] == (st.st_mtime_ns, st.st_size):
+            docs = cached[2]
+        else:
+            data = path.read_bytes()
+            if len(data) > MAX_POLICY_FILE_BYTES:
+                raise PolicyError(f"{path.name}: larger than {MAX_POLICY_FILE_BYTES} bytes")
+            try:
+                docs = [doc for doc in yaml_load_all(data) if doc is not None]
+            except yaml.YAMLError as exc:
+                raise PolicyError(f"{path.name}: not valid YAML: {exc}") from None
+            if cache is not None:
+                cache[str(path)] = (st.st_mtime_ns, st.st_size, docs)
+        docs = copy.deepcopy(docs) if cache is not None else docs
         for i, doc in enumerate(docs):
             origin = path.name if len(docs) == 1 else f"{path.name}#{i}"
             if is_crd_document(doc):
@@ -306,6 +319,7 @@ class Peer:
     applied: int = 0
     sent: int = 0
     capabilities: list[str] = field(default_factory=list)
+    connected: bool = True
     last_seen: float = 0.0
     counters: dict[str, int] = field(default_factory=dict)
 
@@ -345,6 +359,8 @@ class Controller:
         self._push_frames: tuple[int, list[bytes]] = (-1, [])
         self._delta_frames: dict[tuple[int, int], list[bytes]] = {}
         self.history: dict[int, dict[str, Any]] = {}
+        self._file_cache: dict[str, Any] = {}
+        self.last_push = (0, 0.0)  # (version, monotonic time) of the last push to the enforcers
         self._dir_signature: object = None
         self.ctx: zmq.Context | None = None
         self.router: zmq.Socket | None = None
@@ -397,16 +413,18 @@ class Controller:
         except OSError:
             return None
 
-    def check_policy_dir(self, force: bool = False) -> bool:
-        """Reload the policy directory if it changed; True when a new version is to be served."""
-        sig = self._signature()
-        if sig == self._dir_signature and not force:
-            return False
-        self._dir_signature = sig
+    def _load_dir(self) -> dict[str, Any]:
+        """Read, merge, validate and normalize the policy directory (runs in the loader thread).
+
+        Validated before serving (the enforcer validates again), and served in the normalized form the
+        enforcer itself produces, so deltas apply to exactly what it holds.
+        """
+        return policy_to_dict(parse_policy(load_policy_dir(self.policy_dir, self._file_cache)))
+
+    def _accept(self, load: Callable[[], dict[str, Any]]) -> bool:
+        """Serve the outcome of a directory load; True when a new version is to be pushed."""
         try:
-            # Validated before serving (the enforcer validates again), and served in the normalized
-            # form the enforcer itself produces, so deltas apply to exactly what it holds.
-            doc = policy_to_dict(parse_policy(load_policy_dir(self.policy_dir)))
+            doc = load()
         except (OSError, PolicyError) as exc:
             self.policy_error = str(exc)
             self.counters[A.POLICY_REJECTED] += 1
@@ -428,6 +446,14 @@ class Controller:
         self._serve(doc)
         return changed
 
+    def check_policy_dir(self, force: bool = False) -> bool:
+        """Reload the policy directory now if it changed; True when a new version is to be served."""
+        sig = self._signature()
+        if sig == self._dir_signature and not force:
+            return False
+        self._dir_signature = sig
+        return self._accept(self._load_dir)
+
     def set_policy(self, doc: dict[str, Any]) -> int:
         """Serve `doc` as the next version without validating it (tests of enforcer-side rejection)."""
         self.policy_version += 1
@@ -447,6 +473,7 @@ class Controller:
 
     def push_policy(self) -> int:
         """Send the current snapshot to every ready enforcer that does not run it; returns how many."""
+        self.last_push = (self.policy_version, time.monotonic())
         n = 0
         for peer in list(self.peers.values()):
             if peer.ready and peer.applied != self.policy_version and peer.sent != self.policy_version:
@@ -543,6 +570,9 @@ class Controller:
                 del self.peers[oldest.identity]
             peer = self.peers[identity] = Peer(identity)
         peer.last_seen = now
+        if not peer.connected and peer.ready:
+            peer.connected = True
+            self.store.upsert_node(peer.node, status="connected", last_seen=time.time())
         if isinstance(msg, M.Hello):
             peer.node, peer.version, peer.applied = msg.node, msg.version, msg.policy_version
             peer.capabilities = list(msg.capabilities)
@@ -608,7 +638,19 @@ class Controller:
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
         poller.register(self.zap, zmq.POLLIN)
+        loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="policy-loader")
+        try:
+            self._loop(stop, poller, poll_ms, loader)
+        finally:
+            loader.shutdown(wait=True, cancel_futures=True)
+
+    def _loop(
+        self, stop: threading.Event, poller: zmq.Poller, poll_ms: int, loader: ThreadPoolExecutor
+    ) -> None:
+        assert self.router is not None and self.zap is not None
         next_watch = 0.0
+        settling: object = None  # the directory's signature at the previous check
+        loading: Future[dict[str, Any]] | None = None
         while not stop.is_set():
             ready = dict(poller.poll(poll_ms))
             now = time.monotonic()
@@ -629,16 +671,32 @@ class Controller:
                     self._handle(frames[0], frames[1:], now)
             if now >= next_watch:
                 next_watch = now + self.watch_interval_s
-                if self.check_policy_dir():
-                    self.push_policy()
+                if loading is None:
+                    sig = self._signature()
+                    if sig != self._dir_signature and sig == settling:
+                        # Unchanged for a whole interval (not being written); parsing a large YAML file
+                        # takes seconds, so it is done aside and the loop keeps answering.
+                        self._dir_signature = sig
+                        loading = loader.submit(self._load_dir)
+                    settling = sig
                 self._expire_peers(now)
+            if loading is not None and loading.done():
+                if self._accept(loading.result):
+                    self.push_policy()
+                loading = None
 
     def _expire_peers(self, now: float) -> None:
+        """Mark silent enforcers disconnected (they come back with their next message, or with a new
+        HELLO after they reconnect); forget them only after a long silence."""
         limit = max(3 * self.heartbeat_s, 5.0)
-        for peer in [p for p in self.peers.values() if now - p.last_seen > limit]:
-            del self.peers[peer.identity]
-            if peer.node:
-                self.store.upsert_node(peer.node, status="disconnected")
+        for peer in list(self.peers.values()):
+            silent = now - peer.last_seen
+            if silent > PEER_FORGET_AFTER_S:
+                del self.peers[peer.identity]
+            elif silent > limit and peer.connected:
+                peer.connected = False
+                if peer.node:
+                    self.store.upsert_node(peer.node, status="disconnected")
 
 
 def run_controller(controller: Controller, stop: threading.Event | None = None) -> int:
