@@ -375,7 +375,9 @@ def _jsonable(value: Any) -> Any:
 class PolicyService:
     """The policy process's state and loop (`run_policy_process` builds and runs one)."""
 
-    def __init__(self, settings: ServiceSettings, version: str | None = None) -> None:
+    def __init__(
+        self, settings: ServiceSettings, version: str | None = None, writer: TablesWriter | None = None
+    ) -> None:
         from pipeline import __version__
 
         self.settings = settings
@@ -390,7 +392,9 @@ class PolicyService:
         self.dns: dict[str, dict[Address, float]] = {}  # name → address → expiry (monotonic)
         self.members_dirty = False
         self._next_republish = 0.0
-        self.writer = TablesWriter(tables_path(settings.run_dir), settings.table_bytes, settings.reuse_wait_s)
+        self.writer = writer or TablesWriter(
+            tables_path(settings.run_dir), settings.table_bytes, settings.reuse_wait_s
+        )
         self.lkg = LastKnownGood(Path(settings.state_dir) / "policy")
         self.applier = PolicyApplier(
             self.writer, self.lkg, settings.node, self._outbox.append, self.counters, self.members
@@ -574,10 +578,13 @@ def run_policy_service(
     from pipeline import messages as M
     from policy.controller_link import ControllerLink
 
-    service = PolicyService(settings)
-    if on_started is not None:
-        on_started(service)
+    # The tables lock first (a second policy process stops here, before touching any socket), then the
+    # event sockets (so a reader that starts as soon as the tables are published finds them), then the
+    # policy is published, before anything else happens.
+    os.makedirs(settings.run_dir, mode=0o700, exist_ok=True)
+    writer = TablesWriter(tables_path(settings.run_dir), settings.table_bytes, settings.reuse_wait_s)
     ctx = zmq.Context(1)
+    service: PolicyService | None = None
     try:
         inbox = ctx.socket(zmq.PULL)
         inbox.setsockopt(zmq.LINGER, 0)
@@ -591,6 +598,9 @@ def run_policy_service(
         supervisor.setsockopt(zmq.LINGER, 0)
         supervisor.setsockopt(zmq.SNDHWM, 8)
         supervisor.connect(M.supervisor_endpoint(settings.run_dir))
+        service = PolicyService(settings, writer=writer)
+        if on_started is not None:
+            on_started(service)
         if settings.join_addr and service.spool is not None:
             service.link = ControllerLink(
                 ctx,
@@ -660,7 +670,10 @@ def run_policy_service(
         if service.link is not None:
             service.link.close()
     finally:
-        service.close()
+        if service is not None:
+            service.close()
+        else:
+            writer.close()
         ctx.destroy(linger=0)
     return 0
 

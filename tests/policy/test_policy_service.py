@@ -177,6 +177,19 @@ def test_second_policy_process_is_refused(private_dir: Path) -> None:
         proc = start(cfg)
         proc.join(10)
         assert proc.exitcode not in (0, None)  # the tables lock is held by the first
+        # ... and the refused one touched none of the first one's sockets: events still arrive
+        flow = {"family": 4, "proto": 6, "src": "198.18.1.5", "sport": 1, "dst": "198.18.2.5", "dport": 22}
+        zctx = zmq.Context()
+        push = zctx.socket(zmq.PUSH)
+        push.setsockopt(zmq.LINGER, 2000)
+        push.connect(M.events_endpoint(cfg.paths.run_dir))
+        push.send(
+            M.encode(M.Events("w", [make_event(EventType.VIOLATION, "n", rule_id=5, flow=flow, action="x")]))
+        )
+        push.close()
+        zctx.term()
+        log = Path(cfg.paths.state_dir) / "events.jsonl"
+        wait_for(lambda: log.exists() and '"rule_id": 5' in log.read_text(), what="event after refused start")
     finally:
         stop_event.set()
         t.join(10)
