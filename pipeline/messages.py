@@ -9,6 +9,7 @@ counts and drops a bad message and goes on. No pickle: msgpack only knows plain 
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -151,7 +152,7 @@ def _decode_heartbeat(body: list[Any]) -> Heartbeat:
     return Heartbeat(role, _int(index), _int(pid), {str(k): _int(v) for k, v in counters.items()})
 
 
-_DECODERS = {
+_DECODERS: dict[MessageType, Callable[[list[Any]], Message]] = {
     MessageType.INSPECT: _decode_inspect,
     MessageType.VERDICTS: _decode_verdicts,
     MessageType.EVENTS: _decode_events,

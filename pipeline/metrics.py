@@ -39,10 +39,14 @@ def render(status: dict[str, Any]) -> str:
     seen_types: set[str] = set()
     for c in children:
         role, _, index = c["name"].partition(" ")
-        for key, value in sorted(c.get("counters", {}).items()):
-            if key.startswith("latency_us_le_"):
-                name = "enforcer_worker_verdict_latency_us_bucket"
-                label = f'{role}="{index}",le="{key.removeprefix("latency_us_le_").replace("inf", "+Inf")}"'
+        counters = c.get("counters", {})
+        lines += _latency_histogram(role, index, counters, seen_types)
+        for key, value in sorted(counters.items()):
+            if key.startswith("latency_us_"):
+                continue
+            if key.startswith("rule."):
+                name = "enforcer_rule_hits_total"
+                label = f'{role}="{index}",rule="{key.removeprefix("rule.")}"'
             else:
                 name = f"enforcer_{role}_{_UNSAFE.sub('_', key)}"
                 label = f'{role}="{index}"'
@@ -52,6 +56,27 @@ def render(status: dict[str, Any]) -> str:
                 seen_types.add(name)
             lines.append(f"{name}{{{label}}} {value}")
     return "\n".join(lines) + "\n"
+
+
+def _latency_histogram(role: str, index: str, counters: dict[str, int], seen: set[str]) -> list[str]:
+    """The worker round-trip histogram: children report per-bucket counts; Prometheus wants cumulative."""
+    bins = sorted(
+        ((float("inf") if k.endswith("_inf") else float(k.removeprefix("latency_us_le_")), v)
+         for k, v in counters.items() if k.startswith("latency_us_le_")),
+    )  # fmt: skip
+    if not bins:
+        return []
+    name = "enforcer_worker_verdict_latency_us"
+    lines = [] if name in seen else [f"# TYPE {name} histogram"]
+    seen.add(name)
+    total = 0
+    for bound, count in bins:
+        total += count
+        le = "+Inf" if bound == float("inf") else f"{bound:g}"
+        lines.append(f'{name}_bucket{{{role}="{index}",le="{le}"}} {total}')
+    lines.append(f'{name}_sum{{{role}="{index}"}} {counters.get("latency_us_sum", 0)}')
+    lines.append(f'{name}_count{{{role}="{index}"}} {total}')
+    return lines
 
 
 class MetricsServer:

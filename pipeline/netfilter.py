@@ -136,12 +136,11 @@ class Netfilter:
 
     def install(self) -> None:
         self.remove()
-        script = restore_script(self.spec)
         for family in self.spec.families:
             _, restore = _TOOLS[family]
             result = subprocess.run(
                 [restore, "-w", str(XTABLES_WAIT_S), "--noflush"],
-                input=script,
+                input=restore_script(self.spec, family),
                 capture_output=True,
                 text=True,
             )

@@ -10,6 +10,7 @@ exception policy when the worker is down or late, or when the enforcer stops.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import signal
 import time
@@ -22,10 +23,11 @@ import zmq
 from pipeline import anomalies as A
 from pipeline import messages as M
 from pipeline.config import DROP, Config
+from pipeline.conntrack import Conntrack
 from pipeline.flowtable import Flow
 from pipeline.judge import Act, Judge
 from pipeline.nfqueue import NF_DROP, NF_REPEAT, NfQueue, QueuedPacket
-from pipeline.packet import PacketMeta
+from pipeline.packet import PacketMeta, decode
 from pipeline.reset import ResetSender
 from policy.lookup import PolicyTables
 
@@ -33,8 +35,11 @@ log = logging.getLogger(__name__)
 
 # Worker round-trip latency buckets, microseconds (upper bounds) for the verdict latency histogram.
 LATENCY_BUCKETS_US = (50, 100, 250, 500, 1000, 2500, 5000, 10000, 50000)
-TICK_S = 0.005  # timer resolution for verdict timeouts and housekeeping
+TICK_S = 0.005  # timer resolution for verdict timeouts while packets are out at workers
+WORKER_CONNECT_TIMEOUT_S = 5.0  # longest a starting reader waits for its workers before reporting ready
+IDLE_TICK_S = 0.1  # tick period with nothing in flight (a new policy generation is noticed within this)
 HOUSEKEEPING_S = 1.0  # flow sweep and event flush period
+REVALIDATE_PER_TICK = 128  # offloaded flows re-decided per tick after a policy change (~1 ms of work)
 
 
 class InFlight:
@@ -72,8 +77,10 @@ class Reader:
         self.inflight: dict[int, InFlight] = {}
         self.batches: list[list[tuple[int, bytes]]] = [[] for _ in range(config.workers.count)]
         self.counters: Counter[str] = Counter()
-        self.latency = [0] * (len(LATENCY_BUCKETS_US) + 1)
+        self.latency = [0] * (len(LATENCY_BUCKETS_US) + 1)  # observations per bucket (not cumulative)
+        self.latency_sum_us = 0.0
         self.resets = ResetSender(n.pass_mark)
+        self.conntrack: Conntrack | None = None
         self.stopping = False
         self.stop_deadline = 0.0
         self.done: asyncio.Future[None] | None = None
@@ -89,14 +96,18 @@ class Reader:
         run_dir = self.config.paths.run_dir
         self.ctx = zmq.Context(1)
         self.to_workers = []
+        monitors = []
         for w in range(self.config.workers.count):
             sock = self.ctx.socket(zmq.PUSH)
             # IMMEDIATE: never queue for a worker that is not connected, so a dead worker is noticed at send.
             sock.setsockopt(zmq.IMMEDIATE, 1)
             sock.setsockopt(zmq.SNDHWM, 1024)
             sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.RECONNECT_IVL, 20)  # a restarted worker is found again within milliseconds
+            monitors.append(sock.get_monitor_socket(zmq.EVENT_CONNECTED))
             sock.connect(M.worker_endpoint(run_dir, w))
             self.to_workers.append(sock)
+        self._wait_workers_connected(monitors)
         self.from_workers = self.ctx.socket(zmq.PULL)
         self.from_workers.setsockopt(zmq.LINGER, 0)
         self.from_workers.bind(M.reader_endpoint(run_dir, self.index))
@@ -108,6 +119,23 @@ class Reader:
         self.supervisor.setsockopt(zmq.SNDHWM, 8)
         self.supervisor.setsockopt(zmq.LINGER, 0)
         self.supervisor.connect(M.supervisor_endpoint(run_dir))
+
+    def _wait_workers_connected(self, monitors: list[zmq.Socket[bytes]]) -> None:
+        """Before this reader reports ready (and so before our rules go in), wait until every worker is
+        connected: a flow's first packets must meet its worker, or the DPI would pick it up mid-stream.
+        Bounded: a worker that does not come up is handled by the worker_down action."""
+        deadline = time.monotonic() + WORKER_CONNECT_TIMEOUT_S
+        pending = dict(enumerate(monitors))
+        while pending and time.monotonic() < deadline:
+            for w, mon in list(pending.items()):
+                if mon.poll(10):
+                    mon.recv_multipart()
+                    del pending[w]
+        for w, mon in enumerate(monitors):
+            self.to_workers[w].disable_monitor()
+            mon.close(linger=0)
+        if pending:
+            log.warning("reader q%d: workers %s not connected yet", self.queue_num, sorted(pending))
 
     def close(self) -> None:
         self.nfq.close()
@@ -127,7 +155,13 @@ class Reader:
         judge = self.judge.judge
         decided: list[tuple[int, int, int | None]] = []
         for qp in packets:
-            act, meta, _key, flow = judge(qp.payload, now)
+            try:
+                act, meta, _key, flow = judge(qp.payload, now)
+            except Exception:  # a bug must cost one packet its inspection, never the reader
+                self.counters[A.READER_JUDGE_ERROR] += 1
+                if self.counters[A.READER_JUDGE_ERROR] == 1:
+                    log.exception("judging a packet failed; the malformed-packet action applies")
+                act, meta, flow = self.judge.malformed_act, decode(qp.payload), None
             if act is Act.INSPECT:
                 act = self._to_worker(qp, meta, flow, now)
                 if act is Act.INSPECT:
@@ -213,7 +247,7 @@ class Reader:
         sock = self.from_workers
         now = time.monotonic()
         got = False
-        while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+        while int(sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
             try:
                 frame = sock.recv(zmq.NOBLOCK)
             except zmq.Again:
@@ -233,27 +267,30 @@ class Reader:
 
     def _apply_worker_verdicts(self, msg: M.Verdicts, now: float) -> None:
         inflight = self.inflight
+        decided: list[tuple[int, int, int | None]] = []
+        on_worker_verdict = self.judge.on_worker_verdict
+        latency = self.latency
         for ref, verdict, _rule in msg.items:
             entry = inflight.pop(ref, None)
             if entry is None:
                 self.counters[A.WORKER_UNKNOWN_REF] += 1  # answered after its timeout, or a stale worker
                 continue
-            act = self.judge.on_worker_verdict(entry.flow, verdict)
-            self.nfq.verdict(*self._kernel_verdict(act, entry.packet, entry.meta))
-            self._observe_latency(now - entry.sent)
-
-    def _observe_latency(self, seconds: float) -> None:
-        us = seconds * 1e6
-        for i, bound in enumerate(LATENCY_BUCKETS_US):
-            if us <= bound:
-                self.latency[i] += 1
-                return
-        self.latency[-1] += 1
+            act = on_worker_verdict(entry.flow, verdict)
+            decided.append(self._kernel_verdict(act, entry.packet, entry.meta))
+            us = (now - entry.sent) * 1e6
+            latency[bisect.bisect_left(LATENCY_BUCKETS_US, us)] += 1
+            self.latency_sum_us += us
+        # A worker answers a batch in order, so its verdicts form runs that batch verdicts can cover.
+        self._give(decided)
 
     # ---- timers --------------------------------------------------------------------------------
 
-    def tick(self) -> None:
-        """Verdict timeouts: the oldest in-flight packets first (the table is in send order)."""
+    def tick(self) -> float:
+        """Verdict timeouts (the oldest in-flight packets first: the table is in send order), policy
+        revalidation, stopping. Returns the delay until the next tick: short while there is work, long when
+        idle, so an idle reader costs next to no CPU."""
+        # The ZeroMQ descriptor is edge-triggered: poll it now and then so no wake-up is ever missed.
+        self.on_verdicts_readable()
         now = time.monotonic()
         inflight = self.inflight
         expired = False
@@ -268,8 +305,18 @@ class Reader:
             expired = True
         if expired:
             self.nfq.flush()
+        self._revalidate()
         if self.stopping:
             self._check_stopped(now)
+        busy = self.inflight or self.stopping or self.judge.revalidation_pending
+        return TICK_S if busy else IDLE_TICK_S
+
+    def _revalidate(self) -> None:
+        """Hand connections whose fate a new policy changed back from the kernel (a slice per tick)."""
+        for key, flow, family in self.judge.revalidate(REVALIDATE_PER_TICK):
+            if self.conntrack is None:
+                self.conntrack = Conntrack()
+            self.conntrack.clear_marks(key, flow.client_dir, family, self.ours)
 
     def housekeeping(self) -> None:
         now = time.monotonic()
@@ -286,9 +333,14 @@ class Reader:
         counters.update(self.judge.stats())
         counters["inflight"] = len(self.inflight)
         counters["resets.sent"] = self.resets.sent
+        if self.conntrack is not None:
+            counters["conntrack.cleared"] = self.conntrack.cleared
+            counters["conntrack.missing"] = self.conntrack.missing
+            counters["conntrack.failed"] = self.conntrack.failed
         for i, bound in enumerate(LATENCY_BUCKETS_US):
             counters[f"latency_us_le_{bound}"] = self.latency[i]
         counters["latency_us_le_inf"] = self.latency[-1]
+        counters["latency_us_sum"] = int(self.latency_sum_us)
         try:
             self.supervisor.send(M.encode(M.Heartbeat("reader", self.index, _pid(), counters)), zmq.NOBLOCK)
         except zmq.Again:
@@ -326,17 +378,19 @@ def _pid() -> int:
 
 
 class _Every:
-    """Re-arming timer that keeps a reference to its handle (no fire-and-forget tasks)."""
+    """Re-arming timer that keeps a reference to its handle (no fire-and-forget tasks). `fn` may return the
+    delay until its next run (an adaptive period); otherwise `period` is used."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, period: float, fn: Any) -> None:
         self.loop, self.period, self.fn = loop, period, fn
         self.handle = loop.call_later(period, self._run)
 
     def _run(self) -> None:
+        delay = self.period
         try:
-            self.fn()
+            delay = self.fn() or self.period
         finally:
-            self.handle = self.loop.call_later(self.period, self._run)
+            self.handle = self.loop.call_later(delay, self._run)
 
     def cancel(self) -> None:
         self.handle.cancel()
@@ -346,7 +400,7 @@ async def _serve(reader: Reader) -> None:
     loop = asyncio.get_running_loop()
     reader.done = loop.create_future()
     loop.add_reader(reader.nfq.fileno(), reader.on_queue_readable)
-    loop.add_reader(reader.from_workers.getsockopt(zmq.FD), reader.on_verdicts_readable)
+    loop.add_reader(int(reader.from_workers.getsockopt(zmq.FD)), reader.on_verdicts_readable)
     loop.add_signal_handler(signal.SIGTERM, reader.request_stop)
     loop.add_signal_handler(signal.SIGINT, reader.request_stop)
     hb = reader.config.supervisor.heartbeat_interval_ms / 1000.0
@@ -354,8 +408,6 @@ async def _serve(reader: Reader) -> None:
         _Every(loop, TICK_S, reader.tick),
         _Every(loop, HOUSEKEEPING_S, reader.housekeeping),
         _Every(loop, hb, reader.heartbeat),
-        # The ZeroMQ descriptor is edge-triggered: poll it now and then so no wake-up is ever missed.
-        _Every(loop, TICK_S, reader.on_verdicts_readable),
     ]
     reader.heartbeat()
     try:

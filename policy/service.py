@@ -413,6 +413,9 @@ class PolicyService:
             self.sink = _JsonLines(settings.event_log or str(Path(settings.state_dir) / "events.jsonl"))
             if settings.policy_file:
                 self.watch = _FileWatch(settings.policy_file)
+                # The configured file is in force before the process reports alive, so the supervisor
+                # never binds a queue under the start-up policy when a real one is at hand.
+                self.check_policy_file()
 
     # ---- policy ----------------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ import os
 import signal
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import zmq
@@ -20,7 +21,6 @@ from pipeline.config import Config
 from pipeline.flow import Direction, FlowKey, flow_key
 from pipeline.packet import PacketMeta, decode
 from policy.lookup import PolicyTables
-from workers.chain import MinimalChain
 from workers.verdict import WorkerVerdict
 
 log = logging.getLogger(__name__)
@@ -43,10 +43,10 @@ class Engine(Protocol):
 
 
 class Worker:
-    def __init__(self, config: Config, index: int, engine: Engine) -> None:
+    def __init__(self, config: Config, index: int, engine: Engine | None = None) -> None:
         self.config = config
         self.index = index
-        self.engine = engine
+        self.engine: Engine = engine if engine is not None else _NoEngine()
         self.counters: Counter[str] = Counter()
         self.pending_events: list[dict[str, Any]] = []
         self.running = True
@@ -126,10 +126,11 @@ class Worker:
                         frame = self.inbox.recv(zmq.NOBLOCK)
                     except zmq.Again:
                         break
-                    self.handle(frame, now)
+                    # The engine gets wall-clock time, as in replay (capture timestamps): it stamps events.
+                    self.handle(frame, time.time())
             if now >= next_events:
                 next_events = now + EVENT_FLUSH_S
-                self.engine.expire(now)
+                self.engine.expire(time.time())
                 self.flush_events()
             if now >= next_hb:
                 next_hb = now + hb_period
@@ -163,9 +164,36 @@ class Worker:
         self.ctx.destroy(linger=0)
 
 
+class _NoEngine:
+    """Until an engine is given: pass everything (a worker never leaves a packet unanswered)."""
+
+    def on_packet(self, *_: Any) -> tuple[WorkerVerdict, int]:
+        return WorkerVerdict.PASS, 0
+
+    def expire(self, now: float) -> None:
+        pass
+
+    def stats(self) -> dict[str, int]:
+        return {}
+
+
+def build_engine(
+    config: Config, tables: PolicyTables, node: str, emit: Callable[[dict[str, Any]], None]
+) -> Engine:
+    """The worker's inspection chain: the DPI engine (parsers, app-aware rules, detectors), behind the
+    lab's payload-pattern rule when one is configured."""
+    from workers.dpi.engine import DpiEngine
+    from workers.pattern import PatternRule
+
+    engine: Engine = DpiEngine(config.dpi, tables, emit, node)
+    if config.workers.payload_pattern:
+        engine = PatternRule(engine, bytes.fromhex(config.workers.payload_pattern))
+    return engine
+
+
 def run_worker(config: Config, index: int, tables: PolicyTables, node: str) -> int:
-    pattern = bytes.fromhex(config.workers.payload_pattern) if config.workers.payload_pattern else b""
-    worker = Worker(config, index, MinimalChain(tables, pattern))
+    worker = Worker(config, index)
+    worker.engine = build_engine(config, tables, node, worker.emit)
     signal.signal(signal.SIGTERM, worker.stop)
     signal.signal(signal.SIGINT, worker.stop)
     worker.open()

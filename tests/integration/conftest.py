@@ -12,7 +12,7 @@ import pytest
 from lab.enforcer import LabEnforcer
 from lab.topology import Lab
 
-SERVER_TCP = (80, 22, 5201)
+SERVER_TCP = (80, 22, 5201, 8080)
 SERVER_UDP = (53,)
 
 
@@ -41,16 +41,42 @@ def tcp(
 ) -> dict[str, object]:
     import json
 
-    out = lab.exec(client, sys.executable, "-m", "lab.traffic", "tcp", addr, str(port), "--bytes", str(nbytes),
-                   "--timeout", str(timeout), check=False, timeout=timeout + 10)  # fmt: skip
+    out = lab.exec(
+        client,
+        sys.executable,
+        "-m",
+        "lab.traffic",
+        "tcp",
+        addr,
+        str(port),
+        "--bytes",
+        str(nbytes),
+        "--timeout",
+        str(timeout),
+        check=False,
+        timeout=timeout + 10,
+    )
     return json.loads(out.stdout)
 
 
 def udp(lab: Lab, client: str, addr: str, port: int, count: int = 5, timeout: float = 1) -> dict[str, object]:
     import json
 
-    out = lab.exec(client, sys.executable, "-m", "lab.traffic", "udp", addr, str(port), "--count", str(count),
-                   "--timeout", str(timeout), check=False, timeout=count * timeout + 10)  # fmt: skip
+    out = lab.exec(
+        client,
+        sys.executable,
+        "-m",
+        "lab.traffic",
+        "udp",
+        addr,
+        str(port),
+        "--count",
+        str(count),
+        "--timeout",
+        str(timeout),
+        check=False,
+        timeout=count * timeout + 10,
+    )
     return json.loads(out.stdout)
 
 
@@ -66,4 +92,19 @@ def enforcer(lab: Lab) -> Iterator[LabEnforcer]:
     try:
         yield e.start()
     finally:
-        e.stop()
+        e.cleanup()
+
+
+def counter_total(e: LabEnforcer, role: str, key: str, at_least: int = 1, timeout: float = 3.0) -> int:
+    """The sum of a counter over the children of a role, waiting (bounded) until it reaches `at_least`:
+    counters travel with heartbeats, a fraction of a second behind the events that moved them."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        total = sum(
+            c["counters"].get(key, 0) for c in e.status().get("children", []) if c["name"].startswith(role)
+        )
+        if total >= at_least or time.monotonic() > deadline:
+            return total
+        time.sleep(0.1)
