@@ -56,6 +56,7 @@ ZAP_DOMAIN = b"enforcer"
 MAX_POLICY_FILES = 1000  # YAML files in the policy directory
 MAX_PEERS = 10_000  # connected enforcers tracked (identities beyond it are forgotten oldest first)
 MAX_MESSAGES_PER_LOOP = 1000
+SETTLE_S = 0.2  # a changed policy directory is read once it has not changed for this long
 PEER_FORGET_AFTER_S = 600.0  # an enforcer silent this long is forgotten (it will say HELLO again)
 MAX_DELTA_HISTORY = 8  # served versions kept to send deltas from (older enforcers get a full snapshot)
 
@@ -673,11 +674,14 @@ class Controller:
                 next_watch = now + self.watch_interval_s
                 if loading is None:
                     sig = self._signature()
-                    if sig != self._dir_signature and sig == settling:
-                        # Unchanged for a whole interval (not being written); parsing a large YAML file
-                        # takes seconds, so it is done aside and the loop keeps answering.
-                        self._dir_signature = sig
-                        loading = loader.submit(self._load_dir)
+                    if sig != self._dir_signature:
+                        if sig == settling:
+                            # Unchanged since the last look (not being written); parsing a large YAML
+                            # file takes seconds, so it is done aside and the loop keeps answering.
+                            self._dir_signature = sig
+                            loading = loader.submit(self._load_dir)
+                        else:
+                            next_watch = now + min(SETTLE_S, self.watch_interval_s)  # look again soon
                     settling = sig
                 self._expire_peers(now)
             if loading is not None and loading.done():
