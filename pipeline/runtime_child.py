@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import ipaddress
 import logging
 import os
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ from pipeline.config import Config
 
 log = logging.getLogger(__name__)
 
+INVENTORY_PERIOD_S = 5.0  # how often the node's workloads and their addresses are sent to the policy process
 # Events held between two sends to the policy process; more are counted as dropped.
 MAX_PENDING_EVENTS = 8192
 SEND_PERIOD_S = 0.2
@@ -54,6 +57,26 @@ class PolicyFileProfiles:
             )  # a bad file raises: the monitor keeps the last
             self._signature = signature
         return self._policy
+
+
+class WorkloadInventory:
+    """The node's workloads with their addresses and intrinsic labels, for the policy's label groups."""
+
+    def __init__(self) -> None:
+        from runtime.identity import WorkloadResolver
+
+        self.resolver = WorkloadResolver()
+
+    def update(self) -> M.WorkloadUpdate:
+        from runtime.identity import node_workloads
+
+        self.resolver.refresh_names()
+        pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
+        workloads = []
+        for key, (workload, addresses, _pid) in node_workloads(self.resolver, pids).items():
+            packed = sorted(ipaddress.ip_address(a).packed for a in addresses)
+            workloads.append((key, packed, workload.intrinsic_labels()))
+        return M.WorkloadUpdate("runtime", True, workloads, [])
 
 
 def run_runtime_child(config: Config, node: str) -> int:
@@ -102,9 +125,21 @@ def _send_loop(
     supervisor.setsockopt(zmq.LINGER, 0)
     supervisor.setsockopt(zmq.SNDHWM, 8)
     supervisor.connect(M.supervisor_endpoint(run_dir))
+    policy_input = ctx.socket(zmq.PUSH)
+    policy_input.setsockopt(zmq.LINGER, 0)
+    policy_input.setsockopt(zmq.SNDHWM, 4)
+    policy_input.connect(M.policy_input_endpoint(run_dir))
+    inventory = WorkloadInventory()
     period = min(SEND_PERIOD_S, config.supervisor.heartbeat_interval_ms / 1000.0)
+    next_inventory = 0.0
     try:
         while True:
+            if time.monotonic() >= next_inventory:
+                next_inventory = time.monotonic() + INVENTORY_PERIOD_S
+                try:
+                    policy_input.send(M.encode_policy_input(inventory.update()), zmq.NOBLOCK)
+                except zmq.Again:
+                    counters["workloads.dropped"] = counters.get("workloads.dropped", 0) + 1
             batch = [pending.popleft() for _ in range(min(len(pending), M.MAX_EVENTS_PER_BATCH))]
             if batch:
                 try:
