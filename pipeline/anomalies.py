@@ -86,6 +86,7 @@ DPI_FRAG_OVERLAP = "dpi.frag.overlap"
 DPI_FRAG_MALFORMED = "dpi.frag.malformed"
 # Flow table and identification (workers/dpi/engine.py)
 DPI_FLOW_EVICTED = "dpi.flow.evicted"
+DPI_FLOW_REUSED = "dpi.flow.reused"
 DPI_UNIDENTIFIED = "dpi.app.unidentified"
 DPI_PARSER_EXCEPTION = "dpi.parser.exception"
 DPI_PARSER_BUFFER_FULL = "dpi.parser.buffer_full"
@@ -94,9 +95,72 @@ DPI_FQDN_EVICTED = "dpi.fqdn.evicted"
 # Parser anomalies (workers/dpi/parsers/*)
 DPI_HTTP_HEAD_TOO_LONG = "dpi.http.head_too_long"
 DPI_HTTP_BAD_CHUNK = "dpi.http.bad_chunk"
+DPI_HTTP_CL_TE = "dpi.http.content_length_and_chunked"
+DPI_HTTP_BAD_CONTENT_LENGTH = "dpi.http.bad_content_length"
 DPI_TLS_BAD_RECORD = "dpi.tls.bad_record"
 DPI_DNS_POINTER_LOOP = "dpi.dns.pointer_loop"
 DPI_DNS_BAD_POINTER = "dpi.dns.bad_pointer"
 DPI_DNS_TRUNCATED = "dpi.dns.truncated"
 DPI_DNS_TOO_MANY_RECORDS = "dpi.dns.too_many_records"
 DPI_DNS_NAME_TOO_LONG = "dpi.dns.name_too_long"
+
+# ---- Runtime security (runtime/) ----------------------------------------------------------------------
+# Process connector and /proc scan (runtime/proc_connector.py)
+RUNTIME_CONNECTOR_UNAVAILABLE = "runtime.connector.unavailable"  # fell back to /proc polling
+RUNTIME_CONNECTOR_OVERRUN = "runtime.connector.overrun"  # kernel dropped events (ENOBUFS)
+RUNTIME_CONNECTOR_MALFORMED = "runtime.connector.malformed"  # a message that does not decode
+RUNTIME_EVENT_QUEUE_FULL = "runtime.event_queue.full"  # decoded event dropped: queue at its bound
+RUNTIME_PROCESS_UNEXAMINED = "runtime.process.unexamined"  # gone (or unreadable) before it was examined
+RUNTIME_PROCESS_TABLE_FULL = "runtime.process_table.full"  # oldest tracked process forgotten
+RUNTIME_SCAN_FOUND = "runtime.scan.found"  # process found by the /proc scan that no event announced
+# Profiles and enforcement (runtime/profiles.py, runtime/process_monitor.py)
+RUNTIME_LEARN_GROUP_FULL = "runtime.learn.group_full"  # Discover: group's learned set at its bound
+RUNTIME_KILL_EXCLUDED = "runtime.kill.excluded"  # a kill refused: enforcer's own or a node process
+RUNTIME_KILL_FAILED = "runtime.kill.failed"  # the process could not be signalled
+RUNTIME_EXEC_PERM_UNAVAILABLE = "runtime.exec_perm.unavailable"  # no FAN_OPEN_EXEC_PERM: kill only
+RUNTIME_EXEC_PERM_DENIED = "runtime.exec_perm.denied"  # an execution refused before it ran
+RUNTIME_EXEC_PERM_ERROR = "runtime.exec_perm.error"  # a permission check failed: execution allowed
+RUNTIME_PROFILE_ERROR = "runtime.profile.error"  # get_profiles() failed; previous profiles kept
+RUNTIME_OUTBOX_FULL = "runtime.outbox.full"  # an event dropped: outgoing events at their bound
+RUNTIME_REVERSE_SHELL_PENDING_FULL = "runtime.reverse_shell.pending_full"  # re-check skipped
+RUNTIME_NET_TABLE_TRUNCATED = "runtime.net_table.truncated"  # /proc/net/tcp* longer than its bound
+# File monitor (runtime/file_monitor.py)
+RUNTIME_FILE_FANOTIFY_UNAVAILABLE = "runtime.file.fanotify_unavailable"  # inotify fallback in use
+RUNTIME_FILE_MARKS_FULL = "runtime.file.marks_full"  # a path left unwatched: marks at their bound
+RUNTIME_FILE_MARK_FAILED = "runtime.file.mark_failed"  # a path could not be watched
+RUNTIME_FILE_QUEUE_OVERFLOW = "runtime.file.queue_overflow"  # the kernel's notification queue overflowed
+RUNTIME_FILE_AGGREGATE_FULL = "runtime.file.aggregate_full"  # event dropped: aggregator at its bound
+RUNTIME_FILE_DENIED = "runtime.file.denied"  # an open refused (Protect)
+RUNTIME_FILE_UNATTRIBUTED = "runtime.file.unattributed"  # writer gone before it could be identified
+RUNTIME_FILE_CHANGES_FULL = "runtime.file.changes_full"  # a change dropped: identified changes at their bound
+RUNTIME_FILE_PERM_ERROR = "runtime.file.perm_error"  # an open permission check failed: open allowed
+
+RUNTIME_ANOMALIES = (
+    RUNTIME_CONNECTOR_UNAVAILABLE,
+    RUNTIME_CONNECTOR_OVERRUN,
+    RUNTIME_CONNECTOR_MALFORMED,
+    RUNTIME_EVENT_QUEUE_FULL,
+    RUNTIME_PROCESS_UNEXAMINED,
+    RUNTIME_PROCESS_TABLE_FULL,
+    RUNTIME_SCAN_FOUND,
+    RUNTIME_LEARN_GROUP_FULL,
+    RUNTIME_KILL_EXCLUDED,
+    RUNTIME_KILL_FAILED,
+    RUNTIME_EXEC_PERM_UNAVAILABLE,
+    RUNTIME_EXEC_PERM_DENIED,
+    RUNTIME_EXEC_PERM_ERROR,
+    RUNTIME_PROFILE_ERROR,
+    RUNTIME_OUTBOX_FULL,
+    RUNTIME_REVERSE_SHELL_PENDING_FULL,
+    RUNTIME_NET_TABLE_TRUNCATED,
+    RUNTIME_FILE_FANOTIFY_UNAVAILABLE,
+    RUNTIME_FILE_MARKS_FULL,
+    RUNTIME_FILE_MARK_FAILED,
+    RUNTIME_FILE_QUEUE_OVERFLOW,
+    RUNTIME_FILE_AGGREGATE_FULL,
+    RUNTIME_FILE_DENIED,
+    RUNTIME_FILE_UNATTRIBUTED,
+    RUNTIME_FILE_CHANGES_FULL,
+    RUNTIME_FILE_PERM_ERROR,
+)
+# ---- end of runtime security -----------------------------------------------------------------------------

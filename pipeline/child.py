@@ -18,7 +18,7 @@ from pipeline.config import Config, config_from_dict
 from pipeline.logs import setup_logging
 from policy.lookup import PolicyTables
 
-ROLES = ("reader", "worker", "policy")
+ROLES = ("reader", "worker", "policy", "runtime")
 PR_SET_NAME = 15
 
 
@@ -67,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
         from policy.service import run_policy_process
 
         return run_policy_process(config, node)
+    if args.role == "runtime":
+        from pipeline.runtime_child import run_runtime_child
+
+        return run_runtime_child(config, node)
     tables = open_tables(config, args.role, args.index)
     if args.role == "reader":
         from pipeline.reader import run_reader

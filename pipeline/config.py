@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from runtime.settings import RuntimeSettings
 from workers.dpi.settings import DpiSettings
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "enforcer.toml"
@@ -133,6 +134,7 @@ class SupervisorConfig:
     restart_window_s: int = _f(60, "window over which restarts are counted")
     stable_after_s: int = _f(10, "a child running this long counts as started well")
     shutdown_grace_ms: int = _f(2000, "time children get to answer pending packets when stopping")
+    runtime_monitor: bool = _f(True, "run the runtime-security monitor (processes and files of workloads)")
     packet_nice: int = _f(-10, "nice value of readers and workers (-20..19): lower is scheduled sooner")
 
 
@@ -200,6 +202,7 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     log: LogConfig = field(default_factory=LogConfig)
     dpi: DpiSettings = field(default_factory=DpiSettings)
+    runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
     cpus: tuple[int, ...] = _f((), "CPUs the enforcer may use; empty means all the machine's CPUs")
 
     @property
@@ -291,8 +294,9 @@ def describe(config: Config) -> str:
 
 
 def _help(cls: type, f: dataclasses.Field[Any]) -> str:
-    """A key's help: its `help` metadata, or else the comment that ends the field's line in the source
-    (sections owned by other packages, like DpiSettings, document their fields that way)."""
+    """A key's help: its `help` metadata, or else the comment that ends the field's line in the source, or
+    the comment lines right above it (sections owned by other packages, like DpiSettings and
+    RuntimeSettings, document their fields that way)."""
     text = f.metadata.get("help")
     if text:
         return str(text)
@@ -306,10 +310,21 @@ def _trailing_comments(cls: type) -> dict[str, str]:
         source = inspect.getsource(cls)
     except (OSError, TypeError):
         return comments
+    above: list[str] = []  # comment lines right above a field document it when it has no trailing one
     for line in source.splitlines():
-        name, sep, rest = line.strip().partition(":")
-        if sep and name.isidentifier() and "#" in rest:
-            comments[name] = rest.split("#", 1)[1].strip()
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            text = stripped.lstrip("#").strip()
+            if not text.startswith("---"):  # section rulers are not help
+                above.append(text)
+            continue
+        name, sep, rest = stripped.partition(":")
+        if sep and name.isidentifier():
+            if "#" in rest:
+                comments[name] = rest.split("#", 1)[1].strip()
+            elif above:
+                comments[name] = " ".join(above)
+        above = []
     return comments
 
 
@@ -544,6 +559,10 @@ def _check(c: Config) -> None:
     for key in ("heartbeat_s", "timeout_s", "reconnect_max_s", "inflight_batches"):
         _require(getattr(ctl, key) >= 1, f"controller.{key}", ">= 1", getattr(ctl, key))
     _require(ctl.timeout_s > ctl.heartbeat_s, "controller.timeout_s", "more than heartbeat_s", ctl.timeout_s)
+    try:
+        c.runtime.validate()
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     _require(c.log.level in LOG_LEVELS, "log.level", " or ".join(LOG_LEVELS), c.log.level)
     if c.metrics.listen:
         _check_hostport(c.metrics.listen, "metrics.listen")

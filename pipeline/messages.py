@@ -200,6 +200,7 @@ class ControlType(enum.IntEnum):
     EVENT_BATCH = 5  # enforcer → controller: sequence number and events
     EVENT_ACK = 6  # controller → enforcer: sequence numbers stored
     HEARTBEAT = 7  # both ways; from the enforcer with node counters
+    POLICY_DELTA = 8  # controller → enforcer: changes from `base` to `version` (frame 1; see policy.delta)
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +223,13 @@ class Welcome:
 class PolicyPush:
     version: int
     policy: dict[str, Any]  # the native policy mapping, validated by the receiver
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyDelta:
+    base: int  # the version the delta applies to; the enforcer answers a gap with a rejection
+    version: int
+    delta: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,7 +256,9 @@ class ControlHeartbeat:
     counters: dict[str, int]
 
 
-ControlMessage = Hello | Welcome | PolicyPush | PolicyAck | EventBatch | EventAck | ControlHeartbeat
+ControlMessage = (
+    Hello | Welcome | PolicyPush | PolicyDelta | PolicyAck | EventBatch | EventAck | ControlHeartbeat
+)
 
 
 def encode_control(msg: ControlMessage) -> list[bytes]:
@@ -262,6 +272,9 @@ def encode_control(msg: ControlMessage) -> list[bytes]:
     elif isinstance(msg, PolicyPush):
         body = [p, ControlType.POLICY, msg.version]
         extra = [msgpack.packb(msg.policy, use_bin_type=True)]
+    elif isinstance(msg, PolicyDelta):
+        body = [p, ControlType.POLICY_DELTA, msg.base, msg.version]
+        extra = [msgpack.packb(msg.delta, use_bin_type=True)]
     elif isinstance(msg, PolicyAck):
         body = [p, ControlType.POLICY_ACK, msg.version, msg.ok, msg.reasons]
     elif isinstance(msg, EventBatch):
@@ -318,7 +331,7 @@ def decode_control(frames: list[bytes]) -> ControlMessage:
         kind = ControlType(body[1])
     except (ValueError, TypeError):
         raise MessageError(A.CONTROL_UNKNOWN_TYPE, f"type {body[1]!r}") from None
-    if (kind == ControlType.POLICY) != (len(frames) == 2):
+    if (kind in (ControlType.POLICY, ControlType.POLICY_DELTA)) != (len(frames) == 2):
         raise MessageError(A.CONTROL_MALFORMED, f"{kind.name} with {len(frames)} frames")
     try:
         return _decode_control_body(kind, body, frames)
@@ -350,6 +363,14 @@ def _decode_control_body(kind: ControlType, body: list[Any], frames: list[bytes]
         if not isinstance(policy, dict):
             raise TypeError("policy is not a map")
         return PolicyPush(_int(version), policy)
+    if kind == ControlType.POLICY_DELTA:
+        _, _, base, version = body
+        if len(frames[1]) > MAX_POLICY_BLOB_BYTES:
+            raise ValueError(f"policy delta of {len(frames[1])} bytes")
+        delta = _unpack(frames[1], "policy delta", _POLICY_MAX_ITEMS, 0)
+        if not isinstance(delta, dict):
+            raise TypeError("policy delta is not a map")
+        return PolicyDelta(_int(base), _int(version), delta)
     if kind == ControlType.POLICY_ACK:
         _, _, version, ok, reasons = body
         if not isinstance(reasons, list) or not all(type(r) is str for r in reasons):
@@ -369,3 +390,114 @@ def _decode_control_body(kind: ControlType, body: list[Any], frames: list[bytes]
     if not isinstance(counters, dict):
         raise TypeError("counters is not a map")
     return ControlHeartbeat(_str_field(node, "node"), {str(k): _int(v) for k, v in counters.items()})
+
+
+# ==== Policy inputs (node-internal, → policy process; owned by the policy package) =====================
+# What the policy process needs besides the policy itself to resolve group members: the workloads on
+# this node with their addresses and labels (from the runtime component) and DNS answers seen on the
+# wire (from the workers' DNS parser) for FQDN groups. Sent as one frame to `policy_input_endpoint`,
+# msgpack array `[SCHEMA_VERSION, kind, source, items]`.
+
+MAX_POLICY_INPUT_ITEMS = 4096
+MAX_ADDRESSES_PER_ITEM = 64
+
+
+class PolicyInputType(enum.IntEnum):
+    WORKLOADS = 1  # items: [workload id, [address bytes], {label: value}]; plus `full` and `removed`
+    DNS_ANSWERS = 2  # items: [name, [address bytes], ttl seconds]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadUpdate:
+    source: str
+    full: bool  # True: the complete inventory (workloads not listed are gone)
+    workloads: list[tuple[str, list[bytes], dict[str, str]]]
+    removed: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class DnsAnswers:
+    source: str
+    answers: list[tuple[str, list[bytes], int]]
+
+
+PolicyInput = WorkloadUpdate | DnsAnswers
+
+
+def encode_policy_input(msg: PolicyInput) -> bytes:
+    if isinstance(msg, WorkloadUpdate):
+        items: list[Any] = [[w, addrs, labels] for w, addrs, labels in msg.workloads]
+        body: list[Any] = [
+            SCHEMA_VERSION,
+            PolicyInputType.WORKLOADS,
+            msg.source,
+            items,
+            msg.full,
+            msg.removed,
+        ]
+    else:
+        items = [[name, addrs, ttl] for name, addrs, ttl in msg.answers]
+        body = [SCHEMA_VERSION, PolicyInputType.DNS_ANSWERS, msg.source, items]
+    return msgpack.packb(body, use_bin_type=True)
+
+
+def _addresses(value: Any) -> list[bytes]:
+    if not isinstance(value, list) or len(value) > MAX_ADDRESSES_PER_ITEM:
+        raise TypeError("addresses must be a short list")
+    for a in value:
+        if type(a) is not bytes or len(a) not in (4, 16):
+            raise TypeError("an address is not 4 or 16 bytes")
+    return value
+
+
+def decode_policy_input(frame: bytes) -> PolicyInput:
+    """Decode a policy-input frame; raises only MessageError."""
+    if len(frame) > MAX_MESSAGE_BYTES:
+        raise MessageError(A.MESSAGE_MALFORMED, f"{len(frame)} bytes is over the {MAX_MESSAGE_BYTES} limit")
+    try:
+        body = msgpack.unpackb(
+            frame, raw=False, strict_map_key=True, max_bin_len=16, max_str_len=1024,
+            max_array_len=MAX_POLICY_INPUT_ITEMS, max_map_len=256, max_ext_len=0,
+        )  # fmt: skip
+    except Exception as exc:  # msgpack raises several types for bad input
+        raise MessageError(A.MESSAGE_MALFORMED, f"not msgpack: {exc}") from None
+    if not isinstance(body, list) or len(body) < 4:
+        raise MessageError(A.MESSAGE_MALFORMED, "not a message array")
+    if body[0] != SCHEMA_VERSION:
+        raise MessageError(A.MESSAGE_BAD_VERSION, f"schema version {body[0]!r}, expected {SCHEMA_VERSION}")
+    try:
+        kind = PolicyInputType(body[1])
+    except (ValueError, TypeError):
+        raise MessageError(A.MESSAGE_UNKNOWN_TYPE, f"policy input type {body[1]!r}") from None
+    try:
+        source = body[2]
+        if type(source) is not str or not isinstance(body[3], list):
+            raise TypeError("bad source or items")
+        if kind == PolicyInputType.WORKLOADS:
+            _, _, _, items, full, removed = body
+            workloads = []
+            for wid, addrs, labels in items:
+                if type(wid) is not str or not isinstance(labels, dict):
+                    raise TypeError("bad workload")
+                if not all(type(k) is str and type(v) is str for k, v in labels.items()):
+                    raise TypeError("labels must be strings")
+                workloads.append((wid, _addresses(addrs), labels))
+            if (
+                type(full) is not bool
+                or not isinstance(removed, list)
+                or not all(type(r) is str for r in removed)
+            ):
+                raise TypeError("bad full/removed")
+            return WorkloadUpdate(source, full, workloads, removed)
+        answers = []
+        for name, addrs, ttl in body[3]:
+            if type(name) is not str:
+                raise TypeError("name is not a string")
+            answers.append((name, _addresses(addrs), _int(ttl)))
+        return DnsAnswers(source, answers)
+    except (ValueError, TypeError) as exc:
+        raise MessageError(A.MESSAGE_MALFORMED, f"{kind.name}: {exc}") from None
+
+
+def policy_input_endpoint(run_dir: str) -> str:
+    return f"ipc://{run_dir}/policy-input.sock"

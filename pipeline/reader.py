@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 # Worker round-trip latency buckets, microseconds (upper bounds) for the verdict latency histogram.
 LATENCY_BUCKETS_US = (50, 100, 250, 500, 1000, 2500, 5000, 10000, 50000)
 TICK_S = 0.005  # timer resolution for verdict timeouts while packets are out at workers
+WORKER_CONNECT_TIMEOUT_S = 5.0  # longest a starting reader waits for its workers before reporting ready
 IDLE_TICK_S = 0.1  # tick period with nothing in flight (a new policy generation is noticed within this)
 HOUSEKEEPING_S = 1.0  # flow sweep and event flush period
 REVALIDATE_PER_TICK = 128  # offloaded flows re-decided per tick after a policy change (~1 ms of work)
@@ -95,14 +96,18 @@ class Reader:
         run_dir = self.config.paths.run_dir
         self.ctx = zmq.Context(1)
         self.to_workers = []
+        monitors = []
         for w in range(self.config.workers.count):
             sock = self.ctx.socket(zmq.PUSH)
             # IMMEDIATE: never queue for a worker that is not connected, so a dead worker is noticed at send.
             sock.setsockopt(zmq.IMMEDIATE, 1)
             sock.setsockopt(zmq.SNDHWM, 1024)
             sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.RECONNECT_IVL, 20)  # a restarted worker is found again within milliseconds
+            monitors.append(sock.get_monitor_socket(zmq.EVENT_CONNECTED))
             sock.connect(M.worker_endpoint(run_dir, w))
             self.to_workers.append(sock)
+        self._wait_workers_connected(monitors)
         self.from_workers = self.ctx.socket(zmq.PULL)
         self.from_workers.setsockopt(zmq.LINGER, 0)
         self.from_workers.bind(M.reader_endpoint(run_dir, self.index))
@@ -114,6 +119,23 @@ class Reader:
         self.supervisor.setsockopt(zmq.SNDHWM, 8)
         self.supervisor.setsockopt(zmq.LINGER, 0)
         self.supervisor.connect(M.supervisor_endpoint(run_dir))
+
+    def _wait_workers_connected(self, monitors: list[zmq.Socket[bytes]]) -> None:
+        """Before this reader reports ready (and so before our rules go in), wait until every worker is
+        connected: a flow's first packets must meet its worker, or the DPI would pick it up mid-stream.
+        Bounded: a worker that does not come up is handled by the worker_down action."""
+        deadline = time.monotonic() + WORKER_CONNECT_TIMEOUT_S
+        pending = dict(enumerate(monitors))
+        while pending and time.monotonic() < deadline:
+            for w, mon in list(pending.items()):
+                if mon.poll(10):
+                    mon.recv_multipart()
+                    del pending[w]
+        for w, mon in enumerate(monitors):
+            self.to_workers[w].disable_monitor()
+            mon.close(linger=0)
+        if pending:
+            log.warning("reader q%d: workers %s not connected yet", self.queue_num, sorted(pending))
 
     def close(self) -> None:
         self.nfq.close()

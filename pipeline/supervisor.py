@@ -32,8 +32,8 @@ from pipeline.netfilter import ChainSpec, Netfilter, NetfilterError
 log = logging.getLogger(__name__)
 
 POLL_MS = 50
-# Longest wait for every reader to bind its queue at start before giving up.
-STARTUP_TIMEOUT_S = 20.0
+# Added to the start-up timeout when waiting for children at start (their restarts count meanwhile).
+STARTUP_SLACK_S = 5.0
 
 
 @dataclass
@@ -66,6 +66,8 @@ class Supervisor:
         self.children: list[Child] = [Child("policy", 0, config.worker_cpu(0))]
         self.children += [Child("worker", i, config.worker_cpu(i)) for i in range(config.workers.count)]
         self.children += [Child("reader", i, config.reader_cpu(i)) for i in range(config.queues.readers)]
+        if config.supervisor.runtime_monitor:
+            self.children.append(Child("runtime", 0, config.worker_cpu(0)))
         self.restart_times: collections.deque[float] = collections.deque()
         self.stopping = threading.Event()
         self.ready = False
@@ -130,7 +132,8 @@ class Supervisor:
         for child in self.children:
             if self.stopping.is_set():
                 return
-            assert child.proc is not None
+            if child.proc is None:
+                continue  # not started yet
             code = child.proc.poll()
             if code is not None:
                 self._restart(child, f"exited with status {code}")
@@ -174,9 +177,14 @@ class Supervisor:
             signal.signal(sig, lambda *_: self.stopping.set())
         status = 0
         try:
-            for child in self.children:
+            # The policy process first: its tables must hold the policy in force (last-known-good, the
+            # local file, or the start-up policy) before any reader binds a queue.
+            self._spawn(self.children[0])
+            self._wait_started(sock, [self.children[0]], "the policy process did not start")
+            for child in self.children[1:]:
                 self._spawn(child)
-            self._wait_readers_bound(sock)
+            self._wait_started(sock, [c for c in self.children if c.role == "reader"],
+                               "readers did not bind their queues")  # fmt: skip
             if not self.stopping.is_set():
                 self.netfilter.install()
                 self.ready = True
@@ -203,13 +211,13 @@ class Supervisor:
             ctx.destroy(linger=0)
         return status
 
-    def _wait_readers_bound(self, sock: zmq.Socket[bytes]) -> None:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        readers = [c for c in self.children if c.role == "reader"]
-        while not self.stopping.is_set() and not all(c.heartbeats for c in readers):
+    def _wait_started(self, sock: zmq.Socket[bytes], children: list[Child], failure: str) -> None:
+        """Until each of `children` has sent a heartbeat (bounded by the start-up timeout)."""
+        timeout = self.config.supervisor.startup_timeout_ms / 1000.0 + STARTUP_SLACK_S
+        deadline = time.monotonic() + timeout
+        while not self.stopping.is_set() and not all(c.heartbeats for c in children):
             if time.monotonic() > deadline:
-                raise BudgetSpent("readers did not bind their queues within "
-                                  f"{STARTUP_TIMEOUT_S:.0f}s")  # fmt: skip
+                raise BudgetSpent(f"{failure} within {timeout:.0f}s")
             if sock.poll(POLL_MS):
                 self._receive_heartbeats(sock)
             self._check_children(time.monotonic())

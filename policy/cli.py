@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from policy.crd import CrdError, convert_crds
-from policy.loader import MAX_POLICY_FILE_BYTES, dump_policy, load_policy, parse_policy
+from policy.loader import MAX_POLICY_FILE_BYTES, dump_policy, load_policy, parse_policy, yaml_load_all
 from policy.model import PolicyError, PolicySnapshot, mode_name
 
 
@@ -51,7 +51,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
         data = path.read_bytes()
         if len(data) > MAX_POLICY_FILE_BYTES:
             raise PolicyError(f"larger than {MAX_POLICY_FILE_BYTES} bytes")
-        docs: list[Any] = list(yaml.safe_load_all(data))
+        docs: list[Any] = yaml_load_all(data)
         native, warnings = convert_crds(docs, version=args.version)
         if args.default_mode:
             native["default_mode"] = args.default_mode

@@ -17,6 +17,7 @@ directory (a refused key is logged, counted and stored as an audit event). It:
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import json
 import logging
@@ -25,6 +26,8 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,9 +41,10 @@ from pipeline import anomalies as A
 from pipeline import messages as M
 from policy.apps import canonical_app
 from policy.crd import CrdError, crd_to_native, is_crd_document
+from policy.delta import make_delta
 from policy.events import EventType, make_event
 from policy.keys import generate_keypair, load_public_keys
-from policy.loader import MAX_POLICY_FILE_BYTES, parse_policy, policy_to_dict
+from policy.loader import MAX_POLICY_FILE_BYTES, parse_policy, policy_to_dict, yaml_load_all
 from policy.model import PolicyError
 
 log = logging.getLogger(__name__)
@@ -52,24 +56,35 @@ ZAP_DOMAIN = b"enforcer"
 MAX_POLICY_FILES = 1000  # YAML files in the policy directory
 MAX_PEERS = 10_000  # connected enforcers tracked (identities beyond it are forgotten oldest first)
 MAX_MESSAGES_PER_LOOP = 1000
+SETTLE_S = 0.2  # a changed policy directory is read once it has not changed for this long
+PEER_FORGET_AFTER_S = 600.0  # an enforcer silent this long is forgotten (it will say HELLO again)
+MAX_DELTA_HISTORY = 8  # served versions kept to send deltas from (older enforcers get a full snapshot)
 
 
 # ---- policy directory ---------------------------------------------------------------------------
 
 
-def _merge_into(merged: dict[str, Any], doc: dict[str, Any], origin: str, owners: dict[str, str]) -> None:
+def _merge_into(
+    merged: dict[str, Any], doc: dict[str, Any], origin: str, owners: dict[str, tuple[str, Any]]
+) -> None:
     for key in ("groups", "rules", "process_profiles", "file_rules", "sensors"):
         items = doc.get(key) or []
         if not isinstance(items, list):
             raise PolicyError(f"{origin}: {key} is not a list")
         for item in items:
-            if key in ("groups", "sensors") and isinstance(item, dict):
-                name = f"{key}:{item.get('name')}"
-                if name in owners and owners[name] != origin:
-                    raise PolicyError(
-                        f"{origin}: {key[:-1]} {item.get('name')!r} is also defined in {owners[name]}"
-                    )
-                owners[name] = origin
+            if key in ("groups", "sensors", "rules") and isinstance(item, dict):
+                ident = item.get("id") if key == "rules" else item.get("name")
+                name = f"{key}:{ident}"
+                if name in owners:
+                    # The same group or rule in several files (CRD exports repeat them) is fine if identical.
+                    first, content = owners[name]
+                    if content != item:
+                        what = f"rule id {ident}" if key == "rules" else f"{key[:-1]} {ident!r}"
+                        raise PolicyError(f"{origin}: {what} is also defined, differently, in {first}")
+                    continue
+                owners[name] = (origin, item)
+            elif item in merged.get(key, ()):
+                continue  # an identical profile or file rule repeated by another file
             merged.setdefault(key, []).append(item)
     threats = doc.get("threats") or {}
     if not isinstance(threats, dict):
@@ -81,23 +96,32 @@ def _merge_into(merged: dict[str, Any], doc: dict[str, Any], origin: str, owners
         merged["default_mode"] = doc["default_mode"]
 
 
-def load_policy_dir(directory: str | Path) -> dict[str, Any]:
+def load_policy_dir(directory: str | Path, cache: dict[str, Any] | None = None) -> dict[str, Any]:
     """Merge every *.yaml / *.yml file of `directory` (native policies and CRD exports) into one
-    native mapping (version 0: the controller assigns versions). Raises PolicyError naming the file."""
+    native mapping (version 0: the controller assigns versions). Raises PolicyError naming the file.
+    `cache` (path → (mtime, size, documents)) spares re-parsing files that did not change."""
     d = Path(directory)
     files = sorted(p for p in d.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
     if len(files) > MAX_POLICY_FILES:
         raise PolicyError(f"{d}: more than {MAX_POLICY_FILES} policy files")
     merged: dict[str, Any] = {"version": 0}
-    owners: dict[str, str] = {}
+    owners: dict[str, tuple[str, Any]] = {}
     for path in files:
-        data = path.read_bytes()
-        if len(data) > MAX_POLICY_FILE_BYTES:
-            raise PolicyError(f"{path.name}: larger than {MAX_POLICY_FILE_BYTES} bytes")
-        try:
-            docs = [doc for doc in yaml.safe_load_all(data) if doc is not None]
-        except yaml.YAMLError as exc:
-            raise PolicyError(f"{path.name}: not valid YAML: {exc}") from None
+        st = path.stat()
+        cached = cache.get(str(path)) if cache is not None else None
+        if cached is not None and cached[:2] == (st.st_mtime_ns, st.st_size):
+            docs = cached[2]
+        else:
+            data = path.read_bytes()
+            if len(data) > MAX_POLICY_FILE_BYTES:
+                raise PolicyError(f"{path.name}: larger than {MAX_POLICY_FILE_BYTES} bytes")
+            try:
+                docs = [doc for doc in yaml_load_all(data) if doc is not None]
+            except yaml.YAMLError as exc:
+                raise PolicyError(f"{path.name}: not valid YAML: {exc}") from None
+            if cache is not None:
+                cache[str(path)] = (st.st_mtime_ns, st.st_size, docs)
+        docs = copy.deepcopy(docs) if cache is not None else docs
         for i, doc in enumerate(docs):
             origin = path.name if len(docs) == 1 else f"{path.name}#{i}"
             if is_crd_document(doc):
@@ -108,17 +132,6 @@ def load_policy_dir(directory: str | Path) -> dict[str, Any]:
             if not isinstance(doc, dict):
                 raise PolicyError(f"{origin}: not a mapping")
             _merge_into(merged, doc, origin, owners)
-    # Groups defined in several CRDs (NeuVector exports repeat them) are merged when identical.
-    groups: dict[Any, Any] = {}
-    for g in merged.get("groups", []):
-        name = g.get("name") if isinstance(g, dict) else None
-        if name in groups and groups[name] == g:
-            continue
-        if name in groups:
-            raise PolicyError(f"group {name!r} is defined twice with different content")
-        groups[name] = g
-    if groups:
-        merged["groups"] = list(groups.values())
     return merged
 
 
@@ -184,7 +197,7 @@ class EventStore:
             count = e.get("count", 1)
             rows.append(
                 (
-                    str(e.get("node") or node),
+                    node,  # the authenticated connection's node, whatever the event claims
                     event_id,
                     etype,
                     float(t) if isinstance(t, int | float) else time.time(),
@@ -306,6 +319,8 @@ class Peer:
     ready: bool = False
     applied: int = 0
     sent: int = 0
+    capabilities: list[str] = field(default_factory=list)
+    connected: bool = True
     last_seen: float = 0.0
     counters: dict[str, int] = field(default_factory=dict)
 
@@ -342,6 +357,11 @@ class Controller:
         self.policy_version = int(self.store.get_meta("policy_version", "0"))
         self.policy_digest = self.store.get_meta("policy_digest", "")
         self.policy_error = ""
+        self._push_frames: tuple[int, list[bytes]] = (-1, [])
+        self._delta_frames: dict[tuple[int, int], list[bytes]] = {}
+        self.history: dict[int, dict[str, Any]] = {}
+        self._file_cache: dict[str, Any] = {}
+        self.last_push = (0, 0.0)  # (version, monotonic time) of the last push to the enforcers
         self._dir_signature: object = None
         self.ctx: zmq.Context | None = None
         self.router: zmq.Socket | None = None
@@ -394,15 +414,18 @@ class Controller:
         except OSError:
             return None
 
-    def check_policy_dir(self, force: bool = False) -> bool:
-        """Reload the policy directory if it changed; True when a new version is to be served."""
-        sig = self._signature()
-        if sig == self._dir_signature and not force:
-            return False
-        self._dir_signature = sig
+    def _load_dir(self) -> dict[str, Any]:
+        """Read, merge, validate and normalize the policy directory (runs in the loader thread).
+
+        Validated before serving (the enforcer validates again), and served in the normalized form the
+        enforcer itself produces, so deltas apply to exactly what it holds.
+        """
+        return policy_to_dict(parse_policy(load_policy_dir(self.policy_dir, self._file_cache)))
+
+    def _accept(self, load: Callable[[], dict[str, Any]]) -> bool:
+        """Serve the outcome of a directory load; True when a new version is to be pushed."""
         try:
-            doc = load_policy_dir(self.policy_dir)
-            parse_policy(doc)  # validate before serving; the enforcer validates again
+            doc = load()
         except (OSError, PolicyError) as exc:
             self.policy_error = str(exc)
             self.counters[A.POLICY_REJECTED] += 1
@@ -421,20 +444,37 @@ class Controller:
         else:
             changed = self.policy_doc is None
         doc["version"] = self.policy_version
-        self.policy_doc = doc
+        self._serve(doc)
         return changed
+
+    def check_policy_dir(self, force: bool = False) -> bool:
+        """Reload the policy directory now if it changed; True when a new version is to be served."""
+        sig = self._signature()
+        if sig == self._dir_signature and not force:
+            return False
+        self._dir_signature = sig
+        return self._accept(self._load_dir)
 
     def set_policy(self, doc: dict[str, Any]) -> int:
         """Serve `doc` as the next version without validating it (tests of enforcer-side rejection)."""
         self.policy_version += 1
         doc = dict(doc)
         doc["version"] = self.policy_version
-        self.policy_doc = doc
+        self._serve(doc)
         self.push_policy()
         return self.policy_version
 
+    def _serve(self, doc: dict[str, Any]) -> None:
+        self.policy_doc = doc
+        self.history[doc["version"]] = doc
+        while len(self.history) > MAX_DELTA_HISTORY:
+            del self.history[min(self.history)]
+        self._push_frames = (-1, [])
+        self._delta_frames.clear()
+
     def push_policy(self) -> int:
         """Send the current snapshot to every ready enforcer that does not run it; returns how many."""
+        self.last_push = (self.policy_version, time.monotonic())
         n = 0
         for peer in list(self.peers.values()):
             if peer.ready and peer.applied != self.policy_version and peer.sent != self.policy_version:
@@ -442,10 +482,41 @@ class Controller:
                 n += 1
         return n
 
-    def _send_policy(self, peer: Peer) -> None:
+    def _send_policy(self, peer: Peer, full: bool = False) -> None:
         if self.policy_doc is None:
             return
-        self._send(peer.identity, M.PolicyPush(self.policy_version, self.policy_doc))
+        base = self.history.get(peer.applied)
+        if (
+            not full
+            and base is not None
+            and peer.applied != self.policy_version
+            and "policy.delta" in peer.capabilities
+        ):
+            key = (peer.applied, self.policy_version)
+            frames = self._delta_frames.get(key)
+            if frames is None:
+                delta = make_delta(base, self.policy_doc)
+                frames = M.encode_control(M.PolicyDelta(peer.applied, self.policy_version, delta))
+                self._delta_frames[key] = frames
+            assert self.router is not None
+            try:
+                self.router.send_multipart([peer.identity, *frames], zmq.NOBLOCK)
+                self.counters["policy.deltas_sent"] += 1
+            except zmq.Again:
+                self.counters["control.send_dropped"] += 1
+            peer.sent = self.policy_version
+            return
+        if self._push_frames[0] != self.policy_version:
+            # Encoded once per version, sent to every enforcer.
+            self._push_frames = (
+                self.policy_version,
+                M.encode_control(M.PolicyPush(self.policy_version, self.policy_doc)),
+            )
+        assert self.router is not None
+        try:
+            self.router.send_multipart([peer.identity, *self._push_frames[1]], zmq.NOBLOCK)
+        except zmq.Again:
+            self.counters["control.send_dropped"] += 1
         peer.sent = self.policy_version
 
     # ---- loop ------------------------------------------------------------------------------------
@@ -500,8 +571,12 @@ class Controller:
                 del self.peers[oldest.identity]
             peer = self.peers[identity] = Peer(identity)
         peer.last_seen = now
+        if not peer.connected and peer.ready:
+            peer.connected = True
+            self.store.upsert_node(peer.node, status="connected", last_seen=time.time())
         if isinstance(msg, M.Hello):
             peer.node, peer.version, peer.applied = msg.node, msg.version, msg.policy_version
+            peer.capabilities = list(msg.capabilities)
             if msg.version != self.version:
                 reason = f"enforcer version {msg.version} does not match controller version {self.version}"
                 self.counters[A.CONTROL_BAD_VERSION] += 1
@@ -532,6 +607,12 @@ class Controller:
             if msg.ok:
                 peer.applied = msg.version
                 status = "connected"
+            elif msg.reasons and msg.reasons[0].startswith("resync"):
+                # A delta that did not fit what the enforcer holds: send the full snapshot.
+                self.counters["policy.resyncs"] += 1
+                if msg.version == self.policy_version:
+                    self._send_policy(peer, full=True)
+                status = "resync"
             else:
                 status = f"rejected policy {msg.version}"
                 log.error(
@@ -558,7 +639,19 @@ class Controller:
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
         poller.register(self.zap, zmq.POLLIN)
+        loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="policy-loader")
+        try:
+            self._loop(stop, poller, poll_ms, loader)
+        finally:
+            loader.shutdown(wait=True, cancel_futures=True)
+
+    def _loop(
+        self, stop: threading.Event, poller: zmq.Poller, poll_ms: int, loader: ThreadPoolExecutor
+    ) -> None:
+        assert self.router is not None and self.zap is not None
         next_watch = 0.0
+        settling: object = None  # the directory's signature at the previous check
+        loading: Future[dict[str, Any]] | None = None
         while not stop.is_set():
             ready = dict(poller.poll(poll_ms))
             now = time.monotonic()
@@ -579,16 +672,35 @@ class Controller:
                     self._handle(frames[0], frames[1:], now)
             if now >= next_watch:
                 next_watch = now + self.watch_interval_s
-                if self.check_policy_dir():
-                    self.push_policy()
+                if loading is None:
+                    sig = self._signature()
+                    if sig != self._dir_signature:
+                        if sig == settling:
+                            # Unchanged since the last look (not being written); parsing a large YAML
+                            # file takes seconds, so it is done aside and the loop keeps answering.
+                            self._dir_signature = sig
+                            loading = loader.submit(self._load_dir)
+                        else:
+                            next_watch = now + min(SETTLE_S, self.watch_interval_s)  # look again soon
+                    settling = sig
                 self._expire_peers(now)
+            if loading is not None and loading.done():
+                if self._accept(loading.result):
+                    self.push_policy()
+                loading = None
 
     def _expire_peers(self, now: float) -> None:
+        """Mark silent enforcers disconnected (they come back with their next message, or with a new
+        HELLO after they reconnect); forget them only after a long silence."""
         limit = max(3 * self.heartbeat_s, 5.0)
-        for peer in [p for p in self.peers.values() if now - p.last_seen > limit]:
-            del self.peers[peer.identity]
-            if peer.node:
-                self.store.upsert_node(peer.node, status="disconnected")
+        for peer in list(self.peers.values()):
+            silent = now - peer.last_seen
+            if silent > PEER_FORGET_AFTER_S:
+                del self.peers[peer.identity]
+            elif silent > limit and peer.connected:
+                peer.connected = False
+                if peer.node:
+                    self.store.upsert_node(peer.node, status="disconnected")
 
 
 def run_controller(controller: Controller, stop: threading.Event | None = None) -> int:

@@ -30,7 +30,7 @@ from policy.events_relay import EventSpool
 log = logging.getLogger(__name__)
 
 DEFAULT_CONTROLLER_PORT = 18400
-CAPABILITIES = ["policy.full", "events.batch", "events.spool"]
+CAPABILITIES = ["policy.full", "policy.delta", "events.batch", "events.spool"]
 MAX_MESSAGES_PER_POLL = 256  # messages handled per loop iteration, so events keep flowing meanwhile
 _MONITOR_EVENTS = (
     zmq.EVENT_HANDSHAKE_FAILED_AUTH
@@ -82,7 +82,9 @@ class ControllerLink:
         on_policy: Callable[[int, dict[str, Any]], Any],
         applied_version: Callable[[], int],
         on_ready: Callable[[], None] = lambda: None,
+        on_delta: Callable[[int, int, dict[str, Any]], Any] | None = None,
     ) -> None:
+        self.on_delta = on_delta
         self.ctx = ctx
         self.settings = settings
         self.version = version
@@ -242,9 +244,22 @@ class ControllerLink:
             log.info("controller link ready (controller %s)", msg.version)
             self.on_ready()
             self.pump()
-        elif isinstance(msg, M.PolicyPush):
-            result = self.on_policy(msg.version, msg.policy)
-            self._send(M.PolicyAck(msg.version, bool(result.ok), list(result.reasons)), force=True)
+        elif isinstance(msg, M.PolicyPush | M.PolicyDelta):
+            if isinstance(msg, M.PolicyDelta) and self.on_delta is None:
+                self._send(M.PolicyAck(msg.version, False, ["resync: deltas not supported"]), force=True)
+                return
+            try:
+                if isinstance(msg, M.PolicyPush):
+                    result = self.on_policy(msg.version, msg.policy)
+                else:
+                    assert self.on_delta is not None
+                    result = self.on_delta(msg.base, msg.version, msg.delta)
+                ok, reasons = bool(result.ok), list(result.reasons)
+            except Exception as exc:  # the network boundary: a bug must not take the policy process down
+                log.exception("applying policy version %d failed", msg.version)
+                self.counters["policy.apply_failed"] += 1
+                ok, reasons = False, [f"internal error: {exc!r}"]
+            self._send(M.PolicyAck(msg.version, ok, reasons), force=True)
         elif isinstance(msg, M.EventAck):
             self.spool.ack(msg.seqs)
             self.inflight.difference_update(msg.seqs)

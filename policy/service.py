@@ -18,6 +18,7 @@ spool to the controller, which acknowledges them (standalone: JSON lines to a fi
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import os
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from pipeline import anomalies as A
+from policy.delta import apply_delta
 from policy.events import EventType, make_event
 from policy.events_relay import (
     DEFAULT_AGGREGATE_WINDOW_S,
@@ -46,7 +48,9 @@ from policy.lookup import Mode
 from policy.model import PolicyError, PolicySnapshot, mode_name, parse_mode, startup_snapshot
 from policy.shm import DEFAULT_REUSE_WAIT, DEFAULT_TABLE_BYTES, SharedTables, TablesFull, TablesWriter
 from policy.shm import wait_for_tables as _wait_for_tables
-from policy.tables import compile_policy
+from policy.tables import Workload, compile_policy, fqdn_matches
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +58,11 @@ TABLES_FILE = "policy.tables"
 LKG_FILE = "last-known-good.yaml"
 EVENT_LOG_MAX_BYTES = 16 << 20  # standalone JSON-lines event log, rotated once beyond this
 POLL_MS = 50
+MAX_WORKLOADS = 20_000  # workloads tracked for label selectors (a node runs a few hundred)
+MAX_DNS_NAMES = 20_000  # resolved names kept for FQDN groups (only names some group's pattern matches)
+MAX_DNS_ADDRESSES = 64  # addresses kept per name
+MIN_DNS_TTL_S = 60.0  # DNS answers are kept at least this long, so short TTLs do not churn the tables
+REPUBLISH_INTERVAL_S = 0.1  # member changes are batched into one recompilation at most this often
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,7 +196,9 @@ class PolicyApplier:
         node: str,
         emit: Callable[[dict[str, Any]], None],
         counters: Counter[str],
+        members: Callable[[], tuple[list[Workload], dict[str, list[Address]]]] | None = None,
     ) -> None:
+        self.members = members
         self.writer = writer
         self.lkg = lkg
         self.node = node
@@ -238,8 +249,7 @@ class PolicyApplier:
             )
             return self._reject(snapshot.version, why, source, A.POLICY_STALE)
         try:
-            compiled = compile_policy(snapshot)
-            generation = self.writer.publish(compiled)
+            generation = self._publish(snapshot)
         except TablesFull as exc:
             return self._reject(snapshot.version, str(exc), source, A.POLICY_TABLES_FULL)
         changes = self._mode_changes(cur, snapshot)
@@ -270,6 +280,23 @@ class PolicyApplier:
             )
         )
         return ApplyResult(True, snapshot.version, generation)
+
+    def _publish(self, snapshot: PolicySnapshot) -> int:
+        workloads, fqdns = self.members() if self.members is not None else ([], {})
+        return self.writer.publish(compile_policy(snapshot, workloads, fqdns))
+
+    def republish(self) -> bool:
+        """Recompile the policy in force with the current members (workloads, DNS answers)."""
+        if self.current is None:
+            return False
+        try:
+            self._publish(self.current)
+        except TablesFull as exc:
+            self.counters[A.POLICY_TABLES_FULL] += 1
+            log.error("members update not applied: %s", exc)
+            return False
+        self.counters["policy.republished"] += 1
+        return True
 
     @staticmethod
     def _mode_changes(old: PolicySnapshot | None, new: PolicySnapshot) -> list[str]:
@@ -348,7 +375,9 @@ def _jsonable(value: Any) -> Any:
 class PolicyService:
     """The policy process's state and loop (`run_policy_process` builds and runs one)."""
 
-    def __init__(self, settings: ServiceSettings, version: str | None = None) -> None:
+    def __init__(
+        self, settings: ServiceSettings, version: str | None = None, writer: TablesWriter | None = None
+    ) -> None:
         from pipeline import __version__
 
         self.settings = settings
@@ -359,11 +388,21 @@ class PolicyService:
         self.aggregator = EventAggregator(settings.aggregate_window_s)
         self._outbox: list[dict[str, Any]] = []  # our own audit events, before aggregation
         # No gap: publish the last-known-good (or start-up) policy before binding any socket.
-        self.writer = TablesWriter(tables_path(settings.run_dir), settings.table_bytes, settings.reuse_wait_s)
+        self.workloads: dict[str, Workload] = {}
+        self.dns: dict[str, dict[Address, float]] = {}  # name → address → expiry (monotonic)
+        self.members_dirty = False
+        self._next_republish = 0.0
+        self.writer = writer or TablesWriter(
+            tables_path(settings.run_dir), settings.table_bytes, settings.reuse_wait_s
+        )
         self.lkg = LastKnownGood(Path(settings.state_dir) / "policy")
-        self.applier = PolicyApplier(self.writer, self.lkg, settings.node, self._outbox.append, self.counters)
+        self.applier = PolicyApplier(
+            self.writer, self.lkg, settings.node, self._outbox.append, self.counters, self.members
+        )
         snapshot, source = initial_policy(settings, self.lkg, self.counters)
-        self.applier.apply(snapshot, source, persist=False)
+        if not self.applier.apply(snapshot, source, persist=False).ok:
+            # e.g. the last-known-good no longer fits the configured tables: never start without a policy
+            self.applier.apply(startup_snapshot(settings.startup_mode), "start-up (fallback)", persist=False)
         self.spool: EventSpool | None = None
         self.sink: _JsonLines | None = None
         self.link: Any = None
@@ -374,6 +413,9 @@ class PolicyService:
             self.sink = _JsonLines(settings.event_log or str(Path(settings.state_dir) / "events.jsonl"))
             if settings.policy_file:
                 self.watch = _FileWatch(settings.policy_file)
+                # The configured file is in force before the process reports alive, so the supervisor
+                # never binds a queue under the start-up policy when a real one is at hand.
+                self.check_policy_file()
 
     # ---- policy ----------------------------------------------------------------------------------
 
@@ -390,6 +432,78 @@ class PolicyService:
 
     def on_controller_policy(self, version: int, doc: dict[str, Any]) -> ApplyResult:
         return self.applier.apply_doc(doc, "controller")
+
+    def on_controller_delta(self, base: int, version: int, delta: dict[str, Any]) -> ApplyResult:
+        """Apply a delta on top of the policy in force; a gap asks the controller for a full snapshot."""
+        current = self.applier.current
+        if current is None or current.version != base:
+            have = current.version if current else 0
+            self.counters["policy.delta_gap"] += 1
+            return ApplyResult(False, version, self.writer.generation(), (f"resync: have version {have}",))
+        try:
+            doc = apply_delta(policy_to_dict(current), delta)
+        except PolicyError as exc:
+            self.counters["policy.delta_gap"] += 1
+            return ApplyResult(False, version, self.writer.generation(), (f"resync: {exc}",))
+        self.counters["policy.deltas"] += 1
+        return self.applier.apply_doc(doc, "controller (delta)")
+
+    # ---- members (workloads for label selectors, DNS answers for FQDN groups) ----------------------
+
+    def members(self) -> tuple[list[Workload], dict[str, list[Address]]]:
+        return list(self.workloads.values()), {name: list(addrs) for name, addrs in self.dns.items()}
+
+    def take_input(self, msg: Any, now: float) -> None:
+        from pipeline import messages as M
+
+        if isinstance(msg, M.WorkloadUpdate):
+            if msg.full:
+                self.workloads.clear()
+            for wid in msg.removed:
+                self.workloads.pop(wid, None)
+            for wid, addrs, labels in msg.workloads:
+                if wid not in self.workloads and len(self.workloads) >= MAX_WORKLOADS:
+                    self.counters["policy.workloads_full"] += 1
+                    continue
+                self.workloads[wid] = Workload(tuple(ipaddress.ip_address(a) for a in addrs), dict(labels))
+            self.members_dirty = True
+        elif isinstance(msg, M.DnsAnswers):
+            patterns = [
+                p for g in (self.applier.current.groups if self.applier.current else ()) for p in g.fqdns
+            ]
+            for name, addrs, ttl in msg.answers:
+                name = name.rstrip(".").lower()
+                if not any(fqdn_matches(p, name) for p in patterns):
+                    continue  # no FQDN group wants this name
+                known = self.dns.get(name)
+                if known is None:
+                    if len(self.dns) >= MAX_DNS_NAMES:
+                        self.counters["policy.dns_names_full"] += 1
+                        continue
+                    known = self.dns[name] = {}
+                expiry = now + max(float(ttl), MIN_DNS_TTL_S)
+                for raw in addrs:
+                    addr = ipaddress.ip_address(raw)
+                    if addr not in known and len(known) >= MAX_DNS_ADDRESSES:
+                        continue
+                    if addr not in known:
+                        self.members_dirty = True
+                    known[addr] = expiry
+
+    def expire_dns(self, now: float) -> None:
+        for name in list(self.dns):
+            addrs = self.dns[name]
+            for addr in [a for a, exp in addrs.items() if exp <= now]:
+                del addrs[addr]
+                self.members_dirty = True
+            if not addrs:
+                del self.dns[name]
+
+    def maybe_republish(self, now: float) -> None:
+        if self.members_dirty and now >= self._next_republish:
+            self.members_dirty = False
+            self._next_republish = now + REPUBLISH_INTERVAL_S
+            self.applier.republish()
 
     # ---- events ----------------------------------------------------------------------------------
 
@@ -467,19 +581,29 @@ def run_policy_service(
     from pipeline import messages as M
     from policy.controller_link import ControllerLink
 
-    service = PolicyService(settings)
-    if on_started is not None:
-        on_started(service)
+    # The tables lock first (a second policy process stops here, before touching any socket), then the
+    # event sockets (so a reader that starts as soon as the tables are published finds them), then the
+    # policy is published, before anything else happens.
+    os.makedirs(settings.run_dir, mode=0o700, exist_ok=True)
+    writer = TablesWriter(tables_path(settings.run_dir), settings.table_bytes, settings.reuse_wait_s)
     ctx = zmq.Context(1)
+    service: PolicyService | None = None
     try:
         inbox = ctx.socket(zmq.PULL)
         inbox.setsockopt(zmq.LINGER, 0)
         inbox.setsockopt(zmq.RCVHWM, 1000)
         inbox.bind(M.events_endpoint(settings.run_dir))
+        inputs = ctx.socket(zmq.PULL)
+        inputs.setsockopt(zmq.LINGER, 0)
+        inputs.setsockopt(zmq.RCVHWM, 100)
+        inputs.bind(M.policy_input_endpoint(settings.run_dir))
         supervisor = ctx.socket(zmq.PUSH)
         supervisor.setsockopt(zmq.LINGER, 0)
         supervisor.setsockopt(zmq.SNDHWM, 8)
         supervisor.connect(M.supervisor_endpoint(settings.run_dir))
+        service = PolicyService(settings, writer=writer)
+        if on_started is not None:
+            on_started(service)
         if settings.join_addr and service.spool is not None:
             service.link = ControllerLink(
                 ctx,
@@ -490,12 +614,15 @@ def run_policy_service(
                 on_policy=service.on_controller_policy,
                 applied_version=lambda: service.applier.version,
                 on_ready=service.report_drops,
+                on_delta=service.on_controller_delta,
             )
         next_hb = 0.0
         next_watch = 0.0
+        next_expiry = 0.0
         while not stop.is_set():
             poller = zmq.Poller()
             poller.register(inbox, zmq.POLLIN)
+            poller.register(inputs, zmq.POLLIN)
             if service.link is not None:
                 service.link.register(poller)
             ready = dict(poller.poll(POLL_MS))
@@ -513,6 +640,20 @@ def run_policy_service(
                         continue
                     if isinstance(msg, M.Events):
                         service.take_events(msg.events, time.time())
+            if inputs in ready:
+                for _ in range(100):
+                    try:
+                        frame = inputs.recv(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    try:
+                        service.take_input(M.decode_policy_input(frame), now)
+                    except M.MessageError as exc:
+                        service.counters[exc.anomaly] += 1
+            if now >= next_expiry:
+                next_expiry = now + 1.0
+                service.expire_dns(now)
+            service.maybe_republish(now)
             if service.link is not None:
                 service.link.handle(ready, now)
             if service.watch is not None and now >= next_watch:
@@ -532,7 +673,10 @@ def run_policy_service(
         if service.link is not None:
             service.link.close()
     finally:
-        service.close()
+        if service is not None:
+            service.close()
+        else:
+            writer.close()
         ctx.destroy(linger=0)
     return 0
 

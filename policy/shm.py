@@ -42,7 +42,7 @@ from policy.model import PROTO_ANY, PROTO_ICMP
 from policy.tables import EXTERNAL_INDEX, CompiledPolicy
 
 MAGIC: Final = 0x454E46504F4C5442  # "ENFPOLTB"
-LAYOUT_VERSION: Final = 1
+LAYOUT_VERSION: Final = 2
 CONTROL_BYTES: Final = 4096
 RETIRED: Final = 1 << 62  # set in the generation word of a file the writer has replaced
 
@@ -107,6 +107,45 @@ def _slot(key: int, bits: int) -> int:
     return ((key * _FIB) & _M64) >> (64 - bits)
 
 
+_PTR: Final = 0x80000000
+_L1: Final = 1 << 16
+
+
+def _v4_trie(v4: dict[int, dict[int, int]]) -> tuple[array[int], int]:
+    """Build the v4 trie: prefixes painted shortest first, so longer ones overwrite what they cover."""
+    table = array("I", bytes(4 * _L1))
+    nchunks = 0
+
+    def child(at: int) -> int:
+        """The chunk below entry `at`, created (inheriting the entry's group) if it has none."""
+        nonlocal nchunks
+        e = table[at]
+        if e & _PTR:
+            return _L1 + ((e & ~_PTR) << 8)
+        table.extend(array("I", [e]) * 256)
+        table[at] = _PTR | nchunks
+        nchunks += 1
+        return _L1 + ((nchunks - 1) << 8)
+
+    for plen in sorted(v4):
+        for key, gidx in v4[plen].items():
+            leaf = gidx + 1
+            addr = key << (32 - plen) if plen else 0
+            if plen <= 16:
+                start, n = addr >> 16, 1 << (16 - plen)
+                table[start : start + n] = array("I", [leaf]) * n
+                continue
+            level2 = child(addr >> 16)
+            if plen <= 24:
+                start, n = level2 + ((addr >> 8) & 255), 1 << (24 - plen)
+                table[start : start + n] = array("I", [leaf]) * n
+                continue
+            level3 = child(level2 + ((addr >> 8) & 255))
+            start, n = level3 + (addr & 255), 1 << (32 - plen)
+            table[start : start + n] = array("I", [leaf]) * n
+    return table, nchunks
+
+
 def _align8(n: int) -> int:
     return (n + 7) & ~7
 
@@ -137,23 +176,11 @@ def serialize(compiled: CompiledPolicy, generation: int) -> bytes:
     header[_H_NAME_IDX] = add(index.tobytes())
     header[_H_NAME_POOL] = add(b"".join(encoded))
 
-    # v4: per prefix length an array of uint32 slots (key, group + 1); the directory lists lengths
-    # longest first as (length, table offset, table bits).
-    v4dir = array("Q")
-    for plen, members in compiled.v4.items():
-        bits = _table_bits(len(members))
-        size = 1 << bits
-        mask = size - 1
-        table = array("I", bytes(8 * size))
-        for key, gidx in members.items():
-            s = _slot(key, bits)
-            while table[2 * s + 1]:
-                s = (s + 1) & mask
-            table[2 * s] = key
-            table[2 * s + 1] = gidx + 1
-        v4dir.extend((plen, add(table.tobytes()), bits))
-    header[_H_NV4] = len(compiled.v4)
-    header[_H_V4DIR] = add(v4dir.tobytes())
+    # v4: a 16-8-8 multibit trie of uint32 words: 65,536 first-level entries, then 256-entry chunks.
+    # An entry is 0 (no group), group + 1, or _PTR | chunk number (look at the next 8 bits there).
+    trie, chunks = _v4_trie(compiled.v4)
+    header[_H_NV4] = chunks
+    header[_H_V4DIR] = add(trie.tobytes())
 
     # v6: uint64 slots of three words (key high, key low, group + 1).
     v6dir = array("Q")
@@ -458,17 +485,13 @@ class SharedTables:
         words = [int(q[(base >> 3) + i]) for i in range(HEADER_WORDS)]
         if words[_H_GEN] != g or words[_H_USED] > self._half:
             raise IndexError("half not consistent with the generation")
-        v4 = []
-        d = (base + words[_H_V4DIR]) >> 3
-        for k in range(min(words[_H_NV4], 129)):
-            plen, off, bits = int(q[d + 3 * k]), int(q[d + 3 * k + 1]), int(q[d + 3 * k + 2])
-            v4.append((32 - plen, (base + off) >> 2, 64 - bits, (1 << bits) - 1))
+        self._l1 = (base + words[_H_V4DIR]) >> 2
+        self._chunks = self._l1 + _L1
         v6 = []
         d = (base + words[_H_V6DIR]) >> 3
         for k in range(min(words[_H_NV6], 129)):
             plen, off, bits = int(q[d + 3 * k]), int(q[d + 3 * k + 1]), int(q[d + 3 * k + 2])
             v6.append((128 - plen, (base + off) >> 3, 64 - bits, (1 << bits) - 1))
-        self._v4 = tuple(v4)
         self._v6 = tuple(v6)
         self._ngroups = words[_H_NGROUPS]
         self._modes_at = base + words[_H_MODES]
@@ -483,18 +506,12 @@ class SharedTables:
 
     def _group4(self, value: int) -> int:
         ia = self._i
-        for shift, at, hshift, mask in self._v4:
-            key = value >> shift
-            s = ((key * _FIB) & _M64) >> hshift
-            for _ in range(mask + 1):
-                i = at + 2 * s
-                v = ia[i + 1]
-                if not v:
-                    break
-                if ia[i] == key:
-                    return v - 1
-                s = (s + 1) & mask
-        return EXTERNAL_INDEX
+        e = ia[self._l1 + (value >> 16)]
+        if e & _PTR:
+            e = ia[self._chunks + ((e & 0x7FFFFFFF) << 8) + ((value >> 8) & 255)]
+            if e & _PTR:
+                e = ia[self._chunks + ((e & 0x7FFFFFFF) << 8) + (value & 255)]
+        return e - 1 if e else EXTERNAL_INDEX
 
     def _group6(self, value: int) -> int:
         q = self._q
@@ -524,13 +541,6 @@ class SharedTables:
             # is dropped and reloaded before the next attempt.
             self._names[gidx] = name
         return name
-
-    def _group(self, addr: bytes) -> int:
-        if len(addr) == 4:
-            return self._group4(int.from_bytes(addr, "big"))
-        if len(addr) == 16:
-            return self._group6(int.from_bytes(addr, "big"))
-        return EXTERNAL_INDEX
 
     def _lookup(self, g: int, sg: int, dg: int, proto: int, dport: int, app: int | None) -> Decision:
         if sg >= self._ngroups or dg >= self._ngroups:
@@ -638,8 +648,22 @@ class SharedTables:
                 if g != self._layout_gen:
                     self._layout_gen = -1
                     self._load_layout(g, CONTROL_BYTES + (g & 1) * self._half)
-                csg = self._group(src)
-                cdg = self._group(dst)
+                n = len(src)
+                csg = (
+                    self._group4(int.from_bytes(src, "big"))
+                    if n == 4
+                    else self._group6(int.from_bytes(src, "big"))
+                    if n == 16
+                    else EXTERNAL_INDEX
+                )
+                n = len(dst)
+                cdg = (
+                    self._group4(int.from_bytes(dst, "big"))
+                    if n == 4
+                    else self._group6(int.from_bytes(dst, "big"))
+                    if n == 16
+                    else EXTERNAL_INDEX
+                )
                 decision: Decision | None = self._lookup(g, csg, cdg, proto, dport, app)
             except (IndexError, ValueError, UnicodeDecodeError):
                 decision = None

@@ -37,6 +37,7 @@ from policy.model import (
 )
 
 IPPROTO_ICMPV6 = 58
+ANSWER_CACHE_ENTRIES = 65536  # DictTables: answers kept per generation (cleared when full)
 EXTERNAL_INDEX = 0
 NODES_INDEX = 1
 
@@ -183,9 +184,11 @@ def outcome(mode: Mode, rule_id: int, allow: bool | None) -> tuple[Action, Repor
 class DictTables:
     """`PolicyTables` over a `CompiledPolicy` in this process's memory."""
 
-    def __init__(self, compiled: CompiledPolicy, generation: int = 1) -> None:
+    def __init__(self, compiled: CompiledPolicy, generation: int = 1, cache: bool = True) -> None:
         self._compiled = compiled
         self._generation = generation
+        self.cache = cache  # keep answers per (addresses, protocol, port, app) for this generation
+        self._answers: dict[tuple[bytes, bytes, int, int, int | None], Decision] = {}
 
     @property
     def compiled(self) -> CompiledPolicy:
@@ -201,6 +204,7 @@ class DictTables:
         """Replace the policy (in-process: one reference assignment); returns the new generation."""
         self._compiled = compiled
         self._generation += 1
+        self._answers = {}
         return self._generation
 
     def group_of(self, family: int, addr: bytes) -> int:
@@ -247,11 +251,24 @@ class DictTables:
         action, report = outcome(mode, 0, None)
         return Decision(action, True, 0, mode, report, c.names[sg], c.names[dg], self._generation)
 
+    def _cached(
+        self, family: int, src: bytes, dst: bytes, proto: int, dport: int, app: int | None
+    ) -> Decision:
+        key = (src, dst, proto, dport, app)
+        d = self._answers.get(key)
+        if d is None:
+            d = self._decide(family, src, dst, proto, dport, app)
+            if self.cache:
+                if len(self._answers) >= ANSWER_CACHE_ENTRIES:
+                    self._answers.clear()
+                self._answers[key] = d
+        return d
+
     def decide(self, family: int, src: bytes, dst: bytes, proto: int, dport: int) -> Decision:
-        return self._decide(family, src, dst, proto, dport, None)
+        return self._cached(family, src, dst, proto, dport, None)
 
     def decide_app(self, family: int, src: bytes, dst: bytes, proto: int, dport: int, app: str) -> Decision:
-        return self._decide(family, src, dst, proto, dport, app_bit(app))
+        return self._cached(family, src, dst, proto, dport, app_bit(app))
 
 
 def load_policy_tables(path: str | os.PathLike[str]) -> PolicyTables:

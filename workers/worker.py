@@ -26,6 +26,7 @@ from workers.verdict import WorkerVerdict
 log = logging.getLogger(__name__)
 
 POLL_MS = 50  # longest wait for a batch before housekeeping runs
+MAX_PENDING_DNS_NAMES = 4096  # names held between two flushes to the policy process; more are dropped
 EVENT_FLUSH_S = 0.5  # events are sent to the policy process at most this often
 
 
@@ -49,6 +50,8 @@ class Worker:
         self.engine: Engine = engine if engine is not None else _NoEngine()
         self.counters: Counter[str] = Counter()
         self.pending_events: list[dict[str, Any]] = []
+        # DNS answers seen since the last flush (name → addresses, ttl), for the policy's FQDN groups.
+        self.pending_dns: dict[str, tuple[set[bytes], int]] = {}
         self.running = True
 
     def emit(self, event: dict[str, Any]) -> None:
@@ -56,6 +59,15 @@ class Worker:
             self.pending_events.append(event)
         else:
             self.counters["events.dropped"] += 1
+
+    def on_fqdn(self, learnt: list[tuple[str, bytes, float]]) -> None:
+        for name, address, ttl in learnt:
+            if name not in self.pending_dns and len(self.pending_dns) >= MAX_PENDING_DNS_NAMES:
+                self.counters["dns_answers.dropped"] += 1
+                continue
+            addresses, old_ttl = self.pending_dns.get(name, (set(), 0))
+            addresses.add(address)
+            self.pending_dns[name] = (addresses, max(old_ttl, int(ttl)))
 
     def open(self) -> None:
         run_dir = self.config.paths.run_dir
@@ -79,6 +91,10 @@ class Worker:
         self.supervisor.setsockopt(zmq.SNDHWM, 8)
         self.supervisor.setsockopt(zmq.LINGER, 0)
         self.supervisor.connect(M.supervisor_endpoint(run_dir))
+        self.policy_input = self.ctx.socket(zmq.PUSH)
+        self.policy_input.setsockopt(zmq.SNDHWM, 64)
+        self.policy_input.setsockopt(zmq.LINGER, 0)
+        self.policy_input.connect(M.policy_input_endpoint(run_dir))
 
     def handle(self, frame: bytes, now: float) -> None:
         try:
@@ -126,10 +142,11 @@ class Worker:
                         frame = self.inbox.recv(zmq.NOBLOCK)
                     except zmq.Again:
                         break
-                    self.handle(frame, now)
+                    # The engine gets wall-clock time, as in replay (capture timestamps): it stamps events.
+                    self.handle(frame, time.time())
             if now >= next_events:
                 next_events = now + EVENT_FLUSH_S
-                self.engine.expire(now)
+                self.engine.expire(time.time())
                 self.flush_events()
             if now >= next_hb:
                 next_hb = now + hb_period
@@ -137,6 +154,14 @@ class Worker:
         return 0
 
     def flush_events(self) -> None:
+        if self.pending_dns:
+            answers = [(name, sorted(addrs), ttl) for name, (addrs, ttl) in self.pending_dns.items()]
+            self.pending_dns = {}
+            try:
+                msg = M.DnsAnswers(f"worker {self.index}", answers)
+                self.policy_input.send(M.encode_policy_input(msg), zmq.NOBLOCK)
+            except zmq.Again:
+                self.counters["dns_answers.dropped"] += len(answers)
         if not self.pending_events:
             return
         events, self.pending_events = self.pending_events, []
@@ -177,14 +202,18 @@ class _NoEngine:
 
 
 def build_engine(
-    config: Config, tables: PolicyTables, node: str, emit: Callable[[dict[str, Any]], None]
+    config: Config,
+    tables: PolicyTables,
+    node: str,
+    emit: Callable[[dict[str, Any]], None],
+    on_fqdn: Callable[[list[tuple[str, bytes, float]]], None] | None = None,
 ) -> Engine:
     """The worker's inspection chain: the DPI engine (parsers, app-aware rules, detectors), behind the
     lab's payload-pattern rule when one is configured."""
     from workers.dpi.engine import DpiEngine
     from workers.pattern import PatternRule
 
-    engine: Engine = DpiEngine(config.dpi, tables, emit, node)
+    engine: Engine = DpiEngine(config.dpi, tables, emit, node, on_fqdn=on_fqdn)
     if config.workers.payload_pattern:
         engine = PatternRule(engine, bytes.fromhex(config.workers.payload_pattern))
     return engine
@@ -192,7 +221,7 @@ def build_engine(
 
 def run_worker(config: Config, index: int, tables: PolicyTables, node: str) -> int:
     worker = Worker(config, index)
-    worker.engine = build_engine(config, tables, node, worker.emit)
+    worker.engine = build_engine(config, tables, node, worker.emit, worker.on_fqdn)
     signal.signal(signal.SIGTERM, worker.stop)
     signal.signal(signal.SIGINT, worker.stop)
     worker.open()

@@ -113,7 +113,7 @@ class Lab:
             controller_heartbeat_s=0.2,
             controller_timeout_s=1.0,
             reconnect_max_s=0.5,
-            table_bytes=1 << 16,
+            table_bytes=1 << 19,
         )
         return replace(s, **kw)  # type: ignore[arg-type]
 
@@ -199,6 +199,8 @@ def test_policy_push_change_events_and_controller_restart(lab: Lab) -> None:
         wait_for(lambda: tables.decide(4, ip("198.18.1.5"), ip("198.18.2.5"), 6, 22).action == Action.DENY)
         lkg = Path(settings.state_dir) / "policy" / "last-known-good.yaml"
         wait_for(lambda: "version: 3" in lkg.read_text(), what="last-known-good persisted")
+        assert controller.counters["policy.deltas_sent"] == 2  # changes travel as deltas
+        assert service.counters["policy.deltas"] == 2
 
         # events: 5 identical + 2 distinct → 3 stored, one with count 5
         flow = {"family": 4, "proto": 6, "src": "198.18.1.5", "sport": 4000, "dst": "198.18.2.5", "dport": 22}
@@ -349,6 +351,7 @@ def test_enforcer_survives_a_hostile_controller(lab: Lab) -> None:
                      [msgpack.packb([1, 2, "yes", "v", 1, ""])]):  # fmt: skip
             router.send_multipart([identity, *junk])
         router.send_multipart([identity, *M.encode_control(M.Welcome(True, "x", 1.0, ""))])
+        router.send_multipart([identity, *M.encode_control(M.PolicyDelta(7, 8, {"base": 7, "version": 8}))])
         router.send_multipart(
             [identity, *M.encode_control(M.PolicyPush(5, {"version": 5, "groups": "not a list"}))]
         )
@@ -358,7 +361,9 @@ def test_enforcer_survives_a_hostile_controller(lab: Lab) -> None:
             if router.poll(200):
                 _, *frames = router.recv_multipart()
                 msg = M.decode_control(frames)
-                if isinstance(msg, M.PolicyAck):
+                if isinstance(msg, M.PolicyAck) and msg.version == 8:
+                    assert not msg.ok and msg.reasons == ["resync: have version 0"]  # a gap: full wanted
+                elif isinstance(msg, M.PolicyAck):
                     ack = msg
         assert ack is not None and not ack.ok and "groups" in ack.reasons[0]
         wait_for(lambda: service.counters[A.CONTROL_MALFORMED] >= 3, what="malformed counted")

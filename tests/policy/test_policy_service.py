@@ -177,6 +177,120 @@ def test_second_policy_process_is_refused(private_dir: Path) -> None:
         proc = start(cfg)
         proc.join(10)
         assert proc.exitcode not in (0, None)  # the tables lock is held by the first
+        # ... and the refused one touched none of the first one's sockets: events still arrive
+        flow = {"family": 4, "proto": 6, "src": "198.18.1.5", "sport": 1, "dst": "198.18.2.5", "dport": 22}
+        zctx = zmq.Context()
+        push = zctx.socket(zmq.PUSH)
+        push.setsockopt(zmq.LINGER, 2000)
+        push.connect(M.events_endpoint(cfg.paths.run_dir))
+        push.send(
+            M.encode(M.Events("w", [make_event(EventType.VIOLATION, "n", rule_id=5, flow=flow, action="x")]))
+        )
+        push.close()
+        zctx.term()
+        log = Path(cfg.paths.state_dir) / "events.jsonl"
+        wait_for(lambda: log.exists() and '"rule_id": 5' in log.read_text(), what="event after refused start")
     finally:
         stop_event.set()
         t.join(10)
+
+
+MEMBERS = """
+version: 1
+groups:
+  - {name: web, mode: protect, members: [{app: web, namespace: shop}]}
+  - {name: sites, mode: monitor, fqdns: ["*.example.com"]}
+rules:
+  - {id: 1, from: web, to: sites, ports: [tcp/443], action: allow}
+  - {id: 2, from: web, to: external, ports: any, action: deny}
+"""
+
+
+def test_workloads_and_dns_answers_resolve_label_and_fqdn_groups(private_dir: Path) -> None:
+    from policy.service import run_policy_service
+
+    policy_file = private_dir / "policy.yaml"
+    policy_file.write_text(MEMBERS)
+    settings = ServiceSettings(
+        node="n", run_dir=str(private_dir / "run"), state_dir=str(private_dir / "state"),
+        policy_file=str(policy_file), watch_interval_s=0.1, table_bytes=1 << 20,
+    )  # fmt: skip
+    stop_event = threading.Event()
+    box: list = []
+    t = threading.Thread(target=run_policy_service, args=(settings, stop_event, box.append), daemon=True)
+    t.start()
+    zctx = zmq.Context()
+    push = zctx.socket(zmq.PUSH)
+    push.setsockopt(zmq.LINGER, 1000)
+    try:
+        wait_for(lambda: box)
+        tables = open_shared_tables(settings.run_dir, slot=0)
+        wait_for(lambda: tables.version() == 1)
+        pod, site = ip("198.18.1.7"), ip("198.18.9.20")
+        assert tables.decide(4, pod, site, 6, 443).src_group == "external"  # no workloads known yet
+        push.connect(M.policy_input_endpoint(settings.run_dir))
+        push.send(b"\x93garbage")
+        wl = M.WorkloadUpdate(
+            "runtime", True, [("pod-1", [pod, ip("fd00::7")], {"app": "web", "namespace": "shop"})], []
+        )
+        push.send(M.encode_policy_input(wl))
+        wait_for(lambda: tables.decide(4, pod, site, 6, 443).src_group == "web", what="workload in its group")
+        d = tables.decide(4, pod, site, 6, 443)
+        assert (d.dst_group, d.rule_id, d.action) == ("external", 2, Action.DENY)
+        answers = [("www.example.com.", [site], 5), ("example.org", [ip("198.18.9.21")], 300)]
+        push.send(M.encode_policy_input(M.DnsAnswers("worker 0", answers)))
+        wait_for(lambda: tables.decide(4, pod, site, 6, 443).dst_group == "sites", what="DNS answer applied")
+        assert tables.decide(4, pod, site, 6, 443).action == Action.ALLOW
+        assert tables.decide(4, pod, ip("198.18.9.21"), 6, 443).dst_group == "external"  # no pattern wants it
+        push.send(M.encode_policy_input(M.WorkloadUpdate("runtime", False, [], ["pod-1"])))
+        wait_for(lambda: tables.decide(4, pod, site, 6, 443).src_group == "external", what="workload removed")
+        service = box[0]
+        assert service.counters["message.malformed"] == 1
+        assert service.applier.version == 1  # members change the tables, not the policy version
+        tables.close()
+    finally:
+        push.close()
+        zctx.term()
+        stop_event.set()
+        t.join(10)
+
+
+def test_policy_input_codec_rejects_bad_frames() -> None:
+    import pytest
+
+    good = M.WorkloadUpdate("r", False, [("w", [bytes(4)], {"a": "b"})], ["x"])
+    assert M.decode_policy_input(M.encode_policy_input(good)) == good
+    import msgpack
+
+    for bad in (
+        msgpack.packb([1, 1, "r", [["w", [b"\x01\x02\x03"], {}]], False, []]),  # 3-byte address
+        msgpack.packb([1, 1, "r", [["w", [], {"a": 1}]], False, []]),  # label value not a string
+        msgpack.packb([1, 2, "r", [["n", [bytes(16)], "ttl"]]]),
+        msgpack.packb([1, 9, "r", []]),
+        msgpack.packb([2, 1, "r", [], False, []]),
+        b"\xc1",
+    ):
+        with pytest.raises(M.MessageError):
+            M.decode_policy_input(bad)
+
+
+def test_last_known_good_that_no_longer_fits_falls_back_to_startup(private_dir: Path) -> None:
+    from policy.service import PolicyService
+    from policy.synth import synthetic_policy
+
+    state = private_dir / "state"
+    LastKnownGood(state / "policy").save(synthetic_policy(3000, 6000))
+    settings = ServiceSettings(
+        node="n", run_dir=str(private_dir / "run"), state_dir=str(state), startup_mode=Mode.PROTECT,
+        table_bytes=1 << 19,
+    )  # fmt: skip
+    service = PolicyService(settings)
+    try:
+        assert service.counters["policy.tables_full"] == 1
+        assert service.applier.current == startup_snapshot(Mode.PROTECT)
+        tables = open_shared_tables(settings.run_dir, slot=0)
+        d = tables.decide(4, ip("198.18.1.1"), ip("198.18.2.1"), 6, 80)
+        assert (d.action, d.final) == (Action.DENY, True)
+        tables.close()
+    finally:
+        service.close()

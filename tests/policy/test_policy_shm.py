@@ -75,7 +75,7 @@ def _compiled(version: int, mode: str):
 
 
 def test_generation_switch_and_acknowledgements(private_dir: Path) -> None:
-    writer = TablesWriter(private_dir / "policy.tables", table_bytes=1 << 16)
+    writer = TablesWriter(private_dir / "policy.tables", table_bytes=1 << 19)
     reader = SharedTables(writer.path, slot=3)
     try:
         assert stat.S_IMODE(os.stat(writer.path).st_mode) == 0o600
@@ -105,7 +105,7 @@ def test_generation_switch_and_acknowledgements(private_dir: Path) -> None:
 
 
 def test_idle_reader_costs_a_bounded_wait_and_a_counted_forced_reuse(private_dir: Path) -> None:
-    writer = TablesWriter(private_dir / "policy.tables", table_bytes=1 << 16, reuse_wait=0.02)
+    writer = TablesWriter(private_dir / "policy.tables", table_bytes=1 << 19, reuse_wait=0.02)
     reader = SharedTables(writer.path, slot=0)
     try:
         writer.publish(_compiled(1, "protect"))
@@ -122,7 +122,7 @@ def test_idle_reader_costs_a_bounded_wait_and_a_counted_forced_reuse(private_dir
 
 
 def test_dead_reader_slot_does_not_block_the_writer(private_dir: Path) -> None:
-    writer = TablesWriter(private_dir / "policy.tables", table_bytes=1 << 16, reuse_wait=5.0)
+    writer = TablesWriter(private_dir / "policy.tables", table_bytes=1 << 19, reuse_wait=5.0)
     try:
         writer.publish(_compiled(1, "protect"))
 
@@ -147,14 +147,14 @@ def test_dead_reader_slot_does_not_block_the_writer(private_dir: Path) -> None:
 
 def test_second_writer_is_refused_and_restart_continues(private_dir: Path) -> None:
     path = private_dir / "policy.tables"
-    writer = TablesWriter(path, table_bytes=1 << 16)
+    writer = TablesWriter(path, table_bytes=1 << 19)
     writer.publish(_compiled(1, "protect"))
     with pytest.raises(TablesError, match="another policy process"):
-        TablesWriter(path, table_bytes=1 << 16)
+        TablesWriter(path, table_bytes=1 << 19)
     reader = SharedTables(path, slot=0)
     assert reader.generation() == 1
     writer.close()
-    writer = TablesWriter(path, table_bytes=1 << 16)  # restarted policy process reattaches
+    writer = TablesWriter(path, table_bytes=1 << 19)  # restarted policy process reattaches
     try:
         assert writer.generation() == 1
         assert reader.decide(4, ip("198.18.1.1"), ip("198.18.2.1"), 6, 22).action == Action.DENY
@@ -167,12 +167,12 @@ def test_second_writer_is_refused_and_restart_continues(private_dir: Path) -> No
 
 def test_resized_tables_retire_the_old_file_and_readers_follow(private_dir: Path) -> None:
     path = private_dir / "policy.tables"
-    writer = TablesWriter(path, table_bytes=1 << 16)
+    writer = TablesWriter(path, table_bytes=1 << 19)
     writer.publish(_compiled(1, "protect"))
     reader = SharedTables(path, slot=0)
     assert reader.generation() == 1
     writer.close()
-    writer = TablesWriter(path, table_bytes=1 << 17)
+    writer = TablesWriter(path, table_bytes=1 << 20)
     try:
         assert writer.generation() == 0
         writer.publish(_compiled(5, "monitor"))
@@ -244,7 +244,7 @@ def _reader_proc(path: str, slot: int, cache: bool, stop, result) -> None:
 
 def _writer_proc(path: str, ready, stop) -> None:
     variants = [compile_policy(_variant(v)) for v in range(VARIANTS)]
-    writer = TablesWriter(path, table_bytes=1 << 18, reuse_wait=0.0005)
+    writer = TablesWriter(path, table_bytes=1 << 19, reuse_wait=0.0005)
     writer.publish(variants[1])
     ready.set()
     deadline = time.monotonic() + 60
@@ -288,3 +288,54 @@ def test_torture_writer_swaps_while_readers_verify(private_dir: Path) -> None:
         assert checked > 1000
         assert generations > 50, f"reader {slot} saw only {generations} generations"
     print("torture:", stats)
+
+
+NESTED = """
+version: 1
+groups:
+  - {name: all, mode: protect, members: [198.18.0.0/15, "fd00::/8"]}
+  - {name: a16, mode: protect, members: [198.18.0.0/16, "fd00:198::/32"]}
+  - {name: a20, mode: protect, members: [198.19.16.0/20, "fd00:198:18::/48"]}
+  - {name: a22, mode: protect, members: [198.18.4.0/22, "fd00:198:18:4::/64"]}
+  - {name: a24, mode: protect, members: [198.18.5.0/24, "fd00:198:18:4:1::/80"]}
+  - {name: a25, mode: protect, members: [198.18.5.128/25, "fd00:198:18:4:1::80/121"]}
+  - {name: a30, mode: protect, members: [198.18.5.132/30, 198.18.4.0/31, "fd00:198:18:4:1::84/126"]}
+  - {name: host, mode: protect, members: [198.18.5.133, 198.19.16.1, "fd00:198:18:4:1::85"]}
+  - {name: other, mode: monitor, members: [198.20.0.0/14]}
+"""
+
+
+def test_prefix_nesting_at_every_trie_level(private_dir: Path) -> None:
+    compiled = compile_policy(parse_policy_text(NESTED))
+    writer = TablesWriter(private_dir / "policy.tables", table_bytes=1 << 20)
+    try:
+        writer.publish(compiled)
+        expected = DictTables(compiled, generation=1)
+        shared = SharedTables(writer.path, slot=0, cache=False)
+        seen = set()
+        addrs = [ipaddress.ip_address("198.18.4.0") + i for i in range(0, 512)]
+        addrs += [
+            ipaddress.ip_address(a)
+            for a in (
+                "198.17.255.255",
+                "198.18.0.0",
+                "198.19.16.0",
+                "198.19.31.255",
+                "198.19.32.0",
+                "198.20.0.1",
+                "198.23.255.255",
+                "198.24.0.0",
+            )
+        ]
+        addrs += [ipaddress.ip_address("fd00:198:18:4:1::") + i for i in range(0, 160)]
+        addrs += [ipaddress.ip_address(a) for a in ("fd00::1", "fd00:198:18::1", "fdff::1", "fe80::1")]
+        for a in addrs:
+            fam = 4 if a.version == 4 else 6
+            other = ip("198.18.5.133") if fam == 4 else ip("fd00:198:18:4:1::85")
+            want = expected.decide(fam, a.packed, other, 6, 80)
+            assert shared.decide(fam, a.packed, other, 6, 80) == want, a
+            seen.add(want.src_group)
+        assert seen == {"all", "a16", "a20", "a22", "a24", "a25", "a30", "host", "other", "external"}
+        shared.close()
+    finally:
+        writer.close(unlink=True)

@@ -1,0 +1,157 @@
+"""The runtime-security child: the runtime monitor under the supervisor, fed by the policy in force.
+
+The policy process persists every policy it applies (the last-known-good file in the state directory);
+this child reads the process profiles and file rules from there whenever the file changes. Events go to
+the policy process like every other producer's, counters to the supervisor with the heartbeat.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import ipaddress
+import logging
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from pipeline import messages as M
+from pipeline.config import Config
+
+log = logging.getLogger(__name__)
+
+INVENTORY_PERIOD_S = 5.0  # how often the node's workloads and their addresses are sent to the policy process
+# Events held between two sends to the policy process; more are counted as dropped.
+MAX_PENDING_EVENTS = 8192
+SEND_PERIOD_S = 0.2
+
+
+class PolicyFileProfiles:
+    """`get_profiles()` for the monitor: the runtime view of the last-known-good policy, re-read on change."""
+
+    def __init__(self, state_dir: str) -> None:
+        from policy.service import LKG_FILE
+
+        self.path = Path(state_dir) / "policy" / LKG_FILE
+        self._signature: tuple[int, int] | None = None
+        self._policy: Any = None
+
+    def __call__(self) -> Any:
+        from policy.loader import load_policy
+        from policy.runtime_view import runtime_policy
+        from runtime.profiles import RuntimePolicy
+
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return self._policy or RuntimePolicy()
+        signature = (st.st_mtime_ns, st.st_size)
+        if signature != self._signature:
+            self._policy = runtime_policy(
+                load_policy(self.path)
+            )  # a bad file raises: the monitor keeps the last
+            self._signature = signature
+        return self._policy
+
+
+class WorkloadInventory:
+    """The node's workloads with their addresses and intrinsic labels, for the policy's label groups."""
+
+    def __init__(self) -> None:
+        from runtime.identity import WorkloadResolver
+
+        self.resolver = WorkloadResolver()
+
+    def update(self) -> M.WorkloadUpdate:
+        from runtime.identity import node_workloads
+
+        self.resolver.refresh_names()
+        pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
+        workloads = []
+        for key, (workload, addresses, _pid) in node_workloads(self.resolver, pids).items():
+            packed = sorted(ipaddress.ip_address(a).packed for a in addresses)
+            workloads.append((key, packed, workload.intrinsic_labels()))
+        return M.WorkloadUpdate("runtime", True, workloads, [])
+
+
+def run_runtime_child(config: Config, node: str) -> int:
+    from runtime.monitor import run_runtime_monitor
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    settings = dataclasses.replace(
+        config.runtime,
+        node=node,
+        protected_pids=tuple({*config.runtime.protected_pids, os.getppid(), os.getpid()}),
+    )
+    pending: collections.deque[dict[str, Any]] = collections.deque()
+    counters: dict[str, int] = {}
+
+    def emit(event: dict[str, Any]) -> None:
+        if len(pending) < MAX_PENDING_EVENTS:
+            pending.append(event)
+        else:
+            counters["events.dropped"] = counters.get("events.dropped", 0) + 1
+
+    sender = threading.Thread(target=_send_loop, args=(config, pending, counters, stop), name="runtime-send")
+    sender.start()
+    try:
+        return run_runtime_monitor(settings, PolicyFileProfiles(config.paths.state_dir), emit, stop, counters)
+    finally:
+        stop.set()
+        sender.join(timeout=5)
+
+
+def _send_loop(
+    config: Config,
+    pending: collections.deque[dict[str, Any]],
+    counters: dict[str, int],
+    stop: threading.Event,
+) -> None:
+    """The only user of this child's ZeroMQ sockets: events to the policy process, heartbeats."""
+    run_dir = config.paths.run_dir
+    ctx = zmq.Context(1)
+    events = ctx.socket(zmq.PUSH)
+    events.setsockopt(zmq.LINGER, 500)
+    events.setsockopt(zmq.SNDHWM, 64)
+    events.connect(M.events_endpoint(run_dir))
+    supervisor = ctx.socket(zmq.PUSH)
+    supervisor.setsockopt(zmq.LINGER, 0)
+    supervisor.setsockopt(zmq.SNDHWM, 8)
+    supervisor.connect(M.supervisor_endpoint(run_dir))
+    policy_input = ctx.socket(zmq.PUSH)
+    policy_input.setsockopt(zmq.LINGER, 0)
+    policy_input.setsockopt(zmq.SNDHWM, 4)
+    policy_input.connect(M.policy_input_endpoint(run_dir))
+    inventory = WorkloadInventory()
+    period = min(SEND_PERIOD_S, config.supervisor.heartbeat_interval_ms / 1000.0)
+    next_inventory = 0.0
+    try:
+        while True:
+            if time.monotonic() >= next_inventory:
+                next_inventory = time.monotonic() + INVENTORY_PERIOD_S
+                try:
+                    policy_input.send(M.encode_policy_input(inventory.update()), zmq.NOBLOCK)
+                except zmq.Again:
+                    counters["workloads.dropped"] = counters.get("workloads.dropped", 0) + 1
+            batch = [pending.popleft() for _ in range(min(len(pending), M.MAX_EVENTS_PER_BATCH))]
+            if batch:
+                try:
+                    events.send(M.encode(M.Events("runtime", batch)), zmq.NOBLOCK)
+                except zmq.Again:
+                    counters["events.dropped"] = counters.get("events.dropped", 0) + len(batch)
+            snapshot = {k: int(v) for k, v in list(counters.items())}
+            try:
+                supervisor.send(M.encode(M.Heartbeat("runtime", 0, os.getpid(), snapshot)), zmq.NOBLOCK)
+            except zmq.Again:
+                pass
+            if stop.wait(period) and not pending:
+                return
+    finally:
+        ctx.destroy(linger=500)

@@ -1,0 +1,169 @@
+"""Reference controller pieces: policy directory merge, event store, CLI queries, keys; the control
+message codec under hostile input."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import stat
+import time
+from pathlib import Path
+
+import msgpack
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline import messages as M
+from policy.controller import EventStore, load_policy_dir, register
+from policy.events import EventType, make_event
+from policy.loader import parse_policy
+from policy.model import PolicyError
+
+DATA = Path(__file__).parent / "data"
+DEMO = Path(__file__).resolve().parents[2] / "config" / "policies" / "demo.yaml"
+
+
+def run(*argv: str) -> int:
+    parser = argparse.ArgumentParser(prog="enforcer")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(list(argv))
+    return int(args.func(args))
+
+
+def test_policy_directory_merges_native_and_crd_files(tmp_path: Path) -> None:
+    demo = yaml.safe_load(DEMO.read_text())
+    demo["groups"] = [g for g in demo["groups"] if g["name"] != "example-sites"]
+    (tmp_path / "10-demo.yaml").write_text(yaml.safe_dump(demo))
+    shutil.copy(DATA / "nv_security_rules.yaml", tmp_path / "20-neuvector.yaml")
+    shutil.copy(DATA / "nv_security_rules.yaml", tmp_path / "30-same-groups-again.yaml")
+    (tmp_path / "notes.txt").write_text("ignored")
+    doc = load_policy_dir(tmp_path)
+    snap = parse_policy(doc)
+    names = {g.name for g in snap.groups}
+    assert {"servers", "nv.nginx-pod.demo", "external"} <= names
+    assert len(snap.rules) == 5 + 6  # the CRD export holds 6 rules, repeated by the third file
+
+
+def test_policy_directory_conflicts_name_the_file(tmp_path: Path) -> None:
+    shutil.copy(DEMO, tmp_path / "a.yaml")
+    shutil.copy(DEMO, tmp_path / "b.yaml")
+    assert len(load_policy_dir(tmp_path)["rules"]) == 5  # identical groups and rules merge
+    (tmp_path / "b.yaml").write_text(DEMO.read_text().replace("mode: protect", "mode: monitor"))
+    with pytest.raises(PolicyError, match="b.yaml: group 'servers' is also defined, differently, in a.yaml"):
+        load_policy_dir(tmp_path)
+    (tmp_path / "b.yaml").write_text("version: [\n")
+    with pytest.raises(PolicyError, match="b.yaml: not valid YAML"):
+        load_policy_dir(tmp_path)
+
+
+def _events(n: int, node: str = "node-1") -> list[dict]:
+    flow = {"family": 4, "proto": 6, "src": "198.18.1.5", "sport": 1, "dst": "198.18.2.5", "dport": 80}
+    return [make_event(EventType.VIOLATION, node, rule_id=i, flow=flow, action="deny") for i in range(n)]
+
+
+def test_event_store_is_idempotent_and_fast_enough(tmp_path: Path) -> None:
+    store = EventStore(tmp_path / "c.db")
+    events = _events(20_000)
+    t0 = time.perf_counter()
+    for i in range(0, len(events), 512):
+        store.add_events("node-1", events[i : i + 512])
+    rate = len(events) / (time.perf_counter() - t0)
+    assert store.count() == 20_000
+    assert store.add_events("node-1", events[:512]) == 0  # a batch resent after a lost ack
+    assert store.count() == 20_000
+    assert rate > 5_000, f"ingest {rate:.0f} events/s"  # the benchmark script reports the real figure
+    store.close()
+
+
+def test_controller_cli_queries(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = tmp_path / "c.db"
+    store = EventStore(db)
+    store.add_events("node-1", _events(3))
+    conn = [
+        make_event(EventType.CONNECTION, "node-1", client_group="clients", server_group="servers", app="HTTP",
+                   port=80, count=4, proto=6),
+        make_event(EventType.CONNECTION, "node-1", client_group="clients", server_group="dns", app="DNS",
+                   port=53, count=1, proto=17),
+    ]  # fmt: skip
+    store.add_events("node-1", conn)
+    store.upsert_node("node-1", version="0.1.0", policy_version=3, status="connected", last_seen=time.time())
+    store.close()
+
+    assert run("controller", "events", "--db", str(db), "--type", "violation", "--since", "5m") == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [e["rule_id"] for e in lines] == [0, 1, 2]
+    assert run("controller", "events", "--db", str(db), "--since", "1900000000") == 0
+    assert capsys.readouterr().out == ""
+    assert run("controller", "events", "--db", str(db), "--since", "soon") == 2
+    assert run("controller", "--db", str(db), "nodes") == 0
+    node = json.loads(capsys.readouterr().out)
+    assert (node["node"], node["policy_version"]) == ("node-1", 3)
+    out = tmp_path / "learned.yaml"
+    assert run("controller", "learned", "--db", str(db), "--export", str(out)) == 0
+    rules = yaml.safe_load(out.read_text())["rules"]
+    assert [(r["from"], r["to"], r["ports"], r["applications"]) for r in rules] == [
+        ("clients", "dns", ["udp/53"], ["DNS"]),
+        ("clients", "servers", ["tcp/80"], ["HTTP"]),
+    ]
+    assert run("controller", "events", "--db", str(tmp_path / "absent.db")) == 2
+
+
+def test_controller_serve_needs_its_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run("controller", "--policy-dir", str(tmp_path)) == 2
+    assert "--secret-key is required" in capsys.readouterr().err
+
+
+def test_keys_command_writes_certificates(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run("controller", "keys", "--dir", str(tmp_path / "k"), "controller", "node-1") == 0
+    secret = tmp_path / "k" / "node-1.key_secret"
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "k").stat().st_mode) == 0o700
+    assert run("controller", "keys", "--dir", str(tmp_path / "k"), "../evil") == 2
+
+
+def test_control_messages_round_trip() -> None:
+    msgs: list[M.ControlMessage] = [
+        M.Hello("n", "0.1.0", ["a"], 3),
+        M.Welcome(False, "0.1.0", 2.0, "no"),
+        M.PolicyPush(4, {"version": 4, "groups": [{"name": "g"}]}),
+        M.PolicyAck(4, False, ["bad"]),
+        M.EventBatch(9, _events(2)),
+        M.EventAck([9, 10]),
+        M.ControlHeartbeat("n", {"x": 1}),
+    ]
+    for msg in msgs:
+        assert M.decode_control(M.encode_control(msg)) == msg
+
+
+_junk = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats() | st.text(max_size=10)
+    | st.binary(max_size=10),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=5), inner, max_size=5),
+    max_leaves=15,
+)  # fmt: skip
+_headers = st.builds(
+    lambda proto, kind, fields: msgpack.packb([proto, kind, *fields], use_bin_type=True),
+    st.sampled_from([1, 1, 1, 2, "1"]),
+    st.integers(0, 9) | _junk,
+    st.lists(_junk, max_size=6),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(st.binary(max_size=64), max_size=3)
+    | st.tuples(_headers).map(list)
+    | st.tuples(
+        _headers, st.binary(max_size=64) | _junk.map(lambda j: msgpack.packb(j, use_bin_type=True))
+    ).map(list)
+)
+def test_control_decode_raises_only_message_error(frames: list[bytes]) -> None:
+    try:
+        msg = M.decode_control(frames)
+    except M.MessageError as exc:
+        assert exc.anomaly.startswith("control.")
+        return
+    assert M.decode_control(M.encode_control(msg)) == msg

@@ -1,0 +1,107 @@
+"""run_runtime_monitor as the supervisor calls it: settings errors, policy errors, the /proc fallback."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import pytest
+
+from pipeline import anomalies
+from policy.lookup import Mode
+from runtime.monitor import run_runtime_monitor
+from runtime.profiles import RuntimePolicy
+from runtime.settings import RuntimeSettings
+from tests.runtime.conftest import Harness, kill_tree, spawn_in
+from tests.runtime.test_process_monitor import copy_bin, policy, settings
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("event_queue_max", 0),
+        ("loop_tick_s", -1.0),
+        ("file_backend", "dnotify"),
+        ("reverse_shell_recheck_s", -1),
+    ],
+)
+def test_invalid_settings_exit_2_naming_the_key(
+    field: str, value: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    events: list[dict[str, object]] = []
+    bad = RuntimeSettings(**{field: value})  # type: ignore[arg-type]
+    rc = run_runtime_monitor(bad, RuntimePolicy, events.append, threading.Event())
+    assert rc == 2 and not events
+    assert f"runtime.{field}" in caplog.text
+
+
+def test_a_failing_policy_source_keeps_the_previous_policy(netns: str, tmp_path) -> None:
+    forbidden = copy_bin("sleep", str(tmp_path), "forbidden")
+    calls = {"n": 0}
+    good = policy(netns, Mode.PROTECT)
+
+    def get_profiles() -> RuntimePolicy:
+        calls["n"] += 1
+        if calls["n"] > 1:
+            raise RuntimeError("policy store unavailable")
+        return good
+
+    events: list[dict[str, object]] = []
+    counters: dict[str, int] = {}
+    stop = threading.Event()
+    t = threading.Thread(
+        target=run_runtime_monitor,
+        args=(settings(protected_pids=()), get_profiles, events.append, stop),
+        kwargs={"counters": counters},
+    )
+    t.start()
+    try:
+        from tests.runtime.conftest import wait_for
+
+        assert wait_for(lambda: counters.get(anomalies.RUNTIME_PROFILE_ERROR, 0) >= 2)
+        # The policy of the first call is still in force. (This monitor runs in the test's process,
+        # so the pod process must not descend from it: it is started through `setsid -f`.)
+        p = spawn_in(netns, "setsid", "-f", forbidden, "30")
+        p.wait(5)
+        assert wait_for(
+            lambda: [e for e in events if e.get("action") == "killed" and e.get("name") == "forbidden"]
+        ), (events, counters)
+    finally:
+        stop.set()
+        t.join(10)
+    assert not t.is_alive()
+
+
+def test_without_the_connector_the_proc_scan_still_enforces(
+    netns: str, harness: Callable[..., Harness], tmp_path
+) -> None:
+    forbidden = copy_bin("sleep", str(tmp_path), "forbidden")
+    h = harness(settings(use_connector=False, proc_scan_interval_s=0.2), policy(netns, Mode.PROTECT))
+    started = h.find(what="runtime.started")[0]
+    assert started["connector"] is False
+    p = spawn_in(netns, forbidden, "30")
+    try:
+        assert p.wait(5) == -9
+        ev = h.wait(type="process", action="killed", name="forbidden")
+        assert ev and "latency_ms" not in ev[0]  # found by the scan, not announced by the kernel
+        assert h.counters.get(anomalies.RUNTIME_CONNECTOR_UNAVAILABLE) == 1
+    finally:
+        kill_tree([p.pid])
+
+
+def test_a_burst_beyond_the_queue_is_counted_and_enforcement_goes_on(
+    netns: str, harness: Callable[..., Harness], tmp_path
+) -> None:
+    """Thousands of execs against a small queue: drops are counted, nothing blocks, and a forbidden
+    program started right after is still reported (the periodic scan repairs what the queue dropped)."""
+    from tests.runtime.conftest import wait_for
+    from tests.runtime.test_process_monitor import in_pod
+
+    forbidden = copy_bin("sleep", str(tmp_path), "forbidden")
+    h = harness(settings(event_queue_max=32, proc_scan_interval_s=0.3), policy(netns, Mode.MONITOR))
+    burst = "i=0; while [ $i -lt 2000 ]; do /bin/true; i=$((i+1)); done"
+    r = in_pod(netns, f"({burst}) & ({burst}) & wait; {forbidden} 1")
+    assert r.returncode == 0
+    assert wait_for(lambda: h.counters.get(anomalies.RUNTIME_EVENT_QUEUE_FULL, 0) > 0), h.counters
+    assert h.wait(type="process", action="violation", name="forbidden")
+    assert wait_for(lambda: h.counters.get(anomalies.RUNTIME_PROCESS_UNEXAMINED, 0) > 0)
