@@ -122,7 +122,7 @@ def _running(name: str) -> bool:
     return out.stdout.strip() == "true"
 
 
-def run(image: str, caps: list[str], prefix: str) -> None:
+def run(image: str, caps: list[str], prefix: str, pid: str = "host") -> None:
     tmp = Path(tempfile.mkdtemp(prefix="enforcer-container-lab-"))
     name = f"{prefix}-enforcer"
     servers: list[subprocess.Popen[str]] = []
@@ -146,7 +146,7 @@ def run(image: str, caps: list[str], prefix: str) -> None:
 
             cap_args = [a for c in caps for a in ("--cap-add", c)]
             _podman(
-                "run", "-d", "--name", name, "--network", f"ns:/run/netns/{lab.node}", "--pid", "host",
+                "run", "-d", "--name", name, "--network", f"ns:/run/netns/{lab.node}", "--pid", pid,
                 "--cap-drop", "all", *cap_args, "--read-only",
                 "--tmpfs", "/run/enforcer:mode=0700", "--tmpfs", "/tmp",
                 "-v", f"{tmp / 'enforcer.toml'}:/etc/enforcer/enforcer.toml:ro",
@@ -237,12 +237,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--image", required=True)
     p.add_argument("--cap", action="append", default=[], help="capability to grant (repeat)")
     p.add_argument("--prefix", default="ctrlab", help="lab namespace prefix (at most 6 letters or digits)")
+    p.add_argument(
+        "--pid",
+        choices=("host", "private"),
+        default="host",
+        help="host: the host's PID namespace, as the DaemonSet's hostPID; private: the enforcer is PID 1",
+    )
     args = p.parse_args(argv)
     if not args.cap:
         print("container-lab: no --cap given", file=sys.stderr)
         return 2
     try:
-        run(args.image, args.cap, args.prefix)
+        run(args.image, args.cap, args.prefix, args.pid)
     except (CheckFailed, LabError) as exc:
         print(f"container-lab: FAILED: {exc}", file=sys.stderr)
         return 1
