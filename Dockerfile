@@ -18,7 +18,7 @@ ENV DEBIAN_FRONTEND=noninteractive \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
-      python3 python3-venv python3-dev gcc libc6-dev libnetfilter-queue-dev \
+      python3 python3-venv python3-dev gcc libc6-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # Dependencies first, from pyproject.toml alone: a change to the code does not refetch them.
@@ -41,11 +41,11 @@ RUN /opt/venv/bin/pip install --no-deps --no-build-isolation /src \
 FROM ${BASE}
 ENV DEBIAN_FRONTEND=noninteractive
 # Run-time needs only: the interpreter, iptables (nft and legacy backends) for our chains,
-# iproute2 for namespaces and links, libnetfilter-queue1 for a C queue binding, conntrack to
-# inspect and flush connection marks.
+# iproute2 for namespaces and links, conntrack for operators to inspect connection marks. The NFQUEUE
+# binding is our own (pure-Python netlink), so no libnetfilter-queue.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
-      python3 iptables iproute2 libnetfilter-queue1 conntrack \
+      python3 iptables iproute2 conntrack \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /opt/venv /opt/venv
 # The documented default configuration; a DaemonSet mounts its ConfigMap over it.

@@ -129,6 +129,9 @@ run_in_lab() {
   echo "capabilities: $(daemonset_caps | tr '\n' ' ')"
   (cd "$REPO" && PYTHONPATH="$REPO" timeout 300 python3 "$HERE/container-lab.py" \
      --image "$IMAGE" --prefix "ci$(( $$ % 10000 ))" "${caps[@]}")
+  # And as a plain container would run it: its own PID namespace, the enforcer as PID 1.
+  (cd "$REPO" && PYTHONPATH="$REPO" timeout 300 python3 "$HERE/container-lab.py" \
+     --image "$IMAGE" --prefix "cp$(( $$ % 10000 ))" --pid private "${caps[@]}")
 }
 
 echo "container-test: kernel $(uname -r), driver $PODMAN_DRIVER, image $IMAGE"

@@ -25,14 +25,14 @@ PR_SET_NAME = 15
 PR_SET_PDEATHSIG = 1
 
 
-def die_with_parent() -> None:
+def die_with_parent(supervisor_pid: int) -> None:
     """Ask the kernel for SIGTERM when the supervisor dies, so no child outlives it (even on SIGKILL)."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
     except (OSError, AttributeError):
         pass
-    if os.getppid() == 1:  # the supervisor died before we asked
+    if supervisor_pid and os.getppid() != supervisor_pid:  # the supervisor died before we asked
         sys.exit(1)
 
 
@@ -51,8 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("index", type=int)
     parser.add_argument("--config-json", required=True)
     parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument("--supervisor-pid", type=int, default=0)
     args = parser.parse_args(argv)
-    die_with_parent()
+    die_with_parent(args.supervisor_pid)
     with open(args.config_json) as fh:
         config = config_from_dict(json.load(fh), environ={})
     name = (

@@ -248,6 +248,9 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
     environ = os.environ if environ is None else environ
     if path is None:
         path = environ.get(CONFIG_PATH_ENV) or DEFAULT_CONFIG_PATH
+        if path == DEFAULT_CONFIG_PATH and not DEFAULT_CONFIG_PATH.exists():
+            # Installed without the source tree: the built-in defaults are the shipped file's values.
+            return config_from_dict({}, environ)
     try:
         with open(path, "rb") as fh:
             doc = tomllib.load(fh)

@@ -92,7 +92,7 @@ class Supervisor:
     def _spawn(self, child: Child) -> None:
         cmd = [
             sys.executable, "-m", "pipeline.child", child.role, str(child.index),
-            "--config-json", self.config_json, "--seed", str(self.seed),
+            "--config-json", self.config_json, "--seed", str(self.seed), "--supervisor-pid", str(os.getpid()),
         ]  # fmt: skip
         # A session of its own: Ctrl-C reaches the supervisor only, which stops the children in order.
         child.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, start_new_session=True)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from .support import REPO, package_version
 
-RUNTIME_PACKAGES = {"python3", "iptables", "iproute2", "libnetfilter-queue1", "conntrack"}
+RUNTIME_PACKAGES = {"python3", "iptables", "iproute2", "conntrack"}
 COMPILERS = {"gcc", "g++", "cc", "clang", "build-essential", "python3-dev", "libc6-dev"}
 
 
@@ -97,7 +97,7 @@ def test_build_stage_has_the_compiler_and_makes_the_venv() -> None:
     installed: set[str] = set()
     for run in build.args("RUN"):
         installed |= _apt_packages(run)
-    assert {"gcc", "python3-dev", "libc6-dev", "libnetfilter-queue-dev"} <= installed
+    assert {"gcc", "python3-dev", "libc6-dev"} <= installed
     assert any("pip install" in run and "/src" in run for run in build.args("RUN"))
     assert "--from=build /opt/venv /opt/venv" in runtime.args("COPY")
 
