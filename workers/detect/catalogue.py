@@ -41,8 +41,10 @@ class ThreatAction(enum.StrEnum):
 Threshold = int | float
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True, slots=True, eq=False)
 class Threat:
+    """One built-in threat. Instances are the catalogue's singletons: compared and hashed by identity."""
+
     id: int
     name: str
     description: str
