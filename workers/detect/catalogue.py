@@ -41,7 +41,7 @@ class ThreatAction(enum.StrEnum):
 Threshold = int | float
 
 
-@dataclasses.dataclass(frozen=True, slots=True, eq=False)
+@dataclasses.dataclass(frozen=True, slots=True, eq=False, repr=False)
 class Threat:
     """One built-in threat. Instances are the catalogue's singletons: compared and hashed by identity."""
 
@@ -52,6 +52,9 @@ class Threat:
     action: ThreatAction
     thresholds: Mapping[str, Threshold] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
     enabled: bool = True
+
+    def __repr__(self) -> str:
+        return f"<Threat {self.id} {self.name}>"
 
 
 def _t(
@@ -147,7 +150,7 @@ THREATS: tuple[Threat, ...] = (
        "Apache Struts REST plugin XStream remote code execution (CVE-2017-9805)"),
     _t(1029, "dns_tunneling", S.HIGH, A.DROP,
        "DNS tunneling: long or high-entropy labels, or many unusual query types from one client",
-       max_label=52, min_entropy_length=40, entropy_bits=4.0, unusual_per_window=60, window=60.0),
+       max_label=52, min_entropy_length=50, entropy_bits=4.2, unusual_per_window=60, window=60.0),
     _t(1030, "k8s_extip_mitm", S.HIGH, A.RESET,
        "Kubernetes Service ExternalIP man-in-the-middle (CVE-2020-8554): traffic to a Service "
        "external IP from inside"),
@@ -247,3 +250,18 @@ class Finding(NamedTuple):
 
 # Bound on the excerpt a detector copies into a finding.
 MAX_FINDING_EXCERPT = 128
+
+
+class Hit(NamedTuple):
+    """What an application detector returns for one value: the engine adds the flow to make a Finding."""
+
+    threat: Threat
+    detail: str
+    excerpt: bytes = b""
+
+
+def excerpt_of(value: str | bytes, limit: int = MAX_FINDING_EXCERPT) -> bytes:
+    """A bounded excerpt of a value as bytes."""
+    if isinstance(value, str):
+        value = value[:limit].encode("utf-8", "replace")
+    return bytes(value[:limit])
