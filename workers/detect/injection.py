@@ -41,7 +41,17 @@ MAX_SQL_QUERY = 64 * 1024
 # Values made only of these cannot carry SQL injection (no spaces, quotes, operators or parentheses).
 _SQLI_SAFE = re.compile(r"[\w.\-@]*\Z", re.A)
 # ... nor XSS (no markup, quotes, attribute or scheme punctuation).
-_XSS_SAFE = re.compile(r"[^<>\"'`=:&(\\]*\Z")
+_XSS_SAFE = re.compile(r"[^<>\"'`=:&(\\%]*\Z")
+# What libinjection leaves to context, added for parameter values: a quote left open and then cut by a
+# comment (`admin' #`), a stacked statement, MySQL's PROCEDURE ANALYSE and system-variable probes.
+_QUOTE_COMMENT = re.compile(r"(['\"])\s*(?:--(?:\s|$)|#|/\*)")
+_SQLI_EXTRA = re.compile(
+    r";\s*(?:shutdown\b|drop\s+(?:table|database)\b|exec(?:ute)?\s|insert\s+into\b|update\s+\w+\s+set\b"
+    r"|delete\s+from\b|truncate\s|alter\s+(?:table|user)\b|create\s+(?:table|user)\b|declare\s+@)"
+    r"|\bprocedure\s+analyse\s*\(|@@(?:version|datadir|hostname|basedir|servername|identity)\b",
+    re.I,
+)
+_ENTITY = re.compile(r"&(?:#\d+;?|#x[0-9a-f]+;?|[a-z]+;)", re.I)
 _SCRIPT_SCHEME = ("javascript:", "vbscript:", "livescript:", "data:text/html")
 _SPACE_CONTROL = re.compile(r"[\s\x00-\x1f]+")
 
@@ -56,6 +66,12 @@ def sqli_value(value: str, plus: bool = False) -> Hit | None:
         result = libinjection.is_sql_injection(form)
         if result["is_sqli"]:
             return Hit(SQL_INJECTION, f"libinjection fingerprint {result['fingerprint']}", excerpt_of(form))
+        for m in _QUOTE_COMMENT.finditer(form):
+            if form.count(m.group(1), 0, m.start() + 1) % 2:
+                return Hit(SQL_INJECTION, "open quote cut by a comment", excerpt_of(form))
+        extra = _SQLI_EXTRA.search(form)
+        if extra is not None:
+            return Hit(SQL_INJECTION, f"pattern {extra.group()[:24]!r}", excerpt_of(form))
     return None
 
 
@@ -160,8 +176,9 @@ def check_request(
     (form or JSON by content type). At most one hit per threat."""
     path, _, query = uri.partition("?")
     hits = _first(path_values(path), False, sqli, xss)
-    # The whole query string too: an evasion may span the separators (`&#39;` splits at `&`).
-    whole = [query] if query else []
+    # The whole query string too when it holds HTML character references, which the pair split cuts
+    # apart (`&#39;` splits at `&` and `;`).
+    whole = [query] if _ENTITY.search(query) else []
     sources: tuple[tuple[Iterable[str], bool], ...] = (
         (pair_values(query), True),
         (whole, True),
@@ -246,6 +263,8 @@ def _true_comparison(left: tuple[str, str], op: str, right: tuple[str, str]) -> 
             a = a[:-2]
         if b.endswith(".0"):
             b = b[:-2]
+    if isinstance(a, str) and isinstance(b, str):  # default collations compare case-insensitively
+        a, b = a.lower(), b.lower()
     try:
         if op in ("=", "==", "like"):
             return bool(a == b)
