@@ -1,0 +1,167 @@
+"""Threat events: building them from findings, and aggregating repeats over a short window.
+
+`threat_event` turns a finding into a `threat` event of the one schema (`policy.events.make_event`): the
+flow, the group whose settings applied, the action actually taken, the threat id and a bounded excerpt.
+
+`EventAggregator` sits in front of any event sink (`emit`): the first threat event of a kind passes at
+once; identical ones within `window` seconds are counted, not sent, and `flush(now)` sends one summary
+per kind with the count when its window closes. "Identical" means same threat (and sensor), same
+action and group, and the same endpoints, except for volume threats where the attacker varies what it
+can: floods are keyed by their destination (spoofed sources would otherwise make one event each),
+per-source threats (scans, session floods, brute force) by their source. Non-threat events pass
+through untouched. The table is bounded (`max_keys`): a key evicted with repeats pending is flushed
+early rather than lost.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from policy.events import EventType, flow_fields, make_event
+from workers.detect.catalogue import BY_NAME, Finding, Severity, ThreatAction
+
+# Threats keyed by destination only / by source only when aggregating.
+BY_DESTINATION = frozenset({"syn_flood", "icmp_flood"})
+BY_SOURCE = frozenset({"source_session_flood", "port_scan", "mysql_access_denied", "dns_tunneling"})
+DEFAULT_WINDOW = 5.0
+DEFAULT_MAX_KEYS = 4096
+
+
+def threat_event(
+    node: str,
+    finding: Finding,
+    action: ThreatAction,
+    group: str,
+    now: float,
+    mode: str = "",
+    workload: str = "",
+) -> dict[str, Any]:
+    """The `threat` event for one finding (`action` is what was actually done, after the mode)."""
+    threat = finding.threat
+    family = 6 if len(finding.src) == 16 else 4
+    fields: dict[str, Any] = {
+        "name": threat.name,
+        "threat_id": threat.id,
+        "severity": str(threat.severity),
+        "action": str(action),
+        "flow": flow_fields(family, finding.proto, finding.src, finding.sport, finding.dst, finding.dport),
+        "group": group,
+        "detail": finding.detail,
+        "excerpt": finding.excerpt,
+        "count": 1,
+    }
+    if finding.sensor:
+        fields["sensor"] = finding.sensor
+    if mode:
+        fields["mode"] = mode
+    if workload:
+        fields["workload"] = workload
+    return make_event(EventType.THREAT, node, now, **fields)
+
+
+def _key(event: Mapping[str, Any]) -> tuple[Any, ...]:
+    name = event.get("name", "")
+    flow = event.get("flow") or {}
+    src, dst = flow.get("src", ""), flow.get("dst", "")
+    dport, proto = flow.get("dport", 0), flow.get("proto", 0)
+    if name in BY_DESTINATION:
+        src = ""
+        dport = 0
+    elif name in BY_SOURCE:
+        dst = ""
+        dport = 0
+    return (
+        name,
+        event.get("sensor", ""),
+        event.get("action", ""),
+        event.get("group", ""),
+        src,
+        dst,
+        dport,
+        proto,
+    )
+
+
+class _Slot:
+    __slots__ = ("start", "last", "repeats", "template")
+
+    def __init__(self, start: float, template: dict[str, Any]) -> None:
+        self.start = start
+        self.last = start
+        self.repeats = 0
+        self.template = template
+
+
+class EventAggregator:
+    """Wraps an event sink; threat events are aggregated, others pass straight through."""
+
+    def __init__(
+        self,
+        emit: Callable[[dict[str, Any]], None],
+        node: str,
+        window: float = DEFAULT_WINDOW,
+        max_keys: int = DEFAULT_MAX_KEYS,
+    ) -> None:
+        self._emit = emit
+        self.node = node
+        self.window = window
+        self.max_keys = max_keys
+        self._slots: OrderedDict[tuple[Any, ...], _Slot] = OrderedDict()  # oldest window first
+        self.suppressed = 0  # events folded into a count
+        self.evicted = 0  # keys flushed early because the table was full
+
+    def emit(self, event: dict[str, Any]) -> None:
+        if event.get("type") != EventType.THREAT.value:
+            self._emit(event)
+            return
+        now = float(event.get("time", 0.0))
+        key = _key(event)
+        slot = self._slots.get(key)
+        if slot is not None and now - slot.start < self.window:
+            slot.repeats += 1
+            slot.last = now
+            self.suppressed += 1
+            return
+        if slot is not None:
+            self._summary(self._slots.pop(key))
+        elif len(self._slots) >= self.max_keys:
+            _, oldest = self._slots.popitem(last=False)
+            self.evicted += 1
+            self._summary(oldest)
+        self._slots[key] = _Slot(now, event)
+        self._emit(event)
+
+    def flush(self, now: float, force: bool = False) -> None:
+        """Send the summaries of windows that have closed (all of them with `force`)."""
+        while self._slots:
+            key, slot = next(iter(self._slots.items()))
+            if not force and now - slot.start < self.window:
+                break
+            del self._slots[key]
+            self._summary(slot)
+
+    def _summary(self, slot: _Slot) -> None:
+        if not slot.repeats:
+            return
+        fields = {k: v for k, v in slot.template.items() if k not in ("type", "time", "node", "id")}
+        fields["count"] = slot.repeats
+        fields["aggregated"] = True
+        fields["first_time"] = slot.start
+        fields["last_time"] = slot.last
+        self._emit(make_event(EventType.THREAT, self.node, slot.last, **fields))
+
+    def __len__(self) -> int:
+        return len(self._slots)
+
+
+def severity_of(name: str) -> str:
+    """Catalogue severity of a threat name (DLP findings use the sensor threat's)."""
+    threat = BY_NAME.get(name)
+    return str(threat.severity) if threat is not None else str(Severity.MEDIUM)
+
+
+def address_text(addr: bytes) -> str:
+    return str(ipaddress.ip_address(addr))
