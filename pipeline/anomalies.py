@@ -54,3 +54,35 @@ DECODE_ANOMALIES = (
     DECODE_UDP_BAD_LENGTH,
     DECODE_ICMP_TRUNCATED,
 )
+
+# ---- DPI (workers/dpi/) -------------------------------------------------------------------------------
+# TCP reassembly (workers/dpi/stream.py)
+DPI_STREAM_RETRANSMISSION = "dpi.stream.retransmission"
+DPI_STREAM_OVERLAP = "dpi.stream.overlap"
+DPI_STREAM_OVERLAP_MISMATCH = "dpi.stream.overlap_mismatch"
+DPI_STREAM_BUFFER_FULL = "dpi.stream.buffer_full"
+DPI_STREAM_GAP = "dpi.stream.gap"
+DPI_STREAM_MIDSTREAM = "dpi.stream.midstream"
+# IP defragmentation (workers/dpi/defrag.py)
+DPI_FRAG_TABLE_FULL = "dpi.frag.table_full"
+DPI_FRAG_TOO_BIG = "dpi.frag.too_big"
+DPI_FRAG_TOO_MANY = "dpi.frag.too_many"
+DPI_FRAG_TIMEOUT = "dpi.frag.timeout"
+DPI_FRAG_OVERLAP = "dpi.frag.overlap"
+DPI_FRAG_MALFORMED = "dpi.frag.malformed"
+# Flow table and identification (workers/dpi/engine.py)
+DPI_FLOW_EVICTED = "dpi.flow.evicted"
+DPI_UNIDENTIFIED = "dpi.app.unidentified"
+DPI_PARSER_EXCEPTION = "dpi.parser.exception"
+DPI_PARSER_BUFFER_FULL = "dpi.parser.buffer_full"
+DPI_DETECTOR_EXCEPTION = "dpi.detector.exception"
+DPI_FQDN_EVICTED = "dpi.fqdn.evicted"
+# Parser anomalies (workers/dpi/parsers/*)
+DPI_HTTP_HEAD_TOO_LONG = "dpi.http.head_too_long"
+DPI_HTTP_BAD_CHUNK = "dpi.http.bad_chunk"
+DPI_TLS_BAD_RECORD = "dpi.tls.bad_record"
+DPI_DNS_POINTER_LOOP = "dpi.dns.pointer_loop"
+DPI_DNS_BAD_POINTER = "dpi.dns.bad_pointer"
+DPI_DNS_TRUNCATED = "dpi.dns.truncated"
+DPI_DNS_TOO_MANY_RECORDS = "dpi.dns.too_many_records"
+DPI_DNS_NAME_TOO_LONG = "dpi.dns.name_too_long"

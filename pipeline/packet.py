@@ -19,7 +19,9 @@ IPPROTO_TCP = 6
 IPPROTO_UDP = 17
 IPPROTO_ICMPV6 = 58
 # IPv6 extension headers we walk through to find the transport header
-_IPV6_EXT_HEADERS = frozenset((0, 43, 60, 135, 139, 140))  # hop-by-hop, routing, dst opts, mobility, HIP, shim6
+_IPV6_EXT_HEADERS = frozenset(
+    (0, 43, 60, 135, 139, 140)
+)  # hop-by-hop, routing, dst opts, mobility, HIP, shim6
 _IPV6_FRAGMENT = 44
 _IPV6_AH = 51
 # A bound on extension headers so a crafted chain cannot make decoding loop long.
@@ -77,8 +79,12 @@ class PacketMeta(NamedTuple):
 _ICMP_ECHO_TYPES = {4: frozenset((0, 8)), 6: frozenset((128, 129))}
 
 
-def _bad(family: int, anomaly: str, src: bytes = b"", dst: bytes = b"", proto: int = 0, ip_len: int = 0) -> PacketMeta:
-    return PacketMeta(family, proto, src, dst, 0, 0, 0, 0, 0, 0, -1, 0, Fragment.NONE, 0, 0, 0, ip_len, 0, 0, anomaly)
+def _bad(
+    family: int, anomaly: str, src: bytes = b"", dst: bytes = b"", proto: int = 0, ip_len: int = 0
+) -> PacketMeta:
+    return PacketMeta(
+        family, proto, src, dst, 0, 0, 0, 0, 0, 0, -1, 0, Fragment.NONE, 0, 0, 0, ip_len, 0, 0, anomaly
+    )
 
 
 def decode(buf: bytes) -> PacketMeta:
@@ -168,7 +174,26 @@ def _decode_l4(
     """Decode the transport header at `off`. `buf` may be shorter than `total` (a truncated copy)."""
     if fragment is Fragment.LATER:
         return PacketMeta(
-            family, proto, src, dst, 0, 0, 0, 0, 0, 0, -1, 0, fragment, frag_id, frag_offset, ttl, total, off, off, ""
+            family,
+            proto,
+            src,
+            dst,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            -1,
+            0,
+            fragment,
+            frag_id,
+            frag_offset,
+            ttl,
+            total,
+            off,
+            off,
+            "",
         )
     n = len(buf)
     if proto == IPPROTO_TCP:
@@ -208,5 +233,24 @@ def _decode_l4(
         )  # fmt: skip
     # Other transports (SCTP, GRE, ESP …): addresses only.
     return PacketMeta(
-        family, proto, src, dst, 0, 0, 0, 0, 0, 0, -1, 0, fragment, frag_id, frag_offset, ttl, total, off, off, ""
+        family,
+        proto,
+        src,
+        dst,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        -1,
+        0,
+        fragment,
+        frag_id,
+        frag_offset,
+        ttl,
+        total,
+        off,
+        off,
+        "",
     )

@@ -1,0 +1,122 @@
+"""Run the real enforcer inside a lab's node namespace (for the demo, the tests and the load test)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from lab.topology import Lab, LabError
+
+LAB_POLICY = Path(__file__).resolve().parent / "policy.yaml"
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return str(value)
+
+
+def write_config(path: Path, sections: dict[str, dict[str, Any]]) -> None:
+    lines = []
+    for section, keys in sections.items():
+        lines.append(f"[{section}]")
+        lines += [f"{k} = {_toml(v)}" for k, v in keys.items()]
+        lines.append("")
+    path.write_text("\n".join(lines))
+
+
+class LabEnforcer:
+    """`enforcer run` in the lab's node namespace with a private run/state directory."""
+
+    def __init__(self, lab: Lab, overrides: dict[str, dict[str, Any]] | None = None, policy: Path | None = LAB_POLICY):
+        self.lab = lab
+        self.tmp = Path(tempfile.mkdtemp(prefix="enforcer-lab-"))
+        sections: dict[str, dict[str, Any]] = {
+            "paths": {"run_dir": str(self.tmp / "run"), "state_dir": str(self.tmp / "state")},
+            "policy": {"file": str(policy) if policy else ""},
+            "supervisor": {"shutdown_grace_ms": 1000},
+        }
+        for section, keys in (overrides or {}).items():
+            sections.setdefault(section, {}).update(keys)
+        self.config_path = self.tmp / "enforcer.toml"
+        write_config(self.config_path, sections)
+        self.log_path = self.tmp / "enforcer.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, wait: bool = True, env: dict[str, str] | None = None) -> LabEnforcer:
+        log = open(self.log_path, "ab")
+        self.proc = self.lab.popen(
+            "node", sys.executable, "-m", "pipeline.cli", "run", "--config", str(self.config_path),
+            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+        )  # fmt: skip
+        if wait:
+            self.wait_enforcing()
+        return self
+
+    def wait_enforcing(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise LabError(f"enforcer exited with {self.proc.returncode}:\n{self.log()}")
+            if "NFQUEUE" in self.rules():
+                return
+            time.sleep(0.1)
+        raise LabError(f"enforcer not enforcing after {timeout}s:\n{self.log()}")
+
+    def rules(self) -> str:
+        v4 = self.lab.node_exec("iptables", "-S", check=False).stdout
+        v6 = self.lab.node_exec("ip6tables", "-S", check=False).stdout
+        return v4 + v6
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-6000:]
+        except OSError:
+            return ""
+
+    def events(self) -> list[dict[str, Any]]:
+        path = self.tmp / "state" / "events.jsonl"
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def status(self) -> dict[str, Any]:
+        out = self.lab.node_exec(
+            sys.executable, "-c",
+            "import urllib.request,sys;sys.stdout.write(urllib.request.urlopen('http://127.0.0.1:9464/status',"
+            "timeout=2).read().decode())",
+            check=False,
+        )  # fmt: skip
+        return json.loads(out.stdout) if out.returncode == 0 and out.stdout else {}
+
+    def child_pids(self) -> dict[str, int]:
+        return {c["name"]: c["pid"] for c in self.status().get("children", []) if c["alive"]}
+
+    def stop(self, timeout: float = 15.0) -> int:
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        return self.proc.returncode
+
+    def __enter__(self) -> LabEnforcer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,173 @@
+"""Traffic for the lab: echo servers and clients that check every byte that comes back.
+
+Run inside a lab namespace: `python -m lab.traffic serve --tcp 80 --udp 53`, `python -m lab.traffic tcp
+198.18.2.11 80 --bytes 100000`. Clients print one JSON line ({"ok": …, "error": …}) and exit 0 only when
+everything sent came back intact. Every loop is bounded in count and time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import socket
+import sys
+import threading
+import time
+
+MAX_SERVE_SECONDS = 600
+
+
+def _pattern(n: int) -> bytes:
+    block = hashlib.sha256(b"enforcer-lab").digest() * 64  # 2 KiB, not compressible into a pattern
+    return (block * (n // len(block) + 1))[:n]
+
+
+def serve(tcp_ports: list[int], udp_ports: list[int], seconds: float) -> int:
+    stop = threading.Event()
+    threads = []
+    for port in tcp_ports:
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind(("::", port))
+        sock.listen(1024)
+        threads.append(threading.Thread(target=_tcp_accept, args=(sock, stop), daemon=True))
+    for port in udp_ports:
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind(("::", port))
+        threads.append(threading.Thread(target=_udp_echo, args=(sock, stop), daemon=True))
+    for t in threads:
+        t.start()
+    print("ready", flush=True)
+    stop.wait(min(seconds, MAX_SERVE_SECONDS))
+    stop.set()
+    return 0
+
+
+def _tcp_accept(sock: socket.socket, stop: threading.Event) -> None:
+    sock.settimeout(0.5)
+    while not stop.is_set():
+        try:
+            conn, _ = sock.accept()
+        except TimeoutError:
+            continue
+        threading.Thread(target=_tcp_echo, args=(conn,), daemon=True).start()
+
+
+def _tcp_echo(conn: socket.socket) -> None:
+    conn.settimeout(30)
+    try:
+        while data := conn.recv(65536):
+            conn.sendall(data)
+    except OSError:
+        pass
+    finally:
+        conn.close()
+
+
+def _udp_echo(sock: socket.socket, stop: threading.Event) -> None:
+    sock.settimeout(0.5)
+    while not stop.is_set():
+        try:
+            data, peer = sock.recvfrom(65536)
+        except TimeoutError:
+            continue
+        sock.sendto(data, peer)
+
+
+def tcp_client(host: str, port: int, nbytes: int, timeout: float) -> dict[str, object]:
+    payload = _pattern(nbytes)
+    started = time.monotonic()
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except ConnectionRefusedError:
+        return {"ok": False, "error": "refused"}
+    except ConnectionResetError:
+        return {"ok": False, "error": "reset"}
+    except TimeoutError:
+        return {"ok": False, "error": "timeout"}
+    except OSError as exc:
+        return {"ok": False, "error": f"os:{exc.errno}"}
+    received = bytearray()
+    result: dict[str, object]
+    try:
+        reader = threading.Thread(target=_drain, args=(sock, received, nbytes), daemon=True)
+        reader.start()
+        sock.sendall(payload)
+        reader.join(timeout)
+        if reader.is_alive():
+            result = {"ok": False, "error": "timeout", "received": len(received)}
+        else:
+            ok = bytes(received) == payload
+            result = {"ok": ok, "error": "" if ok else "mismatch", "received": len(received)}
+    except ConnectionResetError:
+        result = {"ok": False, "error": "reset", "received": len(received)}
+    except (TimeoutError, BrokenPipeError, OSError) as exc:
+        result = {"ok": False, "error": type(exc).__name__, "received": len(received)}
+    finally:
+        sock.close()
+    result["seconds"] = round(time.monotonic() - started, 4)
+    return result
+
+
+def _drain(sock: socket.socket, into: bytearray, nbytes: int) -> None:
+    try:
+        while len(into) < nbytes:
+            data = sock.recv(65536)
+            if not data:
+                return
+            into.extend(data)
+    except OSError:
+        return
+
+
+def udp_client(host: str, port: int, count: int, size: int, timeout: float) -> dict[str, object]:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock.settimeout(timeout)
+    got = 0
+    for i in range(count):
+        payload = i.to_bytes(4, "big") + _pattern(max(0, size - 4))
+        sock.sendto(payload, (host, port))
+        try:
+            data, _ = sock.recvfrom(65536)
+        except TimeoutError:
+            continue
+        got += data == payload
+    sock.close()
+    return {"ok": got == count, "sent": count, "received": got, "error": "" if got == count else "lost"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lab.traffic")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("serve")
+    s.add_argument("--tcp", type=int, action="append", default=[])
+    s.add_argument("--udp", type=int, action="append", default=[])
+    s.add_argument("--seconds", type=float, default=120)
+    t = sub.add_parser("tcp")
+    t.add_argument("host")
+    t.add_argument("port", type=int)
+    t.add_argument("--bytes", type=int, default=10000)
+    t.add_argument("--timeout", type=float, default=3)
+    u = sub.add_parser("udp")
+    u.add_argument("host")
+    u.add_argument("port", type=int)
+    u.add_argument("--count", type=int, default=5)
+    u.add_argument("--size", type=int, default=64)
+    u.add_argument("--timeout", type=float, default=1)
+    args = parser.parse_args(argv)
+    if args.cmd == "serve":
+        return serve(args.tcp, args.udp, args.seconds)
+    if args.cmd == "tcp":
+        result = tcp_client(args.host, args.port, args.bytes, args.timeout)
+    else:
+        result = udp_client(args.host, args.port, args.count, args.size, args.timeout)
+    print(json.dumps(result), flush=True)
+    return 0 if result["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

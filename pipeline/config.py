@@ -1,0 +1,491 @@
+"""The enforcer's configuration: one typed, frozen object loaded once from TOML plus the environment.
+
+Each section is a frozen dataclass whose fields carry their default and a one-line help (shown by
+`enforcer config check`). Unknown keys are rejected, values are type-checked, and every error names the
+key path and what was expected. Any key can be overridden from the environment as
+`ENFORCER_<SECTION>_<KEY>` (upper case); a few short names that a DaemonSet sets are aliases (`ALIASES`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "enforcer.toml"
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot be used; the message names the key path."""
+
+
+def _f(default: Any, help: str) -> Any:
+    if isinstance(default, list | tuple):
+        return field(default=tuple(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+# Actions for the fail-open/fail-closed table: what happens to traffic under each failure condition.
+PASS = "pass"  # let the packet (and its flow) through unenforced
+DROP = "drop"  # drop the packet
+FAILURE_ACTIONS = (PASS, DROP)
+HOOKS = ("FORWARD", "INPUT", "OUTPUT")
+INSPECT_MODES = ("app", "new", "all")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    name: str = _f("", "node name reported in events; empty means the host name")
+
+
+@dataclass(frozen=True, slots=True)
+class QueuesConfig:
+    first: int = _f(0, "first NFQUEUE number; readers bind first..first+readers-1")
+    readers: int = _f(2, "number of reader processes, one per queue")
+    reader_cpus: tuple[int, ...] = _f(
+        (), "CPU of each reader, in order; empty spreads them over the top-level cpus"
+    )
+    max_len: int = _f(8192, "packets the kernel may hold per queue awaiting a verdict")
+    copy_range: int = _f(3800, "bytes of each packet copied to user space: DPI sees at most this much of a "
+                         "packet (a GSO super-packet is cut here too)")  # fmt: skip
+    gso: bool = _f(True, "let the kernel queue GSO super-packets whole instead of segmenting them")
+    socket_buffer: int = _f(8 << 20, "netlink receive buffer per queue in bytes")
+    recv_batch: int = _f(128, "packets a reader takes from its queue before it sends verdicts")
+
+
+@dataclass(frozen=True, slots=True)
+class WorkersConfig:
+    count: int = _f(2, "number of DPI worker processes")
+    cpus: tuple[int, ...] = _f((), "CPU of each worker, in order; empty spreads them over the top-level cpus")
+    batch_size: int = _f(64, "packets per message from a reader to a worker")
+    inflight_max: int = _f(4096, "packets a reader may have out at workers awaiting verdicts")
+    verdict_timeout_ms: int = _f(
+        250, "a packet whose worker verdict takes longer gets the verdict_timeout action"
+    )
+    inspect: str = _f(
+        "app",
+        "which flows workers see: app (only flows whose rule needs the application), "
+        "new (every new flow until a worker finalizes it), all (every packet, no offload)",
+    )
+    payload_pattern: str = _f("", "hex bytes: a packet whose payload contains them is blocked (lab check of "
+                              "the worker path until the DPI rules arrive); empty disables")  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class NetfilterConfig:
+    hooks: tuple[str, ...] = _f(
+        ("FORWARD",), "netfilter hooks our chain is jumped to from: FORWARD, INPUT, OUTPUT"
+    )
+    in_interfaces: tuple[str, ...] = _f(
+        (), "only queue packets entering through these interfaces (empty: all)"
+    )
+    out_interfaces: tuple[str, ...] = _f(
+        (), "only queue packets leaving through these interfaces (empty: all)"
+    )
+    chain: str = _f("ENFORCER", "name of our chain in the filter table (IPv4 and IPv6)")
+    ipv6: bool = _f(True, "install the IPv6 chain too")
+    accept_mark: int = _f(0x00100000, "mark bit: connection allowed, offloaded to the kernel")
+    drop_mark: int = _f(0x00200000, "mark bit: connection blocked, dropped in the kernel")
+    pass_mark: int = _f(0x00400000, "mark bit: this packet was judged; let it continue through the table")
+    reject_tcp: bool = _f(True, "answer a blocked TCP connection with resets instead of silence")
+
+
+@dataclass(frozen=True, slots=True)
+class FlowsConfig:
+    max_flows: int = _f(131072, "flows tracked per reader; the oldest is evicted beyond this")
+    tcp_timeout_s: int = _f(3600, "idle time after which an established TCP flow is forgotten")
+    tcp_closed_timeout_s: int = _f(10, "idle time after FIN/RST after which a TCP flow is forgotten")
+    udp_timeout_s: int = _f(60, "idle time after which a UDP flow is forgotten")
+    icmp_timeout_s: int = _f(30, "idle time after which an ICMP flow is forgotten")
+    other_timeout_s: int = _f(60, "idle time for flows of other protocols")
+
+
+@dataclass(frozen=True, slots=True)
+class FailureConfig:
+    no_reader: str = _f(PASS, "no reader bound to a queue (crash, restart): pass = kernel bypass, drop")
+    queue_full: str = _f(PASS, "the kernel queue is full: pass (fail-open) or drop")
+    verdict_timeout: str = _f(PASS, "a worker did not answer in time: pass or drop")
+    worker_down: str = _f(PASS, "the flow's worker is not running: pass or drop")
+    memory_cap: str = _f(PASS, "a reader's in-flight or flow table is full: pass or drop")
+    malformed: str = _f(DROP, "a packet whose headers cannot be decoded: pass or drop")
+    no_policy: str = _f(PASS, "no policy has been published yet: pass or drop")
+    budget_spent: str = _f(PASS, "restart budget spent, the enforcer exits: pass = remove our rules, "
+                           "drop = leave the queue rule in place without bypass")  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class SupervisorConfig:
+    heartbeat_interval_ms: int = _f(200, "how often each child reports that it is alive")
+    heartbeat_timeout_ms: int = _f(1500, "a child silent this long is considered hung and restarted")
+    restart_budget: int = _f(10, "restarts allowed within restart_window_s before the enforcer gives up")
+    restart_window_s: int = _f(60, "window over which restarts are counted")
+    stable_after_s: int = _f(10, "a child running this long counts as started well")
+    shutdown_grace_ms: int = _f(2000, "time children get to answer pending packets when stopping")
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeDirsConfig:
+    run_dir: str = _f("/run/enforcer", "sockets and shared memory (created with mode 0700)")
+    state_dir: str = _f("/var/lib/enforcer", "last-known-good policy, event spool")
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyConfig:
+    file: str = _f("", "local policy file used when no controller is configured")
+    startup: str = _f("monitor", "policy before any is known: monitor (allow and report) or protect (deny)")
+
+
+@dataclass(frozen=True, slots=True)
+class ControllerConfig:
+    join_addr: str = _f("", "controller address host:port; empty runs from the local policy file")
+    server_key: str = _f("", "file with the controller's CURVE public key")
+    client_key: str = _f("", "file with this enforcer's CURVE secret key")
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    listen: str = _f(
+        "127.0.0.1:9464", "address of the Prometheus metrics and health endpoint; empty disables"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    level: str = _f("info", "debug, info, warning or error")
+    json: bool = _f(False, "structured (JSON lines) logs instead of text")
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    node: NodeConfig = field(default_factory=NodeConfig)
+    queues: QueuesConfig = field(default_factory=QueuesConfig)
+    workers: WorkersConfig = field(default_factory=WorkersConfig)
+    netfilter: NetfilterConfig = field(default_factory=NetfilterConfig)
+    flows: FlowsConfig = field(default_factory=FlowsConfig)
+    failure: FailureConfig = field(default_factory=FailureConfig)
+    supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)
+    paths: RuntimeDirsConfig = field(default_factory=RuntimeDirsConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    controller: ControllerConfig = field(default_factory=ControllerConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    cpus: tuple[int, ...] = _f((), "CPUs the enforcer may use; empty means all the machine's CPUs")
+
+    @property
+    def queue_numbers(self) -> tuple[int, ...]:
+        return tuple(range(self.queues.first, self.queues.first + self.queues.readers))
+
+    @property
+    def our_marks(self) -> int:
+        n = self.netfilter
+        return n.accept_mark | n.drop_mark | n.pass_mark
+
+    def reader_cpu(self, index: int) -> int:
+        return _layout(self.queues.reader_cpus, self.cpus, index)
+
+    def worker_cpu(self, index: int) -> int:
+        # Workers start from the other end of the CPU list so that with few CPUs a reader and the worker
+        # it feeds most tend to sit on different cores.
+        return _layout(self.workers.cpus, tuple(reversed(self.cpus)), index)
+
+
+def _layout(explicit: tuple[int, ...], pool: tuple[int, ...], index: int) -> int:
+    if explicit:
+        return explicit[index % len(explicit)]
+    cpus = pool or tuple(sorted(os.sched_getaffinity(0)))
+    return cpus[index % len(cpus)]
+
+
+# Short environment names a DaemonSet sets, mapped to their key paths.
+ALIASES: Mapping[str, tuple[str, ...]] = {
+    "ENFORCER_READERS": ("queues.readers",),
+    "ENFORCER_WORKERS": ("workers.count",),
+    "ENFORCER_CPUS": ("cpus",),
+    "CLUSTER_JOIN_ADDR": ("controller.join_addr",),
+    "ENFORCER_NODE": ("node.name",),
+    "ENFORCER_LOG_LEVEL": ("log.level",),
+}
+CONFIG_PATH_ENV = "ENFORCER_CONFIG"
+
+
+def load_config(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Load the TOML file at `path` (default: `$ENFORCER_CONFIG` or the packaged default), apply
+    environment overrides and validate. Raises ConfigError naming the key on any problem."""
+    environ = os.environ if environ is None else environ
+    if path is None:
+        path = environ.get(CONFIG_PATH_ENV) or DEFAULT_CONFIG_PATH
+    try:
+        with open(path, "rb") as fh:
+            doc = tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read configuration: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return config_from_dict(doc, environ)
+
+
+def config_from_dict(doc: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Config:
+    merged = _apply_environment(_deep_copy(doc), environ or {})
+    config = _build(Config, merged, "")
+    _check(config)
+    return config
+
+
+def config_to_dict(config: Config) -> dict[str, Any]:
+    return _to_plain(dataclasses.asdict(config))
+
+
+def config_to_json(config: Config) -> str:
+    return json.dumps(config_to_dict(config), indent=2, sort_keys=True)
+
+
+def describe(config: Config) -> str:
+    """The effective configuration as commented TOML-like text (for `enforcer config check`)."""
+    lines: list[str] = []
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            continue
+        lines.append(f"{f.name} = {_toml_value(value)}  # {f.metadata.get('help', '')}")
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if not dataclasses.is_dataclass(value):
+            continue
+        lines.append(f"\n[{f.name}]")
+        for sub in dataclasses.fields(value):
+            lines.append(
+                f"{sub.name} = {_toml_value(getattr(value, sub.name))}  # {sub.metadata.get('help', '')}"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, int) and value >= 0x10000:
+        return hex(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    return str(value)
+
+
+def _deep_copy(doc: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _deep_copy(v) if isinstance(v, Mapping) else v for k, v in doc.items()}
+
+
+def _apply_environment(doc: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    overrides: dict[tuple[str, ...], tuple[str, str]] = {}
+    for name, paths in ALIASES.items():
+        if name in environ:
+            for p in paths:
+                overrides[tuple(p.split("."))] = (name, environ[name])
+    for section, sec_type in get_type_hints(Config).items():
+        if not dataclasses.is_dataclass(sec_type):
+            env = f"ENFORCER_{section}".upper()
+            if env in environ:
+                overrides[(section,)] = (env, environ[env])
+            continue
+        for key in dataclasses.fields(sec_type):
+            env = f"ENFORCER_{section}_{key.name}".upper()
+            if env in environ:
+                overrides[(section, key.name)] = (env, environ[env])
+    for keypath, (env, raw) in overrides.items():
+        target = doc
+        for part in keypath[:-1]:
+            target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                raise ConfigError(f"{'.'.join(keypath[:-1])}: expected a table")
+        target[keypath[-1]] = _EnvValue(env, raw)
+    return doc
+
+
+@dataclass(frozen=True, slots=True)
+class _EnvValue:
+    """A raw string from the environment; converted to the key's type when the key is built."""
+
+    name: str
+    raw: str
+
+
+def _build(cls: type, doc: Any, prefix: str) -> Any:
+    if not isinstance(doc, Mapping):
+        raise ConfigError(f"{prefix or 'configuration'}: expected a table, got {type(doc).__name__}")
+    hints = get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(doc) - names)
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ConfigError(f"{where}{unknown[0]}: unknown key (known: {', '.join(sorted(names))})")
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in doc:
+            continue
+        path = f"{prefix}.{f.name}" if prefix else f.name
+        hint = hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            values[f.name] = _build(hint, doc[f.name], path)  # type: ignore[arg-type]
+        else:
+            values[f.name] = _convert(doc[f.name], hint, path)
+    return cls(**values)
+
+
+def _convert(value: Any, hint: Any, path: str) -> Any:
+    source = ""
+    if isinstance(value, _EnvValue):
+        source = f" (from ${value.name})"
+        value = _parse_env(value.raw, hint, path, source)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{path}: expected true or false, got {value!r}{source}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{path}: expected an integer, got {value!r}{source}")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{path}: expected a string, got {value!r}{source}")
+    if hint == tuple[int, ...] or hint == tuple[str, ...]:
+        item = int if hint == tuple[int, ...] else str
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{path}: expected a list of {item.__name__}s, got {value!r}{source}")
+        return tuple(_convert(v, item, f"{path}[{i}]") for i, v in enumerate(value))
+    raise ConfigError(f"{path}: unsupported type {hint}")  # a programming error in the schema
+
+
+def _parse_env(raw: str, hint: Any, path: str, source: str) -> Any:
+    raw = raw.strip()
+    if hint is bool:
+        lowered = raw.lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{path}: expected true or false, got {raw!r}{source}")
+    if hint is int:
+        try:
+            return int(raw, 0)
+        except ValueError:
+            raise ConfigError(f"{path}: expected an integer, got {raw!r}{source}") from None
+    if hint == tuple[int, ...]:
+        return [_parse_env(p, int, path, source) for p in _split_list(raw)]
+    if hint == tuple[str, ...]:
+        return _split_list(raw)
+    return raw
+
+
+def _split_list(raw: str) -> list[str]:
+    """Comma-separated items; `a-b` ranges are expanded for CPU lists (`0-3,6`)."""
+    items: list[str] = []
+    for part in (p.strip() for p in raw.split(",")):
+        if not part:
+            continue
+        lo, sep, hi = part.partition("-")
+        if sep and lo.isdigit() and hi.isdigit():
+            items.extend(str(i) for i in range(int(lo), int(hi) + 1))
+        else:
+            items.append(part)
+    return items
+
+
+def _require(ok: bool, path: str, expected: str, value: Any) -> None:
+    if not ok:
+        raise ConfigError(f"{path}: expected {expected}, got {value!r}")
+
+
+def _check(c: Config) -> None:
+    """Checks that types alone cannot express."""
+    q, w, n = c.queues, c.workers, c.netfilter
+    _require(0 <= q.first <= 65535 - max(q.readers, 1), "queues.first", "a queue number 0..65535", q.first)
+    _require(1 <= q.readers <= 64, "queues.readers", "1..64", q.readers)
+    _require(1 <= q.max_len <= 1 << 20, "queues.max_len", "1..1048576", q.max_len)
+    _require(64 <= q.copy_range <= 65535, "queues.copy_range", "64..65535", q.copy_range)
+    _require(1 <= q.recv_batch <= 4096, "queues.recv_batch", "1..4096", q.recv_batch)
+    _require(1 << 16 <= q.socket_buffer <= 1 << 30, "queues.socket_buffer", "64 KiB..1 GiB", q.socket_buffer)
+    _require(1 <= w.count <= 64, "workers.count", "1..64", w.count)
+    _require(1 <= w.batch_size <= 1024, "workers.batch_size", "1..1024", w.batch_size)
+    _require(1 <= w.inflight_max <= 1 << 20, "workers.inflight_max", "1..1048576", w.inflight_max)
+    _require(
+        1 <= w.verdict_timeout_ms <= 60_000, "workers.verdict_timeout_ms", "1..60000", w.verdict_timeout_ms
+    )
+    if w.payload_pattern:
+        try:
+            bytes.fromhex(w.payload_pattern)
+        except ValueError:
+            raise ConfigError(
+                f"workers.payload_pattern: expected hex bytes, got {w.payload_pattern!r}"
+            ) from None
+    cpus = set(os.sched_getaffinity(0))
+    for key, values in (("cpus", c.cpus), ("queues.reader_cpus", q.reader_cpus), ("workers.cpus", w.cpus)):
+        for i, cpu in enumerate(values):
+            _require(cpu in cpus, f"{key}[{i}]", f"a CPU this process may use {sorted(cpus)}", cpu)
+    for i, hook in enumerate(n.hooks):
+        _require(hook in HOOKS, f"netfilter.hooks[{i}]", " or ".join(HOOKS), hook)
+    _require(bool(n.hooks), "netfilter.hooks", "at least one hook", n.hooks)
+    _require(
+        n.chain.replace("-", "").replace("_", "").isalnum() and 0 < len(n.chain) <= 24,
+        "netfilter.chain", "a chain name of letters, digits, - and _ (at most 24)", n.chain,
+    )  # fmt: skip
+    for key in ("accept_mark", "drop_mark", "pass_mark"):
+        value = getattr(n, key)
+        _require(0 < value < 1 << 32 and value & (value - 1) == 0, f"netfilter.{key}", "a single bit", value)
+    _require(len({n.accept_mark, n.drop_mark, n.pass_mark}) == 3, "netfilter", "three distinct mark bits",
+             (n.accept_mark, n.drop_mark, n.pass_mark))  # fmt: skip
+    for f in dataclasses.fields(c.failure):
+        value = getattr(c.failure, f.name)
+        _require(value in FAILURE_ACTIONS, f"failure.{f.name}", " or ".join(FAILURE_ACTIONS), value)
+    fl = c.flows
+    _require(1024 <= fl.max_flows <= 1 << 24, "flows.max_flows", "1024..16777216", fl.max_flows)
+    for f in dataclasses.fields(fl):
+        if f.name.endswith("_s"):
+            _require(
+                getattr(fl, f.name) > 0,
+                f"flows.{f.name}",
+                "a positive number of seconds",
+                getattr(fl, f.name),
+            )
+    s = c.supervisor
+    _require(
+        s.heartbeat_interval_ms >= 10, "supervisor.heartbeat_interval_ms", ">= 10", s.heartbeat_interval_ms
+    )
+    _require(s.heartbeat_timeout_ms > 2 * s.heartbeat_interval_ms, "supervisor.heartbeat_timeout_ms",
+             "more than twice heartbeat_interval_ms", s.heartbeat_timeout_ms)  # fmt: skip
+    _require(s.restart_budget >= 0, "supervisor.restart_budget", ">= 0", s.restart_budget)
+    _require(w.inspect in INSPECT_MODES, "workers.inspect", " or ".join(INSPECT_MODES), w.inspect)
+    _require(
+        c.policy.startup in ("monitor", "protect"), "policy.startup", "monitor or protect", c.policy.startup
+    )
+    _require(c.log.level in LOG_LEVELS, "log.level", " or ".join(LOG_LEVELS), c.log.level)
+    if c.metrics.listen:
+        _check_hostport(c.metrics.listen, "metrics.listen")
+    if c.controller.join_addr:
+        _check_hostport(c.controller.join_addr, "controller.join_addr", resolve=False)
+
+
+def _check_hostport(value: str, path: str, resolve: bool = True) -> None:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536 or not host:
+        raise ConfigError(f"{path}: expected host:port, got {value!r}")
+    if resolve:
+        try:
+            ipaddress.ip_address(host.strip("[]"))
+        except ValueError:
+            raise ConfigError(f"{path}: expected an IP address and port, got {value!r}") from None
+
+
+def _to_plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _to_plain(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [_to_plain(v) for v in value]
+    return value

@@ -1,0 +1,86 @@
+"""A reader's flow table: bounded, with per-protocol idle timeouts and counted evictions."""
+
+from __future__ import annotations
+
+import enum
+
+from pipeline.config import FlowsConfig
+from pipeline.flow import Direction, FlowKey
+from pipeline.packet import IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP
+
+
+class FlowState(enum.IntEnum):
+    INSPECT = 0  # packets go to the flow's worker, which will decide
+    ALLOWED = 1  # final: allowed (offloaded to the kernel)
+    BLOCKED = 2  # final: blocked (dropped in the kernel)
+
+
+class Flow:
+    """Mutable per-flow state owned by one reader."""
+
+    __slots__ = ("client_dir", "closing", "generation", "last_seen", "packets", "rule_id", "state", "worker")
+
+    def __init__(self, client_dir: Direction, worker: int, now: float) -> None:
+        self.client_dir = client_dir  # direction of the packet that opened the flow (client → server)
+        self.state = FlowState.INSPECT
+        self.generation = -1  # policy generation the state was decided at
+        self.rule_id = 0
+        self.worker = worker
+        self.last_seen = now
+        self.packets = 0
+        self.closing = False  # a FIN or RST was seen
+
+
+class FlowTable:
+    """Flows by key. When full, the oldest-inserted flow is evicted; `sweep()` forgets idle flows a slice at a
+    time (a rotating scan, so one call costs a bounded amount of work however large the table is)."""
+
+    def __init__(self, config: FlowsConfig) -> None:
+        self._flows: dict[FlowKey, Flow] = {}
+        self.max_flows = config.max_flows
+        self._timeouts = {
+            IPPROTO_TCP: float(config.tcp_timeout_s),
+            IPPROTO_UDP: float(config.udp_timeout_s),
+            IPPROTO_ICMP: float(config.icmp_timeout_s),
+            IPPROTO_ICMPV6: float(config.icmp_timeout_s),
+        }
+        self._other_timeout = float(config.other_timeout_s)
+        self._closed_timeout = float(config.tcp_closed_timeout_s)
+        self.evicted_full = 0
+        self.expired = 0
+
+    def __len__(self) -> int:
+        return len(self._flows)
+
+    def get(self, key: FlowKey) -> Flow | None:
+        return self._flows.get(key)
+
+    def add(self, key: FlowKey, flow: Flow) -> None:
+        flows = self._flows
+        if len(flows) >= self.max_flows:
+            del flows[next(iter(flows))]
+            self.evicted_full += 1
+        flows[key] = flow
+
+    def remove(self, key: FlowKey) -> None:
+        self._flows.pop(key, None)
+
+    def timeout_of(self, key: FlowKey, flow: Flow) -> float:
+        if flow.closing:
+            return self._closed_timeout
+        return self._timeouts.get(key.proto, self._other_timeout)
+
+    def sweep(self, now: float, budget: int) -> int:
+        """Examine up to `budget` flows from the front: forget the idle ones, move the others to the back.
+        Returns how many were forgotten."""
+        flows = self._flows
+        forgotten = 0
+        for _ in range(min(budget, len(flows))):
+            key = next(iter(flows))
+            flow = flows.pop(key)
+            if now - flow.last_seen > self.timeout_of(key, flow):
+                forgotten += 1
+            else:
+                flows[key] = flow
+        self.expired += forgotten
+        return forgotten

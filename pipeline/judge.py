@@ -1,0 +1,179 @@
+"""The reader's sans-io core: one packet in, what to do with it out.
+
+No sockets, no queue, no clock: the reader shell passes the time in and carries out the answer (a kernel
+verdict now, or "send to the flow's worker"). The same core serves `enforcer replay` and the tests.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from pipeline.config import DROP, Config
+from pipeline.flow import Direction, FlowKey, flow_key, worker_for
+from pipeline.flowtable import Flow, FlowState, FlowTable
+from pipeline.packet import TCP_FIN, TCP_RST, PacketMeta, decode
+from policy.events import EventType, flow_fields, make_event
+from policy.lookup import Action, Decision, Mode, PolicyTables, Report
+from workers.verdict import WorkerVerdict
+
+
+class Act(enum.IntEnum):
+    PASS = 0  # let this packet through; the flow is not final
+    ALLOW = 1  # let it through and offload the connection (final)
+    DROP = 2  # drop this packet only
+    BLOCK = 3  # drop it and every later packet of the connection in the kernel (final)
+    RESET = 4  # BLOCK, and reset a TCP connection both ways
+    INSPECT = 5  # send the packet to the flow's worker and wait for its verdict
+
+
+_FROM_WORKER = {
+    WorkerVerdict.PASS: Act.PASS,
+    WorkerVerdict.ALLOW_FLOW: Act.ALLOW,
+    WorkerVerdict.DROP: Act.DROP,
+    WorkerVerdict.BLOCK_FLOW: Act.BLOCK,
+    WorkerVerdict.RESET_FLOW: Act.RESET,
+}
+
+# Flows examined per sweep call; the reader calls sweep about once a second.
+SWEEP_BUDGET = 4096
+# Distinct aggregated events a reader holds between two flushes; more are counted as dropped.
+MAX_PENDING_EVENTS = 4096
+
+
+class Judge:
+    def __init__(
+        self,
+        config: Config,
+        tables: PolicyTables,
+        seed: int,
+        node: str,
+        reader: int = 0,
+    ) -> None:
+        self.config = config
+        self.tables = tables
+        self.seed = seed
+        self.node = node
+        self.reader = reader
+        self.flows = FlowTable(config.flows)
+        self.workers = config.workers.count
+        self.inspect_mode = config.workers.inspect
+        self.malformed_act = Act.DROP if config.failure.malformed == DROP else Act.PASS
+        self.no_policy_act = Act.DROP if config.failure.no_policy == DROP else Act.PASS
+        self.counters: Counter[str] = Counter()
+        self._events: dict[tuple[Any, ...], dict[str, Any]] = {}
+
+    # ---- packets -------------------------------------------------------------------------------
+
+    def judge(self, payload: bytes, now: float) -> tuple[Act, PacketMeta, FlowKey | None, Flow | None]:
+        meta = decode(payload)
+        if meta.anomaly:
+            self.counters[meta.anomaly] += 1
+            return self.malformed_act, meta, None, None
+        generation = self.tables.generation()
+        if generation == 0:
+            self.counters["policy.none"] += 1
+            return self.no_policy_act, meta, None, None
+        key, direction = flow_key(meta)
+        flow = self.flows.get(key)
+        if flow is None:
+            flow = Flow(direction, worker_for(key, self.seed, self.workers), now)
+            self.flows.add(key, flow)
+            self.counters["flow.new"] += 1
+            self._decide(flow, meta, direction, new=True)
+        elif flow.generation != generation and flow.state is not FlowState.INSPECT:
+            self._decide(flow, meta, direction, new=False)
+        flow.last_seen = now
+        flow.packets += 1
+        if meta.tcp_flags & (TCP_FIN | TCP_RST):
+            flow.closing = True
+        state = flow.state
+        if state is FlowState.ALLOWED:
+            return Act.ALLOW, meta, key, flow
+        if state is FlowState.BLOCKED:
+            return (Act.RESET if self.config.netfilter.reject_tcp else Act.BLOCK), meta, key, flow
+        return Act.INSPECT, meta, key, flow
+
+    def _decide(self, flow: Flow, meta: PacketMeta, direction: Direction, new: bool) -> None:
+        if direction == flow.client_dir:
+            client, server, port = meta.src, meta.dst, meta.dport
+            cport = meta.sport
+        else:
+            client, server, port = meta.dst, meta.src, meta.sport
+            cport = meta.dport
+        decision = self.tables.decide(meta.family, client, server, meta.proto, port)
+        flow.generation = decision.generation
+        flow.rule_id = decision.rule_id
+        if self.inspect_mode == "all" or not decision.final or (new and self.inspect_mode == "new"):
+            flow.state = FlowState.INSPECT
+        elif decision.action is Action.ALLOW:
+            flow.state = FlowState.ALLOWED
+        else:
+            flow.state = FlowState.BLOCKED
+        if decision.report is not Report.NONE and decision.final:
+            self._report(decision, meta.family, meta.proto, client, cport, server, port)
+
+    def on_worker_verdict(self, flow: Flow | None, verdict: int) -> Act:
+        """The reader's answer for a packet its worker judged; a final verdict settles the flow."""
+        try:
+            act = _FROM_WORKER[WorkerVerdict(verdict)]
+        except ValueError:
+            self.counters["worker.bad_verdict"] += 1
+            return Act.PASS
+        if self.inspect_mode == "all":
+            # Capacity-test mode: every packet keeps going through a worker, so nothing is offloaded.
+            return Act.PASS if act is Act.ALLOW else act
+        if flow is not None:
+            if act is Act.ALLOW:
+                flow.state = FlowState.ALLOWED
+            elif act is Act.BLOCK or act is Act.RESET:
+                flow.state = FlowState.BLOCKED
+        return act
+
+    def sweep(self, now: float) -> None:
+        self.flows.sweep(now, SWEEP_BUDGET)
+
+    # ---- events --------------------------------------------------------------------------------
+
+    def _report(
+        self, d: Decision, family: int, proto: int, client: bytes, cport: int, server: bytes, port: int
+    ) -> None:
+        key = (d.report, d.rule_id, family, proto, client, server, port)
+        pending = self._events.get(key)
+        if pending is not None:
+            pending["count"] += 1
+            return
+        if len(self._events) >= MAX_PENDING_EVENTS:
+            self.counters["events.dropped"] += 1
+            return
+        flow = flow_fields(family, proto, client, cport, server, port)
+        if d.report is Report.LEARNED:
+            event = make_event(
+                EventType.CONNECTION, self.node, client_group=d.src_group, server_group=d.dst_group,
+                app="", port=port, count=1, proto=proto, flow=flow, learned=True,
+            )  # fmt: skip
+        else:
+            action = "deny" if d.action is Action.DENY else "allow"
+            event = make_event(
+                EventType.VIOLATION, self.node, rule_id=d.rule_id, flow=flow, action=action, count=1,
+                client_group=d.src_group, server_group=d.dst_group, mode=Mode(d.mode).name.lower(),
+            )  # fmt: skip
+        self._events[key] = event
+
+    def take_events(self) -> list[dict[str, Any]]:
+        """Events gathered since the last call (identical ones merged with a count)."""
+        events = list(self._events.values())
+        self._events.clear()
+        return events
+
+    def stats(self) -> dict[str, int]:
+        stats = dict(self.counters)
+        stats["flows.active"] = len(self.flows)
+        stats["flow.evicted_full"] = self.flows.evicted_full
+        stats["flow.expired"] = self.flows.expired
+        return stats
+
+
+EmitEvents = Callable[[list[dict[str, Any]]], None]

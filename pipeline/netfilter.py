@@ -1,0 +1,164 @@
+"""Our iptables chains (IPv4 and IPv6): install atomically, replace stale ones, remove on exit.
+
+The enforcer owns one chain per family in the filter table and one jump to it from each configured hook;
+it touches nothing else. Marks are masked to our three bits, so other users of marks (CNI plugins,
+kube-proxy) are not disturbed. The chain, in order:
+
+  packet mark PASS           → RETURN    (a packet we judged, re-injected by an NF_REPEAT verdict)
+  connmark DROP              → DROP      (a connection we blocked: never reaches user space again)
+  connmark ACCEPT            → RETURN    (a connection we allowed: offloaded to the kernel)
+  packet mark ACCEPT         → save it to the connmark, RETURN
+  packet mark DROP           → save it to the connmark, DROP
+  everything else            → NFQUEUE --queue-balance first:last [--queue-bypass]
+
+RETURN rather than ACCEPT lets the rest of the hook's rules (other people's) see the packet too.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from pipeline.config import PASS, Config
+
+log = logging.getLogger(__name__)
+
+# iptables waits for the xtables lock this many seconds instead of failing at once.
+XTABLES_WAIT_S = 5
+_TOOLS = {4: ("iptables", "iptables-restore"), 6: ("ip6tables", "ip6tables-restore")}
+
+
+class NetfilterError(RuntimeError):
+    """iptables refused our rules."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChainSpec:
+    chain: str
+    hooks: tuple[str, ...]
+    in_interfaces: tuple[str, ...]
+    out_interfaces: tuple[str, ...]
+    first_queue: int
+    last_queue: int
+    bypass: bool
+    accept_mark: int
+    drop_mark: int
+    pass_mark: int
+    families: tuple[int, ...]
+
+    @classmethod
+    def from_config(cls, config: Config) -> ChainSpec:
+        n = config.netfilter
+        queues = config.queue_numbers
+        return cls(
+            chain=n.chain,
+            hooks=n.hooks,
+            in_interfaces=n.in_interfaces,
+            out_interfaces=n.out_interfaces,
+            first_queue=queues[0],
+            last_queue=queues[-1],
+            bypass=config.failure.no_reader == PASS,
+            accept_mark=n.accept_mark,
+            drop_mark=n.drop_mark,
+            pass_mark=n.pass_mark,
+            families=(4, 6) if n.ipv6 else (4,),
+        )
+
+
+def _m(bit: int) -> str:
+    return f"0x{bit:x}/0x{bit:x}"
+
+
+def chain_rules(spec: ChainSpec) -> list[str]:
+    """The body of our chain, as iptables-restore lines."""
+    c = spec.chain
+    a, d, p = spec.accept_mark, spec.drop_mark, spec.pass_mark
+    rules = [
+        f"-A {c} -m mark --mark {_m(p)} -j RETURN",
+        f"-A {c} -m connmark --mark {_m(d)} -j DROP",
+        f"-A {c} -m connmark --mark {_m(a)} -j RETURN",
+        f"-A {c} -m mark --mark {_m(a)} -j CONNMARK --save-mark --nfmask 0x{a:x} --ctmask 0x{a:x}",
+        f"-A {c} -m mark --mark {_m(a)} -j RETURN",
+        f"-A {c} -m mark --mark {_m(d)} -j CONNMARK --save-mark --nfmask 0x{d:x} --ctmask 0x{d:x}",
+        f"-A {c} -m mark --mark {_m(d)} -j DROP",
+    ]
+    if spec.first_queue == spec.last_queue:
+        target = f"NFQUEUE --queue-num {spec.first_queue}"
+    else:
+        target = f"NFQUEUE --queue-balance {spec.first_queue}:{spec.last_queue}"
+    if spec.bypass:
+        target += " --queue-bypass"
+    for match in _interface_matches(spec.in_interfaces, spec.out_interfaces):
+        rules.append(f"-A {c}{match} -j {target}")
+    return rules
+
+
+def _interface_matches(ins: tuple[str, ...], outs: tuple[str, ...]) -> Iterable[str]:
+    for i in ins or ("",):
+        for o in outs or ("",):
+            yield (f" -i {i}" if i else "") + (f" -o {o}" if o else "")
+
+
+def jump_rules(spec: ChainSpec) -> list[str]:
+    """Jumps from the hooks to our chain, first in each hook. Loopback is never queued on INPUT/OUTPUT:
+    the enforcer's own and the node's local plumbing must not depend on the enforcer."""
+    jumps = []
+    for hook in spec.hooks:
+        lo = {"INPUT": " ! -i lo", "OUTPUT": " ! -o lo"}.get(hook, "")
+        jumps.append(f"-I {hook} 1{lo} -j {spec.chain}")
+    return jumps
+
+
+def restore_script(spec: ChainSpec) -> str:
+    # Declaring our chain in --noflush mode creates it, or flushes it if a crashed run left it behind.
+    lines = ["*filter", f":{spec.chain} - [0:0]", *chain_rules(spec), *jump_rules(spec), "COMMIT", ""]
+    return "\n".join(lines)
+
+
+class Netfilter:
+    """Installs and removes our chains. `install()` first removes leftovers of an earlier run."""
+
+    def __init__(self, spec: ChainSpec) -> None:
+        self.spec = spec
+        self.installed = False
+
+    def install(self) -> None:
+        self.remove()
+        script = restore_script(self.spec)
+        for family in self.spec.families:
+            _, restore = _TOOLS[family]
+            result = subprocess.run(
+                [restore, "-w", str(XTABLES_WAIT_S), "--noflush"],
+                input=script,
+                capture_output=True,
+                text=True,
+            )
+            if result.returncode != 0:
+                self.remove()
+                raise NetfilterError(f"{restore} refused our chain: {result.stderr.strip()}")
+        self.installed = True
+        log.info("netfilter chain %s installed on %s", self.spec.chain, ",".join(self.spec.hooks))
+
+    def remove(self) -> None:
+        """Remove every jump to our chain (duplicates included) and the chain itself. Idempotent."""
+        for family in self.spec.families:
+            tool, _ = _TOOLS[family]
+            for hook in ("FORWARD", "INPUT", "OUTPUT"):
+                for lo in ("", "! -i lo", "! -o lo"):
+                    rule = [hook, *lo.split(), "-j", self.spec.chain]
+                    for _ in range(16):  # bounded: a crashed run leaves at most a few duplicates
+                        if _ipt(tool, "-D", *rule).returncode != 0:
+                            break
+            _ipt(tool, "-F", self.spec.chain)
+            _ipt(tool, "-X", self.spec.chain)
+        self.installed = False
+
+    def listing(self) -> dict[int, str]:
+        """`iptables -S` of the filter table per family (for status and tests)."""
+        return {f: _ipt(_TOOLS[f][0], "-S").stdout for f in self.spec.families}
+
+
+def _ipt(tool: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([tool, "-w", str(XTABLES_WAIT_S), *args], capture_output=True, text=True)

@@ -1,0 +1,377 @@
+"""A reader process: owns one NFQUEUE, its flow table and every verdict for its packets.
+
+The I/O shell around `pipeline.judge.Judge`: a uvloop event loop on the queue's socket and on the
+ZeroMQ socket that brings worker verdicts back. Packets that need inspection are batched per worker;
+batches leave when full or when the queue has been drained, so a busy reader sends big batches and an
+idle one answers at once. Every packet gets a verdict: from the judge, from its worker, or from the
+exception policy when the worker is down or late, or when the enforcer stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections import Counter
+from typing import Any
+
+import uvloop
+import zmq
+
+from pipeline import anomalies as A
+from pipeline import messages as M
+from pipeline.config import DROP, Config
+from pipeline.flowtable import Flow
+from pipeline.judge import Act, Judge
+from pipeline.nfqueue import NF_DROP, NF_REPEAT, NfQueue, QueuedPacket
+from pipeline.packet import PacketMeta
+from pipeline.reset import ResetSender
+from policy.lookup import PolicyTables
+
+log = logging.getLogger(__name__)
+
+# Worker round-trip latency buckets, microseconds (upper bounds) for the verdict latency histogram.
+LATENCY_BUCKETS_US = (50, 100, 250, 500, 1000, 2500, 5000, 10000, 50000)
+TICK_S = 0.005  # timer resolution for verdict timeouts and housekeeping
+HOUSEKEEPING_S = 1.0  # flow sweep and event flush period
+
+
+class InFlight:
+    __slots__ = ("flow", "meta", "packet", "sent")
+
+    def __init__(self, packet: QueuedPacket, meta: PacketMeta, flow: Flow | None, sent: float) -> None:
+        self.packet = packet
+        self.meta = meta
+        self.flow = flow
+        self.sent = sent
+
+
+class Reader:
+    def __init__(self, config: Config, index: int, tables: PolicyTables, seed: int, node: str) -> None:
+        self.config = config
+        self.index = index
+        self.queue_num = config.queue_numbers[index]
+        self.judge = Judge(config, tables, seed, node, reader=index)
+        n = config.netfilter
+        self.ours = config.our_marks
+        self.marks = {
+            Act.PASS: n.pass_mark,
+            Act.ALLOW: n.accept_mark,
+            Act.BLOCK: n.drop_mark,
+            Act.RESET: n.drop_mark,
+        }
+        f = config.failure
+        self.timeout_act = Act.DROP if f.verdict_timeout == DROP else Act.PASS
+        self.worker_down_act = Act.DROP if f.worker_down == DROP else Act.PASS
+        self.memory_cap_act = Act.DROP if f.memory_cap == DROP else Act.PASS
+        self.timeout_s = config.workers.verdict_timeout_ms / 1000.0
+        self.batch_size = config.workers.batch_size
+        self.inflight_max = config.workers.inflight_max
+        self.recv_batch = config.queues.recv_batch
+        self.inflight: dict[int, InFlight] = {}
+        self.batches: list[list[tuple[int, bytes]]] = [[] for _ in range(config.workers.count)]
+        self.counters: Counter[str] = Counter()
+        self.latency = [0] * (len(LATENCY_BUCKETS_US) + 1)
+        self.resets = ResetSender(n.pass_mark)
+        self.stopping = False
+        self.stop_deadline = 0.0
+        self.done: asyncio.Future[None] | None = None
+
+    # ---- set-up --------------------------------------------------------------------------------
+
+    def open(self) -> None:
+        q = self.config.queues
+        self.nfq = NfQueue(
+            self.queue_num, recv_buffer=max(256 * 1024, q.copy_range * 4), socket_buffer=q.socket_buffer
+        )
+        self.nfq.bind(q.copy_range, q.max_len, fail_open=self.config.failure.queue_full != DROP, gso=q.gso)
+        run_dir = self.config.paths.run_dir
+        self.ctx = zmq.Context(1)
+        self.to_workers = []
+        for w in range(self.config.workers.count):
+            sock = self.ctx.socket(zmq.PUSH)
+            # IMMEDIATE: never queue for a worker that is not connected, so a dead worker is noticed at send.
+            sock.setsockopt(zmq.IMMEDIATE, 1)
+            sock.setsockopt(zmq.SNDHWM, 1024)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.connect(M.worker_endpoint(run_dir, w))
+            self.to_workers.append(sock)
+        self.from_workers = self.ctx.socket(zmq.PULL)
+        self.from_workers.setsockopt(zmq.LINGER, 0)
+        self.from_workers.bind(M.reader_endpoint(run_dir, self.index))
+        self.events = self.ctx.socket(zmq.PUSH)
+        self.events.setsockopt(zmq.SNDHWM, 64)
+        self.events.setsockopt(zmq.LINGER, 0)
+        self.events.connect(M.events_endpoint(run_dir))
+        self.supervisor = self.ctx.socket(zmq.PUSH)
+        self.supervisor.setsockopt(zmq.SNDHWM, 8)
+        self.supervisor.setsockopt(zmq.LINGER, 0)
+        self.supervisor.connect(M.supervisor_endpoint(run_dir))
+
+    def close(self) -> None:
+        self.nfq.close()
+        self.resets.close()
+        self.ctx.destroy(linger=0)
+
+    # ---- packets from the queue ----------------------------------------------------------------
+
+    def on_queue_readable(self) -> None:
+        now = time.monotonic()
+        packets, malformed = self.nfq.receive(self.recv_batch)
+        if malformed:
+            self.counters[A.QUEUE_MSG_MALFORMED] += malformed
+        if not packets:
+            return
+        self.counters["packets"] += len(packets)
+        judge = self.judge.judge
+        decided: list[tuple[int, int, int | None]] = []
+        for qp in packets:
+            act, meta, _key, flow = judge(qp.payload, now)
+            if act is Act.INSPECT:
+                act = self._to_worker(qp, meta, flow, now)
+                if act is Act.INSPECT:
+                    continue
+            decided.append(self._kernel_verdict(act, qp, meta))
+        for w, batch in enumerate(self.batches):
+            if batch:
+                self._send_batch(w, now)
+        self._give(decided)
+        self.nfq.flush()
+        if len(packets) >= self.recv_batch:
+            # More may be waiting: come back after other callbacks (worker verdicts) had a turn.
+            asyncio.get_running_loop().call_soon(self.on_queue_readable)
+
+    def _to_worker(self, qp: QueuedPacket, meta: PacketMeta, flow: Flow | None, now: float) -> Act:
+        if len(self.inflight) >= self.inflight_max:
+            self.counters[A.READER_INFLIGHT_FULL] += 1
+            return self.memory_cap_act
+        worker = flow.worker if flow is not None else 0
+        batch = self.batches[worker]
+        batch.append((qp.packet_id, qp.payload))
+        self.inflight[qp.packet_id] = InFlight(qp, meta, flow, now)
+        if len(batch) >= self.batch_size:
+            self._send_batch(worker, now)
+        return Act.INSPECT
+
+    def _send_batch(self, worker: int, now: float) -> None:
+        batch = self.batches[worker]
+        self.batches[worker] = []
+        try:
+            self.to_workers[worker].send(M.encode(M.Inspect(self.index, batch)), zmq.NOBLOCK)
+            self.counters["inspect.sent"] += len(batch)
+        except zmq.Again:
+            # The worker is not connected (dead or restarting) or not keeping up: exception policy.
+            self.counters["worker.down"] += len(batch)
+            for ref, _ in batch:
+                entry = self.inflight.pop(ref, None)
+                if entry is not None:
+                    self.nfq.verdict(*self._kernel_verdict(self.worker_down_act, entry.packet, entry.meta))
+
+    def _kernel_verdict(self, act: Act, qp: QueuedPacket, meta: PacketMeta) -> tuple[int, int, int | None]:
+        self.counters[_ACT_COUNTER[act]] += 1
+        if act is Act.DROP:
+            return qp.packet_id, NF_DROP, None
+        if act is Act.RESET:
+            self.resets.send(meta)
+        # Everything else is re-injected with our bit set, so that our chain lets it on (PASS), or saves
+        # the bit to the connection mark for the kernel to handle the rest of the connection.
+        return qp.packet_id, NF_REPEAT, (qp.mark & ~self.ours) | self.marks[act]
+
+    def _give(self, decided: list[tuple[int, int, int | None]]) -> None:
+        """Send verdicts for packets decided at once, using batch verdicts where the kernel allows it.
+
+        A batch verdict covers every packet of the queue up to an id, so it is only safe when no earlier
+        packet is still out at a worker; runs of equal verdicts on consecutive ids are then one message.
+        """
+        n = len(decided)
+        if not n:
+            return
+        oldest_inflight = next(iter(self.inflight)) if self.inflight else None
+        nfq = self.nfq
+        i = 0
+        while i < n:
+            pid, verdict, mark = decided[i]
+            j = i
+            while j + 1 < n:
+                nxt = decided[j + 1]
+                if nxt[0] != decided[j][0] + 1 or nxt[1] != verdict or nxt[2] != mark:
+                    break
+                j += 1
+            last = decided[j][0]
+            if j > i and (oldest_inflight is None or oldest_inflight > last):
+                nfq.verdict_batch(last, verdict, mark)
+                self.counters["verdict.batches"] += 1
+            else:
+                for k in range(i, j + 1):
+                    nfq.verdict(*decided[k])
+            i = j + 1
+
+    # ---- verdicts from workers -----------------------------------------------------------------
+
+    def on_verdicts_readable(self) -> None:
+        sock = self.from_workers
+        now = time.monotonic()
+        got = False
+        while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            try:
+                frame = sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            try:
+                msg = M.decode(frame)
+            except M.MessageError as exc:
+                self.counters[exc.anomaly] += 1
+                continue
+            if not isinstance(msg, M.Verdicts):
+                self.counters[A.MESSAGE_UNKNOWN_TYPE] += 1
+                continue
+            got = True
+            self._apply_worker_verdicts(msg, now)
+        if got:
+            self.nfq.flush()
+
+    def _apply_worker_verdicts(self, msg: M.Verdicts, now: float) -> None:
+        inflight = self.inflight
+        for ref, verdict, _rule in msg.items:
+            entry = inflight.pop(ref, None)
+            if entry is None:
+                self.counters[A.WORKER_UNKNOWN_REF] += 1  # answered after its timeout, or a stale worker
+                continue
+            act = self.judge.on_worker_verdict(entry.flow, verdict)
+            self.nfq.verdict(*self._kernel_verdict(act, entry.packet, entry.meta))
+            self._observe_latency(now - entry.sent)
+
+    def _observe_latency(self, seconds: float) -> None:
+        us = seconds * 1e6
+        for i, bound in enumerate(LATENCY_BUCKETS_US):
+            if us <= bound:
+                self.latency[i] += 1
+                return
+        self.latency[-1] += 1
+
+    # ---- timers --------------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        """Verdict timeouts: the oldest in-flight packets first (the table is in send order)."""
+        now = time.monotonic()
+        inflight = self.inflight
+        expired = False
+        while inflight:
+            ref = next(iter(inflight))
+            entry = inflight[ref]
+            if now - entry.sent < self.timeout_s:
+                break
+            del inflight[ref]
+            self.counters[A.WORKER_VERDICT_TIMEOUT] += 1
+            self.nfq.verdict(*self._kernel_verdict(self.timeout_act, entry.packet, entry.meta))
+            expired = True
+        if expired:
+            self.nfq.flush()
+        if self.stopping:
+            self._check_stopped(now)
+
+    def housekeeping(self) -> None:
+        now = time.monotonic()
+        self.judge.sweep(now)
+        events = self.judge.take_events()
+        if events:
+            try:
+                self.events.send(M.encode(M.Events(f"reader {self.index}", events)), zmq.NOBLOCK)
+            except zmq.Again:
+                self.counters["events.dropped"] += len(events)
+
+    def heartbeat(self) -> None:
+        counters = dict(self.counters)
+        counters.update(self.judge.stats())
+        counters["inflight"] = len(self.inflight)
+        counters["resets.sent"] = self.resets.sent
+        for i, bound in enumerate(LATENCY_BUCKETS_US):
+            counters[f"latency_us_le_{bound}"] = self.latency[i]
+        counters["latency_us_le_inf"] = self.latency[-1]
+        try:
+            self.supervisor.send(M.encode(M.Heartbeat("reader", self.index, _pid(), counters)), zmq.NOBLOCK)
+        except zmq.Again:
+            pass
+
+    # ---- stopping ------------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Stop: our rules are already gone (the supervisor removes them first), so nothing new is queued;
+        answer what is in the queue and at the workers, then leave."""
+        if not self.stopping:
+            self.stopping = True
+            self.stop_deadline = time.monotonic() + self.config.supervisor.shutdown_grace_ms / 1000.0
+            log.info("reader q%d stopping: %d packets at workers", self.queue_num, len(self.inflight))
+
+    def _check_stopped(self, now: float) -> None:
+        self.on_queue_readable()
+        if self.inflight and now < self.stop_deadline:
+            return
+        for entry in self.inflight.values():
+            self.nfq.verdict(*self._kernel_verdict(self.timeout_act, entry.packet, entry.meta))
+        self.inflight.clear()
+        self.nfq.flush()
+        if self.done is not None and not self.done.done():
+            self.done.set_result(None)
+
+
+_ACT_COUNTER = {act: f"verdict.{act.name.lower()}" for act in Act}
+
+
+def _pid() -> int:
+    import os
+
+    return os.getpid()
+
+
+class _Every:
+    """Re-arming timer that keeps a reference to its handle (no fire-and-forget tasks)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, period: float, fn: Any) -> None:
+        self.loop, self.period, self.fn = loop, period, fn
+        self.handle = loop.call_later(period, self._run)
+
+    def _run(self) -> None:
+        try:
+            self.fn()
+        finally:
+            self.handle = self.loop.call_later(self.period, self._run)
+
+    def cancel(self) -> None:
+        self.handle.cancel()
+
+
+async def _serve(reader: Reader) -> None:
+    loop = asyncio.get_running_loop()
+    reader.done = loop.create_future()
+    loop.add_reader(reader.nfq.fileno(), reader.on_queue_readable)
+    loop.add_reader(reader.from_workers.getsockopt(zmq.FD), reader.on_verdicts_readable)
+    loop.add_signal_handler(signal.SIGTERM, reader.request_stop)
+    loop.add_signal_handler(signal.SIGINT, reader.request_stop)
+    hb = reader.config.supervisor.heartbeat_interval_ms / 1000.0
+    timers = [
+        _Every(loop, TICK_S, reader.tick),
+        _Every(loop, HOUSEKEEPING_S, reader.housekeeping),
+        _Every(loop, hb, reader.heartbeat),
+        # The ZeroMQ descriptor is edge-triggered: poll it now and then so no wake-up is ever missed.
+        _Every(loop, TICK_S, reader.on_verdicts_readable),
+    ]
+    reader.heartbeat()
+    try:
+        await reader.done
+    finally:
+        for t in timers:
+            t.cancel()
+        loop.remove_reader(reader.nfq.fileno())
+
+
+def run_reader(config: Config, index: int, tables: PolicyTables, seed: int, node: str) -> int:
+    reader = Reader(config, index, tables, seed, node)
+    reader.open()
+    log.info("reader q%d bound", reader.queue_num)
+    try:
+        uvloop.run(_serve(reader))
+    finally:
+        reader.close()
+    return 0

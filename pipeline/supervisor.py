@@ -1,0 +1,266 @@
+"""`enforcer run`: start, pin, watch and restart the enforcer's processes; own the netfilter rules.
+
+A boring supervisor on purpose: named children (policy, workers, readers), each pinned to its CPU,
+each sending a heartbeat; a child that exits or falls silent is restarted within a budget. Rules are
+installed only once every reader is bound, and removed first when stopping, so that no packet is ever
+queued with nobody to answer it (with bypass the kernel lets it by; without it, fail-closed drops it).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+import psutil
+import zmq
+
+from pipeline import messages as M
+from pipeline.config import PASS, Config, config_to_dict
+from pipeline.metrics import MetricsServer
+from pipeline.netfilter import ChainSpec, Netfilter, NetfilterError
+
+log = logging.getLogger(__name__)
+
+POLL_MS = 50
+# Longest wait for every reader to bind its queue at start before giving up.
+STARTUP_TIMEOUT_S = 20.0
+
+
+@dataclass
+class Child:
+    role: str
+    index: int
+    cpu: int
+    proc: subprocess.Popen[bytes] | None = None
+    started: float = 0.0
+    last_heartbeat: float = 0.0
+    heartbeats: int = 0
+    restarts: int = 0
+    counters: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return f"reader q{self.index}" if self.role == "reader" else f"{self.role} {self.index}"
+
+
+class BudgetSpent(RuntimeError):
+    pass
+
+
+class Supervisor:
+    def __init__(self, config: Config, config_path: str | None = None) -> None:
+        self.config = config
+        self.seed = secrets.randbits(32)
+        self.run_dir = config.paths.run_dir
+        self.netfilter = Netfilter(ChainSpec.from_config(config))
+        self.children: list[Child] = [Child("policy", 0, config.worker_cpu(0))]
+        self.children += [Child("worker", i, config.worker_cpu(i)) for i in range(config.workers.count)]
+        self.children += [Child("reader", i, config.reader_cpu(i)) for i in range(config.queues.readers)]
+        self.restart_times: collections.deque[float] = collections.deque()
+        self.stopping = threading.Event()
+        self.ready = False
+        self.started_at = time.time()
+        self.last_loop = time.monotonic()
+        self.audit: list[str] = []
+
+    # ---- children ------------------------------------------------------------------------------
+
+    def _prepare_run_dir(self) -> str:
+        os.makedirs(self.run_dir, mode=0o700, exist_ok=True)
+        os.chmod(self.run_dir, 0o700)  # sockets inside are reachable only by root
+        for name in os.listdir(self.run_dir):
+            if name.endswith(".sock"):
+                os.unlink(os.path.join(self.run_dir, name))
+        path = os.path.join(self.run_dir, "config.json")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(config_to_dict(self.config), fh)
+        return path
+
+    def _spawn(self, child: Child) -> None:
+        cmd = [
+            sys.executable, "-m", "pipeline.child", child.role, str(child.index),
+            "--config-json", self.config_json, "--seed", str(self.seed),
+        ]  # fmt: skip
+        # A session of its own: Ctrl-C reaches the supervisor only, which stops the children in order.
+        child.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, start_new_session=True)
+        child.started = time.monotonic()
+        child.last_heartbeat = child.started
+        child.heartbeats = 0
+        try:
+            psutil.Process(child.proc.pid).cpu_affinity([child.cpu])
+        except (psutil.Error, OSError) as exc:
+            log.warning("%s: cannot pin to CPU %d: %s", child.name, child.cpu, exc)
+        log.info("started %s (pid %d, cpu %d)", child.name, child.proc.pid, child.cpu)
+
+    def _restart(self, child: Child, why: str) -> None:
+        now = time.monotonic()
+        window = self.config.supervisor.restart_window_s
+        while self.restart_times and now - self.restart_times[0] > window:
+            self.restart_times.popleft()
+        if len(self.restart_times) >= self.config.supervisor.restart_budget:
+            budget = self.config.supervisor.restart_budget
+            raise BudgetSpent(f"{child.name} {why}; restart budget of {budget} in {window}s is spent")
+        self.restart_times.append(now)
+        child.restarts += 1
+        self.audit.append(f"{child.name} {why}: restarted")
+        log.error("%s %s; restarting (restart %d)", child.name, why, child.restarts)
+        if child.proc is not None and child.proc.poll() is None:
+            child.proc.kill()
+            child.proc.wait(timeout=5)
+        self._spawn(child)
+
+    def _check_children(self, now: float) -> None:
+        timeout = self.config.supervisor.heartbeat_timeout_ms / 1000.0
+        for child in self.children:
+            if self.stopping.is_set():
+                return
+            assert child.proc is not None
+            code = child.proc.poll()
+            if code is not None:
+                self._restart(child, f"exited with status {code}")
+            elif now - child.last_heartbeat > timeout + (2.0 if child.heartbeats == 0 else 0.0):
+                self._restart(child, f"sent no heartbeat for {now - child.last_heartbeat:.1f}s")
+
+    def _receive_heartbeats(self, sock: zmq.Socket[bytes]) -> None:
+        by_key = {(c.role, c.index): c for c in self.children}
+        while True:
+            try:
+                frame = sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                msg = M.decode(frame)
+            except M.MessageError as exc:
+                log.warning("bad message on the supervisor socket: %s", exc)
+                continue
+            if not isinstance(msg, M.Heartbeat):
+                continue
+            child = by_key.get((msg.role, msg.index))
+            if child is None or child.proc is None or child.proc.pid != msg.pid:
+                continue  # a heartbeat from a process we already replaced
+            child.last_heartbeat = time.monotonic()
+            child.heartbeats += 1
+            child.counters = msg.counters
+
+    # ---- main ----------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        self.config_json = self._prepare_run_dir()
+        ctx = zmq.Context(1)
+        sock = ctx.socket(zmq.PULL)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.bind(M.supervisor_endpoint(self.run_dir))
+        metrics = None
+        if self.config.metrics.listen:
+            metrics = MetricsServer(self.config.metrics.listen, self)
+            metrics.start()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self.stopping.set())
+        status = 0
+        try:
+            for child in self.children:
+                self._spawn(child)
+            self._wait_readers_bound(sock)
+            if not self.stopping.is_set():
+                self.netfilter.install()
+                self.ready = True
+                log.info(
+                    "enforcing: %d readers, %d workers", self.config.queues.readers, self.config.workers.count
+                )
+            while not self.stopping.is_set():
+                self.last_loop = time.monotonic()
+                if sock.poll(POLL_MS):
+                    self._receive_heartbeats(sock)
+                self._check_children(time.monotonic())
+        except BudgetSpent as exc:
+            status = self._give_up(str(exc))
+        except NetfilterError as exc:
+            log.error("%s", exc)
+            status = 1
+        finally:
+            self.ready = False
+            if status == 0 or self.config.failure.budget_spent == PASS:
+                self.netfilter.remove()
+            self._stop_children()
+            if metrics is not None:
+                metrics.stop()
+            ctx.destroy(linger=0)
+        return status
+
+    def _wait_readers_bound(self, sock: zmq.Socket[bytes]) -> None:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        readers = [c for c in self.children if c.role == "reader"]
+        while not self.stopping.is_set() and not all(c.heartbeats for c in readers):
+            if time.monotonic() > deadline:
+                raise BudgetSpent("readers did not bind their queues within "
+                                  f"{STARTUP_TIMEOUT_S:.0f}s")  # fmt: skip
+            if sock.poll(POLL_MS):
+                self._receive_heartbeats(sock)
+            self._check_children(time.monotonic())
+
+    def _give_up(self, why: str) -> int:
+        action = self.config.failure.budget_spent
+        if action == PASS:
+            log.critical(
+                "%s: giving up; removing our rules, traffic flows unenforced (failure.budget_spent=pass)", why
+            )
+        else:
+            log.critical("%s: giving up; leaving the queue rule without bypass, traffic is dropped "
+                         "(failure.budget_spent=drop)", why)  # fmt: skip
+            try:
+                Netfilter(dataclasses.replace(self.netfilter.spec, bypass=False)).install()
+            except NetfilterError as exc:
+                log.error("cannot leave the fail-closed rule in place: %s", exc)
+        print(f"enforcer: {why}; exiting (failure.budget_spent={action})", file=sys.stderr)
+        return 1
+
+    def _stop_children(self) -> None:
+        grace = self.config.supervisor.shutdown_grace_ms / 1000.0
+        # Readers first: they answer what is still queued or out at workers, then the rest.
+        for roles in (("reader",), ("worker", "policy")):
+            group = [c for c in self.children if c.role in roles and c.proc and c.proc.poll() is None]
+            for child in group:
+                assert child.proc is not None
+                child.proc.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + grace + 1.0
+            for child in group:
+                assert child.proc is not None
+                try:
+                    child.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    log.warning("%s did not stop in time; killing it", child.name)
+                    child.proc.kill()
+                    child.proc.wait(timeout=5)
+
+    # ---- status for the metrics endpoint -------------------------------------------------------
+
+    def healthy(self) -> bool:
+        return time.monotonic() - self.last_loop < 5.0
+
+    def status(self) -> dict[str, object]:
+        return {
+            "ready": self.ready,
+            "uptime_s": round(time.time() - self.started_at, 1),
+            "children": [
+                {
+                    "name": c.name,
+                    "pid": c.proc.pid if c.proc else None,
+                    "cpu": c.cpu,
+                    "restarts": c.restarts,
+                    "alive": bool(c.proc and c.proc.poll() is None),
+                    "counters": c.counters,
+                }
+                for c in self.children
+            ],
+        }

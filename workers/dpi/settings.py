@@ -1,0 +1,90 @@
+"""Every bound and choice of the DPI engine, named, defaulted and explained (one frozen object).
+
+The worker builds one `DpiSettings` from the `[dpi]` table of the enforcer config and passes it down;
+nothing in the DPI reads configuration on its own. Each limit, when exceeded, raises the anomaly named
+beside it (`pipeline.anomalies`, DPI block) and the listed fallback decides.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+# What to do with a flow the DPI cannot finish: "policy" asks the tables with the application known so
+# far ("" if none: it matches no rule that names applications; no tables → allow); the others are fixed.
+FALLBACKS = ("policy", "allow", "block", "reset")
+
+
+@dataclass(frozen=True, slots=True)
+class DpiSettings:
+    # --- flow table
+    max_flows: int = 65536  # flows tracked per worker; the oldest idle is evicted (dpi.flow.evicted)
+    tcp_idle_timeout: float = 3600.0  # established TCP flow with no packet
+    tcp_embryonic_timeout: float = 30.0  # TCP flow that never completed the handshake
+    tcp_closed_timeout: float = 10.0  # after FIN both ways or RST
+    udp_timeout: float = 60.0  # UDP/other flow with no packet
+    # --- TCP reassembly
+    max_buffered_bytes: int = 65536  # out-of-order + unconsumed bytes per direction (dpi.stream.buffer_full)
+    max_ooo_segments: int = 64  # out-of-order segments held per direction (dpi.stream.ooo_full)
+    # --- IP fragments
+    max_frag_datagrams: int = 1024  # datagrams being reassembled per worker (dpi.frag.table_full)
+    max_frag_bytes: int = 65535 + 8  # bytes per datagram being reassembled (dpi.frag.too_big)
+    max_frags_per_datagram: int = 64  # fragments per datagram (dpi.frag.too_many)
+    frag_timeout: float = 30.0  # a datagram not complete by then is dropped (dpi.frag.timeout)
+    # --- identification
+    identify_bytes: int = 4096  # payload bytes (both ways) within which the app must be identified
+    identify_packets: int = 16  # payload-carrying packets within which the app must be identified
+    unidentified_fallback: str = "policy"  # one of FALLBACKS: decision for a flow never identified
+    buffer_full_fallback: str = "policy"  # one of FALLBACKS: stream cap exceeded
+    parser_error_fallback: str = "policy"  # one of FALLBACKS: parser exception
+    midstream_pickup: bool = True  # follow TCP flows whose handshake we did not see
+    inspect_after_identify: bool = True  # keep parsing (for detectors) after the app is allowed
+    # --- parsers
+    max_event_bytes: int = 4096  # bytes of body / SQL text / command copied into one event
+    max_headers: int = 64  # headers kept per HTTP message
+    max_header_bytes: int = 16384  # an HTTP head longer than this is an anomaly; the parser gives up
+    max_dns_records: int = 64  # records decoded per DNS section
+    max_dns_pointer_hops: int = 32  # compression pointers followed per name (loop protection)
+    # --- FQDN cache (DNS answers → names)
+    max_fqdn_entries: int = 16384  # address → names entries (oldest evicted, counted)
+    max_names_per_address: int = 8
+    min_fqdn_ttl: float = 5.0  # a TTL below this is raised to it (connection follows the lookup)
+    max_fqdn_ttl: float = 86400.0  # and above this is lowered to it
+    # --- events
+    max_events_per_flow: int = 256  # parser events kept per flow for replay/detectors per feed
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name.endswith("_fallback"):
+                if value not in FALLBACKS:
+                    raise ValueError(f"dpi.{f.name}: expected one of {', '.join(FALLBACKS)}, got {value!r}")
+            elif isinstance(value, bool):
+                continue
+            elif isinstance(value, int | float) and value <= 0:
+                raise ValueError(f"dpi.{f.name}: expected a positive number, got {value!r}")
+
+    @classmethod
+    def from_mapping(cls, table: dict[str, Any]) -> DpiSettings:
+        """Build from a config table (the `[dpi]` TOML table); unknown keys and wrong types name the key."""
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        values: dict[str, Any] = {}
+        for key, value in table.items():
+            f = known.get(key)
+            if f is None:
+                raise ValueError(f"dpi.{key}: unknown key")
+            default = f.default
+            if isinstance(default, bool):
+                ok = isinstance(value, bool)
+            elif isinstance(default, int):
+                ok = isinstance(value, int) and not isinstance(value, bool)
+            elif isinstance(default, float):
+                ok = isinstance(value, int | float) and not isinstance(value, bool)
+                value = float(value)
+            else:
+                ok = isinstance(value, str)
+            if not ok:
+                raise ValueError(f"dpi.{key}: expected {type(default).__name__}, got {type(value).__name__}")
+            values[key] = value
+        return cls(**values)

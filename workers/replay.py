@@ -1,0 +1,318 @@
+"""`enforcer replay CAPTURE [--policy FILE] [--json]`: the worker's DPI core over a packet capture.
+
+The same decode → flow → DpiEngine path the workers run, fed from a pcap or pcapng file (read with
+dpkt) with the capture's timestamps as the clock. Prints, for each flow as it ends, its application,
+decision, verdict and parser events, then the policy events and a summary. With `--json` every line is
+one JSON object: `{"kind": "flow", ...}`, `{"kind": "event", ...}` (policy events) and one final
+`{"kind": "summary", ...}`. Without `--policy` the engine runs with no tables: identify and report only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import enum
+import ipaddress
+import json
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import IO, Any
+
+from pipeline.flow import flow_key
+from pipeline.packet import decode
+from workers.dpi.context import FlowContext
+from workers.dpi.engine import DpiEngine
+from workers.dpi.events import ParserEvent
+from workers.dpi.settings import DpiSettings
+from workers.verdict import WorkerVerdict
+
+# Link types (pcap LINKTYPE_* / dpkt DLT_* values as they appear in files)
+_LINK_NULL, _LINK_ETHERNET, _LINK_RAW_A, _LINK_RAW_B, _LINK_RAW, _LINK_LOOP = 0, 1, 12, 14, 101, 108
+_LINK_SLL, _LINK_SLL2, _LINK_IPV4, _LINK_IPV6 = 113, 276, 228, 229
+_ETH_IP = frozenset((0x0800, 0x86DD))
+MAX_VLAN_TAGS = 2  # stacked 802.1Q/802.1ad tags we strip
+EXPIRE_EVERY = 1.0  # capture seconds between expire() calls
+NODE = "replay"
+
+
+class CaptureError(Exception):
+    """The capture cannot be read (missing, not pcap/pcapng, unsupported link type)."""
+
+
+def _strip_link(linktype: int, frame: bytes) -> bytes | None:
+    """The IP packet inside one captured frame, or None when it carries something else."""
+    if linktype in (_LINK_RAW, _LINK_RAW_A, _LINK_RAW_B, _LINK_IPV4, _LINK_IPV6):
+        return frame
+    if linktype == _LINK_ETHERNET:
+        off = 12
+        for _ in range(MAX_VLAN_TAGS + 1):
+            if len(frame) < off + 2:
+                return None
+            etype = (frame[off] << 8) | frame[off + 1]
+            if etype in (0x8100, 0x88A8):
+                off += 4
+                continue
+            return frame[off + 2 :] if etype in _ETH_IP else None
+        return None
+    if linktype == _LINK_SLL:
+        if len(frame) < 16:
+            return None
+        etype = (frame[14] << 8) | frame[15]
+        return frame[16:] if etype in _ETH_IP else None
+    if linktype == _LINK_SLL2:
+        if len(frame) < 20:
+            return None
+        etype = (frame[0] << 8) | frame[1]
+        return frame[20:] if etype in _ETH_IP else None
+    if linktype in (_LINK_NULL, _LINK_LOOP):
+        return frame[4:] if len(frame) > 4 else None
+    return None
+
+
+def read_capture(path: str) -> Iterator[tuple[float, bytes]]:
+    """(timestamp, IP packet) for every IP frame of a pcap or pcapng file."""
+    import dpkt
+
+    try:
+        f = open(path, "rb")
+    except OSError as exc:
+        raise CaptureError(f"cannot open capture {path!r}: {exc.strerror}") from None
+    try:
+        magic = f.read(4)
+        f.seek(0)
+        reader: Any
+        try:
+            if magic == b"\x0a\x0d\x0d\x0a":
+                reader = dpkt.pcapng.Reader(f)
+            else:
+                reader = dpkt.pcap.Reader(f)
+        except (ValueError, dpkt.dpkt.Error) as exc:
+            raise CaptureError(f"{path!r} is not a pcap or pcapng capture ({exc})") from None
+        linktype = reader.datalink()
+        if _strip_link(linktype, b"\x00" * 64) is None and linktype not in (
+            _LINK_ETHERNET,
+            _LINK_SLL,
+            _LINK_SLL2,
+        ):
+            raise CaptureError(f"{path!r}: unsupported link type {linktype}")
+        try:
+            for ts, frame in reader:
+                ip = _strip_link(linktype, bytes(frame))
+                if ip:
+                    yield float(ts), ip
+        except (ValueError, dpkt.dpkt.Error) as exc:
+            raise CaptureError(f"{path!r}: truncated or corrupt capture ({exc})") from None
+    finally:
+        f.close()
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode("utf-8", "backslashreplace")
+    if isinstance(value, enum.Enum):
+        return value.name
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        out = {"type": type(value).__name__}
+        for f in dataclasses.fields(value):
+            out[f.name] = _jsonable(getattr(value, f.name))
+        return out
+    if isinstance(value, tuple | list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    return value
+
+
+def _endpoint(addr: bytes, port: int) -> str:
+    ip = ipaddress.ip_address(addr)
+    return f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"
+
+
+_PROTO_NAMES = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmp6"}
+
+
+class Replay:
+    """Runs a capture through a DpiEngine and writes one line per flow, policy event and a summary."""
+
+    def __init__(
+        self, out: IO[str], as_json: bool, tables: Any = None, settings: DpiSettings | None = None
+    ) -> None:
+        self.out = out
+        self.as_json = as_json
+        self.flow_events: dict[int, list[ParserEvent]] = {}
+        self.flow_count = 0
+        self.apps: Counter[str] = Counter()
+        self.decisions: Counter[str] = Counter()
+        self.policy_events = 0
+        self.settings = settings or DpiSettings()
+        self.engine = DpiEngine(
+            self.settings,
+            tables,
+            self._emit,
+            NODE,
+            on_event=self._on_event,
+            on_flow_end=self._on_flow_end,
+            report_l4=True,
+        )
+
+    def _on_event(self, ctx: FlowContext, ev: ParserEvent) -> None:
+        events = self.flow_events.setdefault(id(ctx), [])
+        if len(events) < self.settings.max_events_per_flow:
+            events.append(ev)
+
+    def _emit(self, event: dict) -> None:
+        self.policy_events += 1
+        if self.as_json:
+            self._line({"kind": "event", **_jsonable(event)})
+        else:
+            fields = " ".join(f"{k}={v}" for k, v in event.items() if k not in ("id", "node", "time", "flow"))
+            self.out.write(f"  event {fields}\n")
+
+    def _line(self, obj: dict) -> None:
+        self.out.write(json.dumps(obj, sort_keys=True) + "\n")
+
+    def _on_flow_end(self, ctx: FlowContext) -> None:
+        events = self.flow_events.pop(id(ctx), [])
+        self.flow_count += 1
+        app = ctx.app or "unknown"
+        self.apps[app] += 1
+        self.decisions[ctx.decision] += 1
+        proto = _PROTO_NAMES.get(ctx.key.proto, str(ctx.key.proto))
+        client = _endpoint(ctx.client_addr, ctx.client_port)
+        server = _endpoint(ctx.server_addr, ctx.server_port)
+        verdict = WorkerVerdict(ctx.verdict).name
+        if self.as_json:
+            self._line(
+                {
+                    "kind": "flow", "proto": proto, "client": client, "server": server, "app": app,
+                    "decision": ctx.decision, "reason": ctx.reason, "verdict": verdict,
+                    "rule_id": ctx.rule_id, "midstream": ctx.midstream, "host": _jsonable(ctx.host),
+                    "sni": _jsonable(ctx.sni), "server_app": ctx.server_app,
+                    "server_names": list(ctx.server_names), "packets": list(ctx.packets),
+                    "bytes": list(ctx.bytes),
+                    "events": [_jsonable(e) for e in events],
+                }
+            )  # fmt: skip
+            return
+        extra = ""
+        if ctx.host:
+            extra += f" host={_jsonable(ctx.host)}"
+        if ctx.sni:
+            extra += f" sni={_jsonable(ctx.sni)}"
+        if ctx.server_app:
+            extra += f" server_app={ctx.server_app}"
+        if ctx.server_names:
+            extra += f" server_names={','.join(ctx.server_names)}"
+        self.out.write(
+            f"flow {proto} {client} -> {server} app={app} decision={ctx.decision} reason={ctx.reason or '-'} "
+            f"verdict={verdict} rule={ctx.rule_id} packets={ctx.packets[0]}/{ctx.packets[1]}{extra}\n"
+        )
+        for ev in events:
+            d = _jsonable(ev)
+            name = d.pop("type")
+            fields = " ".join(f"{k}={v!r}" for k, v in d.items() if v not in ("", [], -1, False))
+            self.out.write(f"  {name} {fields}\n")
+
+    def run(self, packets: Iterator[tuple[float, bytes]]) -> dict[str, Any]:
+        engine = self.engine
+        started = time.perf_counter()
+        count = 0
+        last_expire: float | None = None
+        verdicts: Counter[str] = Counter()
+        now = 0.0
+        for now, ip in packets:
+            count += 1
+            meta = decode(ip)
+            key, direction = flow_key(meta)
+            verdict, _rule = engine.on_packet(ip, meta, key, direction, now)
+            verdicts[verdict.name] += 1
+            if last_expire is None:
+                last_expire = now
+            elif now - last_expire >= EXPIRE_EVERY:
+                engine.expire(now)
+                last_expire = now
+        engine.close_all()
+        elapsed = time.perf_counter() - started
+        stats = engine.stats()
+        apps = dict(sorted(self.apps.items()))
+        decisions = dict(sorted(self.decisions.items()))
+        anomalies = {
+            k: v for k, v in sorted(stats.items()) if "." in k and not k.startswith(("app.", "fallback."))
+        }
+        summary: dict[str, Any] = {
+            "kind": "summary",
+            "packets": count,
+            "flows": self.flow_count,
+            "apps": apps,
+            "decisions": decisions,
+            "packet_verdicts": dict(sorted(verdicts.items())),
+            "policy_events": self.policy_events,
+            "anomalies": anomalies,
+            "elapsed_s": round(elapsed, 6),
+            "packets_per_s": round(count / elapsed) if elapsed > 0 else 0,
+        }
+        if self.as_json:
+            self._line(summary)
+        else:
+            self.out.write(
+                f"summary: {count} packets, {self.flow_count} flows, {summary['packets_per_s']} packets/s\n"
+                f"  apps: {', '.join(f'{k}={v}' for k, v in apps.items()) or '-'}\n"
+                f"  decisions: {', '.join(f'{k}={v}' for k, v in decisions.items()) or '-'}\n"
+                f"  anomalies: {', '.join(f'{k}={v}' for k, v in anomalies.items()) or '-'}\n"
+            )
+        return summary
+
+
+def _handler(args: argparse.Namespace, out: IO[str] | None = None) -> int:
+    stream = out if out is not None else sys.stdout
+    tables = None
+    if args.policy:
+        try:
+            from policy.tables import load_policy_tables  # provided by the policy package
+        except ImportError as exc:
+            print(f"replay: --policy needs policy.tables.load_policy_tables ({exc})", file=sys.stderr)
+            return 2
+        try:
+            tables = load_policy_tables(args.policy)
+        except (OSError, ValueError) as exc:
+            print(f"replay: cannot load policy {args.policy!r}: {exc}", file=sys.stderr)
+            return 2
+    replay = Replay(stream, args.json, tables)
+    try:
+        replay.run(read_capture(args.capture))
+    except CaptureError as exc:
+        print(f"replay: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    """Add `replay CAPTURE [--policy FILE] [--json]` to the `enforcer` command."""
+    p = subparsers.add_parser(
+        "replay",
+        help="run the DPI and policy core over a pcap/pcapng capture",
+        description="Replay a capture through decode → flow → DPI → policy; print each flow's application, "
+        "verdict and events, then a summary.",
+    )
+    p.add_argument("capture", help="pcap or pcapng file")
+    p.add_argument(
+        "--policy", metavar="FILE", help="policy file to decide flows with (default: identify only)"
+    )
+    p.add_argument("--json", action="store_true", help="JSON lines output")
+    handler: Callable[[argparse.Namespace], int] = _handler
+    p.set_defaults(func=handler)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry (`python -m workers.replay`) until the `enforcer` CLI registers the command."""
+    parser = argparse.ArgumentParser(prog="enforcer")
+    sub = parser.add_subparsers(dest="command", required=True)
+    register(sub)
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
