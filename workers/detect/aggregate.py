@@ -5,7 +5,7 @@ flow, the group whose settings applied, the action actually taken, the threat id
 
 `EventAggregator` sits in front of any event sink (`emit`): the first threat event of a kind passes at
 once; identical ones within `window` seconds are counted, not sent, and `flush(now)` sends one summary
-per kind with the count when its window closes. "Identical" means same threat (and sensor), same
+per kind with the count when its window closes. "Identical" means same threat (and sensor rule), same
 action and group, and the same endpoints, except for volume threats where the attacker varies what it
 can: floods are keyed by their destination (spoofed sources would otherwise make one event each),
 per-source threats (scans, session floods, brute force) by their source. Non-threat events pass
@@ -76,6 +76,7 @@ def _key(event: Mapping[str, Any]) -> tuple[Any, ...]:
     return (
         name,
         event.get("sensor", ""),
+        event.get("rule", ""),
         event.get("action", ""),
         event.get("group", ""),
         src,

@@ -258,6 +258,10 @@ class Hit(NamedTuple):
     threat: Threat
     detail: str
     excerpt: bytes = b""
+    # DLP/WAF sensor hits name the sensor and rule and carry the sensor's own block/alert choice.
+    sensor: str = ""
+    rule: str = ""
+    block: bool = False
 
 
 def excerpt_of(value: str | bytes, limit: int = MAX_FINDING_EXCERPT) -> bytes:

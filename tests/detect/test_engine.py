@@ -1,0 +1,237 @@
+"""The threat engine wired to the DPI engine: parser events and packets in, verdicts and threat events out."""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+from typing import Any
+
+import pytest
+
+from pipeline.packet import TCP_ACK, TCP_PSH, TCP_SYN
+from policy.lookup import Action, Decision, Mode, Report
+from workers.detect.engine import DetectingEngine, build_engine, compile_threat_policy
+from workers.dpi.settings import DpiSettings
+from workers.verdict import WorkerVerdict
+
+from .build import handshake, ipv4, packet, tcp4, udp
+
+WEB = "198.18.1.10"  # group web (protect)
+DB = "198.18.2.10"  # group db (monitor)
+CLIENT = "198.18.9.1"  # group clients (monitor)
+
+GROUPS = {
+    ipaddress.ip_network("198.18.1.0/24"): ("web", Mode.PROTECT),
+    ipaddress.ip_network("198.18.2.0/24"): ("db", Mode.MONITOR),
+    ipaddress.ip_network("198.18.9.0/24"): ("clients", Mode.MONITOR),
+}
+
+
+class StubTables:
+    """Groups by subnet; every flow allowed; the destination's group decides the mode."""
+
+    def _group(self, addr: bytes) -> tuple[str, Mode]:
+        ip = ipaddress.ip_address(addr)
+        for net, group in GROUPS.items():
+            if ip in net:
+                return group
+        return "external", Mode.MONITOR
+
+    def generation(self) -> int:
+        return 1
+
+    def decide(self, family: int, src: bytes, dst: bytes, proto: int, dport: int) -> Decision:
+        sg, _ = self._group(src)
+        dg, mode = self._group(dst)
+        return Decision(Action.ALLOW, False, 0, mode, Report.NONE, sg, dg, 1)
+
+    def decide_app(self, family: int, src: bytes, dst: bytes, proto: int, dport: int, app: str) -> Decision:
+        return self.decide(family, src, dst, proto, dport)
+
+
+class Lab:
+    def __init__(self, threat_settings: Any = None, sensors: Any = None) -> None:
+        self.events: list[dict[str, Any]] = []
+        policy = compile_threat_policy(1, threat_settings, sensors)
+        self.engine: DetectingEngine = build_engine(
+            DpiSettings(), StubTables(), self.events.append, "n1", policy
+        )
+        self.now = 1000.0
+
+    def send(self, bufs: list[bytes], step: float = 0.001) -> list[WorkerVerdict]:
+        out = []
+        for buf in bufs:
+            meta, raw, key, direction = packet(buf)
+            verdict, _rule = self.engine.on_packet(raw, meta, key, direction, self.now)
+            out.append(verdict)
+            self.now += step
+        return out
+
+    def threats(self, name: str | None = None) -> list[dict[str, Any]]:
+        return [e for e in self.events if e["type"] == "threat" and (name is None or e["name"] == name)]
+
+
+def http_flow(client: str, cport: int, server: str, request: bytes, sport: int = 80) -> list[bytes]:
+    return [
+        *handshake(client, cport, server, sport),
+        tcp4(client, cport, server, sport, TCP_ACK | TCP_PSH, seq=1001, ack=5001, payload=request),
+    ]
+
+
+SQLI_GET = b"GET /search?q=%27%20or%201%3D1--%20 HTTP/1.1\r\nHost: web\r\n\r\n"
+BENIGN_GET = b"GET /search?q=O%27Brien+pizza&page=2 HTTP/1.1\r\nHost: web\r\nUser-Agent: curl/8\r\n\r\n"
+
+
+def test_sqli_in_protect_resets_the_flow() -> None:
+    lab = Lab()
+    verdicts = lab.send(http_flow(CLIENT, 40000, WEB, SQLI_GET))
+    assert verdicts[-1] is WorkerVerdict.RESET_FLOW
+    [event] = lab.threats("sql_injection")
+    assert event["action"] == "reset" and event["group"] == "web" and event["threat_id"] == 1027
+    assert event["flow"]["dst"] == WEB and event["flow"]["dport"] == 80
+    assert b"or 1=1" in event["excerpt"] and len(event["excerpt"]) <= 256
+
+
+def test_sqli_in_monitor_only_alerts() -> None:
+    lab = Lab()
+    verdicts = lab.send(http_flow(CLIENT, 40001, DB, SQLI_GET))
+    assert WorkerVerdict.RESET_FLOW not in verdicts
+    [event] = lab.threats("sql_injection")
+    assert event["action"] == "alert" and event["group"] == "db"
+
+
+def test_benign_http_raises_nothing() -> None:
+    lab = Lab()
+    verdicts = lab.send(http_flow(CLIENT, 40002, WEB, BENIGN_GET))
+    assert lab.threats() == [] and WorkerVerdict.RESET_FLOW not in verdicts
+
+
+def test_smuggling_xss_and_struts_through_the_parser() -> None:
+    lab = Lab()
+    smuggle = (
+        b"POST / HTTP/1.1\r\nHost: web\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+    )
+    xss = b"GET /p?name=%3Cscript%3Ealert(1)%3C/script%3E HTTP/1.1\r\nHost: web\r\n\r\n"
+    lab.send(http_flow(CLIENT, 40003, DB, smuggle))
+    lab.send(http_flow(CLIENT, 40004, DB, xss))
+    assert {e["name"] for e in lab.threats()} == {"http_smuggling", "xss"}
+
+
+def test_per_group_settings_disable_and_change_action() -> None:
+    lab = Lab(
+        {
+            "groups": {
+                "web": {"sql_injection": {"action": "alert"}},
+                "db": {"sql_injection": {"enabled": False}},
+            }
+        }
+    )
+    verdicts = lab.send(http_flow(CLIENT, 40005, WEB, SQLI_GET))
+    assert WorkerVerdict.RESET_FLOW not in verdicts
+    assert [e["action"] for e in lab.threats()] == ["alert"]
+    lab.send(http_flow(CLIENT, 40006, DB, SQLI_GET))
+    assert len(lab.threats()) == 1  # disabled for db
+
+
+def test_new_policy_generation_applies_to_new_flows() -> None:
+    lab = Lab()
+    lab.engine.set_policy(compile_threat_policy(2, {"default": {"sql_injection": {"enabled": False}}}))
+    lab.send(http_flow(CLIENT, 40007, WEB, SQLI_GET))
+    assert lab.threats() == []
+
+
+def test_syn_flood_dropped_in_protect_and_aggregated() -> None:
+    lab = Lab({"default": {"syn_flood": {"syns_per_window": 100}, "port_scan": {"enabled": False}}})
+    legit = lab.send(http_flow("198.18.9.200", 50000, WEB, BENIGN_GET))
+    flood = [tcp4(f"203.0.{i // 250}.{i % 250 + 1}", 1024 + i % 60000, WEB, 80, TCP_SYN) for i in range(600)]
+    verdicts = lab.send(flood, step=0.0005)
+    assert verdicts[:100].count(WorkerVerdict.DROP) == 0
+    assert verdicts[100:].count(WorkerVerdict.DROP) == 500
+    # a client that completed a handshake before still connects during the flood
+    again = lab.send([tcp4("198.18.9.200", 50001, WEB, 80, TCP_SYN)])
+    assert again == [WorkerVerdict.PASS] and WorkerVerdict.RESET_FLOW not in legit
+    lab.engine.expire(lab.now + 10)
+    events = lab.threats("syn_flood")
+    assert len(events) == 2 and events[0]["count"] == 1 and events[1]["count"] == 499
+    assert events[1]["aggregated"] and events[0]["action"] == "drop"
+
+
+def test_block_source_after_port_scan() -> None:
+    lab = Lab({"default": {"port_scan": {"ports_per_window": 10}}})
+    probes = [tcp4(CLIENT, 41000, WEB, port, TCP_SYN) for port in range(1, 15)]
+    verdicts = lab.send(probes)
+    assert verdicts[9] is WorkerVerdict.BLOCK_FLOW
+    # the source stays blocked for block_seconds, whatever it sends
+    assert lab.send([tcp4(CLIENT, 41001, WEB, 443, TCP_SYN)]) == [WorkerVerdict.BLOCK_FLOW]
+    lab.now += 61
+    assert lab.send([tcp4(CLIENT, 41002, WEB, 443, TCP_SYN)]) == [WorkerVerdict.PASS]
+
+
+def test_bad_packet_never_reaches_dpi_but_is_reported() -> None:
+    lab = Lab()
+    verdicts = lab.send([tcp4(CLIENT, 1, WEB, 80, TCP_SYN | 0x01)])
+    assert verdicts == [WorkerVerdict.DROP]
+    assert [e["name"] for e in lab.threats()] == ["bad_packet"]
+
+
+def dns_query(name: str, qtype: int) -> bytes:
+    qname = b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\x00"
+    return struct.pack("!HHHHHH", 7, 0x0100, 1, 0, 0, 0) + qname + struct.pack("!HH", qtype, 1)
+
+
+def test_dns_over_udp_through_the_packet_hook() -> None:
+    lab = Lab()
+    lab.send([ipv4(CLIENT, "198.18.2.53", 17, udp(5353, 53, dns_query("t.example.com", 10)))])
+    lab.send([ipv4(CLIENT, "198.18.2.53", 17, udp(5354, 53, dns_query("www.example.com", 1)))])
+    assert [e["name"] for e in lab.threats()] == ["dns_null_type"]
+
+
+def test_dlp_sensor_blocks_in_protect_with_masked_excerpt() -> None:
+    sensors = [
+        {"name": "cards", "predefined": "credit_card", "action": "block", "groups": ["web"]},
+        {"name": "waf", "predefined": "waf", "action": "alert", "groups": ["web", "db"]},
+    ]
+    lab = Lab(sensors=sensors)
+    body = b"name=bob&card=4111+1111+1111+1111"
+    post = (
+        b"POST /pay HTTP/1.1\r\nHost: web\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+    verdicts = lab.send(http_flow(CLIENT, 40010, WEB, post))
+    assert verdicts[-1] is WorkerVerdict.RESET_FLOW
+    [event] = lab.threats("dlp_sensor")
+    assert event["sensor"] == "cards" and event["excerpt"] == b"**** **** **** 1111"
+    assert b"4111 1111 1111 1111" not in repr(lab.events).encode()
+    lab.send(http_flow(CLIENT, 40011, DB, b"GET /x/../../etc/passwd HTTP/1.1\r\nHost: db\r\n\r\n"))
+    traversal = [e for e in lab.threats("dlp_sensor") if e["sensor"] == "waf"]
+    assert {e["rule"] for e in traversal} == {"path-traversal", "etc-passwd"}
+    assert all(e["action"] == "alert" for e in traversal)
+
+
+def test_slowloris_fires_on_a_slow_head() -> None:
+    lab = Lab()
+    start = [
+        *handshake(CLIENT, 40020, WEB, 80),
+        tcp4(CLIENT, 40020, WEB, 80, TCP_ACK, seq=1001, payload=b"GET / HTTP/1.1\r\n"),
+    ]
+    lab.send(start)
+    lab.now += 25
+    verdicts = lab.send([tcp4(CLIENT, 40020, WEB, 80, TCP_ACK, seq=1017, payload=b"X-a: b\r\n")])
+    assert verdicts == [WorkerVerdict.RESET_FLOW]
+    assert [e["name"] for e in lab.threats()] == ["http_slowloris"]
+
+
+def test_quick_requests_are_not_slowloris() -> None:
+    lab = Lab()
+    for i in range(3):
+        lab.send(http_flow(CLIENT, 40030 + i, WEB, BENIGN_GET))
+        lab.now += 30
+    assert lab.threats() == []
+
+
+@pytest.mark.parametrize(
+    "threat_settings", [{"default": {"nope": {}}}, {"groups": {"web": {"syn_flood": {"x": 1}}}}]
+)
+def test_bad_threat_policy_is_rejected(threat_settings: Any) -> None:
+    with pytest.raises(ValueError):
+        compile_threat_policy(3, threat_settings)
