@@ -39,7 +39,7 @@ MAX_JSON_DEPTH = 32
 MAX_SQL_QUERY = 64 * 1024
 
 # Values made only of these cannot carry SQL injection (no spaces, quotes, operators or parentheses).
-_SQLI_SAFE = re.compile(r"[\w.\-@]*\Z", re.A)
+_SQLI_SAFE = re.compile(r"(?!.*@@)[\w.\-@]*\Z", re.A)
 # ... nor XSS (no markup, quotes, attribute or scheme punctuation).
 _XSS_SAFE = re.compile(r"[^<>\"'`=:&(\\%]*\Z")
 # What libinjection leaves to context, added for parameter values: a quote left open and then cut by a
