@@ -9,13 +9,13 @@ Figures are printed as `name: value`; run it on an idle machine (it uses one cor
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
-from typing import Any
 import json
 import random
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, quote_plus
 
 ROOT = Path(__file__).resolve().parent.parent
