@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.packet import TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, TCP_URG
 from workers.detect import catalogue as C
@@ -359,3 +361,37 @@ def test_tcp_small_window_ipv6() -> None:
         ipv6(c, s, 6, tcp(1, 80, TCP_ACK, window=3)),
     ]
     assert names(run(bufs)) == {"tcp_small_window"}
+
+
+# -- fuzzing -----------------------------------------------------------------------------------------------
+
+_PACKET_TEMPLATES = [
+    tcp4(CLIENT, 1, SERVER, 80, TCP_SYN, options=mss(1460) + wscale(7)),
+    ipv4(CLIENT, SERVER, 17, udp(5353, 53, b"q" * 20)),
+    ipv4(CLIENT, SERVER, 1, icmp(8, payload=b"p" * 16)),
+    ipv4(CLIENT, SERVER, 1, b"x" * 40, ident=5, frag_off=64),
+    ipv6("fd00::1", "fd00::2", 6, tcp(1, 80, TCP_SYN | TCP_ACK)),
+]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(_PACKET_TEMPLATES), st.integers(0, 80), st.integers(0, 255), st.booleans()),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_inspect_is_total_on_mutated_packets(mutations: list[tuple[bytes, int, int, bool]]) -> None:
+    det = PacketDetector(PacketLimits(max_flows=8, max_hosts=8, max_datagrams=4))
+    for i, (template, pos, value, truncate) in enumerate(mutations):
+        buf = bytearray(template)
+        if pos < len(buf):
+            buf[pos] = value
+        data = bytes(buf[: pos or 1]) if truncate else bytes(buf)
+        meta, raw, key, direction = packet(data)
+        for f in det.inspect(meta, raw, key, direction, 1000.0 + i, DEFAULT_SETTINGS):
+            assert isinstance(f.threat, C.Threat) and len(f.excerpt) <= C.MAX_FINDING_EXCERPT
+    det.tick(2000.0, lambda key: DEFAULT_SETTINGS)
+    sizes = det.table_sizes()
+    assert sizes["flows"] <= 8 and sizes["datagrams"] <= 4
