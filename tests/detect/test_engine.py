@@ -235,3 +235,38 @@ def test_quick_requests_are_not_slowloris() -> None:
 def test_bad_threat_policy_is_rejected(threat_settings: Any) -> None:
     with pytest.raises(ValueError):
         compile_threat_policy(3, threat_settings)
+
+
+def test_threat_event_carries_evidence_capture() -> None:
+    import io
+
+    import dpkt
+
+    lab = Lab()
+    flow = http_flow(CLIENT, 40040, WEB, SQLI_GET)
+    lab.send(flow)
+    [event] = lab.threats("sql_injection")
+    pcap = lab.engine.threats.evidence_pcap(event["evidence"])
+    assert pcap is not None
+    packets = [bytes(buf) for _ts, buf in dpkt.pcap.Reader(io.BytesIO(pcap))]
+    assert packets == flow  # the ring held the whole (short) conversation
+    assert lab.engine.threats.evidence_pcap("ev-unknown") is None
+
+
+def test_evidence_store_is_bounded() -> None:
+    from workers.detect.evidence import EvidenceLimits, EvidenceStore
+
+    store = EvidenceStore(
+        EvidenceLimits(max_flows=2, packets_per_flow=3, max_packet_bytes=10, max_captures=2)
+    )
+    for i in range(5):
+        store.record("a", float(i), bytes([i]) * 50)
+    first = store.snapshot("a")
+    assert store.snapshot("a") == first  # nothing new recorded: same capture
+    pcap = store.pcap(first)
+    assert pcap is not None and len(pcap) == 24 + 3 * (16 + 10)
+    store.record("b", 9.0, b"b")
+    store.record("c", 9.0, b"c")
+    assert store.snapshot("a") == ""  # flow a's ring was evicted by b and c
+    second, third = store.snapshot("b"), store.snapshot("c")
+    assert store.pcap(first) is None and store.pcap(second) is not None and store.pcap(third) is not None

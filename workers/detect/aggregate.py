@@ -38,6 +38,7 @@ def threat_event(
     now: float,
     mode: str = "",
     workload: str = "",
+    evidence: str = "",
 ) -> dict[str, Any]:
     """The `threat` event for one finding (`action` is what was actually done, after the mode)."""
     threat = finding.threat
@@ -59,6 +60,8 @@ def threat_event(
         fields["mode"] = mode
     if workload:
         fields["workload"] = workload
+    if evidence:
+        fields["evidence"] = evidence  # id of the packet capture (ThreatEngine.evidence_pcap)
     return make_event(EventType.THREAT, node, now, **fields)
 
 

@@ -40,6 +40,7 @@ from workers.detect.catalogue import Finding, Hit, Threat, ThreatAction, excerpt
 from workers.detect.database import AccessDeniedTracker
 from workers.detect.decode import percent_decode
 from workers.detect.dns import DnsDetector
+from workers.detect.evidence import EvidenceLimits, EvidenceStore
 from workers.detect.http import check_headers, check_struts_body
 from workers.detect.injection import check_request, check_sql_query
 from workers.detect.packets import PacketDetector, PacketLimits
@@ -84,6 +85,7 @@ class DetectLimits:
     max_blocked_sources: int = 16384  # sources blocked by a block-source action
     aggregate_window: float = 5.0  # identical threat events within this are counted, not repeated
     max_aggregate_keys: int = 4096
+    evidence: EvidenceLimits = EvidenceLimits()  # packet rings per flow, snapshotted on findings
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -156,7 +158,12 @@ class ThreatEngine:
         self.denials = AccessDeniedTracker(lim.max_clients)
         self._flow_groups: LruTable[FlowKey, tuple[str, Mode, ThreatSettings]] = LruTable(lim.max_flow_groups)
         self._blocked: LruTable[bytes, float] = LruTable(lim.max_blocked_sources)
+        self.evidence = EvidenceStore(lim.evidence)
         self.counters: Counter[str] = Counter()
+
+    def evidence_pcap(self, evidence_id: str) -> bytes | None:
+        """The packets behind a threat event (its `evidence` field) as a pcap file."""
+        return self.evidence.pcap(evidence_id)
 
     # -- policy --------------------------------------------------------------------------------------
 
@@ -193,14 +200,18 @@ class ThreatEngine:
             cached = (group, mode, self.policy.settings.for_group(group))
             self._flow_groups.put(key, cached)
         group, mode, settings = cached
+        self.evidence.record(key, now, packet)
         findings = self.packets.inspect(meta, packet, key, direction, now, settings)
         if not findings:
             return None
         verdict: WorkerVerdict | None = None
+        evidence = self.evidence.snapshot(key)
         for f in findings:
             taken = effective_action(mode, settings.action(f.threat))
             self.counters["threats." + f.threat.name] += 1
-            self.aggregator.emit(threat_event(self.node, f, taken, group, now, mode.name.lower()))
+            self.aggregator.emit(
+                threat_event(self.node, f, taken, group, now, mode.name.lower(), evidence=evidence)
+            )
             v = self._verdict(taken, f, meta, now, settings)
             if v is not None and (verdict is None or v > verdict):
                 verdict = v
@@ -295,7 +306,7 @@ class ThreatEngine:
             if stream is None:
                 stream = st.streams[side] = sensors.open_stream(Context.PACKET, st.group)
             hits += self._sensor_hits(stream.scan(payload))
-        return self._to_dpi(hits, st)
+        return self._to_dpi(hits, st, ctx)
 
     def _slowloris(self, st: _FlowState, payload: bytes, now: float, s: ThreatSettings) -> Hit | None:
         if st.pending_since < 0:
@@ -357,7 +368,7 @@ class ThreatEngine:
                 hit = self.denials.on_error(ctx.client_addr, 1045, now, s)
                 if hit is not None:
                     hits.append(hit._replace(detail=hit.detail + " (PostgreSQL)"))
-        return self._to_dpi(hits, st)
+        return self._to_dpi(hits, st, ctx)
 
     def _http_request(
         self, uri: bytes, headers: E.Headers, body: bytes, st: _FlowState, on: frozenset[int]
@@ -423,11 +434,12 @@ class ThreatEngine:
             for m in matches
         ]  # fmt: skip
 
-    def _to_dpi(self, hits: list[Hit], st: _FlowState) -> list[E.Finding]:
+    def _to_dpi(self, hits: list[Hit], st: _FlowState, ctx: FlowContext) -> list[E.Finding]:
         if not hits:
             return []
         s = st.settings
         out = []
+        evidence = self.evidence.snapshot(ctx.key)
         for h in hits:
             threat: Threat = h.threat
             if threat.id not in s.on:
@@ -442,6 +454,8 @@ class ThreatEngine:
                 block = s.action(threat) is not ThreatAction.ALERT
                 configured = s.action(threat).value
             fields["configured_action"] = configured
+            if evidence:
+                fields["evidence"] = evidence
             out.append(E.Finding(threat.name, threat.severity.value, block, h.detail, h.excerpt, fields))
         return out
 
