@@ -270,3 +270,33 @@ def test_evidence_store_is_bounded() -> None:
     assert store.snapshot("a") == ""  # flow a's ring was evicted by b and c
     second, third = store.snapshot("b"), store.snapshot("c")
     assert store.pcap(first) is None and store.pcap(second) is not None and store.pcap(third) is not None
+
+
+def test_policy_snapshot_adapter() -> None:
+    from policy.loader import parse_policy
+    from workers.detect.engine import threat_policy_from_snapshot
+    from workers.detect.settings import ThreatSettingsError
+
+    sensor = {"name": "cc", "kind": "dlp", "context": "body", "patterns": ["tok_[0-9]{6}"], "action": "block"}
+    doc = {
+        "version": 7,
+        "groups": [{"name": "web", "mode": "protect", "members": ["198.18.1.0/24"]}],
+        "sensors": [sensor],
+        "threats": {
+            "tcp.syn_flood": {"enabled": True, "action": "drop", "thresholds": {"syns_per_window": 5}},
+            "tls_1_0": {"enabled": True},
+        },
+    }
+    policy = threat_policy_from_snapshot(parse_policy(doc))
+    s = policy.settings.for_group("web")
+    from workers.detect import catalogue as C
+    from workers.detect.sensors import Context
+
+    assert (
+        policy.generation == 7 and s.threshold(C.SYN_FLOOD, "syns_per_window") == 5 and s.enabled(C.TLS_1_0)
+    )
+    [match] = policy.sensors.scan(Context.BODY, b"x tok_123456", "any-group")  # no groups: all groups
+    assert match.sensor == "cc" and match.action.value == "block"
+    bad = dict(doc, threats={"tcp.syn_flood": {"thresholds": {"rate": 1}}})
+    with pytest.raises(ThreatSettingsError, match="syn_flood.rate: unknown setting"):
+        threat_policy_from_snapshot(parse_policy(bad))

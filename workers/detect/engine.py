@@ -534,3 +534,33 @@ def build_engine(
         report_l4=report_l4,
     )
     return DetectingEngine(dpi, threats)
+
+
+def threat_policy_from_snapshot(snapshot: Any, use_hyperscan: bool = True) -> ThreatPolicy:
+    """Compile the threat part of a `policy.model.PolicySnapshot` (its `threats` and `sensors`).
+
+    The snapshot names threats either as the catalogue does (`syn_flood`) or with a category prefix
+    (`tcp.syn_flood`); its thresholds mapping is flattened into the threat's settings. Its threat settings
+    are node-wide (the default of every group); a snapshot that carries per-group documents in the form
+    `compile_group_settings` takes can pass them to `compile_threat_policy` directly. Each snapshot
+    sensor (one context, a list of patterns, groups or none for all) becomes one sensor whose rules are
+    its patterns. Raises ThreatSettingsError/SensorError naming the bad threat, key or pattern."""
+    default: dict[str, Any] = {}
+    for name, setting in snapshot.threats.items():
+        short = name.rsplit(".", 1)[-1] if name not in C.BY_NAME else name
+        entry: dict[str, Any] = {"enabled": setting.enabled, "action": str(setting.action)}
+        entry.update(dict(setting.thresholds))
+        default[short] = entry
+    sensors = [
+        {
+            "name": s.name,
+            "action": str(s.action),
+            "groups": list(s.groups),
+            "rules": [
+                {"name": f"{s.name}#{i}", "pattern": pattern, "context": str(s.context)}
+                for i, pattern in enumerate(s.patterns)
+            ],
+        }
+        for s in snapshot.sensors
+    ]
+    return compile_threat_policy(snapshot.version, {"default": default}, sensors, use_hyperscan)

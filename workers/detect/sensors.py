@@ -2,7 +2,7 @@
 
 A policy generation carries a list of sensors:
 
-    [{"name": "pci", "action": "block", "groups": ["web"],
+    [{"name": "pci", "action": "block", "groups": ["web"],  # no groups: every group
       "rules": [{"name": "visa", "pattern": "4[0-9]{15}", "context": "body", "caseless": false}]},
      {"name": "cards", "predefined": "credit_card", "action": "alert", "groups": ["web", "db"]}]
 
@@ -205,6 +205,7 @@ class SensorSet:
             if ids:
                 self._compile(ctx, ids)
         self.groups = frozenset(g for s in self.sensors for g in s.groups)
+        self.all_groups = any(not s.groups for s in self.sensors)  # a sensor without groups applies to all
 
     def _compile(self, ctx: Context, ids: list[int]) -> None:
         fallback_ids = ids
@@ -261,11 +262,11 @@ class SensorSet:
     # -- scanning ----------------------------------------------------------------------------------------
 
     def applies(self, group: str) -> bool:
-        return group in self.groups
+        return self.all_groups or group in self.groups
 
     def scan(self, ctx: Context, data: bytes, group: str) -> list[SensorMatch]:
         """Scan one value (url, header, sql; or a whole body/packet) for the sensors of `group`."""
-        if group not in self.groups:
+        if not self.applies(group):
             return []
         ends: list[tuple[int, int]] = []
         db = self._db.get(ctx)
@@ -312,7 +313,7 @@ class SensorSet:
             if i in seen:
                 continue
             sensor, rule, confirm_rx = self._entries[i]
-            if group not in sensor.groups:
+            if sensor.groups and group not in sensor.groups:
                 continue
             window = _text(data[max(0, end - MATCH_LOOKBEHIND) : end])
             m = confirm_rx.search(window)
@@ -351,13 +352,13 @@ class SensorStream:
         self._offset = 0  # stream offset of the first byte of the next chunk
         self._tail = b""  # the last MATCH_LOOKBEHIND bytes seen
         self._reported: set[tuple[str, str]] = set()
-        db = sensors._db.get(ctx) if group in sensors.groups else None
+        db = sensors._db.get(ctx) if sensors.applies(group) else None
         # The binding does not keep a reference to the callback: this object does, for the stream's life.
         self._on_match = _collect(self._ends)
         self._stream = _open_stream(db, self._on_match) if db is not None else None
 
     def scan(self, chunk: bytes) -> list[SensorMatch]:
-        if self._group not in self._set.groups:
+        if not self._set.applies(self._group):
             return []
         self._ends.clear()
         if self._stream is not None:
