@@ -190,7 +190,7 @@ def main(argv: list[str]) -> int:
                 engine.on_packet(ip, meta, key, direction, now)
             events: list = []
         else:
-            events, _ = replay_threats(capture, policy, WebTables())
+            events, _, _ = replay_threats(capture, policy, WebTables())
         elapsed = time.perf_counter() - started
         threats = sum(1 for e in events if e.get("type") == "threat")
         results[f"replay_{label}_packets_per_s"] = round(len(capture) / elapsed)

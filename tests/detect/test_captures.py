@@ -25,7 +25,7 @@ DPI_CAPTURES = Path(__file__).parent.parent / "data" / "pcaps"
 def test_capture_raises_expected_threats(name: str) -> None:
     doc = json.loads((HERE / f"{name}.expected.json").read_text())
     policy = compile_threat_policy(1, doc["threat_settings"])
-    events, _verdicts = replay_threats(read_capture(str(HERE / f"{name}.pcap")), policy)
+    events, _verdicts, _engine = replay_threats(read_capture(str(HERE / f"{name}.pcap")), policy)
     assert threat_totals(events) == doc["expected"]
 
 
@@ -56,5 +56,5 @@ def test_dpi_golden_captures(name: str) -> None:
     path = DPI_CAPTURES / f"{name}.pcap"
     if not path.exists():
         pytest.fail(f"DPI capture {name} is missing")
-    events, _ = replay_threats(read_capture(str(path)))
+    events, _, _ = replay_threats(read_capture(str(path)))
     assert threat_totals(events) == DPI_EXPECTED[name]

@@ -10,15 +10,21 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 from pipeline.flow import flow_key
 from pipeline.packet import decode
 from policy.lookup import PolicyTables
-from workers.detect.engine import EMPTY_POLICY, ThreatPolicy, build_engine
+from workers.detect.engine import EMPTY_POLICY, ThreatEngine, ThreatPolicy, build_engine
 
 NODE = "replay"
 TICK_EVERY = 1.0  # capture seconds between expire()/tick() calls, as a worker's timer would
+
+
+class ReplayResult(NamedTuple):
+    events: list[dict[str, Any]]  # every event emitted, in order
+    verdicts: Counter[str]  # packet verdicts by name
+    threats: ThreatEngine  # for evidence captures (`threats.evidence_pcap(id)`) and counters
 
 
 def replay_threats(
@@ -26,8 +32,8 @@ def replay_threats(
     policy: ThreatPolicy = EMPTY_POLICY,
     tables: PolicyTables | None = None,
     dpi_settings: Any = None,
-) -> tuple[list[dict[str, Any]], Counter[str]]:
-    """All events the detection core emits for the capture, and the packet verdict counts."""
+) -> ReplayResult:
+    """All events the detection core emits for the capture, the packet verdict counts and the engine."""
     from workers.dpi.settings import DpiSettings
 
     events: list[dict[str, Any]] = []
@@ -47,7 +53,7 @@ def replay_threats(
             last_tick = now
     engine.expire(now)
     engine.close_all()
-    return events, verdicts
+    return ReplayResult(events, verdicts, engine.threats)
 
 
 def threat_totals(events: Iterable[dict[str, Any]]) -> dict[str, int]:
