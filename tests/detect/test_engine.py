@@ -249,7 +249,7 @@ def test_threat_event_carries_evidence_capture() -> None:
     pcap = lab.engine.threats.evidence_pcap(event["evidence"])
     assert pcap is not None
     packets = [bytes(buf) for _ts, buf in dpkt.pcap.Reader(io.BytesIO(pcap))]
-    assert packets == flow  # the ring held the whole (short) conversation
+    assert packets == flow[-1:]  # the ring keeps packets with payload: here the request
     assert lab.engine.threats.evidence_pcap("ev-unknown") is None
 
 
@@ -261,6 +261,7 @@ def test_evidence_store_is_bounded() -> None:
     )
     for i in range(5):
         store.record("a", float(i), bytes([i]) * 50)
+    assert store.snapshot("z") == "" and store.snapshot("z", 1.0, b"syn") != ""  # the offending packet alone
     first = store.snapshot("a")
     assert store.snapshot("a") == first  # nothing new recorded: same capture
     pcap = store.pcap(first)

@@ -65,6 +65,17 @@ def threat_event(
     return make_event(EventType.THREAT, node, now, **fields)
 
 
+def finding_key(finding: Finding, action: ThreatAction, group: str) -> tuple[Any, ...]:
+    """The aggregation key of a finding, without building its event (raw addresses)."""
+    name = finding.threat.name
+    src, dst, dport = finding.src, finding.dst, finding.dport
+    if name in BY_DESTINATION:
+        src, dport = b"", 0
+    elif name in BY_SOURCE:
+        dst, dport = b"", 0
+    return (name, finding.sensor, "", str(action), group, src, dst, dport, finding.proto)
+
+
 def _key(event: Mapping[str, Any]) -> tuple[Any, ...]:
     name = event.get("name", "")
     flow = event.get("flow") or {}
@@ -121,22 +132,27 @@ class EventAggregator:
         if event.get("type") != EventType.THREAT.value:
             self._emit(event)
             return
-        now = float(event.get("time", 0.0))
-        key = _key(event)
+        self.emit_lazy(_key(event), float(event.get("time", 0.0)), lambda: event)
+
+    def emit_lazy(self, key: tuple[Any, ...], now: float, build: Callable[[], dict[str, Any]]) -> bool:
+        """Count a threat under `key`; build and send its event only when it opens a new window (the hot
+        path of a flood builds one event per window, not one per packet). True if it was sent."""
         slot = self._slots.get(key)
         if slot is not None and now - slot.start < self.window:
             slot.repeats += 1
             slot.last = now
             self.suppressed += 1
-            return
+            return False
         if slot is not None:
             self._summary(self._slots.pop(key))
         elif len(self._slots) >= self.max_keys:
             _, oldest = self._slots.popitem(last=False)
             self.evicted += 1
             self._summary(oldest)
+        event = build()
         self._slots[key] = _Slot(now, event)
         self._emit(event)
+        return True
 
     def flush(self, now: float, force: bool = False) -> None:
         """Send the summaries of windows that have closed (all of them with `force`)."""

@@ -32,10 +32,10 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from pipeline.flow import Direction, FlowKey
-from pipeline.packet import IPPROTO_TCP, IPPROTO_UDP, PacketMeta
+from pipeline.packet import IPPROTO_TCP, IPPROTO_UDP, TCP_ACK, TCP_SYN, PacketMeta
 from policy.lookup import Mode, PolicyTables
 from workers.detect import catalogue as C
-from workers.detect.aggregate import EventAggregator, threat_event
+from workers.detect.aggregate import EventAggregator, finding_key, threat_event
 from workers.detect.catalogue import Finding, Hit, Threat, ThreatAction, excerpt_of
 from workers.detect.database import AccessDeniedTracker
 from workers.detect.decode import percent_decode
@@ -157,6 +157,9 @@ class ThreatEngine:
         self.dns = DnsDetector(lim.max_clients)
         self.denials = AccessDeniedTracker(lim.max_clients)
         self._flow_groups: LruTable[FlowKey, tuple[str, Mode, ThreatSettings]] = LruTable(lim.max_flow_groups)
+        self._dest_groups: LruTable[tuple[bytes, int, int], tuple[str, Mode, ThreatSettings]] = LruTable(
+            lim.max_flow_groups
+        )
         self._blocked: LruTable[bytes, float] = LruTable(lim.max_blocked_sources)
         self.evidence = EvidenceStore(lim.evidence)
         self.counters: Counter[str] = Counter()
@@ -173,6 +176,7 @@ class ThreatEngine:
         if tables is not None:
             self.tables = tables
         self._flow_groups = LruTable(self.limits.max_flow_groups)
+        self._dest_groups = LruTable(self.limits.max_flow_groups)
 
     def _group(self, family: int, client: bytes, server: bytes, proto: int, port: int) -> tuple[str, Mode]:
         if self.tables is None:
@@ -194,28 +198,58 @@ class ThreatEngine:
                 self.counters["threats.source_blocked"] += 1
                 return WorkerVerdict.BLOCK_FLOW
             self._blocked.pop(meta.src)
-        cached = self._flow_groups.get(key)
-        if cached is None:
-            group, mode = self._group(meta.family, meta.src, meta.dst, meta.proto, meta.dport)
-            cached = (group, mode, self.policy.settings.for_group(group))
-            self._flow_groups.put(key, cached)
+        cached = self._flow_groups.get(key) or self._resolve(meta, key)
         group, mode, settings = cached
-        self.evidence.record(key, now, packet)
+        if meta.payload_offset < meta.ip_len:  # packets with payload; a finding adds its own packet
+            self.evidence.record(key, now, packet)
         findings = self.packets.inspect(meta, packet, key, direction, now, settings)
         if not findings:
             return None
         verdict: WorkerVerdict | None = None
-        evidence = self.evidence.snapshot(key)
         for f in findings:
             taken = effective_action(mode, settings.action(f.threat))
             self.counters["threats." + f.threat.name] += 1
-            self.aggregator.emit(
-                threat_event(self.node, f, taken, group, now, mode.name.lower(), evidence=evidence)
-            )
+
+            def build(f: Finding = f, taken: ThreatAction = taken) -> dict[str, Any]:
+                evidence = self.evidence.snapshot(key, now, packet)
+                return threat_event(self.node, f, taken, group, now, mode.name.lower(), evidence=evidence)
+
+            # the event (and its evidence snapshot) is built only when it opens an aggregation window
+            self.aggregator.emit_lazy(finding_key(f, taken, group), now, build)
             v = self._verdict(taken, f, meta, now, settings)
             if v is not None and (verdict is None or v > verdict):
                 verdict = v
         return verdict
+
+    def _resolve(self, meta: PacketMeta, key: FlowKey) -> tuple[str, Mode, ThreatSettings]:
+        """Group, mode and settings of a packet's flow, cached. A bare SYN is cached per destination
+        service only (a SYN flood of spoofed sources must not fill the cache with one entry per flow);
+        the flow's later packets find the server side's entry and copy it for the flow."""
+        proto = meta.proto
+        syn_only = proto == IPPROTO_TCP and meta.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
+        if syn_only:
+            cached = self._dest_groups.get((meta.dst, proto, meta.dport))
+            if cached is not None:
+                return cached
+        else:
+            cached = self._dest_groups.get((meta.src, proto, meta.sport)) or self._dest_groups.get(
+                (meta.dst, proto, meta.dport)
+            )
+            if cached is not None:
+                self._flow_groups.put(key, cached)
+                return cached
+        if self.tables is None:
+            group, mode, by_dst = "", Mode.MONITOR, True
+        else:
+            d = self.tables.decide(meta.family, meta.src, meta.dst, proto, meta.dport)
+            by_dst = bool(d.dst_group) and d.dst_group != EXTERNAL_GROUP
+            group, mode = (d.dst_group if by_dst else d.src_group), d.mode
+        cached = (group, mode, self.policy.settings.for_group(group))
+        if syn_only and by_dst:
+            self._dest_groups.put((meta.dst, proto, meta.dport), cached)
+        else:
+            self._flow_groups.put(key, cached)
+        return cached
 
     def _verdict(
         self, taken: ThreatAction, f: Finding, meta: PacketMeta, now: float, settings: ThreatSettings

@@ -1,6 +1,7 @@
 """Evidence: a bounded ring of each flow's last packets, snapshotted into a capture when a threat fires.
 
-`record` keeps the last `packets_per_flow` packets of each recent flow (each cut to `max_packet_bytes`);
+`record` keeps the last `packets_per_flow` packets of each recent flow (each cut to `max_packet_bytes`;
+the engine records packets that carry payload, so a flood of bare SYNs costs nothing here);
 `snapshot` copies a flow's ring into the store of captures under a new evidence id (the threat event
 carries the id); `pcap` returns a stored capture as a pcap file (raw-IP link type). Every table is
 bounded and least-recently-used entries go first, so evidence costs at most
@@ -47,13 +48,18 @@ class EvidenceStore:
             self._rings.put(flow, ring)
         ring.append((now, len(packet), bytes(packet[: self.limits.max_packet_bytes])))
 
-    def snapshot(self, flow: Hashable) -> str:
-        """Store the flow's ring as a capture; returns its evidence id ("" if nothing was recorded).
-        Several findings on the same packet share one snapshot."""
+    def snapshot(self, flow: Hashable, now: float = 0.0, packet: bytes = b"") -> str:
+        """Store the flow's ring, plus `packet` (the offending one) if it is not its last entry, as a
+        capture; returns its evidence id ("" if there is nothing). Several findings on the same packet
+        share one snapshot."""
         ring = self._rings.get(flow)
-        if not ring:
+        frozen = tuple(ring) if ring else ()
+        if packet:
+            entry = (now, len(packet), bytes(packet[: self.limits.max_packet_bytes]))
+            if not frozen or frozen[-1] != entry:
+                frozen += (entry,)
+        if not frozen:
             return ""
-        frozen = tuple(ring)
         last = self._last.get(flow)
         if last is not None and self._captures.get(last) == frozen:
             return last

@@ -280,7 +280,8 @@ class PacketDetector:
                             _finding(C.TCP_SPLIT_HANDSHAKE, meta, key, direction, "SYN answered by SYN", buf)
                         )
                     return
-                self._syn(meta, buf, key, direction, now, settings, out)
+                if self._syn(meta, buf, key, direction, now, settings, out) and st is None:
+                    return  # a flood SYN: no flow state for it (the flood must not churn the flow table)
                 if st is None or st.state != _SYN_SENT:  # not a retransmission: a new attempt
                     st = _Flow(_SYN_SENT, direction, now)
                     st.wscale[direction] = wscale
@@ -332,8 +333,9 @@ class PacketDetector:
         now: float,
         settings: ThreatSettings,
         out: list[Finding],
-    ) -> None:
-        """Count a SYN toward the SYN-flood thresholds (a completed handshake takes it back)."""
+    ) -> bool:
+        """Count a SYN toward the SYN-flood thresholds (a completed handshake takes it back); True if the
+        SYN is part of a flood."""
         on = settings.on
         if C.SYN_FLOOD.id in on:
             window = settings.threshold(C.SYN_FLOOD, "window")
@@ -344,10 +346,13 @@ class PacketDetector:
                 out.append(
                     _finding(C.SYN_FLOOD, meta, key, direction, f"{by_src:.0f} half-open from source", buf)
                 )
-            elif by_dst > limit and not self.is_good_source(meta.src, now):
+                return True
+            if by_dst > limit and not self.is_good_source(meta.src, now):
                 out.append(
                     _finding(C.SYN_FLOOD, meta, key, direction, f"{by_dst:.0f} half-open to destination", buf)
                 )
+                return True
+        return False
 
     def _handshake_done(self, src: bytes, dst: bytes, now: float, settings: ThreatSettings) -> None:
         self._good_sources.put(src, now)
