@@ -294,10 +294,15 @@ class ThreatEngine:
     def _state(self, ctx: FlowContext) -> _FlowState:
         st = ctx.detector_state.get(DETECTOR_NAME)
         if st is None:
-            group, _mode = self._group(
-                ctx.family, ctx.client_addr, ctx.server_addr, ctx.key.proto, ctx.server_port
-            )
-            st = _FlowState(group, self.policy.settings.for_group(group), self.policy.generation)
+            cached = self._flow_groups.get(ctx.key)  # resolved by the raw packet path already?
+            if cached is not None:
+                group, settings = cached[0], cached[2]
+            else:
+                group, _mode = self._group(
+                    ctx.family, ctx.client_addr, ctx.server_addr, ctx.key.proto, ctx.server_port
+                )
+                settings = self.policy.settings.for_group(group)
+            st = _FlowState(group, settings, self.policy.generation)
             ctx.detector_state[DETECTOR_NAME] = st
         assert isinstance(st, _FlowState)
         return st
