@@ -86,3 +86,14 @@ DPI_DNS_BAD_POINTER = "dpi.dns.bad_pointer"
 DPI_DNS_TRUNCATED = "dpi.dns.truncated"
 DPI_DNS_TOO_MANY_RECORDS = "dpi.dns.too_many_records"
 DPI_DNS_NAME_TOO_LONG = "dpi.dns.name_too_long"
+
+# ---- Threat detection (workers/detect/) -------------------------------------------------------------
+# A bounded table of the detectors evicted its least recently used entry (state lost for that key).
+DETECT_FLOWS_EVICTED = "detect.flows.evicted"  # PacketLimits.max_flows
+DETECT_DATAGRAMS_EVICTED = "detect.frag.evicted"  # PacketLimits.max_datagrams
+DETECT_HOSTS_EVICTED = "detect.hosts.evicted"  # per-source/destination counters (PacketLimits.max_hosts)
+DETECT_AGGREGATE_EVICTED = "detect.aggregate.evicted"  # DetectLimits.max_aggregate_keys (summary sent early)
+# A packet dropped because its source is blocked by a block-source threat action.
+DETECT_SOURCE_BLOCKED = "detect.source_blocked"
+# A sensor pattern Hyperscan cannot compile runs on Python re instead (counted per compile).
+DETECT_SENSOR_RE_FALLBACK = "detect.sensor.re_fallback"

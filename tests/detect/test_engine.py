@@ -301,3 +301,25 @@ def test_policy_snapshot_adapter() -> None:
     bad = dict(doc, threats={"tcp.syn_flood": {"thresholds": {"rate": 1}}})
     with pytest.raises(ThreatSettingsError, match="syn_flood.rate: unknown setting"):
         threat_policy_from_snapshot(parse_policy(bad))
+
+
+def test_stats_name_evictions_and_blocked_sources() -> None:
+    from pipeline import anomalies as A
+    from workers.detect.engine import DetectLimits, ThreatEngine
+    from workers.detect.packets import PacketLimits
+
+    events: list[dict[str, Any]] = []
+    limits = DetectLimits(packet=PacketLimits(max_flows=4), max_aggregate_keys=2)
+    policy = compile_threat_policy(1, {"default": {"port_scan": {"ports_per_window": 3}}})
+    threats = ThreatEngine("n1", events.append, policy, StubTables(), limits)
+    engine = DetectingEngine(build_engine(DpiSettings(), StubTables(), events.append, "n1").inner, threats)
+    for port in range(1, 11):
+        meta, raw, key, direction = packet(tcp4(CLIENT, 42000, WEB, port, TCP_SYN))
+        engine.on_packet(raw, meta, key, direction, 1000.0 + port * 0.001)
+    stats = engine.stats()
+    assert stats[A.DETECT_FLOWS_EVICTED] == 0  # the scanner was blocked after 3 probes: no more flows
+    assert stats[A.DETECT_SOURCE_BLOCKED] == 7 and stats["threats.port_scan"] == 1
+    for i in range(10):
+        meta, raw, key, direction = packet(tcp4(f"198.18.9.{i + 2}", 42000, WEB, 80, TCP_SYN))
+        engine.on_packet(raw, meta, key, direction, 1001.0)
+    assert engine.stats()[A.DETECT_FLOWS_EVICTED] == 9  # 3 flows + 10 new in a table of 4

@@ -31,6 +31,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from pipeline import anomalies as A
 from pipeline.flow import Direction, FlowKey
 from pipeline.packet import IPPROTO_TCP, IPPROTO_UDP, TCP_ACK, TCP_SYN, PacketMeta
 from policy.lookup import Mode, PolicyTables
@@ -164,6 +165,19 @@ class ThreatEngine:
         self.evidence = EvidenceStore(lim.evidence)
         self.counters: Counter[str] = Counter()
 
+    def stats(self) -> dict[str, int]:
+        p = self.packets
+        out = dict(self.counters)
+        out[A.DETECT_FLOWS_EVICTED] = p._flows.evicted
+        out[A.DETECT_DATAGRAMS_EVICTED] = p._datagrams.evicted
+        out[A.DETECT_HOSTS_EVICTED] = p.hosts_evicted()
+        out[A.DETECT_AGGREGATE_EVICTED] = self.aggregator.evicted
+        out[A.DETECT_SENSOR_RE_FALLBACK] = len(self.policy.sensors.warnings)
+        out["detect.flows"] = len(p._flows)
+        out["detect.events_suppressed"] = self.aggregator.suppressed
+        out["detect.evidence_captures"] = len(self.evidence)
+        return out
+
     def evidence_pcap(self, evidence_id: str) -> bytes | None:
         """The packets behind a threat event (its `evidence` field) as a pcap file."""
         return self.evidence.pcap(evidence_id)
@@ -195,7 +209,7 @@ class ThreatEngine:
         blocked_until = self._blocked.get(meta.src) if len(self._blocked) else None
         if blocked_until is not None:
             if now < blocked_until:
-                self.counters["threats.source_blocked"] += 1
+                self.counters[A.DETECT_SOURCE_BLOCKED] += 1
                 return WorkerVerdict.BLOCK_FLOW
             self._blocked.pop(meta.src)
         cached = self._flow_groups.get(key) or self._resolve(meta, key)
@@ -519,9 +533,10 @@ class DetectingEngine:
         self.inner.expire(now)
 
     def stats(self) -> dict[str, int]:
+        """The inner engine's counters, the threat counters (`threats.<name>`) and the detection
+        anomalies (table evictions, blocked-source drops) under their catalogue names."""
         out = dict(self.inner.stats())
-        out.update(self.threats.counters)
-        out.update({"threats." + k: v for k, v in self.threats.packets.table_sizes().items()})
+        out.update(self.threats.stats())
         return out
 
     def close_all(self) -> None:

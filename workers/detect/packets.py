@@ -215,6 +215,12 @@ class PacketDetector:
         seen = self._good_sources.get(src)
         return seen is not None and now - seen < self.limits.good_source_seconds
 
+    def hosts_evicted(self) -> int:
+        """Evictions from the per-host counters and tables together."""
+        tables = (self._syn_dst, self._syn_src, self._sessions_src, self._echo_dst, self._echo_bytes,
+                  self._resets_src, self._scans, self._good_sources, self._echoes)  # fmt: skip
+        return sum(t.evicted for t in tables)
+
     def table_sizes(self) -> dict[str, int]:
         """Sizes and eviction counts of the detector's tables (for metrics)."""
         return {
