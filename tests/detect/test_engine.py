@@ -323,3 +323,42 @@ def test_stats_name_evictions_and_blocked_sources() -> None:
         meta, raw, key, direction = packet(tcp4(f"198.18.9.{i + 2}", 42000, WEB, 80, TCP_SYN))
         engine.on_packet(raw, meta, key, direction, 1001.0)
     assert engine.stats()[A.DETECT_FLOWS_EVICTED] == 9  # 3 flows + 10 new in a table of 4
+
+
+def mysql_packet(seq: int, payload: bytes) -> bytes:
+    return len(payload).to_bytes(3, "little") + bytes([seq]) + payload
+
+
+def test_mysql_brute_force_through_the_parser() -> None:
+    greeting = (
+        b"\x0a8.0.36\x00"
+        + b"\x01\x00\x00\x00"
+        + b"abcdefgh\x00"
+        + b"\xff\xf7\x21\x02\x00\xff\xc1\x15"
+        + b"\x00" * 10
+        + b"ijklmnopqrst\x00mysql_native_password\x00"
+    )
+    login = (
+        b"\x85\xa6\xff\x01\x00\x00\x00\x01\x21"
+        + b"\x00" * 23
+        + b"root\x00\x14"
+        + b"p" * 20
+        + b"mysql_native_password\x00"
+    )
+    denied = b"\xff\x15\x04#28000Access denied for user 'root'@'198.18.9.1'"
+    lab = Lab({"default": {"mysql_access_denied": {"denials_per_window": 5}}})
+    g, lg = mysql_packet(0, greeting), mysql_packet(1, login)
+    for i in range(7):
+        port = 43000 + i
+        conv = [
+            *handshake(CLIENT, port, DB, 3306),
+            tcp4(DB, 3306, CLIENT, port, TCP_ACK | TCP_PSH, seq=5001, ack=1001, payload=g),
+            tcp4(CLIENT, port, DB, 3306, TCP_ACK | TCP_PSH, seq=1001, ack=5001 + len(g), payload=lg),
+            tcp4(DB, 3306, CLIENT, port, TCP_ACK | TCP_PSH, seq=5001 + len(g), ack=1001 + len(lg),
+                 payload=mysql_packet(2, denied)),
+        ]  # fmt: skip
+        lab.send(conv)
+    lab.engine.expire(lab.now + 10)
+    events = lab.threats("mysql_access_denied")
+    assert sum(e["count"] for e in events) == 3  # attempts 5, 6 and 7
+    assert events[0]["action"] == "alert" and events[0]["group"] == "db"

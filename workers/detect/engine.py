@@ -410,7 +410,7 @@ class ThreatEngine:
         elif isinstance(ev, E.DnsMessage):
             if ev.transport == "tcp":
                 hits += self._dns_event(ev, ctx, now, s)
-        elif isinstance(ev, E.MysqlLoginResult | E.MysqlError):
+        elif isinstance(ev, E.MysqlError):  # a failed login also yields MysqlLoginResult: count one of them
             code = ev.code
             if code:
                 hit = self.denials.on_error(ctx.client_addr, code, now, s)
