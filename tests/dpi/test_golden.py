@@ -30,6 +30,9 @@ EXPECTED_APPS = {
     "http2/http2_grpc": ["GRPC", "HTTP2"],
     "unknown/unknown_tcp": ["unknown"],
     "policy/app_rules": ["HTTP", "SSH", "unknown", "MySQL", "HTTP", "DNS"],
+    "nosql/nosql": ["MongoDB", "Cassandra", "Kafka", "ZooKeeper", "Memcached", "Couchbase", "Spark"],
+    "sql/oracle_mssql": ["Oracle", "MSSQL"],
+    "udp/udp_services": ["DHCP", "NTP", "TFTP", "ECHO", "ECHO"],
 }
 # With policy/app_rules.yaml: HTTP allowed on tcp/80, SSH and a raw stream on tcp/80 reset, MySQL allowed
 # on tcp/3306, HTTP on tcp/3306 reset, DNS allowed at L3/L4.

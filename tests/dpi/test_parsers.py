@@ -39,6 +39,20 @@ SESSIONS: dict[tuple[str, str], Session] = {
     ("MySQL", "tcp"): [(C if side == 0 else S, data) for side, data in gen.mysql_session()],
     ("PostgreSQL", "tcp"): [(C if side == 0 else S, data) for side, data in gen.pg_session()],
     ("Redis", "tcp"): [(C if side == 0 else S, data) for side, data in gen.redis_session()],
+    ("MongoDB", "tcp"): [(C if side == 0 else S, data) for side, data in gen.mongo_session()],
+    ("Cassandra", "tcp"): [(C if side == 0 else S, data) for side, data in gen.cassandra_session()],
+    ("Kafka", "tcp"): [(C if side == 0 else S, data) for side, data in gen.kafka_session()],
+    ("ZooKeeper", "tcp"): [(C if side == 0 else S, data) for side, data in gen.zookeeper_session()],
+    ("Memcached", "tcp"): [(C if side == 0 else S, data) for side, data in gen.memcached_session()],
+    ("Couchbase", "tcp"): [(C, data) for _side, data in gen.couchbase_session()],
+    ("Spark", "tcp"): [(C, data) for _side, data in gen.spark_session()],
+    ("Oracle", "tcp"): [(C if side == 0 else S, data) for side, data in gen.oracle_session()],
+    ("MSSQL", "tcp"): [(C if side == 0 else S, data) for side, data in gen.mssql_session()],
+    ("DHCP", "udp"): [(C, gen.dhcp_discover())],
+    ("NTP", "udp"): [(C, gen.ntp_packet(3, 0)), (S, gen.ntp_packet(4, 2))],
+    ("TFTP", "udp"): [(C, gen.tftp_rrq())],
+    ("ECHO", "tcp"): [(C, b"echo me"), (S, b"echo me")],
+    ("ECHO", "udp"): [(C, b"ping 1"), (S, b"ping 1")],
 }
 SPECS = {(p.name, p.transport): p for p in PARSERS}
 

@@ -23,6 +23,7 @@ from pipeline.flow import Direction, FlowKey
 from pipeline.packet import PacketMeta
 from workers.dpi.events import Finding, ParserEvent
 from workers.dpi.parsers.base import Side
+from workers.verdict import WorkerVerdict
 
 
 @dataclass(slots=True, eq=False)
@@ -49,7 +50,7 @@ class FlowContext:
     decided: bool = False  # the app-aware decision was made (or the fallback applied)
     decision: str = "pending"  # "allow" | "block" | "reset" | "pending"; why in `reason`
     reason: str = ""  # "app" | "unidentified" | "threat:<name>" | an anomaly name
-    verdict: int = 0  # the flow's current WorkerVerdict
+    verdict: WorkerVerdict = WorkerVerdict.PASS  # the flow's current verdict
     packets: list[int] = field(default_factory=lambda: [0, 0])  # per Side
     bytes: list[int] = field(default_factory=lambda: [0, 0])  # payload bytes per Side
     detector_state: dict[str, object] = field(default_factory=dict)

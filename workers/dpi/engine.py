@@ -24,7 +24,7 @@ passed as `DpiEngine(..., detectors=[Detector(name, on_packet=..., on_event=...)
 
 from __future__ import annotations
 
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Callable, Sequence
 
 from pipeline import anomalies as A
@@ -72,18 +72,21 @@ class _Candidate:
 
 class _Flow:
     __slots__ = (
+        "tcp",
         "ctx",
         "streams",
         "candidates",
         "active",
         "inspect",
         "fin",
+        "probed",
         "rst",
         "payload_packets",
         "payload_bytes",
     )
 
     def __init__(self, ctx: FlowContext, tcp: bool, s: DpiSettings) -> None:
+        self.tcp = tcp
         self.ctx = ctx
         self.streams = (
             (
@@ -96,12 +99,14 @@ class _Flow:
         self.candidates: list[_Candidate] | None = None  # None: not hired yet
         self.active: _Candidate | None = None
         self.inspect = True  # parsers still run
-        self.fin = [False, False]
+        self.fin = 0  # bit per Side: FIN seen
+        self.probed = 0  # bit per Side: candidates probed with that side's first bytes
         self.rst = False
         self.payload_packets = 0
         self.payload_bytes = 0
 
 
+_OUTCOMES = frozenset((Outcome.KEEP, Outcome.FINAL, Outcome.GIVE_UP))
 _FALLBACK_VERDICT = {
     "allow": WorkerVerdict.ALLOW_FLOW,
     "block": WorkerVerdict.BLOCK_FLOW,
@@ -135,8 +140,11 @@ class DpiEngine:
         self.report_l4 = report_l4  # the reader reports L3/L4 decisions; replay has no reader and asks us
         self.parsers = {t: tuple(p for p in parsers if p.transport == t) for t in registry.TRANSPORTS}
         self.server_ports = registry.server_ports(parsers)
-        self.flows: OrderedDict[FlowKey, _Flow] = OrderedDict()  # least recently seen first
+        # Insertion order = last packet order (a flow is re-inserted on each packet): least recent first.
+        # A plain dict: ~half the per-entry memory of an OrderedDict.
+        self.flows: dict[FlowKey, _Flow] = {}
         self.counters: Counter[str] = Counter()
+        self.n_packets = 0  # a plain attribute: counted on every packet
         self.defrag = Defragmenter(settings, self.count)
         self.fqdn = FqdnCache(settings, self.count)
 
@@ -147,6 +155,7 @@ class DpiEngine:
 
     def stats(self) -> dict[str, int]:
         out = dict(self.counters)
+        out["packets"] = self.n_packets
         out["flows"] = len(self.flows)
         out["frag_datagrams"] = len(self.defrag)
         out["fqdn_entries"] = len(self.fqdn)
@@ -159,7 +168,7 @@ class DpiEngine:
     def on_packet(
         self, packet: bytes, meta: PacketMeta, key: FlowKey, direction: Direction, now: float
     ) -> tuple[WorkerVerdict, int]:
-        self.counters["packets"] += 1
+        self.n_packets += 1
         if meta.anomaly:
             self.count(meta.anomaly)
             return WorkerVerdict.PASS, 0
@@ -175,38 +184,45 @@ class DpiEngine:
                 self.count(meta.anomaly)
                 return WorkerVerdict.PASS, 0
             key, direction = flow_key(meta)
-        flow = self.flows.get(key)
+        flows = self.flows
+        flow = flows.pop(key, None)
         if flow is None:
             flow = self._new_flow(meta, key, direction, now)
-        else:
-            self.flows.move_to_end(key)
+        flows[key] = flow  # (re)inserted last: the dict stays ordered by last packet
         ctx = flow.ctx
         ctx.last_seen = now
         ctx.direction = direction
         side = Side.CLIENT if direction == ctx.client_direction else Side.SERVER
         ctx.side = side
         ctx.packets[side] += 1
-        if self.packet_hooks:
-            for det in self.packet_hooks:
-                assert det.on_packet is not None
-                self._findings(flow, det, lambda d=det: d.on_packet(ctx, meta, packet, now), now)  # type: ignore[misc]
-        end = min(meta.ip_len, len(packet))
-        payload = packet[meta.payload_offset : end] if end > meta.payload_offset else b""
-        if meta.proto == IPPROTO_TCP:
-            data = self._tcp(flow, side, meta, payload)
-        else:
-            data = payload
-        if payload:
-            ctx.bytes[side] += len(payload)
+        end = meta.ip_len if meta.ip_len < len(packet) else len(packet)
+        plen = end - meta.payload_offset
+        if plen > 0:
+            ctx.bytes[side] += plen
             flow.payload_packets += 1
-            flow.payload_bytes += len(payload)
+            flow.payload_bytes += plen
+        if not flow.inspect and not self.packet_hooks:
+            # Fast path: a decided flow nobody inspects any more (packets still in flight, or replay).
+            if flow.tcp:
+                flags = meta.tcp_flags
+                if flags & TCP_RST:
+                    flow.rst = True
+                if flags & TCP_FIN:
+                    flow.fin |= 1 << side
+            return ctx.verdict, ctx.rule_id
+        for det in self.packet_hooks:
+            assert det.on_packet is not None
+            self._findings(flow, det, lambda d=det: d.on_packet(ctx, meta, packet, now), now)  # type: ignore[misc]
+        payload = packet[meta.payload_offset : end] if plen > 0 else b""
+        data = self._tcp(flow, side, meta, payload) if flow.tcp else payload
         if data and flow.inspect:
-            self._feed(flow, side, data, now, datagram=meta.proto != IPPROTO_TCP)
-        if not ctx.decided and (
-            flow.payload_bytes > self.s.identify_bytes or flow.payload_packets > self.s.identify_packets
-        ):
+            self._feed(flow, side, data, now, datagram=not flow.tcp)
+        if ctx.decided:
+            if flow.streams is not None and not self._wants_more(flow):
+                self._release(flow)
+        elif flow.payload_bytes > self.s.identify_bytes or flow.payload_packets > self.s.identify_packets:
             self._fallback(flow, self.s.unidentified_fallback, A.DPI_UNIDENTIFIED, now)
-        return WorkerVerdict(ctx.verdict), ctx.rule_id
+        return ctx.verdict, ctx.rule_id
 
     def expire(self, now: float) -> None:
         self.defrag.expire(now)
@@ -232,9 +248,9 @@ class DpiEngine:
     # ----------------------------------------------------------------------------------------- flows
 
     def _timeout(self, flow: _Flow) -> float:
-        if flow.streams is None:
+        if not flow.tcp:
             return self.s.udp_timeout
-        if flow.rst or (flow.fin[0] and flow.fin[1]):
+        if flow.rst or flow.fin == 3:
             return self.s.tcp_closed_timeout
         if flow.ctx.packets[Side.SERVER] == 0 or flow.payload_packets == 0:
             return self.s.tcp_embryonic_timeout
@@ -295,16 +311,17 @@ class DpiEngine:
         return meta.dport <= meta.sport
 
     def _tcp(self, flow: _Flow, side: Side, meta: PacketMeta, payload: bytes) -> bytes:
-        assert flow.streams is not None
-        stream = flow.streams[side]
         flags = meta.tcp_flags
         if flags & TCP_RST:
             flow.rst = True
+        if flags & TCP_FIN:
+            flow.fin |= 1 << side
+        if flow.streams is None:
+            return b""  # released: the flow is decided and nobody needs its bytes
+        stream = flow.streams[side]
         if flags & TCP_SYN:
             stream.syn(meta.seq)
             return b""
-        if flags & TCP_FIN:
-            flow.fin[side] = True
         if not payload:
             return b""
         data = stream.segment(meta.seq, payload)
@@ -322,29 +339,36 @@ class DpiEngine:
 
     # --------------------------------------------------------------------------------------- parsers
 
+    def _probe(self, spec: ParserSpec, side: Side, head: bytes) -> bool:
+        try:
+            return bool(spec.probe(side, head[:PROBE_BYTES]))
+        except Exception:
+            self.count(A.DPI_PARSER_EXCEPTION)
+            return False
+
     def _hire(self, flow: _Flow, side: Side, head: bytes) -> list[_Candidate]:
-        transport = "tcp" if flow.streams is not None else "udp"
+        """Candidates for a new flow: parsers of its transport whose probe accepts the first bytes seen
+        (those on the flow's server port first, so they win ties)."""
+        transport = "tcp" if flow.tcp else "udp"
         port = flow.ctx.server_port
         specs = self.parsers[transport]
-        ordered = [s for s in specs if port in s.ports] + [s for s in specs if port not in s.ports]
-        out = []
-        for spec in ordered:
-            try:
-                ok = spec.probe(side, head[:PROBE_BYTES])
-            except Exception:
-                self.count(A.DPI_PARSER_EXCEPTION)
-                continue
-            if ok:
-                out.append(_Candidate(spec, spec.factory(self.s)))
-        return out
+        ordered = [s for s in specs if port in s.ports] + [
+            s for s in specs if port not in s.ports and not s.port_only
+        ]
+        return [_Candidate(spec, spec.factory(self.s)) for spec in ordered if self._probe(spec, side, head)]
 
     def _feed(self, flow: _Flow, side: Side, data: bytes, now: float, datagram: bool) -> None:
         if flow.candidates is None and flow.active is None:
             flow.candidates = self._hire(flow, side, data)
-            if not flow.candidates:
-                flow.inspect = False
-                self._fallback(flow, self.s.unidentified_fallback, A.DPI_UNIDENTIFIED, now)
-                return
+            flow.probed = 1 << side
+        elif flow.active is None and flow.candidates and not flow.probed & (1 << side):
+            # The other side's first bytes: fire the candidates they disprove.
+            flow.probed |= 1 << side
+            flow.candidates = [c for c in flow.candidates if self._probe(c.spec, side, data)]
+        if flow.active is None and not flow.candidates:
+            flow.inspect = False
+            self._fallback(flow, self.s.unidentified_fallback, A.DPI_UNIDENTIFIED, now)
+            return
         if flow.active is not None:
             self._run(flow, flow.active, side, data, now, datagram)
             return
@@ -368,7 +392,9 @@ class DpiEngine:
             res = cand.parser.feed(side, buf)
             if not isinstance(res, FeedResult) or not 0 <= res.consumed <= len(buf):
                 raise ValueError("bad feed result")
-            outcome = Outcome(res.outcome)
+            outcome = res.outcome
+            if outcome not in _OUTCOMES:
+                raise ValueError("bad outcome")
         except Exception:
             self.count(A.DPI_PARSER_EXCEPTION)
             self._drop(flow, cand, self.s.parser_error_fallback, A.DPI_PARSER_EXCEPTION, now)
@@ -448,7 +474,7 @@ class DpiEngine:
         """Ask the tables about the flow with its application (`""`: none identified, which matches no
         rule that names applications) and apply the answer."""
         ctx = flow.ctx
-        tcp = flow.streams is not None
+        tcp = flow.tcp
         keep_inspecting = self.s.inspect_after_identify and bool(self.detectors) and flow.inspect
         allow = WorkerVerdict.PASS if keep_inspecting else WorkerVerdict.ALLOW_FLOW
         if self.tables is None:
@@ -474,7 +500,7 @@ class DpiEngine:
         """The rule did not need the application: its answer stands. Parsing goes on for reports and
         detectors while packets keep coming (replay, inspect-all mode)."""
         ctx = flow.ctx
-        tcp = flow.streams is not None
+        tcp = flow.tcp
         if d.action is Action.DENY:
             self._decide(
                 ctx,
@@ -504,11 +530,28 @@ class DpiEngine:
             )  # fmt: skip
         self.emit(event)
 
+    def _wants_more(self, flow: _Flow) -> bool:
+        """Does anyone still need this flow's parser events? Detectors, an event observer (replay), or
+        the FQDN cache (DNS answers). Otherwise a decided flow keeps only its verdict."""
+        if not flow.inspect:
+            return False
+        if self.detectors and self.s.inspect_after_identify:
+            return True
+        return self.on_event is not None or flow.ctx.app == "DNS"
+
+    @staticmethod
+    def _release(flow: _Flow) -> None:
+        """Drop reassembly and parser state of a decided flow (keeps an idle flow small)."""
+        flow.inspect = False
+        flow.streams = None
+        flow.active = None
+        flow.candidates = []
+
     def _decide(self, ctx: FlowContext, decision: str, reason: str, verdict: WorkerVerdict) -> None:
         ctx.decided = True
         ctx.decision = decision
         ctx.reason = reason
-        ctx.verdict = int(verdict)
+        ctx.verdict = verdict
 
     def _fallback(self, flow: _Flow, fallback: str, reason: str, now: float) -> None:
         ctx = flow.ctx
@@ -521,7 +564,7 @@ class DpiEngine:
             self._decide_app(flow, ctx.app, reason, now)
             return
         verdict = _FALLBACK_VERDICT[fallback]
-        if verdict is WorkerVerdict.RESET_FLOW and flow.streams is None:
+        if verdict is WorkerVerdict.RESET_FLOW and not flow.tcp:
             verdict = WorkerVerdict.BLOCK_FLOW
         if verdict is not WorkerVerdict.ALLOW_FLOW:
             flow.inspect = False
@@ -549,7 +592,7 @@ class DpiEngine:
         ctx = flow.ctx
         self.counters["threats"] += 1
         act = f.block and ctx.mode == int(Mode.PROTECT)
-        tcp = flow.streams is not None
+        tcp = flow.tcp
         action = ("reset" if tcp else "block") if act else "alert"
         if act:
             self._decide(

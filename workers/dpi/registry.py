@@ -8,7 +8,28 @@ application names of `policy.apps.APPLICATIONS` (what rules name), checked by th
 
 from __future__ import annotations
 
-from workers.dpi.parsers import dns, http, http2, mysql, postgres, redis, ssh, tls
+from workers.dpi.parsers import (
+    cassandra,
+    dhcp,
+    dns,
+    echo,
+    http,
+    http2,
+    kafka,
+    memcached,
+    mongodb,
+    mssql,
+    mysql,
+    ntp,
+    oracle,
+    postgres,
+    redis,
+    spark,
+    ssh,
+    tftp,
+    tls,
+    zookeeper,
+)
 from workers.dpi.parsers.base import Parser, ParserSpec
 from workers.dpi.settings import DpiSettings
 
@@ -31,6 +52,14 @@ def _dns_udp(s: DpiSettings) -> Parser:
 
 def _dns_tcp(s: DpiSettings) -> Parser:
     return dns.DnsParser(s, "tcp")
+
+
+def _memcached(s: DpiSettings) -> Parser:
+    return memcached.MemcachedParser(s, couchbase=False)
+
+
+def _couchbase(s: DpiSettings) -> Parser:
+    return memcached.MemcachedParser(s, couchbase=True)
 
 
 def _h2(s: DpiSettings) -> Parser:
@@ -74,6 +103,66 @@ PARSERS: tuple[ParserSpec, ...] = (
     ),
     ParserSpec(
         "Redis", "tcp", (6379,), "Redis serialization protocol (RESP)", redis.probe, redis.RedisParser
+    ),
+    ParserSpec("MongoDB", "tcp", (27017,), "MongoDB wire protocol", mongodb.probe, mongodb.factory),
+    ParserSpec(
+        "Cassandra", "tcp", (9042,), "Cassandra CQL native protocol v3-v5", cassandra.probe, cassandra.factory
+    ),
+    ParserSpec(
+        "Kafka", "tcp", (9092,), "Kafka requests (API key, client id, topics)", kafka.probe, kafka.factory
+    ),
+    ParserSpec(
+        "ZooKeeper",
+        "tcp",
+        (2181,),
+        "ZooKeeper connect and four-letter words",
+        zookeeper.probe,
+        zookeeper.ZooKeeperParser,
+    ),
+    ParserSpec(
+        "Memcached",
+        "tcp",
+        (11211,),
+        "memcached text and binary protocols",
+        memcached.probe_memcached,
+        _memcached,
+    ),
+    ParserSpec(
+        "Couchbase",
+        "tcp",
+        (11210,),
+        "Couchbase binary protocol (memcached-derived)",
+        memcached.probe_couchbase,
+        _couchbase,
+    ),
+    ParserSpec("Spark", "tcp", (7077,), "Spark network-common RPC frames", spark.probe, spark.factory),
+    ParserSpec(
+        "Oracle",
+        "tcp",
+        (1521,),
+        "Oracle TNS (connect descriptor, SQL text heuristic)",
+        oracle.probe,
+        oracle.factory,
+    ),
+    ParserSpec(
+        "MSSQL", "tcp", (1433,), "SQL Server TDS (prelogin, SQL batch text)", mssql.probe, mssql.factory
+    ),
+    ParserSpec("DHCP", "udp", (67, 68), "DHCP (BOOTP with the magic cookie)", dhcp.probe, dhcp.DhcpParser),
+    ParserSpec(
+        "NTP", "udp", (123,), "NTP, including control and private (monlist) modes", ntp.probe, ntp.NtpParser
+    ),
+    ParserSpec("TFTP", "udp", (69,), "TFTP read/write requests", tftp.probe, tftp.TftpParser),
+    ParserSpec(
+        "ECHO",
+        "tcp",
+        (7,),
+        "Echo: the server returns the client's bytes (only on its port)",
+        echo.probe,
+        echo.EchoParser,
+        port_only=True,
+    ),
+    ParserSpec(
+        "ECHO", "udp", (7,), "Echo over UDP (only on its port)", echo.probe, echo.EchoParser, port_only=True
     ),
 )
 

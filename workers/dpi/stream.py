@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from pipeline import anomalies as A
 
+_NONE: list[str] = []  # shared "no anomaly" list, never appended to (keeps idle streams small)
 _MOD = 1 << 32
 _HALF = 1 << 31
 
@@ -42,7 +43,7 @@ class TcpStream:
         self.fin = False
         self.max_bytes = max_bytes
         self.max_segments = max_segments
-        self.anomalies: list[str] = []  # anomalies seen by the last call (the caller reads and counts)
+        self.anomalies: list[str] = _NONE  # anomalies seen by the last call (the caller reads and counts)
 
     def syn(self, seq: int) -> None:
         if self.next_seq is None:
@@ -50,7 +51,8 @@ class TcpStream:
 
     def segment(self, seq: int, data: bytes) -> bytes:
         """Take one segment's payload; return the bytes that became contiguous (possibly b"")."""
-        self.anomalies = []
+        if self.anomalies:
+            self.anomalies = _NONE
         if not data:
             return b""
         if self.next_seq is None:
@@ -61,19 +63,24 @@ class TcpStream:
             if self.ooo_bytes > self.max_bytes or (
                 self.ooo is not None and len(self.ooo) > self.max_segments
             ):
-                self.anomalies.append(A.DPI_STREAM_BUFFER_FULL)
+                self._note(A.DPI_STREAM_BUFFER_FULL)
                 return self._skip_gap()
             return b""
         if rel < 0:
             if -rel >= len(data):
-                self.anomalies.append(A.DPI_STREAM_RETRANSMISSION)
+                self._note(A.DPI_STREAM_RETRANSMISSION)
                 return b""
-            self.anomalies.append(A.DPI_STREAM_OVERLAP)
+            self._note(A.DPI_STREAM_OVERLAP)
             data = data[-rel:]
         self.next_seq = (self.next_seq + len(data)) % _MOD
         if not self.ooo:
             return data
         return data + self._drain()
+
+    def _note(self, name: str) -> None:
+        if self.anomalies is _NONE:
+            self.anomalies = []
+        self.anomalies.append(name)
 
     def _hold(self, seq: int, data: bytes) -> None:
         if self.ooo is None:
@@ -82,9 +89,9 @@ class TcpStream:
         if held is not None:
             common = min(len(held), len(data))
             if held[:common] != data[:common]:
-                self.anomalies.append(A.DPI_STREAM_OVERLAP_MISMATCH)
+                self._note(A.DPI_STREAM_OVERLAP_MISMATCH)
             else:
-                self.anomalies.append(A.DPI_STREAM_RETRANSMISSION)
+                self._note(A.DPI_STREAM_RETRANSMISSION)
             if len(data) <= len(held):
                 return
             self.ooo_bytes += len(data) - len(held)
@@ -119,7 +126,7 @@ class TcpStream:
         assert self.ooo is not None and self.next_seq is not None
         base = self.next_seq
         earliest = min(self.ooo, key=lambda s: seq_diff(s, base))
-        self.anomalies.append(A.DPI_STREAM_GAP)
+        self._note(A.DPI_STREAM_GAP)
         self.next_seq = earliest
         return self._drain()
 

@@ -290,6 +290,136 @@ def h2_client(grpc: bool) -> bytes:
     return out
 
 
+def bson(*elements: bytes) -> bytes:
+    body = b"".join(elements) + b"\x00"
+    return struct.pack("<i", 4 + len(body)) + body
+
+
+def bson_int(name: str, value: int) -> bytes:
+    return b"\x10" + name.encode() + b"\x00" + struct.pack("<i", value)
+
+
+def bson_str(name: str, value: str) -> bytes:
+    v = value.encode() + b"\x00"
+    return b"\x02" + name.encode() + b"\x00" + struct.pack("<i", len(v)) + v
+
+
+def mongo_msg(request_id: int, response_to: int, doc: bytes) -> bytes:
+    body = struct.pack("<I", 0) + b"\x00" + doc
+    return struct.pack("<iiii", 16 + len(body), request_id, response_to, 2013) + body
+
+
+def mongo_session() -> list[tuple[int, bytes]]:
+    hello = bson(bson_int("hello", 1), bson_str("$db", "admin"))
+    ok = bson(b"\x01ok\x00" + struct.pack("<d", 1.0))
+    find = bson(bson_str("find", "users"), bson_str("$db", "shop"))
+    return [(0, mongo_msg(1, 0, hello)), (1, mongo_msg(100, 1, ok)), (0, mongo_msg(2, 0, find))]
+
+
+def cql_frame(response: bool, stream: int, opcode: int, body: bytes) -> bytes:
+    return bytes([0x84 if response else 0x04, 0]) + struct.pack("!hBI", stream, opcode, len(body)) + body
+
+
+def cql_string(s: bytes) -> bytes:
+    return struct.pack("!H", len(s)) + s
+
+
+def cassandra_session() -> list[tuple[int, bytes]]:
+    startup = struct.pack("!H", 1) + cql_string(b"CQL_VERSION") + cql_string(b"3.0.0")
+    query = b"SELECT * FROM system.local"
+    return [
+        (0, cql_frame(False, 0, 0x05, b"")),
+        (1, cql_frame(True, 0, 0x06, b"\x00\x00")),
+        (0, cql_frame(False, 1, 0x01, startup)),
+        (1, cql_frame(True, 1, 0x02, b"")),
+        (0, cql_frame(False, 2, 0x07, struct.pack("!I", len(query)) + query + b"\x00\x01\x00")),
+    ]
+
+
+def kafka_request(key: int, version: int, corr: int, client: bytes, body: bytes) -> bytes:
+    msg = struct.pack("!hhih", key, version, corr, len(client)) + client + body
+    return struct.pack("!i", len(msg)) + msg
+
+
+def kafka_session() -> list[tuple[int, bytes]]:
+    metadata = struct.pack("!i", 1) + struct.pack("!h", 6) + b"orders"
+    return [
+        (0, kafka_request(18, 0, 1, b"kafka-cli", b"")),
+        (1, struct.pack("!ii", 6, 1) + b"\x00\x00"),
+        (0, kafka_request(3, 1, 2, b"kafka-cli", metadata)),
+    ]
+
+
+def zookeeper_session() -> list[tuple[int, bytes]]:
+    connect = struct.pack("!iiqiqi", 44, 0, 0, 30000, 0, 16) + b"\x00" * 16
+    reply = struct.pack("!iiiqi", 36, 0, 30000, 0x1234, 16) + b"\x00" * 16
+    return [(0, connect), (1, reply)]
+
+
+def memcached_session() -> list[tuple[int, bytes]]:
+    return [(0, b"set greeting 0 0 5\r\nhello\r\n"), (1, b"STORED\r\n"), (0, b"get greeting\r\n")]
+
+
+def couchbase_session() -> list[tuple[int, bytes]]:
+    key = b"agent"
+    features = struct.pack("!HH", 0x0B, 0x1B)
+    hello = struct.pack("!BBHBBHIIQ", 0x80, 0x1F, len(key), 0, 0, 0, len(key) + len(features), 1, 0)
+    return [(0, hello + key + features)]
+
+
+def spark_session() -> list[tuple[int, bytes]]:
+    body = b"\x01spark-rpc-body"
+    frame = struct.pack("!QBqi", 21 + len(body), 3, 7, len(body)) + body
+    return [(0, frame)]
+
+
+def tns_connect() -> bytes:
+    data = (b"(DESCRIPTION=(CONNECT_DATA=(SERVICE_NAME=ORCL)(CID=(PROGRAM=sqlplus)))"
+            b"(ADDRESS=(PROTOCOL=TCP)(HOST=198.18.0.2)(PORT=1521)))")  # fmt: skip
+    offset = 58
+    fields = struct.pack("!HHHHHHHHHH", 314, 300, 0x0C41, 8192, 32767, 0x7F08, 0, 0x0100, len(data), offset)
+    head_rest = fields + b"\x00" * (offset - 8 - len(fields))
+    total = offset + len(data)
+    return struct.pack("!HHBBH", total, 0, 1, 0, 0) + head_rest + data
+
+
+def tns_data(payload: bytes) -> bytes:
+    return struct.pack("!HHBBH", 10 + len(payload), 0, 6, 0, 0) + b"\x00\x00" + payload
+
+
+def oracle_session() -> list[tuple[int, bytes]]:
+    accept = struct.pack("!HHBBH", 32, 0, 2, 0, 0) + b"\x01\x3a" + b"\x00" * 22
+    sql = b"\x11\x69\x00\x01\x01\x01SELECT ename FROM emp WHERE deptno = 10\x00\x01"
+    return [(0, tns_connect()), (1, accept), (0, tns_data(sql))]
+
+
+def tds_packet(ptype: int, payload: bytes) -> bytes:
+    return struct.pack("!BBHHBB", ptype, 1, 8 + len(payload), 0, 1, 0) + payload
+
+
+def mssql_session() -> list[tuple[int, bytes]]:
+    options = b"\x00" + struct.pack("!HH", 11, 6) + b"\x01" + struct.pack("!HH", 17, 1) + b"\xff"
+    prelogin = options + bytes([15, 0, 0x07, 0xD0, 0, 0]) + b"\x02"
+    headers = struct.pack("<IIH", 22, 18, 2) + b"\x00" * 8 + struct.pack("<I", 1)
+    batch = headers + "SELECT @@version".encode("utf-16-le")
+    return [(0, tds_packet(18, prelogin)), (1, tds_packet(4, prelogin)), (0, tds_packet(1, batch))]
+
+
+def dhcp_discover() -> bytes:
+    fixed = struct.pack("!BBBBIHH", 1, 1, 6, 0, 0x3903F326, 0, 0x8000) + b"\x00" * 16
+    fixed += MAC_C + b"\x00" * 10 + b"\x00" * 192
+    options = b"\x35\x01\x01" + b"\x0c\x05pod-a" + b"\x32\x04" + bytes([198, 18, 0, 7]) + b"\xff"
+    return fixed + b"\x63\x82\x53\x63" + options
+
+
+def ntp_packet(mode: int, stratum: int) -> bytes:
+    return bytes([(4 << 3) | mode, stratum, 6, 0xE9]) + b"\x00" * 44
+
+
+def tftp_rrq() -> bytes:
+    return b"\x00\x01config.txt\x00octet\x00"
+
+
 # ------------------------------------------------------------------------------------------- captures
 
 
@@ -456,6 +586,42 @@ def cap_app_rules() -> Packets:
     return out
 
 
+def _tcp_session(out: Packets, cport: int, sport: int, t: float, session: list[tuple[int, bytes]]) -> None:
+    c = TcpConversation(out, C4, cport, S4, sport, t).handshake()
+    for side, data in session:
+        c.send(side, data)
+    c.close()
+
+
+def cap_nosql() -> Packets:
+    out: Packets = []
+    _tcp_session(out, 42001, 27017, 1000.0, mongo_session())
+    _tcp_session(out, 42002, 9042, 1001.0, cassandra_session())
+    _tcp_session(out, 42003, 9092, 1002.0, kafka_session())
+    _tcp_session(out, 42004, 2181, 1003.0, zookeeper_session())
+    _tcp_session(out, 42005, 11211, 1004.0, memcached_session())
+    _tcp_session(out, 42006, 11210, 1005.0, couchbase_session())
+    _tcp_session(out, 42007, 7077, 1006.0, spark_session())
+    return out
+
+
+def cap_sql() -> Packets:
+    out: Packets = []
+    _tcp_session(out, 42101, 1521, 1000.0, oracle_session())
+    _tcp_session(out, 42102, 1433, 1001.0, mssql_session())
+    return out
+
+
+def cap_udp_services() -> Packets:
+    out: Packets = []
+    udp_exchange(out, 1000.0, [(0, dhcp_discover())], bytes(4), 68, bytes([255] * 4), 67)
+    udp_exchange(out, 1001.0, [(0, ntp_packet(3, 0)), (1, ntp_packet(4, 2))], C4, 42123, S4, 123)
+    udp_exchange(out, 1002.0, [(0, tftp_rrq())], C4, 42069, S4, 69)
+    udp_exchange(out, 1003.0, [(0, b"are you there?"), (1, b"are you there?")], C4, 42007, S4, 7)
+    _tcp_session(out, 42008, 7, 1004.0, [(0, b"echo me back\r\n"), (1, b"echo me back\r\n")])
+    return out
+
+
 CAPTURES: dict[str, Callable[[], Packets]] = {
     "http/http_get": cap_http_get,
     "http/http_nonstandard_port": cap_http_nonstandard_port,
@@ -473,6 +639,9 @@ CAPTURES: dict[str, Callable[[], Packets]] = {
     "http2/http2_grpc": cap_http2,
     "unknown/unknown_tcp": cap_unknown,
     "policy/app_rules": cap_app_rules,
+    "nosql/nosql": cap_nosql,
+    "sql/oracle_mssql": cap_sql,
+    "udp/udp_services": cap_udp_services,
 }
 # Captures replayed with a policy file (beside them); the others run with no policy (identify only).
 POLICIES = {"policy/app_rules": "policy/app_rules.yaml"}

@@ -82,3 +82,4 @@ class ParserSpec:
     description: str
     probe: Probe
     factory: Factory
+    port_only: bool = False  # hired only on its default ports (Echo: no payload can tell it in advance)

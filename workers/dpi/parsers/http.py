@@ -10,8 +10,6 @@ responses without either; 1xx/204/304 and responses to HEAD have none. After CON
 
 from __future__ import annotations
 
-from collections import deque
-
 from pipeline import anomalies as A
 from workers.dpi.events import Headers, HttpRequest, HttpResponse, ParseAnomaly, ParserEvent
 from workers.dpi.parsers.base import FeedResult, Outcome, Side
@@ -48,18 +46,25 @@ _SERVER_APPS: tuple[tuple[bytes, bytes, str], ...] = (
 )
 
 
-def _prefix_of_any(head: bytes, words: tuple[bytes, ...]) -> bool:
-    for w in words:
-        token = w + b" "
-        n = min(len(head), len(token))
-        if head[:n] == token[:n]:
-            return True
-    return False
+def _prefixes(methods: tuple[bytes, ...]) -> frozenset[bytes]:
+    """Every prefix of every "METHOD " token, so a probe on a short head is one set lookup."""
+    return frozenset(m[:i] for m in methods for i in range(1, len(m) + 1)) | frozenset(
+        m + b" " for m in methods
+    )
+
+
+_PREFIXES = {name: _prefixes(methods) for name, methods in _METHODS.items()}
+_METHOD_SETS = {name: frozenset(methods) for name, methods in _METHODS.items()}
 
 
 def _probe(protocol: str, side: Side, head: bytes) -> bool:
+    if not head:
+        return True
     if side is Side.CLIENT:
-        return _prefix_of_any(head, _METHODS[protocol])
+        sp = head.find(b" ", 0, _MAX_METHOD + 1)
+        if sp >= 0:
+            return head[:sp] in _METHOD_SETS[protocol]
+        return len(head) <= _MAX_METHOD and head in _PREFIXES[protocol]
     prefix = _VERSION_PREFIX[protocol]
     n = min(len(head), len(prefix))
     return head[:n] == prefix[:n]
@@ -151,7 +156,7 @@ class _SideState:
     def __init__(self) -> None:
         self.state = _HEAD
         self.remaining = 0
-        self.body = bytearray()
+        self.body = b""
         self.body_truncated = False
         self.pending: HttpRequest | HttpResponse | None = None  # head waiting for its body prefix
         self.emitted = False
@@ -163,7 +168,7 @@ class HttpParser:
         self.protocol = protocol
         self.identified = False
         self.sides = (_SideState(), _SideState())
-        self.methods: deque[bytes] = deque(maxlen=_MAX_PENDING_METHODS)
+        self.methods: list[bytes] = []  # request methods awaiting their response (bounded)
 
     def feed(self, side: Side, data: bytes) -> FeedResult:
         st = self.sides[side]
@@ -296,7 +301,7 @@ class HttpParser:
         chunked = te is not None and b"chunked" in te.lower()
         cl_raw = header(headers, b"content-length")
         cl = int(cl_raw) if cl_raw is not None and cl_raw.isdigit() and len(cl_raw) < 19 else -1
-        st.body = bytearray()
+        st.body = b""
         st.body_truncated = False
         st.emitted = False
         msg: HttpRequest | HttpResponse
@@ -307,7 +312,8 @@ class HttpParser:
                 st.state = _TUNNEL
                 return
             method, uri, version = parsed
-            self.methods.append(method)
+            if len(self.methods) < _MAX_PENDING_METHODS:
+                self.methods.append(method)
             host = header(headers, b"host") or b""
             msg = HttpRequest(method, uri, version, headers, host, b"", False, chunked, cl, self.protocol)
             has_body = chunked or cl > 0
@@ -319,7 +325,7 @@ class HttpParser:
                 st.state = _TUNNEL
                 return
             version, status, reason = parsed_s
-            request_method = self.methods.popleft() if self.methods and status >= 200 else b""
+            request_method = self.methods.pop(0) if self.methods and status >= 200 else b""
             msg = HttpResponse(
                 version, status, reason, headers, b"", False, chunked, cl, server_app(headers), self.protocol
             )
@@ -356,7 +362,7 @@ class HttpParser:
         msg = st.pending
         if msg is None or st.emitted:
             return
-        body = bytes(st.body)
+        body = st.body
         if isinstance(msg, HttpRequest):
             events.append(
                 HttpRequest(
@@ -372,7 +378,7 @@ class HttpParser:
                 )
             )  # fmt: skip
         st.emitted = True
-        st.body = bytearray()
+        st.body = b""
 
     def _end_message(self, st: _SideState, events: list[ParserEvent]) -> None:
         self._emit(st, events)

@@ -27,8 +27,8 @@ MAX_FRAME_EVENTS = 64  # Http2Frame events per feed call (the rest are counted, 
 
 
 def probe(side: Side, head: bytes) -> bool:
-    if side is Side.SERVER:
-        return False
+    if side is Side.SERVER:  # the server's first frame: a known frame type (SETTINGS in practice)
+        return len(head) < 9 or head[3] <= CONTINUATION
     n = min(len(head), len(PREFACE))
     return head[:n] == PREFACE[:n]
 

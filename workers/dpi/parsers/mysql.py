@@ -20,8 +20,8 @@ MAX_HANDSHAKE = 1024  # a server greeting longer than this is not MySQL
 
 
 def probe(side: Side, head: bytes) -> bool:
-    if side is Side.CLIENT:
-        return False  # the server speaks first
+    if side is Side.CLIENT:  # the server speaks first; client bytes seen first (mid-stream) prove nothing
+        return len(head) < 4 or (head[0] | (head[1] << 8) | (head[2] << 16)) > 0
     if len(head) < 5:
         return True
     length = head[0] | (head[1] << 8) | (head[2] << 16)

@@ -19,9 +19,12 @@ _STARTUP_CODES = frozenset((PROTOCOL_3, SSL_REQUEST, GSSENC_REQUEST, CANCEL_REQU
 MAX_STARTUP = 10000  # the server's own bound on a startup packet
 
 
+_BACKEND_TYPES = frozenset(b"RSEKZNCDTInst12AGHWcdV")  # message type bytes a server sends (N/S: SSL answer)
+
+
 def probe(side: Side, head: bytes) -> bool:
-    if side is Side.SERVER:
-        return False
+    if side is Side.SERVER:  # the server never speaks first: only rule out what cannot be a reply
+        return not head or head[0] in _BACKEND_TYPES
     if len(head) < 8:
         return True
     length = int.from_bytes(head[0:4], "big")

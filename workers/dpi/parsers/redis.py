@@ -17,8 +17,8 @@ MAX_BULK = 512 * 1024 * 1024  # Redis's own proto-max-bulk-len default
 
 
 def probe(side: Side, head: bytes) -> bool:
-    if side is Side.SERVER:
-        return False
+    if side is Side.SERVER:  # replies: a RESP type byte (seen first when a flow is picked up mid-stream)
+        return not head or head[:1] in (b"+", b"-", b":", b"$", b"*")
     return head[:1] == b"*" or not head
 
 

@@ -1,0 +1,150 @@
+"""Benchmark of the DPI core: `replay` throughput on a mixed capture, identification, memory per flow.
+
+    python scripts/bench_dpi.py [--flows N] [--out capture.pcap]
+
+Builds a mixed capture in memory from the golden-capture generator (HTTP, DNS, TLS, SSH, Redis, MySQL,
+PostgreSQL, gRPC …; each conversation repeated with its own client address), once with handshakes only
+and once with bulk transfers added, runs it through the same decode → flow → DpiEngine loop as
+`enforcer replay`, and prints packets per CPU-second (process time, best of 3, so other load on a shared
+machine does not skew it). No network I/O.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pipeline.flow import flow_key  # noqa: E402
+from pipeline.packet import decode  # noqa: E402
+from workers.dpi.engine import DpiEngine  # noqa: E402
+from workers.dpi.settings import DpiSettings  # noqa: E402
+
+REPEAT = 3  # best of: the machine is shared
+MIX = ("http/http_get", "dns/dns", "tls/tls13", "ssh/ssh_port_80", "redis/redis", "mysql/mysql",
+       "postgres/postgres", "http2/http2_grpc", "http/rtsp_sip")  # fmt: skip
+
+
+def _generator():
+    spec = importlib.util.spec_from_file_location("dpi_pcap_generate", ROOT / "tests/data/pcaps/generate.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _readdress(ip: bytes, i: int, c4: bytes, c6: bytes) -> bytes:
+    """Copy `i` of a conversation: the client gets its own address (checksums are not checked by the
+    engine, so they are left alone)."""
+    if ip[0] >> 4 == 4:
+        new = bytes([198, 19, (i >> 8) & 0xFF, i & 0xFF])
+        src, dst = ip[12:16], ip[16:20]
+        return ip[:12] + (new if src == c4 else src) + (new if dst == c4 else dst) + ip[20:]
+    new6 = c6[:12] + i.to_bytes(4, "big")
+    src, dst = ip[8:24], ip[24:40]
+    return ip[:8] + (new6 if src == c6 else src) + (new6 if dst == c6 else dst) + ip[40:]
+
+
+def bulk_conversations(gen) -> list[list[tuple[float, bytes]]]:
+    """An HTTP download (128 KiB) and a TLS session with 64 application-data records, each with the
+    client's ACKs: what most packets of a real capture look like."""
+    out_http: list[tuple[float, bytes]] = []
+    req, _ = gen.http_get()
+    body = b"x" * 131072
+    head = b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: %d\r\n\r\n" % len(body)
+    c = gen.TcpConversation(out_http, gen.C4, 45000, gen.S4, 80, 0.0).handshake().send(0, req)
+    data = head + body
+    for i in range(0, len(data), 1400):
+        c.send(1, data[i : i + 1400])
+        if (i // 1400) % 2:
+            c._emit(0, gen.ACK, b"")
+    c.close()
+    out_tls: list[tuple[float, bytes]] = []
+    c = gen.TcpConversation(out_tls, gen.C4, 45001, gen.S4, 443, 0.0).handshake()
+    c.send(0, gen.tls_client_hello(b"bulk.example.test", [b"h2"])).send(1, gen.tls_server_hello())
+    for _ in range(64):
+        c.send(1, b"\x17\x03\x03\x05\x00" + b"\xee" * 1280)
+        c._emit(0, gen.ACK, b"")
+    c.close()
+    return [out_http, out_tls]
+
+
+def build(copies: int, bulk: bool = False) -> list[tuple[float, bytes]]:
+    gen = _generator()
+    base = [gen.CAPTURES[name]() for name in MIX]
+    if bulk:
+        base += bulk_conversations(gen)
+    out: list[tuple[float, bytes]] = []
+    t = 0.0
+    for i in range(copies):
+        for conv in base:
+            for _ts, ip in conv:
+                t += 0.00001
+                out.append((t, _readdress(ip, i, gen.C4, gen.C6)))
+    return out
+
+
+def run(packets: list[tuple[float, bytes]], with_observer: bool) -> tuple[float, dict[str, int]]:
+    observer = (lambda ctx, ev: None) if with_observer else None
+    engine = DpiEngine(DpiSettings(), None, lambda e: None, "bench", on_event=observer)
+    start = time.process_time()  # CPU time: other processes on the machine do not count against us
+    last = 0.0
+    for ts, ip in packets:
+        meta = decode(ip)
+        key, direction = flow_key(meta)
+        engine.on_packet(ip, meta, key, direction, ts)
+        if ts - last > 1.0:
+            engine.expire(ts)
+            last = ts
+    elapsed = time.process_time() - start
+    return elapsed, engine.stats()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--copies", type=int, default=300, help="copies of each conversation")
+    ap.add_argument("--out", help="also write the mixed capture here (pcap)")
+    args = ap.parse_args()
+    for bulk in (False, True):
+        packets = build(args.copies, bulk)
+        if args.out and bulk:
+            _generator().write_pcap(Path(args.out), packets)
+        mix = "with bulk transfers" if bulk else "handshakes only"
+        print(f"mixed capture, {mix}: {len(packets)} packets")
+        for observer in (False, True):
+            elapsed, stats = min(run(packets, observer) for _ in range(REPEAT))
+            label = "events observed (replay)" if observer else "verdicts only (worker)"
+            print(f"  {label:26s} {stats['flows_created']} flows in {elapsed:.2f}s: "
+                  f"{len(packets) / elapsed:,.0f} packets/s; identified {stats.get('identified', 0)}, "
+                  f"unidentified {stats.get('dpi.app.unidentified', 0)}")  # fmt: skip
+        if bulk:
+            replay_file(packets)
+    return 0
+
+
+def replay_file(packets: list[tuple[float, bytes]]) -> None:
+    """The `enforcer replay --json` path end to end: pcap written, read back with dpkt, output discarded."""
+    import io
+    import tempfile
+
+    from workers.replay import Replay, read_capture
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "mixed.pcap"
+        _generator().write_pcap(path, packets)
+        elapsed = 1e9
+        for _ in range(REPEAT):
+            start = time.process_time()
+            summary = Replay(io.StringIO(), as_json=True).run(read_capture(str(path)))
+            elapsed = min(elapsed, time.process_time() - start)
+    print(f"  {'replay --json from pcap':26s} {summary['flows']} flows in {elapsed:.2f}s: "
+          f"{summary['packets'] / elapsed:,.0f} packets/s")  # fmt: skip
+
+
+if __name__ == "__main__":
+    sys.exit(main())
