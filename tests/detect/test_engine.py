@@ -362,3 +362,50 @@ def test_mysql_brute_force_through_the_parser() -> None:
     events = lab.threats("mysql_access_denied")
     assert sum(e["count"] for e in events) == 3  # attempts 5, 6 and 7
     assert events[0]["action"] == "alert" and events[0]["group"] == "db"
+
+
+def conversation(client_port: int, server_port: int, messages: list[tuple[int, bytes]]) -> list[bytes]:
+    from .pcaps.generate import Tcp
+
+    out: list[tuple[float, bytes]] = []
+    conv = Tcp(out, 0.0, CLIENT, client_port, DB, server_port).handshake()
+    for side, data in messages:
+        conv.send(side, data)
+    return [buf for _t, buf in out]
+
+
+def tds(ptype: int, payload: bytes) -> bytes:
+    return struct.pack("!BBHHBB", ptype, 1, 8 + len(payload), 0, 1, 0) + payload
+
+
+def tds_session(sql: str) -> list[tuple[int, bytes]]:
+    prelogin = b"\x00" + struct.pack("!HH", 11, 6) + b"\x01" + struct.pack("!HH", 17, 1) + b"\xff"
+    prelogin += bytes([15, 0, 0x07, 0xD0, 0, 0]) + b"\x02"
+    all_headers = struct.pack("<IIH", 22, 18, 2) + b"\x00" * 8 + struct.pack("<I", 1)
+    return [(0, tds(18, prelogin)), (1, tds(4, prelogin)), (0, tds(1, all_headers + sql.encode("utf-16-le")))]
+
+
+def tns(ptype: int, payload: bytes) -> bytes:
+    return struct.pack("!HHBBH", 8 + len(payload), 0, ptype, 0, 0) + payload
+
+
+def tns_session(sql: str) -> list[tuple[int, bytes]]:
+    data = b"(DESCRIPTION=(CONNECT_DATA=(SERVICE_NAME=ORCL))(ADDRESS=(PROTOCOL=TCP)(HOST=198.18.2.10)))"
+    offset = 58
+    fields = struct.pack("!HHHHHHHHHH", 314, 300, 0x0C41, 8192, 32767, 0x7F08, 0, 0x0100, len(data), offset)
+    connect = (
+        struct.pack("!HHBBH", offset + len(data), 0, 1, 0, 0) + fields + b"\x00" * (offset - 8 - len(fields))
+    )
+    connect += data
+    accept = tns(2, b"\x01\x3a" + b"\x00" * 22)
+    query = tns(6, b"\x00\x00" + b"\x11\x69\x00\x01\x01\x01" + sql.encode() + b"\x00\x01")
+    return [(0, connect), (1, accept), (0, query)]
+
+
+@pytest.mark.parametrize(("session", "port"), [(tds_session, 1433), (tns_session, 1521)])
+def test_sql_injection_in_tds_and_tns(session: Any, port: int) -> None:
+    lab = Lab()
+    lab.send(conversation(44000, port, session("SELECT * FROM users WHERE name = '' OR 'a'='a'")))
+    lab.send(conversation(44001, port, session("SELECT name FROM users WHERE id = 42")))
+    events = lab.threats()
+    assert [(e["name"], e["flow"]["sport"]) for e in events] == [("sql_injection", 44000)]
