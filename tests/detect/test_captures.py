@@ -41,13 +41,24 @@ def test_all_scenarios_have_captures() -> None:
 
 
 DPI_EXPECTED = {
+    "dns/dns": {"dns_pointer_loop": 1},  # the capture carries one looping name on purpose
+    "dns/dns_fragmented": {},
     "http/http_get": {},
-    "tls/tls13": {},
-    "redis/redis": {},
+    "http/http_midstream": {},
+    "http/http_nonstandard_port": {},
+    "http/rtsp_sip": {},
+    "http2/http2_grpc": {},
+    "mysql/mysql": {"sql_injection": 1},  # COM_QUERY ... WHERE id = '1' OR '1'='1'
+    "nosql/nosql": {},
     "postgres/postgres": {},
+    "redis/redis": {},
+    "sql/oracle_mssql": {},
+    "ssh/ssh_port_80": {},
     "tls/heartbleed": {"heartbleed": 1},
     "tls/sslv2": {"ssl_v2_v3": 1},
-    "mysql/mysql": {"sql_injection": 1},
+    "tls/tls13": {},
+    "udp/udp_services": {},
+    "unknown/unknown_tcp": {},
 }
 
 
