@@ -149,6 +149,10 @@ def main(argv: list[str]) -> int:
         requests.append(("/form", f"name={quote_plus(v)}".encode(), "application/x-www-form-urlencoded"))
         requests.append(("/wiki/" + quote(v, safe=""), b"", ""))
     flagged = sum(bool(check_request(*r)) for r in requests)
+    realistic = corpus("benign_requests.txt")
+    results["realistic_uri_false_positives"] = (
+        f"{sum(bool(check_request(u)) for u in realistic)}/{len(realistic)}"
+    )
     results["sqli_detection_rate"] = f"{detected}/{len(attacks)} = {detected / len(attacks):.1%}"
     results["benign_false_positive_rate"] = f"{flagged}/{len(requests)} = {flagged / len(requests):.2%}"
     results["http_requests_checked_per_s"] = round(rate(lambda r: check_request(*r), requests, secs))

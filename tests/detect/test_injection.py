@@ -280,3 +280,14 @@ def test_check_request_is_total(body: bytes, uri: str) -> None:
     for ctype in ("application/json", "application/x-www-form-urlencoded", ""):
         for hit in check_request(uri, body, ctype, cookie=uri):
             assert hit.threat in (C.SQL_INJECTION, C.XSS) and len(hit.excerpt) <= C.MAX_FINDING_EXCERPT
+
+
+def test_realistic_request_uris_raise_nothing() -> None:
+    from workers.detect.sensors import Context, compile_sensors
+
+    uris = corpus("benign_requests.txt")
+    waf = compile_sensors([{"name": "waf", "predefined": "waf"}])
+    assert len(uris) >= 90
+    assert [u for u in uris if check_request(u)] == []
+    flagged = [u for u in uris if waf.scan(Context.URL, percent_decode(u).encode("utf-8"), "any")]
+    assert flagged == []
