@@ -7,6 +7,8 @@ import struct
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.packet import TCP_ACK, TCP_PSH, TCP_SYN
 from policy.lookup import Action, Decision, Mode, Report
@@ -409,3 +411,23 @@ def test_sql_injection_in_tds_and_tns(session: Any, port: int) -> None:
     lab.send(conversation(44001, port, session("SELECT name FROM users WHERE id = 42")))
     events = lab.threats()
     assert [(e["name"], e["flow"]["sport"]) for e in events] == [("sql_injection", 44000)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.binary(max_size=120),
+    st.binary(max_size=200),
+    st.sampled_from([b"application/json", b"application/x-www-form-urlencoded", b"text/xml", b""]),
+)
+def test_hooks_never_raise_on_hostile_requests(uri: bytes, body: bytes, ctype: bytes) -> None:
+    from pipeline import anomalies as A
+
+    lab = Lab(sensors=[{"name": "waf", "predefined": "waf"}, {"name": "cc", "predefined": "credit_card"}])
+    clean_uri = b"/" + bytes(c for c in uri if 0x21 <= c < 0x7F)
+    request = (
+        b"POST " + clean_uri + b" HTTP/1.1\r\nHost: web\r\nContent-Type: " + ctype + b"\r\nCookie: "
+        + bytes(c for c in uri if 0x20 <= c < 0x7F and c != 0x3B) + b"\r\nContent-Length: "
+        + str(len(body)).encode() + b"\r\n\r\n" + body
+    )  # fmt: skip
+    lab.send(http_flow(CLIENT, 45000, DB, request))
+    assert lab.engine.stats().get(A.DPI_DETECTOR_EXCEPTION, 0) == 0

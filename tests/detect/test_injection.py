@@ -108,6 +108,11 @@ def test_sqli_in_form_json_and_cookie() -> None:
     assert check_request("/upload", form, "application/octet-stream") == []
 
 
+def test_lone_surrogates_do_not_switch_detection_off() -> None:
+    body = b'{"a": "\\ud800\' or 1=1 --", "b": "\\udfff<script>alert(1)</script>"}'
+    assert threats(check_request("/api", body, "application/json")) == {"sql_injection", "xss"}
+
+
 def test_json_walk_is_bounded_and_tolerates_bad_json() -> None:
     deep = "[" * 100 + '"x"' + "]" * 100
     assert list(json_values(deep)) == []  # beyond MAX_JSON_DEPTH
@@ -236,6 +241,7 @@ def test_decoders_on_known_values() -> None:
     assert percent_decode("a+b") == "a+b"
     assert percent_decode("%C3%A9t%C3%A9") == "été"
     assert percent_decode("%u0041%zz%4") == "A%zz%4"
+    assert percent_decode("%uD800%u0041") == "\ufffdA"
     assert html_decode("&#39;&#x27;&apos;&lt;") == "'''<"
     assert expose_mysql_comments("1/*!50000union*/select") == "1 union select"
     assert variants("%2527") == ["%2527", "%27", "'"]
@@ -257,7 +263,7 @@ def test_html_decode_inverts_escape(text: str) -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.text(alphabet=st.sampled_from("%25uUaF0129+&#;x/*!'\" <>-\x00")), st.booleans())
+@given(st.text(alphabet=st.sampled_from("%25uUaDdF01289+&#;x/*!'\" <>-\x00")), st.booleans())
 def test_variants_are_total_and_bounded(text: str, plus: bool) -> None:
     forms = variants(text, plus)
     assert 1 <= len(forms) <= MAX_DECODE_ROUNDS + 1

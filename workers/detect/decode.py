@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 import re
+from urllib.parse import unquote_to_bytes
 
 # Three layers cover double and triple encoding; deeper nesting is not decoded further (and is rare in
 # legitimate traffic).
@@ -19,30 +20,33 @@ MAX_DECODE_ROUNDS = 3
 # Longest value decoded; the rest of a longer value is checked undecoded (bounded CPU per value).
 MAX_DECODE_INPUT = 8192
 
-_PERCENT = re.compile(r"%(?:([0-9A-Fa-f]{2})|[uU]([0-9A-Fa-f]{4}))")
+_PERCENT_U = re.compile(r"%[uU]([0-9A-Fa-f]{4})")
 # MySQL executes the content of /*!...*/ (optionally with a version number); to it these are not comments.
 _MYSQL_VERSIONED = re.compile(r"/\*!\d{0,6}(.*?)\*/", re.S)
 _WS_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 def percent_decode(value: str, plus: bool = False) -> str:
-    """Decode %XX (as Latin-1 bytes, then UTF-8 where they form it) and %uXXXX; `plus`: '+' is a space."""
+    """Decode %XX (UTF-8 where the bytes form it, else Latin-1) and %uXXXX; `plus`: '+' is a space.
+    Malformed sequences (`%zz`, a trailing `%4`) stay as they are."""
     if plus and "+" in value:
         value = value.replace("+", " ")
     if "%" not in value:
         return value
-
-    def one(m: re.Match[str]) -> str:
-        if m.group(1) is not None:
-            return chr(int(m.group(1), 16))
-        return chr(int(m.group(2), 16))
-
-    decoded = _PERCENT.sub(one, value)
-    # Bytes decoded from %XX sequences that form UTF-8 (e.g. %C3%A9) become the character they encode.
+    if "%u" in value or "%U" in value:
+        value = _PERCENT_U.sub(_unicode_escape, value)
+        if "%" not in value:
+            return value
+    raw = unquote_to_bytes(value)  # C-speed split/join; the text's own characters become UTF-8 bytes
     try:
-        return decoded.encode("latin-1").decode("utf-8")
-    except (UnicodeEncodeError, UnicodeDecodeError):
-        return decoded
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
+def _unicode_escape(m: re.Match[str]) -> str:
+    code = int(m.group(1), 16)
+    return "\ufffd" if 0xD800 <= code <= 0xDFFF else chr(code)  # a lone surrogate is no character
 
 
 def html_decode(value: str) -> str:

@@ -392,7 +392,9 @@ class ThreatEngine:
                 if hit is not None:
                     hits.append(hit)
             if self.policy.sensors.applies(st.group):
-                hits += self._sensor_hits(self.policy.sensors.scan(Context.SQL, ev.text.encode(), st.group))
+                hits += self._sensor_hits(
+                    self.policy.sensors.scan(Context.SQL, ev.text.encode("utf-8", "replace"), st.group)
+                )
         elif isinstance(ev, E.TlsClientHello):
             if not ev.sslv2:  # SSLv2 hellos are judged on their bytes by the packet hook
                 offered = max(ev.supported_versions) if ev.supported_versions else ev.handshake_version

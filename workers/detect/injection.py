@@ -56,6 +56,11 @@ _SCRIPT_SCHEME = ("javascript:", "vbscript:", "livescript:", "data:text/html")
 _SPACE_CONTROL = re.compile(r"[\s\x00-\x1f]+")
 
 
+def _encodable(text: str) -> str:
+    """`text` with characters UTF-8 cannot encode (lone surrogates) replaced."""
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
 def sqli_value(value: str, plus: bool = False) -> Hit | None:
     """Check one user-supplied value (query/form/cookie/JSON string) for SQL injection."""
     if _SQLI_SAFE.match(value):
@@ -63,7 +68,11 @@ def sqli_value(value: str, plus: bool = False) -> Hit | None:
     for form in variants(value, plus):
         if _SQLI_SAFE.match(form):
             continue
-        result = libinjection.is_sql_injection(form)
+        try:
+            result = libinjection.is_sql_injection(form)
+        except UnicodeEncodeError:  # a lone surrogate (JSON "\ud800") must not switch the check off
+            form = _encodable(form)
+            result = libinjection.is_sql_injection(form)
         if result["is_sqli"]:
             return Hit(SQL_INJECTION, f"libinjection fingerprint {result['fingerprint']}", excerpt_of(form))
         for m in _QUOTE_COMMENT.finditer(form):
@@ -82,7 +91,12 @@ def xss_value(value: str, plus: bool = False) -> Hit | None:
     for form in variants(value, plus):
         if _XSS_SAFE.match(form):
             continue
-        if libinjection.is_xss(form)["is_xss"]:
+        try:
+            xss = libinjection.is_xss(form)["is_xss"]
+        except UnicodeEncodeError:
+            form = _encodable(form)
+            xss = libinjection.is_xss(form)["is_xss"]
+        if xss:
             return Hit(XSS, "libinjection html5 context", excerpt_of(form))
         squashed = _SPACE_CONTROL.sub("", form).lower()
         if squashed.startswith(_SCRIPT_SCHEME):
