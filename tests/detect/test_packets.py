@@ -395,3 +395,17 @@ def test_inspect_is_total_on_mutated_packets(mutations: list[tuple[bytes, int, i
     det.tick(2000.0, lambda key: DEFAULT_SETTINGS)
     sizes = det.table_sizes()
     assert sizes["flows"] <= 8 and sizes["datagrams"] <= 4
+
+
+def test_server_banner_alone_does_not_count_as_client_data() -> None:
+    det = PacketDetector()
+    banner = tcp4(
+        SERVER, 22, CLIENT, 9, TCP_ACK | TCP_PSH, seq=5001, ack=1001, payload=b"SSH-2.0-OpenSSH_9.6\r\n"
+    )
+    run([*handshake(CLIENT, 9, SERVER, 22), banner], det=det)
+    ticked = det.tick(1031.0, lambda key: DEFAULT_SETTINGS)
+    assert names(ticked) == {"tcp_no_data"} and ticked[0].detail == "established, no client data"
+    det2 = PacketDetector()
+    reply = tcp4(CLIENT, 9, SERVER, 22, TCP_ACK | TCP_PSH, seq=1001, ack=5023, payload=b"SSH-2.0-client\r\n")
+    run([*handshake(CLIENT, 9, SERVER, 22), banner, reply], det=det2)
+    assert det2.tick(1031.0, lambda key: DEFAULT_SETTINGS) == []

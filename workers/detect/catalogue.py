@@ -95,7 +95,7 @@ THREATS: tuple[Threat, ...] = (
     _t(1007, "tcp_split_handshake", S.HIGH, A.RESET,
        "TCP split handshake: the responder answers a SYN with a SYN of its own"),
     _t(1008, "tcp_no_data", S.LOW, A.ALERT,
-       "TCP connection established but no data from either side within a time",
+       "TCP connection established but the client sends no data within a time (connection exhaustion)",
        # slow clients send their request well within 30 s; keep-alive idles come after data
        seconds=30),
     _t(1009, "tcp_small_window", S.MEDIUM, A.RESET,

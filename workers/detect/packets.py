@@ -206,7 +206,9 @@ class PacketDetector:
                 if C.TCP_NO_DATA.id in settings.on:
                     if now - st.est_time >= settings.threshold(C.TCP_NO_DATA, "seconds"):
                         st.nodata_fired = True
-                        out.append(_flow_finding(C.TCP_NO_DATA, key, st.init_dir, "established, no data"))
+                        out.append(
+                            _flow_finding(C.TCP_NO_DATA, key, st.init_dir, "established, no client data")
+                        )
             if now - st.last >= idle:
                 self._flows.pop(key)
         return out
@@ -309,12 +311,12 @@ class PacketDetector:
             st.state = _ESTABLISHED
             st.est_time = now
             self._handshake_done(meta.src, meta.dst, now, settings)
-        if payload_len > 0:
-            st.data = True
+        if payload_len > 0 and direction == st.init_dir:
+            st.data = True  # the client spoke (a server banner alone does not count: SSH, MySQL, SMTP)
         elif st.state == _ESTABLISHED and not st.data and not st.nodata_fired and C.TCP_NO_DATA.id in on:
             if now - st.est_time >= settings.threshold(C.TCP_NO_DATA, "seconds"):
                 st.nodata_fired = True
-                out.append(_finding(C.TCP_NO_DATA, meta, key, direction, "established, no data", buf))
+                out.append(_finding(C.TCP_NO_DATA, meta, key, direction, "established, no client data", buf))
         if (
             st.state == _ESTABLISHED
             and ack
