@@ -15,13 +15,12 @@ early rather than lost.
 
 from __future__ import annotations
 
-import ipaddress
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from policy.events import EventType, flow_fields, make_event
-from workers.detect.catalogue import BY_NAME, Finding, Severity, ThreatAction
+from workers.detect.catalogue import Finding, ThreatAction
 
 # Threats keyed by destination only / by source only when aggregating.
 BY_DESTINATION = frozenset({"syn_flood", "icmp_flood"})
@@ -175,13 +174,3 @@ class EventAggregator:
 
     def __len__(self) -> int:
         return len(self._slots)
-
-
-def severity_of(name: str) -> str:
-    """Catalogue severity of a threat name (DLP findings use the sensor threat's)."""
-    threat = BY_NAME.get(name)
-    return str(threat.severity) if threat is not None else str(Severity.MEDIUM)
-
-
-def address_text(addr: bytes) -> str:
-    return str(ipaddress.ip_address(addr))

@@ -243,9 +243,7 @@ class Finding(NamedTuple):
     proto: int
     detail: str
     excerpt: bytes = b""
-    # A sensor finding carries its own action and name (the sensor's, not the catalogue's).
-    action: ThreatAction | None = None
-    sensor: str = ""
+    sensor: str = ""  # for a DLP/WAF sensor finding: the sensor's name
 
 
 # Bound on the excerpt a detector copies into a finding.
