@@ -200,7 +200,8 @@ class SensorSet:
                 self._by_context[rule.context].append(len(self._entries))
                 self._entries.append(_Entry(sensor, rule, confirm))
         self._fallback: dict[Context, list[tuple[int, re.Pattern[str]]]] = {c: [] for c in Context}
-        self._db: dict[Context, Any] = {}
+        self._db: dict[Context, Any] = {}  # block mode, per context
+        self._stream_db: dict[Context, Any] = {}  # stream mode, body and packet contexts
         for ctx, ids in self._by_context.items():
             if ids:
                 self._compile(ctx, ids)
@@ -211,9 +212,12 @@ class SensorSet:
         fallback_ids = ids
         if self.hyperscan:
             assert _hs is not None
-            mode = _hs.HS_MODE_STREAM if ctx in STREAM_CONTEXTS else _hs.HS_MODE_BLOCK
+            # Block mode for whole values; stream contexts also get a stream-mode database for flows.
+            mode = _hs.HS_MODE_BLOCK
             try:
                 self._db[ctx] = self._hs_database(mode, ids)
+                if ctx in STREAM_CONTEXTS:
+                    self._stream_db[ctx] = self._hs_database(_hs.HS_MODE_STREAM, ids)
                 fallback_ids = []
             except _hs.error:
                 # Find the patterns Hyperscan rejects (one compile each: only on this slow path).
@@ -231,6 +235,8 @@ class SensorSet:
                 good = [i for i in ids if i not in bad]
                 if good:
                     self._db[ctx] = self._hs_database(mode, good)
+                    if ctx in STREAM_CONTEXTS:
+                        self._stream_db[ctx] = self._hs_database(_hs.HS_MODE_STREAM, good)
                 fallback_ids = [i for i in ids if i in bad]
         for i in fallback_ids:
             rule = self._entries[i].rule
@@ -266,20 +272,15 @@ class SensorSet:
 
     def scan(self, ctx: Context, data: bytes, group: str) -> list[SensorMatch]:
         """Scan one value (url, header, sql; or a whole body/packet) for the sensors of `group`."""
-        if not self.applies(group):
+        if not (self.all_groups or group in self.groups):
             return []
         ends: list[tuple[int, int]] = []
         db = self._db.get(ctx)
         if db is not None:
-            if ctx in STREAM_CONTEXTS:
-                on_match = _collect(ends)  # held here: the binding does not keep a reference
-                stream = _open_stream(db, on_match)
-                stream.scan(data)
-                stream.close()
-            else:
-                db.scan(data, match_event_handler=_collect(ends))
-        ends += self._fallback_ends(ctx, _text(data), 0)
-        return self._matches(ctx, ends, data, group)
+            db.scan(data, match_event_handler=_on_match, context=ends)
+        if self._fallback[ctx]:
+            ends += self._fallback_ends(ctx, _text(data), 0)
+        return self._matches(ctx, ends, data, group) if ends else []
 
     def _fallback_ends(self, ctx: Context, text: str, after: int) -> list[tuple[int, int]]:
         """Match ends of the `re` fallback rules ending beyond `after`; every candidate for a rule with a
@@ -334,6 +335,10 @@ def _open_stream(db: Any, on_match: Callable[..., None]) -> Any:
     return stream
 
 
+def _on_match(i: int, _start: int, end: int, _flags: int, ends: list[tuple[int, int]]) -> None:
+    ends.append((i, end))
+
+
 def _collect(ends: list[tuple[int, int]]) -> Callable[..., None]:
     def on_match(i: int, _start: int, end: int, _flags: int, _ctx: object) -> None:
         ends.append((i, end))
@@ -342,39 +347,56 @@ def _collect(ends: list[tuple[int, int]]) -> Callable[..., None]:
 
 
 class SensorStream:
-    """Hyperscan stream state for one flow direction (plus a bounded tail for the `re` fallback)."""
+    """Hyperscan stream state for one flow direction (plus a bounded tail for the `re` fallback and for
+    recovering the text of a match that began in an earlier chunk)."""
 
     def __init__(self, sensors: SensorSet, ctx: Context, group: str) -> None:
         self._set = sensors
         self._ctx = ctx
         self._group = group
+        self._applies = sensors.applies(group)
+        self._fallback = bool(sensors._fallback[ctx])
         self._ends: list[tuple[int, int]] = []
         self._offset = 0  # stream offset of the first byte of the next chunk
-        self._tail = b""  # the last MATCH_LOOKBEHIND bytes seen
+        self._older = b""  # the chunk before `_recent`
+        self._recent = b""  # the last chunk scanned
         self._reported: set[tuple[str, str]] = set()
-        db = sensors._db.get(ctx) if sensors.applies(group) else None
+        db = sensors._stream_db.get(ctx) if self._applies else None
         # The binding does not keep a reference to the callback: this object does, for the stream's life.
         self._on_match = _collect(self._ends)
         self._stream = _open_stream(db, self._on_match) if db is not None else None
 
+    def _tail(self) -> bytes:
+        recent = self._recent
+        if len(recent) >= MATCH_LOOKBEHIND:
+            return recent[-MATCH_LOOKBEHIND:]
+        return (self._older + recent)[-MATCH_LOOKBEHIND:]
+
     def scan(self, chunk: bytes) -> list[SensorMatch]:
-        if not self._set.applies(self._group):
+        if not self._applies:
             return []
-        self._ends.clear()
+        ends = self._ends
+        ends.clear()
         if self._stream is not None:
             self._stream.scan(chunk)
-        data = self._tail + chunk
-        base = self._offset - len(self._tail)  # stream offset of data[0]
-        ends = [(i, end - base) for i, end in self._ends]
-        ends += self._set._fallback_ends(self._ctx, _text(data), len(self._tail))
+        if not ends and not self._fallback:  # the common case: nothing to recover, only remember
+            self._offset += len(chunk)
+            self._older, self._recent = self._recent, chunk
+            return []
+        tail = self._tail()
+        data = tail + chunk
+        base = self._offset - len(tail)  # stream offset of data[0]
+        found = [(i, end - base) for i, end in ends]
+        if self._fallback:
+            found += self._set._fallback_ends(self._ctx, _text(data), len(tail))
         matches = [
             m
-            for m in self._set._matches(self._ctx, ((i, max(0, e)) for i, e in ends), data, self._group)
+            for m in self._set._matches(self._ctx, ((i, max(0, e)) for i, e in found), data, self._group)
             if (m.sensor, m.rule) not in self._reported
         ]
         self._reported.update((m.sensor, m.rule) for m in matches)
         self._offset += len(chunk)
-        self._tail = data[-MATCH_LOOKBEHIND:]
+        self._older, self._recent = self._recent, chunk
         return matches
 
     def close(self) -> None:
