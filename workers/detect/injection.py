@@ -61,11 +61,18 @@ def _encodable(text: str) -> str:
     return text.encode("utf-8", "replace").decode("utf-8")
 
 
+def _forms(value: str, plus: bool) -> list[str]:
+    """The forms of a value to check. In query/form context (`plus`) the application always decodes,
+    so the still-encoded form is skipped when decoding changed it."""
+    forms = variants(value, plus)
+    return forms[1:] if plus and len(forms) > 1 else forms
+
+
 def sqli_value(value: str, plus: bool = False) -> Hit | None:
     """Check one user-supplied value (query/form/cookie/JSON string) for SQL injection."""
     if _SQLI_SAFE.match(value):
         return None
-    for form in variants(value, plus):
+    for form in _forms(value, plus):
         if _SQLI_SAFE.match(form):
             continue
         try:
@@ -88,7 +95,7 @@ def xss_value(value: str, plus: bool = False) -> Hit | None:
     """Check one user-supplied value for cross-site scripting."""
     if _XSS_SAFE.match(value):
         return None
-    for form in variants(value, plus):
+    for form in _forms(value, plus):
         if _XSS_SAFE.match(form):
             continue
         try:
