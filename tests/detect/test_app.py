@@ -333,3 +333,33 @@ def test_database_query_check() -> None:
     hit = check_query("SELECT * FROM users WHERE id=1 OR 1=1")
     assert hit is not None and hit.threat is C.SQL_INJECTION
     assert check_query("SELECT * FROM users WHERE id = 1") is None
+
+
+def test_dns_tunneling_many_distinct_names_under_one_domain() -> None:
+    from workers.detect.dns import registered_domain
+
+    det = DnsDetector()
+    client = b"\xc6\x12\x00\x05"
+    # dnscat2-style: short hex chunks in ever-new names, over an ordinary query type
+    hits = [
+        h
+        for i in range(160)
+        for h in det.inspect(
+            dns_query(f"{i:08x}a1b2.{i % 7:02x}.tunnel.example.co.uk", 5),
+            client,
+            False,
+            1.0 + i * 0.1,
+            DEFAULT_SETTINGS,
+        )
+    ]
+    assert len(hits) == 10 and "distinct names under example.co.uk" in hits[0].detail  # names 151..160
+    browser = [
+        h
+        for i in range(120)
+        for h in det.inspect(
+            dns_query(f"host{i % 40}.cdn.example.com", 1), client, False, 1.0 + i * 0.1, DEFAULT_SETTINGS
+        )
+    ]
+    assert browser == []
+    assert registered_domain([b"a", b"b", b"example", b"com"]) == b"example.com"
+    assert registered_domain([b"www", b"BBC", b"co", b"uk"]) == b"bbc.co.uk"

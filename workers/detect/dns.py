@@ -22,7 +22,7 @@ from workers.detect.catalogue import (
     excerpt_of,
 )
 from workers.detect.settings import ThreatSettings
-from workers.detect.window import WindowCounter
+from workers.detect.window import LruTable, WindowCounter
 
 _HEADER = struct.Struct("!HHHHHH")
 _RR_FIXED = struct.Struct("!HHIH")
@@ -177,11 +177,35 @@ def _check(msg: bytes, is_tcp: bool, settings: ThreatSettings) -> tuple[list[Hit
     return hits, parsed
 
 
+# Second-level labels under which registrations happen one level down (co.uk, com.au …): a heuristic in
+# place of the public-suffix list, good enough to group a tunnel's names under its domain.
+_SECOND_LEVEL = frozenset({b"co", b"com", b"net", b"org", b"gov", b"ac", b"edu", b"ne", b"or"})
+
+
+def registered_domain(labels: list[bytes]) -> bytes:
+    """The domain a name is registered under (last two labels, three under e.g. co.uk)."""
+    low = [label.lower() for label in labels]
+    if len(low) >= 3 and len(low[-1]) == 2 and low[-2] in _SECOND_LEVEL:
+        return b".".join(low[-3:])
+    return b".".join(low[-2:])
+
+
+class _Names:
+    __slots__ = ("start", "names")
+
+    def __init__(self, start: float) -> None:
+        self.start = start
+        self.names: set[bytes] = set()
+
+
 class DnsDetector:
-    """Per-message checks plus per-client volume of unusual query types (bounded by `max_clients`)."""
+    """Per-message checks plus per-client state for tunneling: the volume of unusual query types, and
+    the number of distinct names asked under one domain (a tunnel encodes data in ever-new names).
+    Bounded by `max_clients` keys each; a client's name set holds at most the threshold."""
 
     def __init__(self, max_clients: int = 65536) -> None:
         self._unusual: WindowCounter[bytes] = WindowCounter(max_clients)
+        self._names: LruTable[tuple[bytes, bytes], _Names] = LruTable(max_clients)
 
     def inspect(
         self, msg: bytes, client: bytes, is_tcp: bool, now: float, settings: ThreatSettings
@@ -191,12 +215,28 @@ class DnsDetector:
             return hits
         window = settings.threshold(DNS_TUNNELING, "window")
         limit = settings.threshold(DNS_TUNNELING, "unusual_per_window")
+        unique_limit = settings.threshold(DNS_TUNNELING, "unique_names_per_window")
+        flagged = any(h.threat is DNS_TUNNELING for h in hits)
         for labels, qtype in parsed.questions:
-            if qtype in COMMON_QTYPES or qtype in (QTYPE_AXFR, QTYPE_IXFR):
+            if flagged or len(labels) < 3:
                 continue
-            count = self._unusual.hit(client, now, window)
-            if count > limit and not any(h.threat is DNS_TUNNELING for h in hits):
-                hits.append(
-                    Hit(DNS_TUNNELING, f"{count:.0f} type-{qtype} queries", excerpt_of(b".".join(labels)))
-                )
+            if qtype not in COMMON_QTYPES and qtype not in (QTYPE_AXFR, QTYPE_IXFR):
+                count = self._unusual.hit(client, now, window)
+                if count > limit:
+                    hits.append(
+                        Hit(DNS_TUNNELING, f"{count:.0f} type-{qtype} queries", excerpt_of(b".".join(labels)))
+                    )
+                    flagged = True
+                    continue
+            key = (client, registered_domain(labels))
+            seen = self._names.get(key)
+            if seen is None or now - seen.start >= window:
+                seen = _Names(now)
+                self._names.put(key, seen)
+            if len(seen.names) <= unique_limit:
+                seen.names.add(b".".join(labels).lower())
+            if len(seen.names) > unique_limit:
+                detail = f"over {unique_limit:.0f} distinct names under {key[1].decode('ascii', 'replace')}"
+                hits.append(Hit(DNS_TUNNELING, detail, excerpt_of(b".".join(labels))))
+                flagged = True
         return hits
