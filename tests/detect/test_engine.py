@@ -431,3 +431,12 @@ def test_hooks_never_raise_on_hostile_requests(uri: bytes, body: bytes, ctype: b
     )  # fmt: skip
     lab.send(http_flow(CLIENT, 45000, DB, request))
     assert lab.engine.stats().get(A.DPI_DETECTOR_EXCEPTION, 0) == 0
+
+
+def test_dns_over_tcp_events() -> None:
+    lab = Lab()
+    name = "p2mwsg3l5a4i7bpnjvwygm4k3lh7yyk6dqjgyvlhjhtoo5sbbc3qabgn6s6etx.t.example.com"
+    axfr, tunnel = dns_query("example.com", 252), dns_query(name, 16)
+    lab.send(conversation(46000, 53, [(0, struct.pack("!H", len(axfr)) + axfr)]))
+    lab.send(conversation(46001, 53, [(0, struct.pack("!H", len(tunnel)) + tunnel)]))
+    assert [e["name"] for e in lab.threats()] == ["dns_zone_transfer", "dns_tunneling"]

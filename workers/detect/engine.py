@@ -40,7 +40,7 @@ from workers.detect.aggregate import EventAggregator, finding_key, threat_event
 from workers.detect.catalogue import Finding, Hit, Threat, ThreatAction, excerpt_of
 from workers.detect.database import AccessDeniedTracker
 from workers.detect.decode import percent_decode
-from workers.detect.dns import DnsDetector
+from workers.detect.dns import DnsDetector, tunnel_name
 from workers.detect.evidence import EvidenceLimits, EvidenceStore
 from workers.detect.http import check_headers, check_struts_body
 from workers.detect.injection import check_request, check_sql_query
@@ -479,6 +479,12 @@ class ThreatEngine:
                     )
                 elif q.qtype == 10:
                     hits.append(Hit(C.DNS_NULL_TYPE, "NULL query", excerpt_of(q.name)))
+                if C.DNS_TUNNELING.id in s.on:
+                    reason = tunnel_name(
+                        [label.encode("latin-1", "replace") for label in q.name.split(".")], s
+                    )
+                    if reason:
+                        hits.append(Hit(C.DNS_TUNNELING, reason, excerpt_of(q.name)))
         return hits
 
     @staticmethod
