@@ -95,5 +95,7 @@ DETECT_HOSTS_EVICTED = "detect.hosts.evicted"  # per-source/destination counters
 DETECT_AGGREGATE_EVICTED = "detect.aggregate.evicted"  # DetectLimits.max_aggregate_keys (summary sent early)
 # A packet dropped because its source is blocked by a block-source threat action.
 DETECT_SOURCE_BLOCKED = "detect.source_blocked"
+# Packet-context sensor streams at DetectLimits.max_sensor_streams: a packet scanned on its own.
+DETECT_SENSOR_STREAMS_FULL = "detect.sensor.streams_full"
 # A sensor pattern Hyperscan cannot compile runs on Python re instead (counted per compile).
 DETECT_SENSOR_RE_FALLBACK = "detect.sensor.re_fallback"

@@ -440,3 +440,28 @@ def test_dns_over_tcp_events() -> None:
     lab.send(conversation(46000, 53, [(0, struct.pack("!H", len(axfr)) + axfr)]))
     lab.send(conversation(46001, 53, [(0, struct.pack("!H", len(tunnel)) + tunnel)]))
     assert [e["name"] for e in lab.threats()] == ["dns_zone_transfer", "dns_tunneling"]
+
+
+def test_sensor_streams_are_capped_and_released() -> None:
+    from pipeline import anomalies as A
+    from workers.detect.engine import DetectLimits
+
+    events: list[dict[str, Any]] = []
+    policy = compile_threat_policy(
+        1,
+        None,
+        [{"name": "beacon", "rules": [{"name": "b", "pattern": "BEACON-[0-9]{4}", "context": "packet"}]}],
+    )
+    engine = build_engine(
+        DpiSettings(), StubTables(), events.append, "n1", policy, DetectLimits(max_sensor_streams=2)
+    )
+    for i in range(3):
+        flow = http_flow(CLIENT, 47000 + i, WEB, b"GET /?x=BEACON-1234 HTTP/1.1\r\nHost: web\r\n\r\n")
+        for buf in flow:
+            meta, raw, key, direction = packet(buf)
+            engine.on_packet(raw, meta, key, direction, 1000.0)
+    stats = engine.stats()
+    assert stats["detect.sensor_streams"] == 2 and stats[A.DETECT_SENSOR_STREAMS_FULL] == 1
+    assert len([e for e in events if e.get("sensor") == "beacon"]) >= 1
+    engine.close_all()
+    assert engine.stats()["detect.sensor_streams"] == 0

@@ -87,6 +87,9 @@ class DetectLimits:
     aggregate_window: float = 5.0  # identical threat events within this are counted, not repeated
     max_aggregate_keys: int = 4096
     evidence: EvidenceLimits = EvidenceLimits()  # packet rings per flow, snapshotted on findings
+    # Hyperscan stream states for packet-context sensors (~0.8 KB each with 2,000 patterns); beyond
+    # this, packets are scanned one by one (detect.sensor.streams_full)
+    max_sensor_streams: int = 16384
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -163,6 +166,7 @@ class ThreatEngine:
         )
         self._blocked: LruTable[bytes, float] = LruTable(lim.max_blocked_sources)
         self.evidence = EvidenceStore(lim.evidence)
+        self._open_streams = 0  # packet-context sensor streams open (closed with their flow)
         self.counters: Counter[str] = Counter()
 
     def stats(self) -> dict[str, int]:
@@ -174,6 +178,7 @@ class ThreatEngine:
         out[A.DETECT_AGGREGATE_EVICTED] = self.aggregator.evicted
         out[A.DETECT_SENSOR_RE_FALLBACK] = len(self.policy.sensors.warnings)
         out["detect.flows"] = len(p._flows)
+        out["detect.sensor_streams"] = self._open_streams
         out["detect.events_suppressed"] = self.aggregator.suppressed
         out["detect.evidence_captures"] = len(self.evidence)
         return out
@@ -328,6 +333,7 @@ class ThreatEngine:
             for stream in st.streams:
                 if stream is not None:
                     stream.close()
+                    self._open_streams -= 1
             st.streams = [None, None]
 
     def on_packet_hook(
@@ -356,9 +362,14 @@ class ThreatEngine:
         sensors = self.policy.sensors
         if sensors.applies(st.group):
             stream = st.streams[side]
-            if stream is None:
+            if stream is None and self._open_streams < self.limits.max_sensor_streams:
                 stream = st.streams[side] = sensors.open_stream(Context.PACKET, st.group)
-            hits += self._sensor_hits(stream.scan(payload))
+                self._open_streams += 1
+            if stream is not None:
+                hits += self._sensor_hits(stream.scan(payload))
+            else:  # at the cap: this packet alone (a pattern split across packets is missed)
+                self.counters[A.DETECT_SENSOR_STREAMS_FULL] += 1
+                hits += self._sensor_hits(sensors.scan(Context.PACKET, payload, st.group))
         return self._to_dpi(hits, st, ctx)
 
     def _slowloris(self, st: _FlowState, payload: bytes, now: float, s: ThreatSettings) -> Hit | None:
