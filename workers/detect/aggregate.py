@@ -2,6 +2,17 @@
 
 `threat_event` turns a finding into a `threat` event of the one schema (`policy.events.make_event`): the
 flow, the group whose settings applied, the action actually taken, the threat id and a bounded excerpt.
+Fields of a threat event (those from the DPI hooks are the same, with `message` for `detail`, `app`,
+and `configured_action`):
+
+    name, threat_id, severity      the catalogue's (`dlp_sensor` findings add `sensor` and `rule`)
+    action                         what was done: alert | drop | reset | block-source (alert unless Protect)
+    flow                           {family, proto, src, sport, dst, dport} (policy.events.flow_fields)
+    group, mode                    the group whose threat settings applied, and its mode
+    detail, excerpt                a short reason; at most 256 bytes of evidence (sensor matches masked)
+    evidence                       id of the packet capture (ThreatEngine.evidence_pcap), when kept
+    count                          1, or the number of repeats in an aggregated summary, which also has
+    aggregated, first_time, last_time
 
 `EventAggregator` sits in front of any event sink (`emit`): the first threat event of a kind passes at
 once; identical ones within `window` seconds are counted, not sent, and `flush(now)` sends one summary
