@@ -565,6 +565,14 @@ class DetectingEngine:
             close()
         self.threats.aggregator.flush(0.0, force=True)
 
+    def set_tables(self, tables: PolicyTables | None) -> None:
+        """New policy tables for both engines (the threat settings stay; see `set_policy`)."""
+        if tables is not None:
+            self.threats.set_policy(self.threats.policy, tables)
+        set_tables = getattr(self.inner, "set_tables", None)
+        if set_tables is not None:
+            set_tables(tables)
+
     def set_policy(self, policy: ThreatPolicy, tables: PolicyTables | None = None) -> None:
         """A new policy generation: threat settings and sensors, and the tables for both engines."""
         self.threats.set_policy(policy, tables)
