@@ -465,3 +465,15 @@ def test_sensor_streams_are_capped_and_released() -> None:
     assert len([e for e in events if e.get("sensor") == "beacon"]) >= 1
     engine.close_all()
     assert engine.stats()["detect.sensor_streams"] == 0
+
+
+def test_set_tables_switches_modes_for_new_flows() -> None:
+    class AllMonitor(StubTables):
+        def decide(self, family: int, src: bytes, dst: bytes, proto: int, dport: int) -> Decision:
+            d = super().decide(family, src, dst, proto, dport)
+            return d._replace(mode=Mode.MONITOR)
+
+    lab = Lab()
+    lab.engine.set_tables(AllMonitor())
+    verdicts = lab.send(http_flow(CLIENT, 48000, WEB, SQLI_GET))
+    assert WorkerVerdict.RESET_FLOW not in verdicts and [e["action"] for e in lab.threats()] == ["alert"]
