@@ -409,3 +409,14 @@ def test_server_banner_alone_does_not_count_as_client_data() -> None:
     reply = tcp4(CLIENT, 9, SERVER, 22, TCP_ACK | TCP_PSH, seq=1001, ack=5023, payload=b"SSH-2.0-client\r\n")
     run([*handshake(CLIENT, 9, SERVER, 22), banner, reply], det=det2)
     assert det2.tick(1031.0, lambda key: DEFAULT_SETTINGS) == []
+
+
+def test_sustained_syn_flood_stays_detected_across_windows_then_clears() -> None:
+    det = PacketDetector()
+    settings_ = flood_settings()  # 50 per 1 s window
+    spoofed = [tcp4(f"203.0.{i // 250}.{i % 250 + 1}", 2000, SERVER, 80, TCP_SYN) for i in range(300)]
+    # 100 SYNs/s for 3 s: only the first window lets its first 50 through
+    found = run(spoofed, settings_, det, start=1000.0, step=0.01)
+    assert len([f for f in found if f.threat is C.SYN_FLOOD]) == 250
+    # the flood stops; a second later a new client is not taken for part of it
+    assert run([tcp4("198.18.5.5", 3000, SERVER, 80, TCP_SYN)], settings_, det, start=1004.5) == []

@@ -161,6 +161,9 @@ class PacketDetector:
         self._resets_src: WindowCounter[bytes] = WindowCounter(lim.max_hosts)
         self._scans: LruTable[tuple[bytes, bytes], _Scan] = LruTable(lim.max_hosts)
         self._good_sources: LruTable[bytes, float] = LruTable(lim.max_hosts)
+        # SYN flood "on" until this time, per flooding source and per flooded destination
+        self._flooded_src: LruTable[bytes, float] = LruTable(lim.max_hosts)
+        self._flooded_dst: LruTable[bytes, float] = LruTable(lim.max_hosts)
         self._datagrams: LruTable[tuple[bytes, bytes, int, int], _Datagram] = LruTable(lim.max_datagrams)
         self._echoes: LruTable[tuple[bytes, bytes, int, int], int] = LruTable(lim.max_echo)
 
@@ -220,7 +223,8 @@ class PacketDetector:
     def hosts_evicted(self) -> int:
         """Evictions from the per-host counters and tables together."""
         tables = (self._syn_dst, self._syn_src, self._sessions_src, self._echo_dst, self._echo_bytes,
-                  self._resets_src, self._scans, self._good_sources, self._echoes)  # fmt: skip
+                  self._resets_src, self._scans, self._good_sources, self._echoes, self._flooded_src,
+                  self._flooded_dst)  # fmt: skip
         return sum(t.evicted for t in tables)
 
     def table_sizes(self) -> dict[str, int]:
@@ -350,12 +354,22 @@ class PacketDetector:
             limit = settings.threshold(C.SYN_FLOOD, "syns_per_window")
             by_src = self._syn_src.hit(meta.src, now, window)
             by_dst = self._syn_dst.hit(meta.dst, now, window)
-            if by_src > limit:
+            # Once a flood is seen it stays "on" for a full window after the rate last exceeded the
+            # limit, so a sustained flood does not get `limit` SYNs through at the start of each window.
+            flooded = self._flooded_src.get(meta.src)
+            if by_src > limit or (flooded is not None and flooded > now):
+                if by_src > limit:
+                    self._flooded_src.put(meta.src, now + window)
                 out.append(
                     _finding(C.SYN_FLOOD, meta, key, direction, f"{by_src:.0f} half-open from source", buf)
                 )
                 return True
-            if by_dst > limit and not self.is_good_source(meta.src, now):
+            flooded = self._flooded_dst.get(meta.dst)
+            if by_dst > limit:
+                self._flooded_dst.put(meta.dst, now + window)
+            elif flooded is None or flooded <= now:
+                return False
+            if not self.is_good_source(meta.src, now):
                 out.append(
                     _finding(C.SYN_FLOOD, meta, key, direction, f"{by_dst:.0f} half-open to destination", buf)
                 )
