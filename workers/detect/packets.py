@@ -147,6 +147,10 @@ def illegal_tcp_flags(flags: int) -> str:
     return ""
 
 
+_ILLEGAL_FLAGS = tuple(illegal_tcp_flags(f) for f in range(64))
+_NOP_NOP_TS = bytes((_TCPOPT_NOP, _TCPOPT_NOP, _TCPOPT_TS, 10))
+
+
 class PacketDetector:
     """Packet- and flow-level threats for one worker. Not thread-safe (one per worker)."""
 
@@ -252,14 +256,17 @@ class PacketDetector:
     ) -> None:
         on = settings.on
         flags = meta.tcp_flags
-        bad = illegal_tcp_flags(flags)
+        bad = _ILLEGAL_FLAGS[flags & 0x3F]
         if not bad and meta.src == meta.dst and meta.sport == meta.dport:
             bad = "land: source equals destination"
         opts: TcpOptions | None = None
         if meta.payload_offset - meta.l4_offset > 20:
-            opts = parse_tcp_options(bytes(buf[meta.l4_offset + 20 : meta.payload_offset]))
-            if not opts.ok and not bad:
-                bad = "bad TCP option length"
+            raw_opts = bytes(buf[meta.l4_offset + 20 : meta.payload_offset])
+            # the usual options of a data segment (NOP NOP timestamps) need no walk
+            if flags & TCP_SYN or raw_opts[:4] != _NOP_NOP_TS or len(raw_opts) != 12:
+                opts = parse_tcp_options(raw_opts)
+                if not opts.ok and not bad:
+                    bad = "bad TCP option length"
         if bad:
             if C.BAD_PACKET.id in on:
                 out.append(_finding(C.BAD_PACKET, meta, key, direction, bad, buf))
