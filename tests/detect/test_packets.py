@@ -425,6 +425,7 @@ def test_sustained_syn_flood_stays_detected_across_windows_then_clears() -> None
 def test_data_segment_options_fast_path_and_bad_options() -> None:
     ts = b"\x01\x01\x08\x0a" + b"\x00\x00\x00\x01\x00\x00\x00\x02"
     good = tcp4(CLIENT, 1, SERVER, 80, TCP_ACK | TCP_PSH, options=ts, payload=b"data")
-    bad = tcp4(CLIENT, 1, SERVER, 80, TCP_ACK | TCP_PSH, options=b"\x01\x01\x08\x05" + b"\x00" * 8, payload=b"data")
+    wrong_ts = b"\x01\x01\x08\x05" + b"\x00" * 8  # timestamps with length 5
+    bad = tcp4(CLIENT, 1, SERVER, 80, TCP_ACK | TCP_PSH, options=wrong_ts, payload=b"data")
     assert run([good]) == []
     assert [f.detail for f in run([bad])] == ["bad TCP option length"]
