@@ -477,3 +477,34 @@ def test_set_tables_switches_modes_for_new_flows() -> None:
     lab.engine.set_tables(AllMonitor())
     verdicts = lab.send(http_flow(CLIENT, 48000, WEB, SQLI_GET))
     assert WorkerVerdict.RESET_FLOW not in verdicts and [e["action"] for e in lab.threats()] == ["alert"]
+
+
+def test_block_source_from_a_dpi_threat_blocks_the_client_in_protect() -> None:
+    lab = Lab({"default": {"xss": {"action": "block-source"}}})
+    xss = b"GET /p?name=%3Cscript%3Ealert(1)%3C/script%3E HTTP/1.1\r\nHost: web\r\n\r\n"
+    verdicts = lab.send(http_flow(CLIENT, 49000, WEB, xss))
+    assert verdicts[-1] is WorkerVerdict.RESET_FLOW
+    # the client's next connection, even a harmless one, is refused for block_seconds (default 0: none)
+    assert lab.send([tcp4(CLIENT, 49001, WEB, 80, TCP_SYN)]) == [WorkerVerdict.PASS]
+
+
+def test_block_source_with_a_period_blocks_later_flows() -> None:
+    lab = Lab({"default": {"mysql_access_denied": {"denials_per_window": 1}}})
+    denied = b"\xff\x15\x04#28000Access denied"
+    greeting = b"\x0a8.0.36\x00" + b"\x01\x00\x00\x00" + b"abcdefgh\x00" + b"\xff\xf7\x21\x02\x00\xff\xc1\x15"
+    greeting += b"\x00" * 10 + b"ijklmnopqrst\x00mysql_native_password\x00"
+    login = b"\x85\xa6\xff\x01\x00\x00\x00\x01\x21" + b"\x00" * 23 + b"root\x00\x14" + b"p" * 20
+    login += b"mysql_native_password\x00"
+    g, lg = mysql_packet(0, greeting), mysql_packet(1, login)
+    flow = [
+        *handshake(CLIENT, 49100, "198.18.1.33", 3306),
+        tcp4("198.18.1.33", 3306, CLIENT, 49100, TCP_ACK | TCP_PSH, seq=5001, ack=1001, payload=g),
+        tcp4(CLIENT, 49100, "198.18.1.33", 3306, TCP_ACK | TCP_PSH, seq=1001, ack=5001 + len(g), payload=lg),
+        tcp4("198.18.1.33", 3306, CLIENT, 49100, TCP_ACK | TCP_PSH, seq=5001 + len(g), ack=1001 + len(lg),
+             payload=mysql_packet(2, denied)),
+    ]  # fmt: skip
+    verdicts = lab.send(flow)
+    assert verdicts[-1] is WorkerVerdict.RESET_FLOW  # web (198.18.1.0/24) is in protect mode
+    assert lab.send([tcp4(CLIENT, 49101, WEB, 80, TCP_SYN)]) == [WorkerVerdict.BLOCK_FLOW]
+    lab.now += 301
+    assert lab.send([tcp4(CLIENT, 49102, WEB, 80, TCP_SYN)]) == [WorkerVerdict.PASS]

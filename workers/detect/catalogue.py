@@ -35,7 +35,9 @@ class ThreatAction(enum.StrEnum):
     ALERT = "alert"  # raise the event, let the packet through
     DROP = "drop"  # drop the offending packet; the flow goes on under inspection
     RESET = "reset"  # block the flow and reset TCP both ways
-    BLOCK_SOURCE = "block-source"  # block the flow and drop the source's new flows for a period
+    # block the flow, and the source's later packets for the threat's `block_seconds` (threats that have
+    # that threshold; for the others it acts as reset)
+    BLOCK_SOURCE = "block-source"
 
 
 Threshold = int | float

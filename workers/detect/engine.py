@@ -167,6 +167,7 @@ class ThreatEngine:
         self._blocked: LruTable[bytes, float] = LruTable(lim.max_blocked_sources)
         self.evidence = EvidenceStore(lim.evidence)
         self._open_streams = 0  # packet-context sensor streams open (closed with their flow)
+        self._now = 0.0  # time of the packet or event being handled (hooks)
         self.counters: Counter[str] = Counter()
 
     def stats(self) -> dict[str, int]:
@@ -339,6 +340,7 @@ class ThreatEngine:
     def on_packet_hook(
         self, ctx: FlowContext, meta: PacketMeta, packet: bytes, now: float
     ) -> list[E.Finding]:
+        self._now = now
         end = min(meta.ip_len, len(packet))
         if end <= meta.payload_offset:
             return []
@@ -383,6 +385,7 @@ class ThreatEngine:
         return Hit(C.HTTP_SLOWLORIS, f"request head incomplete after {now - st.pending_since:.1f}s")
 
     def on_event_hook(self, ctx: FlowContext, ev: object, now: float) -> list[E.Finding]:
+        self._now = now
         st = self._state(ctx)
         s = st.settings
         on = s.on
@@ -523,8 +526,15 @@ class ThreatEngine:
                 block = h.block
                 configured = "block" if block else "alert"
             else:
-                block = s.action(threat) is not ThreatAction.ALERT
-                configured = s.action(threat).value
+                action = s.action(threat)
+                block = action is not ThreatAction.ALERT
+                configured = action.value
+                if action is ThreatAction.BLOCK_SOURCE and ctx.mode == Mode.PROTECT:
+                    # the DPI engine resets this flow; the client's next flows are dropped by the raw path
+                    seconds = threat.thresholds.get("block_seconds")
+                    if seconds is not None:
+                        until = self._now + float(s.threshold(threat, "block_seconds"))
+                        self._blocked.put(ctx.client_addr, until)
             fields["configured_action"] = configured
             if evidence:
                 fields["evidence"] = evidence
