@@ -174,3 +174,14 @@ def test_aggregator_is_bounded_and_flushes_evicted_keys() -> None:
     assert [e.get("count") for e in out] == [1, 1, 1, 1, 1]  # dport 1 evicted with one repeat: summarised
     agg.flush(0.0, force=True)
     assert len(agg) == 0
+
+
+def test_every_threat_is_exercised_by_a_test_or_capture() -> None:
+    from pathlib import Path
+
+    here = Path(__file__).parent
+    sources = [p.read_text("utf-8") for p in here.glob("test_*.py") if p.name != "test_settings.py"]
+    sources += [p.read_text("utf-8") for p in (here / "pcaps").glob("*.expected.json")]
+    text = "\n".join(sources)
+    missing = [t.name for t in THREATS if f'"{t.name}"' not in text and f"C.{t.name.upper()}" not in text]
+    assert missing == []
