@@ -297,3 +297,18 @@ def test_realistic_request_uris_raise_nothing() -> None:
     assert [u for u in uris if check_request(u)] == []
     flagged = [u for u in uris if waf.scan(Context.URL, percent_decode(u).encode("utf-8"), "any")]
     assert flagged == []
+
+
+def test_injection_in_logged_headers() -> None:
+    assert threats(check_request("/", header_values=["Mozilla' and sleep(5)#"])) == {"sql_injection"}
+    assert threats(check_request("/", header_values=["<script>alert(1)</script>"])) == {"xss"}
+    user_agents = [
+        "Mozilla/5.0 (X11; Linux x86_64; rv:126.0) Gecko/20100101 Firefox/126.0",
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0",
+        "curl/8.5.0",
+        "kube-probe/1.29",
+        "Apache-HttpClient/4.5.14 (Java/17.0.9)",
+        "https://www.google.com/search?q=o%27brien",
+        "198.18.0.1, 10.0.0.1",
+    ]
+    assert check_request("/", header_values=user_agents) == []

@@ -73,6 +73,8 @@ _DNS_PORT = 53
 _DNS_THREATS = frozenset(
     t.id for t in (C.DNS_POINTER_LOOP, C.DNS_OVERFLOW, C.DNS_ZONE_TRANSFER, C.DNS_NULL_TYPE, C.DNS_TUNNELING)
 )
+# Headers applications log or echo, where scanners (sqlmap --level 3) inject as well.
+_INJECTABLE_HEADERS = frozenset({b"user-agent", b"referer", b"x-forwarded-for"})
 _DENIED_PG = frozenset({b"28P01", b"28000"})  # invalid password / authorization specification
 
 
@@ -444,15 +446,18 @@ class ThreatEngine:
     ) -> list[Hit]:
         hits = check_headers(headers)
         ctype = cookie = ""
+        injectable: list[str] = []
         for name, value in headers:
             low = name.lower()
             if low == b"content-type":
                 ctype = value.decode("latin-1")
             elif low == b"cookie":
                 cookie = value.decode("latin-1")
+            elif low in _INJECTABLE_HEADERS:
+                injectable.append(value.decode("latin-1"))
         sqli, xss = C.SQL_INJECTION.id in on, C.XSS.id in on
         if sqli or xss:
-            hits += check_request(uri.decode("latin-1"), body, ctype, cookie, sqli, xss)
+            hits += check_request(uri.decode("latin-1"), body, ctype, cookie, sqli, xss, injectable)
         if body and C.STRUTS_RCE.id in on:
             hit = check_struts_body(body, ctype)
             if hit is not None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import libinjection
@@ -192,9 +192,11 @@ def check_request(
     cookie: str = "",
     sqli: bool = True,
     xss: bool = True,
+    header_values: Sequence[str] = (),
 ) -> list[Hit]:
-    """SQL injection and XSS in one HTTP request: path segments, query pairs, cookie pairs and the body
-    (form or JSON by content type). At most one hit per threat."""
+    """SQL injection and XSS in one HTTP request: path segments, query pairs, cookie pairs, the given
+    header values (User-Agent, Referer, X-Forwarded-For: where scanners inject too) and the body (form
+    or JSON by content type). At most one hit per threat."""
     path, _, query = uri.partition("?")
     hits = _first(path_values(path), False, sqli, xss)
     # The whole query string too when it holds HTML character references, which the pair split cuts
@@ -204,6 +206,7 @@ def check_request(
         (pair_values(query), True),
         (whole, True),
         (pair_values(cookie), False),
+        (header_values, False),
     )
     for values, plus in sources:
         sqli = sqli and not any(h.threat is SQL_INJECTION for h in hits)
