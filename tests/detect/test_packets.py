@@ -429,3 +429,19 @@ def test_data_segment_options_fast_path_and_bad_options() -> None:
     bad = tcp4(CLIENT, 1, SERVER, 80, TCP_ACK | TCP_PSH, options=wrong_ts, payload=b"data")
     assert run([good]) == []
     assert [f.detail for f in run([bad])] == ["bad TCP option length"]
+
+
+def test_horizontal_scan_and_ping_sweep() -> None:
+    settings_ = compile_threat_settings({"port_scan": {"hosts_per_window": 50}})
+    sweep = [tcp4(CLIENT, 40000 + i, f"198.18.{3 + i // 250}.{i % 250 + 1}", 445, TCP_SYN) for i in range(60)]
+    found = [f for f in run(sweep, settings_) if f.threat is C.PORT_SCAN]
+    assert len(found) == 11 and found[0].detail == "50 hosts probed"
+    pings = [ipv4(CLIENT, f"198.18.4.{i + 1}", 1, icmp(8, ident=i, payload=b"p" * 8)) for i in range(55)]
+    assert len([f for f in run(pings, settings_) if f.threat is C.PORT_SCAN]) == 6
+    # a monitoring client scraping 300 pods within the window is not a sweep at the default threshold
+    fleet = [
+        b
+        for i in range(300)
+        for b in handshake(CLIENT, 41000 + i, f"198.18.{5 + i // 250}.{i % 250 + 1}", 9090)
+    ]
+    assert run(fleet) == []

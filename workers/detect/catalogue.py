@@ -162,8 +162,10 @@ THREATS: tuple[Threat, ...] = (
     _t(1031, "xss", S.HIGH, A.RESET,
        "Cross-site scripting in an HTTP request"),
     _t(1032, "port_scan", S.MEDIUM, A.BLOCK_SOURCE,
-       "Port scan: one source probing many ports, or many probes answered by resets",
-       ports_per_window=100, resets_per_window=50, window=10.0, block_seconds=60),
+       "Port scan: one source probing many ports of a host, many hosts (or a ping sweep), or many "
+       "probes answered by resets",
+       # monitoring (Prometheus) reaches a few hundred targets per scrape interval, not 1000 in 10 s
+       ports_per_window=100, hosts_per_window=1000, resets_per_window=50, window=10.0, block_seconds=60),
     _t(1033, "dlp_sensor", S.HIGH, A.ALERT,
        "A DLP/WAF sensor pattern matched (the sensor's own action applies)"),
 )  # fmt: skip

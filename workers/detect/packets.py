@@ -85,11 +85,12 @@ class _Datagram:
 
 
 class _Scan:
-    __slots__ = ("start", "ports")
+    __slots__ = ("start", "ports", "hosts")
 
     def __init__(self, now: float) -> None:
         self.start = now
         self.ports: set[int] = set()
+        self.hosts: set[bytes] = set()
 
 
 class TcpOptions:
@@ -164,6 +165,7 @@ class PacketDetector:
         self._echo_bytes: WindowCounter[tuple[bytes, bytes]] = WindowCounter(lim.max_hosts)
         self._resets_src: WindowCounter[bytes] = WindowCounter(lim.max_hosts)
         self._scans: LruTable[tuple[bytes, bytes], _Scan] = LruTable(lim.max_hosts)
+        self._sweeps: LruTable[bytes, _Scan] = LruTable(lim.max_hosts)  # per source: hosts probed
         self._good_sources: LruTable[bytes, float] = LruTable(lim.max_hosts)
         # SYN flood "on" until this time, per flooding source and per flooded destination
         self._flooded_src: LruTable[bytes, float] = LruTable(lim.max_hosts)
@@ -228,7 +230,7 @@ class PacketDetector:
         """Evictions from the per-host counters and tables together."""
         tables = (self._syn_dst, self._syn_src, self._sessions_src, self._echo_dst, self._echo_bytes,
                   self._resets_src, self._scans, self._good_sources, self._echoes, self._flooded_src,
-                  self._flooded_dst)  # fmt: skip
+                  self._flooded_dst, self._sweeps)  # fmt: skip
         return sum(t.evicted for t in tables)
 
     def table_sizes(self) -> dict[str, int]:
@@ -441,6 +443,32 @@ class PacketDetector:
             ports.add((meta.proto << 16) | meta.dport)
         if len(ports) >= limit:
             out.append(_finding(C.PORT_SCAN, meta, key, direction, f"{len(ports)} ports probed", buf))
+            return
+        self._sweep(meta, buf, key, direction, now, settings, out)
+
+    def _sweep(
+        self,
+        meta: PacketMeta,
+        buf: bytes,
+        key: FlowKey,
+        direction: Direction,
+        now: float,
+        settings: ThreatSettings,
+        out: list[Finding],
+    ) -> None:
+        """A probe of a host: count distinct destination hosts per source (a horizontal scan or a ping
+        sweep). The set holds at most the threshold."""
+        window = settings.threshold(C.PORT_SCAN, "window")
+        limit = settings.threshold(C.PORT_SCAN, "hosts_per_window")
+        sweep = self._sweeps.get(meta.src)
+        if sweep is None or now - sweep.start >= window:
+            sweep = _Scan(now)
+            self._sweeps.put(meta.src, sweep)
+        hosts = sweep.hosts
+        if len(hosts) < limit:
+            hosts.add(meta.dst)
+        if len(hosts) >= limit:
+            out.append(_finding(C.PORT_SCAN, meta, key, direction, f"{len(hosts)} hosts probed", buf))
 
     def _reset_seen(
         self,
@@ -482,6 +510,8 @@ class PacketDetector:
                 if self._flows.get(key) is None:
                     self._flows.put(key, _Flow(_UDP, direction, now))
                     self._new_session(meta, buf, key, direction, now, settings, out)
+                    if C.PORT_SCAN.id in on:
+                        self._sweep(meta, buf, key, direction, now, settings, out)  # ping sweep
                 if C.ICMP_FLOOD.id in on:
                     window = settings.threshold(C.ICMP_FLOOD, "window")
                     count = self._echo_dst.hit(meta.dst, now, window)
