@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -39,7 +40,9 @@ def write_config(path: Path, sections: dict[str, dict[str, Any]]) -> None:
 class LabEnforcer:
     """`enforcer run` in the lab's node namespace with a private run/state directory."""
 
-    def __init__(self, lab: Lab, overrides: dict[str, dict[str, Any]] | None = None, policy: Path | None = LAB_POLICY):
+    def __init__(
+        self, lab: Lab, overrides: dict[str, dict[str, Any]] | None = None, policy: Path | None = LAB_POLICY
+    ):
         self.lab = lab
         self.tmp = Path(tempfile.mkdtemp(prefix="enforcer-lab-"))
         sections: dict[str, dict[str, Any]] = {
@@ -115,8 +118,89 @@ class LabEnforcer:
                 self.proc.wait(timeout=5)
         return self.proc.returncode
 
+    def cleanup(self) -> None:
+        """Stop, and remove the private directory (kept when ENFORCER_LAB_KEEP is set, for a post-mortem)."""
+        self.stop()
+        if not os.environ.get("ENFORCER_LAB_KEEP"):
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
     def __enter__(self) -> LabEnforcer:
+        try:
+            return self.start()
+        except BaseException:
+            self.cleanup()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()
+
+
+class LabController:
+    """The reference controller (`enforcer controller`) on the node namespace's loopback, with CURVE keys
+    for itself and for one enforcer, serving the lab policy."""
+
+    def __init__(
+        self, lab: Lab, node: str = "lab-node", port: int = 18400, policy: Path = LAB_POLICY
+    ) -> None:
+        from policy.keys import generate_keypair
+
+        self.lab, self.node, self.port = lab, node, port
+        self.tmp = Path(tempfile.mkdtemp(prefix="enforcer-ctl-"))
+        keys = self.tmp / "keys"
+        generate_keypair(keys, "controller")
+        generate_keypair(keys, node)
+        clients = self.tmp / "clients"
+        clients.mkdir(mode=0o700)
+        (clients / f"{node}.key").write_bytes((keys / f"{node}.key").read_bytes())
+        self.policy_dir = self.tmp / "policies"
+        self.policy_dir.mkdir(mode=0o700)
+        shutil.copy(policy, self.policy_dir / policy.name)
+        self.db = self.tmp / "controller.db"
+        self.keys, self.clients = keys, clients
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def enforcer_overrides(self) -> dict[str, dict[str, Any]]:
+        """Configuration for a LabEnforcer that joins this controller."""
+        return {
+            "node": {"name": self.node},
+            "controller": {
+                "join_addr": f"127.0.0.1:{self.port}",
+                "server_key": str(self.keys / "controller.key"),
+                "client_key": str(self.keys / f"{self.node}.key_secret"),
+            },
+        }
+
+    def start(self) -> LabController:
+        log = open(self.tmp / "controller.log", "ab")
+        self.proc = self.lab.popen(
+            "node", sys.executable, "-m", "pipeline.cli", "controller",
+            "--policy-dir", str(self.policy_dir), "--db", str(self.db),
+            "--listen", f"tcp://127.0.0.1:{self.port}",
+            "--secret-key", str(self.keys / "controller.key_secret"), "--clients", str(self.clients),
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        return self
+
+    def events(self, type_: str | None = None) -> list[dict[str, Any]]:
+        cmd = [sys.executable, "-m", "pipeline.cli", "controller", "events", "--db", str(self.db)]
+        if type_:
+            cmd += ["--type", type_]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+        return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+
+    def __enter__(self) -> LabController:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+        if not os.environ.get("ENFORCER_LAB_KEEP"):
+            shutil.rmtree(self.tmp, ignore_errors=True)

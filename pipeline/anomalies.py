@@ -30,6 +30,7 @@ FLOW_EXPIRED = "flow.expired"
 QUEUE_MSG_MALFORMED = "queue.msg_malformed"
 QUEUE_RECV_OVERRUN = "queue.recv_overrun"
 READER_INFLIGHT_FULL = "reader.inflight_full"
+READER_JUDGE_ERROR = "reader.judge_error"  # an exception while judging a packet (a bug; logged once)
 WORKER_VERDICT_TIMEOUT = "worker.verdict_timeout"
 WORKER_UNKNOWN_REF = "worker.unknown_ref"
 
@@ -55,6 +56,19 @@ DECODE_ANOMALIES = (
     DECODE_ICMP_TRUNCATED,
 )
 
+# ---- Policy process and controller link (policy/) -------------------------------------------------
+POLICY_REJECTED = "policy.rejected"  # a snapshot failed validation and was not applied
+POLICY_STALE = "policy.stale_version"  # a snapshot older than the applied one was refused
+POLICY_TABLES_FULL = "policy.tables_full"  # a compiled policy did not fit the shared tables
+POLICY_LKG_UNREADABLE = "policy.lkg_unreadable"  # the persisted last-known-good policy could not be loaded
+EVENTS_SPOOL_DROPPED = "events.spool_dropped"  # events dropped because the disk spool was full
+EVENTS_AGGREGATED = "events.aggregated"  # identical events folded into one with a count
+CONTROL_MALFORMED = "control.malformed"  # a controller-protocol message that does not decode
+CONTROL_BAD_VERSION = "control.bad_version"  # a peer speaking another protocol or software version
+CONTROL_UNKNOWN_TYPE = "control.unknown_type"
+CONTROL_AUTH_FAILED = "control.auth_failed"  # a CURVE handshake refused
+CONTROL_TIMEOUT = "control.timeout"  # the peer fell silent; the link is re-established
+
 # ---- DPI (workers/dpi/) -------------------------------------------------------------------------------
 # TCP reassembly (workers/dpi/stream.py)
 DPI_STREAM_RETRANSMISSION = "dpi.stream.retransmission"
@@ -72,6 +86,7 @@ DPI_FRAG_OVERLAP = "dpi.frag.overlap"
 DPI_FRAG_MALFORMED = "dpi.frag.malformed"
 # Flow table and identification (workers/dpi/engine.py)
 DPI_FLOW_EVICTED = "dpi.flow.evicted"
+DPI_FLOW_REUSED = "dpi.flow.reused"
 DPI_UNIDENTIFIED = "dpi.app.unidentified"
 DPI_PARSER_EXCEPTION = "dpi.parser.exception"
 DPI_PARSER_BUFFER_FULL = "dpi.parser.buffer_full"
@@ -80,6 +95,8 @@ DPI_FQDN_EVICTED = "dpi.fqdn.evicted"
 # Parser anomalies (workers/dpi/parsers/*)
 DPI_HTTP_HEAD_TOO_LONG = "dpi.http.head_too_long"
 DPI_HTTP_BAD_CHUNK = "dpi.http.bad_chunk"
+DPI_HTTP_CL_TE = "dpi.http.content_length_and_chunked"
+DPI_HTTP_BAD_CONTENT_LENGTH = "dpi.http.bad_content_length"
 DPI_TLS_BAD_RECORD = "dpi.tls.bad_record"
 DPI_DNS_POINTER_LOOP = "dpi.dns.pointer_loop"
 DPI_DNS_BAD_POINTER = "dpi.dns.bad_pointer"

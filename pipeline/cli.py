@@ -13,7 +13,13 @@ from pipeline.config import ConfigError, describe, load_config
 from pipeline.logs import setup_logging
 
 # Modules that add subcommands with a `register(subparsers)` function, in the order of `--help`.
-SUBCOMMANDS: tuple[str, ...] = ()
+SUBCOMMANDS: tuple[str, ...] = (
+    "pipeline.status",
+    "workers.replay",
+    "policy.cli",
+    "policy.controller",
+    "lab.demo",
+)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

@@ -9,6 +9,8 @@ key path and what was expected. Any key can be overridden from the environment a
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
 import ipaddress
 import json
 import os
@@ -17,6 +19,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
+
+from workers.dpi.settings import DpiSettings
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "enforcer.toml"
 
@@ -128,6 +132,7 @@ class SupervisorConfig:
     restart_window_s: int = _f(60, "window over which restarts are counted")
     stable_after_s: int = _f(10, "a child running this long counts as started well")
     shutdown_grace_ms: int = _f(2000, "time children get to answer pending packets when stopping")
+    packet_nice: int = _f(-10, "nice value of readers and workers (-20..19): lower is scheduled sooner")
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,8 +143,20 @@ class RuntimeDirsConfig:
 
 @dataclass(frozen=True, slots=True)
 class PolicyConfig:
-    file: str = _f("", "local policy file used when no controller is configured")
+    file: str = _f("", "local policy file used when no controller is configured (re-read when it changes)")
     startup: str = _f("monitor", "policy before any is known: monitor (allow and report) or protect (deny)")
+    table_bytes: int = _f(8 << 20, "bytes of each half of the shared-memory rule tables")
+    reuse_wait_ms: int = _f(10, "how long the policy writer waits for readers to leave a table half")
+    watch_interval_ms: int = _f(1000, "how often the local policy file is checked for changes")
+
+
+@dataclass(frozen=True, slots=True)
+class EventsConfig:
+    aggregate_window_ms: int = _f(1000, "identical events within this window become one event with a count")
+    batch_max: int = _f(512, "events per batch sent to the controller")
+    spool_max_bytes: int = _f(64 << 20, "disk spool of events the controller has not acknowledged")
+    log_file: str = _f("", "without a controller, events go to this JSON-lines file (default: "
+                       "state_dir/events.jsonl; - for standard output)")  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +164,10 @@ class ControllerConfig:
     join_addr: str = _f("", "controller address host:port; empty runs from the local policy file")
     server_key: str = _f("", "file with the controller's CURVE public key")
     client_key: str = _f("", "file with this enforcer's CURVE secret key")
+    heartbeat_s: int = _f(2, "seconds between heartbeats to the controller")
+    timeout_s: int = _f(6, "a controller silent this long is reconnected")
+    reconnect_max_s: int = _f(10, "ceiling of the reconnect back-off")
+    inflight_batches: int = _f(8, "event batches sent to the controller and not yet acknowledged")
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,9 +194,11 @@ class Config:
     supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)
     paths: RuntimeDirsConfig = field(default_factory=RuntimeDirsConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
+    events: EventsConfig = field(default_factory=EventsConfig)
     controller: ControllerConfig = field(default_factory=ControllerConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    dpi: DpiSettings = field(default_factory=DpiSettings)
     cpus: tuple[int, ...] = _f((), "CPUs the enforcer may use; empty means all the machine's CPUs")
 
     @property
@@ -253,17 +276,40 @@ def describe(config: Config) -> str:
         value = getattr(config, f.name)
         if dataclasses.is_dataclass(value):
             continue
-        lines.append(f"{f.name} = {_toml_value(value)}  # {f.metadata.get('help', '')}")
+        lines.append(f"{f.name} = {_toml_value(value)}  # {_help(type(config), f)}")
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
         if not dataclasses.is_dataclass(value):
             continue
         lines.append(f"\n[{f.name}]")
         for sub in dataclasses.fields(value):
-            lines.append(
-                f"{sub.name} = {_toml_value(getattr(value, sub.name))}  # {sub.metadata.get('help', '')}"
-            )
+            shown = getattr(value, sub.name)
+            text = hex(shown) if sub.name.endswith("_mark") else _toml_value(shown)
+            lines.append(f"{sub.name} = {text}  # {_help(type(value), sub)}")
     return "\n".join(lines) + "\n"
+
+
+def _help(cls: type, f: dataclasses.Field[Any]) -> str:
+    """A key's help: its `help` metadata, or else the comment that ends the field's line in the source
+    (sections owned by other packages, like DpiSettings, document their fields that way)."""
+    text = f.metadata.get("help")
+    if text:
+        return str(text)
+    return _trailing_comments(cls).get(f.name, "")
+
+
+@functools.cache
+def _trailing_comments(cls: type) -> dict[str, str]:
+    comments: dict[str, str] = {}
+    try:
+        source = inspect.getsource(cls)
+    except (OSError, TypeError):
+        return comments
+    for line in source.splitlines():
+        name, sep, rest = line.strip().partition(":")
+        if sep and name.isidentifier() and "#" in rest:
+            comments[name] = rest.split("#", 1)[1].strip()
+    return comments
 
 
 def _toml_value(value: Any) -> str:
@@ -271,8 +317,6 @@ def _toml_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, tuple):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, int) and value >= 0x10000:
-        return hex(value)
     if isinstance(value, str):
         return json.dumps(value)
     return str(value)
@@ -335,7 +379,10 @@ def _build(cls: type, doc: Any, prefix: str) -> Any:
             values[f.name] = _build(hint, doc[f.name], path)  # type: ignore[arg-type]
         else:
             values[f.name] = _convert(doc[f.name], hint, path)
-    return cls(**values)
+    try:
+        return cls(**values)
+    except ValueError as exc:  # a section's own validation (e.g. DpiSettings) names its key
+        raise ConfigError(str(exc)) from None
 
 
 def _convert(value: Any, hint: Any, path: str) -> Any:
@@ -351,6 +398,10 @@ def _convert(value: Any, hint: Any, path: str) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         raise ConfigError(f"{path}: expected an integer, got {value!r}{source}")
+    if hint is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{path}: expected a number, got {value!r}{source}")
     if hint is str:
         if isinstance(value, str):
             return value
@@ -377,6 +428,11 @@ def _parse_env(raw: str, hint: Any, path: str, source: str) -> Any:
             return int(raw, 0)
         except ValueError:
             raise ConfigError(f"{path}: expected an integer, got {raw!r}{source}") from None
+    if hint is float:
+        try:
+            return float(raw)
+        except ValueError:
+            raise ConfigError(f"{path}: expected a number, got {raw!r}{source}") from None
     if hint == tuple[int, ...]:
         return [_parse_env(p, int, path, source) for p in _split_list(raw)]
     if hint == tuple[str, ...]:
@@ -460,11 +516,31 @@ def _check(c: Config) -> None:
     )
     _require(s.heartbeat_timeout_ms > 2 * s.heartbeat_interval_ms, "supervisor.heartbeat_timeout_ms",
              "more than twice heartbeat_interval_ms", s.heartbeat_timeout_ms)  # fmt: skip
+    _require(-20 <= s.packet_nice <= 19, "supervisor.packet_nice", "-20..19", s.packet_nice)
     _require(s.restart_budget >= 0, "supervisor.restart_budget", ">= 0", s.restart_budget)
     _require(w.inspect in INSPECT_MODES, "workers.inspect", " or ".join(INSPECT_MODES), w.inspect)
     _require(
         c.policy.startup in ("monitor", "protect"), "policy.startup", "monitor or protect", c.policy.startup
     )
+    p, e, ctl = c.policy, c.events, c.controller
+    _require(1 << 16 <= p.table_bytes <= 1 << 30, "policy.table_bytes", "64 KiB..1 GiB", p.table_bytes)
+    _require(0 <= p.reuse_wait_ms <= 10_000, "policy.reuse_wait_ms", "0..10000", p.reuse_wait_ms)
+    _require(
+        10 <= p.watch_interval_ms <= 600_000, "policy.watch_interval_ms", "10..600000", p.watch_interval_ms
+    )
+    _require(
+        10 <= e.aggregate_window_ms <= 600_000,
+        "events.aggregate_window_ms",
+        "10..600000",
+        e.aggregate_window_ms,
+    )
+    _require(1 <= e.batch_max <= 4096, "events.batch_max", "1..4096", e.batch_max)
+    _require(
+        1 << 20 <= e.spool_max_bytes <= 1 << 34, "events.spool_max_bytes", "1 MiB..16 GiB", e.spool_max_bytes
+    )
+    for key in ("heartbeat_s", "timeout_s", "reconnect_max_s", "inflight_batches"):
+        _require(getattr(ctl, key) >= 1, f"controller.{key}", ">= 1", getattr(ctl, key))
+    _require(ctl.timeout_s > ctl.heartbeat_s, "controller.timeout_s", "more than heartbeat_s", ctl.timeout_s)
     _require(c.log.level in LOG_LEVELS, "log.level", " or ".join(LOG_LEVELS), c.log.level)
     if c.metrics.listen:
         _check_hostport(c.metrics.listen, "metrics.listen")

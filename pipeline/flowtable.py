@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import ItemsView
 
 from pipeline.config import FlowsConfig
 from pipeline.flow import Direction, FlowKey
@@ -54,6 +55,9 @@ class FlowTable:
 
     def get(self, key: FlowKey) -> Flow | None:
         return self._flows.get(key)
+
+    def items(self) -> ItemsView[FlowKey, Flow]:
+        return self._flows.items()
 
     def add(self, key: FlowKey, flow: Flow) -> None:
         flows = self._flows

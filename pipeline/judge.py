@@ -29,14 +29,19 @@ class Act(enum.IntEnum):
     INSPECT = 5  # send the packet to the flow's worker and wait for its verdict
 
 
-_FROM_WORKER = {
-    WorkerVerdict.PASS: Act.PASS,
-    WorkerVerdict.ALLOW_FLOW: Act.ALLOW,
-    WorkerVerdict.DROP: Act.DROP,
-    WorkerVerdict.BLOCK_FLOW: Act.BLOCK,
-    WorkerVerdict.RESET_FLOW: Act.RESET,
-}
+# The reader's act for each WorkerVerdict value, indexed by the value (faster than building the enum).
+_FROM_WORKER = tuple(
+    {
+        WorkerVerdict.PASS: Act.PASS,
+        WorkerVerdict.ALLOW_FLOW: Act.ALLOW,
+        WorkerVerdict.DROP: Act.DROP,
+        WorkerVerdict.BLOCK_FLOW: Act.BLOCK,
+        WorkerVerdict.RESET_FLOW: Act.RESET,
+    }[v]
+    for v in sorted(WorkerVerdict)
+)
 
+_NEW_FLOW_COUNTER = {1: "flow.new.icmp", 6: "flow.new.tcp", 17: "flow.new.udp", 58: "flow.new.icmpv6"}
 # Flows examined per sweep call; the reader calls sweep about once a second.
 SWEEP_BUDGET = 4096
 # Distinct aggregated events a reader holds between two flushes; more are counted as dropped.
@@ -63,6 +68,8 @@ class Judge:
         self.malformed_act = Act.DROP if config.failure.malformed == DROP else Act.PASS
         self.no_policy_act = Act.DROP if config.failure.no_policy == DROP else Act.PASS
         self.counters: Counter[str] = Counter()
+        self._revalidating = 0  # the generation whose offloaded flows are being re-decided
+        self._stale: list[FlowKey] = []
         self._events: dict[tuple[Any, ...], dict[str, Any]] = {}
 
     # ---- packets -------------------------------------------------------------------------------
@@ -82,6 +89,7 @@ class Judge:
             flow = Flow(direction, worker_for(key, self.seed, self.workers), now)
             self.flows.add(key, flow)
             self.counters["flow.new"] += 1
+            self.counters[_NEW_FLOW_COUNTER.get(meta.proto, "flow.new.other")] += 1
             self._decide(flow, meta, direction, new=True)
         elif flow.generation != generation and flow.state is not FlowState.INSPECT:
             self._decide(flow, meta, direction, new=False)
@@ -115,13 +123,44 @@ class Judge:
         if decision.report is not Report.NONE and decision.final:
             self._report(decision, meta.family, meta.proto, client, cport, server, port)
 
+    def revalidate(self, budget: int) -> list[tuple[FlowKey, Flow, int]]:
+        """After a policy generation change, re-decide up to `budget` offloaded flows; return those whose
+        fate changed (key, flow, family), for the reader to hand back from the kernel. Their own next packet
+        then meets the new decision (the flow's generation is stale)."""
+        generation = self.tables.generation()
+        if generation != self._revalidating:
+            self._revalidating = generation
+            self._stale = [k for k, f in self.flows.items() if f.state is not FlowState.INSPECT]
+        changed: list[tuple[FlowKey, Flow, int]] = []
+        while self._stale and budget > 0:
+            key = self._stale.pop()
+            flow = self.flows.get(key)
+            if flow is None or flow.state is FlowState.INSPECT or flow.generation == generation:
+                continue
+            budget -= 1
+            family = 4 if len(key.addr_a) == 4 else 6
+            if flow.client_dir == Direction.A_TO_B:
+                client, server, port = key.addr_a, key.addr_b, key.port_b
+            else:
+                client, server, port = key.addr_b, key.addr_a, key.port_a
+            decision = self.tables.decide(family, client, server, key.proto, port)
+            if not decision.final:
+                fate = FlowState.INSPECT
+            else:
+                fate = FlowState.ALLOWED if decision.action is Action.ALLOW else FlowState.BLOCKED
+            if fate is flow.state:
+                flow.generation = decision.generation  # unchanged: no need to look again
+            else:
+                changed.append((key, flow, family))
+                self.counters["flow.revalidated_changed"] += 1
+        return changed
+
     def on_worker_verdict(self, flow: Flow | None, verdict: int) -> Act:
         """The reader's answer for a packet its worker judged; a final verdict settles the flow."""
-        try:
-            act = _FROM_WORKER[WorkerVerdict(verdict)]
-        except ValueError:
+        if not 0 <= verdict < len(_FROM_WORKER):
             self.counters["worker.bad_verdict"] += 1
             return Act.PASS
+        act = _FROM_WORKER[verdict]
         if self.inspect_mode == "all":
             # Capacity-test mode: every packet keeps going through a worker, so nothing is offloaded.
             return Act.PASS if act is Act.ALLOW else act

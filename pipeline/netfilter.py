@@ -30,6 +30,11 @@ XTABLES_WAIT_S = 5
 _TOOLS = {4: ("iptables", "iptables-restore"), 6: ("ip6tables", "ip6tables-restore")}
 
 
+# ICMPv6 neighbour discovery (router/neighbour solicitation and advertisement, redirect) and multicast
+# listener messages.
+NDP_AND_MLD_TYPES = (130, 131, 132, 133, 134, 135, 136, 137, 143)
+
+
 class NetfilterError(RuntimeError):
     """iptables refused our rules."""
 
@@ -71,12 +76,17 @@ def _m(bit: int) -> str:
     return f"0x{bit:x}/0x{bit:x}"
 
 
-def chain_rules(spec: ChainSpec) -> list[str]:
-    """The body of our chain, as iptables-restore lines."""
+def chain_rules(spec: ChainSpec, family: int = 4) -> list[str]:
+    """The body of our chain for one family, as iptables-restore lines."""
     c = spec.chain
     a, d, p = spec.accept_mark, spec.drop_mark, spec.pass_mark
-    rules = [
-        f"-A {c} -m mark --mark {_m(p)} -j RETURN",
+    rules = [f"-A {c} -m mark --mark {_m(p)} -j RETURN"]
+    if family == 6:
+        # Neighbour discovery and other link-local or multicast control traffic is the network's own
+        # plumbing, not a workload's connection: never queue it (blocking it would cut the node off).
+        rules += [f"-A {c} -s fe80::/10 -j RETURN", f"-A {c} -d ff00::/8 -j RETURN"]
+        rules += [f"-A {c} -p ipv6-icmp -m icmp6 --icmpv6-type {t} -j RETURN" for t in NDP_AND_MLD_TYPES]
+    rules += [
         f"-A {c} -m connmark --mark {_m(d)} -j DROP",
         f"-A {c} -m connmark --mark {_m(a)} -j RETURN",
         f"-A {c} -m mark --mark {_m(a)} -j CONNMARK --save-mark --nfmask 0x{a:x} --ctmask 0x{a:x}",
@@ -111,9 +121,9 @@ def jump_rules(spec: ChainSpec) -> list[str]:
     return jumps
 
 
-def restore_script(spec: ChainSpec) -> str:
+def restore_script(spec: ChainSpec, family: int = 4) -> str:
     # Declaring our chain in --noflush mode creates it, or flushes it if a crashed run left it behind.
-    lines = ["*filter", f":{spec.chain} - [0:0]", *chain_rules(spec), *jump_rules(spec), "COMMIT", ""]
+    lines = ["*filter", f":{spec.chain} - [0:0]", *chain_rules(spec, family), *jump_rules(spec), "COMMIT", ""]
     return "\n".join(lines)
 
 
@@ -126,12 +136,11 @@ class Netfilter:
 
     def install(self) -> None:
         self.remove()
-        script = restore_script(self.spec)
         for family in self.spec.families:
             _, restore = _TOOLS[family]
             result = subprocess.run(
                 [restore, "-w", str(XTABLES_WAIT_S), "--noflush"],
-                input=script,
+                input=restore_script(self.spec, family),
                 capture_output=True,
                 text=True,
             )

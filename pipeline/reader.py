@@ -10,6 +10,7 @@ exception policy when the worker is down or late, or when the enforcer stops.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import signal
 import time
@@ -22,10 +23,11 @@ import zmq
 from pipeline import anomalies as A
 from pipeline import messages as M
 from pipeline.config import DROP, Config
+from pipeline.conntrack import Conntrack
 from pipeline.flowtable import Flow
 from pipeline.judge import Act, Judge
 from pipeline.nfqueue import NF_DROP, NF_REPEAT, NfQueue, QueuedPacket
-from pipeline.packet import PacketMeta
+from pipeline.packet import PacketMeta, decode
 from pipeline.reset import ResetSender
 from policy.lookup import PolicyTables
 
@@ -35,6 +37,7 @@ log = logging.getLogger(__name__)
 LATENCY_BUCKETS_US = (50, 100, 250, 500, 1000, 2500, 5000, 10000, 50000)
 TICK_S = 0.005  # timer resolution for verdict timeouts and housekeeping
 HOUSEKEEPING_S = 1.0  # flow sweep and event flush period
+REVALIDATE_PER_TICK = 128  # offloaded flows re-decided per tick after a policy change (~1 ms of work)
 
 
 class InFlight:
@@ -74,6 +77,7 @@ class Reader:
         self.counters: Counter[str] = Counter()
         self.latency = [0] * (len(LATENCY_BUCKETS_US) + 1)
         self.resets = ResetSender(n.pass_mark)
+        self.conntrack: Conntrack | None = None
         self.stopping = False
         self.stop_deadline = 0.0
         self.done: asyncio.Future[None] | None = None
@@ -127,7 +131,13 @@ class Reader:
         judge = self.judge.judge
         decided: list[tuple[int, int, int | None]] = []
         for qp in packets:
-            act, meta, _key, flow = judge(qp.payload, now)
+            try:
+                act, meta, _key, flow = judge(qp.payload, now)
+            except Exception:  # a bug must cost one packet its inspection, never the reader
+                self.counters[A.READER_JUDGE_ERROR] += 1
+                if self.counters[A.READER_JUDGE_ERROR] == 1:
+                    log.exception("judging a packet failed; the malformed-packet action applies")
+                act, meta, flow = self.judge.malformed_act, decode(qp.payload), None
             if act is Act.INSPECT:
                 act = self._to_worker(qp, meta, flow, now)
                 if act is Act.INSPECT:
@@ -213,7 +223,7 @@ class Reader:
         sock = self.from_workers
         now = time.monotonic()
         got = False
-        while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+        while int(sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
             try:
                 frame = sock.recv(zmq.NOBLOCK)
             except zmq.Again:
@@ -233,22 +243,19 @@ class Reader:
 
     def _apply_worker_verdicts(self, msg: M.Verdicts, now: float) -> None:
         inflight = self.inflight
+        decided: list[tuple[int, int, int | None]] = []
+        on_worker_verdict = self.judge.on_worker_verdict
+        latency = self.latency
         for ref, verdict, _rule in msg.items:
             entry = inflight.pop(ref, None)
             if entry is None:
                 self.counters[A.WORKER_UNKNOWN_REF] += 1  # answered after its timeout, or a stale worker
                 continue
-            act = self.judge.on_worker_verdict(entry.flow, verdict)
-            self.nfq.verdict(*self._kernel_verdict(act, entry.packet, entry.meta))
-            self._observe_latency(now - entry.sent)
-
-    def _observe_latency(self, seconds: float) -> None:
-        us = seconds * 1e6
-        for i, bound in enumerate(LATENCY_BUCKETS_US):
-            if us <= bound:
-                self.latency[i] += 1
-                return
-        self.latency[-1] += 1
+            act = on_worker_verdict(entry.flow, verdict)
+            decided.append(self._kernel_verdict(act, entry.packet, entry.meta))
+            latency[bisect.bisect_left(LATENCY_BUCKETS_US, (now - entry.sent) * 1e6)] += 1
+        # A worker answers a batch in order, so its verdicts form runs that batch verdicts can cover.
+        self._give(decided)
 
     # ---- timers --------------------------------------------------------------------------------
 
@@ -268,8 +275,16 @@ class Reader:
             expired = True
         if expired:
             self.nfq.flush()
+        self._revalidate()
         if self.stopping:
             self._check_stopped(now)
+
+    def _revalidate(self) -> None:
+        """Hand connections whose fate a new policy changed back from the kernel (a slice per tick)."""
+        for key, flow, family in self.judge.revalidate(REVALIDATE_PER_TICK):
+            if self.conntrack is None:
+                self.conntrack = Conntrack()
+            self.conntrack.clear_marks(key, flow.client_dir, family, self.ours)
 
     def housekeeping(self) -> None:
         now = time.monotonic()
@@ -286,6 +301,10 @@ class Reader:
         counters.update(self.judge.stats())
         counters["inflight"] = len(self.inflight)
         counters["resets.sent"] = self.resets.sent
+        if self.conntrack is not None:
+            counters["conntrack.cleared"] = self.conntrack.cleared
+            counters["conntrack.missing"] = self.conntrack.missing
+            counters["conntrack.failed"] = self.conntrack.failed
         for i, bound in enumerate(LATENCY_BUCKETS_US):
             counters[f"latency_us_le_{bound}"] = self.latency[i]
         counters["latency_us_le_inf"] = self.latency[-1]
@@ -346,7 +365,7 @@ async def _serve(reader: Reader) -> None:
     loop = asyncio.get_running_loop()
     reader.done = loop.create_future()
     loop.add_reader(reader.nfq.fileno(), reader.on_queue_readable)
-    loop.add_reader(reader.from_workers.getsockopt(zmq.FD), reader.on_verdicts_readable)
+    loop.add_reader(int(reader.from_workers.getsockopt(zmq.FD)), reader.on_verdicts_readable)
     loop.add_signal_handler(signal.SIGTERM, reader.request_stop)
     loop.add_signal_handler(signal.SIGINT, reader.request_stop)
     hb = reader.config.supervisor.heartbeat_interval_ms / 1000.0

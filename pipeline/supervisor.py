@@ -98,9 +98,13 @@ class Supervisor:
         child.last_heartbeat = child.started
         child.heartbeats = 0
         try:
-            psutil.Process(child.proc.pid).cpu_affinity([child.cpu])
+            proc = psutil.Process(child.proc.pid)
+            proc.cpu_affinity([child.cpu])
+            if child.role in ("reader", "worker"):
+                # Inline packet processing: be scheduled promptly when packets wake us, ahead of workloads.
+                proc.nice(self.config.supervisor.packet_nice)
         except (psutil.Error, OSError) as exc:
-            log.warning("%s: cannot pin to CPU %d: %s", child.name, child.cpu, exc)
+            log.warning("%s: cannot pin to CPU %d or set its priority: %s", child.name, child.cpu, exc)
         log.info("started %s (pid %d, cpu %d)", child.name, child.proc.pid, child.cpu)
 
     def _restart(self, child: Child, why: str) -> None:

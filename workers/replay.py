@@ -33,6 +33,7 @@ from workers.verdict import WorkerVerdict
 _LINK_NULL, _LINK_ETHERNET, _LINK_RAW_A, _LINK_RAW_B, _LINK_RAW, _LINK_LOOP = 0, 1, 12, 14, 101, 108
 _LINK_SLL, _LINK_SLL2, _LINK_IPV4, _LINK_IPV6 = 113, 276, 228, 229
 _ETH_IP = frozenset((0x0800, 0x86DD))
+_ETH_IP_BYTES = frozenset((b"\x08\x00", b"\x86\xdd"))
 _LINKTYPES = frozenset(
     (_LINK_NULL, _LINK_ETHERNET, _LINK_RAW_A, _LINK_RAW_B, _LINK_RAW, _LINK_LOOP, _LINK_SLL, _LINK_SLL2,
      _LINK_IPV4, _LINK_IPV6)
@@ -51,6 +52,8 @@ def _strip_link(linktype: int, frame: bytes) -> bytes | None:
     if linktype in (_LINK_RAW, _LINK_RAW_A, _LINK_RAW_B, _LINK_IPV4, _LINK_IPV6):
         return frame
     if linktype == _LINK_ETHERNET:
+        if frame[12:14] in _ETH_IP_BYTES:  # the common case: untagged IPv4/IPv6
+            return frame[14:]
         off = 12
         for _ in range(MAX_VLAN_TAGS + 1):
             if len(frame) < off + 2:
@@ -149,20 +152,29 @@ def read_capture(path: str) -> Iterator[tuple[float, bytes]]:
         f.close()
 
 
+_FIELDS: dict[type, tuple[str, ...]] = {}  # dataclass → field names (events are few classes)
+
+
 def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, str | int | float):
+        return value.name if isinstance(value, enum.Enum) else value
     if isinstance(value, bytes | bytearray):
         return bytes(value).decode("utf-8", "backslashreplace")
-    if isinstance(value, enum.Enum):
-        return value.name
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        out = {"type": type(value).__name__}
-        for f in dataclasses.fields(value):
-            out[f.name] = _jsonable(getattr(value, f.name))
-        return out
     if isinstance(value, tuple | list):
         return [_jsonable(v) for v in value]
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
+    cls = type(value)
+    names = _FIELDS.get(cls)
+    if names is None and dataclasses.is_dataclass(value):
+        names = _FIELDS[cls] = tuple(f.name for f in dataclasses.fields(value))
+    if names is not None:
+        out = {"type": cls.__name__}
+        for name in names:
+            out[name] = _jsonable(getattr(value, name))
+        return out
+    if isinstance(value, enum.Enum):
+        return value.name
     return value
 
 
@@ -261,13 +273,14 @@ class Replay:
         started = time.perf_counter()
         count = 0
         last_expire: float | None = None
-        verdicts: Counter[int] = Counter()
+        verdicts = [0] * len(WorkerVerdict)
         now = 0.0
+        on_packet = engine.on_packet
         for now, ip in packets:
             count += 1
             meta = decode(ip)
             key, direction = flow_key(meta)
-            verdict, _rule = engine.on_packet(ip, meta, key, direction, now)
+            verdict, _rule = on_packet(ip, meta, key, direction, now)
             verdicts[verdict] += 1
             if last_expire is None:
                 last_expire = now
@@ -288,7 +301,7 @@ class Replay:
             "flows": self.flow_count,
             "apps": apps,
             "decisions": decisions,
-            "packet_verdicts": {WorkerVerdict(v).name: n for v, n in sorted(verdicts.items())},
+            "packet_verdicts": {WorkerVerdict(v).name: n for v, n in enumerate(verdicts) if n},
             "policy_events": self.policy_events,
             "anomalies": anomalies,
             "elapsed_s": round(elapsed, 6),

@@ -11,6 +11,7 @@ import os
 import signal
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import zmq
@@ -20,13 +21,15 @@ from pipeline.config import Config
 from pipeline.flow import Direction, FlowKey, flow_key
 from pipeline.packet import PacketMeta, decode
 from policy.lookup import PolicyTables
-from workers.chain import MinimalChain
 from workers.verdict import WorkerVerdict
 
 log = logging.getLogger(__name__)
 
 POLL_MS = 50  # longest wait for a batch before housekeeping runs
 EVENT_FLUSH_S = 0.5  # events are sent to the policy process at most this often
+
+
+_DIRECTION_COUNTER = {Direction.A_TO_B: "packets.a_to_b", Direction.B_TO_A: "packets.b_to_a"}
 
 
 class Engine(Protocol):
@@ -40,10 +43,10 @@ class Engine(Protocol):
 
 
 class Worker:
-    def __init__(self, config: Config, index: int, engine: Engine) -> None:
+    def __init__(self, config: Config, index: int, engine: Engine | None = None) -> None:
         self.config = config
         self.index = index
-        self.engine = engine
+        self.engine: Engine = engine if engine is not None else _NoEngine()
         self.counters: Counter[str] = Counter()
         self.pending_events: list[dict[str, Any]] = []
         self.running = True
@@ -95,6 +98,7 @@ class Worker:
                 answers.append((ref, WorkerVerdict.PASS, 0))
                 continue
             key, direction = flow_key(meta)
+            self.counters[_DIRECTION_COUNTER[direction]] += 1
             try:
                 verdict, rule = on_packet(packet, meta, key, direction, now)
             except Exception:  # an engine bug must not kill the worker or leave the packet unanswered
@@ -159,9 +163,36 @@ class Worker:
         self.ctx.destroy(linger=0)
 
 
+class _NoEngine:
+    """Until an engine is given: pass everything (a worker never leaves a packet unanswered)."""
+
+    def on_packet(self, *_: Any) -> tuple[WorkerVerdict, int]:
+        return WorkerVerdict.PASS, 0
+
+    def expire(self, now: float) -> None:
+        pass
+
+    def stats(self) -> dict[str, int]:
+        return {}
+
+
+def build_engine(
+    config: Config, tables: PolicyTables, node: str, emit: Callable[[dict[str, Any]], None]
+) -> Engine:
+    """The worker's inspection chain: the DPI engine (parsers, app-aware rules, detectors), behind the
+    lab's payload-pattern rule when one is configured."""
+    from workers.dpi.engine import DpiEngine
+    from workers.pattern import PatternRule
+
+    engine: Engine = DpiEngine(config.dpi, tables, emit, node)
+    if config.workers.payload_pattern:
+        engine = PatternRule(engine, bytes.fromhex(config.workers.payload_pattern))
+    return engine
+
+
 def run_worker(config: Config, index: int, tables: PolicyTables, node: str) -> int:
-    pattern = bytes.fromhex(config.workers.payload_pattern) if config.workers.payload_pattern else b""
-    worker = Worker(config, index, MinimalChain(tables, pattern))
+    worker = Worker(config, index)
+    worker.engine = build_engine(config, tables, node, worker.emit)
     signal.signal(signal.SIGTERM, worker.stop)
     signal.signal(signal.SIGINT, worker.stop)
     worker.open()

@@ -13,6 +13,7 @@ from pipeline.packet import decode
 from policy.lookup import Action, Decision, Mode, Report
 from tests.dpi.conftest import load_generator
 from tests.dpi.drive import settings
+from workers.dpi import events as E
 from workers.dpi.context import Detector, FlowContext
 from workers.dpi.defrag import Defragmenter
 from workers.dpi.engine import DpiEngine
@@ -185,6 +186,17 @@ def test_detector_alerts_only_outside_protect_and_keeps_inspecting() -> None:
     verdicts = run(engine, http_flow())
     assert verdicts[3] is V.PASS  # allowed, but detectors still want the flow
     assert {e["action"] for e in events} == {"alert"}
+
+
+def test_finding_fields_cannot_override_event_keys() -> None:
+    events: list[dict] = []
+    det = Detector(
+        "t", on_event=lambda ctx, ev, now: [Finding("x", "low", fields={"action": "none", "rule": 5})]
+    )
+    engine = DpiEngine(settings(), None, events.append, "n1", detectors=[det])
+    run(engine, http_flow())
+    assert events and all(e["action"] == "alert" and e["rule"] == 5 for e in events)
+    assert engine.stats()["dpi.detector.reserved_field"] == len(events)
 
 
 def test_detector_exception_is_counted_not_raised() -> None:
@@ -370,11 +382,13 @@ def test_fqdn_cache_ttl_and_cap() -> None:
 
 def test_dns_answers_feed_the_cache_and_later_flows_see_names() -> None:
     ends: list[FlowContext] = []
-    engine = DpiEngine(settings(), None, lambda e: None, "n1", on_flow_end=ends.append)
+    learnt: list[tuple[str, bytes, float]] = []
+    engine = DpiEngine(settings(), None, lambda e: None, "n1", on_flow_end=ends.append, on_fqdn=learnt.extend)
     run(engine, [(t + 0.0, p) for t, p in gen.cap_dns()])
     engine.close_all()
     http = [c for c in ends if c.app == "HTTP"]
     assert http[0].server_names == ("web.example.test", "www.example.test")
+    assert ("www.example.test", gen.S4, 60.0) in learnt and ("v6.example.test", gen.S6, 120.0) in learnt
 
 
 # ------------------------------------------------------------------------------------- settings, registry
@@ -401,9 +415,12 @@ def test_registry_validation() -> None:
 N_FLOWS = 2000  # enough that the flow table's fixed costs are spread thin
 
 
-def test_memory_per_idle_flow_is_under_2kb() -> None:
-    """Decided, idle HTTP flows (handshake, request, response seen): Python heap growth per flow."""
-    engine = DpiEngine(settings(), None, lambda e: None, "n1")
+@pytest.mark.parametrize("with_detector", [False, True])
+def test_memory_per_idle_flow_is_under_2kb(with_detector: bool) -> None:
+    """Idle HTTP flows (handshake, request, response seen): Python heap growth per flow. Without detectors
+    a decided flow keeps only its verdict; with one, its streams and parser stay (inspection goes on)."""
+    detectors = [Detector("d", on_event=lambda ctx, ev, now: [])] if with_detector else []
+    engine = DpiEngine(settings(), None, lambda e: None, "n1", detectors=detectors)
     flows = [http_flow(cport=20000 + i) for i in range(N_FLOWS)]
     tracemalloc.start()
     before = tracemalloc.take_snapshot()
@@ -414,4 +431,53 @@ def test_memory_per_idle_flow_is_under_2kb() -> None:
     grown = sum(s.size_diff for s in after.compare_to(before, "filename"))
     per_flow = grown / N_FLOWS
     assert engine.stats()["flows"] == N_FLOWS
+    print(f"memory per idle flow (detector={with_detector}): {per_flow:.0f} B")
     assert per_flow <= 2048, per_flow
+
+
+def test_port_reuse_after_close_starts_a_new_flow() -> None:
+    ends: list[FlowContext] = []
+    engine = DpiEngine(settings(), None, lambda e: None, "n1", on_flow_end=ends.append)
+    out: list[tuple[float, bytes]] = []
+    req = gen.http_get()[0]
+    gen.TcpConversation(out, gen.C4, 40050, gen.S4, 80, 1.0).handshake().send(0, req).close()
+    c = gen.TcpConversation(out, gen.C4, 40050, gen.S4, 80, 2.0).handshake()
+    c.send(1, b"SSH-2.0-OpenSSH_9.6\r\n")
+    run(engine, out)
+    engine.close_all()
+    assert [c.app for c in ends] == ["HTTP", "SSH"]
+    assert engine.stats()[A.DPI_FLOW_REUSED] == 1
+
+
+def test_event_types_are_frozen_and_slotted() -> None:
+    import dataclasses
+    import typing
+
+    for cls in typing.get_args(E.ParserEvent):
+        assert dataclasses.is_dataclass(cls) and cls.__dataclass_params__.frozen, cls  # type: ignore[attr-defined]
+        assert "__slots__" in cls.__dict__, cls
+
+
+def test_icmp_flows_get_the_fallback_at_once() -> None:
+    icmp = struct.pack("!BBHHH", 8, 0, 0, 77, 1) + b"payload"
+    pkt = gen.ip_packet(gen.C4, gen.S4, 1, icmp)
+    engine = DpiEngine(settings(unidentified_fallback="block"), None, lambda e: None, "n1")
+    assert run(engine, [(1.0, pkt)]) == [V.BLOCK_FLOW]
+
+
+def test_ipv6_fragments_after_a_hop_by_hop_header() -> None:
+    resp = gen.dns_response_aaaa(5)
+    udp = struct.pack("!HHHH", 53, 5355, 8 + len(resp), 0) + resp
+    hbh = bytes([44, 0]) + b"\x01\x04\x00\x00\x00\x00"  # next header: Fragment; PadN option
+    frags = []
+    for off, part, more in ((0, udp[:24], 1), (24, udp[24:], 0)):
+        frag_hdr = struct.pack("!BBHI", 17, 0, off | more, 77)
+        hdr = struct.pack("!IHBB", 6 << 28, 8 + 8 + len(part), 0, 64) + gen.S6 + gen.C6
+        frags.append(hdr + hbh + frag_hdr + part)
+    d = Defragmenter(settings(), lambda n: None)
+    assert d.add(frags[0], decode(frags[0]), 1.0) is None
+    whole = d.add(frags[1], decode(frags[1]), 1.0)
+    assert whole is not None
+    meta = decode(whole)
+    assert meta.anomaly == "" and meta.proto == 17 and whole[meta.payload_offset :] == resp
+    assert whole[40] == 17  # the hop-by-hop header now points at UDP

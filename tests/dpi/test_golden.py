@@ -48,7 +48,21 @@ def test_every_capture_has_an_expectation() -> None:
     assert set(EXPECTED_APPS) == set(gen.CAPTURES)
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED_APPS))
+# Lab captures (real curl/nginx, dig/dnsmasq, redis-cli/redis-server, ssh/sshd, openssl): the application
+# of every flow, by the server port the recording script used.
+LAB_APPS_BY_PORT = {53: "DNS", 80: "HTTP", 6379: "Redis", 2222: "SSH", 8080: "SSH", 8443: "TLS/SSL"}
+
+
+@pytest.mark.parametrize("name", gen.LAB_CAPTURES)
+def test_lab_captures_identified(name: str) -> None:
+    flows = [o for o in gen.replay_lines(PCAPS / f"{name}.pcap") if o["kind"] == "flow"]
+    assert flows
+    for flow in flows:
+        port = int(flow["server"].rsplit(":", 1)[1])
+        assert flow["app"] == LAB_APPS_BY_PORT[port], flow
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_APPS) + list(gen.LAB_CAPTURES))
 def test_replay_matches_expected_file(name: str) -> None:
     got = gen.replay_lines(PCAPS / f"{name}.pcap", _policy(name))
     expected = [json.loads(line) for line in (PCAPS / f"{name}.expected.jsonl").read_text().splitlines()]

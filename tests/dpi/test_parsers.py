@@ -378,3 +378,41 @@ def test_grpc_headers() -> None:
     (hdrs,) = [e for e in run.events if isinstance(e, E.Http2Headers)]
     assert hdrs.grpc and (b":path", b"/helloworld.Greeter/SayHello") in hdrs.headers
     assert http2.Http2Parser(settings(), grpc=True).feed(C, gen.h2_client(False)).outcome.name == "GIVE_UP"
+
+
+def test_http_smuggling_shapes_are_anomalies() -> None:
+    p = http.HttpParser(settings())
+    res = p.feed(C, b"POST / HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+    names = [e.name for e in res.events if isinstance(e, E.ParseAnomaly)]
+    assert names == ["dpi.http.content_length_and_chunked"]
+    res = p.feed(C, b"POST / HTTP/1.1\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcd")
+    names = [e.name for e in res.events if isinstance(e, E.ParseAnomaly)]
+    assert names == ["dpi.http.bad_content_length"]
+
+
+def test_http_response_read_until_close_is_reported_at_its_head() -> None:
+    p = http.HttpParser(settings())
+    p.feed(C, b"GET / HTTP/1.0\r\n\r\n")
+    res = p.feed(S, b"HTTP/1.0 200 OK\r\nServer: Jetty(9.4)\r\n\r\nbody until the connection closes")
+    (resp,) = res.events
+    assert isinstance(resp, E.HttpResponse) and resp.status == 200 and resp.server_app == "Jetty"
+    assert p.feed(S, b"more body").events == []
+
+
+def test_tls_encrypted_heartbeat_and_alerts() -> None:
+    p = tls.TlsParser(settings())
+    p.feed(C, gen.tls_client_hello(b"x", []))
+    p.feed(S, gen.tls_server_hello())
+    res = p.feed(S, bytes.fromhex("15 0303 0002 02 28"))  # alert: fatal, handshake_failure
+    assert res.events == [E.TlsAlert(2, 40)]
+    p.feed(C, bytes.fromhex("14 0303 0001 01"))  # ChangeCipherSpec: the client's records are encrypted now
+    res = p.feed(C, bytes.fromhex("18 0303 0020") + b"\x99" * 32)
+    assert res.events == [E.TlsHeartbeat(0x0303, 0x99, 0x9999, 32, True)]
+
+
+def test_http2_undecodable_header_block_is_an_anomaly_and_plain_http2() -> None:
+    bad_block = b"\xff\xff\xff\xff\xff"  # an indexed field far beyond any table
+    data = http2.PREFACE + gen.h2_frame(4, 0, 0, b"") + gen.h2_frame(1, 0x4, 1, bad_block)
+    res = http2.Http2Parser(settings()).feed(C, data)
+    assert res.outcome.name == "FINAL"
+    assert any(isinstance(e, E.ParseAnomaly) and e.name == "dpi.http2.hpack_error" for e in res.events)

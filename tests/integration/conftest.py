@@ -12,7 +12,7 @@ import pytest
 from lab.enforcer import LabEnforcer
 from lab.topology import Lab
 
-SERVER_TCP = (80, 22, 5201)
+SERVER_TCP = (80, 22, 5201, 8080)
 SERVER_UDP = (53,)
 
 
@@ -36,24 +36,54 @@ def lab() -> Iterator[Lab]:
                 proc.wait(timeout=5)
 
 
-def tcp(lab: Lab, client: str, addr: str, port: int, nbytes: int = 20000, timeout: float = 3) -> dict[str, object]:
+def tcp(
+    lab: Lab, client: str, addr: str, port: int, nbytes: int = 20000, timeout: float = 3
+) -> dict[str, object]:
     import json
 
-    out = lab.exec(client, sys.executable, "-m", "lab.traffic", "tcp", addr, str(port), "--bytes", str(nbytes),
-                   "--timeout", str(timeout), check=False, timeout=timeout + 10)  # fmt: skip
+    out = lab.exec(
+        client,
+        sys.executable,
+        "-m",
+        "lab.traffic",
+        "tcp",
+        addr,
+        str(port),
+        "--bytes",
+        str(nbytes),
+        "--timeout",
+        str(timeout),
+        check=False,
+        timeout=timeout + 10,
+    )
     return json.loads(out.stdout)
 
 
 def udp(lab: Lab, client: str, addr: str, port: int, count: int = 5, timeout: float = 1) -> dict[str, object]:
     import json
 
-    out = lab.exec(client, sys.executable, "-m", "lab.traffic", "udp", addr, str(port), "--count", str(count),
-                   "--timeout", str(timeout), check=False, timeout=count * timeout + 10)  # fmt: skip
+    out = lab.exec(
+        client,
+        sys.executable,
+        "-m",
+        "lab.traffic",
+        "udp",
+        addr,
+        str(port),
+        "--count",
+        str(count),
+        "--timeout",
+        str(timeout),
+        check=False,
+        timeout=count * timeout + 10,
+    )
     return json.loads(out.stdout)
 
 
 def ping(lab: Lab, client: str, addr: str, count: int = 2) -> bool:
-    return lab.exec(client, "ping", "-c", str(count), "-i", "0.2", "-W", "1", addr, check=False).returncode == 0
+    return (
+        lab.exec(client, "ping", "-c", str(count), "-i", "0.2", "-W", "1", addr, check=False).returncode == 0
+    )
 
 
 @pytest.fixture
@@ -62,4 +92,4 @@ def enforcer(lab: Lab) -> Iterator[LabEnforcer]:
     try:
         yield e.start()
     finally:
-        e.stop()
+        e.cleanup()

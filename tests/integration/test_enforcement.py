@@ -51,3 +51,47 @@ def test_events_report_violations(lab: Lab, enforcer: LabEnforcer) -> None:
     by_action = {(e["server_group"], e["action"], e["rule_id"]) for e in events}
     assert ("web", "deny", 11) in by_action
     assert ("api", "allow", 0) in by_action
+
+
+def test_worker_blocks_a_connection_mid_stream_with_resets_both_ways(lab: Lab) -> None:
+    # The lab check of the worker path: a payload pattern blocks the flow that carries it.
+    pattern = b"forbidden-pattern-7f3a"
+    with LabEnforcer(lab, {"workers": {"inspect": "new", "payload_pattern": pattern.hex()}}) as e:
+        assert tcp(lab, "c1", lab.host("s2").ipv4, 80, nbytes=50_000)["ok"]  # clean traffic flows
+        script = (
+            "import socket,sys,time\n"
+            "s=socket.create_connection((sys.argv[1],80),timeout=3)\n"
+            "s.sendall(b'a'*1000); got=s.recv(1000); print('before', len(got))\n"
+            f"s.sendall(b'x'*100+{pattern!r}+b'y'*100)\n"
+            "try:\n"
+            "  time.sleep(0.5); d=s.recv(5000); s.sendall(b'z'*100); d=s.recv(5000); print('after', len(d))\n"
+            "except ConnectionResetError: print('reset')\n"
+            "except OSError as e: print('error', e)\n"
+        )
+        out = lab.exec("c1", "python3", "-c", script, lab.host("s2").ipv4, check=False).stdout.split("\n")
+        assert out[0] == "before 1000" and out[1] == "reset", out
+        workers = {c["name"]: c["counters"] for c in e.status()["children"] if c["name"].startswith("worker")}
+        assert sum(c.get("pattern.blocked", 0) for c in workers.values()) >= 1
+        readers = {c["name"]: c["counters"] for c in e.status()["children"] if c["name"].startswith("reader")}
+        assert sum(c.get("resets.sent", 0) for c in readers.values()) >= 2  # one to each end
+
+
+def test_status_and_metrics_endpoints(lab: Lab, enforcer: LabEnforcer) -> None:
+    import sys
+
+    out = lab.node_exec(
+        sys.executable, "-m", "pipeline.cli", "status", "--config", str(enforcer.config_path), check=False
+    )
+    assert out.returncode == 0 and "reader q1" in out.stdout and "ready=True" in out.stdout, out
+    metrics = lab.node_exec(
+        sys.executable,
+        "-c",
+        "import urllib.request as u;print(u.urlopen('http://127.0.0.1:9464/metrics').read().decode())",
+    ).stdout
+    assert "enforcer_ready 1" in metrics and 'enforcer_child_up{child="reader q0"} 1' in metrics
+    ready = lab.node_exec(
+        sys.executable,
+        "-c",
+        "import urllib.request as u;print(u.urlopen('http://127.0.0.1:9464/readyz').status)",
+    )
+    assert ready.stdout.strip() == "200"

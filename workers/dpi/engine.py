@@ -24,6 +24,7 @@ passed as `DpiEngine(..., detectors=[Detector(name, on_packet=..., on_event=...)
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from collections.abc import Callable, Sequence
 
@@ -54,19 +55,21 @@ from workers.verdict import WorkerVerdict
 
 EventObserver = Callable[[FlowContext, ParserEvent], None]
 FlowObserver = Callable[[FlowContext], None]
+FqdnObserver = Callable[[list[tuple[str, bytes, float]]], None]
 
 PROBE_BYTES = 64  # bytes of a flow's first payload shown to the probes
 EXPIRE_BUDGET = 4096  # flows examined per expire() call, so one call stays short
 
 
 class _Candidate:
-    __slots__ = ("spec", "parser", "pending", "want", "events")
+    __slots__ = ("spec", "parser", "pending", "events")
 
     def __init__(self, spec: ParserSpec, parser: Parser) -> None:
         self.spec = spec
         self.parser = parser
-        self.pending = [b"", b""]  # unconsumed bytes per Side
-        self.want = [0, 0]  # don't call feed before pending reaches this many bytes
+        # per Side: unconsumed bytes at [side]; at [2 + side] the length pending must reach before the
+        # next feed call is useful (one list: small idle flows)
+        self.pending: list = [b"", b"", 0, 0]
         self.events: list[ParserEvent] = []  # held until this candidate finalizes
 
 
@@ -74,7 +77,8 @@ class _Flow:
     __slots__ = (
         "tcp",
         "ctx",
-        "streams",
+        "client_stream",
+        "server_stream",
         "candidates",
         "active",
         "inspect",
@@ -88,14 +92,9 @@ class _Flow:
     def __init__(self, ctx: FlowContext, tcp: bool, s: DpiSettings) -> None:
         self.tcp = tcp
         self.ctx = ctx
-        self.streams = (
-            (
-                TcpStream(s.max_buffered_bytes, s.max_ooo_segments),
-                TcpStream(s.max_buffered_bytes, s.max_ooo_segments),
-            )
-            if tcp
-            else None
-        )
+        # TCP reassembly per side (None for other transports, and once the flow's state is released)
+        self.client_stream = TcpStream(s.max_buffered_bytes, s.max_ooo_segments) if tcp else None
+        self.server_stream = TcpStream(s.max_buffered_bytes, s.max_ooo_segments) if tcp else None
         self.candidates: list[_Candidate] | None = None  # None: not hired yet
         self.active: _Candidate | None = None
         self.inspect = True  # parsers still run
@@ -106,6 +105,25 @@ class _Flow:
         self.payload_bytes = 0
 
 
+# Keys the engine sets on a threat event; a finding's own `fields` may not override them.
+_THREAT_KEYS = frozenset(
+    (
+        "type",
+        "type_",
+        "time",
+        "node",
+        "id",
+        "name",
+        "severity",
+        "action",
+        "flow",
+        "app",
+        "message",
+        "excerpt",
+        "now",
+    )
+)
+_NO_EVENTS: list[ParserEvent] = []
 _OUTCOMES = frozenset((Outcome.KEEP, Outcome.FINAL, Outcome.GIVE_UP))
 _FALLBACK_VERDICT = {
     "allow": WorkerVerdict.ALLOW_FLOW,
@@ -126,6 +144,7 @@ class DpiEngine:
         on_event: EventObserver | None = None,
         on_flow_end: FlowObserver | None = None,
         report_l4: bool = False,
+        on_fqdn: FqdnObserver | None = None,
     ) -> None:
         registry.validate(parsers)
         self.s = settings
@@ -137,6 +156,7 @@ class DpiEngine:
         self.event_hooks = tuple(d for d in self.detectors if d.on_event is not None)
         self.on_event = on_event
         self.on_flow_end = on_flow_end
+        self.on_fqdn = on_fqdn  # (name, address, ttl) learnt from DNS answers, e.g. for FQDN groups
         self.report_l4 = report_l4  # the reader reports L3/L4 decisions; replay has no reader and asks us
         self.parsers = {t: tuple(p for p in parsers if p.transport == t) for t in registry.TRANSPORTS}
         self.server_ports = registry.server_ports(parsers)
@@ -186,8 +206,21 @@ class DpiEngine:
             key, direction = flow_key(meta)
         flows = self.flows
         flow = flows.pop(key, None)
+        if (
+            flow is not None
+            and flow.tcp
+            and meta.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
+            and (flow.rst or flow.fin == 3)
+        ):
+            # A new connection reusing the ports of one that closed: the old flow ends here.
+            flows[key] = flow
+            self._end(key, A.DPI_FLOW_REUSED)
+            flow = None
         if flow is None:
             flow = self._new_flow(meta, key, direction, now)
+            if meta.proto != IPPROTO_TCP and meta.proto != IPPROTO_UDP:
+                flow.inspect = False  # ICMP and other transports: no application to identify
+                self._fallback(flow, self.s.unidentified_fallback, A.DPI_UNIDENTIFIED, now)
         flows[key] = flow  # (re)inserted last: the dict stays ordered by last packet
         ctx = flow.ctx
         ctx.last_seen = now
@@ -218,7 +251,7 @@ class DpiEngine:
         if data and flow.inspect:
             self._feed(flow, side, data, now, datagram=not flow.tcp)
         if ctx.decided:
-            if flow.streams is not None and not self._wants_more(flow):
+            if flow.client_stream is not None and not self._wants_more(flow):
                 self._release(flow)
         elif flow.payload_bytes > self.s.identify_bytes or flow.payload_packets > self.s.identify_packets:
             self._fallback(flow, self.s.unidentified_fallback, A.DPI_UNIDENTIFIED, now)
@@ -228,11 +261,7 @@ class DpiEngine:
         self.defrag.expire(now)
         self.fqdn.expire(now)
         shortest = min(self.s.tcp_closed_timeout, self.s.tcp_embryonic_timeout, self.s.udp_timeout)
-        examined = 0
-        for key in list(self.flows):
-            examined += 1
-            if examined > EXPIRE_BUDGET:
-                break
+        for key in list(itertools.islice(self.flows, EXPIRE_BUDGET)):
             flow = self.flows[key]
             idle = now - flow.ctx.last_seen
             if idle < shortest:
@@ -316,9 +345,9 @@ class DpiEngine:
             flow.rst = True
         if flags & TCP_FIN:
             flow.fin |= 1 << side
-        if flow.streams is None:
+        stream = flow.client_stream if side is Side.CLIENT else flow.server_stream
+        if stream is None:
             return b""  # released: the flow is decided and nobody needs its bytes
-        stream = flow.streams[side]
         if flags & TCP_SYN:
             stream.syn(meta.seq)
             return b""
@@ -384,9 +413,10 @@ class DpiEngine:
     def _run(
         self, flow: _Flow, cand: _Candidate, side: Side, data: bytes, now: float, datagram: bool
     ) -> None:
-        buf = cand.pending[side] + data if cand.pending[side] else data
-        if len(buf) < cand.want[side]:
-            cand.pending[side] = buf
+        pending = cand.pending
+        buf = pending[side] + data if pending[side] else data
+        if len(buf) < pending[2 + side]:
+            pending[side] = buf
             return
         try:
             res = cand.parser.feed(side, buf)
@@ -399,15 +429,17 @@ class DpiEngine:
             self.count(A.DPI_PARSER_EXCEPTION)
             self._drop(flow, cand, self.s.parser_error_fallback, A.DPI_PARSER_EXCEPTION, now)
             return
-        rest = b"" if datagram else buf[res.consumed :]
-        cand.pending[side] = rest
-        cand.want[side] = len(rest) + res.needed if res.needed > 0 else 0
+        consumed = res.consumed
+        rest = b"" if datagram or consumed == len(buf) else buf[consumed:]
+        pending[side] = rest
+        pending[2 + side] = len(rest) + res.needed if res.needed > 0 else 0
         events = res.events
         if flow.active is cand:
-            self._deliver(flow, events, now)
+            if events:
+                self._deliver(flow, events, now)
         elif outcome is Outcome.FINAL:
             held = cand.events
-            cand.events = []
+            cand.events = _NO_EVENTS  # shared and never appended to: the winner holds nothing back
             flow.active = cand
             flow.candidates = None
             self._identified(flow, cand.spec, now)
@@ -438,7 +470,9 @@ class DpiEngine:
         for ev in events:
             self.counters["events"] += 1
             if isinstance(ev, DnsMessage):
-                self.fqdn.learn(ev, now)
+                learnt = self.fqdn.learn(ev, now)
+                if learnt and self.on_fqdn is not None:
+                    self.on_fqdn(learnt)
             elif isinstance(ev, HttpRequest):
                 if not ctx.host:
                     ctx.host = ev.host
@@ -543,7 +577,7 @@ class DpiEngine:
     def _release(flow: _Flow) -> None:
         """Drop reassembly and parser state of a decided flow (keeps an idle flow small)."""
         flow.inspect = False
-        flow.streams = None
+        flow.client_stream = flow.server_stream = None
         flow.active = None
         flow.candidates = []
 
@@ -599,9 +633,12 @@ class DpiEngine:
                 ctx, action, "threat:" + f.name, WorkerVerdict.RESET_FLOW if tcp else WorkerVerdict.BLOCK_FLOW
             )
             flow.inspect = False
+        extra = {k: v for k, v in f.fields.items() if k not in _THREAT_KEYS}
+        if len(extra) != len(f.fields):
+            self.count("dpi.detector.reserved_field")
         self.emit(
             make_event(
                 EventType.THREAT, self.node, now, name=f.name, severity=f.severity, action=action,
-                flow=self._flow_fields(ctx), app=ctx.app, message=f.message, excerpt=f.excerpt, **f.fields,
+                flow=self._flow_fields(ctx), app=ctx.app, message=f.message, excerpt=f.excerpt, **extra,
             )
         )  # fmt: skip

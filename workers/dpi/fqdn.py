@@ -7,6 +7,7 @@ holds at most `max_fqdn_entries` addresses (the least recently refreshed is evic
 
 from __future__ import annotations
 
+import itertools
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -50,16 +51,17 @@ class FqdnCache:
             del self.entries[addr]
         return live
 
-    def learn(self, msg: DnsMessage, now: float) -> int:
+    def learn(self, msg: DnsMessage, now: float) -> list[tuple[str, bytes, float]]:
         """Record the A/AAAA answers of a response under their owner name and the names that led to it
-        through CNAMEs (so `www.example.com` → CNAME → address maps to both). Returns entries added."""
+        through CNAMEs (so `www.example.com` → CNAME → address maps to both). Returns what was learnt as
+        (name, address, ttl) triples, for the policy process's FQDN groups."""
         if not msg.qr or msg.rcode != 0:
-            return 0
+            return []
         aliases: dict[str, str] = {}
         for ans in msg.answers:
             if ans.rtype == TYPE_CNAME and ans.target:
                 aliases[ans.target] = ans.name
-        added = 0
+        added: list[tuple[str, bytes, float]] = []
         for ans in msg.answers:
             if (ans.rtype == TYPE_A and len(ans.data) == 4) or (
                 ans.rtype == TYPE_AAAA and len(ans.data) == 16
@@ -67,7 +69,7 @@ class FqdnCache:
                 name = ans.name
                 for _ in range(MAX_CNAME_CHAIN + 1):
                     self.add(ans.data, name, float(ans.ttl), now)
-                    added += 1
+                    added.append((name, ans.data, float(ans.ttl)))
                     nxt = aliases.get(name)
                     if nxt is None or nxt == name:
                         break
@@ -76,7 +78,7 @@ class FqdnCache:
 
     def expire(self, now: float, budget: int = 1024) -> None:
         """Drop up to `budget` wholly expired addresses, oldest first."""
-        for addr in list(self.entries)[:budget]:
+        for addr in list(itertools.islice(self.entries, budget)):
             names = self.entries[addr]
             if all(exp <= now for exp in names.values()):
                 del self.entries[addr]

@@ -26,7 +26,7 @@ class DpiSettings:
     udp_timeout: float = 60.0  # UDP/other flow with no packet
     # --- TCP reassembly
     max_buffered_bytes: int = 65536  # out-of-order + unconsumed bytes per direction (dpi.stream.buffer_full)
-    max_ooo_segments: int = 64  # out-of-order segments held per direction (dpi.stream.ooo_full)
+    max_ooo_segments: int = 64  # out-of-order segments held per direction (dpi.stream.buffer_full)
     # --- IP fragments
     max_frag_datagrams: int = 1024  # datagrams being reassembled per worker (dpi.frag.table_full)
     max_frag_bytes: int = 65535 + 8  # bytes per datagram being reassembled (dpi.frag.too_big)
@@ -48,11 +48,11 @@ class DpiSettings:
     max_dns_pointer_hops: int = 32  # compression pointers followed per name (loop protection)
     # --- FQDN cache (DNS answers → names)
     max_fqdn_entries: int = 16384  # address → names entries (oldest evicted, counted)
-    max_names_per_address: int = 8
+    max_names_per_address: int = 8  # names kept per address (the most recent)
     min_fqdn_ttl: float = 5.0  # a TTL below this is raised to it (connection follows the lookup)
     max_fqdn_ttl: float = 86400.0  # and above this is lowered to it
     # --- events
-    max_events_per_flow: int = 256  # parser events kept per flow for replay/detectors per feed
+    max_events_per_flow: int = 256  # events a candidate parser holds until it wins; per flow in replay output
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

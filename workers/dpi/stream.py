@@ -32,7 +32,7 @@ def seq_diff(a: int, b: int) -> int:
 class TcpStream:
     """Reassembly state of one direction. `segment()` returns the newly contiguous bytes."""
 
-    __slots__ = ("next_seq", "ooo", "ooo_bytes", "fin", "max_bytes", "max_segments", "anomalies")
+    __slots__ = ("next_seq", "ooo", "ooo_bytes", "max_bytes", "max_segments", "anomalies")
 
     def __init__(self, max_bytes: int, max_segments: int) -> None:
         self.next_seq: int | None = None
@@ -40,7 +40,6 @@ class TcpStream:
             None  # created on first out-of-order segment (keeps idle flows small)
         )
         self.ooo_bytes = 0
-        self.fin = False
         self.max_bytes = max_bytes
         self.max_segments = max_segments
         self.anomalies: list[str] = _NONE  # anomalies seen by the last call (the caller reads and counts)

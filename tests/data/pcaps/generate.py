@@ -643,6 +643,15 @@ CAPTURES: dict[str, Callable[[], Packets]] = {
     "sql/oracle_mssql": cap_sql,
     "udp/udp_services": cap_udp_services,
 }
+# Recorded from real clients and servers by lab/record.sh (not generated here): expected outputs only.
+LAB_CAPTURES = (
+    "lab/dns_dig",
+    "lab/http_curl_nginx",
+    "lab/redis_cli",
+    "lab/ssh_port_2222",
+    "lab/ssh_port_8080",
+    "lab/tls_openssl",
+)
 # Captures replayed with a policy file (beside them); the others run with no policy (identify only).
 POLICIES = {"policy/app_rules": "policy/app_rules.yaml"}
 
@@ -693,7 +702,7 @@ def main(argv: list[str]) -> int:
         write_pcap(HERE / f"{name}.pcap", build())
     print(f"wrote {len(CAPTURES)} captures under {HERE.name}/")
     if "--expected" in argv:
-        for name in CAPTURES:
+        for name in (*CAPTURES, *LAB_CAPTURES):
             policy = HERE / POLICIES[name] if name in POLICIES else None
             lines = replay_lines(HERE / f"{name}.pcap", policy)
             text = "".join(json.dumps(obj, sort_keys=True) + "\n" for obj in lines)

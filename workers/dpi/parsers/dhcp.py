@@ -57,6 +57,8 @@ def parse(msg: bytes) -> DhcpMessage | None:
 
 
 class DhcpParser:
+    __slots__ = ("identified",)
+
     def __init__(self, settings: DpiSettings) -> None:
         self.identified = False
 

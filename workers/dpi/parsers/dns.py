@@ -154,6 +154,8 @@ def probe_tcp(side: Side, head: bytes) -> bool:
 
 
 class DnsParser:
+    __slots__ = ("s", "transport", "identified")
+
     """One parser for both transports: UDP feeds one datagram per call; TCP is length-prefixed."""
 
     def __init__(self, settings: DpiSettings, transport: str = "udp") -> None:

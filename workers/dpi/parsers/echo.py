@@ -19,6 +19,8 @@ def probe(side: Side, head: bytes) -> bool:
 
 
 class EchoParser:
+    __slots__ = ("sent", "matched", "identified")
+
     def __init__(self, settings: DpiSettings) -> None:
         self.sent = b""
         self.matched = 0

@@ -21,6 +21,8 @@ MAX_FRAMES_PER_FEED = 256  # bound on work per call; the rest waits for the next
 
 
 class FramedParser:
+    __slots__ = ("s", "frame_length", "on_frame", "identified", "skip", "max_head")
+
     def __init__(self, settings: DpiSettings, frame_length: FrameLength, on_frame: OnFrame) -> None:
         self.s = settings
         self.frame_length = frame_length

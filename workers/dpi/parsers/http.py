@@ -4,7 +4,8 @@ Grammar first (pure functions over bytes), then the per-flow state machine (`Htt
 mapping to events (`HttpRequest`, `HttpResponse`). One parser class serves three registry entries:
 `protocol` says which version token (`HTTP/`, `RTSP/`, `SIP/`) it accepts, so an RTSP stream is named
 RTSP and never HTTP. Bodies: Content-Length, chunked (de-chunked for the event), read-until-close for
-responses without either; 1xx/204/304 and responses to HEAD have none. After CONNECT 2xx or
+responses without either (reported at their head, without body: the parser is not told when the
+connection closes); 1xx/204/304 and responses to HEAD have none. After CONNECT 2xx or
 101 Switching Protocols the stream is no longer HTTP: the parser stops inspecting and consumes.
 """
 
@@ -163,15 +164,19 @@ class _SideState:
 
 
 class HttpParser:
+    __slots__ = ("s", "protocol", "identified", "client", "server", "methods")
+
     def __init__(self, settings: DpiSettings, protocol: str = "HTTP") -> None:
         self.s = settings
         self.protocol = protocol
         self.identified = False
-        self.sides = (_SideState(), _SideState())
-        self.methods: list[bytes] = []  # request methods awaiting their response (bounded)
+        self.client = _SideState()
+        self.server = _SideState()
+        # request methods awaiting their response (bounded); a shared empty tuple while there are none
+        self.methods: list[bytes] | tuple[()] = ()
 
     def feed(self, side: Side, data: bytes) -> FeedResult:
-        st = self.sides[side]
+        st = self.client if side is Side.CLIENT else self.server
         events: list[ParserEvent] = []
         pos = 0
         newly = False
@@ -221,9 +226,6 @@ class HttpParser:
                 if st.remaining == 0:
                     self._end_message(st, events)
             elif st.state == _UNTIL_CLOSE:
-                self._body(st, data[pos:])
-                if st.pending is not None and st.body_truncated:
-                    self._emit(st, events)
                 pos = n
             elif st.state == _TUNNEL:
                 pos = n
@@ -301,6 +303,13 @@ class HttpParser:
         chunked = te is not None and b"chunked" in te.lower()
         cl_raw = header(headers, b"content-length")
         cl = int(cl_raw) if cl_raw is not None and cl_raw.isdigit() and len(cl_raw) < 19 else -1
+        if cl_raw is not None:
+            lengths = {v for n, v in headers if n.lower() == b"content-length"}
+            if cl < 0 or len(lengths) > 1:
+                # request smuggling shapes: an unreadable or repeated, disagreeing Content-Length
+                events.append(ParseAnomaly(A.DPI_HTTP_BAD_CONTENT_LENGTH, self.protocol, cl_raw[:32].hex()))
+            if chunked:
+                events.append(ParseAnomaly(A.DPI_HTTP_CL_TE, self.protocol))
         st.body = b""
         st.body_truncated = False
         st.emitted = False
@@ -312,7 +321,9 @@ class HttpParser:
                 st.state = _TUNNEL
                 return
             method, uri, version = parsed
-            if len(self.methods) < _MAX_PENDING_METHODS:
+            if not self.methods:
+                self.methods = [method]
+            elif len(self.methods) < _MAX_PENDING_METHODS:
                 self.methods.append(method)
             host = header(headers, b"host") or b""
             msg = HttpRequest(method, uri, version, headers, host, b"", False, chunked, cl, self.protocol)
@@ -325,7 +336,11 @@ class HttpParser:
                 st.state = _TUNNEL
                 return
             version, status, reason = parsed_s
-            request_method = self.methods.pop(0) if self.methods and status >= 200 else b""
+            request_method = b""
+            if self.methods and status >= 200:
+                request_method = self.methods.pop(0)
+                if not self.methods:
+                    self.methods = ()
             msg = HttpResponse(
                 version, status, reason, headers, b"", False, chunked, cl, server_app(headers), self.protocol
             )
@@ -333,7 +348,7 @@ class HttpParser:
             if (request_method == b"CONNECT" and 200 <= status < 300) or status == 101:
                 events.append(msg)
                 st.state = _TUNNEL
-                self.sides[Side.CLIENT].state = _TUNNEL
+                self.client.state = _TUNNEL
                 return
             has_body = not no_body and (chunked or cl > 0 or (cl < 0 and self.protocol == "HTTP"))
             until_close = not no_body and not chunked and cl < 0 and self.protocol == "HTTP"
@@ -343,6 +358,9 @@ class HttpParser:
         elif chunked:
             st.state = _CHUNK_SIZE
         elif until_close:
+            # The body ends with the connection, which a parser is not told about: report the head now
+            # (without body) rather than never.
+            self._emit(st, events)
             st.state = _UNTIL_CLOSE
         else:
             st.remaining = cl

@@ -43,6 +43,19 @@ def _text_headers(raw: Any) -> tuple[tuple[bytes, bytes], ...]:
 
 
 class Http2Parser:
+    __slots__ = (
+        "s",
+        "grpc",
+        "preface_seen",
+        "identified",
+        "decoders",
+        "block",
+        "block_stream",
+        "block_end",
+        "hpack_broken",
+        "skip",
+    )
+
     def __init__(self, settings: DpiSettings, grpc: bool = False) -> None:
         self.s = settings
         self.grpc = grpc

@@ -50,6 +50,8 @@ def probe_couchbase(side: Side, head: bytes) -> bool:
 
 
 class MemcachedParser:
+    __slots__ = ("s", "couchbase", "identified", "skip")
+
     def __init__(self, settings: DpiSettings, couchbase: bool = False) -> None:
         self.s = settings
         self.couchbase = couchbase

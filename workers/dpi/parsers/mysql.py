@@ -74,6 +74,8 @@ _GREETING, _LOGIN, _AUTH, _COMMAND, _TLS = range(5)
 
 
 class MysqlParser:
+    __slots__ = ("s", "state", "identified", "skip")
+
     def __init__(self, settings: DpiSettings) -> None:
         self.s = settings
         self.state = _GREETING

@@ -39,6 +39,8 @@ def probe(side: Side, head: bytes) -> bool:
 
 
 class NtpParser:
+    __slots__ = ("identified",)
+
     def __init__(self, settings: DpiSettings) -> None:
         self.identified = False
 

@@ -63,6 +63,8 @@ _STARTUP, _SSL_ANSWER, _RUN, _TLS = range(4)
 
 
 class PostgresParser:
+    __slots__ = ("s", "state", "identified", "authenticated", "skip")
+
     def __init__(self, settings: DpiSettings) -> None:
         self.s = settings
         self.state = _STARTUP

@@ -37,6 +37,8 @@ def _int(b: bytes) -> int | None:
 
 
 class RedisParser:
+    __slots__ = ("s", "identified", "server_skip")
+
     def __init__(self, settings: DpiSettings) -> None:
         self.s = settings
         self.identified = False

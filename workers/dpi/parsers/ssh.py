@@ -35,6 +35,8 @@ def parse_banner(line: bytes) -> SshBanner | None:
 
 
 class SshParser:
+    __slots__ = ("s", "done", "identified", "skipped")
+
     def __init__(self, settings: DpiSettings) -> None:
         self.s = settings
         self.done = [False, False]

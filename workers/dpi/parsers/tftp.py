@@ -26,6 +26,8 @@ def probe(side: Side, head: bytes) -> bool:
 
 
 class TftpParser:
+    __slots__ = ("identified",)
+
     def __init__(self, settings: DpiSettings) -> None:
         self.identified = False
 

@@ -151,6 +151,8 @@ def parse_sslv2_hello(side: Side, data: bytes) -> tuple[int, ParserEvent | None]
 
 
 class TlsParser:
+    __slots__ = ("s", "identified", "encrypted", "hs", "hello_done", "skip", "first")
+
     def __init__(self, settings: DpiSettings) -> None:
         self.s = settings
         self.identified = False

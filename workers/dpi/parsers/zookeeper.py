@@ -40,6 +40,8 @@ def probe(side: Side, head: bytes) -> bool:
 
 
 class ZooKeeperParser:
+    __slots__ = ("identified", "four_letter")
+
     def __init__(self, settings: DpiSettings) -> None:
         self.identified = False
         self.four_letter = False

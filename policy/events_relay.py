@@ -1,0 +1,219 @@
+"""Event relay pieces of the policy process: aggregation over a short window and the on-disk spool.
+
+Sans-io apart from the spool's files: the policy process feeds events in, takes batches out and tells
+the spool what the controller acknowledged. Nothing here blocks or talks to a socket.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+log = logging.getLogger(__name__)
+
+# Fields that differ between otherwise identical events and are not part of their identity.
+_VOLATILE = frozenset({"time", "id", "count", "first_time", "last_time"})
+
+DEFAULT_AGGREGATE_WINDOW_S = 1.0  # identical events within this window become one event with a count
+DEFAULT_MAX_AGGREGATE_KEYS = 10_000  # distinct events held in one window before it is flushed early
+DEFAULT_BATCH_MAX_EVENTS = 512  # events per batch to the controller (<= messages.MAX_CONTROL_EVENTS)
+DEFAULT_SPOOL_MAX_BYTES = 64 << 20  # disk spool of unacknowledged batches; oldest dropped beyond it
+MAX_SPOOL_BATCH_BYTES = 8 << 20  # a single spooled batch larger than this is refused (a bug upstream)
+
+_BATCH_NAME = re.compile(r"^(\d{16})\.batch$")
+
+
+def _key(event: dict[str, Any]) -> bytes:
+    """The identity of an event for aggregation: every field but the volatile ones, canonically."""
+    stable = {k: v for k, v in event.items() if k not in _VOLATILE}
+    return json.dumps(stable, sort_keys=True, default=_jsonable, separators=(",", ":")).encode()
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).hex()
+    return str(value)
+
+
+class EventAggregator:
+    """Folds identical events seen within `window` seconds into the first one, with a `count`.
+
+    The first occurrence keeps its `id` and `time`; the emitted event carries `count` (occurrences in the
+    window) and, when count > 1, `last_time`. Bounded: at `max_keys` distinct events the window is due.
+    """
+
+    def __init__(
+        self, window: float = DEFAULT_AGGREGATE_WINDOW_S, max_keys: int = DEFAULT_MAX_AGGREGATE_KEYS
+    ) -> None:
+        self.window = window
+        self.max_keys = max_keys
+        self._pending: dict[bytes, dict[str, Any]] = {}
+        self._opened = 0.0
+        self.folded = 0  # events folded into an earlier identical one (counter)
+
+    def add(self, event: dict[str, Any], now: float) -> None:
+        if not self._pending:
+            self._opened = now
+        key = _key(event)
+        first = self._pending.get(key)
+        if first is None:
+            event = dict(event)
+            event.setdefault("count", 1)
+            self._pending[key] = event
+            return
+        first["count"] = int(first.get("count", 1)) + int(event.get("count", 1))
+        first["last_time"] = event.get("time", now)
+        self.folded += 1
+
+    def due(self, now: float) -> bool:
+        return bool(self._pending) and (
+            now - self._opened >= self.window or len(self._pending) >= self.max_keys
+        )
+
+    def flush(self) -> list[dict[str, Any]]:
+        out = list(self._pending.values())
+        self._pending = {}
+        return out
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+
+@dataclass
+class SpoolStats:
+    batches: int
+    bytes: int
+    dropped_events: int  # events lost because the spool was full (cumulative, persisted)
+    dropped_batches: int
+
+
+class EventSpool:
+    """Batches not yet acknowledged by the controller, one file per batch, bounded in bytes.
+
+    Batch files are named by their sequence number, so order and the next number survive restarts.
+    When adding a batch would exceed `max_bytes`, the oldest batches are dropped and the loss counted
+    (persisted in `dropped.json`) — the relay reports the count as an audit event, never silently.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], max_bytes: int = DEFAULT_SPOOL_MAX_BYTES) -> None:
+        self.dir = Path(directory)
+        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.max_bytes = max_bytes
+        self._sizes: dict[int, int] = {}
+        self._events: dict[int, int] = {}
+        for entry in self.dir.iterdir():
+            m = _BATCH_NAME.match(entry.name)
+            if m:
+                self._sizes[int(m.group(1))] = entry.stat().st_size
+                self._events[int(m.group(1))] = -1  # unknown until read
+            elif entry.name.endswith(".tmp"):
+                entry.unlink(missing_ok=True)
+        state = self._read_state()
+        self.dropped_events = int(state.get("dropped_events", 0))
+        self.dropped_batches = int(state.get("dropped_batches", 0))
+        self.reported_dropped = int(state.get("reported_dropped", 0))
+        self.next_seq = max([int(state.get("next_seq", 1)), *(s + 1 for s in self._sizes)])
+
+    def _read_state(self) -> dict[str, Any]:
+        try:
+            data = json.loads((self.dir / "state.json").read_text())
+            return data if isinstance(data, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    def _write_state(self) -> None:
+        tmp = self.dir / "state.json.tmp"
+        tmp.write_text(
+            json.dumps(
+                {
+                    "next_seq": self.next_seq,
+                    "dropped_events": self.dropped_events,
+                    "dropped_batches": self.dropped_batches,
+                    "reported_dropped": self.reported_dropped,
+                }
+            )
+        )
+        os.replace(tmp, self.dir / "state.json")
+
+    def _path(self, seq: int) -> Path:
+        return self.dir / f"{seq:016d}.batch"
+
+    def append(self, events: list[dict[str, Any]]) -> int:
+        """Spool a batch; returns its sequence number."""
+        blob = msgpack.packb(events, use_bin_type=True, default=_jsonable)
+        if len(blob) > MAX_SPOOL_BATCH_BYTES:
+            raise ValueError(f"event batch of {len(blob)} bytes exceeds {MAX_SPOOL_BATCH_BYTES}")
+        seq = self.next_seq
+        self.next_seq += 1
+        while self._sizes and self.bytes() + len(blob) > self.max_bytes:
+            self._drop_oldest()
+        if len(blob) > self.max_bytes:
+            self.dropped_events += len(events)
+            self.dropped_batches += 1
+            self._write_state()
+            return seq
+        tmp = self.dir / f"{seq:016d}.tmp"
+        with open(tmp, "wb") as f:
+            f.write(blob)
+        os.replace(tmp, self._path(seq))
+        self._sizes[seq] = len(blob)
+        self._events[seq] = len(events)
+        self._write_state()
+        return seq
+
+    def _drop_oldest(self) -> None:
+        seq = min(self._sizes)
+        count = self._events.get(seq, -1)
+        if count < 0:
+            batch = self.read(seq)
+            count = len(batch) if batch is not None else 0
+        self._path(seq).unlink(missing_ok=True)
+        del self._sizes[seq]
+        self._events.pop(seq, None)
+        self.dropped_events += count
+        self.dropped_batches += 1
+        log.warning("event spool full (%d bytes): dropped batch %d of %d events", self.max_bytes, seq, count)
+
+    def read(self, seq: int) -> list[dict[str, Any]] | None:
+        try:
+            blob = self._path(seq).read_bytes()
+            events = msgpack.unpackb(blob, raw=False, strict_map_key=False)
+        except (OSError, ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
+            return None
+        return events if isinstance(events, list) else None
+
+    def ack(self, seqs: Iterable[int]) -> int:
+        """Forget acknowledged batches; returns how many were still spooled."""
+        n = 0
+        for seq in seqs:
+            if seq in self._sizes:
+                self._path(seq).unlink(missing_ok=True)
+                del self._sizes[seq]
+                self._events.pop(seq, None)
+                n += 1
+        return n
+
+    def pending(self) -> list[int]:
+        """Sequence numbers still unacknowledged, oldest first."""
+        return sorted(self._sizes)
+
+    def bytes(self) -> int:
+        return sum(self._sizes.values())
+
+    def unreported_drops(self) -> int:
+        return self.dropped_events - self.reported_dropped
+
+    def mark_drops_reported(self) -> None:
+        self.reported_dropped = self.dropped_events
+        self._write_state()
+
+    def stats(self) -> SpoolStats:
+        return SpoolStats(len(self._sizes), self.bytes(), self.dropped_events, self.dropped_batches)

@@ -1,0 +1,82 @@
+#!/usr/bin/env python3
+"""Reader hot-path costs and memory, measured in one run against baselines from the same run.
+
+    .venv/bin/python scripts/bench_reader.py [--flows 100000]
+
+Prints: the RSS of a reader core (judge + flow table + policy tables) empty and with N tracked flows
+(target: ≤ 80 MB with 100k flows); per-packet CPU of decode, of the judge on known and on new flows,
+against a baseline of a bare dict lookup keyed by the packet's bytes (what the cheapest possible
+flow cache would cost in Python).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import socket
+import struct
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import psutil
+
+from lab.enforcer import LAB_POLICY
+from pipeline.config import config_from_dict
+from pipeline.judge import Judge
+from pipeline.packet import decode
+from policy.tables import load_policy_tables
+
+
+def syn(i: int) -> bytes:
+    src = socket.inet_aton("198.18.1.1")[:2] + struct.pack("!H", 256 + i // 50000)
+    tcp = struct.pack("!HHIIBBHHH", 10000 + i % 50000, 80, i, 0, 0x50, 0x02, 64240, 0, 0)
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40, 0, 0, 64, 6, 0, src, socket.inet_aton("198.18.2.11"))
+    return ip + tcp
+
+
+def per_packet_us(fn, packets: list[bytes]) -> float:  # type: ignore[no-untyped-def]
+    start = time.perf_counter()
+    for p in packets:
+        fn(p)
+    return (time.perf_counter() - start) / len(packets) * 1e6
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--flows", type=int, default=100_000)
+    args = ap.parse_args()
+    proc = psutil.Process()
+    config = config_from_dict({"flows": {"max_flows": max(args.flows, 1024)}}, {})
+    judge = Judge(config, load_policy_tables(LAB_POLICY), seed=7, node="bench")
+    packets = [syn(i) for i in range(args.flows)]
+    gc.collect()
+    rss_empty = proc.memory_info().rss
+    new_us = per_packet_us(lambda p: judge.judge(p, 0.0), packets)
+    gc.collect()
+    rss_full = proc.memory_info().rss
+    known_us = per_packet_us(lambda p: judge.judge(p, 1.0), packets)
+    decode_us = per_packet_us(decode, packets)
+    cache = {p: 1 for p in packets}
+    dict_us = per_packet_us(cache.get, packets)
+    result = {
+        "flows": len(judge.flows),
+        "rss_empty_mb": round(rss_empty / 2**20, 1),
+        "rss_with_flows_mb": round(rss_full / 2**20, 1),
+        "flows_mb": round((rss_full - rss_empty) / 2**20, 1),
+        "bytes_per_flow": round((rss_full - rss_empty) / max(len(judge.flows), 1)),
+        "decode_us": round(decode_us, 2),
+        "judge_known_flow_us": round(known_us, 2),
+        "judge_new_flow_us": round(new_us, 2),
+        "baseline_dict_lookup_us": round(dict_us, 3),
+        "known_flow_vs_dict": round(known_us / dict_us, 1),
+    }
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

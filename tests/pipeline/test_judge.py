@@ -1,0 +1,150 @@
+"""The reader's core, packet by packet: policy verdicts, caching per generation, failure actions."""
+
+from __future__ import annotations
+
+import dpkt
+
+from lab.enforcer import LAB_POLICY
+from pipeline.config import config_from_dict
+from pipeline.judge import Act, Judge
+from pipeline.packet import decode
+from policy.lookup import Action, Decision, Mode, Report
+from policy.tables import load_policy_tables
+from tests.pipeline.packets import tcp4, tcp6, udp4
+from workers.verdict import WorkerVerdict
+
+SYN, ACK = dpkt.tcp.TH_SYN, dpkt.tcp.TH_ACK
+
+
+def judge(**sections: dict[str, object]) -> Judge:
+    return Judge(config_from_dict(sections, {}), load_policy_tables(LAB_POLICY), seed=1, node="n")
+
+
+def test_allowed_flow_is_offloaded_and_both_directions_share_it() -> None:
+    j = judge()
+    act, _, key, flow = j.judge(tcp4(dport=80), 0.0)
+    assert act is Act.ALLOW and flow is not None
+    act2, _, key2, _ = j.judge(tcp4("198.18.2.11", "198.18.1.11", 80, 40000, flags=SYN | ACK), 0.1)
+    assert act2 is Act.ALLOW and key2 == key and len(j.flows) == 1
+
+
+def test_denied_flow_is_reset_and_reported_once_with_a_count() -> None:
+    j = judge()
+    for i in range(3):
+        assert j.judge(tcp4(dport=22, sport=40000 + i), 0.0)[0] is Act.RESET
+    assert j.judge(tcp6(dport=22), 0.0)[0] is Act.RESET
+    events = j.take_events()
+    # Three connections from one client to one server port are one event with a count.
+    v4 = [e for e in events if e["flow"]["family"] == 4]
+    assert len(v4) == 1 and v4[0]["count"] == 3 and v4[0]["rule_id"] == 11 and v4[0]["action"] == "deny"
+    assert len(events) == 2
+    j.judge(tcp4(dport=22, sport=40000), 0.0)  # a known flow: no new decision, no new event
+    assert j.take_events() == []
+    assert j.judge(tcp4(dport=22, sport=50000), 0.0)[0] is Act.RESET
+    assert j.take_events()[0]["count"] == 1
+
+
+def test_reject_tcp_off_blocks_silently() -> None:
+    assert judge(netfilter={"reject_tcp": False}).judge(tcp4(dport=22), 0.0)[0] is Act.BLOCK
+
+
+def test_monitor_mode_allows_and_reports() -> None:
+    j = judge()
+    assert j.judge(tcp4(dst="198.18.2.12", dport=22), 0.0)[0] is Act.ALLOW
+    (event,) = j.take_events()
+    assert (event["type"], event["action"], event["server_group"], event["mode"]) == (
+        "violation",
+        "allow",
+        "api",
+        "monitor",
+    )
+
+
+def test_inspect_modes_send_flows_to_workers() -> None:
+    j = judge(workers={"inspect": "new"})
+    act, _, _, flow = j.judge(tcp4(dport=80), 0.0)
+    assert act is Act.INSPECT
+    assert j.on_worker_verdict(flow, WorkerVerdict.ALLOW_FLOW) is Act.ALLOW
+    assert j.judge(tcp4(dport=80, flags=ACK), 0.1)[0] is Act.ALLOW  # settled by the worker
+    j = judge(workers={"inspect": "all"})
+    _, _, _, flow = j.judge(tcp4(dport=80), 0.0)
+    assert j.on_worker_verdict(flow, WorkerVerdict.ALLOW_FLOW) is Act.PASS  # never offloaded
+    assert j.judge(tcp4(dport=80, flags=ACK), 0.1)[0] is Act.INSPECT
+    assert j.on_worker_verdict(flow, 99) is Act.PASS and j.counters["worker.bad_verdict"] == 1
+
+
+def test_malformed_and_no_policy_follow_the_failure_table() -> None:
+    assert judge().judge(b"\x45\x00", 0.0)[0] is Act.DROP
+    assert judge(failure={"malformed": "pass"}).judge(b"\x45\x00", 0.0)[0] is Act.PASS
+
+    class Empty:
+        def generation(self) -> int:
+            return 0
+
+    for action, act in (("pass", Act.PASS), ("drop", Act.DROP)):
+        j = Judge(config_from_dict({"failure": {"no_policy": action}}, {}), Empty(), 1, "n")  # type: ignore[arg-type]
+        assert j.judge(udp4(), 0.0)[0] is act and j.counters["policy.none"] == 1
+
+
+class Switchable:
+    """Tables whose answer the test changes, bumping the generation (as a policy swap does)."""
+
+    def __init__(self) -> None:
+        self.gen, self.action = 1, Action.ALLOW
+
+    def generation(self) -> int:
+        return self.gen
+
+    def decide(self, *_: object) -> Decision:
+        report = Report.VIOLATION if self.action is Action.DENY else Report.NONE
+        return Decision(self.action, True, 5, Mode.PROTECT, report, "a", "b", self.gen)
+
+    decide_app = decide
+
+
+def test_new_generation_revalidates_cached_flows() -> None:
+    tables = Switchable()
+    j = Judge(config_from_dict({}, {}), tables, 1, "n")  # type: ignore[arg-type]
+    assert j.judge(udp4(), 0.0)[0] is Act.ALLOW
+    tables.action = Action.DENY
+    assert j.judge(udp4(), 0.1)[0] is Act.ALLOW  # same generation: the cached verdict stands
+    tables.gen = 2
+    assert j.judge(udp4(), 0.2)[0] is Act.RESET  # new generation: decided again (UDP: reset = block)
+
+
+def test_flow_table_is_bounded_and_idle_flows_expire() -> None:
+    j = judge(flows={"max_flows": 1024, "udp_timeout_s": 5})
+    for port in range(2000):
+        j.judge(udp4(sport=10000 + port), 0.0)
+    assert len(j.flows) == 1024 and j.flows.evicted_full == 2000 - 1024
+    j.judge(udp4(sport=1), 4.0)
+    for _ in range(3):
+        j.sweep(10.0)
+    assert len(j.flows) == 0 and j.flows.expired == 1024
+
+
+def test_decode_reply_orientation_uses_the_client() -> None:
+    # The reply of an allowed flow would be "web → clients", which no rule allows: the flow's client decides.
+    j = judge()
+    j.judge(tcp4(dport=80), 0.0)
+    meta = decode(tcp4("198.18.2.11", "198.18.1.11", 80, 40000, flags=ACK))
+    assert meta.sport == 80
+    assert j.judge(tcp4("198.18.2.11", "198.18.1.11", 80, 40000, flags=ACK), 1.0)[0] is Act.ALLOW
+
+
+def test_revalidation_finds_offloaded_flows_whose_fate_changed() -> None:
+    tables = Switchable()
+    j = Judge(config_from_dict({}, {}), tables, 1, "n")  # type: ignore[arg-type]
+    for port in range(10):
+        assert j.judge(udp4(sport=2000 + port), 0.0)[0] is Act.ALLOW
+    assert j.revalidate(100) == []  # same generation: nothing to do
+    tables.gen = 2  # a new generation that changes nothing
+    assert j.revalidate(100) == [] and all(f.generation == 2 for _, f in j.flows.items())
+    tables.gen, tables.action = 3, Action.DENY
+    first = j.revalidate(4)  # bounded work per call
+    rest = j.revalidate(100)
+    assert len(first) == 4 and len(rest) == 6
+    assert {k.port_a for k, _, _ in first + rest} | {k.port_b for k, _, _ in first + rest} >= {
+        2000 + p for p in range(10)
+    }
+    assert all(family == 4 for _, _, family in first)

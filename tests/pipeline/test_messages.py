@@ -1,0 +1,55 @@
+"""Messages between processes: round trips, and bad frames rejected with a named anomaly."""
+
+from __future__ import annotations
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline import anomalies as A
+from pipeline import messages as M
+
+
+@pytest.mark.parametrize(
+    "msg",
+    [
+        M.Inspect(1, [(7, b"\x45packet"), (8, b"")]),
+        M.Verdicts(0, [(7, 1, 10), (8, 4, 0)]),
+        M.Events("worker 1", [{"type": "audit", "what": "x", "n": 1}]),
+        M.Heartbeat("reader", 2, 1234, {"packets": 5}),
+    ],
+)
+def test_round_trip(msg: M.Message) -> None:
+    assert M.decode(M.encode(msg)) == msg
+
+
+@pytest.mark.parametrize(
+    ("frame", "anomaly"),
+    [
+        (b"\xc1", A.MESSAGE_MALFORMED),
+        (msgpack.packb({"a": 1}), A.MESSAGE_MALFORMED),
+        (msgpack.packb([99, 1, 0, []]), A.MESSAGE_BAD_VERSION),
+        (msgpack.packb([M.SCHEMA_VERSION, 77]), A.MESSAGE_UNKNOWN_TYPE),
+        (msgpack.packb([M.SCHEMA_VERSION, 1, 0, [[1, "not bytes"]]]), A.MESSAGE_MALFORMED),
+        (msgpack.packb([M.SCHEMA_VERSION, 2, 0, [[1, 2]]]), A.MESSAGE_MALFORMED),
+        (msgpack.packb([M.SCHEMA_VERSION, 4, "reader", "x", 1, {}]), A.MESSAGE_MALFORMED),
+        (
+            msgpack.packb([M.SCHEMA_VERSION, 1, 0, [[1, b"x" * (M.MAX_PACKET_BYTES + 1)]]]),
+            A.MESSAGE_MALFORMED,
+        ),
+    ],
+)
+def test_bad_frames_are_named(frame: bytes, anomaly: str) -> None:
+    with pytest.raises(M.MessageError) as err:
+        M.decode(frame)
+    assert err.value.anomaly == anomaly
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.binary(max_size=200))
+def test_random_frames_raise_only_message_error(frame: bytes) -> None:
+    try:
+        M.decode(frame)
+    except M.MessageError:
+        pass
