@@ -508,3 +508,20 @@ def test_block_source_with_a_period_blocks_later_flows() -> None:
     assert lab.send([tcp4(CLIENT, 49101, WEB, 80, TCP_SYN)]) == [WorkerVerdict.BLOCK_FLOW]
     lab.now += 301
     assert lab.send([tcp4(CLIENT, 49102, WEB, 80, TCP_SYN)]) == [WorkerVerdict.PASS]
+
+
+def test_undecodable_packets_are_reported_without_a_policy_lookup() -> None:
+    class Strict(StubTables):
+        def decide(self, family: int, src: bytes, dst: bytes, proto: int, dport: int) -> Decision:
+            assert len(src) in (4, 16) and len(dst) in (4, 16), "lookup with a broken address"
+            return super().decide(family, src, dst, proto, dport)
+
+    events: list[dict[str, Any]] = []
+    engine = build_engine(DpiSettings(), Strict(), events.append, "n1")
+    for buf in (b"", b"\x45\x00", b"\x60" + b"\x00" * 10, b"\x99" * 30):
+        meta, raw, key, direction = packet(buf)
+        engine.on_packet(raw, meta, key, direction, 1.0)
+    engine.close_all()  # sends the aggregated summary
+    threats = [e for e in events if e["type"] == "threat"]
+    assert {e["name"] for e in threats} == {"bad_packet"} and sum(e["count"] for e in threats) == 4
+    assert threats[0]["flow"]["src"] == ""

@@ -52,13 +52,18 @@ def threat_event(
 ) -> dict[str, Any]:
     """The `threat` event for one finding (`action` is what was actually done, after the mode)."""
     threat = finding.threat
-    family = 6 if len(finding.src) == 16 else 4
+    src, dst = finding.src, finding.dst
+    if len(src) in (4, 16) and len(dst) in (4, 16):
+        family = 6 if len(src) == 16 else 4
+        flow = flow_fields(family, finding.proto, src, finding.sport, dst, finding.dport)
+    else:  # a packet too broken to name its endpoints
+        flow = {"family": 0, "proto": finding.proto, "src": "", "sport": 0, "dst": "", "dport": 0}
     fields: dict[str, Any] = {
         "name": threat.name,
         "threat_id": threat.id,
         "severity": str(threat.severity),
         "action": str(action),
-        "flow": flow_fields(family, finding.proto, finding.src, finding.sport, finding.dst, finding.dport),
+        "flow": flow,
         "group": group,
         "detail": finding.detail,
         "excerpt": finding.excerpt,

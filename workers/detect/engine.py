@@ -220,7 +220,10 @@ class ThreatEngine:
                 self.counters[A.DETECT_SOURCE_BLOCKED] += 1
                 return WorkerVerdict.BLOCK_FLOW
             self._blocked.pop(meta.src)
-        cached = self._flow_groups.get(key) or self._resolve(meta, key)
+        if meta.src and meta.dst:
+            cached = self._flow_groups.get(key) or self._resolve(meta, key)
+        else:  # a packet too broken to carry addresses: judged with the default settings
+            cached = ("", Mode.MONITOR, self.policy.settings.default)
         group, mode, settings = cached
         if meta.payload_offset < meta.ip_len:  # packets with payload; a finding adds its own packet
             self.evidence.record(key, now, packet)
