@@ -114,5 +114,7 @@ DETECT_AGGREGATE_EVICTED = "detect.aggregate.evicted"  # DetectLimits.max_aggreg
 DETECT_SOURCE_BLOCKED = "detect.source_blocked"
 # Packet-context sensor streams at DetectLimits.max_sensor_streams: a packet scanned on its own.
 DETECT_SENSOR_STREAMS_FULL = "detect.sensor.streams_full"
+# An exception in the packet-level detectors (a bug): the packet goes on to the DPI engine.
+DETECT_EXCEPTION = "detect.exception"
 # A sensor pattern Hyperscan cannot compile runs on Python re instead (counted per compile).
 DETECT_SENSOR_RE_FALLBACK = "detect.sensor.re_fallback"

@@ -525,3 +525,17 @@ def test_undecodable_packets_are_reported_without_a_policy_lookup() -> None:
     threats = [e for e in events if e["type"] == "threat"]
     assert {e["name"] for e in threats} == {"bad_packet"} and sum(e["count"] for e in threats) == 4
     assert threats[0]["flow"]["src"] == ""
+
+
+def test_a_detector_exception_is_counted_and_the_packet_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline import anomalies as A
+
+    lab = Lab()
+
+    def broken(*_args: object) -> list[object]:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(lab.engine.threats.packets, "inspect", broken)
+    verdicts = lab.send(http_flow(CLIENT, 50100, WEB, SQLI_GET))
+    assert lab.engine.stats()[A.DETECT_EXCEPTION] == len(verdicts)
+    assert verdicts[-1] is WorkerVerdict.RESET_FLOW  # the DPI hooks still caught the injection

@@ -560,7 +560,11 @@ class DetectingEngine:
     def on_packet(
         self, packet: bytes, meta: PacketMeta, key: FlowKey, direction: Direction, now: float
     ) -> tuple[WorkerVerdict, int]:
-        verdict = self.threats.inspect_packet(packet, meta, key, direction, now)
+        try:
+            verdict = self.threats.inspect_packet(packet, meta, key, direction, now)
+        except Exception:  # a detector bug must not take the packet path down: counted, DPI decides
+            self.threats.counters[A.DETECT_EXCEPTION] += 1
+            verdict = None
         if verdict is not None and verdict is not WorkerVerdict.PASS:
             return verdict, 0
         return self.inner.on_packet(packet, meta, key, direction, now)
