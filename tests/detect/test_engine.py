@@ -539,3 +539,31 @@ def test_a_detector_exception_is_counted_and_the_packet_goes_on(monkeypatch: pyt
     verdicts = lab.send(http_flow(CLIENT, 50100, WEB, SQLI_GET))
     assert lab.engine.stats()[A.DETECT_EXCEPTION] == len(verdicts)
     assert verdicts[-1] is WorkerVerdict.RESET_FLOW  # the DPI hooks still caught the injection
+
+
+_TEMPLATES = [
+    *http_flow(CLIENT, 51000, WEB, SQLI_GET),
+    ipv4(CLIENT, "198.18.2.53", 17, udp(5353, 53, dns_query("t.example.com", 10))),
+    tcp4(
+        CLIENT, 51001, WEB, 443, TCP_ACK | TCP_PSH, seq=1, payload=b"\x16\x03\x01\x00\x05\x01\x00\x00\x01\x03"
+    ),
+    tcp4(CLIENT, 51002, WEB, 443, TCP_ACK | TCP_PSH, seq=1, payload=b"\x18\x03\x02\x00\x03\x01\x40\x00"),
+]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.tuples(st.sampled_from(_TEMPLATES), st.integers(0, 120), st.integers(0, 255)), max_size=10)
+)
+def test_engine_never_raises_on_mutated_traffic(mutations: list[tuple[bytes, int, int]]) -> None:
+    from pipeline import anomalies as A
+
+    lab = Lab(sensors=[{"name": "waf", "predefined": "waf"}])
+    for template, pos, value in mutations:
+        buf = bytearray(template)
+        if pos < len(buf):
+            buf[pos] = value
+        lab.send([bytes(buf)])
+    lab.engine.expire(lab.now + 100)
+    stats = lab.engine.stats()
+    assert stats.get(A.DETECT_EXCEPTION, 0) == 0 and stats.get(A.DPI_DETECTOR_EXCEPTION, 0) == 0
