@@ -48,7 +48,9 @@ _QUOTE_COMMENT = re.compile(r"(['\"])\s*(?:--(?:\s|$)|#|/\*)")
 _SQLI_EXTRA = re.compile(
     r";\s*(?:shutdown\b|drop\s+(?:table|database)\b|exec(?:ute)?\s|insert\s+into\b|update\s+\w+\s+set\b"
     r"|delete\s+from\b|truncate\s|alter\s+(?:table|user)\b|create\s+(?:table|user)\b|declare\s+@)"
-    r"|\bprocedure\s+analyse\s*\(|@@(?:version|datadir|hostname|basedir|servername|identity)\b",
+    r"|\bprocedure\s+analyse\s*\(|@@(?:version|datadir|hostname|basedir|servername|identity)\b"
+    # MySQL functions error-based extraction uses, whose names no ordinary value contains
+    r"|\b(?:gtid_subset|gtid_subtract|extractvalue|updatexml|name_const)\s*\(|\bexp\s*\(\s*~",
     re.I,
 )
 _ENTITY = re.compile(r"&(?:#\d+;?|#x[0-9a-f]+;?|[a-z]+;)", re.I)
