@@ -149,6 +149,16 @@ XSS_PAYLOADS = [
     "data:text/html;base64,PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg==",
     "<style>@import'http://198.18.0.1/x.css';</style>",
     '<div style="background:url(javascript:alert(1))">',
+    # from the PortSwigger XSS cheat sheet's families, written by hand
+    "<svg><animate onbegin=alert(1) attributeName=x dur=1s>",
+    '<a href="jav&#x09;ascript:alert(1)">x</a>',
+    "<img src=1 oNeRrOr=alert`1`>",
+    '<iframe srcdoc="&lt;script&gt;alert(1)&lt;/script&gt;">',
+    "javascript&colon;alert(1)",
+    "';alert(1)//",
+    '");alert(document.domain)//',
+    "{{constructor.constructor('alert(1)')()}}",
+    "<form><button formaction=javascript:alert(1)>X",
 ]
 
 

@@ -55,6 +55,15 @@ _SQLI_EXTRA = re.compile(
 )
 _ENTITY = re.compile(r"&(?:#\d+;?|#x[0-9a-f]+;?|[a-z]+;)", re.I)
 _SCRIPT_SCHEME = ("javascript:", "vbscript:", "livescript:", "data:text/html")
+# The same schemes as an attribute value (browsers drop tabs and newlines inside a scheme: `jav&#9;ascript:`)
+_SCHEME_IN_ATTRIBUTE = re.compile(r"[=\"'(](?:javascript|vbscript|livescript):|[=\"'(]data:text/html")
+# What libinjection's HTML5 view does not cover: breaking out of a JavaScript string into a call, and
+# client-side template injection (AngularJS sandbox escapes).
+_XSS_EXTRA = re.compile(
+    r"['\"`]\s*[;)+,|&-]+\s*(?:alert|prompt|confirm|eval|print|fetch)\s*[(`]"
+    r"|\{\{[^}]{0,200}(?:constructor|\$eval|\$on)[^}]{0,200}\}\}",
+    re.I,
+)
 _SPACE_CONTROL = re.compile(r"[\s\x00-\x1f]+")
 
 
@@ -108,8 +117,11 @@ def xss_value(value: str, plus: bool = False) -> Hit | None:
         if xss:
             return Hit(XSS, "libinjection html5 context", excerpt_of(form))
         squashed = _SPACE_CONTROL.sub("", form).lower()
-        if squashed.startswith(_SCRIPT_SCHEME):
+        if squashed.startswith(_SCRIPT_SCHEME) or _SCHEME_IN_ATTRIBUTE.search(squashed):
             return Hit(XSS, "script URL scheme", excerpt_of(form))
+        other = _XSS_EXTRA.search(form)
+        if other is not None:
+            return Hit(XSS, "script breakout or template injection", excerpt_of(form))
     return None
 
 
