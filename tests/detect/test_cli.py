@@ -83,3 +83,22 @@ def test_replay_prints_events_and_writes_evidence(tmp_path: Path) -> None:
 def test_replay_missing_capture_is_status_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _ = run(["threats", "replay", str(tmp_path / "nope.pcap")])
     assert code == 2 and "nope.pcap" in capsys.readouterr().err
+
+
+def test_replay_with_a_whole_policy_applies_groups_and_modes(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "version: 4\n"
+        "groups:\n  - {name: web, mode: protect, members: [198.18.1.0/24]}\n"
+        "  - {name: clients, mode: monitor, members: [198.18.9.0/24]}\n"
+        "rules:\n  - {id: 1, from: clients, to: web, ports: [tcp/80], action: allow}\n"
+        "sensors: [{name: waf, kind: waf, context: url, patterns: ['UnIoN'], action: alert, groups: [web]}]\n"
+    )
+    code, text = run(
+        ["threats", "replay", str(PCAPS / "http_attacks.pcap"), "--policy", str(policy), "--json"]
+    )
+    lines = [json.loads(line) for line in text.splitlines()]
+    events = [e for e in lines if e["kind"] == "event"]
+    assert code == 0 and {e["action"] for e in events if e["name"] == "sql_injection"} == {"reset"}
+    assert all(e["group"] == "web" for e in events)
+    assert [e["sensor"] for e in events if e["name"] == "dlp_sensor"] == ["waf"]

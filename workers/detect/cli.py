@@ -7,7 +7,9 @@
 FILE is YAML or JSON: either a whole policy (the native format: `version`, `groups`, … `threats`,
 `sensors`) or a detection document `{threat_settings: {default: …, groups: …}, sensors: [...]}`.
 `replay` runs the capture through the worker's detection core (packet threats, DPI and its hooks) and
-prints the threat events (JSON lines with `--json`) and totals; `--evidence DIR` writes each event's
+prints the threat events (JSON lines with `--json`) and totals; with a whole policy its groups and modes
+apply (Protect acts, Discover/Monitor alert), without one every flow is judged in monitor mode and only
+sensors without groups apply; `--evidence DIR` writes each event's
 packet capture as DIR/<evidence id>.pcap. Exit status 2 for bad input, naming the problem.
 """
 
@@ -32,6 +34,11 @@ class InputError(Exception):
 
 def load_policy(path: str) -> ThreatPolicy:
     """Compile the detection part of FILE (a whole policy or a detection document)."""
+    return _load(path)[0]
+
+
+def _load(path: str) -> tuple[ThreatPolicy, Any]:
+    """The detection policy of FILE, and for a whole policy also its compiled tables (groups, modes)."""
     import yaml
 
     try:
@@ -47,14 +54,16 @@ def load_policy(path: str) -> ThreatPolicy:
     try:
         if "version" in doc and "groups" in doc:
             from policy.loader import parse_policy
+            from policy.tables import DictTables, compile_policy
 
-            return threat_policy_from_snapshot(parse_policy(doc))
+            snapshot = parse_policy(doc)
+            return threat_policy_from_snapshot(snapshot), DictTables(compile_policy(snapshot))
         unknown = set(doc) - _DETECTION_KEYS
         if unknown:
             raise InputError(
                 f"{path}: unknown key {sorted(map(str, unknown))[0]!r} (known: sensors, threat_settings)"
             )
-        return compile_threat_policy(1, doc.get("threat_settings"), doc.get("sensors"))
+        return compile_threat_policy(1, doc.get("threat_settings"), doc.get("sensors")), None
     except ValueError as exc:  # ThreatSettingsError, SensorError, PolicyError
         raise InputError(f"{path}: {exc}") from None
 
@@ -108,12 +117,12 @@ def _replay(args: argparse.Namespace, out: IO[str]) -> int:
     from workers.detect.replay import replay_threats, threat_totals
     from workers.replay import CaptureError, read_capture
 
-    policy = load_policy(args.policy) if args.policy else compile_threat_policy(1)
+    policy, tables = _load(args.policy) if args.policy else (compile_threat_policy(1), None)
     evidence_dir = Path(args.evidence) if args.evidence else None
     if evidence_dir is not None and not evidence_dir.is_dir():
         raise InputError(f"--evidence {args.evidence}: not a directory")
     try:
-        result = replay_threats(read_capture(args.capture), policy)
+        result = replay_threats(read_capture(args.capture), policy, tables)
     except CaptureError as exc:
         raise InputError(str(exc)) from None
     threats = [e for e in result.events if e.get("type") == "threat"]

@@ -470,7 +470,10 @@ class ThreatEngine:
             found = sensors.scan(Context.URL, uri, st.group)
             decoded = percent_decode(uri.decode("latin-1")).encode("latin-1", "replace")
             if decoded != uri:
-                found += sensors.scan(Context.URL, decoded, st.group)
+                seen = {(m.sensor, m.rule) for m in found}
+                found += [
+                    m for m in sensors.scan(Context.URL, decoded, st.group) if (m.sensor, m.rule) not in seen
+                ]
             head = b"\r\n".join(n + b": " + v for n, v in headers)
             found += sensors.scan(Context.HEADER, head, st.group)
             hits += self._sensor_hits(found)
