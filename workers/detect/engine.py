@@ -477,11 +477,13 @@ class ThreatEngine:
             head = b"\r\n".join(n + b": " + v for n, v in headers)
             found += sensors.scan(Context.HEADER, head, st.group)
             hits += self._sensor_hits(found)
-            hits += self._sensor_body(body, st)
+            body_hits = self._sensor_body(body, st)
             if body and "x-www-form-urlencoded" in ctype:  # the values as the application sees them
                 form = percent_decode(body.decode("latin-1"), plus=True).encode("latin-1", "replace")
                 if form != body:
-                    hits += self._sensor_body(form, st)
+                    seen = {(h.sensor, h.rule) for h in body_hits}
+                    body_hits += [h for h in self._sensor_body(form, st) if (h.sensor, h.rule) not in seen]
+            hits += body_hits
         return hits
 
     def _sensor_body(self, body: bytes, st: _FlowState) -> list[Hit]:
