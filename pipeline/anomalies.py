@@ -164,3 +164,18 @@ RUNTIME_ANOMALIES = (
     RUNTIME_FILE_PERM_ERROR,
 )
 # ---- end of runtime security -----------------------------------------------------------------------------
+
+# ---- Threat detection (workers/detect/) -------------------------------------------------------------
+# A bounded table of the detectors evicted its least recently used entry (state lost for that key).
+DETECT_FLOWS_EVICTED = "detect.flows.evicted"  # PacketLimits.max_flows
+DETECT_DATAGRAMS_EVICTED = "detect.frag.evicted"  # PacketLimits.max_datagrams
+DETECT_HOSTS_EVICTED = "detect.hosts.evicted"  # per-source/destination counters (PacketLimits.max_hosts)
+DETECT_AGGREGATE_EVICTED = "detect.aggregate.evicted"  # DetectLimits.max_aggregate_keys (summary sent early)
+# A packet dropped because its source is blocked by a block-source threat action.
+DETECT_SOURCE_BLOCKED = "detect.source_blocked"
+# Packet-context sensor streams at DetectLimits.max_sensor_streams: a packet scanned on its own.
+DETECT_SENSOR_STREAMS_FULL = "detect.sensor.streams_full"
+# An exception in the packet-level detectors (a bug): the packet goes on to the DPI engine.
+DETECT_EXCEPTION = "detect.exception"
+# A sensor pattern Hyperscan cannot compile runs on Python re instead (counted per compile).
+DETECT_SENSOR_RE_FALLBACK = "detect.sensor.re_fallback"

@@ -1,0 +1,315 @@
+"""Generate the threat captures and their expected-events files (run from the repository root):
+
+    python -m tests.detect.pcaps.generate
+
+Each scenario is a list of IP packets with capture times, the threat settings it is replayed with, and
+the threat events it must raise, written down here by hand (totals per threat name, aggregated repeats
+included): `<name>.pcap` (raw-IP link type) and `<name>.expected.json`. No network I/O; deterministic.
+`tests/detect/test_captures.py` replays each capture through the worker's detection core and compares.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pipeline.packet import TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN
+
+from ..build import handshake, icmp, ipv4, mss, tcp, tcp4, udp, wscale
+
+HERE = Path(__file__).parent
+Packets = list[tuple[float, bytes]]
+
+C = "198.18.9.1"  # client
+S = "198.18.1.10"  # server
+T0 = 1_700_000_000.0
+
+
+class Tcp:
+    """One TCP conversation with consistent sequence numbers (what the DPI reassembly expects)."""
+
+    def __init__(self, out: Packets, t: float, client: str, cport: int, server: str, sport: int) -> None:
+        self.out, self.t = out, t
+        self.ends = [(client, cport), (server, sport)]
+        self.seq = [1000, 5000]
+
+    def _emit(self, side: int, flags: int, data: bytes = b"", **kw: Any) -> None:
+        (src, sp), (dst, dp) = self.ends[side], self.ends[1 - side]
+        ack = self.seq[1 - side] if flags & TCP_ACK else 0
+        self.out.append(
+            (self.t, ipv4(src, dst, 6, tcp(sp, dp, flags, self.seq[side], ack, payload=data, **kw)))
+        )
+        self.seq[side] += len(data) + (1 if flags & (TCP_SYN | TCP_FIN) else 0)
+        self.t += 0.001
+
+    def handshake(self) -> Tcp:
+        self._emit(0, TCP_SYN, options=mss(1460) + wscale(7))
+        self._emit(1, TCP_SYN | TCP_ACK, options=mss(1460) + wscale(7))
+        self._emit(0, TCP_ACK)
+        return self
+
+    def send(self, side: int, data: bytes) -> Tcp:
+        for i in range(0, len(data), 1400):
+            self._emit(side, TCP_ACK | TCP_PSH, data[i : i + 1400])
+        return self
+
+    def wait(self, seconds: float) -> Tcp:
+        self.t += seconds
+        return self
+
+    def close(self) -> Tcp:
+        self._emit(0, TCP_ACK | TCP_FIN)
+        self._emit(1, TCP_ACK | TCP_FIN)
+        self._emit(0, TCP_ACK)
+        return self
+
+
+def http(method: bytes, uri: bytes, headers: list[bytes] | None = None, body: bytes = b"") -> bytes:
+    lines = [method + b" " + uri + b" HTTP/1.1", b"Host: shop.example", *(headers or [])]
+    if body and not any(
+        h.lower().startswith((b"content-length", b"transfer-encoding")) for h in headers or []
+    ):
+        lines.append(b"Content-Length: " + str(len(body)).encode())
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+def http_exchange(requests: list[bytes], cport: int = 40000, t: float = T0) -> Packets:
+    out: Packets = []
+    conv = Tcp(out, t, C, cport, S, 80).handshake()
+    for req in requests:
+        conv.send(0, req).send(1, b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 2\r\n\r\nok")
+    conv.close()
+    return out
+
+
+def dns_name(name: str) -> bytes:
+    return b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\x00"
+
+
+def dns_query(ident: int, name: str, qtype: int) -> bytes:
+    return struct.pack("!HHHHHH", ident, 0x0100, 1, 0, 0, 0) + dns_name(name) + struct.pack("!HH", qtype, 1)
+
+
+def udp_pkt(t: float, src: str, sport: int, dst: str, dport: int, data: bytes) -> tuple[float, bytes]:
+    return (t, ipv4(src, dst, 17, udp(sport, dport, data)))
+
+
+def tls_record(ctype: int, body: bytes, version: int = 0x0303) -> bytes:
+    return struct.pack("!BHH", ctype, version, len(body)) + body
+
+
+def client_hello(version: int = 0x0303) -> bytes:
+    sni = b"shop.example"
+    sni_ext = struct.pack("!HHHBH", 0, len(sni) + 5, len(sni) + 3, 0, len(sni)) + sni
+    body = struct.pack("!H", version) + b"r" * 32 + b"\x00" + b"\x00\x04\x13\x01\xc0\x2f" + b"\x01\x00"
+    body += struct.pack("!H", len(sni_ext)) + sni_ext
+    return tls_record(22, b"\x01" + len(body).to_bytes(3, "big") + body, 0x0301)
+
+
+def server_hello(version: int) -> bytes:
+    body = struct.pack("!H", version) + b"s" * 32 + b"\x00" + b"\xc0\x2f\x00" + b"\x00\x00"
+    return tls_record(22, b"\x02" + len(body).to_bytes(3, "big") + body, version)
+
+
+# -- scenarios: (packets, threat settings, expected totals per threat) --------------------------------------
+
+
+def packet_threats() -> tuple[Packets, Any, dict[str, int]]:
+    out: Packets = []
+    t = T0
+    out.append((t, tcp4(C, 1000, S, 80, TCP_SYN | TCP_FIN)))  # bad_packet
+    out.append((t, tcp4(C, 1001, S, 80, 0)))  # bad_packet (null scan)
+    out.append((t, tcp4(C, 1002, S, 80, TCP_SYN, payload=b"early data")))  # tcp_syn_data
+    out.append((t, tcp4(C, 1003, S, 80, TCP_SYN, options=mss(32))))  # tcp_small_mss
+    out += [(t, tcp4(C, 1004, S, 80, TCP_SYN)), (t, tcp4(S, 80, C, 1004, TCP_SYN, seq=77))]  # split handshake
+    # tcp_small_window: a handshake without window scaling, then a 4-byte window
+    out += [(t, b) for b in handshake(C, 1005, S, 80)]
+    out += [(t + 0.01, tcp4(C, 1005, S, 80, TCP_ACK, seq=1001, ack=5001, window=4))]
+    idle: Packets = []
+    Tcp(idle, t, C, 1006, S, 80).handshake()
+    out += idle + [(t + 31, tcp4(C, 1006, S, 80, TCP_ACK, seq=1001, ack=5001))]  # tcp_no_data
+    out.append((t, ipv4(C, S, 17, udp(1, 2, b"a" * 32), ident=9, more=True)))
+    out.append((t, ipv4(C, S, 17, b"b" * 16, ident=9, frag_off=24)))  # ip_teardrop
+    out.append((t, ipv4(C, S, 1, b"x" * 1000, ident=5, frag_off=65000)))  # ping_of_death
+    out.append((t, ipv4(C, S, 1, icmp(8, ident=3, seq=1, payload=b"GET /etc/shadow"))))
+    out.append((t, ipv4(S, C, 1, icmp(0, ident=3, seq=1, payload=b"root:x:0:0:..."))))  # icmp_tunneling
+    out.append((t, tcp4("10.0.0.5", 1007, "203.0.113.7", 443, TCP_SYN)))  # k8s_extip_mitm
+    out.sort(key=lambda p: p[0])
+    settings = {"default": {"k8s_extip_mitm": {"external_ips": ["203.0.113.7"]}}}
+    # tcp_no_data twice: flow 1006 on its late ACK, and flow 1005 (no data either) by the sweep
+    expected = {"bad_packet": 2, "tcp_syn_data": 1, "tcp_small_mss": 1, "tcp_split_handshake": 1,
+                "tcp_small_window": 1, "tcp_no_data": 2, "ip_teardrop": 1, "ping_of_death": 1,
+                "icmp_tunneling": 1, "k8s_extip_mitm": 1}  # fmt: skip
+    return out, settings, expected
+
+
+def floods() -> tuple[Packets, Any, dict[str, int]]:
+    out: Packets = []
+    for i in range(1200):  # 1200 SYNs in 0.6 s from one source: 200 over the default 1000/s
+        out.append((T0 + i * 0.0005, tcp4("198.18.7.7", 10000 + i, S, 443, TCP_SYN)))
+    for i in range(600):  # 600 echo requests in 0.6 s: 100 over 500/s
+        out.append((T0 + 2 + i * 0.001, ipv4("198.18.7.8", S, 1, icmp(8, ident=1, seq=i, payload=b"p" * 56))))
+    for i in range(150):  # one source probing 150 ports (100 per 10 s is the threshold: 51 findings)
+        out.append((T0 + 4 + i * 0.01, tcp4("198.18.7.9", 45000, S, 1 + i, TCP_SYN)))
+        out.append(
+            (
+                T0 + 4 + i * 0.01 + 0.001,
+                tcp4(S, 1 + i, "198.18.7.9", 45000, TCP_RST | TCP_ACK, seq=0, ack=1001),
+            )
+        )
+    out.sort(key=lambda p: p[0])
+    # refused probes: 150 resets also pass the resets threshold (50): 101 more port_scan findings
+    return out, None, {"syn_flood": 200, "icmp_flood": 100, "port_scan": 51 + 101}
+
+
+def http_attacks() -> tuple[Packets, Any, dict[str, int]]:
+    struts = (b"<map><entry><jdk.nashorn.internal.objects.NativeString>"
+              b"<value class=\"com.sun.xml.internal.bind.v2.runtime.unmarshaller.Base64Data\">"
+              b"<filter class=\"javax.imageio.ImageIO$ContainsFilter\">"
+              b"<class>java.lang.ProcessBuilder</class></filter></value></jdk.nashorn.internal.objects."
+              b"NativeString></entry></map>")  # fmt: skip
+    out = http_exchange([http(b"GET", b"/search?q=1%27%20UnIoN%20SeLeCt%20NULL,NULL--")], 40001)
+    out += http_exchange([http(b"GET", b"/profile?bio=%3Csvg%2Fonload%3Dalert(1)%3E")], 40002)
+    out += http_exchange([http(b"POST", b"/login", [b"Content-Type: application/json"],
+                               b'{"user": "admin\' or \'1\'=\'1", "pass": "x"}')], 40003)  # fmt: skip
+    out += http_exchange([http(b"POST", b"/orders/3", [b"Content-Type: application/xml"], struts)], 40004)
+    out += http_exchange(
+        [http(b"POST", b"/", [b"Content-Length: 0", b"Transfer-Encoding: chunked"], b"0\r\n\r\n")], 40005
+    )
+    out += http_exchange([http(b"GET", b"/", [b"Content-Length: -5"])], 40006)
+    slow: Packets = []
+    conv = Tcp(slow, T0 + 1, C, 40007, S, 80).handshake()
+    conv.send(0, b"GET / HTTP/1.1\r\nHost: shop.example\r\n").wait(15).send(0, b"X-a: 1\r\n").wait(15)
+    conv.send(0, b"X-b: 2\r\n")
+    out += slow
+    out.sort(key=lambda p: p[0])
+    return out, None, {"sql_injection": 2, "xss": 1, "struts_rce": 1, "http_smuggling": 1,
+                       "http_negative_length": 1, "http_slowloris": 1}  # fmt: skip
+
+
+TUNNEL_NAME = "p2mwsg3l5a4i7bpnjvwygm4k3lh7yyk6dqjgyvlhjhtoo5sbbc3qabgn6s6etx.t.example.com"
+HEADER_ONE_QUESTION = struct.pack("!HHHHHH", 3, 0x0100, 1, 0, 0, 0)
+BENIGN_NAMES = (
+    "www.example.com",
+    "this-is-a-rather-long-but-legitimate-hostname.example.com",
+    "internal-my-elb-1234567890.us-east-1.elb.amazonaws.com",
+    "_sip._tcp.example.com",
+)
+
+
+def dns_attacks() -> tuple[Packets, Any, dict[str, int]]:
+    t = T0
+    out: Packets = [
+        udp_pkt(t, C, 5001, S, 53, dns_query(1, "t.example.com", 10)),  # dns_null_type
+        udp_pkt(t, C, 5002, S, 53, dns_query(2, TUNNEL_NAME, 16)),  # dns_tunneling
+        udp_pkt(t, C, 5003, S, 53, HEADER_ONE_QUESTION + b"\xc0\x0c\x00\x01\x00\x01"),  # dns_pointer_loop
+    ]  # fmt: skip
+    big = (
+        struct.pack("!HHHHHH", 4, 0x8180, 1, 60, 0, 0)
+        + dns_name("www.example.com")
+        + struct.pack("!HH", 1, 1)
+    )
+    big += (b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 60, 4) + b"\x01\x02\x03\x04") * 60
+    out.append(udp_pkt(t, S, 53, C, 5004, big))  # dns_overflow: 1 KB over UDP without EDNS
+    axfr = dns_query(5, "example.com", 252)
+    conv = Tcp(out, t, C, 5005, S, 53).handshake()
+    conv.send(0, struct.pack("!H", len(axfr)) + axfr)  # dns_zone_transfer over TCP
+    out.sort(key=lambda p: p[0])
+    return out, None, {"dns_null_type": 1, "dns_tunneling": 1, "dns_pointer_loop": 1, "dns_overflow": 1,
+                       "dns_zone_transfer": 1}  # fmt: skip
+
+
+def tls_ssh_attacks() -> tuple[Packets, Any, dict[str, int]]:
+    out: Packets = []
+    Tcp(out, T0, C, 443, S, 4433).handshake()  # a port where nothing is expected: identified from payload
+    hb: Packets = []
+    Tcp(hb, T0, C, 41001, S, 443).handshake().send(0, client_hello()).send(
+        0, tls_record(24, b"\x01\x40\x00" + b"x" * 16)
+    )
+    ssl3: Packets = []
+    Tcp(ssl3, T0, C, 41002, S, 443).handshake().send(0, client_hello()).send(1, server_hello(0x0300))
+    tls10: Packets = []
+    Tcp(tls10, T0, C, 41003, S, 443).handshake().send(0, client_hello()).send(1, server_hello(0x0301))
+    v2body = b"\x01" + struct.pack("!HHHH", 0x0002, 3, 0, 16) + b"\x07\x00\xc0" + b"c" * 16
+    v2: Packets = []
+    Tcp(v2, T0, C, 41004, S, 443).handshake().send(
+        0, bytes([0x80 | (len(v2body) >> 8), len(v2body) & 0xFF]) + v2body
+    )
+    ssh: Packets = []
+    Tcp(ssh, T0, C, 41005, S, 22).handshake().send(1, b"SSH-1.5-OpenSSH_1.2.3\r\n").send(
+        0, b"SSH-1.5-client\r\n"
+    )
+    out = hb + ssl3 + tls10 + v2 + ssh
+    out.sort(key=lambda p: p[0])
+    settings = {"default": {"tls_1_0": {"enabled": True}}}
+    # ssh_v1: the server's and the client's banners
+    return out, settings, {"heartbleed": 1, "ssl_v2_v3": 2, "tls_1_0": 1, "ssh_v1": 2}
+
+
+def benign() -> tuple[Packets, Any, dict[str, int]]:
+    out: Packets = []
+    t = T0
+    for i in range(20):
+        q = [b"O%27Brien+pizza", b"rock+%26+roll", b"select+the+best+union+rep", b"price+%3C+100"][i % 4]
+        out += http_exchange(
+            [http(b"GET", b"/search?q=" + q + b"&page=2", [b"User-Agent: curl/8.5"])], 30000 + i, t + i
+        )
+    out += http_exchange([http(b"POST", b"/api/notes", [b"Content-Type: application/json"],
+                               b'{"title": "Don\'t drop the table", "tags": ["sql", "union"], '
+                               b'"blob": "aGVsbG8gd29ybGQ="}')],
+                         31000, t + 30)  # fmt: skip
+    for i in range(30):
+        name = BENIGN_NAMES[i % 4]
+        out.append(udp_pkt(t + 40 + i, C, 6000 + i, S, 53, dns_query(100 + i, name, 1 if i % 2 else 28)))
+    for i in range(10):
+        out.append((t + 80 + i, ipv4(C, S, 1, icmp(8, ident=9, seq=i, payload=bytes(range(56))))))
+        out.append((t + 80 + i + 0.001, ipv4(S, C, 1, icmp(0, ident=9, seq=i, payload=bytes(range(56))))))
+    tls: Packets = []
+    Tcp(tls, t + 100, C, 32000, S, 443).handshake().send(0, client_hello()).send(
+        1, server_hello(0x0303)
+    ).close()
+    out += tls
+    ssh: Packets = []
+    Tcp(ssh, t + 110, C, 32001, S, 22).handshake().send(1, b"SSH-2.0-OpenSSH_9.6\r\n").send(
+        0, b"SSH-2.0-client\r\n"
+    )
+    out += ssh
+    out.sort(key=lambda p: p[0])
+    return out, None, {}
+
+
+SCENARIOS: dict[str, Callable[[], tuple[Packets, Any, dict[str, int]]]] = {
+    "packet_threats": packet_threats,
+    "floods": floods,
+    "http_attacks": http_attacks,
+    "dns_attacks": dns_attacks,
+    "tls_ssh_attacks": tls_ssh_attacks,
+    "benign": benign,
+}
+
+
+def write_pcap(path: Path, packets: Packets) -> None:
+    """pcap, link type 101 (raw IP), microsecond timestamps."""
+    with path.open("wb") as f:
+        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 101))
+        for t, ip in packets:
+            sec = int(t)
+            f.write(struct.pack("<IIII", sec, int(round((t - sec) * 1e6)), len(ip), len(ip)) + ip)
+
+
+def main(argv: list[str]) -> int:
+    for name, build in SCENARIOS.items():
+        packets, settings, expected = build()
+        write_pcap(HERE / f"{name}.pcap", packets)
+        doc = {"threat_settings": settings, "expected": dict(sorted(expected.items()))}
+        (HERE / f"{name}.expected.json").write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+        print(f"{name}: {len(packets)} packets, expects {sum(expected.values())} threat findings")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

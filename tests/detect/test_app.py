@@ -1,0 +1,365 @@
+"""Application detectors on plain values: HTTP, DNS, TLS/SSH, MySQL. Each fires and stays quiet."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from workers.detect import catalogue as C
+from workers.detect.database import AccessDeniedTracker, check_query, mysql_error_code
+from workers.detect.dns import DnsDetector, check_message, label_entropy
+from workers.detect.http import SlowlorisTracker, check_headers, check_struts_body
+from workers.detect.settings import DEFAULT_SETTINGS, compile_threat_settings
+from workers.detect.tls import check_records, check_ssh_banner, hello_version
+
+
+def names(hits: list[C.Hit]) -> set[str]:
+    return {h.threat.name for h in hits}
+
+
+# -- HTTP -------------------------------------------------------------------------------------------------
+
+BENIGN_HEADERS = [
+    [(b"Host", b"a"), (b"Content-Length", b"12")],
+    [(b"Host", b"a"), (b"Transfer-Encoding", b"chunked")],
+    [(b"Transfer-Encoding", b"gzip, chunked")],
+    [(b"Transfer-Encoding", b"Chunked")],
+    [(b"Content-Length", b"0"), (b"content-length", b"0")],  # repeated, same value: allowed by RFC 9110
+    [(b"Content-Length", b"5, 5")],
+    [(b"Host", b"x"), (b"User-Agent", b"curl/8.5")],
+]
+
+
+@pytest.mark.parametrize("headers", BENIGN_HEADERS)
+def test_benign_headers(headers: list[tuple[bytes, bytes]]) -> None:
+    assert check_headers(headers) == []
+
+
+@pytest.mark.parametrize(
+    ("headers", "threat", "detail"),
+    [
+        ([(b"Content-Length", b"-1")], "http_negative_length", "negative"),
+        ([(b"Content-Length", b"5"), (b"Content-Length", b"6")], "http_smuggling", "conflicting"),
+        ([(b"Content-Length", b"5, 6")], "http_smuggling", "conflicting"),
+        ([(b"Content-Length", b"5"), (b"Transfer-Encoding", b"chunked")], "http_smuggling", "with Transfer"),
+        ([(b"Transfer-Encoding", b"xchunked")], "http_smuggling", "obfuscated"),
+        ([(b"Transfer-Encoding", b"chunked, identity")], "http_smuggling", "obfuscated"),
+        ([(b"Transfer-Encoding", b"\x0bchunked")], "http_smuggling", "obfuscated"),
+        ([(b"Transfer-Encoding ", b"chunked")], "http_smuggling", "padded"),
+        (
+            [(b"Transfer-Encoding", b"chunked"), (b"Transfer-Encoding", b"identity")],
+            "http_smuggling",
+            "several",
+        ),
+        ([(b"Content-Length", b"0x10")], "http_smuggling", "not a number"),
+    ],
+)
+def test_smuggling_and_negative_length(headers: list[tuple[bytes, bytes]], threat: str, detail: str) -> None:
+    hits = check_headers(headers)
+    assert threat in names(hits)
+    assert any(detail in h.detail for h in hits if h.threat.name == threat)
+
+
+STRUTS_BODY = b"".join(
+    [
+        b"<map>",
+        b"<entry>",
+        b"<jdk.nashorn.internal.objects.NativeString>",
+        b"<flags>0</flags>",
+        b'<value class="com.sun.xml.internal.bind.v2.runtime.unmarshaller.Base64Data">',
+        b"<dataHandler>",
+        b'<dataSource class="com.sun.xml.internal.ws.encoding.xml.XMLMessage$XmlDataSource">',
+        b'<is class="javax.crypto.CipherInputStream">',
+        b'<cipher class="javax.crypto.NullCipher">',
+        b'<iterator class="javax.imageio.spi.FilterIterator">',
+        b'<iter class="javax.imageio.spi.FilterIterator$1"/>',
+        b'<filter class="javax.imageio.ImageIO$ContainsFilter">',
+        b"<method>",
+        b"<class>java.lang.ProcessBuilder</class>",
+        b"<name>start</name>",
+        b"</method>",
+        b"</filter>",
+        b"</iterator>",
+        b"</cipher>",
+        b"</is>",
+        b"</dataSource>",
+        b"</dataHandler>",
+        b"</value>",
+        b"</jdk.nashorn.internal.objects.NativeString>",
+        b"</entry>",
+        b"</map>",
+    ]
+)
+
+
+def test_struts_rce_body() -> None:
+    hit = check_struts_body(STRUTS_BODY, "application/xml")
+    assert hit is not None and hit.threat is C.STRUTS_RCE
+    assert (
+        check_struts_body(b"<order><item>book</item><note>java.lang.ProcessBuilder docs</note></order>")
+        is None
+    )
+    assert check_struts_body(b'{"map": "entry java.lang.ProcessBuilder"}', "application/json") is None
+
+
+def test_slowloris() -> None:
+    tracker = SlowlorisTracker(capacity=4)
+    tracker.headers_started("slow", 100.0)
+    tracker.headers_started("fast", 100.0)
+    assert tracker.check("slow", 110.0, DEFAULT_SETTINGS) is None
+    tracker.headers_done("fast")
+    hit = tracker.check("slow", 121.0, DEFAULT_SETTINGS)
+    assert hit is not None and hit.threat is C.HTTP_SLOWLORIS
+    assert tracker.check("slow", 122.0, DEFAULT_SETTINGS) is None  # once per request
+    assert tracker.check("fast", 200.0, DEFAULT_SETTINGS) is None
+    tracker.headers_started("silent", 200.0)
+    swept = tracker.sweep(230.0, lambda key: DEFAULT_SETTINGS)
+    assert [k for k, _ in swept] == ["silent"]
+    tight = compile_threat_settings({"http_slowloris": {"header_seconds": 2}})
+    tracker.headers_started("quick", 300.0)
+    assert tracker.check("quick", 303.0, tight) is not None
+
+
+def test_slowloris_tracker_is_bounded() -> None:
+    tracker = SlowlorisTracker(capacity=4)
+    for i in range(10):
+        tracker.headers_started(i, 0.0)
+    assert len(tracker) == 4
+
+
+# -- DNS --------------------------------------------------------------------------------------------------
+
+
+def qname(name: str) -> bytes:
+    return b"".join(bytes([len(p)]) + p.encode() for p in name.split(".") if p) + b"\x00"
+
+
+def dns_query(name: str, qtype: int = 1, ident: int = 1) -> bytes:
+    return struct.pack("!HHHHHH", ident, 0x0100, 1, 0, 0, 0) + qname(name) + struct.pack("!HH", qtype, 1)
+
+
+def dns_response(name: str, answers: int, rdata: bytes = b"\x01\x02\x03\x04", edns: int = 0) -> bytes:
+    head = struct.pack("!HHHHHH", 1, 0x8180, 1, answers, 0, 1 if edns else 0)
+    body = qname(name) + struct.pack("!HH", 1, 1)
+    for _ in range(answers):
+        body += b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 60, len(rdata)) + rdata
+    if edns:
+        body += b"\x00" + struct.pack("!HHIH", 41, edns, 0, 0)
+    return head + body
+
+
+def test_benign_dns_messages() -> None:
+    for name in (
+        "www.example.com",
+        "this-is-a-rather-long-but-legitimate-hostname.example.com",
+        "internal-my-elb-1234567890.us-east-1.elb.amazonaws.com",
+        "_sip._tcp.example.com",
+        "1.0.168.192.in-addr.arpa",
+        "d1a2b3c4d5e6f7.cloudfront.net",
+        "e3b0c44298fc1c149afbf4c8996fb924.27ae41e4649b934ca495991b7852b855.example.com",
+    ):
+        assert check_message(dns_query(name), False, DEFAULT_SETTINGS) == [], name
+    assert check_message(dns_response("www.example.com", 5), False, DEFAULT_SETTINGS) == []
+    big_edns = dns_response("www.example.com", 60, edns=4096)
+    assert len(big_edns) > 512 and check_message(big_edns, False, DEFAULT_SETTINGS) == []
+    assert check_message(dns_query("example.com", 16), False, DEFAULT_SETTINGS) == []  # one TXT is fine
+
+
+def test_dns_pointer_loop() -> None:
+    head = struct.pack("!HHHHHH", 1, 0x0100, 1, 0, 0, 0)
+    self_loop = head + b"\xc0\x0c" + b"\x00\x01\x00\x01"
+    label_then_self = head + b"\x01a\xc0\x0e" + b"\x00\x01\x00\x01"  # label 'a', then a pointer to itself
+    two_hop = head + b"\xc0\x0e\xc0\x0c" + b"\x00\x01\x00\x01"  # 12 -> 14 -> 12
+    for msg in (self_loop, label_then_self, two_hop):
+        assert names(check_message(msg, False, DEFAULT_SETTINGS)) == {"dns_pointer_loop"}
+
+
+def test_dns_overflow() -> None:
+    oversize = dns_response("www.example.com", 60)  # > 512 bytes over UDP without EDNS
+    assert names(check_message(oversize, False, DEFAULT_SETTINGS)) == {"dns_overflow"}
+    assert check_message(oversize, True, DEFAULT_SETTINGS) == []  # TCP may carry it
+    long_label = struct.pack("!HHHHHH", 1, 0x0100, 1, 0, 0, 0) + b"\x50" + b"a" * 80 + b"\x00\x00\x01\x00\x01"
+    assert names(check_message(long_label, False, DEFAULT_SETTINGS)) == {"dns_overflow"}
+    long_name = dns_query(".".join(["abcdefghij"] * 30))
+    assert names(check_message(long_name, False, DEFAULT_SETTINGS)) == {"dns_overflow"}
+    past_end = dns_response("a.example", 1)[:-2]
+    assert names(check_message(past_end, False, DEFAULT_SETTINGS)) == {"dns_overflow"}
+
+
+def test_dns_zone_transfer_and_null() -> None:
+    assert [h.detail for h in check_message(dns_query("example.com", 252), True, DEFAULT_SETTINGS)] == [
+        "AXFR"
+    ]
+    assert [h.detail for h in check_message(dns_query("example.com", 251), True, DEFAULT_SETTINGS)] == [
+        "IXFR"
+    ]
+    assert names(check_message(dns_query("t.example.com", 10), False, DEFAULT_SETTINGS)) == {"dns_null_type"}
+
+
+def test_dns_tunneling_names() -> None:
+    iodine = "p2mwsg3l5a4i7bpnjvwygm4k3lh7yyk6dqjgyvlhjhtoo5sbbc3qabgn6s6etx.t.example.com"
+    hits = check_message(dns_query(iodine), False, DEFAULT_SETTINGS)
+    assert names(hits) == {"dns_tunneling"} and "label" in hits[0].detail
+    b32 = "mfrggzdfmztwq2lk.nnwg23tpobyxe43u.ovrhk6dzpjqwe.ylfrggzdf.t.example.com"
+    hits = check_message(dns_query(b32), False, DEFAULT_SETTINGS)
+    assert names(hits) == {"dns_tunneling"} and "bits/char" in hits[0].detail
+    assert label_entropy(b"aaaa") == 0.0
+
+
+def test_dns_tunneling_volume_of_unusual_types_per_client() -> None:
+    det = DnsDetector()
+    settings_ = compile_threat_settings({"dns_tunneling": {"unusual_per_window": 5}})
+    client, other = b"\xc6\x12\x00\x01", b"\xc6\x12\x00\x02"
+    hits = [
+        h
+        for i in range(8)
+        for h in det.inspect(dns_query(f"q{i}.example.com", 16), client, False, 1.0 + i, settings_)
+    ]
+    assert len(hits) == 3 and all(h.threat is C.DNS_TUNNELING for h in hits)
+    assert det.inspect(dns_query("a.example.com", 16), other, False, 10.0, settings_) == []
+    common = [
+        h
+        for i in range(50)
+        for h in det.inspect(dns_query(f"w{i}.example.com", 28), other, False, 11.0, settings_)
+    ]
+    assert common == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=600), st.booleans())
+def test_dns_check_is_total(msg: bytes, tcp: bool) -> None:
+    for hit in check_message(msg, tcp, DEFAULT_SETTINGS):
+        assert hit.threat.name.startswith("dns_")
+
+
+# -- TLS / SSH ----------------------------------------------------------------------------------------------
+
+
+def record(ctype: int, body: bytes, version: int = 0x0303) -> bytes:
+    return struct.pack("!BHH", ctype, version, len(body)) + body
+
+
+def hello(hs_type: int, version: int, supported: list[int] | None = None) -> bytes:
+    body = struct.pack("!H", version) + b"r" * 32 + b"\x00"
+    if hs_type == 1:
+        body += b"\x00\x02\x13\x01" + b"\x01\x00"
+    else:
+        body += b"\x13\x01\x00"
+    exts = b""
+    if supported is not None:
+        if hs_type == 1:
+            data = bytes([2 * len(supported)]) + b"".join(struct.pack("!H", v) for v in supported)
+        else:
+            data = struct.pack("!H", supported[0])
+        exts = struct.pack("!HH", 43, len(data)) + data
+    body += struct.pack("!H", len(exts)) + exts
+    return record(22, bytes([hs_type]) + len(body).to_bytes(3, "big") + body)
+
+
+def test_tls_versions() -> None:
+    assert check_records(hello(1, 0x0303, [0x0304, 0x0303, 0x1A1A])) == []
+    assert check_records(hello(2, 0x0303, [0x0304])) == []
+    assert check_records(hello(2, 0x0303)) == []
+    assert names(check_records(hello(2, 0x0300))) == {"ssl_v2_v3"}
+    assert names(check_records(hello(1, 0x0300))) == {"ssl_v2_v3"}
+    assert names(check_records(hello(2, 0x0301))) == {"tls_1_0"}
+    assert names(check_records(hello(2, 0x0302))) == {"tls_1_1"}
+    assert check_records(hello(1, 0x0301)) == []  # a client offering 1.0 is judged by the server's answer
+    assert hello_version(hello(1, 0x0303, [0x0304])[5:]) == (1, 0x0304)
+
+
+def test_tls_1_0_is_off_by_default() -> None:
+    assert not DEFAULT_SETTINGS.enabled(C.TLS_1_0) and not DEFAULT_SETTINGS.enabled(C.TLS_1_1)
+    assert DEFAULT_SETTINGS.enabled(C.SSL_V2_V3)
+
+
+def test_heartbleed() -> None:
+    evil = record(24, b"\x01\x40\x00" + b"x" * 16, 0x0302)  # claims 16384 bytes
+    assert names(check_records(evil)) == {"heartbleed"}
+    fine = record(24, b"\x01\x00\x04" + b"ping" + b"p" * 16)
+    assert check_records(fine) == []
+    assert check_records(evil, encrypted=True) == []  # ciphertext cannot be judged
+
+
+def sslv2_client_hello(version: int, ciphers: int, sid: int, chal: int, actual: int) -> bytes:
+    body = b"\x01" + struct.pack("!HHHH", version, ciphers, sid, chal) + b"c" * actual
+    return bytes([0x80 | (len(body) >> 8), len(body) & 0xFF]) + body
+
+
+def test_sslv2_hello_and_overflow() -> None:
+    assert names(check_records(sslv2_client_hello(0x0002, 3, 0, 16, 19))) == {"ssl_v2_v3"}
+    over = check_records(sslv2_client_hello(0x0301, 300, 0, 16, 19))
+    assert names(over) == {"ssl_cipher_overflow"}
+    assert check_records(sslv2_client_hello(0x0301, 3, 0, 16, 19)) == []  # v2-format hello offering TLS 1.0
+    master = b"\x02" + b"\x07\x00\xc0" + struct.pack("!HHH", 0, 8, 64) + b"k" * 72
+    rec = bytes([0x80 | (len(master) >> 8), len(master) & 0xFF]) + master
+    assert names(check_records(rec)) == {"ssl_cipher_overflow"}
+
+
+def test_ssh_banner() -> None:
+    assert check_ssh_banner(b"SSH-1.5-OpenSSH_1.2.3\r\n") is not None
+    assert check_ssh_banner(b"SSH-1.99-OpenSSH_3.9\r\n") is None
+    assert check_ssh_banner(b"SSH-2.0-OpenSSH_9.6\r\n") is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=400), st.booleans())
+def test_tls_check_is_total(data: bytes, encrypted: bool) -> None:
+    check_records(data, encrypted)
+    check_ssh_banner(data)
+
+
+# -- MySQL ------------------------------------------------------------------------------------------------
+
+
+def test_mysql_access_denied_burst() -> None:
+    tracker = AccessDeniedTracker()
+    err = b"\xff\x15\x04#28000Access denied for user 'root'@'198.18.0.1'"
+    assert mysql_error_code(err) == 1045 and mysql_error_code(b"\x00\x00") == 0
+    client = b"\xc6\x12\x00\x01"
+    hits = [tracker.on_error(client, mysql_error_code(err), 100.0 + i, DEFAULT_SETTINGS) for i in range(12)]
+    assert hits[:9] == [None] * 9 and all(
+        h is not None and h.threat is C.MYSQL_ACCESS_DENIED for h in hits[9:]
+    )
+    slow = AccessDeniedTracker()
+    assert all(slow.on_error(client, 1045, i * 61.0, DEFAULT_SETTINGS) is None for i in range(20))
+    assert all(tracker.on_error(b"other", 1146, 100.0, DEFAULT_SETTINGS) is None for _ in range(20))
+
+
+def test_database_query_check() -> None:
+    hit = check_query("SELECT * FROM users WHERE id=1 OR 1=1")
+    assert hit is not None and hit.threat is C.SQL_INJECTION
+    assert check_query("SELECT * FROM users WHERE id = 1") is None
+
+
+def test_dns_tunneling_many_distinct_names_under_one_domain() -> None:
+    from workers.detect.dns import registered_domain
+
+    det = DnsDetector()
+    client = b"\xc6\x12\x00\x05"
+    # dnscat2-style: short hex chunks in ever-new names, over an ordinary query type
+    hits = [
+        h
+        for i in range(160)
+        for h in det.inspect(
+            dns_query(f"{i:08x}a1b2.{i % 7:02x}.tunnel.example.co.uk", 5),
+            client,
+            False,
+            1.0 + i * 0.1,
+            DEFAULT_SETTINGS,
+        )
+    ]
+    assert len(hits) == 10 and "distinct names under example.co.uk" in hits[0].detail  # names 151..160
+    browser = [
+        h
+        for i in range(120)
+        for h in det.inspect(
+            dns_query(f"host{i % 40}.cdn.example.com", 1), client, False, 1.0 + i * 0.1, DEFAULT_SETTINGS
+        )
+    ]
+    assert browser == []
+    assert registered_domain([b"a", b"b", b"example", b"com"]) == b"example.com"
+    assert registered_domain([b"www", b"BBC", b"co", b"uk"]) == b"bbc.co.uk"

@@ -1,0 +1,324 @@
+"""SQL injection and XSS: detection through evasions in every context, and no alarms on benign input."""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+from urllib.parse import quote, quote_plus
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from workers.detect import catalogue as C
+from workers.detect.decode import (
+    MAX_DECODE_ROUNDS,
+    expose_mysql_comments,
+    html_decode,
+    percent_decode,
+    split_pairs,
+    variants,
+)
+from workers.detect.injection import (
+    check_request,
+    check_sql_query,
+    json_values,
+    sqli_value,
+    xss_value,
+)
+
+CORPUS = Path(__file__).parent / "corpus"
+
+
+def corpus(name: str) -> list[str]:
+    text = (CORPUS / name).read_text("utf-8")
+    return [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def as_query(payload: str) -> str:
+    """How a client sends the payload in a query string (already-encoded payloads are sent as they are)."""
+    return quote_plus(payload, safe="%&#;") if "%" in payload or "&#" in payload else quote_plus(payload)
+
+
+def threats(hits: list[C.Hit]) -> set[str]:
+    return {h.threat.name for h in hits}
+
+
+# -- SQL injection over HTTP ---------------------------------------------------------------------------
+
+
+def test_sqli_corpus_detected_in_query_strings() -> None:
+    payloads = corpus("sqli.txt")
+    missed = [
+        p for p in payloads if "sql_injection" not in threats(check_request("/search?q=" + as_query(p)))
+    ]
+    assert len(payloads) > 100
+    assert len(missed) / len(payloads) <= 0.02, missed
+
+
+def test_benign_corpus_false_positive_rate() -> None:
+    values = corpus("benign_values.txt")
+    requests: list[tuple[str, bytes, str]] = []
+    for v in values:
+        requests.append(("/search?q=" + quote_plus(v) + "&page=2&sort=relevance", b"", ""))
+        requests.append(
+            ("/api/items", json.dumps({"query": v, "tags": ["a", "b"], "n": 3}).encode(), "application/json")
+        )
+        requests.append(
+            (
+                "/form",
+                f"name={quote_plus(v)}&comment={quote_plus(v)}".encode(),
+                "application/x-www-form-urlencoded",
+            )
+        )
+        requests.append(("/wiki/" + quote(v, safe=""), b"", ""))
+    flagged = [r for r in requests if check_request(*r)]
+    assert len(values) > 200
+    assert len(flagged) / len(requests) <= 0.005, flagged
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "/search?q=%27%20OR%201%3D1--",  # percent-encoding
+        "/search?q=%2527%2520OR%25201%253D1--",  # double encoding
+        "/search?q=%u0027%u0020or%u00201=1--",  # IIS %u encoding
+        "/search?q=1'+or+'1'%3D'1",  # plus as space
+        "/search?q=&#39;+or+&#39;1&#39;=&#39;1",  # HTML entities
+        "/search?q=%26%2339%3B%20or%201%3D1--",  # encoded HTML entities
+        "/search?id=1/*!50000UnIoN*/+/*!50000SeLeCt*/+1,2",  # MySQL version comments and case
+        "/search?id=1'/**/oR/**/'1'='1",  # inline comments
+        "/search?id=1%00'%20or%201=1--",  # NUL byte
+        "/item/1'%20or%20'1'='1",  # REST path segment
+        "/search?q=admin'%20%23",  # quote cut by a comment
+    ],
+)
+def test_sqli_evasions_in_uri(uri: str) -> None:
+    assert threats(check_request(uri)) == {"sql_injection"}
+
+
+def test_sqli_in_form_json_and_cookie() -> None:
+    form = b"user=admin&pass=%27+or+%271%27%3D%271"
+    assert threats(check_request("/login", form, "application/x-www-form-urlencoded")) == {"sql_injection"}
+    doc = json.dumps({"filter": {"name": ["ok", "x' UNION SELECT password FROM users--"]}}).encode()
+    assert threats(check_request("/api", doc, "application/json; charset=utf-8")) == {"sql_injection"}
+    assert threats(check_request("/", cookie="session=abc; id=1%27%20or%201%3D1--")) == {"sql_injection"}
+    # the same body under a content type we do not decode as form is not split into pairs
+    assert check_request("/upload", form, "application/octet-stream") == []
+
+
+def test_lone_surrogates_do_not_switch_detection_off() -> None:
+    body = b'{"a": "\\ud800\' or 1=1 --", "b": "\\udfff<script>alert(1)</script>"}'
+    assert threats(check_request("/api", body, "application/json")) == {"sql_injection", "xss"}
+
+
+def test_json_walk_is_bounded_and_tolerates_bad_json() -> None:
+    deep = "[" * 100 + '"x"' + "]" * 100
+    assert list(json_values(deep)) == []  # beyond MAX_JSON_DEPTH
+    assert list(json_values(b'{"a": ')) == ['{"a": ']
+    assert set(json_values(b'{"k": {"v": "w"}, "n": 1}')) == {"k", "v", "w", "n"}
+
+
+# -- XSS ---------------------------------------------------------------------------------------------------
+
+XSS_PAYLOADS = [
+    "<script>alert(1)</script>",
+    "<ScRiPt>alert(document.cookie)</sCrIpT>",
+    "<img src=x onerror=alert(1)>",
+    "<IMG SRC=x OnErRoR=alert(1)>",
+    "<svg/onload=alert(1)>",
+    "<body onload=alert(1)>",
+    "<iframe src=javascript:alert(1)>",
+    '"><script>alert(1)</script>',
+    "'><img src=x onerror=alert(1)>",
+    '" onmouseover="alert(1)',
+    "javascript:alert(1)",
+    "java\tscript:alert(1)",
+    " JaVaScRiPt:alert(1)",
+    '<a href="javascript:alert(1)">x</a>',
+    "<details open ontoggle=alert(1)>",
+    "<input autofocus onfocus=alert(1)>",
+    "<math><mtext><script>alert(1)</script>",
+    "%3Cscript%3Ealert(1)%3C%2Fscript%3E",
+    "%253Cscript%253Ealert(1)%253C%252Fscript%253E",
+    "&lt;script&gt;alert(1)&lt;/script&gt;",
+    "&#60;script&#62;alert(1)&#60;/script&#62;",
+    "<scr\x00ipt>alert(1)</script>",
+    '<object data="data:text/html,<script>alert(1)</script>">',
+    "data:text/html;base64,PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg==",
+    "<style>@import'http://198.18.0.1/x.css';</style>",
+    '<div style="background:url(javascript:alert(1))">',
+    # from the PortSwigger XSS cheat sheet's families, written by hand
+    "<svg><animate onbegin=alert(1) attributeName=x dur=1s>",
+    '<a href="jav&#x09;ascript:alert(1)">x</a>',
+    "<img src=1 oNeRrOr=alert`1`>",
+    '<iframe srcdoc="&lt;script&gt;alert(1)&lt;/script&gt;">',
+    "javascript&colon;alert(1)",
+    "';alert(1)//",
+    '");alert(document.domain)//',
+    "{{constructor.constructor('alert(1)')()}}",
+    "<form><button formaction=javascript:alert(1)>X",
+]
+
+
+@pytest.mark.parametrize("payload", XSS_PAYLOADS)
+def test_xss_payloads_detected(payload: str) -> None:
+    assert xss_value(payload) is not None or xss_value(payload, plus=True) is not None
+
+
+def test_xss_in_request_contexts() -> None:
+    assert "xss" in threats(check_request("/search?q=" + quote_plus("<script>alert(1)</script>")))
+    assert "xss" in threats(
+        check_request("/c", b"body=%3Csvg%2Fonload%3Dalert(1)%3E", "application/x-www-form-urlencoded")
+    )
+    assert "xss" in threats(
+        check_request("/c", json.dumps({"bio": "<img src=x onerror=alert(1)>"}).encode(), "application/json")
+    )
+
+
+@pytest.mark.parametrize("value", corpus("benign_values.txt"))
+def test_benign_values_are_not_xss(value: str) -> None:
+    assert xss_value(value) is None
+
+
+# -- SQL from database protocols ----------------------------------------------------------------------------
+
+MALICIOUS_SQL = [
+    "SELECT * FROM users WHERE name='admin'--' AND password='x'",
+    "SELECT * FROM users WHERE name='admin'#' AND password='x'",
+    "SELECT * FROM users WHERE id=1 OR 1=1",
+    "SELECT * FROM users WHERE name='' OR 'a'='a'",
+    "SELECT * FROM users WHERE name='x' or 'X' LIKE 'x'",
+    "SELECT * FROM items WHERE id=1 OR id=id",
+    "SELECT * FROM users WHERE id=1 OR 1",
+    "SELECT name FROM items WHERE id=-1 UNION SELECT NULL,NULL,NULL",
+    "SELECT name FROM items WHERE id=-1 UNION ALL SELECT 1,2,@@version",
+    "SELECT name FROM items WHERE id=-1 UNION SELECT user(),2",
+    "SELECT * FROM t WHERE id=1 AND SLEEP(5)",
+    "SELECT * FROM t WHERE id=1 AND BENCHMARK(1000000,MD5('a'))",
+    "SELECT * FROM t WHERE id=1; SELECT pg_sleep(10)",
+    "SELECT * FROM t WHERE id=1; WAITFOR DELAY '0:0:5'",
+    "EXEC xp_cmdshell 'whoami'",
+    "SELECT * FROM t WHERE name='a'; DROP TABLE users",
+    "SELECT * FROM t WHERE name='abc",
+    "SELECT load_file('/etc/passwd')",
+    "SELECT * FROM users INTO OUTFILE '/tmp/users.txt'",
+]
+BENIGN_SQL = [
+    "SELECT id, name FROM users WHERE id = 42",
+    "SELECT * FROM users WHERE name = 'O''Brien'",
+    "SELECT * FROM users WHERE name = 'O\\'Brien'",
+    "SELECT * FROM t WHERE a = 1 OR b = 2",
+    "SELECT * FROM t WHERE status = 'open' OR status = 'pending'",
+    "SELECT a FROM t1 UNION SELECT b FROM t2",
+    "SELECT a, b FROM t1 UNION ALL SELECT c, d FROM t2 ORDER BY 1",
+    "INSERT INTO notes (body) VALUES ('select the union -- or not; it''s fine')",
+    "UPDATE accounts SET balance = balance - 10 WHERE id = 7",
+    "SELECT COUNT(*) FROM orders WHERE created_at > '2024-01-01' /* report */",
+    "SELECT * FROM products WHERE name LIKE '%union%'",
+    "BEGIN; UPDATE t SET x = 1 WHERE id = 2; COMMIT;",
+    "SELECT 1",
+    "SHOW TABLES",
+    "SET NAMES utf8mb4",
+    "SELECT * FROM t WHERE flag = TRUE OR deleted IS NULL",
+    "SELECT * FROM t -- list everything",
+]
+
+
+@pytest.mark.parametrize("query", MALICIOUS_SQL)
+def test_sql_protocol_injection_detected(query: str) -> None:
+    hit = check_sql_query(query)
+    assert hit is not None and hit.threat is C.SQL_INJECTION
+
+
+@pytest.mark.parametrize("query", BENIGN_SQL)
+def test_sql_protocol_benign_queries_pass(query: str) -> None:
+    assert check_sql_query(query) is None
+
+
+def test_plain_sqli_value_checks() -> None:
+    assert sqli_value("O'Brien") is None
+    hit = sqli_value("1' or '1'='1")
+    assert hit is not None and "fingerprint" in hit.detail and hit.excerpt == b"1' or '1'='1"
+
+
+# -- decoders ---------------------------------------------------------------------------------------------
+
+
+def test_decoders_on_known_values() -> None:
+    assert percent_decode("a%20b+c", plus=True) == "a b c"
+    assert percent_decode("a+b") == "a+b"
+    assert percent_decode("%C3%A9t%C3%A9") == "été"
+    assert percent_decode("%u0041%zz%4") == "A%zz%4"
+    assert percent_decode("%uD800%u0041") == "\ufffdA"
+    assert html_decode("&#39;&#x27;&apos;&lt;") == "'''<"
+    assert expose_mysql_comments("1/*!50000union*/select") == "1 union select"
+    assert variants("%2527") == ["%2527", "%27", "'"]
+    assert split_pairs("a=1&b&&c=x=y;d=", 10) == [("a", "1"), ("b", ""), ("c", "x=y"), ("d", "")]
+    assert len(split_pairs("a=1&" * 100, 5)) == 5
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text())
+def test_percent_decode_inverts_quote(text: str) -> None:
+    assert percent_decode(quote(text, safe="")) == text
+    assert percent_decode(quote_plus(text, safe=""), plus=True) == text
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text())
+def test_html_decode_inverts_escape(text: str) -> None:
+    assert html_decode(html.escape(text)) == text
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.sampled_from("%25uUaDdF01289+&#;x/*!'\" <>-\x00")), st.booleans())
+def test_variants_are_total_and_bounded(text: str, plus: bool) -> None:
+    forms = variants(text, plus)
+    assert 1 <= len(forms) <= MAX_DECODE_ROUNDS + 1
+    assert len(set(forms)) == len(forms)
+    assert all(len(f) <= len(text) for f in forms[1:]) or plus
+    sqli_value(text, plus)
+    xss_value(text, plus)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=300))
+def test_sql_query_check_is_total(text: str) -> None:
+    hit = check_sql_query(text)
+    assert hit is None or hit.threat is C.SQL_INJECTION
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=300), st.text(max_size=50))
+def test_check_request_is_total(body: bytes, uri: str) -> None:
+    for ctype in ("application/json", "application/x-www-form-urlencoded", ""):
+        for hit in check_request(uri, body, ctype, cookie=uri):
+            assert hit.threat in (C.SQL_INJECTION, C.XSS) and len(hit.excerpt) <= C.MAX_FINDING_EXCERPT
+
+
+def test_realistic_request_uris_raise_nothing() -> None:
+    from workers.detect.sensors import Context, compile_sensors
+
+    uris = corpus("benign_requests.txt")
+    waf = compile_sensors([{"name": "waf", "predefined": "waf"}])
+    assert len(uris) >= 90
+    assert [u for u in uris if check_request(u)] == []
+    flagged = [u for u in uris if waf.scan(Context.URL, percent_decode(u).encode("utf-8"), "any")]
+    assert flagged == []
+
+
+def test_injection_in_logged_headers() -> None:
+    assert threats(check_request("/", header_values=["Mozilla' and sleep(5)#"])) == {"sql_injection"}
+    assert threats(check_request("/", header_values=["<script>alert(1)</script>"])) == {"xss"}
+    user_agents = [
+        "Mozilla/5.0 (X11; Linux x86_64; rv:126.0) Gecko/20100101 Firefox/126.0",
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0",
+        "curl/8.5.0",
+        "kube-probe/1.29",
+        "Apache-HttpClient/4.5.14 (Java/17.0.9)",
+        "https://www.google.com/search?q=o%27brien",
+        "198.18.0.1, 10.0.0.1",
+    ]
+    assert check_request("/", header_values=user_agents) == []

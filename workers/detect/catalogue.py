@@ -1,0 +1,276 @@
+"""The catalogue of built-in threats and the detector contract.
+
+One ordered registry (`THREATS`): each threat has a stable numeric id (never reused or renumbered: the
+controller stores it), a stable lowercase name, a description, a severity, a default action and default
+thresholds. Per-group settings (`workers.detect.settings`) override the enable flag, the action and any
+threshold by name; a threshold that is not declared here is rejected there, so the registry is the one
+place that says what is tunable.
+
+Detectors are pure code over values (packets, flow state, parser fields) that return `Finding`s; the
+engine turns findings into `threat` events and verdicts. Ids follow NeuVector's order where the threat
+exists there (1001…), so logs from both can be compared; threats NeuVector lacks come after.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import NamedTuple
+
+from pipeline.flow import Direction, FlowKey
+
+
+class Severity(enum.StrEnum):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+
+class ThreatAction(enum.StrEnum):
+    """What a threat does to traffic in Protect mode (Discover/Monitor only ever alert)."""
+
+    ALERT = "alert"  # raise the event, let the packet through
+    DROP = "drop"  # drop the offending packet; the flow goes on under inspection
+    RESET = "reset"  # block the flow and reset TCP both ways
+    # block the flow, and the source's later packets for the threat's `block_seconds` (threats that have
+    # that threshold; for the others it acts as reset)
+    BLOCK_SOURCE = "block-source"
+
+
+Threshold = int | float
+
+
+@dataclasses.dataclass(frozen=True, slots=True, eq=False, repr=False)
+class Threat:
+    """One built-in threat. Instances are the catalogue's singletons: compared and hashed by identity."""
+
+    id: int
+    name: str
+    description: str
+    severity: Severity
+    action: ThreatAction
+    thresholds: Mapping[str, Threshold] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
+    enabled: bool = True
+
+    def __repr__(self) -> str:
+        return f"<Threat {self.id} {self.name}>"
+
+
+def _t(
+    id_: int,
+    name: str,
+    severity: Severity,
+    action: ThreatAction,
+    description: str,
+    enabled: bool = True,
+    **thresholds: Threshold,
+) -> Threat:
+    return Threat(id_, name, description, severity, action, MappingProxyType(dict(thresholds)), enabled)
+
+
+S, A = Severity, ThreatAction
+
+# Thresholds are named after their unit: `*_per_window` counts within `window` seconds, `min_*`/`max_*`
+# bounds on one value. Defaults are deliberately above what ordinary clients do (see each reason).
+THREATS: tuple[Threat, ...] = (
+    _t(1001, "syn_flood", S.CRITICAL, A.DROP,
+       "TCP SYN flood: SYNs that never complete a handshake, per destination or per source",
+       # a busy service takes a few thousand new connections/s, but nearly all of them complete
+       syns_per_window=1000, window=1.0),
+    _t(1002, "icmp_flood", S.CRITICAL, A.DROP,
+       "ICMP flood: echo requests to one destination above a rate",
+       # ordinary ping sends 1/s, `ping -f` ~100/s; monitoring fleets stay far below this
+       echo_per_window=500, window=1.0),
+    _t(1003, "source_session_flood", S.CRITICAL, A.BLOCK_SOURCE,
+       "IP source session flood: new sessions from one source above a rate",
+       sessions_per_window=3000, window=1.0, block_seconds=30),
+    _t(1004, "bad_packet", S.MEDIUM, A.DROP,
+       "Malformed packet: illegal TCP flag combination, bad header lengths or TCP options"),
+    _t(1005, "ip_teardrop", S.HIGH, A.DROP,
+       "IP teardrop: overlapping IP fragments"),
+    _t(1006, "tcp_syn_data", S.MEDIUM, A.DROP,
+       "TCP SYN carrying payload (not TCP Fast Open)",
+       allow_fast_open=1),
+    _t(1007, "tcp_split_handshake", S.HIGH, A.RESET,
+       "TCP split handshake: the responder answers a SYN with a SYN of its own"),
+    _t(1008, "tcp_no_data", S.LOW, A.ALERT,
+       "TCP connection established but the client sends no data within a time (connection exhaustion)",
+       # slow clients send their request well within 30 s; keep-alive idles come after data
+       seconds=30),
+    _t(1009, "tcp_small_window", S.MEDIUM, A.RESET,
+       "TCP advertised receive window below a minimum (resource exhaustion, e.g. sockstress)",
+       min_window=64),
+    _t(1010, "tcp_small_mss", S.MEDIUM, A.RESET,
+       "TCP SYN advertising a maximum segment size below a minimum (e.g. CVE-2019-11477)",
+       # Linux clamps to 48 at least; real paths carry >= 536
+       min_mss=88),
+    _t(1011, "ping_of_death", S.HIGH, A.DROP,
+       "Ping of death: ICMP fragments that reassemble beyond 65535 bytes"),
+    _t(1012, "dns_pointer_loop", S.HIGH, A.DROP,
+       "DNS name compression pointer loop",
+       max_pointer_jumps=16),
+    _t(1013, "ssh_v1", S.HIGH, A.RESET,
+       "SSH protocol version 1 (broken cryptography)"),
+    _t(1014, "heartbleed", S.CRITICAL, A.RESET,
+       "TLS heartbeat whose payload length exceeds its record (CVE-2014-0160)"),
+    _t(1015, "ssl_cipher_overflow", S.HIGH, A.RESET,
+       "SSLv2 hello or master key with lengths beyond the record (CVE-2002-0656)"),
+    _t(1016, "ssl_v2_v3", S.HIGH, A.RESET,
+       "SSL version 2 or 3 negotiated or offered as the highest version"),
+    _t(1017, "tls_1_0", S.MEDIUM, A.ALERT,
+       "TLS 1.0 negotiated", enabled=False),
+    _t(1018, "tls_1_1", S.MEDIUM, A.ALERT,
+       "TLS 1.1 negotiated", enabled=False),
+    _t(1019, "http_negative_length", S.HIGH, A.RESET,
+       "HTTP Content-Length negative or not a number"),
+    _t(1020, "http_smuggling", S.HIGH, A.RESET,
+       "HTTP request smuggling: conflicting Content-Length, Content-Length with chunked, "
+       "or an obfuscated Transfer-Encoding"),
+    _t(1021, "http_slowloris", S.HIGH, A.RESET,
+       "HTTP Slowloris: request headers not complete within a time budget",
+       header_seconds=20),
+    _t(1022, "dns_overflow", S.HIGH, A.DROP,
+       "DNS message overflow: oversized message, label or name, or record lengths beyond the message",
+       max_udp_size=512),
+    _t(1023, "mysql_access_denied", S.MEDIUM, A.BLOCK_SOURCE,
+       "MySQL access-denied burst (password brute force) from one client",
+       denials_per_window=10, window=60.0, block_seconds=300),
+    _t(1024, "dns_zone_transfer", S.MEDIUM, A.DROP,
+       "DNS zone transfer request (AXFR or IXFR)"),
+    _t(1025, "icmp_tunneling", S.HIGH, A.DROP,
+       "ICMP tunneling: echo replies that do not echo the request, or echo volume beyond a rate",
+       # a flood ping of 56-byte payloads moves ~6 kB/s
+       bytes_per_window=100_000, window=10.0),
+    _t(1026, "dns_null_type", S.MEDIUM, A.DROP,
+       "DNS query of type NULL (used by DNS tunnels)"),
+    _t(1027, "sql_injection", S.CRITICAL, A.RESET,
+       "SQL injection in HTTP URIs, query strings, form or JSON bodies, or database protocol queries"),
+    _t(1028, "struts_rce", S.CRITICAL, A.RESET,
+       "Apache Struts REST plugin XStream remote code execution (CVE-2017-9805)"),
+    _t(1029, "dns_tunneling", S.HIGH, A.DROP,
+       "DNS tunneling: long or high-entropy labels, or many unusual query types from one client",
+       # labels to 63 bytes are legal, but ordinary names rarely pass 40; base32/hex payloads sit at 4.2+
+       # bits/char over 50+ characters; a browser asks a few dozen names per domain a minute
+       max_label=52, min_entropy_length=50, entropy_bits=4.2, unusual_per_window=60,
+       unique_names_per_window=150, window=60.0),
+    _t(1030, "k8s_extip_mitm", S.HIGH, A.RESET,
+       "Kubernetes Service ExternalIP man-in-the-middle (CVE-2020-8554): traffic to a Service "
+       "external IP from inside"),
+    _t(1031, "xss", S.HIGH, A.RESET,
+       "Cross-site scripting in an HTTP request"),
+    _t(1032, "port_scan", S.MEDIUM, A.BLOCK_SOURCE,
+       "Port scan: one source probing many ports of a host, many hosts (or a ping sweep), or many "
+       "probes answered by resets",
+       # monitoring (Prometheus) reaches a few hundred targets per scrape interval, not 1000 in 10 s
+       ports_per_window=100, hosts_per_window=1000, resets_per_window=50, window=10.0, block_seconds=60),
+    _t(1033, "dlp_sensor", S.HIGH, A.ALERT,
+       "A DLP/WAF sensor pattern matched (the sensor's own action applies)"),
+)  # fmt: skip
+
+BY_NAME: Mapping[str, Threat] = MappingProxyType({t.name: t for t in THREATS})
+BY_ID: Mapping[int, Threat] = MappingProxyType({t.id: t for t in THREATS})
+
+
+def validate_catalogue(threats: tuple[Threat, ...] = THREATS) -> None:
+    """Raise ValueError if ids or names repeat, ids are not ascending, or a name is not lowercase."""
+    seen_ids: set[int] = set()
+    seen_names: set[str] = set()
+    last = 0
+    for t in threats:
+        if t.id in seen_ids or t.name in seen_names:
+            raise ValueError(f"threat {t.name!r} (id {t.id}) repeats an id or name")
+        if t.id <= last:
+            raise ValueError(f"threat {t.name!r}: ids must ascend (id {t.id} after {last})")
+        if t.name != t.name.lower() or not t.name.replace("_", "").isalnum():
+            raise ValueError(f"threat name {t.name!r} must be lowercase letters, digits and underscores")
+        for key, value in t.thresholds.items():
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise ValueError(f"threat {t.name!r}: threshold {key!r} must be a non-negative number")
+        seen_ids.add(t.id)
+        seen_names.add(t.name)
+        last = t.id
+
+
+validate_catalogue()
+
+# Names as constants, so a detector refers to `SYN_FLOOD` and a typo is an import error.
+SYN_FLOOD = BY_NAME["syn_flood"]
+ICMP_FLOOD = BY_NAME["icmp_flood"]
+SOURCE_SESSION_FLOOD = BY_NAME["source_session_flood"]
+BAD_PACKET = BY_NAME["bad_packet"]
+IP_TEARDROP = BY_NAME["ip_teardrop"]
+TCP_SYN_DATA = BY_NAME["tcp_syn_data"]
+TCP_SPLIT_HANDSHAKE = BY_NAME["tcp_split_handshake"]
+TCP_NO_DATA = BY_NAME["tcp_no_data"]
+TCP_SMALL_WINDOW = BY_NAME["tcp_small_window"]
+TCP_SMALL_MSS = BY_NAME["tcp_small_mss"]
+PING_OF_DEATH = BY_NAME["ping_of_death"]
+DNS_POINTER_LOOP = BY_NAME["dns_pointer_loop"]
+SSH_V1 = BY_NAME["ssh_v1"]
+HEARTBLEED = BY_NAME["heartbleed"]
+SSL_CIPHER_OVERFLOW = BY_NAME["ssl_cipher_overflow"]
+SSL_V2_V3 = BY_NAME["ssl_v2_v3"]
+TLS_1_0 = BY_NAME["tls_1_0"]
+TLS_1_1 = BY_NAME["tls_1_1"]
+HTTP_NEGATIVE_LENGTH = BY_NAME["http_negative_length"]
+HTTP_SMUGGLING = BY_NAME["http_smuggling"]
+HTTP_SLOWLORIS = BY_NAME["http_slowloris"]
+DNS_OVERFLOW = BY_NAME["dns_overflow"]
+MYSQL_ACCESS_DENIED = BY_NAME["mysql_access_denied"]
+DNS_ZONE_TRANSFER = BY_NAME["dns_zone_transfer"]
+ICMP_TUNNELING = BY_NAME["icmp_tunneling"]
+DNS_NULL_TYPE = BY_NAME["dns_null_type"]
+SQL_INJECTION = BY_NAME["sql_injection"]
+STRUTS_RCE = BY_NAME["struts_rce"]
+DNS_TUNNELING = BY_NAME["dns_tunneling"]
+K8S_EXTIP_MITM = BY_NAME["k8s_extip_mitm"]
+XSS = BY_NAME["xss"]
+PORT_SCAN = BY_NAME["port_scan"]
+DLP_SENSOR = BY_NAME["dlp_sensor"]
+
+
+class Finding(NamedTuple):
+    """One detection: what fired, on which flow, with what evidence. Immutable and cheap to build.
+
+    `flow` is None for findings about a source or destination rather than one connection (a flood);
+    then `src`/`dst` name the addresses. `excerpt` is a bounded slice of the offending bytes (the event
+    builder bounds it again); `detail` is a short human-readable reason (no sensitive values).
+    """
+
+    threat: Threat
+    flow: FlowKey | None
+    direction: Direction | None
+    src: bytes
+    dst: bytes
+    sport: int
+    dport: int
+    proto: int
+    detail: str
+    excerpt: bytes = b""
+    sensor: str = ""  # for a DLP/WAF sensor finding: the sensor's name
+
+
+# Bound on the excerpt a detector copies into a finding.
+MAX_FINDING_EXCERPT = 128
+
+
+class Hit(NamedTuple):
+    """What an application detector returns for one value: the engine adds the flow to make a Finding."""
+
+    threat: Threat
+    detail: str
+    excerpt: bytes = b""
+    # DLP/WAF sensor hits name the sensor and rule and carry the sensor's own block/alert choice.
+    sensor: str = ""
+    rule: str = ""
+    block: bool = False
+
+
+def excerpt_of(value: str | bytes, limit: int = MAX_FINDING_EXCERPT) -> bytes:
+    """A bounded excerpt of a value as bytes."""
+    if isinstance(value, str):
+        value = value[:limit].encode("utf-8", "replace")
+    return bytes(value[:limit])

@@ -1,0 +1,93 @@
+"""Decoding of request values before injection checks: what evasions hide, undone.
+
+An attacker writes `%2527%20OR%201=1`, `&#39;+OR+1=1`, `/*!50000UNION*/` or `UnIoN` so that a naive
+matcher sees nothing; the application then decodes it and runs the injection. `variants(value)` returns
+the value as the application may see it after each decoding layer (percent-encoding incl. `%uXXXX` and
+double encoding, `+` as space in form/query context, HTML entities, NUL bytes, MySQL version comments),
+deduplicated, so the engine checks each. Every function is total (never raises) and bounded: at most
+`MAX_DECODE_ROUNDS` layers of at most `MAX_DECODE_INPUT` characters.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from urllib.parse import unquote_to_bytes
+
+# Three layers cover double and triple encoding; deeper nesting is not decoded further (and is rare in
+# legitimate traffic).
+MAX_DECODE_ROUNDS = 3
+# Longest value decoded; the rest of a longer value is checked undecoded (bounded CPU per value).
+MAX_DECODE_INPUT = 8192
+
+_PERCENT_U = re.compile(r"%[uU]([0-9A-Fa-f]{4})")
+# MySQL executes the content of /*!...*/ (optionally with a version number); to it these are not comments.
+_MYSQL_VERSIONED = re.compile(r"/\*!\d{0,6}(.*?)\*/", re.S)
+_WS_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def percent_decode(value: str, plus: bool = False) -> str:
+    """Decode %XX (UTF-8 where the bytes form it, else Latin-1) and %uXXXX; `plus`: '+' is a space.
+    Malformed sequences (`%zz`, a trailing `%4`) stay as they are."""
+    if plus and "+" in value:
+        value = value.replace("+", " ")
+    if "%" not in value:
+        return value
+    if "%u" in value or "%U" in value:
+        value = _PERCENT_U.sub(_unicode_escape, value)
+        if "%" not in value:
+            return value
+    raw = unquote_to_bytes(value)  # C-speed split/join; the text's own characters become UTF-8 bytes
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
+def _unicode_escape(m: re.Match[str]) -> str:
+    code = int(m.group(1), 16)
+    return "\ufffd" if 0xD800 <= code <= 0xDFFF else chr(code)  # a lone surrogate is no character
+
+
+def html_decode(value: str) -> str:
+    """Decode HTML character references (named, decimal, hex; with or without the semicolon)."""
+    return html.unescape(value) if "&" in value else value
+
+
+def expose_mysql_comments(value: str) -> str:
+    """Replace MySQL version comments `/*!50000UNION*/` by their content, which MySQL executes."""
+    return _MYSQL_VERSIONED.sub(r" \1 ", value) if "/*!" in value else value
+
+
+def strip_controls(value: str) -> str:
+    """Drop NUL and other control characters that parsers skip but matchers trip on."""
+    return _WS_CONTROL.sub("", value)
+
+
+def variants(value: str, plus: bool = False) -> list[str]:
+    """The value and each distinct form it takes after successive decoding layers (bounded)."""
+    if len(value) > MAX_DECODE_INPUT:
+        value = value[:MAX_DECODE_INPUT]
+    out = [value]
+    current = value
+    for _ in range(MAX_DECODE_ROUNDS):
+        nxt = strip_controls(expose_mysql_comments(html_decode(percent_decode(current, plus))))
+        if nxt == current:
+            break
+        out.append(nxt)
+        current = nxt
+        plus = False  # '+' means space only in the outermost (form) layer
+    return out
+
+
+def split_pairs(text: str, max_pairs: int) -> list[tuple[str, str]]:
+    """Split a query string or form body into raw (name, value) pairs (`&` or `;` separated), bounded."""
+    pairs = []
+    for part in re.split(r"[&;]", text, maxsplit=max_pairs):
+        if not part:
+            continue
+        name, _, val = part.partition("=")
+        pairs.append((name, val))
+        if len(pairs) >= max_pairs:
+            break
+    return pairs

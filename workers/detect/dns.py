@@ -1,0 +1,242 @@
+"""DNS threats over raw DNS messages: pointer loop, overflow, zone transfer, NULL type, tunneling.
+
+`check_message` walks a message (UDP payload, or a TCP message without its length prefix) with its own
+bounded name reader, so it sees what a lenient parser would hide: compression pointers that loop,
+labels over 63 bytes, names over 255, records running past the end, oversized UDP answers without EDNS.
+`DnsDetector` adds the per-client state for tunneling (volume of unusual query types in a window).
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections import Counter
+
+from workers.detect.catalogue import (
+    DNS_NULL_TYPE,
+    DNS_OVERFLOW,
+    DNS_POINTER_LOOP,
+    DNS_TUNNELING,
+    DNS_ZONE_TRANSFER,
+    Hit,
+    excerpt_of,
+)
+from workers.detect.settings import ThreatSettings
+from workers.detect.window import LruTable, WindowCounter
+
+_HEADER = struct.Struct("!HHHHHH")
+_RR_FIXED = struct.Struct("!HHIH")
+QTYPE_NULL, QTYPE_TXT, QTYPE_OPT, QTYPE_IXFR, QTYPE_AXFR, QTYPE_ANY = 10, 16, 41, 251, 252, 255
+# Query types ordinary clients ask for; any other counts toward the tunneling volume threshold.
+COMMON_QTYPES = frozenset({1, 2, 5, 6, 12, 15, 28, 33, 35, 43, 48, 64, 65, 257})
+MAX_NAME = 255
+MAX_LABEL = 63
+# Records walked per message (a message claiming more is walked up to this bound).
+MAX_RECORDS = 256
+
+
+class _Malformed(Exception):
+    def __init__(self, threat_name: str, detail: str) -> None:
+        super().__init__(detail)
+        self.threat_name = threat_name
+        self.detail = detail
+
+
+def read_name(msg: bytes, off: int, max_jumps: int) -> tuple[list[bytes], int]:
+    """The labels of the name at `off` and the offset after it. Raises _Malformed on a loop/overflow."""
+    labels: list[bytes] = []
+    length = 0
+    jumps = 0
+    end = -1
+    visited: set[int] = set()
+    n = len(msg)
+    while True:
+        if off >= n:
+            raise _Malformed("dns_overflow", "name runs past the message")
+        b = msg[off]
+        if b & 0xC0 == 0xC0:
+            if off + 1 >= n:
+                raise _Malformed("dns_overflow", "truncated compression pointer")
+            target = ((b & 0x3F) << 8) | msg[off + 1]
+            if end < 0:
+                end = off + 2
+            jumps += 1
+            if target in visited or target == off or jumps > max_jumps:
+                raise _Malformed("dns_pointer_loop", f"pointer to {target} loops")
+            visited.add(target)
+            off = target
+            continue
+        if b & 0xC0:
+            raise _Malformed("dns_overflow", f"label type {b >> 6:#x}")
+        if b == 0:
+            return labels, (end if end >= 0 else off + 1)
+        if off + 1 + b > n:
+            raise _Malformed("dns_overflow", "label runs past the message")
+        length += b + 1
+        if length > MAX_NAME:
+            raise _Malformed("dns_overflow", f"name longer than {MAX_NAME}")
+        labels.append(msg[off + 1 : off + 1 + b])
+        off += 1 + b
+
+
+class DnsMessage:
+    """What the detectors read from one message."""
+
+    __slots__ = ("is_response", "questions", "edns_size", "size")
+
+    def __init__(self) -> None:
+        self.is_response = False
+        self.questions: list[tuple[list[bytes], int]] = []
+        self.edns_size = 0
+        self.size = 0
+
+
+def parse_message(msg: bytes, max_jumps: int = 16) -> DnsMessage:
+    """Parse header, questions and record framing (raises _Malformed)."""
+    if len(msg) < 12:
+        raise _Malformed("dns_overflow", "shorter than a header")
+    _id, flags, qd, an, ns, ar = _HEADER.unpack_from(msg)
+    out = DnsMessage()
+    out.is_response = bool(flags & 0x8000)
+    out.size = len(msg)
+    off = 12
+    for _ in range(min(qd, MAX_RECORDS)):
+        labels, off = read_name(msg, off, max_jumps)
+        if off + 4 > len(msg):
+            raise _Malformed("dns_overflow", "question runs past the message")
+        qtype = (msg[off] << 8) | msg[off + 1]
+        out.questions.append((labels, qtype))
+        off += 4
+    for i in range(min(an + ns + ar, MAX_RECORDS)):
+        _labels, off = read_name(msg, off, max_jumps)
+        if off + 10 > len(msg):
+            raise _Malformed("dns_overflow", "record header runs past the message")
+        rtype, rclass, _ttl, rdlength = _RR_FIXED.unpack_from(msg, off)
+        off += 10
+        if off + rdlength > len(msg):
+            raise _Malformed("dns_overflow", "record data runs past the message")
+        if rtype == QTYPE_OPT and i >= an + ns:
+            out.edns_size = rclass
+        off += rdlength
+    return out
+
+
+def label_entropy(text: bytes) -> float:
+    """Shannon entropy in bits per character."""
+    if not text:
+        return 0.0
+    counts = Counter(text)
+    total = len(text)
+    return -sum(c / total * math.log2(c / total) for c in counts.values())
+
+
+def tunnel_name(labels: list[bytes], settings: ThreatSettings) -> str:
+    """A reason if the name looks like data carried in labels, else ""."""
+    max_label = settings.threshold(DNS_TUNNELING, "max_label")
+    for label in labels:
+        if len(label) > max_label:
+            return f"label of {len(label)} bytes"
+    sub = b"".join(labels[:-2]).lower()  # the part below the registered domain
+    if len(sub) >= settings.threshold(DNS_TUNNELING, "min_entropy_length"):
+        entropy = label_entropy(sub)
+        if entropy >= settings.threshold(DNS_TUNNELING, "entropy_bits"):
+            return f"{len(sub)} bytes of subdomain at {entropy:.2f} bits/char"
+    return ""
+
+
+def check_message(msg: bytes, is_tcp: bool, settings: ThreatSettings) -> list[Hit]:
+    """Per-message DNS threats (no per-client state)."""
+    return _check(msg, is_tcp, settings)[0]
+
+
+def _check(msg: bytes, is_tcp: bool, settings: ThreatSettings) -> tuple[list[Hit], DnsMessage | None]:
+    on = settings.on
+    max_jumps = int(settings.threshold(DNS_POINTER_LOOP, "max_pointer_jumps"))
+    try:
+        parsed = parse_message(msg, max_jumps)
+    except _Malformed as bad:
+        threat = DNS_POINTER_LOOP if bad.threat_name == "dns_pointer_loop" else DNS_OVERFLOW
+        return ([Hit(threat, bad.detail, excerpt_of(msg))] if threat.id in on else []), None
+    hits: list[Hit] = []
+    if not is_tcp and DNS_OVERFLOW.id in on:
+        limit = max(settings.threshold(DNS_OVERFLOW, "max_udp_size"), parsed.edns_size)
+        if parsed.size > limit:
+            hits.append(Hit(DNS_OVERFLOW, f"{parsed.size}-byte UDP message over {limit}", excerpt_of(msg)))
+    if parsed.is_response:
+        return hits, parsed
+    for labels, qtype in parsed.questions:
+        name = b".".join(labels)
+        if qtype in (QTYPE_AXFR, QTYPE_IXFR) and DNS_ZONE_TRANSFER.id in on:
+            hits.append(Hit(DNS_ZONE_TRANSFER, "AXFR" if qtype == QTYPE_AXFR else "IXFR", excerpt_of(name)))
+        if qtype == QTYPE_NULL and DNS_NULL_TYPE.id in on:
+            hits.append(Hit(DNS_NULL_TYPE, "NULL query", excerpt_of(name)))
+        if DNS_TUNNELING.id in on:
+            reason = tunnel_name(labels, settings)
+            if reason:
+                hits.append(Hit(DNS_TUNNELING, reason, excerpt_of(name)))
+    return hits, parsed
+
+
+# Second-level labels under which registrations happen one level down (co.uk, com.au …): a heuristic in
+# place of the public-suffix list, good enough to group a tunnel's names under its domain.
+_SECOND_LEVEL = frozenset({b"co", b"com", b"net", b"org", b"gov", b"ac", b"edu", b"ne", b"or"})
+
+
+def registered_domain(labels: list[bytes]) -> bytes:
+    """The domain a name is registered under (last two labels, three under e.g. co.uk)."""
+    low = [label.lower() for label in labels]
+    if len(low) >= 3 and len(low[-1]) == 2 and low[-2] in _SECOND_LEVEL:
+        return b".".join(low[-3:])
+    return b".".join(low[-2:])
+
+
+class _Names:
+    __slots__ = ("start", "names")
+
+    def __init__(self, start: float) -> None:
+        self.start = start
+        self.names: set[bytes] = set()
+
+
+class DnsDetector:
+    """Per-message checks plus per-client state for tunneling: the volume of unusual query types, and
+    the number of distinct names asked under one domain (a tunnel encodes data in ever-new names).
+    Bounded by `max_clients` keys each; a client's name set holds at most the threshold."""
+
+    def __init__(self, max_clients: int = 65536) -> None:
+        self._unusual: WindowCounter[bytes] = WindowCounter(max_clients)
+        self._names: LruTable[tuple[bytes, bytes], _Names] = LruTable(max_clients)
+
+    def inspect(
+        self, msg: bytes, client: bytes, is_tcp: bool, now: float, settings: ThreatSettings
+    ) -> list[Hit]:
+        hits, parsed = _check(msg, is_tcp, settings)
+        if parsed is None or parsed.is_response or DNS_TUNNELING.id not in settings.on:
+            return hits
+        window = settings.threshold(DNS_TUNNELING, "window")
+        limit = settings.threshold(DNS_TUNNELING, "unusual_per_window")
+        unique_limit = settings.threshold(DNS_TUNNELING, "unique_names_per_window")
+        flagged = any(h.threat is DNS_TUNNELING for h in hits)
+        for labels, qtype in parsed.questions:
+            if flagged or len(labels) < 3:
+                continue
+            if qtype not in COMMON_QTYPES and qtype not in (QTYPE_AXFR, QTYPE_IXFR):
+                count = self._unusual.hit(client, now, window)
+                if count > limit:
+                    hits.append(
+                        Hit(DNS_TUNNELING, f"{count:.0f} type-{qtype} queries", excerpt_of(b".".join(labels)))
+                    )
+                    flagged = True
+                    continue
+            key = (client, registered_domain(labels))
+            seen = self._names.get(key)
+            if seen is None or now - seen.start >= window:
+                seen = _Names(now)
+                self._names.put(key, seen)
+            if len(seen.names) <= unique_limit:
+                seen.names.add(b".".join(labels).lower())
+            if len(seen.names) > unique_limit:
+                detail = f"over {unique_limit:.0f} distinct names under {key[1].decode('ascii', 'replace')}"
+                hits.append(Hit(DNS_TUNNELING, detail, excerpt_of(b".".join(labels))))
+                flagged = True
+        return hits

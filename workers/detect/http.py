@@ -1,0 +1,178 @@
+"""HTTP threats on plain values: negative Content-Length, request smuggling, Slowloris, Struts RCE.
+
+Header checks take the raw header list as the parser saw it (names unnormalised, so `Transfer-Encoding :`
+with a space before the colon, a duplicated header or a value like `xchunked` stays visible); the
+Slowloris tracker takes when a request started and when its headers completed, with time passed in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable, Sequence
+
+from workers.detect.catalogue import (
+    HTTP_NEGATIVE_LENGTH,
+    HTTP_SLOWLORIS,
+    HTTP_SMUGGLING,
+    STRUTS_RCE,
+    Hit,
+    excerpt_of,
+)
+from workers.detect.settings import ThreatSettings
+from workers.detect.window import LruTable
+
+Header = tuple[bytes, bytes]
+
+_CONTENT_LENGTH = b"content-length"
+_TRANSFER_ENCODING = b"transfer-encoding"
+_CODINGS = frozenset({b"chunked", b"gzip", b"x-gzip", b"deflate", b"compress", b"identity", b"br"})
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+_DIGITS = re.compile(rb"\d+\Z")
+
+
+def check_headers(headers: Sequence[Header]) -> list[Hit]:
+    """Content-Length / Transfer-Encoding checks on one request's (or response's) raw headers."""
+    hits: list[Hit] = []
+    lengths: list[bytes] = []
+    encodings: list[Header] = []
+    for name, value in headers:
+        low = name.lower()
+        stripped = low.strip()
+        if stripped == _CONTENT_LENGTH:
+            lengths.append(value)
+        elif stripped == _TRANSFER_ENCODING:
+            encodings.append((name, value))
+            if low != stripped or not _TOKEN.match(name.strip()):
+                hits.append(
+                    Hit(
+                        HTTP_SMUGGLING,
+                        "Transfer-Encoding header name padded",
+                        excerpt_of(name + b":" + value),
+                    )
+                )
+    parsed: set[int] = set()
+    for value in lengths:
+        for part in value.split(b","):
+            part = part.strip(b" \t")
+            if part.startswith(b"-") and _DIGITS.match(part[1:]):
+                hits.append(Hit(HTTP_NEGATIVE_LENGTH, "negative Content-Length", excerpt_of(value)))
+            elif not _DIGITS.match(part):
+                hits.append(Hit(HTTP_SMUGGLING, "Content-Length not a number", excerpt_of(value)))
+            else:
+                parsed.add(int(part))
+    if len(parsed) > 1:
+        hits.append(Hit(HTTP_SMUGGLING, "conflicting Content-Length values", excerpt_of(b",".join(lengths))))
+    if encodings:
+        if len(encodings) > 1:
+            hits.append(Hit(HTTP_SMUGGLING, "several Transfer-Encoding headers", excerpt_of(encodings[1][1])))
+        for _name, value in encodings:
+            if _obfuscated_coding(value):
+                hits.append(Hit(HTTP_SMUGGLING, "obfuscated Transfer-Encoding", excerpt_of(value)))
+                break
+        if lengths:
+            hits.append(
+                Hit(HTTP_SMUGGLING, "Content-Length with Transfer-Encoding", excerpt_of(encodings[0][1]))
+            )
+    return _dedupe(hits)
+
+
+def _obfuscated_coding(value: bytes) -> bool:
+    if any(c < 0x20 and c != 0x09 or c >= 0x7F for c in value):
+        return True
+    codings = [c.strip(b" \t").lower() for c in value.split(b",")]
+    if any(c not in _CODINGS for c in codings):
+        return True
+    # chunked must be the final coding, and only once
+    return b"chunked" in codings and (codings[-1] != b"chunked" or codings.count(b"chunked") > 1)
+
+
+def _dedupe(hits: list[Hit]) -> list[Hit]:
+    seen: set[int] = set()
+    out = []
+    for hit in hits:
+        if hit.threat.id not in seen:
+            seen.add(hit.threat.id)
+            out.append(hit)
+    return out
+
+
+# -- Struts CVE-2017-9805 ---------------------------------------------------------------------------------
+
+# The XStream gadget chains published for CVE-2017-9805 name these classes inside a <map><entry>.
+_STRUTS_GADGETS = (
+    b"javax.imageio.imageio$containsfilter",
+    b"java.lang.processbuilder",
+    b"jdk.nashorn.internal.objects.nativestring",
+    b"com.sun.xml.internal.bind.v2.runtime.unmarshaller.base64data",
+    b"javax.crypto.cipherinputstream",
+    b"java.beans.eventhandler",
+)
+# Bytes of a body searched (the gadget sits near the start of the payload).
+MAX_STRUTS_BODY = 64 * 1024
+
+
+def check_struts_body(body: bytes, content_type: str = "") -> Hit | None:
+    """An XStream deserialisation payload (CVE-2017-9805) in an XML request body."""
+    head = body[:MAX_STRUTS_BODY]
+    if "xml" not in content_type.lower() and not head.lstrip().startswith(b"<"):
+        return None
+    low = head.lower()
+    if b"<map" not in low or b"<entry" not in low:
+        return None
+    for gadget in _STRUTS_GADGETS:
+        if gadget in low:
+            return Hit(STRUTS_RCE, f"XStream gadget {gadget.decode()}", excerpt_of(head[low.find(gadget) :]))
+    return None
+
+
+# -- Slowloris ----------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(slots=True)
+class _Pending:
+    started: float
+    fired: bool = False
+
+
+class SlowlorisTracker:
+    """Requests whose headers have started but not completed; fires when one exceeds the budget.
+
+    The key is whatever names a request stream (a flow key and direction). Bounded by `capacity`: the
+    least recently touched request is forgotten first (a flood of slow connections fills the table, and
+    each of them fires on its next packet or sweep before it is evicted in normal sizing)."""
+
+    def __init__(self, capacity: int = 65536) -> None:
+        self._pending: LruTable[object, _Pending] = LruTable(capacity)
+
+    def headers_started(self, key: object, now: float) -> None:
+        if key not in self._pending:
+            self._pending.put(key, _Pending(now))
+
+    def headers_done(self, key: object) -> None:
+        self._pending.pop(key)
+
+    def check(self, key: object, now: float, settings: ThreatSettings) -> Hit | None:
+        """On more header bytes for `key`: has the request taken too long?"""
+        pending = self._pending.get(key)
+        if pending is None or pending.fired or HTTP_SLOWLORIS.id not in settings.on:
+            return None
+        budget = settings.threshold(HTTP_SLOWLORIS, "header_seconds")
+        if now - pending.started < budget:
+            return None
+        pending.fired = True
+        return Hit(HTTP_SLOWLORIS, f"headers incomplete after {now - pending.started:.1f}s")
+
+    def sweep(
+        self, now: float, settings_for: Callable[[object], ThreatSettings], limit: int = 512
+    ) -> list[tuple[object, Hit]]:
+        """Check up to `limit` of the oldest pending requests (for connections that went silent)."""
+        out = []
+        for key, _pending in self._pending.oldest(limit):
+            hit = self.check(key, now, settings_for(key))
+            if hit is not None:
+                out.append((key, hit))
+        return out
+
+    def __len__(self) -> int:
+        return len(self._pending)

@@ -1,0 +1,385 @@
+"""SQL injection and XSS detection over request values and database queries.
+
+Engine choice: libinjection (the `libinjection-python` binding of the C library used by ModSecurity CRS
+and many WAFs). It tokenises a value as SQL the way a database would, in each quoting context, and
+matches the token fingerprint against a curated list learnt from real attack tools; its XSS half runs
+an HTML5 tokenizer. That beats regular expressions (NeuVector's eight) on both detection and false
+positives, and it is fast: measured here ~400k SQLi and ~2M XSS checks/s on short values (the issue's
+own figures, ~93k and 1.1M, are on longer values). What it does not do is decoding or context, which is
+ours: `workers.detect.decode.variants` undoes percent/plus/entity/comment evasions before each check,
+and the request is split into the values an application would see (path segments, query and form
+pairs, cookie pairs, JSON strings).
+
+libinjection is built for fragments of user input, not whole statements, so SQL text captured from a
+database protocol (MySQL COM_QUERY, PostgreSQL Query, TDS batch, TNS) is checked by `check_sql_query`:
+a small lexer and structural rules (tautology after OR, comment cutting a string, unterminated string,
+UNION SELECT of constants, stacked statement after a string, time-delay and command functions).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import libinjection
+
+from workers.detect.catalogue import SQL_INJECTION, XSS, Hit, excerpt_of
+from workers.detect.decode import variants
+
+# Values checked per request (query, form, cookie and JSON values together): a request with more is
+# checked up to this bound and the excess counted by the caller as not inspected.
+MAX_VALUES_PER_REQUEST = 512
+# Largest JSON body parsed; larger bodies are checked as plain text values.
+MAX_JSON_BYTES = 256 * 1024
+# Depth of JSON nesting walked.
+MAX_JSON_DEPTH = 32
+# Longest SQL statement analysed (bytes beyond are not lexed).
+MAX_SQL_QUERY = 64 * 1024
+
+# Values made only of these cannot carry SQL injection (no spaces, quotes, operators or parentheses).
+_SQLI_SAFE = re.compile(r"(?!.*@@)[\w.\-@]*\Z", re.A)
+# ... nor XSS (no markup, quotes, attribute or scheme punctuation).
+_XSS_SAFE = re.compile(r"[^<>\"'`=:&(\\%]*\Z")
+# What libinjection leaves to context, added for parameter values: a quote left open and then cut by a
+# comment (`admin' #`), a stacked statement, MySQL's PROCEDURE ANALYSE and system-variable probes.
+_QUOTE_COMMENT = re.compile(r"(['\"])\s*(?:--(?:\s|$)|#|/\*)")
+_SQLI_EXTRA = re.compile(
+    r";\s*(?:shutdown\b|drop\s+(?:table|database)\b|exec(?:ute)?\s|insert\s+into\b|update\s+\w+\s+set\b"
+    r"|delete\s+from\b|truncate\s|alter\s+(?:table|user)\b|create\s+(?:table|user)\b|declare\s+@)"
+    r"|\bprocedure\s+analyse\s*\(|@@(?:version|datadir|hostname|basedir|servername|identity)\b"
+    # MySQL functions error-based extraction uses, whose names no ordinary value contains
+    r"|\b(?:gtid_subset|gtid_subtract|extractvalue|updatexml|name_const)\s*\(|\bexp\s*\(\s*~",
+    re.I,
+)
+_ENTITY = re.compile(r"&(?:#\d+;?|#x[0-9a-f]+;?|[a-z]+;)", re.I)
+_SCRIPT_SCHEME = ("javascript:", "vbscript:", "livescript:", "data:text/html")
+# The same schemes as an attribute value (browsers drop tabs and newlines inside a scheme: `jav&#9;ascript:`)
+_SCHEME_IN_ATTRIBUTE = re.compile(r"[=\"'(](?:javascript|vbscript|livescript):|[=\"'(]data:text/html")
+# What libinjection's HTML5 view does not cover: breaking out of a JavaScript string into a call, and
+# client-side template injection (AngularJS sandbox escapes).
+_XSS_EXTRA = re.compile(
+    r"['\"`]\s*[;)+,|&-]+\s*(?:alert|prompt|confirm|eval|print|fetch)\s*[(`]"
+    r"|\{\{[^}]{0,200}(?:constructor|\$eval|\$on)[^}]{0,200}\}\}",
+    re.I,
+)
+_SPACE_CONTROL = re.compile(r"[\s\x00-\x1f]+")
+
+
+def _encodable(text: str) -> str:
+    """`text` with characters UTF-8 cannot encode (lone surrogates) replaced."""
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def _forms(value: str, plus: bool) -> list[str]:
+    """The forms of a value to check. In query/form context (`plus`) the application always decodes,
+    so the still-encoded form is skipped when decoding changed it."""
+    forms = variants(value, plus)
+    return forms[1:] if plus and len(forms) > 1 else forms
+
+
+def sqli_value(value: str, plus: bool = False) -> Hit | None:
+    """Check one user-supplied value (query/form/cookie/JSON string) for SQL injection."""
+    if _SQLI_SAFE.match(value):
+        return None
+    for form in _forms(value, plus):
+        if _SQLI_SAFE.match(form):
+            continue
+        try:
+            result = libinjection.is_sql_injection(form)
+        except UnicodeEncodeError:  # a lone surrogate (JSON "\ud800") must not switch the check off
+            form = _encodable(form)
+            result = libinjection.is_sql_injection(form)
+        if result["is_sqli"]:
+            return Hit(SQL_INJECTION, f"libinjection fingerprint {result['fingerprint']}", excerpt_of(form))
+        for m in _QUOTE_COMMENT.finditer(form):
+            if form.count(m.group(1), 0, m.start() + 1) % 2:
+                return Hit(SQL_INJECTION, "open quote cut by a comment", excerpt_of(form))
+        extra = _SQLI_EXTRA.search(form)
+        if extra is not None:
+            return Hit(SQL_INJECTION, f"pattern {extra.group()[:24]!r}", excerpt_of(form))
+    return None
+
+
+def xss_value(value: str, plus: bool = False) -> Hit | None:
+    """Check one user-supplied value for cross-site scripting."""
+    if _XSS_SAFE.match(value):
+        return None
+    for form in _forms(value, plus):
+        if _XSS_SAFE.match(form):
+            continue
+        try:
+            xss = libinjection.is_xss(form)["is_xss"]
+        except UnicodeEncodeError:
+            form = _encodable(form)
+            xss = libinjection.is_xss(form)["is_xss"]
+        if xss:
+            return Hit(XSS, "libinjection html5 context", excerpt_of(form))
+        squashed = _SPACE_CONTROL.sub("", form).lower()
+        if squashed.startswith(_SCRIPT_SCHEME) or _SCHEME_IN_ATTRIBUTE.search(squashed):
+            return Hit(XSS, "script URL scheme", excerpt_of(form))
+        other = _XSS_EXTRA.search(form)
+        if other is not None:
+            return Hit(XSS, "script breakout or template injection", excerpt_of(form))
+    return None
+
+
+# -- request values ------------------------------------------------------------------------------------
+
+
+def path_values(path: str) -> Iterator[str]:
+    """Path segments (an injection can hide in a REST path: /item/1'or'1'='1)."""
+    for segment in path.split("/"):
+        if segment:
+            yield segment
+
+
+def pair_values(text: str) -> Iterator[str]:
+    """Names and values of a query string, form body or cookie header (undecoded: `variants` decodes)."""
+    count = 0
+    for part in re.split(r"[&;]", text):
+        if not part:
+            continue
+        name, _, value = part.partition("=")
+        yield name.strip()
+        if value:
+            yield value
+        count += 1
+        if count >= MAX_VALUES_PER_REQUEST:
+            return
+
+
+def json_values(body: bytes | str) -> Iterator[str]:
+    """String keys and values of a JSON document, depth- and count-bounded; invalid JSON: the raw text."""
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    if len(text) > MAX_JSON_BYTES:
+        yield text[:MAX_JSON_BYTES]
+        return
+    try:
+        doc = json.loads(text)
+    except (ValueError, RecursionError):
+        yield text
+        return
+    stack: list[tuple[Any, int]] = [(doc, 0)]
+    count = 0
+    while stack and count < MAX_VALUES_PER_REQUEST:
+        node, depth = stack.pop()
+        if isinstance(node, str):
+            count += 1
+            yield node
+        elif depth >= MAX_JSON_DEPTH:
+            continue
+        elif isinstance(node, dict):
+            for k, v in node.items():
+                count += 1
+                yield k
+                stack.append((v, depth + 1))
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+
+
+def _first(values: Iterable[str], plus: bool, sqli: bool, xss: bool) -> list[Hit]:
+    hits: list[Hit] = []
+    for n, value in enumerate(values):
+        if n >= MAX_VALUES_PER_REQUEST:
+            break
+        if sqli:
+            hit = sqli_value(value, plus)
+            if hit is not None:
+                hits.append(hit)
+                sqli = False
+        if xss:
+            hit = xss_value(value, plus)
+            if hit is not None:
+                hits.append(hit)
+                xss = False
+        if not sqli and not xss:
+            break
+    return hits
+
+
+def check_request(
+    uri: str,
+    body: bytes = b"",
+    content_type: str = "",
+    cookie: str = "",
+    sqli: bool = True,
+    xss: bool = True,
+    header_values: Sequence[str] = (),
+) -> list[Hit]:
+    """SQL injection and XSS in one HTTP request: path segments, query pairs, cookie pairs, the given
+    header values (User-Agent, Referer, X-Forwarded-For: where scanners inject too) and the body (form
+    or JSON by content type). At most one hit per threat."""
+    path, _, query = uri.partition("?")
+    hits = _first(path_values(path), False, sqli, xss)
+    # The whole query string too when it holds HTML character references, which the pair split cuts
+    # apart (`&#39;` splits at `&` and `;`).
+    whole = [query] if _ENTITY.search(query) else []
+    sources: tuple[tuple[Iterable[str], bool], ...] = (
+        (pair_values(query), True),
+        (whole, True),
+        (pair_values(cookie), False),
+        (header_values, False),
+    )
+    for values, plus in sources:
+        sqli = sqli and not any(h.threat is SQL_INJECTION for h in hits)
+        xss = xss and not any(h.threat is XSS for h in hits)
+        if sqli or xss:
+            hits += _first(values, plus, sqli, xss)
+    if body:
+        sqli = sqli and not any(h.threat is SQL_INJECTION for h in hits)
+        xss = xss and not any(h.threat is XSS for h in hits)
+        ctype = content_type.lower()
+        if sqli or xss:
+            if "json" in ctype:
+                hits += _first(json_values(body), False, sqli, xss)
+            elif "x-www-form-urlencoded" in ctype:
+                hits += _first(pair_values(body.decode("latin-1")), True, sqli, xss)
+    return hits
+
+
+# -- SQL text from database protocols --------------------------------------------------------------------
+
+_SQL_TOKEN = re.compile(
+    r"""
+     (?P<ws>\s+)
+    |(?P<lc>(?:--|\#)[^\n]*)
+    |(?P<bc>/\*.*?(?:\*/|\Z))
+    |(?P<str>'(?:[^'\\]|\\.|'')*(?:'|\Z)|"(?:[^"\\]|\\.|"")*(?:"|\Z))
+    |(?P<num>0x[0-9a-f]+|\d+(?:\.\d+)?(?:e[+-]?\d+)?)
+    |(?P<word>[a-z_@$][\w$@.]*|`[^`]*`|\[[^\]]*\])
+    |(?P<op><>|!=|<=|>=|==|\|\||&&|[=<>+\-*/%(),;.!|&^~])
+    |(?P<other>.)
+    """,
+    re.X | re.I | re.S,
+)
+_DANGEROUS_CALLS = frozenset(
+    {"sleep", "benchmark", "pg_sleep", "load_file", "xp_cmdshell", "sp_oacreate", "dbms_pipe.receive_message",
+     "dbms_lock.sleep", "utl_http.request", "sys_eval", "sys_exec"}
+)  # fmt: skip
+_PROBES = frozenset({"version", "@@version", "user", "database", "current_user", "system_user", "schema"})
+_COMPARE = frozenset({"=", "==", "<>", "!=", "<", ">", "<=", ">=", "like"})
+
+
+def _sql_tokens(text: str) -> list[tuple[str, str]]:
+    tokens = []
+    for m in _SQL_TOKEN.finditer(text[:MAX_SQL_QUERY]):
+        kind = m.lastgroup or "other"
+        if kind != "ws":
+            tokens.append((kind, m.group()))
+    return tokens
+
+
+def _literal(tok: tuple[str, str]) -> tuple[bool, Any]:
+    kind, text = tok
+    if kind == "num":
+        try:
+            return True, float(int(text, 16) if text.lower().startswith("0x") else text)
+        except ValueError:
+            return False, None
+    if kind == "str" and len(text) >= 2 and text[-1] == text[0]:
+        return True, text[1:-1]
+    if kind == "word" and text.lower() in ("true", "null"):
+        return True, text.lower()
+    return False, None
+
+
+def _true_comparison(left: tuple[str, str], op: str, right: tuple[str, str]) -> bool:
+    op = op.lower()
+    if op not in _COMPARE:
+        return False
+    if left[0] == "word" and right[0] == "word" and op in ("=", "==", "like"):
+        return left[1].lower() == right[1].lower()  # OR id=id
+    lit_l, a = _literal(left)
+    lit_r, b = _literal(right)
+    if not (lit_l and lit_r):
+        return False
+    if type(a) is not type(b):
+        a, b = str(a), str(b)
+        if a.endswith(".0"):
+            a = a[:-2]
+        if b.endswith(".0"):
+            b = b[:-2]
+    if isinstance(a, str) and isinstance(b, str):  # default collations compare case-insensitively
+        a, b = a.lower(), b.lower()
+    try:
+        if op in ("=", "==", "like"):
+            return bool(a == b)
+        if op in ("<>", "!="):
+            return bool(a != b)
+        if op == "<":
+            return bool(a < b)
+        if op == ">":
+            return bool(a > b)
+        if op == "<=":
+            return bool(a <= b)
+        return bool(a >= b)
+    except TypeError:
+        return False
+
+
+def check_sql_query(text: str) -> Hit | None:
+    """Structural SQL-injection rules over a whole statement sent on a database protocol."""
+    toks = _sql_tokens(text)
+    n = len(toks)
+    for i, (kind, val) in enumerate(toks):
+        low = val.lower()
+        if kind == "str" and (len(val) < 2 or val[-1] != val[0] or val.endswith("\\" + val[0])):
+            return Hit(SQL_INJECTION, "unterminated string literal", excerpt_of(text[-120:]))
+        if kind == "lc" and i > 0 and toks[i - 1][0] == "str" and ("'" in val or '"' in val):
+            return Hit(SQL_INJECTION, "comment cuts the statement after a string", excerpt_of(val))
+        if kind == "word":
+            if low in _DANGEROUS_CALLS and (i + 1 < n and toks[i + 1][1] == "(" or low.startswith("xp_")):
+                return Hit(SQL_INJECTION, f"call to {low}", excerpt_of(text[:120]))
+            if low == "waitfor" and i + 1 < n and toks[i + 1][1].lower() in ("delay", "time"):
+                return Hit(SQL_INJECTION, "waitfor delay", excerpt_of(text[:120]))
+            if low == "into" and i + 1 < n and toks[i + 1][1].lower() in ("outfile", "dumpfile"):
+                return Hit(SQL_INJECTION, f"into {toks[i + 1][1].lower()}", excerpt_of(text[:120]))
+            if low == "or" and i + 1 < n:
+                nxt = toks[i + 1]
+                if i + 3 < n and _true_comparison(nxt, toks[i + 2][1], toks[i + 3]):
+                    return Hit(
+                        SQL_INJECTION,
+                        "tautology after OR",
+                        excerpt_of(" ".join(t[1] for t in toks[i : i + 4])),
+                    )
+                is_lit, value = _literal(nxt)
+                ends = i + 2 >= n or toks[i + 2][0] in ("lc", "bc") or toks[i + 2][1] in (")", ";")
+                if is_lit and value not in (0.0, "", "null") and ends:
+                    return Hit(SQL_INJECTION, "constant true after OR", excerpt_of(f"or {nxt[1]}"))
+            if low == "union" and _union_of_constants(toks, i + 1):
+                return Hit(SQL_INJECTION, "UNION SELECT of constants or probes", excerpt_of(text[:120]))
+        if val == ";" and i > 0 and toks[i - 1][0] == "str" and i + 1 < n and toks[i + 1][0] == "word":
+            return Hit(SQL_INJECTION, "statement stacked after a string", excerpt_of(text[:120]))
+    return None
+
+
+def _union_of_constants(toks: list[tuple[str, str]], i: int) -> bool:
+    n = len(toks)
+    if i < n and toks[i][1].lower() in ("all", "distinct"):
+        i += 1
+    if i >= n or toks[i][1].lower() != "select":
+        return False
+    items: list[list[tuple[str, str]]] = [[]]
+    depth = 0
+    for kind, val in toks[i + 1 :]:
+        low = val.lower()
+        if depth == 0 and (low in ("from", "where", "union", "limit", "order", ";") or kind in ("lc", "bc")):
+            break
+        if val == "(":
+            depth += 1
+        elif val == ")":
+            depth -= 1
+        if val == "," and depth == 0:
+            items.append([])
+        else:
+            items[-1].append((kind, val))
+    items = [it for it in items if it]
+    if not items:
+        return False
+    for item in items:
+        first = item[0][1].lower()
+        if first in _PROBES:
+            return True
+    return all(len(item) == 1 and (_literal(item[0])[0] or item[0][1].lower() == "null") for item in items)
