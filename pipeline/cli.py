@@ -16,6 +16,8 @@ from pipeline.logs import setup_logging
 SUBCOMMANDS: tuple[str, ...] = (
     "pipeline.status",
     "workers.replay",
+    "workers.detect.cli",
+    "runtime.cli",
     "policy.cli",
     "policy.controller",
     "lab.demo",

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from runtime.settings import RuntimeSettings
+from workers.detect.engine import DetectLimits
 from workers.dpi.settings import DpiSettings
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "enforcer.toml"
@@ -203,6 +204,7 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     dpi: DpiSettings = field(default_factory=DpiSettings)
     runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
+    detect: DetectLimits = field(default_factory=DetectLimits)
     cpus: tuple[int, ...] = _f((), "CPUs the enforcer may use; empty means all the machine's CPUs")
 
     @property
@@ -278,22 +280,23 @@ def config_to_json(config: Config) -> str:
 
 def describe(config: Config) -> str:
     """The effective configuration as commented TOML-like text (for `enforcer config check`)."""
-    lines: list[str] = []
-    for f in dataclasses.fields(config):
-        value = getattr(config, f.name)
+    return "\n".join(_describe_table(config, "")).lstrip("\n") + "\n"
+
+
+def _describe_table(table: Any, name: str) -> list[str]:
+    """A table's keys first, then its sub-tables (`[detect.packet]`), as TOML wants them."""
+    lines = [f"\n[{name}]"] if name else []
+    subtables = []
+    for f in dataclasses.fields(table):
+        value = getattr(table, f.name)
         if dataclasses.is_dataclass(value):
+            subtables.append((f"{name}.{f.name}" if name else f.name, value))
             continue
-        lines.append(f"{f.name} = {_toml_value(value)}  # {_help(type(config), f)}")
-    for f in dataclasses.fields(config):
-        value = getattr(config, f.name)
-        if not dataclasses.is_dataclass(value):
-            continue
-        lines.append(f"\n[{f.name}]")
-        for sub in dataclasses.fields(value):
-            shown = getattr(value, sub.name)
-            text = hex(shown) if sub.name.endswith("_mark") else _toml_value(shown)
-            lines.append(f"{sub.name} = {text}  # {_help(type(value), sub)}")
-    return "\n".join(lines) + "\n"
+        text = hex(value) if f.name.endswith("_mark") else _toml_value(value)
+        lines.append(f"{f.name} = {text}  # {_help(type(table), f)}")
+    for sub_name, value in subtables:
+        lines += _describe_table(value, sub_name)
+    return lines
 
 
 def _help(cls: type, f: dataclasses.Field[Any]) -> str:

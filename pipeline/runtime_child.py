@@ -15,13 +15,13 @@ import os
 import signal
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import zmq
 
 from pipeline import messages as M
 from pipeline.config import Config
+from pipeline.snapshot_file import SnapshotFile
 
 log = logging.getLogger(__name__)
 
@@ -32,31 +32,20 @@ SEND_PERIOD_S = 0.2
 
 
 class PolicyFileProfiles:
-    """`get_profiles()` for the monitor: the runtime view of the last-known-good policy, re-read on change."""
+    """`get_profiles()` for the monitor: the runtime view of the policy in force, re-read on change."""
 
     def __init__(self, state_dir: str) -> None:
-        from policy.service import LKG_FILE
-
-        self.path = Path(state_dir) / "policy" / LKG_FILE
-        self._signature: tuple[int, int] | None = None
+        self.snapshots = SnapshotFile(state_dir)
         self._policy: Any = None
 
     def __call__(self) -> Any:
-        from policy.loader import load_policy
         from policy.runtime_view import runtime_policy
         from runtime.profiles import RuntimePolicy
 
-        try:
-            st = self.path.stat()
-        except FileNotFoundError:
-            return self._policy or RuntimePolicy()
-        signature = (st.st_mtime_ns, st.st_size)
-        if signature != self._signature:
-            self._policy = runtime_policy(
-                load_policy(self.path)
-            )  # a bad file raises: the monitor keeps the last
-            self._signature = signature
-        return self._policy
+        snapshot = self.snapshots.changed()  # a bad file raises: the monitor keeps the last policy
+        if snapshot is not None:
+            self._policy = runtime_policy(snapshot)
+        return self._policy or RuntimePolicy()
 
 
 class WorkloadInventory:

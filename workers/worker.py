@@ -52,6 +52,8 @@ class Worker:
         self.pending_events: list[dict[str, Any]] = []
         # DNS answers seen since the last flush (name → addresses, ttl), for the policy's FQDN groups.
         self.pending_dns: dict[str, tuple[set[bytes], int]] = {}
+        self.threat_policy: ThreatPolicyUpdates | None = None
+        self.tables: PolicyTables | None = None
         self.running = True
 
     def emit(self, event: dict[str, Any]) -> None:
@@ -146,6 +148,8 @@ class Worker:
                     self.handle(frame, time.time())
             if now >= next_events:
                 next_events = now + EVENT_FLUSH_S
+                if self.threat_policy is not None and self.tables is not None:
+                    self.threat_policy.poll(self.engine, self.tables)
                 self.engine.expire(time.time())
                 self.flush_events()
             if now >= next_hb:
@@ -184,6 +188,8 @@ class Worker:
         self.running = False
 
     def close(self) -> None:
+        if self.threat_policy is not None:
+            self.threat_policy.close()
         self.flush_events()
         self.ctx.destroy(linger=0)
 
@@ -208,20 +214,72 @@ def build_engine(
     emit: Callable[[dict[str, Any]], None],
     on_fqdn: Callable[[list[tuple[str, bytes, float]]], None] | None = None,
 ) -> Engine:
-    """The worker's inspection chain: the DPI engine (parsers, app-aware rules, detectors), behind the
-    lab's payload-pattern rule when one is configured."""
-    from workers.dpi.engine import DpiEngine
+    """The worker's inspection chain: packet-level threats in front of the DPI engine (parsers,
+    app-aware rules) whose detector hooks are the application threats and the DLP/WAF sensors; behind
+    the lab's payload-pattern rule when one is configured. Threat settings arrive with the policy
+    (`ThreatPolicyUpdates`)."""
+    from workers.detect.engine import build_engine as build_detecting_engine
     from workers.pattern import PatternRule
 
-    engine: Engine = DpiEngine(config.dpi, tables, emit, node, on_fqdn=on_fqdn)
+    engine: Engine = build_detecting_engine(
+        config.dpi, tables, emit, node, limits=config.detect, on_fqdn=on_fqdn
+    )
     if config.workers.payload_pattern:
         engine = PatternRule(engine, bytes.fromhex(config.workers.payload_pattern))
     return engine
 
 
+class ThreatPolicyUpdates:
+    """Threat settings and sensors of the policy in force, compiled in a thread (a large sensor set takes
+    seconds to compile; Hyperscan releases the GIL) and handed to the engine between two batches."""
+
+    def __init__(self, config: Config, counters: Counter[str]) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        from pipeline.snapshot_file import SnapshotFile
+
+        self.snapshots = SnapshotFile(config.paths.state_dir)
+        self.counters = counters
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="threat-policy")
+        self.pending: Any = None
+
+    def poll(self, engine: Engine, tables: PolicyTables) -> None:
+        from workers.detect.engine import threat_policy_from_snapshot
+
+        if self.pending is not None and self.pending.done():
+            future, self.pending = self.pending, None
+            try:
+                policy = future.result()
+            except Exception as exc:  # the policy process validated it; a failure here is counted, not fatal
+                self.counters["threats.policy_error"] += 1
+                log.error("threat settings of the new policy not applied: %s", exc)
+            else:
+                set_policy = getattr(_inner(engine), "set_policy", None)
+                if set_policy is not None:
+                    set_policy(policy, tables)
+                    self.counters["threats.policy_applied"] += 1
+        if self.pending is None:
+            try:
+                snapshot = self.snapshots.changed()
+            except Exception:  # written as we read it: next time
+                self.counters["threats.policy_unreadable"] += 1
+                return
+            if snapshot is not None:
+                self.pending = self.pool.submit(threat_policy_from_snapshot, snapshot)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _inner(engine: Engine) -> Any:
+    return getattr(engine, "engine", engine)  # through the lab's PatternRule wrapper
+
+
 def run_worker(config: Config, index: int, tables: PolicyTables, node: str) -> int:
     worker = Worker(config, index)
     worker.engine = build_engine(config, tables, node, worker.emit, worker.on_fqdn)
+    worker.threat_policy = ThreatPolicyUpdates(config, worker.counters)
+    worker.tables = tables
     signal.signal(signal.SIGTERM, worker.stop)
     signal.signal(signal.SIGINT, worker.stop)
     worker.open()

@@ -87,7 +87,7 @@ class DetectLimits:
     max_flow_groups: int = 65536  # flows whose group/mode is cached on the raw packet path
     max_blocked_sources: int = 16384  # sources blocked by a block-source action
     aggregate_window: float = 5.0  # identical threat events within this are counted, not repeated
-    max_aggregate_keys: int = 4096
+    max_aggregate_keys: int = 4096  # distinct threat events held in one aggregation window
     evidence: EvidenceLimits = EvidenceLimits()  # packet rings per flow, snapshotted on findings
     # Hyperscan stream states for packet-context sensors (~0.8 KB each with 2,000 patterns); beyond
     # this, packets are scanned one by one (detect.sensor.streams_full)
@@ -618,6 +618,7 @@ def build_engine(
     on_event: Callable[[FlowContext, Any], None] | None = None,
     on_flow_end: Callable[[FlowContext], None] | None = None,
     report_l4: bool = False,
+    on_fqdn: Callable[[list[tuple[str, bytes, float]]], None] | None = None,
 ) -> DetectingEngine:
     """The worker's engine with threat detection: packet-level threats in front of a DpiEngine whose
     detector hooks are the threat engine's. Every event (the DPI engine's too) goes through the threat
@@ -640,6 +641,7 @@ def build_engine(
         on_event=on_event,
         on_flow_end=flow_end,
         report_l4=report_l4,
+        on_fqdn=on_fqdn,
     )
     return DetectingEngine(dpi, threats)
 

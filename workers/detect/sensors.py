@@ -26,11 +26,13 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
-_hs: Any
+_hs: Any = None
 try:  # the wheel bundles libhs; absence is tolerated (slower `re` fallback), and reported
-    import hyperscan as _hs
+    import hyperscan
+
+    _hs = hyperscan
 except ImportError:  # pragma: no cover - depends on the platform
-    _hs = None
+    pass
 
 HYPERSCAN_AVAILABLE = _hs is not None
 
