@@ -195,8 +195,8 @@ class Reader:
             self.to_workers[worker].send(M.encode(M.Inspect(self.index, batch)), zmq.NOBLOCK)
             self.counters["inspect.sent"] += len(batch)
         except zmq.Again:
-            # The worker is not connected (dead or restarting) or not keeping up: exception policy.
-            self.counters["worker.down"] += len(batch)
+            # The worker is not connected (dead or restarting) or its inbox is full: exception policy.
+            self.counters["worker.unavailable"] += len(batch)
             for ref, _ in batch:
                 entry = self.inflight.pop(ref, None)
                 if entry is not None:

@@ -14,7 +14,7 @@ from pipeline.config import load_config
 
 # Counters shown per child by `top` (all are in `status --json`).
 SHOWN = ("packets", "verdict.allow", "verdict.pass", "verdict.reset", "verdict.drop", "inspect.sent",
-         "flows.active", "inflight", "worker.verdict_timeout", "worker.down")  # fmt: skip
+         "flows.active", "inflight", "worker.verdict_timeout", "worker.unavailable")  # fmt: skip
 MAX_TOP_ROUNDS = 3600
 
 
