@@ -276,7 +276,10 @@ def print_table(report: dict[str, Any]) -> None:
             )
     m = report["meta"]
     print(
-        f"\n{m['reps']} interleaved runs of {m['seconds']}s per test, {m['readers']} readers, {m['workers']} workers, {m['cpus']} CPUs; wall {m['wall_s']}s"
+        print(
+            f"\n{m['reps']} interleaved runs of {m['seconds']}s per test, {m['readers']} readers, {m['workers']} workers, "
+            f"{m['cpus']} CPUs, baseline with conntrack: {m.get('conntrack_baseline')}; wall {m['wall_s']}s"
+        )
     )
 
 
