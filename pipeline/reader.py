@@ -29,6 +29,7 @@ from pipeline.judge import Act, Judge
 from pipeline.nfqueue import NF_DROP, NF_REPEAT, NfQueue, QueuedPacket
 from pipeline.packet import PacketMeta, decode
 from pipeline.reset import ResetSender
+from pipeline.sockets import BATCH_HWM, EVENTS_HWM, HEARTBEAT_HWM, push_to
 from policy.lookup import PolicyTables
 
 log = logging.getLogger(__name__)
@@ -101,7 +102,7 @@ class Reader:
             sock = self.ctx.socket(zmq.PUSH)
             # IMMEDIATE: never queue for a worker that is not connected, so a dead worker is noticed at send.
             sock.setsockopt(zmq.IMMEDIATE, 1)
-            sock.setsockopt(zmq.SNDHWM, 1024)
+            sock.setsockopt(zmq.SNDHWM, BATCH_HWM)
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.RECONNECT_IVL, 20)  # a restarted worker is found again within milliseconds
             monitors.append(sock.get_monitor_socket(zmq.EVENT_CONNECTED))
@@ -111,14 +112,8 @@ class Reader:
         self.from_workers = self.ctx.socket(zmq.PULL)
         self.from_workers.setsockopt(zmq.LINGER, 0)
         self.from_workers.bind(M.reader_endpoint(run_dir, self.index))
-        self.events = self.ctx.socket(zmq.PUSH)
-        self.events.setsockopt(zmq.SNDHWM, 64)
-        self.events.setsockopt(zmq.LINGER, 0)
-        self.events.connect(M.events_endpoint(run_dir))
-        self.supervisor = self.ctx.socket(zmq.PUSH)
-        self.supervisor.setsockopt(zmq.SNDHWM, 8)
-        self.supervisor.setsockopt(zmq.LINGER, 0)
-        self.supervisor.connect(M.supervisor_endpoint(run_dir))
+        self.events = push_to(self.ctx, M.events_endpoint(run_dir), EVENTS_HWM)
+        self.supervisor = push_to(self.ctx, M.supervisor_endpoint(run_dir), HEARTBEAT_HWM)
 
     def _wait_workers_connected(self, monitors: list[zmq.Socket[bytes]]) -> None:
         """Before this reader reports ready (and so before our rules go in), wait until every worker is

@@ -22,6 +22,7 @@ import zmq
 from pipeline import messages as M
 from pipeline.config import Config
 from pipeline.snapshot_file import SnapshotFile
+from pipeline.sockets import EVENTS_HWM, HEARTBEAT_HWM, push_to
 
 log = logging.getLogger(__name__)
 
@@ -106,18 +107,9 @@ def _send_loop(
     """The only user of this child's ZeroMQ sockets: events to the policy process, heartbeats."""
     run_dir = config.paths.run_dir
     ctx = zmq.Context(1)
-    events = ctx.socket(zmq.PUSH)
-    events.setsockopt(zmq.LINGER, 500)
-    events.setsockopt(zmq.SNDHWM, 64)
-    events.connect(M.events_endpoint(run_dir))
-    supervisor = ctx.socket(zmq.PUSH)
-    supervisor.setsockopt(zmq.LINGER, 0)
-    supervisor.setsockopt(zmq.SNDHWM, 8)
-    supervisor.connect(M.supervisor_endpoint(run_dir))
-    policy_input = ctx.socket(zmq.PUSH)
-    policy_input.setsockopt(zmq.LINGER, 0)
-    policy_input.setsockopt(zmq.SNDHWM, 4)
-    policy_input.connect(M.policy_input_endpoint(run_dir))
+    events = push_to(ctx, M.events_endpoint(run_dir), EVENTS_HWM, linger_ms=500)
+    supervisor = push_to(ctx, M.supervisor_endpoint(run_dir), HEARTBEAT_HWM)
+    policy_input = push_to(ctx, M.policy_input_endpoint(run_dir), HEARTBEAT_HWM)
     inventory = WorkloadInventory()
     period = min(SEND_PERIOD_S, config.supervisor.heartbeat_interval_ms / 1000.0)
     next_inventory = 0.0

@@ -20,6 +20,7 @@ from pipeline import messages as M
 from pipeline.config import Config
 from pipeline.flow import Direction, FlowKey, flow_key
 from pipeline.packet import PacketMeta, decode
+from pipeline.sockets import BATCH_HWM, EVENTS_HWM, HEARTBEAT_HWM, push_to
 from policy.lookup import PolicyTables
 from workers.verdict import WorkerVerdict
 
@@ -80,23 +81,10 @@ class Worker:
         self.inbox.bind(M.worker_endpoint(run_dir, self.index))
         self.to_readers = []
         for r in range(self.config.queues.readers):
-            sock = self.ctx.socket(zmq.PUSH)
-            sock.setsockopt(zmq.SNDHWM, 1024)
-            sock.setsockopt(zmq.LINGER, 0)
-            sock.connect(M.reader_endpoint(run_dir, r))
-            self.to_readers.append(sock)
-        self.events = self.ctx.socket(zmq.PUSH)
-        self.events.setsockopt(zmq.SNDHWM, 64)
-        self.events.setsockopt(zmq.LINGER, 0)
-        self.events.connect(M.events_endpoint(run_dir))
-        self.supervisor = self.ctx.socket(zmq.PUSH)
-        self.supervisor.setsockopt(zmq.SNDHWM, 8)
-        self.supervisor.setsockopt(zmq.LINGER, 0)
-        self.supervisor.connect(M.supervisor_endpoint(run_dir))
-        self.policy_input = self.ctx.socket(zmq.PUSH)
-        self.policy_input.setsockopt(zmq.SNDHWM, 64)
-        self.policy_input.setsockopt(zmq.LINGER, 0)
-        self.policy_input.connect(M.policy_input_endpoint(run_dir))
+            self.to_readers.append(push_to(self.ctx, M.reader_endpoint(run_dir, r), BATCH_HWM))
+        self.events = push_to(self.ctx, M.events_endpoint(run_dir), EVENTS_HWM)
+        self.supervisor = push_to(self.ctx, M.supervisor_endpoint(run_dir), HEARTBEAT_HWM)
+        self.policy_input = push_to(self.ctx, M.policy_input_endpoint(run_dir), EVENTS_HWM)
 
     def handle(self, frame: bytes, now: float) -> None:
         try:

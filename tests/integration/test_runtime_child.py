@@ -18,9 +18,9 @@ def test_suspicious_tool_in_a_pod_is_reported(lab: Lab, tmp_path: Path) -> None:
     tool = tmp_path / "nmap"  # a harmless program under a name on the suspicious-tools list
     shutil.copy(shutil.which("sleep") or "/bin/sleep", tool)
     with LabEnforcer(lab) as e:
-        proc = lab.popen("c2", str(tool), "5")
+        proc = lab.popen("c2", str(tool), "20")
         try:
-            deadline = time.monotonic() + 10
+            deadline = time.monotonic() + 20  # /proc scans every 2 s in the lab (see the note in the docs)
             found: list[dict[str, object]] = []
             while time.monotonic() < deadline and not found:
                 found = [ev for ev in e.events() if ev["type"] == "threat" and "nmap" in str(ev)]

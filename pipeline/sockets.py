@@ -1,0 +1,21 @@
+"""ZeroMQ sockets as every process opens them: bounded queues, no lingering, one line each."""
+
+from __future__ import annotations
+
+import zmq
+
+# Queue bounds (messages) of the sockets that carry batches, events and heartbeats.
+BATCH_HWM = 1024  # packet batches and verdict batches
+EVENTS_HWM = 64  # event batches to the policy process
+HEARTBEAT_HWM = 8  # heartbeats: a late one is worthless, the next one comes soon
+
+
+def push_to(
+    ctx: zmq.Context[zmq.Socket[bytes]], endpoint: str, hwm: int, linger_ms: int = 0
+) -> zmq.Socket[bytes]:
+    """A PUSH socket connected to `endpoint`; sends beyond `hwm` queued messages raise zmq.Again."""
+    sock = ctx.socket(zmq.PUSH)
+    sock.setsockopt(zmq.SNDHWM, hwm)
+    sock.setsockopt(zmq.LINGER, linger_ms)
+    sock.connect(endpoint)
+    return sock
