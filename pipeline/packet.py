@@ -173,28 +173,7 @@ def _decode_l4(
 ) -> PacketMeta:
     """Decode the transport header at `off`. `buf` may be shorter than `total` (a truncated copy)."""
     if fragment is Fragment.LATER:
-        return PacketMeta(
-            family,
-            proto,
-            src,
-            dst,
-            0,
-            0,
-            0,
-            0,
-            0,
-            0,
-            -1,
-            0,
-            fragment,
-            frag_id,
-            frag_offset,
-            ttl,
-            total,
-            off,
-            off,
-            "",
-        )
+        return _addresses_only(family, proto, src, dst, off, total, ttl, fragment, frag_id, frag_offset)
     n = len(buf)
     if proto == IPPROTO_TCP:
         if n < off + 20 or total < off + 20:
@@ -232,25 +211,14 @@ def _decode_l4(
             fragment, frag_id, frag_offset, ttl, total, off, off + 8, "",
         )  # fmt: skip
     # Other transports (SCTP, GRE, ESP …): addresses only.
+    return _addresses_only(family, proto, src, dst, off, total, ttl, fragment, frag_id, frag_offset)
+
+
+def _addresses_only(
+    family: int, proto: int, src: bytes, dst: bytes, off: int, total: int, ttl: int,
+    fragment: Fragment, frag_id: int, frag_offset: int,
+) -> PacketMeta:  # fmt: skip
+    """A packet whose transport header we do not read: a non-first fragment or another protocol."""
     return PacketMeta(
-        family,
-        proto,
-        src,
-        dst,
-        0,
-        0,
-        0,
-        0,
-        0,
-        0,
-        -1,
-        0,
-        fragment,
-        frag_id,
-        frag_offset,
-        ttl,
-        total,
-        off,
-        off,
-        "",
-    )
+        family, proto, src, dst, 0, 0, 0, 0, 0, 0, -1, 0, fragment, frag_id, frag_offset, ttl, total, off, off, ""
+    )  # fmt: skip
