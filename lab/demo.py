@@ -40,7 +40,7 @@ def _attempt(lab: Lab, client: str, addr: str, kind: str, port: int) -> tuple[bo
     args = (
         ["tcp", addr, str(port), "--bytes", "20000", "--timeout", "2"]
         if kind == "tcp"
-        else ["udp", addr, str(port), "--count", "3"]
+        else ["udp", addr, str(port), "--count", "3", "--dns"]
     )
     out = lab.exec(client, py, "-m", "lab.traffic", *args, check=False, timeout=15)
     result = json.loads(out.stdout or '{"ok": false, "error": "no output"}')

@@ -123,13 +123,23 @@ def _drain(sock: socket.socket, into: bytearray, nbytes: int) -> None:
         return
 
 
-def udp_client(host: str, port: int, count: int, size: int, timeout: float) -> dict[str, object]:
+def dns_query(ident: int, name: str = "web.lab") -> bytes:
+    """A well-formed DNS query (A, IN, recursion desired): what port 53 should carry."""
+    qname = b"".join(bytes([len(label)]) + label.encode() for label in name.split(".")) + b"\0"
+    return (
+        ident.to_bytes(2, "big") + b"\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00" + qname + b"\x00\x01\x00\x01"
+    )
+
+
+def udp_client(
+    host: str, port: int, count: int, size: int, timeout: float, dns: bool = False
+) -> dict[str, object]:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
     sock.settimeout(timeout)
     got = 0
     for i in range(count):
-        payload = i.to_bytes(4, "big") + _pattern(max(0, size - 4))
+        payload = dns_query(i) if dns else i.to_bytes(4, "big") + _pattern(max(0, size - 4))
         sock.sendto(payload, (host, port))
         try:
             data, _ = sock.recvfrom(65536)
@@ -158,13 +168,14 @@ def main(argv: list[str] | None = None) -> int:
     u.add_argument("--count", type=int, default=5)
     u.add_argument("--size", type=int, default=64)
     u.add_argument("--timeout", type=float, default=1)
+    u.add_argument("--dns", action="store_true", help="send DNS queries instead of pattern bytes")
     args = parser.parse_args(argv)
     if args.cmd == "serve":
         return serve(args.tcp, args.udp, args.seconds)
     if args.cmd == "tcp":
         result = tcp_client(args.host, args.port, args.bytes, args.timeout)
     else:
-        result = udp_client(args.host, args.port, args.count, args.size, args.timeout)
+        result = udp_client(args.host, args.port, args.count, args.size, args.timeout, args.dns)
     print(json.dumps(result), flush=True)
     return 0 if result["ok"] else 1
 
