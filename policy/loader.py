@@ -19,6 +19,7 @@ whole document with a message naming the offending item.
     file_rules: [{group: web, filter: /etc/nginx/*, recursive: true, behavior: block}]
     sensors: [{name: cc, kind: dlp, context: body, patterns: ['\\b4\\d{15}\\b'], action: alert}]
     threats: {tcp.syn_flood: {enabled: true, action: drop, thresholds: {rate: 1000}}}
+    group_threats: {web: {sql_injection: {action: reset}}}   # per group; an omitted action = the catalogue's
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ def yaml_load_all(text: str | bytes) -> list[Any]:
 
 _TOP_KEYS = frozenset(
     {"version", "default_mode", "description", "groups", "rules", "process_profiles", "file_rules"}
-    | {"sensors", "threats"}
+    | {"sensors", "threats", "group_threats"}
 )
 
 
@@ -262,21 +263,33 @@ def _sensor(doc: object, index: int) -> Sensor:
     )
 
 
-def _threats(doc: object) -> Mapping[str, ThreatSetting]:
+def _group_threats(doc: object) -> Mapping[str, Mapping[str, ThreatSetting]]:
     if doc is None:
         return MappingProxyType({})
-    doc = _mapping(doc, "threats", frozenset(doc) if isinstance(doc, Mapping) else frozenset())
+    doc = _mapping(doc, "group_threats", frozenset(doc) if isinstance(doc, Mapping) else frozenset())
+    return MappingProxyType(
+        {
+            _str(group, "group_threats"): _threats(settings, f"group_threats.{group}")
+            for group, settings in doc.items()
+        }
+    )
+
+
+def _threats(doc: object, section: str = "threats") -> Mapping[str, ThreatSetting]:
+    if doc is None:
+        return MappingProxyType({})
+    doc = _mapping(doc, section, frozenset(doc) if isinstance(doc, Mapping) else frozenset())
     out: dict[str, ThreatSetting] = {}
     for name, setting in doc.items():
-        where = f"threat {name!r}"
-        _str(name, "threats")
+        where = f"threat {name!r}" if section == "threats" else f"{section}: threat {name!r}"
+        _str(name, section)
         setting = _mapping(setting or {}, where, frozenset({"enabled", "action", "thresholds"}))
         thresholds = setting.get("thresholds") or {}
         if not isinstance(thresholds, Mapping):
             raise PolicyError(f"{where}.thresholds: expected a mapping")
         out[name] = ThreatSetting(
             enabled=_bool(setting.get("enabled", True), f"{where}.enabled"),
-            action=_enum(ThreatAction, setting.get("action", "alert"), f"{where}.action"),
+            action=_enum(ThreatAction, setting["action"], f"{where}.action") if "action" in setting else None,
             thresholds=MappingProxyType(dict(thresholds)),
         )
     return MappingProxyType(out)
@@ -306,6 +319,7 @@ def parse_policy(doc: object) -> PolicySnapshot:
         file_rules=tuple(_file_rule(f, i) for i, f in enumerate(_list(doc.get("file_rules"), "file_rules"))),
         sensors=tuple(_sensor(s, i) for i, s in enumerate(_list(doc.get("sensors"), "sensors"))),
         threats=_threats(doc.get("threats")),
+        group_threats=_group_threats(doc.get("group_threats")),
     )
     validate_snapshot(snapshot)
     return snapshot
@@ -395,11 +409,20 @@ def policy_to_dict(snapshot: PolicySnapshot) -> dict[str, Any]:
             for s in snapshot.sensors
         ]
     if snapshot.threats:
-        doc["threats"] = {
-            name: {"enabled": t.enabled, "action": t.action.value, "thresholds": dict(t.thresholds)}
-            for name, t in snapshot.threats.items()
-        }
+        doc["threats"] = _threats_to_dict(snapshot.threats)
+    if snapshot.group_threats:
+        doc["group_threats"] = {g: _threats_to_dict(t) for g, t in snapshot.group_threats.items()}
     return doc
+
+
+def _threats_to_dict(threats: Mapping[str, ThreatSetting]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, t in threats.items():
+        entry: dict[str, Any] = {"enabled": t.enabled, "thresholds": dict(t.thresholds)}
+        if t.action is not None:
+            entry["action"] = t.action.value
+        out[name] = entry
+    return out
 
 
 def dump_policy(snapshot: PolicySnapshot) -> str:

@@ -91,6 +91,7 @@ class ThreatAction(enum.StrEnum):
     ALERT = "alert"
     DROP = "drop"
     RESET = "reset"
+    BLOCK_SOURCE = "block-source"  # block the attacking source for the threat's block time
 
 
 def parse_mode(text: str) -> Mode:
@@ -241,7 +242,7 @@ class Sensor:
 @dataclass(frozen=True, slots=True)
 class ThreatSetting:
     enabled: bool = True
-    action: ThreatAction = ThreatAction.ALERT
+    action: ThreatAction | None = None  # None: the threat catalogue's default action
     thresholds: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
 
 
@@ -257,6 +258,10 @@ class PolicySnapshot:
     file_rules: tuple[FileRule, ...] = ()
     sensors: tuple[Sensor, ...] = ()
     threats: Mapping[str, ThreatSetting] = field(default_factory=lambda: MappingProxyType({}))
+    # Per-group overrides of `threats` (group → threat → setting); a flow uses its server's group.
+    group_threats: Mapping[str, Mapping[str, ThreatSetting]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
 
     def group(self, name: str) -> Group:
         for g in self.groups:
@@ -457,8 +462,16 @@ def _check_sensors(snapshot: PolicySnapshot, groups: Mapping[str, Group]) -> Non
                 raise PolicyError(f"{where}: group {g!r} is not defined")
 
 
-def _check_threats(snapshot: PolicySnapshot) -> None:
-    for name, setting in snapshot.threats.items():
+def _check_threats(snapshot: PolicySnapshot, groups: Mapping[str, Group]) -> None:
+    _check_threat_settings(snapshot.threats)
+    for group, settings in snapshot.group_threats.items():
+        if group not in groups:
+            raise PolicyError(f"group_threats: group {group!r} is not defined")
+        _check_threat_settings(settings)
+
+
+def _check_threat_settings(settings: Mapping[str, ThreatSetting]) -> None:
+    for name, setting in settings.items():
         if not isinstance(name, str) or len(name) > MAX_NAME_LEN or not _THREAT_RE.match(name):
             raise PolicyError(f"threat name {name!r} is not valid (lower-case letters, digits, . _ -)")
         if not isinstance(setting.enabled, bool):
@@ -479,4 +492,4 @@ def validate_snapshot(snapshot: PolicySnapshot) -> None:
     _check_rules(snapshot, groups)
     _check_runtime(snapshot, groups)
     _check_sensors(snapshot, groups)
-    _check_threats(snapshot)
+    _check_threats(snapshot, groups)

@@ -655,12 +655,20 @@ def threat_policy_from_snapshot(snapshot: Any, use_hyperscan: bool = True) -> Th
     `compile_group_settings` takes can pass them to `compile_threat_policy` directly. Each snapshot
     sensor (one context, a list of patterns, groups or none for all) becomes one sensor whose rules are
     its patterns. Raises ThreatSettingsError/SensorError naming the bad threat, key or pattern."""
-    default: dict[str, Any] = {}
-    for name, setting in snapshot.threats.items():
-        short = name.rsplit(".", 1)[-1] if name not in C.BY_NAME else name
-        entry: dict[str, Any] = {"enabled": setting.enabled, "action": str(setting.action)}
-        entry.update(dict(setting.thresholds))
-        default[short] = entry
+
+    def documents(settings: Any) -> dict[str, Any]:
+        doc: dict[str, Any] = {}
+        for name, setting in settings.items():
+            short = name.rsplit(".", 1)[-1] if name not in C.BY_NAME else name
+            entry: dict[str, Any] = {"enabled": setting.enabled}
+            if setting.action is not None:  # None: the catalogue's default action
+                entry["action"] = str(setting.action)
+            entry.update(dict(setting.thresholds))
+            doc[short] = entry
+        return doc
+
+    default = documents(snapshot.threats)
+    per_group = {group: documents(s) for group, s in getattr(snapshot, "group_threats", {}).items()}
     sensors = [
         {
             "name": s.name,
@@ -673,4 +681,6 @@ def threat_policy_from_snapshot(snapshot: Any, use_hyperscan: bool = True) -> Th
         }
         for s in snapshot.sensors
     ]
-    return compile_threat_policy(snapshot.version, {"default": default}, sensors, use_hyperscan)
+    return compile_threat_policy(
+        snapshot.version, {"default": default, "groups": per_group}, sensors, use_hyperscan
+    )
