@@ -18,7 +18,7 @@ whole document with a message naming the offending item.
     process_profiles: [{group: web, processes: [{name: nginx, path: /usr/sbin/nginx}]}]
     file_rules: [{group: web, filter: /etc/nginx/*, recursive: true, behavior: block}]
     sensors: [{name: cc, kind: dlp, context: body, patterns: ['\\b4\\d{15}\\b'], action: alert}]
-    threats: {tcp.syn_flood: {enabled: true, action: drop, thresholds: {rate: 1000}}}
+    threats: {syn_flood: {enabled: true, action: drop, thresholds: {syns_per_window: 1000}}}
     group_threats: {web: {sql_injection: {action: reset}}}   # per group; an omitted action = the catalogue's
 """
 

@@ -155,6 +155,19 @@ def open_shared_tables(
             time.sleep(0.01)
 
 
+def threat_settings_problem(snapshot: PolicySnapshot) -> str:
+    """Why the snapshot's threat settings or sensors would not compile in the workers ("" if they do):
+    checked here so such a policy is rejected whole, not half applied. Python `re` stands in for
+    Hyperscan, which the workers compile with, to keep the check quick."""
+    from workers.detect.engine import threat_policy_from_snapshot
+
+    try:
+        threat_policy_from_snapshot(snapshot, use_hyperscan=False)
+    except Exception as exc:  # ValueError naming the key or pattern; re.error for a pattern it missed
+        return f"threat settings or sensors: {exc}"
+    return ""
+
+
 class LastKnownGood:
     """The last applied snapshot, persisted in native YAML (atomic replace, 0600)."""
 
@@ -248,6 +261,9 @@ class PolicyApplier:
                 else f"version {snapshot.version} is already in force with other content; raise the version"
             )
             return self._reject(snapshot.version, why, source, A.POLICY_STALE)
+        problem = threat_settings_problem(snapshot)
+        if problem:
+            return self._reject(snapshot.version, problem, source, A.POLICY_REJECTED)
         try:
             generation = self._publish(snapshot)
         except TablesFull as exc:

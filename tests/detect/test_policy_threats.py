@@ -43,3 +43,19 @@ def test_group_threats_round_trip_and_reach_the_detectors() -> None:
 def test_group_threats_name_an_unknown_group() -> None:
     with pytest.raises(PolicyError, match="group_threats: group 'db' is not defined"):
         parse_policy({**DOC, "group_threats": {"db": {}}})
+
+
+def test_policy_process_rejects_threat_settings_the_workers_cannot_compile() -> None:
+    from policy.service import threat_settings_problem
+
+    assert threat_settings_problem(parse_policy(DOC)) == ""
+    bad = parse_policy({**DOC, "threats": {"syn_flood": {"thresholds": {"rate": 5}}}})
+    assert "syn_flood.rate: unknown setting" in threat_settings_problem(bad)
+    sensor = {
+        "name": "s",
+        "kind": "waf",
+        "context": "url",
+        "patterns": ["(?i)union\\\\s+select"],
+        "action": "block",
+    }
+    assert threat_settings_problem(parse_policy({**DOC, "sensors": [sensor]})) == ""  # leading flags are fine

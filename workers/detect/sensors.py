@@ -186,6 +186,9 @@ def _text(data: bytes) -> str:
     return data.decode("latin-1")
 
 
+_LEADING_FLAGS = re.compile(r"\(\?[aiLmsux]+\)")
+
+
 class SensorSet:
     """All sensors of one policy generation, compiled. Immutable after construction."""
 
@@ -198,7 +201,10 @@ class SensorSet:
         for sensor in self.sensors:
             for rule in sensor.rules:
                 flags = re.I if rule.caseless else 0
-                confirm = re.compile(f"(?:{rule.pattern})\\Z", flags | re.S)
+                # Leading global flags such as "(?i)" must stay at the very start of the expression.
+                lead = _LEADING_FLAGS.match(rule.pattern)
+                head, body = (lead.group(0), rule.pattern[lead.end() :]) if lead else ("", rule.pattern)
+                confirm = re.compile(f"{head}(?:{body})\\Z", flags | re.S)
                 self._by_context[rule.context].append(len(self._entries))
                 self._entries.append(_Entry(sensor, rule, confirm))
         self._fallback: dict[Context, list[tuple[int, re.Pattern[str]]]] = {c: [] for c in Context}
