@@ -37,7 +37,7 @@ def test_demo_policy_loads_and_round_trips() -> None:
     assert {g.name for g in snap.groups} >= {"external", "nodes", "clients"}
     assert parse_policy(policy_to_dict(snap)) == snap
     assert parse_policy_text(dump_policy(snap)) == snap
-    assert snap.threats["tcp.syn_flood"].thresholds["rate"] == 1000
+    assert snap.threats["syn_flood"].thresholds["syns_per_window"] == 1000
     assert snap.sensors[0].name == "credit-card"
 
 
