@@ -117,14 +117,3 @@ def handler(args: argparse.Namespace) -> int:
         sys.stdout.flush()
 
     return run_runtime_monitor(settings, _PolicyFile(args.policy, policy), emit, stop)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="enforcer")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return int(args.func(args))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -357,16 +357,3 @@ def register(subparsers: Any) -> None:
     p.add_argument("--json", action="store_true", help="JSON lines output")
     handler: Callable[[argparse.Namespace], int] = _handler
     p.set_defaults(func=handler)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry (`python -m workers.replay`) until the `enforcer` CLI registers the command."""
-    parser = argparse.ArgumentParser(prog="enforcer")
-    sub = parser.add_subparsers(dest="command", required=True)
-    register(sub)
-    args = parser.parse_args(argv)
-    return int(args.func(args))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -5,7 +5,8 @@ import os
 import subprocess
 import sys
 
-from runtime.cli import load_policy, main
+from pipeline.cli import main
+from runtime.cli import load_policy
 
 
 def test_bad_policy_files_exit_2_naming_the_problem(tmp_path, capsys) -> None:
@@ -35,7 +36,7 @@ def test_runs_and_prints_events_as_json_lines(tmp_path, netns: str) -> None:
         [
             sys.executable,
             "-m",
-            "runtime.cli",
+            "pipeline.cli",
             "runtime",
             "--policy",
             pol,

@@ -185,16 +185,3 @@ def register(subparsers: Any) -> None:
     rp.add_argument("--evidence", metavar="DIR", help="write each event's packet capture into DIR")
     handler: Callable[[argparse.Namespace], int] = _handler
     p.set_defaults(func=handler)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry (`python -m workers.detect.cli`) until `enforcer` registers the command."""
-    parser = argparse.ArgumentParser(prog="enforcer")
-    sub = parser.add_subparsers(dest="command", required=True)
-    register(sub)
-    args = parser.parse_args(argv)
-    return int(args.func(args))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
