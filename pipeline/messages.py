@@ -88,25 +88,28 @@ def encode(msg: Message) -> bytes:
     return msgpack.packb(body, use_bin_type=True)
 
 
-def decode(frame: bytes) -> Message:
+def _envelope(frame: bytes, min_len: int, **limits: int) -> list[Any]:
+    """The body array of an internal message: size-checked, unpacked within `limits`, at our schema
+    version. Raises MessageError naming what was wrong."""
     if len(frame) > MAX_MESSAGE_BYTES:
         raise MessageError(A.MESSAGE_MALFORMED, f"{len(frame)} bytes is over the {MAX_MESSAGE_BYTES} limit")
     try:
-        body = msgpack.unpackb(
-            frame,
-            raw=False,
-            strict_map_key=True,
-            max_bin_len=MAX_PACKET_BYTES,
-            max_array_len=max(MAX_BATCH_ITEMS, MAX_EVENTS_PER_BATCH),
-            max_str_len=1 << 20,
-            max_map_len=1 << 12,
-        )
+        body = msgpack.unpackb(frame, raw=False, strict_map_key=True, **limits)
     except Exception as exc:  # msgpack raises several types for bad input
         raise MessageError(A.MESSAGE_MALFORMED, f"not msgpack: {exc}") from None
-    if not isinstance(body, list) or len(body) < 2:
+    if not isinstance(body, list) or len(body) < min_len:
         raise MessageError(A.MESSAGE_MALFORMED, "not a message array")
     if body[0] != SCHEMA_VERSION:
         raise MessageError(A.MESSAGE_BAD_VERSION, f"schema version {body[0]!r}, expected {SCHEMA_VERSION}")
+    return body
+
+
+def decode(frame: bytes) -> Message:
+    body = _envelope(
+        frame, 2,
+        max_bin_len=MAX_PACKET_BYTES, max_array_len=max(MAX_BATCH_ITEMS, MAX_EVENTS_PER_BATCH),
+        max_str_len=1 << 20, max_map_len=1 << 12,
+    )  # fmt: skip
     try:
         kind = MessageType(body[1])
     except (ValueError, TypeError):
@@ -452,19 +455,10 @@ def _addresses(value: Any) -> list[bytes]:
 
 def decode_policy_input(frame: bytes) -> PolicyInput:
     """Decode a policy-input frame; raises only MessageError."""
-    if len(frame) > MAX_MESSAGE_BYTES:
-        raise MessageError(A.MESSAGE_MALFORMED, f"{len(frame)} bytes is over the {MAX_MESSAGE_BYTES} limit")
-    try:
-        body = msgpack.unpackb(
-            frame, raw=False, strict_map_key=True, max_bin_len=16, max_str_len=1024,
-            max_array_len=MAX_POLICY_INPUT_ITEMS, max_map_len=256, max_ext_len=0,
-        )  # fmt: skip
-    except Exception as exc:  # msgpack raises several types for bad input
-        raise MessageError(A.MESSAGE_MALFORMED, f"not msgpack: {exc}") from None
-    if not isinstance(body, list) or len(body) < 4:
-        raise MessageError(A.MESSAGE_MALFORMED, "not a message array")
-    if body[0] != SCHEMA_VERSION:
-        raise MessageError(A.MESSAGE_BAD_VERSION, f"schema version {body[0]!r}, expected {SCHEMA_VERSION}")
+    body = _envelope(
+        frame, 4,
+        max_bin_len=16, max_str_len=1024, max_array_len=MAX_POLICY_INPUT_ITEMS, max_map_len=256, max_ext_len=0,
+    )  # fmt: skip
     try:
         kind = PolicyInputType(body[1])
     except (ValueError, TypeError):
