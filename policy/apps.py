@@ -56,12 +56,29 @@ APPLICATIONS: tuple[str, ...] = (
     "Voltdb",
     "Hazelcast",
     "Solr",
+    "Apache",
+    "nginx",
+    "Jetty",
+    "WordPress",
 )
 
 # The compiled tables keep a rule's applications as a 64-bit mask.
 MAX_APPLICATIONS = 64
 assert len(APPLICATIONS) <= MAX_APPLICATIONS, "application mask is 64 bits"
 assert len({a.lower() for a in APPLICATIONS}) == len(APPLICATIONS), "application names differ by case"
+
+# Server software named by HTTP response headers (`workers.dpi.parsers.http.server_app`). A rule naming
+# one of these is decided once the server's first response is seen, not at the request.
+HTTP_SERVER_APPS: tuple[str, ...] = (
+    "Apache",
+    "nginx",
+    "Jetty",
+    "WordPress",
+    "CouchDB",
+    "etcd",
+    "ElasticSearch",
+    "Consul",
+)
 
 # Other spellings accepted in policy files and from DPI (lower case) → the canonical name.
 ALIASES: Mapping[str, str] = {
@@ -81,6 +98,9 @@ ALIASES: Mapping[str, str] = {
 
 _CANONICAL: Mapping[str, str] = {a.lower(): a for a in APPLICATIONS} | dict(ALIASES)
 APP_INDEX: Mapping[str, int] = {a: i for i, a in enumerate(APPLICATIONS)}
+
+
+SERVER_APP_MASK: int = sum(1 << APP_INDEX[a] for a in HTTP_SERVER_APPS)
 
 
 def canonical_app(name: str) -> str | None:

@@ -15,6 +15,7 @@ whole document with a message naming the offending item.
         fqdns: ["*.example.com"]
     rules:
       - {id: 1, from: clients, to: web, ports: [tcp/80, icmp], applications: [HTTP], action: allow}
+      - {id: 2, from: clients, to: web, ports: [tcp/443], hosts: ["shop.example.com"], action: allow}
     process_profiles: [{group: web, processes: [{name: nginx, path: /usr/sbin/nginx}]}]
     file_rules: [{group: web, filter: /etc/nginx/*, recursive: true, behavior: block}]
     sensors: [{name: cc, kind: dlp, context: body, patterns: ['\\b4\\d{15}\\b'], action: alert}]
@@ -178,12 +179,17 @@ def _applications(value: object, where: str) -> tuple[str, ...]:
     return tuple(apps)
 
 
+def _hosts(value: object, where: str) -> tuple[str, ...]:
+    names = [value] if isinstance(value, str) else _list(value, where)
+    return tuple(dict.fromkeys(_str(name, where).strip().lower().rstrip(".") for name in names))
+
+
 def _rule(doc: object, index: int) -> Rule:
     where = f"rules[{index}]"
     doc = _mapping(
         doc,
         where,
-        frozenset({"id", "from", "to", "ports", "applications", "action", "order", "comment"}),
+        frozenset({"id", "from", "to", "ports", "applications", "hosts", "action", "order", "comment"}),
         ("id", "from", "to", "action"),
     )
     rule_id = _int(doc["id"], f"{where}.id")
@@ -204,6 +210,7 @@ def _rule(doc: object, index: int) -> Rule:
         applications=_applications(doc.get("applications"), f"{where}.applications"),
         action=_enum(RuleAction, doc["action"], f"{where}.action"),
         order=_int(doc.get("order", index), f"{where}.order"),
+        hosts=_hosts(doc.get("hosts"), f"{where}.hosts"),
     )
 
 
@@ -365,6 +372,8 @@ def policy_to_dict(snapshot: PolicySnapshot) -> dict[str, Any]:
         out: dict[str, Any] = {"id": r.id, "from": r.from_group, "to": r.to_group}
         out["ports"] = [str(p) for p in r.ports]
         out["applications"] = list(r.applications) if r.applications else "any"
+        if r.hosts:
+            out["hosts"] = list(r.hosts)
         out["action"] = r.action.value
         out["order"] = r.order
         return out

@@ -57,6 +57,44 @@ class PolicyTables(Protocol):
         """The L3/L4 decision for a new flow (`src`/`dst` are 4 or 16 raw address bytes)."""
         ...
 
-    def decide_app(self, family: int, src: bytes, dst: bytes, proto: int, dport: int, app: str) -> Decision:
-        """The decision once the flow's application is known (e.g. "HTTP", "MySQL"); always final."""
+    def decide_app(
+        self,
+        family: int,
+        src: bytes,
+        dst: bytes,
+        proto: int,
+        dport: int,
+        app: str,
+        host: str = "",
+        server_app: str | None = "",
+    ) -> Decision:
+        """The decision once the flow's application is known (e.g. "HTTP", "MySQL").
+
+        `host` is the virtual host the client asked for (HTTP Host, TLS SNI; see `normalize_host`),
+        "" when it named none. `server_app` is the server software its HTTP response named ("etcd",
+        "CouchDB" …; "" none); None while that response has not been seen: a rule naming a server
+        application then gives a provisional answer (`final=False`), and the caller asks again once
+        the response is in. Otherwise the answer is final.
+        """
         ...
+
+
+def normalize_host(raw: bytes | str) -> str:
+    """A Host header or SNI value as host rules compare it: lower case, no port, no trailing dot.
+
+    Anything that is not a plausible DNS name (an IP literal, control bytes, over 253 characters)
+    becomes "", which no host pattern matches.
+    """
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode("ascii")
+        except UnicodeDecodeError:
+            return ""
+    name = raw.strip().lower()
+    if name.startswith("["):
+        return ""  # an IPv6 literal
+    name = name.rsplit(":", 1)[0] if name.count(":") == 1 else name
+    name = name.rstrip(".")
+    if not name or len(name) > 253 or not all(c.isalnum() or c in "-._" for c in name) or not name.isascii():
+        return ""
+    return name

@@ -29,6 +29,7 @@ MAX_GROUPS = 20_000  # groups per snapshot (target: 5,000 compiled in < 1 s)
 MAX_RULES = 50_000  # network rules per snapshot (target: 10,000)
 MAX_MEMBERS_PER_GROUP = 4_096  # CIDRs, selectors or FQDN patterns per group
 MAX_PORTS_PER_RULE = 64  # port specs in one rule
+MAX_HOSTS_PER_RULE = 256  # virtual-host patterns in one rule
 MAX_NAME_LEN = 253  # group, sensor, threat names; also the longest DNS name
 MAX_PATTERNS_PER_SENSOR = 256  # regular expressions in one sensor
 MAX_REGEX_LEN = 1_024  # characters in one sensor regular expression
@@ -196,6 +197,9 @@ class Rule:
     applications: tuple[str, ...] = ()  # canonical names; empty means any application
     action: RuleAction = RuleAction.ALLOW
     order: int = 0
+    # virtual hosts ("shop.example.com", "*.example.com") the HTTP Host or TLS SNI must name; empty: any.
+    # A host narrows a rule that the addresses already match; it never widens one (the client writes it).
+    hosts: tuple[str, ...] = ()
 
     def matches_port(self, proto: int, port: int) -> bool:
         return any(p.matches(proto, port) for p in self.ports)
@@ -409,6 +413,10 @@ def _check_rules(snapshot: PolicySnapshot, groups: Mapping[str, Group]) -> None:
         for app in r.applications:
             if canonical_app(app) != app:
                 raise PolicyError(f"{where}: unknown application {app!r}")
+        if len(r.hosts) > MAX_HOSTS_PER_RULE:
+            raise PolicyError(f"{where}: {len(r.hosts)} hosts, limit {MAX_HOSTS_PER_RULE}")
+        for host in r.hosts:
+            check_fqdn(host, where)
         if not isinstance(r.action, RuleAction):
             raise PolicyError(f"{where}: action {r.action!r} is not allow or deny")
         if isinstance(r.order, bool) or not isinstance(r.order, int):

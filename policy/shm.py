@@ -36,13 +36,13 @@ from array import array
 from pathlib import Path
 from typing import Final
 
-from policy.apps import app_bit
+from policy.apps import SERVER_APP_MASK
 from policy.lookup import Action, Decision, Mode, Report
 from policy.model import PROTO_ANY, PROTO_ICMP
-from policy.tables import EXTERNAL_INDEX, CompiledPolicy
+from policy.tables import EXTERNAL_INDEX, AppKey, CompiledPolicy, app_key, host_matches
 
 MAGIC: Final = 0x454E46504F4C5442  # "ENFPOLTB"
-LAYOUT_VERSION: Final = 2
+LAYOUT_VERSION: Final = 3
 CONTROL_BYTES: Final = 4096
 RETIRED: Final = 1 << 62  # set in the generation word of a file the writer has replaced
 
@@ -59,7 +59,7 @@ ADDRESS_CACHE_ENTRIES = 65536  # per reader: address → group, valid for one ge
 DECISION_CACHE_ENTRIES = 65536  # per reader: (groups, proto, port, app) → decision, for one generation
 
 # Half header words.
-HEADER_WORDS: Final = 16
+HEADER_WORDS: Final = 24
 (
     _H_GEN,
     _H_VERSION,
@@ -76,7 +76,10 @@ HEADER_WORDS: Final = 16
     _H_ENTRIES,
     _H_NENTRIES,
     _H_USED,
-) = range(15)
+    _H_NHOSTSETS,
+    _H_HOST_IDX,
+    _H_HOST_POOL,
+) = range(18)
 
 _new = tuple.__new__  # builds a Decision without the NamedTuple's Python-level __new__
 _FIB: Final = 0x9E3779B97F4A7C15
@@ -201,8 +204,21 @@ def serialize(compiled: CompiledPolicy, generation: int) -> bytes:
     header[_H_NV6] = len(compiled.v6)
     header[_H_V6DIR] = add(v6dir.tobytes())
 
-    # Rule entries, three words each: id | proto << 32 | allow << 40; low | high << 16; app mask.
+    # Rule entries, three words each: id | proto << 32 | allow << 40 | host set << 41; low | high << 16;
+    # app mask. Host set k (1-based; 0 = any host) is pool[index[k-1]:index[k]], patterns joined by "\n".
     # Pairs: uint64 slots of two words ((src + 1) << 32 | (dst + 1), first entry << 32 | count).
+    host_sets: dict[tuple[str, ...], int] = {}
+    for rule_entries in compiled.pairs.values():
+        for re_ in rule_entries:
+            if re_.hosts:
+                host_sets.setdefault(re_.hosts, len(host_sets) + 1)
+    host_pool = [("\n".join(hosts)).encode() for hosts in host_sets]
+    host_index = array("Q", [0])
+    for blob in host_pool:
+        host_index.append(host_index[-1] + len(blob))
+    header[_H_NHOSTSETS] = len(host_sets)
+    header[_H_HOST_IDX] = add(host_index.tobytes())
+    header[_H_HOST_POOL] = add(b"".join(host_pool))
     entries = array("Q")
     pair_bits = _table_bits(len(compiled.pairs))
     pair_mask = (1 << pair_bits) - 1
@@ -210,8 +226,13 @@ def serialize(compiled: CompiledPolicy, generation: int) -> bytes:
     for (sg, dg), rule_entries in compiled.pairs.items():
         first = len(entries) // 3
         for re_ in rule_entries:
+            hosts = host_sets[re_.hosts] if re_.hosts else 0
             entries.extend(
-                (re_.rule_id | re_.proto << 32 | int(re_.allow) << 40, re_.low | re_.high << 16, re_.app_mask)
+                (
+                    re_.rule_id | re_.proto << 32 | int(re_.allow) << 40 | hosts << 41,
+                    re_.low | re_.high << 16,
+                    re_.app_mask,
+                )
             )
         key = (sg + 1) << 32 | (dg + 1)
         s = _slot(key, pair_bits)
@@ -428,8 +449,9 @@ class SharedTables:
         self._layout_gen = -1
         self._cache_gen = -1
         self._names: dict[int, str] = {}
+        self._host_sets: dict[int, tuple[str, ...]] = {}
         self._addr_cache: dict[bytes, int] = {}
-        self._decision_cache: dict[tuple[int, int, int, int, int | None], Decision] = {}
+        self._decision_cache: dict[tuple[int, int, int, int, AppKey | None], Decision] = {}
 
     def close(self) -> None:
         if self._mm is None:
@@ -502,7 +524,11 @@ class SharedTables:
         self._pair_shift = 64 - pair_bits
         self._pair_mask = (1 << pair_bits) - 1
         self._entries = (base + words[_H_ENTRIES]) >> 3
+        self._nhostsets = words[_H_NHOSTSETS]
+        self._host_idx = (base + words[_H_HOST_IDX]) >> 3
+        self._host_pool = base + words[_H_HOST_POOL]
         self._names = {}
+        self._host_sets = {}
 
     def _group4(self, value: int) -> int:
         ia = self._i
@@ -542,7 +568,22 @@ class SharedTables:
             self._names[gidx] = name
         return name
 
-    def _lookup(self, g: int, sg: int, dg: int, proto: int, dport: int, app: int | None) -> Decision:
+    def _host_set(self, k: int) -> tuple[str, ...]:
+        patterns = self._host_sets.get(k)
+        if patterns is None:
+            if not 1 <= k <= self._nhostsets:
+                raise IndexError("host set out of range")
+            idx = self._host_idx + k - 1
+            start, end = self._q[idx], self._q[idx + 1]
+            if end < start or end - start > 300 * 256:
+                raise IndexError("bad host set index")
+            patterns = tuple(
+                bytes(self._b[self._host_pool + start : self._host_pool + end]).decode().split("\n")
+            )
+            self._host_sets[k] = patterns  # dropped with the layout if the generation re-check fails
+        return patterns
+
+    def _lookup(self, g: int, sg: int, dg: int, proto: int, dport: int, app: AppKey | None) -> Decision:
         if sg >= self._ngroups or dg >= self._ngroups:
             raise IndexError("group index out of range")
         mode = _MODES[self._b[self._modes_at + (sg if dg == EXTERNAL_INDEX and sg != EXTERNAL_INDEX else dg)]]
@@ -579,13 +620,16 @@ class SharedTables:
                         continue
             apps = q[at + 2]
             rule_id = w0 & 0xFFFFFFFF
-            if apps:
-                if app is None:
+            hosts = w0 >> 41
+            if apps or hosts:
+                if app is None or (app[2] and apps & SERVER_APP_MASK and not apps & app[0]):
                     return _new(
                         Decision,
                         (_ALLOW, False, rule_id, mode, _REPORT_NONE, self._name(sg), self._name(dg), g),
                     )
-                if not apps & app:
+                if (apps and not apps & app[0]) or (
+                    hosts and not host_matches(self._host_set(hosts), app[1])
+                ):
                     at += 3
                     continue
             if (w0 >> 40) & 1:
@@ -619,7 +663,7 @@ class SharedTables:
             self._acked = g
         return bool(g)
 
-    def _decide(self, src: bytes, dst: bytes, proto: int, dport: int, app: int | None) -> Decision:
+    def _decide(self, src: bytes, dst: bytes, proto: int, dport: int, app: AppKey | None) -> Decision:
         q = self._q
         g = q[_W_GEN]
         if g == self._cache_gen and self.cache:
@@ -696,8 +740,18 @@ class SharedTables:
     def decide(self, family: int, src: bytes, dst: bytes, proto: int, dport: int) -> Decision:
         return self._decide(src, dst, proto, dport, None)
 
-    def decide_app(self, family: int, src: bytes, dst: bytes, proto: int, dport: int, app: str) -> Decision:
-        return self._decide(src, dst, proto, dport, app_bit(app))
+    def decide_app(
+        self,
+        family: int,
+        src: bytes,
+        dst: bytes,
+        proto: int,
+        dport: int,
+        app: str,
+        host: str = "",
+        server_app: str | None = "",
+    ) -> Decision:
+        return self._decide(src, dst, proto, dport, app_key(app, host, server_app))
 
 
 def open_reader_tables(

@@ -11,7 +11,7 @@ import ipaddress
 import random
 from typing import NamedTuple
 
-from policy.apps import APPLICATIONS
+from policy.apps import APPLICATIONS, HTTP_SERVER_APPS
 from policy.lookup import Mode
 from policy.model import (
     EXTERNAL,
@@ -30,6 +30,15 @@ from policy.model import (
 
 _V4_BASE = int(ipaddress.IPv4Address("198.18.0.0"))
 _V6_BASE = int(ipaddress.IPv6Address("fd00:198::"))
+HOST_PATTERNS = ("shop.example.com", "*.example.com", "api.example.org", "*.internal.example.net")
+HOSTS = (
+    "",
+    "shop.example.com",
+    "www.example.com",
+    "example.com",
+    "api.example.org",
+    "a.internal.example.net",
+)
 MAX_SYNTH_GROUPS = 8000  # /28s of 198.18.0.0/15, leaving the last ones for `external` addresses
 
 
@@ -40,6 +49,8 @@ class Query(NamedTuple):
     proto: int
     dport: int
     app: str | None
+    host: str = ""  # the HTTP Host / TLS SNI, normalized
+    server_app: str | None = ""  # None: the server has not answered yet
 
 
 def _v4(index: int, host: int = 0) -> int:
@@ -53,6 +64,7 @@ def synthetic_policy(
     if groups > MAX_SYNTH_GROUPS:
         raise ValueError(f"at most {MAX_SYNTH_GROUPS} synthetic groups")
     rnd = random.Random(seed)
+    rnd_hosts = random.Random(seed + 7)  # own stream: hosts do not change the rest of the policy
     modes = list(Mode)
     out: list[Group] = []
     for i in range(groups):
@@ -103,8 +115,13 @@ def synthetic_policy(
         else:
             port = PortSpec(PROTO_ANY)
         apps: tuple[str, ...] = ()
+        hosts: tuple[str, ...] = ()
         if port.proto == PROTO_TCP and rnd.random() < app_share:
             apps = tuple(rnd.sample(APPLICATIONS, rnd.randrange(1, 3)))
+            if rnd_hosts.random() < 0.3:
+                apps = (rnd_hosts.choice(HTTP_SERVER_APPS),) + apps[1:]
+            if rnd_hosts.random() < 0.3:
+                hosts = tuple(rnd_hosts.sample(HOST_PATTERNS, rnd_hosts.randrange(1, 3)))
         rule_list.append(
             Rule(
                 id=r + 1,
@@ -114,6 +131,7 @@ def synthetic_policy(
                 applications=apps,
                 action=RuleAction.ALLOW if rnd.random() < 0.7 else RuleAction.DENY,
                 order=r,
+                hosts=hosts,
             )
         )
     snap = PolicySnapshot(version=version, groups=tuple(all_groups), rules=tuple(rule_list))
@@ -124,6 +142,7 @@ def synthetic_policy(
 def sample_queries(snapshot: PolicySnapshot, count: int, seed: int = 2) -> list[Query]:
     """Traffic between the snapshot's groups (and outside them), biased towards ruled pairs."""
     rnd = random.Random(seed)
+    rnd_hosts = random.Random(seed + 7)
     rules = snapshot.rules
     out: list[Query] = []
 
@@ -153,5 +172,18 @@ def sample_queries(snapshot: PolicySnapshot, count: int, seed: int = 2) -> list[
             dst_name = rnd.choice(snapshot.groups).name
             proto, port = rnd.choice(((6, 80), (17, 53), (6, 9999), (1 if family == 4 else 58, 0)))
         app = rnd.choice((None, None, "HTTP", "MySQL", "SSH", "DNS"))
-        out.append(Query(family, address(src_name, family), address(dst_name, family), proto, port, app))
+        host = rnd_hosts.choice(HOSTS)
+        server_app = rnd_hosts.choice(("", None, "etcd", "nginx", "CouchDB"))
+        out.append(
+            Query(
+                family,
+                address(src_name, family),
+                address(dst_name, family),
+                proto,
+                port,
+                app,
+                host,
+                server_app,
+            )
+        )
     return out

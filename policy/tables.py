@@ -10,8 +10,11 @@ Mode semantics (DESIGN.md §2): for east-west traffic the destination group's mo
 to `external` (from a group of ours) the source group's. A matching allow rule allows. A matching deny
 rule blocks in protect and is allowed but reported as a violation in discover and monitor. Unmatched
 traffic: discover → allow + LEARNED, monitor → allow + VIOLATION, protect → deny + VIOLATION. When the
-first rule matching the ports names applications, the answer is provisional (`final=False`, allow, so
-the flow reaches DPI) until `decide_app` is asked with the identified application.
+first rule matching the ports names applications or virtual hosts, the answer is provisional
+(`final=False`, allow, so the flow reaches DPI) until `decide_app` is asked with the identified
+application and host. A rule naming hosts matches only when the HTTP Host or TLS SNI is one of them;
+a rule naming a server application (`policy.apps.HTTP_SERVER_APPS`) stays provisional until the
+server's response names its software.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from policy.apps import app_bit
+from policy.apps import SERVER_APP_MASK, app_bit
 from policy.loader import load_policy
 from policy.lookup import Action, Decision, Mode, PolicyTables, Report
 from policy.model import (
@@ -52,6 +55,7 @@ class RuleEntry:
     high: int
     app_mask: int  # 0: any application; else a bit per application (policy.apps.APP_INDEX)
     allow: bool
+    hosts: tuple[str, ...] = ()  # virtual-host patterns; empty: any host
 
     def matches(self, proto: int, port: int) -> bool:
         p = self.proto
@@ -90,6 +94,11 @@ def fqdn_matches(pattern: str, name: str) -> bool:
     if pattern.startswith("*."):
         return name.endswith(pattern[1:])
     return name == pattern
+
+
+def host_matches(patterns: Iterable[str], host: str) -> bool:
+    """Does a normalized host (`policy.lookup.normalize_host`; "" = none) match one of the patterns?"""
+    return bool(host) and any(host == p or (p.startswith("*.") and host.endswith(p[1:])) for p in patterns)
 
 
 def _selector_matches(selector: Selector, labels: Mapping[str, str]) -> bool:
@@ -157,10 +166,26 @@ def compile_policy(
         entries = pairs.setdefault((index[rule.from_group], index[rule.to_group]), [])
         for port in rule.ports:
             entries.append(
-                RuleEntry(rule.id, port.proto, port.low, port.high, mask, rule.action == RuleAction.ALLOW)
+                RuleEntry(
+                    rule.id,
+                    port.proto,
+                    port.low,
+                    port.high,
+                    mask,
+                    rule.action == RuleAction.ALLOW,
+                    rule.hosts,
+                )
             )
     compiled.pairs = {k: tuple(v) for k, v in pairs.items()}
     return compiled
+
+
+# What `decide_app` knows of a flow: (application bits incl. the server's, host, server still to answer).
+AppKey = tuple[int, str, bool]
+
+
+def app_key(app: str, host: str, server_app: str | None) -> AppKey:
+    return (app_bit(app) | app_bit(server_app or ""), host, server_app is None)
 
 
 def deciding_group(src: int, dst: int) -> int:
@@ -188,7 +213,7 @@ class DictTables:
         self._compiled = compiled
         self._generation = generation
         self.cache = cache  # keep answers per (addresses, protocol, port, app) for this generation
-        self._answers: dict[tuple[bytes, bytes, int, int, int | None], Decision] = {}
+        self._answers: dict[tuple[bytes, bytes, int, int, AppKey | None], Decision] = {}
 
     @property
     def compiled(self) -> CompiledPolicy:
@@ -223,7 +248,7 @@ class DictTables:
         return EXTERNAL_INDEX
 
     def _decide(
-        self, family: int, src: bytes, dst: bytes, proto: int, dport: int, app: int | None
+        self, family: int, src: bytes, dst: bytes, proto: int, dport: int, app: AppKey | None
     ) -> Decision:
         c = self._compiled
         sg = self.group_of(family, src)
@@ -232,8 +257,10 @@ class DictTables:
         for e in c.pairs.get((sg, dg), ()):
             if not e.matches(proto, dport):
                 continue
-            if e.app_mask:
-                if app is None:
+            if e.app_mask or e.hosts:
+                if app is None or (
+                    app[2] and e.app_mask & SERVER_APP_MASK and not e.app_mask & app[0]
+                ):  # the application is not known yet, or the server's software is still to come
                     return Decision(
                         Action.ALLOW,
                         False,
@@ -244,7 +271,9 @@ class DictTables:
                         c.names[dg],
                         self._generation,
                     )
-                if not e.app_mask & app:
+                if e.app_mask and not e.app_mask & app[0]:
+                    continue
+                if e.hosts and not host_matches(e.hosts, app[1]):
                     continue
             action, report = outcome(mode, e.rule_id, e.allow)
             return Decision(action, True, e.rule_id, mode, report, c.names[sg], c.names[dg], self._generation)
@@ -252,7 +281,7 @@ class DictTables:
         return Decision(action, True, 0, mode, report, c.names[sg], c.names[dg], self._generation)
 
     def _cached(
-        self, family: int, src: bytes, dst: bytes, proto: int, dport: int, app: int | None
+        self, family: int, src: bytes, dst: bytes, proto: int, dport: int, app: AppKey | None
     ) -> Decision:
         key = (src, dst, proto, dport, app)
         d = self._answers.get(key)
@@ -267,8 +296,18 @@ class DictTables:
     def decide(self, family: int, src: bytes, dst: bytes, proto: int, dport: int) -> Decision:
         return self._cached(family, src, dst, proto, dport, None)
 
-    def decide_app(self, family: int, src: bytes, dst: bytes, proto: int, dport: int, app: str) -> Decision:
-        return self._cached(family, src, dst, proto, dport, app_bit(app))
+    def decide_app(
+        self,
+        family: int,
+        src: bytes,
+        dst: bytes,
+        proto: int,
+        dport: int,
+        app: str,
+        host: str = "",
+        server_app: str | None = "",
+    ) -> Decision:
+        return self._cached(family, src, dst, proto, dport, app_key(app, host, server_app))
 
 
 def load_policy_tables(path: str | os.PathLike[str]) -> PolicyTables:
@@ -281,10 +320,13 @@ __all__ = [
     "DictTables",
     "PolicyError",
     "RuleEntry",
+    "AppKey",
     "Workload",
+    "app_key",
     "compile_policy",
     "deciding_group",
     "fqdn_matches",
+    "host_matches",
     "load_policy_tables",
     "outcome",
 ]

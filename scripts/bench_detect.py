@@ -89,8 +89,10 @@ class WebTables:
     def decide(self, family: int, src: bytes, dst: bytes, proto: int, dport: int) -> Decision:
         return Decision(Action.ALLOW, False, 0, Mode.MONITOR, Report.NONE, "web", "web", 1)
 
-    def decide_app(self, family: int, src: bytes, dst: bytes, proto: int, dport: int, app: str) -> Decision:
-        return self.decide(family, src, dst, proto, dport)
+    def decide_app(
+        self, family: int, src: bytes, dst: bytes, proto: int, dport: int, app: str, *rest: object
+    ) -> Decision:
+        return self.decide(family, src, dst, proto, dport)._replace(final=True)
 
 
 def mixed_capture(flows: int) -> list[tuple[float, bytes]]:

@@ -47,8 +47,10 @@ class StubTables:
         dg, mode = self._group(dst)
         return Decision(Action.ALLOW, False, 0, mode, Report.NONE, sg, dg, 1)
 
-    def decide_app(self, family: int, src: bytes, dst: bytes, proto: int, dport: int, app: str) -> Decision:
-        return self.decide(family, src, dst, proto, dport)
+    def decide_app(
+        self, family: int, src: bytes, dst: bytes, proto: int, dport: int, app: str, *rest: object
+    ) -> Decision:
+        return self.decide(family, src, dst, proto, dport)._replace(final=True)
 
 
 class Lab:

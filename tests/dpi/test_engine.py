@@ -44,7 +44,7 @@ class FakeTables:
     def decide(self, family, src, dst, proto, dport) -> Decision:
         return Decision(Action.ALLOW, self.l4_final, 7, self.mode, Report.NONE, "client", "server", 1)
 
-    def decide_app(self, family, src, dst, proto, dport, app) -> Decision:
+    def decide_app(self, family, src, dst, proto, dport, app, host="", server_app="") -> Decision:
         self.asked.append(app)
         if app == self.allowed_app:
             return Decision(Action.ALLOW, True, 7, self.mode, Report.NONE, "client", "server", 1)

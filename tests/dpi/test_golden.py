@@ -30,14 +30,24 @@ EXPECTED_APPS = {
     "http2/http2_grpc": ["GRPC", "HTTP2"],
     "unknown/unknown_tcp": ["unknown"],
     "policy/app_rules": ["HTTP", "SSH", "unknown", "MySQL", "HTTP", "DNS"],
+    "policy/host_rules": ["HTTP"] * 5 + ["TLS/SSL"] * 3,
     "nosql/nosql": ["MongoDB", "Cassandra", "Kafka", "ZooKeeper", "Memcached", "Couchbase", "Spark"],
     "sql/oracle_mssql": ["Oracle", "MSSQL"],
     "udp/udp_services": ["DHCP", "NTP", "TFTP", "ECHO", "ECHO"],
 }
 # With policy/app_rules.yaml: HTTP allowed on tcp/80, SSH and a raw stream on tcp/80 reset, MySQL allowed
 # on tcp/3306, HTTP on tcp/3306 reset, DNS allowed at L3/L4.
-EXPECTED_DECISIONS = {"policy/app_rules": ["allow", "reset", "reset", "allow", "reset", "allow"]}
-EXPECTED_RULES = {"policy/app_rules": [101, 103, 103, 102, 103, 104]}
+# With policy/host_rules.yaml: the shop's host (two spellings) allowed, another host reset; the etcd port
+# allowed when the server answers as etcd, reset when it answers as nginx; SNI below api.example.test
+# allowed, the apex and a hello without SNI reset.
+EXPECTED_DECISIONS = {
+    "policy/app_rules": ["allow", "reset", "reset", "allow", "reset", "allow"],
+    "policy/host_rules": ["allow", "allow", "reset", "allow", "reset", "allow", "reset", "reset"],
+}
+EXPECTED_RULES = {
+    "policy/app_rules": [101, 103, 103, 102, 103, 104],
+    "policy/host_rules": [201, 201, 204, 203, 204, 202, 204, 204],
+}
 
 
 def _policy(name: str):
@@ -78,7 +88,8 @@ def test_identification(name: str) -> None:
         assert [f["decision"] for f in flows] == EXPECTED_DECISIONS[name]
         assert [f["rule_id"] for f in flows] == EXPECTED_RULES[name]
         violations = [e for e in lines if e["kind"] == "event" and e["type"] == "violation"]
-        assert sorted(e["rule_id"] for e in violations) == [103, 103, 103]
+        denied = [r for r, d in zip(EXPECTED_RULES[name], EXPECTED_DECISIONS[name], strict=True) if d != "allow"]
+        assert sorted(e["rule_id"] for e in violations) == sorted(denied)
 
 
 def test_committed_captures_match_generator(tmp_path) -> None:

@@ -35,7 +35,7 @@ def ip(text: str) -> bytes:
 def answer(tables, q):
     if q.app is None:
         return tables.decide(q.family, q.src, q.dst, q.proto, q.dport)
-    return tables.decide_app(q.family, q.src, q.dst, q.proto, q.dport, q.app)
+    return tables.decide_app(q.family, q.src, q.dst, q.proto, q.dport, q.app, q.host, q.server_app)
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])

@@ -42,7 +42,7 @@ from pipeline.packet import (
     decode,
 )
 from policy.events import EventType, flow_fields, make_event
-from policy.lookup import Action, Decision, Mode, PolicyTables, Report
+from policy.lookup import Action, Decision, Mode, PolicyTables, Report, normalize_host
 from workers.dpi import registry
 from workers.dpi.context import Detector, FlowContext
 from workers.dpi.defrag import Defragmenter
@@ -87,6 +87,8 @@ class _Flow:
         "rst",
         "payload_packets",
         "payload_bytes",
+        "server_answered",
+        "awaiting_server",
     )
 
     def __init__(self, ctx: FlowContext, tcp: bool, s: DpiSettings) -> None:
@@ -103,6 +105,8 @@ class _Flow:
         self.rst = False
         self.payload_packets = 0
         self.payload_bytes = 0
+        self.server_answered = False  # an HTTP response head was seen (its server software is known)
+        self.awaiting_server = False  # the rule needs that server software: decide on the response
 
 
 # Keys the engine sets on a threat event; a finding's own `fields` may not override them.
@@ -442,8 +446,10 @@ class DpiEngine:
             cand.events = _NO_EVENTS  # shared and never appended to: the winner holds nothing back
             flow.active = cand
             flow.candidates = None
+            events = held + events
+            self._note_names(flow, events)  # the decision may need the Host or SNI of these events
             self._identified(flow, cand.spec, now)
-            self._deliver(flow, held + events, now)
+            self._deliver(flow, events, now)
         elif events and len(cand.events) < self.s.max_events_per_flow:
             cand.events.extend(events[: self.s.max_events_per_flow - len(cand.events)])
         if outcome is Outcome.GIVE_UP:
@@ -465,23 +471,34 @@ class DpiEngine:
         if flow.candidates is not None and cand in flow.candidates:
             flow.candidates.remove(cand)
 
+    @staticmethod
+    def _note_names(flow: _Flow, events: list[ParserEvent]) -> None:
+        """Keep the first request's Host, the client hello's SNI and the server software in the flow."""
+        ctx = flow.ctx
+        for ev in events:
+            if isinstance(ev, HttpRequest):
+                if not ctx.host:
+                    ctx.host = ev.host
+            elif isinstance(ev, HttpResponse):
+                if ev.server_app and not ctx.server_app:
+                    ctx.server_app = ev.server_app
+                flow.server_answered = True
+            elif isinstance(ev, TlsClientHello):
+                if not ctx.sni:
+                    ctx.sni = ev.sni
+
     def _deliver(self, flow: _Flow, events: list[ParserEvent], now: float) -> None:
         ctx = flow.ctx
+        self._note_names(flow, events)
+        if flow.awaiting_server and flow.server_answered and not ctx.decided:
+            flow.awaiting_server = False
+            self._decide_app(flow, ctx.app, "app", now)
         for ev in events:
             self.counters["events"] += 1
             if isinstance(ev, DnsMessage):
                 learnt = self.fqdn.learn(ev, now)
                 if learnt and self.on_fqdn is not None:
                     self.on_fqdn(learnt)
-            elif isinstance(ev, HttpRequest):
-                if not ctx.host:
-                    ctx.host = ev.host
-            elif isinstance(ev, HttpResponse):
-                if ev.server_app and not ctx.server_app:
-                    ctx.server_app = ev.server_app
-            elif isinstance(ev, TlsClientHello):
-                if not ctx.sni:
-                    ctx.sni = ev.sni
             if self.on_event is not None:
                 self.on_event(ctx, ev)
             for det in self.event_hooks:
@@ -514,10 +531,24 @@ class DpiEngine:
         if self.tables is None:
             self._decide(ctx, "allow", reason, allow)
             return
+        # Only an HTTP flow's server can still name its software, and only while we wait for the app.
+        wait = reason == "app" and app == "HTTP" and not flow.server_answered
         d = self.tables.decide_app(
-            ctx.family, ctx.client_addr, ctx.server_addr, ctx.key.proto, ctx.server_port, app
+            ctx.family,
+            ctx.client_addr,
+            ctx.server_addr,
+            ctx.key.proto,
+            ctx.server_port,
+            app,
+            normalize_host(ctx.host or ctx.sni),
+            None if wait else ctx.server_app,
         )
         ctx.rule_id = d.rule_id
+        if not d.final:  # the rule names the server's software: ask again on its response
+            flow.awaiting_server = True
+            ctx.mode = int(d.mode)
+            self.counters["app_awaiting_server"] += 1
+            return
         ctx.mode = int(d.mode)
         if d.action is Action.DENY:
             verdict = WorkerVerdict.RESET_FLOW if tcp else WorkerVerdict.BLOCK_FLOW

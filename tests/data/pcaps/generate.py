@@ -586,6 +586,36 @@ def cap_app_rules() -> Packets:
     return out
 
 
+def http_exchange(host: bytes, response_headers: bytes) -> tuple[bytes, bytes]:
+    req = b"GET /v2/keys HTTP/1.1\r\nHost: " + host + b"\r\nUser-Agent: curl/8.5\r\nAccept: */*\r\n\r\n"
+    resp = b"HTTP/1.1 200 OK\r\n" + response_headers + b"Content-Length: 2\r\n\r\nok"
+    return req, resp
+
+
+def cap_host_rules() -> Packets:
+    """Replayed with policy/host_rules.yaml: virtual hosts by HTTP Host and TLS SNI, and an etcd rule
+    that is decided by the server's response (X-Etcd-Cluster-Id), not by the request."""
+    out: Packets = []
+    plain = b"Server: nginx/1.25.3\r\n"
+    etcd = b"X-Etcd-Cluster-Id: cdf818194e3a8c32\r\nX-Etcd-Index: 8\r\n"
+    for i, (port, host, headers) in enumerate(
+        (
+            (80, b"shop.example.test", plain),  # allowed by its host
+            (80, b"SHOP.example.test:80", plain),  # the same host, another spelling
+            (80, b"admin.example.test", plain),  # denied by its host
+            (2379, b"198.18.0.2:2379", etcd),  # allowed once the server turns out to be etcd
+            (2379, b"198.18.0.2:2379", plain),  # an nginx on the etcd port: denied on its response
+        )
+    ):
+        req, resp = http_exchange(host, headers)
+        c = TcpConversation(out, C4, 41101 + i, S4, port, 1000.0 + i).handshake()
+        c.send(0, req).send(1, resp).close()
+    for i, sni in enumerate((b"v2.api.example.test", b"api.example.test", b"")):
+        c = TcpConversation(out, C4, 41201 + i, S4, 443, 1010.0 + i).handshake()
+        c.send(0, tls_client_hello(sni, [b"h2"])).send(1, tls_server_hello()).close()
+    return out
+
+
 def _tcp_session(out: Packets, cport: int, sport: int, t: float, session: list[tuple[int, bytes]]) -> None:
     c = TcpConversation(out, C4, cport, S4, sport, t).handshake()
     for side, data in session:
@@ -639,6 +669,7 @@ CAPTURES: dict[str, Callable[[], Packets]] = {
     "http2/http2_grpc": cap_http2,
     "unknown/unknown_tcp": cap_unknown,
     "policy/app_rules": cap_app_rules,
+    "policy/host_rules": cap_host_rules,
     "nosql/nosql": cap_nosql,
     "sql/oracle_mssql": cap_sql,
     "udp/udp_services": cap_udp_services,
@@ -653,7 +684,7 @@ LAB_CAPTURES = (
     "lab/tls_openssl",
 )
 # Captures replayed with a policy file (beside them); the others run with no policy (identify only).
-POLICIES = {"policy/app_rules": "policy/app_rules.yaml"}
+POLICIES = {"policy/app_rules": "policy/app_rules.yaml", "policy/host_rules": "policy/host_rules.yaml"}
 
 
 def frame(ip: bytes) -> bytes:

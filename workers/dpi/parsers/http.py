@@ -33,8 +33,9 @@ _VERSION_PREFIX = {"HTTP": b"HTTP/", "RTSP": b"RTSP/", "SIP": b"SIP/"}
 _MAX_METHOD = 16
 _MAX_PENDING_METHODS = 64  # requests remembered for matching responses (HEAD has no body)
 
-# Server applications named by response headers, as NeuVector does (header, token, app).
-_SERVER_APPS: tuple[tuple[bytes, bytes, str], ...] = (
+# Server applications named by response headers, as NeuVector does (header, token, app). The names are
+# those of `policy.apps.HTTP_SERVER_APPS`, so rules can name them.
+SERVER_APP_HEADERS: tuple[tuple[bytes, bytes, str], ...] = (
     (b"server", b"apache", "Apache"),
     (b"server", b"nginx", "nginx"),
     (b"server", b"jetty", "Jetty"),
@@ -44,6 +45,9 @@ _SERVER_APPS: tuple[tuple[bytes, bytes, str], ...] = (
     (b"x-pingback", b"xmlrpc.php", "WordPress"),
     (b"link", b"wp-json", "WordPress"),
     (b"x-powered-by", b"wordpress", "WordPress"),
+    (b"x-elastic-product", b"elasticsearch", "ElasticSearch"),
+    (b"x-consul-index", b"", "Consul"),
+    (b"x-consul-default-acl-policy", b"", "Consul"),
 )
 
 
@@ -142,7 +146,7 @@ def server_app(headers: Headers) -> str:
     for n, v in headers:
         ln = n.lower()
         lv = v.lower()
-        for hname, token, app in _SERVER_APPS:
+        for hname, token, app in SERVER_APP_HEADERS:
             if ln == hname and (not token or token in lv):
                 return app
     return ""
