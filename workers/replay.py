@@ -14,6 +14,9 @@ import dataclasses
 import enum
 import ipaddress
 import json
+import mmap
+import os
+import stat
 import struct
 import sys
 import time
@@ -91,11 +94,37 @@ MAX_RECORD = 262144  # a pcap record longer than this is corruption, not a packe
 def _read_pcap(f: IO[bytes], path: str) -> Iterator[tuple[float, int, bytes]]:
     """Classic pcap, read with struct (≈4× faster than dpkt's reader, which builds an object per packet)."""
     head = f.read(24)
-    order, unit = _PCAP_MAGIC[head[:4]]
     if len(head) < 24:
         raise CaptureError(f"{path!r}: truncated pcap header")
+    order, unit = _PCAP_MAGIC[head[:4]]
     linktype = struct.unpack(order + "I", head[20:24])[0] & 0x0FFFFFFF
-    rec = struct.Struct(order + "IIII")
+    unpack = struct.Struct(order + "IIII").unpack_from
+    st = os.fstat(f.fileno())
+    if not stat.S_ISREG(st.st_mode) or st.st_size <= 24:
+        yield from _stream_records(f, path, unpack, unit, linktype)
+        return
+    # A regular file is mapped: records are sliced out of it, two read calls per record fewer.
+    size = st.st_size
+    with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        pos = 24
+        while pos < size:
+            if pos + 16 > size:
+                raise CaptureError(f"{path!r}: truncated record header")
+            sec, frac, incl, _orig = unpack(data, pos)
+            if incl > MAX_RECORD:
+                raise CaptureError(f"{path!r}: record of {incl} bytes (corrupt capture)")
+            pos += 16
+            end = pos + incl
+            if end > size:
+                raise CaptureError(f"{path!r}: truncated record")
+            yield sec + frac * unit, linktype, data[pos:end]
+            pos = end
+
+
+def _stream_records(
+    f: IO[bytes], path: str, unpack: Callable[..., tuple[int, ...]], unit: float, linktype: int
+) -> Iterator[tuple[float, int, bytes]]:
+    """Records of a pcap that cannot be mapped (a pipe, a FIFO), read one by one."""
     read = f.read
     while True:
         hdr = read(16)
@@ -103,7 +132,7 @@ def _read_pcap(f: IO[bytes], path: str) -> Iterator[tuple[float, int, bytes]]:
             return
         if len(hdr) < 16:
             raise CaptureError(f"{path!r}: truncated record header")
-        sec, frac, incl, _orig = rec.unpack(hdr)
+        sec, frac, incl, _orig = unpack(hdr)
         if incl > MAX_RECORD:
             raise CaptureError(f"{path!r}: record of {incl} bytes (corrupt capture)")
         data = read(incl)
@@ -131,8 +160,7 @@ def read_capture(path: str) -> Iterator[tuple[float, bytes]]:
     except OSError as exc:
         raise CaptureError(f"cannot open capture {path!r}: {exc.strerror}") from None
     try:
-        magic = f.read(4)
-        f.seek(0)
+        magic = f.peek(4)[:4]  # peek, not read and seek: a pipe cannot seek
         if magic == b"\x0a\x0d\x0d\x0a":
             records = _read_pcapng(f, path)
         elif magic in _PCAP_MAGIC:

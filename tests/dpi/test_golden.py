@@ -88,7 +88,9 @@ def test_identification(name: str) -> None:
         assert [f["decision"] for f in flows] == EXPECTED_DECISIONS[name]
         assert [f["rule_id"] for f in flows] == EXPECTED_RULES[name]
         violations = [e for e in lines if e["kind"] == "event" and e["type"] == "violation"]
-        denied = [r for r, d in zip(EXPECTED_RULES[name], EXPECTED_DECISIONS[name], strict=True) if d != "allow"]
+        denied = [
+            r for r, d in zip(EXPECTED_RULES[name], EXPECTED_DECISIONS[name], strict=True) if d != "allow"
+        ]
         assert sorted(e["rule_id"] for e in violations) == sorted(denied)
 
 

@@ -83,3 +83,23 @@ def test_bad_input_exits_2_with_a_message(tmp_path: Path, capsys) -> None:
     bad_policy.write_text("version: [\n")
     assert replay._handler(_args(str(PCAPS / "http/http_get.pcap"), "--policy", str(bad_policy))) == 2
     assert "cannot load policy" in capsys.readouterr().err
+
+
+def test_capture_read_from_a_pipe_matches_the_file(tmp_path) -> None:
+    """A FIFO cannot be mapped: records are then read one by one, with the same result."""
+    import os
+    import threading
+
+    from workers.replay import read_capture
+
+    source = PCAPS / "http/http_get.pcap"
+    fifo = tmp_path / "capture.fifo"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_bytes(source.read_bytes()))
+    writer.start()
+    try:
+        from_pipe = list(read_capture(str(fifo)))
+    finally:
+        writer.join(timeout=5)
+    assert from_pipe == list(read_capture(str(source)))
+    assert len(from_pipe) > 5
