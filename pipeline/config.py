@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from pipeline.guard import GuardSettings
 from runtime.settings import RuntimeSettings
 from workers.detect.engine import DetectLimits
 from workers.dpi.settings import DpiSettings
@@ -205,6 +206,7 @@ class Config:
     dpi: DpiSettings = field(default_factory=DpiSettings)
     runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
     detect: DetectLimits = field(default_factory=DetectLimits)
+    guard: GuardSettings = field(default_factory=GuardSettings)
     cpus: tuple[int, ...] = _f((), "CPUs the enforcer may use; empty means all the machine's CPUs")
 
     @property

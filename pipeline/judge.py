@@ -14,6 +14,7 @@ from typing import Any
 from pipeline.config import DROP, Config
 from pipeline.flow import Direction, FlowKey, flow_key, worker_for
 from pipeline.flowtable import Flow, FlowState, FlowTable
+from pipeline.guard import Guard
 from pipeline.packet import TCP_FIN, TCP_RST, PacketMeta, decode
 from policy.events import EventType, flow_fields, make_event
 from policy.lookup import Action, Decision, Mode, PolicyTables, Report
@@ -71,6 +72,8 @@ class Judge:
         self._revalidating = 0  # the generation whose offloaded flows are being re-decided
         self._stale: list[FlowKey] = []
         self._events: dict[tuple[Any, ...], dict[str, Any]] = {}
+        self._threat_events: list[dict[str, Any]] = []
+        self.guard = Guard(config.guard, node, self._threat_event) if config.guard.enabled else None
 
     # ---- packets -------------------------------------------------------------------------------
 
@@ -86,11 +89,22 @@ class Judge:
         key, direction = flow_key(meta)
         flow = self.flows.get(key)
         if flow is None:
+            guard = self.guard
+            if guard is not None and guard.blocked(meta.src, now):
+                return Act.DROP, meta, key, None
             flow = Flow(direction, worker_for(key, self.seed, self.workers), now)
             self.flows.add(key, flow)
             self.counters["flow.new"] += 1
             self.counters[_NEW_FLOW_COUNTER.get(meta.proto, "flow.new.other")] += 1
-            self._decide(flow, meta, direction, new=True)
+            decision = self._decide(flow, meta, direction, new=True)
+            # Connections that go to a worker meet its packet detectors; the guard sees the others.
+            if (
+                guard is not None
+                and flow.state is not FlowState.INSPECT
+                and guard.check(meta, key, decision, now)
+            ):
+                self.flows.remove(key)  # a dropped first packet leaves no flow behind
+                return Act.DROP, meta, key, None
         elif flow.generation != generation and flow.state is not FlowState.INSPECT:
             self._decide(flow, meta, direction, new=False)
         flow.last_seen = now
@@ -104,7 +118,7 @@ class Judge:
             return (Act.RESET if self.config.netfilter.reject_tcp else Act.BLOCK), meta, key, flow
         return Act.INSPECT, meta, key, flow
 
-    def _decide(self, flow: Flow, meta: PacketMeta, direction: Direction, new: bool) -> None:
+    def _decide(self, flow: Flow, meta: PacketMeta, direction: Direction, new: bool) -> Decision:
         if direction == flow.client_dir:
             client, server, port = meta.src, meta.dst, meta.dport
             cport = meta.sport
@@ -123,6 +137,7 @@ class Judge:
             flow.state = FlowState.BLOCKED
         if decision.report is not Report.NONE and decision.final:
             self._report(decision, meta.family, meta.proto, client, cport, server, port)
+        return decision
 
     @property
     def revalidation_pending(self) -> bool:
@@ -178,6 +193,8 @@ class Judge:
 
     def sweep(self, now: float) -> None:
         self.flows.sweep(now, SWEEP_BUDGET)
+        if self.guard is not None:
+            self.guard.flush(now)
 
     # ---- events --------------------------------------------------------------------------------
 
@@ -206,10 +223,17 @@ class Judge:
             )  # fmt: skip
         self._events[key] = event
 
+    def _threat_event(self, event: dict[str, Any]) -> None:
+        if len(self._threat_events) >= MAX_PENDING_EVENTS:
+            self.counters["events.dropped"] += 1
+            return
+        self._threat_events.append(event)
+
     def take_events(self) -> list[dict[str, Any]]:
         """Events gathered since the last call (identical ones merged with a count)."""
-        events = list(self._events.values())
+        events = list(self._events.values()) + self._threat_events
         self._events.clear()
+        self._threat_events = []
         return events
 
     def stats(self) -> dict[str, int]:
@@ -217,6 +241,9 @@ class Judge:
         stats["flows.active"] = len(self.flows)
         stats["flow.evicted_full"] = self.flows.evicted_full
         stats["flow.expired"] = self.flows.expired
+        if self.guard is not None:
+            stats.update(self.guard.counters)
+            stats.update(self.guard.table_sizes())
         return stats
 
 

@@ -15,7 +15,7 @@ import logging
 import signal
 import time
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvloop
 import zmq
@@ -31,6 +31,10 @@ from pipeline.packet import PacketMeta, decode
 from pipeline.reset import ResetSender
 from pipeline.sockets import BATCH_HWM, EVENTS_HWM, HEARTBEAT_HWM, push_to
 from policy.lookup import PolicyTables
+
+if TYPE_CHECKING:
+    from pipeline.snapshot_file import SnapshotCompiler
+    from workers.detect.settings import GroupThreatSettings
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +82,7 @@ class Reader:
         self.inflight: dict[int, InFlight] = {}
         self.batches: list[list[tuple[int, bytes]]] = [[] for _ in range(config.workers.count)]
         self.counters: Counter[str] = Counter()
+        self.guard_settings: SnapshotCompiler[GroupThreatSettings] | None = None  # set by open()
         self.latency = [0] * (len(LATENCY_BUCKETS_US) + 1)  # observations per bucket (not cumulative)
         self.latency_sum_us = 0.0
         self.resets = ResetSender(n.pass_mark)
@@ -114,6 +119,13 @@ class Reader:
         self.from_workers.bind(M.reader_endpoint(run_dir, self.index))
         self.events = push_to(self.ctx, M.events_endpoint(run_dir), EVENTS_HWM)
         self.supervisor = push_to(self.ctx, M.supervisor_endpoint(run_dir), HEARTBEAT_HWM)
+        if self.judge.guard is not None:
+            from pipeline.snapshot_file import SnapshotCompiler
+            from workers.detect.engine import threat_settings_from_snapshot
+
+            self.guard_settings = SnapshotCompiler(
+                self.config.paths.state_dir, threat_settings_from_snapshot, self.counters, "guard"
+            )
 
     def _wait_workers_connected(self, monitors: list[zmq.Socket[bytes]]) -> None:
         """Before this reader reports ready (and so before our rules go in), wait until every worker is
@@ -133,6 +145,8 @@ class Reader:
             log.warning("reader q%d: workers %s not connected yet", self.queue_num, sorted(pending))
 
     def close(self) -> None:
+        if self.guard_settings is not None:
+            self.guard_settings.close()
         self.nfq.close()
         self.resets.close()
         self.ctx.destroy(linger=0)
@@ -315,6 +329,10 @@ class Reader:
 
     def housekeeping(self) -> None:
         now = time.monotonic()
+        if self.guard_settings is not None and self.judge.guard is not None:
+            threats = self.guard_settings.poll()
+            if threats is not None:
+                self.judge.guard.set_threat_settings(threats)
         self.judge.sweep(now)
         events = self.judge.take_events()
         if events:

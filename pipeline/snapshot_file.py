@@ -7,9 +7,17 @@ monitor) are taken from the snapshot the policy process writes after applying ea
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
+from typing import Generic, TypeVar
 
 from policy.model import PolicySnapshot
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class SnapshotFile:
@@ -34,3 +42,49 @@ class SnapshotFile:
         snapshot = load_policy(self.path)
         self._signature = signature
         return snapshot
+
+
+class SnapshotCompiler(Generic[T]):
+    """Compiles the policy in force into what a process needs (the workers' threat policy, the readers'
+    threat settings) in a thread whenever the snapshot file changes, so a large policy never stalls a
+    packet loop; `poll()`, called from the loop now and then, returns a new result once it is ready.
+
+    A failure is counted (`<what>.policy_error`, `<what>.policy_unreadable`) and logged, never raised:
+    the policy process validated the snapshot, so it means a partial write (read again next time) or a
+    bug that must not take the packet path down."""
+
+    def __init__(
+        self, state_dir: str, compile: Callable[[PolicySnapshot], T], counters: Counter[str], what: str
+    ) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.snapshots = SnapshotFile(state_dir)
+        self.compile = compile
+        self.counters = counters
+        self.what = what
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{what}-policy")
+        self.pending: Future[T] | None = None
+
+    def poll(self) -> T | None:
+        result: T | None = None
+        if self.pending is not None and self.pending.done():
+            future, self.pending = self.pending, None
+            try:
+                result = future.result()
+            except Exception as exc:
+                self.counters[f"{self.what}.policy_error"] += 1
+                log.error("%s settings of the new policy not applied: %s", self.what, exc)
+            else:
+                self.counters[f"{self.what}.policy_applied"] += 1
+        if self.pending is None:
+            try:
+                snapshot = self.snapshots.changed()
+            except Exception:  # written as we read it: next time
+                self.counters[f"{self.what}.policy_unreadable"] += 1
+                return result
+            if snapshot is not None:
+                self.pending = self.pool.submit(self.compile, snapshot)
+        return result
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)

@@ -222,41 +222,22 @@ class ThreatPolicyUpdates:
     seconds to compile; Hyperscan releases the GIL) and handed to the engine between two batches."""
 
     def __init__(self, config: Config, counters: Counter[str]) -> None:
-        from concurrent.futures import ThreadPoolExecutor
-
-        from pipeline.snapshot_file import SnapshotFile
-
-        self.snapshots = SnapshotFile(config.paths.state_dir)
-        self.counters = counters
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="threat-policy")
-        self.pending: Any = None
-
-    def poll(self, engine: Engine, tables: PolicyTables) -> None:
+        from pipeline.snapshot_file import SnapshotCompiler
         from workers.detect.engine import threat_policy_from_snapshot
 
-        if self.pending is not None and self.pending.done():
-            future, self.pending = self.pending, None
-            try:
-                policy = future.result()
-            except Exception as exc:  # the policy process validated it; a failure here is counted, not fatal
-                self.counters["threats.policy_error"] += 1
-                log.error("threat settings of the new policy not applied: %s", exc)
-            else:
-                set_policy = getattr(_inner(engine), "set_policy", None)
-                if set_policy is not None:
-                    set_policy(policy, tables)
-                    self.counters["threats.policy_applied"] += 1
-        if self.pending is None:
-            try:
-                snapshot = self.snapshots.changed()
-            except Exception:  # written as we read it: next time
-                self.counters["threats.policy_unreadable"] += 1
-                return
-            if snapshot is not None:
-                self.pending = self.pool.submit(threat_policy_from_snapshot, snapshot)
+        self.compiler = SnapshotCompiler(
+            config.paths.state_dir, threat_policy_from_snapshot, counters, "threats"
+        )
+
+    def poll(self, engine: Engine, tables: PolicyTables) -> None:
+        policy = self.compiler.poll()
+        if policy is not None:
+            set_policy = getattr(_inner(engine), "set_policy", None)
+            if set_policy is not None:
+                set_policy(policy, tables)
 
     def close(self) -> None:
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.compiler.close()
 
 
 def _inner(engine: Engine) -> Any:

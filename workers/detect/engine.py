@@ -646,15 +646,11 @@ def build_engine(
     return DetectingEngine(dpi, threats)
 
 
-def threat_policy_from_snapshot(snapshot: Any, use_hyperscan: bool = True) -> ThreatPolicy:
-    """Compile the threat part of a `policy.model.PolicySnapshot` (its `threats` and `sensors`).
-
-    The snapshot names threats either as the catalogue does (`syn_flood`) or with a category prefix
-    (`tcp.syn_flood`); its thresholds mapping is flattened into the threat's settings. Its threat settings
-    are node-wide (the default of every group); a snapshot that carries per-group documents in the form
-    `compile_group_settings` takes can pass them to `compile_threat_policy` directly. Each snapshot
-    sensor (one context, a list of patterns, groups or none for all) becomes one sensor whose rules are
-    its patterns. Raises ThreatSettingsError/SensorError naming the bad threat, key or pattern."""
+def threat_documents_from_snapshot(snapshot: Any) -> dict[str, Any]:
+    """The threat settings of a `policy.model.PolicySnapshot` as the document `compile_group_settings`
+    takes: `{"default": {...}, "groups": {...}}`. The snapshot names threats either as the catalogue does
+    (`syn_flood`) or with a category prefix (`tcp.syn_flood`); its thresholds mapping is flattened into
+    the threat's settings; `threats` is the default of every group, `group_threats` overlays it."""
 
     def documents(settings: Any) -> dict[str, Any]:
         doc: dict[str, Any] = {}
@@ -667,8 +663,21 @@ def threat_policy_from_snapshot(snapshot: Any, use_hyperscan: bool = True) -> Th
             doc[short] = entry
         return doc
 
-    default = documents(snapshot.threats)
     per_group = {group: documents(s) for group, s in getattr(snapshot, "group_threats", {}).items()}
+    return {"default": documents(snapshot.threats), "groups": per_group}
+
+
+def threat_settings_from_snapshot(snapshot: Any) -> GroupThreatSettings:
+    """The compiled per-group threat settings of a snapshot (no sensors: what the readers' guard needs)."""
+    return compile_group_settings(threat_documents_from_snapshot(snapshot))
+
+
+def threat_policy_from_snapshot(snapshot: Any, use_hyperscan: bool = True) -> ThreatPolicy:
+    """Compile the threat part of a `policy.model.PolicySnapshot` (its threat settings and sensors).
+
+    Each snapshot sensor (one context, a list of patterns, groups or none for all) becomes one sensor
+    whose rules are its patterns. Raises ThreatSettingsError/SensorError (ValueError) naming the bad
+    threat, key or pattern."""
     sensors = [
         {
             "name": s.name,
@@ -682,5 +691,5 @@ def threat_policy_from_snapshot(snapshot: Any, use_hyperscan: bool = True) -> Th
         for s in snapshot.sensors
     ]
     return compile_threat_policy(
-        snapshot.version, {"default": default, "groups": per_group}, sensors, use_hyperscan
+        snapshot.version, threat_documents_from_snapshot(snapshot), sensors, use_hyperscan
     )

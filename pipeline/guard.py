@@ -1,0 +1,238 @@
+"""The reader's guard: flood and scan checks on the first packet of the connections a reader decides.
+
+A reader offloads a connection to the kernel after its first packet when the L3/L4 rules decide it, so
+such connections never reach a worker and the workers' packet detectors never see them. Floods and
+scans are made of exactly such first packets, and every one of them passes a reader: the guard counts
+them there. It covers, with the workers' catalogue, thresholds and per-group settings (the threat
+settings of the policy in force):
+
+- `syn_flood`: SYNs per destination and per source within the window. The reader sees only the SYN
+  of an offloaded connection, not the rest of the handshake, so every connection attempt counts;
+- `source_session_flood`: new connections per source;
+- `port_scan`: distinct ports one source tries on one host, distinct hosts one source tries.
+
+What is done follows the deciding group's mode (Discover/Monitor: the event only) and the threat's
+action in Protect: `drop` and `reset` drop the packet (a SYN dropped is a connection refused before it
+exists), `block-source` drops every new connection of the source for the threat's `block_seconds`.
+A flooded destination still serves real clients: a SYN from a source not known to be real is dropped,
+and the source proves itself by retransmitting that SYN after a pause (`retry_min_s`..`retry_max_s`),
+as every TCP stack does (Linux after 1 s) and spoofing flood tools do not; it is then let through for
+`good_source_s`. A source over the limit itself is dropped regardless (it is the flood).
+
+Sans-io: time is passed in, events leave through `emit` (aggregated like the workers' threat events).
+Every table has a named cap with least-recently-used eviction, so a flood of distinct sources costs
+bounded memory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from pipeline.flow import FlowKey
+from pipeline.packet import IPPROTO_TCP, TCP_ACK, TCP_SYN, PacketMeta
+from policy.lookup import Decision, Mode
+from workers.detect import catalogue as C
+from workers.detect.aggregate import EventAggregator, finding_key, threat_event
+from workers.detect.catalogue import Finding, Threat, ThreatAction
+from workers.detect.settings import (
+    GroupThreatSettings,
+    ThreatSettings,
+    compile_group_settings,
+    effective_action,
+)
+from workers.detect.window import LruTable, WindowCounter
+
+EXTERNAL_GROUP = "external"
+MAX_PENDING_KEYS = 4096  # distinct threat events held in one aggregation window
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class GuardSettings:
+    """The reader guard's switches and table caps (the thresholds come with the policy)."""
+
+    enabled: bool = True  # flood and scan checks on the connections readers decide without a worker
+    max_hosts: int = 65536  # keys of each per-source / per-destination counter
+    max_challenges: int = 65536  # SYNs dropped during a flood and remembered for the retransmission check
+    retry_min_s: float = 0.5  # a retransmitted SYN proves its source only after this pause
+    retry_max_s: float = 10.0  # ... and only within this time of the dropped SYN
+    good_source_s: float = 60.0  # a source that proved itself passes flooded destinations this long
+    aggregate_window_s: float = 5.0  # identical threat events within this are one event with a count
+
+
+class _Scan:
+    __slots__ = ("start", "seen")
+
+    def __init__(self, now: float) -> None:
+        self.start = now
+        self.seen: set[int] = set()
+
+
+def _deciding_group(d: Decision) -> str:
+    """Whose settings apply: the server's group, or the client's for egress to `external`."""
+    if d.dst_group == EXTERNAL_GROUP and d.src_group != EXTERNAL_GROUP:
+        return d.src_group
+    return d.dst_group
+
+
+class Guard:
+    def __init__(self, settings: GuardSettings, node: str, emit: Callable[[dict[str, Any]], None]) -> None:
+        self.s = settings
+        self.node = node
+        self.threats: GroupThreatSettings = compile_group_settings(None)
+        self.events = EventAggregator(emit, node, settings.aggregate_window_s, MAX_PENDING_KEYS)
+        hosts = settings.max_hosts
+        self._syn_src: WindowCounter[bytes] = WindowCounter(hosts)
+        self._syn_dst: WindowCounter[bytes] = WindowCounter(hosts)
+        self._flooded_src: LruTable[bytes, float] = LruTable(hosts)  # until when
+        self._flooded_dst: LruTable[bytes, float] = LruTable(hosts)
+        self._sessions: WindowCounter[bytes] = WindowCounter(hosts)
+        self._ports: LruTable[tuple[bytes, bytes], _Scan] = LruTable(hosts)
+        self._hosts: LruTable[bytes, _Scan] = LruTable(hosts)
+        self._blocked: LruTable[bytes, float] = LruTable(hosts)  # source → until when
+        self._good: LruTable[bytes, float] = LruTable(hosts)  # source → until when
+        self._challenged: LruTable[tuple[bytes, int, bytes, int], float] = LruTable(settings.max_challenges)
+        self.counters: Counter[str] = Counter()
+
+    def set_threat_settings(self, threats: GroupThreatSettings) -> None:
+        """The threat settings of a new policy generation (compiled off the packet path)."""
+        self.threats = threats
+
+    # ---- packets -------------------------------------------------------------------------------
+
+    def blocked(self, src: bytes, now: float) -> bool:
+        """Is this source blocked by a block-source action? (Checked before a new connection is decided.)"""
+        until = self._blocked.get(src)
+        if until is None:
+            return False
+        if until > now:
+            self.counters["guard.dropped.blocked_source"] += 1
+            return True
+        self._blocked.pop(src)
+        return False
+
+    def check(self, meta: PacketMeta, key: FlowKey, d: Decision, now: float) -> bool:
+        """Count the first packet of a connection the reader decided; True: drop it."""
+        group = _deciding_group(d)
+        s = self.threats.for_group(group)
+        on = s.on
+        drop = False
+        if (
+            C.SYN_FLOOD.id in on
+            and meta.proto == IPPROTO_TCP
+            and meta.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
+        ):
+            drop = self._syn(meta, key, d, group, s, now)
+        if C.SOURCE_SESSION_FLOOD.id in on:
+            window = s.threshold(C.SOURCE_SESSION_FLOOD, "window")
+            count = self._sessions.hit(meta.src, now, window)
+            if count > s.threshold(C.SOURCE_SESSION_FLOOD, "sessions_per_window"):
+                drop |= self._raise(
+                    C.SOURCE_SESSION_FLOOD, meta, key, d, group, s, now, f"{count:.0f} new sessions"
+                )
+        if C.PORT_SCAN.id in on:
+            drop |= self._scan(meta, key, d, group, s, now)
+        return drop
+
+    def _syn(
+        self, meta: PacketMeta, key: FlowKey, d: Decision, group: str, s: ThreatSettings, now: float
+    ) -> bool:
+        window = s.threshold(C.SYN_FLOOD, "window")
+        limit = s.threshold(C.SYN_FLOOD, "syns_per_window")
+        src, dst = meta.src, meta.dst
+        by_src = self._syn_src.hit(src, now, window)
+        if by_src > limit:
+            self._flooded_src.put(src, now + window)  # stays flooded a window after the rate last exceeded
+            if by_src < limit + 2:
+                # Found out: its SYNs so far no longer count against its destination (most floods aim at
+                # one), so the destination's real clients need not prove themselves for it.
+                self._syn_dst.hit(dst, now, window, -min(limit, self._syn_dst.get(dst, now, window)))
+        until = self._flooded_src.get(src)
+        if until is not None and until > now:
+            return self._raise(C.SYN_FLOOD, meta, key, d, group, s, now, f"{by_src:.0f} SYNs from one source")
+        by_dst = self._syn_dst.hit(dst, now, window)
+        if by_dst > limit:
+            self._flooded_dst.put(dst, now + window)
+        until = self._flooded_dst.get(dst)
+        if until is None or until <= now:
+            return False
+        good = self._good.get(src)
+        if good is not None and good > now:
+            return False
+        challenge = (src, meta.sport, dst, meta.dport)
+        dropped_at = self._challenged.get(challenge)
+        if dropped_at is not None and self.s.retry_min_s <= now - dropped_at <= self.s.retry_max_s:
+            self._challenged.pop(challenge)
+            self._good.put(src, now + self.s.good_source_s)
+            self.counters["guard.syn_flood.source_proved"] += 1
+            return False
+        if not self._raise(C.SYN_FLOOD, meta, key, d, group, s, now, f"{by_dst:.0f} SYNs to one destination"):
+            return False
+        self._challenged.put(challenge, now)  # (re)starts the pause: a tool resending at once never passes
+        return True
+
+    def _scan(
+        self, meta: PacketMeta, key: FlowKey, d: Decision, group: str, s: ThreatSettings, now: float
+    ) -> bool:
+        window = s.threshold(C.PORT_SCAN, "window")
+        pair = (meta.src, meta.dst)
+        ports = self._ports.get(pair)
+        if ports is None or now - ports.start >= window:
+            ports = _Scan(now)
+            self._ports.put(pair, ports)
+        limit = s.threshold(C.PORT_SCAN, "ports_per_window")
+        if len(ports.seen) < limit:
+            ports.seen.add(meta.proto << 16 | meta.dport)
+        if len(ports.seen) >= limit:
+            return self._raise(C.PORT_SCAN, meta, key, d, group, s, now, f"{len(ports.seen)} ports probed")
+        hosts = self._hosts.get(meta.src)
+        if hosts is None or now - hosts.start >= window:
+            hosts = _Scan(now)
+            self._hosts.put(meta.src, hosts)
+        limit = s.threshold(C.PORT_SCAN, "hosts_per_window")
+        if len(hosts.seen) < limit:
+            hosts.seen.add(hash(meta.dst))
+        if len(hosts.seen) >= limit:
+            return self._raise(C.PORT_SCAN, meta, key, d, group, s, now, f"{len(hosts.seen)} hosts probed")
+        return False
+
+    def _raise(
+        self,
+        threat: Threat,
+        meta: PacketMeta,
+        key: FlowKey,
+        d: Decision,
+        group: str,
+        s: ThreatSettings,
+        now: float,
+        detail: str,
+    ) -> bool:
+        """Report a finding (aggregated) and carry out its action; True if the packet is to be dropped."""
+        action = effective_action(Mode(d.mode), s.action(threat))
+        self.counters["guard.threats." + threat.name] += 1
+        finding = Finding(threat, key, None, meta.src, meta.dst, meta.sport, meta.dport, meta.proto, detail)
+        mode = Mode(d.mode).name.lower()
+        self.events.emit_lazy(
+            finding_key(finding, action, group),
+            now,
+            lambda: threat_event(self.node, finding, action, group, now, mode),
+        )
+        if action is ThreatAction.ALERT:
+            return False
+        if action is ThreatAction.BLOCK_SOURCE and "block_seconds" in threat.thresholds:
+            self._blocked.put(meta.src, now + float(s.threshold(threat, "block_seconds")))
+        self.counters["guard.dropped." + threat.name] += 1
+        return True
+
+    def flush(self, now: float) -> None:
+        """Send the counts of aggregation windows that have closed."""
+        self.events.flush(now)
+
+    def table_sizes(self) -> dict[str, int]:
+        return {
+            "guard.blocked_sources": len(self._blocked),
+            "guard.good_sources": len(self._good),
+            "guard.challenges": len(self._challenged),
+        }

@@ -1,0 +1,173 @@
+"""The reader's guard: floods and scans among the connections a reader decides without a worker."""
+
+from __future__ import annotations
+
+import dpkt
+import pytest
+
+from pipeline.config import config_from_dict
+from pipeline.judge import Act, Judge
+from policy.loader import parse_policy_text
+from policy.tables import DictTables, compile_policy
+from tests.pipeline.packets import tcp4
+from workers.detect.engine import threat_settings_from_snapshot
+from workers.detect.settings import compile_group_settings
+
+SYN, ACK = dpkt.tcp.TH_SYN, dpkt.tcp.TH_ACK
+WEB, API = "198.18.2.11", "198.18.2.12"
+POLICY = """
+version: 1
+groups:
+  - {name: clients, mode: monitor, members: [198.18.128.0/17]}
+  - {name: web, mode: protect, members: [198.18.2.11/32]}
+  - {name: api, mode: monitor, members: [198.18.2.12/32]}
+rules:
+  - {id: 10, from: clients, to: web, ports: [tcp/80], action: allow}
+  - {id: 12, from: clients, to: web, ports: [tcp/8080], applications: [HTTP], action: allow}
+  - {id: 20, from: clients, to: api, ports: [tcp/80], action: allow}
+"""
+CLIENT, SCANNER = "198.18.200.1", "198.18.201.50"
+
+
+def judge(threats: dict | None = None, **sections: dict[str, object]) -> Judge:
+    tables = DictTables(compile_policy(parse_policy_text(POLICY)))
+    j = Judge(config_from_dict(sections, {}), tables, seed=1, node="n")
+    if threats is not None:
+        assert j.guard is not None
+        j.guard.set_threat_settings(compile_group_settings({"default": threats}))
+    return j
+
+
+def spoofed(i: int) -> str:
+    return f"198.18.{128 + i // 250}.{1 + i % 250}"  # in `clients`
+
+
+def threat_events(j: Judge, name: str) -> list[dict]:
+    return [e for e in j.take_events() if e["type"] == "threat" and e["name"] == name]
+
+
+class Flood:
+    """Spoofed SYNs to one server at `rate` per second, sent up to the time asked for."""
+
+    def __init__(self, j: Judge, dst: str, start: float, rate: float = 200.0) -> None:
+        self.j, self.dst, self.t, self.step, self.i = j, dst, start, 1.0 / rate, 0
+        self.acts: list[Act] = []
+
+    def until(self, end: float) -> None:
+        while self.t < end:
+            self.acts.append(
+                self.j.judge(tcp4(spoofed(self.i), self.dst, 1024 + self.i % 60000, 80), self.t)[0]
+            )
+            self.i += 1
+            self.t += self.step
+
+
+def test_syn_flood_on_a_protected_server_drops_unknown_sources_and_real_clients_prove_themselves() -> None:
+    j = judge({"syn_flood": {"syns_per_window": 50, "window": 1.0}})
+    flood = Flood(j, WEB, 10.0)
+    flood.until(11.0)
+    assert flood.acts[:50] == [Act.ALLOW] * 50  # under the limit: ordinary connections
+    assert set(flood.acts[50:]) == {Act.DROP}
+    (event,) = threat_events(j, "syn_flood")
+    assert (event["action"], event["group"], event["mode"], event["flow"]["dst"]) == (
+        "drop",
+        "web",
+        "protect",
+        WEB,
+    )
+    assert len(j.flows) == 50  # dropped SYNs leave no flow behind
+    client = CLIENT
+    assert j.judge(tcp4(client, WEB, 40000, 80), 11.0)[0] is Act.DROP  # first SYN: who is this?
+    flood.until(11.01)
+    assert j.judge(tcp4(client, WEB, 40000, 80), 11.01)[0] is Act.DROP  # resent at once: a tool, not a stack
+    flood.until(11.4)
+    assert (
+        j.judge(tcp4(client, WEB, 40000, 80), 11.4)[0] is Act.DROP
+    )  # still within the pause of the last one
+    flood.until(12.5)
+    assert j.judge(tcp4(client, WEB, 40000, 80), 12.5)[0] is Act.ALLOW  # the kernel's retransmission
+    assert j.judge(tcp4(client, WEB, 40001, 80), 12.6)[0] is Act.ALLOW  # proved: its next connections pass
+    assert j.stats()["guard.syn_flood.source_proved"] == 1
+    flood.until(13.0)
+    assert set(flood.acts[50:]) == {Act.DROP}  # the flood never got through
+    # the flood ends: a window later unknown sources pass again
+    assert j.judge(tcp4(spoofed(999), WEB, 999, 80), 20.0)[0] is Act.ALLOW
+
+
+def test_syn_flood_from_one_source_drops_that_source_even_when_it_retransmits() -> None:
+    j = judge({"syn_flood": {"syns_per_window": 50}})
+    flood = [j.judge(tcp4("198.18.199.66", WEB, 1024 + i, 80), 5.0 + i * 1e-4)[0] for i in range(120)]
+    assert flood[:50] == [Act.ALLOW] * 50 and set(flood[50:]) == {Act.DROP}
+    # a dropped SYN of the flooding source, resent after the pause: the source is the flood, it stays out
+    assert j.judge(tcp4("198.18.199.66", WEB, 1024 + 60, 80), 5.6)[0] is Act.DROP
+    assert j.judge(tcp4(CLIENT, WEB, 40000, 80), 5.5)[0] is Act.ALLOW  # the destination is not flooded
+
+
+def test_syn_flood_on_a_monitored_server_is_reported_and_passes() -> None:
+    j = judge({"syn_flood": {"syns_per_window": 50}})
+    acts = {j.judge(tcp4(spoofed(i), API, 1024 + i, 80), 1.0 + i * 1e-4)[0] for i in range(200)}
+    assert acts == {Act.ALLOW}
+    (event,) = threat_events(j, "syn_flood")
+    assert (event["action"], event["group"], event["mode"]) == ("alert", "api", "monitor")
+    j.sweep(100.0)  # the aggregation window closes: the count of what followed the first event
+    (summary,) = threat_events(j, "syn_flood")
+    assert summary["aggregated"] is True and summary["count"] == 149
+
+
+def test_port_scan_blocks_the_source_for_the_block_time_in_protect() -> None:
+    j = judge()  # catalogue defaults: 100 ports in 10 s, block-source for 60 s
+    scanner, other = SCANNER, CLIENT
+    acts = [j.judge(tcp4(scanner, WEB, 50000, port), 1.0 + port * 1e-3)[0] for port in range(1000, 1100)]
+    assert Act.DROP in acts and acts[-1] is Act.DROP
+    (event,) = threat_events(j, "port_scan")
+    assert (event["action"], event["flow"]["src"]) == ("block-source", scanner)
+    assert j.judge(tcp4(scanner, WEB, 50001, 80), 2.2)[0] is Act.DROP  # blocked, even where rules allow
+    assert j.judge(tcp4(other, WEB, 40000, 80), 2.2)[0] is Act.ALLOW
+    assert j.judge(tcp4(scanner, WEB, 50002, 80), 63.0)[0] is Act.ALLOW  # the block time (60 s) is over
+    assert j.stats()["guard.dropped.blocked_source"] >= 1
+
+
+def test_port_scan_of_a_monitored_server_alerts_only() -> None:
+    j = judge()
+    acts = {j.judge(tcp4(SCANNER, API, 50000, port), 1.0)[0] for port in range(1000, 1200)}
+    assert Act.DROP not in acts
+    (event,) = threat_events(j, "port_scan")
+    assert event["action"] == "alert"
+    assert j.judge(tcp4(SCANNER, API, 50001, 80), 2.0)[0] is Act.ALLOW
+
+
+def test_source_session_flood_and_group_settings_from_the_policy() -> None:
+    doc = POLICY + "group_threats: {web: {source_session_flood: {thresholds: {sessions_per_window: 20}}}}\n"
+    j = judge()
+    assert j.guard is not None
+    j.guard.set_threat_settings(threat_settings_from_snapshot(parse_policy_text(doc)))
+    acts = [j.judge(tcp4("198.18.199.70", WEB, 2000 + i, 80), 1.0 + i * 1e-3)[0] for i in range(30)]
+    assert acts[:20] == [Act.ALLOW] * 20 and acts[20] is Act.DROP
+    (event,) = threat_events(j, "source_session_flood")
+    assert event["action"] == "block-source" and event["group"] == "web"
+    # api keeps the catalogue's 3,000: the same rate toward it is fine
+    acts = {j.judge(tcp4("198.18.199.71", API, 2000 + i, 80), 1.0)[0] for i in range(30)}
+    assert acts == {Act.ALLOW}
+
+
+def test_connections_that_go_to_a_worker_are_left_to_its_detectors() -> None:
+    j = judge({"syn_flood": {"syns_per_window": 5}})
+    acts = {j.judge(tcp4(spoofed(i), WEB, 1024 + i, 8080), 1.0)[0] for i in range(50)}  # an app rule
+    assert acts == {Act.INSPECT}
+
+
+def test_guard_can_be_switched_off() -> None:
+    j = judge(guard={"enabled": False})
+    assert j.guard is None
+    acts = {j.judge(tcp4(spoofed(i), WEB, 1024 + i, 80), 1.0)[0] for i in range(3000)}
+    assert acts == {Act.ALLOW}
+
+
+@pytest.mark.parametrize("cap", [64])
+def test_a_flood_of_distinct_sources_costs_bounded_memory(cap: int) -> None:
+    j = judge({"syn_flood": {"syns_per_window": 10}}, guard={"max_hosts": cap, "max_challenges": cap})
+    for i in range(2000):
+        j.judge(tcp4(spoofed(i), WEB, 1024 + i % 60000, 80), 1.0 + i * 1e-5)
+    sizes = j.stats()
+    assert sizes["guard.challenges"] <= cap and sizes["guard.good_sources"] <= cap
+    assert j.guard is not None and len(j.guard._syn_src) <= cap
