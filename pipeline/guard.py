@@ -32,7 +32,16 @@ from collections.abc import Callable
 from typing import Any
 
 from pipeline.flow import FlowKey
-from pipeline.packet import IPPROTO_TCP, TCP_ACK, TCP_SYN, PacketMeta
+from pipeline.packet import (
+    IPPROTO_ICMP,
+    IPPROTO_ICMPV6,
+    IPPROTO_TCP,
+    IPPROTO_UDP,
+    TCP_ACK,
+    TCP_RST,
+    TCP_SYN,
+    PacketMeta,
+)
 from policy.lookup import Decision, Mode
 from workers.detect import catalogue as C
 from workers.detect.aggregate import EventAggregator, finding_key, threat_event
@@ -47,6 +56,7 @@ from workers.detect.window import LruTable, WindowCounter
 
 EXTERNAL_GROUP = "external"
 MAX_PENDING_KEYS = 4096  # distinct threat events held in one aggregation window
+_ECHO_REQUEST = {4: 8, 6: 128}
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -60,6 +70,7 @@ class GuardSettings:
     retry_max_s: float = 10.0  # ... and only within this time of the dropped SYN
     good_source_s: float = 60.0  # a source that proved itself passes flooded destinations this long
     aggregate_window_s: float = 5.0  # identical threat events within this are one event with a count
+    kernel_blocks: int = 1024  # sources a block-source action also drops in the kernel (iptables); 0: none
 
 
 class _Scan:
@@ -92,6 +103,9 @@ class Guard:
         self._ports: LruTable[tuple[bytes, bytes], _Scan] = LruTable(hosts)
         self._hosts: LruTable[bytes, _Scan] = LruTable(hosts)
         self._blocked: LruTable[bytes, float] = LruTable(hosts)  # source → until when
+        self.new_blocks: list[
+            tuple[bytes, float]
+        ] = []  # (source, seconds) for the kernel, taken by the reader
         self._good: LruTable[bytes, float] = LruTable(hosts)  # source → until when
         self._challenged: LruTable[tuple[bytes, int, bytes, int], float] = LruTable(settings.max_challenges)
         self.counters: Counter[str] = Counter()
@@ -115,6 +129,13 @@ class Guard:
 
     def check(self, meta: PacketMeta, key: FlowKey, d: Decision, now: float) -> bool:
         """Count the first packet of a connection the reader decided; True: drop it."""
+        proto = meta.proto
+        if proto == IPPROTO_TCP:
+            if meta.tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST) != TCP_SYN:
+                return False  # not an attempt: a reply or a straggler whose SYN the reader never saw
+        elif proto == IPPROTO_ICMP or proto == IPPROTO_ICMPV6:
+            if meta.icmp_type != _ECHO_REQUEST[meta.family]:
+                return False  # replies and errors open nothing
         group = _deciding_group(d)
         s = self.threats.for_group(group)
         on = s.on
@@ -177,16 +198,19 @@ class Guard:
         self, meta: PacketMeta, key: FlowKey, d: Decision, group: str, s: ThreatSettings, now: float
     ) -> bool:
         window = s.threshold(C.PORT_SCAN, "window")
-        pair = (meta.src, meta.dst)
-        ports = self._ports.get(pair)
-        if ports is None or now - ports.start >= window:
-            ports = _Scan(now)
-            self._ports.put(pair, ports)
-        limit = s.threshold(C.PORT_SCAN, "ports_per_window")
-        if len(ports.seen) < limit:
-            ports.seen.add(meta.proto << 16 | meta.dport)
-        if len(ports.seen) >= limit:
-            return self._raise(C.PORT_SCAN, meta, key, d, group, s, now, f"{len(ports.seen)} ports probed")
+        if meta.proto == IPPROTO_TCP or meta.proto == IPPROTO_UDP:
+            pair = (meta.src, meta.dst)
+            ports = self._ports.get(pair)
+            if ports is None or now - ports.start >= window:
+                ports = _Scan(now)
+                self._ports.put(pair, ports)
+            limit = s.threshold(C.PORT_SCAN, "ports_per_window")
+            if len(ports.seen) < limit:
+                ports.seen.add(meta.proto << 16 | meta.dport)
+            if len(ports.seen) >= limit:
+                return self._raise(
+                    C.PORT_SCAN, meta, key, d, group, s, now, f"{len(ports.seen)} ports probed"
+                )
         hosts = self._hosts.get(meta.src)
         if hosts is None or now - hosts.start >= window:
             hosts = _Scan(now)
@@ -222,7 +246,10 @@ class Guard:
         if action is ThreatAction.ALERT:
             return False
         if action is ThreatAction.BLOCK_SOURCE and "block_seconds" in threat.thresholds:
-            self._blocked.put(meta.src, now + float(s.threshold(threat, "block_seconds")))
+            seconds = float(s.threshold(threat, "block_seconds"))
+            self._blocked.put(meta.src, now + seconds)
+            if self.s.kernel_blocks and len(self.new_blocks) < self.s.kernel_blocks:
+                self.new_blocks.append((meta.src, seconds))
         self.counters["guard.dropped." + threat.name] += 1
         return True
 

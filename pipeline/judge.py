@@ -74,6 +74,8 @@ class Judge:
         self._events: dict[tuple[Any, ...], dict[str, Any]] = {}
         self._threat_events: list[dict[str, Any]] = []
         self.guard = Guard(config.guard, node, self._threat_event) if config.guard.enabled else None
+        # The guard's clock: `now` (monotonic in the reader) plus this, so its events carry wall time.
+        self.wall_offset = 0.0
 
     # ---- packets -------------------------------------------------------------------------------
 
@@ -90,7 +92,7 @@ class Judge:
         flow = self.flows.get(key)
         if flow is None:
             guard = self.guard
-            if guard is not None and guard.blocked(meta.src, now):
+            if guard is not None and guard.blocked(meta.src, now + self.wall_offset):
                 return Act.DROP, meta, key, None
             flow = Flow(direction, worker_for(key, self.seed, self.workers), now)
             self.flows.add(key, flow)
@@ -194,7 +196,7 @@ class Judge:
     def sweep(self, now: float) -> None:
         self.flows.sweep(now, SWEEP_BUDGET)
         if self.guard is not None:
-            self.guard.flush(now)
+            self.guard.flush(now + self.wall_offset)
 
     # ---- events --------------------------------------------------------------------------------
 

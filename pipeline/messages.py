@@ -31,6 +31,7 @@ class MessageType(enum.IntEnum):
     VERDICTS = 2  # worker → reader: verdicts for inspected packets
     EVENTS = 3  # reader/worker/runtime → policy: events to report
     HEARTBEAT = 4  # child → supervisor: liveness and counters
+    BLOCK_SOURCES = 5  # reader → supervisor: sources a block-source action cut off, to drop in the kernel
 
 
 class MessageError(ValueError):
@@ -71,7 +72,17 @@ class Heartbeat:
     counters: dict[str, int]
 
 
-Message = Inspect | Verdicts | Events | Heartbeat
+@dataclass(frozen=True, slots=True)
+class BlockSources:
+    """Sources to drop in the kernel: `items` are (raw 4- or 16-byte address, seconds)."""
+
+    source: str
+    items: list[tuple[bytes, float]]
+
+
+MAX_BLOCK_SECONDS = 86400.0  # a block-source action lasts at most a day
+
+Message = Inspect | Verdicts | Events | Heartbeat | BlockSources
 
 
 def encode(msg: Message) -> bytes:
@@ -83,6 +94,8 @@ def encode(msg: Message) -> bytes:
         body = [SCHEMA_VERSION, MessageType.EVENTS, msg.source, msg.events]
     elif isinstance(msg, Heartbeat):
         body = [SCHEMA_VERSION, MessageType.HEARTBEAT, msg.role, msg.index, msg.pid, msg.counters]
+    elif isinstance(msg, BlockSources):
+        body = [SCHEMA_VERSION, MessageType.BLOCK_SOURCES, msg.source, msg.items]
     else:  # pragma: no cover - a programming error
         raise TypeError(f"not a message: {msg!r}")
     return msgpack.packb(body, use_bin_type=True)
@@ -155,11 +168,26 @@ def _decode_heartbeat(body: list[Any]) -> Heartbeat:
     return Heartbeat(role, _int(index), _int(pid), {str(k): _int(v) for k, v in counters.items()})
 
 
+def _decode_block_sources(body: list[Any]) -> BlockSources:
+    _, _, source, items = body
+    if not isinstance(source, str):
+        raise TypeError("source is not a string")
+    out = []
+    for addr, seconds in items:
+        if type(addr) is not bytes or len(addr) not in (4, 16):
+            raise ValueError("address is not 4 or 16 bytes")
+        if type(seconds) not in (int, float) or not 0 < seconds <= MAX_BLOCK_SECONDS:
+            raise ValueError(f"block of {seconds!r} seconds")
+        out.append((addr, float(seconds)))
+    return BlockSources(source, out)
+
+
 _DECODERS: dict[MessageType, Callable[[list[Any]], Message]] = {
     MessageType.INSPECT: _decode_inspect,
     MessageType.VERDICTS: _decode_verdicts,
     MessageType.EVENTS: _decode_events,
     MessageType.HEARTBEAT: _decode_heartbeat,
+    MessageType.BLOCK_SOURCES: _decode_block_sources,
 }
 
 

@@ -5,6 +5,7 @@ it touches nothing else. Marks are masked to our three bits, so other users of m
 kube-proxy) are not disturbed. The chain, in order:
 
   packet mark PASS           → RETURN    (a packet we judged, re-injected by an NF_REPEAT verdict)
+  jump to <chain>-BLOCK                  (sources a block-source action cut off: `-s ADDR -j DROP`)
   connmark DROP              → DROP      (a connection we blocked: never reaches user space again)
   connmark ACCEPT            → RETURN    (a connection we allowed: offloaded to the kernel)
   packet mark ACCEPT         → save it to the connmark, RETURN
@@ -80,7 +81,7 @@ def chain_rules(spec: ChainSpec, family: int = 4) -> list[str]:
     """The body of our chain for one family, as iptables-restore lines."""
     c = spec.chain
     a, d, p = spec.accept_mark, spec.drop_mark, spec.pass_mark
-    rules = [f"-A {c} -m mark --mark {_m(p)} -j RETURN"]
+    rules = [f"-A {c} -m mark --mark {_m(p)} -j RETURN", f"-A {c} -j {block_chain(spec)}"]
     if family == 6:
         # Neighbour discovery and other link-local or multicast control traffic is the network's own
         # plumbing, not a workload's connection: never queue it (blocking it would cut the node off).
@@ -121,10 +122,22 @@ def jump_rules(spec: ChainSpec) -> list[str]:
     return jumps
 
 
+def block_chain(spec: ChainSpec) -> str:
+    return f"{spec.chain}-BLOCK"
+
+
 def restore_script(spec: ChainSpec, family: int = 4) -> str:
-    # Declaring our chain in --noflush mode creates it, or flushes it if a crashed run left it behind.
-    lines = ["*filter", f":{spec.chain} - [0:0]", *chain_rules(spec, family), *jump_rules(spec), "COMMIT", ""]
+    # Declaring our chains in --noflush mode creates them, or flushes them if a crashed run left them.
+    lines = ["*filter", f":{spec.chain} - [0:0]", f":{block_chain(spec)} - [0:0]"]
+    lines += [*chain_rules(spec, family), *jump_rules(spec), "COMMIT", ""]
     return "\n".join(lines)
+
+
+def block_script(spec: ChainSpec, add: Iterable[str], remove: Iterable[str]) -> str:
+    """iptables-restore lines that add and remove source drops (addresses as text, one family)."""
+    c = block_chain(spec)
+    lines = ["*filter", *(f"-D {c} -s {a} -j DROP" for a in remove), *(f"-A {c} -s {a} -j DROP" for a in add)]
+    return "\n".join([*lines, "COMMIT", ""])
 
 
 class Netfilter:
@@ -160,9 +173,24 @@ class Netfilter:
                     for _ in range(16):  # bounded: a crashed run leaves at most a few duplicates
                         if _ipt(tool, "-D", *rule).returncode != 0:
                             break
-            _ipt(tool, "-F", self.spec.chain)
-            _ipt(tool, "-X", self.spec.chain)
+            for chain in (self.spec.chain, block_chain(self.spec)):
+                _ipt(tool, "-F", chain)
+                _ipt(tool, "-X", chain)
         self.installed = False
+
+    def update_blocks(self, family: int, add: list[str], remove: list[str]) -> None:
+        """Add and remove source drops in one atomic change of one family's block chain."""
+        if not add and not remove or family not in self.spec.families:
+            return
+        _, restore = _TOOLS[family]
+        result = subprocess.run(
+            [restore, "-w", str(XTABLES_WAIT_S), "--noflush"],
+            input=block_script(self.spec, add, remove),
+            capture_output=True,
+            text=True,
+        )
+        if result.returncode != 0:
+            raise NetfilterError(f"{restore} refused the source blocks: {result.stderr.strip()}")
 
     def listing(self) -> dict[int, str]:
         """`iptables -S` of the filter table per family (for status and tests)."""

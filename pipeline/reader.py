@@ -63,6 +63,7 @@ class Reader:
         self.index = index
         self.queue_num = config.queue_numbers[index]
         self.judge = Judge(config, tables, seed, node, reader=index)
+        self.judge.wall_offset = time.time() - time.monotonic()
         n = config.netfilter
         self.ours = config.our_marks
         self.marks = {
@@ -181,9 +182,20 @@ class Reader:
                 self._send_batch(w, now)
         self._give(decided)
         self.nfq.flush()
+        guard = self.judge.guard
+        if guard is not None and guard.new_blocks:
+            self._send_blocks(guard.new_blocks)
+            guard.new_blocks = []
         if len(packets) >= self.recv_batch:
             # More may be waiting: come back after other callbacks (worker verdicts) had a turn.
             asyncio.get_running_loop().call_soon(self.on_queue_readable)
+
+    def _send_blocks(self, blocks: list[tuple[bytes, float]]) -> None:
+        """Ask the supervisor to drop these sources in the kernel (the guard already drops them here)."""
+        try:
+            self.supervisor.send(M.encode(M.BlockSources(f"reader {self.index}", blocks)), zmq.NOBLOCK)
+        except zmq.Again:
+            self.counters["source_blocks.unsent"] += len(blocks)
 
     def _to_worker(self, qp: QueuedPacket, meta: PacketMeta, flow: Flow | None, now: float) -> Act:
         if len(self.inflight) >= self.inflight_max:

@@ -28,6 +28,7 @@ from pipeline import messages as M
 from pipeline.config import PASS, Config, config_to_dict
 from pipeline.metrics import MetricsServer
 from pipeline.netfilter import ChainSpec, Netfilter, NetfilterError
+from pipeline.source_blocks import SourceBlocks
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,7 @@ class Supervisor:
         self.seed = secrets.randbits(32)
         self.run_dir = config.paths.run_dir
         self.netfilter = Netfilter(ChainSpec.from_config(config))
+        self.source_blocks = SourceBlocks(self.netfilter, config.guard.kernel_blocks)
         self.children: list[Child] = [Child("policy", 0, config.worker_cpu(0))]
         self.children += [Child("worker", i, config.worker_cpu(i)) for i in range(config.workers.count)]
         self.children += [Child("reader", i, config.reader_cpu(i)) for i in range(config.queues.readers)]
@@ -152,6 +154,11 @@ class Supervisor:
             except M.MessageError as exc:
                 log.warning("bad message on the supervisor socket: %s", exc)
                 continue
+            if isinstance(msg, M.BlockSources):
+                now = time.monotonic()
+                for addr, seconds in msg.items:
+                    self.source_blocks.block(addr, seconds, now)
+                continue
             if not isinstance(msg, M.Heartbeat):
                 continue
             child = by_key.get((msg.role, msg.index))
@@ -195,6 +202,8 @@ class Supervisor:
                 self.last_loop = time.monotonic()
                 if sock.poll(POLL_MS):
                     self._receive_heartbeats(sock)
+                self.source_blocks.expire(time.monotonic())
+                self.source_blocks.apply()
                 self._check_children(time.monotonic())
         except BudgetSpent as exc:
             status = self._give_up(str(exc))

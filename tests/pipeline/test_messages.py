@@ -18,6 +18,7 @@ from pipeline import messages as M
         M.Verdicts(0, [(7, 1, 10), (8, 4, 0)]),
         M.Events("worker 1", [{"type": "audit", "what": "x", "n": 1}]),
         M.Heartbeat("reader", 2, 1234, {"packets": 5}),
+        M.BlockSources("reader 0", [(bytes(4), 30.0), (bytes(16), 0.5)]),
     ],
 )
 def test_round_trip(msg: M.Message) -> None:
@@ -34,6 +35,9 @@ def test_round_trip(msg: M.Message) -> None:
         (msgpack.packb([M.SCHEMA_VERSION, 1, 0, [[1, "not bytes"]]]), A.MESSAGE_MALFORMED),
         (msgpack.packb([M.SCHEMA_VERSION, 2, 0, [[1, 2]]]), A.MESSAGE_MALFORMED),
         (msgpack.packb([M.SCHEMA_VERSION, 4, "reader", "x", 1, {}]), A.MESSAGE_MALFORMED),
+        (msgpack.packb([M.SCHEMA_VERSION, 5, "reader 0", [[b"abc", 30.0]]]), A.MESSAGE_MALFORMED),
+        (msgpack.packb([M.SCHEMA_VERSION, 5, "reader 0", [[bytes(4), 0]]]), A.MESSAGE_MALFORMED),
+        (msgpack.packb([M.SCHEMA_VERSION, 5, "reader 0", [[bytes(4), 1e9]]]), A.MESSAGE_MALFORMED),
         (
             msgpack.packb([M.SCHEMA_VERSION, 1, 0, [[1, b"x" * (M.MAX_PACKET_BYTES + 1)]]]),
             A.MESSAGE_MALFORMED,

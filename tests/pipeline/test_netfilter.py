@@ -87,15 +87,55 @@ def test_install_replaces_stale_rules_and_remove_leaves_nothing(netns: list[str]
 
     subprocess.run([*netns, sys.executable, "-c", code, "install"], check=True)
     after = _listing(netns)
-    assert after.count("-j ENFORCER") == 2  # one jump per family
+    assert after.count("-j ENFORCER\n") == 2  # one jump per family
+    assert after.count("-A ENFORCER -j ENFORCER-BLOCK\n") == 2  # and the block chain in ours
     assert "-A ENFORCER -j DROP" not in after and "NFQUEUE --queue-balance 0:1" in after
     assert "-A FORWARD -s 198.18.7.0/24 -j ACCEPT" in after
     assert (
         "-A ENFORCER -p ipv6-icmp -m icmp6 --icmpv6-type 133 -j RETURN" in after
     )  # the IPv6 chain's own rules
     subprocess.run([*netns, sys.executable, "-c", code, "install"], check=True)  # idempotent
-    assert _listing(netns).count("-j ENFORCER") == 2
+    assert _listing(netns).count("-j ENFORCER\n") == 2
     subprocess.run([*netns, sys.executable, "-c", code, "remove"], check=True)
     final = _listing(netns)
     assert "ENFORCER" not in final and "NFQUEUE" not in final
     assert "-A FORWARD -s 198.18.7.0/24 -j ACCEPT" in final  # never touched anything else
+
+
+BLOCKS_CODE = """
+import ipaddress, sys
+from pipeline.config import config_from_dict
+from pipeline.netfilter import ChainSpec, Netfilter
+from pipeline.source_blocks import SourceBlocks
+n = Netfilter(ChainSpec.from_config(config_from_dict({}, {})))
+n.install()
+blocks = SourceBlocks(n, max_sources=2)
+raw = lambda text: ipaddress.ip_address(text).packed
+blocks.block(raw("198.18.9.9"), 30, now=0.0)
+blocks.block(raw("fd00:198:18:9::9"), 10, now=0.0)
+blocks.block(raw("198.18.9.10"), 30, now=0.0)  # over the cap: counted, not installed
+blocks.apply()
+print(n.listing()[4] + n.listing()[6], end="")
+print("=== 20s")
+blocks.expire(20.0)
+blocks.apply()
+print(n.listing()[4] + n.listing()[6], end="")
+print("=== full", blocks.counters["source_blocks.full"])
+n.remove()
+"""
+
+
+def test_source_blocks_are_kernel_drops_in_our_block_chain_until_their_time(netns: list[str]) -> None:
+    import sys
+
+    out = subprocess.run(
+        [*netns, sys.executable, "-c", BLOCKS_CODE], check=True, capture_output=True, text=True
+    ).stdout
+    first, later = out.split("=== 20s")
+    assert "-A ENFORCER-BLOCK -s 198.18.9.9/32 -j DROP" in first
+    assert "-A ENFORCER-BLOCK -s fd00:198:18:9::9/128 -j DROP" in first
+    assert "198.18.9.10" not in first
+    assert "-A ENFORCER-BLOCK -s 198.18.9.9/32 -j DROP" in later  # 30 s: still blocked
+    assert "fd00:198:18:9::9" not in later  # 10 s: over
+    assert later.strip().endswith("=== full 1")
+    assert "ENFORCER" not in _listing(netns)
