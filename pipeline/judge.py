@@ -103,7 +103,7 @@ class Judge:
             if (
                 guard is not None
                 and flow.state is not FlowState.INSPECT
-                and guard.check(meta, key, decision, now)
+                and guard.check(meta, key, decision, now + self.wall_offset)
             ):
                 self.flows.remove(key)  # a dropped first packet leaves no flow behind
                 return Act.DROP, meta, key, None
@@ -233,7 +233,7 @@ class Judge:
 
     def take_events(self) -> list[dict[str, Any]]:
         """Events gathered since the last call (identical ones merged with a count)."""
-        events = list(self._events.values()) + self._threat_events
+        events = self._threat_events + list(self._events.values())  # threats first: they matter most
         self._events.clear()
         self._threat_events = []
         return events

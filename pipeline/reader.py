@@ -44,6 +44,7 @@ TICK_S = 0.005  # timer resolution for verdict timeouts while packets are out at
 WORKER_CONNECT_TIMEOUT_S = 5.0  # longest a starting reader waits for its workers before reporting ready
 IDLE_TICK_S = 0.1  # tick period with nothing in flight (a new policy generation is noticed within this)
 HOUSEKEEPING_S = 1.0  # flow sweep and event flush period
+EVENTS_PER_MESSAGE = 256  # events per message to the policy process (well inside its bounds)
 REVALIDATE_PER_TICK = 128  # offloaded flows re-decided per tick after a policy change (~1 ms of work)
 
 
@@ -347,11 +348,13 @@ class Reader:
                 self.judge.guard.set_threat_settings(threats)
         self.judge.sweep(now)
         events = self.judge.take_events()
-        if events:
+        # In pieces: a flood of distinct sources fills thousands of events, more than one message holds.
+        for start in range(0, len(events), EVENTS_PER_MESSAGE):
+            chunk = events[start : start + EVENTS_PER_MESSAGE]
             try:
-                self.events.send(M.encode(M.Events(f"reader {self.index}", events)), zmq.NOBLOCK)
+                self.events.send(M.encode(M.Events(f"reader {self.index}", chunk)), zmq.NOBLOCK)
             except zmq.Again:
-                self.counters["events.dropped"] += len(events)
+                self.counters["events.dropped"] += len(chunk)
 
     def heartbeat(self) -> None:
         counters = dict(self.counters)

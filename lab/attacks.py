@@ -1,0 +1,114 @@
+"""Real attack tools against lab hosts (hping3 floods, nmap scans), bounded in time, and the counters
+that say what reached the target. Used by the flood tests and `scripts/bench_synflood.py`.
+
+Only lab namespaces are involved: the tools run in a lab host and aim at another lab host's address.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+from lab.topology import Lab
+
+MAX_ATTACK_SECONDS = 30.0  # no attack helper runs longer than this
+
+
+def ip_received(lab: Lab, host: str) -> int:
+    """IP packets the host's network namespace has received (Ip: InReceives of /proc/net/snmp)."""
+    lines = [line.split() for line in lab.exec(host, "cat", "/proc/net/snmp").stdout.splitlines()]
+    names, values = [row for row in lines if row and row[0] == "Ip:"][:2]
+    return int(values[names.index("InReceives")])
+
+
+@dataclass
+class FloodResult:
+    sent: int  # packets hping3 reports as transmitted
+    seconds: float
+    received: int  # IP packets the target received meanwhile (flood, its replies' answers, other traffic)
+    started: float  # wall time the flood started
+
+    @property
+    def rate(self) -> float:
+        return self.sent / self.seconds if self.seconds else 0.0
+
+
+def syn_flood(
+    lab: Lab, attacker: str, target: str, port: int, seconds: float, rand_source: bool = False
+) -> FloodResult:
+    """`hping3 -S --flood` from `attacker` to `target`:`port` for `seconds` (stopped by SIGINT)."""
+    seconds = min(seconds, MAX_ATTACK_SECONDS)
+    before = ip_received(lab, target_host(lab, target))
+    cmd = ["timeout", "-s", "INT", f"{seconds}", "hping3", "-q", "-S", "-p", str(port), "--flood"]
+    if rand_source:
+        cmd.append("--rand-source")
+    started, t0 = time.time(), time.monotonic()
+    out = lab.exec(attacker, *cmd, target, check=False, timeout=seconds + 15)
+    elapsed = time.monotonic() - t0
+    received = ip_received(lab, target_host(lab, target)) - before
+    m = re.search(r"(\d+) packets transmitted", out.stdout + out.stderr)
+    if m is None:
+        raise RuntimeError(f"hping3 did not report its count: {out.stderr.strip()[-300:]}")
+    return FloodResult(int(m.group(1)), elapsed, received, started)
+
+
+def target_host(lab: Lab, address: str) -> str:
+    for name, host in lab.hosts.items():
+        if address in (host.ipv4, host.ipv6):
+            return name
+    raise KeyError(address)
+
+
+@dataclass
+class ClientProbe:
+    """A real client making one TCP connection after another (bounded) while something else happens."""
+
+    lab: Lab
+    client: str
+    target: str
+    port: int
+    count: int = 8
+    interval: float = 0.3
+    results: list[dict[str, object]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> ClientProbe:
+        self._thread.start()
+        return self
+
+    def join(self, timeout: float = 60.0) -> list[dict[str, object]]:
+        self._thread.join(timeout)
+        return self.results
+
+    def _run(self) -> None:
+        import json
+
+        for _ in range(self.count):
+            t0 = time.monotonic()
+            out = self.lab.exec(
+                self.client, sys.executable, "-m", "lab.traffic", "tcp", self.target, str(self.port),
+                "--bytes", "2000", "--timeout", "6", check=False, timeout=20,
+            )  # fmt: skip
+            try:
+                result = json.loads(out.stdout)
+            except ValueError:
+                result = {"ok": False, "error": out.stderr.strip()[-200:]}
+            result["seconds"] = round(time.monotonic() - t0, 3)
+            self.results.append(result)
+            time.sleep(self.interval)
+
+
+def nmap_syn_scan(lab: Lab, scanner: str, target: str, ports: str = "1-1200", seconds: float = 20) -> str:
+    """`nmap -sS` of `target` from `scanner` (no ping, no DNS), bounded by nmap's own host timeout."""
+    seconds = min(seconds, MAX_ATTACK_SECONDS)
+    cmd = ["nmap", "-sS", "-Pn", "-n", "-T4", "--max-retries", "0", "--host-timeout", f"{int(seconds)}s"]
+    result = lab.exec(scanner, *cmd, "-p", ports, target, check=False, timeout=seconds + 15)
+    return result.stdout
+
+
+__all__ = ["ClientProbe", "FloodResult", "ip_received", "nmap_syn_scan", "syn_flood"]

@@ -1,0 +1,88 @@
+"""Floods and scans from real tools (hping3, nmap) through the real enforcer: detected within a second,
+the attack dropped in Protect, real clients still served; Monitor only reports."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from lab.attacks import ClientProbe, nmap_syn_scan, syn_flood
+from lab.enforcer import LabEnforcer
+from lab.topology import Lab
+from tests.integration.conftest import tcp
+
+pytestmark = pytest.mark.netns
+
+FLOOD_SECONDS = 3.0
+
+
+def threats(e: LabEnforcer, name: str, timeout: float = 8.0) -> list[dict[str, Any]]:
+    """Threat events of one kind (events reach the log within the readers' one-second flush)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [ev for ev in e.events() if ev["type"] == "threat" and ev.get("name") == name]
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.3)
+
+
+def test_syn_flood_from_one_source_is_detected_within_a_second_and_cut_in_the_kernel(lab: Lab) -> None:
+    web = lab.host("s1").ipv4
+    attacker = lab.host("c2").ipv4
+    with LabEnforcer(lab) as e:
+        probe = ClientProbe(lab, "c1", web, 80, count=6).start()
+        flood = syn_flood(lab, "c2", web, 80, FLOOD_SECONDS)
+        served = probe.join()
+        found = threats(e, "syn_flood")
+        assert found, [ev["type"] for ev in e.events()]
+        first = min(ev["time"] for ev in found)
+        assert first - flood.started < 1.0, (first, flood.started)
+        assert flood.rate > 20_000, f"hping3 sent only {flood.rate:.0f} packets/s"
+        # The flood's SYNs (and the attacker's answers to any SYN-ACK) reaching the server: a sliver.
+        assert flood.received < 0.05 * flood.sent, (flood.received, flood.sent)
+        assert all(r["ok"] for r in served), served
+        assert f"-A ENFORCER-BLOCK -s {attacker}/32 -j DROP" in e.rules()  # block-source, in the kernel
+    assert tcp(lab, "c2", web, 80)["ok"]  # the enforcer gone: nothing of the block is left behind
+
+
+def test_syn_flood_from_random_sources_still_serves_a_real_client(lab: Lab) -> None:
+    web = lab.host("s1").ipv4
+    with LabEnforcer(lab) as e:
+        probe = ClientProbe(lab, "c1", web, 80, count=6).start()
+        flood = syn_flood(lab, "c2", web, 80, FLOOD_SECONDS, rand_source=True)
+        served = probe.join()
+        found = threats(e, "syn_flood")
+        assert found and found[0]["action"] == "drop" and found[0]["group"] == "web"
+        assert min(ev["time"] for ev in found) - flood.started < 1.0
+        # Spoofed sources never answer the server, so what it received is what got through.
+        assert flood.received < 0.25 * flood.sent, (flood.received, flood.sent)
+        assert all(r["ok"] for r in served), served  # a real client retransmits and is let in
+
+
+def test_syn_flood_against_a_monitored_server_is_reported_and_passes(lab: Lab) -> None:
+    api = lab.host("s2").ipv4
+    with LabEnforcer(lab) as e:
+        flood = syn_flood(lab, "c2", api, 80, 2.0)
+        found = threats(e, "syn_flood")
+        assert found and {ev["action"] for ev in found} == {"alert"}, found
+        assert flood.received > 0.5 * flood.sent, (flood.received, flood.sent)
+
+
+def test_nmap_scan_blocks_the_scanner_in_protect_and_is_reported_in_monitor(lab: Lab) -> None:
+    web, api = lab.host("s1").ipv4, lab.host("s2").ipv4
+    with LabEnforcer(lab) as e:
+        nmap_syn_scan(lab, "c2", api)
+        found = threats(e, "port_scan")
+        assert found and found[0]["action"] == "alert" and found[0]["flow"]["dst"] == api, found
+        assert tcp(lab, "c2", api, 80)["ok"]  # monitor: the scanner is not cut off
+        nmap_syn_scan(lab, "c2", web)
+        deadline = time.monotonic() + 8
+        while time.monotonic() < deadline:
+            blocked = [ev for ev in threats(e, "port_scan") if ev["action"] == "block-source"]
+            if blocked:
+                break
+        assert blocked and blocked[0]["flow"]["src"] == lab.host("c2").ipv4, blocked
+        assert not tcp(lab, "c2", web, 80, timeout=2)["ok"]  # blocked, even where the rules allow
+        assert tcp(lab, "c1", web, 80)["ok"]  # everyone else is served
