@@ -11,10 +11,24 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from lab.topology import Lab
 
 MAX_ATTACK_SECONDS = 30.0  # no attack helper runs longer than this
+# The lab policy with web open to everyone on tcp/80 (a public site): a flood from forged sources is then
+# allowed by the rules, and only the flood detection stands between it and the server.
+PUBLIC_WEB_RULE = "  - {id: 40, from: external, to: web, ports: [tcp/80], action: allow}\n"
+
+
+def public_web_policy(directory: Path) -> Path:
+    from lab.enforcer import LAB_POLICY
+
+    text = LAB_POLICY.read_text()
+    assert text.rstrip().splitlines()[-1].startswith("  - {id:"), "the lab policy must end with its rules"
+    path = directory / "public-web.yaml"
+    path.write_text(text.rstrip("\n") + "\n" + PUBLIC_WEB_RULE)
+    return path
 
 
 def ip_received(lab: Lab, host: str) -> int:

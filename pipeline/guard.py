@@ -57,6 +57,9 @@ from workers.detect.window import LruTable, WindowCounter
 EXTERNAL_GROUP = "external"
 MAX_PENDING_KEYS = 4096  # distinct threat events held in one aggregation window
 _ECHO_REQUEST = {4: 8, 6: 128}
+_PASS, _FLOODER, _SPOOFED = 0, 1, 2  # what the SYN-flood check makes of one SYN
+_COUNTER_NAMES = {t.id: (f"guard.threats.{t.name}", f"guard.dropped.{t.name}") for t in C.THREATS}
+_MODE_NAMES = {m: m.name.lower() for m in Mode}
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -109,10 +112,12 @@ class Guard:
         self._good: LruTable[bytes, float] = LruTable(hosts)  # source → until when
         self._challenged: LruTable[tuple[bytes, int, bytes, int], float] = LruTable(settings.max_challenges)
         self.counters: Counter[str] = Counter()
+        self._actions: dict[tuple[int, str, Mode], ThreatAction] = {}  # (threat, group, mode) → action taken
 
     def set_threat_settings(self, threats: GroupThreatSettings) -> None:
         """The threat settings of a new policy generation (compiled off the packet path)."""
         self.threats = threats
+        self._actions.clear()
 
     # ---- packets -------------------------------------------------------------------------------
 
@@ -140,13 +145,13 @@ class Guard:
         s = self.threats.for_group(group)
         on = s.on
         drop = False
-        if (
-            C.SYN_FLOOD.id in on
-            and meta.proto == IPPROTO_TCP
-            and meta.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
-        ):
-            drop = self._syn(meta, key, d, group, s, now)
-        if C.SOURCE_SESSION_FLOOD.id in on:
+        if C.SYN_FLOOD.id in on and proto == IPPROTO_TCP:
+            verdict = self._syn(meta, key, d, group, s, now)
+            if verdict is _SPOOFED:
+                # Dropped as part of a flood on its destination: probably a forged source, so it is not
+                # counted against that source (which would only churn the per-source tables).
+                return True
+            drop = verdict is _FLOODER
             window = s.threshold(C.SOURCE_SESSION_FLOOD, "window")
             count = self._sessions.hit(meta.src, now, window)
             if count > s.threshold(C.SOURCE_SESSION_FLOOD, "sessions_per_window"):
@@ -159,7 +164,9 @@ class Guard:
 
     def _syn(
         self, meta: PacketMeta, key: FlowKey, d: Decision, group: str, s: ThreatSettings, now: float
-    ) -> bool:
+    ) -> int:
+        """_PASS, _FLOODER (a source over the limit: drop) or _SPOOFED (an unproven source toward a
+        flooded destination: drop)."""
         window = s.threshold(C.SYN_FLOOD, "window")
         limit = s.threshold(C.SYN_FLOOD, "syns_per_window")
         src, dst = meta.src, meta.dst
@@ -172,27 +179,30 @@ class Guard:
                 self._syn_dst.hit(dst, now, window, -min(limit, self._syn_dst.get(dst, now, window)))
         until = self._flooded_src.get(src)
         if until is not None and until > now:
-            return self._raise(C.SYN_FLOOD, meta, key, d, group, s, now, f"{by_src:.0f} SYNs from one source")
+            dropped = self._raise(
+                C.SYN_FLOOD, meta, key, d, group, s, now, f"{by_src:.0f} SYNs from one source"
+            )
+            return _FLOODER if dropped else _PASS
         by_dst = self._syn_dst.hit(dst, now, window)
         if by_dst > limit:
             self._flooded_dst.put(dst, now + window)
         until = self._flooded_dst.get(dst)
         if until is None or until <= now:
-            return False
+            return _PASS
         good = self._good.get(src)
         if good is not None and good > now:
-            return False
+            return _PASS
         challenge = (src, meta.sport, dst, meta.dport)
         dropped_at = self._challenged.get(challenge)
         if dropped_at is not None and self.s.retry_min_s <= now - dropped_at <= self.s.retry_max_s:
             self._challenged.pop(challenge)
             self._good.put(src, now + self.s.good_source_s)
             self.counters["guard.syn_flood.source_proved"] += 1
-            return False
+            return _PASS
         if not self._raise(C.SYN_FLOOD, meta, key, d, group, s, now, f"{by_dst:.0f} SYNs to one destination"):
-            return False
+            return _PASS
         self._challenged.put(challenge, now)  # (re)starts the pause: a tool resending at once never passes
-        return True
+        return _SPOOFED
 
     def _scan(
         self, meta: PacketMeta, key: FlowKey, d: Decision, group: str, s: ThreatSettings, now: float
@@ -234,14 +244,17 @@ class Guard:
         detail: str,
     ) -> bool:
         """Report a finding (aggregated) and carry out its action; True if the packet is to be dropped."""
-        action = effective_action(Mode(d.mode), s.action(threat))
-        self.counters["guard.threats." + threat.name] += 1
+        mode = d.mode
+        action = self._actions.get((threat.id, group, mode))
+        if action is None:
+            action = self._actions[(threat.id, group, mode)] = effective_action(mode, s.action(threat))
+        seen, dropped = _COUNTER_NAMES[threat.id]
+        self.counters[seen] += 1
         finding = Finding(threat, key, None, meta.src, meta.dst, meta.sport, meta.dport, meta.proto, detail)
-        mode = Mode(d.mode).name.lower()
         self.events.emit_lazy(
             finding_key(finding, action, group),
             now,
-            lambda: threat_event(self.node, finding, action, group, now, mode),
+            lambda: threat_event(self.node, finding, action, group, now, _MODE_NAMES[mode]),
         )
         if action is ThreatAction.ALERT:
             return False
@@ -250,7 +263,7 @@ class Guard:
             self._blocked.put(meta.src, now + seconds)
             if self.s.kernel_blocks and len(self.new_blocks) < self.s.kernel_blocks:
                 self.new_blocks.append((meta.src, seconds))
-        self.counters["guard.dropped." + threat.name] += 1
+        self.counters[dropped] += 1
         return True
 
     def flush(self, now: float) -> None:

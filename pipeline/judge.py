@@ -94,21 +94,29 @@ class Judge:
             guard = self.guard
             if guard is not None and guard.blocked(meta.src, now + self.wall_offset):
                 return Act.DROP, meta, key, None
-            flow = Flow(direction, worker_for(key, self.seed, self.workers), now)
-            self.flows.add(key, flow)
             self.counters["flow.new"] += 1
             self.counters[_NEW_FLOW_COUNTER.get(meta.proto, "flow.new.other")] += 1
-            decision = self._decide(flow, meta, direction, new=True)
-            # Connections that go to a worker meet its packet detectors; the guard sees the others.
+            # The first packet's direction is the client's.
+            decision = self.tables.decide(meta.family, meta.src, meta.dst, meta.proto, meta.dport)
+            state = self._state(decision, new=True)
+            # Connections that go to a worker meet its packet detectors; the guard sees the others. What
+            # it drops leaves no flow behind and no policy report (a flood would fill both).
             if (
                 guard is not None
-                and flow.state is not FlowState.INSPECT
+                and state is not FlowState.INSPECT
                 and guard.check(meta, key, decision, now + self.wall_offset)
             ):
-                self.flows.remove(key)  # a dropped first packet leaves no flow behind
                 return Act.DROP, meta, key, None
+            flow = Flow(direction, worker_for(key, self.seed, self.workers), now)
+            self.flows.add(key, flow)
+            self._settle(flow, decision, state, meta, meta.src, meta.sport, meta.dst, meta.dport)
         elif flow.generation != generation and flow.state is not FlowState.INSPECT:
-            self._decide(flow, meta, direction, new=False)
+            if direction == flow.client_dir:
+                client, cport, server, port = meta.src, meta.sport, meta.dst, meta.dport
+            else:
+                client, cport, server, port = meta.dst, meta.dport, meta.src, meta.sport
+            decision = self.tables.decide(meta.family, client, server, meta.proto, port)
+            self._settle(flow, decision, self._state(decision, new=False), meta, client, cport, server, port)
         flow.last_seen = now
         flow.packets += 1
         if meta.tcp_flags & (TCP_FIN | TCP_RST):
@@ -120,26 +128,29 @@ class Judge:
             return (Act.RESET if self.config.netfilter.reject_tcp else Act.BLOCK), meta, key, flow
         return Act.INSPECT, meta, key, flow
 
-    def _decide(self, flow: Flow, meta: PacketMeta, direction: Direction, new: bool) -> Decision:
-        if direction == flow.client_dir:
-            client, server, port = meta.src, meta.dst, meta.dport
-            cport = meta.sport
-        else:
-            client, server, port = meta.dst, meta.src, meta.sport
-            cport = meta.dport
-        decision = self.tables.decide(meta.family, client, server, meta.proto, port)
+    def _state(self, decision: Decision, new: bool) -> FlowState:
+        if self.inspect_mode == "all" or not decision.final or (new and self.inspect_mode == "new"):
+            return FlowState.INSPECT
+        return FlowState.ALLOWED if decision.action is Action.ALLOW else FlowState.BLOCKED
+
+    def _settle(
+        self,
+        flow: Flow,
+        decision: Decision,
+        state: FlowState,
+        meta: PacketMeta,
+        client: bytes,
+        cport: int,
+        server: bytes,
+        port: int,
+    ) -> None:
+        """Give the flow its decision, and report it when the policy says so."""
+        flow.state = state
         flow.generation = decision.generation
         flow.rule_id = decision.rule_id
         self.counters[f"rule.{decision.rule_id}"] += 1
-        if self.inspect_mode == "all" or not decision.final or (new and self.inspect_mode == "new"):
-            flow.state = FlowState.INSPECT
-        elif decision.action is Action.ALLOW:
-            flow.state = FlowState.ALLOWED
-        else:
-            flow.state = FlowState.BLOCKED
         if decision.report is not Report.NONE and decision.final:
             self._report(decision, meta.family, meta.proto, client, cport, server, port)
-        return decision
 
     @property
     def revalidation_pending(self) -> bool:

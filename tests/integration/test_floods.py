@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from lab.attacks import ClientProbe, nmap_syn_scan, syn_flood
+from lab.attacks import ClientProbe, nmap_syn_scan, public_web_policy, syn_flood
 from lab.enforcer import LabEnforcer
 from lab.topology import Lab
 from tests.integration.conftest import tcp
@@ -47,16 +47,17 @@ def test_syn_flood_from_one_source_is_detected_within_a_second_and_cut_in_the_ke
     assert tcp(lab, "c2", web, 80)["ok"]  # the enforcer gone: nothing of the block is left behind
 
 
-def test_syn_flood_from_random_sources_still_serves_a_real_client(lab: Lab) -> None:
+def test_syn_flood_from_random_sources_still_serves_a_real_client(lab: Lab, tmp_path) -> None:
     web = lab.host("s1").ipv4
-    with LabEnforcer(lab) as e:
+    with LabEnforcer(lab, policy=public_web_policy(tmp_path)) as e:  # forged sources are allowed in
         probe = ClientProbe(lab, "c1", web, 80, count=6).start()
         flood = syn_flood(lab, "c2", web, 80, FLOOD_SECONDS, rand_source=True)
         served = probe.join()
         found = threats(e, "syn_flood")
         assert found and found[0]["action"] == "drop" and found[0]["group"] == "web"
         assert min(ev["time"] for ev in found) - flood.started < 1.0
-        # Spoofed sources never answer the server, so what it received is what got through.
+        # Forged sources never answer the server, so what it received is what got through: the SYNs
+        # before the detection, and any the queue let by unjudged when full (failure.queue_full = pass).
         assert flood.received < 0.25 * flood.sent, (flood.received, flood.sent)
         assert all(r["ok"] for r in served), served  # a real client retransmits and is let in
 
