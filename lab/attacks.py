@@ -54,11 +54,20 @@ def syn_flood(
     lab: Lab, attacker: str, target: str, port: int, seconds: float, rand_source: bool = False
 ) -> FloodResult:
     """`hping3 -S --flood` from `attacker` to `target`:`port` for `seconds` (stopped by SIGINT)."""
+    return _hping3(
+        lab, attacker, target, seconds, ["-S", "-p", str(port)] + (["--rand-source"] if rand_source else [])
+    )
+
+
+def icmp_flood(lab: Lab, attacker: str, target: str, seconds: float) -> FloodResult:
+    """`hping3 --icmp --flood` (echo requests, one ICMP id) from `attacker` to `target` for `seconds`."""
+    return _hping3(lab, attacker, target, seconds, ["--icmp"])
+
+
+def _hping3(lab: Lab, attacker: str, target: str, seconds: float, mode: list[str]) -> FloodResult:
     seconds = min(seconds, MAX_ATTACK_SECONDS)
     before = ip_received(lab, target_host(lab, target))
-    cmd = ["timeout", "-s", "INT", f"{seconds}", "hping3", "-q", "-S", "-p", str(port), "--flood"]
-    if rand_source:
-        cmd.append("--rand-source")
+    cmd = ["timeout", "-s", "INT", f"{seconds}", "hping3", "-q", *mode, "--flood"]
     started, t0 = time.time(), time.monotonic()
     out = lab.exec(attacker, *cmd, target, check=False, timeout=seconds + 15)
     elapsed = time.monotonic() - t0
@@ -125,4 +134,4 @@ def nmap_syn_scan(lab: Lab, scanner: str, target: str, ports: str = "1-1200", se
     return result.stdout
 
 
-__all__ = ["ClientProbe", "FloodResult", "ip_received", "nmap_syn_scan", "syn_flood"]
+__all__ = ["ClientProbe", "FloodResult", "icmp_flood", "ip_received", "nmap_syn_scan", "syn_flood"]

@@ -19,7 +19,17 @@ class FlowState(enum.IntEnum):
 class Flow:
     """Mutable per-flow state owned by one reader."""
 
-    __slots__ = ("client_dir", "closing", "generation", "last_seen", "packets", "rule_id", "state", "worker")
+    __slots__ = (
+        "client_dir",
+        "closing",
+        "echo_watch",
+        "generation",
+        "last_seen",
+        "packets",
+        "rule_id",
+        "state",
+        "worker",
+    )
 
     def __init__(self, client_dir: Direction, worker: int, now: float) -> None:
         self.client_dir = client_dir  # direction of the packet that opened the flow (client → server)
@@ -30,6 +40,7 @@ class Flow:
         self.last_seen = now
         self.packets = 0
         self.closing = False  # a FIN or RST was seen
+        self.echo_watch = False  # an allowed ping kept in user space: the guard counts its requests
 
 
 class FlowTable:

@@ -9,7 +9,10 @@ settings of the policy in force):
 - `syn_flood`: SYNs per destination and per source within the window. The reader sees only the SYN
   of an offloaded connection, not the rest of the handshake, so every connection attempt counts;
 - `source_session_flood`: new connections per source;
-- `port_scan`: distinct ports one source tries on one host, distinct hosts one source tries.
+- `port_scan`: distinct ports one source tries on one host, distinct hosts one source tries;
+- `icmp_flood`: echo requests per destination. Conntrack offloads a ping session (one ICMP id) after
+  its first packet, so while the flood check is on, a reader does not offload allowed echo flows and
+  counts every request (`echo`); pings are few in normal traffic.
 
 What is done follows the deciding group's mode (Discover/Monitor: the event only) and the threat's
 action in Protect: `drop` and `reset` drop the packet (a SYN dropped is a connection refused before it
@@ -103,6 +106,8 @@ class Guard:
         self._flooded_src: LruTable[bytes, float] = LruTable(hosts)  # until when
         self._flooded_dst: LruTable[bytes, float] = LruTable(hosts)
         self._sessions: WindowCounter[bytes] = WindowCounter(hosts)
+        self._echo_dst: WindowCounter[bytes] = WindowCounter(hosts)
+        self._flooded_echo: LruTable[bytes, float] = LruTable(hosts)
         self._ports: LruTable[tuple[bytes, bytes], _Scan] = LruTable(hosts)
         self._hosts: LruTable[bytes, _Scan] = LruTable(hosts)
         self._blocked: LruTable[bytes, float] = LruTable(hosts)  # source → until when
@@ -145,13 +150,17 @@ class Guard:
         s = self.threats.for_group(group)
         on = s.on
         drop = False
-        if C.SYN_FLOOD.id in on and proto == IPPROTO_TCP:
-            verdict = self._syn(meta, key, d, group, s, now)
-            if verdict is _SPOOFED:
-                # Dropped as part of a flood on its destination: probably a forged source, so it is not
-                # counted against that source (which would only churn the per-source tables).
-                return True
-            drop = verdict is _FLOODER
+        if proto == IPPROTO_TCP:
+            if C.SYN_FLOOD.id in on:
+                verdict = self._syn(meta, key, d, group, s, now)
+                if verdict == _SPOOFED:
+                    # Dropped as part of a flood on its destination: probably a forged source, so it is
+                    # not counted against that source (which would only churn the per-source tables).
+                    return True
+                drop = verdict == _FLOODER
+        elif proto != IPPROTO_UDP and C.ICMP_FLOOD.id in on:
+            drop = self._echo(meta, key, d, group, s, now)
+        if C.SOURCE_SESSION_FLOOD.id in on:
             window = s.threshold(C.SOURCE_SESSION_FLOOD, "window")
             count = self._sessions.hit(meta.src, now, window)
             if count > s.threshold(C.SOURCE_SESSION_FLOOD, "sessions_per_window"):
@@ -161,6 +170,30 @@ class Guard:
         if C.PORT_SCAN.id in on:
             drop |= self._scan(meta, key, d, group, s, now)
         return drop
+
+    def watches_echo(self, d: Decision) -> bool:
+        """Must the reader keep an allowed echo flow in user space (not offload it) to count its requests?"""
+        return C.ICMP_FLOOD.id in self.threats.for_group(_deciding_group(d)).on
+
+    def echo(self, meta: PacketMeta, key: FlowKey, d: Decision, now: float) -> bool:
+        """A later packet of an ICMP flow kept in user space; True: drop it."""
+        if meta.icmp_type != _ECHO_REQUEST[meta.family]:
+            return False
+        group = _deciding_group(d)
+        s = self.threats.for_group(group)
+        return C.ICMP_FLOOD.id in s.on and self._echo(meta, key, d, group, s, now)
+
+    def _echo(
+        self, meta: PacketMeta, key: FlowKey, d: Decision, group: str, s: ThreatSettings, now: float
+    ) -> bool:
+        window = s.threshold(C.ICMP_FLOOD, "window")
+        count = self._echo_dst.hit(meta.dst, now, window)
+        if count > s.threshold(C.ICMP_FLOOD, "echo_per_window"):
+            self._flooded_echo.put(meta.dst, now + window)
+        until = self._flooded_echo.get(meta.dst)
+        if until is None or until <= now:
+            return False
+        return self._raise(C.ICMP_FLOOD, meta, key, d, group, s, now, f"{count:.0f} echo requests")
 
     def _syn(
         self, meta: PacketMeta, key: FlowKey, d: Decision, group: str, s: ThreatSettings, now: float

@@ -42,6 +42,7 @@ _FROM_WORKER = tuple(
     for v in sorted(WorkerVerdict)
 )
 
+_ECHO_REQUEST = {1: 8, 58: 128}  # ICMP echo request type by protocol (ICMP, ICMPv6)
 _NEW_FLOW_COUNTER = {1: "flow.new.icmp", 6: "flow.new.tcp", 17: "flow.new.udp", 58: "flow.new.icmpv6"}
 # Flows examined per sweep call; the reader calls sweep about once a second.
 SWEEP_BUDGET = 4096
@@ -110,6 +111,13 @@ class Judge:
             flow = Flow(direction, worker_for(key, self.seed, self.workers), now)
             self.flows.add(key, flow)
             self._settle(flow, decision, state, meta, meta.src, meta.sport, meta.dst, meta.dport)
+            if (
+                guard is not None
+                and state is FlowState.ALLOWED
+                and meta.icmp_type == _ECHO_REQUEST.get(meta.proto)
+                and guard.watches_echo(decision)
+            ):
+                flow.echo_watch = True
         elif flow.generation != generation and flow.state is not FlowState.INSPECT:
             if direction == flow.client_dir:
                 client, cport, server, port = meta.src, meta.sport, meta.dst, meta.dport
@@ -117,13 +125,24 @@ class Judge:
                 client, cport, server, port = meta.dst, meta.dport, meta.src, meta.sport
             decision = self.tables.decide(meta.family, client, server, meta.proto, port)
             self._settle(flow, decision, self._state(decision, new=False), meta, client, cport, server, port)
+        elif flow.echo_watch and self.guard is not None and meta.icmp_type == _ECHO_REQUEST.get(meta.proto):
+            # An allowed ping kept in user space for the ICMP flood check: every request counts.
+            client, server = (
+                (key.addr_a, key.addr_b) if flow.client_dir == Direction.A_TO_B else (key.addr_b, key.addr_a)
+            )
+            decision = self.tables.decide(meta.family, client, server, meta.proto, 0)
+            if self.guard.echo(meta, key, decision, now + self.wall_offset):
+                # The flood's own session: blocked in the kernel (conntrack mark) for as long as it lasts.
+                flow.state = FlowState.BLOCKED
+                flow.echo_watch = False
+                return Act.BLOCK, meta, key, flow
         flow.last_seen = now
         flow.packets += 1
         if meta.tcp_flags & (TCP_FIN | TCP_RST):
             flow.closing = True
         state = flow.state
         if state is FlowState.ALLOWED:
-            return Act.ALLOW, meta, key, flow
+            return (Act.PASS if flow.echo_watch else Act.ALLOW), meta, key, flow
         if state is FlowState.BLOCKED:
             return (Act.RESET if self.config.netfilter.reject_tcp else Act.BLOCK), meta, key, flow
         return Act.INSPECT, meta, key, flow

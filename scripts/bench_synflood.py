@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
-"""SYN floods from hping3 against a Protect server, without and with the enforcer, in one run.
+"""SYN and ping floods from hping3 against a Protect server, without and with the enforcer, in one run.
 
     sudo .venv/bin/python scripts/bench_synflood.py [--reps 3] [--seconds 3]
 
 Each run floods the lab's web server (s1:80, Protect in the lab policy, here open to every source on
 tcp/80 like a public site, so forged sources are allowed by the rules) from c2 with `hping3 -S --flood`
-(from c2's own address, then with `--rand-source`) while c1, a real client, opens one connection after
+(from c2's own address, then with `--rand-source`), then with `hping3 --icmp --flood`, while c1, a real client, opens one connection after
 another to the same port. Printed per kind of flood (medians of `--reps` runs): the rate hping3 reached,
 how long the enforcer took to report the flood (first threat event − flood start), the share of the
 flood's packets that reached the server (baseline: without the enforcer), and the real client's
@@ -27,11 +27,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lab.attacks import ClientProbe, FloodResult, public_web_policy, syn_flood
+from lab.attacks import ClientProbe, FloodResult, icmp_flood, public_web_policy, syn_flood
 from lab.enforcer import LabEnforcer
 from lab.topology import Lab, require_root
 
-KINDS = (("one source", False), ("random sources", True))
+# The one-source SYN flood comes last: it gets c2 blocked (block-source) for the rest of the run.
+KINDS = (("ICMP echo", "icmp"), ("SYN, forged", "syn-rand"), ("SYN, one source", "syn"))
 
 
 def first_threat(e: LabEnforcer, name: str, after: float, timeout: float = 8.0) -> float | None:
@@ -47,17 +48,20 @@ def first_threat(e: LabEnforcer, name: str, after: float, timeout: float = 8.0) 
     return None
 
 
-def run_once(lab: Lab, rand_source: bool, seconds: float, e: LabEnforcer | None) -> dict[str, Any]:
+def run_once(lab: Lab, kind: str, seconds: float, e: LabEnforcer | None) -> dict[str, Any]:
     web = lab.host("s1").ipv4
     probe = ClientProbe(lab, "c1", web, 80, count=int(seconds / 0.5) + 1, interval=0.3).start()
-    flood: FloodResult = syn_flood(lab, "c2", web, 80, seconds, rand_source=rand_source)
+    if kind == "icmp":
+        flood: FloodResult = icmp_flood(lab, "c2", web, seconds)
+    else:
+        flood = syn_flood(lab, "c2", web, 80, seconds, rand_source=kind == "syn-rand")
     served = probe.join()
     detected = None
     if e is not None:
-        at = first_threat(e, "syn_flood", flood.started)
+        at = first_threat(e, "icmp_flood" if kind == "icmp" else "syn_flood", flood.started)
         detected = None if at is None else at - flood.started
     # From one real source the attacker's kernel answers each SYN-ACK with a reset: two packets per SYN.
-    per_syn = 1 if rand_source else 2
+    per_syn = 2 if kind == "syn" else 1
     return {
         "rate": flood.rate,
         "delivered": flood.received / per_syn / flood.sent if flood.sent else 0.0,
@@ -85,18 +89,18 @@ def main() -> int:
             for proc in servers:
                 assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
             for _ in range(args.reps):
-                for label, rand in KINDS:
+                for label, kind in KINDS:
                     results.setdefault((label, "baseline"), []).append(
-                        run_once(lab, rand, args.seconds, None)
+                        run_once(lab, kind, args.seconds, None)
                     )
                     time.sleep(1)
                 with (
                     tempfile.TemporaryDirectory() as tmp,
                     LabEnforcer(lab, policy=public_web_policy(Path(tmp))) as e,
                 ):
-                    for label, rand in KINDS:
+                    for label, kind in KINDS:
                         results.setdefault((label, "enforced"), []).append(
-                            run_once(lab, rand, args.seconds, e)
+                            run_once(lab, kind, args.seconds, e)
                         )
                         time.sleep(2.5)  # let the flood state and any block of the last run fade
         finally:

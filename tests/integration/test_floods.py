@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from lab.attacks import ClientProbe, nmap_syn_scan, public_web_policy, syn_flood
+from lab.attacks import ClientProbe, icmp_flood, nmap_syn_scan, public_web_policy, syn_flood
 from lab.enforcer import LabEnforcer
 from lab.topology import Lab
-from tests.integration.conftest import tcp
+from tests.integration.conftest import ping, tcp
 
 pytestmark = pytest.mark.netns
 
@@ -87,3 +87,17 @@ def test_nmap_scan_blocks_the_scanner_in_protect_and_is_reported_in_monitor(lab:
         assert blocked and blocked[0]["flow"]["src"] == lab.host("c2").ipv4, blocked
         assert not tcp(lab, "c2", web, 80, timeout=2)["ok"]  # blocked, even where the rules allow
         assert tcp(lab, "c1", web, 80)["ok"]  # everyone else is served
+
+
+def test_ping_flood_is_blocked_in_protect_while_other_pings_pass(lab: Lab) -> None:
+    web = lab.host("s1").ipv4
+    with LabEnforcer(lab) as e:
+        assert ping(lab, "c1", web)  # an ordinary ping, before
+        flood = icmp_flood(lab, "c2", web, FLOOD_SECONDS)
+        found = threats(e, "icmp_flood")
+        assert found and found[0]["action"] == "drop" and found[0]["group"] == "web", found
+        assert min(ev["time"] for ev in found) - flood.started < 1.0
+        # The server answers every request it gets: what it received is what got through.
+        assert flood.received < 0.05 * flood.sent, (flood.received, flood.sent)
+        time.sleep(1.5)  # the destination's flood window closes
+        assert ping(lab, "c1", web)  # another client's ping session is not the flood

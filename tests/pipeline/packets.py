@@ -42,9 +42,9 @@ def udp4(
 
 
 def icmp4_echo(
-    src: str = "198.18.1.11", dst: str = "198.18.2.11", ident: int = 77, reply: bool = False
+    src: str = "198.18.1.11", dst: str = "198.18.2.11", ident: int = 77, reply: bool = False, seq: int = 1
 ) -> bytes:
-    echo = dpkt.icmp.ICMP.Echo(id=ident, seq=1, data=b"ping")
+    echo = dpkt.icmp.ICMP.Echo(id=ident, seq=seq, data=b"ping")
     ic = dpkt.icmp.ICMP(type=0 if reply else 8, code=0, data=echo)
     ip = dpkt.ip.IP(src=a4(src), dst=a4(dst), p=dpkt.ip.IP_PROTO_ICMP, data=ic)
     ip.len = len(ip)

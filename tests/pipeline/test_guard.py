@@ -171,3 +171,30 @@ def test_a_flood_of_distinct_sources_costs_bounded_memory(cap: int) -> None:
     sizes = j.stats()
     assert sizes["guard.challenges"] <= cap and sizes["guard.good_sources"] <= cap
     assert j.guard is not None and len(j.guard._syn_src) <= cap
+
+
+def test_icmp_flood_keeps_pings_in_user_space_and_drops_the_flood_in_protect() -> None:
+    from tests.pipeline.packets import icmp4_echo
+
+    doc = POLICY + "  - {id: 11, from: clients, to: web, ports: [icmp], action: allow}\n"
+    doc += "  - {id: 21, from: clients, to: api, ports: [icmp], action: allow}\n"
+    tables = DictTables(compile_policy(parse_policy_text(doc)))
+    j = Judge(config_from_dict({}, {}), tables, seed=1, node="n")
+    assert j.guard is not None
+    j.guard.set_threat_settings(compile_group_settings({"default": {"icmp_flood": {"echo_per_window": 100}}}))
+    # one ping session (one ICMP id, as `ping -f` and hping3 send): never offloaded, every request counted
+    acts = [j.judge(icmp4_echo(CLIENT, WEB, ident=7, seq=i), 1.0 + i * 1e-3)[0] for i in range(300)]
+    # the flood's own session is blocked in the kernel from the packet that crosses the limit
+    assert acts[:100] == [Act.PASS] * 100 and acts[100] is Act.BLOCK
+    assert set(acts[101:]) <= {Act.BLOCK, Act.RESET}  # in flight before the mark took: still blocked
+    # while the destination is flooded, a new ping session to it is dropped at its first request
+    assert j.judge(icmp4_echo("198.18.200.2", WEB, ident=70), 1.35)[0] is Act.DROP
+    (event,) = threat_events(j, "icmp_flood")
+    assert (event["action"], event["group"], event["flow"]["dst"]) == ("drop", "web", WEB)
+    # the same toward the monitored server: reported, passed
+    acts = [j.judge(icmp4_echo(CLIENT, API, ident=8, seq=i), 1.0 + i * 1e-3)[0] for i in range(300)]
+    assert set(acts) == {Act.PASS}
+    assert threat_events(j, "icmp_flood")[0]["action"] == "alert"
+    # with the check off (in the policy) pings are offloaded like any allowed flow
+    j.guard.set_threat_settings(compile_group_settings({"default": {"icmp_flood": {"enabled": False}}}))
+    assert j.judge(icmp4_echo(CLIENT, WEB, ident=9, seq=1), 5.0)[0] is Act.ALLOW
