@@ -58,6 +58,7 @@ FlowObserver = Callable[[FlowContext], None]
 FqdnObserver = Callable[[list[tuple[str, bytes, float]]], None]
 
 PROBE_BYTES = 64  # bytes of a flow's first payload shown to the probes
+MAX_PARSER_ORDERS = 4096  # (transport, server port) → parsers in the order they are tried, kept
 EXPIRE_BUDGET = 4096  # flows examined per expire() call, so one call stays short
 
 
@@ -158,6 +159,9 @@ class DpiEngine:
         self.detectors = tuple(detectors)
         self.packet_hooks = tuple(d for d in self.detectors if d.on_packet is not None)
         self.event_hooks = tuple(d for d in self.detectors if d.on_event is not None)
+        self._packet_hook_calls = tuple(d.on_packet for d in self.packet_hooks if d.on_packet is not None)
+        self._event_hook_calls = tuple(d.on_event for d in self.event_hooks if d.on_event is not None)
+        self._orders: dict[tuple[bool, int], tuple[ParserSpec, ...]] = {}
         self.on_event = on_event
         self.on_flow_end = on_flow_end
         self.on_fqdn = on_fqdn  # (name, address, ttl) learnt from DNS answers, e.g. for FQDN groups
@@ -247,9 +251,14 @@ class DpiEngine:
                 if flags & TCP_FIN:
                     flow.fin |= 1 << side
             return ctx.verdict, ctx.rule_id
-        for det in self.packet_hooks:
-            assert det.on_packet is not None
-            self._findings(flow, det, lambda d=det: d.on_packet(ctx, meta, packet, now), now)  # type: ignore[misc]
+        for hook in self._packet_hook_calls:
+            try:
+                findings = hook(ctx, meta, packet, now)
+            except Exception:
+                self.count(A.DPI_DETECTOR_EXCEPTION)
+                continue
+            for f in findings or ():
+                self._threat(flow, f, now)
         payload = packet[meta.payload_offset : end] if plen > 0 else b""
         data = self._tcp(flow, side, meta, payload) if flow.tcp else payload
         if data and flow.inspect:
@@ -379,16 +388,33 @@ class DpiEngine:
             self.count(A.DPI_PARSER_EXCEPTION)
             return False
 
+    def _ordered(self, tcp: bool, port: int) -> tuple[ParserSpec, ...]:
+        """The parsers to try on a new flow of this transport and server port, the port's own first (so
+        they win ties); the same few ports come again and again, so the order is kept."""
+        ordered = self._orders.get((tcp, port))
+        if ordered is None:
+            specs = self.parsers["tcp" if tcp else "udp"]
+            ordered = tuple(s for s in specs if port in s.ports) + tuple(
+                s for s in specs if port not in s.ports and not s.port_only
+            )
+            if len(self._orders) >= MAX_PARSER_ORDERS:
+                self._orders.clear()
+            self._orders[(tcp, port)] = ordered
+        return ordered
+
     def _hire(self, flow: _Flow, side: Side, head: bytes) -> list[_Candidate]:
-        """Candidates for a new flow: parsers of its transport whose probe accepts the first bytes seen
-        (those on the flow's server port first, so they win ties)."""
-        transport = "tcp" if flow.tcp else "udp"
-        port = flow.ctx.server_port
-        specs = self.parsers[transport]
-        ordered = [s for s in specs if port in s.ports] + [
-            s for s in specs if port not in s.ports and not s.port_only
-        ]
-        return [_Candidate(spec, spec.factory(self.s)) for spec in ordered if self._probe(spec, side, head)]
+        """Candidates for a new flow: parsers of its transport whose probe accepts the first bytes seen."""
+        head = head[:PROBE_BYTES]
+        hired = []
+        for spec in self._ordered(flow.tcp, flow.ctx.server_port):
+            try:
+                accepted = spec.probe(side, head)
+            except Exception:
+                self.count(A.DPI_PARSER_EXCEPTION)
+                continue
+            if accepted:
+                hired.append(_Candidate(spec, spec.factory(self.s)))
+        return hired
 
     def _feed(self, flow: _Flow, side: Side, data: bytes, now: float, datagram: bool) -> None:
         if flow.candidates is None and flow.active is None:
@@ -501,9 +527,14 @@ class DpiEngine:
                     self.on_fqdn(learnt)
             if self.on_event is not None:
                 self.on_event(ctx, ev)
-            for det in self.event_hooks:
-                assert det.on_event is not None
-                self._findings(flow, det, lambda d=det, e=ev: d.on_event(ctx, e, now), now)  # type: ignore[misc]
+            for hook in self._event_hook_calls:
+                try:
+                    findings = hook(ctx, ev, now)
+                except Exception:
+                    self.count(A.DPI_DETECTOR_EXCEPTION)
+                    continue
+                for f in findings or ():
+                    self._threat(flow, f, now)
 
     # ------------------------------------------------------------------------------------- decisions
 
@@ -643,15 +674,6 @@ class DpiEngine:
                     action="deny", count=1, reason=reason, app=ctx.app,
                 )
             )  # fmt: skip
-
-    def _findings(self, flow: _Flow, det: Detector, call: Callable[[], list[Finding]], now: float) -> None:
-        try:
-            findings = call()
-        except Exception:
-            self.count(A.DPI_DETECTOR_EXCEPTION)
-            return
-        for f in findings or ():
-            self._threat(flow, f, now)
 
     def _threat(self, flow: _Flow, f: Finding, now: float) -> None:
         ctx = flow.ctx
