@@ -12,10 +12,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import enum
-import ipaddress
 import json
 import mmap
 import os
+import socket
 import stat
 import struct
 import sys
@@ -173,6 +173,9 @@ def read_capture(path: str) -> Iterator[tuple[float, bytes]]:
                 if linktype not in _LINKTYPES:
                     raise CaptureError(f"{path!r}: unsupported link type {linktype}")
                 checked = linktype
+            if linktype == _LINK_ETHERNET and frame[12:14] in _ETH_IP_BYTES:
+                yield ts, frame[14:]  # the common case, without a call
+                continue
             ip = _strip_link(linktype, frame)
             if ip:
                 yield ts, ip
@@ -206,9 +209,28 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def _json_default(value: Any) -> Any:
+    """What `json` cannot encode itself, as `_jsonable` would give it (the encoder does the rest in C)."""
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode("utf-8", "backslashreplace")
+    if isinstance(value, enum.Enum):
+        return value.name
+    cls = type(value)
+    names = _FIELDS.get(cls)
+    if names is None and dataclasses.is_dataclass(value):
+        names = _FIELDS[cls] = tuple(f.name for f in dataclasses.fields(value))
+    if names is None:
+        raise TypeError(f"{cls.__name__} is not JSON serializable")
+    out = {"type": cls.__name__}
+    for name in names:
+        out[name] = getattr(value, name)
+    return out
+
+
 def _endpoint(addr: bytes, port: int) -> str:
-    ip = ipaddress.ip_address(addr)
-    return f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"
+    if len(addr) == 16:
+        return f"[{socket.inet_ntop(socket.AF_INET6, addr)}]:{port}"
+    return f"{socket.inet_ntop(socket.AF_INET, addr)}:{port}"
 
 
 _PROTO_NAMES = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmp6"}
@@ -246,13 +268,13 @@ class Replay:
     def _emit(self, event: dict) -> None:
         self.policy_events += 1
         if self.as_json:
-            self._line({"kind": "event", **_jsonable(event)})
+            self._line({"kind": "event", **event})
         else:
             fields = " ".join(f"{k}={v}" for k, v in event.items() if k not in ("id", "node", "time", "flow"))
             self.out.write(f"  event {fields}\n")
 
     def _line(self, obj: dict) -> None:
-        self.out.write(json.dumps(obj, sort_keys=True) + "\n")
+        self.out.write(json.dumps(obj, sort_keys=True, default=_json_default) + "\n")
 
     def _on_flow_end(self, ctx: FlowContext) -> None:
         events = self.flow_events.pop(id(ctx), [])
@@ -269,11 +291,11 @@ class Replay:
                 {
                     "kind": "flow", "proto": proto, "client": client, "server": server, "app": app,
                     "decision": ctx.decision, "reason": ctx.reason, "verdict": verdict,
-                    "rule_id": ctx.rule_id, "midstream": ctx.midstream, "host": _jsonable(ctx.host),
-                    "sni": _jsonable(ctx.sni), "server_app": ctx.server_app,
+                    "rule_id": ctx.rule_id, "midstream": ctx.midstream, "host": ctx.host,
+                    "sni": ctx.sni, "server_app": ctx.server_app,
                     "server_names": list(ctx.server_names), "packets": list(ctx.packets),
                     "bytes": list(ctx.bytes),
-                    "events": [_jsonable(e) for e in events],
+                    "events": events,
                 }
             )  # fmt: skip
             return
