@@ -117,6 +117,17 @@ class Worker:
             self.to_readers[msg.reader].send(M.encode(M.Verdicts(self.index, answers)), zmq.NOBLOCK)
         except zmq.Again:
             self.counters["verdicts.undeliverable"] += len(answers)
+        threats = getattr(_inner(self.engine), "threats", None)
+        if threats is not None and threats.new_blocks:
+            self.send_blocks(threats.new_blocks)
+            threats.new_blocks = []
+
+    def send_blocks(self, blocks: list[tuple[bytes, float]]) -> None:
+        """Sources a block-source action cut off: the supervisor drops them in the kernel as well."""
+        try:
+            self.supervisor.send(M.encode(M.BlockSources(f"worker {self.index}", blocks)), zmq.NOBLOCK)
+        except zmq.Again:
+            self.counters["source_blocks.unsent"] += len(blocks)
 
     def serve(self) -> int:
         poller = zmq.Poller()

@@ -508,6 +508,11 @@ def test_block_source_with_a_period_blocks_later_flows() -> None:
     verdicts = lab.send(flow)
     assert verdicts[-1] is WorkerVerdict.RESET_FLOW  # web (198.18.1.0/24) is in protect mode
     assert lab.send([tcp4(CLIENT, 49101, WEB, 80, TCP_SYN)]) == [WorkerVerdict.BLOCK_FLOW]
+    # and the worker hands the block to the supervisor, which drops the source in the kernel
+    from workers.detect.catalogue import MYSQL_ACCESS_DENIED
+
+    seconds = MYSQL_ACCESS_DENIED.thresholds["block_seconds"]
+    assert lab.engine.threats.new_blocks == [(ipaddress.ip_address(CLIENT).packed, float(seconds))]
     lab.now += 301
     assert lab.send([tcp4(CLIENT, 49102, WEB, 80, TCP_SYN)]) == [WorkerVerdict.PASS]
 

@@ -67,6 +67,7 @@ from workers.dpi.parsers.base import Side
 from workers.verdict import WorkerVerdict
 
 DETECTOR_NAME = "threats"
+MAX_NEW_BLOCKS = 1024  # block-source requests held for the kernel between two takes
 EXTERNAL_GROUP = "external"
 _HTTP_METHOD = re.compile(rb"[A-Z]{3,10} \S")
 _DNS_PORT = 53
@@ -167,6 +168,8 @@ class ThreatEngine:
             lim.max_flow_groups
         )
         self._blocked: LruTable[bytes, float] = LruTable(lim.max_blocked_sources)
+        # (source, seconds) blocked since the worker last took them, to be dropped in the kernel too
+        self.new_blocks: list[tuple[bytes, float]] = []
         self.evidence = EvidenceStore(lim.evidence)
         self._open_streams = 0  # packet-context sensor streams open (closed with their flow)
         self._now = 0.0  # time of the packet or event being handled (hooks)
@@ -286,10 +289,14 @@ class ThreatEngine:
         if taken is ThreatAction.BLOCK_SOURCE:
             seconds = f.threat.thresholds.get("block_seconds")
             if seconds is not None:
-                seconds = settings.threshold(f.threat, "block_seconds")
-                self._blocked.put(f.src, now + float(seconds))
+                self._block(f.src, float(settings.threshold(f.threat, "block_seconds")), now)
             return WorkerVerdict.BLOCK_FLOW
         return WorkerVerdict.RESET_FLOW if meta.proto == IPPROTO_TCP else WorkerVerdict.BLOCK_FLOW
+
+    def _block(self, src: bytes, seconds: float, now: float) -> None:
+        self._blocked.put(src, now + seconds)
+        if len(self.new_blocks) < MAX_NEW_BLOCKS and len(src) in (4, 16):
+            self.new_blocks.append((src, seconds))
 
     def tick(self, now: float) -> None:
         """Time-driven work: idle-flow sweeps (tcp_no_data) and closing aggregation windows."""
@@ -546,8 +553,7 @@ class ThreatEngine:
                     # the DPI engine resets this flow; the client's next flows are dropped by the raw path
                     seconds = threat.thresholds.get("block_seconds")
                     if seconds is not None:
-                        until = self._now + float(s.threshold(threat, "block_seconds"))
-                        self._blocked.put(ctx.client_addr, until)
+                        self._block(ctx.client_addr, float(s.threshold(threat, "block_seconds")), self._now)
             fields["configured_action"] = configured
             if evidence:
                 fields["evidence"] = evidence
