@@ -10,6 +10,8 @@ settings of the policy in force):
   of an offloaded connection, not the rest of the handshake, so every connection attempt counts;
 - `source_session_flood`: new connections per source;
 - `port_scan`: distinct ports one source tries on one host, distinct hosts one source tries;
+- `bad_packet` (illegal TCP flags: FIN, Xmas and null scan probes, SYN+FIN; a land attack; bad option
+  lengths), `tcp_syn_data` and `tcp_small_mss` on the connection's first packet;
 - `icmp_flood`: echo requests per destination. Conntrack offloads a ping session (one ICMP id) after
   its first packet, so while the flood check is on, a reader does not offload allowed echo flows and
   counts every request (`echo`); pings are few in normal traffic.
@@ -49,6 +51,7 @@ from policy.lookup import Decision, Mode
 from workers.detect import catalogue as C
 from workers.detect.aggregate import EventAggregator, finding_key, threat_event
 from workers.detect.catalogue import Finding, Threat, ThreatAction
+from workers.detect.packets import illegal_tcp_flags, parse_tcp_options
 from workers.detect.settings import (
     GroupThreatSettings,
     ThreatSettings,
@@ -60,6 +63,7 @@ from workers.detect.window import LruTable, WindowCounter
 EXTERNAL_GROUP = "external"
 MAX_PENDING_KEYS = 4096  # distinct threat events held in one aggregation window
 _ECHO_REQUEST = {4: 8, 6: 128}
+_ILLEGAL_FLAGS = tuple(illegal_tcp_flags(f) for f in range(64))
 _PASS, _FLOODER, _SPOOFED = 0, 1, 2  # what the SYN-flood check makes of one SYN
 _COUNTER_NAMES = {t.id: (f"guard.threats.{t.name}", f"guard.dropped.{t.name}") for t in C.THREATS}
 _MODE_NAMES = {m: m.name.lower() for m in Mode}
@@ -137,18 +141,29 @@ class Guard:
         self._blocked.pop(src)
         return False
 
-    def check(self, meta: PacketMeta, key: FlowKey, d: Decision, now: float) -> bool:
-        """Count the first packet of a connection the reader decided; True: drop it."""
+    def check(self, meta: PacketMeta, key: FlowKey, d: Decision, now: float, packet: bytes = b"") -> bool:
+        """Count the first packet of a connection the reader decided; True: drop it. `packet` (the IP
+        packet) lets the TCP header checks see the options."""
         proto = meta.proto
-        if proto == IPPROTO_TCP:
-            if meta.tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST) != TCP_SYN:
-                return False  # not an attempt: a reply or a straggler whose SYN the reader never saw
-        elif proto == IPPROTO_ICMP or proto == IPPROTO_ICMPV6:
-            if meta.icmp_type != _ECHO_REQUEST[meta.family]:
-                return False  # replies and errors open nothing
         group = _deciding_group(d)
         s = self.threats.for_group(group)
         on = s.on
+        if proto == IPPROTO_TCP:
+            flags = meta.tcp_flags
+            bad = _ILLEGAL_FLAGS[flags & 0x3F]
+            if bad or (meta.sport == meta.dport and meta.src == meta.dst):
+                # A FIN, Xmas or null scan probe, SYN+FIN, a land attack: no stack opens a connection so.
+                detail = bad or "land: source equals destination"
+                return C.BAD_PACKET.id in on and self._raise(
+                    C.BAD_PACKET, meta, key, d, group, s, now, detail
+                )
+            if flags & (TCP_SYN | TCP_ACK | TCP_RST) != TCP_SYN:
+                return False  # not an attempt: a reply or a straggler whose SYN the reader never saw
+            if packet and self._syn_header(meta, key, d, group, s, now, packet):
+                return True
+        elif proto == IPPROTO_ICMP or proto == IPPROTO_ICMPV6:
+            if meta.icmp_type != _ECHO_REQUEST[meta.family]:
+                return False  # replies and errors open nothing
         drop = False
         if proto == IPPROTO_TCP:
             if C.SYN_FLOOD.id in on:
@@ -170,6 +185,45 @@ class Guard:
         if C.PORT_SCAN.id in on:
             drop |= self._scan(meta, key, d, group, s, now)
         return drop
+
+    def _syn_header(
+        self,
+        meta: PacketMeta,
+        key: FlowKey,
+        d: Decision,
+        group: str,
+        s: ThreatSettings,
+        now: float,
+        packet: bytes,
+    ) -> bool:
+        """tcp_syn_data (payload on a SYN, TCP Fast Open aside) and tcp_small_mss; True: drop."""
+        on = s.on
+        has_data = meta.ip_len > meta.payload_offset
+        has_options = meta.payload_offset - meta.l4_offset > 20
+        if not (has_data and C.TCP_SYN_DATA.id in on) and not (has_options and C.TCP_SMALL_MSS.id in on):
+            return False
+        opts = (
+            parse_tcp_options(bytes(packet[meta.l4_offset + 20 : meta.payload_offset]))
+            if has_options
+            else None
+        )
+        if opts is not None and not opts.ok:
+            return C.BAD_PACKET.id in on and self._raise(
+                C.BAD_PACKET, meta, key, d, group, s, now, "bad TCP option length"
+            )
+        if has_data and C.TCP_SYN_DATA.id in on:
+            fast_open = opts is not None and opts.fast_open and s.threshold(C.TCP_SYN_DATA, "allow_fast_open")
+            if not fast_open:
+                detail = f"{meta.ip_len - meta.payload_offset} bytes"
+                if self._raise(C.TCP_SYN_DATA, meta, key, d, group, s, now, detail):
+                    return True
+        if (
+            opts is not None
+            and 0 <= opts.mss < s.threshold(C.TCP_SMALL_MSS, "min_mss")
+            and C.TCP_SMALL_MSS.id in on
+        ):
+            return self._raise(C.TCP_SMALL_MSS, meta, key, d, group, s, now, f"MSS {opts.mss}")
+        return False
 
     def watches_echo(self, d: Decision) -> bool:
         """Must the reader keep an allowed echo flow in user space (not offload it) to count its requests?"""

@@ -105,7 +105,7 @@ class Judge:
             if (
                 guard is not None
                 and state is not FlowState.INSPECT
-                and guard.check(meta, key, decision, now + self.wall_offset)
+                and guard.check(meta, key, decision, now + self.wall_offset, payload)
             ):
                 return Act.DROP, meta, key, None
             flow = Flow(direction, worker_for(key, self.seed, self.workers), now)

@@ -101,3 +101,35 @@ def test_ping_flood_is_blocked_in_protect_while_other_pings_pass(lab: Lab) -> No
         assert flood.received < 0.05 * flood.sent, (flood.received, flood.sent)
         time.sleep(1.5)  # the destination's flood window closes
         assert ping(lab, "c1", web)  # another client's ping session is not the flood
+
+
+def test_crafted_packets_from_hping3_are_dropped_in_protect(lab: Lab) -> None:
+    from lab.attacks import ip_received
+
+    web = lab.host("s1").ipv4
+    crafted = {
+        "bad_packet": [["-S", "-F"], ["-F", "-P", "-U"]],  # SYN+FIN; Xmas
+        "tcp_syn_data": [["-S", "-d", "120"]],
+    }
+    with LabEnforcer(lab) as e:
+        before = ip_received(lab, "s1")
+        for flags in (f for variants in crafted.values() for f in variants):
+            lab.exec(
+                "c2",
+                "hping3",
+                "-q",
+                "-c",
+                "3",
+                "-i",
+                "u50000",
+                "-p",
+                "80",
+                *flags,
+                web,
+                check=False,
+                timeout=15,
+            )
+        assert ip_received(lab, "s1") - before == 0  # none of the 9 reached the server
+        for name in crafted:
+            found = threats(e, name)
+            assert found and {ev["action"] for ev in found} == {"drop"}, (name, found)

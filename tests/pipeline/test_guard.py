@@ -198,3 +198,46 @@ def test_icmp_flood_keeps_pings_in_user_space_and_drops_the_flood_in_protect() -
     # with the check off (in the policy) pings are offloaded like any allowed flow
     j.guard.set_threat_settings(compile_group_settings({"default": {"icmp_flood": {"enabled": False}}}))
     assert j.judge(icmp4_echo(CLIENT, WEB, ident=9, seq=1), 5.0)[0] is Act.ALLOW
+
+
+def _syn_with_options(src: str, dst: str, opts: bytes, data: bytes = b"") -> bytes:
+    from tests.pipeline.packets import a4
+
+    t = dpkt.tcp.TCP(sport=41000, dport=80, flags=SYN, seq=1, opts=opts, data=data)
+    t.off = (20 + len(opts)) // 4
+    ip = dpkt.ip.IP(src=a4(src), dst=a4(dst), p=dpkt.ip.IP_PROTO_TCP, data=t)
+    ip.len = len(ip)
+    return bytes(ip)
+
+
+FIN_PSH_URG = dpkt.tcp.TH_FIN | dpkt.tcp.TH_PUSH | dpkt.tcp.TH_URG
+
+
+@pytest.mark.parametrize(
+    ("name", "build"),
+    [
+        ("bad_packet", lambda dst: tcp4(CLIENT, dst, 41000, 80, flags=FIN_PSH_URG)),  # nmap -sX
+        ("bad_packet", lambda dst: tcp4(CLIENT, dst, 41000, 80, flags=0)),  # nmap -sN
+        ("bad_packet", lambda dst: tcp4(CLIENT, dst, 41000, 80, flags=SYN | dpkt.tcp.TH_FIN)),
+        ("bad_packet", lambda dst: tcp4(dst, dst, 80, 80)),  # land
+        ("tcp_syn_data", lambda dst: tcp4(CLIENT, dst, 41000, 80, data=b"GET / HTTP/1.0\r\n\r\n")),
+        ("tcp_small_mss", lambda dst: _syn_with_options(CLIENT, dst, b"\x02\x04\x00\x30")),  # MSS 48
+        ("bad_packet", lambda dst: _syn_with_options(CLIENT, dst, b"\x02\x07\x00\x30\x01\x01\x00\x00")),
+    ],
+)
+def test_first_packet_anomalies_are_dropped_in_protect_and_reported_in_monitor(name: str, build) -> None:
+    j = judge()
+    assert j.judge(build(WEB), 1.0)[0] is Act.DROP
+    (event,) = threat_events(j, name)
+    assert event["action"] in ("drop", "reset") and event["group"] == "web"
+    assert j.judge(build(API), 1.0)[0] is not Act.DROP  # the monitored server: reported, passed
+    (event,) = threat_events(j, name)
+    assert event["action"] == "alert" and event["group"] == "api"
+
+
+def test_ordinary_syns_raise_nothing() -> None:
+    j = judge()
+    mss_1460 = b"\x02\x04\x05\xb4\x04\x02\x08\x0a\x00\x00\x00\x01\x00\x00\x00\x00\x01\x03\x03\x07"
+    assert j.judge(_syn_with_options(CLIENT, WEB, mss_1460), 1.0)[0] is Act.ALLOW
+    assert j.judge(tcp4(CLIENT, WEB, 41001, 80), 1.0)[0] is Act.ALLOW
+    assert [e for e in j.take_events() if e["type"] == "threat"] == []
