@@ -22,7 +22,7 @@ class Flow:
     __slots__ = (
         "client_dir",
         "closing",
-        "echo_watch",
+        "watch",
         "generation",
         "last_seen",
         "packets",
@@ -40,7 +40,9 @@ class Flow:
         self.last_seen = now
         self.packets = 0
         self.closing = False  # a FIN or RST was seen
-        self.echo_watch = False  # an allowed ping kept in user space: the guard counts its requests
+        # allowed, but kept in user space for the guard: a ping (each request counts) or a TCP connection
+        # to a watched destination (offloaded once its handshake completes)
+        self.watch = False
 
 
 class FlowTable:

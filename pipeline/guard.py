@@ -64,7 +64,14 @@ EXTERNAL_GROUP = "external"
 MAX_PENDING_KEYS = 4096  # distinct threat events held in one aggregation window
 _ECHO_REQUEST = {4: 8, 6: 128}
 _ILLEGAL_FLAGS = tuple(illegal_tcp_flags(f) for f in range(64))
-_PASS, _FLOODER, _SPOOFED = 0, 1, 2  # what the SYN-flood check makes of one SYN
+# What the guard makes of a connection's first packet (`check`).
+PASS, DROP, WATCH = 0, 1, 2  # WATCH: let it through, but keep the connection in user space until its
+# handshake completes (`handshake_done`), so half-open connections can be told from busy clients
+_MAX_WINDOW = (
+    3600.0  # WindowCounter.get/hit with this never opens a new window (the count's own window stands)
+)
+_FLOODER_BLOCK_WINDOWS = 10  # a source whose SYNs never complete is dropped in the kernel this many windows
+_WATCH_WINDOWS = 5  # a destination over the SYN rate has its handshakes followed this many windows
 _COUNTER_NAMES = {t.id: (f"guard.threats.{t.name}", f"guard.dropped.{t.name}") for t in C.THREATS}
 _MODE_NAMES = {m: m.name.lower() for m in Mode}
 
@@ -105,8 +112,10 @@ class Guard:
         self.threats: GroupThreatSettings = compile_group_settings(None)
         self.events = EventAggregator(emit, node, settings.aggregate_window_s, MAX_PENDING_KEYS)
         hosts = settings.max_hosts
-        self._syn_src: WindowCounter[bytes] = WindowCounter(hosts)
-        self._syn_dst: WindowCounter[bytes] = WindowCounter(hosts)
+        self._attempts_dst: WindowCounter[bytes] = WindowCounter(hosts)  # SYNs per destination
+        self._watched_dst: LruTable[bytes, float] = LruTable(hosts)  # destinations whose handshakes we follow
+        self._half_src: WindowCounter[bytes] = WindowCounter(hosts)  # SYNs not (yet) completed, per source
+        self._half_dst: WindowCounter[bytes] = WindowCounter(hosts)
         self._flooded_src: LruTable[bytes, float] = LruTable(hosts)  # until when
         self._flooded_dst: LruTable[bytes, float] = LruTable(hosts)
         self._sessions: WindowCounter[bytes] = WindowCounter(hosts)
@@ -119,7 +128,10 @@ class Guard:
             tuple[bytes, float]
         ] = []  # (source, seconds) for the kernel, taken by the reader
         self._good: LruTable[bytes, float] = LruTable(hosts)  # source → until when
-        self._challenged: LruTable[tuple[bytes, int, bytes, int], float] = LruTable(settings.max_challenges)
+        # dropped SYN (source, port, destination, port) → (when, its sequence number)
+        self._challenged: LruTable[tuple[bytes, int, bytes, int], tuple[float, int]] = LruTable(
+            settings.max_challenges
+        )
         self.counters: Counter[str] = Counter()
         self._actions: dict[tuple[int, str, Mode], ThreatAction] = {}  # (threat, group, mode) → action taken
 
@@ -141,9 +153,9 @@ class Guard:
         self._blocked.pop(src)
         return False
 
-    def check(self, meta: PacketMeta, key: FlowKey, d: Decision, now: float, packet: bytes = b"") -> bool:
-        """Count the first packet of a connection the reader decided; True: drop it. `packet` (the IP
-        packet) lets the TCP header checks see the options."""
+    def check(self, meta: PacketMeta, key: FlowKey, d: Decision, now: float, packet: bytes = b"") -> int:
+        """Count the first packet of a connection the reader decided: PASS, DROP or WATCH. `packet` (the
+        IP packet) lets the TCP header checks see the options."""
         proto = meta.proto
         group = _deciding_group(d)
         s = self.threats.for_group(group)
@@ -154,25 +166,26 @@ class Guard:
             if bad or (meta.sport == meta.dport and meta.src == meta.dst):
                 # A FIN, Xmas or null scan probe, SYN+FIN, a land attack: no stack opens a connection so.
                 detail = bad or "land: source equals destination"
-                return C.BAD_PACKET.id in on and self._raise(
-                    C.BAD_PACKET, meta, key, d, group, s, now, detail
-                )
+                if C.BAD_PACKET.id in on and self._raise(C.BAD_PACKET, meta, key, d, group, s, now, detail):
+                    return DROP
+                return PASS
             if flags & (TCP_SYN | TCP_ACK | TCP_RST) != TCP_SYN:
-                return False  # not an attempt: a reply or a straggler whose SYN the reader never saw
+                return PASS  # not an attempt: a reply or a straggler whose SYN the reader never saw
             if packet and self._syn_header(meta, key, d, group, s, now, packet):
-                return True
+                return DROP
         elif proto == IPPROTO_ICMP or proto == IPPROTO_ICMPV6:
             if meta.icmp_type != _ECHO_REQUEST[meta.family]:
-                return False  # replies and errors open nothing
+                return PASS  # replies and errors open nothing
         drop = False
+        verdict = PASS
         if proto == IPPROTO_TCP:
             if C.SYN_FLOOD.id in on:
                 verdict = self._syn(meta, key, d, group, s, now)
-                if verdict == _SPOOFED:
+                if verdict == DROP and not self._is_flooder(meta.src, now):
                     # Dropped as part of a flood on its destination: probably a forged source, so it is
                     # not counted against that source (which would only churn the per-source tables).
-                    return True
-                drop = verdict == _FLOODER
+                    return DROP
+                drop = verdict == DROP
         elif proto != IPPROTO_UDP and C.ICMP_FLOOD.id in on:
             drop = self._echo(meta, key, d, group, s, now)
         if C.SOURCE_SESSION_FLOOD.id in on:
@@ -184,7 +197,7 @@ class Guard:
                 )
         if C.PORT_SCAN.id in on:
             drop |= self._scan(meta, key, d, group, s, now)
-        return drop
+        return DROP if drop else verdict
 
     def _syn_header(
         self,
@@ -249,47 +262,86 @@ class Guard:
             return False
         return self._raise(C.ICMP_FLOOD, meta, key, d, group, s, now, f"{count:.0f} echo requests")
 
+    def _is_flooder(self, src: bytes, now: float) -> bool:
+        until = self._flooded_src.get(src)
+        return until is not None and until > now
+
     def _syn(
         self, meta: PacketMeta, key: FlowKey, d: Decision, group: str, s: ThreatSettings, now: float
     ) -> int:
-        """_PASS, _FLOODER (a source over the limit: drop) or _SPOOFED (an unproven source toward a
-        flooded destination: drop)."""
+        """PASS, WATCH or DROP for one SYN.
+
+        Readers see a connection's SYN only, so a busy service's rate of SYNs says nothing of a flood.
+        Once a destination gets more than the limit within the window, its new connections are watched:
+        kept in user space until the client's ACK completes the handshake (`handshake_done`), which takes
+        the SYN back from the half-open counts. Half-open SYNs over the limit make a flood: from one
+        source, that source is dropped (and, in Protect, in the kernel for a few windows); toward one
+        destination, sources not known to be real are dropped until a retransmission proves them."""
         window = s.threshold(C.SYN_FLOOD, "window")
         limit = s.threshold(C.SYN_FLOOD, "syns_per_window")
         src, dst = meta.src, meta.dst
-        by_src = self._syn_src.hit(src, now, window)
-        if by_src > limit:
-            self._flooded_src.put(src, now + window)  # stays flooded a window after the rate last exceeded
-            if by_src < limit + 2:
-                # Found out: its SYNs so far no longer count against its destination (most floods aim at
-                # one), so the destination's real clients need not prove themselves for it.
-                self._syn_dst.hit(dst, now, window, -min(limit, self._syn_dst.get(dst, now, window)))
-        until = self._flooded_src.get(src)
-        if until is not None and until > now:
-            dropped = self._raise(
-                C.SYN_FLOOD, meta, key, d, group, s, now, f"{by_src:.0f} SYNs from one source"
+        if self._is_flooder(src, now):
+            return (
+                DROP
+                if self._raise(C.SYN_FLOOD, meta, key, d, group, s, now, "half-open SYNs from one source")
+                else WATCH
             )
-            return _FLOODER if dropped else _PASS
-        by_dst = self._syn_dst.hit(dst, now, window)
-        if by_dst > limit:
+        if self._attempts_dst.hit(dst, now, window) > limit:
+            self._watched_dst.put(dst, now + window * _WATCH_WINDOWS)
+        watched = self._watched_dst.get(dst)
+        if watched is None or watched <= now:
+            return PASS
+        half_dst = self._half_dst.hit(dst, now, window)
+        half_src = self._half_src.hit(src, now, window)
+        if half_src > limit:
+            self._flooded_src.put(src, now + window)
+            # Its half-open SYNs no longer count against the destination: its real clients are not suspects.
+            self._half_dst.hit(dst, now, window, -min(half_src, self._half_dst.get(dst, now, window)))
+            if self._raise(
+                C.SYN_FLOOD, meta, key, d, group, s, now, f"{half_src:.0f} half-open SYNs from one source"
+            ):
+                self._block_flooder(src, window * _FLOODER_BLOCK_WINDOWS, now)
+                return DROP
+            return WATCH
+        if half_dst > limit:
             self._flooded_dst.put(dst, now + window)
         until = self._flooded_dst.get(dst)
         if until is None or until <= now:
-            return _PASS
+            return WATCH
         good = self._good.get(src)
         if good is not None and good > now:
-            return _PASS
+            return WATCH
         challenge = (src, meta.sport, dst, meta.dport)
-        dropped_at = self._challenged.get(challenge)
-        if dropped_at is not None and self.s.retry_min_s <= now - dropped_at <= self.s.retry_max_s:
+        dropped = self._challenged.get(challenge)
+        if (
+            dropped is not None
+            and dropped[1] == meta.seq  # a retransmission repeats its sequence number; a new SYN does not
+            and self.s.retry_min_s <= now - dropped[0] <= self.s.retry_max_s
+        ):
             self._challenged.pop(challenge)
             self._good.put(src, now + self.s.good_source_s)
             self.counters["guard.syn_flood.source_proved"] += 1
-            return _PASS
-        if not self._raise(C.SYN_FLOOD, meta, key, d, group, s, now, f"{by_dst:.0f} SYNs to one destination"):
-            return _PASS
-        self._challenged.put(challenge, now)  # (re)starts the pause: a tool resending at once never passes
-        return _SPOOFED
+            return WATCH
+        if not self._raise(
+            C.SYN_FLOOD, meta, key, d, group, s, now, f"{half_dst:.0f} half-open SYNs to one destination"
+        ):
+            return WATCH
+        self._challenged.put(
+            challenge, (now, meta.seq)
+        )  # (re)starts the pause: a tool resending at once never passes
+        return DROP
+
+    def handshake_done(self, client: bytes, server: bytes, now: float) -> None:
+        """A watched connection completed its handshake: its SYN was no flood, and its client is real."""
+        self._good.put(client, now + self.s.good_source_s)
+        for table, addr in ((self._half_src, client), (self._half_dst, server)):
+            if table.get(addr, now, _MAX_WINDOW) > 0:
+                table.hit(addr, now, _MAX_WINDOW, -1)
+
+    def _block_flooder(self, src: bytes, seconds: float, now: float) -> None:
+        self._blocked.put(src, now + seconds)
+        if self.s.kernel_blocks and len(self.new_blocks) < self.s.kernel_blocks:
+            self.new_blocks.append((src, seconds))
 
     def _scan(
         self, meta: PacketMeta, key: FlowKey, d: Decision, group: str, s: ThreatSettings, now: float
@@ -346,10 +398,7 @@ class Guard:
         if action is ThreatAction.ALERT:
             return False
         if action is ThreatAction.BLOCK_SOURCE and "block_seconds" in threat.thresholds:
-            seconds = float(s.threshold(threat, "block_seconds"))
-            self._blocked.put(meta.src, now + seconds)
-            if self.s.kernel_blocks and len(self.new_blocks) < self.s.kernel_blocks:
-                self.new_blocks.append((meta.src, seconds))
+            self._block_flooder(meta.src, float(s.threshold(threat, "block_seconds")), now)
         self.counters[dropped] += 1
         return True
 

@@ -11,11 +11,11 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+from pipeline import guard as G
 from pipeline.config import DROP, Config
 from pipeline.flow import Direction, FlowKey, flow_key, worker_for
 from pipeline.flowtable import Flow, FlowState, FlowTable
-from pipeline.guard import Guard
-from pipeline.packet import TCP_FIN, TCP_RST, PacketMeta, decode
+from pipeline.packet import IPPROTO_TCP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, PacketMeta, decode
 from policy.events import EventType, flow_fields, make_event
 from policy.lookup import Action, Decision, Mode, PolicyTables, Report
 from workers.verdict import WorkerVerdict
@@ -74,7 +74,7 @@ class Judge:
         self._stale: list[FlowKey] = []
         self._events: dict[tuple[Any, ...], dict[str, Any]] = {}
         self._threat_events: list[dict[str, Any]] = []
-        self.guard = Guard(config.guard, node, self._threat_event) if config.guard.enabled else None
+        self.guard = G.Guard(config.guard, node, self._threat_event) if config.guard.enabled else None
         # The guard's clock: `now` (monotonic in the reader) plus this, so its events carry wall time.
         self.wall_offset = 0.0
 
@@ -102,22 +102,19 @@ class Judge:
             state = self._state(decision, new=True)
             # Connections that go to a worker meet its packet detectors; the guard sees the others. What
             # it drops leaves no flow behind and no policy report (a flood would fill both).
-            if (
-                guard is not None
-                and state is not FlowState.INSPECT
-                and guard.check(meta, key, decision, now + self.wall_offset, payload)
-            ):
-                return Act.DROP, meta, key, None
+            guarded = G.PASS
+            if guard is not None and state is not FlowState.INSPECT:
+                guarded = guard.check(meta, key, decision, now + self.wall_offset, payload)
+                if guarded == G.DROP:
+                    return Act.DROP, meta, key, None
             flow = Flow(direction, worker_for(key, self.seed, self.workers), now)
             self.flows.add(key, flow)
             self._settle(flow, decision, state, meta, meta.src, meta.sport, meta.dst, meta.dport)
-            if (
-                guard is not None
-                and state is FlowState.ALLOWED
-                and meta.icmp_type == _ECHO_REQUEST.get(meta.proto)
-                and guard.watches_echo(decision)
-            ):
-                flow.echo_watch = True
+            if guard is not None and state is FlowState.ALLOWED:
+                if guarded == G.WATCH:
+                    flow.watch = True
+                elif meta.icmp_type == _ECHO_REQUEST.get(meta.proto) and guard.watches_echo(decision):
+                    flow.watch = True
         elif flow.generation != generation and flow.state is not FlowState.INSPECT:
             if direction == flow.client_dir:
                 client, cport, server, port = meta.src, meta.sport, meta.dst, meta.dport
@@ -125,27 +122,48 @@ class Judge:
                 client, cport, server, port = meta.dst, meta.dport, meta.src, meta.sport
             decision = self.tables.decide(meta.family, client, server, meta.proto, port)
             self._settle(flow, decision, self._state(decision, new=False), meta, client, cport, server, port)
-        elif flow.echo_watch and self.guard is not None and meta.icmp_type == _ECHO_REQUEST.get(meta.proto):
-            # An allowed ping kept in user space for the ICMP flood check: every request counts.
-            client, server = (
-                (key.addr_a, key.addr_b) if flow.client_dir == Direction.A_TO_B else (key.addr_b, key.addr_a)
-            )
-            decision = self.tables.decide(meta.family, client, server, meta.proto, 0)
-            if self.guard.echo(meta, key, decision, now + self.wall_offset):
-                # The flood's own session: blocked in the kernel (conntrack mark) for as long as it lasts.
-                flow.state = FlowState.BLOCKED
-                flow.echo_watch = False
-                return Act.BLOCK, meta, key, flow
+        elif flow.watch and self.guard is not None and flow.state is FlowState.ALLOWED:
+            act = self._watched(flow, meta, key, direction, now + self.wall_offset)
+            if act is not None:
+                flow.last_seen = now
+                flow.packets += 1
+                return act, meta, key, flow
         flow.last_seen = now
         flow.packets += 1
         if meta.tcp_flags & (TCP_FIN | TCP_RST):
             flow.closing = True
         state = flow.state
         if state is FlowState.ALLOWED:
-            return (Act.PASS if flow.echo_watch else Act.ALLOW), meta, key, flow
+            return (Act.PASS if flow.watch else Act.ALLOW), meta, key, flow
         if state is FlowState.BLOCKED:
             return (Act.RESET if self.config.netfilter.reject_tcp else Act.BLOCK), meta, key, flow
         return Act.INSPECT, meta, key, flow
+
+    def _watched(
+        self, flow: Flow, meta: PacketMeta, key: FlowKey, direction: Direction, now: float
+    ) -> Act | None:
+        """A packet of an allowed flow the guard keeps in user space; an act, or None for the usual one."""
+        assert self.guard is not None
+        client_side = direction == flow.client_dir
+        if meta.proto == IPPROTO_TCP:
+            flags = meta.tcp_flags
+            if client_side and flags & TCP_ACK and not flags & (TCP_SYN | TCP_RST):
+                # The client's ACK completes the handshake: a real connection, offloaded from here on.
+                client, server = (meta.src, meta.dst)
+                self.guard.handshake_done(client, server, now)
+                flow.watch = False
+                return Act.ALLOW
+            return Act.PASS
+        if client_side and meta.icmp_type == _ECHO_REQUEST.get(meta.proto):
+            # An allowed ping kept in user space for the ICMP flood check: every request counts.
+            client, server = (meta.src, meta.dst)
+            decision = self.tables.decide(meta.family, client, server, meta.proto, 0)
+            if self.guard.echo(meta, key, decision, now):
+                # The flood's own session: blocked in the kernel (conntrack mark) for as long as it lasts.
+                flow.state = FlowState.BLOCKED
+                flow.watch = False
+                return Act.BLOCK
+        return None
 
     def _state(self, decision: Decision, new: bool) -> FlowState:
         if self.inspect_mode == "all" or not decision.final or (new and self.inspect_mode == "new"):
