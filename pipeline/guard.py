@@ -6,8 +6,10 @@ scans are made of exactly such first packets, and every one of them passes a rea
 them there. It covers, with the workers' catalogue, thresholds and per-group settings (the threat
 settings of the policy in force):
 
-- `syn_flood`: SYNs per destination and per source within the window. The reader sees only the SYN
-  of an offloaded connection, not the rest of the handshake, so every connection attempt counts;
+- `syn_flood`: half-open connections per source and per destination. The reader sees only the SYN of
+  an offloaded connection, so it counts SYNs per destination, and above the limit it follows that
+  destination's handshakes in user space for a while (`WATCH`, see `_syn`) to tell a flood from a busy
+  service;
 - `source_session_flood`: new connections per source;
 - `port_scan`: distinct ports one source tries on one host, distinct hosts one source tries;
 - `bad_packet` (illegal TCP flags: FIN, Xmas and null scan probes, SYN+FIN; a land attack; bad option
@@ -18,11 +20,13 @@ settings of the policy in force):
 
 What is done follows the deciding group's mode (Discover/Monitor: the event only) and the threat's
 action in Protect: `drop` and `reset` drop the packet (a SYN dropped is a connection refused before it
-exists), `block-source` drops every new connection of the source for the threat's `block_seconds`.
-A flooded destination still serves real clients: a SYN from a source not known to be real is dropped,
-and the source proves itself by retransmitting that SYN after a pause (`retry_min_s`..`retry_max_s`),
-as every TCP stack does (Linux after 1 s) and spoofing flood tools do not; it is then let through for
-`good_source_s`. A source over the limit itself is dropped regardless (it is the flood).
+exists), `block-source` drops every new connection of the source for the threat's `block_seconds`,
+in the kernel too (the reader hands it to the supervisor: `new_blocks`). A flooded destination still
+serves real clients: a SYN from a source not known to be real is dropped, and the source proves itself
+by retransmitting that SYN (same ports and sequence number) after a pause (`retry_min_s`..
+`retry_max_s`), as every TCP stack does (Linux after 1 s) and flood tools do not, or by completing a
+handshake; it is then let through for `good_source_s`. A source whose own SYNs stay half-open over the
+limit is the flood: dropped regardless, in the kernel for ten windows.
 
 Sans-io: time is passed in, events leave through `emit` (aggregated like the workers' threat events).
 Every table has a named cap with least-recently-used eviction, so a flood of distinct sources costs
