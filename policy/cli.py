@@ -18,6 +18,7 @@ from policy.model import PolicyError, PolicySnapshot, mode_name
 def summary(snapshot: PolicySnapshot) -> str:
     modes = Counter(mode_name(g.mode) for g in snapshot.groups)
     app_rules = sum(1 for r in snapshot.rules if r.applications)
+    host_rules = sum(1 for r in snapshot.rules if r.hosts)
     actions = Counter(r.action.value for r in snapshot.rules)
     cidrs = sum(len(g.cidrs) for g in snapshot.groups)
     lines = [
@@ -27,7 +28,7 @@ def summary(snapshot: PolicySnapshot) -> str:
         + f"), {cidrs} CIDRs, {sum(len(g.selectors) for g in snapshot.groups)} label selectors, "
         f"{sum(len(g.fqdns) for g in snapshot.groups)} FQDN patterns",
         f"  rules: {len(snapshot.rules)} ({actions.get('allow', 0)} allow, {actions.get('deny', 0)} deny, "
-        f"{app_rules} need the application)",
+        f"{app_rules} need the application, {host_rules} name hosts)",
         f"  default mode: {mode_name(snapshot.default_mode)}",
         f"  process profiles: {len(snapshot.process_profiles)}, file rules: {len(snapshot.file_rules)}, "
         f"sensors: {len(snapshot.sensors)}, threat settings: {len(snapshot.threats)}",

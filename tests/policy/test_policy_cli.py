@@ -30,7 +30,7 @@ def test_check_prints_a_summary(capsys: pytest.CaptureFixture[str]) -> None:
     assert run("policy", "check", str(DEMO)) == 0
     out = capsys.readouterr().out
     assert "policy version 1: valid" in out
-    assert "rules: 5 (4 allow, 1 deny, 1 need the application)" in out
+    assert "rules: 5 (4 allow, 1 deny, 1 need the application, 0 name hosts)" in out
 
 
 def test_check_names_the_problem(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
