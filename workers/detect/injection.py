@@ -18,6 +18,7 @@ UNION SELECT of constants, stacked statement after a string, time-delay and comm
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Iterable, Iterator, Sequence
@@ -31,6 +32,8 @@ from workers.detect.decode import variants
 # Values checked per request (query, form, cookie and JSON values together): a request with more is
 # checked up to this bound and the excess counted by the caller as not inspected.
 MAX_VALUES_PER_REQUEST = 512
+VALUE_CACHE_ENTRIES = 8192  # checked values remembered (each at most MAX_CACHED_VALUE characters)
+MAX_CACHED_VALUE = 256  # longer values (bodies, long tokens) are checked every time
 # Largest JSON body parsed; larger bodies are checked as plain text values.
 MAX_JSON_BYTES = 256 * 1024
 # Depth of JSON nesting walked.
@@ -179,21 +182,29 @@ def json_values(body: bytes | str) -> Iterator[str]:
             stack.extend((v, depth + 1) for v in node)
 
 
+@functools.lru_cache(maxsize=VALUE_CACHE_ENTRIES)
+def _value_hits(value: str, plus: bool) -> tuple[Hit | None, Hit | None]:
+    """Both checks of a short value, remembered: requests repeat most of their values (User-Agent,
+    paths, common parameters), and the checks are pure functions of the value."""
+    return sqli_value(value, plus), xss_value(value, plus)
+
+
 def _first(values: Iterable[str], plus: bool, sqli: bool, xss: bool) -> list[Hit]:
     hits: list[Hit] = []
     for n, value in enumerate(values):
         if n >= MAX_VALUES_PER_REQUEST:
             break
-        if sqli:
-            hit = sqli_value(value, plus)
-            if hit is not None:
-                hits.append(hit)
-                sqli = False
-        if xss:
-            hit = xss_value(value, plus)
-            if hit is not None:
-                hits.append(hit)
-                xss = False
+        if len(value) <= MAX_CACHED_VALUE:
+            sqli_hit, xss_hit = _value_hits(value, plus)
+        else:
+            sqli_hit = sqli_value(value, plus) if sqli else None
+            xss_hit = xss_value(value, plus) if xss else None
+        if sqli and sqli_hit is not None:
+            hits.append(sqli_hit)
+            sqli = False
+        if xss and xss_hit is not None:
+            hits.append(xss_hit)
+            xss = False
         if not sqli and not xss:
             break
     return hits
