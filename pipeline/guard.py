@@ -38,7 +38,7 @@ from __future__ import annotations
 import dataclasses
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from pipeline.flow import FlowKey
 from pipeline.packet import (
@@ -92,6 +92,17 @@ class GuardSettings:
     good_source_s: float = 60.0  # a source that proved itself passes flooded destinations this long
     aggregate_window_s: float = 5.0  # identical threat events within this are one event with a count
     kernel_blocks: int = 1024  # sources a block-source action also drops in the kernel (iptables); 0: none
+
+
+class _Attempt(NamedTuple):
+    """The first packet being judged, and with whose settings (the deciding group's)."""
+
+    meta: PacketMeta
+    key: FlowKey
+    decision: Decision
+    group: str
+    settings: ThreatSettings
+    now: float
 
 
 class _Scan:
@@ -164,18 +175,19 @@ class Guard:
         group = _deciding_group(d)
         s = self.threats.for_group(group)
         on = s.on
+        a = _Attempt(meta, key, d, group, s, now)
         if proto == IPPROTO_TCP:
             flags = meta.tcp_flags
             bad = _ILLEGAL_FLAGS[flags & 0x3F]
             if bad or (meta.sport == meta.dport and meta.src == meta.dst):
                 # A FIN, Xmas or null scan probe, SYN+FIN, a land attack: no stack opens a connection so.
                 detail = bad or "land: source equals destination"
-                if C.BAD_PACKET.id in on and self._raise(C.BAD_PACKET, meta, key, d, group, s, now, detail):
+                if C.BAD_PACKET.id in on and self._raise(C.BAD_PACKET, a, detail):
                     return DROP
                 return PASS
             if flags & (TCP_SYN | TCP_ACK | TCP_RST) != TCP_SYN:
                 return PASS  # not an attempt: a reply or a straggler whose SYN the reader never saw
-            if packet and self._syn_header(meta, key, d, group, s, now, packet):
+            if packet and self._syn_header(a, packet):
                 return DROP
         elif proto == IPPROTO_ICMP or proto == IPPROTO_ICMPV6:
             if meta.icmp_type != _ECHO_REQUEST[meta.family]:
@@ -184,36 +196,26 @@ class Guard:
         verdict = PASS
         if proto == IPPROTO_TCP:
             if C.SYN_FLOOD.id in on:
-                verdict = self._syn(meta, key, d, group, s, now)
+                verdict = self._syn(a)
                 if verdict == DROP and not self._is_flooder(meta.src, now):
                     # Dropped as part of a flood on its destination: probably a forged source, so it is
                     # not counted against that source (which would only churn the per-source tables).
                     return DROP
                 drop = verdict == DROP
         elif proto != IPPROTO_UDP and C.ICMP_FLOOD.id in on:
-            drop = self._echo(meta, key, d, group, s, now)
+            drop = self._echo(a)
         if C.SOURCE_SESSION_FLOOD.id in on:
             window = s.threshold(C.SOURCE_SESSION_FLOOD, "window")
             count = self._sessions.hit(meta.src, now, window)
             if count > s.threshold(C.SOURCE_SESSION_FLOOD, "sessions_per_window"):
-                drop |= self._raise(
-                    C.SOURCE_SESSION_FLOOD, meta, key, d, group, s, now, f"{count:.0f} new sessions"
-                )
+                drop |= self._raise(C.SOURCE_SESSION_FLOOD, a, f"{count:.0f} new sessions")
         if C.PORT_SCAN.id in on:
-            drop |= self._scan(meta, key, d, group, s, now)
+            drop |= self._scan(a)
         return DROP if drop else verdict
 
-    def _syn_header(
-        self,
-        meta: PacketMeta,
-        key: FlowKey,
-        d: Decision,
-        group: str,
-        s: ThreatSettings,
-        now: float,
-        packet: bytes,
-    ) -> bool:
+    def _syn_header(self, a: _Attempt, packet: bytes) -> bool:
         """tcp_syn_data (payload on a SYN, TCP Fast Open aside) and tcp_small_mss; True: drop."""
+        meta, s = a.meta, a.settings
         on = s.on
         has_data = meta.ip_len > meta.payload_offset
         has_options = meta.payload_offset - meta.l4_offset > 20
@@ -225,21 +227,19 @@ class Guard:
             else None
         )
         if opts is not None and not opts.ok:
-            return C.BAD_PACKET.id in on and self._raise(
-                C.BAD_PACKET, meta, key, d, group, s, now, "bad TCP option length"
-            )
+            return C.BAD_PACKET.id in on and self._raise(C.BAD_PACKET, a, "bad TCP option length")
         if has_data and C.TCP_SYN_DATA.id in on:
             fast_open = opts is not None and opts.fast_open and s.threshold(C.TCP_SYN_DATA, "allow_fast_open")
             if not fast_open:
                 detail = f"{meta.ip_len - meta.payload_offset} bytes"
-                if self._raise(C.TCP_SYN_DATA, meta, key, d, group, s, now, detail):
+                if self._raise(C.TCP_SYN_DATA, a, detail):
                     return True
         if (
             opts is not None
             and 0 <= opts.mss < s.threshold(C.TCP_SMALL_MSS, "min_mss")
             and C.TCP_SMALL_MSS.id in on
         ):
-            return self._raise(C.TCP_SMALL_MSS, meta, key, d, group, s, now, f"MSS {opts.mss}")
+            return self._raise(C.TCP_SMALL_MSS, a, f"MSS {opts.mss}")
         return False
 
     def watches_echo(self, d: Decision) -> bool:
@@ -252,11 +252,10 @@ class Guard:
             return False
         group = _deciding_group(d)
         s = self.threats.for_group(group)
-        return C.ICMP_FLOOD.id in s.on and self._echo(meta, key, d, group, s, now)
+        return C.ICMP_FLOOD.id in s.on and self._echo(_Attempt(meta, key, d, group, s, now))
 
-    def _echo(
-        self, meta: PacketMeta, key: FlowKey, d: Decision, group: str, s: ThreatSettings, now: float
-    ) -> bool:
+    def _echo(self, a: _Attempt) -> bool:
+        meta, s, now = a.meta, a.settings, a.now
         window = s.threshold(C.ICMP_FLOOD, "window")
         count = self._echo_dst.hit(meta.dst, now, window)
         if count > s.threshold(C.ICMP_FLOOD, "echo_per_window"):
@@ -264,15 +263,13 @@ class Guard:
         until = self._flooded_echo.get(meta.dst)
         if until is None or until <= now:
             return False
-        return self._raise(C.ICMP_FLOOD, meta, key, d, group, s, now, f"{count:.0f} echo requests")
+        return self._raise(C.ICMP_FLOOD, a, f"{count:.0f} echo requests")
 
     def _is_flooder(self, src: bytes, now: float) -> bool:
         until = self._flooded_src.get(src)
         return until is not None and until > now
 
-    def _syn(
-        self, meta: PacketMeta, key: FlowKey, d: Decision, group: str, s: ThreatSettings, now: float
-    ) -> int:
+    def _syn(self, a: _Attempt) -> int:
         """PASS, WATCH or DROP for one SYN.
 
         Readers see a connection's SYN only, so a busy service's rate of SYNs says nothing of a flood.
@@ -281,15 +278,12 @@ class Guard:
         the SYN back from the half-open counts. Half-open SYNs over the limit make a flood: from one
         source, that source is dropped (and, in Protect, in the kernel for a few windows); toward one
         destination, sources not known to be real are dropped until a retransmission proves them."""
+        meta, s, now = a.meta, a.settings, a.now
         window = s.threshold(C.SYN_FLOOD, "window")
         limit = s.threshold(C.SYN_FLOOD, "syns_per_window")
         src, dst = meta.src, meta.dst
         if self._is_flooder(src, now):
-            return (
-                DROP
-                if self._raise(C.SYN_FLOOD, meta, key, d, group, s, now, "half-open SYNs from one source")
-                else WATCH
-            )
+            return DROP if self._raise(C.SYN_FLOOD, a, "half-open SYNs from one source") else WATCH
         if self._attempts_dst.hit(dst, now, window) > limit:
             self._watched_dst.put(dst, now + window * _WATCH_WINDOWS)
         watched = self._watched_dst.get(dst)
@@ -301,9 +295,7 @@ class Guard:
             self._flooded_src.put(src, now + window)
             # Its half-open SYNs no longer count against the destination: its real clients are not suspects.
             self._half_dst.hit(dst, now, window, -min(half_src, self._half_dst.get(dst, now, window)))
-            if self._raise(
-                C.SYN_FLOOD, meta, key, d, group, s, now, f"{half_src:.0f} half-open SYNs from one source"
-            ):
+            if self._raise(C.SYN_FLOOD, a, f"{half_src:.0f} half-open SYNs from one source"):
                 self._block_flooder(src, window * _FLOODER_BLOCK_WINDOWS, now)
                 return DROP
             return WATCH
@@ -326,9 +318,7 @@ class Guard:
             self._good.put(src, now + self.s.good_source_s)
             self.counters["guard.syn_flood.source_proved"] += 1
             return WATCH
-        if not self._raise(
-            C.SYN_FLOOD, meta, key, d, group, s, now, f"{half_dst:.0f} half-open SYNs to one destination"
-        ):
+        if not self._raise(C.SYN_FLOOD, a, f"{half_dst:.0f} half-open SYNs to one destination"):
             return WATCH
         self._challenged.put(
             challenge, (now, meta.seq)
@@ -347,9 +337,8 @@ class Guard:
         if self.s.kernel_blocks and len(self.new_blocks) < self.s.kernel_blocks:
             self.new_blocks.append((src, seconds))
 
-    def _scan(
-        self, meta: PacketMeta, key: FlowKey, d: Decision, group: str, s: ThreatSettings, now: float
-    ) -> bool:
+    def _scan(self, a: _Attempt) -> bool:
+        meta, s, now = a.meta, a.settings, a.now
         window = s.threshold(C.PORT_SCAN, "window")
         if meta.proto == IPPROTO_TCP or meta.proto == IPPROTO_UDP:
             pair = (meta.src, meta.dst)
@@ -361,9 +350,7 @@ class Guard:
             if len(ports.seen) < limit:
                 ports.seen.add(meta.proto << 16 | meta.dport)
             if len(ports.seen) >= limit:
-                return self._raise(
-                    C.PORT_SCAN, meta, key, d, group, s, now, f"{len(ports.seen)} ports probed"
-                )
+                return self._raise(C.PORT_SCAN, a, f"{len(ports.seen)} ports probed")
         hosts = self._hosts.get(meta.src)
         if hosts is None or now - hosts.start >= window:
             hosts = _Scan(now)
@@ -372,28 +359,19 @@ class Guard:
         if len(hosts.seen) < limit:
             hosts.seen.add(hash(meta.dst))
         if len(hosts.seen) >= limit:
-            return self._raise(C.PORT_SCAN, meta, key, d, group, s, now, f"{len(hosts.seen)} hosts probed")
+            return self._raise(C.PORT_SCAN, a, f"{len(hosts.seen)} hosts probed")
         return False
 
-    def _raise(
-        self,
-        threat: Threat,
-        meta: PacketMeta,
-        key: FlowKey,
-        d: Decision,
-        group: str,
-        s: ThreatSettings,
-        now: float,
-        detail: str,
-    ) -> bool:
+    def _raise(self, threat: Threat, a: _Attempt, detail: str) -> bool:
         """Report a finding (aggregated) and carry out its action; True if the packet is to be dropped."""
-        mode = d.mode
+        meta, group, s, now = a.meta, a.group, a.settings, a.now
+        mode = a.decision.mode
         action = self._actions.get((threat.id, group, mode))
         if action is None:
             action = self._actions[(threat.id, group, mode)] = effective_action(mode, s.action(threat))
         seen, dropped = _COUNTER_NAMES[threat.id]
         self.counters[seen] += 1
-        finding = Finding(threat, key, None, meta.src, meta.dst, meta.sport, meta.dport, meta.proto, detail)
+        finding = Finding(threat, a.key, None, meta.src, meta.dst, meta.sport, meta.dport, meta.proto, detail)
         self.events.emit_lazy(
             finding_key(finding, action, group),
             now,
