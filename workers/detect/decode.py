@@ -20,6 +20,7 @@ MAX_DECODE_ROUNDS = 3
 # Longest value decoded; the rest of a longer value is checked undecoded (bounded CPU per value).
 MAX_DECODE_INPUT = 8192
 
+PAIR_SEPARATOR = re.compile(r"[&;]")  # between the pairs of a query string, form body or cookie header
 _PERCENT_U = re.compile(r"%[uU]([0-9A-Fa-f]{4})")
 # MySQL executes the content of /*!...*/ (optionally with a version number); to it these are not comments.
 _MYSQL_VERSIONED = re.compile(r"/\*!\d{0,6}(.*?)\*/", re.S)
@@ -83,7 +84,7 @@ def variants(value: str, plus: bool = False) -> list[str]:
 def split_pairs(text: str, max_pairs: int) -> list[tuple[str, str]]:
     """Split a query string or form body into raw (name, value) pairs (`&` or `;` separated), bounded."""
     pairs = []
-    for part in re.split(r"[&;]", text, maxsplit=max_pairs):
+    for part in PAIR_SEPARATOR.split(text, maxsplit=max_pairs):
         if not part:
             continue
         name, _, val = part.partition("=")

@@ -27,7 +27,7 @@ from typing import Any
 import libinjection
 
 from workers.detect.catalogue import SQL_INJECTION, XSS, Hit, excerpt_of
-from workers.detect.decode import variants
+from workers.detect.decode import PAIR_SEPARATOR, variants
 
 # Values checked per request (query, form, cookie and JSON values together): a request with more is
 # checked up to this bound and the excess counted by the caller as not inspected.
@@ -141,7 +141,7 @@ def path_values(path: str) -> Iterator[str]:
 def pair_values(text: str) -> Iterator[str]:
     """Names and values of a query string, form body or cookie header (undecoded: `variants` decodes)."""
     count = 0
-    for part in re.split(r"[&;]", text):
+    for part in PAIR_SEPARATOR.split(text):
         if not part:
             continue
         name, _, value = part.partition("=")
