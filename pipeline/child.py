@@ -15,6 +15,7 @@ import socket
 import sys
 
 from pipeline.config import Config, config_from_dict
+from pipeline.gctune import tune_for_packets
 from pipeline.logs import setup_logging
 from policy.lookup import PolicyTables
 
@@ -73,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_runtime_child(config, node)
     tables = open_tables(config, args.role, args.index)
+    tune_for_packets()
     if args.role == "reader":
         from pipeline.reader import run_reader
 

@@ -1,5 +1,6 @@
 """Benchmark of the threat detectors: checks/s for SQLi, XSS and DLP/WAF sensors, detection and
-false-positive rates on the corpora, and worker throughput with every threat and 2,000 sensor patterns.
+false-positive rates on the corpora, and worker throughput with every threat and 2,000 sensor patterns
+(with Python's default garbage collector, then with a worker process's settings, `pipeline.gctune`).
 
     python scripts/bench_detect.py [--quick]
 
@@ -21,6 +22,7 @@ from urllib.parse import quote, quote_plus
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from pipeline.gctune import tune_for_packets  # noqa: E402
 from policy.lookup import Action, Decision, Mode, Report  # noqa: E402
 from tests.detect.build import icmp, ipv4  # noqa: E402
 from tests.detect.pcaps.generate import (  # noqa: E402
@@ -227,12 +229,20 @@ def main(argv: list[str]) -> int:
     results["synflood_events"] = sum(1 for e in flood_events if e.get("name") == "syn_flood")
 
     capture = mixed_capture(600 if args.quick else 3000)
-    for label, policy in (
+    all_threats = compile_threat_policy(1, {"default": {"tls_1_0": {"enabled": True}}})
+    with_sensors = compile_threat_policy(1, None, sensor_doc)
+    runs: list[tuple[str, Any]] = [
         ("dpi_only", None),
         ("dpi_with_noop_hooks", "noop"),
-        ("all_threats", compile_threat_policy(1, {"default": {"tls_1_0": {"enabled": True}}})),
-        ("all_threats_2000_sensor_patterns", compile_threat_policy(1, None, sensor_doc)),
-    ):
+        ("all_threats", all_threats),
+        ("all_threats_2000_sensor_patterns", with_sensors),
+        # the same with the garbage-collector settings of a worker process (pipeline.gctune)
+        ("all_threats_worker_gc", all_threats),
+        ("all_threats_2000_sensor_patterns_worker_gc", with_sensors),
+    ]
+    for label, policy in runs:
+        if label.endswith("_worker_gc"):
+            tune_for_packets()
         started = time.perf_counter()
         if not isinstance(policy, ThreatPolicy):
             from pipeline.flow import flow_key
