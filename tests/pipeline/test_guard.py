@@ -6,6 +6,7 @@ import dpkt
 import pytest
 
 from pipeline.config import config_from_dict
+from pipeline.guard import WATCH_SAMPLE
 from pipeline.judge import Act, Judge
 from policy.loader import parse_policy_text
 from policy.tables import DictTables, compile_policy
@@ -67,10 +68,13 @@ def test_syn_flood_on_a_protected_server_drops_unknown_sources_and_real_clients_
     flood = Flood(j, WEB, 10.0)
     flood.until(11.0)
     assert flood.acts[:50] == [Act.ALLOW] * 50  # under the limit: ordinary connections, offloaded at once
-    # over it, the destination's connections are watched (not offloaded) until their handshake completes;
-    # forged SYNs never complete, and once 50 are half-open the unknown sources are dropped
-    assert set(flood.acts[50:100]) == {Act.PASS}
-    assert set(flood.acts[100:]) == {Act.DROP}
+    # over it, one connection in four is followed (kept in user space, PASS) until its handshake
+    # completes, the others offloaded; forged SYNs never complete, and once about 50 are half-open the
+    # unknown sources are dropped
+    watched = flood.acts[50:100]
+    assert set(watched) == {Act.PASS, Act.ALLOW} and watched.count(Act.PASS) == len(watched) // WATCH_SAMPLE
+    first_drop = flood.acts.index(Act.DROP)
+    assert 95 <= first_drop <= 105 and set(flood.acts[first_drop:]) == {Act.DROP}
     (event,) = threat_events(j, "syn_flood")
     assert (event["action"], event["group"], event["mode"], event["flow"]["dst"]) == (
         "drop",
@@ -78,7 +82,7 @@ def test_syn_flood_on_a_protected_server_drops_unknown_sources_and_real_clients_
         "protect",
         WEB,
     )
-    assert len(j.flows) == 100  # dropped SYNs leave no flow behind
+    assert len(j.flows) == first_drop  # dropped SYNs leave no flow behind
     client = CLIENT
     assert j.judge(tcp4(client, WEB, 40000, 80), 11.0)[0] is Act.DROP  # first SYN: who is this?
     flood.until(11.01)
@@ -88,12 +92,13 @@ def test_syn_flood_on_a_protected_server_drops_unknown_sources_and_real_clients_
     flood.until(12.5)
     assert j.judge(tcp4(client, WEB, 40000, 80, seq=7), 12.5)[0] is Act.DROP  # another SYN, not a resend
     flood.until(13.6)
-    assert j.judge(tcp4(client, WEB, 40000, 80, seq=7), 13.6)[0] is Act.PASS  # the kernel's retransmission
+    served = (Act.PASS, Act.ALLOW)  # followed (kept in user space) or offloaded at once
+    assert j.judge(tcp4(client, WEB, 40000, 80, seq=7), 13.6)[0] in served  # the kernel's retransmission
     assert j.judge(tcp4(client, WEB, 40000, 80, flags=ACK, seq=8), 13.6)[0] is Act.ALLOW  # handshake done
-    assert j.judge(tcp4(client, WEB, 40001, 80), 13.7)[0] is Act.PASS  # proved: its next connections pass
+    assert j.judge(tcp4(client, WEB, 40001, 80), 13.7)[0] in served  # proved: its next connections pass
     assert j.stats()["guard.syn_flood.source_proved"] == 1
     flood.until(14.0)
-    assert set(flood.acts[100:]) == {Act.DROP}  # the flood never got through
+    assert set(flood.acts[first_drop:]) == {Act.DROP}  # the flood never got through
     # the flood ends: a window later unknown sources pass again (watched for a while, then offloaded)
     assert j.judge(tcp4(spoofed(999), WEB, 999, 80), 20.0)[0] in (Act.PASS, Act.ALLOW)
     assert j.judge(tcp4(spoofed(998), WEB, 998, 80), 40.0)[0] is Act.ALLOW
@@ -115,15 +120,15 @@ def test_a_busy_service_is_no_flood() -> None:
 def test_syn_flood_from_one_source_drops_that_source_and_spares_the_others() -> None:
     j = judge({"syn_flood": {"syns_per_window": 50}})
     flood = [j.judge(tcp4("198.18.199.66", WEB, 1024 + i, 80), 5.0 + i * 1e-4)[0] for i in range(160)]
-    assert (
-        flood[:50] == [Act.ALLOW] * 50 and set(flood[50:100]) == {Act.PASS} and set(flood[100:]) == {Act.DROP}
-    )
+    first_drop = flood.index(Act.DROP)
+    assert flood[:50] == [Act.ALLOW] * 50 and Act.PASS in flood[50:first_drop]
+    assert 95 <= first_drop <= 105 and set(flood[first_drop:]) == {Act.DROP}
     # the source is the flood: a resent SYN does not bring it back, and it is dropped in the kernel too
     assert j.judge(tcp4("198.18.199.66", WEB, 1024 + 120, 80), 5.6)[0] is Act.DROP
     assert (
         j.guard is not None and j.guard.new_blocks and j.guard.new_blocks[0][0] == bytes([198, 18, 199, 66])
     )
-    assert j.judge(tcp4(CLIENT, WEB, 40000, 80), 5.5)[0] is Act.PASS  # another client: served (watched)
+    assert j.judge(tcp4(CLIENT, WEB, 40000, 80), 5.5)[0] in (Act.PASS, Act.ALLOW)  # another client: served
 
 
 def test_syn_flood_on_a_monitored_server_is_reported_and_passes() -> None:
