@@ -275,9 +275,9 @@ class Guard:
         """PASS, WATCH or DROP for one SYN.
 
         Readers see a connection's SYN only, so a busy service's rate of SYNs says nothing of a flood.
-        Once a destination gets more than the limit within the window, its new connections are watched:
-        kept in user space until the client's ACK completes the handshake (`handshake_done`), which takes
-        the SYN back from the half-open counts. Half-open SYNs over the limit make a flood: from one
+        Once a destination gets more than the limit within the window, it is watched: one new connection
+        in WATCH_SAMPLE is kept in user space until the client's ACK completes the handshake
+        (`handshake_done`), which takes its SYN back from the half-open counts. Half-open SYNs over the limit make a flood: from one
         source, that source is dropped (and, in Protect, in the kernel for a few windows); toward one
         destination, sources not known to be real are dropped until a retransmission proves them."""
         meta, s, now = a.meta, a.settings, a.now
