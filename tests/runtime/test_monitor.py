@@ -100,8 +100,12 @@ def test_a_burst_beyond_the_queue_is_counted_and_enforcement_goes_on(
     forbidden = copy_bin("sleep", str(tmp_path), "forbidden")
     h = harness(settings(event_queue_max=32, proc_scan_interval_s=0.3), policy(netns, Mode.MONITOR))
     burst = "i=0; while [ $i -lt 2000 ]; do /bin/true; i=$((i+1)); done"
-    r = in_pod(netns, f"({burst}) & ({burst}) & wait; {forbidden} 1")
-    assert r.returncode == 0
-    assert wait_for(lambda: h.counters.get(anomalies.RUNTIME_EVENT_QUEUE_FULL, 0) > 0), h.counters
+    # Whether one burst outruns the monitor depends on the machine's load at that moment: up to three
+    # bursts (bounded), until the queue has overflowed at least once.
+    for _ in range(3):
+        assert in_pod(netns, f"({burst}) & ({burst}) & wait; {forbidden} 1").returncode == 0
+        if wait_for(lambda: h.counters.get(anomalies.RUNTIME_EVENT_QUEUE_FULL, 0) > 0, timeout=2.0):
+            break
+    assert h.counters.get(anomalies.RUNTIME_EVENT_QUEUE_FULL, 0) > 0, h.counters
     assert h.wait(type="process", action="violation", name="forbidden")
     assert wait_for(lambda: h.counters.get(anomalies.RUNTIME_PROCESS_UNEXAMINED, 0) > 0)
