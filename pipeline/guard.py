@@ -42,6 +42,7 @@ from typing import Any, NamedTuple
 
 from pipeline.flow import FlowKey
 from pipeline.packet import (
+    ICMP_ECHO_REQUEST,
     IPPROTO_ICMP,
     IPPROTO_ICMPV6,
     IPPROTO_TCP,
@@ -55,7 +56,7 @@ from policy.lookup import Decision, Mode
 from workers.detect import catalogue as C
 from workers.detect.aggregate import EventAggregator, finding_key, threat_event
 from workers.detect.catalogue import Finding, Threat, ThreatAction
-from workers.detect.packets import illegal_tcp_flags, parse_tcp_options
+from workers.detect.packets import ILLEGAL_TCP_FLAGS, parse_tcp_options
 from workers.detect.settings import (
     GroupThreatSettings,
     ThreatSettings,
@@ -66,8 +67,6 @@ from workers.detect.window import LruTable, WindowCounter
 
 EXTERNAL_GROUP = "external"
 MAX_PENDING_KEYS = 4096  # distinct threat events held in one aggregation window
-_ECHO_REQUEST = {4: 8, 6: 128}
-_ILLEGAL_FLAGS = tuple(illegal_tcp_flags(f) for f in range(64))
 # What the guard makes of a connection's first packet (`check`).
 PASS, DROP, WATCH = 0, 1, 2  # WATCH: let it through, but keep the connection in user space until its
 # handshake completes (`handshake_done`), so half-open connections can be told from busy clients
@@ -180,7 +179,7 @@ class Guard:
         a = _Attempt(meta, key, d, group, s, now)
         if proto == IPPROTO_TCP:
             flags = meta.tcp_flags
-            bad = _ILLEGAL_FLAGS[flags & 0x3F]
+            bad = ILLEGAL_TCP_FLAGS[flags & 0x3F]
             if bad or (meta.sport == meta.dport and meta.src == meta.dst):
                 # A FIN, Xmas or null scan probe, SYN+FIN, a land attack: no stack opens a connection so.
                 detail = bad or "land: source equals destination"
@@ -192,7 +191,7 @@ class Guard:
             if packet and self._syn_header(a, packet):
                 return DROP
         elif proto == IPPROTO_ICMP or proto == IPPROTO_ICMPV6:
-            if meta.icmp_type != _ECHO_REQUEST[meta.family]:
+            if meta.icmp_type != ICMP_ECHO_REQUEST[meta.family]:
                 return PASS  # replies and errors open nothing
         drop = False
         verdict = PASS
@@ -250,7 +249,7 @@ class Guard:
 
     def echo(self, meta: PacketMeta, key: FlowKey, d: Decision, now: float) -> bool:
         """A later packet of an ICMP flow kept in user space; True: drop it."""
-        if meta.icmp_type != _ECHO_REQUEST[meta.family]:
+        if meta.icmp_type != ICMP_ECHO_REQUEST[meta.family]:
             return False
         group = _deciding_group(d)
         s = self.threats.for_group(group)

@@ -15,7 +15,16 @@ from pipeline import guard as G
 from pipeline.config import DROP, Config
 from pipeline.flow import Direction, FlowKey, flow_key, worker_for
 from pipeline.flowtable import Flow, FlowState, FlowTable
-from pipeline.packet import IPPROTO_TCP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, PacketMeta, decode
+from pipeline.packet import (
+    ICMP_ECHO_REQUEST,
+    IPPROTO_TCP,
+    TCP_ACK,
+    TCP_FIN,
+    TCP_RST,
+    TCP_SYN,
+    PacketMeta,
+    decode,
+)
 from policy.events import EventType, flow_fields, make_event
 from policy.lookup import Action, Decision, Mode, PolicyTables, Report
 from workers.verdict import WorkerVerdict
@@ -42,7 +51,6 @@ _FROM_WORKER = tuple(
     for v in sorted(WorkerVerdict)
 )
 
-_ECHO_REQUEST = {1: 8, 58: 128}  # ICMP echo request type by protocol (ICMP, ICMPv6)
 _NEW_FLOW_COUNTER = {1: "flow.new.icmp", 6: "flow.new.tcp", 17: "flow.new.udp", 58: "flow.new.icmpv6"}
 # Flows examined per sweep call; the reader calls sweep about once a second.
 SWEEP_BUDGET = 4096
@@ -113,7 +121,7 @@ class Judge:
             if guard is not None and state is FlowState.ALLOWED:
                 if guarded == G.WATCH:
                     flow.watch = True
-                elif meta.icmp_type == _ECHO_REQUEST.get(meta.proto) and guard.watches_echo(decision):
+                elif meta.icmp_type == ICMP_ECHO_REQUEST[meta.family] and guard.watches_echo(decision):
                     flow.watch = True
         elif flow.generation != generation and flow.state is not FlowState.INSPECT:
             if direction == flow.client_dir:
@@ -154,7 +162,7 @@ class Judge:
                 flow.watch = False
                 return Act.ALLOW
             return Act.PASS
-        if client_side and meta.icmp_type == _ECHO_REQUEST.get(meta.proto):
+        if client_side and meta.icmp_type == ICMP_ECHO_REQUEST[meta.family]:
             # An allowed ping kept in user space for the ICMP flood check: every request counts.
             client, server = (meta.src, meta.dst)
             decision = self.tables.decide(meta.family, client, server, meta.proto, 0)

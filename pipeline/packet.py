@@ -76,7 +76,9 @@ class PacketMeta(NamedTuple):
         return max(0, self.ip_len - self.payload_offset)
 
 
-_ICMP_ECHO_TYPES = {4: frozenset((0, 8)), 6: frozenset((128, 129))}
+ICMP_ECHO_REQUEST = {4: 8, 6: 128}  # echo request type by address family (ICMP, ICMPv6)
+ICMP_ECHO_REPLY = {4: 0, 6: 129}
+_ICMP_ECHO_TYPES = {f: frozenset((ICMP_ECHO_REQUEST[f], ICMP_ECHO_REPLY[f])) for f in (4, 6)}
 
 
 def _bad(

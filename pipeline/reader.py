@@ -29,7 +29,7 @@ from pipeline.judge import Act, Judge
 from pipeline.nfqueue import NF_DROP, NF_REPEAT, NfQueue, QueuedPacket
 from pipeline.packet import PacketMeta, decode
 from pipeline.reset import ResetSender
-from pipeline.sockets import BATCH_HWM, EVENTS_HWM, HEARTBEAT_HWM, push_to
+from pipeline.sockets import BATCH_HWM, EVENTS_HWM, HEARTBEAT_HWM, push_to, send_block_sources
 from policy.lookup import PolicyTables
 
 if TYPE_CHECKING:
@@ -185,18 +185,11 @@ class Reader:
         self.nfq.flush()
         guard = self.judge.guard
         if guard is not None and guard.new_blocks:
-            self._send_blocks(guard.new_blocks)
+            send_block_sources(self.supervisor, f"reader {self.index}", guard.new_blocks, self.counters)
             guard.new_blocks = []
         if len(packets) >= self.recv_batch:
             # More may be waiting: come back after other callbacks (worker verdicts) had a turn.
             asyncio.get_running_loop().call_soon(self.on_queue_readable)
-
-    def _send_blocks(self, blocks: list[tuple[bytes, float]]) -> None:
-        """Ask the supervisor to drop these sources in the kernel (the guard already drops them here)."""
-        try:
-            self.supervisor.send(M.encode(M.BlockSources(f"reader {self.index}", blocks)), zmq.NOBLOCK)
-        except zmq.Again:
-            self.counters["source_blocks.unsent"] += len(blocks)
 
     def _to_worker(self, qp: QueuedPacket, meta: PacketMeta, flow: Flow | None, now: float) -> Act:
         if len(self.inflight) >= self.inflight_max:

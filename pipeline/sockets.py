@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import zmq
+
+from pipeline import messages as M
 
 # Queue bounds (messages) of the sockets that carry batches, events and heartbeats.
 BATCH_HWM = 1024  # packet batches and verdict batches
@@ -19,3 +23,14 @@ def push_to(
     sock.setsockopt(zmq.LINGER, linger_ms)
     sock.connect(endpoint)
     return sock
+
+
+def send_block_sources(
+    sock: zmq.Socket[bytes], source: str, blocks: list[tuple[bytes, float]], counters: Counter[str]
+) -> None:
+    """Hand sources a block-source action cut off to the supervisor, which drops them in the kernel;
+    a full socket costs the kernel rule only (the sender still drops them itself), counted."""
+    try:
+        sock.send(M.encode(M.BlockSources(source, blocks)), zmq.NOBLOCK)
+    except zmq.Again:
+        counters["source_blocks.unsent"] += len(blocks)

@@ -90,10 +90,7 @@ class CompiledPolicy:
 
 def fqdn_matches(pattern: str, name: str) -> bool:
     """`*.example.com` matches any name below example.com (not example.com itself); else exact match."""
-    name = name.rstrip(".").lower()
-    if pattern.startswith("*."):
-        return name.endswith(pattern[1:])
-    return name == pattern
+    return host_matches((pattern,), name.rstrip(".").lower())
 
 
 def host_matches(patterns: Iterable[str], host: str) -> bool:

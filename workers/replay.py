@@ -186,31 +186,9 @@ def read_capture(path: str) -> Iterator[tuple[float, bytes]]:
 _FIELDS: dict[type, tuple[str, ...]] = {}  # dataclass → field names (events are few classes)
 
 
-def _jsonable(value: Any) -> Any:
-    if value is None or isinstance(value, str | int | float):
-        return value.name if isinstance(value, enum.Enum) else value
-    if isinstance(value, bytes | bytearray):
-        return bytes(value).decode("utf-8", "backslashreplace")
-    if isinstance(value, tuple | list):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    cls = type(value)
-    names = _FIELDS.get(cls)
-    if names is None and dataclasses.is_dataclass(value):
-        names = _FIELDS[cls] = tuple(f.name for f in dataclasses.fields(value))
-    if names is not None:
-        out = {"type": cls.__name__}
-        for name in names:
-            out[name] = _jsonable(getattr(value, name))
-        return out
-    if isinstance(value, enum.Enum):
-        return value.name
-    return value
-
-
 def _json_default(value: Any) -> Any:
-    """What `json` cannot encode itself, as `_jsonable` would give it (the encoder does the rest in C)."""
+    """What `json` cannot encode itself: bytes as text, enums by name, events (dataclasses) as mappings
+    with their class in "type" (the encoder does the rest, in C)."""
     if isinstance(value, bytes | bytearray):
         return bytes(value).decode("utf-8", "backslashreplace")
     if isinstance(value, enum.Enum):
@@ -225,6 +203,20 @@ def _json_default(value: Any) -> Any:
     for name in names:
         out[name] = getattr(value, name)
     return out
+
+
+def _jsonable(value: Any) -> Any:
+    """The plain data of a value, as the JSON lines carry it (for the text output)."""
+    if isinstance(value, tuple | list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if value is None or (isinstance(value, str | int | float) and not isinstance(value, enum.Enum)):
+        return value
+    try:
+        return _jsonable(_json_default(value))
+    except TypeError:
+        return value
 
 
 def _endpoint(addr: bytes, port: int) -> str:

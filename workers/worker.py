@@ -20,7 +20,7 @@ from pipeline import messages as M
 from pipeline.config import Config
 from pipeline.flow import Direction, FlowKey, flow_key
 from pipeline.packet import PacketMeta, decode
-from pipeline.sockets import BATCH_HWM, EVENTS_HWM, HEARTBEAT_HWM, push_to
+from pipeline.sockets import BATCH_HWM, EVENTS_HWM, HEARTBEAT_HWM, push_to, send_block_sources
 from policy.lookup import PolicyTables
 from workers.verdict import WorkerVerdict
 
@@ -119,15 +119,8 @@ class Worker:
             self.counters["verdicts.undeliverable"] += len(answers)
         threats = getattr(_inner(self.engine), "threats", None)
         if threats is not None and threats.new_blocks:
-            self.send_blocks(threats.new_blocks)
+            send_block_sources(self.supervisor, f"worker {self.index}", threats.new_blocks, self.counters)
             threats.new_blocks = []
-
-    def send_blocks(self, blocks: list[tuple[bytes, float]]) -> None:
-        """Sources a block-source action cut off: the supervisor drops them in the kernel as well."""
-        try:
-            self.supervisor.send(M.encode(M.BlockSources(f"worker {self.index}", blocks)), zmq.NOBLOCK)
-        except zmq.Again:
-            self.counters["source_blocks.unsent"] += len(blocks)
 
     def serve(self) -> int:
         poller = zmq.Poller()

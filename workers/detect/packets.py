@@ -18,6 +18,8 @@ from collections.abc import Callable
 
 from pipeline.flow import Direction, FlowKey
 from pipeline.packet import (
+    ICMP_ECHO_REPLY,
+    ICMP_ECHO_REQUEST,
     IPPROTO_ICMP,
     IPPROTO_ICMPV6,
     IPPROTO_TCP,
@@ -58,8 +60,6 @@ _TCPOPT_EOL, _TCPOPT_NOP, _TCPOPT_MSS, _TCPOPT_WSCALE, _TCPOPT_SACK_OK, _TCPOPT_
 )  # fmt: skip
 # Fixed lengths of the options whose length is defined by their RFC.
 _TCPOPT_LENGTH = {_TCPOPT_MSS: 4, _TCPOPT_WSCALE: 3, _TCPOPT_SACK_OK: 2, _TCPOPT_TS: 10}
-_ECHO_REQUEST = {4: 8, 6: 128}
-_ECHO_REPLY = {4: 0, 6: 129}
 _MAX_IP_DATAGRAM = 65535
 
 
@@ -148,7 +148,7 @@ def illegal_tcp_flags(flags: int) -> str:
     return ""
 
 
-_ILLEGAL_FLAGS = tuple(illegal_tcp_flags(f) for f in range(64))
+ILLEGAL_TCP_FLAGS = tuple(illegal_tcp_flags(f) for f in range(64))  # reason by the low six flag bits
 _NOP_NOP_TS = bytes((_TCPOPT_NOP, _TCPOPT_NOP, _TCPOPT_TS, 10))
 
 
@@ -258,7 +258,7 @@ class PacketDetector:
     ) -> None:
         on = settings.on
         flags = meta.tcp_flags
-        bad = _ILLEGAL_FLAGS[flags & 0x3F]
+        bad = ILLEGAL_TCP_FLAGS[flags & 0x3F]
         if not bad and meta.src == meta.dst and meta.sport == meta.dport:
             bad = "land: source equals destination"
         opts: TcpOptions | None = None
@@ -504,8 +504,8 @@ class PacketDetector:
         on = settings.on
         itype = meta.icmp_type
         family = meta.family
-        if itype == _ECHO_REQUEST[family] or itype == _ECHO_REPLY[family]:
-            request = itype == _ECHO_REQUEST[family]
+        if itype == ICMP_ECHO_REQUEST[family] or itype == ICMP_ECHO_REPLY[family]:
+            request = itype == ICMP_ECHO_REQUEST[family]
             if request:
                 if self._flows.get(key) is None:
                     self._flows.put(key, _Flow(_UDP, direction, now))
