@@ -7,10 +7,14 @@ FAN_OPEN_EXEC_PERM mark (kernel ≥ 5.0) on a throw-away group.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
+import select
 import struct
+import threading
+from collections.abc import Callable
 from typing import NamedTuple
 
 FAN_CLOEXEC = 0x1
@@ -153,6 +157,37 @@ class Fanotify:
 
     def respond(self, event_fd: int, allow: bool) -> None:
         os.write(self.fd, response(event_fd, allow))
+
+    def answer_permissions(
+        self,
+        stop: threading.Event,
+        read_bytes: int,
+        decide: Callable[[FanEvent], bool],
+        on_error: Callable[[], None],
+    ) -> None:
+        """Answer permission events until `stop` is set: `decide(event)` says allow or deny. The kernel
+        holds the opening (or executing) process until it is answered, so every event gets an answer and
+        its descriptor closed, and a bug in `decide` allows (`on_error` counts it) rather than freezing
+        every process that touches the path."""
+        poller = select.poll()
+        poller.register(self.fd, select.POLLIN)
+        while not stop.is_set():
+            if not poller.poll(200):
+                continue
+            events, _bad = parse_fanotify_events(self.read(read_bytes))
+            for ev in events:
+                if ev.fd < 0:
+                    continue
+                allow = True
+                try:
+                    allow = decide(ev)
+                except Exception:
+                    on_error()
+                    allow = True
+                finally:
+                    with contextlib.suppress(OSError):
+                        self.respond(ev.fd, allow)
+                    os.close(ev.fd)
 
     def close(self) -> None:
         if self.fd >= 0:

@@ -11,7 +11,6 @@ with a count.
 from __future__ import annotations
 
 import collections
-import contextlib
 import dataclasses
 import glob
 import os
@@ -377,25 +376,12 @@ class FileMonitor:
     def _perm_loop(self) -> None:
         fan = self._perm
         assert fan is not None
-        poller = select.poll()
-        poller.register(fan.fd, select.POLLIN)
-        while not self._stop.is_set():
-            if not poller.poll(200):
-                continue
-            events, _bad = parse_fanotify_events(fan.read(self.settings.file_read_bytes))
-            for ev in events:
-                if ev.fd < 0:
-                    continue
-                allow = True
-                try:
-                    allow = self._allow_open(ev.pid, ev.fd)
-                except Exception:  # a bug in a decision must not freeze every open of the file
-                    self._count(anomalies.RUNTIME_FILE_PERM_ERROR)
-                    allow = True
-                finally:
-                    with contextlib.suppress(OSError):
-                        fan.respond(ev.fd, allow)
-                    os.close(ev.fd)
+        fan.answer_permissions(
+            self._stop,
+            self.settings.file_read_bytes,
+            lambda ev: self._allow_open(ev.pid, ev.fd),
+            lambda: self._count(anomalies.RUNTIME_FILE_PERM_ERROR),
+        )
 
     def _allow_open(self, pid: int, fd: int) -> bool:
         mon = self.monitor

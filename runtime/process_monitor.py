@@ -17,7 +17,6 @@ import collections
 import contextlib
 import dataclasses
 import os
-import select
 import signal
 import threading
 import time
@@ -28,7 +27,7 @@ from pipeline import anomalies
 from policy.events import EventType, make_event
 from policy.lookup import Mode
 from runtime import detections, elf
-from runtime.fanotify import FAN_CLASS_CONTENT, FAN_OPEN_EXEC_PERM, Fanotify, fd_path, parse_fanotify_events
+from runtime.fanotify import FAN_CLASS_CONTENT, FAN_OPEN_EXEC_PERM, Fanotify, fd_path
 from runtime.identity import Workload, WorkloadResolver, group_of
 from runtime.proc_connector import Kind, ProcessInfo, ProcEvent, examine, read_stat_link, with_parents
 from runtime.profiles import Learner, Outcome, ProcessEntry, ProcessProfile, RuntimePolicy, decide
@@ -656,27 +655,12 @@ class ExecGuard:
     def _run(self) -> None:
         fan = self._fan
         assert fan is not None
-        poller = select.poll()
-        poller.register(fan.fd, select.POLLIN)
-        while not self._stop.is_set():
-            if not poller.poll(200):
-                continue
-            data = fan.read(self._read_bytes)
-            events, _bad = parse_fanotify_events(data)
-            for ev in events:
-                if ev.fd < 0:
-                    continue
-                allow = True
-                try:
-                    if ev.mask & FAN_OPEN_EXEC_PERM:
-                        allow = self._decide(ev.pid, ev.fd)
-                except Exception:  # a bug in a decision must not block execs
-                    self.monitor.count(anomalies.RUNTIME_EXEC_PERM_ERROR)
-                    allow = True
-                finally:
-                    with contextlib.suppress(OSError):
-                        fan.respond(ev.fd, allow)
-                    os.close(ev.fd)
+        fan.answer_permissions(
+            self._stop,
+            self._read_bytes,
+            lambda ev: self._decide(ev.pid, ev.fd) if ev.mask & FAN_OPEN_EXEC_PERM else True,
+            lambda: self.monitor.count(anomalies.RUNTIME_EXEC_PERM_ERROR),
+        )
 
     def _decide(self, pid: int, fd: int) -> bool:
         mon = self.monitor
