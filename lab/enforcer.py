@@ -60,7 +60,7 @@ class LabEnforcer:
     def start(self, wait: bool = True, env: dict[str, str] | None = None) -> LabEnforcer:
         log = open(self.log_path, "ab")
         self.proc = self.lab.popen(
-            "node", sys.executable, "-m", "pipeline.cli", "run", "--config", str(self.config_path),
+            "node", sys.executable, "-m", "node.cli", "run", "--config", str(self.config_path),
             stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
         )  # fmt: skip
         if wait:
@@ -173,7 +173,7 @@ class LabController:
     def start(self) -> LabController:
         log = open(self.tmp / "controller.log", "ab")
         self.proc = self.lab.popen(
-            "node", sys.executable, "-m", "pipeline.cli", "controller",
+            "node", sys.executable, "-m", "node.cli", "controller",
             "--policy-dir", str(self.policy_dir), "--db", str(self.db),
             "--listen", f"tcp://127.0.0.1:{self.port}",
             "--secret-key", str(self.keys / "controller.key_secret"), "--clients", str(self.clients),
@@ -182,7 +182,7 @@ class LabController:
         return self
 
     def events(self, type_: str | None = None) -> list[dict[str, Any]]:
-        cmd = [sys.executable, "-m", "pipeline.cli", "controller", "events", "--db", str(self.db)]
+        cmd = [sys.executable, "-m", "node.cli", "controller", "events", "--db", str(self.db)]
         if type_:
             cmd += ["--type", type_]
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=30)

@@ -1,3 +1,1 @@
-"""The enforcer's inline packet path: config, decoding, flows, NFQUEUE, readers, supervisor."""
-
-__version__ = "0.1.0"
+"""The reader path: NFQUEUE binding, the flow table, the judge and the guard, resets, conntrack."""

@@ -13,8 +13,8 @@ import errno
 import socket
 import struct
 
-from pipeline.flow import Direction, FlowKey
-from pipeline.packet import IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP
+from core.flow import Direction, FlowKey
+from core.packet import IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP
 
 NETLINK_NETFILTER = 12
 NFNL_SUBSYS_CTNETLINK = 1

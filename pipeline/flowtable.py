@@ -5,9 +5,9 @@ from __future__ import annotations
 import enum
 from collections.abc import ItemsView
 
-from pipeline.config import FlowsConfig
-from pipeline.flow import Direction, FlowKey
-from pipeline.packet import IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP
+from core.config import FlowsConfig
+from core.flow import Direction, FlowKey
+from core.packet import IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP
 
 
 class FlowState(enum.IntEnum):

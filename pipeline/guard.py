@@ -40,8 +40,9 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from pipeline.flow import FlowKey
-from pipeline.packet import (
+from core.flow import FlowKey
+from core.lookup import Decision, Mode
+from core.packet import (
     ICMP_ECHO_REQUEST,
     IPPROTO_ICMP,
     IPPROTO_ICMPV6,
@@ -52,18 +53,17 @@ from pipeline.packet import (
     TCP_SYN,
     PacketMeta,
 )
-from policy.lookup import Decision, Mode
-from workers.detect import catalogue as C
-from workers.detect.aggregate import EventAggregator, finding_key, threat_event
-from workers.detect.catalogue import Finding, Threat, ThreatAction
-from workers.detect.packets import ILLEGAL_TCP_FLAGS, parse_tcp_options
-from workers.detect.settings import (
+from threats import catalogue as C
+from threats.aggregate import EventAggregator, finding_key, threat_event
+from threats.catalogue import Finding, Threat, ThreatAction
+from threats.packets import ILLEGAL_TCP_FLAGS, parse_tcp_options
+from threats.settings import (
     GroupThreatSettings,
     ThreatSettings,
     compile_group_settings,
     effective_action,
 )
-from workers.detect.window import LruTable, WindowCounter
+from threats.window import LruTable, WindowCounter
 
 EXTERNAL_GROUP = "external"
 MAX_PENDING_KEYS = 4096  # distinct threat events held in one aggregation window

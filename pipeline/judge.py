@@ -11,11 +11,11 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from pipeline import guard as G
-from pipeline.config import DROP, Config
-from pipeline.flow import Direction, FlowKey, flow_key, worker_for
-from pipeline.flowtable import Flow, FlowState, FlowTable
-from pipeline.packet import (
+from core.config import DROP
+from core.events import EventType, flow_fields, make_event
+from core.flow import Direction, FlowKey, flow_key, worker_for
+from core.lookup import Action, Decision, Mode, PolicyTables, Report
+from core.packet import (
     ICMP_ECHO_REQUEST,
     IPPROTO_TCP,
     TCP_ACK,
@@ -25,9 +25,10 @@ from pipeline.packet import (
     PacketMeta,
     decode,
 )
-from policy.events import EventType, flow_fields, make_event
-from policy.lookup import Action, Decision, Mode, PolicyTables, Report
-from workers.verdict import WorkerVerdict
+from core.verdict import WorkerVerdict
+from pipeline import guard as G
+from pipeline.flowtable import Flow, FlowState, FlowTable
+from pipeline.settings import ReaderConfig
 
 
 class Act(enum.IntEnum):
@@ -61,7 +62,7 @@ MAX_PENDING_EVENTS = 4096
 class Judge:
     def __init__(
         self,
-        config: Config,
+        config: ReaderConfig,
         tables: PolicyTables,
         seed: int,
         node: str,

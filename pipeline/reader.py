@@ -20,21 +20,22 @@ from typing import TYPE_CHECKING, Any
 import uvloop
 import zmq
 
-from pipeline import anomalies as A
-from pipeline import messages as M
-from pipeline.config import DROP, Config
+from core import anomalies as A
+from core import messages as M
+from core.config import DROP
+from core.lookup import PolicyTables
+from core.packet import PacketMeta, decode
+from core.sockets import BATCH_HWM, EVENTS_HWM, HEARTBEAT_HWM, push_to, send_block_sources
 from pipeline.conntrack import Conntrack
 from pipeline.flowtable import Flow
 from pipeline.judge import Act, Judge
 from pipeline.nfqueue import NF_DROP, NF_REPEAT, NfQueue, QueuedPacket
-from pipeline.packet import PacketMeta, decode
 from pipeline.reset import ResetSender
-from pipeline.sockets import BATCH_HWM, EVENTS_HWM, HEARTBEAT_HWM, push_to, send_block_sources
-from policy.lookup import PolicyTables
+from pipeline.settings import ReaderConfig
 
 if TYPE_CHECKING:
-    from pipeline.snapshot_file import SnapshotCompiler
-    from workers.detect.settings import GroupThreatSettings
+    from core.updates import Updates, UpdatesFactory
+    from threats.settings import GroupThreatSettings
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,15 @@ class InFlight:
 
 
 class Reader:
-    def __init__(self, config: Config, index: int, tables: PolicyTables, seed: int, node: str) -> None:
+    def __init__(
+        self,
+        config: ReaderConfig,
+        index: int,
+        tables: PolicyTables,
+        seed: int,
+        node: str,
+        guard_updates: UpdatesFactory[GroupThreatSettings] | None = None,
+    ) -> None:
         self.config = config
         self.index = index
         self.queue_num = config.queue_numbers[index]
@@ -84,7 +93,8 @@ class Reader:
         self.inflight: dict[int, InFlight] = {}
         self.batches: list[list[tuple[int, bytes]]] = [[] for _ in range(config.workers.count)]
         self.counters: Counter[str] = Counter()
-        self.guard_settings: SnapshotCompiler[GroupThreatSettings] | None = None  # set by open()
+        self.guard_updates = guard_updates
+        self.guard_settings: Updates[GroupThreatSettings] | None = None  # set by open()
         self.latency = [0] * (len(LATENCY_BUCKETS_US) + 1)  # observations per bucket (not cumulative)
         self.latency_sum_us = 0.0
         self.resets = ResetSender(n.pass_mark)
@@ -121,13 +131,8 @@ class Reader:
         self.from_workers.bind(M.reader_endpoint(run_dir, self.index))
         self.events = push_to(self.ctx, M.events_endpoint(run_dir), EVENTS_HWM)
         self.supervisor = push_to(self.ctx, M.supervisor_endpoint(run_dir), HEARTBEAT_HWM)
-        if self.judge.guard is not None:
-            from pipeline.snapshot_file import SnapshotCompiler
-            from workers.detect.engine import threat_settings_from_snapshot
-
-            self.guard_settings = SnapshotCompiler(
-                self.config.paths.state_dir, threat_settings_from_snapshot, self.counters, "guard"
-            )
+        if self.judge.guard is not None and self.guard_updates is not None:
+            self.guard_settings = self.guard_updates(self.counters)
 
     def _wait_workers_connected(self, monitors: list[zmq.Socket[bytes]]) -> None:
         """Before this reader reports ready (and so before our rules go in), wait until every worker is
@@ -439,8 +444,15 @@ async def _serve(reader: Reader) -> None:
         loop.remove_reader(reader.nfq.fileno())
 
 
-def run_reader(config: Config, index: int, tables: PolicyTables, seed: int, node: str) -> int:
-    reader = Reader(config, index, tables, seed, node)
+def run_reader(
+    config: ReaderConfig,
+    index: int,
+    tables: PolicyTables,
+    seed: int,
+    node: str,
+    guard_updates: UpdatesFactory[GroupThreatSettings] | None = None,
+) -> int:
+    reader = Reader(config, index, tables, seed, node, guard_updates)
     reader.open()
     log.info("reader q%d bound", reader.queue_num)
     try:

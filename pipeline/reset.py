@@ -9,7 +9,7 @@ from __future__ import annotations
 import socket
 import struct
 
-from pipeline.packet import TCP_ACK, TCP_RST, TCP_SYN, PacketMeta
+from core.packet import TCP_ACK, TCP_RST, TCP_SYN, PacketMeta
 
 _TCP_HDR = struct.Struct("!HHIIBBHHH")
 _IPV4_HDR = struct.Struct("!BBHHHBBH4s4s")

@@ -23,8 +23,8 @@ import zmq
 import zmq.auth
 from zmq.utils.monitor import recv_monitor_message
 
-from pipeline import anomalies as A
-from pipeline import messages as M
+from core import anomalies as A
+from core import messages as M
 from policy.events_relay import EventSpool
 
 log = logging.getLogger(__name__)

@@ -34,7 +34,7 @@ from typing import Any
 
 import yaml
 
-from policy.apps import canonical_app
+from core.apps import canonical_app
 from policy.model import (
     BUILTIN_GROUPS,
     FileBehavior,

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Final
 
-from policy.apps import canonical_app
-from policy.lookup import Mode
+from core.apps import canonical_app
+from core.lookup import Mode
 
 # Built-in groups: every snapshot has them; `external` cannot have members (it is "everything else").
 EXTERNAL: Final = "external"

@@ -18,6 +18,7 @@ spool to the controller, which acknowledges them (standalone: JSON lines to a fi
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import logging
@@ -29,13 +30,14 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from pipeline import anomalies as A
+from core import anomalies as A
+from core.events import EventType, make_event
+from core.lookup import Mode
 from policy.delta import apply_delta
-from policy.events import EventType, make_event
 from policy.events_relay import (
     DEFAULT_AGGREGATE_WINDOW_S,
     DEFAULT_BATCH_MAX_EVENTS,
@@ -44,7 +46,6 @@ from policy.events_relay import (
     EventSpool,
 )
 from policy.loader import dump_policy, load_policy, parse_policy, parse_policy_text, policy_to_dict
-from policy.lookup import Mode
 from policy.model import PolicyError, PolicySnapshot, mode_name, parse_mode, startup_snapshot
 from policy.shm import DEFAULT_REUSE_WAIT, DEFAULT_TABLE_BYTES, SharedTables, TablesFull, TablesWriter
 from policy.shm import wait_for_tables as _wait_for_tables
@@ -89,10 +90,14 @@ class ServiceSettings:
     controller_timeout_s: float = 6.0  # controller silent this long: reconnect
     reconnect_max_s: float = 10.0  # reconnect backoff ceiling
     inflight_batches: int = 8  # event batches sent and not yet acknowledged
+    # Checks of the parts of a policy the tables do not hold (threat settings, sensors), given by the
+    # node host: why a snapshot would not compile in its consumers, "" if it would. A policy that fails
+    # them is rejected whole, never half applied.
+    validate: Callable[[PolicySnapshot], str] = field(default=lambda snapshot: "")
 
     @classmethod
     def from_config(cls, config: Any, node: str | None = None) -> ServiceSettings:
-        """Build from `pipeline.config.Config`; keys the config does not (yet) have keep their defaults."""
+        """Build from `node.config.Config`; keys the config does not (yet) have keep their defaults."""
 
         def get(section: str, key: str, default: Any) -> Any:
             return getattr(getattr(config, section, None), key, default)
@@ -155,19 +160,6 @@ def open_shared_tables(
             time.sleep(0.01)
 
 
-def threat_settings_problem(snapshot: PolicySnapshot) -> str:
-    """Why the snapshot's threat settings or sensors would not compile in the workers ("" if they do):
-    checked here so such a policy is rejected whole, not half applied. Python `re` stands in for
-    Hyperscan, which the workers compile with, to keep the check quick."""
-    from workers.detect.engine import threat_policy_from_snapshot
-
-    try:
-        threat_policy_from_snapshot(snapshot, use_hyperscan=False)
-    except Exception as exc:  # ValueError naming the key or pattern; re.error for a pattern it missed
-        return f"threat settings or sensors: {exc}"
-    return ""
-
-
 class LastKnownGood:
     """The last applied snapshot, persisted in native YAML (atomic replace, 0600)."""
 
@@ -210,8 +202,10 @@ class PolicyApplier:
         emit: Callable[[dict[str, Any]], None],
         counters: Counter[str],
         members: Callable[[], tuple[list[Workload], dict[str, list[Address]]]] | None = None,
+        validate: Callable[[PolicySnapshot], str] = lambda snapshot: "",
     ) -> None:
         self.members = members
+        self.validate = validate
         self.writer = writer
         self.lkg = lkg
         self.node = node
@@ -261,7 +255,7 @@ class PolicyApplier:
                 else f"version {snapshot.version} is already in force with other content; raise the version"
             )
             return self._reject(snapshot.version, why, source, A.POLICY_STALE)
-        problem = threat_settings_problem(snapshot)
+        problem = self.validate(snapshot)
         if problem:
             return self._reject(snapshot.version, problem, source, A.POLICY_REJECTED)
         try:
@@ -394,7 +388,7 @@ class PolicyService:
     def __init__(
         self, settings: ServiceSettings, version: str | None = None, writer: TablesWriter | None = None
     ) -> None:
-        from pipeline import __version__
+        from core import __version__
 
         self.settings = settings
         self.version = version or __version__
@@ -413,7 +407,8 @@ class PolicyService:
         )
         self.lkg = LastKnownGood(Path(settings.state_dir) / "policy")
         self.applier = PolicyApplier(
-            self.writer, self.lkg, settings.node, self._outbox.append, self.counters, self.members
+            self.writer, self.lkg, settings.node, self._outbox.append, self.counters, self.members,
+            settings.validate,
         )
         snapshot, source = initial_policy(settings, self.lkg, self.counters)
         if not self.applier.apply(snapshot, source, persist=False).ok:
@@ -470,8 +465,7 @@ class PolicyService:
         return list(self.workloads.values()), {name: list(addrs) for name, addrs in self.dns.items()}
 
     def take_input(self, msg: Any, now: float) -> None:
-        from pipeline import messages as M
-
+        from core import messages as M
         if isinstance(msg, M.WorkloadUpdate):
             if msg.full:
                 self.workloads.clear()
@@ -577,13 +571,21 @@ class PolicyService:
         self.writer.close()
 
 
-def run_policy_process(config: Any, node: str | None = None, stop: threading.Event | None = None) -> int:
-    """Main of the policy process (`pipeline.child` role "policy"): `config` is pipeline.config.Config."""
+def run_policy_process(
+    config: Any,
+    node: str | None = None,
+    stop: threading.Event | None = None,
+    validate: Callable[[PolicySnapshot], str] | None = None,
+) -> int:
+    """Main of the policy process (`node.child` role "policy"): `config` is node.config.Config."""
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         signal.signal(signal.SIGINT, lambda *_: stop.set())
-    return run_policy_service(ServiceSettings.from_config(config, node), stop)
+    settings = ServiceSettings.from_config(config, node)
+    if validate is not None:
+        settings = dataclasses.replace(settings, validate=validate)
+    return run_policy_service(settings, stop)
 
 
 def run_policy_service(
@@ -594,7 +596,7 @@ def run_policy_service(
     """The policy process's loop until `stop` is set (`on_started` sees the service once it is built)."""
     import zmq
 
-    from pipeline import messages as M
+    from core import messages as M
     from policy.controller_link import ControllerLink
 
     # The tables lock first (a second policy process stops here, before touching any socket), then the

@@ -36,8 +36,8 @@ from array import array
 from pathlib import Path
 from typing import Final
 
-from policy.apps import SERVER_APP_MASK
-from policy.lookup import Action, Decision, Mode, Report
+from core.apps import SERVER_APP_MASK
+from core.lookup import Action, Decision, Mode, Report
 from policy.model import PROTO_ANY, PROTO_ICMP
 from policy.tables import EXTERNAL_INDEX, AppKey, CompiledPolicy, app_key, host_matches
 
@@ -395,7 +395,7 @@ class TablesWriter:
 
 
 class SharedTables:
-    """Reader side: implements `policy.lookup.PolicyTables` over the shared file, lock-free.
+    """Reader side: implements `core.lookup.PolicyTables` over the shared file, lock-free.
 
     Each reader keeps private caches (address → group, (groups, protocol, port, app) → decision), valid
     for one generation and dropped when it moves, so repeated lookups cost a dict probe.

@@ -11,8 +11,8 @@ import ipaddress
 import random
 from typing import NamedTuple
 
-from policy.apps import APPLICATIONS, HTTP_SERVER_APPS
-from policy.lookup import Mode
+from core.apps import APPLICATIONS, HTTP_SERVER_APPS
+from core.lookup import Mode
 from policy.model import (
     EXTERNAL,
     NODES,

@@ -13,7 +13,7 @@ traffic: discover → allow + LEARNED, monitor → allow + VIOLATION, protect �
 first rule matching the ports names applications or virtual hosts, the answer is provisional
 (`final=False`, allow, so the flow reaches DPI) until `decide_app` is asked with the identified
 application and host. A rule naming hosts matches only when the HTTP Host or TLS SNI is one of them;
-a rule naming a server application (`policy.apps.HTTP_SERVER_APPS`) stays provisional until the
+a rule naming a server application (`core.apps.HTTP_SERVER_APPS`) stays provisional until the
 server's response names its software.
 """
 
@@ -24,9 +24,9 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from policy.apps import SERVER_APP_MASK, app_bit
+from core.apps import SERVER_APP_MASK, app_bit
+from core.lookup import Action, Decision, Mode, PolicyTables, Report
 from policy.loader import load_policy
-from policy.lookup import Action, Decision, Mode, PolicyTables, Report
 from policy.model import (
     EXTERNAL,
     NODES,
@@ -53,7 +53,7 @@ class RuleEntry:
     proto: int  # PROTO_ANY, PROTO_ICMP (ICMP and ICMPv6), 6 or 17
     low: int
     high: int
-    app_mask: int  # 0: any application; else a bit per application (policy.apps.APP_INDEX)
+    app_mask: int  # 0: any application; else a bit per application (core.apps.APP_INDEX)
     allow: bool
     hosts: tuple[str, ...] = ()  # virtual-host patterns; empty: any host
 
@@ -94,7 +94,7 @@ def fqdn_matches(pattern: str, name: str) -> bool:
 
 
 def host_matches(patterns: Iterable[str], host: str) -> bool:
-    """Does a normalized host (`policy.lookup.normalize_host`; "" = none) match one of the patterns?"""
+    """Does a normalized host (`core.lookup.normalize_host`; "" = none) match one of the patterns?"""
     return bool(host) and any(host == p or (p.startswith("*.") and host.endswith(p[1:])) for p in patterns)
 
 

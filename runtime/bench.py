@@ -23,8 +23,8 @@ import threading
 import time
 from typing import Any
 
-from pipeline import anomalies
-from policy.lookup import Mode
+from core import anomalies
+from core.lookup import Mode
 from runtime.identity import GroupSelector
 from runtime.monitor import run_runtime_monitor
 from runtime.proc_connector import Kind, ProcEvent, list_pids

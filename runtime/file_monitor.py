@@ -20,9 +20,9 @@ import time
 from collections.abc import Iterable, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any
 
-from pipeline import anomalies
-from policy.events import EventType, make_event
-from policy.lookup import Mode
+from core import anomalies
+from core.events import EventType, make_event
+from core.lookup import Mode
 from runtime.fanotify import (
     FAN_CLASS_CONTENT,
     FAN_CLASS_NOTIF,

@@ -15,8 +15,8 @@ import time
 from collections.abc import Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
-from pipeline import anomalies
-from policy.events import EventType, make_event
+from core import anomalies
+from core.events import EventType, make_event
 from runtime.fanotify import exec_permission_supported
 from runtime.proc_connector import Kind, ProcessEventSource
 from runtime.process_monitor import ExecGuard, ProcessMonitor
@@ -44,7 +44,7 @@ def run_runtime_monitor(
     `get_profiles()` returns the current `RuntimePolicy` (groups, process profiles, file rules); it is
     called at start and every `profile_refresh_s`; an exception keeps the previous policy (counted).
     `emit(event)` receives `process`, `file`, `threat` and `audit` events built by `make_event`.
-    `counters`, if given, receives the anomaly counters (names from pipeline.anomalies).
+    `counters`, if given, receives the anomaly counters (names from core.anomalies).
     """
     try:
         settings.validate()

@@ -23,7 +23,7 @@ import threading
 from collections.abc import Callable, MutableMapping
 from typing import NamedTuple
 
-from pipeline import anomalies
+from core import anomalies
 
 NETLINK_CONNECTOR = 11
 CN_IDX_PROC = 1

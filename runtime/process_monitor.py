@@ -23,9 +23,9 @@ import time
 from collections.abc import Callable, Iterable, MutableMapping
 from typing import Any
 
-from pipeline import anomalies
-from policy.events import EventType, make_event
-from policy.lookup import Mode
+from core import anomalies
+from core.events import EventType, make_event
+from core.lookup import Mode
 from runtime import detections, elf
 from runtime.fanotify import FAN_CLASS_CONTENT, FAN_OPEN_EXEC_PERM, Fanotify, fd_path
 from runtime.identity import Workload, WorkloadResolver, group_of

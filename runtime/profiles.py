@@ -15,8 +15,8 @@ import ipaddress
 from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any
 
-from pipeline import anomalies
-from policy.lookup import Mode
+from core import anomalies
+from core.lookup import Mode
 from runtime.identity import GroupSelector
 
 

@@ -29,10 +29,10 @@ import yaml
 import zmq
 import zmq.auth
 
-from pipeline import __version__
-from pipeline import messages as M
-from policy.controller import Controller, EventStore
-from policy.events import EventType, make_event
+from controller.program import Controller, EventStore
+from core import __version__
+from core import messages as M
+from core.events import EventType, make_event
 from policy.keys import generate_keypair
 from policy.loader import SafeDumper, policy_to_dict
 from policy.synth import synthetic_policy

@@ -1,6 +1,6 @@
 """Benchmark of the threat detectors: checks/s for SQLi, XSS and DLP/WAF sensors, detection and
 false-positive rates on the corpora, and worker throughput with every threat and 2,000 sensor patterns
-(with Python's default garbage collector, then with a worker process's settings, `pipeline.gctune`).
+(with Python's default garbage collector, then with a worker process's settings, `core.gctune`).
 
     python scripts/bench_detect.py [--quick]
 
@@ -22,8 +22,9 @@ from urllib.parse import quote, quote_plus
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline.gctune import tune_for_packets  # noqa: E402
-from policy.lookup import Action, Decision, Mode, Report  # noqa: E402
+from core.gctune import tune_for_packets  # noqa: E402
+from core.lookup import Action, Decision, Mode, Report  # noqa: E402
+from node.threats_replay import replay_threats  # noqa: E402
 from tests.detect.build import icmp, ipv4  # noqa: E402
 from tests.detect.pcaps.generate import (  # noqa: E402
     BENIGN_NAMES,
@@ -39,7 +40,6 @@ from tests.detect.pcaps.generate import (  # noqa: E402
 )
 from workers.detect.engine import ThreatPolicy, compile_threat_policy  # noqa: E402
 from workers.detect.injection import check_request, sqli_value, xss_value  # noqa: E402
-from workers.detect.replay import replay_threats  # noqa: E402
 from workers.detect.sensors import PREDEFINED, Context, compile_sensors  # noqa: E402
 
 CORPUS = ROOT / "tests" / "detect" / "corpus"
@@ -180,12 +180,12 @@ def main(argv: list[str]) -> int:
 
     # SYN flood at 50k SYNs/s (capture time) against a protect-mode server: when is it detected, how fast
     # does the packet path run, and do a known client's new connections still pass?
-    from pipeline.flow import flow_key as _flow_key
-    from pipeline.packet import TCP_SYN
-    from pipeline.packet import decode as _decode
+    from core.flow import flow_key as _flow_key
+    from core.packet import TCP_SYN
+    from core.packet import decode as _decode
+    from core.verdict import WorkerVerdict
     from tests.detect.build import handshake, tcp4
     from workers.detect.engine import ThreatEngine
-    from workers.verdict import WorkerVerdict
 
     class ProtectTables(WebTables):
         def decide(self, family: int, src: bytes, dst: bytes, proto: int, dport: int) -> Decision:
@@ -236,7 +236,7 @@ def main(argv: list[str]) -> int:
         ("dpi_with_noop_hooks", "noop"),
         ("all_threats", all_threats),
         ("all_threats_2000_sensor_patterns", with_sensors),
-        # the same with the garbage-collector settings of a worker process (pipeline.gctune)
+        # the same with the garbage-collector settings of a worker process (core.gctune)
         ("all_threats_worker_gc", all_threats),
         ("all_threats_2000_sensor_patterns_worker_gc", with_sensors),
     ]
@@ -245,8 +245,8 @@ def main(argv: list[str]) -> int:
             tune_for_packets()
         started = time.perf_counter()
         if not isinstance(policy, ThreatPolicy):
-            from pipeline.flow import flow_key
-            from pipeline.packet import decode
+            from core.flow import flow_key
+            from core.packet import decode
             from workers.dpi.context import Detector
             from workers.dpi.engine import DpiEngine
             from workers.dpi.settings import DpiSettings

@@ -20,8 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.flow import flow_key  # noqa: E402
-from pipeline.packet import decode  # noqa: E402
+from core.flow import flow_key  # noqa: E402
+from core.packet import decode  # noqa: E402
 from workers.dpi.engine import DpiEngine  # noqa: E402
 from workers.dpi.settings import DpiSettings  # noqa: E402
 
@@ -132,7 +132,7 @@ def replay_file(packets: list[tuple[float, bytes]]) -> None:
     import io
     import tempfile
 
-    from workers.replay import Replay, read_capture
+    from node.replay import Replay, read_capture
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "mixed.pcap"

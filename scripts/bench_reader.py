@@ -26,10 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psutil
 
+from core.packet import decode
 from lab.enforcer import LAB_POLICY
-from pipeline.config import config_from_dict
+from node.config import config_from_dict
 from pipeline.judge import Judge
-from pipeline.packet import decode
 from policy.tables import load_policy_tables
 
 

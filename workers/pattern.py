@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections import Counter
 
-from pipeline.flow import Direction, FlowKey
-from pipeline.packet import IPPROTO_TCP, PacketMeta
-from workers.verdict import WorkerVerdict
+from core.flow import Direction, FlowKey
+from core.packet import IPPROTO_TCP, PacketMeta
+from core.verdict import WorkerVerdict
 from workers.worker import Engine
 
 

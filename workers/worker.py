@@ -16,13 +16,14 @@ from typing import Any, Protocol
 
 import zmq
 
-from pipeline import messages as M
-from pipeline.config import Config
-from pipeline.flow import Direction, FlowKey, flow_key
-from pipeline.packet import PacketMeta, decode
-from pipeline.sockets import BATCH_HWM, EVENTS_HWM, HEARTBEAT_HWM, push_to, send_block_sources
-from policy.lookup import PolicyTables
-from workers.verdict import WorkerVerdict
+from core import messages as M
+from core.flow import Direction, FlowKey, flow_key
+from core.lookup import PolicyTables
+from core.packet import PacketMeta, decode
+from core.sockets import BATCH_HWM, EVENTS_HWM, HEARTBEAT_HWM, push_to, send_block_sources
+from core.updates import Updates, UpdatesFactory
+from core.verdict import WorkerVerdict
+from workers.settings import WorkerConfig
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ class Engine(Protocol):
 
 
 class Worker:
-    def __init__(self, config: Config, index: int, engine: Engine | None = None) -> None:
+    def __init__(self, config: WorkerConfig, index: int, engine: Engine | None = None) -> None:
         self.config = config
         self.index = index
         self.engine: Engine = engine if engine is not None else _NoEngine()
@@ -200,7 +201,7 @@ class _NoEngine:
 
 
 def build_engine(
-    config: Config,
+    config: WorkerConfig,
     tables: PolicyTables,
     node: str,
     emit: Callable[[dict[str, Any]], None],
@@ -225,13 +226,8 @@ class ThreatPolicyUpdates:
     """Threat settings and sensors of the policy in force, compiled in a thread (a large sensor set takes
     seconds to compile; Hyperscan releases the GIL) and handed to the engine between two batches."""
 
-    def __init__(self, config: Config, counters: Counter[str]) -> None:
-        from pipeline.snapshot_file import SnapshotCompiler
-        from workers.detect.engine import threat_policy_from_snapshot
-
-        self.compiler = SnapshotCompiler(
-            config.paths.state_dir, threat_policy_from_snapshot, counters, "threats"
-        )
+    def __init__(self, updates: Updates[Any]) -> None:
+        self.compiler = updates
 
     def poll(self, engine: Engine, tables: PolicyTables) -> None:
         policy = self.compiler.poll()
@@ -248,10 +244,17 @@ def _inner(engine: Engine) -> Any:
     return getattr(engine, "engine", engine)  # through the lab's PatternRule wrapper
 
 
-def run_worker(config: Config, index: int, tables: PolicyTables, node: str) -> int:
+def run_worker(
+    config: WorkerConfig,
+    index: int,
+    tables: PolicyTables,
+    node: str,
+    threat_updates: UpdatesFactory[Any] | None = None,
+) -> int:
     worker = Worker(config, index)
     worker.engine = build_engine(config, tables, node, worker.emit, worker.on_fqdn)
-    worker.threat_policy = ThreatPolicyUpdates(config, worker.counters)
+    if threat_updates is not None:
+        worker.threat_policy = ThreatPolicyUpdates(threat_updates(worker.counters))
     worker.tables = tables
     signal.signal(signal.SIGTERM, worker.stop)
     signal.signal(signal.SIGINT, worker.stop)

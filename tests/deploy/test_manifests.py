@@ -276,7 +276,7 @@ def _daemonset_environ(container: dict[str, Any]) -> dict[str, str]:
 
 
 def test_configmap_and_environment_load_as_the_enforcer_configuration(container: dict[str, Any]) -> None:
-    from pipeline.config import config_from_dict
+    from node.config import config_from_dict
 
     environ = _daemonset_environ(container)
     config = config_from_dict(_config_toml(), environ)
@@ -294,7 +294,7 @@ def test_every_enforcer_variable_of_the_daemonset_is_a_config_override(container
     import dataclasses
     from typing import get_type_hints
 
-    from pipeline.config import ALIASES, CONFIG_PATH_ENV, Config
+    from node.config import ALIASES, CONFIG_PATH_ENV, Config
 
     known = set(ALIASES) | {CONFIG_PATH_ENV}
     for section, section_type in get_type_hints(Config).items():

@@ -5,8 +5,8 @@ from __future__ import annotations
 import ipaddress
 import struct
 
-from pipeline.flow import Direction, FlowKey, flow_key
-from pipeline.packet import TCP_ACK, TCP_SYN, PacketMeta, decode
+from core.flow import Direction, FlowKey, flow_key
+from core.packet import TCP_ACK, TCP_SYN, PacketMeta, decode
 
 CLIENT = "198.18.0.1"
 SERVER = "198.18.1.1"

@@ -8,11 +8,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from workers.detect import catalogue as C
+from threats import catalogue as C
+from threats.settings import DEFAULT_SETTINGS, compile_threat_settings
 from workers.detect.database import AccessDeniedTracker, check_query, mysql_error_code
 from workers.detect.dns import DnsDetector, check_message, label_entropy
 from workers.detect.http import SlowlorisTracker, check_headers, check_struts_body
-from workers.detect.settings import DEFAULT_SETTINGS, compile_threat_settings
 from workers.detect.tls import check_records, check_ssh_banner, hello_version
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from workers.detect.cli import _handler, register
+from node.threats_cli import _handler, register
 
 PCAPS = Path(__file__).parent / "pcaps"
 

@@ -10,11 +10,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.packet import TCP_ACK, TCP_PSH, TCP_SYN
-from policy.lookup import Action, Decision, Mode, Report
+from core.lookup import Action, Decision, Mode, Report
+from core.packet import TCP_ACK, TCP_PSH, TCP_SYN
+from core.verdict import WorkerVerdict
 from workers.detect.engine import DetectingEngine, build_engine, compile_threat_policy
 from workers.dpi.settings import DpiSettings
-from workers.verdict import WorkerVerdict
 
 from .build import handshake, ipv4, packet, tcp4, udp
 
@@ -279,8 +279,8 @@ def test_evidence_store_is_bounded() -> None:
 
 def test_policy_snapshot_adapter() -> None:
     from policy.loader import parse_policy
+    from threats.settings import ThreatSettingsError
     from workers.detect.engine import threat_policy_from_snapshot
-    from workers.detect.settings import ThreatSettingsError
 
     sensor = {"name": "cc", "kind": "dlp", "context": "body", "patterns": ["tok_[0-9]{6}"], "action": "block"}
     doc = {
@@ -294,7 +294,7 @@ def test_policy_snapshot_adapter() -> None:
     }
     policy = threat_policy_from_snapshot(parse_policy(doc))
     s = policy.settings.for_group("web")
-    from workers.detect import catalogue as C
+    from threats import catalogue as C
     from workers.detect.sensors import Context
 
     assert (
@@ -308,9 +308,9 @@ def test_policy_snapshot_adapter() -> None:
 
 
 def test_stats_name_evictions_and_blocked_sources() -> None:
-    from pipeline import anomalies as A
+    from core import anomalies as A
+    from threats.packets import PacketLimits
     from workers.detect.engine import DetectLimits, ThreatEngine
-    from workers.detect.packets import PacketLimits
 
     events: list[dict[str, Any]] = []
     limits = DetectLimits(packet=PacketLimits(max_flows=4), max_aggregate_keys=2)
@@ -422,8 +422,7 @@ def test_sql_injection_in_tds_and_tns(session: Any, port: int) -> None:
     st.sampled_from([b"application/json", b"application/x-www-form-urlencoded", b"text/xml", b""]),
 )
 def test_hooks_never_raise_on_hostile_requests(uri: bytes, body: bytes, ctype: bytes) -> None:
-    from pipeline import anomalies as A
-
+    from core import anomalies as A
     lab = Lab(sensors=[{"name": "waf", "predefined": "waf"}, {"name": "cc", "predefined": "credit_card"}])
     clean_uri = b"/" + bytes(c for c in uri if 0x21 <= c < 0x7F)
     request = (
@@ -445,7 +444,7 @@ def test_dns_over_tcp_events() -> None:
 
 
 def test_sensor_streams_are_capped_and_released() -> None:
-    from pipeline import anomalies as A
+    from core import anomalies as A
     from workers.detect.engine import DetectLimits
 
     events: list[dict[str, Any]] = []
@@ -509,7 +508,7 @@ def test_block_source_with_a_period_blocks_later_flows() -> None:
     assert verdicts[-1] is WorkerVerdict.RESET_FLOW  # web (198.18.1.0/24) is in protect mode
     assert lab.send([tcp4(CLIENT, 49101, WEB, 80, TCP_SYN)]) == [WorkerVerdict.BLOCK_FLOW]
     # and the worker hands the block to the supervisor, which drops the source in the kernel
-    from workers.detect.catalogue import MYSQL_ACCESS_DENIED
+    from threats.catalogue import MYSQL_ACCESS_DENIED
 
     seconds = MYSQL_ACCESS_DENIED.thresholds["block_seconds"]
     assert lab.engine.threats.new_blocks == [(ipaddress.ip_address(CLIENT).packed, float(seconds))]
@@ -535,8 +534,7 @@ def test_undecodable_packets_are_reported_without_a_policy_lookup() -> None:
 
 
 def test_a_detector_exception_is_counted_and_the_packet_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:
-    from pipeline import anomalies as A
-
+    from core import anomalies as A
     lab = Lab()
 
     def broken(*_args: object) -> list[object]:
@@ -563,8 +561,7 @@ _TEMPLATES = [
     st.lists(st.tuples(st.sampled_from(_TEMPLATES), st.integers(0, 120), st.integers(0, 255)), max_size=10)
 )
 def test_engine_never_raises_on_mutated_traffic(mutations: list[tuple[bytes, int, int]]) -> None:
-    from pipeline import anomalies as A
-
+    from core import anomalies as A
     lab = Lab(sensors=[{"name": "waf", "predefined": "waf"}])
     for template, pos, value in mutations:
         buf = bytearray(template)

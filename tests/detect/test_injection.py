@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from workers.detect import catalogue as C
+from threats import catalogue as C
 from workers.detect.decode import (
     MAX_DECODE_ROUNDS,
     expose_mysql_comments,

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
+from node.replay import read_capture
+from node.threats_replay import replay_threats, threat_totals
 from workers.detect.engine import compile_threat_policy
-from workers.detect.replay import replay_threats, threat_totals
-from workers.replay import read_capture
 
 pytestmark = pytest.mark.netns
 

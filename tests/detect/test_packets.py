@@ -6,10 +6,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.packet import TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, TCP_URG
-from workers.detect import catalogue as C
-from workers.detect.packets import PacketDetector, PacketLimits, illegal_tcp_flags, parse_tcp_options
-from workers.detect.settings import DEFAULT_SETTINGS, ThreatSettings, compile_threat_settings
+from core.packet import TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, TCP_URG
+from threats import catalogue as C
+from threats.packets import PacketDetector, PacketLimits, illegal_tcp_flags, parse_tcp_options
+from threats.settings import DEFAULT_SETTINGS, ThreatSettings, compile_threat_settings
 
 from .build import (
     CLIENT,

@@ -6,8 +6,8 @@ import pytest
 
 from policy.loader import parse_policy, policy_to_dict
 from policy.model import PolicyError, ThreatAction
-from workers.detect.catalogue import BY_NAME
-from workers.detect.catalogue import ThreatAction as DetectAction
+from threats.catalogue import BY_NAME
+from threats.catalogue import ThreatAction as DetectAction
 from workers.detect.engine import threat_policy_from_snapshot
 
 DOC = {
@@ -46,11 +46,11 @@ def test_group_threats_name_an_unknown_group() -> None:
 
 
 def test_policy_process_rejects_threat_settings_the_workers_cannot_compile() -> None:
-    from policy.service import threat_settings_problem
+    from workers.detect.engine import threat_policy_problem
 
-    assert threat_settings_problem(parse_policy(DOC)) == ""
+    assert threat_policy_problem(parse_policy(DOC)) == ""
     bad = parse_policy({**DOC, "threats": {"syn_flood": {"thresholds": {"rate": 5}}}})
-    assert "syn_flood.rate: unknown setting" in threat_settings_problem(bad)
+    assert "syn_flood.rate: unknown setting" in threat_policy_problem(bad)
     sensor = {
         "name": "s",
         "kind": "waf",
@@ -58,4 +58,4 @@ def test_policy_process_rejects_threat_settings_the_workers_cannot_compile() -> 
         "patterns": ["(?i)union\\\\s+select"],
         "action": "block",
     }
-    assert threat_settings_problem(parse_policy({**DOC, "sensors": [sensor]})) == ""  # leading flags are fine
+    assert threat_policy_problem(parse_policy({**DOC, "sensors": [sensor]})) == ""  # leading flags are fine

@@ -6,11 +6,11 @@ from typing import Any
 
 import pytest
 
-from policy.lookup import Mode
-from workers.detect import catalogue as C
-from workers.detect.aggregate import EventAggregator, threat_event
-from workers.detect.catalogue import THREATS, Threat, ThreatAction, validate_catalogue
-from workers.detect.settings import (
+from core.lookup import Mode
+from threats import catalogue as C
+from threats.aggregate import EventAggregator, threat_event
+from threats.catalogue import THREATS, Threat, ThreatAction, validate_catalogue
+from threats.settings import (
     DEFAULT_SETTINGS,
     ThreatSettingsError,
     compile_group_settings,

@@ -7,10 +7,11 @@ import tracemalloc
 
 import pytest
 
-from pipeline import anomalies as A
-from pipeline.flow import flow_key
-from pipeline.packet import decode
-from policy.lookup import Action, Decision, Mode, Report
+from core import anomalies as A
+from core.flow import flow_key
+from core.lookup import Action, Decision, Mode, Report
+from core.packet import decode
+from core.verdict import WorkerVerdict
 from tests.dpi.conftest import load_generator
 from tests.dpi.drive import settings
 from workers.dpi import events as E
@@ -23,7 +24,6 @@ from workers.dpi.parsers.base import ParserSpec, Side
 from workers.dpi.registry import PARSERS, validate
 from workers.dpi.settings import DpiSettings
 from workers.dpi.stream import TcpStream
-from workers.verdict import WorkerVerdict
 
 gen = load_generator()
 V = WorkerVerdict

@@ -10,8 +10,8 @@ import random
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.flow import flow_key
-from pipeline.packet import decode
+from core.flow import flow_key
+from core.packet import decode
 from tests.dpi.conftest import load_generator
 from tests.dpi.drive import check_result
 from tests.dpi.drive import settings as dpi_settings

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.flow import flow_key
-from pipeline.packet import decode
+from core.flow import flow_key
+from core.packet import decode
 from tests.dpi.conftest import load_generator
 from tests.dpi.drive import settings
 from tests.dpi.test_parsers import SESSIONS

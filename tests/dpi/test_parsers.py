@@ -62,7 +62,7 @@ def test_every_registered_parser_has_a_session() -> None:
 
 
 def test_registry_names_are_policy_application_names() -> None:
-    from policy.apps import APPLICATIONS
+    from core.apps import APPLICATIONS
 
     assert {p.name for p in PARSERS} <= set(APPLICATIONS)
 

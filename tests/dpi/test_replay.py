@@ -9,8 +9,8 @@ from pathlib import Path
 
 import dpkt
 
+from node import replay
 from tests.dpi.conftest import PCAPS, load_generator
-from workers import replay
 
 gen = load_generator()
 
@@ -90,7 +90,7 @@ def test_capture_read_from_a_pipe_matches_the_file(tmp_path) -> None:
     import os
     import threading
 
-    from workers.replay import read_capture
+    from node.replay import read_capture
 
     source = PCAPS / "http/http_get.pcap"
     fifo = tmp_path / "capture.fifo"

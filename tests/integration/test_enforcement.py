@@ -78,7 +78,7 @@ def test_status_and_metrics_endpoints(lab: Lab, enforcer: LabEnforcer) -> None:
     import sys
 
     out = lab.node_exec(
-        sys.executable, "-m", "pipeline.cli", "status", "--config", str(enforcer.config_path), check=False
+        sys.executable, "-m", "node.cli", "status", "--config", str(enforcer.config_path), check=False
     )
     assert out.returncode == 0 and "reader q1" in out.stdout and "ready=True" in out.stdout, out
     metrics = lab.node_exec(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import DEFAULT_CONFIG_PATH, Config, ConfigError, config_from_dict, load_config
+from node.config import DEFAULT_CONFIG_PATH, Config, ConfigError, config_from_dict, load_config
 
 
 def test_shipped_file_is_the_defaults_and_every_key_is_commented() -> None:
@@ -66,7 +66,7 @@ def test_errors_name_the_key(doc: dict[str, object], env: dict[str, str], messag
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     import os
 
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "node.cli", *args], capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, timeout=30)  # fmt: skip
 
 
@@ -89,7 +89,7 @@ def test_config_check_prints_effective_values() -> None:
 
 
 def test_version() -> None:
-    from pipeline import __version__
+    from core import __version__
 
     result = _cli("--version")
     assert result.stdout.strip() == f"enforcer {__version__}"

@@ -8,8 +8,8 @@ import sys
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.flow import Direction, flow_hash, flow_key, worker_for
-from pipeline.packet import Fragment, PacketMeta, decode
+from core.flow import Direction, flow_hash, flow_key, worker_for
+from core.packet import Fragment, PacketMeta, decode
 from tests.pipeline.packets import tcp4, tcp6
 
 
@@ -44,7 +44,7 @@ def test_seed_changes_the_spread() -> None:
 def test_same_hash_in_another_process() -> None:
     key = flow_key(decode(tcp4(sport=4242)))[0]
     code = (
-        "from pipeline.flow import flow_key, flow_hash; from pipeline.packet import decode;"
+        "from core.flow import flow_key, flow_hash; from core.packet import decode;"
         "from tests.pipeline.packets import tcp4;"
         "print(flow_hash(flow_key(decode(tcp4(sport=4242)))[0], 12345))"
     )

@@ -5,14 +5,14 @@ from __future__ import annotations
 import dpkt
 import pytest
 
-from pipeline.config import config_from_dict
+from node.config import config_from_dict
 from pipeline.guard import WATCH_SAMPLE
 from pipeline.judge import Act, Judge
 from policy.loader import parse_policy_text
 from policy.tables import DictTables, compile_policy
 from tests.pipeline.packets import tcp4
+from threats.settings import compile_group_settings
 from workers.detect.engine import threat_settings_from_snapshot
-from workers.detect.settings import compile_group_settings
 
 SYN, ACK = dpkt.tcp.TH_SYN, dpkt.tcp.TH_ACK
 WEB, API = "198.18.2.11", "198.18.2.12"

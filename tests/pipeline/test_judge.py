@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import dpkt
 
+from core.lookup import Action, Decision, Mode, Report
+from core.packet import decode
+from core.verdict import WorkerVerdict
 from lab.enforcer import LAB_POLICY
-from pipeline.config import config_from_dict
+from node.config import config_from_dict
 from pipeline.judge import Act, Judge
-from pipeline.packet import decode
-from policy.lookup import Action, Decision, Mode, Report
 from policy.tables import load_policy_tables
 from tests.pipeline.packets import tcp4, tcp6, udp4
-from workers.verdict import WorkerVerdict
 
 SYN, ACK = dpkt.tcp.TH_SYN, dpkt.tcp.TH_ACK
 

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline import anomalies as A
-from pipeline import messages as M
+from core import anomalies as A
+from core import messages as M
 
 
 @pytest.mark.parametrize(

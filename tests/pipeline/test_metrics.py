@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.metrics import render
+from node.metrics import render
 
 
 def test_histogram_is_cumulative_and_rules_are_labelled() -> None:

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from pipeline.config import config_from_dict
-from pipeline.netfilter import ChainSpec, chain_rules, restore_script
+from node.config import config_from_dict
+from node.netfilter import ChainSpec, chain_rules, restore_script
 
 NS = "nft-unit"
 
@@ -79,7 +79,7 @@ def test_install_replaces_stale_rules_and_remove_leaves_nothing(netns: list[str]
     run("iptables", "-I", "FORWARD", "-j", "ENFORCER")
     run("iptables", "-I", "FORWARD", "-j", "ENFORCER")
     code = (
-        "from pipeline.config import config_from_dict; from pipeline.netfilter import *;"
+        "from node.config import config_from_dict; from node.netfilter import *;"
         "import sys; n = Netfilter(ChainSpec.from_config(config_from_dict({}, {})));"
         "n.install() if sys.argv[1] == 'install' else n.remove()"
     )
@@ -104,9 +104,9 @@ def test_install_replaces_stale_rules_and_remove_leaves_nothing(netns: list[str]
 
 BLOCKS_CODE = """
 import ipaddress, sys
-from pipeline.config import config_from_dict
-from pipeline.netfilter import ChainSpec, Netfilter
-from pipeline.source_blocks import SourceBlocks
+from node.config import config_from_dict
+from node.netfilter import ChainSpec, Netfilter
+from node.source_blocks import SourceBlocks
 n = Netfilter(ChainSpec.from_config(config_from_dict({}, {})))
 n.install()
 blocks = SourceBlocks(n, max_sources=2)

@@ -8,8 +8,8 @@ import dpkt
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline import anomalies as A
-from pipeline.packet import Fragment, PacketMeta, decode
+from core import anomalies as A
+from core.packet import Fragment, PacketMeta, decode
 from tests.pipeline.packets import a4, a6, icmp4_echo, tcp4, tcp6, udp4
 
 

@@ -6,7 +6,7 @@ import struct
 
 import dpkt
 
-from pipeline.packet import decode
+from core.packet import decode
 from pipeline.reset import resets_for
 from tests.pipeline.packets import tcp4, tcp6, udp4
 

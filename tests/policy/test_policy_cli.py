@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from policy.cli import register
+from core.lookup import Action, Mode
+from node.policy_cli import register
 from policy.crd import CrdError, convert_crds, rule_id_for
 from policy.loader import load_policy, parse_policy
-from policy.lookup import Action, Mode
 from policy.tables import DictTables, Workload, compile_policy
 
 DATA = Path(__file__).parent / "data"

@@ -16,9 +16,9 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline import messages as M
-from policy.controller import EventStore, load_policy_dir, register
-from policy.events import EventType, make_event
+from controller.program import EventStore, load_policy_dir, register
+from core import messages as M
+from core.events import EventType, make_event
 from policy.loader import parse_policy
 from policy.model import PolicyError
 

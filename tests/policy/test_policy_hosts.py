@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from core.lookup import Action, Decision, normalize_host
 from policy.loader import parse_policy, parse_policy_text, policy_to_dict
-from policy.lookup import Action, Decision, normalize_host
 from policy.model import PolicyError
 from policy.shm import SharedTables, TablesWriter
 from policy.tables import DictTables, compile_policy
@@ -120,7 +120,7 @@ def test_normalize_host(raw: bytes | str, want: str) -> None:
 
 
 def test_every_server_application_the_http_parser_names_can_be_ruled() -> None:
-    from policy.apps import APPLICATIONS, HTTP_SERVER_APPS
+    from core.apps import APPLICATIONS, HTTP_SERVER_APPS
     from workers.dpi.parsers.http import SERVER_APP_HEADERS, server_app
 
     named = {app for _, _, app in SERVER_APP_HEADERS}

@@ -44,7 +44,7 @@ class FastController(LabController):
     def start(self) -> LabController:
         log = open(self.tmp / "controller.log", "ab")
         self.proc = self.lab.popen(
-            "node", sys.executable, "-m", "pipeline.cli", "controller",
+            "node", sys.executable, "-m", "node.cli", "controller",
             "--policy-dir", str(self.policy_dir), "--db", str(self.db),
             "--listen", f"tcp://127.0.0.1:{self.port}", "--watch", "0.2", "--heartbeat", "0.5",
             "--secret-key", str(self.keys / "controller.key_secret"), "--clients", str(self.clients),

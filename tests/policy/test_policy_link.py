@@ -20,12 +20,12 @@ import msgpack
 import pytest
 import zmq
 
-from pipeline import anomalies as A
-from pipeline import messages as M
-from policy.controller import Controller
-from policy.events import EventType, make_event
+from controller.program import Controller
+from core import anomalies as A
+from core import messages as M
+from core.events import EventType, make_event
+from core.lookup import Action, Mode
 from policy.keys import generate_keypair
-from policy.lookup import Action, Mode
 from policy.service import PolicyService, ServiceSettings, open_shared_tables, run_policy_service
 
 POLICY = """
@@ -123,15 +123,15 @@ class Lab:
 
         def main() -> None:
             if version is not None:
-                import pipeline
+                import core
 
-                # the service reads pipeline.__version__ at construction; a wrong one is simulated here
-                old = pipeline.__version__
-                pipeline.__version__ = version
+                # the service reads core.__version__ at construction; a wrong one is simulated here
+                old = core.__version__
+                core.__version__ = version
                 try:
                     run_policy_service(settings, stop, box.append)
                 finally:
-                    pipeline.__version__ = old
+                    core.__version__ = old
             else:
                 run_policy_service(settings, stop, box.append)
 

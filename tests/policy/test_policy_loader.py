@@ -9,8 +9,8 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from core.lookup import Mode
 from policy.loader import dump_policy, load_policy, parse_policy, parse_policy_text, policy_to_dict
-from policy.lookup import Mode
 from policy.model import PolicyError
 
 DEMO = Path(__file__).resolve().parents[2] / "config" / "policies" / "demo.yaml"

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from policy.lookup import Mode
+from core.lookup import Mode
 from policy.model import (
     PROTO_ANY,
     PROTO_ICMP,

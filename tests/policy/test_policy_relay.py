@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from policy.events import EventType, make_event
+from core.events import EventType, make_event
 from policy.events_relay import EventAggregator, EventSpool
 
 FLOW = {"family": 4, "proto": 6, "src": "198.18.1.5", "sport": 4000, "dst": "198.18.2.5", "dport": 22}

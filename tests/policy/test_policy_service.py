@@ -1,6 +1,6 @@
 """The policy process: no gap at start-up, last-known-good, standalone file watch, events to JSON lines.
 
-`run_policy_process` runs in a real child process with a real `pipeline.config.Config`; the test plays
+`run_policy_process` runs in a real child process with a real `node.config.Config`; the test plays
 a reader mapping the shared tables and a worker sending events over the real IPC socket.
 """
 
@@ -19,10 +19,10 @@ from pathlib import Path
 
 import zmq
 
-from pipeline import messages as M
-from pipeline.config import Config, PolicyConfig, RuntimeDirsConfig
-from policy.events import EventType, make_event
-from policy.lookup import Action, Mode
+from core import messages as M
+from core.events import EventType, make_event
+from core.lookup import Action, Mode
+from node.config import Config, PolicyConfig, RuntimeDirsConfig
 from policy.model import startup_snapshot
 from policy.service import (
     LastKnownGood,

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from core.lookup import Action, Mode
 from policy.loader import parse_policy_text
-from policy.lookup import Action, Mode
 from policy.shm import (
     MAX_READER_SLOTS,
     SharedTables,

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from core.lookup import Action, Mode, Report
 from policy.loader import parse_policy_text
-from policy.lookup import Action, Mode, Report
 from policy.model import mode_name
 from policy.tables import DictTables, Workload, compile_policy, load_policy_tables
 

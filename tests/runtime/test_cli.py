@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 
-from pipeline.cli import main
+from node.cli import main
 from runtime.cli import load_policy
 
 
@@ -36,7 +36,7 @@ def test_runs_and_prints_events_as_json_lines(tmp_path, netns: str) -> None:
         [
             sys.executable,
             "-m",
-            "pipeline.cli",
+            "node.cli",
             "runtime",
             "--policy",
             pol,

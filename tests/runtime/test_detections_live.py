@@ -8,7 +8,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from policy.lookup import Mode
+from core.lookup import Mode
 from runtime import detections
 from runtime.profiles import ProcessEntry
 from tests.runtime.conftest import Harness, kill_tree, spawn_in, wait_for

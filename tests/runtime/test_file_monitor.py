@@ -7,8 +7,8 @@ import subprocess
 import time
 from collections.abc import Callable
 
-from pipeline import anomalies
-from policy.lookup import Mode
+from core import anomalies
+from core.lookup import Mode
 from runtime.file_monitor import Aggregator, expand_paths
 from runtime.identity import GroupSelector
 from runtime.profiles import FileAction, FileRule, ProcessEntry, ProcessProfile, RuntimePolicy

@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 import pytest
 
-from pipeline import anomalies
-from policy.lookup import Mode
+from core import anomalies
+from core.lookup import Mode
 from runtime.monitor import run_runtime_monitor
 from runtime.profiles import RuntimePolicy
 from runtime.settings import RuntimeSettings

@@ -9,7 +9,7 @@ import time
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline import anomalies
+from core import anomalies
 from runtime.proc_connector import (
     CN_IDX_PROC,
     CN_VAL_PROC,

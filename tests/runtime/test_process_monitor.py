@@ -9,8 +9,8 @@ import subprocess
 import time
 from collections.abc import Callable
 
-from pipeline import anomalies
-from policy.lookup import Mode
+from core import anomalies
+from core.lookup import Mode
 from runtime.identity import GroupSelector, Workload
 from runtime.process_monitor import ProcessMonitor
 from runtime.profiles import ProcessEntry, ProcessProfile, RuntimePolicy

@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline import anomalies
-from policy.lookup import Mode
+from core import anomalies
+from core.lookup import Mode
 from runtime.identity import GroupSelector
 from runtime.profiles import (
     EntryAction,

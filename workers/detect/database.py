@@ -7,10 +7,10 @@ counts MySQL authentication failures per client address in a window (brute force
 
 from __future__ import annotations
 
-from workers.detect.catalogue import MYSQL_ACCESS_DENIED, Hit
+from threats.catalogue import MYSQL_ACCESS_DENIED, Hit
+from threats.settings import ThreatSettings
+from threats.window import WindowCounter
 from workers.detect.injection import check_sql_query
-from workers.detect.settings import ThreatSettings
-from workers.detect.window import WindowCounter
 
 # ER_ACCESS_DENIED_ERROR, ER_ACCESS_DENIED_NO_PASSWORD_ERROR: the codes of a failed login.
 MYSQL_DENIED_CODES = frozenset({1045, 1698})

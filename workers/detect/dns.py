@@ -12,7 +12,7 @@ import math
 import struct
 from collections import Counter
 
-from workers.detect.catalogue import (
+from threats.catalogue import (
     DNS_NULL_TYPE,
     DNS_OVERFLOW,
     DNS_POINTER_LOOP,
@@ -21,8 +21,8 @@ from workers.detect.catalogue import (
     Hit,
     excerpt_of,
 )
-from workers.detect.settings import ThreatSettings
-from workers.detect.window import LruTable, WindowCounter
+from threats.settings import ThreatSettings
+from threats.window import LruTable, WindowCounter
 
 _HEADER = struct.Struct("!HHHHHH")
 _RR_FIXED = struct.Struct("!HHIH")

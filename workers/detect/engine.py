@@ -31,20 +31,28 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from pipeline import anomalies as A
-from pipeline.flow import Direction, FlowKey
-from pipeline.packet import IPPROTO_TCP, IPPROTO_UDP, TCP_ACK, TCP_SYN, PacketMeta
-from policy.lookup import Mode, PolicyTables
-from workers.detect import catalogue as C
-from workers.detect.aggregate import EventAggregator, finding_key, threat_event
-from workers.detect.catalogue import Finding, Hit, Threat, ThreatAction, excerpt_of
+from core import anomalies as A
+from core.flow import Direction, FlowKey
+from core.lookup import Mode, PolicyTables
+from core.packet import IPPROTO_TCP, IPPROTO_UDP, TCP_ACK, TCP_SYN, PacketMeta
+from core.verdict import WorkerVerdict
+from threats import catalogue as C
+from threats.aggregate import EventAggregator, finding_key, threat_event
+from threats.catalogue import Finding, Hit, Threat, ThreatAction, excerpt_of
+from threats.packets import PacketDetector, PacketLimits
+from threats.settings import (
+    GroupThreatSettings,
+    ThreatSettings,
+    compile_group_settings,
+    effective_action,
+)
+from threats.window import LruTable
 from workers.detect.database import AccessDeniedTracker
 from workers.detect.decode import percent_decode
 from workers.detect.dns import DnsDetector, tunnel_name
 from workers.detect.evidence import EvidenceLimits, EvidenceStore
 from workers.detect.http import check_headers, check_struts_body
 from workers.detect.injection import check_request, check_sql_query
-from workers.detect.packets import PacketDetector, PacketLimits
 from workers.detect.sensors import (
     Context,
     SensorAction,
@@ -53,18 +61,10 @@ from workers.detect.sensors import (
     SensorStream,
     compile_sensors,
 )
-from workers.detect.settings import (
-    GroupThreatSettings,
-    ThreatSettings,
-    compile_group_settings,
-    effective_action,
-)
 from workers.detect.tls import check_ssh_banner, check_sslv2, is_sslv2, version_hits
-from workers.detect.window import LruTable
 from workers.dpi import events as E
 from workers.dpi.context import Detector, FlowContext
 from workers.dpi.parsers.base import Side
-from workers.verdict import WorkerVerdict
 
 DETECTOR_NAME = "threats"
 MAX_NEW_BLOCKS = 1024  # block-source requests held for the kernel between two takes
@@ -699,3 +699,14 @@ def threat_policy_from_snapshot(snapshot: Any, use_hyperscan: bool = True) -> Th
     return compile_threat_policy(
         snapshot.version, threat_documents_from_snapshot(snapshot), sensors, use_hyperscan
     )
+
+
+def threat_policy_problem(snapshot: Any) -> str:
+    """Why the snapshot's threat settings or sensors would not compile in the workers ("" if they do):
+    checked here so such a policy is rejected whole, not half applied. Python `re` stands in for
+    Hyperscan, which the workers compile with, to keep the check quick."""
+    try:
+        threat_policy_from_snapshot(snapshot, use_hyperscan=False)
+    except Exception as exc:  # ValueError naming the key or pattern; re.error for a pattern it missed
+        return f"threat settings or sensors: {exc}"
+    return ""

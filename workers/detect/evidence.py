@@ -16,7 +16,7 @@ import struct
 from collections import deque
 from collections.abc import Hashable
 
-from workers.detect.window import LruTable
+from threats.window import LruTable
 
 _PCAP_HEADER = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 101)  # LINKTYPE_RAW
 _RECORD = struct.Struct("<IIII")

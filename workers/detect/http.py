@@ -11,7 +11,7 @@ import dataclasses
 import re
 from collections.abc import Callable, Sequence
 
-from workers.detect.catalogue import (
+from threats.catalogue import (
     HTTP_NEGATIVE_LENGTH,
     HTTP_SLOWLORIS,
     HTTP_SMUGGLING,
@@ -19,8 +19,8 @@ from workers.detect.catalogue import (
     Hit,
     excerpt_of,
 )
-from workers.detect.settings import ThreatSettings
-from workers.detect.window import LruTable
+from threats.settings import ThreatSettings
+from threats.window import LruTable
 
 Header = tuple[bytes, bytes]
 

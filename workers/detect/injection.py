@@ -26,7 +26,7 @@ from typing import Any
 
 import libinjection
 
-from workers.detect.catalogue import SQL_INJECTION, XSS, Hit, excerpt_of
+from threats.catalogue import SQL_INJECTION, XSS, Hit, excerpt_of
 from workers.detect.decode import PAIR_SEPARATOR, variants
 
 # Values checked per request (query, form, cookie and JSON values together): a request with more is

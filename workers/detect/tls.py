@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import struct
 
-from workers.detect.catalogue import (
+from threats.catalogue import (
     HEARTBLEED,
     SSH_V1,
     SSL_CIPHER_OVERFLOW,

@@ -19,11 +19,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pipeline.flow import Direction, FlowKey
-from pipeline.packet import PacketMeta
+from core.flow import Direction, FlowKey
+from core.packet import PacketMeta
+from core.verdict import WorkerVerdict
 from workers.dpi.events import Finding, ParserEvent
 from workers.dpi.parsers.base import Side
-from workers.verdict import WorkerVerdict
 
 
 @dataclass(slots=True, eq=False)
@@ -46,7 +46,7 @@ class FlowContext:
     sni: bytes = b""  # TLS SNI of the client hello
     server_names: tuple[str, ...] = ()  # names the server address had in the FQDN cache at flow start
     rule_id: int = 0
-    mode: int = -1  # policy.lookup.Mode of the deciding group; -1 with no policy
+    mode: int = -1  # core.lookup.Mode of the deciding group; -1 with no policy
     decided: bool = False  # the app-aware decision was made (or the fallback applied)
     decision: str = "pending"  # "allow" | "block" | "reset" | "pending"; why in `reason`
     reason: str = ""  # "app" | "unidentified" | "threat:<name>" | an anomaly name

@@ -15,8 +15,8 @@ import struct
 from collections import OrderedDict
 from collections.abc import Callable
 
-from pipeline import anomalies as A
-from pipeline.packet import PacketMeta
+from core import anomalies as A
+from core.packet import PacketMeta
 from workers.dpi.settings import DpiSettings
 
 _IPV6_EXT = frozenset((0, 43, 60, 135, 139, 140))

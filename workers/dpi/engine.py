@@ -28,9 +28,11 @@ import itertools
 from collections import Counter
 from collections.abc import Callable, Sequence
 
-from pipeline import anomalies as A
-from pipeline.flow import Direction, FlowKey, flow_key
-from pipeline.packet import (
+from core import anomalies as A
+from core.events import EventType, flow_fields, make_event
+from core.flow import Direction, FlowKey, flow_key
+from core.lookup import Action, Decision, Mode, PolicyTables, Report, normalize_host
+from core.packet import (
     IPPROTO_TCP,
     IPPROTO_UDP,
     TCP_ACK,
@@ -41,8 +43,7 @@ from pipeline.packet import (
     PacketMeta,
     decode,
 )
-from policy.events import EventType, flow_fields, make_event
-from policy.lookup import Action, Decision, Mode, PolicyTables, Report, normalize_host
+from core.verdict import WorkerVerdict
 from workers.dpi import registry
 from workers.dpi.context import Detector, FlowContext
 from workers.dpi.defrag import Defragmenter
@@ -51,7 +52,6 @@ from workers.dpi.fqdn import FqdnCache
 from workers.dpi.parsers.base import FeedResult, Outcome, Parser, ParserSpec, Side
 from workers.dpi.settings import DpiSettings
 from workers.dpi.stream import TcpStream
-from workers.verdict import WorkerVerdict
 
 EventObserver = Callable[[FlowContext, ParserEvent], None]
 FlowObserver = Callable[[FlowContext], None]

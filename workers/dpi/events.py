@@ -27,7 +27,7 @@ Headers = tuple[tuple[bytes, bytes], ...]
 
 @dataclass(frozen=True, slots=True)
 class ParseAnomaly:
-    """A parser saw something malformed or suspicious (name from `pipeline.anomalies`, DPI block)."""
+    """A parser saw something malformed or suspicious (name from `core.anomalies`, DPI block)."""
 
     name: str
     app: str
@@ -354,7 +354,7 @@ class SparkMessage:
 class Finding:
     """What a detector hook returns: one threat, with what it would like the engine to do.
 
-    The engine turns it into a `threat` event (`policy.events.make_event`) and acts only when `block`
+    The engine turns it into a `threat` event (`core.events.make_event`) and acts only when `block`
     is set and the flow's deciding group is in protect mode (RESET_FLOW for TCP, BLOCK_FLOW otherwise);
     in discover/monitor (or with no policy) it only alerts.
     """

@@ -11,7 +11,7 @@ import itertools
 from collections import OrderedDict
 from collections.abc import Callable
 
-from pipeline import anomalies as A
+from core import anomalies as A
 from workers.dpi.events import DnsMessage
 from workers.dpi.parsers.dns import TYPE_A, TYPE_AAAA, TYPE_CNAME
 from workers.dpi.settings import DpiSettings

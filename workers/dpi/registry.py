@@ -3,7 +3,7 @@
 Order matters only as a tie-break: when two candidates finalize on the same bytes, the earlier entry
 wins (candidates whose default ports include the flow's server port are tried first). `validate()` runs
 at engine start: unique names per transport, known transports, ports in range. Names are the canonical
-application names of `policy.apps.APPLICATIONS` (what rules name), checked by the tests.
+application names of `core.apps.APPLICATIONS` (what rules name), checked by the tests.
 """
 
 from __future__ import annotations

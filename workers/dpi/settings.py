@@ -2,7 +2,7 @@
 
 The worker builds one `DpiSettings` from the `[dpi]` table of the enforcer config and passes it down;
 nothing in the DPI reads configuration on its own. Each limit, when exceeded, raises the anomaly named
-beside it (`pipeline.anomalies`, DPI block) and the listed fallback decides.
+beside it (`core.anomalies`, DPI block) and the listed fallback decides.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ Mid-stream pick-up: with no SYN seen the first segment's sequence number starts 
 
 from __future__ import annotations
 
-from pipeline import anomalies as A
+from core import anomalies as A
 
 _NONE: list[str] = []  # shared "no anomaly" list, never appended to (keeps idle streams small)
 _MOD = 1 << 32

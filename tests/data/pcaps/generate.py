@@ -708,7 +708,7 @@ def replay_lines(path: Path, policy: Path | None = None) -> list[dict]:
     import io
     import json
 
-    from workers.replay import Replay, read_capture
+    from node.replay import Replay, read_capture
 
     tables = None
     if policy is not None:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pipeline.packet import TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN
+from core.packet import TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN
 
 from ..build import handshake, icmp, ipv4, mss, tcp, tcp4, udp, wscale
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import struct
 
-from pipeline import anomalies as A
+from core import anomalies as A
 from workers.dpi.events import DnsAnswer, DnsMessage, DnsQuestion, ParserEvent
 from workers.dpi.parsers.base import FeedResult, Outcome, Side
 from workers.dpi.settings import DpiSettings

@@ -11,7 +11,7 @@ connection closes); 1xx/204/304 and responses to HEAD have none. After CONNECT 2
 
 from __future__ import annotations
 
-from pipeline import anomalies as A
+from core import anomalies as A
 from workers.dpi.events import Headers, HttpRequest, HttpResponse, ParseAnomaly, ParserEvent
 from workers.dpi.parsers.base import FeedResult, Outcome, Side
 from workers.dpi.settings import DpiSettings
@@ -34,7 +34,7 @@ _MAX_METHOD = 16
 _MAX_PENDING_METHODS = 64  # requests remembered for matching responses (HEAD has no body)
 
 # Server applications named by response headers, as NeuVector does (header, token, app). The names are
-# those of `policy.apps.HTTP_SERVER_APPS`, so rules can name them.
+# those of `core.apps.HTTP_SERVER_APPS`, so rules can name them.
 SERVER_APP_HEADERS: tuple[tuple[bytes, bytes, str], ...] = (
     (b"server", b"apache", "Apache"),
     (b"server", b"nginx", "nginx"),

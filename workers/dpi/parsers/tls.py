@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import struct
 
-from pipeline import anomalies as A
+from core import anomalies as A
 from workers.dpi.events import (
     ParseAnomaly,
     ParserEvent,

@@ -3,7 +3,7 @@
 Every event has `type`, `time` (UNIX seconds, float), `node`, `id` (unique per node: node start time and
 a sequence) and the fields of its type. Producers build events with `make_event`, which checks the
 type's required fields, so a misspelt field is an error where it is made rather than a hole in the
-controller's database. On the wire an event is a plain msgpack map (see `pipeline.messages`).
+controller's database. On the wire an event is a plain msgpack map (see `core.messages`).
 """
 
 from __future__ import annotations

@@ -24,13 +24,13 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import IO, Any
 
-from pipeline.flow import flow_key
-from pipeline.packet import decode
+from core.flow import flow_key
+from core.packet import decode
+from core.verdict import WorkerVerdict
 from workers.dpi.context import FlowContext
 from workers.dpi.engine import DpiEngine
 from workers.dpi.events import ParserEvent
 from workers.dpi.settings import DpiSettings
-from workers.verdict import WorkerVerdict
 
 # Link types (pcap LINKTYPE_* / dpkt DLT_* values as they appear in files)
 _LINK_NULL, _LINK_ETHERNET, _LINK_RAW_A, _LINK_RAW_B, _LINK_RAW, _LINK_LOOP = 0, 1, 12, 14, 101, 108

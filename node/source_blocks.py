@@ -15,7 +15,7 @@ import ipaddress
 import logging
 from collections import Counter
 
-from pipeline.netfilter import Netfilter, NetfilterError
+from node.netfilter import Netfilter, NetfilterError
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from pipeline.config import load_config
+from node.config import load_config
 
 # Counters shown per child by `top` (all are in `status --json`).
 SHOWN = ("packets", "verdict.allow", "verdict.pass", "verdict.reset", "verdict.drop", "inspect.sent",

@@ -15,7 +15,7 @@ from typing import Any
 
 import msgpack
 
-from pipeline import anomalies as A
+from core import anomalies as A
 
 SCHEMA_VERSION = 1
 
@@ -58,7 +58,7 @@ class Verdicts:
 
 @dataclass(frozen=True, slots=True)
 class Events:
-    """Events from a producer (`source` e.g. "worker 1"), dicts made by policy.events.make_event."""
+    """Events from a producer (`source` e.g. "worker 1"), dicts made by core.events.make_event."""
 
     source: str
     events: list[dict[str, Any]]

@@ -22,7 +22,7 @@ import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from pipeline.config import PASS, Config
+from node.config import PASS, Config
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 This is the hot path of every reader, so it slices and unpacks with precompiled structs instead of
 building dpkt objects (~1 µs against ~12 µs per packet here). It never raises on bad input: a packet
-that cannot be decoded comes back with `anomaly` set to a name from `pipeline.anomalies` and with
+that cannot be decoded comes back with `anomaly` set to a name from `core.anomalies` and with
 whatever fields were readable, so the caller can count it and let the exception policy decide.
 """
 
@@ -12,7 +12,7 @@ import enum
 import struct
 from typing import NamedTuple
 
-from pipeline import anomalies as A
+from core import anomalies as A
 
 IPPROTO_ICMP = 1
 IPPROTO_TCP = 6

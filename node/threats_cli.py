@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
-from workers.detect.catalogue import THREATS
+from threats.catalogue import THREATS
 from workers.detect.engine import ThreatPolicy, compile_threat_policy, threat_policy_from_snapshot
 
 _DETECTION_KEYS = frozenset({"threat_settings", "sensors"})
@@ -114,8 +114,8 @@ def _jsonable(value: Any) -> Any:
 
 
 def _replay(args: argparse.Namespace, out: IO[str]) -> int:
-    from workers.detect.replay import replay_threats, threat_totals
-    from workers.replay import CaptureError, read_capture
+    from node.replay import CaptureError, read_capture
+    from node.threats_replay import replay_threats, threat_totals
 
     policy, tables = _load(args.policy) if args.policy else (compile_threat_policy(1), None)
     evidence_dir = Path(args.evidence) if args.evidence else None

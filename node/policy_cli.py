@@ -42,9 +42,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
     except PolicyError as exc:
         print(f"enforcer policy check: {exc}", file=sys.stderr)
         return 2
-    from policy.service import threat_settings_problem
+    from workers.detect.engine import threat_policy_problem
 
-    problem = threat_settings_problem(snapshot)
+    problem = threat_policy_problem(snapshot)
     if problem:
         print(f"enforcer policy check: {args.file}: {problem}", file=sys.stderr)
         return 2

@@ -1,4 +1,4 @@
-"""Entry point of every child process: `python -m pipeline.child ROLE INDEX --config-json FILE --seed N`.
+"""Entry point of every child process: `python -m node.child ROLE INDEX --config-json FILE --seed N`.
 
 The supervisor writes the effective configuration (file and environment already merged) into its
 0700 runtime directory; children load it from there, so every process runs on the same values.
@@ -14,10 +14,11 @@ import signal
 import socket
 import sys
 
-from pipeline.config import Config, config_from_dict
-from pipeline.gctune import tune_for_packets
-from pipeline.logs import setup_logging
-from policy.lookup import PolicyTables
+from core.gctune import tune_for_packets
+from core.lookup import PolicyTables
+from node.config import Config, config_from_dict
+from node.logs import setup_logging
+from node.snapshot_file import SnapshotCompiler
 
 ROLES = ("reader", "worker", "policy", "runtime")
 PR_SET_NAME = 15
@@ -67,21 +68,31 @@ def main(argv: list[str] | None = None) -> int:
     node = config.node.name or socket.gethostname()
     if args.role == "policy":
         from policy.service import run_policy_process
+        from workers.detect.engine import threat_policy_problem
 
-        return run_policy_process(config, node)
+        return run_policy_process(config, node, validate=threat_policy_problem)
     if args.role == "runtime":
-        from pipeline.runtime_child import run_runtime_child
+        from node.runtime_child import run_runtime_child
 
         return run_runtime_child(config, node)
     tables = open_tables(config, args.role, args.index)
     tune_for_packets()
+    state_dir = config.paths.state_dir
     if args.role == "reader":
         from pipeline.reader import run_reader
+        from workers.detect.engine import threat_settings_from_snapshot
 
-        return run_reader(config, args.index, tables, args.seed, node)
+        return run_reader(
+            config.reader(), args.index, tables, args.seed, node,
+            lambda counters: SnapshotCompiler(state_dir, threat_settings_from_snapshot, counters, "guard"),
+        )
+    from workers.detect.engine import threat_policy_from_snapshot
     from workers.worker import run_worker
 
-    return run_worker(config, args.index, tables, node)
+    return run_worker(
+        config.worker(), args.index, tables, node,
+        lambda counters: SnapshotCompiler(state_dir, threat_policy_from_snapshot, counters, "threats"),
+    )
 
 
 def open_tables(config: Config, role: str, index: int) -> PolicyTables:

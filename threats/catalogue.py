@@ -2,7 +2,7 @@
 
 One ordered registry (`THREATS`): each threat has a stable numeric id (never reused or renumbered: the
 controller stores it), a stable lowercase name, a description, a severity, a default action and default
-thresholds. Per-group settings (`workers.detect.settings`) override the enable flag, the action and any
+thresholds. Per-group settings (`threats.settings`) override the enable flag, the action and any
 threshold by name; a threshold that is not declared here is rejected there, so the registry is the one
 place that says what is tunable.
 
@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import NamedTuple
 
-from pipeline.flow import Direction, FlowKey
+from core.flow import Direction, FlowKey
 
 
 class Severity(enum.StrEnum):

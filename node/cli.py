@@ -8,24 +8,24 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from pipeline import __version__
-from pipeline.config import ConfigError, describe, load_config
-from pipeline.logs import setup_logging
+from core import __version__
+from node.config import ConfigError, describe, load_config
+from node.logs import setup_logging
 
 # Modules that add subcommands with a `register(subparsers)` function, in the order of `--help`.
 SUBCOMMANDS: tuple[str, ...] = (
-    "pipeline.status",
-    "workers.replay",
-    "workers.detect.cli",
+    "node.status",
+    "node.replay",
+    "node.threats_cli",
     "runtime.cli",
-    "policy.cli",
-    "policy.controller",
+    "node.policy_cli",
+    "controller.program",
     "lab.demo",
 )
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from pipeline.supervisor import Supervisor
+    from node.supervisor import Supervisor
 
     config = load_config(args.config)
     setup_logging(config.log, "supervisor")

@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 import psutil
 import zmq
 
-from pipeline import messages as M
-from pipeline.config import PASS, Config, config_to_dict
-from pipeline.metrics import MetricsServer
-from pipeline.netfilter import ChainSpec, Netfilter, NetfilterError
-from pipeline.source_blocks import SourceBlocks
+from core import messages as M
+from node.config import PASS, Config, config_to_dict
+from node.metrics import MetricsServer
+from node.netfilter import ChainSpec, Netfilter, NetfilterError
+from node.source_blocks import SourceBlocks
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ class Supervisor:
 
     def _spawn(self, child: Child) -> None:
         cmd = [
-            sys.executable, "-m", "pipeline.child", child.role, str(child.index),
+            sys.executable, "-m", "node.child", child.role, str(child.index),
             "--config-json", self.config_json, "--seed", str(self.seed), "--supervisor-pid", str(os.getpid()),
         ]  # fmt: skip
         # A session of its own: Ctrl-C reaches the supervisor only, which stops the children in order.

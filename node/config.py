@@ -20,10 +20,34 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from core.config import (  # noqa: F401 - the sections are part of this module's interface
+    DROP,
+    FAILURE_ACTIONS,
+    HOOKS,
+    INSPECT_MODES,
+    LOG_LEVELS,
+    PASS,
+    ControllerConfig,
+    EventsConfig,
+    FailureConfig,
+    FlowsConfig,
+    LogConfig,
+    MetricsConfig,
+    NetfilterConfig,
+    NodeConfig,
+    PolicyConfig,
+    QueuesConfig,
+    RuntimeDirsConfig,
+    SupervisorConfig,
+    WorkersConfig,
+    setting,
+)
 from pipeline.guard import GuardSettings
+from pipeline.settings import ReaderConfig
 from runtime.settings import RuntimeSettings
 from workers.detect.engine import DetectLimits
 from workers.dpi.settings import DpiSettings
+from workers.settings import WorkerConfig
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "enforcer.toml"
 
@@ -32,160 +56,6 @@ class ConfigError(ValueError):
     """A configuration value that cannot be used; the message names the key path."""
 
 
-def _f(default: Any, help: str) -> Any:
-    if isinstance(default, list | tuple):
-        return field(default=tuple(default), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
-
-
-# Actions for the fail-open/fail-closed table: what happens to traffic under each failure condition.
-PASS = "pass"  # let the packet (and its flow) through unenforced
-DROP = "drop"  # drop the packet
-FAILURE_ACTIONS = (PASS, DROP)
-HOOKS = ("FORWARD", "INPUT", "OUTPUT")
-INSPECT_MODES = ("app", "new", "all")
-LOG_LEVELS = ("debug", "info", "warning", "error")
-
-
-@dataclass(frozen=True, slots=True)
-class NodeConfig:
-    name: str = _f("", "node name reported in events; empty means the host name")
-
-
-@dataclass(frozen=True, slots=True)
-class QueuesConfig:
-    first: int = _f(0, "first NFQUEUE number; readers bind first..first+readers-1")
-    readers: int = _f(2, "number of reader processes, one per queue")
-    reader_cpus: tuple[int, ...] = _f(
-        (), "CPU of each reader, in order; empty spreads them over the top-level cpus"
-    )
-    max_len: int = _f(8192, "packets the kernel may hold per queue awaiting a verdict")
-    copy_range: int = _f(3800, "bytes of each packet copied to user space: DPI sees at most this much of a "
-                         "packet (a GSO super-packet is cut here too)")  # fmt: skip
-    gso: bool = _f(True, "let the kernel queue GSO super-packets whole instead of segmenting them")
-    socket_buffer: int = _f(8 << 20, "netlink receive buffer per queue in bytes")
-    recv_batch: int = _f(128, "packets a reader takes from its queue before it sends verdicts")
-
-
-@dataclass(frozen=True, slots=True)
-class WorkersConfig:
-    count: int = _f(2, "number of DPI worker processes")
-    cpus: tuple[int, ...] = _f((), "CPU of each worker, in order; empty spreads them over the top-level cpus")
-    batch_size: int = _f(64, "packets per message from a reader to a worker")
-    inflight_max: int = _f(4096, "packets a reader may have out at workers awaiting verdicts")
-    verdict_timeout_ms: int = _f(
-        250, "a packet whose worker verdict takes longer gets the verdict_timeout action"
-    )
-    inspect: str = _f(
-        "app",
-        "which flows workers see: app (only flows whose rule needs the application), "
-        "new (every new flow until a worker finalizes it), all (every packet, no offload)",
-    )
-    payload_pattern: str = _f("", "hex bytes: a packet whose payload contains them is blocked (lab check of "
-                              "the worker path until the DPI rules arrive); empty disables")  # fmt: skip
-
-
-@dataclass(frozen=True, slots=True)
-class NetfilterConfig:
-    hooks: tuple[str, ...] = _f(
-        ("FORWARD",), "netfilter hooks our chain is jumped to from: FORWARD, INPUT, OUTPUT"
-    )
-    in_interfaces: tuple[str, ...] = _f(
-        (), "only queue packets entering through these interfaces (empty: all)"
-    )
-    out_interfaces: tuple[str, ...] = _f(
-        (), "only queue packets leaving through these interfaces (empty: all)"
-    )
-    chain: str = _f("ENFORCER", "name of our chain in the filter table (IPv4 and IPv6)")
-    ipv6: bool = _f(True, "install the IPv6 chain too")
-    accept_mark: int = _f(0x00100000, "mark bit: connection allowed, offloaded to the kernel")
-    drop_mark: int = _f(0x00200000, "mark bit: connection blocked, dropped in the kernel")
-    pass_mark: int = _f(0x00400000, "mark bit: this packet was judged; let it continue through the table")
-    reject_tcp: bool = _f(True, "answer a blocked TCP connection with resets instead of silence")
-
-
-@dataclass(frozen=True, slots=True)
-class FlowsConfig:
-    max_flows: int = _f(131072, "flows tracked per reader; the oldest is evicted beyond this")
-    tcp_timeout_s: int = _f(3600, "idle time after which an established TCP flow is forgotten")
-    tcp_closed_timeout_s: int = _f(10, "idle time after FIN/RST after which a TCP flow is forgotten")
-    udp_timeout_s: int = _f(60, "idle time after which a UDP flow is forgotten")
-    icmp_timeout_s: int = _f(30, "idle time after which an ICMP flow is forgotten")
-    other_timeout_s: int = _f(60, "idle time for flows of other protocols")
-
-
-@dataclass(frozen=True, slots=True)
-class FailureConfig:
-    no_reader: str = _f(PASS, "no reader bound to a queue (crash, restart): pass = kernel bypass, drop")
-    queue_full: str = _f(PASS, "the kernel queue is full: pass (fail-open) or drop")
-    verdict_timeout: str = _f(PASS, "a worker did not answer in time: pass or drop")
-    worker_down: str = _f(PASS, "the flow's worker is not running: pass or drop")
-    memory_cap: str = _f(PASS, "a reader's in-flight or flow table is full: pass or drop")
-    malformed: str = _f(DROP, "a packet whose headers cannot be decoded: pass or drop")
-    no_policy: str = _f(PASS, "no policy has been published yet: pass or drop")
-    budget_spent: str = _f(PASS, "restart budget spent, the enforcer exits: pass = remove our rules, "
-                           "drop = leave the queue rule in place without bypass")  # fmt: skip
-
-
-@dataclass(frozen=True, slots=True)
-class SupervisorConfig:
-    heartbeat_interval_ms: int = _f(200, "how often each child reports that it is alive")
-    heartbeat_timeout_ms: int = _f(1500, "a child silent this long is considered hung and restarted")
-    startup_timeout_ms: int = _f(10000, "a new child has this long to send its first heartbeat")
-    restart_budget: int = _f(10, "restarts allowed within restart_window_s before the enforcer gives up")
-    restart_window_s: int = _f(60, "window over which restarts are counted")
-    stable_after_s: int = _f(10, "a child running this long counts as started well")
-    shutdown_grace_ms: int = _f(2000, "time children get to answer pending packets when stopping")
-    runtime_monitor: bool = _f(True, "run the runtime-security monitor (processes and files of workloads)")
-    packet_nice: int = _f(-10, "nice value of readers and workers (-20..19): lower is scheduled sooner")
-
-
-@dataclass(frozen=True, slots=True)
-class RuntimeDirsConfig:
-    run_dir: str = _f("/run/enforcer", "sockets and shared memory (created with mode 0700)")
-    state_dir: str = _f("/var/lib/enforcer", "last-known-good policy, event spool")
-
-
-@dataclass(frozen=True, slots=True)
-class PolicyConfig:
-    file: str = _f("", "local policy file used when no controller is configured (re-read when it changes)")
-    startup: str = _f("monitor", "policy before any is known: monitor (allow and report) or protect (deny)")
-    table_bytes: int = _f(8 << 20, "bytes of each half of the shared-memory rule tables")
-    reuse_wait_ms: int = _f(10, "how long the policy writer waits for readers to leave a table half")
-    watch_interval_ms: int = _f(1000, "how often the local policy file is checked for changes")
-
-
-@dataclass(frozen=True, slots=True)
-class EventsConfig:
-    aggregate_window_ms: int = _f(1000, "identical events within this window become one event with a count")
-    batch_max: int = _f(512, "events per batch sent to the controller")
-    spool_max_bytes: int = _f(64 << 20, "disk spool of events the controller has not acknowledged")
-    log_file: str = _f("", "without a controller, events go to this JSON-lines file (default: "
-                       "state_dir/events.jsonl; - for standard output)")  # fmt: skip
-
-
-@dataclass(frozen=True, slots=True)
-class ControllerConfig:
-    join_addr: str = _f("", "controller address host:port; empty runs from the local policy file")
-    server_key: str = _f("", "file with the controller's CURVE public key")
-    client_key: str = _f("", "file with this enforcer's CURVE secret key")
-    heartbeat_s: int = _f(2, "seconds between heartbeats to the controller")
-    timeout_s: int = _f(6, "a controller silent this long is reconnected")
-    reconnect_max_s: int = _f(10, "ceiling of the reconnect back-off")
-    inflight_batches: int = _f(8, "event batches sent to the controller and not yet acknowledged")
-
-
-@dataclass(frozen=True, slots=True)
-class MetricsConfig:
-    listen: str = _f(
-        "127.0.0.1:9464", "address of the Prometheus metrics and health endpoint; empty disables"
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class LogConfig:
-    level: str = _f("info", "debug, info, warning or error")
-    json: bool = _f(False, "structured (JSON lines) logs instead of text")
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,7 +77,7 @@ class Config:
     runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
     detect: DetectLimits = field(default_factory=DetectLimits)
     guard: GuardSettings = field(default_factory=GuardSettings)
-    cpus: tuple[int, ...] = _f((), "CPUs the enforcer may use; empty means all the machine's CPUs")
+    cpus: tuple[int, ...] = setting((), "CPUs the enforcer may use; empty means all the machine's CPUs")
 
     @property
     def queue_numbers(self) -> tuple[int, ...]:
@@ -217,6 +87,20 @@ class Config:
     def our_marks(self) -> int:
         n = self.netfilter
         return n.accept_mark | n.drop_mark | n.pass_mark
+
+    def reader(self) -> ReaderConfig:
+        """The sections a reader process needs."""
+        return ReaderConfig(
+            queues=self.queues, workers=self.workers, netfilter=self.netfilter, flows=self.flows,
+            failure=self.failure, supervisor=self.supervisor, paths=self.paths, guard=self.guard,
+        )
+
+    def worker(self) -> WorkerConfig:
+        """The sections a worker process needs."""
+        return WorkerConfig(
+            queues=self.queues, workers=self.workers, supervisor=self.supervisor, paths=self.paths,
+            dpi=self.dpi, detect=self.detect,
+        )
 
     def reader_cpu(self, index: int) -> int:
         return _layout(self.queues.reader_cpus, self.cpus, index)

@@ -14,7 +14,7 @@ import struct
 import zlib
 from typing import NamedTuple
 
-from pipeline.packet import PacketMeta
+from core.packet import PacketMeta
 
 
 class Direction(enum.IntEnum):

@@ -37,12 +37,12 @@ import zmq
 import zmq.auth
 from zmq.utils import z85
 
-from pipeline import anomalies as A
-from pipeline import messages as M
-from policy.apps import canonical_app
+from core import anomalies as A
+from core import messages as M
+from core.apps import canonical_app
+from core.events import EventType, make_event
 from policy.crd import CrdError, crd_to_native, is_crd_document
 from policy.delta import make_delta
-from policy.events import EventType, make_event
 from policy.keys import generate_keypair, load_public_keys
 from policy.loader import MAX_POLICY_FILE_BYTES, parse_policy, policy_to_dict, yaml_load_all
 from policy.model import PolicyError
@@ -337,7 +337,7 @@ class Controller:
         heartbeat_s: float = 2.0,
         watch_interval_s: float = 1.0,
     ) -> None:
-        from pipeline import __version__
+        from core import __version__
 
         self.policy_dir = Path(policy_dir)
         self.store = EventStore(db)

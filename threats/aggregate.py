@@ -1,13 +1,13 @@
 """Threat events: building them from findings, and aggregating repeats over a short window.
 
-`threat_event` turns a finding into a `threat` event of the one schema (`policy.events.make_event`): the
+`threat_event` turns a finding into a `threat` event of the one schema (`core.events.make_event`): the
 flow, the group whose settings applied, the action actually taken, the threat id and a bounded excerpt.
 Fields of a threat event (those from the DPI hooks are the same, with `message` for `detail`, `app`,
 and `configured_action`):
 
     name, threat_id, severity      the catalogue's (`dlp_sensor` findings add `sensor` and `rule`)
     action                         what was done: alert | drop | reset | block-source (alert unless Protect)
-    flow                           {family, proto, src, sport, dst, dport} (policy.events.flow_fields)
+    flow                           {family, proto, src, sport, dst, dport} (core.events.flow_fields)
     group, mode                    the group whose threat settings applied, and its mode
     detail, excerpt                a short reason; at most 256 bytes of evidence (sensor matches masked)
     evidence                       id of the packet capture (ThreatEngine.evidence_pcap), when kept
@@ -30,8 +30,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from policy.events import EventType, flow_fields, make_event
-from workers.detect.catalogue import Finding, ThreatAction
+from core.events import EventType, flow_fields, make_event
+from threats.catalogue import Finding, ThreatAction
 
 # Threats keyed by destination only / by source only when aggregating.
 BY_DESTINATION = frozenset({"syn_flood", "icmp_flood"})

@@ -16,8 +16,8 @@ import dataclasses
 import zlib
 from collections.abc import Callable
 
-from pipeline.flow import Direction, FlowKey
-from pipeline.packet import (
+from core.flow import Direction, FlowKey
+from core.packet import (
     ICMP_ECHO_REPLY,
     ICMP_ECHO_REQUEST,
     IPPROTO_ICMP,
@@ -31,10 +31,10 @@ from pipeline.packet import (
     Fragment,
     PacketMeta,
 )
-from workers.detect import catalogue as C
-from workers.detect.catalogue import MAX_FINDING_EXCERPT, Finding, Threat
-from workers.detect.settings import ThreatSettings
-from workers.detect.window import LruTable, WindowCounter
+from threats import catalogue as C
+from threats.catalogue import MAX_FINDING_EXCERPT, Finding, Threat
+from threats.settings import ThreatSettings
+from threats.window import LruTable, WindowCounter
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

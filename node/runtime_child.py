@@ -19,10 +19,10 @@ from typing import Any
 
 import zmq
 
-from pipeline import messages as M
-from pipeline.config import Config
-from pipeline.snapshot_file import SnapshotFile
-from pipeline.sockets import EVENTS_HWM, HEARTBEAT_HWM, push_to
+from core import messages as M
+from core.sockets import EVENTS_HWM, HEARTBEAT_HWM, push_to
+from node.config import Config
+from node.snapshot_file import SnapshotFile
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class PolicyFileProfiles:
         self._policy: Any = None
 
     def __call__(self) -> Any:
-        from policy.runtime_view import runtime_policy
+        from node.runtime_view import runtime_policy
         from runtime.profiles import RuntimePolicy
 
         snapshot = self.snapshots.changed()  # a bad file raises: the monitor keeps the last policy

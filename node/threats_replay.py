@@ -12,9 +12,9 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
-from pipeline.flow import flow_key
-from pipeline.packet import decode
-from policy.lookup import PolicyTables
+from core.flow import flow_key
+from core.lookup import PolicyTables
+from core.packet import decode
 from workers.detect.engine import EMPTY_POLICY, ThreatEngine, ThreatPolicy, build_engine
 
 NODE = "replay"

@@ -20,8 +20,8 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
-from policy.lookup import Mode
-from workers.detect.catalogue import BY_NAME, K8S_EXTIP_MITM, THREATS, Threat, ThreatAction, Threshold
+from core.lookup import Mode
+from threats.catalogue import BY_NAME, K8S_EXTIP_MITM, THREATS, Threat, ThreatAction, Threshold
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 

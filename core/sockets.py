@@ -6,7 +6,7 @@ from collections import Counter
 
 import zmq
 
-from pipeline import messages as M
+from core import messages as M
 
 # Queue bounds (messages) of the sockets that carry batches, events and heartbeats.
 BATCH_HWM = 1024  # packet batches and verdict batches

@@ -8,7 +8,7 @@ import logging
 import sys
 import time
 
-from pipeline.config import LogConfig
+from node.config import LogConfig
 
 
 class _JsonFormatter(logging.Formatter):

@@ -1,0 +1,1 @@
+"""The reference controller (`enforcer controller`): its own program, beside the per-node enforcer."""
