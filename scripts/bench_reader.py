@@ -53,7 +53,7 @@ def main() -> int:
     ap.add_argument("--live", action="store_true", help="also measure a real reader in the lab (root)")
     args = ap.parse_args()
     proc = psutil.Process()
-    config = config_from_dict({"flows": {"max_flows": max(args.flows, 1024)}}, {})
+    config = config_from_dict({"flows": {"max_flows": max(args.flows, 1024)}}, {}).reader()
     judge = Judge(config, load_policy_tables(LAB_POLICY), seed=7, node="bench")
     packets = [syn(i) for i in range(args.flows)]
     gc.collect()

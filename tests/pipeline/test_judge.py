@@ -17,7 +17,7 @@ SYN, ACK = dpkt.tcp.TH_SYN, dpkt.tcp.TH_ACK
 
 
 def judge(**sections: dict[str, object]) -> Judge:
-    return Judge(config_from_dict(sections, {}), load_policy_tables(LAB_POLICY), seed=1, node="n")
+    return Judge(config_from_dict(sections, {}).reader(), load_policy_tables(LAB_POLICY), seed=1, node="n")
 
 
 def test_allowed_flow_is_offloaded_and_both_directions_share_it() -> None:
@@ -82,7 +82,7 @@ def test_malformed_and_no_policy_follow_the_failure_table() -> None:
             return 0
 
     for action, act in (("pass", Act.PASS), ("drop", Act.DROP)):
-        j = Judge(config_from_dict({"failure": {"no_policy": action}}, {}), Empty(), 1, "n")  # type: ignore[arg-type]
+        j = Judge(config_from_dict({"failure": {"no_policy": action}}, {}).reader(), Empty(), 1, "n")  # type: ignore[arg-type]
         assert j.judge(udp4(), 0.0)[0] is act and j.counters["policy.none"] == 1
 
 
@@ -104,7 +104,7 @@ class Switchable:
 
 def test_new_generation_revalidates_cached_flows() -> None:
     tables = Switchable()
-    j = Judge(config_from_dict({}, {}), tables, 1, "n")  # type: ignore[arg-type]
+    j = Judge(config_from_dict({}, {}).reader(), tables, 1, "n")  # type: ignore[arg-type]
     assert j.judge(udp4(), 0.0)[0] is Act.ALLOW
     tables.action = Action.DENY
     assert j.judge(udp4(), 0.1)[0] is Act.ALLOW  # same generation: the cached verdict stands
@@ -134,7 +134,7 @@ def test_decode_reply_orientation_uses_the_client() -> None:
 
 def test_revalidation_finds_offloaded_flows_whose_fate_changed() -> None:
     tables = Switchable()
-    j = Judge(config_from_dict({}, {}), tables, 1, "n")  # type: ignore[arg-type]
+    j = Judge(config_from_dict({}, {}).reader(), tables, 1, "n")  # type: ignore[arg-type]
     for port in range(10):
         assert j.judge(udp4(sport=2000 + port), 0.0)[0] is Act.ALLOW
     assert j.revalidate(100) == []  # same generation: nothing to do
