@@ -94,6 +94,18 @@ def test_split_anywhere_gives_the_same_events(key: tuple[str, str], piece: int) 
     assert split.events == whole.events
 
 
+@pytest.mark.parametrize("key", sorted(k for k in SESSIONS if k[1] == "tcp"))
+def test_any_one_cut_in_any_message_gives_the_same_events(key: tuple[str, str]) -> None:
+    """Each message of the session cut in two at every offset (length fields, headers and bodies split
+    mid-way, a segment boundary the parser must wait across)."""
+    session = SESSIONS[key]
+    whole = _run(key, session)
+    for i, (side, message) in enumerate(session):
+        for cut in range(1, len(message)):
+            split = _run(key, [*session[:i], (side, message[:cut]), (side, message[cut:]), *session[i + 1 :]])
+            assert (split.events, split.finals, split.gave_up) == (whole.events, 1, False), (i, cut)
+
+
 # Which other protocols' first message (its first PROBE_BYTES, as the engine shows them) each parser's
 # probe accepts, so the engine hires it there. A probe is a cheap pre-filter: these parsers must then be
 # fired by the bytes they are fed (test_a_parser_claims_only_its_own_sessions). Changing a probe changes
