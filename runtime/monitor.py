@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 from core import anomalies
 from core.events import EventType, make_event
+from runtime.exec_guard import ExecGuard
 from runtime.fanotify import exec_permission_supported
 from runtime.proc_connector import Kind, ProcessEventSource
-from runtime.process_monitor import ExecGuard, ProcessMonitor
+from runtime.process_monitor import ProcessMonitor
 from runtime.profiles import RuntimePolicy
 from runtime.settings import RuntimeSettings
 

@@ -1,10 +1,10 @@
-"""Process profiles enforced on workload processes: learn, report or kill; deny before exec where possible.
+"""Process profiles enforced on workload processes: learn, report or kill.
 
 `ProcessMonitor` consumes `ProcEvent`s (from the connector or the /proc scan) on the monitor's main
 thread: a workload process's exec is examined, its group found, the built-in detections run and the
 group's profile decides (Discover learns, Monitor reports, Protect kills the process and what it spawned
-meanwhile). `ExecGuard` answers fanotify FAN_OPEN_EXEC_PERM requests on its own thread so a denied
-binary never runs where the kernel supports it; killing stays as the fallback.
+meanwhile). Denial before the binary runs is the exec guard's (`runtime/exec_guard.py`), which decides
+with this monitor's policy and exclusions; killing stays as the fallback.
 
 Never killed, whatever the profile (`exclusion_reason`): PID 1 and 2, kernel threads, processes outside
 any workload (the node's daemons), the enforcer's own processes (ours, our parent, the configured
@@ -24,13 +24,13 @@ from collections.abc import Callable, Iterable, MutableMapping
 from typing import Any
 
 from core import anomalies
-from core.events import EventType, make_event
 from core.lookup import Mode
-from runtime import detections, elf
-from runtime.fanotify import FAN_CLASS_CONTENT, FAN_OPEN_EXEC_PERM, Fanotify, fd_path
+from runtime import detections
 from runtime.identity import Workload, WorkloadResolver, group_of
 from runtime.proc_connector import Kind, ProcessInfo, ProcEvent, examine, read_stat_link, with_parents
-from runtime.profiles import Learner, Outcome, ProcessEntry, ProcessProfile, RuntimePolicy, decide
+from runtime.process_events import Tracked, process_event, threat_event
+from runtime.procfs import children_of, descends_from, euid_of, exec_identity, read_ppid, root_id
+from runtime.profiles import Learner, Outcome, ProcessProfile, RuntimePolicy, decide
 from runtime.settings import RuntimeSettings
 
 # Activity counters (not anomalies), reported with the anomaly counters.
@@ -42,92 +42,12 @@ STAT_EXAMINED = "runtime.exec.examined"  # of which examined (enriched) in time
 DOOMED_TTL_S = 5.0
 # Bound on PIDs remembered as killed.
 DOOMED_MAX = 16384
-# Depth of the /proc parent walk that decides whether a process descends from the enforcer.
-ANCESTRY_DEPTH_MAX = 64
-# How long after a program is allowed its interpreter's exec check is recognised as the same execve.
-EXEC_FOLLOW_S = 1.0
-# Bound on execs in progress remembered for that.
-EXEC_PENDING_MAX = 4096
 # How long an exited workload process stays known, so late file events can still be attributed.
 RECENT_EXIT_TTL_S = 10.0
 # Bound on the cache of (parent, name) of processes met in parent chains (node processes mostly).
 LINK_CACHE_MAX = 8192
 # Bound on cached workload → group answers (cleared at each policy change).
 GROUP_CACHE_MAX = 4096
-
-
-@dataclasses.dataclass(slots=True)
-class Tracked:
-    info: ProcessInfo
-    workload: Workload
-    group: str | None
-
-
-def read_ppid(pid: int, proc: str = "/proc") -> int | None:
-    """The parent PID from /proc/PID/stat (field 4, after the parenthesised command name)."""
-    try:
-        with open(f"{proc}/{pid}/stat", "rb") as f:
-            data = f.read(4096)
-    except OSError:
-        return None
-    fields = data[data.rfind(b")") + 2 :].split()
-    try:
-        return int(fields[1])
-    except (IndexError, ValueError):
-        return None
-
-
-def descends_from(pid: int, ancestors: frozenset[int], proc: str = "/proc") -> bool:
-    cur: int | None = pid
-    for _ in range(ANCESTRY_DEPTH_MAX):
-        if cur is None or cur <= 1:
-            return False
-        if cur in ancestors:
-            return True
-        cur = read_ppid(cur, proc)
-    return False
-
-
-def children_of(pid: int, proc: str = "/proc") -> list[int]:
-    out: list[int] = []
-    try:
-        tasks = os.listdir(f"{proc}/{pid}/task")
-    except OSError:
-        return out
-    for tid in tasks:
-        try:
-            with open(f"{proc}/{pid}/task/{tid}/children") as f:
-                out.extend(int(x) for x in f.read().split())
-        except (OSError, ValueError):
-            continue
-    return out
-
-
-def root_relative(pid: int, path: str, proc: str = "/proc") -> str:
-    """`path` as the process sees it: without the prefix of its root directory (a chroot seen from us)."""
-    try:
-        root = os.readlink(f"{proc}/{pid}/root")
-    except OSError:
-        return path
-    if root not in ("/", "") and path.startswith(root.rstrip("/") + "/"):
-        return path[len(root.rstrip("/")) :]
-    return path
-
-
-def exec_identity(info: ProcessInfo, proc: str = "/proc") -> tuple[str, str]:
-    """(name, path) a profile matches, as the workload sees it; for a script the script's path, not its
-    interpreter's."""
-    path = info.path
-    if os.path.basename(path) != info.name:
-        for arg in info.cmdline[:2]:
-            if arg != path and os.path.basename(arg) == info.name and "/" in arg:
-                if not arg.startswith("/"):
-                    try:
-                        arg = os.path.normpath(os.path.join(os.readlink(f"{proc}/{info.pid}/cwd"), arg))
-                    except OSError:
-                        break
-                return info.name, root_relative(info.pid, arg, proc)
-    return info.name, root_relative(info.pid, path, proc)
 
 
 class ProcessMonitor:
@@ -163,7 +83,7 @@ class ProcessMonitor:
         self._links: collections.OrderedDict[int, tuple[int, str]] = collections.OrderedDict()
         self._outbox: collections.deque[dict[str, Any]] = collections.deque()
         self._outbox_lock = threading.Lock()
-        self._root_dev = _root_id(os.getpid())
+        self._root_dev = root_id(os.getpid())
         self.roots_to_guard: collections.deque[str] = collections.deque()
         self._guarded_roots: set[tuple[int, int]] = set()
 
@@ -331,13 +251,13 @@ class ProcessMonitor:
         info = with_parents(info, self._link, self.settings.parent_chain_max)
         tracked = Tracked(info, wl, group)
         if action in ("killed", "kill_failed"):
-            self.push(self.process_event(tracked, action, profile, entry, name, path, **extra))  # type: ignore[arg-type]
+            self.push(process_event(self.settings.node, tracked, action, profile, entry, name, path, **extra))  # type: ignore[arg-type]
             return
         self._remember(pid, tracked)
         self._note_root(pid)
         killed = self._detect(tracked, previous_euid, profile.mode if profile is not None else None, now)
         if action is not None and not killed:
-            self.push(self.process_event(tracked, action, profile, entry, name, path, **extra))  # type: ignore[arg-type]
+            self.push(process_event(self.settings.node, tracked, action, profile, entry, name, path, **extra))  # type: ignore[arg-type]
 
     def _on_uid(self, ev: ProcEvent, now: float) -> None:
         previous = self._previous_euid(ev.pid)
@@ -375,7 +295,7 @@ class ProcessMonitor:
         if ppid is None:
             return None
         parent = self.table.get(ppid)
-        return parent.info.euid if parent is not None else _euid_of(ppid)
+        return parent.info.euid if parent is not None else euid_of(ppid)
 
     # ---- detections ---------------------------------------------------------------------------------
     def _detect(self, tracked: Tracked, previous_euid: int | None, mode: Mode | None, now: float) -> bool:
@@ -469,21 +389,8 @@ class ProcessMonitor:
             else:
                 self.count(anomalies.RUNTIME_KILL_EXCLUDED)
                 action = "kill_refused"
-        info = tracked.info
-        self.push(
-            make_event(
-                EventType.THREAT,
-                self.settings.node,
-                name=name,
-                severity=detections.SEVERITY[name],
-                action=action,
-                flow=None,
-                workload=tracked.workload.key,
-                group=tracked.group,
-                detail=detail,
-                **_threat_process_fields(info),
-            )
-        )
+        node = self.settings.node
+        self.push(threat_event(node, tracked, name, detections.SEVERITY[name], action, detail))
         return killed
 
     # ---- enforcement --------------------------------------------------------------------------------
@@ -520,213 +427,10 @@ class ProcessMonitor:
             return False
         return True
 
-    # ---- exec permission (called from ExecGuard's thread) -------------------------------------------
+    # ---- filesystems for the exec guard ------------------------------------------------------------
     def _note_root(self, pid: int) -> None:
-        root = _root_id(pid)
+        root = root_id(pid)
         if root is None or root == self._root_dev or root in self._guarded_roots:
             return
         self._guarded_roots.add(root)
         self.roots_to_guard.append(f"/proc/{pid}/root")
-
-    def process_event(
-        self,
-        tracked: Tracked,
-        action: str,
-        profile: ProcessProfile,
-        entry: ProcessEntry | None,
-        name: str,
-        path: str,
-        **extra: Any,
-    ) -> dict[str, Any]:
-        fields = _process_fields(tracked.info)
-        fields.update(name=name, path=path)
-        return make_event(
-            EventType.PROCESS,
-            self.settings.node,
-            workload=tracked.workload.key,
-            action=action,
-            group=profile.group,
-            mode=profile.mode.name.lower(),
-            rule=_entry_text(entry),
-            **fields,
-            **extra,
-        )
-
-
-def _entry_text(entry: ProcessEntry | None) -> str | None:
-    if entry is None:
-        return None
-    return f"{entry.action.value} name={entry.name} path={entry.path}"
-
-
-def _process_fields(info: ProcessInfo) -> dict[str, Any]:
-    return {
-        "pid": info.pid,
-        "ppid": info.ppid,
-        "name": info.name,
-        "path": info.path,
-        "cmdline": list(info.cmdline),
-        "user": info.user,
-        "uid": info.ruid,
-        "euid": info.euid,
-        "chain": info.chain(),
-    }
-
-
-def _threat_process_fields(info: ProcessInfo) -> dict[str, Any]:
-    """A threat event's process fields: `name` is the threat's, so the process name is `process_name`."""
-    fields = _process_fields(info)
-    fields["process_name"] = fields.pop("name")
-    return fields
-
-
-def _euid_of(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("Uid:"):
-                    return int(line.split()[2])
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
-def _readlink(path: str) -> str:
-    try:
-        return os.readlink(path)
-    except OSError:
-        return ""
-
-
-def _root_id(pid: int) -> tuple[int, int] | None:
-    try:
-        st = os.stat(f"/proc/{pid}/root")
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
-
-
-class ExecGuard:
-    """Answers FAN_OPEN_EXEC_PERM on the filesystems of the given mounts: a binary a Protect profile
-    forbids never runs. Filesystem marks, not mount marks: a container (or `ip netns exec`) sees its own
-    copies of the mounts in its mount namespace, which a mount mark would miss.
-
-    Runs on its own thread with its own resolver (nothing it touches is shared mutable state except the
-    monitor's policy reference and group cache, replaced atomically). An error while deciding allows the
-    execution (counted): a bug here must not freeze every exec on the node.
-    """
-
-    def __init__(self, monitor: ProcessMonitor, read_bytes: int) -> None:
-        self.monitor = monitor
-        self.counters = monitor.counters
-        self._read_bytes = read_bytes
-        self._resolver = WorkloadResolver()
-        self._fan: Fanotify | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        # PID → (time, process image, interpreter paths still expected) for the execve in progress.
-        self._pending: collections.OrderedDict[int, tuple[float, str, set[str]]] = collections.OrderedDict()
-        self.mounts: list[str] = []
-        self.denied = 0
-
-    def start(self, mounts: Iterable[str]) -> bool:
-        try:
-            self._fan = Fanotify(FAN_CLASS_CONTENT)
-        except OSError:
-            self.monitor.count(anomalies.RUNTIME_EXEC_PERM_UNAVAILABLE)
-            return False
-        for m in mounts:
-            self.add_mount(m)
-        self._thread = threading.Thread(target=self._run, name="rt-exec-guard", daemon=True)
-        self._thread.start()
-        return True
-
-    def add_mount(self, path: str) -> bool:
-        if self._fan is None:
-            return False
-        try:
-            self._fan.mark(path, FAN_OPEN_EXEC_PERM, filesystem=True)
-        except OSError:
-            self.monitor.count(anomalies.RUNTIME_EXEC_PERM_UNAVAILABLE)
-            return False
-        self.mounts.append(path)
-        return True
-
-    def _run(self) -> None:
-        fan = self._fan
-        assert fan is not None
-        fan.answer_permissions(
-            self._stop,
-            self._read_bytes,
-            lambda ev: self._decide(ev.pid, ev.fd) if ev.mask & FAN_OPEN_EXEC_PERM else True,
-            lambda: self.monitor.count(anomalies.RUNTIME_EXEC_PERM_ERROR),
-        )
-
-    def _decide(self, pid: int, fd: int) -> bool:
-        mon = self.monitor
-        if pid in mon.own_pids:
-            return True
-        wl = self._resolver.identify(pid)
-        if wl is None:
-            return True
-        now = time.monotonic()
-        path = root_relative(pid, fd_path(fd))
-        exe = _readlink(f"/proc/{pid}/exe")
-        follow = self._pending.get(pid)
-        if follow is not None:
-            started, old_exe, expected = follow
-            if now - started < EXEC_FOLLOW_S and old_exe == exe and path in expected:
-                # The loader or the script interpreter of the program just allowed, in the same execve
-                # (the process image is still the old one), not a new program.
-                expected.discard(path)
-                return True
-        group = mon.group_for(wl, pid)
-        profile = mon.profile_for(group)
-        if profile is None or profile.mode != Mode.PROTECT:
-            return True
-        name = os.path.basename(path)
-        outcome, entry = decide(profile, name, path, mon.learner.learned(profile.group))
-        if outcome != Outcome.KILL:
-            self._pending[pid] = (now, exe, self._follow_ups(pid, fd))
-            self._pending.move_to_end(pid)
-            if len(self._pending) > EXEC_PENDING_MAX:
-                self._pending.popitem(last=False)
-            return True
-        if mon.exclusion_reason(pid, wl) is not None:
-            mon.count(anomalies.RUNTIME_KILL_EXCLUDED)
-            return True
-        self.denied += 1
-        mon.count(anomalies.RUNTIME_EXEC_PERM_DENIED)
-        info = ProcessInfo(pid, read_ppid(pid) or 0, name, path, (path,), -1, -1, "", 0.0)
-        mon.push(mon.process_event(Tracked(info, wl, group), "denied", profile, entry, name, path))
-        return False
-
-    def _follow_ups(self, pid: int, fd: int) -> set[str]:
-        """The files one execve of this program also opens for execution: its interpreter (a script's
-        shell, an ELF's loader) and that interpreter's loader, as the process sees their paths."""
-        out: set[str] = set()
-        try:
-            head = os.pread(fd, elf.HEAD_BYTES, 0)
-        except OSError:
-            return out
-        for _ in range(2):
-            interp = elf.interpreter(head)
-            if interp is None:
-                break
-            root = _readlink(f"/proc/{pid}/root") or "/"
-            host = os.path.realpath(os.path.join(root, interp.lstrip("/")))
-            out.add(root_relative(pid, host))
-            try:
-                with open(host, "rb") as f:
-                    head = f.read(elf.HEAD_BYTES)
-            except OSError:
-                break
-        return out
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(2)
-        if self._fan is not None:
-            self._fan.close()
-            self._fan = None

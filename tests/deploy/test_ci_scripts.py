@@ -20,7 +20,8 @@ SCRIPTS = sorted(CI.glob("*.sh"))
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
 def test_script_parses(script: Path) -> None:
-    subprocess.run(["bash", "-n", str(script)], check=True, timeout=10)
+    out = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True, timeout=10)
+    assert out.returncode == 0 and not out.stderr, out.stderr
 
 
 def test_podman_env_writes_a_private_config(tmp_path: Path) -> None:

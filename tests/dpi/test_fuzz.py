@@ -103,7 +103,8 @@ def test_dns_mutated_messages(data: st.DataObject) -> None:
     b = bytearray(gen.dns_response_cname(3))
     for _ in range(data.draw(st.integers(1, 6))):
         b[data.draw(st.integers(0, len(b) - 1))] = data.draw(st.integers(0, 255))
-    dns.parse_message(bytes(b), dpi_settings())
+    out = dns.parse_message(bytes(b), dpi_settings(max_dns_records=2))
+    assert out is None or len(out.answers) <= 2
 
 
 @FUZZ

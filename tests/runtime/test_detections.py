@@ -74,6 +74,8 @@ def test_reverse_shell() -> None:
 
 @given(st.text(max_size=600))
 def test_net_tcp_parser_never_raises(text: str) -> None:
-    d.parse_net_tcp(text, 50)
-    d.remote_text(text)
-    d.socket_inode(text)
+    table, longer = d.parse_net_tcp(text, 50)
+    assert len(table) <= 50 and longer == (len(text.splitlines()) > 51)
+    assert isinstance(d.remote_text(text), str)
+    inode = d.socket_inode(text)
+    assert inode is None or (inode >= 0 and str(inode) in text)

@@ -12,7 +12,7 @@ from core.lookup import Mode
 from runtime import detections
 from runtime.profiles import ProcessEntry
 from tests.runtime.conftest import Harness, kill_tree, spawn_in, wait_for
-from tests.runtime.test_process_monitor import BASE, copy_bin, in_pod, policy, settings
+from tests.runtime.support import BASE, copy_bin, in_pod, policy, settings
 
 ANYTHING = (ProcessEntry("*"),)
 PYTHON = os.path.realpath(sys.executable)  # the interpreter itself, not a wrapper script

@@ -57,8 +57,10 @@ def test_response_layout() -> None:
 
 @given(st.binary(max_size=200))
 def test_parsers_never_raise(data: bytes) -> None:
-    parse_fanotify_events(data)
-    parse_inotify_events(data)
+    fan, fan_bad = parse_fanotify_events(data)
+    assert fan_bad in (0, 1) and len(fan) <= len(data) // 24  # a metadata record is 24 bytes
+    ino, ino_bad = parse_inotify_events(data)
+    assert ino_bad in (0, 1) and len(ino) <= len(data) // 16  # an inotify record is at least 16 bytes
 
 
 def test_real_groups_on_this_kernel(tmp_path) -> None:

@@ -14,7 +14,7 @@ from runtime.identity import GroupSelector
 from runtime.profiles import FileAction, FileRule, ProcessEntry, ProcessProfile, RuntimePolicy
 from runtime.settings import RuntimeSettings
 from tests.runtime.conftest import Harness, wait_for
-from tests.runtime.test_process_monitor import in_pod, settings
+from tests.runtime.support import in_pod, settings
 
 ANYTHING = (ProcessEntry("*"),)
 

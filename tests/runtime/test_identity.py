@@ -136,12 +136,12 @@ def test_if_inet6_addresses() -> None:
 
 @given(st.text(max_size=400))
 def test_parsers_never_raise(text: str) -> None:
-    parse_cgroup(text)
-    parse_fib_trie_local(text)
-    parse_if_inet6(text)
-    parse_ns_link(text)
-    container_id_from_path(text)
-    pod_uid_from_path(text)
+    assert len(parse_cgroup(text)) <= len(text.splitlines())
+    assert all(isinstance(a, str) for a in parse_fib_trie_local(text) | parse_if_inet6(text))
+    inode = parse_ns_link(text)
+    assert inode is None or str(inode) in text
+    for found in (container_id_from_path(text), pod_uid_from_path(text)):
+        assert found is None or 0 < len(found) <= len(text)
 
 
 def _wl(**kw: object) -> Workload:

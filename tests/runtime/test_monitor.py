@@ -13,7 +13,7 @@ from runtime.monitor import run_runtime_monitor
 from runtime.profiles import RuntimePolicy
 from runtime.settings import RuntimeSettings
 from tests.runtime.conftest import Harness, kill_tree, spawn_in
-from tests.runtime.test_process_monitor import copy_bin, policy, settings
+from tests.runtime.support import copy_bin, policy, settings
 
 
 @pytest.mark.parametrize(
@@ -60,8 +60,9 @@ def test_a_failing_policy_source_keeps_the_previous_policy(netns: str, tmp_path)
 
         assert wait_for(lambda: counters.get(anomalies.RUNTIME_PROFILE_ERROR, 0) >= 2)
         # The policy of the first call is still in force. (This monitor runs in the test's process,
-        # so the pod process must not descend from it: it is started through `setsid -f`.)
-        p = spawn_in(netns, "setsid", "-f", forbidden, "30")
+        # so the pod process must not descend from it: it is started through `setsid -f`, and execs
+        # only once the forking parent has surely exited, else it may be spared as ours.)
+        p = spawn_in(netns, "setsid", "-f", "sh", "-c", f"sleep 0.5; exec {forbidden} 30")
         p.wait(5)
         assert wait_for(
             lambda: [e for e in events if e.get("action") == "killed" and e.get("name") == "forbidden"]
@@ -95,7 +96,7 @@ def test_a_burst_beyond_the_queue_is_counted_and_enforcement_goes_on(
     """Thousands of execs against a small queue: drops are counted, nothing blocks, and a forbidden
     program started right after is still reported (the periodic scan repairs what the queue dropped)."""
     from tests.runtime.conftest import wait_for
-    from tests.runtime.test_process_monitor import in_pod
+    from tests.runtime.support import in_pod
 
     forbidden = copy_bin("sleep", str(tmp_path), "forbidden")
     h = harness(settings(event_queue_max=32, proc_scan_interval_s=0.3), policy(netns, Mode.MONITOR))

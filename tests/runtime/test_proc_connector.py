@@ -234,5 +234,8 @@ def test_examine_agrees_with_psutil(tmp_path) -> None:
 def test_parse_process_never_raises(stat: bytes, status: bytes, cmdline: bytes) -> None:
     from runtime.proc_connector import parse_process
 
-    parse_process(1, stat, status, cmdline, "")
-    parse_process(1, b"1 (x) S " + stat, b"Uid:\t1\t2\t3\t4\n" + status, cmdline, "/x (deleted)")
+    for info in (
+        parse_process(1, stat, status, cmdline, ""),
+        parse_process(1, b"1 (x) S " + stat, b"Uid:\t1\t2\t3\t4\n" + status, cmdline, "/x (deleted)"),
+    ):
+        assert info is None or info.pid == 1

@@ -106,14 +106,17 @@ _json = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
     max_leaves=12,
 )
-_keys = st.sampled_from(["groups", "profiles", "file_rules", "workload_labels"])
+_TOP_KEYS = ("groups", "profiles", "file_rules", "workload_labels")
+_keys = st.sampled_from(_TOP_KEYS)
 
 
 @given(st.dictionaries(_keys, _json, max_size=4))
 def test_policy_from_dict_accepts_or_names_the_problem(data: dict[str, object]) -> None:
-    """Whatever plain data arrives, the answer is a policy or a ValueError, never another exception."""
+    """Whatever plain data arrives, the answer is a policy or a ValueError that names where the problem
+    is, never another exception."""
     try:
         pol = policy_from_dict(data)
-    except ValueError:
+    except ValueError as exc:
+        assert str(exc).startswith(("policy:", *_TOP_KEYS)), exc
         return
     assert policy_from_dict(policy_to_dict(pol)) == pol
