@@ -178,10 +178,13 @@ def test_source_session_flood_and_group_settings_from_the_policy() -> None:
     assert acts == {Act.ALLOW}
 
 
-def test_connections_that_go_to_a_worker_are_left_to_its_detectors() -> None:
+def test_connections_that_go_to_a_worker_are_counted_by_the_guard_too() -> None:
+    # Every connection's first packet reaches a reader: the guard counts the attempts of flows its worker
+    # inspects as well (the worker does not count them again), and a flood of them is refused at once.
     j = judge({"syn_flood": {"syns_per_window": 5}})
-    acts = {j.judge(tcp4(spoofed(i), WEB, 1024 + i, 8080), 1.0)[0] for i in range(50)}  # an app rule
-    assert acts == {Act.INSPECT}
+    acts = [j.judge(tcp4(spoofed(i), WEB, 1024 + i, 8080), 1.0)[0] for i in range(50)]  # an app rule
+    assert acts[:5] == [Act.INSPECT] * 5 and Act.DROP in acts and set(acts) == {Act.INSPECT, Act.DROP}
+    assert threat_events(j, "syn_flood")
 
 
 def test_guard_can_be_switched_off() -> None:
@@ -198,7 +201,7 @@ def test_a_flood_of_distinct_sources_costs_bounded_memory(cap: int) -> None:
         j.judge(tcp4(spoofed(i), WEB, 1024 + i % 60000, 80), 1.0 + i * 1e-5)
     sizes = j.stats()
     assert sizes["guard.challenges"] <= cap and sizes["guard.good_sources"] <= cap
-    assert j.guard is not None and len(j.guard._half_src) <= cap
+    assert j.guard is not None and len(j.guard.attempts._half_src) <= cap
 
 
 def test_icmp_flood_keeps_pings_in_user_space_and_drops_the_flood_in_protect() -> None:
