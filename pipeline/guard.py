@@ -69,7 +69,9 @@ _MODE_NAMES = {m: m.name.lower() for m in Mode}
 class GuardSettings:
     """The reader guard's switches and table caps (the thresholds come with the policy)."""
 
-    enabled: bool = True  # connection-attempt threats on every connection's first packet (workers do not count them)
+    enabled: bool = (
+        True  # connection-attempt threats on every connection's first packet (workers do not count them)
+    )
     max_hosts: int = 65536  # keys of each per-source / per-destination counter
     max_challenges: int = 65536  # SYNs dropped during a flood and remembered for the retransmission check
     retry_min_s: float = 0.5  # a retransmitted SYN proves its source only after this pause
@@ -126,7 +128,9 @@ class Guard:
         self._blocked.pop(src)
         return False
 
-    def _context(self, meta: PacketMeta, key: FlowKey, d: Decision, now: float, packet: bytes) -> PacketContext:
+    def _context(
+        self, meta: PacketMeta, key: FlowKey, d: Decision, now: float, packet: bytes
+    ) -> PacketContext:
         group = _deciding_group(d)
         return PacketContext(meta, packet, key, None, now, self.threats.for_group(group), group, d.mode)
 

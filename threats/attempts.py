@@ -192,7 +192,11 @@ class ConnectionAttempts:
         return sum(t.evicted for t in tables)
 
     def table_sizes(self) -> dict[str, int]:
-        return {"good_sources": len(self._good), "challenges": len(self._challenged), "scans": len(self._ports)}
+        return {
+            "good_sources": len(self._good),
+            "challenges": len(self._challenged),
+            "scans": len(self._ports),
+        }
 
     # ---- checks ----------------------------------------------------------------------------------
 
