@@ -272,3 +272,23 @@ def test_ordinary_syns_raise_nothing() -> None:
     assert j.judge(_syn_with_options(CLIENT, WEB, mss_1460), 1.0)[0] is Act.ALLOW
     assert j.judge(tcp4(CLIENT, WEB, 41001, 80), 1.0)[0] is Act.ALLOW
     assert [e for e in j.take_events() if e["type"] == "threat"] == []
+
+
+@pytest.mark.parametrize(
+    ("flags", "first_threat"),
+    [
+        (dpkt.tcp.TH_FIN, "bad_packet"),  # FIN scan
+        (0, "bad_packet"),  # null scan
+        (dpkt.tcp.TH_FIN | dpkt.tcp.TH_PUSH | dpkt.tcp.TH_URG, "bad_packet"),  # Xmas scan
+        (ACK, ""),  # ACK scan: no stack sends a lone ACK to open a connection, but it is no bad packet
+    ],
+)
+def test_fin_null_xmas_and_ack_probes_count_toward_a_port_scan(flags: int, first_threat: str) -> None:
+    j = judge({"port_scan": {"ports_per_window": 20}})
+    for port in range(1000, 1030):
+        j.judge(tcp4(SCANNER, API, 50000, port, flags), 1.0 + port * 1e-4)
+    j.sweep(100.0)
+    events = [e for e in j.take_events() if e["type"] == "threat"]
+    scans = [e for e in events if e["name"] == "port_scan"]
+    assert sum(e["count"] for e in scans) == 11  # ports 20..30 of the window
+    assert {e["name"] for e in events} == {"port_scan", first_threat} - {""}
