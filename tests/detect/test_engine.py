@@ -453,6 +453,7 @@ def test_sql_injection_in_tds_and_tns(session: Any, port: int) -> None:
 )
 def test_hooks_never_raise_on_hostile_requests(uri: bytes, body: bytes, ctype: bytes) -> None:
     from core import anomalies as A
+
     lab = Lab(sensors=[{"name": "waf", "predefined": "waf"}, {"name": "cc", "predefined": "credit_card"}])
     clean_uri = b"/" + bytes(c for c in uri if 0x21 <= c < 0x7F)
     request = (
@@ -565,6 +566,7 @@ def test_undecodable_packets_are_reported_without_a_policy_lookup() -> None:
 
 def test_a_detector_exception_is_counted_and_the_packet_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:
     from core import anomalies as A
+
     lab = Lab()
 
     def broken(*_args: object) -> list[object]:
@@ -592,6 +594,7 @@ _TEMPLATES = [
 )
 def test_engine_never_raises_on_mutated_traffic(mutations: list[tuple[bytes, int, int]]) -> None:
     from core import anomalies as A
+
     lab = Lab(sensors=[{"name": "waf", "predefined": "waf"}])
     for template, pos, value in mutations:
         buf = bytearray(template)

@@ -10,8 +10,8 @@ from core.packet import TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, TCP_URG
 from threats import catalogue as C
 from threats.context import PacketContext
 from threats.packets import PacketDetector, PacketLimits
-from threats.tcp import illegal_tcp_flags, parse_tcp_options
 from threats.settings import DEFAULT_SETTINGS, ThreatSettings, compile_threat_settings
+from threats.tcp import illegal_tcp_flags, parse_tcp_options
 
 from .build import (
     CLIENT,
