@@ -132,9 +132,10 @@ class ConnectionAttempts:
                 if flags & (TCP_SYN | TCP_RST | TCP_FIN) == 0 and C.PORT_SCAN.id in on:
                     return DROP if self._scan(ctx, out, ports_only=True) else PASS
                 return PASS
-            for threat, detail in syn_problems(meta, opts, ctx.settings):
-                if out.report(threat, ctx, detail):
-                    return DROP
+            if opts is not None or meta.ip_len > meta.payload_offset:  # options or payload to check
+                for threat, detail in syn_problems(meta, opts, ctx.settings):
+                    if out.report(threat, ctx, detail):
+                        return DROP
         elif proto == IPPROTO_ICMP or proto == IPPROTO_ICMPV6:
             if meta.icmp_type != ICMP_ECHO_REQUEST[meta.family]:
                 return PASS  # replies and errors open nothing
