@@ -62,6 +62,7 @@ class AttemptLimits:
     retry_min_s: float = 0.5  # a retransmitted SYN proves its source only after this pause
     retry_max_s: float = 10.0  # ... and only within this time of the refused SYN
     good_source_s: float = 60.0  # a source that proved itself passes flooded destinations this long
+    max_scan_ports: int = 4096  # distinct ports remembered per (source, destination) pair
     sample: int = 1  # one new connection in this many to a watched destination is followed
     watch_all: bool = False  # every handshake is seen (a worker, a replay): every destination is watched
 
@@ -283,7 +284,7 @@ class ConnectionAttempts:
                 ports = _Seen(now)
                 self._ports.put(pair, ports)
             limit = s.threshold(C.PORT_SCAN, "ports_per_window")
-            if len(ports.seen) < limit:
+            if len(ports.seen) < min(limit, self.limits.max_scan_ports):
                 ports.seen.add(meta.proto << 16 | meta.dport)
             if len(ports.seen) >= limit:
                 return out.report(C.PORT_SCAN, ctx, f"{len(ports.seen)} ports probed")

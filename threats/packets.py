@@ -112,7 +112,12 @@ class PacketDetector:
         # sees every handshake, so every destination is watched and every connection followed.
         self.attempts = (
             ConnectionAttempts(
-                AttemptLimits(max_hosts=lim.max_hosts, good_source_s=lim.good_source_seconds, watch_all=True)
+                AttemptLimits(
+                    max_hosts=lim.max_hosts,
+                    max_scan_ports=lim.max_scan_ports,
+                    good_source_s=lim.good_source_seconds,
+                    watch_all=True,
+                )
             )
             if count_attempts
             else None
