@@ -292,3 +292,23 @@ def test_fin_null_xmas_and_ack_probes_count_toward_a_port_scan(flags: int, first
     scans = [e for e in events if e["name"] == "port_scan"]
     assert sum(e["count"] for e in scans) == 11  # ports 20..30 of the window
     assert {e["name"] for e in events} == {"port_scan", first_threat} - {""}
+
+
+def test_a_followed_connection_that_goes_to_a_worker_completes_its_handshake_in_the_guard() -> None:
+    j = judge({"syn_flood": {"syns_per_window": 5}})
+    assert j.guard is not None
+    done: list[bytes] = []
+    follow = j.guard.attempts.handshake_done
+    j.guard.attempts.handshake_done = lambda c, s, now: (done.append(c), follow(c, s, now))  # type: ignore[method-assign]
+    acts = [j.judge(tcp4(spoofed(i), WEB, 1024 + i, 8080), 1.0)[0] for i in range(WATCH_SAMPLE + 5)]
+    assert set(acts) == {
+        Act.INSPECT
+    }  # the destination is watched after 5; one SYN in WATCH_SAMPLE is followed
+    followed = WATCH_SAMPLE + 4  # the WATCH_SAMPLE-th SYN after the destination is watched
+    act = j.judge(tcp4(spoofed(followed), WEB, 1024 + followed, 8080, ACK), 1.1)[0]
+    assert act is Act.INSPECT  # still its worker's: the guard only takes its SYN back
+    assert done == [bytes(int(x) for x in spoofed(followed).split("."))]
+    assert (
+        j.judge(tcp4(spoofed(followed), WEB, 1024 + followed, 8080, ACK), 1.2)[0] is Act.INSPECT
+        and len(done) == 1
+    )
