@@ -1,17 +1,18 @@
-"""The reader's guard: flood and scan checks on the first packet of the connections a reader decides.
+"""The reader's guard: flood and scan checks on the first packet of every connection.
 
-A reader offloads a connection to the kernel after its first packet when the L3/L4 rules decide it, so
-such connections never reach a worker and the workers' packet detectors never see them. Floods and
-scans are made of exactly such first packets, and every one of them passes a reader: the guard counts
-them there. It covers, with the workers' catalogue, thresholds and per-group settings (the threat
-settings of the policy in force):
+Every new connection's first packet reaches a reader (the kernel queues it), and a connection the L3/L4
+rules decide is offloaded right after it, so floods and scans are counted here, once: connections sent
+to a worker too (the workers do not count connection attempts again; they keep the threats that need a
+flow's later packets). It covers, with the workers' catalogue, thresholds and per-group settings (the
+threat settings of the policy in force):
 
 - `syn_flood`: half-open connections per source and per destination. The reader sees only the SYN of
   an offloaded connection, so it counts SYNs per destination, and above the limit it follows that
-  destination's handshakes in user space for a while (`WATCH`, see `_syn`) to tell a flood from a busy
+  destination's handshakes for a while (`WATCH`, see `threats.attempts`) to tell a flood from a busy
   service;
-- `source_session_flood`: new connections per source;
-- `port_scan`: distinct ports one source tries on one host, distinct hosts one source tries;
+- `source_session_flood`: new connections per source; `k8s_extip_mitm`;
+- `port_scan`: distinct ports one source tries on one host (SYN, UDP, FIN/NULL/Xmas and ACK probes),
+  distinct hosts one source tries;
 - `bad_packet` (illegal TCP flags: FIN, Xmas and null scan probes, SYN+FIN; a land attack; bad option
   lengths), `tcp_syn_data` and `tcp_small_mss` on the connection's first packet;
 - `icmp_flood`: echo requests per destination. Conntrack offloads a ping session (one ICMP id) after
