@@ -109,17 +109,18 @@ class Judge:
             # The first packet's direction is the client's.
             decision = self.tables.decide(meta.family, meta.src, meta.dst, meta.proto, meta.dport)
             state = self._state(decision, new=True)
-            # Connections that go to a worker meet its packet detectors; the guard sees the others. What
-            # it drops leaves no flow behind and no policy report (a flood would fill both).
+            # Every connection's first packet meets the guard, which counts the connection-attempt threats
+            # (workers do not count them again). What it drops leaves no flow behind and no policy report
+            # (a flood would fill both).
             guarded = G.PASS
-            if guard is not None and state is not FlowState.INSPECT:
+            if guard is not None:
                 guarded = guard.check(meta, key, decision, now + self.wall_offset, payload)
                 if guarded == G.DROP:
                     return Act.DROP, meta, key, None
             flow = Flow(direction, worker_for(key, self.seed, self.workers), now)
             self.flows.add(key, flow)
             self._settle(flow, decision, state, meta, meta.src, meta.sport, meta.dst, meta.dport)
-            if guard is not None and state is FlowState.ALLOWED:
+            if guard is not None and state is not FlowState.BLOCKED:
                 if guarded == G.WATCH:
                     flow.watch = True
                 elif meta.icmp_type == ICMP_ECHO_REQUEST[meta.family] and guard.watches_echo(decision):
@@ -131,7 +132,7 @@ class Judge:
                 client, cport, server, port = meta.dst, meta.dport, meta.src, meta.sport
             decision = self.tables.decide(meta.family, client, server, meta.proto, port)
             self._settle(flow, decision, self._state(decision, new=False), meta, client, cport, server, port)
-        elif flow.watch and self.guard is not None and flow.state is FlowState.ALLOWED:
+        elif flow.watch and self.guard is not None and flow.state is not FlowState.BLOCKED:
             act = self._watched(flow, meta, key, direction, now + self.wall_offset)
             if act is not None:
                 flow.last_seen = now
@@ -151,9 +152,11 @@ class Judge:
     def _watched(
         self, flow: Flow, meta: PacketMeta, key: FlowKey, direction: Direction, now: float
     ) -> Act | None:
-        """A packet of an allowed flow the guard keeps in user space; an act, or None for the usual one."""
+        """A packet of a flow the guard follows (kept in user space if allowed, or going to its worker);
+        an act, or None for the usual one (a flow being inspected keeps going to its worker)."""
         assert self.guard is not None
         client_side = direction == flow.client_dir
+        allowed = flow.state is FlowState.ALLOWED
         if meta.proto == IPPROTO_TCP:
             flags = meta.tcp_flags
             if client_side and flags & TCP_ACK and not flags & (TCP_SYN | TCP_RST):
@@ -161,8 +164,8 @@ class Judge:
                 client, server = (meta.src, meta.dst)
                 self.guard.handshake_done(client, server, now)
                 flow.watch = False
-                return Act.ALLOW
-            return Act.PASS
+                return Act.ALLOW if allowed else None
+            return Act.PASS if allowed else None
         if client_side and meta.icmp_type == ICMP_ECHO_REQUEST[meta.family]:
             # An allowed ping kept in user space for the ICMP flood check: every request counts.
             client, server = (meta.src, meta.dst)

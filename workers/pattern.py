@@ -12,7 +12,7 @@ from collections import Counter
 from core.flow import Direction, FlowKey
 from core.packet import IPPROTO_TCP, PacketMeta
 from core.verdict import WorkerVerdict
-from workers.worker import Engine
+from workers.engine import Engine
 
 
 class PatternRule:

@@ -12,17 +12,18 @@ import signal
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 import zmq
 
 from core import messages as M
-from core.flow import Direction, FlowKey, flow_key
+from core.flow import Direction, flow_key
 from core.lookup import PolicyTables
-from core.packet import PacketMeta, decode
+from core.packet import decode
 from core.sockets import BATCH_HWM, EVENTS_HWM, HEARTBEAT_HWM, push_to, send_block_sources
 from core.updates import Updates, UpdatesFactory
 from core.verdict import WorkerVerdict
+from workers.engine import Engine
 from workers.settings import WorkerConfig
 
 log = logging.getLogger(__name__)
@@ -33,16 +34,6 @@ EVENT_FLUSH_S = 0.5  # events are sent to the policy process at most this often
 
 
 _DIRECTION_COUNTER = {Direction.A_TO_B: "packets.a_to_b", Direction.B_TO_A: "packets.b_to_a"}
-
-
-class Engine(Protocol):
-    def on_packet(
-        self, packet: bytes, meta: PacketMeta, key: FlowKey, direction: Direction, now: float
-    ) -> tuple[WorkerVerdict, int]: ...
-
-    def expire(self, now: float) -> None: ...
-
-    def stats(self) -> dict[str, int]: ...
 
 
 class Worker:
@@ -214,8 +205,9 @@ def build_engine(
     from workers.detect.engine import build_engine as build_detecting_engine
     from workers.pattern import PatternRule
 
+    # The readers' guard counts connection attempts (every first packet reaches a reader): not again here.
     engine: Engine = build_detecting_engine(
-        config.dpi, tables, emit, node, limits=config.detect, on_fqdn=on_fqdn
+        config.dpi, tables, emit, node, limits=config.detect, on_fqdn=on_fqdn, count_attempts=False
     )
     if config.workers.payload_pattern:
         engine = PatternRule(engine, bytes.fromhex(config.workers.payload_pattern))

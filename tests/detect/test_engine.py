@@ -160,6 +160,36 @@ def test_syn_flood_dropped_in_protect_and_aggregated() -> None:
     assert events[1]["aggregated"] and events[0]["action"] == "drop"
 
 
+def test_a_worker_behind_readers_leaves_connection_attempts_to_their_guard() -> None:
+    # Every connection's first packet reaches a reader, whose guard counts floods and scans; the worker's
+    # engine (count_attempts=False) must not count them a second time, but keeps the flow-state threats.
+    from workers.settings import WorkerConfig
+    from workers.worker import build_engine as build_worker_engine
+
+    events: list[dict[str, Any]] = []
+    policy = compile_threat_policy(
+        1, {"default": {"syn_flood": {"syns_per_window": 10}, "port_scan": {"ports_per_window": 5}}}
+    )
+    engine = build_worker_engine(WorkerConfig(), StubTables(), "n1", events.append)  # type: ignore[arg-type]
+    assert isinstance(engine, DetectingEngine) and engine.threats.packets.attempts is None
+    engine.set_policy(policy)
+    now = 1000.0
+    flood = [tcp4(f"203.0.9.{i + 1}", 1024 + i, WEB, 80 + i % 20, TCP_SYN) for i in range(100)]
+    split = [tcp4(CLIENT, 7000, WEB, 22, TCP_SYN), tcp4(WEB, 22, CLIENT, 7000, TCP_SYN)]
+    verdicts = []
+    for buf in flood + split:
+        meta, raw, key, direction = packet(buf)
+        verdicts.append(engine.on_packet(raw, meta, key, direction, now)[0])
+        now += 0.0001
+    engine.close_all()
+    names = {e["name"] for e in events if e["type"] == "threat"}
+    assert names == {"tcp_split_handshake"} and WorkerVerdict.DROP not in verdicts
+    # the same engine where no reader stands in front (a replay) counts them
+    replay = Lab({"default": {"syn_flood": {"syns_per_window": 10}}})
+    replay.send(flood)
+    assert replay.threats("syn_flood")
+
+
 def test_block_source_after_port_scan() -> None:
     lab = Lab({"default": {"port_scan": {"ports_per_window": 10}}})
     probes = [tcp4(CLIENT, 41000, WEB, port, TCP_SYN) for port in range(1, 15)]
@@ -423,6 +453,7 @@ def test_sql_injection_in_tds_and_tns(session: Any, port: int) -> None:
 )
 def test_hooks_never_raise_on_hostile_requests(uri: bytes, body: bytes, ctype: bytes) -> None:
     from core import anomalies as A
+
     lab = Lab(sensors=[{"name": "waf", "predefined": "waf"}, {"name": "cc", "predefined": "credit_card"}])
     clean_uri = b"/" + bytes(c for c in uri if 0x21 <= c < 0x7F)
     request = (
@@ -535,6 +566,7 @@ def test_undecodable_packets_are_reported_without_a_policy_lookup() -> None:
 
 def test_a_detector_exception_is_counted_and_the_packet_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:
     from core import anomalies as A
+
     lab = Lab()
 
     def broken(*_args: object) -> list[object]:
@@ -562,6 +594,7 @@ _TEMPLATES = [
 )
 def test_engine_never_raises_on_mutated_traffic(mutations: list[tuple[bytes, int, int]]) -> None:
     from core import anomalies as A
+
     lab = Lab(sensors=[{"name": "waf", "predefined": "waf"}])
     for template, pos, value in mutations:
         buf = bytearray(template)

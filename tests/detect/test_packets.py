@@ -8,8 +8,10 @@ from hypothesis import strategies as st
 
 from core.packet import TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, TCP_URG
 from threats import catalogue as C
-from threats.packets import PacketDetector, PacketLimits, illegal_tcp_flags, parse_tcp_options
+from threats.context import PacketContext
+from threats.packets import PacketDetector, PacketLimits
 from threats.settings import DEFAULT_SETTINGS, ThreatSettings, compile_threat_settings
+from threats.tcp import illegal_tcp_flags, parse_tcp_options
 
 from .build import (
     CLIENT,
@@ -39,7 +41,7 @@ def run(
     out: list[C.Finding] = []
     for i, buf in enumerate(bufs):
         meta, raw, key, direction = packet(buf)
-        out += det.inspect(meta, raw, key, direction, start + i * step, settings)
+        out += det.inspect(PacketContext(meta, raw, key, direction, start + i * step, settings))
     return out
 
 
@@ -390,7 +392,7 @@ def test_inspect_is_total_on_mutated_packets(mutations: list[tuple[bytes, int, i
             buf[pos] = value
         data = bytes(buf[: pos or 1]) if truncate else bytes(buf)
         meta, raw, key, direction = packet(data)
-        for f in det.inspect(meta, raw, key, direction, 1000.0 + i, DEFAULT_SETTINGS):
+        for f in det.inspect(PacketContext(meta, raw, key, direction, 1000.0 + i, DEFAULT_SETTINGS)):
             assert isinstance(f.threat, C.Threat) and len(f.excerpt) <= C.MAX_FINDING_EXCERPT
     det.tick(2000.0, lambda key: DEFAULT_SETTINGS)
     sizes = det.table_sizes()

@@ -178,10 +178,13 @@ def test_source_session_flood_and_group_settings_from_the_policy() -> None:
     assert acts == {Act.ALLOW}
 
 
-def test_connections_that_go_to_a_worker_are_left_to_its_detectors() -> None:
+def test_connections_that_go_to_a_worker_are_counted_by_the_guard_too() -> None:
+    # Every connection's first packet reaches a reader: the guard counts the attempts of flows its worker
+    # inspects as well (the worker does not count them again), and a flood of them is refused at once.
     j = judge({"syn_flood": {"syns_per_window": 5}})
-    acts = {j.judge(tcp4(spoofed(i), WEB, 1024 + i, 8080), 1.0)[0] for i in range(50)}  # an app rule
-    assert acts == {Act.INSPECT}
+    acts = [j.judge(tcp4(spoofed(i), WEB, 1024 + i, 8080), 1.0)[0] for i in range(50)]  # an app rule
+    assert acts[:5] == [Act.INSPECT] * 5 and Act.DROP in acts and set(acts) == {Act.INSPECT, Act.DROP}
+    assert threat_events(j, "syn_flood")
 
 
 def test_guard_can_be_switched_off() -> None:
@@ -198,7 +201,7 @@ def test_a_flood_of_distinct_sources_costs_bounded_memory(cap: int) -> None:
         j.judge(tcp4(spoofed(i), WEB, 1024 + i % 60000, 80), 1.0 + i * 1e-5)
     sizes = j.stats()
     assert sizes["guard.challenges"] <= cap and sizes["guard.good_sources"] <= cap
-    assert j.guard is not None and len(j.guard._half_src) <= cap
+    assert j.guard is not None and len(j.guard.attempts._half_src) <= cap
 
 
 def test_icmp_flood_keeps_pings_in_user_space_and_drops_the_flood_in_protect() -> None:
@@ -269,3 +272,43 @@ def test_ordinary_syns_raise_nothing() -> None:
     assert j.judge(_syn_with_options(CLIENT, WEB, mss_1460), 1.0)[0] is Act.ALLOW
     assert j.judge(tcp4(CLIENT, WEB, 41001, 80), 1.0)[0] is Act.ALLOW
     assert [e for e in j.take_events() if e["type"] == "threat"] == []
+
+
+@pytest.mark.parametrize(
+    ("flags", "first_threat"),
+    [
+        (dpkt.tcp.TH_FIN, "bad_packet"),  # FIN scan
+        (0, "bad_packet"),  # null scan
+        (dpkt.tcp.TH_FIN | dpkt.tcp.TH_PUSH | dpkt.tcp.TH_URG, "bad_packet"),  # Xmas scan
+        (ACK, ""),  # ACK scan: no stack sends a lone ACK to open a connection, but it is no bad packet
+    ],
+)
+def test_fin_null_xmas_and_ack_probes_count_toward_a_port_scan(flags: int, first_threat: str) -> None:
+    j = judge({"port_scan": {"ports_per_window": 20}})
+    for port in range(1000, 1030):
+        j.judge(tcp4(SCANNER, API, 50000, port, flags), 1.0 + port * 1e-4)
+    j.sweep(100.0)
+    events = [e for e in j.take_events() if e["type"] == "threat"]
+    scans = [e for e in events if e["name"] == "port_scan"]
+    assert sum(e["count"] for e in scans) == 11  # ports 20..30 of the window
+    assert {e["name"] for e in events} == {"port_scan", first_threat} - {""}
+
+
+def test_a_followed_connection_that_goes_to_a_worker_completes_its_handshake_in_the_guard() -> None:
+    j = judge({"syn_flood": {"syns_per_window": 5}})
+    assert j.guard is not None
+    done: list[bytes] = []
+    follow = j.guard.attempts.handshake_done
+    j.guard.attempts.handshake_done = lambda c, s, now: (done.append(c), follow(c, s, now))  # type: ignore[method-assign]
+    acts = [j.judge(tcp4(spoofed(i), WEB, 1024 + i, 8080), 1.0)[0] for i in range(WATCH_SAMPLE + 5)]
+    assert set(acts) == {
+        Act.INSPECT
+    }  # the destination is watched after 5; one SYN in WATCH_SAMPLE is followed
+    followed = WATCH_SAMPLE + 4  # the WATCH_SAMPLE-th SYN after the destination is watched
+    act = j.judge(tcp4(spoofed(followed), WEB, 1024 + followed, 8080, ACK), 1.1)[0]
+    assert act is Act.INSPECT  # still its worker's: the guard only takes its SYN back
+    assert done == [bytes(int(x) for x in spoofed(followed).split("."))]
+    assert (
+        j.judge(tcp4(spoofed(followed), WEB, 1024 + followed, 8080, ACK), 1.2)[0] is Act.INSPECT
+        and len(done) == 1
+    )

@@ -1,0 +1,302 @@
+"""Connection-attempt threats, counted once per source and destination: the first packet of every
+connection (a SYN, a UDP datagram, an echo request, a probe) and every echo request.
+
+Threats: `syn_flood`, `source_session_flood`, `port_scan` (distinct ports one source tries on one host,
+distinct hosts one source tries; SYN, UDP, ping and FIN/NULL/Xmas/ACK probes alike), `icmp_flood`,
+`bad_packet` (illegal flags, land, option lengths), `tcp_syn_data`, `tcp_small_mss` and
+`k8s_extip_mitm` on a connection's first packet.
+
+Every new connection's first packet reaches a reader (the kernel queues it), so in the enforcer the
+readers' guard (`pipeline.guard`) drives this; the workers' packet detector drives it only where no
+reader stands in front (a capture replay), so nothing is counted twice.
+
+SYN flood: half-open connections per source and per destination. A vantage point that sees only a
+connection's SYN (a reader) watches a destination once its SYN rate exceeds the limit and follows one
+new connection in `sample` of it (`WATCH`) until the handshake completes (`handshake_done`); one that
+sees every handshake (`watch_all`) follows them all. Half-open SYNs over the limit make a flood: from
+one source, that source is the flood; toward one destination, sources not known to be real are
+suspects until they complete a handshake or retransmit a refused SYN after a pause, as every TCP stack
+does and flood tools do not.
+
+What a finding does is the caller's: `Reporter.report` raises it with the packet's settings and says
+whether the packet is dropped; a check that would drop goes on only where that matters (a refused SYN is
+challenged only when it was refused). Sans-io; every table is capped with least-recently-used eviction.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Protocol
+
+from core.packet import (
+    ICMP_ECHO_REQUEST,
+    IPPROTO_ICMP,
+    IPPROTO_ICMPV6,
+    IPPROTO_TCP,
+    IPPROTO_UDP,
+    TCP_ACK,
+    TCP_FIN,
+    TCP_RST,
+    TCP_SYN,
+)
+from threats import catalogue as C
+from threats.catalogue import Threat
+from threats.context import PacketContext
+from threats.tcp import syn_problems, tcp_header
+from threats.window import LruTable, WindowCounter
+
+# What a connection's first packet gets (`ConnectionAttempts.first_packet`).
+PASS, DROP, WATCH = 0, 1, 2  # WATCH: let it through, but follow the connection until its handshake
+# completes (`handshake_done`), so half-open connections can be told from busy clients
+_MAX_WINDOW = 3600.0  # WindowCounter.get/hit with this never opens a new window (the count's own stands)
+_FLOODER_BLOCK_WINDOWS = 10  # a source whose SYNs never complete is blocked this many windows
+_WATCH_WINDOWS = 5  # a destination over the SYN rate has its handshakes followed this many windows
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AttemptLimits:
+    """Caps and times of the attempt tables (the thresholds come with the policy)."""
+
+    max_hosts: int = 65536  # keys of each per-source / per-destination table
+    max_challenges: int = 65536  # SYNs refused during a flood, remembered for the retransmission check
+    retry_min_s: float = 0.5  # a retransmitted SYN proves its source only after this pause
+    retry_max_s: float = 10.0  # ... and only within this time of the refused SYN
+    good_source_s: float = 60.0  # a source that proved itself passes flooded destinations this long
+    max_scan_ports: int = 4096  # distinct ports remembered per (source, destination) pair
+    sample: int = 1  # one new connection in this many to a watched destination is followed
+    watch_all: bool = False  # every handshake is seen (a worker, a replay): every destination is watched
+
+
+class Reporter(Protocol):
+    """Where findings go: the reader's guard (events, Protect actions) or the workers' detector."""
+
+    def report(self, threat: Threat, ctx: PacketContext, detail: str) -> bool:
+        """Raise a finding; True if the packet is to be dropped."""
+        ...
+
+    def block_source(self, src: bytes, seconds: float, now: float) -> None:
+        """A flooding source: drop its new connections for `seconds` (Protect, on a drop)."""
+        ...
+
+
+class _Seen:
+    __slots__ = ("start", "seen")
+
+    def __init__(self, now: float) -> None:
+        self.start = now
+        self.seen: set[int | bytes] = set()
+
+
+class ConnectionAttempts:
+    """The counts behind the connection-attempt threats, for one process."""
+
+    def __init__(self, limits: AttemptLimits | None = None) -> None:
+        lim = self.limits = limits or AttemptLimits()
+        hosts = lim.max_hosts
+        self._attempts_dst: WindowCounter[bytes] = WindowCounter(hosts)  # SYNs per destination
+        self._watched_dst: LruTable[bytes, float] = LruTable(hosts)  # destinations followed, until when
+        self._half_src: WindowCounter[bytes] = WindowCounter(hosts)  # SYNs not (yet) completed, per source
+        self._half_dst: WindowCounter[bytes] = WindowCounter(hosts)
+        self._flooded_src: LruTable[bytes, float] = LruTable(hosts)  # until when
+        self._flooded_dst: LruTable[bytes, float] = LruTable(hosts)
+        self._sessions: WindowCounter[bytes] = WindowCounter(hosts)
+        self._echo_dst: WindowCounter[bytes] = WindowCounter(hosts)
+        self._flooded_echo: LruTable[bytes, float] = LruTable(hosts)
+        self._ports: LruTable[tuple[bytes, bytes], _Seen] = LruTable(hosts)
+        self._hosts: LruTable[bytes, _Seen] = LruTable(hosts)
+        self._good: LruTable[bytes, float] = LruTable(hosts)  # source → until when
+        # refused SYN (source, port, destination, port) → (when, its sequence number)
+        self._challenged: LruTable[tuple[bytes, int, bytes, int], tuple[float, int]] = LruTable(
+            lim.max_challenges
+        )
+        self._sampled = 0  # SYNs to watched destinations (every `sample`-th is followed)
+        self.sources_proved = 0  # sources let through a flooded destination by a retransmission
+
+    # ---- entry points ----------------------------------------------------------------------------
+
+    def first_packet(self, ctx: PacketContext, out: Reporter) -> int:
+        """The first packet of a connection: PASS, DROP or WATCH."""
+        meta, on = ctx.meta, ctx.settings.on
+        proto = meta.proto
+        if proto == IPPROTO_TCP:
+            flags = meta.tcp_flags
+            bad, opts = tcp_header(meta, ctx.packet)
+            if bad:
+                # A FIN, Xmas or null scan probe, SYN+FIN, a land attack: no stack opens a connection so.
+                drop = C.BAD_PACKET.id in on and out.report(C.BAD_PACKET, ctx, bad)
+                if not flags & TCP_SYN and C.PORT_SCAN.id in on:
+                    drop |= self._scan(ctx, out)
+                return DROP if drop else PASS
+            if flags & (TCP_SYN | TCP_ACK | TCP_RST) != TCP_SYN:
+                # An ACK probe (no connection behind it) counts toward a port scan; a reply, RST or
+                # straggler whose SYN was never seen opens nothing.
+                if flags & (TCP_SYN | TCP_RST | TCP_FIN) == 0 and C.PORT_SCAN.id in on:
+                    return DROP if self._scan(ctx, out, ports_only=True) else PASS
+                return PASS
+            if opts is not None or meta.ip_len > meta.payload_offset:  # options or payload to check
+                for threat, detail in syn_problems(meta, opts, ctx.settings):
+                    if out.report(threat, ctx, detail):
+                        return DROP
+        elif proto == IPPROTO_ICMP or proto == IPPROTO_ICMPV6:
+            if meta.icmp_type != ICMP_ECHO_REQUEST[meta.family]:
+                return PASS  # replies and errors open nothing
+        drop = False
+        verdict = PASS
+        if proto == IPPROTO_TCP:
+            if C.SYN_FLOOD.id in on:
+                verdict = self._syn(ctx, out)
+                if verdict == DROP and not self.is_flooder(meta.src, ctx.now):
+                    # Refused as part of a flood on its destination: probably a forged source, so it is
+                    # not counted against that source (which would only churn the per-source tables).
+                    return DROP
+                drop = verdict == DROP
+        elif (proto == IPPROTO_ICMP or proto == IPPROTO_ICMPV6) and C.ICMP_FLOOD.id in on:
+            drop = self.echo(ctx, out)
+        drop |= self._new_session(ctx, out)
+        if C.PORT_SCAN.id in on:
+            drop |= self._scan(ctx, out)
+        return DROP if drop else verdict
+
+    def echo(self, ctx: PacketContext, out: Reporter) -> bool:
+        """An echo request (a flow's first or a later one): the ICMP flood count; True: drop it."""
+        meta, s, now = ctx.meta, ctx.settings, ctx.now
+        window = s.threshold(C.ICMP_FLOOD, "window")
+        count = self._echo_dst.hit(meta.dst, now, window)
+        if count > s.threshold(C.ICMP_FLOOD, "echo_per_window"):
+            self._flooded_echo.put(meta.dst, now + window)
+        until = self._flooded_echo.get(meta.dst)
+        if until is None or until <= now:
+            return False
+        return out.report(C.ICMP_FLOOD, ctx, f"{count:.0f} echo requests")
+
+    def handshake_done(self, client: bytes, server: bytes, now: float) -> None:
+        """A followed connection completed its handshake: its SYN was no flood, and its client is real."""
+        self._good.put(client, now + self.limits.good_source_s)
+        weight = self.limits.sample
+        for table, addr in ((self._half_src, client), (self._half_dst, server)):
+            count = table.get(addr, now, _MAX_WINDOW)
+            if count > 0:
+                table.hit(addr, now, _MAX_WINDOW, -min(count, weight))
+
+    def is_flooder(self, src: bytes, now: float) -> bool:
+        until = self._flooded_src.get(src)
+        return until is not None and until > now
+
+    def is_good_source(self, src: bytes, now: float) -> bool:
+        until = self._good.get(src)
+        return until is not None and until > now
+
+    def hosts_evicted(self) -> int:
+        """Evictions from the per-host tables together."""
+        tables = (self._attempts_dst, self._watched_dst, self._half_src, self._half_dst, self._flooded_src,
+                  self._flooded_dst, self._sessions, self._echo_dst, self._flooded_echo, self._ports,
+                  self._hosts, self._good)  # fmt: skip
+        return sum(t.evicted for t in tables)
+
+    def table_sizes(self) -> dict[str, int]:
+        return {
+            "good_sources": len(self._good),
+            "challenges": len(self._challenged),
+            "scans": len(self._ports),
+        }
+
+    # ---- checks ----------------------------------------------------------------------------------
+
+    def _syn(self, ctx: PacketContext, out: Reporter) -> int:
+        """PASS, WATCH or DROP for one SYN (see the module's docstring)."""
+        meta, s, now, lim = ctx.meta, ctx.settings, ctx.now, self.limits
+        window = s.threshold(C.SYN_FLOOD, "window")
+        limit = s.threshold(C.SYN_FLOOD, "syns_per_window")
+        src, dst = meta.src, meta.dst
+        if self.is_flooder(src, now):
+            return DROP if out.report(C.SYN_FLOOD, ctx, "half-open SYNs from one source") else WATCH
+        if not lim.watch_all:
+            if self._attempts_dst.hit(dst, now, window) > limit:
+                self._watched_dst.put(dst, now + window * _WATCH_WINDOWS)
+            watched = self._watched_dst.get(dst)
+            if watched is None or watched <= now:
+                return PASS
+        # One connection in `sample` is followed and counts for `sample`: the half-open share is
+        # estimated at a fraction of the extra packets a followed connection costs a reader.
+        self._sampled += 1
+        if self._sampled % lim.sample == 0:
+            follow = WATCH
+            half_dst = self._half_dst.hit(dst, now, window, lim.sample)
+            half_src = self._half_src.hit(src, now, window, lim.sample)
+        else:
+            follow = PASS
+            half_dst = self._half_dst.get(dst, now, window)
+            half_src = self._half_src.get(src, now, window)
+        if half_src > limit:
+            self._flooded_src.put(src, now + window)
+            # Its half-open SYNs no longer count against the destination: its real clients are not suspects.
+            self._half_dst.hit(dst, now, window, -min(half_src, self._half_dst.get(dst, now, window)))
+            if out.report(C.SYN_FLOOD, ctx, f"{half_src:.0f} half-open SYNs from one source"):
+                out.block_source(src, window * _FLOODER_BLOCK_WINDOWS, now)
+                return DROP
+            return follow
+        if half_dst > limit:
+            self._flooded_dst.put(dst, now + window)
+        until = self._flooded_dst.get(dst)
+        if until is None or until <= now or self.is_good_source(src, now):
+            return follow
+        challenge = (src, meta.sport, dst, meta.dport)
+        refused = self._challenged.get(challenge)
+        if (
+            refused is not None
+            and refused[1] == meta.seq  # a retransmission repeats its sequence number; a new SYN does not
+            and lim.retry_min_s <= now - refused[0] <= lim.retry_max_s
+        ):
+            self._challenged.pop(challenge)
+            self._good.put(src, now + lim.good_source_s)
+            self.sources_proved += 1
+            return follow
+        if not out.report(C.SYN_FLOOD, ctx, f"{half_dst:.0f} half-open SYNs to one destination"):
+            return follow
+        # (re)starts the pause: a tool resending at once never passes
+        self._challenged.put(challenge, (now, meta.seq))
+        return DROP
+
+    def _new_session(self, ctx: PacketContext, out: Reporter) -> bool:
+        """source_session_flood, and k8s_extip_mitm (a pod reaching a Service's external IP)."""
+        meta, s, now = ctx.meta, ctx.settings, ctx.now
+        on = s.on
+        drop = False
+        if C.SOURCE_SESSION_FLOOD.id in on:
+            window = s.threshold(C.SOURCE_SESSION_FLOOD, "window")
+            count = self._sessions.hit(meta.src, now, window)
+            if count > s.threshold(C.SOURCE_SESSION_FLOOD, "sessions_per_window"):
+                drop = out.report(C.SOURCE_SESSION_FLOOD, ctx, f"{count:.0f} new sessions")
+        if s.external_ips and C.K8S_EXTIP_MITM.id in on and meta.dst in s.external_ips:
+            if meta.src not in s.external_ips and s.is_internal(meta.src):
+                drop |= out.report(C.K8S_EXTIP_MITM, ctx, "to a Service external IP")
+        return drop
+
+    def _scan(self, ctx: PacketContext, out: Reporter, ports_only: bool = False) -> bool:
+        """A probe of (dst, dport): distinct ports per (source, destination), then distinct hosts per
+        source (a horizontal scan or a ping sweep). Each set holds at most its threshold."""
+        meta, s, now = ctx.meta, ctx.settings, ctx.now
+        window = s.threshold(C.PORT_SCAN, "window")
+        if meta.proto == IPPROTO_TCP or meta.proto == IPPROTO_UDP:
+            pair = (meta.src, meta.dst)
+            ports = self._ports.get(pair)
+            if ports is None or now - ports.start >= window:
+                ports = _Seen(now)
+                self._ports.put(pair, ports)
+            limit = s.threshold(C.PORT_SCAN, "ports_per_window")
+            if len(ports.seen) < min(limit, self.limits.max_scan_ports):
+                ports.seen.add(meta.proto << 16 | meta.dport)
+            if len(ports.seen) >= limit:
+                return out.report(C.PORT_SCAN, ctx, f"{len(ports.seen)} ports probed")
+        if ports_only:
+            return False
+        hosts = self._hosts.get(meta.src)
+        if hosts is None or now - hosts.start >= window:
+            hosts = _Seen(now)
+            self._hosts.put(meta.src, hosts)
+        limit = s.threshold(C.PORT_SCAN, "hosts_per_window")
+        if len(hosts.seen) < limit:
+            hosts.seen.add(meta.dst)
+        if len(hosts.seen) >= limit:
+            return out.report(C.PORT_SCAN, ctx, f"{len(hosts.seen)} hosts probed")
+        return False

@@ -1,0 +1,317 @@
+"""The threat engine's DPI hooks: parser events and payload packets to the application detectors and
+the DLP/WAF sensors.
+
+`AppThreats.detector()` is the `workers.dpi.context.Detector` the DPI engine takes. Its event hook maps
+parser events (HTTP requests and responses, HTTP/2 headers, SQL text, TLS hellos and heartbeats, SSH
+banners, DNS over TCP, MySQL and PostgreSQL login failures) to the application detectors and the
+sensors; its packet hook handles what needs payload bytes (DNS over UDP, SSLv2 records, Slowloris
+timing, sensors of the `packet` context, streamed per flow direction). Findings go back to the DPI
+engine as `workers.dpi.events.Finding`s; it raises the `threat` event and, in Protect mode, resets or
+blocks the flow when `block` is set. Each flow is judged with its deciding group's settings, resolved
+once per flow through the owning `ThreatEngine`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from core import anomalies as A
+from core.lookup import Mode
+from core.packet import IPPROTO_TCP, IPPROTO_UDP, PacketMeta
+from threats import catalogue as C
+from threats.catalogue import Hit, Threat, ThreatAction, excerpt_of
+from threats.settings import ThreatSettings
+from workers.detect.database import AccessDeniedTracker
+from workers.detect.decode import percent_decode
+from workers.detect.dns import DnsDetector, tunnel_name
+from workers.detect.http import check_headers, check_struts_body
+from workers.detect.injection import check_request, check_sql_query
+from workers.detect.sensors import Context, SensorAction, SensorMatch, SensorStream
+from workers.detect.tls import check_ssh_banner, check_sslv2, is_sslv2, version_hits
+from workers.dpi import events as E
+from workers.dpi.context import Detector, FlowContext
+from workers.dpi.parsers.base import Side
+
+if TYPE_CHECKING:
+    from workers.detect.threat_engine import ThreatEngine
+
+DETECTOR_NAME = "threats"
+_HTTP_METHOD = re.compile(rb"[A-Z]{3,10} \S")
+_DNS_PORT = 53
+_DNS_THREATS = frozenset(
+    t.id for t in (C.DNS_POINTER_LOOP, C.DNS_OVERFLOW, C.DNS_ZONE_TRANSFER, C.DNS_NULL_TYPE, C.DNS_TUNNELING)
+)
+# Headers applications log or echo, where scanners (sqlmap --level 3) inject as well.
+_INJECTABLE_HEADERS = frozenset({b"user-agent", b"referer", b"x-forwarded-for"})
+_DENIED_PG = frozenset({b"28P01", b"28000"})  # invalid password / authorization specification
+
+
+class _FlowState:
+    """Per-flow state of the hooks, kept in `ctx.detector_state[DETECTOR_NAME]`."""
+
+    __slots__ = ("group", "settings", "pending_since", "slow_fired", "first_payload", "streams", "generation")
+
+    def __init__(self, group: str, settings: ThreatSettings, generation: int) -> None:
+        self.group = group
+        self.settings = settings
+        self.generation = generation
+        self.pending_since = -1.0  # Slowloris: when the current request head started (-1: none)
+        self.slow_fired = False
+        self.first_payload = [True, True]  # per Side
+        self.streams: list[SensorStream | None] = [None, None]  # packet-context sensor streams per Side
+
+
+class AppThreats:
+    """The DPI hooks of one worker's threat engine (`owner`: policy, groups, evidence, counters, blocks)."""
+
+    def __init__(self, owner: ThreatEngine, max_clients: int, max_streams: int) -> None:
+        self.owner = owner
+        self.dns = DnsDetector(max_clients)
+        self.denials = AccessDeniedTracker(max_clients)
+        self.max_streams = max_streams  # packet-context sensor streams open at once (Hyperscan state)
+        self.open_streams = 0  # closed with their flow
+        self._now = 0.0  # time of the packet or event being handled
+
+    def detector(self) -> Detector:
+        return Detector(DETECTOR_NAME, on_packet=self.on_packet_hook, on_event=self.on_event_hook)
+
+    def _state(self, ctx: FlowContext) -> _FlowState:
+        st = ctx.detector_state.get(DETECTOR_NAME)
+        if st is None:
+            cached = self.owner.flow_groups.get(ctx.key)  # resolved by the raw packet path already?
+            if cached is not None:
+                group, settings = cached[0], cached[2]
+            else:
+                group, _mode = self.owner.group_of(
+                    ctx.family, ctx.client_addr, ctx.server_addr, ctx.key.proto, ctx.server_port
+                )
+                settings = self.owner.policy.settings.for_group(group)
+            st = _FlowState(group, settings, self.owner.policy.generation)
+            ctx.detector_state[DETECTOR_NAME] = st
+        assert isinstance(st, _FlowState)
+        return st
+
+    def on_flow_end(self, ctx: FlowContext) -> None:
+        """Release the flow's sensor streams (the DPI engine's `on_flow_end` observer)."""
+        st = ctx.detector_state.get(DETECTOR_NAME)
+        if isinstance(st, _FlowState):
+            for stream in st.streams:
+                if stream is not None:
+                    stream.close()
+                    self.open_streams -= 1
+            st.streams = [None, None]
+
+    def on_packet_hook(
+        self, ctx: FlowContext, meta: PacketMeta, packet: bytes, now: float
+    ) -> list[E.Finding]:
+        self._now = now
+        end = min(meta.ip_len, len(packet))
+        if end <= meta.payload_offset:
+            return []
+        payload = packet[meta.payload_offset : end]
+        st = self._state(ctx)
+        s = st.settings
+        side = int(ctx.side)
+        hits: list[Hit] = []
+        first = st.first_payload[side]
+        st.first_payload[side] = False
+        if meta.proto == IPPROTO_UDP:
+            if (ctx.server_port == _DNS_PORT or ctx.app == "DNS") and not _DNS_THREATS.isdisjoint(s.on):
+                hits += self.dns.inspect(payload, ctx.client_addr, False, now, s)
+        elif meta.proto == IPPROTO_TCP:
+            if first and is_sslv2(payload):
+                hits += check_sslv2(payload)
+            if side == Side.CLIENT and C.HTTP_SLOWLORIS.id in s.on:
+                hit = self._slowloris(st, payload, now, s)
+                if hit is not None:
+                    hits.append(hit)
+        sensors = self.owner.policy.sensors
+        if sensors.applies(st.group):
+            stream = st.streams[side]
+            if stream is None and self.open_streams < self.max_streams:
+                stream = st.streams[side] = sensors.open_stream(Context.PACKET, st.group)
+                self.open_streams += 1
+            if stream is not None:
+                hits += self._sensor_hits(stream.scan(payload))
+            else:  # at the cap: this packet alone (a pattern split across packets is missed)
+                self.owner.counters[A.DETECT_SENSOR_STREAMS_FULL] += 1
+                hits += self._sensor_hits(sensors.scan(Context.PACKET, payload, st.group))
+        return self._to_dpi(hits, st, ctx)
+
+    def _slowloris(self, st: _FlowState, payload: bytes, now: float, s: ThreatSettings) -> Hit | None:
+        if st.pending_since < 0:
+            if _HTTP_METHOD.match(payload):
+                st.pending_since = now  # cleared by the HttpRequest event when the head completes
+            return None
+        if st.slow_fired or now - st.pending_since < s.threshold(C.HTTP_SLOWLORIS, "header_seconds"):
+            return None
+        st.slow_fired = True
+        return Hit(C.HTTP_SLOWLORIS, f"request head incomplete after {now - st.pending_since:.1f}s")
+
+    def on_event_hook(self, ctx: FlowContext, ev: object, now: float) -> list[E.Finding]:
+        self._now = now
+        st = self._state(ctx)
+        s = st.settings
+        on = s.on
+        hits: list[Hit] = []
+        if isinstance(ev, E.HttpRequest):
+            st.pending_since = -1.0
+            hits += self._http_request(ev.uri, ev.headers, ev.body, st, on)
+        elif isinstance(ev, E.HttpResponse):
+            hits += check_headers(ev.headers)
+            hits += self._sensor_body(ev.body, st)
+        elif isinstance(ev, E.Http2Headers):
+            path = next((v for n, v in ev.headers if n == b":path"), b"")
+            if path:
+                hits += self._http_request(path, ev.headers, b"", st, on)
+        elif isinstance(ev, E.SqlQuery):
+            if C.SQL_INJECTION.id in on:
+                hit = check_sql_query(ev.text)
+                if hit is not None:
+                    hits.append(hit)
+            if self.owner.policy.sensors.applies(st.group):
+                hits += self._sensor_hits(
+                    self.owner.policy.sensors.scan(Context.SQL, ev.text.encode("utf-8", "replace"), st.group)
+                )
+        elif isinstance(ev, E.TlsClientHello):
+            if not ev.sslv2:  # SSLv2 hellos are judged on their bytes by the packet hook
+                offered = max(ev.supported_versions) if ev.supported_versions else ev.handshake_version
+                hits += version_hits(True, offered)
+        elif isinstance(ev, E.TlsServerHello):
+            hits += version_hits(False, ev.selected_version or ev.handshake_version)
+        elif isinstance(ev, E.TlsHeartbeat):
+            if not ev.encrypted and 3 + ev.declared_length + 16 > ev.record_length:
+                detail = f"heartbeat claims {ev.declared_length} bytes in a {ev.record_length}-byte record"
+                hits.append(Hit(C.HEARTBLEED, detail))
+        elif isinstance(ev, E.SshBanner):
+            hit = check_ssh_banner(b"SSH-" + ev.proto_version + b"-" + ev.software)
+            if hit is not None:
+                hits.append(hit)
+        elif isinstance(ev, E.DnsMessage):
+            if ev.transport == "tcp":
+                hits += self._dns_event(ev, ctx, now, s)
+        elif isinstance(ev, E.MysqlError):  # a failed login also yields MysqlLoginResult: count one of them
+            code = ev.code
+            if code:
+                hit = self.denials.on_error(ctx.client_addr, code, now, s)
+                if hit is not None:
+                    hits.append(hit)
+        elif isinstance(ev, E.PgAuthResult):
+            if not ev.ok and ev.code in _DENIED_PG:
+                hit = self.denials.on_error(ctx.client_addr, 1045, now, s)
+                if hit is not None:
+                    hits.append(hit._replace(detail=hit.detail + " (PostgreSQL)"))
+        return self._to_dpi(hits, st, ctx)
+
+    def _http_request(
+        self, uri: bytes, headers: E.Headers, body: bytes, st: _FlowState, on: frozenset[int]
+    ) -> list[Hit]:
+        hits = check_headers(headers)
+        ctype = cookie = ""
+        injectable: list[str] = []
+        for name, value in headers:
+            low = name.lower()
+            if low == b"content-type":
+                ctype = value.decode("latin-1")
+            elif low == b"cookie":
+                cookie = value.decode("latin-1")
+            elif low in _INJECTABLE_HEADERS:
+                injectable.append(value.decode("latin-1"))
+        sqli, xss = C.SQL_INJECTION.id in on, C.XSS.id in on
+        if sqli or xss:
+            hits += check_request(uri.decode("latin-1"), body, ctype, cookie, sqli, xss, injectable)
+        if body and C.STRUTS_RCE.id in on:
+            hit = check_struts_body(body, ctype)
+            if hit is not None:
+                hits.append(hit)
+        sensors = self.owner.policy.sensors
+        if sensors.applies(st.group):
+            found = sensors.scan(Context.URL, uri, st.group)
+            decoded = percent_decode(uri.decode("latin-1")).encode("latin-1", "replace")
+            if decoded != uri:
+                seen = {(m.sensor, m.rule) for m in found}
+                found += [
+                    m for m in sensors.scan(Context.URL, decoded, st.group) if (m.sensor, m.rule) not in seen
+                ]
+            head = b"\r\n".join(n + b": " + v for n, v in headers)
+            found += sensors.scan(Context.HEADER, head, st.group)
+            hits += self._sensor_hits(found)
+            body_hits = self._sensor_body(body, st)
+            if body and "x-www-form-urlencoded" in ctype:  # the values as the application sees them
+                form = percent_decode(body.decode("latin-1"), plus=True).encode("latin-1", "replace")
+                if form != body:
+                    seen = {(h.sensor, h.rule) for h in body_hits}
+                    body_hits += [h for h in self._sensor_body(form, st) if (h.sensor, h.rule) not in seen]
+            hits += body_hits
+        return hits
+
+    def _sensor_body(self, body: bytes, st: _FlowState) -> list[Hit]:
+        if not body or not self.owner.policy.sensors.applies(st.group):
+            return []
+        return self._sensor_hits(self.owner.policy.sensors.scan(Context.BODY, body, st.group))
+
+    def _dns_event(self, ev: E.DnsMessage, ctx: FlowContext, now: float, s: ThreatSettings) -> list[Hit]:
+        hits: list[Hit] = []
+        for anomaly in ev.anomalies:
+            if anomaly == "dpi.dns.pointer_loop":
+                hits.append(Hit(C.DNS_POINTER_LOOP, "compression pointer loop"))
+            elif anomaly in ("dpi.dns.name_too_long", "dpi.dns.truncated", "dpi.dns.bad_pointer"):
+                hits.append(Hit(C.DNS_OVERFLOW, anomaly))
+        if not ev.qr:
+            for q in ev.questions:
+                if q.qtype in (251, 252):
+                    hits.append(
+                        Hit(C.DNS_ZONE_TRANSFER, "AXFR" if q.qtype == 252 else "IXFR", excerpt_of(q.name))
+                    )
+                elif q.qtype == 10:
+                    hits.append(Hit(C.DNS_NULL_TYPE, "NULL query", excerpt_of(q.name)))
+                if C.DNS_TUNNELING.id in s.on:
+                    reason = tunnel_name(
+                        [label.encode("latin-1", "replace") for label in q.name.split(".")], s
+                    )
+                    if reason:
+                        hits.append(Hit(C.DNS_TUNNELING, reason, excerpt_of(q.name)))
+        return hits
+
+    @staticmethod
+    def _sensor_hits(matches: Sequence[SensorMatch]) -> list[Hit]:
+        return [
+            Hit(C.DLP_SENSOR, f"sensor {m.sensor} rule {m.rule} ({m.context.value})", m.excerpt.encode(),
+                m.sensor, m.rule, m.action is SensorAction.BLOCK)
+            for m in matches
+        ]  # fmt: skip
+
+    def _to_dpi(self, hits: list[Hit], st: _FlowState, ctx: FlowContext) -> list[E.Finding]:
+        if not hits:
+            return []
+        s = st.settings
+        out = []
+        evidence = self.owner.evidence.snapshot(ctx.key)
+        for h in hits:
+            threat: Threat = h.threat
+            if threat.id not in s.on:
+                continue
+            self.owner.counters["threats." + threat.name] += 1
+            fields: dict[str, object] = {"threat_id": threat.id, "group": st.group, "count": 1}
+            if h.sensor:
+                fields.update(sensor=h.sensor, rule=h.rule)
+                block = h.block
+                configured = "block" if block else "alert"
+            else:
+                action = s.action(threat)
+                block = action is not ThreatAction.ALERT
+                configured = action.value
+                if action is ThreatAction.BLOCK_SOURCE and ctx.mode == Mode.PROTECT:
+                    # the DPI engine resets this flow; the client's next flows are dropped by the raw path
+                    seconds = threat.thresholds.get("block_seconds")
+                    if seconds is not None:
+                        self.owner.block(
+                            ctx.client_addr, float(s.threshold(threat, "block_seconds")), self._now
+                        )
+            fields["configured_action"] = configured
+            if evidence:
+                fields["evidence"] = evidence
+            out.append(E.Finding(threat.name, threat.severity.value, block, h.detail, h.excerpt, fields))
+        return out

@@ -1,0 +1,100 @@
+"""The detection part of a policy generation: threat settings per group and DLP/WAF sensors, compiled
+off the packet path (`ThreatPolicy`), and the adapters from a `policy.model.PolicySnapshot`.
+
+The readers' guard takes only the settings (`threat_settings_from_snapshot`); workers take both
+(`threat_policy_from_snapshot`); the policy process checks a snapshot with `threat_policy_problem` so a
+policy whose threat part would not compile is rejected whole.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from threats import catalogue as C
+from threats.settings import GroupThreatSettings, compile_group_settings
+from workers.detect.sensors import SensorSet, compile_sensors
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ThreatPolicy:
+    """The detection part of one policy generation (immutable; compiled off the packet path)."""
+
+    generation: int
+    settings: GroupThreatSettings
+    sensors: SensorSet
+
+
+def compile_threat_policy(
+    generation: int, threat_settings: Any = None, sensors: Any = None, use_hyperscan: bool = True
+) -> ThreatPolicy:
+    """Validate and compile the `threat_settings` and `sensors` documents of a policy snapshot.
+    Raises ThreatSettingsError / SensorError (both ValueError) naming the bad key or pattern."""
+    return ThreatPolicy(
+        generation,
+        compile_group_settings(threat_settings),
+        compile_sensors(sensors, use_hyperscan=use_hyperscan),
+    )
+
+
+EMPTY_POLICY = ThreatPolicy(0, compile_group_settings(None), compile_sensors(None))
+
+
+def threat_documents_from_snapshot(snapshot: Any) -> dict[str, Any]:
+    """The threat settings of a `policy.model.PolicySnapshot` as the document `compile_group_settings`
+    takes: `{"default": {...}, "groups": {...}}`. The snapshot names threats either as the catalogue does
+    (`syn_flood`) or with a category prefix (`tcp.syn_flood`); its thresholds mapping is flattened into
+    the threat's settings; `threats` is the default of every group, `group_threats` overlays it."""
+
+    def documents(settings: Any) -> dict[str, Any]:
+        doc: dict[str, Any] = {}
+        for name, setting in settings.items():
+            short = name.rsplit(".", 1)[-1] if name not in C.BY_NAME else name
+            entry: dict[str, Any] = {"enabled": setting.enabled}
+            if setting.action is not None:  # None: the catalogue's default action
+                entry["action"] = str(setting.action)
+            entry.update(dict(setting.thresholds))
+            doc[short] = entry
+        return doc
+
+    per_group = {group: documents(s) for group, s in getattr(snapshot, "group_threats", {}).items()}
+    return {"default": documents(snapshot.threats), "groups": per_group}
+
+
+def threat_settings_from_snapshot(snapshot: Any) -> GroupThreatSettings:
+    """The compiled per-group threat settings of a snapshot (no sensors: what the readers' guard needs)."""
+    return compile_group_settings(threat_documents_from_snapshot(snapshot))
+
+
+def threat_policy_from_snapshot(snapshot: Any, use_hyperscan: bool = True) -> ThreatPolicy:
+    """Compile the threat part of a `policy.model.PolicySnapshot` (its threat settings and sensors).
+
+    Each snapshot sensor (one context, a list of patterns, groups or none for all) becomes one sensor
+    whose rules are its patterns. Raises ThreatSettingsError/SensorError (ValueError) naming the bad
+    threat, key or pattern."""
+    sensors = [
+        {
+            "name": s.name,
+            "action": str(s.action),
+            "groups": list(s.groups),
+            "rules": [
+                {"name": f"{s.name}#{i}", "pattern": pattern, "context": str(s.context)}
+                for i, pattern in enumerate(s.patterns)
+            ],
+        }
+        for s in snapshot.sensors
+    ]
+    return compile_threat_policy(
+        snapshot.version, threat_documents_from_snapshot(snapshot), sensors, use_hyperscan
+    )
+
+
+def threat_policy_problem(snapshot: Any) -> str:
+    """Why the snapshot's threat settings or sensors would not compile in the workers ("" if they do):
+    checked here so such a policy is rejected whole, not half applied. Python `re` stands in for
+    Hyperscan, which the workers compile with, to keep the check quick."""
+    try:
+        threat_policy_from_snapshot(snapshot, use_hyperscan=False)
+    except Exception as exc:  # ValueError naming the key or pattern; re.error for a pattern it missed
+        return f"threat settings or sensors: {exc}"
+    return ""
