@@ -308,8 +308,11 @@ def test_ssh_banner() -> None:
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=400), st.booleans())
 def test_tls_check_is_total(data: bytes, encrypted: bool) -> None:
-    check_records(data, encrypted)
-    check_ssh_banner(data)
+    for hit in check_records(data, encrypted):
+        assert hit.threat in (C.HEARTBLEED, C.SSL_V2_V3, C.SSL_CIPHER_OVERFLOW, C.TLS_1_0, C.TLS_1_1), hit.threat.name
+    banner = check_ssh_banner(data)
+    # only a protocol-1 identification line is reported, whatever follows it
+    assert (banner is not None) == (data.startswith(b"SSH-1.") and not data.startswith(b"SSH-1.99-"))
 
 
 # -- MySQL ------------------------------------------------------------------------------------------------

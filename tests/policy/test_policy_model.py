@@ -87,7 +87,7 @@ def test_overlap_with_conflicting_modes_names_both_groups() -> None:
 def test_overlap_with_same_mode_is_accepted() -> None:
     a = Group("a", Mode.PROTECT, (_net("198.18.0.0/16"),))
     b = Group("b", Mode.PROTECT, (_net("198.18.4.0/24"),))
-    validate_snapshot(_snapshot([a, b]))
+    assert validate_snapshot(_snapshot([a, b])) is None  # raises PolicyError if refused
 
 
 def test_overlap_v6_conflict_detected_past_unrelated_prefixes() -> None:
