@@ -8,4 +8,5 @@ bash scripts/setup.sh
 .venv/bin/ruff check .
 .venv/bin/mypy
 .venv/bin/lint-imports --no-cache
+.venv/bin/python scripts/count_tests.py --no-collect  # a test that checks nothing fails the build
 exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
