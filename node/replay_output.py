@@ -133,4 +133,6 @@ def _text(value: Any) -> str:
     """One value as the text output shows it: the JSON rendering, without quotes around plain strings."""
     if isinstance(value, str):
         return value
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace")
     return json.dumps(value, sort_keys=True, default=_json_default)

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from core.flow import FlowKey, flow_key
 from core.lookup import PolicyTables
-from core.packet import decode
+from core.packet import Fragment, decode
 from core.verdict import WorkerVerdict
 from node.config import Config
 from node.replay_kernel import QUEUE, Connection, Kernel
@@ -29,6 +29,7 @@ from pipeline.judge import Act, Judge
 from pipeline.reader import HOUSEKEEPING_S
 from pipeline.reader_core import ReaderCore
 from workers.detect.engine import ThreatPolicy
+from workers.dpi.defrag import Defragmenter
 from workers.worker import EVENT_FLUSH_S, Engine, ThreatPolicyUpdates, build_engine
 
 NODE = "replay"
@@ -81,9 +82,11 @@ class NodeReplay:
             self.judge.guard.set_threat_settings(threat_policy.settings)
         self.core: ReaderCore[None] = ReaderCore(reader, self.judge)
         self.kernel = Kernel(config.netfilter, self._connection_ended)
+        # With conntrack, the kernel reassembles fragments before our chain: readers see whole datagrams.
+        self.defrag = Defragmenter(config.dpi, self._count)
         self.engines: list[Engine] = []
-        for _ in range(config.workers.count):
-            engine = build_engine(config.worker(), tables, node, self._event, self._fqdn)
+        for w in range(config.workers.count):
+            engine = build_engine(config.worker(), tables, node, self._emitter(w), self._fqdn)
             ThreatPolicyUpdates(_Once(threat_policy)).poll(engine, tables)
             self._observe_flow_ends(engine)
             self.engines.append(engine)
@@ -107,6 +110,12 @@ class NodeReplay:
             if next_housekeeping is None:
                 next_housekeeping, next_flush = now + HOUSEKEEPING_S, now + EVENT_FLUSH_S
             meta = decode(ip)
+            if meta.fragment is not Fragment.NONE and not meta.anomaly:
+                rebuilt = self.defrag.add(ip, meta, now)
+                if rebuilt is None:
+                    continue  # held by the kernel until the datagram is whole
+                ip = rebuilt
+                meta = decode(ip)
             conn: Connection | None = None
             if not meta.anomaly:
                 key, direction = flow_key(meta)
@@ -139,6 +148,7 @@ class NodeReplay:
                 self._housekeeping(now)
             if next_flush is not None and now >= next_flush:
                 next_flush = now + EVENT_FLUSH_S
+                self.defrag.expire(now)
                 for engine in engines:
                     engine.expire(now)
         for engine in engines:
@@ -165,6 +175,9 @@ class NodeReplay:
             return int(WorkerVerdict.PASS), 0
         return int(verdict), rule
 
+    def _count(self, name: str) -> None:
+        self.counters[f"kernel.{name.removeprefix('dpi.')}"] += 1  # the kernel's reassembly refused it
+
     def _take_blocks(self, now: float) -> None:
         blocks = self.core.take_blocks()
         for engine in self.engines:
@@ -177,24 +190,39 @@ class NodeReplay:
 
     def _housekeeping(self, now: float) -> None:
         for event in self.core.housekeeping(now):
+            if event.get("type") != "threat":
+                # The judge stamps its policy reports with the host's clock; replay's clock is the capture's.
+                event = {**event, "time": now}
             self._event(event)
 
     # ---- what the node would send elsewhere ----------------------------------------------------
+
+    def _emitter(self, worker: int) -> Callable[[dict[str, Any]], None]:
+        def emit(event: dict[str, Any]) -> None:
+            evidence = event.get("evidence")
+            if self.evidence_dir is not None and evidence:
+                event = self._write_evidence(worker, str(evidence), event)
+            self._event(event)
+
+        return emit
+
+    def _write_evidence(self, worker: int, evidence: str, event: dict[str, Any]) -> dict[str, Any]:
+        """The packets behind a worker's threat event into the evidence directory (ids are per worker)."""
+        assert self.evidence_dir is not None
+        threats = (
+            getattr(_inner(self.engines[worker]), "threats", None) if worker < len(self.engines) else None
+        )
+        pcap = threats.evidence_pcap(evidence) if threats is not None else None
+        if pcap is None:
+            return event
+        path = self.evidence_dir / f"worker{worker}-{evidence}.pcap"
+        path.write_bytes(pcap)
+        return {**event, "evidence_file": str(path)}
 
     def _event(self, event: dict[str, Any]) -> None:
         self.events += 1
         if event.get("type") == "threat":
             self.threats[str(event.get("name"))] += int(event.get("count", 1))
-        evidence = event.get("evidence")
-        if self.evidence_dir is not None and evidence:
-            for engine in self.engines:
-                threats = getattr(_inner(engine), "threats", None)
-                pcap = threats.evidence_pcap(str(evidence)) if threats is not None else None
-                if pcap is not None:
-                    path = self.evidence_dir / f"{evidence}.pcap"
-                    path.write_bytes(pcap)
-                    event = {**event, "evidence_file": str(path)}
-                    break
         self.sink.event(event)
 
     def _fqdn(self, learnt: list[tuple[str, bytes, float]]) -> None:
