@@ -16,6 +16,7 @@ from collections.abc import Callable
 from core.config import NetfilterConfig
 from core.flow import Direction, FlowKey
 from core.packet import IPPROTO_TCP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, PacketMeta
+from node.netfilter import NDP_AND_MLD_TYPES
 
 # Linux conntrack's default timeouts (seconds): established TCP, TCP after a close, UDP stream, ICMP.
 CT_TCP_TIMEOUT = 432000.0
@@ -25,6 +26,8 @@ CT_OTHER_TIMEOUT = 600.0
 MAX_CONNECTIONS = 262144  # connections tracked at once; beyond it the oldest ends early (its line is written)
 
 QUEUE, ACCEPTED, DROPPED = 0, 1, 2  # what the chain does with a packet
+_IPPROTO_ICMPV6 = 58
+_PLUMBING_ICMPV6 = frozenset(NDP_AND_MLD_TYPES)
 
 
 class Connection:
@@ -61,11 +64,27 @@ class Connection:
 class Kernel:
     def __init__(self, netfilter: NetfilterConfig, on_end: Callable[[Connection], None]) -> None:
         self.accept_bit = netfilter.accept_mark
+        self.ipv6 = netfilter.ipv6
         self.drop_bit = netfilter.drop_mark
         self.on_end = on_end
         self.connections: dict[FlowKey, Connection] = {}
         self.blocked_until: dict[bytes, float] = {}
         self.counters: Counter[str] = Counter()
+
+    def unqueued(self, meta: PacketMeta) -> bool:
+        """Traffic our chain never queues: IPv6 without our IPv6 chain, and the IPv6 network's own
+        plumbing (link-local sources, multicast, neighbour discovery and MLD)."""
+        if meta.family != 6:
+            return False
+        if (
+            not self.ipv6
+            or (meta.src[0] == 0xFE and meta.src[1] & 0xC0 == 0x80)  # fe80::/10
+            or meta.dst[0] == 0xFF
+            or (meta.proto == _IPPROTO_ICMPV6 and meta.icmp_type in _PLUMBING_ICMPV6)
+        ):
+            self.counters["kernel.not_queued"] += 1
+            return True
+        return False
 
     def step(
         self, meta: PacketMeta, key: FlowKey, direction: Direction, now: float

@@ -118,6 +118,8 @@ class NodeReplay:
                 meta = decode(ip)
             conn: Connection | None = None
             if not meta.anomaly:
+                if kernel.unqueued(meta):
+                    continue
                 key, direction = flow_key(meta)
                 fate, conn = step(meta, key, direction, now)
                 if fate != QUEUE:
