@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from core.flow import FlowKey, flow_key
 from core.lookup import PolicyTables
-from core.packet import Fragment, decode
+from core.packet import Fragment, PacketMeta, decode
 from core.verdict import WorkerVerdict
 from node.config import Config
 from node.replay_kernel import QUEUE, Connection, Kernel
@@ -90,6 +90,8 @@ class NodeReplay:
             ThreatPolicyUpdates(_Once(threat_policy)).poll(engine, tables)
             self._observe_flow_ends(engine)
             self.engines.append(engine)
+        # the engines' threat detectors: block-source requests and evidence captures come from them
+        self.detectors = [getattr(_inner(e), "threats", None) for e in self.engines]
         self.waiting: dict[FlowKey, list[Connection]] = {}  # ended, their worker's report still to come
         self.counters: Counter[str] = Counter()
         self.flows = 0
@@ -130,7 +132,7 @@ class NodeReplay:
                 if worker is None:
                     act = core.memory_cap_act
                 else:
-                    verdict, rule = self._inspect(worker, ip, now)
+                    verdict, rule = self._inspect(worker, ip, meta, now)
                     answered = core.answer(count, verdict)
                     act = answered[0] if answered is not None else core.worker_down_act
                     if conn is not None:
@@ -166,9 +168,9 @@ class NodeReplay:
         self.waiting.clear()
         return self._summary(count, time.perf_counter() - started)
 
-    def _inspect(self, worker: int, ip: bytes, now: float) -> tuple[int, int]:
-        """The worker's handling of one packet (`Worker.handle`): its engine's verdict and rule."""
-        meta = decode(ip)
+    def _inspect(self, worker: int, ip: bytes, meta: PacketMeta, now: float) -> tuple[int, int]:
+        """The worker's handling of one packet (`Worker.handle`): its engine's verdict and rule. The
+        worker decodes the bytes it receives; the reader's decoding of the same bytes is that result."""
         key, direction = flow_key(meta)
         try:
             verdict, rule = self.engines[worker].on_packet(ip, meta, key, direction, now)
@@ -182,8 +184,7 @@ class NodeReplay:
 
     def _take_blocks(self, now: float) -> None:
         blocks = self.core.take_blocks()
-        for engine in self.engines:
-            threats = getattr(_inner(engine), "threats", None)
+        for threats in self.detectors:
             if threats is not None and threats.new_blocks:
                 blocks = blocks + threats.new_blocks
                 threats.new_blocks = []
@@ -211,9 +212,7 @@ class NodeReplay:
     def _write_evidence(self, worker: int, evidence: str, event: dict[str, Any]) -> dict[str, Any]:
         """The packets behind a worker's threat event into the evidence directory (ids are per worker)."""
         assert self.evidence_dir is not None
-        threats = (
-            getattr(_inner(self.engines[worker]), "threats", None) if worker < len(self.engines) else None
-        )
+        threats = self.detectors[worker] if worker < len(self.detectors) else None
         pcap = threats.evidence_pcap(evidence) if threats is not None else None
         if pcap is None:
             return event
