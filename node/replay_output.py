@@ -46,7 +46,9 @@ def verdict_of(conn: Connection) -> str:
         return "blocked"
     if conn.mark == ACCEPTED or conn.act in ("pass", "allow"):
         return "allowed"
-    return "dropped" if conn.act == "drop" or conn.kernel else "allowed"
+    if conn.act == "drop":
+        return "dropped"
+    return "blocked" if conn.kernel else "allowed"  # unmarked, yet dropped in the kernel: a source block
 
 
 def flow_record(conn: Connection) -> dict[str, Any]:
