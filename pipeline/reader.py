@@ -192,7 +192,9 @@ class Reader:
             for ref, _ in batch:
                 entry = self.core.unsent(ref)
                 if entry is not None:
-                    self.nfq.verdict(*self._kernel_verdict(self.core.worker_down_act, entry.packet, entry.meta))
+                    self.nfq.verdict(
+                        *self._kernel_verdict(self.core.worker_down_act, entry.packet, entry.meta)
+                    )
 
     def _kernel_verdict(self, act: Act, qp: QueuedPacket, meta: PacketMeta) -> tuple[int, int, int | None]:
         bit = self.core.verdict_bits(act)
