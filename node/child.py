@@ -83,21 +83,14 @@ def main(argv: list[str] | None = None) -> int:
         from workers.detect.engine import threat_settings_from_snapshot
 
         return run_reader(
-            config.reader(),
-            args.index,
-            tables,
-            args.seed,
-            node,
+            config.reader(), args.index, tables, args.seed, node,
             lambda counters: SnapshotCompiler(state_dir, threat_settings_from_snapshot, counters, "guard"),
         )
     from workers.detect.engine import threat_policy_from_snapshot
     from workers.worker import run_worker
 
     return run_worker(
-        config.worker(),
-        args.index,
-        tables,
-        node,
+        config.worker(), args.index, tables, node,
         lambda counters: SnapshotCompiler(state_dir, threat_policy_from_snapshot, counters, "threats"),
     )
 
