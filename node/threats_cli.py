@@ -2,15 +2,13 @@
 
     enforcer threats list [--json]                       the built-in threats, ids, defaults
     enforcer threats check FILE                          validate threat settings and sensors
-    enforcer threats replay CAPTURE [--policy FILE] [--json] [--evidence DIR]
+    enforcer threats replay CAPTURE ...                  deprecated: `enforcer replay` (the same stream)
 
 FILE is YAML or JSON: either a whole policy (the native format: `version`, `groups`, … `threats`,
 `sensors`) or a detection document `{threat_settings: {default: …, groups: …}, sensors: [...]}`.
-`replay` runs the capture through the worker's detection core (packet threats, DPI and its hooks) and
-prints the threat events (JSON lines with `--json`) and totals; with a whole policy its groups and modes
-apply (Protect acts, Discover/Monitor alert), without one every flow is judged in monitor mode and only
-sensors without groups apply; `--evidence DIR` writes each event's
-packet capture as DIR/<evidence id>.pcap. Exit status 2 for bad input, naming the problem.
+`replay` is kept as an alias of `enforcer replay` (which runs the readers' judge and guard and the
+workers over a capture) and prints a deprecation note; with a detection document its threat settings and
+sensors apply over the start-up policy. Exit status 2 for bad input, naming the problem.
 """
 
 from __future__ import annotations
@@ -103,53 +101,33 @@ def _check(args: argparse.Namespace, out: IO[str]) -> int:
     return 0
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.decode("latin-1")
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value
-
-
 def _replay(args: argparse.Namespace, out: IO[str]) -> int:
-    from node.replay import CaptureError, read_capture
-    from node.threats_replay import replay_threats, threat_totals
+    """The former `threats replay`: now `enforcer replay`, which runs the whole node (readers' judge and
+    guard, workers) over the capture. A detection document still sets the workers' threat policy, over
+    the start-up policy's tables."""
+    from node.config import load_config
+    from node.replay import CaptureError, load_policy_snapshot, policy_of, read_capture, replay
 
-    policy, tables = _load(args.policy) if args.policy else (compile_threat_policy(1), None)
+    print(DEPRECATED, file=sys.stderr)
     evidence_dir = Path(args.evidence) if args.evidence else None
     if evidence_dir is not None and not evidence_dir.is_dir():
         raise InputError(f"--evidence {args.evidence}: not a directory")
+    config = load_config(None)
+    threat_policy, tables = _load(args.policy) if args.policy else (None, None)
+    if tables is None:
+        tables, own = policy_of(load_policy_snapshot(None, config))
+        threat_policy = threat_policy or own
+    assert threat_policy is not None
     try:
-        result = replay_threats(read_capture(args.capture), policy, tables)
+        replay(read_capture(args.capture), out, args.json, config, tables, threat_policy, evidence_dir)
     except CaptureError as exc:
         raise InputError(str(exc)) from None
-    threats = [e for e in result.events if e.get("type") == "threat"]
-    for event in threats:
-        if args.json:
-            out.write(json.dumps({"kind": "event", **_jsonable(event)}, sort_keys=True) + "\n")
-        else:
-            flow = event["flow"]
-            why = event.get("message") or event.get("detail", "")
-            out.write(
-                f"threat {event['name']} action={event['action']} count={event.get('count', 1)} "
-                f"{flow['src']}:{flow['sport']} -> {flow['dst']}:{flow['dport']} {why}\n"
-            )
-        evidence = event.get("evidence")
-        if evidence_dir is not None and evidence:
-            pcap = result.threats.evidence_pcap(str(evidence))
-            if pcap is not None:
-                (evidence_dir / f"{evidence}.pcap").write_bytes(pcap)
-    totals = threat_totals(result.events)
-    if args.json:
-        out.write(
-            json.dumps({"kind": "summary", "threats": totals, "verdicts": dict(result.verdicts)}) + "\n"
-        )
-    else:
-        out.write(f"summary: {sum(result.verdicts.values())} packets, threats: "
-                  f"{', '.join(f'{k}={v}' for k, v in totals.items()) or '-'}\n")  # fmt: skip
     return 0
+
+
+DEPRECATED = (
+    "threats replay: deprecated, use `enforcer replay CAPTURE [--policy FILE] [--json] [--evidence DIR]`"
+)
 
 
 def _handler(args: argparse.Namespace, out: IO[str] | None = None) -> int:
@@ -176,7 +154,7 @@ def register(subparsers: Any) -> None:
     ls.add_argument("--json", action="store_true", help="JSON lines output")
     check = sub.add_parser("check", help="validate threat settings and DLP/WAF sensors")
     check.add_argument("file", help="policy or detection document (YAML or JSON)")
-    rp = sub.add_parser("replay", help="run threat detection over a pcap/pcapng capture")
+    rp = sub.add_parser("replay", help="deprecated: use `enforcer replay`")
     rp.add_argument("capture", help="pcap or pcapng file")
     rp.add_argument(
         "--policy", metavar="FILE", help="policy or detection document (default: built-in defaults)"

@@ -1,10 +1,9 @@
-"""Threat detection over a packet capture: the worker's detection core fed from a pcap/pcapng file.
+"""The worker's threat-detection core alone over a packet capture (detector benchmarks and tests).
 
 `replay_threats(packets, policy)` runs (time, IP packet) pairs through `build_engine` (packet-level
 threats in front of the DPI engine with the threat hooks), with the capture's timestamps as the clock,
-and returns every event emitted (threat events aggregated as in the worker). The `enforcer threats
-replay` command and the capture tests use it; `enforcer replay` can adopt `build_engine` the same way.
-"""
+and returns every event emitted (threat events aggregated as in the worker). No reader, guard or kernel
+chain: what the node as a whole decides over a capture is `enforcer replay` (`node/replay_run.py`)."""
 
 from __future__ import annotations
 

@@ -24,12 +24,13 @@ from core import anomalies as A
 from core import messages as M
 from core.config import DROP
 from core.lookup import PolicyTables
-from core.packet import PacketMeta, decode
+from core.packet import PacketMeta
 from core.sockets import BATCH_HWM, EVENTS_HWM, HEARTBEAT_HWM, push_to, send_block_sources
 from pipeline.conntrack import Conntrack
 from pipeline.flowtable import Flow
 from pipeline.judge import Act, Judge
 from pipeline.nfqueue import NF_DROP, NF_REPEAT, NfQueue, QueuedPacket
+from pipeline.reader_core import ReaderCore
 from pipeline.reset import ResetSender
 from pipeline.settings import ReaderConfig
 
@@ -49,16 +50,6 @@ EVENTS_PER_MESSAGE = 256  # events per message to the policy process (well insid
 REVALIDATE_PER_TICK = 128  # offloaded flows re-decided per tick after a policy change (~1 ms of work)
 
 
-class InFlight:
-    __slots__ = ("flow", "meta", "packet", "sent")
-
-    def __init__(self, packet: QueuedPacket, meta: PacketMeta, flow: Flow | None, sent: float) -> None:
-        self.packet = packet
-        self.meta = meta
-        self.flow = flow
-        self.sent = sent
-
-
 class Reader:
     def __init__(
         self,
@@ -74,25 +65,15 @@ class Reader:
         self.queue_num = config.queue_numbers[index]
         self.judge = Judge(config, tables, seed, node, reader=index)
         self.judge.wall_offset = time.time() - time.monotonic()
+        # The decisions (judge, worker verdicts, failure actions) are the sans-io core's, shared with replay.
+        self.core: ReaderCore[QueuedPacket] = ReaderCore(config, self.judge)
         n = config.netfilter
         self.ours = config.our_marks
-        self.marks = {
-            Act.PASS: n.pass_mark,
-            Act.ALLOW: n.accept_mark,
-            Act.BLOCK: n.drop_mark,
-            Act.RESET: n.drop_mark,
-        }
-        f = config.failure
-        self.timeout_act = Act.DROP if f.verdict_timeout == DROP else Act.PASS
-        self.worker_down_act = Act.DROP if f.worker_down == DROP else Act.PASS
-        self.memory_cap_act = Act.DROP if f.memory_cap == DROP else Act.PASS
-        self.timeout_s = config.workers.verdict_timeout_ms / 1000.0
         self.batch_size = config.workers.batch_size
-        self.inflight_max = config.workers.inflight_max
         self.recv_batch = config.queues.recv_batch
-        self.inflight: dict[int, InFlight] = {}
+        self.inflight = self.core.inflight
         self.batches: list[list[tuple[int, bytes]]] = [[] for _ in range(config.workers.count)]
-        self.counters: Counter[str] = Counter()
+        self.counters: Counter[str] = self.core.counters
         self.guard_updates = guard_updates
         self.guard_settings: Updates[GroupThreatSettings] | None = None  # set by open()
         self.latency = [0] * (len(LATENCY_BUCKETS_US) + 1)  # observations per bucket (not cumulative)
@@ -168,16 +149,10 @@ class Reader:
         if not packets:
             return
         self.counters["packets"] += len(packets)
-        judge = self.judge.judge
+        admit = self.core.admit
         decided: list[tuple[int, int, int | None]] = []
         for qp in packets:
-            try:
-                act, meta, _key, flow = judge(qp.payload, now)
-            except Exception:  # a bug must cost one packet its inspection, never the reader
-                self.counters[A.READER_JUDGE_ERROR] += 1
-                if self.counters[A.READER_JUDGE_ERROR] == 1:
-                    log.exception("judging a packet failed; the malformed-packet action applies")
-                act, meta, flow = self.judge.malformed_act, decode(qp.payload), None
+            act, meta, flow = admit(qp.payload, now)
             if act is Act.INSPECT:
                 act = self._to_worker(qp, meta, flow, now)
                 if act is Act.INSPECT:
@@ -188,22 +163,19 @@ class Reader:
                 self._send_batch(w, now)
         self._give(decided)
         self.nfq.flush()
-        guard = self.judge.guard
-        if guard is not None and guard.new_blocks:
-            send_block_sources(self.supervisor, f"reader {self.index}", guard.new_blocks, self.counters)
-            guard.new_blocks = []
+        blocks = self.core.take_blocks()
+        if blocks:
+            send_block_sources(self.supervisor, f"reader {self.index}", blocks, self.counters)
         if len(packets) >= self.recv_batch:
             # More may be waiting: come back after other callbacks (worker verdicts) had a turn.
             asyncio.get_running_loop().call_soon(self.on_queue_readable)
 
     def _to_worker(self, qp: QueuedPacket, meta: PacketMeta, flow: Flow | None, now: float) -> Act:
-        if len(self.inflight) >= self.inflight_max:
-            self.counters[A.READER_INFLIGHT_FULL] += 1
-            return self.memory_cap_act
-        worker = flow.worker if flow is not None else 0
+        worker = self.core.hold(qp.packet_id, qp, meta, flow, now)
+        if worker is None:
+            return self.core.memory_cap_act
         batch = self.batches[worker]
         batch.append((qp.packet_id, qp.payload))
-        self.inflight[qp.packet_id] = InFlight(qp, meta, flow, now)
         if len(batch) >= self.batch_size:
             self._send_batch(worker, now)
         return Act.INSPECT
@@ -218,19 +190,21 @@ class Reader:
             # The worker is not connected (dead or restarting) or its inbox is full: exception policy.
             self.counters["worker.unavailable"] += len(batch)
             for ref, _ in batch:
-                entry = self.inflight.pop(ref, None)
+                entry = self.core.unsent(ref)
                 if entry is not None:
-                    self.nfq.verdict(*self._kernel_verdict(self.worker_down_act, entry.packet, entry.meta))
+                    self.nfq.verdict(
+                        *self._kernel_verdict(self.core.worker_down_act, entry.packet, entry.meta)
+                    )
 
     def _kernel_verdict(self, act: Act, qp: QueuedPacket, meta: PacketMeta) -> tuple[int, int, int | None]:
-        self.counters[_ACT_COUNTER[act]] += 1
-        if act is Act.DROP:
+        bit = self.core.verdict_bits(act)
+        if bit is None:
             return qp.packet_id, NF_DROP, None
         if act is Act.RESET:
             self.resets.send(meta)
         # Everything else is re-injected with our bit set, so that our chain lets it on (PASS), or saves
         # the bit to the connection mark for the kernel to handle the rest of the connection.
-        return qp.packet_id, NF_REPEAT, (qp.mark & ~self.ours) | self.marks[act]
+        return qp.packet_id, NF_REPEAT, (qp.mark & ~self.ours) | bit
 
     def _give(self, decided: list[tuple[int, int, int | None]]) -> None:
         """Send verdicts for packets decided at once, using batch verdicts where the kernel allows it.
@@ -286,16 +260,14 @@ class Reader:
             self.nfq.flush()
 
     def _apply_worker_verdicts(self, msg: M.Verdicts, now: float) -> None:
-        inflight = self.inflight
         decided: list[tuple[int, int, int | None]] = []
-        on_worker_verdict = self.judge.on_worker_verdict
+        answer = self.core.answer
         latency = self.latency
         for ref, verdict, _rule in msg.items:
-            entry = inflight.pop(ref, None)
-            if entry is None:
-                self.counters[A.WORKER_UNKNOWN_REF] += 1  # answered after its timeout, or a stale worker
+            answered = answer(ref, verdict)
+            if answered is None:
                 continue
-            act = on_worker_verdict(entry.flow, verdict)
+            act, entry = answered
             decided.append(self._kernel_verdict(act, entry.packet, entry.meta))
             us = (now - entry.sent) * 1e6
             latency[bisect.bisect_left(LATENCY_BUCKETS_US, us)] += 1
@@ -312,17 +284,9 @@ class Reader:
         # The ZeroMQ descriptor is edge-triggered: poll it now and then so no wake-up is ever missed.
         self.on_verdicts_readable()
         now = time.monotonic()
-        inflight = self.inflight
-        expired = False
-        while inflight:
-            ref = next(iter(inflight))
-            entry = inflight[ref]
-            if now - entry.sent < self.timeout_s:
-                break
-            del inflight[ref]
-            self.counters[A.WORKER_VERDICT_TIMEOUT] += 1
-            self.nfq.verdict(*self._kernel_verdict(self.timeout_act, entry.packet, entry.meta))
-            expired = True
+        expired = self.core.timed_out(now)
+        for entry in expired:
+            self.nfq.verdict(*self._kernel_verdict(self.core.timeout_act, entry.packet, entry.meta))
         if expired:
             self.nfq.flush()
         self._revalidate()
@@ -344,8 +308,7 @@ class Reader:
             threats = self.guard_settings.poll()
             if threats is not None:
                 self.judge.guard.set_threat_settings(threats)
-        self.judge.sweep(now)
-        events = self.judge.take_events()
+        events = self.core.housekeeping(now)
         # In pieces: a flood of distinct sources fills thousands of events, more than one message holds.
         for start in range(0, len(events), EVENTS_PER_MESSAGE):
             chunk = events[start : start + EVENTS_PER_MESSAGE]
@@ -387,14 +350,11 @@ class Reader:
         if self.inflight and now < self.stop_deadline:
             return
         for entry in self.inflight.values():
-            self.nfq.verdict(*self._kernel_verdict(self.timeout_act, entry.packet, entry.meta))
+            self.nfq.verdict(*self._kernel_verdict(self.core.timeout_act, entry.packet, entry.meta))
         self.inflight.clear()
         self.nfq.flush()
         if self.done is not None and not self.done.done():
             self.done.set_result(None)
-
-
-_ACT_COUNTER = {act: f"verdict.{act.name.lower()}" for act in Act}
 
 
 def _pid() -> int:

@@ -1,12 +1,16 @@
-"""Benchmark of the DPI core: `replay` throughput on a mixed capture, identification, memory per flow.
+"""Benchmark of the DPI core and of `enforcer replay` on a mixed capture: packets per CPU-second.
 
-    python scripts/bench_dpi.py [--flows N] [--out capture.pcap]
+    python scripts/bench_dpi.py [--copies N] [--out capture.pcap]
 
 Builds a mixed capture in memory from the golden-capture generator (HTTP, DNS, TLS, SSH, Redis, MySQL,
 PostgreSQL, gRPC …; each conversation repeated with its own client address), once with handshakes only
-and once with bulk transfers added, runs it through the same decode → flow → DpiEngine loop as
-`enforcer replay`, and prints packets per CPU-second (process time, best of 3, so other load on a shared
-machine does not skew it). No network I/O.
+and once with bulk transfers added. Runs it through the worker's DPI engine alone (decode → flow →
+DpiEngine, as a worker does for the packets it gets), and, with bulk transfers, through `enforcer replay
+--json` end to end (pcap file → the node core: kernel chain, reader judge and guard, detecting worker
+engines) with the packaged configuration (`workers.inspect = "app"`: the start-up policy decides every
+flow at L4 and the kernel takes it over) and with `workers.inspect = "new"` (every flow through a worker
+with the threat detectors). Process time, best of 3, so other load on a shared machine does not skew it.
+No network I/O.
 """
 
 from __future__ import annotations
@@ -89,9 +93,8 @@ def build(copies: int, bulk: bool = False) -> list[tuple[float, bytes]]:
     return out
 
 
-def run(packets: list[tuple[float, bytes]], with_observer: bool) -> tuple[float, dict[str, int]]:
-    observer = (lambda ctx, ev: None) if with_observer else None
-    engine = DpiEngine(DpiSettings(), None, lambda e: None, "bench", on_event=observer)
+def run(packets: list[tuple[float, bytes]]) -> tuple[float, dict[str, int]]:
+    engine = DpiEngine(DpiSettings(), None, lambda e: None, "bench")
     start = time.process_time()  # CPU time: other processes on the machine do not count against us
     last = 0.0
     for ts, ip in packets:
@@ -116,34 +119,37 @@ def main() -> int:
             _generator().write_pcap(Path(args.out), packets)
         mix = "with bulk transfers" if bulk else "handshakes only"
         print(f"mixed capture, {mix}: {len(packets)} packets")
-        for observer in (False, True):
-            elapsed, stats = min(run(packets, observer) for _ in range(REPEAT))
-            label = "events observed (replay)" if observer else "verdicts only (worker)"
-            print(f"  {label:26s} {stats['flows_created']} flows in {elapsed:.2f}s: "
-                  f"{len(packets) / elapsed:,.0f} packets/s; identified {stats.get('identified', 0)}, "
-                  f"unidentified {stats.get('dpi.app.unidentified', 0)}")  # fmt: skip
+        elapsed, stats = min(run(packets) for _ in range(REPEAT))
+        print(f"  {'DPI engine (worker)':30s} {stats['flows_created']} flows in {elapsed:.2f}s: "
+              f"{len(packets) / elapsed:,.0f} packets/s; identified {stats.get('identified', 0)}, "
+              f"unidentified {stats.get('dpi.app.unidentified', 0)}")  # fmt: skip
         if bulk:
             replay_file(packets)
     return 0
 
 
 def replay_file(packets: list[tuple[float, bytes]]) -> None:
-    """The `enforcer replay --json` path end to end: pcap written, read back with dpkt, output discarded."""
+    """`enforcer replay --json` end to end: pcap written, read back, the node core, output discarded."""
     import io
     import tempfile
 
-    from node.replay import Replay, read_capture
+    from node.config import config_from_dict
+    from node.replay import load_policy_snapshot, policy_of, read_capture, replay
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "mixed.pcap"
         _generator().write_pcap(path, packets)
-        elapsed = 1e9
-        for _ in range(REPEAT):
-            start = time.process_time()
-            summary = Replay(io.StringIO(), as_json=True).run(read_capture(str(path)))
-            elapsed = min(elapsed, time.process_time() - start)
-    print(f"  {'replay --json from pcap':26s} {summary['flows']} flows in {elapsed:.2f}s: "
-          f"{summary['packets'] / elapsed:,.0f} packets/s")  # fmt: skip
+        for inspect in ("app", "new"):
+            config = config_from_dict({"workers": {"inspect": inspect}}, environ={})
+            elapsed = 1e9
+            for _ in range(REPEAT):
+                tables, threat_policy = policy_of(load_policy_snapshot(None, config))
+                start = time.process_time()
+                summary = replay(read_capture(str(path)), io.StringIO(), True, config, tables, threat_policy)
+                elapsed = min(elapsed, time.process_time() - start)
+            label = f"replay --json, inspect={inspect}"
+            print(f"  {label:30s} {summary['flows']} flows in {elapsed:.2f}s: "
+                  f"{summary['packets'] / elapsed:,.0f} packets/s; {summary['offloaded']} packets offloaded")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""`enforcer threats list|check|replay`."""
+"""`enforcer threats list|check` and the deprecated `threats replay` alias of `enforcer replay`."""
 
 from __future__ import annotations
 
@@ -67,17 +67,29 @@ def test_check_rejects_bad_input_with_status_2(
     assert code == 2 and message in capsys.readouterr().err
 
 
-def test_replay_prints_events_and_writes_evidence(tmp_path: Path) -> None:
+@pytest.fixture
+def inspect_new(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every new flow to a worker (`workers.inspect = "new"`), so payload threats meet the detectors
+    whatever the rules; the alias reads the node's configuration from the environment."""
+    monkeypatch.setenv("ENFORCER_WORKERS_INSPECT", "new")
+    monkeypatch.delenv("ENFORCER_CONFIG", raising=False)
+
+
+def test_replay_alias_is_the_node_replay_with_a_note(
+    tmp_path: Path, inspect_new: None, capsys: pytest.CaptureFixture[str]
+) -> None:
     code, text = run(
         ["threats", "replay", str(PCAPS / "dns_attacks.pcap"), "--json", "--evidence", str(tmp_path)]
     )
+    assert "deprecated, use `enforcer replay" in capsys.readouterr().err
     lines = [json.loads(line) for line in text.splitlines()]
-    assert code == 0 and lines[-1]["kind"] == "summary"
+    assert code == 0 and lines[-1]["kind"] == "summary" and any(o["kind"] == "flow" for o in lines)
     assert lines[-1]["threats"] == {"dns_null_type": 1, "dns_overflow": 1, "dns_pointer_loop": 1,
                                     "dns_tunneling": 1, "dns_zone_transfer": 1}  # fmt: skip
     written = sorted(p.name for p in tmp_path.glob("*.pcap"))
     assert written and all(p.stat().st_size > 24 for p in tmp_path.glob("*.pcap"))
-    assert {e["evidence"] + ".pcap" for e in lines[:-1]} == set(written)
+    threats = [o for o in lines if o["kind"] == "event" and o["type"] == "threat"]
+    assert sorted(Path(e["evidence_file"]).name for e in threats) == written
 
 
 def test_replay_missing_capture_is_status_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -85,7 +97,7 @@ def test_replay_missing_capture_is_status_2(tmp_path: Path, capsys: pytest.Captu
     assert code == 2 and "nope.pcap" in capsys.readouterr().err
 
 
-def test_replay_with_a_whole_policy_applies_groups_and_modes(tmp_path: Path) -> None:
+def test_replay_with_a_whole_policy_applies_groups_and_modes(tmp_path: Path, inspect_new: None) -> None:
     policy = tmp_path / "policy.yaml"
     policy.write_text(
         "version: 4\n"
@@ -98,7 +110,9 @@ def test_replay_with_a_whole_policy_applies_groups_and_modes(tmp_path: Path) -> 
         ["threats", "replay", str(PCAPS / "http_attacks.pcap"), "--policy", str(policy), "--json"]
     )
     lines = [json.loads(line) for line in text.splitlines()]
-    events = [e for e in lines if e["kind"] == "event"]
+    events = [e for e in lines if e["kind"] == "event" and e["type"] == "threat"]
     assert code == 0 and {e["action"] for e in events if e["name"] == "sql_injection"} == {"reset"}
     assert all(e["group"] == "web" for e in events)
     assert [e["sensor"] for e in events if e["name"] == "dlp_sensor"] == ["waf"]
+    flows = [o for o in lines if o["kind"] == "flow"]
+    assert flows and all(f["rule_id"] == 1 for f in flows)

@@ -41,9 +41,13 @@ EXPECTED_APPS = {
 # allowed when the server answers as etcd, reset when it answers as nginx; SNI below api.example.test
 # allowed, the apex and a hello without SNI reset.
 EXPECTED_DECISIONS = {
-    "policy/app_rules": ["allow", "reset", "reset", "allow", "reset", "allow"],
-    "policy/host_rules": ["allow", "allow", "reset", "allow", "reset", "allow", "reset", "reset"],
-}
+    "policy/app_rules": ["allowed", "blocked", "blocked", "allowed", "blocked", "allowed"],
+    "policy/host_rules": [
+        "allowed", "allowed", "blocked", "allowed", "blocked", "allowed", "blocked", "blocked",
+    ],
+}  # fmt: skip
+# A blocked TCP flow is reset both ways by the reader (its last judged act).
+EXPECTED_ACTS = {"allowed": ("pass", "allow"), "blocked": ("reset",)}
 EXPECTED_RULES = {
     "policy/app_rules": [101, 103, 103, 102, 103, 104],
     "policy/host_rules": [201, 201, 204, 203, 204, 202, 204, 204],
@@ -85,11 +89,15 @@ def test_identification(name: str) -> None:
     flows = [obj for obj in lines if obj["kind"] == "flow"]
     assert [f["app"] for f in flows] == EXPECTED_APPS[name]
     if name in EXPECTED_DECISIONS:
-        assert [f["decision"] for f in flows] == EXPECTED_DECISIONS[name]
+        assert [f["verdict"] for f in flows] == EXPECTED_DECISIONS[name]
         assert [f["rule_id"] for f in flows] == EXPECTED_RULES[name]
+        for flow in flows:
+            assert set(flow["acts"]) & set(EXPECTED_ACTS[flow["verdict"]]), flow
+            # a blocked connection is the kernel's from its reset on: none of its packets is judged again
+            assert flow["offloaded"] or flow["verdict"] == "allowed", flow
         violations = [e for e in lines if e["kind"] == "event" and e["type"] == "violation"]
         denied = [
-            r for r, d in zip(EXPECTED_RULES[name], EXPECTED_DECISIONS[name], strict=True) if d != "allow"
+            r for r, d in zip(EXPECTED_RULES[name], EXPECTED_DECISIONS[name], strict=True) if d != "allowed"
         ]
         assert sorted(e["rule_id"] for e in violations) == sorted(denied)
 

@@ -1,4 +1,4 @@
-"""The `replay` subcommand: argument wiring, pcap and pcapng input, text and JSON output, bad input."""
+"""The `replay` subcommand: the live node's decisions over a capture; input, output, offload, bad input."""
 
 from __future__ import annotations
 
@@ -8,11 +8,26 @@ import json
 from pathlib import Path
 
 import dpkt
+import pytest
 
 from node import replay
+from node.config import config_from_dict
+from node.replay_capture import read_capture
 from tests.dpi.conftest import PCAPS, load_generator
 
 gen = load_generator()
+ATTACKS = Path(__file__).resolve().parents[1] / "detect" / "pcaps"
+# The web servers of the threat captures (tests/detect/pcaps) in Protect mode; HTTP is an app rule, so
+# its flows go to a worker with the packaged configuration (`workers.inspect = "app"`).
+WEB_POLICY = """\
+version: 7
+default_mode: protect
+groups:
+  - {name: web, mode: protect, members: [198.18.1.0/24]}
+  - {name: clients, mode: protect, members: [198.18.9.0/24]}
+rules:
+  - {id: 10, from: clients, to: web, ports: [tcp/80], applications: [HTTP], action: allow}
+"""
 
 
 def _args(*argv: str) -> argparse.Namespace:
@@ -22,25 +37,38 @@ def _args(*argv: str) -> argparse.Namespace:
     return parser.parse_args(["replay", *argv])
 
 
+def _run(*argv: str) -> tuple[int, list[dict]]:
+    out = io.StringIO()
+    code = replay._handler(_args(*argv, "--json"), out)
+    return code, [json.loads(line) for line in out.getvalue().splitlines()]
+
+
 def test_register_wires_the_handler() -> None:
-    args = _args("x.pcap", "--json", "--policy", "p.yaml")
+    args = _args("x.pcap", "--json", "--policy", "p.yaml", "--evidence", "d", "--config", "c.toml")
     assert args.capture == "x.pcap" and args.json and args.policy == "p.yaml"
-    assert callable(args.func)
+    assert args.evidence == "d" and args.config == "c.toml" and callable(args.func)
 
 
-def test_text_output(capsys) -> None:
-    assert replay._handler(_args(str(PCAPS / "http/http_get.pcap"))) == 0
+def test_text_output_renders_the_same_stream(capsys) -> None:
+    pcap = str(PCAPS / "policy/app_rules.pcap")
+    policy = str(PCAPS / "policy/app_rules.yaml")
+    assert replay._handler(_args(pcap, "--policy", policy)) == 0
     out = capsys.readouterr().out
-    assert "flow tcp 198.18.0.1:40001 -> 198.18.0.2:80 app=HTTP decision=allow" in out
-    assert "HttpRequest method='GET'" in out
-    assert out.splitlines()[-4].startswith("summary: 12 packets, 1 flows")
+    assert "flow tcp 198.18.0.1:41002 -> 198.18.0.2:80 app=SSH verdict=blocked rule=103" in out
+    assert "event violation 198.18.0.1:41002 -> 198.18.0.2:80 action=deny app=SSH" in out
+    assert out.splitlines()[-3].startswith("summary: 41 packets, 6 flows, 3 events")
 
 
-def test_json_lines(capsys) -> None:
-    assert replay._handler(_args(str(PCAPS / "tls/tls13.pcap"), "--json")) == 0
-    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert [o["kind"] for o in lines] == ["flow", "summary"]
-    assert lines[0]["sni"] == "api.example.test" and lines[0]["app"] == "TLS/SSL"
+def test_json_lines_start_up_policy_reports_every_connection() -> None:
+    """Without --policy the node's start-up policy (monitor) applies: allowed and reported, decided at L4
+    (the packaged `workers.inspect = "app"`), so the kernel takes the connection after its first packet."""
+    code, lines = _run(str(PCAPS / "tls/tls13.pcap"))
+    assert code == 0 and [o["kind"] for o in lines] == ["event", "flow", "summary"]
+    event, flow, summary = lines
+    assert event["type"] == "violation" and event["mode"] == "monitor" and event["action"] == "allow"
+    assert flow["verdict"] == "allowed" and flow["offloaded"] and flow["acts"] == {"allow": 1}
+    assert flow["kernel_packets"] == sum(flow["packets"]) - 1 and flow["worker"] == -1
+    assert summary["offloaded"] == flow["kernel_packets"] and summary["verdicts"] == {"allow": 1}
 
 
 def test_pcapng_and_linux_cooked_input(tmp_path: Path) -> None:
@@ -55,17 +83,60 @@ def test_pcapng_and_linux_cooked_input(tmp_path: Path) -> None:
         w2 = dpkt.pcap.Writer(f, linktype=113)
         for ts, ip in packets:
             w2.writepkt(b"\x00\x00\x03\x04\x00\x06" + b"\x00" * 8 + b"\x08\x00" + ip, ts=ts)
+    config = config_from_dict({"workers": {"inspect": "new"}}, environ={})
     for path in (ng, sll):
-        out = io.StringIO()
-        summary = replay.Replay(out, as_json=True).run(replay.read_capture(str(path)))
-        assert summary["apps"] == {"Redis": 1} and summary["packets"] == len(packets), path
+        lines = replay.replay_records(read_capture(str(path)), config)
+        assert [o["app"] for o in lines if o["kind"] == "flow"] == ["Redis"], path
+        assert lines[-1]["packets"] == len(packets), path
 
 
-def test_policy_option_decides(capsys) -> None:
-    pcap = PCAPS / "policy/app_rules.pcap"
-    assert replay._handler(_args(str(pcap), "--json", "--policy", str(PCAPS / "policy/app_rules.yaml"))) == 0
-    summary = json.loads(capsys.readouterr().out.splitlines()[-1])
-    assert summary["decisions"] == {"allow": 3, "reset": 3} and summary["policy_events"] == 3
+def test_policy_decides_as_live_with_the_packaged_configuration() -> None:
+    """app_rules.yaml with `workers.inspect = "app"`: the app rules' flows go to workers, the DNS rule is
+    decided at L4 and offloaded at once (so no worker ever names its application)."""
+    code, lines = _run(str(PCAPS / "policy/app_rules.pcap"), "--policy", str(PCAPS / "policy/app_rules.yaml"))
+    flows = [o for o in lines if o["kind"] == "flow"]
+    assert code == 0 and [f["verdict"] for f in flows] == [
+        "allowed", "blocked", "blocked", "allowed", "blocked", "allowed",
+    ]  # fmt: skip
+    assert [f["rule_id"] for f in flows] == [101, 103, 103, 102, 103, 104]
+    assert [f["app"] for f in flows] == ["HTTP", "SSH", "unknown", "MySQL", "HTTP", ""]
+    dns = flows[-1]
+    assert dns["acts"] == {"allow": 1} and dns["offloaded"] and dns["worker"] == -1
+    # a reset connection belongs to the kernel from its reset on: the rest of its packets are dropped there
+    for blocked in flows[1:3]:
+        assert blocked["acts"]["reset"] == 1 and blocked["kernel_packets"] == sum(blocked["packets"]) - 4
+    assert lines[-1]["verdicts"] == {"allow": 1, "pass": 26, "reset": 3}
+
+
+def test_sql_injection_over_http_flows_and_threats_in_one_run(tmp_path: Path) -> None:
+    policy = tmp_path / "web.yaml"
+    policy.write_text(WEB_POLICY)
+    evidence = tmp_path / "evidence"
+    evidence.mkdir()
+    code, lines = _run(
+        str(ATTACKS / "http_attacks.pcap"), "--policy", str(policy), "--evidence", str(evidence)
+    )
+    assert code == 0
+    flows = [o for o in lines if o["kind"] == "flow"]
+    threats = [o for o in lines if o["kind"] == "event" and o["type"] == "threat"]
+    sqli = [t for t in threats if t["name"] == "sql_injection"]
+    assert len(sqli) == 2 and {t["action"] for t in sqli} == {"reset"}
+    assert all(t["excerpt"] for t in sqli)
+    by_client = {f["client"]: f for f in flows}
+    for t in sqli:
+        flow = by_client[f"{t['flow']['src']}:{t['flow']['sport']}"]
+        assert flow["app"] == "HTTP" and flow["verdict"] == "blocked" and flow["acts"]["reset"] == 1
+    written = {p.name for p in evidence.glob("*.pcap")}
+    assert {Path(t["evidence_file"]).name for t in threats if "evidence_file" in t} == written
+    assert all(Path(t["evidence_file"]).stat().st_size > 24 for t in sqli)
+    summary = lines[-1]
+    assert summary["threats"]["sql_injection"] == 2 and summary["flows"] == len(flows)
+
+
+def test_evidence_must_be_a_directory(tmp_path: Path, capsys) -> None:
+    pcap = str(PCAPS / "http/http_get.pcap")
+    assert replay._handler(_args(pcap, "--evidence", str(tmp_path / "nope"))) == 2
+    assert "not a directory" in capsys.readouterr().err
 
 
 def test_bad_input_exits_2_with_a_message(tmp_path: Path, capsys) -> None:
@@ -83,14 +154,24 @@ def test_bad_input_exits_2_with_a_message(tmp_path: Path, capsys) -> None:
     bad_policy.write_text("version: [\n")
     assert replay._handler(_args(str(PCAPS / "http/http_get.pcap"), "--policy", str(bad_policy))) == 2
     assert "cannot load policy" in capsys.readouterr().err
+    bad_config = tmp_path / "enforcer.toml"
+    bad_config.write_text("[workers]\ncount = 'x'\n")
+    assert replay._handler(_args(str(PCAPS / "http/http_get.pcap"), "--config", str(bad_config))) == 2
+    assert "workers.count" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_flows_meet_the_worker_the_flow_hash_picks(workers: int) -> None:
+    config = config_from_dict({"workers": {"inspect": "new", "count": workers}}, environ={})
+    lines = replay.replay_records(read_capture(str(PCAPS / "nosql/nosql.pcap")), config)
+    used = {o["worker"] for o in lines if o["kind"] == "flow"}
+    assert used <= set(range(workers)) and (len(used) > 1) == (workers > 1)
 
 
 def test_capture_read_from_a_pipe_matches_the_file(tmp_path) -> None:
     """A FIFO cannot be mapped: records are then read one by one, with the same result."""
     import os
     import threading
-
-    from node.replay import read_capture
 
     source = PCAPS / "http/http_get.pcap"
     fifo = tmp_path / "capture.fifo"

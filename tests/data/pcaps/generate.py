@@ -703,20 +703,23 @@ def write_pcap(path: Path, packets: Packets) -> None:
 VOLATILE_KEYS = ("id", "elapsed_s", "packets_per_s")  # differ between runs: left out of expected files
 
 
+# Golden captures replay with every new flow sent to the DPI (as `workers.inspect = "new"` runs live), so
+# that each flow is identified whatever its rule; everything else is the packaged default configuration.
+GOLDEN_CONFIG = {"workers": {"inspect": "new"}}
+
+
 def replay_lines(path: Path, policy: Path | None = None) -> list[dict]:
     """The replay --json output for one capture, volatile keys removed (used by the golden test too)."""
     import io
     import json
 
-    from node.replay import Replay, read_capture
+    from node.config import config_from_dict
+    from node.replay import load_policy_snapshot, policy_of, read_capture, replay
 
-    tables = None
-    if policy is not None:
-        from policy.tables import load_policy_tables
-
-        tables = load_policy_tables(policy)
+    config = config_from_dict(GOLDEN_CONFIG, environ={})
+    tables, threat_policy = policy_of(load_policy_snapshot(str(policy) if policy else None, config))
     out = io.StringIO()
-    Replay(out, as_json=True, tables=tables).run(read_capture(str(path)))
+    replay(read_capture(str(path)), out, True, config, tables, threat_policy)
     lines = []
     for line in out.getvalue().splitlines():
         obj = json.loads(line)
