@@ -10,9 +10,9 @@ import pytest
 from tests.dpi.conftest import load_generator
 from tests.dpi.drive import Session, drive, settings
 from workers.dpi import events as E
-from workers.dpi.engine import PROBE_BYTES
 from workers.dpi.parsers import dns, http, http2, mysql, postgres, redis, ssh, tls
 from workers.dpi.parsers.base import Side
+from workers.dpi.parsing import PROBE_BYTES
 from workers.dpi.registry import PARSERS
 
 gen = load_generator()
