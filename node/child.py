@@ -13,11 +13,14 @@ import os
 import signal
 import socket
 import sys
+from typing import TYPE_CHECKING
 
 from core.gctune import tune_for_packets
 from node.config import Config, config_from_dict
 from node.logs import setup_logging
-from policy.table_reader import SharedTables
+
+if TYPE_CHECKING:
+    from policy.table_reader import SharedTables
 
 ROLES = ("reader", "worker", "policy", "runtime")
 PR_SET_NAME = 15
