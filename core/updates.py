@@ -1,5 +1,6 @@
 """The contract of a policy-derived update source: what a packet process polls between two batches to
-learn that the policy in force gave it something new (compiled threat settings, sensors …)."""
+learn that the policy in force gave it something new (compiled threat settings, sensors …). The node host
+builds them over the derived document the policy process publishes with each generation of the tables."""
 
 from __future__ import annotations
 

@@ -13,12 +13,14 @@ import os
 import signal
 import socket
 import sys
+from typing import TYPE_CHECKING
 
 from core.gctune import tune_for_packets
-from core.lookup import PolicyTables
 from node.config import Config, config_from_dict
 from node.logs import setup_logging
-from node.snapshot_file import SnapshotCompiler
+
+if TYPE_CHECKING:
+    from policy.table_reader import SharedTables
 
 ROLES = ("reader", "worker", "policy", "runtime")
 PR_SET_NAME = 15
@@ -67,38 +69,40 @@ def main(argv: list[str] | None = None) -> int:
     set_process_name(f"enf:{args.role[:6]}:{args.index}")
     node = config.node.name or socket.gethostname()
     if args.role == "policy":
+        from node.policy_document import derive_document, document_problem
         from policy.service import run_policy_process
-        from workers.detect.engine import threat_policy_problem
 
-        return run_policy_process(config, node, validate=threat_policy_problem)
+        return run_policy_process(config, node, validate=document_problem, derive=derive_document)
     if args.role == "runtime":
         from node.runtime_child import run_runtime_child
 
         return run_runtime_child(config, node)
+    from node.policy_updates import PublishedCompiler
+
     tables = open_tables(config, args.role, args.index)
     tune_for_packets()
-    state_dir = config.paths.state_dir
+    # Threat settings and sensors come with the tables: the derived document of the generation in force.
     if args.role == "reader":
         from pipeline.reader import run_reader
-        from workers.detect.engine import threat_settings_from_snapshot
+        from workers.detect.engine import threat_settings_from_document
 
         return run_reader(
             config.reader(), args.index, tables, args.seed, node,
-            lambda counters: SnapshotCompiler(state_dir, threat_settings_from_snapshot, counters, "guard"),
+            lambda counters: PublishedCompiler(tables, threat_settings_from_document, counters, "guard"),
         )
-    from workers.detect.engine import threat_policy_from_snapshot
+    from workers.detect.engine import threat_policy_from_document
     from workers.worker import run_worker
 
     return run_worker(
         config.worker(), args.index, tables, node,
-        lambda counters: SnapshotCompiler(state_dir, threat_policy_from_snapshot, counters, "threats"),
+        lambda counters: PublishedCompiler(tables, threat_policy_from_document, counters, "threats"),
     )
 
 
-def open_tables(config: Config, role: str, index: int) -> PolicyTables:
+def open_tables(config: Config, role: str, index: int) -> SharedTables:
     """Map the policy process's shared tables (it publishes before anything binds a queue)."""
     from policy.model import parse_mode
-    from policy.service import open_shared_tables, table_slot
+    from policy.table_reader import open_shared_tables, table_slot
 
     slot = table_slot(role, index, config.queues.readers, config.workers.count)
     return open_shared_tables(config.paths.run_dir, slot, parse_mode(config.policy.startup))

@@ -1,8 +1,9 @@
 """The runtime-security child: the runtime monitor under the supervisor, fed by the policy in force.
 
-The policy process persists every policy it applies (the last-known-good file in the state directory);
-this child reads the process profiles and file rules from there whenever the file changes. Events go to
-the policy process like every other producer's, counters to the supervisor with the heartbeat.
+The process profiles and file rules come with the policy's shared tables: this child maps them (with no
+reader slot: it looks only now and then) and takes the runtime part of the derived document of the
+generation in force whenever that document changes. Events go to the policy process like every other
+producer's, counters to the supervisor with the heartbeat.
 """
 
 from __future__ import annotations
@@ -22,7 +23,10 @@ import zmq
 from core import messages as M
 from core.sockets import EVENTS_HWM, HEARTBEAT_HWM, push_to
 from node.config import Config
-from node.snapshot_file import SnapshotFile
+from node.policy_updates import DocumentFollower
+from policy.document import decode_document
+from policy.layout import TablesError, tables_path
+from policy.table_reader import SharedTables
 
 log = logging.getLogger(__name__)
 
@@ -32,21 +36,32 @@ MAX_PENDING_EVENTS = 8192
 SEND_PERIOD_S = 0.2
 
 
-class PolicyFileProfiles:
-    """`get_profiles()` for the monitor: the runtime view of the policy in force, re-read on change."""
+class PublishedProfiles:
+    """`get_profiles()` for the monitor: the runtime part of the derived document in force, compiled when
+    it changes. Until the policy process has published (or while the tables cannot be read) the monitor
+    keeps what it has: an error raised here keeps its previous policy, counted."""
 
-    def __init__(self, state_dir: str) -> None:
-        self.snapshots = SnapshotFile(state_dir)
+    def __init__(self, run_dir: str) -> None:
+        self.run_dir = run_dir
+        self.follower: DocumentFollower | None = None
         self._policy: Any = None
 
     def __call__(self) -> Any:
-        from node.runtime_view import runtime_policy
-        from runtime.profiles import RuntimePolicy
+        from runtime.profiles import RuntimePolicy, policy_from_dict
 
-        snapshot = self.snapshots.changed()  # a bad file raises: the monitor keeps the last policy
-        if snapshot is not None:
-            self._policy = runtime_policy(snapshot)
+        if self.follower is None:
+            try:
+                self.follower = DocumentFollower(SharedTables(tables_path(self.run_dir), slot=None))
+            except (FileNotFoundError, TablesError):
+                return self._policy or RuntimePolicy()  # not published yet: ask again next refresh
+        published = self.follower.changed()
+        if published is not None:
+            self._policy = policy_from_dict(decode_document(published.data).get("runtime") or {})
         return self._policy or RuntimePolicy()
+
+    def close(self) -> None:
+        if self.follower is not None:
+            self.follower.tables.close()
 
 
 class WorkloadInventory:
@@ -91,11 +106,13 @@ def run_runtime_child(config: Config, node: str) -> int:
 
     sender = threading.Thread(target=_send_loop, args=(config, pending, counters, stop), name="runtime-send")
     sender.start()
+    profiles = PublishedProfiles(config.paths.run_dir)
     try:
-        return run_runtime_monitor(settings, PolicyFileProfiles(config.paths.state_dir), emit, stop, counters)
+        return run_runtime_monitor(settings, profiles, emit, stop, counters)
     finally:
         stop.set()
         sender.join(timeout=5)
+        profiles.close()
 
 
 def _send_loop(

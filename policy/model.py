@@ -201,9 +201,6 @@ class Rule:
     # A host narrows a rule that the addresses already match; it never widens one (the client writes it).
     hosts: tuple[str, ...] = ()
 
-    def matches_port(self, proto: int, port: int) -> bool:
-        return any(p.matches(proto, port) for p in self.ports)
-
 
 @dataclass(frozen=True, slots=True)
 class ProcessEntry:

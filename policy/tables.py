@@ -4,7 +4,7 @@ The compiled form (`CompiledPolicy`) is plain data: groups by index (0 is `exter
 per address family a map prefix length → {prefix value → group index} for longest-prefix match, and
 (source group, destination group) → the ordered rule entries of that pair (one entry per port spec,
 in evaluation order). `DictTables` answers from Python dicts (replay, tests, the policy process itself);
-`policy.shm` lays the same compiled form out in shared memory for the readers, with the same semantics.
+`policy.layout` lays the same compiled form out in shared memory for the readers, with the same semantics.
 
 Mode semantics (DESIGN.md §2): for east-west traffic the destination group's mode decides; for egress
 to `external` (from a group of ours) the source group's. A matching allow rule allows. A matching deny

@@ -25,8 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.lookup import PolicyTables
 from policy.loader import parse_policy, policy_to_dict
-from policy.shm import SharedTables, TablesWriter
 from policy.synth import Query, sample_queries, synthetic_policy
+from policy.table_reader import SharedTables
+from policy.table_writer import TablesWriter
 from policy.tables import DictTables, compile_policy
 
 BATCH = 100

@@ -11,7 +11,8 @@ import pytest
 from core.lookup import Action, Decision, normalize_host
 from policy.loader import parse_policy, parse_policy_text, policy_to_dict
 from policy.model import PolicyError
-from policy.shm import SharedTables, TablesWriter
+from policy.table_reader import SharedTables
+from policy.table_writer import TablesWriter
 from policy.tables import DictTables, compile_policy
 
 POLICY = """

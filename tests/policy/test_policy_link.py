@@ -26,7 +26,8 @@ from core import messages as M
 from core.events import EventType, make_event
 from core.lookup import Action, Mode
 from policy.keys import generate_keypair
-from policy.service import PolicyService, ServiceSettings, open_shared_tables, run_policy_service
+from policy.service import PolicyService, ServiceSettings, run_policy_service
+from policy.table_reader import open_shared_tables
 
 POLICY = """
 version: 1

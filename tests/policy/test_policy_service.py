@@ -23,15 +23,11 @@ from core import messages as M
 from core.events import EventType, make_event
 from core.lookup import Action, Mode
 from node.config import Config, PolicyConfig, RuntimeDirsConfig
+from policy.last_known_good import LastKnownGood, initial_policy
 from policy.model import startup_snapshot
-from policy.service import (
-    LastKnownGood,
-    ServiceSettings,
-    initial_policy,
-    open_shared_tables,
-    run_policy_process,
-    table_slot,
-)
+from policy.service import run_policy_process
+from policy.settings import ServiceSettings
+from policy.table_reader import open_shared_tables, table_slot
 
 ctx = mp.get_context("fork")
 
@@ -98,11 +94,10 @@ def test_startup_policy_without_last_known_good(tmp_path: Path) -> None:
     counters: Counter[str] = Counter()
     lkg = LastKnownGood(tmp_path / "lkg")
     for mode in (Mode.MONITOR, Mode.PROTECT):
-        settings = ServiceSettings(node="n", run_dir="", state_dir="", startup_mode=mode)
-        snap, source = initial_policy(settings, lkg, counters)
+        snap, source = initial_policy(mode, lkg, counters)
         assert snap == startup_snapshot(mode) and source.startswith("start-up")
     lkg.path.write_text("version: 1\ngroups: [{name: a}, {name: a}]\n")  # corrupt last-known-good
-    snap, source = initial_policy(ServiceSettings("n", "", ""), lkg, counters)
+    snap, source = initial_policy(Mode.MONITOR, lkg, counters)
     assert source.startswith("start-up") and counters["policy.lkg_unreadable"] == 1
 
 

@@ -23,9 +23,13 @@ from workers.detect.policy import (
     EMPTY_POLICY,
     ThreatPolicy,
     compile_threat_policy,
+    sensor_documents_from_snapshot,
+    threat_document_problem,
     threat_documents_from_snapshot,
+    threat_policy_from_document,
     threat_policy_from_snapshot,
     threat_policy_problem,
+    threat_settings_from_document,
     threat_settings_from_snapshot,
 )
 from workers.detect.threat_engine import ThreatEngine
@@ -42,9 +46,13 @@ __all__ = [
     "ThreatPolicy",
     "build_engine",
     "compile_threat_policy",
+    "sensor_documents_from_snapshot",
+    "threat_document_problem",
     "threat_documents_from_snapshot",
+    "threat_policy_from_document",
     "threat_policy_from_snapshot",
     "threat_policy_problem",
+    "threat_settings_from_document",
     "threat_settings_from_snapshot",
 ]
 

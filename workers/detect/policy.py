@@ -9,6 +9,7 @@ policy whose threat part would not compile is rejected whole.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 from threats import catalogue as C
@@ -68,11 +69,20 @@ def threat_settings_from_snapshot(snapshot: Any) -> GroupThreatSettings:
 
 def threat_policy_from_snapshot(snapshot: Any, use_hyperscan: bool = True) -> ThreatPolicy:
     """Compile the threat part of a `policy.model.PolicySnapshot` (its threat settings and sensors).
-
-    Each snapshot sensor (one context, a list of patterns, groups or none for all) becomes one sensor
-    whose rules are its patterns. Raises ThreatSettingsError/SensorError (ValueError) naming the bad
+    Raises ThreatSettingsError/SensorError (ValueError) naming the bad
     threat, key or pattern."""
-    sensors = [
+    return compile_threat_policy(
+        snapshot.version,
+        threat_documents_from_snapshot(snapshot),
+        sensor_documents_from_snapshot(snapshot),
+        use_hyperscan,
+    )
+
+
+def sensor_documents_from_snapshot(snapshot: Any) -> list[dict[str, Any]]:
+    """The sensors of a snapshot as the documents `compile_sensors` takes: each snapshot sensor (one
+    context, a list of patterns, groups or none for all) becomes one sensor whose rules are its patterns."""
+    return [
         {
             "name": s.name,
             "action": str(s.action),
@@ -84,9 +94,6 @@ def threat_policy_from_snapshot(snapshot: Any, use_hyperscan: bool = True) -> Th
         }
         for s in snapshot.sensors
     ]
-    return compile_threat_policy(
-        snapshot.version, threat_documents_from_snapshot(snapshot), sensors, use_hyperscan
-    )
 
 
 def threat_policy_problem(snapshot: Any) -> str:
@@ -95,6 +102,34 @@ def threat_policy_problem(snapshot: Any) -> str:
     Hyperscan, which the workers compile with, to keep the check quick."""
     try:
         threat_policy_from_snapshot(snapshot, use_hyperscan=False)
+    except Exception as exc:  # ValueError naming the key or pattern; re.error for a pattern it missed
+        return f"threat settings or sensors: {exc}"
+    return ""
+
+
+# The published form: the policy process publishes, with each generation of the tables, a document whose
+# "threats" is `threat_documents_from_snapshot`'s and "sensors" `sensor_documents_from_snapshot`'s (the
+# node host derives it), and readers and workers compile from that plain document.
+
+
+def threat_settings_from_document(document: Mapping[str, Any]) -> GroupThreatSettings:
+    """The readers' guard settings from a policy's derived document (`threats`; none: the defaults)."""
+    return compile_group_settings(document.get("threats"))
+
+
+def threat_policy_from_document(document: Mapping[str, Any], use_hyperscan: bool = True) -> ThreatPolicy:
+    """The workers' threat settings and sensors from a policy's derived document (`version`, `threats`,
+    `sensors`). Raises ThreatSettingsError/SensorError (ValueError) naming the bad threat, key or pattern."""
+    return compile_threat_policy(
+        int(document.get("version", 0)), document.get("threats"), document.get("sensors"), use_hyperscan
+    )
+
+
+def threat_document_problem(document: Mapping[str, Any]) -> str:
+    """Why a derived document's threat settings or sensors would not compile in the workers ("" if they
+    do); Python `re` stands in for Hyperscan to keep the check quick."""
+    try:
+        threat_policy_from_document(document, use_hyperscan=False)
     except Exception as exc:  # ValueError naming the key or pattern; re.error for a pattern it missed
         return f"threat settings or sensors: {exc}"
     return ""

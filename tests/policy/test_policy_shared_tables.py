@@ -13,16 +13,11 @@ from pathlib import Path
 import pytest
 
 from core.lookup import Action, Mode
+from policy.layout import MAX_READER_SLOTS, TablesError, TablesFull
 from policy.loader import parse_policy_text
-from policy.shm import (
-    MAX_READER_SLOTS,
-    SharedTables,
-    TablesError,
-    TablesFull,
-    TablesWriter,
-    wait_for_tables,
-)
 from policy.synth import sample_queries, synthetic_policy
+from policy.table_reader import SharedTables, wait_for_tables
+from policy.table_writer import TablesWriter
 from policy.tables import DictTables, compile_policy
 
 ctx = mp.get_context("fork")
