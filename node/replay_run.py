@@ -160,7 +160,7 @@ class NodeReplay:
             close = getattr(engine, "close_all", None)
             if close is not None:
                 close()
-        self._housekeeping(now + HOUSEKEEPING_S)  # the guard's last window and the last reports
+        self._housekeeping(now + HOUSEKEEPING_S, final=True)  # the guard's open windows and last reports
         kernel.close_all()
         for conns in self.waiting.values():
             for conn in conns:
@@ -191,8 +191,8 @@ class NodeReplay:
         if blocks:
             self.kernel.block_sources(blocks, now)
 
-    def _housekeeping(self, now: float) -> None:
-        for event in self.core.housekeeping(now):
+    def _housekeeping(self, now: float, final: bool = False) -> None:
+        for event in self.core.housekeeping(now, final):
             if event.get("type") != "threat":
                 # The judge stamps its policy reports with the host's clock; replay's clock is the capture's.
                 event = {**event, "time": now}

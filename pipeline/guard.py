@@ -183,9 +183,10 @@ class Guard:
         if self.s.kernel_blocks and len(self.new_blocks) < self.s.kernel_blocks:
             self.new_blocks.append((src, seconds))
 
-    def flush(self, now: float) -> None:
-        """Send the counts of aggregation windows that have closed."""
-        self.events.flush(now)
+    def flush(self, now: float, final: bool = False) -> None:
+        """Send the counts of aggregation windows that have closed (every window when `final`: the
+        reader stops or the capture ended, and a count held back would be lost)."""
+        self.events.flush(now, force=final)
 
     def table_sizes(self) -> dict[str, int]:
         sizes = self.attempts.table_sizes()

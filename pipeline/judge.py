@@ -253,10 +253,10 @@ class Judge:
                 flow.state = FlowState.BLOCKED
         return act
 
-    def sweep(self, now: float) -> None:
+    def sweep(self, now: float, final: bool = False) -> None:
         self.flows.sweep(now, SWEEP_BUDGET)
         if self.guard is not None:
-            self.guard.flush(now + self.wall_offset)
+            self.guard.flush(now + self.wall_offset, final)
 
     # ---- events --------------------------------------------------------------------------------
 

@@ -133,6 +133,8 @@ class Reader:
             log.warning("reader q%d: workers %s not connected yet", self.queue_num, sorted(pending))
 
     def close(self) -> None:
+        if hasattr(self, "events"):  # opened: the guard's open aggregation windows are counts, not lost
+            self.housekeeping(final=True)
         if self.guard_settings is not None:
             self.guard_settings.close()
         self.nfq.close()
@@ -302,13 +304,13 @@ class Reader:
                 self.conntrack = Conntrack()
             self.conntrack.clear_marks(key, flow.client_dir, family, self.ours)
 
-    def housekeeping(self) -> None:
+    def housekeeping(self, final: bool = False) -> None:
         now = time.monotonic()
         if self.guard_settings is not None and self.judge.guard is not None:
             threats = self.guard_settings.poll()
             if threats is not None:
                 self.judge.guard.set_threat_settings(threats)
-        events = self.core.housekeeping(now)
+        events = self.core.housekeeping(now, final)
         # In pieces: a flood of distinct sources fills thousands of events, more than one message holds.
         for start in range(0, len(events), EVENTS_PER_MESSAGE):
             chunk = events[start : start + EVENTS_PER_MESSAGE]

@@ -127,7 +127,8 @@ class ReaderCore(Generic[P]):
         blocks, guard.new_blocks = guard.new_blocks, []
         return blocks
 
-    def housekeeping(self, now: float) -> list[dict[str, Any]]:
-        """Forget idle flows, flush the guard's windows; the events gathered since the last call."""
-        self.judge.sweep(now)
+    def housekeeping(self, now: float, final: bool = False) -> list[dict[str, Any]]:
+        """Forget idle flows, flush the guard's windows (all of them when `final`); the events gathered
+        since the last call."""
+        self.judge.sweep(now, final)
         return self.judge.take_events()
