@@ -465,8 +465,9 @@ class PolicyService:
         return list(self.workloads.values()), {name: list(addrs) for name, addrs in self.dns.items()}
 
     def take_input(self, msg: Any, now: float) -> None:
-        from core import messages as M
-        if isinstance(msg, M.WorkloadUpdate):
+        from core.policy_input import DnsAnswers, WorkloadUpdate
+
+        if isinstance(msg, WorkloadUpdate):
             if msg.full:
                 self.workloads.clear()
             for wid in msg.removed:
@@ -477,7 +478,7 @@ class PolicyService:
                     continue
                 self.workloads[wid] = Workload(tuple(ipaddress.ip_address(a) for a in addrs), dict(labels))
             self.members_dirty = True
-        elif isinstance(msg, M.DnsAnswers):
+        elif isinstance(msg, DnsAnswers):
             patterns = [
                 p for g in (self.applier.current.groups if self.applier.current else ()) for p in g.fqdns
             ]
@@ -597,6 +598,7 @@ def run_policy_service(
     import zmq
 
     from core import messages as M
+    from core.policy_input import decode_policy_input, policy_input_endpoint
     from policy.controller_link import ControllerLink
 
     # The tables lock first (a second policy process stops here, before touching any socket), then the
@@ -614,7 +616,7 @@ def run_policy_service(
         inputs = ctx.socket(zmq.PULL)
         inputs.setsockopt(zmq.LINGER, 0)
         inputs.setsockopt(zmq.RCVHWM, 100)
-        inputs.bind(M.policy_input_endpoint(settings.run_dir))
+        inputs.bind(policy_input_endpoint(settings.run_dir))
         supervisor = ctx.socket(zmq.PUSH)
         supervisor.setsockopt(zmq.LINGER, 0)
         supervisor.setsockopt(zmq.SNDHWM, 8)
@@ -665,7 +667,7 @@ def run_policy_service(
                     except zmq.Again:
                         break
                     try:
-                        service.take_input(M.decode_policy_input(frame), now)
+                        service.take_input(decode_policy_input(frame), now)
                     except M.MessageError as exc:
                         service.counters[exc.anomaly] += 1
             if now >= next_expiry:

@@ -16,9 +16,12 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.program import EventStore, load_policy_dir, register
-from core import messages as M
+from controller.cli import register
+from controller.policy_dir import load_policy_dir
+from controller.store import EventStore
+from core import control as C
 from core.events import EventType, make_event
+from core.messages import MessageError
 from policy.loader import parse_policy
 from policy.model import PolicyError
 
@@ -125,17 +128,17 @@ def test_keys_command_writes_certificates(tmp_path: Path, capsys: pytest.Capture
 
 
 def test_control_messages_round_trip() -> None:
-    msgs: list[M.ControlMessage] = [
-        M.Hello("n", "0.1.0", ["a"], 3),
-        M.Welcome(False, "0.1.0", 2.0, "no"),
-        M.PolicyPush(4, {"version": 4, "groups": [{"name": "g"}]}),
-        M.PolicyAck(4, False, ["bad"]),
-        M.EventBatch(9, _events(2)),
-        M.EventAck([9, 10]),
-        M.ControlHeartbeat("n", {"x": 1}),
+    msgs: list[C.ControlMessage] = [
+        C.Hello("n", "0.1.0", ["a"], 3),
+        C.Welcome(False, "0.1.0", 2.0, "no"),
+        C.PolicyPush(4, {"version": 4, "groups": [{"name": "g"}]}),
+        C.PolicyAck(4, False, ["bad"]),
+        C.EventBatch(9, _events(2)),
+        C.EventAck([9, 10]),
+        C.ControlHeartbeat("n", {"x": 1}),
     ]
     for msg in msgs:
-        assert M.decode_control(M.encode_control(msg)) == msg
+        assert C.decode_control(C.encode_control(msg)) == msg
 
 
 _junk = st.recursive(
@@ -162,8 +165,8 @@ _headers = st.builds(
 )
 def test_control_decode_raises_only_message_error(frames: list[bytes]) -> None:
     try:
-        msg = M.decode_control(frames)
-    except M.MessageError as exc:
+        msg = C.decode_control(frames)
+    except MessageError as exc:
         assert exc.anomaly.startswith("control.")
         return
-    assert M.decode_control(M.encode_control(msg)) == msg
+    assert C.decode_control(C.encode_control(msg)) == msg

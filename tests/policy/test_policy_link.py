@@ -20,8 +20,9 @@ import msgpack
 import pytest
 import zmq
 
-from controller.program import Controller
+from controller.server import Controller
 from core import anomalies as A
+from core import control as C
 from core import messages as M
 from core.events import EventType, make_event
 from core.lookup import Action, Mode
@@ -316,10 +317,10 @@ def test_hostile_frames_harm_neither_side(lab: Lab) -> None:
         ]
         for frames in hostile:
             sock.send_multipart(frames)
-        sock.send_multipart(M.encode_control(M.Hello("node-3", controller.version, [], 0)))
+        sock.send_multipart(C.encode_control(C.Hello("node-3", controller.version, [], 0)))
         assert sock.poll(5000)
-        welcome = M.decode_control(sock.recv_multipart())
-        assert isinstance(welcome, M.Welcome) and welcome.ok
+        welcome = C.decode_control(sock.recv_multipart())
+        assert isinstance(welcome, C.Welcome) and welcome.ok
         assert controller.counters[A.CONTROL_MALFORMED] + controller.counters[A.CONTROL_BAD_VERSION] >= 6
         assert controller.counters[A.CONTROL_UNKNOWN_TYPE] >= 1
         sock.close()
@@ -345,25 +346,25 @@ def test_enforcer_survives_a_hostile_controller(lab: Lab) -> None:
         service = lab.start_service(lab.settings("node-1"))
         assert router.poll(5000)
         identity, *frames = router.recv_multipart()
-        hello = M.decode_control(frames)
-        assert isinstance(hello, M.Hello) and hello.node == "node-1"
+        hello = C.decode_control(frames)
+        assert isinstance(hello, C.Hello) and hello.node == "node-1"
         for junk in ([os.urandom(32)], [msgpack.packb([1, 3, 1]), b"\xdd\xff\xff\xff\xff"],
                      [msgpack.packb([1, 2, "yes", "v", 1, ""])]):  # fmt: skip
             router.send_multipart([identity, *junk])
-        router.send_multipart([identity, *M.encode_control(M.Welcome(True, "x", 1.0, ""))])
-        router.send_multipart([identity, *M.encode_control(M.PolicyDelta(7, 8, {"base": 7, "version": 8}))])
+        router.send_multipart([identity, *C.encode_control(C.Welcome(True, "x", 1.0, ""))])
+        router.send_multipart([identity, *C.encode_control(C.PolicyDelta(7, 8, {"base": 7, "version": 8}))])
         router.send_multipart(
-            [identity, *M.encode_control(M.PolicyPush(5, {"version": 5, "groups": "not a list"}))]
+            [identity, *C.encode_control(C.PolicyPush(5, {"version": 5, "groups": "not a list"}))]
         )
         deadline = time.monotonic() + 5
         ack = None
         while time.monotonic() < deadline and ack is None:
             if router.poll(200):
                 _, *frames = router.recv_multipart()
-                msg = M.decode_control(frames)
-                if isinstance(msg, M.PolicyAck) and msg.version == 8:
+                msg = C.decode_control(frames)
+                if isinstance(msg, C.PolicyAck) and msg.version == 8:
                     assert not msg.ok and msg.reasons == ["resync: have version 0"]  # a gap: full wanted
-                elif isinstance(msg, M.PolicyAck):
+                elif isinstance(msg, C.PolicyAck):
                     ack = msg
         assert ack is not None and not ack.ok and "groups" in ack.reasons[0]
         wait_for(lambda: service.counters[A.CONTROL_MALFORMED] >= 3, what="malformed counted")
