@@ -163,8 +163,8 @@ def test_event_store_keeps_the_connections_node_and_plain_data(tmp_path: Path) -
     assert store.nodes() == [
         {"node": "node-0", "version": None, "policy_version": None, "status": None, "last_seen": None,
          "counters": {}},
-        {"node": "node-1", "version": "0.1.0", "policy_version": None, "status": "connected", "last_seen": 2.0,
-         "counters": {"packets": 5}},
+        {"node": "node-1", "version": "0.1.0", "policy_version": None, "status": "connected",
+         "last_seen": 2.0, "counters": {"packets": 5}},
     ]  # fmt: skip
     store.close()
 

@@ -331,6 +331,62 @@ def test_hostile_frames_harm_neither_side(lab: Lab) -> None:
     wait_for(lambda: service.applier.version == 2, what="policy after hostile traffic")
 
 
+def test_controller_answers_one_enforcer_message_by_message(lab: Lab) -> None:
+    """The server alone, with a hand-driven enforcer socket: nothing before HELLO counts, each event batch
+    is acknowledged (a resent one is stored once), heartbeats are answered with the served version, a
+    change travels as a delta, and a delta the enforcer cannot apply is followed by the full snapshot."""
+    from zmq.auth import load_certificate
+
+    controller = lab.start_controller()
+    server_public, _ = load_certificate(str(lab.keys / "controller.key"))
+    public, secret = load_certificate(str(lab.keys / "node-1.key_secret"))
+    ctx = zmq.Context()
+    try:
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.curve_serverkey, sock.curve_publickey, sock.curve_secretkey = server_public, public, secret
+        sock.connect(f"tcp://127.0.0.1:{lab.port}")
+
+        def ask(msg: C.ControlMessage | None) -> C.ControlMessage:
+            if msg is not None:
+                sock.send_multipart(C.encode_control(msg))
+            assert sock.poll(5000), f"no answer to {msg}"
+            return C.decode_control(sock.recv_multipart())
+
+        flow = {"family": 4, "proto": 6, "src": "198.18.1.5", "sport": 1, "dst": "198.18.2.5", "dport": 22}
+        batch = [
+            make_event(EventType.VIOLATION, "node-1", rule_id=i, flow=flow, action="deny") for i in range(3)
+        ]
+        sock.send_multipart(C.encode_control(C.EventBatch(1, batch)))
+        wait_for(lambda: controller.counters["control.before_hello"] == 1, what="batch before HELLO counted")
+        assert controller.store.count("violation") == 0
+
+        assert ask(C.Hello("node-1", controller.version, ["policy.delta"], 1)) == C.Welcome(
+            True, controller.version, 0.2, ""
+        )  # version 1 is what it runs: no snapshot follows
+        assert ask(C.EventBatch(2, batch)) == C.EventAck([2])
+        assert ask(C.EventBatch(3, batch)) == C.EventAck([3])  # a batch resent after a lost ack
+        assert controller.store.count("violation") == 3
+        assert ask(C.ControlHeartbeat("node-1", {"packets": 9})) == C.ControlHeartbeat(
+            "controller", {"policy.version": 1}
+        )
+        wait_for(lambda: controller.store.nodes()[0]["counters"] == {"packets": 9}, what="counters stored")
+
+        (lab.policy_dir / "lab.yaml").write_text(POLICY % "monitor")
+        delta = ask(None)
+        assert isinstance(delta, C.PolicyDelta) and (delta.base, delta.version) == (1, 2)
+        full = ask(C.PolicyAck(2, False, ["resync: have version 0"]))
+        assert isinstance(full, C.PolicyPush) and full.version == 2
+        modes = {g["name"]: g.get("mode") for g in full.policy["groups"]}
+        assert full.policy["version"] == 2 and modes["servers"] == "monitor"
+        assert controller.counters["policy.resyncs"] == 1
+        sock.send_multipart(C.encode_control(C.PolicyAck(2, True, [])))
+        wait_for(lambda: controller.store.nodes()[0]["policy_version"] == 2, what="ack stored")
+        sock.close()
+    finally:
+        ctx.term()
+
+
 def test_enforcer_survives_a_hostile_controller(lab: Lab) -> None:
     """A peer holding the controller's key sends garbage to the enforcer: counted, no harm."""
     from zmq.auth import load_certificate
