@@ -382,9 +382,8 @@ def test_controller_answers_one_enforcer_message_by_message(lab: Lab) -> None:
         assert controller.counters["policy.resyncs"] == 1
         sock.send_multipart(C.encode_control(C.PolicyAck(2, True, [])))
         wait_for(lambda: controller.store.nodes()[0]["policy_version"] == 2, what="ack stored")
-        sock.close()
     finally:
-        ctx.term()
+        ctx.destroy(linger=0)  # closes the socket too, also when an assertion failed
 
 
 def test_enforcer_survives_a_hostile_controller(lab: Lab) -> None:
