@@ -81,3 +81,11 @@ def flow_fields(family: int, proto: int, src: bytes, sport: int, dst: bytes, dpo
         "dst": str(ipaddress.ip_address(dst)),
         "dport": dport,
     }
+
+
+def jsonable(value: Any) -> Any:
+    """The `default` hook for json.dumps and msgpack.packb over events: bytes (a threat's packet
+    excerpt) as hex, anything else the encoder does not know (an enum, an address) as its text."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).hex()
+    return str(value)

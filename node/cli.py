@@ -19,7 +19,7 @@ SUBCOMMANDS: tuple[str, ...] = (
     "node.threats_cli",
     "runtime.cli",
     "node.policy_cli",
-    "controller.program",
+    "controller.cli",
     "lab.demo",
 )
 

@@ -21,6 +21,7 @@ from typing import Any
 import zmq
 
 from core import messages as M
+from core.policy_input import WorkloadUpdate, encode_policy_input, policy_input_endpoint
 from core.sockets import EVENTS_HWM, HEARTBEAT_HWM, push_to
 from node.config import Config
 from node.policy_updates import DocumentFollower
@@ -72,7 +73,7 @@ class WorkloadInventory:
 
         self.resolver = WorkloadResolver()
 
-    def update(self) -> M.WorkloadUpdate:
+    def update(self) -> WorkloadUpdate:
         from runtime.identity import node_workloads
 
         self.resolver.refresh_names()
@@ -81,7 +82,7 @@ class WorkloadInventory:
         for key, (workload, addresses, _pid) in node_workloads(self.resolver, pids).items():
             packed = sorted(ipaddress.ip_address(a).packed for a in addresses)
             workloads.append((key, packed, workload.intrinsic_labels()))
-        return M.WorkloadUpdate("runtime", True, workloads, [])
+        return WorkloadUpdate("runtime", True, workloads, [])
 
 
 def run_runtime_child(config: Config, node: str) -> int:
@@ -126,7 +127,7 @@ def _send_loop(
     ctx = zmq.Context(1)
     events = push_to(ctx, M.events_endpoint(run_dir), EVENTS_HWM, linger_ms=500)
     supervisor = push_to(ctx, M.supervisor_endpoint(run_dir), HEARTBEAT_HWM)
-    policy_input = push_to(ctx, M.policy_input_endpoint(run_dir), HEARTBEAT_HWM)
+    policy_input = push_to(ctx, policy_input_endpoint(run_dir), HEARTBEAT_HWM)
     inventory = WorkloadInventory()
     period = min(SEND_PERIOD_S, config.supervisor.heartbeat_interval_ms / 1000.0)
     next_inventory = 0.0
@@ -135,7 +136,7 @@ def _send_loop(
             if time.monotonic() >= next_inventory:
                 next_inventory = time.monotonic() + INVENTORY_PERIOD_S
                 try:
-                    policy_input.send(M.encode_policy_input(inventory.update()), zmq.NOBLOCK)
+                    policy_input.send(encode_policy_input(inventory.update()), zmq.NOBLOCK)
                 except zmq.Again:
                     counters["workloads.dropped"] = counters.get("workloads.dropped", 0) + 1
             batch = [pending.popleft() for _ in range(min(len(pending), M.MAX_EVENTS_PER_BATCH))]

@@ -24,7 +24,8 @@ import zmq.auth
 from zmq.utils.monitor import recv_monitor_message
 
 from core import anomalies as A
-from core import messages as M
+from core import control as C
+from core.messages import MessageError
 from policy.events_relay import EventSpool
 
 log = logging.getLogger(__name__)
@@ -112,7 +113,7 @@ class ControllerLink:
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.SNDHWM, 1000)
         sock.setsockopt(zmq.RCVHWM, 1000)
-        sock.setsockopt(zmq.MAXMSGSIZE, M.MAX_POLICY_BLOB_BYTES + M.MAX_CONTROL_HEADER_BYTES)
+        sock.setsockopt(zmq.MAXMSGSIZE, C.MAX_POLICY_BLOB_BYTES + C.MAX_CONTROL_HEADER_BYTES)
         sock.curve_serverkey = self.server_public
         sock.curve_publickey = self.public
         sock.curve_secretkey = self.secret
@@ -123,7 +124,7 @@ class ControllerLink:
         self.last_rx = now
         self.inflight.clear()
         self._send(
-            M.Hello(self.settings.node, self.version, CAPABILITIES, self.applied_version()), force=True
+            C.Hello(self.settings.node, self.version, CAPABILITIES, self.applied_version()), force=True
         )
         log.info("connecting to the controller at %s", self.endpoint)
 
@@ -162,11 +163,11 @@ class ControllerLink:
     def ready(self) -> bool:
         return self.state == "ready"
 
-    def _send(self, msg: M.ControlMessage, force: bool = False) -> bool:
+    def _send(self, msg: C.ControlMessage, force: bool = False) -> bool:
         if self.sock is None or (self.state != "ready" and not force):
             return False
         try:
-            self.sock.send_multipart(M.encode_control(msg), zmq.NOBLOCK)
+            self.sock.send_multipart(C.encode_control(msg), zmq.NOBLOCK)
         except zmq.Again:
             return False
         return True
@@ -188,8 +189,8 @@ class ControllerLink:
                     break
                 self.last_rx = now
                 try:
-                    msg = M.decode_control(frames)
-                except M.MessageError as exc:
+                    msg = C.decode_control(frames)
+                except MessageError as exc:
                     self.counters[exc.anomaly] += 1
                     log.warning("bad message from the controller: %s", exc)
                     continue
@@ -205,7 +206,7 @@ class ControllerLink:
             stats = {k: int(v) for k, v in self.counters.items()}
             stats["policy.version"] = self.applied_version()
             stats["spool.batches"] = len(self.spool.pending())
-            self._send(M.ControlHeartbeat(self.settings.node, stats))
+            self._send(C.ControlHeartbeat(self.settings.node, stats))
 
     def _monitor_events(self, now: float) -> None:
         assert self.monitor is not None
@@ -229,8 +230,8 @@ class ControllerLink:
                 self._disconnect(now, "disconnected")
                 return
 
-    def _dispatch(self, msg: M.ControlMessage, now: float) -> None:
-        if isinstance(msg, M.Welcome):
+    def _dispatch(self, msg: C.ControlMessage, now: float) -> None:
+        if isinstance(msg, C.Welcome):
             if not msg.ok:
                 self.refusal = msg.reason
                 self.counters[A.CONTROL_BAD_VERSION] += 1
@@ -244,12 +245,12 @@ class ControllerLink:
             log.info("controller link ready (controller %s)", msg.version)
             self.on_ready()
             self.pump()
-        elif isinstance(msg, M.PolicyPush | M.PolicyDelta):
-            if isinstance(msg, M.PolicyDelta) and self.on_delta is None:
-                self._send(M.PolicyAck(msg.version, False, ["resync: deltas not supported"]), force=True)
+        elif isinstance(msg, C.PolicyPush | C.PolicyDelta):
+            if isinstance(msg, C.PolicyDelta) and self.on_delta is None:
+                self._send(C.PolicyAck(msg.version, False, ["resync: deltas not supported"]), force=True)
                 return
             try:
-                if isinstance(msg, M.PolicyPush):
+                if isinstance(msg, C.PolicyPush):
                     result = self.on_policy(msg.version, msg.policy)
                 else:
                     assert self.on_delta is not None
@@ -259,12 +260,12 @@ class ControllerLink:
                 log.exception("applying policy version %d failed", msg.version)
                 self.counters["policy.apply_failed"] += 1
                 ok, reasons = False, [f"internal error: {exc!r}"]
-            self._send(M.PolicyAck(msg.version, ok, reasons), force=True)
-        elif isinstance(msg, M.EventAck):
+            self._send(C.PolicyAck(msg.version, ok, reasons), force=True)
+        elif isinstance(msg, C.EventAck):
             self.spool.ack(msg.seqs)
             self.inflight.difference_update(msg.seqs)
             self.pump()
-        elif isinstance(msg, M.ControlHeartbeat):
+        elif isinstance(msg, C.ControlHeartbeat):
             pass
         else:
             self.counters[A.CONTROL_UNKNOWN_TYPE] += 1
@@ -285,6 +286,6 @@ class ControllerLink:
                 self.spool.ack([seq])
                 self.counters[A.EVENTS_SPOOL_DROPPED] += 1
                 continue
-            if not self._send(M.EventBatch(seq, events)):
+            if not self._send(C.EventBatch(seq, events)):
                 return
             self.inflight.add(seq)

@@ -17,6 +17,8 @@ from typing import Any
 
 import msgpack
 
+from core.events import jsonable
+
 log = logging.getLogger(__name__)
 
 # Fields that differ between otherwise identical events and are not part of their identity.
@@ -24,7 +26,7 @@ _VOLATILE = frozenset({"time", "id", "count", "first_time", "last_time"})
 
 DEFAULT_AGGREGATE_WINDOW_S = 1.0  # identical events within this window become one event with a count
 DEFAULT_MAX_AGGREGATE_KEYS = 10_000  # distinct events held in one window before it is flushed early
-DEFAULT_BATCH_MAX_EVENTS = 512  # events per batch to the controller (<= messages.MAX_CONTROL_EVENTS)
+DEFAULT_BATCH_MAX_EVENTS = 512  # events per batch to the controller (<= control.MAX_CONTROL_EVENTS)
 DEFAULT_SPOOL_MAX_BYTES = 64 << 20  # disk spool of unacknowledged batches; oldest dropped beyond it
 MAX_SPOOL_BATCH_BYTES = 8 << 20  # a single spooled batch larger than this is refused (a bug upstream)
 
@@ -34,13 +36,7 @@ _BATCH_NAME = re.compile(r"^(\d{16})\.batch$")
 def _key(event: dict[str, Any]) -> bytes:
     """The identity of an event for aggregation: every field but the volatile ones, canonically."""
     stable = {k: v for k, v in event.items() if k not in _VOLATILE}
-    return json.dumps(stable, sort_keys=True, default=_jsonable, separators=(",", ":")).encode()
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, bytes | bytearray | memoryview):
-        return bytes(value).hex()
-    return str(value)
+    return json.dumps(stable, sort_keys=True, default=jsonable, separators=(",", ":")).encode()
 
 
 class EventAggregator:
@@ -148,7 +144,7 @@ class EventSpool:
 
     def append(self, events: list[dict[str, Any]]) -> int:
         """Spool a batch; returns its sequence number."""
-        blob = msgpack.packb(events, use_bin_type=True, default=_jsonable)
+        blob = msgpack.packb(events, use_bin_type=True, default=jsonable)
         if len(blob) > MAX_SPOOL_BATCH_BYTES:
             raise ValueError(f"event batch of {len(blob)} bytes exceeds {MAX_SPOOL_BATCH_BYTES}")
         seq = self.next_seq

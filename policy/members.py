@@ -7,7 +7,7 @@ import ipaddress
 from collections import Counter
 from collections.abc import Iterable
 
-from core import messages as M
+from core.policy_input import DnsAnswers, WorkloadUpdate
 from policy.tables import Workload, fqdn_matches
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -30,7 +30,7 @@ class Members:
     def current(self) -> tuple[list[Workload], dict[str, list[Address]]]:
         return list(self.workloads.values()), {name: list(addrs) for name, addrs in self.dns.items()}
 
-    def take_workloads(self, msg: M.WorkloadUpdate) -> None:
+    def take_workloads(self, msg: WorkloadUpdate) -> None:
         if msg.full:
             self.workloads.clear()
         for wid in msg.removed:
@@ -42,7 +42,7 @@ class Members:
             self.workloads[wid] = Workload(tuple(ipaddress.ip_address(a) for a in addrs), dict(labels))
         self.dirty = True
 
-    def take_dns(self, msg: M.DnsAnswers, now: float, patterns: Iterable[str]) -> None:
+    def take_dns(self, msg: DnsAnswers, now: float, patterns: Iterable[str]) -> None:
         """Answers for names one of `patterns` (the FQDN groups of the policy in force) matches."""
         patterns = list(patterns)
         for name, addrs, ttl in msg.answers:

@@ -26,6 +26,13 @@ from typing import Any
 from core import anomalies as A
 from core import messages as M
 from core.events import EventType, make_event
+from core.policy_input import (
+    DnsAnswers,
+    PolicyInput,
+    WorkloadUpdate,
+    decode_policy_input,
+    policy_input_endpoint,
+)
 from policy.applier import ApplyResult, PolicyApplier
 from policy.delta import apply_delta
 from policy.events_relay import EventAggregator, EventSpool
@@ -119,10 +126,10 @@ class PolicyService:
 
     # ---- members (workloads for label selectors, DNS answers for FQDN groups) ----------------------
 
-    def take_input(self, msg: M.PolicyInput, now: float) -> None:
-        if isinstance(msg, M.WorkloadUpdate):
+    def take_input(self, msg: PolicyInput, now: float) -> None:
+        if isinstance(msg, WorkloadUpdate):
             self.members.take_workloads(msg)
-        elif isinstance(msg, M.DnsAnswers):
+        elif isinstance(msg, DnsAnswers):
             current = self.applier.current
             self.members.take_dns(msg, now, (p for g in (current.groups if current else ()) for p in g.fqdns))
 
@@ -231,7 +238,7 @@ def run_policy_service(
         inputs = ctx.socket(zmq.PULL)
         inputs.setsockopt(zmq.LINGER, 0)
         inputs.setsockopt(zmq.RCVHWM, 100)
-        inputs.bind(M.policy_input_endpoint(settings.run_dir))
+        inputs.bind(policy_input_endpoint(settings.run_dir))
         supervisor = ctx.socket(zmq.PUSH)
         supervisor.setsockopt(zmq.LINGER, 0)
         supervisor.setsockopt(zmq.SNDHWM, 8)
@@ -282,7 +289,7 @@ def run_policy_service(
                     except zmq.Again:
                         break
                     try:
-                        service.take_input(M.decode_policy_input(frame), now)
+                        service.take_input(decode_policy_input(frame), now)
                     except M.MessageError as exc:
                         service.counters[exc.anomaly] += 1
             if now >= next_expiry:

@@ -29,9 +29,10 @@ import yaml
 import zmq
 import zmq.auth
 
-from controller.program import Controller, EventStore
+from controller.server import Controller
+from controller.store import EventStore
 from core import __version__
-from core import messages as M
+from core import control as C
 from core.events import EventType, make_event
 from policy.keys import generate_keypair
 from policy.loader import SafeDumper, policy_to_dict
@@ -48,7 +49,7 @@ def _enforcers(endpoint: str, keys: Path, names: list[str], want: int, out: Any,
         s.setsockopt(zmq.LINGER, 0)
         s.curve_serverkey, s.curve_publickey, s.curve_secretkey = server, public, secret
         s.connect(endpoint)
-        s.send_multipart(M.encode_control(M.Hello(name, __version__, [], 0)))
+        s.send_multipart(C.encode_control(C.Hello(name, __version__, [], 0)))
         socks[s] = name
     poller = zmq.Poller()
     for s in socks:
@@ -61,7 +62,7 @@ def _enforcers(endpoint: str, keys: Path, names: list[str], want: int, out: Any,
         if time.monotonic() >= next_hb:  # like real enforcers: keep the controller from expiring us
             next_hb = time.monotonic() + 1.0
             for s, name in socks.items():
-                s.send_multipart(M.encode_control(M.ControlHeartbeat(name, {})))
+                s.send_multipart(C.encode_control(C.ControlHeartbeat(name, {})))
         for s, _ in poller.poll(100):
             frames = s.recv_multipart()
             arrived = time.monotonic()
@@ -69,18 +70,18 @@ def _enforcers(endpoint: str, keys: Path, names: list[str], want: int, out: Any,
                 # Delivery is timed: only the small header is decoded here; 25 simulated enforcers sharing
                 # two cores would otherwise time each other's decoding (reported separately below).
                 _, _, version = msgpack.unpackb(frames[0])
-                msg: Any = M.PolicyPush(version, {})
+                msg: Any = C.PolicyPush(version, {})
             else:
-                msg = M.decode_control(frames)
-            if isinstance(msg, M.PolicyPush):
-                s.send_multipart(M.encode_control(M.PolicyAck(msg.version, True, [])))
+                msg = C.decode_control(frames)
+            if isinstance(msg, C.PolicyPush):
+                s.send_multipart(C.encode_control(C.PolicyAck(msg.version, True, [])))
                 if msg.version >= want:
                     got[socks[s]] = arrived
                 else:
                     first.add(socks[s])
                     if len(first) == len(names):
                         out.put(("ready", len(first)))
-            elif isinstance(msg, M.ControlHeartbeat):
+            elif isinstance(msg, C.ControlHeartbeat):
                 pass
     out.put(("done", list(got.values())))
     go.wait(30)
@@ -136,10 +137,10 @@ def fanout(root: Path, n: int, procs: int, rules: int) -> None:
     stop.set()
     t.join(10)
     c.close()
-    frames = M.encode_control(M.PolicyPush(2, policy_to_dict(snap2)))
+    frames = C.encode_control(C.PolicyPush(2, policy_to_dict(snap2)))
     blob = len(frames[1])
     d0 = time.perf_counter()
-    M.decode_control(frames)
+    C.decode_control(frames)
     decode_ms = 1e3 * (time.perf_counter() - d0)
     print(
         f"fan-out: {len(times)}/{n} enforcers received the new snapshot "
@@ -193,20 +194,20 @@ def ingest_socket(root: Path, count: int) -> None:
     pub, sec = zmq.auth.load_certificate(str(keys / "node-1.key_secret"))
     s.curve_serverkey, s.curve_publickey, s.curve_secretkey = server, pub, sec
     s.connect(c.bound)
-    s.send_multipart(M.encode_control(M.Hello("node-1", __version__, [], 1)))
+    s.send_multipart(C.encode_control(C.Hello("node-1", __version__, [], 1)))
     while True:
-        if isinstance(M.decode_control(s.recv_multipart()), M.Welcome):
+        if isinstance(C.decode_control(s.recv_multipart()), C.Welcome):
             break
     window, inflight, seq, acked = 8, 0, 0, 0
     batches = [events[i : i + 512] for i in range(0, count, 512)]
     t0 = time.perf_counter()
     while acked < len(batches):
         while inflight < window and seq < len(batches):
-            s.send_multipart(M.encode_control(M.EventBatch(seq + 1, batches[seq])))
+            s.send_multipart(C.encode_control(C.EventBatch(seq + 1, batches[seq])))
             seq += 1
             inflight += 1
-        msg = M.decode_control(s.recv_multipart())
-        if isinstance(msg, M.EventAck):
+        msg = C.decode_control(s.recv_multipart())
+        if isinstance(msg, C.EventAck):
             acked += len(msg.seqs)
             inflight -= len(msg.seqs)
     dt = time.perf_counter() - t0

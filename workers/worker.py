@@ -20,6 +20,7 @@ from core import messages as M
 from core.flow import Direction, flow_key
 from core.lookup import PolicyTables
 from core.packet import decode
+from core.policy_input import DnsAnswers, encode_policy_input, policy_input_endpoint
 from core.sockets import BATCH_HWM, EVENTS_HWM, HEARTBEAT_HWM, push_to, send_block_sources
 from core.updates import Updates, UpdatesFactory
 from core.verdict import WorkerVerdict
@@ -76,7 +77,7 @@ class Worker:
             self.to_readers.append(push_to(self.ctx, M.reader_endpoint(run_dir, r), BATCH_HWM))
         self.events = push_to(self.ctx, M.events_endpoint(run_dir), EVENTS_HWM)
         self.supervisor = push_to(self.ctx, M.supervisor_endpoint(run_dir), HEARTBEAT_HWM)
-        self.policy_input = push_to(self.ctx, M.policy_input_endpoint(run_dir), EVENTS_HWM)
+        self.policy_input = push_to(self.ctx, policy_input_endpoint(run_dir), EVENTS_HWM)
 
     def handle(self, frame: bytes, now: float) -> None:
         try:
@@ -146,8 +147,8 @@ class Worker:
             answers = [(name, sorted(addrs), ttl) for name, (addrs, ttl) in self.pending_dns.items()]
             self.pending_dns = {}
             try:
-                msg = M.DnsAnswers(f"worker {self.index}", answers)
-                self.policy_input.send(M.encode_policy_input(msg), zmq.NOBLOCK)
+                msg = DnsAnswers(f"worker {self.index}", answers)
+                self.policy_input.send(encode_policy_input(msg), zmq.NOBLOCK)
             except zmq.Again:
                 self.counters["dns_answers.dropped"] += len(answers)
         if not self.pending_events:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import stat
 import time
@@ -16,9 +17,12 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.program import EventStore, load_policy_dir, register
-from core import messages as M
+from controller.cli import register
+from controller.policy_dir import MAX_DELTA_HISTORY, PolicyDirectory, ServedPolicy, load_policy_dir
+from controller.store import EventStore
+from core import control as C
 from core.events import EventType, make_event
+from core.messages import MessageError
 from policy.loader import parse_policy
 from policy.model import PolicyError
 
@@ -59,6 +63,61 @@ def test_policy_directory_conflicts_name_the_file(tmp_path: Path) -> None:
         load_policy_dir(tmp_path)
 
 
+def test_policy_directory_reads_validated_and_notices_changes(tmp_path: Path) -> None:
+    policy = tmp_path / "p.yaml"
+    policy.write_text(DEMO.read_text())
+    directory = PolicyDirectory(tmp_path)
+    sig = directory.signature()
+    assert sig == directory.signature()
+    doc = directory.load()
+    assert doc["version"] == 0 and len(doc["rules"]) == 5  # normalized: the controller numbers versions
+    st = policy.stat()
+    # Same size and modification time: the cached parse is used (the file is not read again).
+    policy.write_text(DEMO.read_text().replace("mode: protect", "mode: monitor"))  # as long: 7 letters
+    assert policy.stat().st_size == st.st_size
+    os.utime(policy, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert directory.signature() == sig
+    assert directory.load() == doc
+    os.utime(policy, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    assert directory.signature() != sig
+    assert directory.load() != doc
+    # Merged files that do not validate are not served: a rule naming a group no file defines.
+    (tmp_path / "q.yaml").write_text("rules:\n  - {id: 900, from: nowhere, to: servers, action: allow}\n")
+    assert load_policy_dir(tmp_path)["rules"][-1]["id"] == 900
+    with pytest.raises(PolicyError, match="nowhere"):
+        directory.load()
+    assert PolicyDirectory(tmp_path / "absent").signature() is None
+
+
+def test_served_versions_follow_the_content_and_survive_restarts(tmp_path: Path) -> None:
+    def policy(mode: str) -> dict:
+        return {"version": 0, "groups": [{"name": "g", "mode": mode, "members": ["198.18.0.0/16"]}]}
+
+    store = EventStore(tmp_path / "c.db")
+    served = ServedPolicy(store)
+    assert (served.version, served.doc) == (0, None)
+    assert served.offer(policy("protect")) and served.version == 1
+    assert not served.offer(policy("protect")) and served.version == 1  # same content, same version
+    assert served.offer(policy("monitor")) and served.version == 2
+    assert served.doc is not None and served.doc["version"] == 2
+    v1 = served.base(1)
+    assert v1 is not None and v1["groups"][0]["mode"] == "protect"
+    store.close()
+
+    store = EventStore(tmp_path / "c.db")  # a restarted controller
+    served = ServedPolicy(store)
+    assert served.version == 2 and served.base(2) is None
+    assert served.offer(policy("monitor"))  # nothing served yet in this run: pushed, at the same version
+    assert served.version == 2
+    assert served.force({"groups": "not validated"}) == 3
+    assert ServedPolicy(store).version == 2  # a forced version is not persisted
+    for i in range(MAX_DELTA_HISTORY + 3):
+        served.offer(policy("protect") | {"default_mode": f"m{i}"})
+    assert len(served.history) == MAX_DELTA_HISTORY
+    assert min(served.history) == served.version - MAX_DELTA_HISTORY + 1
+    store.close()
+
+
 def _events(n: int, node: str = "node-1") -> list[dict]:
     flow = {"family": 4, "proto": 6, "src": "198.18.1.5", "sport": 1, "dst": "198.18.2.5", "dport": 80}
     return [make_event(EventType.VIOLATION, node, rule_id=i, flow=flow, action="deny") for i in range(n)]
@@ -76,6 +135,47 @@ def test_event_store_is_idempotent_and_fast_enough(tmp_path: Path) -> None:
     assert store.count() == 20_000
     assert rate > 5_000, f"ingest {rate:.0f} events/s"  # the benchmark script reports the real figure
     store.close()
+
+
+def test_event_store_keeps_the_connections_node_and_plain_data(tmp_path: Path) -> None:
+    store = EventStore(tmp_path / "c.db")
+    flow = {"family": 4, "proto": 6, "src": "198.18.1.5", "sport": 1, "dst": "198.18.2.5", "dport": 80}
+    threat = make_event(EventType.THREAT, "node-2", name="x", severity="high", action="drop", flow=flow,
+                        excerpt=b"\x00\xffGET", now=123.5)  # fmt: skip
+    no_id = {"type": "audit", "what": "x"}
+    no_time = make_event(EventType.AUDIT, "node-1", what="y")
+    no_time["time"] = "later"
+    assert store.add_events("node-1", [threat, no_id, no_time]) == 2  # an event without an id is not stored
+    assert store.events(node="node-2") == []  # stored under the authenticated node, whatever it claims
+    stored = store.events(node="node-1")
+    assert [e["id"] for e in stored] == [threat["id"], no_time["id"]]
+    assert stored[0]["excerpt"] == "00ff474554"  # bytes as hex (core.events.jsonable)
+    assert store.events(since=124.0, node="node-1") == [stored[1]]  # a time that is not a number: now
+    assert store.events(node="node-1", limit=1) == [stored[0]]
+    assert (store.count(), store.count("threat"), store.count("violation")) == (2, 1, 0)
+
+    assert store.get_meta("policy_version", "0") == "0"
+    store.set_meta("policy_version", "7")
+    assert store.get_meta("policy_version") == "7"
+    store.upsert_node("node-1", version="0.1.0", status="connected", last_seen=1.0)
+    store.upsert_node("node-1", counters={"packets": 5}, last_seen=2.0)  # the other fields are kept
+    store.upsert_node("node-0")
+    assert store.nodes() == [
+        {"node": "node-0", "version": None, "policy_version": None, "status": None, "last_seen": None,
+         "counters": {}},
+        {"node": "node-1", "version": "0.1.0", "policy_version": None, "status": "connected",
+         "last_seen": 2.0, "counters": {"packets": 5}},
+    ]  # fmt: skip
+    store.close()
+
+
+def test_controller_is_a_subcommand_of_enforcer(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from node.cli import main
+
+    assert main(["controller", "keys", "--dir", str(tmp_path / "k"), "node-9"]) == 0
+    assert (tmp_path / "k" / "node-9.key").exists()
+    assert main(["controller", "nodes", "--db", str(tmp_path / "absent.db")]) == 2
+    assert "does not exist" in capsys.readouterr().err
 
 
 def test_controller_cli_queries(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -125,17 +225,18 @@ def test_keys_command_writes_certificates(tmp_path: Path, capsys: pytest.Capture
 
 
 def test_control_messages_round_trip() -> None:
-    msgs: list[M.ControlMessage] = [
-        M.Hello("n", "0.1.0", ["a"], 3),
-        M.Welcome(False, "0.1.0", 2.0, "no"),
-        M.PolicyPush(4, {"version": 4, "groups": [{"name": "g"}]}),
-        M.PolicyAck(4, False, ["bad"]),
-        M.EventBatch(9, _events(2)),
-        M.EventAck([9, 10]),
-        M.ControlHeartbeat("n", {"x": 1}),
+    msgs: list[C.ControlMessage] = [
+        C.Hello("n", "0.1.0", ["a"], 3),
+        C.Welcome(False, "0.1.0", 2.0, "no"),
+        C.PolicyPush(4, {"version": 4, "groups": [{"name": "g"}]}),
+        C.PolicyDelta(4, 5, {"base": 4, "version": 5, "groups": {"removed": ["g"]}}),
+        C.PolicyAck(4, False, ["bad"]),
+        C.EventBatch(9, _events(2)),
+        C.EventAck([9, 10]),
+        C.ControlHeartbeat("n", {"x": 1}),
     ]
     for msg in msgs:
-        assert M.decode_control(M.encode_control(msg)) == msg
+        assert C.decode_control(C.encode_control(msg)) == msg
 
 
 _junk = st.recursive(
@@ -162,8 +263,8 @@ _headers = st.builds(
 )
 def test_control_decode_raises_only_message_error(frames: list[bytes]) -> None:
     try:
-        msg = M.decode_control(frames)
-    except M.MessageError as exc:
+        msg = C.decode_control(frames)
+    except MessageError as exc:
         assert exc.anomaly.startswith("control.")
         return
-    assert M.decode_control(M.encode_control(msg)) == msg
+    assert C.decode_control(C.encode_control(msg)) == msg

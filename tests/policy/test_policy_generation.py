@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from core import messages as M
+from core.policy_input import WorkloadUpdate
 from node.policy_document import derive_document, document_problem
 from node.policy_updates import DocumentFollower, PublishedCompiler
 from node.runtime_child import PublishedProfiles
@@ -118,7 +118,7 @@ def test_consumers_compile_exactly_the_document_of_the_generation_they_see(priva
         assert (guard.generation, poll_until(threats).generation) == (g2, 2)
 
         # a members change republishes the tables (new generation) with the same document: nothing to redo
-        node.members.take_workloads(M.WorkloadUpdate("runtime", True, [("w", [bytes(4)], {"app": "web"})], []))
+        node.members.take_workloads(WorkloadUpdate("runtime", True, [("w", [bytes(4)], {"app": "web"})], []))
         assert node.applier.republish() and tables.generation() == g2 + 1
         for _ in range(20):
             assert guard.poll() is None and threats.poll() is None

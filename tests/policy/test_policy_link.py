@@ -20,8 +20,9 @@ import msgpack
 import pytest
 import zmq
 
-from controller.program import Controller
+from controller.server import Controller
 from core import anomalies as A
+from core import control as C
 from core import messages as M
 from core.events import EventType, make_event
 from core.lookup import Action, Mode
@@ -317,10 +318,10 @@ def test_hostile_frames_harm_neither_side(lab: Lab) -> None:
         ]
         for frames in hostile:
             sock.send_multipart(frames)
-        sock.send_multipart(M.encode_control(M.Hello("node-3", controller.version, [], 0)))
+        sock.send_multipart(C.encode_control(C.Hello("node-3", controller.version, [], 0)))
         assert sock.poll(5000)
-        welcome = M.decode_control(sock.recv_multipart())
-        assert isinstance(welcome, M.Welcome) and welcome.ok
+        welcome = C.decode_control(sock.recv_multipart())
+        assert isinstance(welcome, C.Welcome) and welcome.ok
         assert controller.counters[A.CONTROL_MALFORMED] + controller.counters[A.CONTROL_BAD_VERSION] >= 6
         assert controller.counters[A.CONTROL_UNKNOWN_TYPE] >= 1
         sock.close()
@@ -329,6 +330,61 @@ def test_hostile_frames_harm_neither_side(lab: Lab) -> None:
     # the real enforcer is unaffected: a policy change still arrives
     (lab.policy_dir / "lab.yaml").write_text(POLICY % "monitor")
     wait_for(lambda: service.applier.version == 2, what="policy after hostile traffic")
+
+
+def test_controller_answers_one_enforcer_message_by_message(lab: Lab) -> None:
+    """The server alone, with a hand-driven enforcer socket: nothing before HELLO counts, each event batch
+    is acknowledged (a resent one is stored once), heartbeats are answered with the served version, a
+    change travels as a delta, and a delta the enforcer cannot apply is followed by the full snapshot."""
+    from zmq.auth import load_certificate
+
+    controller = lab.start_controller()
+    server_public, _ = load_certificate(str(lab.keys / "controller.key"))
+    public, secret = load_certificate(str(lab.keys / "node-1.key_secret"))
+    ctx = zmq.Context()
+    try:
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.curve_serverkey, sock.curve_publickey, sock.curve_secretkey = server_public, public, secret
+        sock.connect(f"tcp://127.0.0.1:{lab.port}")
+
+        def ask(msg: C.ControlMessage | None) -> C.ControlMessage:
+            if msg is not None:
+                sock.send_multipart(C.encode_control(msg))
+            assert sock.poll(5000), f"no answer to {msg}"
+            return C.decode_control(sock.recv_multipart())
+
+        flow = {"family": 4, "proto": 6, "src": "198.18.1.5", "sport": 1, "dst": "198.18.2.5", "dport": 22}
+        batch = [
+            make_event(EventType.VIOLATION, "node-1", rule_id=i, flow=flow, action="deny") for i in range(3)
+        ]
+        sock.send_multipart(C.encode_control(C.EventBatch(1, batch)))
+        wait_for(lambda: controller.counters["control.before_hello"] == 1, what="batch before HELLO counted")
+        assert controller.store.count("violation") == 0
+
+        assert ask(C.Hello("node-1", controller.version, ["policy.delta"], 1)) == C.Welcome(
+            True, controller.version, 0.2, ""
+        )  # version 1 is what it runs: no snapshot follows
+        assert ask(C.EventBatch(2, batch)) == C.EventAck([2])
+        assert ask(C.EventBatch(3, batch)) == C.EventAck([3])  # a batch resent after a lost ack
+        assert controller.store.count("violation") == 3
+        assert ask(C.ControlHeartbeat("node-1", {"packets": 9})) == C.ControlHeartbeat(
+            "controller", {"policy.version": 1}
+        )
+        wait_for(lambda: controller.store.nodes()[0]["counters"] == {"packets": 9}, what="counters stored")
+
+        (lab.policy_dir / "lab.yaml").write_text(POLICY % "monitor")
+        delta = ask(None)
+        assert isinstance(delta, C.PolicyDelta) and (delta.base, delta.version) == (1, 2)
+        full = ask(C.PolicyAck(2, False, ["resync: have version 0"]))
+        assert isinstance(full, C.PolicyPush) and full.version == 2
+        modes = {g["name"]: g.get("mode") for g in full.policy["groups"]}
+        assert full.policy["version"] == 2 and modes["servers"] == "monitor"
+        assert controller.counters["policy.resyncs"] == 1
+        sock.send_multipart(C.encode_control(C.PolicyAck(2, True, [])))
+        wait_for(lambda: controller.store.nodes()[0]["policy_version"] == 2, what="ack stored")
+    finally:
+        ctx.destroy(linger=0)  # closes the socket too, also when an assertion failed
 
 
 def test_enforcer_survives_a_hostile_controller(lab: Lab) -> None:
@@ -346,25 +402,25 @@ def test_enforcer_survives_a_hostile_controller(lab: Lab) -> None:
         service = lab.start_service(lab.settings("node-1"))
         assert router.poll(5000)
         identity, *frames = router.recv_multipart()
-        hello = M.decode_control(frames)
-        assert isinstance(hello, M.Hello) and hello.node == "node-1"
+        hello = C.decode_control(frames)
+        assert isinstance(hello, C.Hello) and hello.node == "node-1"
         for junk in ([os.urandom(32)], [msgpack.packb([1, 3, 1]), b"\xdd\xff\xff\xff\xff"],
                      [msgpack.packb([1, 2, "yes", "v", 1, ""])]):  # fmt: skip
             router.send_multipart([identity, *junk])
-        router.send_multipart([identity, *M.encode_control(M.Welcome(True, "x", 1.0, ""))])
-        router.send_multipart([identity, *M.encode_control(M.PolicyDelta(7, 8, {"base": 7, "version": 8}))])
+        router.send_multipart([identity, *C.encode_control(C.Welcome(True, "x", 1.0, ""))])
+        router.send_multipart([identity, *C.encode_control(C.PolicyDelta(7, 8, {"base": 7, "version": 8}))])
         router.send_multipart(
-            [identity, *M.encode_control(M.PolicyPush(5, {"version": 5, "groups": "not a list"}))]
+            [identity, *C.encode_control(C.PolicyPush(5, {"version": 5, "groups": "not a list"}))]
         )
         deadline = time.monotonic() + 5
         ack = None
         while time.monotonic() < deadline and ack is None:
             if router.poll(200):
                 _, *frames = router.recv_multipart()
-                msg = M.decode_control(frames)
-                if isinstance(msg, M.PolicyAck) and msg.version == 8:
+                msg = C.decode_control(frames)
+                if isinstance(msg, C.PolicyAck) and msg.version == 8:
                     assert not msg.ok and msg.reasons == ["resync: have version 0"]  # a gap: full wanted
-                elif isinstance(msg, M.PolicyAck):
+                elif isinstance(msg, C.PolicyAck):
                     ack = msg
         assert ack is not None and not ack.ok and "groups" in ack.reasons[0]
         wait_for(lambda: service.counters[A.CONTROL_MALFORMED] >= 3, what="malformed counted")

@@ -22,6 +22,13 @@ import zmq
 from core import messages as M
 from core.events import EventType, make_event
 from core.lookup import Action, Mode
+from core.policy_input import (
+    DnsAnswers,
+    WorkloadUpdate,
+    decode_policy_input,
+    encode_policy_input,
+    policy_input_endpoint,
+)
 from node.config import Config, PolicyConfig, RuntimeDirsConfig
 from policy.last_known_good import LastKnownGood, initial_policy
 from policy.model import startup_snapshot
@@ -223,21 +230,21 @@ def test_workloads_and_dns_answers_resolve_label_and_fqdn_groups(private_dir: Pa
         wait_for(lambda: tables.version() == 1)
         pod, site = ip("198.18.1.7"), ip("198.18.9.20")
         assert tables.decide(4, pod, site, 6, 443).src_group == "external"  # no workloads known yet
-        push.connect(M.policy_input_endpoint(settings.run_dir))
+        push.connect(policy_input_endpoint(settings.run_dir))
         push.send(b"\x93garbage")
-        wl = M.WorkloadUpdate(
+        wl = WorkloadUpdate(
             "runtime", True, [("pod-1", [pod, ip("fd00::7")], {"app": "web", "namespace": "shop"})], []
         )
-        push.send(M.encode_policy_input(wl))
+        push.send(encode_policy_input(wl))
         wait_for(lambda: tables.decide(4, pod, site, 6, 443).src_group == "web", what="workload in its group")
         d = tables.decide(4, pod, site, 6, 443)
         assert (d.dst_group, d.rule_id, d.action) == ("external", 2, Action.DENY)
         answers = [("www.example.com.", [site], 5), ("example.org", [ip("198.18.9.21")], 300)]
-        push.send(M.encode_policy_input(M.DnsAnswers("worker 0", answers)))
+        push.send(encode_policy_input(DnsAnswers("worker 0", answers)))
         wait_for(lambda: tables.decide(4, pod, site, 6, 443).dst_group == "sites", what="DNS answer applied")
         assert tables.decide(4, pod, site, 6, 443).action == Action.ALLOW
         assert tables.decide(4, pod, ip("198.18.9.21"), 6, 443).dst_group == "external"  # no pattern wants it
-        push.send(M.encode_policy_input(M.WorkloadUpdate("runtime", False, [], ["pod-1"])))
+        push.send(encode_policy_input(WorkloadUpdate("runtime", False, [], ["pod-1"])))
         wait_for(lambda: tables.decide(4, pod, site, 6, 443).src_group == "external", what="workload removed")
         service = box[0]
         assert service.counters["message.malformed"] == 1
@@ -253,8 +260,8 @@ def test_workloads_and_dns_answers_resolve_label_and_fqdn_groups(private_dir: Pa
 def test_policy_input_codec_rejects_bad_frames() -> None:
     import pytest
 
-    good = M.WorkloadUpdate("r", False, [("w", [bytes(4)], {"a": "b"})], ["x"])
-    assert M.decode_policy_input(M.encode_policy_input(good)) == good
+    good = WorkloadUpdate("r", False, [("w", [bytes(4)], {"a": "b"})], ["x"])
+    assert decode_policy_input(encode_policy_input(good)) == good
     import msgpack
 
     for bad in (
@@ -266,7 +273,7 @@ def test_policy_input_codec_rejects_bad_frames() -> None:
         b"\xc1",
     ):
         with pytest.raises(M.MessageError):
-            M.decode_policy_input(bad)
+            decode_policy_input(bad)
 
 
 def test_last_known_good_that_no_longer_fits_falls_back_to_startup(private_dir: Path) -> None:

@@ -1,0 +1,142 @@
+"""`enforcer controller ...`: serve (the reference controller) and its queries (`events`, `nodes`,
+`learned`) over the event store, and `keys` to make CURVE certificates."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from controller.server import DEFAULT_LISTEN, Controller, run_controller
+from controller.store import DEFAULT_DB, EventStore
+from core.events import EventType
+from policy.keys import generate_keypair
+
+
+def _since(text: str) -> float:
+    """`300` / `300s` / `5m` / `2h` ago, or an absolute UNIX time (> 10^9)."""
+    t = text.strip().lower()
+    scale = {"s": 1, "m": 60, "h": 3600, "d": 86400}.get(t[-1:], 0)
+    value = float(t[:-1] if scale else t)
+    if not scale and value > 1e9:
+        return value
+    return time.time() - value * (scale or 1)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    for name in ("policy_dir", "secret_key", "clients"):
+        if not getattr(args, name):
+            print(f"enforcer controller: --{name.replace('_', '-')} is required to serve", file=sys.stderr)
+            return 2
+    if not Path(args.policy_dir).is_dir():
+        print(f"enforcer controller: --policy-dir {args.policy_dir}: not a directory", file=sys.stderr)
+        return 2
+    try:
+        controller = Controller(
+            args.policy_dir, args.db, args.secret_key, args.clients, listen=args.listen,
+            heartbeat_s=args.heartbeat, watch_interval_s=args.watch,
+        )  # fmt: skip
+    except (OSError, ValueError) as exc:
+        print(f"enforcer controller: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s controller %(levelname)s %(message)s")
+    return run_controller(controller)
+
+
+def _db(args: argparse.Namespace) -> EventStore | None:
+    path = getattr(args, "sub_db", None) or args.db
+    if not Path(path).exists():
+        print(f"enforcer controller: database {path} does not exist", file=sys.stderr)
+        return None
+    return EventStore(path)
+
+
+def _cmd_events(args: argparse.Namespace) -> int:
+    store = _db(args)
+    if store is None:
+        return 2
+    try:
+        since = _since(args.since) if args.since else None
+    except ValueError:
+        print(
+            f"enforcer controller events: --since {args.since!r} is not a duration or time", file=sys.stderr
+        )
+        store.close()
+        return 2
+    for event in store.events(args.type, since, args.node, args.limit):
+        print(json.dumps(event, sort_keys=True))
+    store.close()
+    return 0
+
+
+def _cmd_nodes(args: argparse.Namespace) -> int:
+    store = _db(args)
+    if store is None:
+        return 2
+    for node in store.nodes():
+        print(json.dumps(node, sort_keys=True))
+    store.close()
+    return 0
+
+
+def _cmd_learned(args: argparse.Namespace) -> int:
+    store = _db(args)
+    if store is None:
+        return 2
+    doc = store.learned_rules()
+    store.close()
+    text = yaml.safe_dump(doc, sort_keys=False, width=110)
+    if args.export and args.export != "-":
+        Path(args.export).write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _cmd_keys(args: argparse.Namespace) -> int:
+    for name in args.names:
+        try:
+            public, secret = generate_keypair(args.dir, name)
+        except (OSError, ValueError) as exc:
+            print(f"enforcer controller keys: {exc}", file=sys.stderr)
+            return 2
+        print(f"{public}\n{secret}")
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    """Add `enforcer controller ...` to the `enforcer` command."""
+    p = subparsers.add_parser("controller", help="reference controller: serve policy, store events")
+    p.add_argument("--policy-dir", help="directory of policy YAML files (native and NeuVector CRDs)")
+    p.add_argument("--db", default=DEFAULT_DB, help=f"SQLite event store (default {DEFAULT_DB})")
+    p.add_argument("--listen", default=DEFAULT_LISTEN, help=f"ZeroMQ endpoint (default {DEFAULT_LISTEN})")
+    p.add_argument("--secret-key", help="the controller's CURVE secret certificate (NAME.key_secret)")
+    p.add_argument("--clients", help="directory of accepted enforcers' public certificates (*.key)")
+    p.add_argument("--heartbeat", type=float, default=2.0, help="heartbeat interval told to enforcers (s)")
+    p.add_argument("--watch", type=float, default=1.0, help="policy directory check interval (s)")
+    p.set_defaults(func=_cmd_serve)
+    sub = p.add_subparsers(dest="controller_command", metavar="ACTION")
+    ev = sub.add_parser("events", help="print stored events as JSON lines")
+    ev.add_argument("--db", dest="sub_db", help="SQLite event store")
+    ev.add_argument("--type", choices=[t.value for t in EventType])
+    ev.add_argument("--since", help="events newer than this: 300, 5m, 2h, 1d ago, or a UNIX time")
+    ev.add_argument("--node")
+    ev.add_argument("--limit", type=int, default=1000)
+    ev.set_defaults(func=_cmd_events)
+    nodes = sub.add_parser("nodes", help="print known enforcers as JSON lines")
+    nodes.add_argument("--db", dest="sub_db", help="SQLite event store")
+    nodes.set_defaults(func=_cmd_nodes)
+    learned = sub.add_parser("learned", help="learned connections as proposed native rules (YAML)")
+    learned.add_argument("--db", dest="sub_db", help="SQLite event store")
+    learned.add_argument("--export", nargs="?", const="-", default="-", help="write to FILE (default stdout)")
+    learned.set_defaults(func=_cmd_learned)
+    keys = sub.add_parser("keys", help="generate CURVE certificates (NAME.key, NAME.key_secret)")
+    keys.add_argument("--dir", required=True, help="directory for the certificate files (created 0700)")
+    keys.add_argument("names", nargs="+", help="certificate names, e.g. controller node-1")
+    keys.set_defaults(func=_cmd_keys)
