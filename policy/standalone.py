@@ -7,6 +7,8 @@ import os
 import sys
 from typing import IO, Any
 
+from core.events import jsonable
+
 EVENT_LOG_MAX_BYTES = 16 << 20  # standalone JSON-lines event log, rotated once beyond this
 
 
@@ -39,7 +41,7 @@ class JsonLinesLog:
 
     def write(self, events: list[dict[str, Any]]) -> None:
         for event in events:
-            self._out.write(json.dumps(event, default=_jsonable) + "\n")
+            self._out.write(json.dumps(event, default=jsonable) + "\n")
         if self.path != "-" and self._out.tell() > EVENT_LOG_MAX_BYTES:
             self._out.close()
             os.replace(self.path, self.path + ".1")
@@ -49,10 +51,3 @@ class JsonLinesLog:
     def close(self) -> None:
         if self.path != "-":
             self._out.close()
-
-
-def _jsonable(value: Any) -> Any:
-    # Private until `core.events.jsonable` (the one JSON default for events) lands on this branch.
-    if isinstance(value, bytes | bytearray | memoryview):
-        return bytes(value).hex()
-    return str(value)
