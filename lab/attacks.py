@@ -38,12 +38,26 @@ def ip_received(lab: Lab, host: str) -> int:
     return int(values[names.index("InReceives")])
 
 
+def queued_packets(lab: Lab) -> int:
+    """Packets the node's NFQUEUEs have handed to user space so far (each queue's id sequence in
+    /proc/net/netfilter/nfnetlink_queue). Packets the kernel let by unjudged because a queue was full
+    (fail-open) get no id, so this tells what the readers really judged."""
+    out = lab.node_exec("cat", "/proc/net/netfilter/nfnetlink_queue", check=False).stdout
+    return sum(int(fields[7]) for fields in (line.split() for line in out.splitlines()) if len(fields) > 7)
+
+
 @dataclass
 class FloodResult:
     sent: int  # packets hping3 reports as transmitted
     seconds: float
     received: int  # IP packets the target received meanwhile (flood, its replies' answers, other traffic)
     started: float  # wall time the flood started
+    queued: int = 0  # packets the node's queues handed to the readers meanwhile (all traffic)
+
+    @property
+    def unjudged(self) -> int:
+        """Flood packets the readers never saw (passed by a full queue, or lost before it): at most."""
+        return max(self.sent - self.queued, 0)
 
     @property
     def rate(self) -> float:
@@ -67,15 +81,17 @@ def icmp_flood(lab: Lab, attacker: str, target: str, seconds: float) -> FloodRes
 def _hping3(lab: Lab, attacker: str, target: str, seconds: float, mode: list[str]) -> FloodResult:
     seconds = min(seconds, MAX_ATTACK_SECONDS)
     before = ip_received(lab, target_host(lab, target))
+    queued_before = queued_packets(lab)
     cmd = ["timeout", "-s", "INT", f"{seconds}", "hping3", "-q", *mode, "--flood"]
     started, t0 = time.time(), time.monotonic()
     out = lab.exec(attacker, *cmd, target, check=False, timeout=seconds + 15)
     elapsed = time.monotonic() - t0
     received = ip_received(lab, target_host(lab, target)) - before
+    queued = queued_packets(lab) - queued_before
     m = re.search(r"(\d+) packets transmitted", out.stdout + out.stderr)
     if m is None:
         raise RuntimeError(f"hping3 did not report its count: {out.stderr.strip()[-300:]}")
-    return FloodResult(int(m.group(1)), elapsed, received, started)
+    return FloodResult(int(m.group(1)), elapsed, received, started, queued)
 
 
 def target_host(lab: Lab, address: str) -> str:

@@ -58,7 +58,11 @@ def test_syn_flood_from_random_sources_still_serves_a_real_client(lab: Lab, tmp_
         assert min(ev["time"] for ev in found) - flood.started < 1.0
         # Forged sources never answer the server, so what it received is what got through: the SYNs
         # before the detection, and any the queue let by unjudged when full (failure.queue_full = pass).
-        assert flood.received < 0.25 * flood.sent, (flood.received, flood.sent)
+        # How many a full queue lets by depends on how fast this machine's readers are, so the bound is
+        # on what the readers judged: of those, only the SYNs before the detection may pass.
+        assert flood.queued > 0.1 * flood.sent, f"the readers saw {flood.queued} of {flood.sent} SYNs"
+        judged_passed = flood.received - flood.unjudged
+        assert judged_passed < 0.05 * flood.queued, (flood.received, flood.unjudged, flood.queued)
         assert all(r["ok"] for r in served), served  # a real client retransmits and is let in
 
 
