@@ -65,8 +65,18 @@ from policy.model import (
 MAX_POLICY_FILE_BYTES = 32 * 1024 * 1024
 
 # libyaml's safe loader and dumper when PyYAML was built with it (4-5x faster), else the pure-Python ones.
-SafeLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_BaseSafeLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 SafeDumper: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+class SafeLoader(_BaseSafeLoader):
+    """The safe loader (plain data only), reading a plain `=` as the string it is.
+
+    YAML 1.1 resolves an unquoted `=` to the "value" tag, which the safe loader has no constructor for;
+    NeuVector's CRD exports write criteria operators unquoted (`op: =`)."""
+
+
+SafeLoader.add_constructor("tag:yaml.org,2002:value", lambda loader, node: loader.construct_scalar(node))
 
 
 def yaml_load(text: str | bytes) -> Any:

@@ -91,6 +91,17 @@ def test_import_converts_a_neuvector_export(tmp_path: Path, capsys: pytest.Captu
     assert t.decide(4, bytes([198, 18, 9, 1]), web, 6, 80).src_group == "partners"
 
 
+def test_import_reads_operators_written_unquoted_as_neuvector_exports_them(tmp_path: Path) -> None:
+    quoted = (DATA / "nv_security_rules.yaml").read_text()
+    unquoted = tmp_path / "nv_export.yaml"
+    unquoted.write_text(quoted.replace('op: "="', "op: ="))
+    assert "op: =," in unquoted.read_text()
+    out_q, out_u = tmp_path / "q.yaml", tmp_path / "u.yaml"
+    assert run("policy", "import", str(DATA / "nv_security_rules.yaml"), "-o", str(out_q)) == 0
+    assert run("policy", "import", str(unquoted), "-o", str(out_u)) == 0
+    assert load_policy(out_u) == load_policy(out_q)
+
+
 def test_import_to_stdout_is_native_yaml(capsys: pytest.CaptureFixture[str]) -> None:
     assert run("policy", "import", str(DATA / "nv_security_rules.yaml")) == 0
     text = capsys.readouterr().out
