@@ -30,6 +30,21 @@ def test_rules_mask_our_bits_and_balance_the_queues() -> None:
     assert closed[-1] == "-A ENFORCER -j NFQUEUE --queue-num 0"
 
 
+def test_a_bare_syn_reopening_a_connection_we_decided_loses_our_bits_before_they_are_matched() -> None:
+    for family in (4, 6):
+        rules = chain_rules(spec(), family=family)
+        clear = (
+            "-A ENFORCER -p tcp --tcp-flags SYN,ACK,RST,FIN SYN -m conntrack --ctstate ESTABLISHED "
+            "-m connmark ! --mark 0x0/0x300000 -j CONNMARK --set-xmark 0x0/0x300000"
+        )
+        assert clear in rules
+        # before the connmark matches, so the new connection is queued instead of inheriting a verdict
+        assert rules.index(clear) < rules.index("-A ENFORCER -m connmark --mark 0x200000/0x200000 -j DROP")
+        assert rules.index(clear) < rules.index("-A ENFORCER -m connmark --mark 0x100000/0x100000 -j RETURN")
+        # a SYN retransmitted for a connection refused at its first SYN (never answered) is not NEW-matched
+        assert not any("--ctstate NEW" in r for r in rules)
+
+
 def test_interfaces_and_hooks() -> None:
     s = spec(
         netfilter={
@@ -94,6 +109,7 @@ def test_install_replaces_stale_rules_and_remove_leaves_nothing(netns: list[str]
     assert (
         "-A ENFORCER -p ipv6-icmp -m icmp6 --icmpv6-type 133 -j RETURN" in after
     )  # the IPv6 chain's own rules
+    assert after.count("--ctstate ESTABLISHED -m connmark ! --mark 0x0/0x300000 -j CONNMARK --set-xmark") == 2
     subprocess.run([*netns, sys.executable, "-c", code, "install"], check=True)  # idempotent
     assert _listing(netns).count("-j ENFORCER\n") == 2
     subprocess.run([*netns, sys.executable, "-c", code, "remove"], check=True)
