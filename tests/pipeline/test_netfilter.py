@@ -155,3 +155,32 @@ def test_source_blocks_are_kernel_drops_in_our_block_chain_until_their_time(netn
     assert "fd00:198:18:9::9" not in later  # 10 s: over
     assert later.strip().endswith("=== full 1")
     assert "ENFORCER" not in _listing(netns)
+
+
+def test_replay_models_the_reopening_syn_as_our_chain_does() -> None:
+    import dpkt
+
+    from core.flow import flow_key
+    from core.packet import decode
+    from node.replay_kernel import DROPPED, QUEUE, Kernel
+    from tests.pipeline.packets import tcp4
+
+    n = config_from_dict({}, {}).netfilter
+    kernel = Kernel(n, lambda conn: None)
+    syn, ack = dpkt.tcp.TH_SYN, dpkt.tcp.TH_ACK
+
+    def step(packet: bytes, now: float) -> int:
+        meta = decode(packet)
+        key, direction = flow_key(meta)
+        return kernel.step(meta, key, direction, now)[0]
+
+    assert step(tcp4(seq=1), 0.0) == QUEUE
+    conn = kernel.connections[next(iter(kernel.connections))]
+    assert step(tcp4("198.18.2.11", "198.18.1.11", 80, 40000, flags=syn | ack), 0.1) == QUEUE
+    kernel.verdict(conn, "RESET", n.drop_mark)  # blocked once established (an injection)
+    assert step(tcp4(flags=ack, seq=2), 0.2) == DROPPED
+    assert step(tcp4(seq=900), 1.0) == QUEUE  # a new connection from the same port is queued
+    # a connection refused at its first SYN (never answered) keeps its retransmissions dropped
+    assert step(tcp4(sport=40001, seq=5), 0.0) == QUEUE
+    kernel.verdict(kernel.connections[next(reversed(list(kernel.connections)))], "RESET", n.drop_mark)
+    assert step(tcp4(sport=40001, seq=5), 1.0) == DROPPED
