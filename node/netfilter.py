@@ -6,6 +6,8 @@ kube-proxy) are not disturbed. The chain, in order:
 
   packet mark PASS           → RETURN    (a packet we judged, re-injected by an NF_REPEAT verdict)
   jump to <chain>-BLOCK                  (sources a block-source action cut off: `-s ADDR -j DROP`)
+  bare SYN, ctstate ESTABLISHED → clear our connmark bits (a new connection reopening the conntrack
+                                         entry of one that saw a reply: it must not inherit its verdict)
   connmark DROP              → DROP      (a connection we blocked: never reaches user space again)
   connmark ACCEPT            → RETURN    (a connection we allowed: offloaded to the kernel)
   packet mark ACCEPT         → save it to the connmark, RETURN
@@ -13,6 +15,14 @@ kube-proxy) are not disturbed. The chain, in order:
   everything else            → NFQUEUE --queue-balance first:last [--queue-bypass]
 
 RETURN rather than ACCEPT lets the rest of the hook's rules (other people's) see the packet too.
+
+Conntrack keeps a closed or reset TCP entry (and its mark) for a while, and a SYN reusing its ports moves it
+back to SYN_SENT rather than starting a fresh one; a connection that was established and later blocked
+(an injection reset) would hand its drop bit to the next connection from the same client port. A bare SYN
+(no ACK, RST or FIN) on an entry that saw a reply (`--ctstate ESTABLISHED`: conntrack's word for "seen
+both ways") therefore has our bits cleared and is queued: the readers start a new flow for it. A SYN
+retransmitted for a connection refused at its first SYN finds an entry that never saw a reply (`NEW`) and
+stays dropped by the drop bit.
 """
 
 from __future__ import annotations
@@ -87,7 +97,10 @@ def chain_rules(spec: ChainSpec, family: int = 4) -> list[str]:
         # plumbing, not a workload's connection: never queue it (blocking it would cut the node off).
         rules += [f"-A {c} -s fe80::/10 -j RETURN", f"-A {c} -d ff00::/8 -j RETURN"]
         rules += [f"-A {c} -p ipv6-icmp -m icmp6 --icmpv6-type {t} -j RETURN" for t in NDP_AND_MLD_TYPES]
+    ours = a | d
     rules += [
+        f"-A {c} -p tcp --tcp-flags SYN,ACK,RST,FIN SYN -m conntrack --ctstate ESTABLISHED "
+        f"-m connmark ! --mark 0x0/0x{ours:x} -j CONNMARK --set-xmark 0x0/0x{ours:x}",
         f"-A {c} -m connmark --mark {_m(d)} -j DROP",
         f"-A {c} -m connmark --mark {_m(a)} -j RETURN",
         f"-A {c} -m mark --mark {_m(a)} -j CONNMARK --save-mark --nfmask 0x{a:x} --ctmask 0x{a:x}",

@@ -107,6 +107,12 @@ class Kernel:
                 conn.kernel += 1
                 return DROPPED, conn
             del self.blocked_until[meta.src]
+        if (
+            conn.mark != QUEUE
+            and flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN) == TCP_SYN
+            and conn.packets[1]
+        ):
+            conn.mark = QUEUE  # our chain clears its bits for a SYN reopening an answered entry (netfilter)
         if conn.mark != QUEUE:
             conn.kernel += 1
             self.counters["kernel.accepted" if conn.mark == ACCEPTED else "kernel.dropped"] += 1

@@ -7,7 +7,17 @@ from collections.abc import ItemsView
 
 from core.config import FlowsConfig
 from core.flow import Direction, FlowKey
-from core.packet import IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP
+from core.packet import (
+    IPPROTO_ICMP,
+    IPPROTO_ICMPV6,
+    IPPROTO_TCP,
+    IPPROTO_UDP,
+    TCP_ACK,
+    TCP_FIN,
+    TCP_RST,
+    TCP_SYN,
+    PacketMeta,
+)
 
 
 class FlowState(enum.IntEnum):
@@ -24,6 +34,7 @@ class Flow:
         "closing",
         "watch",
         "generation",
+        "isn",
         "last_seen",
         "packets",
         "rule_id",
@@ -31,8 +42,12 @@ class Flow:
         "worker",
     )
 
-    def __init__(self, client_dir: Direction, worker: int, now: float) -> None:
+    def __init__(self, client_dir: Direction, worker: int, now: float, isn: int = -1) -> None:
         self.client_dir = client_dir  # direction of the packet that opened the flow (client → server)
+        # the sequence number of the SYN that opened a TCP flow (-1: picked up otherwise): a SYN with
+        # another one on a decided flow is a new connection reusing its ports, a SYN with this one a
+        # retransmission (`reopens`)
+        self.isn = isn
         self.state = FlowState.INSPECT
         self.generation = -1  # policy generation the state was decided at
         self.rule_id = 0
@@ -43,6 +58,26 @@ class Flow:
         # allowed, but kept in user space for the guard: a ping (each request counts) or a TCP connection
         # to a watched destination (offloaded once its handshake completes)
         self.watch = False
+
+
+# The TCP flags that tell a connection's opening SYN from everything else.
+_OPENING_FLAGS = TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN
+
+
+def opening_isn(meta: PacketMeta) -> int:
+    """The initial sequence number if the packet opens a TCP connection (a bare SYN), else -1."""
+    if meta.proto == IPPROTO_TCP and meta.tcp_flags & _OPENING_FLAGS == TCP_SYN:
+        return meta.seq
+    return -1
+
+
+def reopens(flow: Flow, isn: int) -> bool:
+    """Does a packet opening a TCP connection with `isn` (see `opening_isn`) start a new connection on the
+    ports of this decided flow? Conntrack hands such a SYN the old entry, and the old verdict must not
+    carry over: an injection reset, or a flow allowed before a policy change, says nothing about the
+    next connection from the same client port. A flow still being inspected is its worker's to follow,
+    and a SYN repeating the opening one is a retransmission of the same connection."""
+    return isn >= 0 and flow.state is not FlowState.INSPECT and isn != flow.isn
 
 
 class FlowTable:

@@ -27,7 +27,7 @@ from core.packet import (
 )
 from core.verdict import WorkerVerdict
 from pipeline import guard as G
-from pipeline.flowtable import Flow, FlowState, FlowTable
+from pipeline.flowtable import Flow, FlowState, FlowTable, opening_isn, reopens
 from pipeline.settings import ReaderConfig
 
 
@@ -100,6 +100,13 @@ class Judge:
             return self.no_policy_act, meta, None, None
         key, direction = flow_key(meta)
         flow = self.flows.get(key)
+        isn = opening_isn(meta)
+        if flow is not None and reopens(flow, isn):
+            # A new connection on the ports of a decided one: it is judged afresh, never given the old
+            # verdict (our chain cleared the old connmark bits for the same reason, `node.netfilter`).
+            self.flows.remove(key)
+            self.counters["flow.reopened"] += 1
+            flow = None
         if flow is None:
             guard = self.guard
             if guard is not None and guard.blocked(meta.src, now + self.wall_offset):
@@ -117,7 +124,7 @@ class Judge:
                 guarded = guard.check(meta, key, decision, now + self.wall_offset, payload)
                 if guarded == G.DROP:
                     return Act.DROP, meta, key, None
-            flow = Flow(direction, worker_for(key, self.seed, self.workers), now)
+            flow = Flow(direction, worker_for(key, self.seed, self.workers), now, isn)
             self.flows.add(key, flow)
             self._settle(flow, decision, state, meta, meta.src, meta.sport, meta.dst, meta.dport)
             if guard is not None and state is not FlowState.BLOCKED:

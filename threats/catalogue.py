@@ -151,11 +151,14 @@ THREATS: tuple[Threat, ...] = (
     _t(1028, "struts_rce", S.CRITICAL, A.RESET,
        "Apache Struts REST plugin XStream remote code execution (CVE-2017-9805)"),
     _t(1029, "dns_tunneling", S.HIGH, A.DROP,
-       "DNS tunneling: long or high-entropy labels, or many unusual query types from one client",
-       # labels to 63 bytes are legal, but ordinary names rarely pass 40; base32/hex payloads sit at 4.2+
-       # bits/char over 50+ characters; a browser asks a few dozen names per domain a minute
-       max_label=52, min_entropy_length=50, entropy_bits=4.2, unusual_per_window=60,
-       unique_names_per_window=150, window=60.0),
+       "DNS tunneling: names carrying encoded data, many distinct names or TXT/NULL names under one "
+       "domain, or many unusual query types from one client",
+       # scored by what tunnels look like, not by length: a legitimate name holds one or two generated
+       # tokens (a hash, a GUID: 10-64 characters, at most 32 in one label), a tunnel's query fills labels
+       # near their 63 bytes or chunks 40-200 characters over several; a browser asks a few dozen names per
+       # domain a minute, a mail server the same few DKIM TXT names
+       data_chars=100, data_label=48, chunked_data_chars=40, unusual_per_window=60, unique_names_per_window=150, txt_names_per_window=30,
+       window=60.0),
     _t(1030, "k8s_extip_mitm", S.HIGH, A.RESET,
        "Kubernetes Service ExternalIP man-in-the-middle (CVE-2020-8554): traffic to a Service "
        "external IP from inside"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import struct
 
 import pytest
@@ -199,14 +200,93 @@ def test_dns_zone_transfer_and_null() -> None:
     assert names(check_message(dns_query("t.example.com", 10), False, DEFAULT_SETTINGS)) == {"dns_null_type"}
 
 
-def test_dns_tunneling_names() -> None:
-    iodine = "p2mwsg3l5a4i7bpnjvwygm4k3lh7yyk6dqjgyvlhjhtoo5sbbc3qabgn6s6etx.t.example.com"
-    hits = check_message(dns_query(iodine), False, DEFAULT_SETTINGS)
-    assert names(hits) == {"dns_tunneling"} and "label" in hits[0].detail
-    b32 = "mfrggzdfmztwq2lk.nnwg23tpobyxe43u.ovrhk6dzpjqwe.ylfrggzdf.t.example.com"
-    hits = check_message(dns_query(b32), False, DEFAULT_SETTINGS)
-    assert names(hits) == {"dns_tunneling"} and "bits/char" in hits[0].detail
+# Long legitimate names as clouds, CDNs, mail and Kubernetes make them (written for these tests).
+LEGIT_LONG_NAMES = (
+    "internal-k8s-default-myingres-2f8b1d3c6a-1234567890.us-west-2.elb.amazonaws.com",  # AWS ALB
+    "dualstack.my-public-nlb-0a1b2c3d4e5f6a7b.elb.eu-central-1.amazonaws.com",  # AWS NLB
+    "mydb-instance-1.c9akciq32xyz.us-east-1.rds.amazonaws.com",  # AWS RDS
+    "ec2-54-213-17-102.us-west-2.compute.amazonaws.com",
+    "myendpoint-a1b2c3d4e5f6g7h8.z01.azurefd.net",  # Azure Front Door
+    "5c2a9f1e-3b7d-4e8a-9c6f-2d1b0a3e4f5c.cloudapp.azure.com",  # Azure by GUID
+    "mystorageaccount2024prod.blob.core.windows.net",
+    "orders-api-prod-westeurope-001.azurewebsites.net",
+    "d111111abcdef8.cloudfront.net",  # CloudFront
+    "e12345.dscx.akamaiedge.net",  # Akamai
+    "www.shop.example.com.edgekey.net",
+    "r3---sn-4g5e6nsz.googlevideo.com",
+    "4yxkd6gqmb2cw7ixjmhvejs3wvfxemtd._domainkey.example.com",  # SES DKIM (TXT)
+    "20230601._domainkey.gmail.com",
+    "_acme-challenge.checkout.shop.example.com",  # ACME DNS-01 (TXT)
+    "_xmpp-server._tcp.chat.example.org",  # SRV
+    "e3b0c44298fc1c149afbf4c8996fb924.27ae41e4649b934ca495991b7852b855.example.com",
+    "c93f1e400f26708f98cb19d936620da35eec8f72e57f9eec01c1afd6._openpgpkey.example.com",  # RFC 7929
+    "payments-reconciliation-worker-headless.finance-production.svc.cluster.local",
+    "web-0.nginx-headless.default.svc.cluster.local",
+    "10-244-3-17.kube-system.pod.cluster.local",
+    "a-rather-long-but-perfectly-legitimate-hostname-for-the-tests.example.com",
+)
+_B32 = "abcdefghijklmnopqrstuvwxyz012345"  # iodine's base32 alphabet
+
+
+def iodine_name(rng: random.Random, domain: str = "t.example.com") -> str:
+    """An iodine-style upstream query: a command letter, then base32 data in labels of up to 63."""
+    data = "p" + "".join(rng.choice(_B32) for _ in range(rng.randint(100, 180)))
+    return ".".join(data[i : i + 63] for i in range(0, len(data), 63)) + "." + domain
+
+
+def dnscat2_name(rng: random.Random, chunk: int = 63, domain: str = "c2.example.net") -> str:
+    """A dnscat2-style query: a hex-encoded packet (session id, sequence numbers, data) in labels."""
+    data = rng.randbytes(rng.randint(24, 100)).hex()
+    return ".".join(data[i : i + chunk] for i in range(0, len(data), chunk)) + "." + domain
+
+
+def test_long_legitimate_names_are_not_tunneling() -> None:
+    det = DnsDetector()
+    for i, name in enumerate(LEGIT_LONG_NAMES):
+        for qtype in (1, 28, 16, 33, 5):
+            assert check_message(dns_query(name, qtype), False, DEFAULT_SETTINGS) == [], name
+            assert det.inspect(dns_query(name, qtype), b"\xc6\x12\x01\x01", False, i, DEFAULT_SETTINGS) == []
+
+
+def test_tunnel_names_are_tunneling() -> None:
+    rng = random.Random(7)
+    for _ in range(50):
+        for name in (iodine_name(rng), dnscat2_name(rng), dnscat2_name(rng, chunk=20)):
+            hits = check_message(dns_query(name, 16), False, DEFAULT_SETTINGS)
+            assert names(hits) == {"dns_tunneling"}, name
+            assert "characters of encoded data" in hits[0].detail
+    b32 = "mfrggzdfmztwq2lk.nnwg23tpobyxe43u.ovrhk6dzpjqwe.ylfrggzdf.t.example.com"  # chunked small
+    assert "in 4 labels" in check_message(dns_query(b32), False, DEFAULT_SETTINGS)[0].detail
     assert label_entropy(b"aaaa") == 0.0
+
+
+def test_a_tunnel_hiding_behind_protocol_labels_meets_the_distinct_txt_names_check() -> None:
+    det = DnsDetector()
+    rng = random.Random(3)
+    client, mail = b"\xc6\x12\x00\x09", b"\xc6\x12\x00\x0a"
+    hits = [
+        h
+        for i in range(40)
+        for h in det.inspect(
+            dns_query(f"{rng.randbytes(12).hex()}._domainkey.evil.example", 16), client, False, i * 0.5,
+            DEFAULT_SETTINGS,
+        )
+    ]  # fmt: skip
+    assert len(hits) == 10 and "distinct TXT/NULL names under evil.example" in hits[0].detail
+    # a mail server checks the same few DKIM keys all day
+    selectors = ("google", "s1", "s2", "20230601", "4yxkd6gqmb2cw7ixjmhvejs3wvfxemtd")
+    mail_hits = [
+        h
+        for i in range(500)
+        for h in det.inspect(
+            dns_query(f"{selectors[i % 5]}._domainkey.example.com", 16),
+            mail,
+            False,
+            i * 0.1,
+            DEFAULT_SETTINGS,
+        )
+    ]
+    assert mail_hits == []
 
 
 def test_dns_tunneling_volume_of_unusual_types_per_client() -> None:
@@ -216,10 +296,10 @@ def test_dns_tunneling_volume_of_unusual_types_per_client() -> None:
     hits = [
         h
         for i in range(8)
-        for h in det.inspect(dns_query(f"q{i}.example.com", 16), client, False, 1.0 + i, settings_)
+        for h in det.inspect(dns_query(f"q{i}.example.com", 13), client, False, 1.0 + i, settings_)
     ]
     assert len(hits) == 3 and all(h.threat is C.DNS_TUNNELING for h in hits)
-    assert det.inspect(dns_query("a.example.com", 16), other, False, 10.0, settings_) == []
+    assert det.inspect(dns_query("a.example.com", 13), other, False, 10.0, settings_) == []
     common = [
         h
         for i in range(50)
@@ -309,7 +389,9 @@ def test_ssh_banner() -> None:
 @given(st.binary(max_size=400), st.booleans())
 def test_tls_check_is_total(data: bytes, encrypted: bool) -> None:
     for hit in check_records(data, encrypted):
-        assert hit.threat in (C.HEARTBLEED, C.SSL_V2_V3, C.SSL_CIPHER_OVERFLOW, C.TLS_1_0, C.TLS_1_1), hit.threat.name
+        assert hit.threat in (C.HEARTBLEED, C.SSL_V2_V3, C.SSL_CIPHER_OVERFLOW, C.TLS_1_0, C.TLS_1_1), (
+            hit.threat.name
+        )
     banner = check_ssh_banner(data)
     # only a protocol-1 identification line is reported, whatever follows it
     assert (banner is not None) == (data.startswith(b"SSH-1.") and not data.startswith(b"SSH-1.99-"))

@@ -195,8 +195,9 @@ def test_block_source_after_port_scan() -> None:
     probes = [tcp4(CLIENT, 41000, WEB, port, TCP_SYN) for port in range(1, 15)]
     verdicts = lab.send(probes)
     assert verdicts[9] is WorkerVerdict.BLOCK_FLOW
-    # the source stays blocked for block_seconds, whatever it sends
-    assert lab.send([tcp4(CLIENT, 41001, WEB, 443, TCP_SYN)]) == [WorkerVerdict.BLOCK_FLOW]
+    # the source stays blocked for block_seconds, whatever it sends: packet by packet, so no connection
+    # mark keeps a connection attempted meanwhile refused after the block ends
+    assert lab.send([tcp4(CLIENT, 41001, WEB, 443, TCP_SYN)]) == [WorkerVerdict.DROP]
     lab.now += 61
     assert lab.send([tcp4(CLIENT, 41002, WEB, 443, TCP_SYN)]) == [WorkerVerdict.PASS]
 
@@ -537,7 +538,7 @@ def test_block_source_with_a_period_blocks_later_flows() -> None:
     ]  # fmt: skip
     verdicts = lab.send(flow)
     assert verdicts[-1] is WorkerVerdict.RESET_FLOW  # web (198.18.1.0/24) is in protect mode
-    assert lab.send([tcp4(CLIENT, 49101, WEB, 80, TCP_SYN)]) == [WorkerVerdict.BLOCK_FLOW]
+    assert lab.send([tcp4(CLIENT, 49101, WEB, 80, TCP_SYN)]) == [WorkerVerdict.DROP]  # packet by packet
     # and the worker hands the block to the supervisor, which drops the source in the kernel
     from threats.catalogue import MYSQL_ACCESS_DENIED
 

@@ -449,6 +449,19 @@ def test_port_reuse_after_close_starts_a_new_flow() -> None:
     assert engine.stats()[A.DPI_FLOW_REUSED] == 1
 
 
+def test_a_syn_on_the_ports_of_a_reset_flow_starts_a_new_flow() -> None:
+    # The reader resets a blocked flow itself (the worker sees no RST) and sends the SYN of a connection
+    # reusing its ports only once it started a new flow: the old verdict must not answer it.
+    engine = DpiEngine(settings(), FakeTables("HTTP"), lambda e: None, "n1")
+    assert run(engine, ssh_flow())[3] is V.RESET_FLOW
+    out: list[tuple[float, bytes]] = []
+    req = gen.http_get()[0]
+    gen.TcpConversation(out, gen.C4, 40001, gen.S4, 80, 20.0).handshake().send(0, req)
+    verdicts = run(engine, out)
+    assert verdicts[0] is V.PASS and verdicts[-1] is V.ALLOW_FLOW
+    assert engine.stats()[A.DPI_FLOW_REUSED] == 1
+
+
 def test_event_types_are_frozen_and_slotted() -> None:
     import dataclasses
     import typing

@@ -148,3 +148,38 @@ def test_revalidation_finds_offloaded_flows_whose_fate_changed() -> None:
         2000 + p for p in range(10)
     }
     assert all(family == 4 for _, _, family in first)
+
+
+def test_a_new_connection_on_the_ports_of_a_reset_one_is_judged_afresh() -> None:
+    # inspect = "new": the worker resets the first connection (an injection); the client reuses its port.
+    j = judge(workers={"inspect": "new"})
+    act, _, key, flow = j.judge(tcp4(dport=80, seq=1000), 0.0)
+    assert act is Act.INSPECT and flow is not None and flow.isn == 1000
+    assert j.on_worker_verdict(flow, WorkerVerdict.RESET_FLOW) is Act.RESET
+    assert (
+        j.judge(tcp4(dport=80, flags=ACK, seq=1001), 0.2)[0] is Act.RESET
+    )  # the old connection stays blocked
+    assert (
+        j.judge(tcp4(dport=80, seq=1000), 0.3)[0] is Act.RESET
+    )  # its SYN retransmitted: the same connection
+    act, _, key2, flow2 = j.judge(tcp4(dport=80, seq=777_000), 1.0)  # a new ISN: a new connection
+    assert act is Act.INSPECT and key2 == key and flow2 is not flow and flow2 is not None
+    assert flow2.isn == 777_000 and j.counters["flow.reopened"] == 1 and len(j.flows) == 1
+    assert j.on_worker_verdict(flow2, WorkerVerdict.ALLOW_FLOW) is Act.ALLOW
+
+
+def test_only_a_bare_syn_reopens_a_decided_flow() -> None:
+    j = judge()
+    _, _, _, flow = j.judge(tcp4(dport=22, seq=5), 0.0)  # denied by rule 11
+    assert flow is not None
+    for flags in (SYN | ACK, ACK, SYN | dpkt.tcp.TH_RST, SYN | dpkt.tcp.TH_FIN):
+        assert j.judge(tcp4(dport=22, flags=flags, seq=99), 0.1)[0] is Act.RESET
+    assert j.counters["flow.reopened"] == 0
+    # a flow allowed at L3/L4 (offloaded) is decided afresh too: the policy may have changed meanwhile
+    j.judge(tcp4(dport=80, sport=41000, seq=1), 0.0)
+    assert j.judge(tcp4(dport=80, sport=41000, seq=2), 1.0)[0] is Act.ALLOW
+    assert j.counters["flow.reopened"] == 1
+    # a flow still being inspected belongs to its worker, which follows a reused port itself
+    j = judge(workers={"inspect": "new"})
+    _, _, _, inspected = j.judge(tcp4(dport=80, seq=1), 0.0)
+    assert j.judge(tcp4(dport=80, seq=2), 0.1)[3] is inspected and j.counters["flow.reopened"] == 0

@@ -30,6 +30,21 @@ def test_rules_mask_our_bits_and_balance_the_queues() -> None:
     assert closed[-1] == "-A ENFORCER -j NFQUEUE --queue-num 0"
 
 
+def test_a_bare_syn_reopening_a_connection_we_decided_loses_our_bits_before_they_are_matched() -> None:
+    for family in (4, 6):
+        rules = chain_rules(spec(), family=family)
+        clear = (
+            "-A ENFORCER -p tcp --tcp-flags SYN,ACK,RST,FIN SYN -m conntrack --ctstate ESTABLISHED "
+            "-m connmark ! --mark 0x0/0x300000 -j CONNMARK --set-xmark 0x0/0x300000"
+        )
+        assert clear in rules
+        # before the connmark matches, so the new connection is queued instead of inheriting a verdict
+        assert rules.index(clear) < rules.index("-A ENFORCER -m connmark --mark 0x200000/0x200000 -j DROP")
+        assert rules.index(clear) < rules.index("-A ENFORCER -m connmark --mark 0x100000/0x100000 -j RETURN")
+        # a SYN retransmitted for a connection refused at its first SYN (never answered) is not NEW-matched
+        assert not any("--ctstate NEW" in r for r in rules)
+
+
 def test_interfaces_and_hooks() -> None:
     s = spec(
         netfilter={
@@ -94,6 +109,7 @@ def test_install_replaces_stale_rules_and_remove_leaves_nothing(netns: list[str]
     assert (
         "-A ENFORCER -p ipv6-icmp -m icmp6 --icmpv6-type 133 -j RETURN" in after
     )  # the IPv6 chain's own rules
+    assert after.count("--ctstate ESTABLISHED -m connmark ! --mark 0x0/0x300000 -j CONNMARK --set-xmark") == 2
     subprocess.run([*netns, sys.executable, "-c", code, "install"], check=True)  # idempotent
     assert _listing(netns).count("-j ENFORCER\n") == 2
     subprocess.run([*netns, sys.executable, "-c", code, "remove"], check=True)
@@ -139,3 +155,32 @@ def test_source_blocks_are_kernel_drops_in_our_block_chain_until_their_time(netn
     assert "fd00:198:18:9::9" not in later  # 10 s: over
     assert later.strip().endswith("=== full 1")
     assert "ENFORCER" not in _listing(netns)
+
+
+def test_replay_models_the_reopening_syn_as_our_chain_does() -> None:
+    import dpkt
+
+    from core.flow import flow_key
+    from core.packet import decode
+    from node.replay_kernel import DROPPED, QUEUE, Kernel
+    from tests.pipeline.packets import tcp4
+
+    n = config_from_dict({}, {}).netfilter
+    kernel = Kernel(n, lambda conn: None)
+    syn, ack = dpkt.tcp.TH_SYN, dpkt.tcp.TH_ACK
+
+    def step(packet: bytes, now: float) -> int:
+        meta = decode(packet)
+        key, direction = flow_key(meta)
+        return kernel.step(meta, key, direction, now)[0]
+
+    assert step(tcp4(seq=1), 0.0) == QUEUE
+    conn = kernel.connections[next(iter(kernel.connections))]
+    assert step(tcp4("198.18.2.11", "198.18.1.11", 80, 40000, flags=syn | ack), 0.1) == QUEUE
+    kernel.verdict(conn, "RESET", n.drop_mark)  # blocked once established (an injection)
+    assert step(tcp4(flags=ack, seq=2), 0.2) == DROPPED
+    assert step(tcp4(seq=900), 1.0) == QUEUE  # a new connection from the same port is queued
+    # a connection refused at its first SYN (never answered) keeps its retransmissions dropped
+    assert step(tcp4(sport=40001, seq=5), 0.0) == QUEUE
+    kernel.verdict(kernel.connections[next(reversed(list(kernel.connections)))], "RESET", n.drop_mark)
+    assert step(tcp4(sport=40001, seq=5), 1.0) == DROPPED

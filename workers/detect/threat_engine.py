@@ -115,7 +115,8 @@ class ThreatEngine:
         if blocked_until is not None:
             if now < blocked_until:
                 self.counters[A.DETECT_SOURCE_BLOCKED] += 1
-                return WorkerVerdict.BLOCK_FLOW
+                # the packet only: a connection mark would outlive the block (SYN retransmissions)
+                return WorkerVerdict.DROP
             self._blocked.pop(meta.src)
         if meta.src and meta.dst:
             cached = self.flow_groups.get(key) or self._resolve(meta, key)

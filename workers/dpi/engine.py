@@ -57,6 +57,9 @@ from workers.dpi.parsers.base import ParserSpec, Side
 from workers.dpi.parsing import ParserSession
 from workers.dpi.settings import DpiSettings
 
+# A flow with one of these is decided: a SYN on it opens a new connection.
+_FINAL_VERDICTS = (WorkerVerdict.ALLOW_FLOW, WorkerVerdict.BLOCK_FLOW, WorkerVerdict.RESET_FLOW)
+
 EventObserver = Callable[[FlowContext, ParserEvent], None]
 FlowObserver = Callable[[FlowContext], None]
 FqdnObserver = Callable[[list[tuple[str, bytes, float]]], None]
@@ -142,9 +145,10 @@ class DpiEngine(ParserSession, Decisions):
             flow is not None
             and flow.tcp
             and meta.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
-            and (flow.rst or flow.fin == 3)
+            and (flow.rst or flow.fin == 3 or flow.ctx.verdict in _FINAL_VERDICTS)
         ):
-            # A new connection reusing the ports of one that closed: the old flow ends here.
+            # A new connection reusing the ports of one that closed, or of one already decided (the reader
+            # sends such a SYN only when it started a new flow): the old flow ends here.
             flows[key] = flow
             self._end(key, A.DPI_FLOW_REUSED)
             flow = None
