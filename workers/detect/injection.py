@@ -28,6 +28,7 @@ import libinjection
 
 from threats.catalogue import SQL_INJECTION, XSS, Hit, excerpt_of
 from workers.detect.decode import PAIR_SEPARATOR, variants
+from workers.detect.sqli import injected
 
 # Values checked per request (query, form, cookie and JSON values together): a request with more is
 # checked up to this bound and the excess counted by the caller as not inspected.
@@ -45,17 +46,6 @@ MAX_SQL_QUERY = 64 * 1024
 _SQLI_SAFE = re.compile(r"(?!.*@@)[\w.\-@]*\Z", re.A)
 # ... nor XSS (no markup, quotes, attribute or scheme punctuation).
 _XSS_SAFE = re.compile(r"[^<>\"'`=:&(\\%]*\Z")
-# What libinjection leaves to context, added for parameter values: a quote left open and then cut by a
-# comment (`admin' #`), a stacked statement, MySQL's PROCEDURE ANALYSE and system-variable probes.
-_QUOTE_COMMENT = re.compile(r"(['\"])\s*(?:--(?:\s|$)|#|/\*)")
-_SQLI_EXTRA = re.compile(
-    r";\s*(?:shutdown\b|drop\s+(?:table|database)\b|exec(?:ute)?\s|insert\s+into\b|update\s+\w+\s+set\b"
-    r"|delete\s+from\b|truncate\s|alter\s+(?:table|user)\b|create\s+(?:table|user)\b|declare\s+@)"
-    r"|\bprocedure\s+analyse\s*\(|@@(?:version|datadir|hostname|basedir|servername|identity)\b"
-    # MySQL functions error-based extraction uses, whose names no ordinary value contains
-    r"|\b(?:gtid_subset|gtid_subtract|extractvalue|updatexml|name_const)\s*\(|\bexp\s*\(\s*~",
-    re.I,
-)
 _ENTITY = re.compile(r"&(?:#\d+;?|#x[0-9a-f]+;?|[a-z]+;)", re.I)
 _SCRIPT_SCHEME = ("javascript:", "vbscript:", "livescript:", "data:text/html")
 # The same schemes as an attribute value (browsers drop tabs and newlines inside a scheme: `jav&#9;ascript:`)
@@ -96,12 +86,9 @@ def sqli_value(value: str, plus: bool = False) -> Hit | None:
             result = libinjection.is_sql_injection(form)
         if result["is_sqli"]:
             return Hit(SQL_INJECTION, f"libinjection fingerprint {result['fingerprint']}", excerpt_of(form))
-        for m in _QUOTE_COMMENT.finditer(form):
-            if form.count(m.group(1), 0, m.start() + 1) % 2:
-                return Hit(SQL_INJECTION, "open quote cut by a comment", excerpt_of(form))
-        extra = _SQLI_EXTRA.search(form)
-        if extra is not None:
-            return Hit(SQL_INJECTION, f"pattern {extra.group()[:24]!r}", excerpt_of(form))
+        signals = injected(form)
+        if signals is not None:
+            return Hit(SQL_INJECTION, f"signals: {signals}", excerpt_of(form))
     return None
 
 

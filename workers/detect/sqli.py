@@ -1,0 +1,140 @@
+"""SQL injection in one request value, by scoring what libinjection leaves to context.
+
+libinjection judges a value by the fingerprint of its first tokens in three quoting contexts; it misses
+what tools send as a *fragment* to append to a parameter (`' ORDER BY 22-- `, `" AND 7300=7300 AND
+'pKlZ'='pKlZ`, `UNION ALL SELECT 'INJ'||'ECT'||'XXX',2,3`, `);waitfor delay '0:0:5'--`, ` or 1=1`).
+This module scores such a value instead of matching a growing list: each signal below is something an
+ordinary value (a name, prose, a search, a JSON document) rarely has, and carries a weight; a value is
+an injection when the weights of the distinct signals it shows reach `THRESHOLD`.
+
+Weights: 3 for a construct that is SQL and nothing else (a comparison of two literals after AND/OR, a
+UNION SELECT, a time-delay call with a numeric argument, a stacked statement, a system object, a
+quote closed and the rest cut by an empty comment); 2 for SQL clauses that prose also uses but not
+after a closing quote or bracket (`ORDER BY 3`, `HAVING 1=1`, `SELECT … FROM`, `CASE WHEN … THEN`);
+1 for context: the value starts by breaking out of a string or number (`'`, `"`, `)`, `1 `), or ends
+in a comment. So `' ORDER BY 22-- ` is 1 + 2 + 1 = 4, `Order by date, newest first` is 0, and
+`O'Brien -- the best` is 1 (a quote) + 0 (the comment has words after it).
+
+The checks run on the value as decoded by `workers.detect.decode.variants`, with SQL block comments
+read as whitespace (`UNION/**/SELECT`), and each one is a single compiled regular expression (bounded
+work per value).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import NamedTuple
+
+THRESHOLD = 3  # a value scoring this much is an injection (see the weights above)
+MAX_SCORED_VALUE = 4096  # characters scored per value (the rest of a longer value is not scored)
+
+_LIT = r"(?:'[^']{0,40}'|\"[^\"]{0,40}\"|n'[^']{0,40}'|-?\d+(?:\.\d+)?|true|false|null|0x[0-9a-f]+)"
+_CMP = r"(?:=|<>|!=|<=>|>=|<=|<|>|\blike\b|\brlike\b|\bis\b|\bin\b|\bbetween\b)"
+
+
+class Signal(NamedTuple):
+    name: str
+    weight: int
+    pattern: re.Pattern[str]
+
+
+SIGNALS: tuple[Signal, ...] = (
+    # AND/OR/XOR then a comparison whose both sides are literals: `or 1=1`, `AND 7300=7300`, `or 'a'='a`,
+    # `or 2 between 1 and 3`; or the same word on both sides (`or a=a`, `or x=x`).
+    Signal(
+        "boolean comparison of literals",
+        3,
+        re.compile(
+            rf"(?:\b(?:or|and|xor|not)\b|\|\||&&)\s*\(?\s*(?:{_LIT}\s*\)?\s*{_CMP}\s*\(?\s*{_LIT}"
+            rf"|(?P<w>[a-z_]\w{{0,20}})\s*=\s*(?P=w)\b)",
+            re.I,
+        ),
+    ),
+    # OR with a constant and nothing (or a comment) after it: `or true--`, `' or 1 --`, `or 1/*`
+    Signal(
+        "constant truth after OR",
+        3,
+        re.compile(r"\bor\s+(?:true|[1-9]\d*|'[^']+')\s*(?:--|#|/\*|;|\Z)", re.I),
+    ),
+    Signal("union select", 3, re.compile(r"\bunion\b(?:\s+(?:all|distinct))?\s*\(?\s*select\b", re.I)),
+    # time-delay and heavy functions called as SQL (numeric argument), WAITFOR DELAY with a time string
+    Signal(
+        "time delay",
+        3,
+        re.compile(
+            r"\b(?:sleep\s*\(\s*\d|benchmark\s*\(\s*\d+\s*,|pg_sleep\s*\(|dbms_lock\.sleep\s*\("
+            r"|dbms_pipe\.receive_message\s*\(|waitfor\s+(?:delay|time)\s*['\"\d]|randomblob\s*\(\s*\d)",
+            re.I,
+        ),
+    ),
+    # a second statement: `; drop table`, `);waitfor`, `; exec master..`, `; declare @s`
+    Signal(
+        "stacked statement",
+        3,
+        re.compile(
+            r";\s*(?:select\s+(?:[\w@*(]+\s*,|\*|@@|\d|[\w.]+\s*\()|insert\s+into|update\s+\w+\s+set|delete\s+from"
+            r"|drop\s+(?:table|database|function)|exec(?:ute)?\b|declare\s+@|waitfor\b|shutdown\b|truncate\s"
+            r"|alter\s+(?:table|user)|create\s+(?:table|user)|if\s*\(|begin\s+declare|call\s+\w+\s*\()",
+            re.I,
+        ),
+    ),
+    # objects and functions only an injection names
+    Signal(
+        "system object",
+        3,
+        re.compile(
+            r"\binformation_schema\b|@@(?:version|datadir|hostname|basedir|servername|identity)\b|\bxp_\w+"
+            r"|\bsp_(?:oacreate|executesql|password)\b|\bload_file\s*\(|\butl_http\b|\bsysobjects\b|\bsyscolumns\b"
+            r"|\bpg_catalog\b|\bsqlite_master\b|\binto\s+(?:out|dump)file\b|\bexec\s*\(\s*@|\bdeclare\s+@\w+\s+n?varchar"
+            r"|\bprocedure\s+analyse\s*\(|\b(?:extractvalue|updatexml|name_const|gtid_subset|gtid_subtract)\s*\(|\bexp\s*\(\s*~"
+            r"|\bmaster\.\.\w+|\bchar\s*\(\s*\d+\s*(?:,\s*\d+\s*)*\)\s*(?:\+|\|\||,)",
+            re.I,
+        ),
+    ),
+    # a quote closed, then the rest of the statement cut by an empty comment: `admin'--`, `x' #`, `1')/*`
+    Signal("quote cut by a comment", 3, re.compile(r"['\"`]\s*\)*\s*;?\s*(?:--[\s+\-]*|#\s*|/\*\s*)\Z")),
+    # clauses that probe the statement's shape, strong after a closing quote or bracket
+    Signal(
+        "clause after a quote",
+        3,
+        re.compile(r"['\"`)]\s*(?:order\s+by|group\s+by|having|union|select|limit|procedure|rlike)\b", re.I),
+    ),
+    # AND/OR right after a quote: search syntax has it too (`"a b" OR c`), so context only
+    Signal("logic after a quote", 1, re.compile(r"['\"`)]\s*(?:and|or|xor|&&|\|\|)(?:\b|\s)", re.I)),
+    Signal(
+        "shape probe",
+        2,
+        re.compile(
+            r"\b(?:order\s+by\s+\d|group\s+by\s+[\w.]+\s+having|having\s+\d+\s*[=<>]|select\s+[\w*@(),.\s']{1,80}"
+            r"\bfrom\b|select\s+(?:top\s+\d|null\b|@@|\d+\s*,)|case\s+when\b.{1,80}\bthen\b|\(\s*select\b"
+            r"|\bor\s+\(?exists\b)",
+            re.I,
+        ),
+    ),
+    # string concatenation between literals, as UNION and error-based payloads build markers with
+    Signal("concatenated literals", 1, re.compile(r"'[^']{0,20}'\s*(?:\|\||\+)\s*'[^']{0,20}'")),
+    # context: the value starts by leaving a string or a number, or ends in a comment
+    Signal("breaks out of a literal", 1, re.compile(r"\A\s*(?:\w{0,30}['\"`]|\d+\s*\)*\s+(?=[a-z])|\)+)", re.I)),
+    Signal("ends in a comment", 1, re.compile(r"(?:--[\s+\-]*|#|/\*)\s*\Z")),
+)
+_BLOCK_COMMENT = re.compile(r"/\*(?!!).*?\*/", re.S)
+
+
+def score(value: str) -> tuple[int, list[str]]:
+    """The summed weight of the signals `value` shows, and their names (each signal counted once)."""
+    text = value[:MAX_SCORED_VALUE]
+    if "/*" in text:
+        text = _BLOCK_COMMENT.sub(" ", text)
+    total = 0
+    names: list[str] = []
+    for signal in SIGNALS:
+        if signal.pattern.search(text):
+            total += signal.weight
+            names.append(signal.name)
+    return total, names
+
+
+def injected(value: str) -> str | None:
+    """The names of the signals that make `value` an injection ("a + b"), or None."""
+    total, names = score(value)
+    return " + ".join(names) if total >= THRESHOLD else None
