@@ -29,7 +29,9 @@ THRESHOLD = 3  # a value scoring this much is an injection (see the weights abov
 MAX_SCORED_VALUE = 4096  # characters scored per value (the rest of a longer value is not scored)
 
 _LIT = r"(?:'[^']{0,40}'|\"[^\"]{0,40}\"|n'[^']{0,40}'|-?\d+(?:\.\d+)?|true|false|null|0x[0-9a-f]+)"
-_CMP = r"(?:=|<>|!=|<=>|>=|<=|<|>|\blike\b|\brlike\b|\bis\b|\bin\b|\bbetween\b)"
+_LIT_OPEN = r"(?:'[^']{0,40}(?:'|\Z)|\"[^\"]{0,40}(?:\"|\Z)|n'[^']{0,40}'|-?\d+(?:\.\d+)?|true|false|null|0x[0-9a-f]+)"
+_EQ = r"(?:=|<>|!=|<=>|\blike\b|\brlike\b|\bis\b|\bin\b)"
+_ORDER = r"(?:>=|<=|<|>|\bbetween\b)"
 
 
 class Signal(NamedTuple):
@@ -39,31 +41,33 @@ class Signal(NamedTuple):
 
 
 SIGNALS: tuple[Signal, ...] = (
-    # AND/OR/XOR then a comparison whose both sides are literals: `or 1=1`, `AND 7300=7300`, `or 'a'='a`,
-    # `or 2 between 1 and 3`; or the same word on both sides (`or a=a`, `or x=x`).
+    # AND/OR/XOR then an equality whose both sides are literals: `or 1=1`, `AND 7300=7300`, `or 'a'='a`
+    # (the last quote left for the application to close); or the same word on both sides (`or a=a`).
     Signal(
-        "boolean comparison of literals",
+        "boolean equality of literals",
         3,
         re.compile(
-            rf"(?:\b(?:or|and|xor|not)\b|\|\||&&)\s*\(?\s*(?:{_LIT}\s*\)?\s*{_CMP}\s*\(?\s*{_LIT}"
+            rf"(?:\b(?:or|and|xor|not)\b|\|\||&&)\s*\(?\s*(?:{_LIT}\s*\)?\s*{_EQ}\s*\(?\s*{_LIT_OPEN}"
             rf"|(?P<w>[a-z_]\w{{0,20}})\s*=\s*(?P=w)\b)",
             re.I,
         ),
     ),
-    # OR with a constant and nothing (or a comment) after it: `or true--`, `' or 1 --`, `or 1/*`
+    # ... or an ordering of literals, which prose about numbers has too (`5 < 6 and 7 > 3`)
     Signal(
-        "constant truth after OR",
-        3,
-        re.compile(r"\bor\s+(?:true|[1-9]\d*|'[^']+')\s*(?:--|#|/\*|;|\Z)", re.I),
+        "boolean order of literals",
+        2,
+        re.compile(rf"(?:\b(?:or|and|xor)\b|\|\||&&)\s*\(?\s*{_LIT}\s*\)?\s*{_ORDER}\s*\(?\s*{_LIT_OPEN}", re.I),
     ),
+    # OR with a constant then a comment or a statement end: `or true--`, `' or 1 --`, `or 1/*`
+    Signal("constant truth after OR", 3, re.compile(r"\bor\s+(?:true|[1-9]\d*|'[^']+')\s*(?:--|#|/\*|;)", re.I)),
     Signal("union select", 3, re.compile(r"\bunion\b(?:\s+(?:all|distinct))?\s*\(?\s*select\b", re.I)),
     # time-delay and heavy functions called as SQL (numeric argument), WAITFOR DELAY with a time string
     Signal(
         "time delay",
         3,
         re.compile(
-            r"\b(?:sleep\s*\(\s*\d|benchmark\s*\(\s*\d+\s*,|pg_sleep\s*\(|dbms_lock\.sleep\s*\("
-            r"|dbms_pipe\.receive_message\s*\(|waitfor\s+(?:delay|time)\s*['\"\d]|randomblob\s*\(\s*\d)",
+            r"\b(?:sleep\(\s*\d+\s*\)|benchmark\s*\(\s*\d+\s*,|pg_sleep\s*\(|dbms_lock\.sleep\s*\("
+            r"|select\s+sleep\s*\(|pg_sleep\b|dbms_pipe\.receive_message\s*\(|waitfor\s+(?:delay|time)\s*['\"\d]|randomblob\s*\(\s*\d)",
             re.I,
         ),
     ),
@@ -86,35 +90,36 @@ SIGNALS: tuple[Signal, ...] = (
             r"\binformation_schema\b|@@(?:version|datadir|hostname|basedir|servername|identity)\b|\bxp_\w+"
             r"|\bsp_(?:oacreate|executesql|password)\b|\bload_file\s*\(|\butl_http\b|\bsysobjects\b|\bsyscolumns\b"
             r"|\bpg_catalog\b|\bsqlite_master\b|\binto\s+(?:out|dump)file\b|\bexec\s*\(\s*@|\bdeclare\s+@\w+\s+n?varchar"
-            r"|\bprocedure\s+analyse\s*\(|\b(?:extractvalue|updatexml|name_const|gtid_subset|gtid_subtract)\s*\(|\bexp\s*\(\s*~"
+            r"|\bexecute\s+immediate\b|\bprocedure\s+analyse\s*\(|\b(?:extractvalue|updatexml|name_const|gtid_subset|gtid_subtract)\s*\(|\bexp\s*\(\s*~"
             r"|\bmaster\.\.\w+|\bchar\s*\(\s*\d+\s*(?:,\s*\d+\s*)*\)\s*(?:\+|\|\||,)",
             re.I,
         ),
     ),
     # a quote closed, then the rest of the statement cut by an empty comment: `admin'--`, `x' #`, `1')/*`
     Signal("quote cut by a comment", 3, re.compile(r"['\"`]\s*\)*\s*;?\s*(?:--[\s+\-]*|#\s*|/\*\s*)\Z")),
+    # ... or ended there: `admin@example.org';` (a password may end so too: context only)
+    Signal("quote closed by a statement end", 2, re.compile(r"['\"`]\s*\)*\s*;\s*\Z")),
     # clauses that probe the statement's shape, strong after a closing quote or bracket
     Signal(
         "clause after a quote",
         3,
-        re.compile(r"['\"`)]\s*(?:order\s+by|group\s+by|having|union|select|limit|procedure|rlike)\b", re.I),
+        re.compile(r"(?:(?:\A|[\w)])['\"`]|\))\s*;?\s*(?:order\s+by|group\s+by|having|union|select|limit|procedure|rlike)\b", re.I),
     ),
     # AND/OR right after a quote: search syntax has it too (`"a b" OR c`), so context only
-    Signal("logic after a quote", 1, re.compile(r"['\"`)]\s*(?:and|or|xor|&&|\|\|)(?:\b|\s)", re.I)),
+    Signal("logic after a quote", 1, re.compile(r"(?:(?:\A|[\w)])['\"`]|\))\s*(?:and|or|xor|&&|\|\|)(?:\b|\s)", re.I)),
     Signal(
         "shape probe",
         2,
         re.compile(
-            r"\b(?:order\s+by\s+\d|group\s+by\s+[\w.]+\s+having|having\s+\d+\s*[=<>]|select\s+[\w*@(),.\s']{1,80}"
-            r"\bfrom\b|select\s+(?:top\s+\d|null\b|@@|\d+\s*,)|case\s+when\b.{1,80}\bthen\b|\(\s*select\b"
-            r"|\bor\s+\(?exists\b)",
+            r"\b(?:order\s+by\s+\d|group\s+by\s+[\w.]+\s+having|having\s+\d+\s*[=<>]|case\s+when\b.{1,80}\bthen\b"
+            r"|select\s+(?:\*|top\s+\d|null\b|@@|\d+\s*,|count\s*\(\s*\*)|or\s+\(?exists\b)|\(\s*select\b",
             re.I,
         ),
     ),
     # string concatenation between literals, as UNION and error-based payloads build markers with
     Signal("concatenated literals", 1, re.compile(r"'[^']{0,20}'\s*(?:\|\||\+)\s*'[^']{0,20}'")),
     # context: the value starts by leaving a string or a number, or ends in a comment
-    Signal("breaks out of a literal", 1, re.compile(r"\A\s*(?:\w{0,30}['\"`]|\d+\s*\)*\s+(?=[a-z])|\)+)", re.I)),
+    Signal("breaks out of a literal", 1, re.compile(r"\A\s*(?:[\w.@-]{0,60}['\"`]|\d+\s*\)*\s+(?=[a-z])|\)+)", re.I)),
     Signal("ends in a comment", 1, re.compile(r"(?:--[\s+\-]*|#|/\*)\s*\Z")),
 )
 _BLOCK_COMMENT = re.compile(r"/\*(?!!).*?\*/", re.S)
@@ -123,12 +128,12 @@ _BLOCK_COMMENT = re.compile(r"/\*(?!!).*?\*/", re.S)
 def score(value: str) -> tuple[int, list[str]]:
     """The summed weight of the signals `value` shows, and their names (each signal counted once)."""
     text = value[:MAX_SCORED_VALUE]
-    if "/*" in text:
-        text = _BLOCK_COMMENT.sub(" ", text)
+    # a block comment is whitespace to SQL; within a word (`UNI/**/ON`) older parsers dropped it
+    texts = [_BLOCK_COMMENT.sub(" ", text), _BLOCK_COMMENT.sub("", text)] if "/*" in text else [text]
     total = 0
     names: list[str] = []
     for signal in SIGNALS:
-        if signal.pattern.search(text):
+        if any(signal.pattern.search(t) for t in texts):
             total += signal.weight
             names.append(signal.name)
     return total, names
