@@ -196,15 +196,30 @@ BROWSER_UA = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTM
 def benign_cases() -> Iterator[tuple[str, Request]]:
     for v in _lines("benign_values.txt"):
         yield "benign values", Request("/search?q=" + quote_plus(v) + "&page=2", label=v)
-        yield "benign values", Request("/api/items", json.dumps({"query": v, "n": 3}).encode(), "application/json", label=v)
-        yield "benign values", Request(
-            "/form", f"name={quote_plus(v)}&note={quote_plus(v)}".encode(), "application/x-www-form-urlencoded", label=v
+        yield (
+            "benign values",
+            Request("/api/items", json.dumps({"query": v, "n": 3}).encode(), "application/json", label=v),
+        )
+        yield (
+            "benign values",
+            Request(
+                "/form",
+                f"name={quote_plus(v)}&note={quote_plus(v)}".encode(),
+                "application/x-www-form-urlencoded",
+                label=v,
+            ),
         )
         yield "benign values", Request("/wiki/" + quote(v, safe=""), label=v)
     for uri in _lines("benign_requests.txt"):
         referer = "https://shop.example/" + uri.lstrip("/")
-        yield "benign browser requests", Request(
-            uri, cookie="sid=3f9a2c1b; theme=dark; consent={\"ads\":false}", headers=[BROWSER_UA, referer], label=uri
+        yield (
+            "benign browser requests",
+            Request(
+                uri,
+                cookie='sid=3f9a2c1b; theme=dark; consent={"ads":false}',
+                headers=[BROWSER_UA, referer],
+                label=uri,
+            ),
         )
     for line in _lines("benign_bodies.txt"):
         ctype, _, body = line.partition("\t")
@@ -232,7 +247,9 @@ def evaluate(cases: Iterator[tuple[str, Request]]) -> dict[str, dict]:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--crs", type=Path, help="coreruleset checkout or git directory")
     parser.add_argument("--seclists", type=Path, help="SecLists checkout, or a directory with its files")
     parser.add_argument("--misses", type=int, default=0, help="list up to N misses / false positives per row")

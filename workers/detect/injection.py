@@ -106,11 +106,9 @@ def sqli_value(value: str, plus: bool = False) -> Hit | None:
         except UnicodeEncodeError:  # a lone surrogate (JSON "\ud800") must not switch the check off
             form = _encodable(form)
             result = libinjection.is_sql_injection(form)
-        if result["is_sqli"]:
-            return Hit(SQL_INJECTION, f"libinjection fingerprint {result['fingerprint']}", excerpt_of(form))
-        signals = injected(form)
+        signals = injected(form, result["fingerprint"] if result["is_sqli"] else None)
         if signals is not None:
-            return Hit(SQL_INJECTION, f"signals: {signals}", excerpt_of(form))
+            return Hit(SQL_INJECTION, signals, excerpt_of(form))
     return None
 
 

@@ -15,6 +15,10 @@ after a closing quote or bracket (`ORDER BY 3`, `HAVING 1=1`, `SELECT … FROM`,
 in a comment. So `' ORDER BY 22-- ` is 1 + 2 + 1 = 4, `Order by date, newest first` is 0, and
 `O'Brien -- the best` is 1 (a quote) + 0 (the comment has words after it).
 
+libinjection's verdict counts as one signal of weight 3. Prose (at least eight words that are no SQL
+keyword, two thirds of its words) takes 2 off: libinjection reads `(24%) of people` as a function call,
+and a sentence about SQL names its clauses; an injection inside prose still shows two signals.
+
 The checks run on the value as decoded by `workers.detect.decode.variants`, with SQL block comments
 read as whitespace (`UNION/**/SELECT`), and each one is a single compiled regular expression (bounded
 work per value).
@@ -26,6 +30,9 @@ import re
 from typing import NamedTuple
 
 THRESHOLD = 3  # a value scoring this much is an injection (see the weights above)
+LIBINJECTION_WEIGHT = 3  # libinjection's verdict is one signal, enough alone ...
+PROSE_WEIGHT = -2  # ... except in prose, where its fingerprints of words and brackets misfire
+PROSE_WORDS = 8  # words (not SQL keywords) that make a value prose, when they are most of its words
 MAX_SCORED_VALUE = 4096  # characters scored per value (the rest of a longer value is not scored)
 
 _LIT = r"(?:'[^']{0,40}'|\"[^\"]{0,40}\"|n'[^']{0,40}'|-?\d+(?:\.\d+)?|true|false|null|0x[0-9a-f]+)"
@@ -56,10 +63,14 @@ SIGNALS: tuple[Signal, ...] = (
     Signal(
         "boolean order of literals",
         2,
-        re.compile(rf"(?:\b(?:or|and|xor)\b|\|\||&&)\s*\(?\s*{_LIT}\s*\)?\s*{_ORDER}\s*\(?\s*{_LIT_OPEN}", re.I),
+        re.compile(
+            rf"(?:\b(?:or|and|xor)\b|\|\||&&)\s*\(?\s*{_LIT}\s*\)?\s*{_ORDER}\s*\(?\s*{_LIT_OPEN}", re.I
+        ),
     ),
     # OR with a constant then a comment or a statement end: `or true--`, `' or 1 --`, `or 1/*`
-    Signal("constant truth after OR", 3, re.compile(r"\bor\s+(?:true|[1-9]\d*|'[^']+')\s*(?:--|#|/\*|;)", re.I)),
+    Signal(
+        "constant truth after OR", 3, re.compile(r"\bor\s+(?:true|[1-9]\d*|'[^']+')\s*(?:--|#|/\*|;)", re.I)
+    ),
     Signal("union select", 3, re.compile(r"\bunion\b(?:\s+(?:all|distinct))?\s*\(?\s*select\b", re.I)),
     # time-delay and heavy functions called as SQL (numeric argument), WAITFOR DELAY with a time string
     Signal(
@@ -103,10 +114,17 @@ SIGNALS: tuple[Signal, ...] = (
     Signal(
         "clause after a quote",
         3,
-        re.compile(r"(?:(?:\A|[\w)])['\"`]|\))\s*;?\s*(?:order\s+by|group\s+by|having|union|select|limit|procedure|rlike)\b", re.I),
+        re.compile(
+            r"(?:(?:\A|[\w)])['\"`]|\))\s*;?\s*(?:order\s+by|group\s+by|having|union|select|limit|procedure|rlike)\b",
+            re.I,
+        ),
     ),
     # AND/OR right after a quote: search syntax has it too (`"a b" OR c`), so context only
-    Signal("logic after a quote", 1, re.compile(r"(?:(?:\A|[\w)])['\"`]|\))\s*(?:and|or|xor|&&|\|\|)(?:\b|\s)", re.I)),
+    Signal(
+        "logic after a quote",
+        1,
+        re.compile(r"(?:(?:\A|[\w)])['\"`]|\))\s*(?:and|or|xor|&&|\|\|)(?:\b|\s)", re.I),
+    ),
     Signal(
         "shape probe",
         2,
@@ -119,10 +137,29 @@ SIGNALS: tuple[Signal, ...] = (
     # string concatenation between literals, as UNION and error-based payloads build markers with
     Signal("concatenated literals", 1, re.compile(r"'[^']{0,20}'\s*(?:\|\||\+)\s*'[^']{0,20}'")),
     # context: the value starts by leaving a string or a number, or ends in a comment
-    Signal("breaks out of a literal", 1, re.compile(r"\A\s*(?:[\w.@-]{0,60}['\"`]|\d+\s*\)*\s+(?=[a-z])|\)+)", re.I)),
+    Signal(
+        "breaks out of a literal",
+        1,
+        re.compile(r"\A\s*(?:[\w.@-]{0,60}['\"`]|\d+\s*\)*\s+(?=[a-z])|\)+)", re.I),
+    ),
     Signal("ends in a comment", 1, re.compile(r"(?:--[\s+\-]*|#|/\*)\s*\Z")),
 )
 _BLOCK_COMMENT = re.compile(r"/\*(?!!).*?\*/", re.S)
+_WORD = re.compile(r"[a-z]{2,}", re.I)
+_SQL_WORDS = frozenset(
+    "select union all and or not from where case when then else end null order by group having insert into"
+    " values update set delete drop table exec execute declare waitfor delay sleep like limit as is in if"
+    " concat char cast convert count distinct top xor".split()
+)
+
+
+def prose(value: str) -> bool:
+    """Whether `value` reads as sentences: enough words that are no SQL keyword, and most of its words."""
+    words = _WORD.findall(value[:MAX_SCORED_VALUE])
+    if len(words) < PROSE_WORDS:
+        return False
+    plain = sum(1 for w in words if w.lower() not in _SQL_WORDS)
+    return plain >= PROSE_WORDS and plain * 3 >= len(words) * 2
 
 
 def score(value: str) -> tuple[int, list[str]]:
@@ -139,7 +176,13 @@ def score(value: str) -> tuple[int, list[str]]:
     return total, names
 
 
-def injected(value: str) -> str | None:
-    """The names of the signals that make `value` an injection ("a + b"), or None."""
+def injected(value: str, fingerprint: str | None = None) -> str | None:
+    """The names of the signals that make `value` an injection ("a + b"), or None. `fingerprint`:
+    libinjection's, when it judged the value an injection."""
     total, names = score(value)
+    if fingerprint is not None:
+        total += LIBINJECTION_WEIGHT
+        names.insert(0, f"libinjection fingerprint {fingerprint}")
+    if total >= THRESHOLD and prose(value):
+        total += PROSE_WEIGHT
     return " + ".join(names) if total >= THRESHOLD else None
