@@ -26,7 +26,8 @@ _FULL_WIDTH = re.compile("[\uff01-\uff5e]")
 _PERCENT_U = re.compile(r"%[uU]([0-9A-Fa-f]{4})")
 # MySQL executes the content of /*!...*/ (optionally with a version number); to it these are not comments.
 _MYSQL_VERSIONED = re.compile(r"/\*!\d{0,6}(.*?)\*/", re.S)
-_WS_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_WS_CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")
+_WS_FEEDS = str.maketrans("\x0b\x0c", "  ")  # vertical tab and form feed separate like a space
 # JavaScript/JSON/C escapes an application or a template may decode: \u0027, \x27
 _BACKSLASH_ESCAPE = re.compile(r"\\(?:u([0-9A-Fa-f]{4})|x([0-9A-Fa-f]{2}))")
 
@@ -85,8 +86,9 @@ def fold_width(value: str) -> str:
 
 
 def strip_controls(value: str) -> str:
-    """Drop NUL and other control characters that parsers skip but matchers trip on."""
-    return _WS_CONTROL.sub("", value)
+    """Drop NUL and other control characters that parsers skip but matchers trip on; vertical tab and
+    form feed, which HTML and SQL read as whitespace, become spaces."""
+    return _WS_CONTROL.sub("", value).translate(_WS_FEEDS)
 
 
 def variants(value: str, plus: bool = False) -> list[str]:

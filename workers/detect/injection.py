@@ -61,7 +61,7 @@ _XSS_EXTRA = re.compile(
 # (browsers add handlers faster than lists follow: `<x onpointerrawupdate=`), tags that load or run
 # code or rewrite the document whatever their attributes, and Netscape's `&{…}` script entities.
 _XSS_MARKUP = re.compile(
-    r"<[a-z][^<>]{0,200}?[\s/\"'`]on[a-z]{3,30}\s*="
+    r"<[a-z](?:[^<>\"']|\"[^\"]{0,200}\"|'[^']{0,200}'){0,200}?(?:[\s/\"'`]|(?<=[\"']))on[a-z]{3,30}\s*="
     r"|<(?:script|iframe|frame|frameset|object|embed|applet|meta|base|link|layer|ilayer|xml|import|bgsound"
     r"|html|body|style|svg|math|form|isindex|marquee|template|portal)[\s/>]"
     r"|&\{[^}]{0,200}\}",

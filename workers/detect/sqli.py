@@ -35,8 +35,12 @@ PROSE_WEIGHT = -2  # ... except in prose, where its fingerprints of words and br
 PROSE_WORDS = 8  # words (not SQL keywords) that make a value prose, when they are most of its words
 MAX_SCORED_VALUE = 4096  # characters scored per value (the rest of a longer value is not scored)
 
-_LIT = r"(?:'[^']{0,40}'|\"[^\"]{0,40}\"|n'[^']{0,40}'|-?\d+(?:\.\d+)?|true|false|null|0x[0-9a-f]+)"
-_LIT_OPEN = r"(?:'[^']{0,40}(?:'|\Z)|\"[^\"]{0,40}(?:\"|\Z)|n'[^']{0,40}'|-?\d+(?:\.\d+)?|true|false|null|0x[0-9a-f]+)"
+_LIT = r"(?:'(?:[^']|''){0,40}'|\"(?:[^\"]|\"\"){0,40}\"|n'[^']{0,40}'|-?\d+(?:\.\d+)?|true|false|null|0x[0-9a-f]+)"
+# the same, where the last quote may be left for the application to close
+_LIT_OPEN = (
+    r"(?:'(?:[^']|''){0,40}(?:'|\Z)|\"(?:[^\"]|\"\"){0,40}(?:\"|\Z)|n'[^']{0,40}'|-?\d+(?:\.\d+)?"
+    r"|true|false|null|0x[0-9a-f]+)"
+)
 _EQ = r"(?:=|<>|!=|<=>|\blike\b|\brlike\b|\bis\b|\bin\b)"
 _ORDER = r"(?:>=|<=|<|>|\bbetween\b)"
 
@@ -59,17 +63,23 @@ SIGNALS: tuple[Signal, ...] = (
             re.I,
         ),
     ),
-    # ... or an ordering of literals, which prose about numbers has too (`5 < 6 and 7 > 3`)
+    # ... or an ordering of literals: after OR a tautology probe (`or 2 > 1`, `or 2 between 1 and 3`);
+    # after AND prose about numbers has it too (`5 < 6 and 7 > 3`)
     Signal(
-        "boolean order of literals",
+        "OR with an ordering of literals",
+        3,
+        re.compile(rf"(?:\bor\b|\|\|)\s*\(?\s*{_LIT}\s*\)?\s*{_ORDER}\s*\(?\s*{_LIT_OPEN}", re.I),
+    ),
+    Signal(
+        "AND with an ordering of literals",
         2,
-        re.compile(
-            rf"(?:\b(?:or|and|xor)\b|\|\||&&)\s*\(?\s*{_LIT}\s*\)?\s*{_ORDER}\s*\(?\s*{_LIT_OPEN}", re.I
-        ),
+        re.compile(rf"(?:\b(?:and|xor)\b|&&)\s*\(?\s*{_LIT}\s*\)?\s*{_ORDER}\s*\(?\s*{_LIT_OPEN}", re.I),
     ),
     # OR with a constant then a comment or a statement end: `or true--`, `' or 1 --`, `or 1/*`
     Signal(
-        "constant truth after OR", 3, re.compile(r"\bor\s+(?:true|[1-9]\d*|'[^']+')\s*(?:--|#|/\*|;)", re.I)
+        "constant truth after OR",
+        3,
+        re.compile(r"\bor\s+(?:(?:true|[1-9]\d*|'[^']+')\s*(?:--|#|/\*|;)|\(\s*exists\b)", re.I),
     ),
     Signal("union select", 3, re.compile(r"\bunion\b(?:\s+(?:all|distinct))?\s*\(?\s*select\b", re.I)),
     # time-delay and heavy functions called as SQL (numeric argument), WAITFOR DELAY with a time string
@@ -130,10 +140,11 @@ SIGNALS: tuple[Signal, ...] = (
         2,
         re.compile(
             r"\b(?:order\s+by\s+\d|group\s+by\s+[\w.]+\s+having|having\s+\d+\s*[=<>]|case\s+when\b.{1,80}\bthen\b"
-            r"|select\s+(?:\*|top\s+\d|null\b|@@|\d+\s*,|count\s*\(\s*\*)|or\s+\(?exists\b)|\(\s*select\b",
+            r"|select\s+(?:\*|top\s+\d|null\b|@|\d+\s*,|count\s*\(\s*\*)|or\s+exists\b)",
             re.I,
         ),
     ),
+    Signal("subquery", 2, re.compile(r"\(\s*select\b", re.I)),
     # string concatenation between literals, as UNION and error-based payloads build markers with
     Signal("concatenated literals", 1, re.compile(r"'[^']{0,20}'\s*(?:\|\||\+)\s*'[^']{0,20}'")),
     # context: the value starts by leaving a string or a number, or ends in a comment
