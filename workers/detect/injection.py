@@ -132,10 +132,12 @@ def xss_value(value: str, plus: bool = False) -> Hit | None:
         other = _XSS_EXTRA.search(form)
         if other is not None:
             return Hit(XSS, "script breakout or template injection", excerpt_of(form))
-        script = _XSS_SCRIPT.search(form)
+        script = (
+            _XSS_SCRIPT.search(form) if "(" in form or "`" in form or "." in form or "[" in form else None
+        )
         if script is not None:
             return Hit(XSS, f"script {script.group()[:24]!r}", excerpt_of(form))
-        markup = _XSS_MARKUP.search(form)
+        markup = _XSS_MARKUP.search(form) if "<" in form or "&{" in form else None
         if markup is not None:
             return Hit(XSS, f"markup {markup.group()[:24]!r}", excerpt_of(form))
     return None
