@@ -71,11 +71,12 @@ _XSS_MARKUP = re.compile(
 # to a dialog or code sink written as code (no space before the parenthesis), and the DOM properties
 # that steal or redirect (`document.cookie`, `window.location`).
 _XSS_SCRIPT = re.compile(
-    r"\b(?:alert|prompt|confirm|eval|settimeout|setinterval|execscript|fromcharcode)(?:\(|`)"
+    r"(?<![\w$])(?:alert|prompt|confirm|eval|settimeout|setinterval|execscript|fromcharcode)(?:\(|`)"
     r"|[=(+,;:]\s*(?:document|window|self|top|parent)\s*(?:\.\s*|\[\s*['\"])(?:cookie|domain|location|write)\b"
     r"|\b(?:document|window|self|top|parent)\s*(?:\.\s*|\[\s*['\"])(?:cookie|domain|location|write)['\"\]]?\s*[=)+;,(]",
     re.I,
 )
+_SCRIPT_NEEDS = ("(", "`", "=", "+", ";")  # a call, or a DOM property used in an expression
 # XML bodies: attribute values and text, each a value (a bounded scan, no XML parser: no entities or
 # external references resolved).
 _XML_VALUE = re.compile(r"=\s*\"([^\"]{1,4096})\"|=\s*'([^']{1,4096})'|>([^<]{1,4096})<")

@@ -246,6 +246,8 @@ def score(value: str, enough: int | None = None, base: int = 0) -> tuple[int, li
 def injected(value: str, fingerprint: str | None = None) -> str | None:
     """The names of the signals that make `value` an injection ("a + b"), or None. `fingerprint`:
     libinjection's, when it judged the value an injection."""
+    if fingerprint is not None and not prose(value):
+        return f"libinjection fingerprint {fingerprint}"  # enough alone (the other signals add nothing)
     base = LIBINJECTION_WEIGHT if fingerprint is not None else 0
     total, names = score(value, THRESHOLD - PROSE_WEIGHT, base)
     total += base
