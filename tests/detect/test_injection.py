@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import json
+import sys
 import time
 from pathlib import Path
 from urllib.parse import quote, quote_plus
@@ -485,3 +486,58 @@ def test_scoring_is_bounded_on_long_values() -> None:
     score(long)
     check_request("/s?q=" + quote_plus(long))
     assert time.perf_counter() - started < 2.0
+
+
+# -- the evaluation script reads CRS tests and payload lists as it should ----------------------------------
+
+
+def _eval_module():  # scripts/ is not a package: load the script by its path
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "eval_detect.py"
+    spec = importlib.util.spec_from_file_location("eval_detect", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_eval_script_scores_crs_style_tests_and_lists(tmp_path: Path) -> None:
+    ev = _eval_module()
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "REQUEST-942-APPLICATION-ATTACK-SQLI.conf").write_text(
+        'SecRule ARGS "@detectSQLi" \\\n    "id:942100,\\\n    tag:\'paranoia-level/1\',\\\n'
+    )
+    tests = tmp_path / "tests/regression/tests/REQUEST-942-APPLICATION-ATTACK-SQLI"
+    tests.mkdir(parents=True)
+    stage = "stages:\n      - input:\n          method: POST\n          uri: /post\n          data: {data}\n"
+    (tests / "942100.yaml").write_text(
+        "rule_id: 942100\ntests:\n"
+        + "  - test_id: 1\n    "
+        + stage.format(data="\"var=1' or '1'='1\"")
+        + "        output:\n          log:\n            expect_ids: [942100]\n"
+        + "  - test_id: 2\n    "
+        + stage.format(data="var=Miles+O%27Brien")
+        + "        output:\n          log:\n            no_expect_ids: [942100]\n"
+    )
+    sec = tmp_path / "sec"
+    for name, text in (
+        (ev.SECLISTS_SQLI[0], "' ORDER BY 22-- \nupdate\n"),
+        (ev.SECLISTS_SQLI[1], "x' AND 1=1 AND 'a'='a\n"),
+        (ev.SECLISTS_XSS[0], "<x onxxx=1\n"),
+        (ev.SECLISTS_XSS[1], "plain words\n"),
+    ):
+        (sec / name).parent.mkdir(parents=True, exist_ok=True)
+        (sec / name).write_text(text)
+    cases = list(ev.crs_cases(ev.Source(tmp_path))) + list(ev.seclists_cases(ev.Source(sec)))
+    rows = ev.evaluate(iter(cases))
+    assert {k: (v["hit"], v["total"]) for k, v in rows.items()} == {
+        "crs sqli PL1-2": (1, 1),
+        "crs negative (benign)": (0, 1),
+        "seclists sqli": (2, 2),
+        "seclists sqli probes": (0, 1),
+        "seclists xss": (1, 2),
+    }
+    assert rows["seclists xss"]["misses"] == ["plain words"]
