@@ -26,6 +26,13 @@ public material nobody here wrote, fetched outside the repository (payload files
   (O'Brien, prose with SQL words) sent as query, form, JSON and path; realistic URIs; bodies of JSON APIs
   and form posts; plus browser-style requests built here (User-Agent, Referer with a query, cookies).
 
+- sqlmap (PyPI `sqlmap`, GPL-2.0, run as a program, not imported), live: `--run-sqlmap DIR` makes a
+  network namespace of its own (loopback only, removed after), serves there a small vulnerable web app
+  (SQLite; `/item?id=` numeric, `/search?q=` quoted, errors shown) that logs every request, and runs
+  sqlmap against both parameters with every technique (BEUSTQ) and with tamper scripts; `--sqlmap-log
+  FILE` scores the logged requests. A request whose value differs from the original (`1`, `widget`)
+  is an attack, except values of letters and digits only (sqlmap's dynamicity checks): "probes".
+
 Reserved for a later, independent evaluation and never used here: PayloadsAllTheThings, payloadbox,
 libinjection's own data files, Zeek's test traces.
 """
@@ -35,13 +42,17 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import os
 import re
+import sqlite3
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import quote, quote_plus
+from urllib.parse import parse_qs, quote, quote_plus, urlsplit
 
 import yaml
 
@@ -185,6 +196,97 @@ def seclists_cases(src: Source) -> Iterator[tuple[str, Request]]:
                 yield row, Request("/search?q=" + as_query(payload), label=payload)
 
 
+# -- sqlmap, live ----------------------------------------------------------------------------------------
+
+SQLMAP_ORIGINAL = {"id": "1", "q": "widget"}
+SQLMAP_RUNS = (  # (url, extra sqlmap arguments)
+    ("/item?id=1", []),
+    ("/search?q=widget", []),
+    ("/item?id=1", ["--tamper=space2comment,between,randomcase"]),
+    ("/search?q=widget", ["--tamper=charencode"]),
+    ("/search?q=widget", ["--tamper=apostrophenullencode,space2plus"]),
+)
+
+
+def serve_target(port: int, log: Path) -> None:
+    """A deliberately injectable app on 127.0.0.1 (for sqlmap in its own namespace): every request's
+    URI is appended to `log`."""
+    db = sqlite3.connect(":memory:", check_same_thread=False)
+    db.executescript(
+        "CREATE TABLE items (id INTEGER, name TEXT); INSERT INTO items VALUES (1, 'widget'), (2, 'gadget');"
+        "CREATE TABLE users (name TEXT, password TEXT); INSERT INTO users VALUES ('admin', 's3cret');"
+    )
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            with lock, log.open("a", encoding="utf-8") as out:
+                out.write(self.path + "\n")
+            url = urlsplit(self.path)
+            args = {k: v[0] for k, v in parse_qs(url.query).items()}
+            if url.path == "/item":
+                sql = "SELECT id, name FROM items WHERE id=" + args.get("id", "0")  # injectable on purpose
+            else:
+                sql = "SELECT id, name FROM items WHERE name='" + args.get("q", "") + "'"  # ditto
+            try:
+                with lock:
+                    rows = db.execute(sql).fetchall()
+                status, body = 200, "".join(f"<li>{r[0]} {r[1]}</li>" for r in rows)
+            except sqlite3.Error as exc:
+                status, body = 500, f"SQL error: {exc}"
+            data = f"<html><body><ul>{body}</ul></body></html>".encode("utf-8", "replace")
+            self.send_response(status)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+
+
+def run_sqlmap(work: Path, port: int = 8081) -> Path:
+    """sqlmap against `serve_target` in a network namespace made for it (root); the request log."""
+    work.mkdir(parents=True, exist_ok=True)
+    log = work / "requests.log"
+    log.write_text("")
+    ns = f"evaldetect{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        subprocess.run(["ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"], check=True)
+        server = subprocess.Popen(
+            ["ip", "netns", "exec", ns, sys.executable, __file__, "--serve-target", str(port), str(log)]
+        )
+        try:
+            subprocess.run(["ip", "netns", "exec", ns, "sleep", "1"], check=True)
+            sqlmap = Path(sys.executable).with_name("sqlmap")
+            for url, extra in SQLMAP_RUNS:
+                cmd = [str(sqlmap), "-u", f"http://127.0.0.1:{port}{url}", "--batch", "--flush-session"]
+                cmd += ["--technique=BEUSTQ", "--level=3", "--risk=2", "--time-sec=1", "--dbms=SQLite"]
+                cmd += ["--output-dir", str(work / "out"), "--threads=4", *extra]
+                subprocess.run(["ip", "netns", "exec", ns, *cmd], stdout=subprocess.DEVNULL, check=False)
+        finally:
+            server.terminate()
+            server.wait()
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False)
+    return log
+
+
+def sqlmap_cases(log: Path) -> Iterator[tuple[str, Request]]:
+    for uri in dict.fromkeys(log.read_text("utf-8").splitlines()):  # each distinct request once
+        query = urlsplit(uri).query
+        values = {k: v[0] for k, v in parse_qs(query, keep_blank_values=True).items()}
+        name = "id" if "id" in values else "q"
+        value = values.get(name, "")
+        if value == SQLMAP_ORIGINAL[name]:
+            continue
+        row = "sqlmap sqli probes" if re.fullmatch(r"[\w.-]*", value) else "sqlmap sqli"
+        yield row, Request(uri, label=uri)
+
+
 def _lines(name: str) -> list[str]:
     text = (CORPUS / name).read_text("utf-8")
     return [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
@@ -252,9 +354,17 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--crs", type=Path, help="coreruleset checkout or git directory")
     parser.add_argument("--seclists", type=Path, help="SecLists checkout, or a directory with its files")
+    parser.add_argument("--sqlmap-log", type=Path, help="requests logged during a live sqlmap run")
+    parser.add_argument("--run-sqlmap", type=Path, metavar="DIR", help="run sqlmap live first (root)")
+    parser.add_argument("--serve-target", nargs=2, metavar=("PORT", "LOG"), help=argparse.SUPPRESS)
     parser.add_argument("--misses", type=int, default=0, help="list up to N misses / false positives per row")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    if args.serve_target:
+        serve_target(int(args.serve_target[0]), Path(args.serve_target[1]))
+        return 0
+    if args.run_sqlmap:
+        args.sqlmap_log = run_sqlmap(args.run_sqlmap)
     cases: list[tuple[str, Request]] = []
     sources = {}
     if args.crs:
@@ -265,6 +375,8 @@ def main(argv: list[str]) -> int:
         sec = Source(args.seclists)
         sources["seclists"] = sec.commit()
         cases += seclists_cases(sec)
+    if args.sqlmap_log:
+        cases += sqlmap_cases(args.sqlmap_log)
     cases += benign_cases()
     rows = evaluate(iter(cases))
     if args.json:

@@ -350,6 +350,13 @@ SCORED_SQLI = [
     (b"q=or+true--", "constant truth after OR"),
     (b"q=admin%27+--+", "quote cut by a comment"),
     (b"q=UNI%2F%2A%2A%2FON+SEL%2F%2A%2A%2FECT+1", "union select"),  # comments inside words
+    # sqlmap's first probes, and its payloads with `+` for spaces (tamper space2plus, sent as %2B)
+    (b"q=1%29%22%28%29%29%2C%28%27%28.", "quote-breaking probe"),
+    (b"q=1%27YrIbfV%3C%27%22%3E%29kLVkjr", "quote-breaking probe"),
+    (b"q=widget%22%29%2BORDER%2BBY%2B1--%2BpMtr", "clause after a quote"),
+    (b"q=widget%2BAND%2B6708%3D6708--%2BgWRY", "boolean equality of literals"),
+    (b"q=widget%27%29%2BAND%2BCASE%2BWHEN%2B5579%3D5579%2BTHEN%2B5579%2BELSE%2B0%2BEND--%2BEXUY", "shape probe"),
+    (b"q=x%27+--+abcd", "quote cut by a comment"),  # sqlmap ends a payload with a comment and 4 letters
 ]
 
 
@@ -390,6 +397,9 @@ SQL_LOOKALIKES = [
     b"q=Tr0ub4dor%263%27%3B",
     b"q=O%27Brien+--+the+best",
     b"q=report+grouped+by+region+having+totals",
+    b"q=%22Hello%2C%22+she+said.+%27Hi.%27",
+    b"q=C%2B%2B+and+C%23",
+    b"q=O%27Brien+--+see+you",
 ]
 
 

@@ -139,10 +139,21 @@ SIGNALS: tuple[Signal, ...] = (
     ),
     # a quote closed, then the rest of the statement cut by an empty comment: `admin'--`, `x' #`, `1')/*`
     Signal(
-        "quote cut by a comment", 3, re.compile(r"['\"`]\s*\)*\s*;?\s*(?:--[\s+\-]*|#\s*|/\*\s*)\Z"), _QUOTES
+        "quote cut by a comment",
+        3,
+        re.compile(r"['\"`]\s*\)*\s*;?\s*(?:--[\s+\-]*|#\s*|/\*\s*)(?:(?<=\s)\w{1,4}\s*)?\Z"),
+        _QUOTES,
     ),
     # ... or ended there: `admin@example.org';` (a password may end so too: context only)
     Signal("quote closed by a statement end", 2, re.compile(r"['\"`]\s*\)*\s*;\s*\Z"), frozenset((";",))),
+    # a cluster of quotes and brackets that breaks any quoting context (`1)"()),('(.`, `x'ab<'">)cd`):
+    # what a scanner sends first to see whether the statement breaks
+    Signal(
+        "quote-breaking probe",
+        3,
+        re.compile(r"(?=[()'\",.<>]{4})[(),.<>]*(?:'[(),.<>]*\"|\"[(),.<>]*')"),
+        _QUOTES,
+    ),
     # clauses that probe the statement's shape, strong after a closing quote or bracket
     Signal(
         "clause after a quote",
@@ -184,7 +195,12 @@ SIGNALS: tuple[Signal, ...] = (
         1,
         re.compile(r"\A\s*(?:[\w.@-]{0,60}['\"`]|\d+\s*\)*\s+(?=[a-z])|\)+)", re.I),
     ),
-    Signal("ends in a comment", 1, re.compile(r"(?:--[\s+\-]*|#|/\*)\s*\Z"), frozenset(("-", "#", "/*"))),
+    Signal(
+        "ends in a comment",
+        1,
+        re.compile(r"(?:--[\s+\-]*|#|/\*)\s*(?:(?<=\s)\w{1,4}\s*)?\Z"),
+        frozenset(("-", "#", "/*")),
+    ),
 )
 # every needle found in one pass (overlapping: `order` holds `or`)
 _NEEDLES = re.compile(
@@ -226,6 +242,8 @@ def score(value: str, enough: int | None = None, base: int = 0) -> tuple[int, li
         return 0, []
     # a block comment is whitespace to SQL; within a word (`UNI/**/ON`) older parsers dropped it
     texts = [_BLOCK_COMMENT.sub(" ", text), _BLOCK_COMMENT.sub("", text)] if "/*" in text else [text]
+    if "+" in text and " " not in text:  # `+` for spaces, as form encoding (and tamper scripts) write them
+        texts.append(texts[0].replace("+", " "))
     found = set(_NEEDLES.findall(" ".join(texts).lower() if len(texts) > 1 else low))
     possible = [s for s in SIGNALS if not s.needles or not s.needles.isdisjoint(found)]
     left = sum(s.weight for s in possible)
