@@ -355,7 +355,10 @@ SCORED_SQLI = [
     (b"q=1%27YrIbfV%3C%27%22%3E%29kLVkjr", "quote-breaking probe"),
     (b"q=widget%22%29%2BORDER%2BBY%2B1--%2BpMtr", "clause after a quote"),
     (b"q=widget%2BAND%2B6708%3D6708--%2BgWRY", "boolean equality of literals"),
-    (b"q=widget%27%29%2BAND%2BCASE%2BWHEN%2B5579%3D5579%2BTHEN%2B5579%2BELSE%2B0%2BEND--%2BEXUY", "shape probe"),
+    (
+        b"q=widget%27%29%2BAND%2BCASE%2BWHEN%2B5579%3D5579%2BTHEN%2B5579%2BELSE%2B0%2BEND--%2BEXUY",
+        "shape probe",
+    ),
     (b"q=x%27+--+abcd", "quote cut by a comment"),  # sqlmap ends a payload with a comment and 4 letters
 ]
 
