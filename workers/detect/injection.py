@@ -28,6 +28,7 @@ import libinjection
 
 from threats.catalogue import SQL_INJECTION, XSS, Hit, excerpt_of
 from workers.detect.decode import PAIR_SEPARATOR, variants
+from workers.detect.sqli import injected
 
 # Values checked per request (query, form, cookie and JSON values together): a request with more is
 # checked up to this bound and the excess counted by the caller as not inspected.
@@ -45,21 +46,10 @@ MAX_SQL_QUERY = 64 * 1024
 _SQLI_SAFE = re.compile(r"(?!.*@@)[\w.\-@]*\Z", re.A)
 # ... nor XSS (no markup, quotes, attribute or scheme punctuation).
 _XSS_SAFE = re.compile(r"[^<>\"'`=:&(\\%]*\Z")
-# What libinjection leaves to context, added for parameter values: a quote left open and then cut by a
-# comment (`admin' #`), a stacked statement, MySQL's PROCEDURE ANALYSE and system-variable probes.
-_QUOTE_COMMENT = re.compile(r"(['\"])\s*(?:--(?:\s|$)|#|/\*)")
-_SQLI_EXTRA = re.compile(
-    r";\s*(?:shutdown\b|drop\s+(?:table|database)\b|exec(?:ute)?\s|insert\s+into\b|update\s+\w+\s+set\b"
-    r"|delete\s+from\b|truncate\s|alter\s+(?:table|user)\b|create\s+(?:table|user)\b|declare\s+@)"
-    r"|\bprocedure\s+analyse\s*\(|@@(?:version|datadir|hostname|basedir|servername|identity)\b"
-    # MySQL functions error-based extraction uses, whose names no ordinary value contains
-    r"|\b(?:gtid_subset|gtid_subtract|extractvalue|updatexml|name_const)\s*\(|\bexp\s*\(\s*~",
-    re.I,
-)
 _ENTITY = re.compile(r"&(?:#\d+;?|#x[0-9a-f]+;?|[a-z]+;)", re.I)
-_SCRIPT_SCHEME = ("javascript:", "vbscript:", "livescript:", "data:text/html")
+_SCRIPT_SCHEME = ("javascript:", "vbscript:", "livescript:", "mocha:", "data:text/html")
 # The same schemes as an attribute value (browsers drop tabs and newlines inside a scheme: `jav&#9;ascript:`)
-_SCHEME_IN_ATTRIBUTE = re.compile(r"[=\"'(](?:javascript|vbscript|livescript):|[=\"'(]data:text/html")
+_SCHEME_IN_ATTRIBUTE = re.compile(r"[=\"'(`](?:javascript|vbscript|livescript|mocha):|[=\"'(`]data:text/html")
 # What libinjection's HTML5 view does not cover: breaking out of a JavaScript string into a call, and
 # client-side template injection (AngularJS sandbox escapes).
 _XSS_EXTRA = re.compile(
@@ -67,6 +57,29 @@ _XSS_EXTRA = re.compile(
     r"|\{\{[^}]{0,200}(?:constructor|\$eval|\$on)[^}]{0,200}\}\}",
     re.I,
 )
+# Markup libinjection's tag and attribute lists do not name: any tag with an event-handler attribute
+# (browsers add handlers faster than lists follow: `<x onpointerrawupdate=`), tags that load or run
+# code or rewrite the document whatever their attributes, and Netscape's `&{…}` script entities.
+_XSS_MARKUP = re.compile(
+    r"<[a-z](?:[^<>\"']|\"[^\"]{0,200}\"|'[^']{0,200}'){0,200}?(?:[\s/\"'`]|(?<=[\"']))on[a-z]{3,30}\s*="
+    r"|<(?:script|iframe|frame|frameset|object|embed|applet|meta|base|link|layer|ilayer|xml|import|bgsound"
+    r"|html|body|style|svg|math|form|isindex|marquee|template|portal)[\s/>]"
+    r"|&\{[^}]{0,200}\}",
+    re.I,
+)
+# Script with no markup, for values an application writes into a script or an event handler: a call
+# to a dialog or code sink written as code (no space before the parenthesis), and the DOM properties
+# that steal or redirect (`document.cookie`, `window.location`).
+_XSS_SCRIPT = re.compile(
+    r"(?<![\w$])(?:alert|prompt|confirm|eval|settimeout|setinterval|execscript|fromcharcode)(?:\(|`)"
+    r"|[=(+,;:]\s*(?:document|window|self|top|parent)\s*(?:\.\s*|\[\s*['\"])(?:cookie|domain|location|write)\b"
+    r"|\b(?:document|window|self|top|parent)\s*(?:\.\s*|\[\s*['\"])(?:cookie|domain|location|write)['\"\]]?\s*[=)+;,(]",
+    re.I,
+)
+_SCRIPT_NEEDS = ("(", "`", "=", "+", ";")  # a call, or a DOM property used in an expression
+# XML bodies: attribute values and text, each a value (a bounded scan, no XML parser: no entities or
+# external references resolved).
+_XML_VALUE = re.compile(r"=\s*\"([^\"]{1,4096})\"|=\s*'([^']{1,4096})'|>([^<]{1,4096})<")
 _SPACE_CONTROL = re.compile(r"[\s\x00-\x1f]+")
 
 
@@ -94,14 +107,9 @@ def sqli_value(value: str, plus: bool = False) -> Hit | None:
         except UnicodeEncodeError:  # a lone surrogate (JSON "\ud800") must not switch the check off
             form = _encodable(form)
             result = libinjection.is_sql_injection(form)
-        if result["is_sqli"]:
-            return Hit(SQL_INJECTION, f"libinjection fingerprint {result['fingerprint']}", excerpt_of(form))
-        for m in _QUOTE_COMMENT.finditer(form):
-            if form.count(m.group(1), 0, m.start() + 1) % 2:
-                return Hit(SQL_INJECTION, "open quote cut by a comment", excerpt_of(form))
-        extra = _SQLI_EXTRA.search(form)
-        if extra is not None:
-            return Hit(SQL_INJECTION, f"pattern {extra.group()[:24]!r}", excerpt_of(form))
+        signals = injected(form, result["fingerprint"] if result["is_sqli"] else None)
+        if signals is not None:
+            return Hit(SQL_INJECTION, signals, excerpt_of(form))
     return None
 
 
@@ -125,6 +133,14 @@ def xss_value(value: str, plus: bool = False) -> Hit | None:
         other = _XSS_EXTRA.search(form)
         if other is not None:
             return Hit(XSS, "script breakout or template injection", excerpt_of(form))
+        script = (
+            _XSS_SCRIPT.search(form) if "(" in form or "`" in form or "." in form or "[" in form else None
+        )
+        if script is not None:
+            return Hit(XSS, f"script {script.group()[:24]!r}", excerpt_of(form))
+        markup = _XSS_MARKUP.search(form) if "<" in form or "&{" in form else None
+        if markup is not None:
+            return Hit(XSS, f"markup {markup.group()[:24]!r}", excerpt_of(form))
     return None
 
 
@@ -182,6 +198,17 @@ def json_values(body: bytes | str) -> Iterator[str]:
             stack.extend((v, depth + 1) for v in node)
 
 
+def xml_values(body: bytes) -> Iterator[str]:
+    """Attribute values and text nodes of an XML document (undecoded: `variants` decodes entities)."""
+    text = body[:MAX_JSON_BYTES].decode("utf-8", "replace")
+    for count, m in enumerate(_XML_VALUE.finditer(text)):
+        if count >= MAX_VALUES_PER_REQUEST:
+            return
+        value = m.group(1) or m.group(2) or m.group(3)
+        if value.strip():
+            yield value
+
+
 @functools.lru_cache(maxsize=VALUE_CACHE_ENTRIES)
 def _value_hits(value: str, plus: bool) -> tuple[Hit | None, Hit | None]:
     """Both checks of a short value, remembered: requests repeat most of their values (User-Agent,
@@ -220,13 +247,17 @@ def check_request(
     header_values: Sequence[str] = (),
 ) -> list[Hit]:
     """SQL injection and XSS in one HTTP request: path segments, query pairs, cookie pairs, the given
-    header values (User-Agent, Referer, X-Forwarded-For: where scanners inject too) and the body (form
-    or JSON by content type). At most one hit per threat."""
+    header values (User-Agent, Referer, X-Forwarded-For: where scanners inject too) and the body (form,
+    JSON or XML by content type). At most one hit per threat."""
     path, _, query = uri.partition("?")
     hits = _first(path_values(path), False, sqli, xss)
     # The whole query string too when it holds HTML character references, which the pair split cuts
     # apart (`&#39;` splits at `&` and `;`).
     whole = [query] if _ENTITY.search(query) else []
+    # ... and its `&`-separated values when it holds `;` (a statement separator to SQL, a pair
+    # separator to a few frameworks only): `id=1;SELECT *` is one value to most applications.
+    if ";" in query:
+        whole += [v for part in query.split("&") for v in part.partition("=")[2:] if ";" in v]
     sources: tuple[tuple[Iterable[str], bool], ...] = (
         (pair_values(query), True),
         (whole, True),
@@ -247,6 +278,8 @@ def check_request(
                 hits += _first(json_values(body), False, sqli, xss)
             elif "x-www-form-urlencoded" in ctype:
                 hits += _first(pair_values(body.decode("latin-1")), True, sqli, xss)
+            elif "xml" in ctype:
+                hits += _first(xml_values(body), False, sqli, xss)
     return hits
 
 

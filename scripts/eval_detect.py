@@ -1,0 +1,397 @@
+"""Independent evaluation of the request-level SQL injection and XSS checks (`check_request`).
+
+    python scripts/eval_detect.py --crs DIR [--seclists DIR] [--misses N] [--json]
+
+Scores `workers.detect.injection.check_request` (URI, body, content type, cookie, logged headers) on
+public material nobody here wrote, fetched outside the repository (payload files are never committed):
+
+- OWASP Core Rule Set regression tests, `coreruleset/coreruleset` (Apache-2.0), files
+  `tests/regression/tests/REQUEST-941-*/*.yaml` (XSS) and `REQUEST-942-*/*.yaml` (SQLi). `--crs` is a
+  checkout or a bare git directory (read at HEAD with `git show`); the commit is printed. Evaluated at
+  2cbd1d019cb7c85319ba4d9102a382c9de7a8e53. A stage with `expect_ids` naming a 941/942 rule is an attack
+  of that class; the rule's paranoia level (its `paranoia-level/N` tag in `rules/*.conf`) is reported
+  beside it: PL1-2 rules look for injections, PL3-4 rules for unusual characters (`((((`, `foo....`),
+  which no value-level check of injections aims at. Stages with only `no_expect_ids` are CRS's negative
+  cases: benign for the rule they test, though a few are attacks another rule catches, so they are
+  reported in their own row and listed with `--misses`. A POST body without a Content-Type is read as a
+  form, as the CRS test runner sends it.
+- SecLists, `danielmiessler/SecLists` (MIT), `Fuzzing/Databases/SQLi/Generic-SQLi.txt` (at
+  07fe6cea123732d88013cbdac1c020d6a5b9adc6), `quick-SQLi.txt` (f5db82f8a5760293ea37f8af1ff1b3ab98147110),
+  `Fuzzing/XSS/robot-friendly/XSS-BruteLogic.txt` (a640d292f7205ac2042a526cd0ba986e8ca031b3) and
+  `XSS-RSNAKE.txt` (3cbbb9c7197bd4000b23f5f9a2bd80984cef6df3), kept under the same paths in `--seclists`.
+  Each line is one payload, sent as a query-string value (`/search?q=`, percent-encoded unless it already
+  is); `__TIME__` placeholders become 5. SQLi lines that are a single word or punctuation (`update`,
+  `having`, `'`, `%28`) are lists of probe tokens, not injections: counted apart as "probes".
+- Benign: the project's own request shapes (`tests/detect/corpus/benign_*.txt`): values people type
+  (O'Brien, prose with SQL words) sent as query, form, JSON and path; realistic URIs; bodies of JSON APIs
+  and form posts; plus browser-style requests built here (User-Agent, Referer with a query, cookies).
+
+- sqlmap (PyPI `sqlmap`, GPL-2.0, run as a program, not imported), live: `--run-sqlmap DIR` makes a
+  network namespace of its own (loopback only, removed after), serves there a small vulnerable web app
+  (SQLite; `/item?id=` numeric, `/search?q=` quoted, errors shown) that logs every request, and runs
+  sqlmap against both parameters with every technique (BEUSTQ) and with tamper scripts; `--sqlmap-log
+  FILE` scores the logged requests. A request whose value differs from the original (`1`, `widget`)
+  is an attack, except values of letters and digits only (sqlmap's dynamicity checks): "probes".
+
+Reserved for a later, independent evaluation and never used here: PayloadsAllTheThings, payloadbox,
+libinjection's own data files, Zeek's test traces.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, quote, quote_plus, urlsplit
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from workers.detect.injection import check_request  # noqa: E402
+
+CORPUS = ROOT / "tests" / "detect" / "corpus"
+SECLISTS_SQLI = ("Fuzzing/Databases/SQLi/Generic-SQLi.txt", "Fuzzing/Databases/SQLi/quick-SQLi.txt")
+SECLISTS_XSS = ("Fuzzing/XSS/robot-friendly/XSS-BruteLogic.txt", "Fuzzing/XSS/robot-friendly/XSS-RSNAKE.txt")
+LOGGED_HEADERS = ("user-agent", "referer", "x-forwarded-for")  # what the worker hands check_request
+_PROBE = re.compile(r"\W*\w*\W*")  # one word at most: a probe token, not an injection
+_PL_TAG = re.compile(r"paranoia-level/(\d)")
+_RULE_ID = re.compile(r"\bid:(\d{6})")
+
+
+@dataclass
+class Request:
+    uri: str
+    body: bytes = b""
+    ctype: str = ""
+    cookie: str = ""
+    headers: list[str] = field(default_factory=list)
+    label: str = ""
+
+    def threats(self) -> set[str]:
+        hits = check_request(self.uri, self.body, self.ctype, self.cookie, header_values=self.headers)
+        return {h.threat.name for h in hits}
+
+
+# -- sources -------------------------------------------------------------------------------------------
+
+
+class Source:
+    """Files of a checkout, or of a bare git directory at HEAD."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.bare = not (path / ".git").exists() and (path / "HEAD").is_file()
+
+    def _git(self, *args: str) -> str:
+        where = ["--git-dir", str(self.path)] if self.bare else ["-C", str(self.path)]
+        return subprocess.run(["git", *where, *args], check=True, capture_output=True, text=True).stdout
+
+    def commit(self) -> str:
+        try:
+            return self._git("rev-parse", "HEAD").strip()
+        except (subprocess.CalledProcessError, FileNotFoundError):
+            return "(not a git tree)"
+
+    def files(self, prefix: str) -> list[str]:
+        if self.bare:
+            return self._git("ls-tree", "-r", "--name-only", "HEAD", prefix).split()
+        return sorted(str(p.relative_to(self.path)) for p in (self.path / prefix).rglob("*") if p.is_file())
+
+    def read(self, name: str) -> str:
+        if self.bare:
+            return self._git("show", f"HEAD:{name}")
+        return (self.path / name).read_text("utf-8", "replace")
+
+
+def crs_paranoia(src: Source) -> dict[int, int]:
+    levels: dict[int, int] = {}
+    for name in src.files("rules"):
+        if re.search(r"REQUEST-94[12]-.*\.conf$", name):
+            for chunk in re.split(r"\nSecRule ", src.read(name)):
+                rule, level = _RULE_ID.search(chunk), _PL_TAG.search(chunk)
+                if rule and level:
+                    levels[int(rule.group(1))] = int(level.group(1))
+    return levels
+
+
+def _raw_request(text: str) -> dict:
+    head, _, body = text.partition("\r\n\r\n")
+    lines = head.split("\r\n")
+    parts = lines[0].split(" ")
+    headers = dict(line.split(":", 1) for line in lines[1:] if ":" in line)
+    return {"method": parts[0], "uri": parts[1] if len(parts) > 1 else "/", "headers": headers, "data": body}
+
+
+def crs_request(stage: dict) -> Request:
+    if stage.get("encoded_request"):
+        stage = _raw_request(base64.b64decode(stage["encoded_request"]).decode("latin-1"))
+    headers = {str(k).lower(): str(v) for k, v in (stage.get("headers") or {}).items()}
+    data = stage.get("data") or ""
+    if isinstance(data, list):
+        data = "\r\n".join(data)
+    ctype = headers.get("content-type", "")
+    if data and not ctype and stage.get("method", "GET").upper() != "GET":
+        ctype = "application/x-www-form-urlencoded"
+    return Request(
+        uri=str(stage.get("uri") or "/"),
+        body=str(data).encode("utf-8", "surrogateescape"),
+        ctype=ctype,
+        cookie=headers.get("cookie", ""),
+        headers=[headers[h] for h in LOGGED_HEADERS if h in headers],
+    )
+
+
+def crs_cases(src: Source) -> Iterator[tuple[str, Request]]:
+    """(row, request): rows `crs sqli PL1-2`, `crs xss PL3-4`, `crs negative`, ..."""
+    levels = crs_paranoia(src)
+    for name in src.files("tests/regression/tests"):
+        family = re.search(r"REQUEST-(941|942)-", name)
+        if not family or not name.endswith(".yaml"):
+            continue
+        cls = "xss" if family.group(1) == "941" else "sqli"
+        doc = yaml.safe_load(src.read(name))
+        for test in doc.get("tests") or []:
+            for n, stage in enumerate(test.get("stages") or []):
+                stage = stage.get("stage", stage)  # older files nest each stage once more
+                log = ((stage.get("output") or {}).get("log")) or {}
+                expect = [i for i in log.get("expect_ids") or [] if 941000 <= i < 943000]
+                req = crs_request(stage.get("input") or {})
+                req.label = f"{doc.get('rule_id')}-{test.get('test_id')}.{n}"
+                if expect:
+                    pl = levels.get(expect[0], 1)
+                    yield f"crs {cls} PL{'1-2' if pl <= 2 else '3-4'}", req
+                elif log.get("no_expect_ids"):
+                    yield "crs negative (benign)", req
+
+
+def as_query(payload: str) -> str:
+    """A payload as a client sends it in a query string (already-encoded payloads as they are)."""
+    if re.search(r"%[0-9a-fA-F]{2}", payload) or "&#" in payload:
+        return quote_plus(payload, safe="%&#;")
+    return quote_plus(payload)
+
+
+def seclists_cases(src: Source) -> Iterator[tuple[str, Request]]:
+    for cls, names in (("sqli", SECLISTS_SQLI), ("xss", SECLISTS_XSS)):
+        for name in names:
+            for line in src.read(name).splitlines():
+                payload = line.replace("__TIME__", "5")
+                if not payload.strip() or payload.startswith("# "):
+                    continue
+                row = f"seclists {cls}"
+                if cls == "sqli" and _PROBE.fullmatch(payload.strip()):
+                    row += " probes"
+                yield row, Request("/search?q=" + as_query(payload), label=payload)
+
+
+# -- sqlmap, live ----------------------------------------------------------------------------------------
+
+SQLMAP_ORIGINAL = {"id": "1", "q": "widget"}
+SQLMAP_RUNS = (  # (url, extra sqlmap arguments)
+    ("/item?id=1", []),
+    ("/search?q=widget", []),
+    ("/item?id=1", ["--tamper=space2comment,between,randomcase"]),
+    ("/search?q=widget", ["--tamper=charencode"]),
+    ("/search?q=widget", ["--tamper=apostrophenullencode,space2plus"]),
+)
+
+
+def serve_target(port: int, log: Path) -> None:
+    """A deliberately injectable app on 127.0.0.1 (for sqlmap in its own namespace): every request's
+    URI is appended to `log`."""
+    db = sqlite3.connect(":memory:", check_same_thread=False)
+    db.executescript(
+        "CREATE TABLE items (id INTEGER, name TEXT); INSERT INTO items VALUES (1, 'widget'), (2, 'gadget');"
+        "CREATE TABLE users (name TEXT, password TEXT); INSERT INTO users VALUES ('admin', 's3cret');"
+    )
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            with lock, log.open("a", encoding="utf-8") as out:
+                out.write(self.path + "\n")
+            url = urlsplit(self.path)
+            args = {k: v[0] for k, v in parse_qs(url.query).items()}
+            if url.path == "/item":
+                sql = "SELECT id, name FROM items WHERE id=" + args.get("id", "0")  # injectable on purpose
+            else:
+                sql = "SELECT id, name FROM items WHERE name='" + args.get("q", "") + "'"  # ditto
+            try:
+                with lock:
+                    rows = db.execute(sql).fetchall()
+                status, body = 200, "".join(f"<li>{r[0]} {r[1]}</li>" for r in rows)
+            except sqlite3.Error as exc:
+                status, body = 500, f"SQL error: {exc}"
+            data = f"<html><body><ul>{body}</ul></body></html>".encode("utf-8", "replace")
+            self.send_response(status)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+
+
+def run_sqlmap(work: Path, port: int = 8081) -> Path:
+    """sqlmap against `serve_target` in a network namespace made for it (root); the request log."""
+    work.mkdir(parents=True, exist_ok=True)
+    log = work / "requests.log"
+    log.write_text("")
+    ns = f"evaldetect{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        subprocess.run(["ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"], check=True)
+        server = subprocess.Popen(
+            ["ip", "netns", "exec", ns, sys.executable, __file__, "--serve-target", str(port), str(log)]
+        )
+        try:
+            subprocess.run(["ip", "netns", "exec", ns, "sleep", "1"], check=True)
+            sqlmap = Path(sys.executable).with_name("sqlmap")
+            for url, extra in SQLMAP_RUNS:
+                cmd = [str(sqlmap), "-u", f"http://127.0.0.1:{port}{url}", "--batch", "--flush-session"]
+                cmd += ["--technique=BEUSTQ", "--level=3", "--risk=2", "--time-sec=1", "--dbms=SQLite"]
+                cmd += ["--output-dir", str(work / "out"), "--threads=4", *extra]
+                subprocess.run(["ip", "netns", "exec", ns, *cmd], stdout=subprocess.DEVNULL, check=False)
+        finally:
+            server.terminate()
+            server.wait()
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False)
+    return log
+
+
+def sqlmap_cases(log: Path) -> Iterator[tuple[str, Request]]:
+    for uri in dict.fromkeys(log.read_text("utf-8").splitlines()):  # each distinct request once
+        query = urlsplit(uri).query
+        values = {k: v[0] for k, v in parse_qs(query, keep_blank_values=True).items()}
+        name = "id" if "id" in values else "q"
+        value = values.get(name, "")
+        if value == SQLMAP_ORIGINAL[name]:
+            continue
+        row = "sqlmap sqli probes" if re.fullmatch(r"[\w.-]*", value) else "sqlmap sqli"
+        yield row, Request(uri, label=uri)
+
+
+def _lines(name: str) -> list[str]:
+    text = (CORPUS / name).read_text("utf-8")
+    return [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+BROWSER_UA = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0"
+
+
+def benign_cases() -> Iterator[tuple[str, Request]]:
+    for v in _lines("benign_values.txt"):
+        yield "benign values", Request("/search?q=" + quote_plus(v) + "&page=2", label=v)
+        yield (
+            "benign values",
+            Request("/api/items", json.dumps({"query": v, "n": 3}).encode(), "application/json", label=v),
+        )
+        yield (
+            "benign values",
+            Request(
+                "/form",
+                f"name={quote_plus(v)}&note={quote_plus(v)}".encode(),
+                "application/x-www-form-urlencoded",
+                label=v,
+            ),
+        )
+        yield "benign values", Request("/wiki/" + quote(v, safe=""), label=v)
+    for uri in _lines("benign_requests.txt"):
+        referer = "https://shop.example/" + uri.lstrip("/")
+        yield (
+            "benign browser requests",
+            Request(
+                uri,
+                cookie='sid=3f9a2c1b; theme=dark; consent={"ads":false}',
+                headers=[BROWSER_UA, referer],
+                label=uri,
+            ),
+        )
+    for line in _lines("benign_bodies.txt"):
+        ctype, _, body = line.partition("\t")
+        yield "benign bodies", Request("/api/submit", body.encode(), ctype, label=line)
+
+
+# -- report ----------------------------------------------------------------------------------------------
+
+
+def evaluate(cases: Iterator[tuple[str, Request]]) -> dict[str, dict]:
+    rows: dict[str, dict] = {}
+    for row, req in cases:
+        r = rows.setdefault(row, {"total": 0, "hit": 0, "misses": []})
+        found = req.threats()
+        if "benign" in row:
+            flagged = bool(found)
+        else:
+            flagged = ("sql_injection" if " sqli" in row else "xss") in found
+        r["total"] += 1
+        if flagged:
+            r["hit"] += 1
+        if flagged == ("benign" in row):  # a false positive, or an attack missed
+            r["misses"].append(req.label or req.uri)
+    return rows
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--crs", type=Path, help="coreruleset checkout or git directory")
+    parser.add_argument("--seclists", type=Path, help="SecLists checkout, or a directory with its files")
+    parser.add_argument("--sqlmap-log", type=Path, help="requests logged during a live sqlmap run")
+    parser.add_argument("--run-sqlmap", type=Path, metavar="DIR", help="run sqlmap live first (root)")
+    parser.add_argument("--serve-target", nargs=2, metavar=("PORT", "LOG"), help=argparse.SUPPRESS)
+    parser.add_argument("--misses", type=int, default=0, help="list up to N misses / false positives per row")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    if args.serve_target:
+        serve_target(int(args.serve_target[0]), Path(args.serve_target[1]))
+        return 0
+    if args.run_sqlmap:
+        args.sqlmap_log = run_sqlmap(args.run_sqlmap)
+    cases: list[tuple[str, Request]] = []
+    sources = {}
+    if args.crs:
+        crs = Source(args.crs)
+        sources["coreruleset"] = crs.commit()
+        cases += crs_cases(crs)
+    if args.seclists:
+        sec = Source(args.seclists)
+        sources["seclists"] = sec.commit()
+        cases += seclists_cases(sec)
+    if args.sqlmap_log:
+        cases += sqlmap_cases(args.sqlmap_log)
+    cases += benign_cases()
+    rows = evaluate(iter(cases))
+    if args.json:
+        print(json.dumps({"sources": sources, "rows": rows}, indent=1))
+        return 0
+    for name, commit in sources.items():
+        print(f"source {name}: {commit}")
+    print(f"{'corpus / class':34} {'detected':>16} {'false positives':>18}")
+    for row, r in sorted(rows.items()):
+        share = f"{r['hit']}/{r['total']} = {r['hit'] / r['total']:6.1%}"
+        print(f"{row:34} {'' if 'benign' in row else share:>16} {share if 'benign' in row else '':>18}")
+        for miss in r["misses"][: args.misses]:
+            print(f"    {'FP' if 'benign' in row else 'missed'}: {miss[:150]!r}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,276 @@
+"""SQL injection in one request value, by scoring what libinjection leaves to context.
+
+libinjection judges a value by the fingerprint of its first tokens in three quoting contexts; it misses
+what tools send as a *fragment* to append to a parameter (`' ORDER BY 22-- `, `" AND 7300=7300 AND
+'pKlZ'='pKlZ`, `UNION ALL SELECT 'INJ'||'ECT'||'XXX',2,3`, `);waitfor delay '0:0:5'--`, ` or 1=1`).
+This module scores such a value instead of matching a growing list: each signal below is something an
+ordinary value (a name, prose, a search, a JSON document) rarely has, and carries a weight; a value is
+an injection when the weights of the distinct signals it shows reach `THRESHOLD`.
+
+Weights: 3 for a construct that is SQL and nothing else (a comparison of two literals after AND/OR, a
+UNION SELECT, a time-delay call with a numeric argument, a stacked statement, a system object, a
+quote closed and the rest cut by an empty comment); 2 for SQL clauses that prose also uses but not
+after a closing quote or bracket (`ORDER BY 3`, `HAVING 1=1`, `SELECT … FROM`, `CASE WHEN … THEN`);
+1 for context: the value starts by breaking out of a string or number (`'`, `"`, `)`, `1 `), or ends
+in a comment. So `' ORDER BY 22-- ` is 1 + 2 + 1 = 4, `Order by date, newest first` is 0, and
+`O'Brien -- the best` is 1 (a quote) + 0 (the comment has words after it).
+
+libinjection's verdict counts as one signal of weight 3. Prose (at least eight words that are no SQL
+keyword, two thirds of its words) takes 2 off: libinjection reads `(24%) of people` as a function call,
+and a sentence about SQL names its clauses; an injection inside prose still shows two signals.
+
+The checks run on the value as decoded by `workers.detect.decode.variants`, with SQL block comments
+read as whitespace (`UNION/**/SELECT`), and each one is a single compiled regular expression (bounded
+work per value).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import NamedTuple
+
+THRESHOLD = 3  # a value scoring this much is an injection (see the weights above)
+LIBINJECTION_WEIGHT = 3  # libinjection's verdict is one signal, enough alone ...
+PROSE_WEIGHT = -2  # ... except in prose, where its fingerprints of words and brackets misfire
+PROSE_WORDS = 8  # words (not SQL keywords) that make a value prose, when they are most of its words
+MAX_SCORED_VALUE = 4096  # characters scored per value (the rest of a longer value is not scored)
+
+_LIT = r"(?:'(?:[^']|''){0,40}'|\"(?:[^\"]|\"\"){0,40}\"|n'[^']{0,40}'|-?\d+(?:\.\d+)?|true|false|null|0x[0-9a-f]+)"
+# the same, where the last quote may be left for the application to close
+_LIT_OPEN = (
+    r"(?:'(?:[^']|''){0,40}(?:'|\Z)|\"(?:[^\"]|\"\"){0,40}(?:\"|\Z)|n'[^']{0,40}'|-?\d+(?:\.\d+)?"
+    r"|true|false|null|0x[0-9a-f]+)"
+)
+_EQ = r"(?:=|<>|!=|<=>|\blike\b|\brlike\b|\bis\b|\bin\b)"
+_ORDER = r"(?:>=|<=|<|>|\bbetween\b)"
+
+
+class Signal(NamedTuple):
+    name: str
+    weight: int
+    pattern: re.Pattern[str]
+    # lowercase substrings of which the pattern needs one: a C-speed test that spares the regular
+    # expression on most values (empty: always run)
+    needles: frozenset[str] = frozenset()
+
+
+_QUOTES = frozenset(("'", '"', "`"))
+
+
+SIGNALS: tuple[Signal, ...] = (
+    # AND/OR/XOR then an equality whose both sides are literals: `or 1=1`, `AND 7300=7300`, `or 'a'='a`
+    # (the last quote left for the application to close); or the same word on both sides (`or a=a`).
+    Signal(
+        "boolean equality of literals",
+        3,
+        re.compile(
+            rf"(?:\b(?:or|and|xor|not)\b|\|\||&&)\s*\(?\s*(?:{_LIT}\s*\)?\s*{_EQ}\s*\(?\s*{_LIT_OPEN}"
+            rf"|(?P<w>[a-z_]\w{{0,20}})\s*=\s*(?P=w)\b)",
+            re.I,
+        ),
+        frozenset(("or", "and", "not", "||", "&&")),
+    ),
+    # ... or an ordering of literals: after OR a tautology probe (`or 2 > 1`, `or 2 between 1 and 3`);
+    # after AND prose about numbers has it too (`5 < 6 and 7 > 3`)
+    Signal(
+        "OR with an ordering of literals",
+        3,
+        re.compile(rf"(?:\bor\b|\|\|)\s*\(?\s*{_LIT}\s*\)?\s*{_ORDER}\s*\(?\s*{_LIT_OPEN}", re.I),
+        frozenset(("<", ">", "between")),
+    ),
+    Signal(
+        "AND with an ordering of literals",
+        2,
+        re.compile(rf"(?:\b(?:and|xor)\b|&&)\s*\(?\s*{_LIT}\s*\)?\s*{_ORDER}\s*\(?\s*{_LIT_OPEN}", re.I),
+        frozenset(("<", ">", "between")),
+    ),
+    # OR with a constant then a comment or a statement end: `or true--`, `' or 1 --`, `or 1/*`
+    Signal(
+        "constant truth after OR",
+        3,
+        re.compile(r"\bor\s+(?:(?:true|[1-9]\d*|'[^']+')\s*(?:--|#|/\*|;)|\(\s*exists\b)", re.I),
+        frozenset(("or",)),
+    ),
+    Signal(
+        "union select",
+        3,
+        re.compile(r"\bunion\b(?:\s+(?:all|distinct))?\s*\(?\s*select\b", re.I),
+        frozenset(("union",)),
+    ),
+    # time-delay and heavy functions called as SQL (numeric argument), WAITFOR DELAY with a time string
+    Signal(
+        "time delay",
+        3,
+        re.compile(
+            r"\b(?:sleep\(\s*\d+\s*\)|benchmark\s*\(\s*\d+\s*,|pg_sleep\s*\(|dbms_lock\.sleep\s*\("
+            r"|select\s+sleep\s*\(|pg_sleep\b|dbms_pipe\.receive_message\s*\(|waitfor\s+(?:delay|time)\s*['\"\d]|randomblob\s*\(\s*\d)",
+            re.I,
+        ),
+        frozenset(("sleep", "benchmark", "waitfor", "randomblob", "dbms_")),
+    ),
+    # a second statement: `; drop table`, `);waitfor`, `; exec master..`, `; declare @s`
+    Signal(
+        "stacked statement",
+        3,
+        re.compile(
+            r";\s*(?:select\s+(?:[\w@*(]+\s*,|\*|@@|\d|[\w.]+\s*\()|insert\s+into|update\s+\w+\s+set|delete\s+from"
+            r"|drop\s+(?:table|database|function)|exec(?:ute)?\b|declare\s+@|waitfor\b|shutdown\b|truncate\s"
+            r"|alter\s+(?:table|user)|create\s+(?:table|user)|if\s*\(|begin\s+declare|call\s+\w+\s*\()",
+            re.I,
+        ),
+        frozenset((";",)),
+    ),
+    # objects and functions only an injection names
+    Signal(
+        "system object",
+        3,
+        re.compile(
+            r"\binformation_schema\b|@@(?:version|datadir|hostname|basedir|servername|identity)\b|\bxp_\w+"
+            r"|\bsp_(?:oacreate|executesql|password)\b|\bload_file\s*\(|\butl_http\b|\bsysobjects\b|\bsyscolumns\b"
+            r"|\bpg_catalog\b|\bsqlite_master\b|\binto\s+(?:out|dump)file\b|\bexec\s*\(\s*@|\bdeclare\s+@\w+\s+n?varchar"
+            r"|\bexecute\s+immediate\b|\bprocedure\s+analyse\s*\(|\b(?:extractvalue|updatexml|name_const|gtid_subset|gtid_subtract)\s*\(|\bexp\s*\(\s*~"
+            r"|\bmaster\.\.\w+|\bchar\s*\(\s*\d+\s*(?:,\s*\d+\s*)*\)\s*(?:\+|\|\||,)",
+            re.I,
+        ),
+        frozenset(
+            "information_schema @@ xp_ sp_ load_file utl_http sys pg_catalog sqlite_master file exec declare"
+            " procedure extractvalue updatexml name_const gtid_ exp master.. char".split()
+        ),
+    ),
+    # a quote closed, then the rest of the statement cut by an empty comment: `admin'--`, `x' #`, `1')/*`
+    Signal(
+        "quote cut by a comment",
+        3,
+        re.compile(r"['\"`]\s*\)*\s*;?\s*(?:--[\s+\-]*|#\s*|/\*\s*)(?:(?<=\s)\w{1,4}\s*)?\Z"),
+        _QUOTES,
+    ),
+    # ... or ended there: `admin@example.org';` (a password may end so too: context only)
+    Signal("quote closed by a statement end", 2, re.compile(r"['\"`]\s*\)*\s*;\s*\Z"), frozenset((";",))),
+    # a cluster of quotes and brackets that breaks any quoting context (`1)"()),('(.`, `x'ab<'">)cd`):
+    # what a scanner sends first to see whether the statement breaks
+    Signal(
+        "quote-breaking probe",
+        3,
+        re.compile(r"(?=[()'\",.<>]{4})[(),.<>]*(?:'[(),.<>]*\"|\"[(),.<>]*')"),
+        _QUOTES,
+    ),
+    # clauses that probe the statement's shape, strong after a closing quote or bracket
+    Signal(
+        "clause after a quote",
+        3,
+        re.compile(
+            r"(?:(?:\A|[\w)])['\"`]|\))\s*;?\s*(?:order\s+by|group\s+by|having|union|select|limit|procedure|rlike)\b",
+            re.I,
+        ),
+        _QUOTES | {")"},
+    ),
+    # AND/OR right after a quote: search syntax has it too (`"a b" OR c`), so context only
+    Signal(
+        "logic after a quote",
+        1,
+        re.compile(r"(?:(?:\A|[\w)])['\"`]|\))\s*(?:and|or|xor|&&|\|\|)(?:\b|\s)", re.I),
+        _QUOTES | {")"},
+    ),
+    Signal(
+        "shape probe",
+        2,
+        re.compile(
+            r"\b(?:order\s+by\s+\d|group\s+by\s+[\w.]+\s+having|having\s+\d+\s*[=<>]|case\s+when\b.{1,80}\bthen\b"
+            r"|select\s+(?:\*|top\s+\d|null\b|@|\d+\s*,|count\s*\(\s*\*)|or\s+exists\b)",
+            re.I,
+        ),
+        frozenset(("order", "group", "having", "case", "select", "exists")),
+    ),
+    Signal("subquery", 2, re.compile(r"\(\s*select\b", re.I), frozenset(("select",))),
+    # string concatenation between literals, as UNION and error-based payloads build markers with
+    Signal(
+        "concatenated literals",
+        1,
+        re.compile(r"'[^']{0,20}'\s*(?:\|\||\+)\s*'[^']{0,20}'"),
+        frozenset(("'",)),
+    ),
+    # context: the value starts by leaving a string or a number, or ends in a comment
+    Signal(
+        "breaks out of a literal",
+        1,
+        re.compile(r"\A\s*(?:[\w.@-]{0,60}['\"`]|\d+\s*\)*\s+(?=[a-z])|\)+)", re.I),
+    ),
+    Signal(
+        "ends in a comment",
+        1,
+        re.compile(r"(?:--[\s+\-]*|#|/\*)\s*(?:(?<=\s)\w{1,4}\s*)?\Z"),
+        frozenset(("-", "#", "/*")),
+    ),
+)
+# every needle found in one pass (overlapping: `order` holds `or`)
+_NEEDLES = re.compile(
+    "(?=("
+    + "|".join(re.escape(n) for n in sorted({n for s in SIGNALS for n in s.needles}, key=len, reverse=True))
+    + "))"
+)
+# What a value needs for any signal of weight 2 or more to fire: values without it score below the
+# threshold whatever else they hold, and are not scored (most benign values stop here).
+_GATE = re.compile(
+    r"['\"`;#()=<>|&@*]|--|/\*|union|between|order|group|having|case|select|exists|information_schema|xp_|sp_"
+    r"|utl_http|sysobj|syscol|pg_|sqlite_master|outfile|dumpfile|immediate|master\.\.|waitfor|like|null|true"
+)
+_BLOCK_COMMENT = re.compile(r"/\*(?!!).*?\*/", re.S)
+_WORD = re.compile(r"[a-z]{2,}", re.I)
+_SQL_WORDS = frozenset(
+    "select union all and or not from where case when then else end null order by group having insert into"
+    " values update set delete drop table exec execute declare waitfor delay sleep like limit as is in if"
+    " concat char cast convert count distinct top xor".split()
+)
+
+
+def prose(value: str) -> bool:
+    """Whether `value` reads as sentences: enough words that are no SQL keyword, and most of its words."""
+    words = _WORD.findall(value[:MAX_SCORED_VALUE])
+    if len(words) < PROSE_WORDS:
+        return False
+    plain = sum(1 for w in words if w.lower() not in _SQL_WORDS)
+    return plain >= PROSE_WORDS and plain * 3 >= len(words) * 2
+
+
+def score(value: str, enough: int | None = None, base: int = 0) -> tuple[int, list[str]]:
+    """The summed weight of the signals `value` shows, and their names (each signal counted once).
+    With `enough`, scoring stops as soon as the total (plus `base`) reaches it or can no longer reach
+    `THRESHOLD`: the verdict is then known, the total only a bound."""
+    text = value[:MAX_SCORED_VALUE]
+    low = text.lower()
+    if base < THRESHOLD - 1 and _GATE.search(low) is None:
+        return 0, []
+    # a block comment is whitespace to SQL; within a word (`UNI/**/ON`) older parsers dropped it
+    texts = [_BLOCK_COMMENT.sub(" ", text), _BLOCK_COMMENT.sub("", text)] if "/*" in text else [text]
+    if "+" in text and " " not in text:  # `+` for spaces, as form encoding (and tamper scripts) write them
+        texts.append(texts[0].replace("+", " "))
+    found = set(_NEEDLES.findall(" ".join(texts).lower() if len(texts) > 1 else low))
+    possible = [s for s in SIGNALS if not s.needles or not s.needles.isdisjoint(found)]
+    left = sum(s.weight for s in possible)
+    total = 0
+    names: list[str] = []
+    for signal in possible:
+        if enough is not None and (base + total >= enough or base + total + left < THRESHOLD):
+            break
+        left -= signal.weight
+        for t in texts:
+            if signal.pattern.search(t):
+                total += signal.weight
+                names.append(signal.name)
+                break
+    return total, names
+
+
+def injected(value: str, fingerprint: str | None = None) -> str | None:
+    """The names of the signals that make `value` an injection ("a + b"), or None. `fingerprint`:
+    libinjection's, when it judged the value an injection."""
+    if fingerprint is not None and not prose(value):
+        return f"libinjection fingerprint {fingerprint}"  # enough alone (the other signals add nothing)
+    base = LIBINJECTION_WEIGHT if fingerprint is not None else 0
+    total, names = score(value, THRESHOLD - PROSE_WEIGHT, base)
+    total += base
+    if fingerprint is not None:
+        names.insert(0, f"libinjection fingerprint {fingerprint}")
+    if THRESHOLD <= total < THRESHOLD - PROSE_WEIGHT and prose(value):
+        total += PROSE_WEIGHT
+    return " + ".join(names) if total >= THRESHOLD else None
