@@ -78,8 +78,11 @@ def read_name(msg: bytes, off: int, max_jumps: int, budget: _Budget | None = Non
             if end < 0:
                 end = off + 2
             jumps += 1
-            if target >= off:  # a loop needs a pointer back to itself or forward: both are refused here
-                raise _Malformed("dns_pointer_loop", f"pointer at {off} to {target}: not a prior name")
+            # a loop needs a pointer to itself or forward: both are refused here
+            if target == off:
+                raise _Malformed("dns_pointer_loop", f"pointer to {target} loops")
+            if target > off:
+                raise _Malformed("dns_pointer_loop", f"pointer at {off} forward to {target}")
             if jumps > max_jumps:
                 raise _Malformed("dns_pointer_loop", f"chain of more than {max_jumps} pointers")
             if budget is not None:

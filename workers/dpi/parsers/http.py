@@ -134,7 +134,7 @@ def parse_headers(block: bytes, max_headers: int) -> tuple[Headers, bool]:
         if len(out) >= max_headers:
             truncated = True
             break
-        out.append((name.strip(), value.strip()))
+        out.append((name, value.strip()))  # the name as sent: `Transfer-Encoding :` is a smuggling form
     return tuple(out), truncated
 
 
