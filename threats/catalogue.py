@@ -176,8 +176,8 @@ THREATS: tuple[Threat, ...] = (
        # connection sharing opens a few per minute per host, a busy CI far below 30
        sessions_per_window=30, window=60.0, port=22, block_seconds=300),
     _t(1035, "http_brute_force", S.HIGH, A.BLOCK_SOURCE,
-       "HTTP login brute force: many POSTs from one source to one path answered with 401/403 or a "
-       "login failure page",
+       "HTTP login brute force: many refused logins from one source to one path (401 to a request with "
+       "credentials; 401, 403 or a login failure page answering a POST)",
        # a person mistypes a password a few times; a guesser tries hundreds a minute
        failures_per_window=20, window=60.0, block_seconds=300),
     _t(1036, "udp_flood", S.CRITICAL, A.DROP,
