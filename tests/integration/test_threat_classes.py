@@ -188,3 +188,74 @@ def test_a_dig_batch_of_random_names_is_a_dns_flood(lab: Lab, policy: Path, tmp_
         lab.exec("c1", "dig", f"@{api}", "+tries=1", "+time=1", "-f", str(batch), check=False, timeout=120)
         found = threats(e, "dns_flood", src=lab.host("c1").ipv4)
         assert found and found[0]["action"] == "alert" and found[0]["group"] == "api", found
+
+
+# A form login that refuses every password but one, as a real application would (HTTP/1.1 keep-alive,
+# a 200 with a failure message for a wrong password); run with `python -c` in the server's namespace.
+LOGIN_APP = """
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+class Login(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self):
+        form = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        ok = self.path == "/login" and b"pass=s3cret" in form
+        body = b"Welcome back" if ok else b"<p>Login failed: invalid username or password</p>"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+ThreadingHTTPServer(("0.0.0.0", int(sys.argv[1])), Login).serve_forever()
+"""
+LOGIN_PORT = 8001
+
+
+@pytest.fixture()
+def login_app(lab: Lab) -> Iterator[None]:
+    proc = lab.popen("s2", sys.executable, "-c", LOGIN_APP, str(LOGIN_PORT),
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 10
+        while not connects(lab, "c1", lab.host("s2").ipv4, LOGIN_PORT):
+            assert time.monotonic() < deadline, "login app did not come up"
+            time.sleep(0.2)
+        yield
+    finally:
+        proc.terminate()
+        proc.wait(timeout=5)
+
+
+def test_hydra_form_login_guessing_is_http_brute_force(
+    lab: Lab, login_app: None, policy: Path, tmp_path: Path
+) -> None:
+    api = lab.host("s2").ipv4
+    words = tmp_path / "passwords.txt"
+    # 60 guesses over hydra's 4 connections: whichever way the flow hash spreads them over the two
+    # workers (each counts its share), one worker sees more than the 20 a window allows
+    words.write_text("".join(f"guess{i}\n" for i in range(60)))
+    with LabEnforcer(lab, INSPECT_NEW, policy=policy) as e:
+        lab.exec("c1", "hydra", "-l", "admin", "-P", str(words), "-s", str(LOGIN_PORT), "-t", "4", "-I",
+                 api, "http-post-form", "/login:user=^USER^&pass=^PASS^:F=Login failed",
+                 check=False, timeout=120)  # fmt: skip
+        found = threats(e, "http_brute_force", src=lab.host("c1").ipv4)
+        assert found and found[0]["action"] == "alert" and found[0]["group"] == "api", found
+        # a person who mistypes a few times is no brute force
+        curl = [
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-d",
+            "user=bob&pass=typo",
+            f"http://{api}:{LOGIN_PORT}/login",
+        ]
+        for _ in range(3):
+            lab.exec("c2", *curl, check=False, timeout=15)
+        time.sleep(2)
+        assert threats(e, "http_brute_force", timeout=0, src=lab.host("c2").ipv4) == []
