@@ -1,10 +1,10 @@
 """The threat classes of issue 12 from real tools through the real enforcer: nmap stealth scans, an SSH
-password guesser (sshpass + ssh) against a real dropbear, an hping3 UDP flood, slowhttptest's
-slowloris and slow POST against a real HTTP server, and a dig batch of random names. Each is reported
-(and, where the group is in Protect, cut) while a benign client of the same server is served.
+password guesser (sshpass + ssh) against a real dropbear, hydra against a form login, an hping3 UDP
+flood, slowhttptest's slowloris and slow POST against a real HTTP server, and a dig batch of random
+names. Each is reported (and, where the group is in Protect, cut) while a benign client is served.
 
-Thresholds are lowered per group in the policy where the default windows would make a test slow
-(slow HTTP budgets of seconds, not tens of seconds); the detection code and its windows are the same.
+The policy's `threats:` lowers a few thresholds where the defaults would make a test slow (slow HTTP
+budgets of seconds, not tens of seconds) and moves the SSH port to dropbear's; the code is the same.
 """
 
 from __future__ import annotations
