@@ -259,3 +259,31 @@ def test_hydra_form_login_guessing_is_http_brute_force(
             lab.exec("c2", *curl, check=False, timeout=15)
         time.sleep(2)
         assert threats(e, "http_brute_force", timeout=0, src=lab.host("c2").ipv4) == []
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        ["Transfer-Encoding: xchunked"],  # an unknown coding beside curl's Content-Length
+        ["Transfer-Encoding : chunked"],  # whitespace before the colon
+        ["Transfer-Encoding: chunked", "Transfer-Encoding: identity"],  # two codings, two headers
+        ["Content-Length: 4", "Content-Length: 40"],
+    ],
+)
+def test_curl_desync_forms_are_reset_in_protect(
+    lab: Lab, http_server: None, policy: Path, headers: list[str]
+) -> None:
+    web = lab.host("s1").ipv4
+    url = f"http://{web}:{HTTP_PORT}/"
+
+    def post(*extra: str) -> str:
+        cmd = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "5", "--data-binary", "abcd"]
+        for h in extra:
+            cmd += ["-H", h]
+        return lab.exec("c1", *cmd, url, check=False, timeout=15).stdout.strip()
+
+    with LabEnforcer(lab, INSPECT_NEW, policy=policy) as e:
+        assert post() == "501"  # served: http.server answers a POST with 501
+        assert post(*headers) == "000"  # reset before any answer
+        found = threats(e, "http_smuggling", dst=web)
+        assert found and found[0]["action"] == "reset", [ev.get("name") for ev in e.events()]
