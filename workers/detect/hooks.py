@@ -219,13 +219,15 @@ class AppThreats:
         """Pending slow requests of connections that went silent: (flow, group, hit) to report. The
         flow's next packet still fires (and a Protect verdict resets it then)."""
         out = []
-        for _key, ctx in self._slow.oldest(SWEEP_PER_TICK):
+        for key, ctx in self._slow.oldest(SWEEP_PER_TICK):
             st = ctx.detector_state.get(DETECTOR_NAME)
             if not isinstance(st, _FlowState) or st.swept or st.slow_fired or st.pending_since < 0:
+                self._slow.pop(key)
                 continue
             hit = self._slow_check(st, now, st.settings)
             if hit is not None and hit.threat.id in st.settings.on:
                 st.swept = True
+                self._slow.pop(key)  # reported: the sweep's slots go to younger requests
                 self.owner.counters["threats." + hit.threat.name] += 1
                 out.append((ctx, st.group, hit))
         return out
