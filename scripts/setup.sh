@@ -4,10 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# The attack and client tools (hping3, nmap, tcpdump, curl, dig, ab from apache2-utils) are for the live
-# threat tests and the benign load beside them.
+# The attack and client tools (hping3, nmap, tcpdump, curl, dig; dropbear, sshpass and hydra for brute
+# force, slowhttptest for slow HTTP; ab from apache2-utils for benign load) are for the live threat tests.
 APT_PACKAGES=(python3 python3-venv python3-dev gcc libc6-dev iptables iproute2 iputils-ping procps kmod
-  hping3 nmap tcpdump curl bind9-dnsutils apache2-utils)
+  hping3 nmap tcpdump curl bind9-dnsutils apache2-utils dropbear-bin sshpass slowhttptest hydra)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -34,8 +34,11 @@ from core.events import EventType, flow_fields, make_event
 from threats.catalogue import Finding, ThreatAction
 
 # Threats keyed by destination only / by source only when aggregating.
-BY_DESTINATION = frozenset({"syn_flood", "icmp_flood"})
-BY_SOURCE = frozenset({"source_session_flood", "port_scan", "mysql_access_denied", "dns_tunneling"})
+BY_DESTINATION = frozenset({"syn_flood", "icmp_flood", "udp_flood", "dns_flood"})
+BY_SOURCE = frozenset(
+    {"source_session_flood", "port_scan", "mysql_access_denied", "dns_tunneling", "ssh_brute_force",
+     "http_brute_force"}
+)  # fmt: skip
 DEFAULT_WINDOW = 5.0
 DEFAULT_MAX_KEYS = 4096
 

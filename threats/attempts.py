@@ -4,7 +4,16 @@ connection (a SYN, a UDP datagram, an echo request, a probe) and every echo requ
 Threats: `syn_flood`, `source_session_flood`, `port_scan` (distinct ports one source tries on one host,
 distinct hosts one source tries; SYN, UDP, ping and FIN/NULL/Xmas/ACK probes alike), `icmp_flood`,
 `bad_packet` (illegal flags, land, option lengths), `tcp_syn_data`, `tcp_small_mss` and
-`k8s_extip_mitm` on a connection's first packet.
+`k8s_extip_mitm` on a connection's first packet; `ssh_brute_force` (new connections from one source to
+one server's SSH port: every guess costs a guesser a connection every few tries, and the readers see
+every connection whatever the inspection mode, where a worker would see only inspected flows and could
+not tell a failed login from a successful one inside the encrypted session) and `udp_flood` (new UDP
+flows per destination and per source).
+
+A UDP flood is counted in flows, not datagrams: a reader sees the first datagram of each 5-tuple, and
+the kernel keeps the rest of an allowed flow (offloaded). Flood tools vary the source port (hping3
+`--udp` counts it up, `--rand-source` varies the address), so each datagram is a new flow and counts; a
+flood on one fixed 5-tuple is one flow, bounded by the kernel's own rate limits and not seen here.
 
 Every new connection's first packet reaches a reader (the kernel queues it), so in the enforcer the
 readers' guard (`pipeline.guard`) drives this; the workers' packet detector drives it only where no
@@ -102,6 +111,9 @@ class ConnectionAttempts:
         self._sessions: WindowCounter[bytes] = WindowCounter(hosts)
         self._echo_dst: WindowCounter[bytes] = WindowCounter(hosts)
         self._flooded_echo: LruTable[bytes, float] = LruTable(hosts)
+        self._ssh: WindowCounter[tuple[bytes, bytes]] = WindowCounter(hosts)  # (source, server) SSH SYNs
+        self._udp_src: WindowCounter[bytes] = WindowCounter(hosts)  # new UDP flows per source
+        self._udp_dst: WindowCounter[bytes] = WindowCounter(hosts)  # ... and per destination
         self._ports: LruTable[tuple[bytes, bytes], _Seen] = LruTable(hosts)
         self._hosts: LruTable[bytes, _Seen] = LruTable(hosts)
         self._good: LruTable[bytes, float] = LruTable(hosts)  # source → until when
@@ -153,6 +165,11 @@ class ConnectionAttempts:
         elif (proto == IPPROTO_ICMP or proto == IPPROTO_ICMPV6) and C.ICMP_FLOOD.id in on:
             drop = self.echo(ctx, out)
         drop |= self._new_session(ctx, out)
+        if proto == IPPROTO_TCP:
+            if C.SSH_BRUTE_FORCE.id in on:
+                drop |= self._ssh_brute_force(ctx, out)
+        elif proto == IPPROTO_UDP and C.UDP_FLOOD.id in on:
+            drop |= self._udp_flood(ctx, out)
         if C.PORT_SCAN.id in on:
             drop |= self._scan(ctx, out)
         return DROP if drop else verdict
@@ -190,7 +207,7 @@ class ConnectionAttempts:
         """Evictions from the per-host tables together."""
         tables = (self._attempts_dst, self._watched_dst, self._half_src, self._half_dst, self._flooded_src,
                   self._flooded_dst, self._sessions, self._echo_dst, self._flooded_echo, self._ports,
-                  self._hosts, self._good)  # fmt: skip
+                  self._hosts, self._good, self._ssh, self._udp_src, self._udp_dst)  # fmt: skip
         return sum(t.evicted for t in tables)
 
     def table_sizes(self) -> dict[str, int]:
@@ -271,6 +288,30 @@ class ConnectionAttempts:
             if meta.src not in s.external_ips and s.is_internal(meta.src):
                 drop |= out.report(C.K8S_EXTIP_MITM, ctx, "to a Service external IP")
         return drop
+
+    def _ssh_brute_force(self, ctx: PacketContext, out: Reporter) -> bool:
+        """New connections from one source to one server's SSH port (`port`) within the window."""
+        meta, s = ctx.meta, ctx.settings
+        if meta.dport != s.threshold(C.SSH_BRUTE_FORCE, "port"):
+            return False
+        window = s.threshold(C.SSH_BRUTE_FORCE, "window")
+        count = self._ssh.hit((meta.src, meta.dst), ctx.now, window)
+        if count <= s.threshold(C.SSH_BRUTE_FORCE, "sessions_per_window"):
+            return False
+        return out.report(C.SSH_BRUTE_FORCE, ctx, f"{count:.0f} SSH connections in {window:g}s")
+
+    def _udp_flood(self, ctx: PacketContext, out: Reporter) -> bool:
+        """New UDP flows per source and per destination within the window (see the module's docstring)."""
+        meta, s, now = ctx.meta, ctx.settings, ctx.now
+        window = s.threshold(C.UDP_FLOOD, "window")
+        limit = s.threshold(C.UDP_FLOOD, "flows_per_window")
+        from_src = self._udp_src.hit(meta.src, now, window)
+        to_dst = self._udp_dst.hit(meta.dst, now, window)
+        if from_src > limit:
+            return out.report(C.UDP_FLOOD, ctx, f"{from_src:.0f} new UDP flows from one source")
+        if to_dst > limit:
+            return out.report(C.UDP_FLOOD, ctx, f"{to_dst:.0f} new UDP flows to one destination")
+        return False
 
     def _scan(self, ctx: PacketContext, out: Reporter, ports_only: bool = False) -> bool:
         """A probe of (dst, dport): distinct ports per (source, destination), then distinct hosts per

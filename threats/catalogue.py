@@ -110,8 +110,10 @@ THREATS: tuple[Threat, ...] = (
     _t(1011, "ping_of_death", S.HIGH, A.DROP,
        "Ping of death: ICMP fragments that reassemble beyond 65535 bytes"),
     _t(1012, "dns_pointer_loop", S.HIGH, A.DROP,
-       "DNS name compression pointer loop",
-       max_pointer_jumps=16),
+       "DNS name compression abuse: a pointer loop, a pointer forward, a chain of pointers or too many "
+       "pointers in one message",
+       # encoders point each name once at a prior name (one jump); a full 512-byte answer holds < 100
+       max_pointer_jumps=16, max_pointers=512),
     _t(1013, "ssh_v1", S.HIGH, A.RESET,
        "SSH protocol version 1 (broken cryptography)"),
     _t(1014, "heartbleed", S.CRITICAL, A.RESET,
@@ -171,6 +173,34 @@ THREATS: tuple[Threat, ...] = (
        ports_per_window=100, hosts_per_window=1000, resets_per_window=50, window=10.0, block_seconds=60),
     _t(1033, "dlp_sensor", S.HIGH, A.ALERT,
        "A DLP/WAF sensor pattern matched (the sensor's own action applies)"),
+    _t(1034, "ssh_brute_force", S.HIGH, A.BLOCK_SOURCE,
+       "SSH brute force: many new connections from one source to one server's SSH port in a window",
+       # a password guesser opens a connection per few tries; an operator or an Ansible run without
+       # connection sharing opens a few per minute per host, a busy CI far below 30
+       sessions_per_window=30, window=60.0, port=22, block_seconds=300),
+    _t(1035, "http_brute_force", S.HIGH, A.BLOCK_SOURCE,
+       "HTTP login brute force: many refused logins from one source to one path (401 to a request with "
+       "credentials; 401, 403 or a login failure page answering a POST)",
+       # a person mistypes a password a few times; a guesser tries hundreds a minute
+       failures_per_window=20, window=60.0, block_seconds=300),
+    _t(1036, "udp_flood", S.CRITICAL, A.DROP,
+       "UDP flood: new UDP flows (first datagrams of new 5-tuples) to one destination or from one source "
+       "above a rate",
+       # a busy resolver takes a few hundred new client ports a second per node; flood tools send
+       # tens of thousands with a new source port each
+       flows_per_window=2000, window=1.0),
+    _t(1037, "dns_flood", S.HIGH, A.DROP,
+       "DNS flood: queries from one client or to one server above a rate, or a random-subdomain "
+       "(NXDOMAIN) storm from one client",
+       # dnsperf-style load tests and busy clients stay at a few hundred queries/s; a storm of random
+       # names makes most answers NXDOMAIN, ordinary clients see a few per cent
+       queries_per_window=1000, server_queries_per_window=5000, nxdomain_per_window=100,
+       nxdomain_ratio=0.5, window=1.0, nxdomain_window=10.0),
+    _t(1038, "http_slow_body", S.HIGH, A.RESET,
+       "HTTP slow body (slow POST): a request body not complete within a time budget after its head",
+       # uploads move at network speed: even a 10 MB form on a slow link sends data every second;
+       # slow-POST tools send a byte every ten seconds
+       body_seconds=30, min_bytes_per_second=100),
 )  # fmt: skip
 
 BY_NAME: Mapping[str, Threat] = MappingProxyType({t.name: t for t in THREATS})
@@ -233,6 +263,11 @@ K8S_EXTIP_MITM = BY_NAME["k8s_extip_mitm"]
 XSS = BY_NAME["xss"]
 PORT_SCAN = BY_NAME["port_scan"]
 DLP_SENSOR = BY_NAME["dlp_sensor"]
+SSH_BRUTE_FORCE = BY_NAME["ssh_brute_force"]
+HTTP_BRUTE_FORCE = BY_NAME["http_brute_force"]
+UDP_FLOOD = BY_NAME["udp_flood"]
+DNS_FLOOD = BY_NAME["dns_flood"]
+HTTP_SLOW_BODY = BY_NAME["http_slow_body"]
 
 
 class Finding(NamedTuple):

@@ -448,3 +448,214 @@ def test_dns_tunneling_many_distinct_names_under_one_domain() -> None:
     assert browser == []
     assert registered_domain([b"a", b"b", b"example", b"com"]) == b"example.com"
     assert registered_domain([b"www", b"BBC", b"co", b"uk"]) == b"bbc.co.uk"
+
+
+# -- the classes of issue 12: brute force, UDP and DNS floods, slow bodies, encrypted Heartbleed,
+# -- desync forms, compression abuse ---------------------------------------------------------------------
+
+
+class _Findings:
+    """A `threats.attempts.Reporter` that keeps the names it is told (and drops when asked to)."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def report(self, threat: C.Threat, ctx: object, detail: str) -> bool:
+        self.names.append(threat.name)
+        return True
+
+    def block_source(self, src: bytes, seconds: float, now: float) -> None:
+        pass
+
+
+def _first_packets(bufs: list[tuple[float, bytes]], settings_doc: dict | None = None) -> list[str]:
+    from threats.attempts import ConnectionAttempts
+    from threats.context import PacketContext
+
+    from .build import packet
+
+    settings_ = compile_threat_settings(settings_doc) if settings_doc else DEFAULT_SETTINGS
+    attempts, out = ConnectionAttempts(), _Findings()
+    for now, buf in bufs:
+        meta, raw, key, _direction = packet(buf)
+        attempts.first_packet(PacketContext(meta, raw, key, None, now, settings_), out)
+    return out.names
+
+
+def test_ssh_brute_force_counts_new_connections_to_the_ssh_port() -> None:
+    from core.packet import TCP_SYN
+
+    from .build import CLIENT, SERVER, tcp4
+
+    guesser = [(100.0 + i, tcp4(CLIENT, 40000 + i, SERVER, 22, TCP_SYN)) for i in range(35)]
+    assert _first_packets(guesser) == ["ssh_brute_force"] * 5  # connections 31..35 within 60 s
+    # the same pace to a web port is no brute force, and an operator's few sessions a minute neither
+    web = [(100.0 + i, tcp4(CLIENT, 40000 + i, SERVER, 443, TCP_SYN)) for i in range(35)]
+    operator = [(100.0 + i * 10, tcp4(CLIENT, 41000 + i, SERVER, 22, TCP_SYN)) for i in range(35)]
+    assert _first_packets(web) == [] and _first_packets(operator) == []
+    # the port is a threshold: sshd on 2222
+    moved = [(100.0 + i, tcp4(CLIENT, 40000 + i, SERVER, 2222, TCP_SYN)) for i in range(35)]
+    assert _first_packets(moved, {"ssh_brute_force": {"port": 2222}}) == ["ssh_brute_force"] * 5
+
+
+def test_udp_flood_counts_new_flows_per_source_and_destination() -> None:
+    from .build import CLIENT, SERVER, ipv4, udp
+
+    # hping3 --udp: the source port counts up, so every datagram opens a flow; 2500 in half a second
+    flood = [(100.0 + i * 0.0002, ipv4(CLIENT, SERVER, 17, udp(1024 + i, 9, b"x" * 8))) for i in range(2500)]
+    assert _first_packets(flood) == ["udp_flood"] * 500
+    # many sources, one destination (forged sources): the destination's count
+    forged = [
+        (100.0 + i * 0.0002, ipv4(f"198.18.{i % 200}.{i // 200 + 1}", SERVER, 17, udp(5000, 9, b"x")))
+        for i in range(2100)
+    ]
+    assert _first_packets(forged) == ["udp_flood"] * 100
+    # a resolver's clients at a few hundred new ports a second
+    lookups = [(100.0 + i * 0.003, ipv4(CLIENT, SERVER, 17, udp(20000 + i, 53, b"q"))) for i in range(3000)]
+    assert _first_packets(lookups) == []
+
+
+def _nxdomain(name: str, ident: int = 1) -> bytes:
+    return struct.pack("!HHHHHH", ident, 0x8183, 1, 0, 0, 0) + qname(name) + struct.pack("!HH", 1, 1)
+
+
+def test_dns_flood_by_rate_and_by_nxdomain_share() -> None:
+    det = DnsDetector()
+    client, server = b"\xc6\x12\x00\x05", b"\xc6\x12\x01\x01"
+    rate = [
+        h.detail
+        for i in range(1200)
+        for h in det.inspect(
+            dns_query(f"www{i % 5}.example.com"), client, False, 10.0 + i * 0.0005, DEFAULT_SETTINGS, server
+        )  # fmt: skip
+    ]
+    assert len(rate) == 200 and "queries from one client" in rate[0]
+    # a random-subdomain storm at a modest rate: most answers are NXDOMAIN
+    storm = DnsDetector()
+    found = []
+    for i in range(150):
+        name = f"{i * 7919 % 100000:05x}q.victim.example"
+        t = 10.0 + i * 0.05
+        assert storm.inspect(dns_query(name), client, False, t, DEFAULT_SETTINGS, server) == []
+        found += storm.inspect(_nxdomain(name), client, False, t + 0.001, DEFAULT_SETTINGS, server)
+    assert len(found) == 51 and all(h.threat is C.DNS_FLOOD for h in found)  # NXDOMAIN 100..150
+    assert "NXDOMAIN answers of" in found[0].detail
+    # a client with typos: a few NXDOMAIN among many good answers
+    quiet = DnsDetector()
+    hits = []
+    for i in range(400):
+        name = f"host{i}.example.com"
+        hits += quiet.inspect(dns_query(name), client, False, 10.0 + i * 0.02, DEFAULT_SETTINGS, server)
+        answer = _nxdomain(name) if i % 10 == 0 else dns_response(name, 1)
+        hits += quiet.inspect(answer, client, False, 10.0 + i * 0.02, DEFAULT_SETTINGS, server)
+    assert [h for h in hits if h.threat is C.DNS_FLOOD] == []
+
+
+def test_dns_compression_abuse_and_overlong_names() -> None:
+    head = struct.pack("!HHHHHH", 7, 0x0100, 1, 0, 0, 0)
+    forward = head + b"\xc0\x12\x00\x01\x00\x01" + b"\x03www\x00"  # a pointer to bytes after it
+    assert names(check_message(forward, False, DEFAULT_SETTINGS)) == {"dns_pointer_loop"}
+    # two names pointing at each other: a loop, refused at its first forward step
+    loop = head + b"\x01a\xc0\x10\x01b\xc0\x0c" + b"\x00\x01\x00\x01"
+    assert names(check_message(loop, False, DEFAULT_SETTINGS)) == {"dns_pointer_loop"}
+    # a backward chain: question k names question k-1 by a pointer; the 17th takes 17 jumps (over 16)
+    chain = struct.pack("!HHHHHH", 7, 0x0100, 18, 0, 0, 0) + b"\x01a\x00\x00\x01\x00\x01"
+    for k in range(1, 18):
+        chain += struct.pack("!H", 0xC000 | (12 if k == 1 else 19 + 6 * (k - 2))) + b"\x00\x01\x00\x01"
+    hits = check_message(chain, False, DEFAULT_SETTINGS)
+    assert names(hits) == {"dns_pointer_loop"} and "chain of more than 16" in hits[0].detail
+    assert check_message(chain[:-6].replace(b"\x00\x12", b"\x00\x11", 1), False, DEFAULT_SETTINGS) == []
+    # many answers whose names each take one pointer: fine under 512, abuse over it
+    resp = struct.pack("!HHHHHH", 8, 0x8180, 1, 255, 0, 0) + qname("a.example") + struct.pack("!HH", 1, 1)
+    resp += (b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 60, 0)) * 255
+    assert check_message(resp, True, DEFAULT_SETTINGS) == []
+    strict = compile_threat_settings({"dns_pointer_loop": {"max_pointers": 100}})
+    assert "too many" in check_message(resp, True, strict)[0].detail
+    # a label of 64 bytes, and a name of 256 octets (four labels of 63 plus three bytes)
+    long_label = head + b"\x40" + b"a" * 64 + b"\x00\x00\x01\x00\x01"
+    assert "over 63" in check_message(long_label, False, DEFAULT_SETTINGS)[0].detail
+    long_name = head + (b"\x3f" + b"b" * 63) * 4 + b"\x02cc\x00\x00\x01\x00\x01"
+    assert "longer than 255" in check_message(long_name, False, DEFAULT_SETTINGS)[0].detail
+    fits = head + (b"\x3f" + b"b" * 63) * 3 + b"\x3d" + b"c" * 61 + b"\x00\x00\x01\x00\x01"  # 255 octets
+    assert names(check_message(fits, False, DEFAULT_SETTINGS)) <= {"dns_tunneling"}
+
+
+def test_encrypted_heartbeat_judged_by_record_lengths() -> None:
+    from workers.detect.tls import check_encrypted_heartbeat
+
+    assert check_encrypted_heartbeat(61, 0) is None  # an ordinary request (AES-GCM overhead included)
+    assert check_encrypted_heartbeat(61, 61) is None  # its echo
+    assert check_encrypted_heartbeat(77, 61) is None  # a CBC answer one block longer
+    short = check_encrypted_heartbeat(8, 0)
+    assert short is not None and short.threat is C.HEARTBLEED
+    bled = check_encrypted_heartbeat(16408, 61)
+    assert bled is not None and "16408 bytes to a 61-byte request" in bled.detail
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [(b"Content-Length", b"6"), (b"Transfer-Encoding", b"chunked")],  # CL.TE
+        [(b"Transfer-Encoding", b"chunked"), (b"Content-Length", b"4")],  # TE.CL
+        [(b"Transfer-Encoding", b"xchunked")],
+        [(b"Transfer-Encoding", b"chunked\t")],  # a trailing tab is whitespace: fine alone …
+        [(b"Transfer-Encoding\t", b"chunked")],  # … but not in the name
+        [(b"Transfer-Encoding", b"chunked"), (b"Transfer-encoding", b"chunked")],  # duplicate TE
+        [(b"Transfer-Encoding", b"chunked, chunked")],
+        [(b" Transfer-Encoding", b"chunked")],
+        [(b"Content-Length", b"4"), (b"Content-Length", b"40")],  # duplicate, different
+        [(b"Content-Length", b"-1")],
+        [(b"Content-Length", b"+4")],
+    ],
+)
+def test_every_desync_form_in_headers(headers: list[tuple[bytes, bytes]]) -> None:
+    found = names(check_headers(headers))
+    if headers == [(b"Transfer-Encoding", b"chunked\t")]:
+        assert found == set()
+    else:
+        assert found & {"http_smuggling", "http_negative_length"}
+
+
+def test_oversized_and_malformed_chunk_sizes_are_parser_anomalies() -> None:
+    from core import anomalies as A
+    from workers.dpi import events as E
+    from workers.dpi.parsers import http as parser
+    from workers.dpi.parsers.base import Side
+    from workers.dpi.settings import DpiSettings
+
+    def anomalies(size: bytes) -> list[str]:
+        req = (
+            b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + size
+            + b"\r\nab\r\n0\r\n\r\n"
+        )
+        res = parser.HttpParser(DpiSettings()).feed(Side.CLIENT, req)
+        return [
+            e.detail for e in res.events if isinstance(e, E.ParseAnomaly) and e.name == A.DPI_HTTP_BAD_CHUNK
+        ]
+
+    assert anomalies(b"2") == []
+    assert anomalies(b"fffffffff0")[0].startswith("oversized")
+    assert anomalies(b"zz") != []
+
+
+def test_slow_body_and_login_failures() -> None:
+    from workers.detect.http import LoginFailures, check_slow_body, login_failed
+
+    assert check_slow_body(100.0, 3, 129.0, DEFAULT_SETTINGS) is None  # within 30 s
+    slow = check_slow_body(100.0, 3, 131.0, DEFAULT_SETTINGS)
+    assert slow is not None and slow.threat is C.HTTP_SLOW_BODY
+    assert check_slow_body(100.0, 50_000, 131.0, DEFAULT_SETTINGS) is None  # an upload at 1.6 kB/s
+    assert login_failed(b"POST", False, 401, b"") and login_failed(b"POST", False, 403, b"")
+    assert login_failed(b"POST", False, 200, b"<p>Login failed</p>")
+    assert login_failed(b"POST", False, 200, b"Invalid username or password")
+    assert login_failed(b"GET", True, 401, b"") and not login_failed(b"GET", False, 401, b"")
+    assert not login_failed(b"POST", False, 200, b"<p>Welcome back</p>")
+    assert not login_failed(b"GET", False, 200, b"Login failed")  # only answers to a POST
+    tracker = LoginFailures()
+    hits = [tracker.on_failure(b"c", b"s", b"/login", 10.0 + i, DEFAULT_SETTINGS) for i in range(25)]
+    assert hits[:20] == [None] * 20 and all(
+        h is not None and h.threat is C.HTTP_BRUTE_FORCE for h in hits[20:]
+    )
+    other = [tracker.on_failure(b"c", b"s", f"/p{i}".encode(), 10.0, DEFAULT_SETTINGS) for i in range(25)]
+    assert other == [None] * 25

@@ -1,9 +1,14 @@
-"""DNS threats over raw DNS messages: pointer loop, overflow, zone transfer, NULL type, tunneling.
+"""DNS threats over raw DNS messages: compression abuse, overflow, zone transfer, NULL type, tunneling,
+floods.
 
 `check_message` walks a message (UDP payload, or a TCP message without its length prefix) with its own
-bounded name reader, so it sees what a lenient parser would hide: compression pointers that loop,
-labels over 63 bytes, names over 255, records running past the end, oversized UDP answers without EDNS.
-`DnsDetector` adds the per-client state for tunneling (volume of unusual query types in a window).
+bounded name reader, so it sees what a lenient parser would hide: compression pointers that loop, point
+forward (RFC 1035 pointers name a *prior* occurrence; every pointer of a name must point before the
+last one, which also rules out every loop), chain beyond `max_pointer_jumps` or exceed
+`max_pointers` in one message; labels over 63 bytes, names over 255, records running past the end,
+oversized UDP answers without EDNS. `DnsDetector` adds the per-client state for tunneling (volume of
+unusual query types in a window) and for floods (queries per client and per server, and the share of
+NXDOMAIN answers a client gets: a random-subdomain storm asks names that do not exist).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import struct
 from collections import Counter
 
 from threats.catalogue import (
+    DNS_FLOOD,
     DNS_NULL_TYPE,
     DNS_OVERFLOW,
     DNS_POINTER_LOOP,
@@ -34,6 +40,7 @@ MAX_NAME = 255
 MAX_LABEL = 63
 # Records walked per message (a message claiming more is walked up to this bound).
 MAX_RECORDS = 256
+RCODE_NXDOMAIN = 3
 
 
 class _Malformed(Exception):
@@ -43,13 +50,23 @@ class _Malformed(Exception):
         self.detail = detail
 
 
-def read_name(msg: bytes, off: int, max_jumps: int) -> tuple[list[bytes], int]:
-    """The labels of the name at `off` and the offset after it. Raises _Malformed on a loop/overflow."""
+class _Budget:
+    """Compression pointers followed in one message (`max_pointers`: a message of many names each
+    chained through pointers costs a parser far more than its size)."""
+
+    __slots__ = ("left",)
+
+    def __init__(self, max_pointers: int) -> None:
+        self.left = max_pointers
+
+
+def read_name(msg: bytes, off: int, max_jumps: int, budget: _Budget | None = None) -> tuple[list[bytes], int]:
+    """The labels of the name at `off` and the offset after it. Raises _Malformed on compression
+    abuse (a loop, a forward pointer, too many pointers) or an overflow."""
     labels: list[bytes] = []
-    length = 0
+    length = 1  # the root label's zero byte counts toward the 255
     jumps = 0
     end = -1
-    visited: set[int] = set()
     n = len(msg)
     while True:
         if off >= n:
@@ -62,13 +79,22 @@ def read_name(msg: bytes, off: int, max_jumps: int) -> tuple[list[bytes], int]:
             if end < 0:
                 end = off + 2
             jumps += 1
-            if target in visited or target == off or jumps > max_jumps:
+            # a loop needs a pointer to itself or forward: both are refused here
+            if target == off:
                 raise _Malformed("dns_pointer_loop", f"pointer to {target} loops")
-            visited.add(target)
+            if target > off:
+                raise _Malformed("dns_pointer_loop", f"pointer at {off} forward to {target}")
+            if jumps > max_jumps:
+                raise _Malformed("dns_pointer_loop", f"chain of more than {max_jumps} pointers")
+            if budget is not None:
+                budget.left -= 1
+                if budget.left < 0:
+                    raise _Malformed("dns_pointer_loop", "too many compression pointers in one message")
             off = target
             continue
         if b & 0xC0:
-            raise _Malformed("dns_overflow", f"label type {b >> 6:#x}")
+            # 0x40..0xBF: an extended label type (obsolete) or a length over 63
+            raise _Malformed("dns_overflow", f"label of {b} bytes (over {MAX_LABEL})")
         if b == 0:
             return labels, (end if end >= 0 else off + 1)
         if off + 1 + b > n:
@@ -83,33 +109,36 @@ def read_name(msg: bytes, off: int, max_jumps: int) -> tuple[list[bytes], int]:
 class DnsMessage:
     """What the detectors read from one message."""
 
-    __slots__ = ("is_response", "questions", "edns_size", "size")
+    __slots__ = ("is_response", "rcode", "questions", "edns_size", "size")
 
     def __init__(self) -> None:
         self.is_response = False
+        self.rcode = 0
         self.questions: list[tuple[list[bytes], int]] = []
         self.edns_size = 0
         self.size = 0
 
 
-def parse_message(msg: bytes, max_jumps: int = 16) -> DnsMessage:
+def parse_message(msg: bytes, max_jumps: int = 16, max_pointers: int = 512) -> DnsMessage:
     """Parse header, questions and record framing (raises _Malformed)."""
     if len(msg) < 12:
         raise _Malformed("dns_overflow", "shorter than a header")
     _id, flags, qd, an, ns, ar = _HEADER.unpack_from(msg)
     out = DnsMessage()
     out.is_response = bool(flags & 0x8000)
+    out.rcode = flags & 0x0F
+    budget = _Budget(max_pointers)
     out.size = len(msg)
     off = 12
     for _ in range(min(qd, MAX_RECORDS)):
-        labels, off = read_name(msg, off, max_jumps)
+        labels, off = read_name(msg, off, max_jumps, budget)
         if off + 4 > len(msg):
             raise _Malformed("dns_overflow", "question runs past the message")
         qtype = (msg[off] << 8) | msg[off + 1]
         out.questions.append((labels, qtype))
         off += 4
     for i in range(min(an + ns + ar, MAX_RECORDS)):
-        _labels, off = read_name(msg, off, max_jumps)
+        _labels, off = read_name(msg, off, max_jumps, budget)
         if off + 10 > len(msg):
             raise _Malformed("dns_overflow", "record header runs past the message")
         rtype, rclass, _ttl, rdlength = _RR_FIXED.unpack_from(msg, off)
@@ -207,8 +236,9 @@ def check_message(msg: bytes, is_tcp: bool, settings: ThreatSettings) -> list[Hi
 def _check(msg: bytes, is_tcp: bool, settings: ThreatSettings) -> tuple[list[Hit], DnsMessage | None]:
     on = settings.on
     max_jumps = int(settings.threshold(DNS_POINTER_LOOP, "max_pointer_jumps"))
+    max_pointers = int(settings.threshold(DNS_POINTER_LOOP, "max_pointers"))
     try:
-        parsed = parse_message(msg, max_jumps)
+        parsed = parse_message(msg, max_jumps, max_pointers)
     except _Malformed as bad:
         threat = DNS_POINTER_LOOP if bad.threat_name == "dns_pointer_loop" else DNS_OVERFLOW
         return ([Hit(threat, bad.detail, excerpt_of(msg))] if threat.id in on else []), None
@@ -257,22 +287,47 @@ class _Names:
         self.names: set[bytes] = set()
 
 
+class _Answers:
+    """Queries a client asked and NXDOMAIN answers it got in one window."""
+
+    __slots__ = ("start", "asked", "nxdomain")
+
+    def __init__(self, start: float) -> None:
+        self.start = start
+        self.asked = 0
+        self.nxdomain = 0
+
+
 class DnsDetector:
     """Per-message checks plus per-client state for tunneling: the volume of unusual query types, the
     number of distinct names asked under one domain (a tunnel encodes data in ever-new names), and the
     number of distinct TXT/NULL names under one domain (a tunnel's downstream rides on those answers,
-    while DKIM and ACME lookups ask the same few names). Bounded by `max_clients` keys each; a client's
+    while DKIM and ACME lookups ask the same few names); and for floods: queries per client and per
+    server, NXDOMAIN answers per client. Bounded by `max_clients` keys each; a client's
     name set holds at most the threshold."""
 
     def __init__(self, max_clients: int = 65536) -> None:
         self._unusual: WindowCounter[bytes] = WindowCounter(max_clients)
         self._names: LruTable[tuple[bytes, bytes], _Names] = LruTable(max_clients)
         self._txt_names: LruTable[tuple[bytes, bytes], _Names] = LruTable(max_clients)
+        self._queries_src: WindowCounter[bytes] = WindowCounter(max_clients)
+        self._queries_dst: WindowCounter[bytes] = WindowCounter(max_clients)
+        self._answers: LruTable[bytes, _Answers] = LruTable(max_clients)
 
     def inspect(
-        self, msg: bytes, client: bytes, is_tcp: bool, now: float, settings: ThreatSettings
+        self,
+        msg: bytes,
+        client: bytes,
+        is_tcp: bool,
+        now: float,
+        settings: ThreatSettings,
+        server: bytes = b"",
     ) -> list[Hit]:
         hits, parsed = _check(msg, is_tcp, settings)
+        if parsed is not None and DNS_FLOOD.id in settings.on:
+            hit = self.flood(parsed, client, server, now, settings)
+            if hit is not None:
+                hits.append(hit)
         if parsed is None or parsed.is_response or DNS_TUNNELING.id not in settings.on:
             return hits
         window = settings.threshold(DNS_TUNNELING, "window")
@@ -302,6 +357,37 @@ class DnsDetector:
                     break
         return hits
 
+    def flood(
+        self, parsed: DnsMessage, client: bytes, server: bytes, now: float, settings: ThreatSettings
+    ) -> Hit | None:
+        """`dns_flood` for one message: a query counts toward its client's and its server's rate, an
+        answer toward its client's NXDOMAIN share (a random-subdomain storm)."""
+        s = settings
+        nx_window = s.threshold(DNS_FLOOD, "nxdomain_window")
+        seen = self._answers.get(client)
+        if seen is None or now - seen.start >= nx_window:
+            seen = _Answers(now)
+            self._answers.put(client, seen)
+        if not parsed.is_response:
+            seen.asked += 1
+            window = s.threshold(DNS_FLOOD, "window")
+            from_client = self._queries_src.hit(client, now, window)
+            if from_client > s.threshold(DNS_FLOOD, "queries_per_window"):
+                return Hit(DNS_FLOOD, f"{from_client:.0f} queries from one client in {window:g}s")
+            if server:
+                to_server = self._queries_dst.hit(server, now, window)
+                if to_server > s.threshold(DNS_FLOOD, "server_queries_per_window"):
+                    return Hit(DNS_FLOOD, f"{to_server:.0f} queries to one server in {window:g}s")
+            return None
+        if parsed.rcode != RCODE_NXDOMAIN:
+            return None
+        seen.nxdomain += 1
+        if seen.nxdomain < s.threshold(DNS_FLOOD, "nxdomain_per_window"):
+            return None
+        if seen.nxdomain < s.threshold(DNS_FLOOD, "nxdomain_ratio") * max(seen.asked, seen.nxdomain):
+            return None
+        name = b".".join(parsed.questions[0][0]) if parsed.questions else b""
+        return Hit(DNS_FLOOD, f"{seen.nxdomain} NXDOMAIN answers of {seen.asked} queries", excerpt_of(name))
 
 def _distinct(
     table: LruTable[tuple[bytes, bytes], _Names],

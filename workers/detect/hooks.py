@@ -4,8 +4,15 @@ the DLP/WAF sensors.
 `AppThreats.detector()` is the `workers.dpi.context.Detector` the DPI engine takes. Its event hook maps
 parser events (HTTP requests and responses, HTTP/2 headers, SQL text, TLS hellos and heartbeats, SSH
 banners, DNS over TCP, MySQL and PostgreSQL login failures) to the application detectors and the
-sensors; its packet hook handles what needs payload bytes (DNS over UDP, SSLv2 records, Slowloris
-timing, sensors of the `packet` context, streamed per flow direction). Findings go back to the DPI
+sensors; its packet hook handles what needs payload bytes (DNS over UDP, SSLv2 records, slow-HTTP
+timing, sensors of the `packet` context, streamed per flow direction).
+
+Slow HTTP: a request is pending from its first bytes (a method) until the parser's `HttpRequest`
+event, which comes once its body is complete; the head is done at its blank line (looked for in the
+client's payload). Pending too long in the head is `http_slowloris`, in the body at too low a rate
+`http_slow_body`: judged on each client packet (which a Protect verdict then resets) and by `sweep` on
+the engine's tick for connections that went silent, so it fires on the capture's clock in a replay
+too. Login brute force pairs each HTTP response with its request (oldest unanswered first). Findings go back to the DPI
 engine as `workers.dpi.events.Finding`s; it raises the `threat` event and, in Protect mode, resets or
 blocks the flow when `block` is set. Each flow is judged with its deciding group's settings, resolved
 once per flow through the owning `ThreatEngine`.
@@ -18,18 +25,26 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from core import anomalies as A
+from core.flow import FlowKey
 from core.lookup import Mode
 from core.packet import IPPROTO_TCP, IPPROTO_UDP, PacketMeta
 from threats import catalogue as C
 from threats.catalogue import Hit, Threat, ThreatAction, excerpt_of
 from threats.settings import ThreatSettings
+from threats.window import LruTable
 from workers.detect.database import AccessDeniedTracker
 from workers.detect.decode import percent_decode
 from workers.detect.dns import DnsDetector, tunnel_name
-from workers.detect.http import check_headers, check_struts_body
+from workers.detect.http import LoginFailures, check_headers, check_slow_body, check_struts_body, login_failed
 from workers.detect.injection import check_request, check_sql_query
 from workers.detect.sensors import Context, SensorAction, SensorMatch, SensorStream
-from workers.detect.tls import check_ssh_banner, check_sslv2, is_sslv2, version_hits
+from workers.detect.tls import (
+    check_encrypted_heartbeat,
+    check_ssh_banner,
+    check_sslv2,
+    is_sslv2,
+    version_hits,
+)
 from workers.dpi import events as E
 from workers.dpi.context import Detector, FlowContext
 from workers.dpi.parsers.base import Side
@@ -41,8 +56,16 @@ DETECTOR_NAME = "threats"
 _HTTP_METHOD = re.compile(rb"[A-Z]{3,10} \S")
 _DNS_PORT = 53
 _DNS_THREATS = frozenset(
-    t.id for t in (C.DNS_POINTER_LOOP, C.DNS_OVERFLOW, C.DNS_ZONE_TRANSFER, C.DNS_NULL_TYPE, C.DNS_TUNNELING)
-)
+    t.id
+    for t in (C.DNS_POINTER_LOOP, C.DNS_OVERFLOW, C.DNS_ZONE_TRANSFER, C.DNS_NULL_TYPE, C.DNS_TUNNELING,
+              C.DNS_FLOOD)
+)  # fmt: skip
+_SLOW_THREATS = frozenset({C.HTTP_SLOWLORIS.id, C.HTTP_SLOW_BODY.id})
+# Parser anomalies that are request smuggling forms (the parser keeps going; the threat is ours to raise).
+# (Content-Length with chunked, and a bad Content-Length, are judged on the headers: `check_headers`.)
+_SMUGGLING_ANOMALIES = frozenset({A.DPI_HTTP_BAD_CHUNK})
+MAX_UNANSWERED = 16  # requests per flow remembered for pairing with responses (pipelining depth)
+SWEEP_PER_TICK = 512  # pending slow requests checked per tick
 # Headers applications log or echo, where scanners (sqlmap --level 3) inject as well.
 _INJECTABLE_HEADERS = frozenset({b"user-agent", b"referer", b"x-forwarded-for"})
 _DENIED_PG = frozenset({b"28P01", b"28000"})  # invalid password / authorization specification
@@ -51,14 +74,21 @@ _DENIED_PG = frozenset({b"28P01", b"28000"})  # invalid password / authorization
 class _FlowState:
     """Per-flow state of the hooks, kept in `ctx.detector_state[DETECTOR_NAME]`."""
 
-    __slots__ = ("group", "settings", "pending_since", "slow_fired", "first_payload", "streams", "generation")
+    __slots__ = ("group", "settings", "pending_since", "head_done", "body_bytes", "tail", "slow_fired", "swept",
+                 "first_payload", "streams", "generation", "unanswered", "heartbeat")  # fmt: skip
 
     def __init__(self, group: str, settings: ThreatSettings, generation: int) -> None:
         self.group = group
         self.settings = settings
         self.generation = generation
-        self.pending_since = -1.0  # Slowloris: when the current request head started (-1: none)
+        self.pending_since = -1.0  # slow HTTP: when the current request started (-1: none)
+        self.head_done = -1.0  # ... and when its head completed (-1: not yet)
+        self.body_bytes = 0  # body bytes since the head completed
+        self.tail = b""  # the last bytes of the head so far (a blank line split across packets)
         self.slow_fired = False
+        self.swept = False  # reported by the sweep (the next packet still fires, so Protect resets it)
+        self.unanswered: list[tuple[bytes, bytes, bool]] = []  # (method, path, with credentials)
+        self.heartbeat = [0, 0]  # per Side: record length of its unanswered encrypted heartbeat
         self.first_payload = [True, True]  # per Side
         self.streams: list[SensorStream | None] = [None, None]  # packet-context sensor streams per Side
 
@@ -72,6 +102,8 @@ class AppThreats:
         self.denials = AccessDeniedTracker(max_clients)
         self.max_streams = max_streams  # packet-context sensor streams open at once (Hyperscan state)
         self.open_streams = 0  # closed with their flow
+        self.logins = LoginFailures(max_clients)
+        self._slow: LruTable[FlowKey, FlowContext] = LruTable(max_clients)  # flows with a pending request
         self._now = 0.0  # time of the packet or event being handled
 
     def detector(self) -> Detector:
@@ -95,6 +127,7 @@ class AppThreats:
 
     def on_flow_end(self, ctx: FlowContext) -> None:
         """Release the flow's sensor streams (the DPI engine's `on_flow_end` observer)."""
+        self._slow.pop(ctx.key)
         st = ctx.detector_state.get(DETECTOR_NAME)
         if isinstance(st, _FlowState):
             for stream in st.streams:
@@ -119,12 +152,12 @@ class AppThreats:
         st.first_payload[side] = False
         if meta.proto == IPPROTO_UDP:
             if (ctx.server_port == _DNS_PORT or ctx.app == "DNS") and not _DNS_THREATS.isdisjoint(s.on):
-                hits += self.dns.inspect(payload, ctx.client_addr, False, now, s)
+                hits += self.dns.inspect(payload, ctx.client_addr, False, now, s, ctx.server_addr)
         elif meta.proto == IPPROTO_TCP:
             if first and is_sslv2(payload):
                 hits += check_sslv2(payload)
-            if side == Side.CLIENT and C.HTTP_SLOWLORIS.id in s.on:
-                hit = self._slowloris(st, payload, now, s)
+            if side == Side.CLIENT and not _SLOW_THREATS.isdisjoint(s.on):
+                hit = self._slow_http(ctx, st, payload, now, s)
                 if hit is not None:
                     hits.append(hit)
         sensors = self.owner.policy.sensors
@@ -140,15 +173,64 @@ class AppThreats:
                 hits += self._sensor_hits(sensors.scan(Context.PACKET, payload, st.group))
         return self._to_dpi(hits, st, ctx)
 
-    def _slowloris(self, st: _FlowState, payload: bytes, now: float, s: ThreatSettings) -> Hit | None:
+    def _slow_http(
+        self, ctx: FlowContext, st: _FlowState, payload: bytes, now: float, s: ThreatSettings
+    ) -> Hit | None:
+        """One client packet of a possibly slow request (see the module's docstring)."""
+        if ctx.app and ctx.app != "HTTP":
+            return None  # identified as something else: no HTTP request to time
         if st.pending_since < 0:
-            if _HTTP_METHOD.match(payload):
-                st.pending_since = now  # cleared by the HttpRequest event when the head completes
+            if not _HTTP_METHOD.match(payload):
+                return None
+            # cleared by the HttpRequest event once the request (head and body) is complete
+            st.pending_since, st.head_done, st.body_bytes, st.tail = now, -1.0, 0, b""
+            self._slow.put(ctx.key, ctx)
+        if st.slow_fired:
             return None
-        if st.slow_fired or now - st.pending_since < s.threshold(C.HTTP_SLOWLORIS, "header_seconds"):
+        if st.head_done < 0:
+            data = st.tail + payload
+            end = data.find(b"\r\n\r\n")
+            if end >= 0:
+                st.head_done = now
+                st.body_bytes = len(data) - end - 4
+            else:
+                st.tail = data[-3:]
+        else:
+            st.body_bytes += len(payload)
+        hit = self._slow_check(st, now, s)
+        if hit is not None:
+            st.slow_fired = True
+            self._slow.pop(ctx.key)
+        return hit
+
+    @staticmethod
+    def _slow_check(st: _FlowState, now: float, s: ThreatSettings) -> Hit | None:
+        if st.head_done < 0:
+            if C.HTTP_SLOWLORIS.id not in s.on:
+                return None
+            if now - st.pending_since < s.threshold(C.HTTP_SLOWLORIS, "header_seconds"):
+                return None
+            return Hit(C.HTTP_SLOWLORIS, f"request head incomplete after {now - st.pending_since:.1f}s")
+        if C.HTTP_SLOW_BODY.id not in s.on:
             return None
-        st.slow_fired = True
-        return Hit(C.HTTP_SLOWLORIS, f"request head incomplete after {now - st.pending_since:.1f}s")
+        return check_slow_body(st.head_done, st.body_bytes, now, s)
+
+    def sweep(self, now: float) -> list[tuple[FlowContext, str, Hit]]:
+        """Pending slow requests of connections that went silent: (flow, group, hit) to report. The
+        flow's next packet still fires (and a Protect verdict resets it then)."""
+        out = []
+        for key, ctx in self._slow.oldest(SWEEP_PER_TICK):
+            st = ctx.detector_state.get(DETECTOR_NAME)
+            if not isinstance(st, _FlowState) or st.swept or st.slow_fired or st.pending_since < 0:
+                self._slow.pop(key)
+                continue
+            hit = self._slow_check(st, now, st.settings)
+            if hit is not None and hit.threat.id in st.settings.on:
+                st.swept = True
+                self._slow.pop(key)  # reported: the sweep's slots go to younger requests
+                self.owner.counters["threats." + hit.threat.name] += 1
+                out.append((ctx, st.group, hit))
+        return out
 
     def on_event_hook(self, ctx: FlowContext, ev: object, now: float) -> list[E.Finding]:
         self._now = now
@@ -158,10 +240,24 @@ class AppThreats:
         hits: list[Hit] = []
         if isinstance(ev, E.HttpRequest):
             st.pending_since = -1.0
+            st.slow_fired = st.swept = False
+            self._slow.pop(ctx.key)
+            if len(st.unanswered) < MAX_UNANSWERED:
+                credentials = any(n.lower() == b"authorization" for n, _v in ev.headers)
+                st.unanswered.append((ev.method, ev.uri.split(b"?", 1)[0], credentials))
             hits += self._http_request(ev.uri, ev.headers, ev.body, st, on)
         elif isinstance(ev, E.HttpResponse):
             hits += check_headers(ev.headers)
             hits += self._sensor_body(ev.body, st)
+            if st.unanswered and ev.status >= 200:  # 1xx answers come before the final one
+                method, path, credentials = st.unanswered.pop(0)
+                if C.HTTP_BRUTE_FORCE.id in on and login_failed(method, credentials, ev.status, ev.body):
+                    hit = self.logins.on_failure(ctx.client_addr, ctx.server_addr, path, now, s)
+                    if hit is not None:
+                        hits.append(hit)
+        elif isinstance(ev, E.ParseAnomaly):
+            if ev.name in _SMUGGLING_ANOMALIES:
+                hits.append(Hit(C.HTTP_SMUGGLING, f"{ev.name} {ev.detail}".strip()))
         elif isinstance(ev, E.Http2Headers):
             path = next((v for n, v in ev.headers if n == b":path"), b"")
             if path:
@@ -182,9 +278,21 @@ class AppThreats:
         elif isinstance(ev, E.TlsServerHello):
             hits += version_hits(False, ev.selected_version or ev.handshake_version)
         elif isinstance(ev, E.TlsHeartbeat):
-            if not ev.encrypted and 3 + ev.declared_length + 16 > ev.record_length:
-                detail = f"heartbeat claims {ev.declared_length} bytes in a {ev.record_length}-byte record"
-                hits.append(Hit(C.HEARTBLEED, detail))
+            if not ev.encrypted:
+                if 3 + ev.declared_length + 16 > ev.record_length:
+                    detail = (
+                        f"heartbeat claims {ev.declared_length} bytes in a {ev.record_length}-byte record"
+                    )
+                    hits.append(Hit(C.HEARTBLEED, detail))
+            else:
+                side, other = int(ctx.side), 1 - int(ctx.side)
+                outstanding = st.heartbeat[other]
+                st.heartbeat[other] = 0
+                if not outstanding:
+                    st.heartbeat[side] = ev.record_length  # a request: the other side's answer echoes it
+                hit = check_encrypted_heartbeat(ev.record_length, outstanding)
+                if hit is not None:
+                    hits.append(hit)
         elif isinstance(ev, E.SshBanner):
             hit = check_ssh_banner(b"SSH-" + ev.proto_version + b"-" + ev.software)
             if hit is not None:

@@ -1,8 +1,14 @@
-"""HTTP threats on plain values: negative Content-Length, request smuggling, Slowloris, Struts RCE.
+"""HTTP threats on plain values: negative Content-Length, request smuggling, Slowloris, slow bodies,
+login brute force, Struts RCE.
 
 Header checks take the raw header list as the parser saw it (names unnormalised, so `Transfer-Encoding :`
 with a space before the colon, a duplicated header or a value like `xchunked` stays visible); the
 Slowloris tracker takes when a request started and when its headers completed, with time passed in.
+Request smuggling (desync) forms: CL.TE and TE.CL (both headers), TE obfuscation (an unknown coding such
+as `xchunked`, control bytes, a padded or repeated header, chunked not last), duplicate
+Content-Length headers or list members with different values (identical repeats are allowed by RFC 9110
+§8.6 and stay quiet), a Content-Length that is not a number, and (from the parser's anomalies) a
+malformed or oversized chunk size.
 """
 
 from __future__ import annotations
@@ -12,7 +18,9 @@ import re
 from collections.abc import Callable, Sequence
 
 from threats.catalogue import (
+    HTTP_BRUTE_FORCE,
     HTTP_NEGATIVE_LENGTH,
+    HTTP_SLOW_BODY,
     HTTP_SLOWLORIS,
     HTTP_SMUGGLING,
     STRUTS_RCE,
@@ -20,7 +28,7 @@ from threats.catalogue import (
     excerpt_of,
 )
 from threats.settings import ThreatSettings
-from threats.window import LruTable
+from threats.window import LruTable, WindowCounter
 
 Header = tuple[bytes, bytes]
 
@@ -176,3 +184,58 @@ class SlowlorisTracker:
 
     def __len__(self) -> int:
         return len(self._pending)
+
+
+# -- slow bodies (slow POST) --------------------------------------------------------------------------------
+
+
+def check_slow_body(head_done: float, body_bytes: int, now: float, settings: ThreatSettings) -> Hit | None:
+    """A request whose head completed at `head_done` and whose body has brought `body_bytes` since:
+    too slow once it is still incomplete after `body_seconds` at under `min_bytes_per_second`."""
+    elapsed = now - head_done
+    if elapsed < settings.threshold(HTTP_SLOW_BODY, "body_seconds"):
+        return None
+    rate = body_bytes / elapsed
+    if rate >= settings.threshold(HTTP_SLOW_BODY, "min_bytes_per_second"):
+        return None
+    return Hit(HTTP_SLOW_BODY, f"request body incomplete after {elapsed:.1f}s at {rate:.1f} bytes/s")
+
+
+# -- login brute force --------------------------------------------------------------------------------------
+
+# Phrases of login failure pages (English; what form-based logins and the usual test applications answer
+# with a 200). Searched in the first bytes of a response to a POST only.
+_LOGIN_FAILED = re.compile(
+    rb"(?i)(login|log in|sign[ -]?in|authentication) (failed|failure|unsuccessful)|"
+    rb"(invalid|incorrect|wrong|bad) (user ?name|login|password|credentials|e-?mail)|"
+    rb"(user ?name|password|credentials) (is |are )?(invalid|incorrect|wrong)"
+)
+MAX_FAILURE_BODY = 4096  # bytes of a response searched for a failure phrase
+
+
+def login_failed(method: bytes, authorization: bool, status: int, body: bytes) -> bool:
+    """Does this response refuse a login? 401 to a request with credentials; 401/403 or a failure page
+    answering a POST."""
+    if status == 401:
+        return authorization or method == b"POST"
+    if method != b"POST":
+        return False
+    if status == 403:
+        return True
+    return 200 <= status < 300 and bool(_LOGIN_FAILED.search(body[:MAX_FAILURE_BODY]))
+
+
+class LoginFailures:
+    """Refused logins per (client, server, path) in a window; bounded by `capacity` keys."""
+
+    def __init__(self, capacity: int = 65536) -> None:
+        self._failures: WindowCounter[tuple[bytes, bytes, bytes]] = WindowCounter(capacity)
+
+    def on_failure(
+        self, client: bytes, server: bytes, path: bytes, now: float, settings: ThreatSettings
+    ) -> Hit | None:
+        window = settings.threshold(HTTP_BRUTE_FORCE, "window")
+        count = self._failures.hit((client, server, path), now, window)
+        if count <= settings.threshold(HTTP_BRUTE_FORCE, "failures_per_window"):
+            return None
+        return Hit(HTTP_BRUTE_FORCE, f"{count:.0f} refused logins in {window:g}s", excerpt_of(path))

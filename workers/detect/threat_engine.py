@@ -210,6 +210,12 @@ class ThreatEngine:
                 else ThreatAction.ALERT
             )
             self.aggregator.emit(threat_event(self.node, f, taken, group, now, mode.name.lower()))
+        for ctx, app_group, hit in self.app.sweep(now):  # slow HTTP requests on silent connections
+            f = Finding(hit.threat, ctx.key, ctx.client_direction, ctx.client_addr, ctx.server_addr,
+                        ctx.client_port, ctx.server_port, ctx.key.proto, hit.detail)  # fmt: skip
+            mode = Mode(ctx.mode) if ctx.mode >= 0 else Mode.MONITOR
+            taken = effective_action(mode, settings_for(ctx.key).action(hit.threat))
+            self.aggregator.emit(threat_event(self.node, f, taken, app_group, now, mode.name.lower()))
         self.aggregator.flush(now)
 
     # -- DPI hooks -----------------------------------------------------------------------------------

@@ -2,7 +2,10 @@
 
 `check_records(data, encrypted)` walks whole records in a chunk of one direction's stream (a record
 split across chunks is the caller's to reassemble; the DPI stream layer does); `check_ssh_banner` reads
-the identification line. Version threats: `ssl_v2_v3` for an SSLv2 hello, a client whose highest
+the identification line. `check_encrypted_heartbeat` judges heartbeats after ChangeCipherSpec by their
+record lengths alone: a response echoes its request's payload, so its record is as long as the
+request's (the same cipher adds the same overhead, give or take a CBC block); Heartbleed's answer
+carries up to 64 KiB of server memory for a request of a few dozen bytes. Version threats: `ssl_v2_v3` for an SSLv2 hello, a client whose highest
 offered version is SSL 3.0, or a server that picks SSL 3.0; `tls_1_0`/`tls_1_1` when the server picks
 them (off by default: still common on legacy internal services).
 """
@@ -27,6 +30,9 @@ _CT_HANDSHAKE, _CT_HEARTBEAT = 22, 24
 _HS_CLIENT_HELLO, _HS_SERVER_HELLO = 1, 2
 _EXT_SUPPORTED_VERSIONS = 43
 _HEARTBEAT_MIN_PADDING = 16  # RFC 6520
+_HEARTBEAT_MIN = 3 + _HEARTBEAT_MIN_PADDING  # type, length, no payload, the padding
+# An encrypted response may exceed its request by this much (a CBC block, a longer MAC) and still echo it.
+HEARTBEAT_RESPONSE_SLACK = 64
 # Records walked per chunk.
 MAX_RECORDS_PER_CHUNK = 64
 _VERSION_THREATS = {SSL3: SSL_V2_V3, TLS10: TLS_1_0, TLS11: TLS_1_1}
@@ -155,3 +161,16 @@ def version_hits(from_client: bool, version: int) -> list[Hit]:
     if threat is None and version < SSL3:
         threat = SSL_V2_V3
     return [Hit(threat, f"server chose {version:#06x}")] if threat is not None else []
+
+
+def check_encrypted_heartbeat(record_length: int, outstanding_request: int) -> Hit | None:
+    """An encrypted heartbeat record by its length: one too short to hold any heartbeat, or an answer
+    longer than the request it answers (`outstanding_request`: the record length of the other side's
+    unanswered heartbeat, 0 when there is none and this record is a request)."""
+    if record_length < _HEARTBEAT_MIN:
+        return Hit(HEARTBLEED, f"encrypted heartbeat of {record_length} bytes, below the {_HEARTBEAT_MIN} "
+                               "a heartbeat takes")  # fmt: skip
+    if outstanding_request > 0 and record_length > outstanding_request + HEARTBEAT_RESPONSE_SLACK:
+        return Hit(HEARTBLEED, f"encrypted heartbeat response of {record_length} bytes to a "
+                               f"{outstanding_request}-byte request")  # fmt: skip
+    return None

@@ -286,6 +286,125 @@ def benign() -> tuple[Packets, Any, dict[str, int]]:
     return out, None, {}
 
 
+def http_answered(requests: list[tuple[bytes, bytes]], cport: int, t: float, client: str = C) -> Packets:
+    """One keep-alive connection: each request answered with its own response."""
+    out: Packets = []
+    conv = Tcp(out, t, client, cport, S, 80).handshake()
+    for req, resp in requests:
+        conv.send(0, req).send(1, resp).wait(0.5)
+    conv.close()
+    return out
+
+
+def answer(status: bytes, body: bytes) -> bytes:
+    return b"HTTP/1.1 " + status + b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+
+
+def threat_classes() -> tuple[Packets, Any, dict[str, int]]:
+    """The classes added for traffic nobody here wrote: brute force, UDP and DNS floods, slow HTTP,
+    encrypted Heartbleed, desync forms, compression abuse; each beside a benign twin that stays quiet."""
+    out: Packets = []
+    t = T0
+    # ssh_brute_force: 35 short SSH sessions from one source in 35 s; the 31st..35th are over 30 per 60 s
+    # (5). A second client's 10 sessions in the same time are no brute force.
+    for i in range(35):
+        Tcp(out, t + i, C, 42000 + i, S, 22).handshake().send(1, b"SSH-2.0-OpenSSH_9.2\r\n").send(
+            0, b"SSH-2.0-libssh_0.10\r\n"
+        ).close()
+    for i in range(10):
+        Tcp(out, t + i * 3, "198.18.9.2", 42100 + i, S, 22).handshake().close()
+    # http_brute_force: 25 POSTs to /login answered 401 in 12.5 s; the 21st..25th are over 20 per 60 s (5).
+    # The same client's 25 POSTs to /api/notes answered 403 count on their own path (20 at most: none),
+    # and another client's successful logins count nothing.
+    login = http(b"POST", b"/login?next=/", [b"Content-Type: application/x-www-form-urlencoded"], b"u=a&p=x")
+    out += http_answered([(login, answer(b"401 Unauthorized", b"no"))] * 25, 43000, t + 40)
+    notes = http(b"POST", b"/api/notes", [b"Content-Type: application/json"], b"{}")
+    out += http_answered([(notes, answer(b"403 Forbidden", b"read-only"))] * 20, 43001, t + 40)
+    out += http_answered([(login, answer(b"200 OK", b"Welcome back"))] * 25, 43002, t + 40, "198.18.9.2")
+    # udp_flood: 2500 datagrams in 0.5 s, source port counting up (hping3 --udp): each a new flow; flows
+    # 2001..2500 are over 2000 per second from one source (500)
+    for i in range(2500):
+        out.append(udp_pkt(t + 60 + i * 0.0002, "198.18.7.10", 1024 + i, S, 9, b"\x00" * 8))
+    # dns_flood by rate: 1200 queries on one socket (dnsperf-like) in 0.6 s: 1001..1200 over 1000/s (200)
+    for i in range(1200):
+        out.append(
+            udp_pkt(
+                t + 62 + i * 0.0005, "198.18.7.11", 5300, S, 53, dns_query(i, f"w{i % 5}.shop.example", 1)
+            )
+        )
+    # dns_flood by NXDOMAIN share: 150 random names under one domain, each asked on a new port and
+    # answered NXDOMAIN within 10 s: answers 100..150 reach 100 at a share over one half (51). 150
+    # distinct names stay at dns_tunneling's limit (more than 150), and the rate is far below 1000/s.
+    for i in range(150):
+        name = f"{i * 7919 % 100000:05x}q.victim.example"
+        ts = t + 64 + i * 0.05
+        out.append(udp_pkt(ts, "198.18.7.12", 20000 + i, S, 53, dns_query(i, name, 1)))
+        nx = struct.pack("!HHHHHH", i, 0x8183, 1, 0, 0, 0) + dns_name(name) + struct.pack("!HH", 1, 1)
+        out.append(udp_pkt(ts + 0.001, S, 53, "198.18.7.12", 20000 + i, nx))
+    # compression abuse: a pointer forward (dns_pointer_loop), a 64-byte label (dns_overflow)
+    head = struct.pack("!HHHHHH", 9, 0x0100, 1, 0, 0, 0)
+    out.append(udp_pkt(t + 75, C, 5400, S, 53, head + b"\xc0\x12\x00\x01\x00\x01\x03www\x00"))
+    out.append(udp_pkt(t + 75, C, 5401, S, 53, head + b"\x40" + b"a" * 64 + b"\x00\x00\x01\x00\x01"))
+    # http_slowloris: a head started, then silence; the engine's sweep reports it on the capture's clock
+    # once 20 s have passed (1)
+    slow: Packets = []
+    Tcp(slow, t + 80, C, 44000, S, 80).handshake().send(0, b"GET / HTTP/1.1\r\nHost: shop.example\r\n")
+    out += slow
+    # http_slow_body: a complete head promising 4096 bytes, then a byte every 12 s (slowhttptest -B): the
+    # sweep reports it at 30 s (1) and the next byte, at 36 s, fires on the packet path too (1)
+    slow_post: Packets = []
+    conv = Tcp(slow_post, t + 80, C, 44001, S, 80).handshake()
+    conv.send(0, b"POST /upload HTTP/1.1\r\nHost: shop.example\r\nContent-Length: 4096\r\n\r\n")
+    for _ in range(4):
+        conv.wait(12).send(0, b"a")
+    out += slow_post
+    # a benign upload: 64 kB at network speed, answered (no slow body)
+    up: Packets = []
+    Tcp(up, t + 80, "198.18.9.2", 44002, S, 80).handshake().send(
+        0, http(b"POST", b"/upload", [b"Content-Type: application/octet-stream"], b"u" * 65536)
+    ).send(1, answer(b"201 Created", b"")).close()
+    out += up
+    # a clock for the sweeps: keep-alive ticks on another connection until 130 s
+    for i in range(50):
+        out.append(
+            udp_pkt(t + 81 + i, "198.18.9.2", 6100 + i, S, 53, dns_query(900 + i, "www.example.com", 1))
+        )
+    # encrypted Heartbleed: after ChangeCipherSpec both ways, a 61-byte heartbeat answered by a 16408-byte
+    # one (1); a benign session's heartbeat echoes its request's length
+    for cport, reply in ((45000, 16408), (45001, 61)):
+        hb: Packets = []
+        conv = (
+            Tcp(hb, t + 140, C, cport, S, 443)
+            .handshake()
+            .send(0, client_hello())
+            .send(1, server_hello(0x0303) + tls_record(20, b"\x01"))
+        )
+        conv.send(0, tls_record(20, b"\x01") + tls_record(23, b"f" * 40))
+        conv.send(0, tls_record(24, b"\x5a" * 61)).send(1, tls_record(24, b"\xa5" * reply)).close()
+        out += hb
+    # desync: duplicate different Content-Length; a tab before the colon of Transfer-Encoding; an
+    # oversized chunk size (a parser anomaly): 3 http_smuggling; identical repeated lengths stay quiet
+    out += http_exchange(
+        [http(b"POST", b"/a", [b"Content-Length: 2", b"Content-Length: 20"], b"ok")], 46000, t + 150
+    )
+    out += http_exchange(
+        [http(b"POST", b"/b", [b"Transfer-Encoding\t: chunked"], b"2\r\nok\r\n0\r\n\r\n")], 46001, t + 150
+    )
+    out += http_exchange(
+        [http(b"POST", b"/c", [b"Transfer-Encoding: chunked"], b"fffffffff0\r\nok\r\n0\r\n\r\n")],
+        46002,
+        t + 150,
+    )
+    out += http_exchange(
+        [http(b"POST", b"/d", [b"Content-Length: 2", b"Content-Length: 2"], b"ok")], 46003, t + 150
+    )
+    out.sort(key=lambda p: p[0])
+    expected = {"ssh_brute_force": 5, "http_brute_force": 5, "udp_flood": 500, "dns_flood": 200 + 51,
+                "dns_pointer_loop": 1, "dns_overflow": 1, "http_slowloris": 1, "http_slow_body": 2,
+                "heartbleed": 1, "http_smuggling": 3}  # fmt: skip
+    return out, None, expected
+
+
 SCENARIOS: dict[str, Callable[[], tuple[Packets, Any, dict[str, int]]]] = {
     "packet_threats": packet_threats,
     "floods": floods,
@@ -293,6 +412,7 @@ SCENARIOS: dict[str, Callable[[], tuple[Packets, Any, dict[str, int]]]] = {
     "dns_attacks": dns_attacks,
     "tls_ssh_attacks": tls_ssh_attacks,
     "benign": benign,
+    "threat_classes": threat_classes,
 }
 
 

@@ -50,6 +50,9 @@ SERVER_APP_HEADERS: tuple[tuple[bytes, bytes, str], ...] = (
     (b"x-consul-default-acl-policy", b"", "Consul"),
 )
 
+# A chunk size beyond 2 GiB-1 overflows 32-bit parsers (request smuggling, CVE-2013-2028): none is real.
+MAX_CHUNK_SIZE = 0x7FFFFFFF
+
 
 def _prefixes(methods: tuple[bytes, ...]) -> frozenset[bytes]:
     """Every prefix of every "METHOD " token, so a probe on a short head is one set lookup."""
@@ -131,7 +134,7 @@ def parse_headers(block: bytes, max_headers: int) -> tuple[Headers, bool]:
         if len(out) >= max_headers:
             truncated = True
             break
-        out.append((name.strip(), value.strip()))
+        out.append((name, value.strip()))  # the name as sent: `Transfer-Encoding :` is a smuggling form
     return tuple(out), truncated
 
 
@@ -252,6 +255,9 @@ class HttpParser:
                     self._emit(st, events)
                     st.state = _TUNNEL
                     continue
+                if size > MAX_CHUNK_SIZE:  # still parsed: the detectors judge it (request smuggling)
+                    detail = "oversized " + size_text[:32].decode("ascii", "replace")
+                    events.append(ParseAnomaly(A.DPI_HTTP_BAD_CHUNK, self.protocol, detail))
                 if size == 0:
                     st.state = _TRAILERS
                 else:
