@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 LATENCY_BUCKETS_US = (50, 100, 250, 500, 1000, 2500, 5000, 10000, 50000)
 TICK_S = 0.005  # timer resolution for verdict timeouts while packets are out at workers
 WORKER_CONNECT_TIMEOUT_S = 5.0  # longest a starting reader waits for its workers before reporting ready
+FIRST_POLICY_WAIT_S = 2.0  # longest a starting reader waits for its guard's threat settings
 IDLE_TICK_S = 0.1  # tick period with nothing in flight (a new policy generation is noticed within this)
 HOUSEKEEPING_S = 1.0  # flow sweep and event flush period
 EVENTS_PER_MESSAGE = 256  # events per message to the policy process (well inside its bounds)
@@ -114,6 +115,21 @@ class Reader:
         self.supervisor = push_to(self.ctx, M.supervisor_endpoint(run_dir), HEARTBEAT_HWM)
         if self.judge.guard is not None and self.guard_updates is not None:
             self.guard_settings = self.guard_updates(self.counters)
+            self._first_guard_settings()
+
+    def _first_guard_settings(self) -> None:
+        """The policy's threat settings before this reader reports ready (and so before our rules go
+        in): the guard must not count the first traffic with the catalogue's defaults. Bounded; a late
+        compile is counted and the settings then follow at housekeeping."""
+        assert self.guard_settings is not None and self.judge.guard is not None
+        deadline = time.monotonic() + FIRST_POLICY_WAIT_S
+        while time.monotonic() < deadline:
+            threats = self.guard_settings.poll()
+            if threats is not None:
+                self.judge.guard.set_threat_settings(threats)
+                return
+            time.sleep(0.005)
+        self.counters["guard.policy_late"] += 1
 
     def _wait_workers_connected(self, monitors: list[zmq.Socket[bytes]]) -> None:
         """Before this reader reports ready (and so before our rules go in), wait until every worker is

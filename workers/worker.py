@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 POLL_MS = 50  # longest wait for a batch before housekeeping runs
 MAX_PENDING_DNS_NAMES = 4096  # names held between two flushes to the policy process; more are dropped
 EVENT_FLUSH_S = 0.5  # events are sent to the policy process at most this often
+FIRST_POLICY_WAIT_S = 3.0  # longest a starting worker waits for its threat policy (readers wait 5 s for it)
 
 
 _DIRECTION_COUNTER = {Direction.A_TO_B: "packets.a_to_b", Direction.B_TO_A: "packets.b_to_a"}
@@ -222,12 +223,25 @@ class ThreatPolicyUpdates:
     def __init__(self, updates: Updates[Any]) -> None:
         self.compiler = updates
 
-    def poll(self, engine: Engine, tables: PolicyTables) -> None:
+    def poll(self, engine: Engine, tables: PolicyTables) -> bool:
+        """Hand a newly compiled policy to the engine; True if there was one."""
         policy = self.compiler.poll()
         if policy is not None:
             set_policy = getattr(_inner(engine), "set_policy", None)
             if set_policy is not None:
                 set_policy(policy, tables)
+        return policy is not None
+
+    def first(self, engine: Engine, tables: PolicyTables, counters: Counter[str]) -> None:
+        """The policy in force before the worker opens its sockets (readers, and so our rules, wait for
+        them), so that no flow is inspected with the catalogue's defaults. Bounded: a late compile is
+        counted, and the policy then follows between batches."""
+        deadline = time.monotonic() + FIRST_POLICY_WAIT_S
+        while time.monotonic() < deadline:
+            if self.poll(engine, tables):
+                return
+            time.sleep(0.005)
+        counters["threats.policy_late"] += 1
 
     def close(self) -> None:
         self.compiler.close()
@@ -249,6 +263,8 @@ def run_worker(
     if threat_updates is not None:
         worker.threat_policy = ThreatPolicyUpdates(threat_updates(worker.counters))
     worker.tables = tables
+    if worker.threat_policy is not None:
+        worker.threat_policy.first(worker.engine, tables, worker.counters)
     signal.signal(signal.SIGTERM, worker.stop)
     signal.signal(signal.SIGINT, worker.stop)
     worker.open()
