@@ -92,6 +92,9 @@ DPI_PARSER_EXCEPTION = "dpi.parser.exception"
 DPI_PARSER_BUFFER_FULL = "dpi.parser.buffer_full"
 DPI_DETECTOR_EXCEPTION = "dpi.detector.exception"
 DPI_FQDN_EVICTED = "dpi.fqdn.evicted"
+# Inspection windows (workers/dpi/window.py): an allowed flow offloaded after its protocol's window
+DPI_WINDOW_CLOSED = "dpi.window.closed"
+DPI_WINDOW_REQUEST_CAP = "dpi.window.request_cap"  # a request/response flow cut at its cap, not done
 # Parser anomalies (workers/dpi/parsers/*)
 DPI_HTTP_HEAD_TOO_LONG = "dpi.http.head_too_long"
 DPI_HTTP_BAD_CHUNK = "dpi.http.bad_chunk"

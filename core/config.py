@@ -53,9 +53,10 @@ class WorkersConfig:
         250, "a packet whose worker verdict takes longer gets the verdict_timeout action"
     )
     inspect: str = setting(
-        "app",
-        "which flows workers see: app (only flows whose rule needs the application), "
-        "new (every new flow until a worker finalizes it), all (every packet, no offload)",
+        "new",
+        "which flows workers see: new (default: every new flow, until its protocol's inspection window "
+        "closes), app (L4 only: just flows whose rule names an application), all (every packet, no "
+        "offload; labs)",
     )
     payload_pattern: str = setting("", "hex bytes: a packet whose payload contains them is blocked (lab check of "
                               "the worker path until the DPI rules arrive); empty disables")  # fmt: skip

@@ -4,7 +4,8 @@ The reader shell (`pipeline/reader.py`) owns the queue, the ZeroMQ sockets and t
 replay` owns a capture and its timestamps. Both hand packets to this core and carry out its answers:
 
 - `admit(payload, now)`: the judge's act for a packet (a judging bug costs the packet its inspection:
-  the malformed-packet action applies);
+  the malformed-packet action applies); PASS_LEARN (a payload-less TCP packet of an inspected flow) is
+  let through at once and still handed to the flow's worker, which learns from it and does not answer;
 - `hold(ref, packet, meta, flow, now)`: an INSPECT packet waits for its worker (the worker's index), or
   the memory-cap action applies when the in-flight table is full;
 - `answer(ref, verdict)`: a worker's verdict back through the judge (a final one settles the flow);
@@ -61,6 +62,7 @@ class ReaderCore(Generic[P]):
         n = config.netfilter
         self.bits = {
             Act.PASS: n.pass_mark,
+            Act.PASS_LEARN: n.pass_mark,
             Act.ALLOW: n.accept_mark,
             Act.BLOCK: n.drop_mark,
             Act.RESET: n.drop_mark,
