@@ -273,6 +273,8 @@ class Judge:
         if flow is not None:
             if act is Act.ALLOW:
                 flow.state = FlowState.ALLOWED
+                if flow.watch:
+                    return Act.PASS  # allowed, but the guard still follows it in user space
             elif act is Act.BLOCK or act is Act.RESET:
                 flow.state = FlowState.BLOCKED
         return act
