@@ -30,6 +30,7 @@ FLOW_EXPIRED = "flow.expired"
 QUEUE_MSG_MALFORMED = "queue.msg_malformed"
 QUEUE_RECV_OVERRUN = "queue.recv_overrun"
 READER_INFLIGHT_FULL = "reader.inflight_full"
+READER_TRUNCATED = "reader.truncated"  # a packet of an inspected flow cut short by the queue's copy range
 READER_JUDGE_ERROR = "reader.judge_error"  # an exception while judging a packet (a bug; logged once)
 WORKER_VERDICT_TIMEOUT = "worker.verdict_timeout"
 WORKER_UNKNOWN_REF = "worker.unknown_ref"

@@ -89,6 +89,7 @@ class Reader:
     def open(self) -> None:
         q = self.config.queues
         self.nfq = NfQueue(
+            # room for several whole packets per read (a GSO super-packet is up to 64 KiB)
             self.queue_num, recv_buffer=max(256 * 1024, q.copy_range * 4), socket_buffer=q.socket_buffer
         )
         self.nfq.bind(q.copy_range, q.max_len, fail_open=self.config.failure.queue_full != DROP, gso=q.gso)
@@ -155,6 +156,8 @@ class Reader:
         decided: list[tuple[int, int, int | None]] = []
         for qp in packets:
             act, meta, flow = admit(qp.payload, now)
+            if act is Act.INSPECT and qp.cap_len > len(qp.payload):
+                act = self.core.cut_short()
             if act is Act.INSPECT:
                 act = self._to_worker(qp, meta, flow, now)
                 if act is Act.INSPECT:

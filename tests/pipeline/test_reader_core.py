@@ -14,7 +14,6 @@ from pipeline.reader_core import OFFLOADING, ReaderCore
 from policy.tables import load_policy_tables
 from tests.pipeline.packets import tcp4
 
-
 # A request (ACK|PSH with payload): an inspected flow's payload waits for its worker (payload-less
 # packets do not).
 GET = b"GET / HTTP/1.1\r\n"
@@ -81,3 +80,10 @@ def test_a_judging_bug_costs_the_packet_the_malformed_action(monkeypatch: pytest
     act, meta, flow = c.admit(tcp4(flags=0x18, data=GET), 0.0)
     assert act is Act.DROP and flow is None and meta.dport == 80
     assert c.counters[A.READER_JUDGE_ERROR] == 1
+
+
+def test_a_packet_cut_short_takes_the_truncated_action_counted() -> None:
+    c = core()
+    assert c.cut_short() is Act.DROP and c.counters[A.READER_TRUNCATED] == 1  # the default: drop
+    c = core(failure={"truncated": "pass"})
+    assert c.cut_short() is Act.PASS and c.counters[A.READER_TRUNCATED] == 1
