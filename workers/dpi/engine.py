@@ -175,6 +175,8 @@ class DpiEngine(ParserSession, Decisions):
                     flow.rst = True
                 if flags & TCP_FIN:
                     flow.fin |= 1 << side
+            if ctx.verdict is WorkerVerdict.PASS and ctx.decided:
+                self._close_window(flow)
             return ctx.verdict, ctx.rule_id
         for hook in self._packet_hook_calls:
             try:
@@ -189,13 +191,8 @@ class DpiEngine(ParserSession, Decisions):
         if data and flow.inspect:
             self._feed(flow, side, data, now, datagram=not flow.tcp)
         if ctx.decided:
-            if ctx.verdict is WorkerVerdict.PASS and ctx.decision == "allow":
-                # Allowed and still inspected for threats and sensors: until its protocol's window closes.
-                closed = window_closed(flow, self.s)
-                if closed is not None:
-                    self.count(closed)
-                    ctx.verdict = WorkerVerdict.ALLOW_FLOW
-                    flow.inspect = False
+            if ctx.verdict is WorkerVerdict.PASS:
+                self._close_window(flow)
             if flow.client_stream is not None and not self._wants_more(flow):
                 self._release(flow)
         elif flow.payload_bytes > self.s.identify_bytes or flow.payload_packets > self.s.identify_packets:
@@ -310,6 +307,18 @@ class DpiEngine(ParserSession, Decisions):
                 )
             return b""
         return data
+
+    def _close_window(self, flow: DpiFlow) -> None:
+        """An allowed flow still inspected for threats and sensors (PASS) is offloaded (ALLOW_FLOW) once
+        its protocol's inspection window closes (`workers.dpi.window`)."""
+        ctx = flow.ctx
+        if ctx.decision != "allow":
+            return
+        closed = window_closed(flow, self.s)
+        if closed is not None:
+            self.count(closed)
+            ctx.verdict = WorkerVerdict.ALLOW_FLOW
+            flow.inspect = False
 
     def _wants_more(self, flow: DpiFlow) -> bool:
         """Does anyone still need this flow's parser events? Detectors, an event observer (replay), or

@@ -10,7 +10,7 @@ checking, and no longer: every byte inspected is a byte through a reader and a w
 | TLS/SSL | after `tls_window_bytes` | the handshake (versions, SSLv2) and the early heartbeats; the rest is encrypted |
 | SSH | once both identification strings were seen, or `ssh_window_bytes` | the banners are all there is to check |
 | DNS | after `request_window_requests` messages or `request_window_bytes` | each query and answer (tunnels, zone transfers, FQDN learning) |
-| anything else, or not identified | after `unknown_window_bytes` | the first bytes (SSLv2 hellos, sensors on the opening bytes) |
+| anything else, not identified, or parsing ended (a gap) | after `unknown_window_bytes` | the first bytes (SSLv2 hellos, sensors on the opening bytes) |
 
 Exceeding a request cap is counted (`dpi.window.request_cap`): those flows were cut short, not done.
 """
@@ -37,6 +37,10 @@ def window_closed(flow: DpiFlow, s: DpiSettings) -> str | None:
     """None while the flow's window is open; else the counter naming how it closed."""
     app = flow.ctx.app
     size = flow.payload_bytes
+    if not flow.inspect:
+        # Parsing ended (no parser wanted the bytes, or a stream gap): only packet hooks still look, at
+        # the opening bytes as for an unknown protocol.
+        return A.DPI_WINDOW_CLOSED if size > s.unknown_window_bytes else None
     if app in REQUEST_APPS:
         if flow.requests > s.request_window_requests or size > s.request_window_bytes:
             return A.DPI_WINDOW_REQUEST_CAP
