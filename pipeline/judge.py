@@ -202,8 +202,10 @@ class Judge:
         return None
 
     def _state(self, decision: Decision, new: bool) -> FlowState:
-        if self.inspect_mode == "all" or not decision.final or (new and self.inspect_mode == "new"):
+        if self.inspect_mode == "all" or not decision.final:
             return FlowState.INSPECT
+        if new and self.inspect_mode == "new" and decision.action is Action.ALLOW:
+            return FlowState.INSPECT  # protection on by default: an allowed flow is inspected first
         return FlowState.ALLOWED if decision.action is Action.ALLOW else FlowState.BLOCKED
 
     def _settle(
