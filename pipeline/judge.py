@@ -136,13 +136,20 @@ class Judge:
                     flow.watch = True
                 elif meta.icmp_type == ICMP_ECHO_REQUEST[meta.family] and guard.watches_echo(decision):
                     flow.watch = True
-        elif flow.generation != generation and flow.state is not FlowState.INSPECT:
+        elif flow.generation != generation:
             if direction == flow.client_dir:
                 client, cport, server, port = meta.src, meta.sport, meta.dst, meta.dport
             else:
                 client, cport, server, port = meta.dst, meta.dport, meta.src, meta.sport
             decision = self.tables.decide(meta.family, client, server, meta.proto, port)
-            self._settle(flow, decision, self._state(decision, new=False), meta, client, cport, server, port)
+            if flow.state is not FlowState.INSPECT:
+                self._settle(flow, decision, self._state(decision, new=False), meta, client, cport, server, port)
+            elif decision.final and decision.action is Action.DENY:
+                # A flow still at its worker (inspected by default, or waiting for its application) that
+                # the new policy denies at L3/L4: cut now, not when its worker would have finished.
+                self._settle(flow, decision, FlowState.BLOCKED, meta, client, cport, server, port)
+            else:
+                flow.generation = decision.generation  # the worker keeps deciding it
         elif flow.watch and self.guard is not None and flow.state is not FlowState.BLOCKED:
             act = self._watched(flow, meta, key, direction, now + self.wall_offset)
             if act is not None:

@@ -176,3 +176,13 @@ def test_revalidation_finds_offloaded_flows_whose_fate_changed() -> None:
         2000 + p for p in range(10)
     }
     assert all(family == 4 for _, _, family in first)
+
+
+def test_a_new_generation_that_denies_an_inspected_flow_cuts_it_at_its_next_packet() -> None:
+    tables = Switchable()
+    j = Judge(config_from_dict({"workers": {"inspect": "new"}}, {}).reader(), tables, 1, "n")  # type: ignore[arg-type]
+    assert j.judge(tcp4(dport=80, flags=ACK, data=b"GET"), 0.0)[0] is Act.INSPECT
+    tables.gen = 2  # still allowed: the worker keeps deciding
+    assert j.judge(tcp4(dport=80, flags=ACK, data=b"GET"), 0.1)[0] is Act.INSPECT
+    tables.gen, tables.action = 3, Action.DENY
+    assert j.judge(tcp4(dport=80, flags=ACK), 0.2)[0] is Act.RESET
