@@ -12,7 +12,8 @@ rule), so the default configuration inspects by default and `inspect = "app"` is
 Each rep runs, in this order, the baseline (no enforcer, conntrack on as on any Kubernetes node), then
 the enforcer in each mode of `--modes`; figures are medians over the reps, printed beside the baseline
 they are divided by. `all` (every packet through a reader and a worker) runs the UDP test only: its
-figure is packets/s per reader+worker pair. For each enforced run: reader and worker CPU (cores, from
+figure is the packets/s the readers judged (a full queue passes the rest unjudged: delivered is not
+judged), against the goal of 120k per reader+worker pair. For each enforced run: reader and worker CPU (cores, from
 psutil) and the readers' worker-verdict latency histogram (inspected packets: reader → worker →
 verdict), read from `/metrics`, summed over the reps. The machine's other load is not controlled: on a
 shared machine absolute figures are noisy, and even the ratios move.
@@ -125,16 +126,21 @@ class Probe:
         self.e = e
         self.before = self._snap()
 
-    def _cpu(self) -> dict[str, float]:
+    def _cpu(self) -> tuple[dict[str, float], int]:
+        """CPU seconds per child, and the packets the readers judged (a full queue passes the rest
+        unjudged: `queues` fail-open, so delivered is not judged)."""
         assert self.e is not None
         cpu: dict[str, float] = {}
+        judged = 0
         for c in self.e.status().get("children", []):
+            if c.get("name", "").startswith("reader"):
+                judged += c.get("counters", {}).get("packets", 0)
             try:
                 t = psutil.Process(c["pid"]).cpu_times()
                 cpu[c["name"]] = t.user + t.system
             except (psutil.Error, TypeError, KeyError):
                 pass
-        return cpu
+        return cpu, judged
 
     def _latency(self) -> dict[str, int]:
         """Cumulative bucket counts summed over readers, from /metrics."""
@@ -153,7 +159,10 @@ class Probe:
         return buckets
 
     def _snap(self) -> dict[str, Any]:
-        return {"cpu": self._cpu(), "latency": self._latency()} if self.e is not None else {}
+        if self.e is None:
+            return {}
+        cpu, judged = self._cpu()
+        return {"cpu": cpu, "judged": judged, "latency": self._latency()}
 
     def delta(self, seconds: float) -> dict[str, Any]:
         if self.e is None:
@@ -167,8 +176,9 @@ class Probe:
             v - self.before["cpu"].get(k, 0.0) for k, v in after["cpu"].items() if k.startswith("worker")
         )
         latency = {le: n - self.before["latency"].get(le, 0) for le, n in after["latency"].items()}
+        judged_pps = round((after["judged"] - self.before["judged"]) / seconds)
         return {"reader_cpu": round(reader / seconds, 2), "worker_cpu": round(worker / seconds, 2),
-                "latency": latency}  # fmt: skip
+                "latency": latency, "judged_pps": judged_pps}  # fmt: skip
 
 
 def run_all(lab: Lab, e: LabEnforcer | None, rrgen: str, tests: list[str], seconds: float) -> dict[str, Any]:
@@ -202,6 +212,7 @@ def summarize(runs: dict[str, list[dict[str, Any]]], modes: list[str]) -> dict[s
             cell: dict[str, Any] = {"value": value, "ratio": round(value / base, 3) if base else None,
                                     "reader_cpu": median([r["reader_cpu"] for r in rs]),
                                     "worker_cpu": median([r["worker_cpu"] for r in rs])}  # fmt: skip
+            cell["judged_pps"] = median([r["judged_pps"] for r in rs])
             target = TARGETS.get(mode, {}).get(test)
             if target is not None:
                 cell["target_ratio"] = target
@@ -247,7 +258,7 @@ def print_report(report: dict[str, Any], modes: list[str]) -> None:
                 line += f", added p50 {cell['added_p50_us']} µs"
                 if "target_added_p50_us" in cell:
                     line += f" (target ≤{cell['target_added_p50_us']})"
-            line += f"  cpu reader {cell['reader_cpu']} worker {cell['worker_cpu']}"
+            line += f"  cpu reader {cell['reader_cpu']} worker {cell['worker_cpu']}, judged {cell['judged_pps']} pkt/s"
             print(line)
     print(
         "\nworker-verdict latency of inspected packets (reader → worker → verdict), cumulative counts, all reps:"
