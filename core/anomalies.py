@@ -30,6 +30,7 @@ FLOW_EXPIRED = "flow.expired"
 QUEUE_MSG_MALFORMED = "queue.msg_malformed"
 QUEUE_RECV_OVERRUN = "queue.recv_overrun"
 READER_INFLIGHT_FULL = "reader.inflight_full"
+READER_TRUNCATED = "reader.truncated"  # a packet of an inspected flow cut short by the queue's copy range
 READER_JUDGE_ERROR = "reader.judge_error"  # an exception while judging a packet (a bug; logged once)
 WORKER_VERDICT_TIMEOUT = "worker.verdict_timeout"
 WORKER_UNKNOWN_REF = "worker.unknown_ref"
@@ -92,6 +93,9 @@ DPI_PARSER_EXCEPTION = "dpi.parser.exception"
 DPI_PARSER_BUFFER_FULL = "dpi.parser.buffer_full"
 DPI_DETECTOR_EXCEPTION = "dpi.detector.exception"
 DPI_FQDN_EVICTED = "dpi.fqdn.evicted"
+# Inspection windows (workers/dpi/window.py): an allowed flow offloaded after its protocol's window
+DPI_WINDOW_CLOSED = "dpi.window.closed"
+DPI_WINDOW_REQUEST_CAP = "dpi.window.request_cap"  # a request/response flow cut at its cap, not done
 # Parser anomalies (workers/dpi/parsers/*)
 DPI_HTTP_HEAD_TOO_LONG = "dpi.http.head_too_long"
 DPI_HTTP_BAD_CHUNK = "dpi.http.bad_chunk"

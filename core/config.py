@@ -36,8 +36,9 @@ class QueuesConfig:
         (), "CPU of each reader, in order; empty spreads them over the top-level cpus"
     )
     max_len: int = setting(8192, "packets the kernel may hold per queue awaiting a verdict")
-    copy_range: int = setting(3800, "bytes of each packet copied to user space: DPI sees at most this much of a "
-                         "packet (a GSO super-packet is cut here too)")  # fmt: skip
+    copy_range: int = setting(65535, "bytes of each packet copied to user space: whole packets, GSO "
+                              "super-packets included (a packet of an inspected flow cut shorter takes "
+                              "failure.truncated)")  # fmt: skip
     gso: bool = setting(True, "let the kernel queue GSO super-packets whole instead of segmenting them")
     socket_buffer: int = setting(8 << 20, "netlink receive buffer per queue in bytes")
     recv_batch: int = setting(128, "packets a reader takes from its queue before it sends verdicts")
@@ -53,9 +54,10 @@ class WorkersConfig:
         250, "a packet whose worker verdict takes longer gets the verdict_timeout action"
     )
     inspect: str = setting(
-        "app",
-        "which flows workers see: app (only flows whose rule needs the application), "
-        "new (every new flow until a worker finalizes it), all (every packet, no offload)",
+        "new",
+        "which flows workers see: new (default: every new flow, until its protocol's inspection window "
+        "closes), app (L4 only: just flows whose rule names an application), all (every packet, no "
+        "offload; labs)",
     )
     payload_pattern: str = setting("", "hex bytes: a packet whose payload contains them is blocked (lab check of "
                               "the worker path until the DPI rules arrive); empty disables")  # fmt: skip
@@ -99,6 +101,9 @@ class FailureConfig:
     memory_cap: str = setting(PASS, "a reader's in-flight or flow table is full: pass or drop")
     malformed: str = setting(DROP, "a packet whose headers cannot be decoded: pass or drop")
     no_policy: str = setting(PASS, "no policy has been published yet: pass or drop")
+    truncated: str = setting(DROP, "a packet of an inspected flow reached us cut short (longer than "
+                             "queues.copy_range): drop (the sender retransmits) or pass (the flow's DPI "
+                             "stops at the gap)")  # fmt: skip
     budget_spent: str = setting(PASS, "restart budget spent, the enforcer exits: pass = remove our rules, "
                            "drop = leave the queue rule in place without bypass")  # fmt: skip
 

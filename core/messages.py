@@ -21,13 +21,18 @@ import msgpack
 
 from core import anomalies as A
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: INSPECT items carry a flags field (NO_VERDICT)
+POLICY_INPUT_VERSION = 1  # the policy inputs (`core.policy_input`) share the envelope, at their own version
 
 # Bounds applied while unpacking, so a hostile or corrupt frame cannot make us allocate much.
 MAX_MESSAGE_BYTES = 16 << 20
 MAX_BATCH_ITEMS = 4096
 MAX_PACKET_BYTES = 65535 + 64
 MAX_EVENTS_PER_BATCH = 4096
+
+# INSPECT item flags.
+NO_VERDICT = 1  # the reader already let the packet through (no payload): the worker learns, never answers
+ITEM_FLAGS = NO_VERDICT  # every flag bit defined; any other bit makes the item malformed
 
 
 class MessageType(enum.IntEnum):
@@ -46,10 +51,12 @@ class MessageError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Inspect:
-    """Packets of flows owned by `reader` for one worker; `items` are (ref, IP packet bytes)."""
+    """Packets of flows owned by `reader` for one worker; `items` are (ref, IP packet bytes, flags):
+    flags `NO_VERDICT` marks a packet the reader has already let through (it carries no payload, so no
+    verdict could change), sent for the worker's stream state (sequence numbers, handshake, close)."""
 
     reader: int
-    items: list[tuple[int, bytes]]
+    items: list[tuple[int, bytes, int]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,9 +112,9 @@ def encode(msg: Message) -> bytes:
     return msgpack.packb(body, use_bin_type=True)
 
 
-def envelope(frame: bytes, min_len: int, **limits: int) -> list[Any]:
+def envelope(frame: bytes, min_len: int, version: int = SCHEMA_VERSION, **limits: int) -> list[Any]:
     """The body array of a node-internal frame (messages and policy inputs): size-checked, unpacked
-    within `limits`, at our schema version. Raises MessageError naming what was wrong."""
+    within `limits`, at `version`. Raises MessageError naming what was wrong."""
     if len(frame) > MAX_MESSAGE_BYTES:
         raise MessageError(A.MESSAGE_MALFORMED, f"{len(frame)} bytes is over the {MAX_MESSAGE_BYTES} limit")
     try:
@@ -116,8 +123,8 @@ def envelope(frame: bytes, min_len: int, **limits: int) -> list[Any]:
         raise MessageError(A.MESSAGE_MALFORMED, f"not msgpack: {exc}") from None
     if not isinstance(body, list) or len(body) < min_len:
         raise MessageError(A.MESSAGE_MALFORMED, "not a message array")
-    if body[0] != SCHEMA_VERSION:
-        raise MessageError(A.MESSAGE_BAD_VERSION, f"schema version {body[0]!r}, expected {SCHEMA_VERSION}")
+    if body[0] != version:
+        raise MessageError(A.MESSAGE_BAD_VERSION, f"schema version {body[0]!r}, expected {version}")
     return body
 
 
@@ -147,10 +154,12 @@ def int_field(v: Any) -> int:
 def _decode_inspect(body: list[Any]) -> Inspect:
     _, _, reader, items = body
     out = []
-    for ref, packet in items:
+    for ref, packet, flags in items:
         if type(packet) is not bytes:
             raise TypeError("packet is not bytes")
-        out.append((int_field(ref), packet))
+        if int_field(flags) & ~ITEM_FLAGS:
+            raise ValueError(f"unknown item flags {flags:#x}")
+        out.append((int_field(ref), packet, flags))
     return Inspect(int_field(reader), out)
 
 

@@ -16,7 +16,8 @@ from typing import Any
 import msgpack
 
 from core import anomalies as A
-from core.messages import SCHEMA_VERSION, MessageError, envelope, int_field
+from core.messages import POLICY_INPUT_VERSION as SCHEMA_VERSION
+from core.messages import MessageError, envelope, int_field
 
 MAX_POLICY_INPUT_ITEMS = 4096
 MAX_ADDRESSES_PER_ITEM = 64
@@ -73,7 +74,7 @@ def _addresses(value: Any) -> list[bytes]:
 def decode_policy_input(frame: bytes) -> PolicyInput:
     """Decode a policy-input frame; raises only MessageError."""
     body = envelope(
-        frame, 4,
+        frame, 4, SCHEMA_VERSION,
         max_bin_len=16, max_str_len=1024, max_array_len=MAX_POLICY_INPUT_ITEMS, max_map_len=256, max_ext_len=0,
     )  # fmt: skip
     try:

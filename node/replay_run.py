@@ -36,7 +36,8 @@ NODE = "replay"
 SEED = 0x5EED  # the flow hash seed (live: random per start); fixed so that replays repeat exactly
 MAX_WAITING = 65536  # ended connections waiting for their worker's report; beyond it, written without the app
 
-_ACT_NAMES = {act: act.name.lower() for act in Act}
+# A payload-less packet the reader lets through while its worker learns from it is, on the wire, a pass.
+_ACT_NAMES = {act: act.name.lower() for act in Act} | {Act.PASS_LEARN: "pass"}
 
 
 class Sink(Protocol):
@@ -139,6 +140,12 @@ class NodeReplay:
                         conn.worker, conn.to_worker = worker, True
                         if rule:
                             conn.worker_rule = rule
+            elif act is Act.PASS_LEARN:
+                # As the live reader: verdicted here, and the worker sees the packet without answering.
+                worker = flow.worker if flow is not None else 0
+                self._inspect(worker, ip, meta, now)
+                if conn is not None:
+                    conn.worker, conn.to_worker = worker, True
             bit = verdict_bits(act)
             if conn is not None:
                 if flow is not None:

@@ -22,6 +22,7 @@ from core.packet import (
     TCP_FIN,
     TCP_RST,
     TCP_SYN,
+    Fragment,
     PacketMeta,
     decode,
 )
@@ -38,6 +39,9 @@ class Act(enum.IntEnum):
     BLOCK = 3  # drop it and every later packet of the connection in the kernel (final)
     RESET = 4  # BLOCK, and reset a TCP connection both ways
     INSPECT = 5  # send the packet to the flow's worker and wait for its verdict
+    # Let it through now and send it to the flow's worker without waiting (a TCP packet of an inspected
+    # flow with no payload: no verdict of the worker could change, but its stream state needs the packet).
+    PASS_LEARN = 6
 
 
 # The reader's act for each WorkerVerdict value, indexed by the value (faster than building the enum).
@@ -50,6 +54,13 @@ _FROM_WORKER = tuple(
         WorkerVerdict.RESET_FLOW: Act.RESET,
     }[v]
     for v in sorted(WorkerVerdict)
+)
+
+# The TCP flag sets of an ordinary packet without payload (SYN, SYN/ACK, bare ACK, FIN, RST; PSH, URG,
+# ECE and CWR aside). Any other set (SYN/FIN, none, …) is a bad packet the worker's threats may act on.
+_CONTROL_FLAGS = TCP_SYN | TCP_ACK | TCP_FIN | TCP_RST
+_PLAIN_NO_PAYLOAD = frozenset(
+    (TCP_SYN, TCP_SYN | TCP_ACK, TCP_ACK, TCP_FIN | TCP_ACK, TCP_RST, TCP_RST | TCP_ACK)
 )
 
 _NEW_FLOW_COUNTER = {1: "flow.new.icmp", 6: "flow.new.tcp", 17: "flow.new.udp", 58: "flow.new.icmpv6"}
@@ -132,13 +143,20 @@ class Judge:
                     flow.watch = True
                 elif meta.icmp_type == ICMP_ECHO_REQUEST[meta.family] and guard.watches_echo(decision):
                     flow.watch = True
-        elif flow.generation != generation and flow.state is not FlowState.INSPECT:
+        elif flow.generation != generation:
             if direction == flow.client_dir:
                 client, cport, server, port = meta.src, meta.sport, meta.dst, meta.dport
             else:
                 client, cport, server, port = meta.dst, meta.dport, meta.src, meta.sport
             decision = self.tables.decide(meta.family, client, server, meta.proto, port)
-            self._settle(flow, decision, self._state(decision, new=False), meta, client, cport, server, port)
+            if flow.state is not FlowState.INSPECT:
+                self._settle(flow, decision, self._state(decision, new=False), meta, client, cport, server, port)
+            elif decision.final and decision.action is Action.DENY:
+                # A flow still at its worker (inspected by default, or waiting for its application) that
+                # the new policy denies at L3/L4: cut now, not when its worker would have finished.
+                self._settle(flow, decision, FlowState.BLOCKED, meta, client, cport, server, port)
+            else:
+                flow.generation = decision.generation  # the worker keeps deciding it
         elif flow.watch and self.guard is not None and flow.state is not FlowState.BLOCKED:
             act = self._watched(flow, meta, key, direction, now + self.wall_offset)
             if act is not None:
@@ -154,7 +172,20 @@ class Judge:
             return (Act.PASS if flow.watch else Act.ALLOW), meta, key, flow
         if state is FlowState.BLOCKED:
             return (Act.RESET if self.config.netfilter.reject_tcp else Act.BLOCK), meta, key, flow
+        if self._no_payload(meta, payload):
+            return Act.PASS_LEARN, meta, key, flow
         return Act.INSPECT, meta, key, flow
+
+    def _no_payload(self, meta: PacketMeta, packet: bytes) -> bool:
+        """A TCP packet without payload and with ordinary flags, outside the capacity-test mode: the
+        worker could only answer PASS for it (or a block that then lands on the flow's next payload
+        packet), so it need not wait for the worker."""
+        if meta.proto != IPPROTO_TCP or self.inspect_mode == "all" or meta.fragment is not Fragment.NONE:
+            return False
+        # The IP header's length (link padding in a capture is no payload); the bytes held if it says none.
+        if (meta.ip_len or len(packet)) > meta.payload_offset:
+            return False
+        return meta.tcp_flags & _CONTROL_FLAGS in _PLAIN_NO_PAYLOAD
 
     def _watched(
         self, flow: Flow, meta: PacketMeta, key: FlowKey, direction: Direction, now: float
@@ -185,8 +216,10 @@ class Judge:
         return None
 
     def _state(self, decision: Decision, new: bool) -> FlowState:
-        if self.inspect_mode == "all" or not decision.final or (new and self.inspect_mode == "new"):
+        if self.inspect_mode == "all" or not decision.final:
             return FlowState.INSPECT
+        if new and self.inspect_mode == "new" and decision.action is Action.ALLOW:
+            return FlowState.INSPECT  # protection on by default: an allowed flow is inspected first
         return FlowState.ALLOWED if decision.action is Action.ALLOW else FlowState.BLOCKED
 
     def _settle(
@@ -256,6 +289,8 @@ class Judge:
         if flow is not None:
             if act is Act.ALLOW:
                 flow.state = FlowState.ALLOWED
+                if flow.watch:
+                    return Act.PASS  # allowed, but the guard still follows it in user space
             elif act is Act.BLOCK or act is Act.RESET:
                 flow.state = FlowState.BLOCKED
         return act

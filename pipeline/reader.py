@@ -73,7 +73,7 @@ class Reader:
         self.batch_size = config.workers.batch_size
         self.recv_batch = config.queues.recv_batch
         self.inflight = self.core.inflight
-        self.batches: list[list[tuple[int, bytes]]] = [[] for _ in range(config.workers.count)]
+        self.batches: list[list[tuple[int, bytes, int]]] = [[] for _ in range(config.workers.count)]
         self.counters: Counter[str] = self.core.counters
         self.guard_updates = guard_updates
         self.guard_settings: Updates[GroupThreatSettings] | None = None  # set by open()
@@ -90,6 +90,7 @@ class Reader:
     def open(self) -> None:
         q = self.config.queues
         self.nfq = NfQueue(
+            # room for several whole packets per read (a GSO super-packet is up to 64 KiB)
             self.queue_num, recv_buffer=max(256 * 1024, q.copy_range * 4), socket_buffer=q.socket_buffer
         )
         self.nfq.bind(q.copy_range, q.max_len, fail_open=self.config.failure.queue_full != DROP, gso=q.gso)
@@ -171,10 +172,14 @@ class Reader:
         decided: list[tuple[int, int, int | None]] = []
         for qp in packets:
             act, meta, flow = admit(qp.payload, now)
+            if act is Act.INSPECT and qp.cap_len > len(qp.payload):
+                act = self.core.cut_short()
             if act is Act.INSPECT:
                 act = self._to_worker(qp, meta, flow, now)
                 if act is Act.INSPECT:
                     continue
+            elif act is Act.PASS_LEARN:
+                self._tell_worker(qp, flow, now)
             decided.append(self._kernel_verdict(act, qp, meta))
         for w, batch in enumerate(self.batches):
             if batch:
@@ -193,10 +198,18 @@ class Reader:
         if worker is None:
             return self.core.memory_cap_act
         batch = self.batches[worker]
-        batch.append((qp.packet_id, qp.payload))
+        batch.append((qp.packet_id, qp.payload, 0))
         if len(batch) >= self.batch_size:
             self._send_batch(worker, now)
         return Act.INSPECT
+
+    def _tell_worker(self, qp: QueuedPacket, flow: Flow | None, now: float) -> None:
+        """A packet already let through goes to its worker in the same batches, in order, unanswered."""
+        worker = flow.worker if flow is not None else 0
+        batch = self.batches[worker]
+        batch.append((qp.packet_id, qp.payload, M.NO_VERDICT))
+        if len(batch) >= self.batch_size:
+            self._send_batch(worker, now)
 
     def _send_batch(self, worker: int, now: float) -> None:
         batch = self.batches[worker]
@@ -207,7 +220,9 @@ class Reader:
         except zmq.Again:
             # The worker is not connected (dead or restarting) or its inbox is full: exception policy.
             self.counters["worker.unavailable"] += len(batch)
-            for ref, _ in batch:
+            for ref, _, flags in batch:
+                if flags & M.NO_VERDICT:
+                    continue  # already let through: only the worker's stream state misses it
                 entry = self.core.unsent(ref)
                 if entry is not None:
                     self.nfq.verdict(

@@ -4,7 +4,10 @@ The reader shell (`pipeline/reader.py`) owns the queue, the ZeroMQ sockets and t
 replay` owns a capture and its timestamps. Both hand packets to this core and carry out its answers:
 
 - `admit(payload, now)`: the judge's act for a packet (a judging bug costs the packet its inspection:
-  the malformed-packet action applies);
+  the malformed-packet action applies); PASS_LEARN (a payload-less TCP packet of an inspected flow) is
+  let through at once and still handed to the flow's worker, which learns from it and does not answer;
+- `cut_short()`: an INSPECT packet the queue copied only in part (its real length from NFQA_CAP_LEN)
+  takes the `truncated` failure action, counted;
 - `hold(ref, packet, meta, flow, now)`: an INSPECT packet waits for its worker (the worker's index), or
   the memory-cap action applies when the in-flight table is full;
 - `answer(ref, verdict)`: a worker's verdict back through the judge (a final one settles the flow);
@@ -54,6 +57,7 @@ class ReaderCore(Generic[P]):
         self.timeout_act = Act.DROP if f.verdict_timeout == DROP else Act.PASS
         self.worker_down_act = Act.DROP if f.worker_down == DROP else Act.PASS
         self.memory_cap_act = Act.DROP if f.memory_cap == DROP else Act.PASS
+        self.truncated_act = Act.DROP if f.truncated == DROP else Act.PASS
         self.timeout_s = config.workers.verdict_timeout_ms / 1000.0
         self.inflight_max = config.workers.inflight_max
         self.inflight: dict[int, Pending[P]] = {}
@@ -61,6 +65,7 @@ class ReaderCore(Generic[P]):
         n = config.netfilter
         self.bits = {
             Act.PASS: n.pass_mark,
+            Act.PASS_LEARN: n.pass_mark,
             Act.ALLOW: n.accept_mark,
             Act.BLOCK: n.drop_mark,
             Act.RESET: n.drop_mark,
@@ -76,6 +81,13 @@ class ReaderCore(Generic[P]):
                 log.exception("judging a packet failed; the malformed-packet action applies")
             return self.judge.malformed_act, decode(payload), None
         return act, meta, flow
+
+    def cut_short(self) -> Act:
+        """A packet its worker would inspect reached us shorter than it is (the queue's copy range): the
+        DPI must never skip its missing bytes silently. Counted; `truncated_act` applies (drop: the sender
+        retransmits it, in segments that fit; pass: the flow's reassembly sees a gap and stops)."""
+        self.counters[A.READER_TRUNCATED] += 1
+        return self.truncated_act
 
     def hold(self, ref: int, packet: P, meta: PacketMeta, flow: Flow | None, now: float) -> int | None:
         """Keep a packet until its worker answers: the worker's index, or None when the in-flight table is

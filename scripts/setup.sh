@@ -5,9 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # The attack and client tools (hping3, nmap, tcpdump, curl, dig; dropbear, sshpass and hydra for brute
-# force, slowhttptest for slow HTTP; ab from apache2-utils for benign load) are for the live threat tests.
+# force, slowhttptest for slow HTTP; ab from apache2-utils for benign load) are for the live threat tests;
+# ethtool turns GRO/GSO on in a lab's veths; iperf3 is a compiled load generator of scripts/loadtest.py.
 APT_PACKAGES=(python3 python3-venv python3-dev gcc libc6-dev iptables iproute2 iputils-ping procps kmod
-  hping3 nmap tcpdump curl bind9-dnsutils apache2-utils dropbear-bin sshpass slowhttptest hydra)
+  hping3 nmap tcpdump curl bind9-dnsutils apache2-utils dropbear-bin sshpass slowhttptest hydra ethtool iperf3)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -28,4 +29,9 @@ if [ ! -f "$stamp" ]; then
   .venv/bin/pip install -q -e '.[dev]'
   rm -f .venv/.installed-*
   touch "$stamp"
+fi
+
+# The compiled request/response and connection-rate generator of scripts/loadtest.py.
+if [ ! -x .venv/bin/rrgen ] || [ lab/rrgen.c -nt .venv/bin/rrgen ]; then
+  gcc -O2 -Wall -o .venv/bin/rrgen lab/rrgen.c
 fi

@@ -91,11 +91,13 @@ class Worker:
             return
         answers: list[tuple[int, int, int]] = []
         on_packet = self.engine.on_packet
-        for ref, packet in msg.items:
+        learned = 0
+        for ref, packet, flags in msg.items:
             meta = decode(packet)
             if meta.anomaly:
                 self.counters[meta.anomaly] += 1
-                answers.append((ref, WorkerVerdict.PASS, 0))
+                if not flags & M.NO_VERDICT:
+                    answers.append((ref, WorkerVerdict.PASS, 0))
                 continue
             key, direction = flow_key(meta)
             self.counters[_DIRECTION_COUNTER[direction]] += 1
@@ -105,12 +107,17 @@ class Worker:
                 self.counters["worker.engine_error"] += 1
                 log.exception("inspection failed; packet passed")
                 verdict, rule = WorkerVerdict.PASS, 0
+            if flags & M.NO_VERDICT:
+                learned += 1  # already let through by the reader: stream state only, no answer
+                continue
             answers.append((ref, int(verdict), rule))
-        self.counters["packets"] += len(answers)
-        try:
-            self.to_readers[msg.reader].send(M.encode(M.Verdicts(self.index, answers)), zmq.NOBLOCK)
-        except zmq.Again:
-            self.counters["verdicts.undeliverable"] += len(answers)
+        self.counters["packets"] += len(answers) + learned
+        self.counters["packets.no_verdict"] += learned
+        if answers:
+            try:
+                self.to_readers[msg.reader].send(M.encode(M.Verdicts(self.index, answers)), zmq.NOBLOCK)
+            except zmq.Again:
+                self.counters["verdicts.undeliverable"] += len(answers)
         threats = getattr(_inner(self.engine), "threats", None)
         if threats is not None and threats.new_blocks:
             send_block_sources(self.supervisor, f"worker {self.index}", threats.new_blocks, self.counters)

@@ -59,16 +59,30 @@ def test_text_output_renders_the_same_stream(capsys) -> None:
     assert out.splitlines()[-3].startswith("summary: 41 packets, 6 flows, 3 events")
 
 
-def test_json_lines_start_up_policy_reports_every_connection() -> None:
+def test_json_lines_start_up_policy_reports_every_connection(tmp_path: Path) -> None:
     """Without --policy the node's start-up policy (monitor) applies: allowed and reported, decided at L4
-    (the packaged `workers.inspect = "app"`), so the kernel takes the connection after its first packet."""
-    code, lines = _run(str(PCAPS / "tls/tls13.pcap"))
+    (`workers.inspect = "app"`), so the kernel takes the connection after its first packet."""
+    config = tmp_path / "enforcer.toml"
+    config.write_text('[workers]\ninspect = "app"\n')
+    code, lines = _run(str(PCAPS / "tls/tls13.pcap"), "--config", str(config))
     assert code == 0 and [o["kind"] for o in lines] == ["event", "flow", "summary"]
     event, flow, summary = lines
     assert event["type"] == "violation" and event["mode"] == "monitor" and event["action"] == "allow"
     assert flow["verdict"] == "allowed" and flow["offloaded"] and flow["acts"] == {"allow": 1}
     assert flow["kernel_packets"] == sum(flow["packets"]) - 1 and flow["worker"] == -1
     assert summary["offloaded"] == flow["kernel_packets"] and summary["verdicts"] == {"allow": 1}
+
+
+def test_the_packaged_default_inspects_every_new_flow() -> None:
+    """Protection on by default: the same connection goes to a worker, its payload-less packets are let
+    through by the reader (the worker learns of them), and its payload waits for the worker."""
+    code, lines = _run(str(PCAPS / "tls/tls13.pcap"))
+    assert code == 0
+    (flow,) = [o for o in lines if o["kind"] == "flow"]
+    summary = lines[-1]
+    assert flow["app"] == "TLS/SSL" and flow["worker"] >= 0 and not flow["offloaded"]
+    assert summary["verdicts"]["pass_learn"] > 0 and summary["verdicts"]["pass"] > 0
+    assert summary["counters"]["worker.packets"] == summary["packets"]  # the worker saw every packet
 
 
 def test_pcapng_and_linux_cooked_input(tmp_path: Path) -> None:
@@ -90,10 +104,15 @@ def test_pcapng_and_linux_cooked_input(tmp_path: Path) -> None:
         assert lines[-1]["packets"] == len(packets), path
 
 
-def test_policy_decides_as_live_with_the_packaged_configuration() -> None:
+def test_policy_decides_as_live_with_the_l4_only_configuration(tmp_path: Path) -> None:
     """app_rules.yaml with `workers.inspect = "app"`: the app rules' flows go to workers, the DNS rule is
     decided at L4 and offloaded at once (so no worker ever names its application)."""
-    code, lines = _run(str(PCAPS / "policy/app_rules.pcap"), "--policy", str(PCAPS / "policy/app_rules.yaml"))
+    config = tmp_path / "enforcer.toml"
+    config.write_text('[workers]\ninspect = "app"\n')
+    code, lines = _run(
+        str(PCAPS / "policy/app_rules.pcap"), "--policy", str(PCAPS / "policy/app_rules.yaml"), "--config",
+        str(config),
+    )  # fmt: skip
     flows = [o for o in lines if o["kind"] == "flow"]
     assert code == 0 and [f["verdict"] for f in flows] == [
         "allowed", "blocked", "blocked", "allowed", "blocked", "allowed",
@@ -105,7 +124,8 @@ def test_policy_decides_as_live_with_the_packaged_configuration() -> None:
     # a reset connection belongs to the kernel from its reset on: the rest of its packets are dropped there
     for blocked in flows[1:3]:
         assert blocked["acts"]["reset"] == 1 and blocked["kernel_packets"] == sum(blocked["packets"]) - 4
-    assert lines[-1]["verdicts"] == {"allow": 1, "pass": 26, "reset": 3}
+    # of the 26 packets the workers let through, 21 carry no payload: let through by the reader at once
+    assert lines[-1]["verdicts"] == {"allow": 1, "pass": 5, "pass_learn": 21, "reset": 3}
 
 
 def test_sql_injection_over_http_flows_and_threats_in_one_run(tmp_path: Path) -> None:

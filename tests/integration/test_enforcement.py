@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from lab.enforcer import LabEnforcer
@@ -9,6 +11,17 @@ from lab.topology import Lab
 from tests.integration.conftest import counter_total, ping, tcp, udp
 
 pytestmark = pytest.mark.netns
+
+
+@pytest.fixture
+def enforcer(lab: Lab) -> Iterator[LabEnforcer]:
+    """The L3/L4 path (`inspect = "app"`): in the default configuration the DPI would rightly take the
+    echo tests' non-DNS datagrams to port 53 for a DNS overflow and block them in Protect."""
+    e = LabEnforcer(lab, {"workers": {"inspect": "app"}})
+    try:
+        yield e.start()
+    finally:
+        e.cleanup()
 
 
 @pytest.mark.parametrize("family", ["ipv4", "ipv6"])

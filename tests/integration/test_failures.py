@@ -169,7 +169,7 @@ def test_hung_child_is_restarted(lab: Lab) -> None:
 
 
 def test_only_the_first_packet_of_a_connection_reaches_user_space(lab: Lab) -> None:
-    with LabEnforcer(lab) as e:
+    with LabEnforcer(lab, {"workers": {"inspect": "app"}}) as e:  # the L3/L4 path
         _settle()
         before = sum(c.get("packets", 0) for c in _counters(e, "reader").values())
         for i in range(10):

@@ -37,7 +37,9 @@ except OSError as exc:
 def test_established_connection_is_cut_when_the_policy_denies_it(lab: Lab, tmp_path: Path) -> None:
     policy = tmp_path / "policy.yaml"
     shutil.copy(LAB_POLICY, policy)
-    with LabEnforcer(lab, {"policy": {"watch_interval_ms": 100}}, policy=policy) as e:
+    # the L3/L4 path (inspect = app): the connection is offloaded, so the new policy must reach the kernel
+    overrides = {"policy": {"watch_interval_ms": 100}, "workers": {"inspect": "app"}}
+    with LabEnforcer(lab, overrides, policy=policy) as e:
         proc = lab.popen(
             "c1",
             sys.executable,

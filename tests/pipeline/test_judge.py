@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dpkt
+import pytest
 
 from core.lookup import Action, Decision, Mode, Report
 from core.packet import decode
@@ -13,10 +14,12 @@ from pipeline.judge import Act, Judge
 from policy.tables import load_policy_tables
 from tests.pipeline.packets import tcp4, tcp6, udp4
 
-SYN, ACK = dpkt.tcp.TH_SYN, dpkt.tcp.TH_ACK
+SYN, ACK, FIN, RST = dpkt.tcp.TH_SYN, dpkt.tcp.TH_ACK, dpkt.tcp.TH_FIN, dpkt.tcp.TH_RST
 
 
 def judge(**sections: dict[str, object]) -> Judge:
+    """A judge of the L4 path (`inspect = "app"`) unless a test asks for another mode."""
+    sections.setdefault("workers", {}).setdefault("inspect", "app")
     return Judge(config_from_dict(sections, {}).reader(), load_policy_tables(LAB_POLICY), seed=1, node="n")
 
 
@@ -63,14 +66,39 @@ def test_monitor_mode_allows_and_reports() -> None:
 def test_inspect_modes_send_flows_to_workers() -> None:
     j = judge(workers={"inspect": "new"})
     act, _, _, flow = j.judge(tcp4(dport=80), 0.0)
-    assert act is Act.INSPECT
+    assert act is Act.PASS_LEARN  # a SYN carries no payload: passed at once, its worker learns from it
+    act, _, _, flow = j.judge(tcp4(dport=80, flags=ACK, data=b"GET / HTTP/1.1\r\n"), 0.05)
+    assert act is Act.INSPECT  # payload: it waits for the worker
     assert j.on_worker_verdict(flow, WorkerVerdict.ALLOW_FLOW) is Act.ALLOW
     assert j.judge(tcp4(dport=80, flags=ACK), 0.1)[0] is Act.ALLOW  # settled by the worker
     j = judge(workers={"inspect": "all"})
-    _, _, _, flow = j.judge(tcp4(dport=80), 0.0)
+    act, _, _, flow = j.judge(tcp4(dport=80), 0.0)
+    assert act is Act.INSPECT  # capacity-test mode: every packet, payload or not, waits for a worker
     assert j.on_worker_verdict(flow, WorkerVerdict.ALLOW_FLOW) is Act.PASS  # never offloaded
     assert j.judge(tcp4(dport=80, flags=ACK), 0.1)[0] is Act.INSPECT
     assert j.on_worker_verdict(flow, 99) is Act.PASS and j.counters["worker.bad_verdict"] == 1
+
+
+@pytest.mark.parametrize(
+    ("flags", "data", "act"),
+    [
+        (SYN, b"", Act.PASS_LEARN),
+        (SYN | ACK, b"", Act.PASS_LEARN),
+        (ACK, b"", Act.PASS_LEARN),
+        (ACK | dpkt.tcp.TH_PUSH, b"", Act.PASS_LEARN),
+        (FIN | ACK, b"", Act.PASS_LEARN),
+        (RST, b"", Act.PASS_LEARN),
+        (RST | ACK, b"", Act.PASS_LEARN),
+        (ACK, b"x", Act.INSPECT),  # one byte of payload waits for the worker
+        (FIN | ACK, b"bye", Act.INSPECT),
+    ],
+)
+def test_packets_without_payload_of_inspected_flows_are_verdicted_in_the_reader(
+    flags: int, data: bytes, act: Act
+) -> None:
+    j = judge(workers={"inspect": "new"})
+    j.judge(tcp4(dport=80, data=b"GET"), 0.0)  # the flow exists and is inspected
+    assert j.judge(tcp4(dport=80, flags=flags, data=data), 0.1)[0] is act
 
 
 def test_malformed_and_no_policy_follow_the_failure_table() -> None:
@@ -104,7 +132,7 @@ class Switchable:
 
 def test_new_generation_revalidates_cached_flows() -> None:
     tables = Switchable()
-    j = Judge(config_from_dict({}, {}).reader(), tables, 1, "n")  # type: ignore[arg-type]
+    j = Judge(config_from_dict({"workers": {"inspect": "app"}}, {}).reader(), tables, 1, "n")  # type: ignore[arg-type]
     assert j.judge(udp4(), 0.0)[0] is Act.ALLOW
     tables.action = Action.DENY
     assert j.judge(udp4(), 0.1)[0] is Act.ALLOW  # same generation: the cached verdict stands
@@ -134,7 +162,7 @@ def test_decode_reply_orientation_uses_the_client() -> None:
 
 def test_revalidation_finds_offloaded_flows_whose_fate_changed() -> None:
     tables = Switchable()
-    j = Judge(config_from_dict({}, {}).reader(), tables, 1, "n")  # type: ignore[arg-type]
+    j = Judge(config_from_dict({"workers": {"inspect": "app"}}, {}).reader(), tables, 1, "n")  # type: ignore[arg-type]
     for port in range(10):
         assert j.judge(udp4(sport=2000 + port), 0.0)[0] is Act.ALLOW
     assert j.revalidate(100) == []  # same generation: nothing to do
@@ -183,3 +211,13 @@ def test_only_a_bare_syn_reopens_a_decided_flow() -> None:
     j = judge(workers={"inspect": "new"})
     _, _, _, inspected = j.judge(tcp4(dport=80, seq=1), 0.0)
     assert j.judge(tcp4(dport=80, seq=2), 0.1)[3] is inspected and j.counters["flow.reopened"] == 0
+
+
+def test_a_new_generation_that_denies_an_inspected_flow_cuts_it_at_its_next_packet() -> None:
+    tables = Switchable()
+    j = Judge(config_from_dict({"workers": {"inspect": "new"}}, {}).reader(), tables, 1, "n")  # type: ignore[arg-type]
+    assert j.judge(tcp4(dport=80, flags=ACK, data=b"GET"), 0.0)[0] is Act.INSPECT
+    tables.gen = 2  # still allowed: the worker keeps deciding
+    assert j.judge(tcp4(dport=80, flags=ACK, data=b"GET"), 0.1)[0] is Act.INSPECT
+    tables.gen, tables.action = 3, Action.DENY
+    assert j.judge(tcp4(dport=80, flags=ACK), 0.2)[0] is Act.RESET

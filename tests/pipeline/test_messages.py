@@ -14,7 +14,7 @@ from core import messages as M
 @pytest.mark.parametrize(
     "msg",
     [
-        M.Inspect(1, [(7, b"\x45packet"), (8, b"")]),
+        M.Inspect(1, [(7, b"\x45packet", 0), (8, b"", M.NO_VERDICT)]),
         M.Verdicts(0, [(7, 1, 10), (8, 4, 0)]),
         M.Events("worker 1", [{"type": "audit", "what": "x", "n": 1}]),
         M.Heartbeat("reader", 2, 1234, {"packets": 5}),
@@ -32,14 +32,21 @@ def test_round_trip(msg: M.Message) -> None:
         (msgpack.packb({"a": 1}), A.MESSAGE_MALFORMED),
         (msgpack.packb([99, 1, 0, []]), A.MESSAGE_BAD_VERSION),
         (msgpack.packb([M.SCHEMA_VERSION, 77]), A.MESSAGE_UNKNOWN_TYPE),
-        (msgpack.packb([M.SCHEMA_VERSION, 1, 0, [[1, "not bytes"]]]), A.MESSAGE_MALFORMED),
+        (msgpack.packb([M.SCHEMA_VERSION, 1, 0, [[1, "not bytes", 0]]]), A.MESSAGE_MALFORMED),
+        (
+            msgpack.packb([M.SCHEMA_VERSION, 1, 0, [[1, b"x"]]]),
+            A.MESSAGE_MALFORMED,
+        ),  # no flags (version 1 item)
+        (msgpack.packb([M.SCHEMA_VERSION, 1, 0, [[1, b"x", 2]]]), A.MESSAGE_MALFORMED),  # unknown flag bit
+        (msgpack.packb([M.SCHEMA_VERSION, 1, 0, [[1, b"x", True]]]), A.MESSAGE_MALFORMED),
+        (msgpack.packb([1, 1, 0, [[1, b"x"]]]), A.MESSAGE_BAD_VERSION),  # a reader of the old schema
         (msgpack.packb([M.SCHEMA_VERSION, 2, 0, [[1, 2]]]), A.MESSAGE_MALFORMED),
         (msgpack.packb([M.SCHEMA_VERSION, 4, "reader", "x", 1, {}]), A.MESSAGE_MALFORMED),
         (msgpack.packb([M.SCHEMA_VERSION, 5, "reader 0", [[b"abc", 30.0]]]), A.MESSAGE_MALFORMED),
         (msgpack.packb([M.SCHEMA_VERSION, 5, "reader 0", [[bytes(4), 0]]]), A.MESSAGE_MALFORMED),
         (msgpack.packb([M.SCHEMA_VERSION, 5, "reader 0", [[bytes(4), 1e9]]]), A.MESSAGE_MALFORMED),
         (
-            msgpack.packb([M.SCHEMA_VERSION, 1, 0, [[1, b"x" * (M.MAX_PACKET_BYTES + 1)]]]),
+            msgpack.packb([M.SCHEMA_VERSION, 1, 0, [[1, b"x" * (M.MAX_PACKET_BYTES + 1), 0]]]),
             A.MESSAGE_MALFORMED,
         ),
     ],

@@ -14,6 +14,10 @@ from pipeline.reader_core import OFFLOADING, ReaderCore
 from policy.tables import load_policy_tables
 from tests.pipeline.packets import tcp4
 
+# A request (ACK|PSH with payload): an inspected flow's payload waits for its worker (payload-less
+# packets do not).
+GET = b"GET / HTTP/1.1\r\n"
+
 
 def core(**sections: dict[str, object]) -> ReaderCore[str]:
     """Every new flow to a worker (`inspect = "new"`), so packets are held."""
@@ -24,7 +28,7 @@ def core(**sections: dict[str, object]) -> ReaderCore[str]:
 
 def test_a_final_worker_verdict_settles_the_flow_and_its_bit_offloads_it() -> None:
     c = core()
-    act, meta, flow = c.admit(tcp4(dport=80), 0.0)
+    act, meta, flow = c.admit(tcp4(dport=80, flags=0x18, data=GET), 0.0)
     assert act is Act.INSPECT and flow is not None
     assert c.hold(7, "packet 7", meta, flow, 0.0) == flow.worker
     answered = c.answer(7, WorkerVerdict.ALLOW_FLOW)
@@ -45,9 +49,9 @@ def test_reset_and_drop_bits() -> None:
 @pytest.mark.parametrize(("setting", "act"), [("pass", Act.PASS), ("drop", Act.DROP)])
 def test_a_full_inflight_table_takes_the_memory_cap_action(setting: str, act: Act) -> None:
     c = core(workers={"inflight_max": 1}, failure={"memory_cap": setting})
-    _, meta, flow = c.admit(tcp4(sport=40001), 0.0)
+    _, meta, flow = c.admit(tcp4(sport=40001, flags=0x18, data=GET), 0.0)
     assert c.hold(1, "a", meta, flow, 0.0) is not None
-    _, meta2, flow2 = c.admit(tcp4(sport=40002), 0.0)
+    _, meta2, flow2 = c.admit(tcp4(sport=40002, flags=0x18, data=GET), 0.0)
     assert c.hold(2, "b", meta2, flow2, 0.0) is None
     assert c.memory_cap_act is act and c.counters[A.READER_INFLIGHT_FULL] == 1
 
@@ -55,7 +59,7 @@ def test_a_full_inflight_table_takes_the_memory_cap_action(setting: str, act: Ac
 def test_late_verdicts_time_out_oldest_first_and_unknown_answers_are_counted() -> None:
     c = core(workers={"verdict_timeout_ms": 250}, failure={"verdict_timeout": "drop"})
     for ref, sport, sent in ((1, 40001, 0.0), (2, 40002, 0.2)):
-        _, meta, flow = c.admit(tcp4(sport=sport), sent)
+        _, meta, flow = c.admit(tcp4(sport=sport, flags=0x18, data=GET), sent)
         c.hold(ref, f"p{ref}", meta, flow, sent)
     assert c.timed_out(0.1) == []
     expired = c.timed_out(0.3)
@@ -73,6 +77,13 @@ def test_a_judging_bug_costs_the_packet_the_malformed_action(monkeypatch: pytest
         raise RuntimeError("bug")
 
     monkeypatch.setattr(c.judge, "judge", broken)
-    act, meta, flow = c.admit(tcp4(), 0.0)
+    act, meta, flow = c.admit(tcp4(flags=0x18, data=GET), 0.0)
     assert act is Act.DROP and flow is None and meta.dport == 80
     assert c.counters[A.READER_JUDGE_ERROR] == 1
+
+
+def test_a_packet_cut_short_takes_the_truncated_action_counted() -> None:
+    c = core()
+    assert c.cut_short() is Act.DROP and c.counters[A.READER_TRUNCATED] == 1  # the default: drop
+    c = core(failure={"truncated": "pass"})
+    assert c.cut_short() is Act.PASS and c.counters[A.READER_TRUNCATED] == 1

@@ -7,7 +7,7 @@ Verdicts:
 - while the application is unknown: PASS (keep sending the flow's packets);
 - identified: with tables, `tables.decide_app(...)` decides. Allowed → ALLOW_FLOW (the reader offloads
   the flow), or PASS while detectors still need to see the flow (`inspect_after_identify` with any
-  detector); denied → RESET_FLOW for TCP, BLOCK_FLOW otherwise, and a `violation` event. Without
+  detector), until the protocol's inspection window closes (`workers.dpi.window`), then ALLOW_FLOW; denied → RESET_FLOW for TCP, BLOCK_FLOW otherwise, and a `violation` event. Without
   tables (identify and report only) an identified flow is allowed;
 - never identified within `identify_bytes`/`identify_packets`, or no candidate parser left: the
   configured `unidentified_fallback` (counted as `dpi.app.unidentified`); a stream hole or buffer cap
@@ -56,6 +56,7 @@ from workers.dpi.fqdn import FqdnCache
 from workers.dpi.parsers.base import ParserSpec, Side
 from workers.dpi.parsing import ParserSession
 from workers.dpi.settings import DpiSettings
+from workers.dpi.window import window_closed
 
 # A flow with one of these is decided: a SYN on it opens a new connection.
 _FINAL_VERDICTS = (WorkerVerdict.ALLOW_FLOW, WorkerVerdict.BLOCK_FLOW, WorkerVerdict.RESET_FLOW)
@@ -178,6 +179,8 @@ class DpiEngine(ParserSession, Decisions):
                     flow.rst = True
                 if flags & TCP_FIN:
                     flow.fin |= 1 << side
+            if ctx.verdict is WorkerVerdict.PASS and ctx.decided:
+                self._close_window(flow)
             return ctx.verdict, ctx.rule_id
         for hook in self._packet_hook_calls:
             try:
@@ -192,6 +195,8 @@ class DpiEngine(ParserSession, Decisions):
         if data and flow.inspect:
             self._feed(flow, side, data, now, datagram=not flow.tcp)
         if ctx.decided:
+            if ctx.verdict is WorkerVerdict.PASS:
+                self._close_window(flow)
             if flow.client_stream is not None and not self._wants_more(flow):
                 self._release(flow)
         elif flow.payload_bytes > self.s.identify_bytes or flow.payload_packets > self.s.identify_packets:
@@ -306,6 +311,18 @@ class DpiEngine(ParserSession, Decisions):
                 )
             return b""
         return data
+
+    def _close_window(self, flow: DpiFlow) -> None:
+        """An allowed flow still inspected for threats and sensors (PASS) is offloaded (ALLOW_FLOW) once
+        its protocol's inspection window closes (`workers.dpi.window`)."""
+        ctx = flow.ctx
+        if ctx.decision != "allow":
+            return
+        closed = window_closed(flow, self.s)
+        if closed is not None:
+            self.count(closed)
+            ctx.verdict = WorkerVerdict.ALLOW_FLOW
+            flow.inspect = False
 
     def _wants_more(self, flow: DpiFlow) -> bool:
         """Does anyone still need this flow's parser events? Detectors, an event observer (replay), or

@@ -41,6 +41,8 @@ class DpiFlow:
         "payload_bytes",
         "server_answered",
         "awaiting_server",
+        "requests",
+        "banners",
     )
 
     def __init__(self, ctx: FlowContext, tcp: bool, s: DpiSettings) -> None:
@@ -59,3 +61,5 @@ class DpiFlow:
         self.payload_bytes = 0
         self.server_answered = False  # an HTTP response head was seen (its server software is known)
         self.awaiting_server = False  # the rule needs that server software: decide on the response
+        self.requests = 0  # requests / messages the parser saw (the inspection window counts them)
+        self.banners = 0  # SSH identification strings seen (the window closes after both)

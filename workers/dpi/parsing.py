@@ -14,12 +14,19 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from core import anomalies as A
+from workers.dpi import events as E
 from workers.dpi.context import EventHook, FlowContext
 from workers.dpi.events import DnsMessage, Finding, HttpRequest, HttpResponse, ParserEvent, TlsClientHello
 from workers.dpi.flowstate import Candidate, DpiFlow
 from workers.dpi.fqdn import FqdnCache
 from workers.dpi.parsers.base import FeedResult, Outcome, ParserSpec, Side
 from workers.dpi.settings import DpiSettings
+
+# Events that are one request (or message) of a flow, counted against its inspection window.
+WINDOW_REQUESTS = (
+    E.HttpRequest, E.Http2Headers, E.SqlQuery, E.DnsMessage, E.RedisCommand, E.MongoMessage,
+    E.CassandraFrame, E.KafkaRequest, E.MemcachedCommand, E.TnsPacket, E.TdsPacket,
+)  # fmt: skip
 
 PROBE_BYTES = 64  # bytes of a flow's first payload shown to the probes
 MAX_PARSER_ORDERS = 4096  # (transport, server port) → parsers in the order they are tried, kept
@@ -187,6 +194,10 @@ class ParserSession:
             self._decide_app(flow, ctx.app, "app", now)
         for ev in events:
             self.counters["events"] += 1
+            if isinstance(ev, WINDOW_REQUESTS):
+                flow.requests += 1
+            elif isinstance(ev, E.SshBanner):
+                flow.banners += 1
             if isinstance(ev, DnsMessage):
                 learnt = self.fqdn.learn(ev, now)
                 if learnt and self.on_fqdn is not None:

@@ -40,6 +40,14 @@ class DpiSettings:
     parser_error_fallback: str = "policy"  # one of FALLBACKS: parser exception
     midstream_pickup: bool = True  # follow TCP flows whose handshake we did not see
     inspect_after_identify: bool = True  # keep parsing (for detectors) after the app is allowed
+    # --- inspection windows of allowed flows (workers/dpi/window.py), then offloaded
+    request_window_requests: int = (
+        1000  # requests (HTTP, SQL …, DNS messages) per flow (dpi.window.request_cap)
+    )
+    request_window_bytes: int = 16 << 20  # payload bytes both ways of such a flow (dpi.window.request_cap)
+    tls_window_bytes: int = 65536  # TLS: the handshake with its certificates and early heartbeats
+    ssh_window_bytes: int = 8192  # SSH: both banners, normally in the first few hundred bytes
+    unknown_window_bytes: int = 8192  # other or unidentified protocols: their opening bytes
     # --- parsers
     max_event_bytes: int = 4096  # bytes of body / SQL text / command copied into one event
     max_headers: int = 64  # headers kept per HTTP message
