@@ -181,8 +181,9 @@ def test_revalidation_finds_offloaded_flows_whose_fate_changed() -> None:
 def test_a_new_connection_on_the_ports_of_a_reset_one_is_judged_afresh() -> None:
     # inspect = "new": the worker resets the first connection (an injection); the client reuses its port.
     j = judge(workers={"inspect": "new"})
+    # a SYN carries no payload: passed by the reader, learned by the worker (no verdict waited for)
     act, _, key, flow = j.judge(tcp4(dport=80, seq=1000), 0.0)
-    assert act is Act.INSPECT and flow is not None and flow.isn == 1000
+    assert act is Act.PASS_LEARN and flow is not None and flow.isn == 1000
     assert j.on_worker_verdict(flow, WorkerVerdict.RESET_FLOW) is Act.RESET
     assert (
         j.judge(tcp4(dport=80, flags=ACK, seq=1001), 0.2)[0] is Act.RESET
@@ -191,7 +192,7 @@ def test_a_new_connection_on_the_ports_of_a_reset_one_is_judged_afresh() -> None
         j.judge(tcp4(dport=80, seq=1000), 0.3)[0] is Act.RESET
     )  # its SYN retransmitted: the same connection
     act, _, key2, flow2 = j.judge(tcp4(dport=80, seq=777_000), 1.0)  # a new ISN: a new connection
-    assert act is Act.INSPECT and key2 == key and flow2 is not flow and flow2 is not None
+    assert act is Act.PASS_LEARN and key2 == key and flow2 is not flow and flow2 is not None
     assert flow2.isn == 777_000 and j.counters["flow.reopened"] == 1 and len(j.flows) == 1
     assert j.on_worker_verdict(flow2, WorkerVerdict.ALLOW_FLOW) is Act.ALLOW
 

@@ -9,7 +9,7 @@ checking, and no longer: every byte inspected is a byte through a reader and a w
 | HTTP, HTTP2, GRPC, SQL and other request/response protocols | after `request_window_requests` requests or `request_window_bytes` bytes | every request on a keep-alive connection may carry the injection (request 5 as well as request 1) |
 | TLS/SSL | after `tls_window_bytes` | the handshake (versions, SSLv2) and the early heartbeats; the rest is encrypted |
 | SSH | once both identification strings were seen, or `ssh_window_bytes` | the banners are all there is to check |
-| DNS | after `request_window_requests` messages or `request_window_bytes` | each query and answer (tunnels, zone transfers, FQDN learning) |
+| DNS | after `request_window_bytes` only | each query and answer (tunnels, zone transfers, FQDN learning), and a flood on one socket (a resolver or dnsperf asks thousands of queries on one 5-tuple) |
 | anything else, not identified, or parsing ended (a gap) | after `unknown_window_bytes` | the first bytes (SSLv2 hellos, sensors on the opening bytes) |
 
 Exceeding a request cap is counted (`dpi.window.request_cap`): those flows were cut short, not done.
@@ -25,10 +25,13 @@ from workers.dpi.settings import DpiSettings
 # dangerous as the first one.
 REQUEST_APPS = frozenset(
     (
-        "HTTP", "HTTP2", "GRPC", "RTSP", "SIP", "DNS", "MySQL", "PostgreSQL", "Redis", "MongoDB",
+        "HTTP", "HTTP2", "GRPC", "RTSP", "SIP", "MySQL", "PostgreSQL", "Redis", "MongoDB",
         "Cassandra", "Oracle", "MSSQL", "Memcached", "Couchbase", "Kafka", "ZooKeeper", "Spark",
     )
 )  # fmt: skip
+# DNS messages are counted per source and per server (floods, tunnels): a window closed by message count
+# would let a flood on one socket go unseen after it.
+DNS_APPS = frozenset(("DNS",))
 TLS_APPS = frozenset(("TLS/SSL",))
 SSH_APPS = frozenset(("SSH",))
 
@@ -45,6 +48,8 @@ def window_closed(flow: DpiFlow, s: DpiSettings) -> str | None:
         if flow.requests > s.request_window_requests or size > s.request_window_bytes:
             return A.DPI_WINDOW_REQUEST_CAP
         return None
+    if app in DNS_APPS:
+        return A.DPI_WINDOW_REQUEST_CAP if size > s.request_window_bytes else None
     if app in TLS_APPS:
         return A.DPI_WINDOW_CLOSED if size > s.tls_window_bytes else None
     if app in SSH_APPS:
