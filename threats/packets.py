@@ -278,7 +278,10 @@ class PacketDetector:
             return
         count = self._resets_src.hit(prober, ctx.now, s.threshold(C.PORT_SCAN, "window"))
         if count >= s.threshold(C.PORT_SCAN, "resets_per_window"):
-            out.append(ctx.finding(C.PORT_SCAN, f"{count:.0f} probes refused"))
+            # Seen on the refusal, reported as the probe: from the prober to the port it tried.
+            meta, back = ctx.meta, Direction(1 - (ctx.direction or 0))
+            detail = f"{count:.0f} probes refused"
+            out.append(Finding(C.PORT_SCAN, ctx.key, back, meta.dst, meta.src, meta.dport, meta.sport, meta.proto, detail))
 
     # -- ICMP -----------------------------------------------------------------------------------------
 
