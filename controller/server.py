@@ -311,10 +311,10 @@ class Controller:
             self.counters[NODE_REFUSED] += 1
             enrolled = self.node_keys.get(peer.key)
             log.error("refusing a HELLO as node %r: %s", msg.node, refusal)
-            self._send(identity, C.Welcome(False, self.version, self.heartbeat_s, refusal))
             self._store_audit("enforcer refused", node_name=msg.node, reason=refusal,
                               key=peer.key.decode(errors="replace"),
                               bound_node=enrolled.node if enrolled else "")  # fmt: skip
+            self._send(identity, C.Welcome(False, self.version, self.heartbeat_s, refusal))
             del self.peers[identity]
             return
         peer.node, peer.version, peer.applied = msg.node, msg.version, msg.policy_version

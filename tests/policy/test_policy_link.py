@@ -480,8 +480,8 @@ def test_a_key_enrolled_for_one_node_cannot_speak_for_another(lab: Lab) -> None:
     # The real node-1 keeps its session: a policy change still reaches it.
     (lab.policy_dir / "lab.yaml").write_text(POLICY % "monitor")
     wait_for(lambda: real.applier.version == 2, what="the real node-1 still served")
-    nodes = {n["node"]: n for n in controller.store.nodes()}
-    assert nodes["node-1"]["status"] == "connected"
+    wait_for(lambda: {n["node"]: n["status"] for n in controller.store.nodes()}.get("node-1") == "connected",
+             what="node-1 connected")  # fmt: skip
     assert real.counters[A.CONTROL_BAD_VERSION] == 0 and real.link is not None and real.link.refusal == ""
 
 
