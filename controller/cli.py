@@ -1,5 +1,6 @@
 """`enforcer controller ...`: serve (the reference controller) and its queries (`events`, `nodes`,
-`learned`) over the event store, and `keys` to make CURVE certificates."""
+`learned`) over the event store, `keys` to make CURVE certificates and `keys add NODE` to enrol one
+for a node."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from controller.node_keys import EnrolmentError, enrol
 from controller.server import DEFAULT_LISTEN, Controller, run_controller
 from controller.store import DEFAULT_DB, EventStore
 from core.events import EventType
@@ -100,6 +102,11 @@ def _cmd_learned(args: argparse.Namespace) -> int:
 
 
 def _cmd_keys(args: argparse.Namespace) -> int:
+    if args.names[0] == "add":
+        return _keys_add(args)
+    if not args.dir:
+        print("enforcer controller keys: --dir is required to make certificates", file=sys.stderr)
+        return 2
     for name in args.names:
         try:
             public, secret = generate_keypair(args.dir, name)
@@ -107,6 +114,27 @@ def _cmd_keys(args: argparse.Namespace) -> int:
             print(f"enforcer controller keys: {exc}", file=sys.stderr)
             return 2
         print(f"{public}\n{secret}")
+    return 0
+
+
+def _keys_add(args: argparse.Namespace) -> int:
+    """`keys add NODE --key NODE.key --clients DIR`: admit the key and bind it to NODE."""
+    if len(args.names) != 2 or not args.clients_dir:
+        print("enforcer controller keys add: usage: keys add NODE --clients DIR [--key PUBLIC.key | --dir DIR]",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    node = args.names[1]
+    key = args.key or (str(Path(args.dir) / f"{node}.key") if args.dir else "")
+    if not key:
+        print("enforcer controller keys add: --key (the node's public certificate) or --dir is required",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    try:
+        path = enrol(args.clients_dir, node, key)
+    except (OSError, EnrolmentError) as exc:
+        print(f"enforcer controller keys add: {exc}", file=sys.stderr)
+        return 2
+    print(f"{path}: enrolled for node {node}")
     return 0
 
 
@@ -136,7 +164,11 @@ def register(subparsers: Any) -> None:
     learned.add_argument("--db", dest="sub_db", help="SQLite event store")
     learned.add_argument("--export", nargs="?", const="-", default="-", help="write to FILE (default stdout)")
     learned.set_defaults(func=_cmd_learned)
-    keys = sub.add_parser("keys", help="generate CURVE certificates (NAME.key, NAME.key_secret)")
-    keys.add_argument("--dir", required=True, help="directory for the certificate files (created 0700)")
-    keys.add_argument("names", nargs="+", help="certificate names, e.g. controller node-1")
+    keys = sub.add_parser(
+        "keys", help="generate CURVE certificates (NAME.key, NAME.key_secret); `keys add NODE`: enrol one"
+    )
+    keys.add_argument("--dir", help="directory for the certificate files (created 0700)")
+    keys.add_argument("names", nargs="+", help="certificate names, e.g. controller node-1; or: add NODE")
+    keys.add_argument("--clients", dest="clients_dir", help="add: the controller's clients directory")
+    keys.add_argument("--key", help="add: the node's public certificate (default: DIR/NODE.key)")
     keys.set_defaults(func=_cmd_keys)

@@ -4,8 +4,10 @@ the peers, policy pushes and the acknowledgements of event batches.
 One thread runs the loop (`serve`); reading and validating a changed policy directory runs aside in a
 loader thread, so a large YAML file never stalls the answers to enforcers. The ZAP handler runs in the
 same loop and admits only enforcers whose public key file is in the clients directory (a refused key is
-logged, counted and stored as an audit event). An enforcer of another software version is refused,
-with the reason, on both sides.
+logged, counted and stored as an audit event); the key rides with every message (the ZAP user id), and
+a HELLO naming another node than the one its key is bound to is refused the same way
+(`controller/node_keys.py`). An enforcer of another software version is refused, with the reason, on
+both sides.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import zmq
 import zmq.auth
 from zmq.utils import z85
 
+from controller.node_keys import NodeKeys
 from controller.policy_dir import PolicyDirectory, ServedPolicy
 from controller.store import EventStore
 from core import anomalies as A
@@ -31,7 +34,6 @@ from core import control as C
 from core.events import EventType, make_event
 from core.messages import MessageError
 from policy.delta import make_delta
-from policy.keys import load_public_keys
 from policy.model import PolicyError
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,7 @@ MAX_MESSAGES_PER_LOOP = 1000
 MAX_ZAP_REQUESTS_PER_LOOP = 100  # handshakes answered before the enforcers' messages get a turn
 SETTLE_S = 0.2  # a changed policy directory is read once it has not changed for this long
 PEER_FORGET_AFTER_S = 600.0  # an enforcer silent this long is forgotten (it will say HELLO again)
+NODE_REFUSED = "control.node_refused"  # a HELLO naming a node its key is not bound to
 
 
 @dataclass
@@ -51,6 +54,7 @@ class Peer:
     """A connected enforcer, by its ROUTER identity."""
 
     identity: bytes
+    key: bytes = b""  # its CURVE public key (Z85), as the ZAP handler admitted it
     node: str = ""
     version: str = ""
     ready: bool = False  # said HELLO and was welcomed
@@ -89,7 +93,7 @@ class Controller:
         self.public, self.secret = public, secret
         self.counters: Counter[str] = Counter()
         self.peers: dict[bytes, Peer] = {}
-        self.client_keys: dict[bytes, str] = {}
+        self.node_keys = NodeKeys(self.clients_dir)
         self.policy = ServedPolicy(self.store)
         self.policy_error = ""
         self._push_frames: tuple[int, list[bytes]] = (-1, [])
@@ -135,7 +139,7 @@ class Controller:
         self.store.close()
 
     def reload_clients(self) -> None:
-        self.client_keys = load_public_keys(self.clients_dir)
+        self.node_keys.reload()
 
     # ---- policy ----------------------------------------------------------------------------------
 
@@ -244,12 +248,13 @@ class Controller:
         status, text, user = b"400", b"key not allowed", b""
         if mechanism == b"CURVE" and len(frames) >= 7 and len(frames[6]) == 32:
             key = z85.encode(frames[6])
-            name = self.client_keys.get(key)
-            if name is None:
+            enrolled = self.node_keys.get(key)
+            if enrolled is None:
                 self.reload_clients()  # a key file may have been added since
-                name = self.client_keys.get(key)
-            if name is not None:
-                status, text, user = b"200", b"OK", name.encode()
+                enrolled = self.node_keys.get(key)
+            if enrolled is not None:
+                # The key itself is the user id: every message of this connection carries it.
+                status, text, user = b"200", b"OK", key
             else:
                 self.counters[A.CONTROL_AUTH_FAILED] += 1
                 log.warning(
@@ -259,28 +264,28 @@ class Controller:
                                   address=address.decode(errors="replace"))  # fmt: skip
         self.zap.send_multipart([version, request_id, status, text, user, b""])
 
-    def _peer(self, identity: bytes, now: float) -> Peer:
+    def _peer(self, identity: bytes, now: float, key: bytes = b"") -> Peer:
         """The peer of `identity`, new if unknown (the oldest is forgotten beyond MAX_PEERS)."""
         peer = self.peers.get(identity)
         if peer is None:
             if len(self.peers) >= MAX_PEERS:
                 oldest = min(self.peers.values(), key=lambda p: p.last_seen)
                 del self.peers[oldest.identity]
-            peer = self.peers[identity] = Peer(identity)
+            peer = self.peers[identity] = Peer(identity, key)
         peer.last_seen = now
         if not peer.connected and peer.ready:
             peer.connected = True
             self.store.upsert_node(peer.node, status="connected", last_seen=time.time())
         return peer
 
-    def _handle(self, identity: bytes, frames: list[bytes], now: float) -> None:
+    def _handle(self, identity: bytes, frames: list[bytes], now: float, key: bytes = b"") -> None:
         try:
             msg = C.decode_control(frames)
         except MessageError as exc:
             self.counters[exc.anomaly] += 1
             log.warning("bad message from an enforcer: %s", exc)
             return
-        peer = self._peer(identity, now)
+        peer = self._peer(identity, now, key)
         if isinstance(msg, C.Hello):
             self._hello(peer, msg)
         elif not peer.ready:
@@ -300,6 +305,18 @@ class Controller:
 
     def _hello(self, peer: Peer, msg: C.Hello) -> None:
         identity = peer.identity
+        refusal = self.node_keys.claim(peer.key, msg.node)
+        if refusal:
+            # Neither the claimed node's session nor its record is touched: the real node stays connected.
+            self.counters[NODE_REFUSED] += 1
+            enrolled = self.node_keys.get(peer.key)
+            log.error("refusing a HELLO as node %r: %s", msg.node, refusal)
+            self._store_audit("enforcer refused", node_name=msg.node, reason=refusal,
+                              key=peer.key.decode(errors="replace"),
+                              bound_node=enrolled.node if enrolled else "")  # fmt: skip
+            self._send(identity, C.Welcome(False, self.version, self.heartbeat_s, refusal))
+            del self.peers[identity]
+            return
         peer.node, peer.version, peer.applied = msg.node, msg.version, msg.policy_version
         peer.capabilities = list(msg.capabilities)
         if msg.version != self.version:
@@ -375,13 +392,18 @@ class Controller:
             if self.router in ready:
                 for _ in range(MAX_MESSAGES_PER_LOOP):
                     try:
-                        frames = self.router.recv_multipart(zmq.NOBLOCK)
+                        parts = self.router.recv_multipart(zmq.NOBLOCK, copy=False)
                     except zmq.Again:
                         break
-                    if len(frames) < 2:
+                    if len(parts) < 2:
                         self.counters[A.CONTROL_MALFORMED] += 1
                         continue
-                    self._handle(frames[0], frames[1:], now)
+                    try:
+                        key = parts[-1].get("User-Id")
+                    except zmq.ZMQError:
+                        key = None  # no ZAP user id: no enrolled key, so no HELLO is accepted
+                    key_bytes = key.encode() if isinstance(key, str) else b""
+                    self._handle(parts[0].bytes, [p.bytes for p in parts[1:]], now, key_bytes)
             if now >= next_watch:
                 next_watch = now + self.watch_interval_s
                 if loading is None:

@@ -1,8 +1,10 @@
 """Prometheus metrics and the health/readiness endpoint, served by the supervisor.
 
-Children report their counters in heartbeats; this module only renders what the supervisor holds.
-`/healthz` answers 200 while the supervisor's loop runs; `/readyz` answers 200 once the rules are
-installed and every child is alive; `/metrics` is the Prometheus text format; `/status` is JSON.
+Children report their counters in heartbeats; a custom collector turns what the supervisor holds into
+metric families of one `prometheus_client` registry, one family per name with every child's sample in
+it (labelled `child`), so the exposition is one contiguous block per family as Prometheus' parser
+demands. `/healthz` answers 200 while the supervisor's loop runs; `/readyz` answers 200 once the rules
+are installed and every child is alive; `/metrics` is the Prometheus text format; `/status` is JSON.
 """
 
 from __future__ import annotations
@@ -10,8 +12,19 @@ from __future__ import annotations
 import json
 import re
 import threading
+from collections.abc import Iterable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
+
+from prometheus_client import CollectorRegistry, ProcessCollector
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import Collector
 
 
 class StatusSource(Protocol):
@@ -21,69 +34,125 @@ class StatusSource(Protocol):
 
 
 _UNSAFE = re.compile(r"[^a-zA-Z0-9_]")
+# Heartbeat values that are levels, not running totals; every other value only grows while a child lives.
+GAUGES = frozenset({"inflight", "flows.active", "policy.version", "policy.generation", "spool.batches"})
+LATENCY_PREFIX = "latency_us_le_"
+LATENCY_SUM = "latency_us_sum"
+LATENCY_FAMILY = "enforcer_worker_verdict_latency_seconds"
+RULE_PREFIX = "rule."
 
 
-def render(status: dict[str, Any]) -> str:
-    lines = [
-        "# HELP enforcer_ready 1 when the enforcer's rules are installed and it enforces",
-        "# TYPE enforcer_ready gauge",
-        f"enforcer_ready {1 if status.get('ready') else 0}",
-        "# TYPE enforcer_child_restarts_total counter",
-    ]
-    children = status.get("children", [])
+def _role(child_name: str) -> str:
+    return child_name.partition(" ")[0]
+
+
+def family_name(role: str, key: str) -> str:
+    """`enforcer_<role>_<key>`; a counter's `_total` is added by the exposition, not kept here."""
+    return f"enforcer_{role}_{_UNSAFE.sub('_', key)}".removesuffix("_total")
+
+
+class ChildCounters(Collector):
+    """Gathers the children's heartbeat counters (via the supervisor's status) into metric families."""
+
+    def __init__(self, source: StatusSource) -> None:
+        self.source = source
+
+    def collect(self) -> Iterator[Metric]:
+        status = self.source.status()
+        children = status.get("children", [])
+        ready = GaugeMetricFamily(
+            "enforcer_ready", "1 when the enforcer's rules are installed and it enforces",
+            value=1 if status.get("ready") else 0,
+        )  # fmt: skip
+        up = GaugeMetricFamily("enforcer_child_up", "1 while the child process runs", labels=["child"])
+        restarts = CounterMetricFamily(
+            "enforcer_child_restarts", "restarts of the child by the supervisor", labels=["child"]
+        )
+        for c in children:
+            up.add_metric([c["name"]], 1 if c["alive"] else 0)
+            restarts.add_metric([c["name"]], c["restarts"])
+        yield ready
+        yield up
+        yield restarts
+        yield from families(children)
+
+
+def families(children: Iterable[dict[str, Any]]) -> list[Metric]:
+    """Every child's counters, one family per name across children (the order is the first seen)."""
+    by_name: dict[str, Metric] = {}
+    seen: set[tuple[str, str, tuple[str, ...]]] = set()
+
+    def add(family: Metric, child: str, labels: tuple[str, ...], value: float) -> None:
+        family = by_name.setdefault(family.name, family)
+        if (family.name, child, labels) in seen:
+            return  # two keys that sanitise to one name: the first one reported stands
+        seen.add((family.name, child, labels))
+        family.add_metric([child, *labels], value)  # type: ignore[attr-defined]
+
     for c in children:
-        lines.append(f'enforcer_child_restarts_total{{child="{c["name"]}"}} {c["restarts"]}')
-    lines.append("# TYPE enforcer_child_up gauge")
-    for c in children:
-        lines.append(f'enforcer_child_up{{child="{c["name"]}"}} {1 if c["alive"] else 0}')
-    seen_types: set[str] = set()
-    for c in children:
-        role, _, index = c["name"].partition(" ")
-        counters = c.get("counters", {})
-        lines += _latency_histogram(role, index, counters, seen_types)
+        name, counters = c["name"], c.get("counters", {})
+        histogram = _latency(name, counters)
+        if histogram is not None and LATENCY_FAMILY not in by_name:
+            by_name[LATENCY_FAMILY] = histogram
+        elif histogram is not None:
+            by_name[LATENCY_FAMILY].samples += histogram.samples
         for key, value in sorted(counters.items()):
-            if key.startswith("latency_us_"):
+            if key.startswith(LATENCY_PREFIX) or key == LATENCY_SUM:
                 continue
-            if key.startswith("rule."):
-                name = "enforcer_rule_hits_total"
-                label = f'{role}="{index}",rule="{key.removeprefix("rule.")}"'
+            if key.startswith(RULE_PREFIX):
+                rule = CounterMetricFamily("enforcer_rule_hits", "packets decided by a policy rule",
+                                           labels=["child", "rule"])  # fmt: skip
+                add(rule, name, (key.removeprefix(RULE_PREFIX),), value)
+                continue
+            fname = family_name(_role(name), key)
+            help_text = f"{key} reported by each {_role(name)}"
+            if key in GAUGES:
+                add(GaugeMetricFamily(fname, help_text, labels=["child"]), name, (), value)
             else:
-                name = f"enforcer_{role}_{_UNSAFE.sub('_', key)}"
-                label = f'{role}="{index}"'
-            if name not in seen_types:
-                kind = "gauge" if key in ("inflight", "flows.active") else "counter"
-                lines.append(f"# TYPE {name} {kind}")
-                seen_types.add(name)
-            lines.append(f"{name}{{{label}}} {value}")
-    return "\n".join(lines) + "\n"
+                add(CounterMetricFamily(fname, help_text, labels=["child"]), name, (), value)
+    return list(by_name.values())
 
 
-def _latency_histogram(role: str, index: str, counters: dict[str, int], seen: set[str]) -> list[str]:
-    """The worker round-trip histogram: children report per-bucket counts; Prometheus wants cumulative."""
+def _latency(child: str, counters: dict[str, int]) -> HistogramMetricFamily | None:
+    """The worker round-trip histogram: children report per-bucket counts in µs; Prometheus wants
+    cumulative buckets in seconds."""
     bins = sorted(
-        ((float("inf") if k.endswith("_inf") else float(k.removeprefix("latency_us_le_")), v)
-         for k, v in counters.items() if k.startswith("latency_us_le_")),
+        (float("inf") if k.endswith("_inf") else float(k.removeprefix(LATENCY_PREFIX)), v)
+        for k, v in counters.items() if k.startswith(LATENCY_PREFIX)
     )  # fmt: skip
     if not bins:
-        return []
-    name = "enforcer_worker_verdict_latency_us"
-    lines = [] if name in seen else [f"# TYPE {name} histogram"]
-    seen.add(name)
+        return None
+    buckets: list[tuple[str, float]] = []
     total = 0
     for bound, count in bins:
         total += count
-        le = "+Inf" if bound == float("inf") else f"{bound:g}"
-        lines.append(f'{name}_bucket{{{role}="{index}",le="{le}"}} {total}')
-    lines.append(f'{name}_sum{{{role}="{index}"}} {counters.get("latency_us_sum", 0)}')
-    lines.append(f'{name}_count{{{role}="{index}"}} {total}')
-    return lines
+        buckets.append(("+Inf" if bound == float("inf") else f"{bound / 1e6:g}", total))
+    if buckets[-1][0] != "+Inf":
+        buckets.append(("+Inf", total))
+    family = HistogramMetricFamily(
+        LATENCY_FAMILY, "round trip of a packet from its reader to a worker and back", labels=["child"]
+    )
+    family.add_metric([child], buckets, sum_value=counters.get(LATENCY_SUM, 0) / 1e6)
+    return family
+
+
+def registry_for(source: StatusSource) -> CollectorRegistry:
+    """The one registry of the endpoint: the children's counters and the supervisor's own process."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ChildCounters(source))
+    ProcessCollector(namespace="enforcer_supervisor", registry=registry)
+    return registry
+
+
+def render(source: StatusSource) -> str:
+    return generate_latest(registry_for(source)).decode()
 
 
 class MetricsServer:
     def __init__(self, listen: str, source: StatusSource) -> None:
         host, _, port = listen.rpartition(":")
         self.source = source
-        handler = _handler(source)
+        handler = _handler(source, registry_for(source))
         self.httpd = ThreadingHTTPServer((host.strip("[]"), int(port)), handler)
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, name="metrics", daemon=True)
@@ -96,20 +165,20 @@ class MetricsServer:
         self.httpd.server_close()
 
 
-def _handler(source: StatusSource) -> type[BaseHTTPRequestHandler]:
+def _handler(source: StatusSource, registry: CollectorRegistry) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            status = source.status()
             if self.path == "/healthz":
                 ok = source.healthy()
                 self._send(200 if ok else 503, "ok\n" if ok else "stalled\n", "text/plain")
             elif self.path == "/readyz":
+                status = source.status()
                 ready = bool(status["ready"]) and all(c["alive"] for c in status["children"])
                 self._send(200 if ready else 503, "ready\n" if ready else "not ready\n", "text/plain")
             elif self.path == "/metrics":
-                self._send(200, render(status), "text/plain; version=0.0.4")
+                self._send(200, generate_latest(registry).decode(), CONTENT_TYPE_LATEST)
             elif self.path == "/status":
-                self._send(200, json.dumps(status), "application/json")
+                self._send(200, json.dumps(source.status()), "application/json")
             else:
                 self._send(404, "not found\n", "text/plain")
 

@@ -99,7 +99,7 @@ def test_status_and_metrics_endpoints(lab: Lab, enforcer: LabEnforcer) -> None:
         "-c",
         "import urllib.request as u;print(u.urlopen('http://127.0.0.1:9464/metrics').read().decode())",
     ).stdout
-    assert "enforcer_ready 1" in metrics and 'enforcer_child_up{child="reader q0"} 1' in metrics
+    assert "enforcer_ready 1.0" in metrics and 'enforcer_child_up{child="reader q0"} 1.0' in metrics
     ready = lab.node_exec(
         sys.executable,
         "-c",

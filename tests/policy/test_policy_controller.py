@@ -224,6 +224,64 @@ def test_keys_command_writes_certificates(tmp_path: Path, capsys: pytest.Capture
     assert run("controller", "keys", "--dir", str(tmp_path / "k"), "../evil") == 2
 
 
+def test_keys_add_enrols_a_key_for_one_node(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from controller.node_keys import NodeKeys
+
+    keys, clients = tmp_path / "k", tmp_path / "clients"
+    assert run("controller", "keys", "--dir", str(keys), "node-1", "node-2") == 0
+    assert run("controller", "keys", "add", "node-1", "--key", str(keys / "node-1.key"),
+               "--clients", str(clients)) == 0  # fmt: skip
+    assert "enrolled for node node-1" in capsys.readouterr().out
+    assert (clients / "node-1.node").read_text() == "node-1\n"
+    assert (clients / "node-1.key").read_bytes() == (keys / "node-1.key").read_bytes()
+    assert stat.S_IMODE(clients.stat().st_mode) == 0o700
+    # --dir finds NODE.key; enrolling the same again is harmless.
+    assert run("controller", "keys", "add", "node-2", "--dir", str(keys), "--clients", str(clients)) == 0
+    assert run("controller", "keys", "add", "node-2", "--dir", str(keys), "--clients", str(clients)) == 0
+    # One key, one node; one node, one key.
+    assert run("controller", "keys", "add", "node-3", "--key", str(keys / "node-1.key"),
+               "--clients", str(clients)) == 2  # fmt: skip
+    assert "already enrolled for node 'node-1'" in capsys.readouterr().err
+    assert run("controller", "keys", "add", "node-1", "--key", str(keys / "node-2.key"),
+               "--clients", str(clients)) == 2  # fmt: skip
+    assert "already enrolled for node 'node-2'" in capsys.readouterr().err
+    assert run("controller", "keys", "--dir", str(keys), "node-5") == 0
+    assert run("controller", "keys", "add", "node-1", "--key", str(keys / "node-5.key"),
+               "--clients", str(clients)) == 2  # fmt: skip
+    assert "node 'node-1' already has another key (node-1.key)" in capsys.readouterr().err
+    assert run("controller", "keys", "add", "../evil", "--dir", str(keys), "--clients", str(clients)) == 2
+    assert run("controller", "keys", "add", "node-1") == 2  # no clients directory
+    assert run("controller", "keys", "node-4") == 2  # making certificates needs --dir
+    bound = NodeKeys(clients)
+    bound.reload()
+    assert sorted(k.node for k in bound.keys.values()) == ["node-1", "node-2"]
+
+
+def test_node_keys_bind_an_older_enrolment_on_first_use(tmp_path: Path) -> None:
+    from zmq.auth import load_certificate
+
+    from controller.node_keys import NodeKeys
+
+    clients = tmp_path / "clients"
+    assert run("controller", "keys", "--dir", str(clients), "old", "other") == 0  # bare keys: no bindings
+    old, _ = load_certificate(str(clients / "old.key"))
+    other, _ = load_certificate(str(clients / "other.key"))
+    keys = NodeKeys(clients)
+    keys.reload()
+    assert keys.claim(b"A" * 40, "node-1") == "key not enrolled"
+    assert keys.claim(old, "bad name!") != ""  # not recorded
+    assert not (clients / "old.node").exists()
+    assert keys.claim(old, "node-1") == ""
+    assert (clients / "old.node").read_text() == "node-1\n"
+    assert keys.claim(old, "node-1") == ""
+    assert "enrolled for node 'node-1', not 'node-2'" in keys.claim(old, "node-2")
+    assert "bound to another key (old.key)" in keys.claim(other, "node-1")
+    again = NodeKeys(clients)  # as a restarted controller reads it
+    again.reload()
+    assert "not 'node-2'" in again.claim(old, "node-2")
+    assert again.claim(other, "node-2") == ""
+
+
 def test_control_messages_round_trip() -> None:
     msgs: list[C.ControlMessage] = [
         C.Hello("n", "0.1.0", ["a"], 3),

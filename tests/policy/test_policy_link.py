@@ -428,3 +428,84 @@ def test_enforcer_survives_a_hostile_controller(lab: Lab) -> None:
         router.close()
     finally:
         ctx.term()
+
+
+def _curve_dealer(ctx: zmq.Context, lab: Lab, key_name: str) -> zmq.Socket:
+    from zmq.auth import load_certificate
+
+    server_public, _ = load_certificate(str(lab.keys / "controller.key"))
+    public, secret = load_certificate(str(lab.keys / f"{key_name}.key_secret"))
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.curve_serverkey, sock.curve_publickey, sock.curve_secretkey = server_public, public, secret
+    sock.connect(f"tcp://127.0.0.1:{lab.port}")
+    return sock
+
+
+def _hello(sock: zmq.Socket, node: str, version: str) -> C.ControlMessage:
+    sock.send_multipart(C.encode_control(C.Hello(node, version, [], 0)))
+    assert sock.poll(5000), f"no answer to HELLO as {node}"
+    return C.decode_control(sock.recv_multipart())
+
+
+def test_a_key_enrolled_for_one_node_cannot_speak_for_another(lab: Lab) -> None:
+    from controller.node_keys import enrol
+
+    enrol(lab.clients, "node-1", lab.keys / "node-1.key")  # node-1.key already there: bound to node-1
+    assert (lab.clients / "node-1.node").read_text().strip() == "node-1"
+    controller = lab.start_controller()
+    real = lab.start_service(lab.settings("node-1"))
+    wait_for(lambda: real.applier.version == 1, what="the real node-1 is served")
+    ctx = zmq.Context()
+    try:
+        # node-3's key (enrolled, bound to node-3 on first use) claims node-1: refused, audited, counted.
+        impostor = _curve_dealer(ctx, lab, "node-3")
+        assert _hello(impostor, "node-3", controller.version) == C.Welcome(True, controller.version, 0.2, "")
+        assert (lab.clients / "node-3.node").read_text().strip() == "node-3"  # first use, recorded
+        other = _curve_dealer(ctx, lab, "node-3")
+        refused = _hello(other, "node-1", controller.version)
+        assert isinstance(refused, C.Welcome) and not refused.ok
+        assert "enrolled for node 'node-3', not 'node-1'" in refused.reason
+        assert controller.counters["control.node_refused"] == 1
+        audit = [e for e in controller.store.events("audit") if e["what"] == "enforcer refused"]
+        assert audit and audit[-1]["node_name"] == "node-1" and audit[-1]["bound_node"] == "node-3"
+        # Nothing the impostor sends is filed under node-1: it is not a peer.
+        flow = {"family": 4, "proto": 6, "src": "198.18.1.5", "sport": 1, "dst": "198.18.2.5", "dport": 22}
+        other.send_multipart(C.encode_control(C.EventBatch(1, [make_event(EventType.VIOLATION, "node-1", rule_id=1,
+                                                                          flow=flow, action="deny")])))  # fmt: skip
+        wait_for(lambda: controller.counters["control.before_hello"] >= 1, what="batch after refusal ignored")
+        assert controller.store.count("violation") == 0
+    finally:
+        ctx.destroy(linger=0)
+    # The real node-1 keeps its session: a policy change still reaches it.
+    (lab.policy_dir / "lab.yaml").write_text(POLICY % "monitor")
+    wait_for(lambda: real.applier.version == 2, what="the real node-1 still served")
+    wait_for(lambda: {n["node"]: n["status"] for n in controller.store.nodes()}.get("node-1") == "connected",
+             what="node-1 connected")  # fmt: skip
+    assert real.counters[A.CONTROL_BAD_VERSION] == 0 and real.link is not None and real.link.refusal == ""
+
+
+def test_an_older_enrolment_is_bound_to_the_first_name_it_uses(lab: Lab) -> None:
+    controller = lab.start_controller()
+    assert not (lab.clients / "node-3.node").exists()  # enrolled before bindings: a bare public key
+    service = lab.start_service(replace(lab.settings("node-3"), node="worker-a"))
+    wait_for(lambda: service.applier.version == 1, what="the first name is accepted")
+    assert (lab.clients / "node-3.node").read_text().strip() == "worker-a"
+    lab.stop_service(service)
+    renamed = lab.start_service(replace(lab.settings("node-3"), node="worker-b"))
+    wait_for(lambda: renamed.link is not None and renamed.link.refusal != "", what="the second name refused")
+    assert renamed.link is not None and "enrolled for node 'worker-a'" in renamed.link.refusal
+    assert "worker-b" not in {n["node"] for n in controller.store.nodes()}  # nothing filed under it
+    assert controller.counters["control.node_refused"] >= 1
+    # A restarted controller reads the recorded binding.
+    lab.stop_controller()
+    lab.stop_service(renamed)
+    controller = lab.start_controller()
+    ctx = zmq.Context()
+    try:
+        refused = _hello(_curve_dealer(ctx, lab, "node-3"), "worker-c", controller.version)
+        assert isinstance(refused, C.Welcome) and "enrolled for node 'worker-a'" in refused.reason
+        accepted = _hello(_curve_dealer(ctx, lab, "node-3"), "worker-a", controller.version)
+        assert isinstance(accepted, C.Welcome) and accepted.ok
+    finally:
+        ctx.destroy(linger=0)
