@@ -237,12 +237,17 @@ def test_volumes_for_state_runtime_and_host_views(
 def test_controller_key_files_are_in_the_secret_template(container: dict[str, Any]) -> None:
     keys_mount = next(m["mountPath"] for m in container["volumeMounts"] if m["name"] == "controller-keys")
     secret_keys = set(find("Secret")["stringData"])
-    assert secret_keys == {"controller.key", "enforcer.key_secret"}
-    controller = _config_toml()["controller"]
-    for key in ("server_key", "client_key"):
-        path = Path(controller[key])
-        assert str(path.parent) == keys_mount
-        assert path.name in secret_keys
+    assert secret_keys == {"controller.key", "node-1.key_secret"}
+    server_key = Path(_config_toml()["controller"]["server_key"])
+    assert str(server_key.parent) == keys_mount and server_key.name in secret_keys
+    # each node reads its own key: the controller binds a key to one node name
+    env = {e["name"]: e for e in container["env"]}
+    client_key = env["ENFORCER_CONTROLLER_CLIENT_KEY"]["value"]
+    assert client_key == f"{keys_mount}/$(ENFORCER_NODE).key_secret"
+    assert env["ENFORCER_NODE"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
+    names = [e["name"] for e in container["env"]]
+    assert names.index("ENFORCER_NODE") < names.index("ENFORCER_CONTROLLER_CLIENT_KEY")  # $(…) expands
+    assert client_key.replace("$(ENFORCER_NODE)", "node-1").rsplit("/", 1)[1] in secret_keys
 
 
 def test_container_script_reads_the_same_capabilities() -> None:
@@ -335,6 +340,6 @@ def test_secret_template_has_the_certificate_format_the_enforcer_loads(tmp_path:
             text = text.replace(placeholder, key)
         (tmp_path / name).write_text(text)
     server_public, public, secret = load_keys(
-        str(tmp_path / "controller.key"), str(tmp_path / "enforcer.key_secret")
+        str(tmp_path / "controller.key"), str(tmp_path / "node-1.key_secret")
     )
     assert (server_public, public, secret) == (controller_public, enforcer_public, enforcer_secret)
