@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 import pytest
 
 from lab.enforcer import LabEnforcer
+from lab.http import http_servers, http_status
 from lab.topology import Lab
 
 pytestmark = pytest.mark.netns
@@ -40,45 +40,23 @@ XSS = "bio=<script>alert(document.cookie)</script>"
 def servers(lab: Lab) -> Iterator[None]:
     """A real HTTP server (python -m http.server) and a TCP listener for DNS on s1 and s2."""
     procs: list[subprocess.Popen[Any]] = []
-    docroot = tempfile.TemporaryDirectory(prefix="lab-www-")
     try:
         for host in ("s1", "s2"):
-            procs.append(
-                lab.popen(host, sys.executable, "-m", "http.server", str(HTTP_PORT), "--bind", "::",
-                          "--directory", docroot.name, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            )  # fmt: skip
             dns = lab.popen(host, sys.executable, "-m", "lab.traffic", "serve", "--seconds", "300",
                             "--tcp", str(DNS_PORT), stdout=subprocess.PIPE, text=True)  # fmt: skip
             assert dns.stdout is not None and dns.stdout.readline().strip() == "ready"
             procs.append(dns)
-        deadline = time.monotonic() + 10
-        while curl(lab, lab.host("s1").ipv4, "/") != "200":  # bounded wait for the HTTP servers
-            assert time.monotonic() < deadline, "HTTP server did not come up"
-            time.sleep(0.2)
-        yield
+        with http_servers(lab, ("s1", "s2"), HTTP_PORT):
+            yield
     finally:
         for proc in procs:
             proc.terminate()
             proc.wait(timeout=5)
-        docroot.cleanup()
 
 
 def curl(lab: Lab, addr: str, path: str, data: str = "") -> str:
-    """The HTTP status curl got ("000": no response, e.g. the connection was reset)."""
-    cmd = [
-        "curl",
-        "-s",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        "-m",
-        "5",
-        f"http://{addr}:{HTTP_PORT}{path}",
-    ]
-    if data:
-        cmd[1:1] = ["-G", "--data-urlencode", data]
-    return lab.exec("c1", *cmd, check=False, timeout=15).stdout.strip()
+    """The HTTP status c1 got ("000": no response, e.g. the connection was reset)."""
+    return http_status(lab, "c1", addr, HTTP_PORT, path, data)
 
 
 def dig_axfr(lab: Lab, addr: str) -> str:

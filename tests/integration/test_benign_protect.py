@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import random
 import re
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -21,6 +18,7 @@ import pytest
 
 from lab.attacks import nmap_syn_scan
 from lab.enforcer import LabEnforcer
+from lab.http import http_servers, http_status
 from lab.topology import Lab
 
 pytestmark = pytest.mark.netns
@@ -59,35 +57,13 @@ LONG_NAMES = (
 @pytest.fixture(scope="module")
 def servers(lab: Lab) -> Iterator[None]:
     """A real HTTP server (python -m http.server, an index page) on s1."""
-    procs: list[subprocess.Popen[Any]] = []
-    docroot = tempfile.TemporaryDirectory(prefix="lab-www-")
-    (Path(docroot.name) / "index.html").write_text("<html><body>widgets</body></html>\n")
-    try:
-        procs.append(
-            lab.popen("s1", sys.executable, "-m", "http.server", str(HTTP_PORT), "--bind", "0.0.0.0",
-                      "--directory", docroot.name, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        )  # fmt: skip
-        deadline = time.monotonic() + 10
-        while curl(lab, lab.host("s1").ipv4, "/") != "200":  # bounded wait for the HTTP server
-            assert time.monotonic() < deadline, "HTTP server did not come up"
-            time.sleep(0.2)
+    with http_servers(lab, ("s1",), HTTP_PORT, bind="0.0.0.0", index="<html><body>widgets</body></html>\n"):
         yield
-    finally:
-        for proc in procs:
-            proc.terminate()
-            proc.wait(timeout=5)
-        docroot.cleanup()
 
 
 def curl(lab: Lab, addr: str, path: str, data: str = "", local_port: int = 0) -> str:
-    """The HTTP status curl got ("000": no response, e.g. the connection was reset or refused)."""
-    cmd = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "5"]
-    if local_port:
-        cmd += ["--local-port", str(local_port)]
-    if data:
-        cmd += ["-G", "--data-urlencode", data]
-    cmd.append(f"http://{addr}:{HTTP_PORT}{path}")
-    return lab.exec("c1", *cmd, check=False, timeout=15).stdout.strip()
+    """The HTTP status c1 got ("000": no response, e.g. the connection was reset or refused)."""
+    return http_status(lab, "c1", addr, HTTP_PORT, path, data, local_port)
 
 
 def dig(lab: Lab, addr: str, name: str, qtype: str) -> str:

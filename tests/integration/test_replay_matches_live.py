@@ -15,7 +15,6 @@ import json
 import re
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any
 import pytest
 
 from lab.enforcer import LabEnforcer
+from lab.http import http_servers, http_status
 from lab.topology import Lab
 from tests.integration.conftest import ping, tcp
 
@@ -59,33 +59,14 @@ def udp_dns(lab: Lab, client: str, addr: str, port: int, count: int, timeout: fl
 @pytest.fixture(scope="module")
 def http_server(lab: Lab) -> Iterator[str]:
     """A real HTTP server (python -m http.server) on s1; its address."""
-    docroot = tempfile.TemporaryDirectory(prefix="lab-www-")
     addr = lab.host("s1").ipv4
-    proc = lab.popen(
-        "s1", sys.executable, "-m", "http.server", str(HTTP_PORT), "--bind", addr, "--directory", docroot.name,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 10
-        while curl(lab, addr, "/", "", 0) not in ("200", "404"):
-            assert time.monotonic() < deadline, "HTTP server did not come up"
-            time.sleep(0.2)
+    with http_servers(lab, ("s1",), HTTP_PORT, bind=addr):
         yield addr
-    finally:
-        proc.terminate()
-        proc.wait(timeout=5)
-        docroot.cleanup()
 
 
 def curl(lab: Lab, addr: str, path: str, data: str, local_port: int) -> str:
-    """The HTTP status curl got ("000": no response, e.g. the connection was reset)."""
-    cmd = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "5"]
-    if local_port:
-        cmd += ["--local-port", str(local_port)]
-    if data:
-        cmd += ["-G", "--data-urlencode", data]
-    cmd.append(f"http://{addr}:{HTTP_PORT}{path}")
-    return lab.exec("c1", *cmd, check=False, timeout=15).stdout.strip()
+    """The HTTP status c1 got ("000": no response, e.g. the connection was reset)."""
+    return http_status(lab, "c1", addr, HTTP_PORT, path, data, local_port)
 
 
 class Capture:
