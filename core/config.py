@@ -43,6 +43,11 @@ class QueuesConfig:
     socket_buffer: int = setting(8 << 20, "netlink receive buffer per queue in bytes")
     recv_batch: int = setting(128, "packets a reader takes from its queue before it sends verdicts")
 
+    @property
+    def numbers(self) -> tuple[int, ...]:
+        """The NFQUEUE numbers, one per reader."""
+        return tuple(range(self.first, self.first + self.readers))
+
 
 @dataclass(frozen=True, slots=True)
 class WorkersConfig:
@@ -80,6 +85,11 @@ class NetfilterConfig:
     drop_mark: int = setting(0x00200000, "mark bit: connection blocked, dropped in the kernel")
     pass_mark: int = setting(0x00400000, "mark bit: this packet was judged; let it continue through the table")
     reject_tcp: bool = setting(True, "answer a blocked TCP connection with resets instead of silence")
+
+    @property
+    def our_marks(self) -> int:
+        """Every mark bit of ours (the only bits we set or clear)."""
+        return self.accept_mark | self.drop_mark | self.pass_mark
 
 
 @dataclass(frozen=True, slots=True)

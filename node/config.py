@@ -81,12 +81,7 @@ class Config:
 
     @property
     def queue_numbers(self) -> tuple[int, ...]:
-        return tuple(range(self.queues.first, self.queues.first + self.queues.readers))
-
-    @property
-    def our_marks(self) -> int:
-        n = self.netfilter
-        return n.accept_mark | n.drop_mark | n.pass_mark
+        return self.queues.numbers
 
     def reader(self) -> ReaderConfig:
         """The sections a reader process needs."""

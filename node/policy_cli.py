@@ -42,9 +42,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
     except PolicyError as exc:
         print(f"enforcer policy check: {exc}", file=sys.stderr)
         return 2
-    from workers.detect.engine import threat_policy_problem
+    from node.policy_document import derive_document, document_problem
 
-    problem = threat_policy_problem(snapshot)
+    problem = document_problem(derive_document(snapshot))  # what the policy process checks before it applies
     if problem:
         print(f"enforcer policy check: {args.file}: {problem}", file=sys.stderr)
         return 2

@@ -17,14 +17,9 @@ from policy.model import PolicySnapshot, mode_name
 
 
 def derive_document(snapshot: PolicySnapshot) -> dict[str, Any]:
-    from workers.detect.engine import sensor_documents_from_snapshot, threat_documents_from_snapshot
+    from workers.detect.engine import threat_document_from_snapshot
 
-    return {
-        "version": snapshot.version,
-        "threats": threat_documents_from_snapshot(snapshot),
-        "sensors": sensor_documents_from_snapshot(snapshot),
-        "runtime": runtime_policy_dict(snapshot),
-    }
+    return {**threat_document_from_snapshot(snapshot), "runtime": runtime_policy_dict(snapshot)}
 
 
 def document_problem(document: dict[str, Any]) -> str:

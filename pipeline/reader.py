@@ -63,13 +63,13 @@ class Reader:
     ) -> None:
         self.config = config
         self.index = index
-        self.queue_num = config.queue_numbers[index]
+        self.queue_num = config.queues.numbers[index]
         self.judge = Judge(config, tables, seed, node, reader=index)
         self.judge.wall_offset = time.time() - time.monotonic()
         # The decisions (judge, worker verdicts, failure actions) are the sans-io core's, shared with replay.
         self.core: ReaderCore[QueuedPacket] = ReaderCore(config, self.judge)
         n = config.netfilter
-        self.ours = config.our_marks
+        self.ours = config.netfilter.our_marks
         self.batch_size = config.workers.batch_size
         self.recv_batch = config.queues.recv_batch
         self.inflight = self.core.inflight
@@ -197,17 +197,16 @@ class Reader:
         worker = self.core.hold(qp.packet_id, qp, meta, flow, now)
         if worker is None:
             return self.core.memory_cap_act
-        batch = self.batches[worker]
-        batch.append((qp.packet_id, qp.payload, 0))
-        if len(batch) >= self.batch_size:
-            self._send_batch(worker, now)
+        self._batch(worker, qp, 0, now)
         return Act.INSPECT
 
     def _tell_worker(self, qp: QueuedPacket, flow: Flow | None, now: float) -> None:
         """A packet already let through goes to its worker in the same batches, in order, unanswered."""
-        worker = flow.worker if flow is not None else 0
+        self._batch(flow.worker if flow is not None else 0, qp, M.NO_VERDICT, now)
+
+    def _batch(self, worker: int, qp: QueuedPacket, flags: int, now: float) -> None:
         batch = self.batches[worker]
-        batch.append((qp.packet_id, qp.payload, M.NO_VERDICT))
+        batch.append((qp.packet_id, qp.payload, flags))
         if len(batch) >= self.batch_size:
             self._send_batch(worker, now)
 

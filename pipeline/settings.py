@@ -26,12 +26,3 @@ class ReaderConfig:
     supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)
     paths: RuntimeDirsConfig = field(default_factory=RuntimeDirsConfig)
     guard: GuardSettings = field(default_factory=GuardSettings)
-
-    @property
-    def queue_numbers(self) -> tuple[int, ...]:
-        return tuple(range(self.queues.first, self.queues.first + self.queues.readers))
-
-    @property
-    def our_marks(self) -> int:
-        n = self.netfilter
-        return n.accept_mark | n.drop_mark | n.pass_mark

@@ -67,16 +67,20 @@ def threat_settings_from_snapshot(snapshot: Any) -> GroupThreatSettings:
     return compile_group_settings(threat_documents_from_snapshot(snapshot))
 
 
+def threat_document_from_snapshot(snapshot: Any) -> dict[str, Any]:
+    """The threat part of a snapshot's derived document: `version`, `threats` and `sensors`."""
+    return {
+        "version": snapshot.version,
+        "threats": threat_documents_from_snapshot(snapshot),
+        "sensors": sensor_documents_from_snapshot(snapshot),
+    }
+
+
 def threat_policy_from_snapshot(snapshot: Any, use_hyperscan: bool = True) -> ThreatPolicy:
-    """Compile the threat part of a `policy.model.PolicySnapshot` (its threat settings and sensors).
-    Raises ThreatSettingsError/SensorError (ValueError) naming the bad
-    threat, key or pattern."""
-    return compile_threat_policy(
-        snapshot.version,
-        threat_documents_from_snapshot(snapshot),
-        sensor_documents_from_snapshot(snapshot),
-        use_hyperscan,
-    )
+    """Compile the threat part of a `policy.model.PolicySnapshot` (its threat settings and sensors), as
+    the workers compile it from the published document. Raises ThreatSettingsError/SensorError
+    (ValueError) naming the bad threat, key or pattern."""
+    return threat_policy_from_document(threat_document_from_snapshot(snapshot), use_hyperscan)
 
 
 def sensor_documents_from_snapshot(snapshot: Any) -> list[dict[str, Any]]:
@@ -97,19 +101,13 @@ def sensor_documents_from_snapshot(snapshot: Any) -> list[dict[str, Any]]:
 
 
 def threat_policy_problem(snapshot: Any) -> str:
-    """Why the snapshot's threat settings or sensors would not compile in the workers ("" if they do):
-    checked here so such a policy is rejected whole, not half applied. Python `re` stands in for
-    Hyperscan, which the workers compile with, to keep the check quick."""
-    try:
-        threat_policy_from_snapshot(snapshot, use_hyperscan=False)
-    except Exception as exc:  # ValueError naming the key or pattern; re.error for a pattern it missed
-        return f"threat settings or sensors: {exc}"
-    return ""
+    """Why the snapshot's threat settings or sensors would not compile in the workers ("" if they do)."""
+    return threat_document_problem(threat_document_from_snapshot(snapshot))
 
 
 # The published form: the policy process publishes, with each generation of the tables, a document whose
-# "threats" is `threat_documents_from_snapshot`'s and "sensors" `sensor_documents_from_snapshot`'s (the
-# node host derives it), and readers and workers compile from that plain document.
+# threat part is `threat_document_from_snapshot`'s (the node host derives it), and readers and workers
+# compile from that plain document.
 
 
 def threat_settings_from_document(document: Mapping[str, Any]) -> GroupThreatSettings:
@@ -127,7 +125,8 @@ def threat_policy_from_document(document: Mapping[str, Any], use_hyperscan: bool
 
 def threat_document_problem(document: Mapping[str, Any]) -> str:
     """Why a derived document's threat settings or sensors would not compile in the workers ("" if they
-    do); Python `re` stands in for Hyperscan to keep the check quick."""
+    do): checked so such a policy is rejected whole, not half applied. Python `re` stands in for
+    Hyperscan, which the workers compile with, to keep the check quick."""
     try:
         threat_policy_from_document(document, use_hyperscan=False)
     except Exception as exc:  # ValueError naming the key or pattern; re.error for a pattern it missed
