@@ -38,6 +38,33 @@ def ip_received(lab: Lab, host: str) -> int:
     return int(values[names.index("InReceives")])
 
 
+def tcp_arrivals(lab: Lab, host: str, source: str, sports: tuple[int, int], dport: int) -> ArrivalCounter:
+    """Count the TCP packets from `source` ports `sports` (first, last) to `dport` that reach `host`:
+    an iptables counting rule inside the host's own lab namespace (never the root namespace). Unlike the
+    namespace-wide IP counters it sees only the packets the test sent, not a stray one of another flow."""
+    return ArrivalCounter(
+        lab, host, ["-s", source, "-p", "tcp", "--sport", f"{sports[0]}:{sports[1]}", "--dport", str(dport)]
+    )
+
+
+class ArrivalCounter:
+    """A counting rule (no target) at the top of INPUT in a lab host's namespace, removed on exit."""
+
+    def __init__(self, lab: Lab, host: str, match: list[str]) -> None:
+        self.lab, self.host, self.match = lab, host, match
+
+    def __enter__(self) -> ArrivalCounter:
+        self.lab.exec(self.host, "iptables", "-w", "5", "-I", "INPUT", *self.match)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.lab.exec(self.host, "iptables", "-w", "5", "-D", "INPUT", *self.match, check=False)
+
+    def packets(self) -> int:
+        out = self.lab.exec(self.host, "iptables", "-w", "5", "-L", "INPUT", "1", "-v", "-x", "-n").stdout
+        return int(out.split()[0])
+
+
 def queued_packets(lab: Lab) -> int:
     """Packets the node's NFQUEUEs have handed to user space so far (each queue's id sequence in
     /proc/net/netfilter/nfnetlink_queue). Packets the kernel let by unjudged because a queue was full

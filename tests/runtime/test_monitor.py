@@ -90,23 +90,19 @@ def test_without_the_connector_the_proc_scan_still_enforces(
         kill_tree([p.pid])
 
 
-def test_a_burst_beyond_the_queue_is_counted_and_enforcement_goes_on(
+def test_a_burst_against_a_small_queue_does_not_block_enforcement(
     netns: str, harness: Callable[..., Harness], tmp_path
 ) -> None:
-    """Thousands of execs against a small queue: drops are counted, nothing blocks, and a forbidden
-    program started right after is still reported (the periodic scan repairs what the queue dropped)."""
+    """Thousands of execs against a small queue: nothing blocks, short-lived processes are counted, and a
+    forbidden program started right after is still reported (the periodic scan repairs what a full queue
+    dropped). Whether this burst overflows the queue depends on the machine's scheduling; that a full
+    queue drops and counts is proven deterministically in test_proc_connector (nobody drains there)."""
     from tests.runtime.conftest import wait_for
     from tests.runtime.support import in_pod
 
     forbidden = copy_bin("sleep", str(tmp_path), "forbidden")
     h = harness(settings(event_queue_max=32, proc_scan_interval_s=0.3), policy(netns, Mode.MONITOR))
     burst = "i=0; while [ $i -lt 2000 ]; do /bin/true; i=$((i+1)); done"
-    # Whether one burst outruns the monitor depends on the machine's load at that moment: up to three
-    # bursts (bounded), until the queue has overflowed at least once.
-    for _ in range(3):
-        assert in_pod(netns, f"({burst}) & ({burst}) & wait; {forbidden} 1").returncode == 0
-        if wait_for(lambda: h.counters.get(anomalies.RUNTIME_EVENT_QUEUE_FULL, 0) > 0, timeout=2.0):
-            break
-    assert h.counters.get(anomalies.RUNTIME_EVENT_QUEUE_FULL, 0) > 0, h.counters
+    assert in_pod(netns, f"({burst}) & ({burst}) & wait; {forbidden} 1").returncode == 0
     assert h.wait(type="process", action="violation", name="forbidden")
     assert wait_for(lambda: h.counters.get(anomalies.RUNTIME_PROCESS_UNEXAMINED, 0) > 0)
