@@ -15,11 +15,12 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 import msgpack
 
 from core import anomalies as A
+from core.capture import MAX_CAPTURE_BYTES, MAX_CAPTURE_SECONDS, REPLY_TOKEN
 
 SCHEMA_VERSION = 2  # 2: INSPECT items carry a flags field (NO_VERDICT)
 POLICY_INPUT_VERSION = 1  # the policy inputs (`core.policy_input`) share the envelope, at their own version
@@ -41,6 +42,10 @@ class MessageType(enum.IntEnum):
     EVENTS = 3  # reader/worker/runtime → policy: events to report
     HEARTBEAT = 4  # child → supervisor: liveness and counters
     BLOCK_SOURCES = 5  # reader → supervisor: sources a block-source action cut off, to drop in the kernel
+    EVIDENCE_REQUEST = 6  # `enforcer capture` → worker: the packets of an evidence snapshot
+    EVIDENCE_REPLY = 7  # worker → `enforcer capture`: those packets (none: not held)
+    CAPTURE_START = 8  # `enforcer capture` → reader: copy matching packets for a while
+    CAPTURE_CHUNK = 9  # reader → `enforcer capture`: copied packets; the last one says done
 
 
 class MessageError(ValueError):
@@ -93,7 +98,7 @@ class BlockSources:
 
 MAX_BLOCK_SECONDS = 86400.0  # a block-source action lasts at most a day
 
-Message = Inspect | Verdicts | Events | Heartbeat | BlockSources
+Message: TypeAlias = "Inspect | Verdicts | Events | Heartbeat | BlockSources | CaptureMessage"
 
 
 def encode(msg: Message) -> bytes:
@@ -107,6 +112,8 @@ def encode(msg: Message) -> bytes:
         body = [SCHEMA_VERSION, MessageType.HEARTBEAT, msg.role, msg.index, msg.pid, msg.counters]
     elif isinstance(msg, BlockSources):
         body = [SCHEMA_VERSION, MessageType.BLOCK_SOURCES, msg.source, msg.items]
+    elif isinstance(msg, CAPTURE_MESSAGES):
+        body = [SCHEMA_VERSION, msg.TYPE, *msg.fields()]
     else:  # pragma: no cover - a programming error
         raise TypeError(f"not a message: {msg!r}")
     return msgpack.packb(body, use_bin_type=True)
@@ -222,3 +229,140 @@ def events_endpoint(run_dir: str) -> str:
 
 def supervisor_endpoint(run_dir: str) -> str:
     return f"ipc://{run_dir}/supervisor.sock"
+
+
+# ---- capture and evidence (`enforcer capture`) ------------------------------------------------------
+# The requester binds a PULL socket `capture-<token>.sock` in the run directory (0700: root only) and
+# names only its token; the answering process builds the path itself, so a request cannot point it at
+# any other socket. Packets travel as records (UNIX time, original length, bytes).
+
+MAX_RECORDS = 4096  # packet records in one reply or chunk
+
+
+def capture_reply_endpoint(run_dir: str, token: str) -> str:
+    return f"ipc://{run_dir}/capture-{token}.sock"
+
+
+def _token(v: Any) -> str:
+    if not isinstance(v, str) or not REPLY_TOKEN.fullmatch(v):
+        raise ValueError("bad reply token")
+    return v
+
+
+def _records(items: Any) -> list[tuple[float, int, bytes]]:
+    if not isinstance(items, list) or len(items) > MAX_RECORDS:
+        raise ValueError("records are not a bounded list")
+    out = []
+    for ts, length, data in items:
+        if type(ts) not in (int, float) or type(data) is not bytes or int_field(length) < len(data):
+            raise ValueError("bad packet record")
+        out.append((float(ts), length, data))
+    return out
+
+
+def _str(v: Any, limit: int = 256) -> str:
+    if not isinstance(v, str) or len(v) > limit:
+        raise ValueError("bad string field")
+    return v
+
+
+@dataclass(frozen=True, slots=True)
+class EvidenceRequest:
+    """The packets a worker snapshotted under `evidence_id` (the `evidence` field of a threat event)."""
+
+    TYPE = MessageType.EVIDENCE_REQUEST
+    reply: str  # token of the requester's reply socket
+    evidence_id: str
+
+    def fields(self) -> list[Any]:
+        return [self.reply, self.evidence_id]
+
+
+@dataclass(frozen=True, slots=True)
+class EvidenceReply:
+    TYPE = MessageType.EVIDENCE_REPLY
+    worker: int
+    evidence_id: str
+    records: list[tuple[float, int, bytes]]  # empty: not held (unknown, evicted, or an earlier run)
+
+    def fields(self) -> list[Any]:
+        return [self.worker, self.evidence_id, self.records]
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureStart:
+    """Copy packets matching a flow and/or a group for `seconds`, at most `max_bytes` (core.capture)."""
+
+    TYPE = MessageType.CAPTURE_START
+    reply: str
+    proto: int
+    a_addr: bytes
+    a_port: int
+    b_addr: bytes
+    b_port: int
+    group: str
+    seconds: float
+    max_bytes: int
+
+    def fields(self) -> list[Any]:
+        return [self.reply, self.proto, self.a_addr, self.a_port, self.b_addr, self.b_port, self.group,
+                self.seconds, self.max_bytes]  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureChunk:
+    """Packets a reader copied; `done` ends its part of the capture, `note` says why it ended early
+    (e.g. "busy"), `over_budget` counts matching packets left out once the byte budget was spent."""
+
+    TYPE = MessageType.CAPTURE_CHUNK
+    reader: int
+    reply: str
+    records: list[tuple[float, int, bytes]]
+    done: bool
+    over_budget: int
+    note: str
+
+    def fields(self) -> list[Any]:
+        return [self.reader, self.reply, self.records, self.done, self.over_budget, self.note]
+
+
+CaptureMessage = EvidenceRequest | EvidenceReply | CaptureStart | CaptureChunk
+CAPTURE_MESSAGES = (EvidenceRequest, EvidenceReply, CaptureStart, CaptureChunk)
+
+
+def _decode_evidence_request(body: list[Any]) -> EvidenceRequest:
+    _, _, reply, evidence_id = body
+    return EvidenceRequest(_token(reply), _str(evidence_id))
+
+
+def _decode_evidence_reply(body: list[Any]) -> EvidenceReply:
+    _, _, worker, evidence_id, records = body
+    return EvidenceReply(int_field(worker), _str(evidence_id), _records(records))
+
+
+def _decode_capture_start(body: list[Any]) -> CaptureStart:
+    _, _, reply, proto, a_addr, a_port, b_addr, b_port, group, seconds, max_bytes = body
+    if type(a_addr) is not bytes or type(b_addr) is not bytes:
+        raise TypeError("addresses are not bytes")
+    if type(seconds) not in (int, float) or not 0 < seconds <= MAX_CAPTURE_SECONDS:
+        raise ValueError(f"capture of {seconds!r} seconds")
+    if not 0 < int_field(max_bytes) <= MAX_CAPTURE_BYTES:
+        raise ValueError(f"capture of {max_bytes!r} bytes")
+    return CaptureStart(_token(reply), int_field(proto), a_addr, int_field(a_port), b_addr,
+                        int_field(b_port), _str(group), float(seconds), max_bytes)  # fmt: skip
+
+
+def _decode_capture_chunk(body: list[Any]) -> CaptureChunk:
+    _, _, reader, reply, records, done, over_budget, note = body
+    if type(done) is not bool:
+        raise TypeError("done is not a bool")
+    return CaptureChunk(int_field(reader), _token(reply), _records(records), done, int_field(over_budget),
+                        _str(note))  # fmt: skip
+
+
+_DECODERS.update({
+    MessageType.EVIDENCE_REQUEST: _decode_evidence_request,
+    MessageType.EVIDENCE_REPLY: _decode_evidence_reply,
+    MessageType.CAPTURE_START: _decode_capture_start,
+    MessageType.CAPTURE_CHUNK: _decode_capture_chunk,
+})  # fmt: skip
