@@ -111,3 +111,7 @@ class CaptureSession:
 
     def expired(self, now: float) -> bool:
         return now >= self.deadline
+
+
+REPLY_HWM = 128  # messages queued towards a requester (chunks of at most CHUNK_BYTES)
+REPLY_LINGER_MS = 2000  # a closing reply socket still delivers what it queued for this long

@@ -19,7 +19,7 @@ SNAPLEN = 65535
 Record = tuple[float, int, bytes]  # (time in UNIX seconds, original length, bytes kept)
 
 
-class PcapWriter(dpkt.pcap.Writer):  # type: ignore[misc]
+class PcapWriter(dpkt.pcap.Writer):
     """dpkt's pcap writer with the original length of each packet kept (dpkt writes the kept length)."""
 
     def __init__(self, fileobj: BinaryIO) -> None:

@@ -22,9 +22,10 @@ import zmq
 
 from core import anomalies as A
 from core import messages as M
+from core.capture import MAX_SESSIONS, REPLY_HWM, REPLY_LINGER_MS, CaptureFilter, CaptureSession
 from core.config import DROP
 from core.lookup import PolicyTables
-from core.packet import PacketMeta
+from core.packet import PacketMeta, decode
 from core.sockets import BATCH_HWM, EVENTS_HWM, HEARTBEAT_HWM, push_to, send_block_sources
 from pipeline.conntrack import Conntrack
 from pipeline.flowtable import Flow
@@ -84,6 +85,7 @@ class Reader:
         self.stopping = False
         self.stop_deadline = 0.0
         self.done: asyncio.Future[None] | None = None
+        self.captures: dict[str, tuple[CaptureSession, zmq.Socket[bytes]]] = {}  # `enforcer capture`
 
     # ---- set-up --------------------------------------------------------------------------------
 
@@ -91,7 +93,9 @@ class Reader:
         q = self.config.queues
         self.nfq = NfQueue(
             # room for several whole packets per read (a GSO super-packet is up to 64 KiB)
-            self.queue_num, recv_buffer=max(256 * 1024, q.copy_range * 4), socket_buffer=q.socket_buffer
+            self.queue_num,
+            recv_buffer=max(256 * 1024, q.copy_range * 4),
+            socket_buffer=q.socket_buffer,
         )
         self.nfq.bind(q.copy_range, q.max_len, fail_open=self.config.failure.queue_full != DROP, gso=q.gso)
         run_dir = self.config.paths.run_dir
@@ -185,6 +189,8 @@ class Reader:
             if batch:
                 self._send_batch(w, now)
         self._give(decided)
+        if self.captures:
+            self._offer_to_captures(packets)
         self.nfq.flush()
         blocks = self.core.take_blocks()
         if blocks:
@@ -283,6 +289,9 @@ class Reader:
             except M.MessageError as exc:
                 self.counters[exc.anomaly] += 1
                 continue
+            if isinstance(msg, M.CaptureStart):
+                self._start_capture(msg)
+                continue
             if not isinstance(msg, M.Verdicts):
                 self.counters[A.MESSAGE_UNKNOWN_TYPE] += 1
                 continue
@@ -341,6 +350,8 @@ class Reader:
             if threats is not None:
                 self.judge.guard.set_threat_settings(threats)
         events = self.core.housekeeping(now, final)
+        if self.captures:
+            self._flush_captures(now, final)
         # In pieces: a flood of distinct sources fills thousands of events, more than one message holds.
         for start in range(0, len(events), EVENTS_PER_MESSAGE):
             chunk = events[start : start + EVENTS_PER_MESSAGE]
@@ -348,6 +359,62 @@ class Reader:
                 self.events.send(M.encode(M.Events(f"reader {self.index}", chunk)), zmq.NOBLOCK)
             except zmq.Again:
                 self.counters["events.dropped"] += len(chunk)
+
+    # ---- on-demand capture (`enforcer capture --flow/--group`) ---------------------------------
+
+    def _start_capture(self, msg: M.CaptureStart) -> None:
+        endpoint = M.capture_reply_endpoint(self.config.paths.run_dir, msg.reply)
+        sock = push_to(self.ctx, endpoint, REPLY_HWM, REPLY_LINGER_MS)
+        filt = CaptureFilter(msg.proto, msg.a_addr, msg.a_port, msg.b_addr, msg.b_port, msg.group)
+        session = CaptureSession(msg.reply, filt, time.monotonic() + msg.seconds, msg.max_bytes)
+        busy = len(self.captures) >= MAX_SESSIONS or msg.reply in self.captures
+        refused = filt.problem() or (f"busy: {MAX_SESSIONS} captures already run" if busy else "")
+        if refused:
+            self._send_capture_chunk(session, sock, [], True, refused)
+            sock.close()
+            return
+        self.captures[msg.reply] = (session, sock)
+        self.counters["capture.started"] += 1
+
+    def _offer_to_captures(self, packets: list[QueuedPacket]) -> None:
+        """Copies of the packets the running captures match (decoded again: only while one runs)."""
+        wall = time.time()
+        tables = self.judge.tables
+
+        def groups_of(meta: PacketMeta) -> tuple[str, str]:
+            d = tables.decide(meta.family, meta.src, meta.dst, meta.proto, meta.dport)
+            return d.src_group, d.dst_group
+
+        sessions = [session for session, _ in self.captures.values()]
+        for qp in packets:
+            meta = decode(qp.payload)
+            if meta.src:  # a packet too broken to carry addresses matches no filter
+                for session in sessions:
+                    session.offer(qp.payload, meta, wall, groups_of)
+
+    def _flush_captures(self, now: float, final: bool) -> None:
+        """Send what the captures copied; end those past their deadline (all of them when stopping)."""
+        for token, (session, sock) in list(self.captures.items()):
+            done = final or session.expired(now)
+            while True:
+                chunk = session.take_chunk()
+                last = done and not session.pending
+                if chunk or last:
+                    self._send_capture_chunk(session, sock, chunk, last, "enforcer stopping" if final else "")
+                if not session.pending:
+                    break
+            if done:
+                sock.close()
+                del self.captures[token]
+
+    def _send_capture_chunk(
+        self, session: CaptureSession, sock: zmq.Socket[bytes], records: list[Any], done: bool, note: str
+    ) -> None:
+        msg = M.CaptureChunk(self.index, session.token, records, done, session.over_budget, note)
+        try:
+            sock.send(M.encode(msg), zmq.NOBLOCK)
+        except zmq.Again:
+            self.counters["capture.unsent"] += len(records)
 
     def heartbeat(self) -> None:
         counters = dict(self.counters)

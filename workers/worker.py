@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import signal
 import time
 from collections import Counter
@@ -17,6 +18,7 @@ from typing import Any
 import zmq
 
 from core import messages as M
+from core.capture import REPLY_HWM, REPLY_LINGER_MS
 from core.flow import Direction, flow_key
 from core.lookup import PolicyTables
 from core.packet import decode
@@ -86,6 +88,9 @@ class Worker:
         except M.MessageError as exc:
             self.counters[exc.anomaly] += 1
             return
+        if isinstance(msg, M.EvidenceRequest):
+            self.answer_evidence(msg)
+            return
         if not isinstance(msg, M.Inspect) or not 0 <= msg.reader < len(self.to_readers):
             self.counters["message.unexpected"] += 1
             return
@@ -122,6 +127,27 @@ class Worker:
         if threats is not None and threats.new_blocks:
             send_block_sources(self.supervisor, f"worker {self.index}", threats.new_blocks, self.counters)
             threats.new_blocks = []
+
+    def name_evidence(self) -> None:
+        """Evidence ids that name this worker and this start (`enforcer capture --threat ID`)."""
+        threats = getattr(_inner(self.engine), "threats", None)
+        if threats is not None:
+            threats.evidence.id_prefix = f"w{self.index}-{secrets.token_hex(3)}-"
+
+    def answer_evidence(self, request: M.EvidenceRequest) -> None:
+        """The packets of one of our evidence snapshots, to the requester's socket (none: not held)."""
+        threats = getattr(_inner(self.engine), "threats", None)
+        held = threats.evidence.records(request.evidence_id) if threats is not None else None
+        reply = M.EvidenceReply(self.index, request.evidence_id, list(held or ())[: M.MAX_RECORDS])
+        endpoint = M.capture_reply_endpoint(self.config.paths.run_dir, request.reply)
+        sock = push_to(self.ctx, endpoint, REPLY_HWM, REPLY_LINGER_MS)
+        try:
+            sock.send(M.encode(reply), zmq.NOBLOCK)
+            self.counters["evidence.sent" if held else "evidence.not_held"] += 1
+        except zmq.Again:
+            self.counters["evidence.unsent"] += 1
+        finally:
+            sock.close()
 
     def serve(self) -> int:
         poller = zmq.Poller()
@@ -267,6 +293,7 @@ def run_worker(
 ) -> int:
     worker = Worker(config, index)
     worker.engine = build_engine(config, tables, node, worker.emit, worker.on_fqdn)
+    worker.name_evidence()
     if threat_updates is not None:
         worker.threat_policy = ThreatPolicyUpdates(threat_updates(worker.counters))
     worker.tables = tables

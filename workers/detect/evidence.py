@@ -3,7 +3,10 @@
 `record` keeps the last `packets_per_flow` packets of each recent flow (each cut to `max_packet_bytes`;
 the engine records packets that carry payload, so a flood of bare SYNs costs nothing here);
 `snapshot` copies a flow's ring into the store of captures under a new evidence id (the threat event
-carries the id); `pcap` returns a stored capture as a pcap file (raw-IP link type). Every table is
+carries the id); `records` returns a stored capture's packets (a live worker sends them to
+`enforcer capture --threat ID`), `pcap` the same as a pcap file (`enforcer replay --evidence`). A live
+worker sets `id_prefix` so that ids name the worker and its start (`w1-3fa9c2-ev7`): unique on the node,
+and an id from before a restart is refused rather than answered with another flow's packets. Every table is
 bounded and least-recently-used entries go first, so evidence costs at most
 `max_flows × packets_per_flow × max_packet_bytes` plus `max_captures` snapshots of that size.
 """
@@ -12,14 +15,11 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import struct
 from collections import deque
 from collections.abc import Hashable
 
+from core.pcapfile import Record, pcap_bytes
 from threats.window import LruTable
-
-_PCAP_HEADER = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 101)  # LINKTYPE_RAW
-_RECORD = struct.Struct("<IIII")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -30,7 +30,7 @@ class EvidenceLimits:
     max_captures: int = 256  # snapshots kept for retrieval
 
 
-Ring = deque[tuple[float, int, bytes]]  # (time, original length, kept bytes)
+Ring = deque[Record]  # (time, original length, kept bytes)
 
 
 class EvidenceStore:
@@ -40,6 +40,7 @@ class EvidenceStore:
         self._captures: LruTable[str, tuple[tuple[float, int, bytes], ...]] = LruTable(lim.max_captures)
         self._ids = itertools.count(1)
         self._last: dict[Hashable, str] = {}  # flow -> its latest snapshot id (bounded with the rings)
+        self.id_prefix = ""  # set by a live worker: ids then name the worker and its start
 
     def record(self, flow: Hashable, now: float, packet: bytes) -> None:
         ring = self._rings.get(flow)
@@ -63,23 +64,21 @@ class EvidenceStore:
         last = self._last.get(flow)
         if last is not None and self._captures.get(last) == frozen:
             return last
-        evidence_id = f"ev{next(self._ids)}"
+        evidence_id = f"{self.id_prefix}ev{next(self._ids)}"
         self._captures.put(evidence_id, frozen)
         if len(self._last) >= self.limits.max_flows:
             self._last.pop(next(iter(self._last)))
         self._last[flow] = evidence_id
         return evidence_id
 
+    def records(self, evidence_id: str) -> tuple[Record, ...] | None:
+        """The packets of a snapshot, or None if it is unknown or was evicted."""
+        return self._captures.get(evidence_id)
+
     def pcap(self, evidence_id: str) -> bytes | None:
         """The capture of a snapshot as a pcap file, or None if it is unknown or was evicted."""
         packets = self._captures.get(evidence_id)
-        if packets is None:
-            return None
-        parts = [_PCAP_HEADER]
-        for t, length, data in packets:
-            sec = int(t)
-            parts.append(_RECORD.pack(sec, int((t - sec) * 1e6), len(data), length) + data)
-        return b"".join(parts)
+        return None if packets is None else pcap_bytes(packets)
 
     def __len__(self) -> int:
         return len(self._captures)
