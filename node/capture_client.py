@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import secrets
+import socket
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -55,8 +56,8 @@ class Exchange:
 
     def __init__(self, run_dir: str) -> None:
         self.run_dir = run_dir
-        if not os.path.exists(M.supervisor_endpoint(run_dir).removeprefix("ipc://")):
-            raise CaptureError(f"no enforcer is running here (no supervisor socket in {run_dir})")
+        if not _listening(M.supervisor_endpoint(run_dir)):
+            raise CaptureError(f"no enforcer is running here (no live supervisor socket in {run_dir})")
         self.token = secrets.token_hex(8)
         self.ctx = zmq.Context(1)
         self.inbox = self.ctx.socket(zmq.PULL)
@@ -68,8 +69,8 @@ class Exchange:
             raise CaptureError(f"cannot open a socket in {run_dir}: {exc} (run as root)") from None
 
     def send(self, endpoint: str, msg: M.Message, what: str) -> None:
-        if not os.path.exists(endpoint.removeprefix("ipc://")):
-            raise CaptureError(f"no {what} is running ({endpoint.removeprefix('ipc://')} is missing)")
+        if not _listening(endpoint):
+            raise CaptureError(f"no {what} is running (nothing listens on {endpoint.removeprefix('ipc://')})")
         sock = self.ctx.socket(zmq.PUSH)
         sock.setsockopt(zmq.IMMEDIATE, 1)  # only to a live peer: a stale socket file is an error
         sock.setsockopt(zmq.SNDTIMEO, SEND_TIMEOUT_MS)
@@ -97,6 +98,17 @@ class Exchange:
 
     def close(self) -> None:
         self.ctx.destroy(linger=0)  # also removes our socket file
+
+
+def _listening(endpoint: str) -> bool:
+    """Whether a process listens on an ipc endpoint: a socket file left by a stopped one refuses."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(endpoint.removeprefix("ipc://"))
+        except OSError:
+            return False
+    return True
 
 
 def fetch_evidence(run_dir: str, worker: int, evidence_id: str, timeout: float) -> list[Record]:
