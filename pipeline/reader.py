@@ -93,9 +93,7 @@ class Reader:
         q = self.config.queues
         self.nfq = NfQueue(
             # room for several whole packets per read (a GSO super-packet is up to 64 KiB)
-            self.queue_num,
-            recv_buffer=max(256 * 1024, q.copy_range * 4),
-            socket_buffer=q.socket_buffer,
+            self.queue_num, recv_buffer=max(256 * 1024, q.copy_range * 4), socket_buffer=q.socket_buffer
         )
         self.nfq.bind(q.copy_range, q.max_len, fail_open=self.config.failure.queue_full != DROP, gso=q.gso)
         run_dir = self.config.paths.run_dir
