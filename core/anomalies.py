@@ -183,3 +183,11 @@ DETECT_SENSOR_STREAMS_FULL = "detect.sensor.streams_full"
 DETECT_EXCEPTION = "detect.exception"
 # A sensor pattern Hyperscan cannot compile runs on Python re instead (counted per compile).
 DETECT_SENSOR_RE_FALLBACK = "detect.sensor.re_fallback"
+
+# ---- Netfilter hooks (node/netfilter.py) ------------------------------------------------------------
+# Our jump was no longer first in a hook (another rule above it, or it was deleted): put back first.
+NETFILTER_JUMP_REPAIRED = "netfilter.jump_repaired"
+# The repair itself failed (iptables refused it); tried again at the next check.
+NETFILTER_JUMP_REPAIR_FAILED = "netfilter.jump_repair_failed"
+# Bridges in the namespace without br_netfilter: bridged (same-node pod) traffic skips FORWARD.
+NETFILTER_BRIDGE_UNFILTERED = "netfilter.bridge_unfiltered"

@@ -85,6 +85,12 @@ class NetfilterConfig:
     drop_mark: int = setting(0x00200000, "mark bit: connection blocked, dropped in the kernel")
     pass_mark: int = setting(0x00400000, "mark bit: this packet was judged; let it continue through the table")
     reject_tcp: bool = setting(True, "answer a blocked TCP connection with resets instead of silence")
+    jump_check_ms: int = setting(
+        5000, "how often our jumps are checked to be first in their hooks and put back first (0: never)"
+    )
+    load_br_netfilter: bool = setting(
+        False, "load br_netfilter at start when bridges are present without it (bridged traffic skips FORWARD)"
+    )
 
     @property
     def our_marks(self) -> int:

@@ -395,6 +395,8 @@ def _check(c: Config) -> None:
         n.chain.replace("-", "").replace("_", "").isalnum() and 0 < len(n.chain) <= 24,
         "netfilter.chain", "a chain name of letters, digits, - and _ (at most 24)", n.chain,
     )  # fmt: skip
+    _require(n.jump_check_ms == 0 or 100 <= n.jump_check_ms <= 3_600_000, "netfilter.jump_check_ms",
+             "0 or 100..3600000", n.jump_check_ms)  # fmt: skip
     for key in ("accept_mark", "drop_mark", "pass_mark"):
         value = getattr(n, key)
         _require(0 < value < 1 << 32 and value & (value - 1) == 0, f"netfilter.{key}", "a single bit", value)

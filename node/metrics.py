@@ -35,7 +35,8 @@ class StatusSource(Protocol):
 
 _UNSAFE = re.compile(r"[^a-zA-Z0-9_]")
 # Heartbeat values that are levels, not running totals; every other value only grows while a child lives.
-GAUGES = frozenset({"inflight", "flows.active", "policy.version", "policy.generation", "spool.batches"})
+GAUGES = frozenset({"inflight", "flows.active", "policy.version", "policy.generation", "spool.batches",
+                    "netfilter.bridge_unfiltered"})  # fmt: skip
 LATENCY_PREFIX = "latency_us_le_"
 LATENCY_SUM = "latency_us_sum"
 LATENCY_FAMILY = "enforcer_worker_verdict_latency_seconds"
@@ -74,7 +75,8 @@ class ChildCounters(Collector):
         yield ready
         yield up
         yield restarts
-        yield from families(children)
+        supervisor = {"name": "supervisor", "counters": status.get("counters", {})}
+        yield from families([*children, supervisor])
 
 
 def families(children: Iterable[dict[str, Any]]) -> list[Metric]:

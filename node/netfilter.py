@@ -16,6 +16,11 @@ kube-proxy) are not disturbed. The chain, in order:
 
 RETURN rather than ACCEPT lets the rest of the hook's rules (other people's) see the packet too.
 
+CNIs and kube-proxy insert their own rules at the top of FORWARD/INPUT/OUTPUT (Calico, kube-router and
+others re-insert them periodically), which would put their ACCEPTs ahead of our jump. `check_jumps` finds
+a hook whose first rule is not our jump (or that lost it), and `repair_jumps` puts it back first in one
+iptables-restore transaction (delete ours, insert at 1): no packet sees the hook without it.
+
 Conntrack keeps a closed or reset TCP entry (and its mark) for a while, and a SYN reusing its ports moves it
 back to SYN_SENT rather than starting a fresh one; a connection that was established and later blocked
 (an injection reset) would hand its drop bit to the next connection from the same client port. A bare SYN
@@ -29,9 +34,12 @@ from __future__ import annotations
 
 import logging
 import subprocess
-from collections.abc import Iterable
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from core import anomalies as A
 from node.config import PASS, Config
 
 log = logging.getLogger(__name__)
@@ -135,6 +143,47 @@ def jump_rules(spec: ChainSpec) -> list[str]:
     return jumps
 
 
+def jump_listing_line(spec: ChainSpec, hook: str) -> str:
+    """Our jump in `hook` as `iptables -S HOOK` prints it."""
+    lo = {"INPUT": " ! -i lo", "OUTPUT": " ! -o lo"}.get(hook, "")
+    return f"-A {hook}{lo} -j {spec.chain}"
+
+
+@dataclass(frozen=True, slots=True)
+class JumpProblem:
+    """A hook where our jump is not first: `ours` copies of it are present, `first` is the rule above."""
+
+    family: int
+    hook: str
+    ours: int
+    first: str
+
+    def describe(self) -> str:
+        where = f"IPv{self.family} {self.hook}"
+        if not self.ours:
+            return f"{where}: our jump was deleted"
+        return f"{where}: our jump is no longer first; above it: {self.first!r}"
+
+
+def find_jump_problem(spec: ChainSpec, family: int, hook: str, listing: str) -> JumpProblem | None:
+    """What is wrong with `hook`, from its `iptables -S HOOK` listing (None: our jump is first)."""
+    rules = [line for line in listing.splitlines() if line.startswith(f"-A {hook} ")]
+    ours = jump_listing_line(spec, hook)
+    count = rules.count(ours)
+    if rules and rules[0] == ours:
+        return None
+    return JumpProblem(family, hook, count, rules[0] if rules else "")
+
+
+def repair_script(spec: ChainSpec, problems: Iterable[JumpProblem]) -> str:
+    """One transaction for one family: remove our jumps from the hooks named, insert each first again."""
+    lines = ["*filter"]
+    for p in problems:
+        rule = jump_listing_line(spec, p.hook).removeprefix(f"-A {p.hook}")
+        lines += [f"-D {p.hook}{rule}"] * p.ours + [f"-I {p.hook} 1{rule}"]
+    return "\n".join([*lines, "COMMIT", ""])
+
+
 def block_chain(spec: ChainSpec) -> str:
     return f"{spec.chain}-BLOCK"
 
@@ -205,6 +254,34 @@ class Netfilter:
         if result.returncode != 0:
             raise NetfilterError(f"{restore} refused the source blocks: {result.stderr.strip()}")
 
+    def check_jumps(self) -> list[JumpProblem]:
+        """Hooks (both families) where our jump is not first. A hook iptables cannot list is skipped."""
+        problems = []
+        for family in self.spec.families:
+            for hook in self.spec.hooks:
+                listed = _ipt(_TOOLS[family][0], "-S", hook)
+                if listed.returncode == 0:
+                    problem = find_jump_problem(self.spec, family, hook, listed.stdout)
+                    if problem is not None:
+                        problems.append(problem)
+        return problems
+
+    def repair_jumps(self, problems: list[JumpProblem]) -> None:
+        """Put our jumps back first, one atomic transaction per family; NetfilterError if refused."""
+        for family in self.spec.families:
+            mine = [p for p in problems if p.family == family]
+            if not mine:
+                continue
+            restore = _TOOLS[family][1]
+            result = subprocess.run(
+                [restore, "-w", str(XTABLES_WAIT_S), "--noflush"],
+                input=repair_script(self.spec, mine),
+                capture_output=True,
+                text=True,
+            )
+            if result.returncode != 0:
+                raise NetfilterError(f"{restore} refused to put our jump first: {result.stderr.strip()}")
+
     def listing(self) -> dict[int, str]:
         """`iptables -S` of the filter table per family (for status and tests)."""
         return {f: _ipt(_TOOLS[f][0], "-S").stdout for f in self.spec.families}
@@ -212,3 +289,53 @@ class Netfilter:
 
 def _ipt(tool: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([tool, "-w", str(XTABLES_WAIT_S), *args], capture_output=True, text=True)
+
+
+class JumpWatch:
+    """Every `interval` seconds: our jumps first in their hooks, put back if not (counted, logged with
+    what was found); and `also` (the bridge check), whose changed finding is logged. A thread of its own,
+    so a held xtables lock never stalls the supervisor's loop."""
+
+    def __init__(self, netfilter: Netfilter, interval: float, also: Callable[[], None] | None = None) -> None:
+        self.netfilter = netfilter
+        self.interval = interval
+        self.also = also
+        self.counters: Counter[str] = Counter()
+        self.last_repair = ""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="jump-watch", daemon=True)
+
+    def start(self) -> None:
+        if self.interval > 0:
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=2 * XTABLES_WAIT_S + 1)
+
+    def check_once(self) -> list[JumpProblem]:
+        problems = self.netfilter.check_jumps()
+        self.counters["netfilter.jump_checks"] += 1
+        if not problems:
+            return problems
+        found = "; ".join(p.describe() for p in problems)
+        try:
+            self.netfilter.repair_jumps(problems)
+        except NetfilterError as exc:
+            self.counters[A.NETFILTER_JUMP_REPAIR_FAILED] += 1
+            log.error("%s; cannot repair it: %s", found, exc)
+            return problems
+        self.counters[A.NETFILTER_JUMP_REPAIRED] += len(problems)
+        self.last_repair = found
+        log.warning("%s; put our jump back first (%s)", found, A.NETFILTER_JUMP_REPAIRED)
+        return problems
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.check_once()
+                if self.also is not None:
+                    self.also()
+            except Exception:  # a bug here must not end the checks for good
+                log.exception("netfilter check failed")

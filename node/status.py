@@ -25,6 +25,7 @@ def fetch(addr: str, timeout: float = 2.0) -> dict[str, Any]:
 
 def render(status: dict[str, Any], previous: dict[str, Any] | None, interval: float) -> str:
     lines = [f"ready={status['ready']} uptime={status['uptime_s']}s"]
+    lines += _netfilter_lines(status)
     before = {c["name"]: c["counters"] for c in (previous or {}).get("children", [])}
     lines.append(
         f"{'child':12s} {'pid':>7s} {'cpu':>3s} {'up':>3s} {'restarts':>8s}  counters (per second when refreshed)"
@@ -41,6 +42,20 @@ def render(status: dict[str, Any], previous: dict[str, Any] | None, interval: fl
         lines.append(f"{c['name']:12s} {c['pid']!s:>7s} {c['cpu']!s:>3s} {'yes' if c['alive'] else 'NO':>3s} "
                      f"{c['restarts']:>8d}  {' '.join(shown)}")  # fmt: skip
     return "\n".join(lines)
+
+
+def _netfilter_lines(status: dict[str, Any]) -> list[str]:
+    """What the supervisor found about our hooks: unseen bridged traffic, jumps it had to put back."""
+    nf = status.get("netfilter") or {}
+    repairs = (status.get("counters") or {}).get("netfilter.jump_repaired", 0)
+    lines = []
+    if nf.get("bridges_unfiltered"):
+        lines.append(f"WARNING: {nf['bridges_unfiltered']}")
+    if repairs:
+        lines.append(
+            f"netfilter: our jump was put back first {repairs} times; last: {nf.get('last_jump_repair')}"
+        )
+    return lines
 
 
 def _addr(args: argparse.Namespace) -> str:

@@ -24,10 +24,12 @@ from dataclasses import dataclass, field
 import psutil
 import zmq
 
+from core import anomalies as A
 from core import messages as M
 from node.config import PASS, Config, config_to_dict
 from node.metrics import MetricsServer
-from node.netfilter import ChainSpec, Netfilter, NetfilterError
+from node.netfilter import ChainSpec, JumpWatch, Netfilter, NetfilterError
+from node.netfilter_bridges import find_bridges, load_br_netfilter
 from node.source_blocks import SourceBlocks
 
 log = logging.getLogger(__name__)
@@ -65,6 +67,9 @@ class Supervisor:
         self.run_dir = config.paths.run_dir
         self.netfilter = Netfilter(ChainSpec.from_config(config))
         self.source_blocks = SourceBlocks(self.netfilter, config.guard.kernel_blocks)
+        self.jump_watch = JumpWatch(self.netfilter, config.netfilter.jump_check_ms / 1000.0, self._check_bridges)
+        self.bridge_warning = ""  # bridged traffic that skips our FORWARD jump ("" when none)
+        self._br_netfilter_tried = False
         self.children: list[Child] = [Child("policy", 0, config.worker_cpu(0))]
         self.children += [Child("worker", i, config.worker_cpu(i)) for i in range(config.workers.count)]
         self.children += [Child("reader", i, config.reader_cpu(i)) for i in range(config.queues.readers)]
@@ -193,7 +198,9 @@ class Supervisor:
             self._wait_started(sock, [c for c in self.children if c.role == "reader"],
                                "readers did not bind their queues")  # fmt: skip
             if not self.stopping.is_set():
+                self._check_bridges()
                 self.netfilter.install()
+                self.jump_watch.start()
                 self.ready = True
                 log.info(
                     "enforcing: %d readers, %d workers", self.config.queues.readers, self.config.workers.count
@@ -212,6 +219,7 @@ class Supervisor:
             status = 1
         finally:
             self.ready = False
+            self.jump_watch.stop()  # before our rules go: it would put the jumps back
             if status == 0 or self.config.failure.budget_spent == PASS:
                 self.netfilter.remove()
             self._stop_children()
@@ -265,15 +273,47 @@ class Supervisor:
                     child.proc.kill()
                     child.proc.wait(timeout=5)
 
+    # ---- coexisting with CNIs ------------------------------------------------------------------
+
+    def _check_bridges(self) -> None:
+        """Bridges whose traffic skips FORWARD (a bridge CNI without br_netfilter): logged when the finding
+        changes (a CNI creates its bridge with the first pod); br_netfilter loaded once if configured."""
+        if "FORWARD" not in self.netfilter.spec.hooks:
+            return
+        finding = find_bridges(families=self.netfilter.spec.families)
+        if finding.unfiltered and self.config.netfilter.load_br_netfilter and not self._br_netfilter_tried:
+            self._br_netfilter_tried = True
+            error = load_br_netfilter(finding.unfiltered)
+            if error:
+                log.error("cannot load br_netfilter (netfilter.load_br_netfilter): %s", error)
+            else:
+                log.info("br_netfilter loaded and bridged traffic sent through iptables (netfilter.load_br_netfilter)")
+                finding = find_bridges(families=self.netfilter.spec.families)
+        text = finding.describe()
+        if text != self.bridge_warning:
+            if text:
+                log.warning("%s (%s)", text, A.NETFILTER_BRIDGE_UNFILTERED)
+            else:
+                log.info("bridged traffic crosses the FORWARD hook again")
+            self.bridge_warning = text
+
     # ---- status for the metrics endpoint -------------------------------------------------------
 
     def healthy(self) -> bool:
         return time.monotonic() - self.last_loop < 5.0
 
     def status(self) -> dict[str, object]:
+        counters = dict(self.jump_watch.counters)
+        counters[A.NETFILTER_BRIDGE_UNFILTERED] = 1 if self.bridge_warning else 0
         return {
             "ready": self.ready,
             "uptime_s": round(time.time() - self.started_at, 1),
+            "netfilter": {
+                "jump_check_s": self.jump_watch.interval,
+                "last_jump_repair": self.jump_watch.last_repair,
+                "bridges_unfiltered": self.bridge_warning,
+            },
+            "counters": counters,  # the supervisor's own (metrics: enforcer_supervisor_*)
             "children": [
                 {
                     "name": c.name,
