@@ -28,9 +28,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lab.enforcer import LabEnforcer
 from lab.topology import Lab, require_root
-from scripts.loadtest import IPERF_PORT, POLICY, iperf
+from scripts.loadtest import IPERF_PORT, iperf
 
 MAX_BYTES = 64 << 20
+POLICY = f"""
+version: 1
+default_mode: monitor
+groups:
+  - {{name: clients, mode: monitor, members: [198.18.1.0/24]}}
+  - {{name: web, mode: protect, members: [198.18.2.11/32]}}
+rules:
+  - {{id: 10, from: clients, to: web, ports: [udp/{IPERF_PORT}], action: allow}}
+"""
 WROTE = re.compile(r"^(\d+) packets \((\d+) bytes\)", re.M)
 
 
