@@ -38,7 +38,7 @@ groups:
   - {{name: clients, mode: monitor, members: [198.18.1.0/24]}}
   - {{name: web, mode: protect, members: [198.18.2.11/32]}}
 rules:
-  - {{id: 10, from: clients, to: web, ports: [udp/{IPERF_PORT}], action: allow}}
+  - {{id: 10, from: clients, to: web, ports: [tcp/{IPERF_PORT}, udp/{IPERF_PORT}], action: allow}}
 """
 WROTE = re.compile(r"^(\d+) packets \((\d+) bytes\)", re.M)
 
