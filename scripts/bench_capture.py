@@ -5,8 +5,9 @@
 
 The lab with the enforcer in `workers.inspect = "all"` (every packet through a reader and a worker) and
 an iperf3 flood of 64-byte UDP datagrams (a compiled generator faster than the enforcer). In each rep,
-interleaved: no capture (the baseline), a `--flow` capture that matches the flood, and a `--group`
-capture of the server's group (a policy lookup per packet: the dearest filter). The figure is the
+interleaved, in an order rotated each rep: no capture (the baseline), a `--flow` capture that matches
+nothing (the filter's cost alone), a `--flow` capture that matches the flood, and a `--group` capture of
+the server's group (a policy lookup per packet: the dearest filter). The figure is the
 readers' judged packets/s (their `packets` counter over the test, from the status endpoint); medians
 over the reps are printed beside the baseline they are divided by, with what each capture wrote. Each
 capture copies until its byte budget (`--max-bytes`, 64 MiB here), then only matches. The machine's
@@ -84,6 +85,7 @@ def main() -> int:
     s1 = "198.18.2.11"
     cases = {
         "none": None,
+        "nomatch": ["--flow", f"udp 198.18.1.99 {s1}:{IPERF_PORT}"],
         "flow": ["--flow", f"udp 198.18.1.11 {s1}:{IPERF_PORT}"],
         "group": ["--group", "web"],
     }
@@ -97,7 +99,10 @@ def main() -> int:
             time.sleep(0.3)  # iperf3 binds
             for rep in range(reps):
                 with LabEnforcer(lab, {"workers": {"inspect": "all"}}, policy=policy) as e:
-                    for name, capture in cases.items():
+                    names = list(cases)
+                    names = names[rep % len(names) :] + names[: rep % len(names)]  # no case always first
+                    for name in names:
+                        capture = cases[name]
                         rate, note = measure(lab, e, seconds, capture, Path(tmp) / f"{name}-{rep}.pcap")
                         rates[name].append(rate)
                         wrote[name].append(note)
@@ -109,7 +114,7 @@ def main() -> int:
     for name in cases:
         med = statistics.median(rates[name])
         extra = f"  capture wrote: {'; '.join(wrote[name])}" if cases[name] else ""
-        print(f"  {name:6s} {med:>10,.0f}/s  ratio {med / base:.2f} (baseline {base:,.0f}/s){extra}")
+        print(f"  {name:7s} {med:>10,.0f}/s  ratio {med / base:.2f} (baseline {base:,.0f}/s){extra}")
     return 0
 
 
