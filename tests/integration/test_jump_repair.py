@@ -4,10 +4,12 @@ bridges without br_netfilter are reported at start-up. Only the lab's namespaces
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from lab.enforcer import LabEnforcer
 from lab.topology import Lab
@@ -26,6 +28,23 @@ def forward_rules(lab: Lab, tool: str) -> list[str]:
 
 def supervisor_counter(e: LabEnforcer, key: str) -> int:
     return int((e.status().get("counters") or {}).get(key, 0))
+
+
+def metric(lab: Lab, sample: str, **labels: str) -> float:
+    """One sample of the live /metrics endpoint, parsed by prometheus_client's parser."""
+    out = lab.node_exec(
+        sys.executable, "-c",
+        "import urllib.request,sys;sys.stdout.write(urllib.request.urlopen('http://127.0.0.1:9464/metrics',"
+        "timeout=2).read().decode())",
+    )  # fmt: skip
+    values = [
+        s.value
+        for family in text_string_to_metric_families(out.stdout)
+        for s in family.samples
+        if s.name == sample and s.labels == labels
+    ]
+    assert len(values) == 1, (sample, values)
+    return float(values[0])
 
 
 def wait_for(what: Any, timeout: float) -> Any:
@@ -76,6 +95,8 @@ def test_a_rule_above_our_jump_and_a_deleted_jump_are_repaired_and_enforcement_h
         assert "-A FORWARD -j ACCEPT" in forward_rules(lab, tool)  # the CNI's rule stays, below ours
         log = e.log()
         assert "put our jump back first" in log and "-A FORWARD -j ACCEPT" in log and "deleted" in log
+        repairs = metric(lab, "enforcer_supervisor_netfilter_jump_repaired_total", child="supervisor")
+        assert repairs == supervisor_counter(e, "netfilter.jump_repaired") >= 2
         lab.node_exec(tool, "-D", "FORWARD", "-j", "ACCEPT")
 
 
