@@ -215,6 +215,9 @@ def seeds(name: str) -> list[bytes]:
             M.Inspect(0, [(1, b"E" + bytes(19)), (2, b"`" + bytes(39))]), M.Verdicts(1, [(1, 2, 10)]),
             M.Events("worker 0", [{"type": "audit", "what": "x", "id": "1", "time": 1.0, "node": "n"}]),
             M.Heartbeat("reader", 0, 99, {"packets": 1}), M.BlockSources("reader 0", [(bytes(4), 5.0)]),
+            M.EvidenceRequest("ab" * 8, "w0-abcdef-ev1"), M.EvidenceReply(0, "w0-abcdef-ev1", [(1.0, 40, b"E")]),
+            M.CaptureStart("ab" * 8, 6, bytes(4), 0, b"", 80, "web", 3.0, 1000),
+            M.CaptureChunk(1, "ab" * 8, [(1.0, 20, b"E" + bytes(19))], True, 0, ""),
         ]  # fmt: skip
         return [b"\x00" + M.encode(m) for m in msgs]
     if name == "policy_input":
