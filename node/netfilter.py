@@ -151,7 +151,8 @@ def jump_listing_line(spec: ChainSpec, hook: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class JumpProblem:
-    """A hook where our jump is not first: `ours` copies of it are present, `first` is the rule above."""
+    """A hook where our jump is not first and alone: `ours` copies of it are present, `first` is the rule
+    above them ("" when ours is first but repeated)."""
 
     family: int
     hook: str
@@ -162,6 +163,8 @@ class JumpProblem:
         where = f"IPv{self.family} {self.hook}"
         if not self.ours:
             return f"{where}: our jump was deleted"
+        if not self.first:
+            return f"{where}: our jump is there {self.ours} times"
         return f"{where}: our jump is no longer first; above it: {self.first!r}"
 
 
@@ -170,9 +173,9 @@ def find_jump_problem(spec: ChainSpec, family: int, hook: str, listing: str) -> 
     rules = [line for line in listing.splitlines() if line.startswith(f"-A {hook} ")]
     ours = jump_listing_line(spec, hook)
     count = rules.count(ours)
-    if rules and rules[0] == ours:
+    if rules and rules[0] == ours and count == 1:
         return None
-    return JumpProblem(family, hook, count, rules[0] if rules else "")
+    return JumpProblem(family, hook, count, rules[0] if rules and rules[0] != ours else "")
 
 
 def repair_script(spec: ChainSpec, problems: Iterable[JumpProblem]) -> str:

@@ -213,6 +213,7 @@ class Supervisor:
                 self.source_blocks.apply()
                 self._check_children(time.monotonic())
         except BudgetSpent as exc:
+            self.jump_watch.stop()  # the fail-closed rule goes in next: no repair in between
             status = self._give_up(str(exc))
         except NetfilterError as exc:
             log.error("%s", exc)

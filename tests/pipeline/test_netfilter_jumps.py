@@ -31,6 +31,10 @@ def test_a_rule_above_our_jump_or_a_deleted_jump_is_found_and_a_first_jump_is_fi
     assert "-A FORWARD -j ACCEPT" in problem.describe()
     gone = find_jump_problem(s, 6, "FORWARD", "-P FORWARD DROP\n-A FORWARD -j cali-FORWARD\n")
     assert gone is not None and gone.ours == 0 and "deleted" in gone.describe()
+    twice = find_jump_problem(
+        s, 4, "FORWARD", "-A FORWARD -j ENFORCER\n-A FORWARD -j X\n-A FORWARD -j ENFORCER\n"
+    )
+    assert twice is not None and twice.ours == 2 and "2 times" in twice.describe()
     empty = find_jump_problem(s, 4, "FORWARD", "-P FORWARD ACCEPT\n")
     assert empty is not None and empty.ours == 0
     # INPUT's jump leaves loopback alone: that form is ours, the bare one is not
