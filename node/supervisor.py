@@ -67,7 +67,8 @@ class Supervisor:
         self.run_dir = config.paths.run_dir
         self.netfilter = Netfilter(ChainSpec.from_config(config))
         self.source_blocks = SourceBlocks(self.netfilter, config.guard.kernel_blocks)
-        self.jump_watch = JumpWatch(self.netfilter, config.netfilter.jump_check_ms / 1000.0, self._check_bridges)
+        check_s = config.netfilter.jump_check_ms / 1000.0
+        self.jump_watch = JumpWatch(self.netfilter, check_s, self._check_bridges)
         self.bridge_warning = ""  # bridged traffic that skips our FORWARD jump ("" when none)
         self._br_netfilter_tried = False
         self.children: list[Child] = [Child("policy", 0, config.worker_cpu(0))]
@@ -288,7 +289,7 @@ class Supervisor:
             if error:
                 log.error("cannot load br_netfilter (netfilter.load_br_netfilter): %s", error)
             else:
-                log.info("br_netfilter loaded and bridged traffic sent through iptables (netfilter.load_br_netfilter)")
+                log.info("br_netfilter loaded, bridged traffic sent through iptables")
                 finding = find_bridges(families=self.netfilter.spec.families)
         text = finding.describe()
         if text != self.bridge_warning:
