@@ -77,6 +77,9 @@ def _capture(args: argparse.Namespace) -> int:
         raise
     count = write_output(fd, got.records)
     print(_summary(got, count, args.output), file=sys.stderr)
+    if not count:
+        print("no packet matched: is the flow or group right (a group of the policy in force), and does "
+              "its traffic reach the enforcer's queue?", file=sys.stderr)  # fmt: skip
     return 1 if got.notes else 0
 
 
