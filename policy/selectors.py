@@ -35,7 +35,7 @@ from core import workload_labels as WL
 MAX_SELECTOR_REGEX_LEN = 256  # characters in one criterion regex (bounded compile and match cost)
 MAX_SELECTOR_TERMS = 64  # requirements or criteria in one selector
 MAX_SELECTOR_VALUES = 256  # values of one In/NotIn requirement
-MAX_SELECTOR_VALUE_LEN = 253  # the longest label value or NeuVector criterion value we take
+MAX_SELECTOR_VALUE_LEN = 512  # the longest label value or criterion value we take (regexes: the cap below)
 _REGEX_CACHE = 4096  # compiled selector regexes kept (one per distinct pattern)
 
 # Keys NeuVector derives from a workload's identity, kept apart from pod labels of the same name.
