@@ -17,9 +17,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from core import workload_labels as WL  # noqa: E402
-from policy.loader import parse_policy  # noqa: E402
-from policy.tables import Workload, compile_policy  # noqa: E402
+from core import workload_labels as WL
+from policy.loader import parse_policy
+from policy.tables import Workload, compile_policy
 
 
 def workloads(n: int, namespaces: int) -> list[Workload]:
