@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from controller.membership import NODE_GRACE_S
 from controller.node_keys import EnrolmentError, enrol
 from controller.server import DEFAULT_LISTEN, Controller, run_controller
 from controller.store import DEFAULT_DB, EventStore
@@ -42,7 +43,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     try:
         controller = Controller(
             args.policy_dir, args.db, args.secret_key, args.clients, listen=args.listen,
-            heartbeat_s=args.heartbeat, watch_interval_s=args.watch,
+            heartbeat_s=args.heartbeat, watch_interval_s=args.watch, node_grace_s=args.node_grace,
         )  # fmt: skip
     except (OSError, ValueError) as exc:
         print(f"enforcer controller: {exc}", file=sys.stderr)
@@ -148,6 +149,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--clients", help="directory of accepted enforcers' public certificates (*.key)")
     p.add_argument("--heartbeat", type=float, default=2.0, help="heartbeat interval told to enforcers (s)")
     p.add_argument("--watch", type=float, default=1.0, help="policy directory check interval (s)")
+    p.add_argument("--node-grace", type=float, default=NODE_GRACE_S,
+                   help=f"a disconnected node's workloads are kept this long (s, default {NODE_GRACE_S:.0f})")  # fmt: skip
     p.set_defaults(func=_cmd_serve)
     sub = p.add_subparsers(dest="controller_command", metavar="ACTION")
     ev = sub.add_parser("events", help="print stored events as JSON lines")
