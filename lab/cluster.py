@@ -272,14 +272,13 @@ class Cluster:
     # ---- using ---------------------------------------------------------------------------------
 
     def start_in_pod(
-        self, pod_name: str, enforcer: ClusterEnforcer, *cmd: str, **kwargs: Any
+        self, pod_name: str, enforcer: ClusterEnforcer | None, *cmd: str, **kwargs: Any
     ) -> subprocess.Popen[Any]:
-        """A process in a pod, inside its node's PID namespace (so that node's enforcer sees it)."""
+        """A process in a pod, inside its node's PID namespace (so that node's enforcer sees it); with
+        no enforcer, in the machine's (a pod no enforcer watches)."""
         pod = self.pods[pod_name]
-        proc = subprocess.Popen(
-            ["nsenter", "--target", str(enforcer.init_pid()), "--pid", "--",
-             "ip", "netns", "exec", pod.netns, *cmd], **kwargs,
-        )  # fmt: skip
+        pid_ns = ["nsenter", "--target", str(enforcer.init_pid()), "--pid", "--"] if enforcer else []
+        proc = subprocess.Popen([*pid_ns, "ip", "netns", "exec", pod.netns, *cmd], **kwargs)
         self._procs.append(proc)
         return proc
 

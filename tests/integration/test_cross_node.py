@@ -18,9 +18,10 @@ from lab.cluster import Cluster, ClusterController, ClusterEnforcer
 pytestmark = pytest.mark.netns
 
 PREFIX = f"cn{os.getpid() % 10000}"
+GRACE_S = 8.0  # the controller keeps a silent node's workloads this long
 POLICY = f"""
 version: 1
-default_mode: monitor
+default_mode: protect  # anything no group selects is denied: an unknown pod cannot pass
 groups:
   - name: clients
     mode: protect
@@ -34,11 +35,13 @@ rules:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster, ClusterController]]:
+def cluster(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[Cluster, ClusterController, list[ClusterEnforcer]]]:
     policy = tmp_path_factory.mktemp("cross-node") / "policy.yaml"
     policy.write_text(POLICY)
     with Cluster(PREFIX, {"a": ["cli1"], "b": ["web1", "b2"]}) as c:
-        controller = ClusterController(c, policy)
+        controller = ClusterController(c, policy, node_grace_s=GRACE_S)
         enforcers: list[ClusterEnforcer] = []
         try:
             controller.start()
@@ -47,14 +50,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster,
                 enforcers.append(e)
                 e.start()
             for pod in ("cli1", "web1", "b2"):  # every pod runs a server: its node's runtime child sees it
-                node = c.pods[pod].node
-                proc = c.start_in_pod(
-                    pod, enforcers[0 if node == "a" else 1],
-                    sys.executable, "-m", "lab.traffic", "serve", "--seconds", "300", "--tcp", "80",
-                    stdout=subprocess.PIPE, text=True,
-                )  # fmt: skip
-                assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-            yield c, controller
+                serve(c, pod, enforcers[0 if c.pods[pod].node == "a" else 1])
+            yield c, controller, enforcers
         finally:
             for e in enforcers:
                 e.cleanup()
@@ -80,8 +77,11 @@ def wait_for(c: Cluster, pod: str, addr: str, want: str, seconds: float) -> str:
     return outcome
 
 
-def test_a_remote_pod_is_reached_only_by_its_labels(cluster: tuple[Cluster, ClusterController]) -> None:
-    c, controller = cluster
+Cluster3 = tuple[Cluster, ClusterController, list[ClusterEnforcer]]
+
+
+def test_a_remote_pod_is_reached_only_by_its_labels(cluster: Cluster3) -> None:
+    c, controller, _ = cluster
     web1, b2 = c.pods["web1"], c.pods["b2"]
     # web1 (node B) carries the web label: node A's enforcer knows it only through the controller
     assert wait_for(c, "cli1", web1.ipv4, "ok", 30) == "ok", controller.log()
@@ -94,10 +94,8 @@ def test_a_remote_pod_is_reached_only_by_its_labels(cluster: tuple[Cluster, Clus
     assert wait_for(c, "cli1", b2.ipv4, "ok", 30) == "ok", controller.log()
 
 
-def test_every_node_and_its_workloads_are_known_to_the_controller(
-    cluster: tuple[Cluster, ClusterController],
-) -> None:
-    c, controller = cluster
+def test_every_node_and_its_workloads_are_known_to_the_controller(cluster: Cluster3) -> None:
+    c, controller, _ = cluster
     out = subprocess.run(
         [sys.executable, "-m", "node.cli", "controller", "nodes", "--db", str(controller.db)],
         capture_output=True, text=True, timeout=30,
@@ -107,3 +105,30 @@ def test_every_node_and_its_workloads_are_known_to_the_controller(
     counters_a = nodes[c.node_name("a")]["counters"]
     assert counters_a.get("policy.memberships", 0) >= 1, counters_a
     assert Path(controller.db).exists()
+
+
+def serve(c: Cluster, pod: str, enforcer: ClusterEnforcer | None) -> None:
+    proc = c.start_in_pod(pod, enforcer, sys.executable, "-m", "lab.traffic", "serve", "--seconds", "300",
+                          "--tcp", "80", stdout=subprocess.PIPE, text=True)  # fmt: skip
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+
+
+def test_a_silent_nodes_workloads_are_dropped_after_the_grace(cluster: Cluster3) -> None:
+    """Node B's enforcer stops (and its pods' processes with its PID namespace): the controller keeps
+    B's workloads for the grace, so node A still lets cli1 reach web1 (served again, now unwatched);
+    after the silence limit and the grace, node A learns they are gone and refuses. Runs last."""
+    c, controller, enforcers = cluster
+    web1 = c.pods["web1"]
+    assert wait_for(c, "cli1", web1.ipv4, "ok", 30) == "ok"
+    enforcers[1].stop()
+    stopped = time.monotonic()
+    serve(c, "web1", None)
+    assert connect(c, "cli1", web1.ipv4) == "ok"  # within the grace: node A still knows web1
+    outcome = "ok"
+    deadline = stopped + 5 + GRACE_S + 20  # silence limit (3 heartbeats, >= 5 s), grace, margin
+    while outcome == "ok" and time.monotonic() < deadline:
+        time.sleep(0.5)
+        outcome = connect(c, "cli1", web1.ipv4)
+    dropped_after = time.monotonic() - stopped
+    assert outcome in ("refused", "reset", "timeout"), controller.log()
+    assert dropped_after >= GRACE_S, f"dropped after {dropped_after:.1f} s, before the {GRACE_S} s grace"
