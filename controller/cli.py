@@ -14,12 +14,15 @@ from typing import Any
 
 import yaml
 
+from controller.learned_export import learned_as_crds
 from controller.membership import NODE_GRACE_S
 from controller.node_keys import EnrolmentError, enrol
+from controller.policy_dir import PolicyDirectory
 from controller.server import DEFAULT_LISTEN, Controller, run_controller
 from controller.store import DEFAULT_DB, EventStore
 from core.events import EventType
 from policy.keys import generate_keypair
+from policy.model import PolicyError
 
 
 def _since(text: str) -> float:
@@ -94,6 +97,22 @@ def _cmd_learned(args: argparse.Namespace) -> int:
         return 2
     doc = store.learned_rules()
     store.close()
+    if args.crd:
+        policy = None
+        policy_dir = args.sub_policy_dir or args.policy_dir
+        if policy_dir:
+            try:
+                policy = PolicyDirectory(policy_dir).load()
+            except (OSError, PolicyError) as exc:
+                print(f"enforcer controller learned: --policy-dir {policy_dir}: {exc}", file=sys.stderr)
+                return 2
+        try:
+            doc, warnings = learned_as_crds(doc, policy)
+        except PolicyError as exc:
+            print(f"enforcer controller learned: {exc}", file=sys.stderr)
+            return 2
+        for w in warnings:
+            print(f"enforcer controller learned: warning: {w}", file=sys.stderr)
     text = yaml.safe_dump(doc, sort_keys=False, width=110)
     if args.export and args.export != "-":
         Path(args.export).write_text(text)
@@ -166,6 +185,10 @@ def register(subparsers: Any) -> None:
     learned = sub.add_parser("learned", help="learned connections as proposed native rules (YAML)")
     learned.add_argument("--db", dest="sub_db", help="SQLite event store")
     learned.add_argument("--export", nargs="?", const="-", default="-", help="write to FILE (default stdout)")
+    learned.add_argument("--crd", action="store_true", help="as NeuVector CRDs (NvSecurityRule) instead")
+    learned.add_argument(
+        "--policy-dir", dest="sub_policy_dir", help="--crd: the served policy, for group criteria"
+    )
     learned.set_defaults(func=_cmd_learned)
     keys = sub.add_parser(
         "keys", help="generate CURVE certificates (NAME.key, NAME.key_secret); `keys add NODE`: enrol one"

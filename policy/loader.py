@@ -87,6 +87,17 @@ class SafeLoader(_BaseSafeLoader):
 SafeLoader.add_constructor("tag:yaml.org,2002:value", lambda loader, node: loader.construct_scalar(node))
 
 
+def _negated_operator(loader: Any, node: Any) -> str:
+    """A hand-written `op: !=` or `op: !regex` reads as a YAML tag with an empty value: the operator."""
+    if loader.construct_scalar(node):
+        raise yaml.constructor.ConstructorError(None, None, f"unexpected tag {node.tag!r}", node.start_mark)
+    return str(node.tag)
+
+
+for _tag in ("!=", "!regex"):
+    SafeLoader.add_constructor(_tag, _negated_operator)
+
+
 def yaml_load(text: str | bytes) -> Any:
     return yaml.load(text, Loader=SafeLoader)  # SafeLoader: plain data only
 
