@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from core import workload_labels as WL
 from core.lookup import Action, Mode
 from node.policy_cli import register
 from policy.crd import CrdError, convert_crds, rule_id_for
-from core import workload_labels as WL
 from policy.loader import load_policy, parse_policy
 from policy.selectors import selector_from_dict
 from policy.tables import DictTables, Workload, compile_policy
