@@ -56,6 +56,7 @@ class ClusterMembership:
         self.changed = True
         self.version = 0  # of the relevant set (bumped when it is recomputed)
         self._relevant: dict[str, C.RemoteWorkload] = {}
+        self._changes: tuple[list[str], list[str]] = ([], [])  # ids changed and removed by the last version
 
     # ---- inputs ----------------------------------------------------------------------------------
 
@@ -137,7 +138,12 @@ class ClusterMembership:
             index = LabelIndex(w[3] for w in everything)
             for positions in selected_workloads(self.groups, index):
                 chosen |= positions
+        old = self._relevant
         self._relevant = {everything[i][0]: everything[i] for i in sorted(chosen)}
+        self._changes = (
+            [wid for wid, w in self._relevant.items() if old.get(wid) != w],
+            [wid for wid in old if wid not in self._relevant],
+        )
         self.counters["membership.relevant"] = len(self._relevant)
         return self._relevant
 
@@ -146,6 +152,16 @@ class ClusterMembership:
         relevant = self.relevant()
         if not peer.full and peer.seen == self.version:
             return []
+        if not peer.full and peer.seen == self.version - 1:
+            # One version behind: only what that version changed (no pass over every workload).
+            peer.seen = self.version
+            changed = [relevant[wid] for wid in self._changes[0] if relevant[wid][1] != node]
+            removed = [wid for wid in self._changes[1] if wid in peer.sent]
+            for wid in removed:
+                del peer.sent[wid]
+            for w in changed:
+                peer.sent[w[0]] = w
+            return self._messages(peer, changed, removed) if changed or removed else []
         peer.seen = self.version
         wanted = {wid: w for wid, w in relevant.items() if w[1] != node}
         if peer.full:
@@ -154,15 +170,24 @@ class ClusterMembership:
             changed = [w for wid, w in wanted.items() if peer.sent.get(wid) != w]
             removed = [wid for wid in peer.sent if wid not in wanted]
             if not changed and not removed:
+                peer.sent = wanted
                 return []
+        full = peer.full
+        peer.sent = wanted
+        peer.full = False
+        return self._messages(peer, changed, removed, full)
+
+    @staticmethod
+    def _messages(
+        peer: PeerMembership, changed: list[C.RemoteWorkload], removed: list[str], full: bool = False
+    ) -> list[C.Membership]:
+        """`changed` and `removed` in messages of at most MAX_WORKLOADS_PER_MESSAGE, each a generation."""
         out: list[C.Membership] = []
         size = C.MAX_WORKLOADS_PER_MESSAGE
-        first, full = True, peer.full
+        first = True
         while first or changed or removed:
             base = 0 if (full and first) else peer.generation
             peer.generation += 1
             out.append(C.Membership(peer.generation, base, full and first, changed[:size], removed[:size]))
             changed, removed, first = changed[size:], removed[size:], False
-        peer.sent = wanted
-        peer.full = False
         return out
