@@ -49,6 +49,9 @@ SETTLE_S = 0.2  # a changed policy directory is read once it has not changed for
 PEER_FORGET_AFTER_S = 600.0  # an enforcer silent this long is forgotten (it will say HELLO again)
 NODE_REFUSED = "control.node_refused"  # a HELLO naming a node its key is not bound to
 MEMBERSHIP_INTERVAL_S = 0.1  # workload changes are batched into one membership update at most this often
+# After a (re)start the controller knows no node's workloads until each reconnects and reports: it
+# sends no membership for this many heartbeats, so enforcers keep what they hold instead of flapping.
+MEMBERSHIP_SETTLE_HEARTBEATS = 3
 
 
 @dataclass
@@ -414,7 +417,7 @@ class Controller:
     ) -> None:
         assert self.router is not None and self.zap is not None
         next_watch = 0.0
-        next_membership = 0.0
+        next_membership = time.monotonic() + MEMBERSHIP_SETTLE_HEARTBEATS * self.heartbeat_s
         settling: object = None  # the directory's signature at the previous check
         loading: Future[dict[str, Any]] | None = None
         while not stop.is_set():
