@@ -104,6 +104,9 @@ def test_every_node_and_its_workloads_are_known_to_the_controller(cluster: Clust
     assert set(nodes) == {c.node_name("a"), c.node_name("b")}
     counters_a = nodes[c.node_name("a")]["counters"]
     assert counters_a.get("policy.memberships", 0) >= 1, counters_a
+    # node A holds node B's pods only as remote workloads: none of them is also one of its own (its
+    # runtime child sees only its PID namespace), so none is shadowed by a local one
+    assert counters_a.get("policy.remote_conflicts") == 0, counters_a
     assert Path(controller.db).exists()
 
 
