@@ -13,6 +13,12 @@ whole document with a message naming the offending item.
         members: [198.18.2.0/24, "fd00:198:18:2::/64", {app: web, namespace: shop}]
       - name: example
         fqdns: ["*.example.com"]
+      - name: api                    # workload selectors as users write them (policy/selectors.py)
+        members:
+          - {matchLabels: {app: api}, matchExpressions: [{key: tier, operator: In, values: [back]}],
+             namespaces: [shop]}
+          - {criteria: [{key: service, op: "=", value: "api.shop"}, {key: app, op: regex, value: "^api"}]}
+      - name: nv.db.shop             # no members: NeuVector's name selects the service db.shop
     rules:
       - {id: 1, from: clients, to: web, ports: [tcp/80, icmp], applications: [HTTP], action: allow}
       - {id: 2, from: clients, to: web, ports: [tcp/443], hosts: ["shop.example.com"], action: allow}
