@@ -79,7 +79,10 @@ def test_neuvector_criteria(criteria: list[dict[str, str]], expected: list[int])
     ("doc", "message"),
     [
         ({"criteria": [{"key": "app", "op": "regex", "value": "(unclosed"}]}, "bad regex"),
-        ({"criteria": [{"key": "app", "op": "regex", "value": "a" * (MAX_SELECTOR_REGEX_LEN + 1)}]}, "longer"),
+        (
+            {"criteria": [{"key": "app", "op": "regex", "value": "a" * (MAX_SELECTOR_REGEX_LEN + 1)}]},
+            "longer",
+        ),
         ({"criteria": [{"key": "app", "op": "~", "value": "x"}]}, "operator"),
         ({"criteria": [{"key": "app", "op": "In", "value": "x"}]}, "Kubernetes operator"),
         ({"matchExpressions": [{"key": "app", "operator": "In", "values": []}]}, "at least one"),
@@ -131,3 +134,77 @@ def test_a_bad_regex_names_the_group() -> None:
     bad = POLICY.replace('op: "!=", value: data', 'op: regex, value: "[a-"')
     with pytest.raises(PolicyError, match="group 'back'.*bad regex"):
         parse_policy_text(bad)
+
+
+# ---- the index against a direct reading of the documented semantics, on generated workloads ---------
+
+import fnmatch  # noqa: E402
+import re  # noqa: E402
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_VALUES = st.sampled_from(["web", "api", "db", "web-2", "x", ""])
+_KEYS = st.sampled_from(["app", "tier", "service", "domain"])
+_LABELS = st.dictionaries(
+    st.sampled_from(["app", "tier", WL.POD_NAMESPACE, WL.WORKLOAD_NAME]), _VALUES, max_size=4
+)
+
+
+def _derived(labels: dict[str, str], key: str) -> str | None:
+    if key == "service":
+        ns, wl = labels.get(WL.POD_NAMESPACE), labels.get(WL.WORKLOAD_NAME)
+        return f"{wl}.{ns}" if ns is not None and wl else None
+    if key == "domain":
+        return labels.get(WL.POD_NAMESPACE)
+    return labels.get(key)
+
+
+def _criterion_holds(labels: dict[str, str], c: dict[str, str]) -> bool:
+    have = _derived(labels, c["key"])
+    op, value = c["op"], c["value"]
+    positive = {
+        "=": lambda v: fnmatch.fnmatchcase(v, value) if ("*" in value or "?" in value) else v == value,
+        "!=": lambda v: fnmatch.fnmatchcase(v, value) if ("*" in value or "?" in value) else v == value,
+        "contains": lambda v: value in v,
+        "prefix": lambda v: v.startswith(value),
+        "regex": lambda v: re.search(value, v) is not None,
+        "!regex": lambda v: re.search(value, v) is not None,
+    }[op]
+    hit = have is not None and positive(have)
+    return not hit if op in ("!=", "!regex") else hit
+
+
+def _reference(labels: dict[str, str], criteria: list[dict[str, str]]) -> bool:
+    """Same key: any positive holds (if there is one) and every negative holds; keys ANDed."""
+    for key in {c["key"] for c in criteria}:
+        mine = [c for c in criteria if c["key"] == key]
+        positives = [c for c in mine if c["op"] not in ("!=", "!regex")]
+        negatives = [c for c in mine if c["op"] in ("!=", "!regex")]
+        if positives and not any(_criterion_holds(labels, c) for c in positives):
+            return False
+        if not all(_criterion_holds(labels, c) for c in negatives):
+            return False
+    return True
+
+
+_CRITERION = st.one_of(
+    st.fixed_dictionaries(
+        {"key": _KEYS, "op": st.sampled_from(["=", "!=", "contains", "prefix"]),
+         "value": st.sampled_from(["web", "api", "we*", "?pi", "web.shop", "*.shop", "e"])}
+    ),
+    st.fixed_dictionaries(
+        {"key": _KEYS, "op": st.sampled_from(["regex", "!regex"]),
+         "value": st.sampled_from(["^w", "b$", "^(web|api)$", "e", r"\.shop$"])}
+    ),
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_LABELS, max_size=12), st.lists(_CRITERION, min_size=1, max_size=5))
+def test_the_index_selects_what_a_direct_reading_of_the_semantics_does(
+    workloads: list[dict[str, str]], criteria: list[dict[str, str]]
+) -> None:
+    selector = selector_from_dict({"criteria": criteria}, "generated")
+    expected = {i for i, labels in enumerate(workloads) if _reference(labels, criteria)}
+    assert set(LabelIndex(workloads).select(selector)) == expected
