@@ -366,14 +366,15 @@ def _criteria_of(group: Group, where: str, warnings: list[str]) -> list[dict[str
         DERIVED_IMAGE: "image",
     }
     for r in sel.labels:
+        key = names.get(r.key, r.key)  # a namespaceSelector is on the derived namespace
         if r.op == Op.IN:
-            out += [{"key": r.key, "op": "=", "value": v} for v in r.values]  # same key: ORed
+            out += [{"key": key, "op": "=", "value": v} for v in r.values]  # same key: ORed
         elif r.op == Op.NOT_IN:
-            out += [{"key": r.key, "op": "!=", "value": v} for v in r.values]  # negatives: ANDed
+            out += [{"key": key, "op": "!=", "value": v} for v in r.values]  # negatives: ANDed
         elif r.op == Op.EXISTS:
-            out.append({"key": r.key, "op": "=", "value": "*"})
+            out.append({"key": key, "op": "=", "value": "*"})
         else:
-            out.append({"key": r.key, "op": "!=", "value": "*"})
+            out.append({"key": key, "op": "!=", "value": "*"})
     out += [{"key": "domain", "op": "=", "value": ns} for ns in sel.namespaces]
     out += [{"key": names.get(r.key, r.key), "op": r.op.value, "value": r.values[0]} for r in sel.criteria]
     return out

@@ -3,7 +3,8 @@
 Three forms select workloads into a group (`policy.model.Group.workload_selectors`):
 
 - Kubernetes label selectors: `matchLabels` (equality) and `matchExpressions` (`In`, `NotIn`, `Exists`,
-  `DoesNotExist`), all ANDed, optionally limited to `namespaces` (the pod's namespace by name);
+  `DoesNotExist`), all ANDed, optionally limited to `namespaces` (the pod's namespace by name) or by a
+  `namespaceSelector` on `kubernetes.io/metadata.name` (the only namespace label a node knows);
 - NeuVector criteria (`key`, `op`, `value`) with NeuVector's operators `=`, `!=`, `contains`, `prefix`,
   `regex`, `!regex`. Criteria with the same key are ORed, criteria with different keys ANDed; a
   negative criterion (`!=`, `!regex`) of a key must hold together with the key's positive ones
@@ -333,8 +334,10 @@ class LabelIndex:
 
 def selector_to_dict(selector: WorkloadSelector) -> dict[str, object]:
     out: dict[str, object] = {}
-    match_labels = {r.key: r.values[0] for r in selector.labels if r.op == Op.IN and len(r.values) == 1}
-    expressions = [r for r in selector.labels if not (r.op == Op.IN and len(r.values) == 1)]
+    pod = [r for r in selector.labels if r.key != DERIVED_NAMESPACE]
+    namespace = [r for r in selector.labels if r.key == DERIVED_NAMESPACE]
+    match_labels = {r.key: r.values[0] for r in pod if r.op == Op.IN and len(r.values) == 1}
+    expressions = [r for r in pod if not (r.op == Op.IN and len(r.values) == 1)]
     if match_labels:
         out["matchLabels"] = match_labels
     if expressions:
@@ -344,6 +347,17 @@ def selector_to_dict(selector: WorkloadSelector) -> dict[str, object]:
         ]
     if selector.namespaces:
         out["namespaces"] = list(selector.namespaces)
+    if namespace:
+        out["namespaceSelector"] = {
+            "matchExpressions": [
+                {
+                    "key": NAMESPACE_NAME_LABEL,
+                    "operator": r.op.value,
+                    **({"values": list(r.values)} if r.values else {}),
+                }
+                for r in namespace
+            ]
+        }
     if selector.criteria:
         names = {v: k for k, v in _NV_KEYS.items() if k != "namespace"}
         out["criteria"] = [
@@ -353,14 +367,29 @@ def selector_to_dict(selector: WorkloadSelector) -> dict[str, object]:
     return out
 
 
-SELECTOR_KEYS = frozenset({"matchLabels", "matchExpressions", "namespaces", "criteria"})
+SELECTOR_KEYS = frozenset({"matchLabels", "matchExpressions", "namespaces", "namespaceSelector", "criteria"})
+# The one namespace label a node knows (Kubernetes sets it on every namespace: its name).
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 
 
-def selector_from_dict(doc: Mapping[str, object], where: str) -> WorkloadSelector:
-    """The native form: `{matchLabels, matchExpressions, namespaces}` or `{criteria}` (or both)."""
-    unknown = set(doc) - SELECTOR_KEYS
-    if unknown:
-        raise SelectorError(f"{where}: unknown selector key {sorted(unknown)[0]!r}")
+def _namespace_selector(doc: object, where: str) -> list[Requirement]:
+    """A Kubernetes `namespaceSelector` on the namespace's name; other namespace labels are not known
+    on the node (the pods' labels do not carry them), so they are refused rather than ignored."""
+    if not isinstance(doc, Mapping) or set(doc) - {"matchLabels", "matchExpressions"}:
+        raise SelectorError(f"{where}: namespaceSelector takes matchLabels and matchExpressions")
+    out: list[Requirement] = []
+    for r in _label_requirements(doc, f"{where} namespaceSelector"):
+        if r.key != NAMESPACE_NAME_LABEL:
+            raise SelectorError(
+                f"{where}: namespaceSelector on {r.key!r}: only {NAMESPACE_NAME_LABEL} is known on the node"
+            )
+        out.append(Requirement(DERIVED_NAMESPACE, r.op, r.values))
+    if not out:
+        raise SelectorError(f"{where}: empty namespaceSelector (it would select every namespace)")
+    return out
+
+
+def _label_requirements(doc: Mapping[str, object], where: str) -> list[Requirement]:
     labels: list[Requirement] = []
     match_labels = doc.get("matchLabels") or {}
     if not isinstance(match_labels, Mapping):
@@ -376,6 +405,18 @@ def selector_from_dict(doc: Mapping[str, object], where: str) -> WorkloadSelecto
         labels.append(
             expression(e.get("key"), e.get("operator"), e.get("values"), f"{where} matchExpressions[{i}]")
         )
+    return labels
+
+
+def selector_from_dict(doc: Mapping[str, object], where: str) -> WorkloadSelector:
+    """The native form: `{matchLabels, matchExpressions, namespaces, namespaceSelector}` or `{criteria}`
+    (or both)."""
+    unknown = set(doc) - SELECTOR_KEYS
+    if unknown:
+        raise SelectorError(f"{where}: unknown selector key {sorted(unknown)[0]!r}")
+    labels = _label_requirements(doc, where)
+    if "namespaceSelector" in doc:
+        labels += _namespace_selector(doc["namespaceSelector"], where)
     namespaces = doc.get("namespaces") or []
     if not isinstance(namespaces, list):
         raise SelectorError(f"{where}: namespaces is not a list")

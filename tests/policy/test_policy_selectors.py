@@ -48,6 +48,12 @@ def test_match_labels_and_expressions_are_anded() -> None:
 def test_namespaces_limit_a_selector() -> None:
     assert chosen({"namespaces": ["shop"]}) == [0, 1]
     assert chosen({"namespaces": ["shop", "data"], "matchLabels": {"tier": "back"}}) == [1, 2]
+    by_name = "kubernetes.io/metadata.name"
+    assert chosen({"namespaceSelector": {"matchLabels": {by_name: "data"}}}) == [2]
+    assert chosen({"matchLabels": {"tier": "back"}, "namespaceSelector": {"matchExpressions": [
+        {"key": by_name, "operator": "NotIn", "values": ["data"]}]}}) == [1]  # fmt: skip
+    with pytest.raises(SelectorError, match="only kubernetes.io/metadata.name is known"):
+        selector_from_dict({"namespaceSelector": {"matchLabels": {"team": "a"}}}, "g")
 
 
 @pytest.mark.parametrize(
@@ -104,7 +110,7 @@ groups:
     mode: protect
     members:
       - matchLabels: {app: web}
-        namespaces: [shop]
+        namespaceSelector: {matchExpressions: [{key: kubernetes.io/metadata.name, operator: In, values: [shop]}]}
   - name: back
     members:
       - criteria: [{key: tier, op: "=", value: back}, {key: domain, op: "!=", value: data}]
