@@ -33,6 +33,7 @@ from typing import Any
 from policy.model import (
     BUILTIN_GROUPS,
     EXTERNAL,
+    LABEL_VALUE_RE,
     NODES,
     FileBehavior,
     Group,
@@ -45,6 +46,8 @@ from policy.selectors import (
     DERIVED_NAMESPACE,
     DERIVED_NODE,
     DERIVED_SERVICE,
+    NEUVECTOR_KEYS,
+    SELECTOR_KEYS,
     Op,
     SelectorError,
     selector_from_dict,
@@ -161,6 +164,10 @@ class _Converter:
                 selector_from_dict({"criteria": others}, where)
             except SelectorError as exc:
                 raise CrdError(str(exc)) from None
+            if _plain_labels(others):
+                # Pod labels by equality only: the plain form, which the runtime monitor's process
+                # and file profiles select by as well.
+                return [{c["key"]: c["value"] for c in others}], []
             return [{"criteria": others}], []
         return list(cidrs), fqdns
 
@@ -286,6 +293,20 @@ class _Converter:
         if self.file_rules:
             doc["file_rules"] = self.file_rules
         return doc
+
+
+def _plain_labels(criteria: list[dict[str, str]]) -> bool:
+    """Every criterion `label = value` on a distinct pod label, without wildcards."""
+    keys = [c["key"] for c in criteria]
+    return len(set(keys)) == len(keys) and all(
+        c["op"] == "="
+        and c["key"] not in NEUVECTOR_KEYS
+        and c["key"] not in SELECTOR_KEYS
+        and "*" not in c["value"]
+        and "?" not in c["value"]
+        and LABEL_VALUE_RE.match(c["value"])
+        for c in criteria
+    )
 
 
 def _range_to_cidrs(text: str, where: str) -> list[str]:

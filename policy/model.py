@@ -48,7 +48,7 @@ _PROTO_NAMES: Final = {"tcp": PROTO_TCP, "udp": PROTO_UDP}
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/-]*$")
 _THREAT_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 _LABEL_KEY_RE = re.compile(r"^([A-Za-z0-9.-]{1,253}/)?[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$")
-_LABEL_VALUE_RE = re.compile(r"^([A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?)?$")
+LABEL_VALUE_RE = _LABEL_VALUE_RE = re.compile(r"^([A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?)?$")
 _DNS_LABEL_RE = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$")
 
 

@@ -44,7 +44,7 @@ DERIVED_SERVICE = "@service"
 DERIVED_NAMESPACE = "@namespace"
 DERIVED_NODE = "@node"
 DERIVED_IMAGE = "@image"
-_NV_KEYS = {
+NEUVECTOR_KEYS = _NV_KEYS = {
     "service": DERIVED_SERVICE,
     "domain": DERIVED_NAMESPACE,
     "namespace": DERIVED_NAMESPACE,
