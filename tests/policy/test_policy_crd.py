@@ -207,3 +207,21 @@ def test_learned_rules_export_as_crds_and_import_back() -> None:
 def test_an_empty_list_imports_as_an_empty_policy(bad: str) -> None:
     snapshot, warnings = import_text(f"apiVersion: v1\nkind: List\n{bad}\n")
     assert snapshot.rules == () and warnings == []
+
+
+def test_plain_label_criteria_import_as_the_plain_selector_the_runtime_uses_too() -> None:
+    text = """
+kind: NvClusterSecurityRule
+metadata: {name: web}
+spec:
+  target:
+    policymode: Protect
+    selector:
+      name: web
+      criteria: [{key: app, op: =, value: web}, {key: tier, op: =, value: front}]
+"""
+    snapshot, _ = import_text(text)
+    web = snapshot.group("web")
+    assert web.selectors == ((("app", "web"), ("tier", "front")),) and web.workload_selectors == ()
+    regex = text.replace("op: =, value: front", "op: regex, value: ^fr")
+    assert import_text(regex)[0].group("web").selectors == ()  # any other operator: a criteria selector
