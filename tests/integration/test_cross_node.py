@@ -96,12 +96,21 @@ def test_a_remote_pod_is_reached_only_by_its_labels(cluster: Cluster3) -> None:
 
 def test_every_node_and_its_workloads_are_known_to_the_controller(cluster: Cluster3) -> None:
     c, controller, _ = cluster
-    out = subprocess.run(
-        [sys.executable, "-m", "node.cli", "controller", "nodes", "--db", str(controller.db)],
-        capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
-    nodes = {n["node"]: n for n in map(json.loads, out.stdout.splitlines())}
-    assert set(nodes) == {c.node_name("a"), c.node_name("b")}
+    want = {c.node_name("a"), c.node_name("b")}
+    nodes: dict[str, dict] = {}
+    deadline = time.monotonic() + 10  # the store is written by the running controller: read again if busy
+    while True:
+        out = subprocess.run(
+            [sys.executable, "-m", "node.cli", "controller", "nodes", "--db", str(controller.db)],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        nodes = (
+            {n["node"]: n for n in map(json.loads, out.stdout.splitlines())} if out.returncode == 0 else {}
+        )
+        if set(nodes) == want or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert set(nodes) == want, out.stderr
     counters_a = nodes[c.node_name("a")]["counters"]
     assert counters_a.get("policy.memberships", 0) >= 1, counters_a
     # node A holds node B's pods only as remote workloads: none of them is also one of its own (its
