@@ -14,11 +14,15 @@ from typing import Any
 
 import yaml
 
+from controller.learned_export import learned_as_crds
+from controller.membership import NODE_GRACE_S
 from controller.node_keys import EnrolmentError, enrol
+from controller.policy_dir import PolicyDirectory
 from controller.server import DEFAULT_LISTEN, Controller, run_controller
 from controller.store import DEFAULT_DB, EventStore
 from core.events import EventType
 from policy.keys import generate_keypair
+from policy.model import PolicyError
 
 
 def _since(text: str) -> float:
@@ -42,7 +46,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     try:
         controller = Controller(
             args.policy_dir, args.db, args.secret_key, args.clients, listen=args.listen,
-            heartbeat_s=args.heartbeat, watch_interval_s=args.watch,
+            heartbeat_s=args.heartbeat, watch_interval_s=args.watch, node_grace_s=args.node_grace,
         )  # fmt: skip
     except (OSError, ValueError) as exc:
         print(f"enforcer controller: {exc}", file=sys.stderr)
@@ -93,6 +97,22 @@ def _cmd_learned(args: argparse.Namespace) -> int:
         return 2
     doc = store.learned_rules()
     store.close()
+    if args.crd:
+        policy = None
+        policy_dir = args.sub_policy_dir or args.policy_dir
+        if policy_dir:
+            try:
+                policy = PolicyDirectory(policy_dir).load()
+            except (OSError, PolicyError) as exc:
+                print(f"enforcer controller learned: --policy-dir {policy_dir}: {exc}", file=sys.stderr)
+                return 2
+        try:
+            doc, warnings = learned_as_crds(doc, policy)
+        except PolicyError as exc:
+            print(f"enforcer controller learned: {exc}", file=sys.stderr)
+            return 2
+        for w in warnings:
+            print(f"enforcer controller learned: warning: {w}", file=sys.stderr)
     text = yaml.safe_dump(doc, sort_keys=False, width=110)
     if args.export and args.export != "-":
         Path(args.export).write_text(text)
@@ -148,6 +168,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--clients", help="directory of accepted enforcers' public certificates (*.key)")
     p.add_argument("--heartbeat", type=float, default=2.0, help="heartbeat interval told to enforcers (s)")
     p.add_argument("--watch", type=float, default=1.0, help="policy directory check interval (s)")
+    p.add_argument("--node-grace", type=float, default=NODE_GRACE_S,
+                   help=f"a disconnected node's workloads are kept this long (s, default {NODE_GRACE_S:.0f})")  # fmt: skip
     p.set_defaults(func=_cmd_serve)
     sub = p.add_subparsers(dest="controller_command", metavar="ACTION")
     ev = sub.add_parser("events", help="print stored events as JSON lines")
@@ -163,6 +185,10 @@ def register(subparsers: Any) -> None:
     learned = sub.add_parser("learned", help="learned connections as proposed native rules (YAML)")
     learned.add_argument("--db", dest="sub_db", help="SQLite event store")
     learned.add_argument("--export", nargs="?", const="-", default="-", help="write to FILE (default stdout)")
+    learned.add_argument("--crd", action="store_true", help="as NeuVector CRDs (NvSecurityRule) instead")
+    learned.add_argument(
+        "--policy-dir", dest="sub_policy_dir", help="--crd: the served policy, for group criteria"
+    )
     learned.set_defaults(func=_cmd_learned)
     keys = sub.add_parser(
         "keys", help="generate CURVE certificates (NAME.key, NAME.key_secret); `keys add NODE`: enrol one"

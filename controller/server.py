@@ -26,6 +26,7 @@ import zmq
 import zmq.auth
 from zmq.utils import z85
 
+from controller.membership import NODE_GRACE_S, ClusterMembership, PeerMembership
 from controller.node_keys import NodeKeys
 from controller.policy_dir import PolicyDirectory, ServedPolicy
 from controller.store import EventStore
@@ -47,6 +48,10 @@ MAX_ZAP_REQUESTS_PER_LOOP = 100  # handshakes answered before the enforcers' mes
 SETTLE_S = 0.2  # a changed policy directory is read once it has not changed for this long
 PEER_FORGET_AFTER_S = 600.0  # an enforcer silent this long is forgotten (it will say HELLO again)
 NODE_REFUSED = "control.node_refused"  # a HELLO naming a node its key is not bound to
+MEMBERSHIP_INTERVAL_S = 0.1  # workload changes are batched into one membership update at most this often
+# After a (re)start the controller knows no node's workloads until each reconnects and reports: it
+# sends no membership for this many heartbeats, so enforcers keep what they hold instead of flapping.
+MEMBERSHIP_SETTLE_HEARTBEATS = 3
 
 
 @dataclass
@@ -64,6 +69,11 @@ class Peer:
     connected: bool = True
     last_seen: float = 0.0
     counters: dict[str, int] = field(default_factory=dict)
+    membership: PeerMembership = field(default_factory=PeerMembership)
+
+    @property
+    def takes_workloads(self) -> bool:
+        return "workloads" in self.capabilities
 
 
 class Controller:
@@ -77,6 +87,7 @@ class Controller:
         version: str | None = None,
         heartbeat_s: float = 2.0,
         watch_interval_s: float = 1.0,
+        node_grace_s: float = NODE_GRACE_S,
     ) -> None:
         from core import __version__
 
@@ -95,6 +106,7 @@ class Controller:
         self.peers: dict[bytes, Peer] = {}
         self.node_keys = NodeKeys(self.clients_dir)
         self.policy = ServedPolicy(self.store)
+        self.membership = ClusterMembership(self.counters, node_grace_s)
         self.policy_error = ""
         self._push_frames: tuple[int, list[bytes]] = (-1, [])
         self._delta_frames: dict[tuple[int, int], list[bytes]] = {}
@@ -158,6 +170,7 @@ class Controller:
         self.policy_error = ""
         before = self.policy.version
         changed = self.policy.offer(doc)
+        self.membership.set_policy(self.policy.doc)
         if self.policy.version != before:
             log.info("serving policy version %d", self.policy.version)
         self._forget_frames()
@@ -174,6 +187,7 @@ class Controller:
     def set_policy(self, doc: dict[str, Any]) -> int:
         """Serve `doc` as the next version without validating it (tests of enforcer-side rejection)."""
         version = self.policy.force(doc)
+        self.membership.set_policy(self.policy.doc)
         self._forget_frames()
         self.push_policy()
         return version
@@ -275,6 +289,7 @@ class Controller:
         peer.last_seen = now
         if not peer.connected and peer.ready:
             peer.connected = True
+            self.membership.node_back(peer.node)
             self.store.upsert_node(peer.node, status="connected", last_seen=time.time())
         return peer
 
@@ -296,6 +311,13 @@ class Controller:
             self.counters["events.received"] += len(msg.events)
             self.counters["events.stored"] += self.store.add_events(peer.node, msg.events)
             self._send(identity, C.EventAck([msg.seq]))
+        elif isinstance(msg, C.WorkloadReport):
+            ok = self.membership.take_report(peer.node, msg)
+            self._send(identity, C.WorkloadReportAck(msg.seq, ok))
+        elif isinstance(msg, C.MembershipAck):
+            if not msg.ok:  # the enforcer missed a delta: it gets the whole membership next
+                self.counters["membership.resyncs"] += 1
+                peer.membership = PeerMembership()
         elif isinstance(msg, C.ControlHeartbeat):
             peer.counters = msg.counters
             self.store.upsert_node(peer.node, last_seen=time.time(), counters=msg.counters)
@@ -334,6 +356,8 @@ class Controller:
         for other in [p for p in self.peers.values() if p.node == msg.node and p.identity != identity]:
             del self.peers[other.identity]
         peer.ready = True
+        peer.membership = PeerMembership()  # a new session holds nothing: a full membership is due
+        self.membership.node_back(msg.node)
         self._send(identity, C.Welcome(True, self.version, self.heartbeat_s, ""))
         self.store.upsert_node(
             msg.node, version=msg.version, policy_version=msg.policy_version, status="connected",
@@ -341,6 +365,20 @@ class Controller:
         )  # fmt: skip
         if self.policy.doc is not None and msg.policy_version != self.policy.version:
             self._send_policy(peer)
+
+    def send_memberships(self) -> int:
+        """Bring every ready enforcer's membership up to date; returns the messages sent."""
+        n = 0
+        for peer in list(self.peers.values()):
+            if not (peer.ready and peer.connected and peer.takes_workloads):
+                continue
+            for msg in self.membership.updates_for(peer.node, peer.membership):
+                if not self._send_frames(peer.identity, C.encode_control(msg)):
+                    peer.membership = PeerMembership()  # lost on the way: resend it all
+                    break
+                n += 1
+        self.counters["membership.sent"] += n
+        return n
 
     def _policy_ack(self, peer: Peer, msg: C.PolicyAck) -> None:
         if msg.ok:
@@ -379,6 +417,7 @@ class Controller:
     ) -> None:
         assert self.router is not None and self.zap is not None
         next_watch = 0.0
+        next_membership = time.monotonic() + MEMBERSHIP_SETTLE_HEARTBEATS * self.heartbeat_s
         settling: object = None  # the directory's signature at the previous check
         loading: Future[dict[str, Any]] | None = None
         while not stop.is_set():
@@ -422,6 +461,10 @@ class Controller:
                 if self._accept(loading.result):
                     self.push_policy()
                 loading = None
+            if now >= next_membership:
+                next_membership = now + MEMBERSHIP_INTERVAL_S
+                self.membership.expire(now)
+                self.send_memberships()
 
     def _expire_peers(self, now: float) -> None:
         """Mark silent enforcers disconnected (they come back with their next message, or with a new
@@ -430,9 +473,11 @@ class Controller:
         for peer in list(self.peers.values()):
             silent = now - peer.last_seen
             if silent > PEER_FORGET_AFTER_S:
+                self.membership.node_lost(peer.node, now)
                 del self.peers[peer.identity]
             elif silent > limit and peer.connected:
                 peer.connected = False
+                self.membership.node_lost(peer.node, now)
                 if peer.node:
                     self.store.upsert_node(peer.node, status="disconnected")
 

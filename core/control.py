@@ -38,6 +38,10 @@ class ControlType(enum.IntEnum):
     EVENT_ACK = 6  # controller → enforcer: sequence numbers stored
     HEARTBEAT = 7  # both ways; from the enforcer with node counters
     POLICY_DELTA = 8  # controller → enforcer: changes from `base` to `version` (frame 1; see policy.delta)
+    WORKLOADS = 9  # enforcer → controller: its node's workloads (a full report, then deltas; `seq`)
+    WORKLOADS_ACK = 10  # controller → enforcer: report `seq` taken, or refused (then a full report is due)
+    MEMBERSHIP = 11  # controller → enforcer: other nodes' workloads its groups need (full or delta)
+    MEMBERSHIP_ACK = 12  # enforcer → controller: membership `generation` taken, or refused (resync)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,9 +97,53 @@ class ControlHeartbeat:
     counters: dict[str, int]
 
 
+# Workload reports and membership: bounded per message; more goes in several messages (a full one,
+# then deltas), so no message nears the header limit.
+MAX_WORKLOADS_PER_MESSAGE = 2048
+MAX_WORKLOAD_ADDRESSES = 64  # addresses of one workload (a pod has one or two)
+MAX_WORKLOAD_LABELS = 256  # labels of one workload (Kubernetes labels plus our identity keys)
+MAX_WORKLOAD_ID = 512  # characters of a workload id
+
+
+# A node's workload: (id, addresses as 4- or 16-byte strings, labels).
+ReportedWorkload = tuple[str, list[bytes], dict[str, str]]
+# Another node's workload: (id unique in the cluster, node, addresses, labels).
+RemoteWorkload = tuple[str, str, list[bytes], dict[str, str]]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadReport:
+    seq: int  # consecutive per connection; a full report may start anywhere
+    full: bool  # True: the node's complete inventory (anything not listed is gone)
+    workloads: list[ReportedWorkload]  # new or changed
+    removed: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadReportAck:
+    seq: int
+    ok: bool  # False: the controller missed a report; send a full one
+
+
+@dataclass(frozen=True, slots=True)
+class Membership:
+    generation: int
+    base: int  # the generation a delta applies to (0 with `full`)
+    full: bool
+    workloads: list[RemoteWorkload]  # new or changed
+    removed: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class MembershipAck:
+    generation: int
+    ok: bool  # False: the delta did not fit what the enforcer holds; send a full membership
+
+
 ControlMessage = (
     Hello | Welcome | PolicyPush | PolicyDelta | PolicyAck | EventBatch | EventAck | ControlHeartbeat
-)
+    | WorkloadReport | WorkloadReportAck | Membership | MembershipAck
+)  # fmt: skip
 
 
 def encode_control(msg: ControlMessage) -> list[bytes]:
@@ -120,6 +168,16 @@ def encode_control(msg: ControlMessage) -> list[bytes]:
         body = [p, ControlType.EVENT_ACK, msg.seqs]
     elif isinstance(msg, ControlHeartbeat):
         body = [p, ControlType.HEARTBEAT, msg.node, msg.counters]
+    elif isinstance(msg, WorkloadReport):
+        items: list[Any] = [list(w) for w in msg.workloads]
+        body = [p, ControlType.WORKLOADS, msg.seq, msg.full, items, msg.removed]
+    elif isinstance(msg, WorkloadReportAck):
+        body = [p, ControlType.WORKLOADS_ACK, msg.seq, msg.ok]
+    elif isinstance(msg, Membership):
+        items = [list(w) for w in msg.workloads]
+        body = [p, ControlType.MEMBERSHIP, msg.generation, msg.base, msg.full, items, msg.removed]
+    elif isinstance(msg, MembershipAck):
+        body = [p, ControlType.MEMBERSHIP_ACK, msg.generation, msg.ok]
     else:  # pragma: no cover - a programming error
         raise TypeError(f"not a control message: {msg!r}")
     return [msgpack.packb(body, use_bin_type=True), *extra]
@@ -151,6 +209,31 @@ def _bool_field(v: Any, what: str) -> bool:
     if type(v) is not bool:
         raise TypeError(f"{what} is not a boolean")
     return v
+
+
+def _workload(item: Any) -> ReportedWorkload:
+    if not isinstance(item, list) or len(item) != 3:
+        raise TypeError("a workload is not [id, addresses, labels]")
+    wid, addrs, labels = item
+    if type(wid) is not str or not wid or len(wid) > MAX_WORKLOAD_ID:
+        raise TypeError("bad workload id")
+    if not isinstance(addrs, list) or len(addrs) > MAX_WORKLOAD_ADDRESSES:
+        raise TypeError(f"workload {wid!r}: addresses must be a list of at most {MAX_WORKLOAD_ADDRESSES}")
+    if not all(type(a) is bytes and len(a) in (4, 16) for a in addrs):
+        raise TypeError(f"workload {wid!r}: an address is not 4 or 16 bytes")
+    if not isinstance(labels, dict) or len(labels) > MAX_WORKLOAD_LABELS:
+        raise TypeError(f"workload {wid!r}: labels must be a map of at most {MAX_WORKLOAD_LABELS}")
+    if not all(type(k) is str and type(v) is str for k, v in labels.items()):
+        raise TypeError(f"workload {wid!r}: labels must be strings")
+    return wid, addrs, labels
+
+
+def _ids(value: Any) -> list[str]:
+    if not isinstance(value, list) or len(value) > MAX_WORKLOADS_PER_MESSAGE:
+        raise TypeError("removed must be a bounded list")
+    if not all(type(r) is str and len(r) <= MAX_WORKLOAD_ID for r in value):
+        raise TypeError("removed ids must be strings")
+    return value
 
 
 def decode_control(frames: list[bytes]) -> ControlMessage:
@@ -220,6 +303,31 @@ def _decode_control_body(kind: ControlType, body: list[Any], frames: list[bytes]
         if not isinstance(seqs, list):
             raise TypeError("seqs is not a list")
         return EventAck([int_field(s) for s in seqs])
+    if kind == ControlType.WORKLOADS:
+        _, _, seq, full, items, removed = body
+        if not isinstance(items, list) or len(items) > MAX_WORKLOADS_PER_MESSAGE:
+            raise ValueError("too many workloads")
+        reported = [_workload(w) for w in items]
+        return WorkloadReport(int_field(seq), _bool_field(full, "full"), reported, _ids(removed))
+    if kind == ControlType.WORKLOADS_ACK:
+        _, _, seq, ok = body
+        return WorkloadReportAck(int_field(seq), _bool_field(ok, "ok"))
+    if kind == ControlType.MEMBERSHIP:
+        _, _, generation, base, full, items, removed = body
+        if not isinstance(items, list) or len(items) > MAX_WORKLOADS_PER_MESSAGE:
+            raise ValueError("too many workloads")
+        remote = []
+        for w in items:
+            if not isinstance(w, list) or len(w) != 4:
+                raise TypeError("a remote workload is not [id, node, addresses, labels]")
+            wid, addrs, labels = _workload([w[0], w[2], w[3]])
+            remote.append((wid, _str_field(w[1], "node"), addrs, labels))
+        return Membership(
+            int_field(generation), int_field(base), _bool_field(full, "full"), remote, _ids(removed)
+        )
+    if kind == ControlType.MEMBERSHIP_ACK:
+        _, _, generation, ok = body
+        return MembershipAck(int_field(generation), _bool_field(ok, "ok"))
     _, _, node, counters = body
     if not isinstance(counters, dict):
         raise TypeError("counters is not a map")

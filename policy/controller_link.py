@@ -17,7 +17,7 @@ import logging
 import random
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import zmq
 import zmq.auth
@@ -31,7 +31,7 @@ from policy.events_relay import EventSpool
 log = logging.getLogger(__name__)
 
 DEFAULT_CONTROLLER_PORT = 18400
-CAPABILITIES = ["policy.full", "policy.delta", "events.batch", "events.spool"]
+CAPABILITIES = ["policy.full", "policy.delta", "events.batch", "events.spool", "workloads"]
 MAX_MESSAGES_PER_POLL = 256  # messages handled per loop iteration, so events keep flowing meanwhile
 _MONITOR_EVENTS = (
     zmq.EVENT_HANDSHAKE_FAILED_AUTH
@@ -54,6 +54,16 @@ def controller_endpoint(join_addr: str) -> str:
     if ":" in addr:
         return f"tcp://[{addr}]:{DEFAULT_CONTROLLER_PORT}"
     return f"tcp://{addr}:{DEFAULT_CONTROLLER_PORT}"
+
+
+class MembershipSync(Protocol):
+    """The node's side of groups across nodes (`policy.members.Members`)."""
+
+    def link_ready(self) -> None: ...
+    def link_lost(self, now: float) -> None: ...
+    def reports(self) -> list[C.WorkloadReport]: ...
+    def resync_report(self) -> None: ...
+    def take_membership(self, msg: C.Membership) -> bool: ...
 
 
 class LinkError(RuntimeError):
@@ -84,8 +94,10 @@ class ControllerLink:
         applied_version: Callable[[], int],
         on_ready: Callable[[], None] = lambda: None,
         on_delta: Callable[[int, int, dict[str, Any]], Any] | None = None,
+        members: MembershipSync | None = None,
     ) -> None:
         self.on_delta = on_delta
+        self.members = members
         self.ctx = ctx
         self.settings = settings
         self.version = version
@@ -140,6 +152,8 @@ class ControllerLink:
         self.sock = self.monitor = None
         was = self.state
         self.state = "idle"
+        if was == "ready" and self.members is not None:
+            self.members.link_lost(now)
         self.inflight.clear()
         delay = self.settings.reconnect_max_s if backoff_max else self.backoff
         self.backoff = min(self.backoff * 2, self.settings.reconnect_max_s)
@@ -201,6 +215,8 @@ class ControllerLink:
             self.counters[A.CONTROL_TIMEOUT] += 1
             self._disconnect(now, f"silent for {self.settings.controller_timeout_s:.0f} s")
             return
+        if self.state == "ready" and self.members is not None:
+            self.send_reports()
         if self.state == "ready" and now >= self.next_heartbeat:
             self.next_heartbeat = now + self.settings.controller_heartbeat_s
             stats = {k: int(v) for k, v in self.counters.items()}
@@ -243,6 +259,8 @@ class ControllerLink:
             self.backoff = 0.25
             self.next_heartbeat = now
             log.info("controller link ready (controller %s)", msg.version)
+            if self.members is not None:
+                self.members.link_ready()
             self.on_ready()
             self.pump()
         elif isinstance(msg, C.PolicyPush | C.PolicyDelta):
@@ -267,8 +285,24 @@ class ControllerLink:
             self.pump()
         elif isinstance(msg, C.ControlHeartbeat):
             pass
+        elif isinstance(msg, C.WorkloadReportAck):
+            if not msg.ok and self.members is not None:
+                self.counters["control.report_resyncs"] += 1
+                self.members.resync_report()
+        elif isinstance(msg, C.Membership):
+            ok = self.members is not None and self.members.take_membership(msg)
+            self._send(C.MembershipAck(msg.generation, ok))
         else:
             self.counters[A.CONTROL_UNKNOWN_TYPE] += 1
+
+    def send_reports(self) -> None:
+        """The node's workload changes since the last report (a full report after a resync)."""
+        assert self.members is not None
+        for report in self.members.reports():
+            if not self._send(report):
+                self.counters["control.report_dropped"] += 1
+                self.members.resync_report()  # the next report is the full inventory
+                return
 
     def pump(self) -> None:
         """Send spooled batches, oldest first, while the window allows."""

@@ -13,6 +13,12 @@ whole document with a message naming the offending item.
         members: [198.18.2.0/24, "fd00:198:18:2::/64", {app: web, namespace: shop}]
       - name: example
         fqdns: ["*.example.com"]
+      - name: api                    # workload selectors as users write them (policy/selectors.py)
+        members:
+          - {matchLabels: {app: api}, matchExpressions: [{key: tier, operator: In, values: [back]}],
+             namespaces: [shop]}
+          - {criteria: [{key: service, op: "=", value: "api.shop"}, {key: app, op: regex, value: "^api"}]}
+      - name: nv.db.shop             # no members: NeuVector's name selects the service db.shop
     rules:
       - {id: 1, from: clients, to: web, ports: [tcp/80, icmp], applications: [HTTP], action: allow}
       - {id: 2, from: clients, to: web, ports: [tcp/443], hosts: ["shop.example.com"], action: allow}
@@ -60,6 +66,14 @@ from policy.model import (
     parse_mode,
     validate_snapshot,
 )
+from policy.selectors import (
+    SELECTOR_KEYS,
+    SelectorError,
+    WorkloadSelector,
+    selector_from_dict,
+    selector_to_dict,
+    service_criteria,
+)
 
 # A policy file larger than this is refused before it is parsed (10,000 rules take about 1 MiB).
 MAX_POLICY_FILE_BYTES = 32 * 1024 * 1024
@@ -77,6 +91,17 @@ class SafeLoader(_BaseSafeLoader):
 
 
 SafeLoader.add_constructor("tag:yaml.org,2002:value", lambda loader, node: loader.construct_scalar(node))
+
+
+def _negated_operator(loader: Any, node: Any) -> str:
+    """A hand-written `op: !=` or `op: !regex` reads as a YAML tag with an empty value: the operator."""
+    if loader.construct_scalar(node):
+        raise yaml.constructor.ConstructorError(None, None, f"unexpected tag {node.tag!r}", node.start_mark)
+    return str(node.tag)
+
+
+for _tag in ("!=", "!regex"):
+    SafeLoader.add_constructor(_tag, _negated_operator)
 
 
 def yaml_load(text: str | bytes) -> Any:
@@ -163,13 +188,28 @@ def _group(doc: object, where: str, default_mode: Any) -> Group:
     mode = parse_mode(_str(doc["mode"], f"{where}.mode")) if "mode" in doc else default_mode
     cidrs: list[Network] = []
     selectors: list[Selector] = []
+    workload_selectors: list[WorkloadSelector] = []
     for i, member in enumerate(_list(doc.get("members"), f"{where}.members")):
-        if isinstance(member, Mapping):
+        if isinstance(member, Mapping) and _is_workload_selector(member):
+            try:
+                workload_selectors.append(selector_from_dict(member, f"{where} member {i}"))
+            except SelectorError as exc:
+                raise PolicyError(str(exc)) from None
+        elif isinstance(member, Mapping):
             selectors.append(_selector(member, f"{where} member {i}"))
         else:
             cidrs.append(parse_network(member, f"{where} member {i}"))
     fqdns = [_str(f, f"{where} fqdn").strip().lower() for f in _list(doc.get("fqdns"), f"{where}.fqdns")]
-    return Group(name, mode, tuple(cidrs), tuple(selectors), tuple(fqdns))
+    if not (cidrs or selectors or workload_selectors or fqdns):
+        implicit = service_criteria(name)  # NeuVector's `nv.<workload>.<namespace>` names its members
+        if implicit is not None:
+            workload_selectors.append(implicit)
+    return Group(name, mode, tuple(cidrs), tuple(selectors), tuple(fqdns), tuple(workload_selectors))
+
+
+def _is_workload_selector(member: Mapping) -> bool:
+    """`{matchLabels: …}`, `{criteria: […]}` …, as opposed to the plain `{label: value}` form."""
+    return any(k in SELECTOR_KEYS and isinstance(v, Mapping | list) for k, v in member.items())
 
 
 def _applications(value: object, where: str) -> tuple[str, ...]:
@@ -372,6 +412,7 @@ def policy_to_dict(snapshot: PolicySnapshot) -> dict[str, Any]:
     def group(g: Group) -> dict[str, Any]:
         out: dict[str, Any] = {"name": g.name, "mode": mode_name(g.mode)}
         members: list[Any] = [str(c) for c in g.cidrs] + [dict(sel) for sel in g.selectors]
+        members += [selector_to_dict(ws) for ws in g.workload_selectors]
         if members:
             out["members"] = members
         if g.fqdns:

@@ -18,6 +18,7 @@ from typing import Final
 
 from core.apps import canonical_app
 from core.lookup import Mode
+from policy.selectors import SelectorError, WorkloadSelector, check_workload_selector
 
 # Built-in groups: every snapshot has them; `external` cannot have members (it is "everything else").
 EXTERNAL: Final = "external"
@@ -47,7 +48,7 @@ _PROTO_NAMES: Final = {"tcp": PROTO_TCP, "udp": PROTO_UDP}
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/-]*$")
 _THREAT_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 _LABEL_KEY_RE = re.compile(r"^([A-Za-z0-9.-]{1,253}/)?[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$")
-_LABEL_VALUE_RE = re.compile(r"^([A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?)?$")
+LABEL_VALUE_RE = _LABEL_VALUE_RE = re.compile(r"^([A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?)?$")
 _DNS_LABEL_RE = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$")
 
 
@@ -173,13 +174,18 @@ Selector = tuple[tuple[str, str], ...]
 
 @dataclass(frozen=True, slots=True)
 class Group:
-    """A set of endpoints sharing a mode: CIDRs, workload-label selectors and/or FQDN patterns."""
+    """A set of endpoints sharing a mode: CIDRs, workload selectors and/or FQDN patterns.
+
+    `selectors` are the plain equality form (every label equal); `workload_selectors` the forms users
+    write (Kubernetes label selectors, namespaces, NeuVector criteria: `policy.selectors`). A workload
+    is in the group when any selector of either kind selects it."""
 
     name: str
     mode: Mode
     cidrs: tuple[Network, ...] = ()
     selectors: tuple[Selector, ...] = ()
     fqdns: tuple[str, ...] = ()  # "www.example.com" or "*.example.com", lower case
+    workload_selectors: tuple[WorkloadSelector, ...] = ()
 
     @property
     def builtin(self) -> bool:
@@ -333,13 +339,18 @@ def _check_groups(snapshot: PolicySnapshot) -> dict[str, Group]:
             raise PolicyError(f"group {g.name!r} is defined twice")
         if not isinstance(g.mode, Mode):
             raise PolicyError(f"group {g.name!r}: mode {g.mode!r} is not a mode")
-        members = len(g.cidrs) + len(g.selectors) + len(g.fqdns)
+        members = len(g.cidrs) + len(g.selectors) + len(g.fqdns) + len(g.workload_selectors)
         if members > MAX_MEMBERS_PER_GROUP:
             raise PolicyError(f"group {g.name!r}: {members} members, limit {MAX_MEMBERS_PER_GROUP}")
         if g.name == EXTERNAL and members:
             raise PolicyError("group 'external' is built in (everything not in a group): it takes no members")
         for sel in g.selectors:
             check_selector(sel, f"group {g.name!r}")
+        for ws in g.workload_selectors:
+            try:
+                check_workload_selector(ws, f"group {g.name!r}")
+            except SelectorError as exc:
+                raise PolicyError(str(exc)) from None
         for fq in g.fqdns:
             check_fqdn(fq, f"group {g.name!r}")
         groups[g.name] = g

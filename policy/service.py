@@ -257,6 +257,7 @@ def run_policy_service(
                 applied_version=lambda: service.applier.version,
                 on_ready=service.report_drops,
                 on_delta=service.on_controller_delta,
+                members=service.members,
             )
         next_hb = 0.0
         next_watch = 0.0
@@ -295,6 +296,7 @@ def run_policy_service(
             if now >= next_expiry:
                 next_expiry = now + 1.0
                 service.members.expire_dns(now)
+                service.members.expire_remote(now)
             service.maybe_republish(now)
             if service.link is not None:
                 service.link.handle(ready, now)

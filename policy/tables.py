@@ -38,6 +38,7 @@ from policy.model import (
     RuleAction,
     Selector,
 )
+from policy.selectors import LabelIndex, Op, Requirement, WorkloadSelector
 
 IPPROTO_ICMPV6 = 58
 ANSWER_CACHE_ENTRIES = 65536  # DictTables: answers kept per generation (cleared when full)
@@ -98,8 +99,20 @@ def host_matches(patterns: Iterable[str], host: str) -> bool:
     return bool(host) and any(host == p or (p.startswith("*.") and host.endswith(p[1:])) for p in patterns)
 
 
-def _selector_matches(selector: Selector, labels: Mapping[str, str]) -> bool:
-    return all(labels.get(k) == v for k, v in selector)
+def equality_selector(selector: Selector) -> WorkloadSelector:
+    """The plain `{label: value}` form as a workload selector (every label equal)."""
+    return WorkloadSelector(labels=tuple(Requirement(k, Op.IN, (v,)) for k, v in selector))
+
+
+def selected_workloads(groups: Iterable[Group], index: LabelIndex) -> list[frozenset[int]]:
+    """Per group, the positions (in `index`) of the workloads its selectors select."""
+    out: list[frozenset[int]] = []
+    for g in groups:
+        chosen: frozenset[int] = frozenset()
+        for sel in (*(equality_selector(s) for s in g.selectors), *g.workload_selectors):
+            chosen = chosen | index.select(sel)
+        out.append(chosen)
+    return out
 
 
 def _insert(
@@ -141,12 +154,11 @@ def compile_policy(
         for net in g.cidrs:
             _insert(compiled.v4 if net.version == 4 else compiled.v6, net.max_prefixlen, net, i)
     workload_list = list(workloads)
+    members = selected_workloads(groups, LabelIndex(w.labels for w in workload_list))
     for i, g in enumerate(groups):
-        if g.selectors:
-            for w in workload_list:
-                if any(_selector_matches(sel, w.labels) for sel in g.selectors):
-                    for addr in w.addresses:
-                        _insert_host(compiled, addr, i)
+        for position in sorted(members[i]):
+            for addr in workload_list[position].addresses:
+                _insert_host(compiled, addr, i)
         if g.fqdns and fqdn_addresses:
             for name, addrs in fqdn_addresses.items():
                 if any(fqdn_matches(p, name) for p in g.fqdns):
@@ -322,6 +334,8 @@ __all__ = [
     "app_key",
     "compile_policy",
     "deciding_group",
+    "equality_selector",
+    "selected_workloads",
     "fqdn_matches",
     "host_matches",
     "load_policy_tables",

@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from core import workload_labels as WL
 from core.lookup import Action, Mode
 from node.policy_cli import register
 from policy.crd import CrdError, convert_crds, rule_id_for
 from policy.loader import load_policy, parse_policy
+from policy.selectors import selector_from_dict
 from policy.tables import DictTables, Workload, compile_policy
 
 DATA = Path(__file__).parent / "data"
@@ -52,7 +54,11 @@ def test_import_converts_a_neuvector_export(tmp_path: Path, capsys: pytest.Captu
     assert snap.version == 4
     nginx = snap.group("nv.nginx-pod.demo")
     assert nginx.mode == Mode.PROTECT
-    assert nginx.selectors == ((("namespace", "demo"), ("service", "nginx-pod.demo")),)
+    assert nginx.workload_selectors == (
+        selector_from_dict({"criteria": [
+            {"key": "service", "op": "=", "value": "nginx-pod.demo"}, {"key": "domain", "op": "=", "value": "demo"},
+        ]}, "expected"),
+    )  # fmt: skip
     assert snap.group("nv.kube-dns.kube-system").mode == Mode.DISCOVER
     partners = snap.group("partners")
     assert [str(c) for c in partners.cidrs] == ["198.18.9.0/24", "fd00:198:18:9::/64"]
@@ -73,13 +79,12 @@ def test_import_converts_a_neuvector_export(tmp_path: Path, capsys: pytest.Captu
         ("/etc/nginx/*", "block"), ("/var/log/nginx/access.log", "monitor"),
     ]  # fmt: skip
 
-    # and the imported policy decides traffic once workloads are known by their labels
-    workloads = [
-        Workload((ipaddress.ip_address("198.18.2.10"),), {"service": "nginx-pod.demo", "namespace": "demo"}),
-        Workload(
-            (ipaddress.ip_address("198.18.1.10"),), {"service": "busybox-pod.demo", "namespace": "demo"}
-        ),
-    ]
+    # and the imported policy decides traffic once workloads are known by their identity labels (CRI)
+    def pod(workload: str, address: str) -> Workload:
+        labels = {WL.POD_NAMESPACE: "demo", WL.WORKLOAD_NAME: workload, WL.POD_NAME: f"{workload}-7d9f"}
+        return Workload((ipaddress.ip_address(address),), labels)
+
+    workloads = [pod("nginx-pod", "198.18.2.10"), pod("busybox-pod", "198.18.1.10")]
     t = DictTables(compile_policy(snap, workloads=workloads))
     client, web = bytes([198, 18, 1, 10]), bytes([198, 18, 2, 10])
     assert t.decide(4, client, web, 6, 80).final is False  # HTTP rule: app needed
@@ -111,7 +116,9 @@ def test_import_to_stdout_is_native_yaml(capsys: pytest.CaptureFixture[str]) -> 
 @pytest.mark.parametrize(
     ("name", "message"),
     [
-        ("nv_bad_operator.yaml", "image contains nginx: only '='"),
+        ("nv_bad_operator.yaml", "criterion 'image': operator '=~' is not one of"),
+        ("nv_bad_regex.yaml", "group 'nv.web.shop' criteria[0]: criterion 'app': bad regex"),
+        ("nv_address_operator.yaml", "addresses take '=' only"),
         ("nv_unknown_app.yaml", "unknown application 'Gopher'"),
     ],
 )
