@@ -15,6 +15,7 @@ from node.logs import setup_logging
 # Modules that add subcommands with a `register(subparsers)` function, in the order of `--help`.
 SUBCOMMANDS: tuple[str, ...] = (
     "node.status",
+    "node.workloads_cli",
     "node.replay",
     "node.threats_cli",
     "runtime.cli",

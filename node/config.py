@@ -44,6 +44,7 @@ from core.config import (  # noqa: F401 - the sections are part of this module's
 )
 from pipeline.guard import GuardSettings
 from pipeline.settings import ReaderConfig
+from runtime.cri.settings import CriSettings
 from runtime.settings import RuntimeSettings
 from workers.detect.engine import DetectLimits
 from workers.dpi.settings import DpiSettings
@@ -75,6 +76,7 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     dpi: DpiSettings = field(default_factory=DpiSettings)
     runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
+    cri: CriSettings = field(default_factory=CriSettings)
     detect: DetectLimits = field(default_factory=DetectLimits)
     guard: GuardSettings = field(default_factory=GuardSettings)
     cpus: tuple[int, ...] = setting((), "CPUs the enforcer may use; empty means all the machine's CPUs")
@@ -448,6 +450,7 @@ def _check(c: Config) -> None:
     _require(ctl.timeout_s > ctl.heartbeat_s, "controller.timeout_s", "more than heartbeat_s", ctl.timeout_s)
     try:
         c.runtime.validate()
+        c.cri.validate()
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     _require(c.log.level in LOG_LEVELS, "log.level", " or ".join(LOG_LEVELS), c.log.level)
