@@ -234,7 +234,10 @@ def test_volumes_for_state_runtime_and_host_views(
     from runtime.cri.settings import DEFAULT_SOCKETS
 
     assert volumes["cri-socket"]["hostPath"]["type"] == "Socket"
-    assert next(m for m in container["volumeMounts"] if m["name"] == "cri-socket")["mountPath"] in DEFAULT_SOCKETS
+    assert (
+        next(m for m in container["volumeMounts"] if m["name"] == "cri-socket")["mountPath"]
+        in DEFAULT_SOCKETS
+    )
     # every mount has its volume and the other way round
     assert {m["name"] for m in container["volumeMounts"]} == set(volumes)
 
