@@ -37,6 +37,7 @@ from runtime.cri.settings import CriSettings
 log = logging.getLogger(__name__)
 
 BACKOFF_START_S = 0.5  # first reconnect delay; doubled up to `reconnect_max_s`
+STREAM_RESTART_S = 1.0  # least time between two starts of the event stream
 
 
 class CriWatcher:
@@ -136,9 +137,12 @@ class CriWatcher:
         """Until stop, or a call fails (raised: the caller reconnects)."""
         next_resync = time.monotonic() + self.settings.resync_s
         poll_s = self.settings.poll_ms / 1000.0
+        next_stream = 0.0
         while not self._stop.is_set():
-            if self.events_supported is not False and (self._stream is None or self._stream.done()):
+            ended = self._stream is None or self._stream.done()
+            if self.events_supported is not False and ended and time.monotonic() >= next_stream:
                 self._start_stream(client)
+                next_stream = time.monotonic() + STREAM_RESTART_S  # a stream that keeps ending: no busy loop
             streaming = self._stream is not None and not self._stream.done()
             wait = max(0.0, next_resync - time.monotonic())
             kicked = self._kick.wait(wait if streaming else min(wait, poll_s))
@@ -146,8 +150,10 @@ class CriWatcher:
             if self._stop.is_set():
                 return
             if time.monotonic() >= next_resync:
+                # The lists again, whatever the events said; sandbox and container details are fixed for
+                # their lifetime, so the caches stay (they are dropped on reconnect).
                 self.counters["cri.resyncs"] = self.counters.get("cri.resyncs", 0) + 1
-                self._cycle(client, full=True)
+                self._cycle(client, full=False)
                 next_resync = time.monotonic() + self.settings.resync_s
             elif kicked or not streaming:
                 self._cycle(client, full=False)
