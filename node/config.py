@@ -57,8 +57,6 @@ class ConfigError(ValueError):
     """A configuration value that cannot be used; the message names the key path."""
 
 
-
-
 @dataclass(frozen=True, slots=True)
 class Config:
     node: NodeConfig = field(default_factory=NodeConfig)
@@ -88,15 +86,25 @@ class Config:
     def reader(self) -> ReaderConfig:
         """The sections a reader process needs."""
         return ReaderConfig(
-            queues=self.queues, workers=self.workers, netfilter=self.netfilter, flows=self.flows,
-            failure=self.failure, supervisor=self.supervisor, paths=self.paths, guard=self.guard,
+            queues=self.queues,
+            workers=self.workers,
+            netfilter=self.netfilter,
+            flows=self.flows,
+            failure=self.failure,
+            supervisor=self.supervisor,
+            paths=self.paths,
+            guard=self.guard,
         )
 
     def worker(self) -> WorkerConfig:
         """The sections a worker process needs."""
         return WorkerConfig(
-            queues=self.queues, workers=self.workers, supervisor=self.supervisor, paths=self.paths,
-            dpi=self.dpi, detect=self.detect,
+            queues=self.queues,
+            workers=self.workers,
+            supervisor=self.supervisor,
+            paths=self.paths,
+            dpi=self.dpi,
+            detect=self.detect,
         )
 
     def reader_cpu(self, index: int) -> int:

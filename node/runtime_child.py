@@ -157,7 +157,7 @@ class WorkloadInventory:
                 "socket": cri.socket_path if cri else "",
                 "connected": bool(cri and cri.connected),
                 "runtime": cri.runtime if cri else "",
-                "events": cri.events_supported if cri else None,
+                "events": cri.events_source if cri else "",
             },
             "workloads": [p.to_dict(self.node) for p in self.pods.values()]
             + [

@@ -10,6 +10,7 @@ from typing import Any
 
 import grpc
 
+from runtime.cri import containerd_events_pb2 as containerd_events
 from runtime.cri import cri_api_pb2 as api
 
 SERVICE = "/runtime.v1.RuntimeService/"
@@ -78,6 +79,15 @@ class CriClient:
             response_deserializer=api.ContainerEventResponse.FromString,
         )
         return stream(api.GetEventsRequest())
+
+    def containerd_events(self, filters: list[str]) -> Any:
+        """containerd's own event stream (its Events service on the same socket): Envelopes with a topic."""
+        stream = self.channel.unary_stream(
+            "/containerd.services.events.v1.Events/Subscribe",
+            request_serializer=containerd_events.SubscribeRequest.SerializeToString,
+            response_deserializer=containerd_events.Envelope.FromString,
+        )
+        return stream(containerd_events.SubscribeRequest(filters=filters))
 
     def close(self) -> None:
         self.channel.close()

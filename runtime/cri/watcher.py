@@ -3,9 +3,13 @@
 One thread (`run`) owns the connection. After connecting it reads every pod (ListPodSandbox,
 PodSandboxStatus per new sandbox, ListContainers, ContainerStatus per new container), then follows
 changes: with the runtime's container event stream where it has one (GetContainerEvents; containerd 1.7+,
-CRI-O), each event triggering a re-read of the lists, otherwise by polling the two lists every
-`poll_ms`; every `resync_s` everything is read again, so a missed event heals. When the runtime goes away
-the last-known pods stay in force (counted and logged) and the thread reconnects with a back-off.
+CRI-O), each event triggering a re-read of the lists; otherwise by polling the two lists every `poll_ms`,
+and, on containerd without CRI events (1.6), also on containerd's own task events (Events.Subscribe), so
+a pod is read the moment its sandbox starts rather than at the next poll. After an event the lists are
+read every few milliseconds for a short while (the runtime records a sandbox a moment after its task
+starts). Every `resync_s` the lists are read whatever the events said, so a missed event heals. When the
+runtime goes away the last-known pods stay in force (counted and logged) and the thread reconnects with a
+back-off.
 
 Changes are handed over, not sent from here: `on_change()` tells the owner (the runtime child's sender)
 that `take_delta()` has something; one thread sends, so a delta never overtakes a full inventory.
@@ -38,6 +42,10 @@ log = logging.getLogger(__name__)
 
 BACKOFF_START_S = 0.5  # first reconnect delay; doubled up to `reconnect_max_s`
 STREAM_RESTART_S = 1.0  # least time between two starts of the event stream
+SETTLE_S = 0.3  # after an event, the lists are read often for this long (or until they change) ...
+SETTLE_POLL_S = 0.01  # ... this often
+# containerd's task events of Kubernetes pods (its CRI namespace): a sandbox or container started or ended.
+CONTAINERD_FILTERS = ['namespace==k8s.io,topic~="^/tasks/(create|start|exit|delete)$"']
 
 
 class CriWatcher:
@@ -64,8 +72,11 @@ class CriWatcher:
         self._kick = threading.Event()  # an event arrived, or stop
         self._stream: Any = None
         self.connected = False
-        self.events_supported: bool | None = None  # None: not known yet
+        self.events_supported: bool | None = None  # CRI GetContainerEvents; None: not known yet
+        self.containerd_events: bool | None = None  # containerd's Events.Subscribe (the fallback)
+        self.events_source = ""  # "cri" or "containerd" while an event stream is open
         self.runtime = ""  # "containerd 1.6.20" once connected
+        self._settle_until = 0.0
 
     # ---- what the owner reads ----------------------------------------------------------------------
 
@@ -138,14 +149,24 @@ class CriWatcher:
         next_resync = time.monotonic() + self.settings.resync_s
         poll_s = self.settings.poll_ms / 1000.0
         next_stream = 0.0
+        last_source = ""
         while not self._stop.is_set():
+            now = time.monotonic()
+            source = self._stream_source()
             ended = self._stream is None or self._stream.done()
-            if self.events_supported is not False and ended and time.monotonic() >= next_stream:
-                self._start_stream(client)
-                next_stream = time.monotonic() + STREAM_RESTART_S  # a stream that keeps ending: no busy loop
-            streaming = self._stream is not None and not self._stream.done()
-            wait = max(0.0, next_resync - time.monotonic())
-            kicked = self._kick.wait(wait if streaming else min(wait, poll_s))
+            # A stream that keeps ending is restarted at most every STREAM_RESTART_S; the fallback to
+            # containerd's events (the CRI said UNIMPLEMENTED) starts at once.
+            if source and ended and (now >= next_stream or source != last_source):
+                self._start_stream(client, source)
+                next_stream, last_source = now + STREAM_RESTART_S, source
+            # CRI events tell of every change: no polling then. containerd's task events only hurry it.
+            cri_events = self.events_source == "cri" and self._stream is not None and not self._stream.done()
+            timeout = max(0.0, next_resync - now)
+            if not cri_events:
+                timeout = min(timeout, poll_s)
+            if now < self._settle_until:
+                timeout = min(timeout, SETTLE_POLL_S)
+            self._kick.wait(timeout)
             self._kick.clear()
             if self._stop.is_set():
                 return
@@ -153,35 +174,54 @@ class CriWatcher:
                 # The lists again, whatever the events said; sandbox and container details are fixed for
                 # their lifetime, so the caches stay (they are dropped on reconnect).
                 self.counters["cri.resyncs"] = self.counters.get("cri.resyncs", 0) + 1
-                self._cycle(client, full=False)
                 next_resync = time.monotonic() + self.settings.resync_s
-            elif kicked or not streaming:
-                self._cycle(client, full=False)
+            self._cycle(client, full=False)
 
-    # ---- container events --------------------------------------------------------------------------
+    # ---- event streams -----------------------------------------------------------------------------
 
-    def _start_stream(self, client: CriClient) -> None:
-        stream = client.container_events()
+    def _stream_source(self) -> str:
+        """The CRI event stream, else (containerd without it) containerd's; "" when neither."""
+        if self.events_supported is not False:
+            return "cri"
+        if self.runtime.startswith("containerd") and self.containerd_events is not False:
+            return "containerd"
+        return ""
+
+    def _start_stream(self, client: CriClient, source: str) -> None:
+        if source == "cri":
+            stream = client.container_events()
+        else:
+            stream = client.containerd_events(CONTAINERD_FILTERS)
         self._stream = stream
-        threading.Thread(target=self._read_stream, args=(stream,), name="cri-events", daemon=True).start()
+        self.events_source = source
+        threading.Thread(
+            target=self._read_stream, args=(stream, source), name="cri-events", daemon=True
+        ).start()
 
-    def _read_stream(self, stream: Any) -> None:
+    def _read_stream(self, stream: Any, source: str) -> None:
         try:
             for _event in stream:
-                if self.events_supported is None:
+                if source == "cri" and not self.events_supported:
                     log.info("cri: following the runtime's container events")
-                self.events_supported = True
+                    self.events_supported = True
+                elif source == "containerd" and not self.containerd_events:
+                    log.info("cri: following containerd's task events (its CRI has none); polling too")
+                    self.containerd_events = True
                 self.counters["cri.events"] = self.counters.get("cri.events", 0) + 1
+                self._settle_until = time.monotonic() + SETTLE_S
                 self._kick.set()
         except grpc.RpcError as exc:
             if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
-                if self.events_supported is None:
+                if source == "cri":
                     log.info(
                         "cri: the runtime has no container events; polling every %d ms", self.settings.poll_ms
                     )
-                self.events_supported = False
+                    self.events_supported = False
+                else:
+                    self.containerd_events = False
             elif exc.code() != grpc.StatusCode.CANCELLED:
                 self.counters["cri.events_lost"] = self.counters.get("cri.events_lost", 0) + 1
+        self.events_source = ""
         self._kick.set()  # the follower notices the stream ended (reads the lists, restarts it)
 
     def _end_stream(self) -> None:
@@ -238,6 +278,7 @@ class CriWatcher:
                 self._removed.add(uid)
         self.counters["cri.pods"] = len(pods)
         if changed or removed:
+            self._settle_until = 0.0  # what the event announced has been read
             self.on_change()
 
 

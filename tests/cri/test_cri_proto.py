@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+from runtime.cri import containerd_events_pb2, cri_api_pb2
 from runtime.cri import cri_api_pb2 as api
 from runtime.cri.generate import generate
 
@@ -22,8 +23,10 @@ def _serialized_descriptor(module_source: str) -> bytes:
 def test_committed_module_is_current(tmp_path: Path) -> None:
     # The schema, not the text: another protoc version writes another header around the same schema.
     generate(tmp_path)
-    fresh = _serialized_descriptor((tmp_path / "cri_api_pb2.py").read_text())
-    assert fresh == api.DESCRIPTOR.serialized_pb, "cri_api_pb2.py is stale: python -m runtime.cri.generate"
+    for module in (cri_api_pb2, containerd_events_pb2):
+        name = module.__name__.rsplit(".", 1)[-1]
+        fresh = _serialized_descriptor((tmp_path / f"{name}.py").read_text())
+        assert fresh == module.DESCRIPTOR.serialized_pb, f"{name}.py is stale: python -m runtime.cri.generate"
 
 
 def test_field_numbers_follow_the_published_api() -> None:
@@ -41,4 +44,16 @@ def test_field_numbers_follow_the_published_api() -> None:
     assert (
         api.PodSandboxStatusRequest(pod_sandbox_id="x", verbose=True).SerializeToString()
         == b"\x0a\x01x\x10\x01"
+    )
+
+
+def test_envelope_reads_a_containerd_event_with_its_timestamp_and_payload_as_bytes() -> None:
+    # An Envelope as containerd writes it: Timestamp{seconds: 5} (field 1), namespace, topic, Any{type_url}.
+    wire = b"\x0a\x02\x08\x05" + b"\x12\x06k8s.io" + b"\x1a\x0c/tasks/start" + b"\x22\x03\x0a\x01x"
+    env = containerd_events_pb2.Envelope.FromString(wire)
+    assert (env.namespace, env.topic, env.timestamp, env.event) == (
+        "k8s.io",
+        "/tasks/start",
+        b"\x08\x05",
+        b"\x0a\x01x",
     )

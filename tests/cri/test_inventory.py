@@ -16,11 +16,11 @@ CID = "c" * 64
 class StubWatcher:
     """What the inventory reads of a CriWatcher (its own interface, no runtime behind it)."""
 
-    socket_path, connected, runtime, events_supported = (
+    socket_path, connected, runtime, events_source = (
         "/run/containerd/containerd.sock",
         True,
         "containerd 1.6",
-        False,
+        "",
     )
 
     def __init__(self) -> None:
