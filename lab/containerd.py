@@ -32,6 +32,7 @@ from runtime.cri.client import CriClient
 
 CNI_BIN_DIR = "/usr/lib/cni"  # Debian's containernetworking-plugins
 POD_SUBNET = "198.18.40.0/24"
+CNI_BRIDGE = "cni0"
 CGROUP_ROOT = "/sys/fs/cgroup"
 SHIM_DIR = "/run/containerd"  # containerd 1.6 puts its shims' sockets here whatever its state dir
 START_TIMEOUT_S = 20.0
@@ -49,6 +50,8 @@ class LabPod:
     containers: list[str] = field(default_factory=list)
     netns_path: str = ""
     ip: str = ""
+    started_at: float = 0.0  # monotonic: RunPodSandbox called ...
+    returned_at: float = 0.0  # ... and returned (the sandbox ready, as the kubelet sees it)
 
 
 class LabContainerd:
@@ -80,7 +83,7 @@ class LabContainerd:
                     "plugins": [
                         {
                             "type": "bridge",
-                            "bridge": "cni0",
+                            "bridge": CNI_BRIDGE,
                             "isGateway": True,
                             "ipMasq": False,
                             "ipam": {
@@ -221,11 +224,39 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             linux=api.LinuxPodSandboxConfig(cgroup_parent=f"{self.cgroup_parent}/pod{pod.uid}"),
         )
         self.pods.append(pod)
+        pod.started_at = time.monotonic()
         pod.sandbox_id = (
             self.cri().call("RunPodSandbox", api.RunPodSandboxRequest(config=pod.config)).pod_sandbox_id
         )
+        pod.returned_at = time.monotonic()
         self._note_netns(pod)
+        self._route_through_node()
         return pod
+
+    def _route_through_node(self) -> None:
+        """Make pod-to-pod traffic on the CNI bridge go through the node's IP forwarding (and its FORWARD
+        hook, where the enforcer sits) instead of being switched by the bridge.
+
+        On a real node the enforcer sees same-bridge traffic through br_netfilter, which the lab cannot
+        assume is loaded (a module, host-wide; loading it is no test's business). So every bridge port is
+        isolated (pods cannot reach each other at layer 2) and the node answers their ARP for each other
+        (proxy ARP on the bridge, private-VLAN style, without delay) and routes between them without
+        redirects. Everything here is inside the lab's node namespace."""
+        ports = json.loads(
+            self.lab.node_exec("ip", "-j", "link", "show", "master", CNI_BRIDGE).stdout or "[]"
+        )
+        for port in ports:
+            self.lab.node_exec("bridge", "link", "set", "dev", port["ifname"], "isolated", "on")
+        for key, value in (
+            (f"net.ipv4.conf.{CNI_BRIDGE}.proxy_arp", "1"),
+            (f"net.ipv4.conf.{CNI_BRIDGE}.proxy_arp_pvlan", "1"),
+            (f"net.ipv4.neigh.{CNI_BRIDGE}.proxy_delay", "0"),
+            (f"net.ipv4.conf.{CNI_BRIDGE}.send_redirects", "0"),
+            ("net.ipv4.conf.all.send_redirects", "0"),
+        ):
+            self.lab.node_exec("sysctl", "-qw", f"{key}={value}")
+        # where br_netfilter exists, it is off here, so the path is the same with or without it
+        self.lab.node_exec("sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=0", check=False)
 
     def _note_netns(self, pod: LabPod) -> None:
         resp = self.cri().call(

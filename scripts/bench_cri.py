@@ -77,7 +77,6 @@ def main() -> int:
     pods = max(1, min(args.pods, MAX_PODS))
     rows: list[tuple[float, float, bool]] = []
     with Lab("crbn", clients=0, servers=0, external=0) as lab:
-        lab.node_exec("sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1")
         with LabContainerd(lab) as ctd:
             policy = ctd.tmp / "policy.yaml"
             policy.write_text(POLICY)
@@ -86,10 +85,9 @@ def main() -> int:
                 tables = SharedTables(tables_path(str(enforcer.tmp / "run")), slot=None, cache=False)
                 time.sleep(2)  # the runtime child connected and settled
                 for i in range(pods):
-                    started = time.monotonic()
                     pod = ctd.run_pod(f"web-5d8f7c9b4f-b{i:04d}", "bench", {"app": "web"})
-                    returned = time.monotonic()
-                    # the tables are watched from here on while the app container is made, as the kubelet would
+                    started, returned = pod.started_at, pod.returned_at
+                    # the tables are watched while the app container is made, as the kubelet would
                     watch = MembershipWatch(tables, pod.ip, returned + WAIT_S)
                     ctd.start_container(pod, "app", ["/bin/busybox", "sleep", "3600"])
                     app_started = time.monotonic()

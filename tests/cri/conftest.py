@@ -99,8 +99,7 @@ def http_get(client: LabPod, server: LabPod, timeout: int = 3) -> bool:
 @pytest.fixture(scope="module")
 def cri_node() -> Iterator[CriNode]:
     with Lab(f"cr{os.getpid() % 10000}", clients=0, servers=0, external=0) as lab:
-        # Pods on one bridge talk through it; br_netfilter (per namespace) sends that through FORWARD.
-        lab.node_exec("sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1")
+        # pod-to-pod traffic is routed by the node namespace (lab.containerd), through the enforcer
         with LabContainerd(lab) as containerd:
             policy = containerd.tmp / "policy.yaml"
             policy.write_text(POLICY)
