@@ -68,6 +68,8 @@ class LabContainerd:
         self.pods: list[LabPod] = []
         self.netns_paths: set[str] = set()
         self._made_shim_dir = not os.path.exists(SHIM_DIR)
+        self._isolated: set[str] = set()  # bridge ports already isolated
+        self._routed = False  # the node namespace's proxy ARP and forwarding settings are in place
         self._write_config()
 
     # ---- containerd ------------------------------------------------------------------------------
@@ -210,9 +212,12 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             raise LabError("containerd is not running")
         return self.client
 
-    def run_pod(self, name: str, namespace: str, labels: dict[str, str], uid: str | None = None) -> LabPod:
+    def run_pod(
+        self, name: str, namespace: str, labels: dict[str, str], uid: str | None = None, route: bool = True
+    ) -> LabPod:
         """RunPodSandbox with the pod's metadata and labels; returns once the sandbox is ready (as the
-        kubelet sees it), with its address."""
+        kubelet sees it), with its address. `route`: its traffic to other pods goes through the node's
+        FORWARD hook (`_route_through_node`; a measurement without traffic can skip the extra commands)."""
         pod = LabPod(name, namespace, uid or str(uuid.uuid4()), dict(labels))
         attempt = sum(1 for p in self.pods if p.uid == pod.uid)
         pod.config = api.PodSandboxConfig(
@@ -230,7 +235,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         )
         pod.returned_at = time.monotonic()
         self._note_netns(pod)
-        self._route_through_node()
+        if route:
+            self._route_through_node()
         return pod
 
     def _route_through_node(self) -> None:
@@ -246,7 +252,12 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             self.lab.node_exec("ip", "-j", "link", "show", "master", CNI_BRIDGE).stdout or "[]"
         )
         for port in ports:
-            self.lab.node_exec("bridge", "link", "set", "dev", port["ifname"], "isolated", "on")
+            if port["ifname"] not in self._isolated:
+                self.lab.node_exec("bridge", "link", "set", "dev", port["ifname"], "isolated", "on")
+                self._isolated.add(port["ifname"])
+        if self._routed:
+            return
+        self._routed = True
         for key, value in (
             (f"net.ipv4.conf.{CNI_BRIDGE}.proxy_arp", "1"),
             (f"net.ipv4.conf.{CNI_BRIDGE}.proxy_arp_pvlan", "1"),

@@ -85,7 +85,7 @@ def main() -> int:
                 tables = SharedTables(tables_path(str(enforcer.tmp / "run")), slot=None, cache=False)
                 time.sleep(2)  # the runtime child connected and settled
                 for i in range(pods):
-                    pod = ctd.run_pod(f"web-5d8f7c9b4f-b{i:04d}", "bench", {"app": "web"})
+                    pod = ctd.run_pod(f"web-5d8f7c9b4f-b{i:04d}", "bench", {"app": "web"}, route=False)
                     started, returned = pod.started_at, pod.returned_at
                     # the tables are watched while the app container is made, as the kubelet would
                     watch = MembershipWatch(tables, pod.ip, returned + WAIT_S)
