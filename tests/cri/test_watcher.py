@@ -112,8 +112,10 @@ def test_a_new_pod_is_seen_through_events_or_polling(tmp_path: Path, events: boo
     thread = threading.Thread(target=watcher.run)
     thread.start()
     try:
-        assert _wait(lambda: watcher.connected)
-        if not events:
+        # past the first full read: the stream is open (events) or known to be missing (polling)
+        if events:
+            assert _wait(lambda: watcher.events_source == "cri")
+        else:
             assert _wait(lambda: watcher.events_supported is False)
         runtime.add_pod("sb1", "198.18.40.7")
         if events:
