@@ -21,6 +21,9 @@ from core import workload_labels as WL
 MAX_LABELS = 240
 MAX_LABEL_VALUE = 1000
 MAX_ADDRESSES = 16  # a pod has one address per family in practice; dual-stack plus extras stays far below
+MAX_UID_LEN = 128  # a Kubernetes UID has 36 characters; a longer one is not a pod we can key on
+MAX_NAME_LEN = 253  # Kubernetes object names (pod, namespace) are DNS subdomains of at most 253
+MAX_LABEL_KEY = 317  # a Kubernetes label key: a 253-character prefix, "/", a 63-character name
 
 SANDBOX_READY = 0  # runtime.v1.PodSandboxState
 CONTAINER_STATES = ("created", "running", "exited", "unknown")  # runtime.v1.ContainerState by value
@@ -93,7 +96,10 @@ class PodIdentity:
             "pod_uid": self.uid,
         }
         room = MAX_LABELS - len(identity)
-        own = {k: v[:MAX_LABEL_VALUE] for k, v in sorted(self.labels.items())[:room] if k not in identity}
+        usable = [
+            (k, v) for k, v in sorted(self.labels.items()) if k not in identity and len(k) <= MAX_LABEL_KEY
+        ]
+        own = {k: v[:MAX_LABEL_VALUE] for k, v in usable[:room]}
         return {**own, **identity}
 
     def to_dict(self, node: str) -> dict[str, Any]:
@@ -157,8 +163,8 @@ def sandbox_info(status: Any) -> SandboxInfo:
     return SandboxInfo(
         id=status.id,
         uid=meta.uid,
-        name=meta.name,
-        namespace=meta.namespace,
+        name=meta.name[:MAX_NAME_LEN],
+        namespace=meta.namespace[:MAX_NAME_LEN],
         attempt=meta.attempt,
         created_at=status.created_at,
         labels=dict(status.labels),
@@ -186,8 +192,8 @@ def build_pods(
     newest: dict[str, SandboxInfo] = {}
     for sid in ready_sandboxes:
         info = sandboxes.get(sid)
-        if info is None or not info.uid:
-            continue
+        if info is None or not info.uid or len(info.uid) > MAX_UID_LEN:
+            continue  # not a pod the inventory can carry (the policy input bounds its strings)
         have = newest.get(info.uid)
         if have is None or (info.created_at, info.attempt) > (have.created_at, have.attempt):
             newest[info.uid] = info

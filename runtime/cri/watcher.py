@@ -55,13 +55,11 @@ class CriWatcher:
         socket_path: str,
         counters: Counter[str] | dict[str, int],
         on_change: Callable[[], None] = lambda: None,
-        client_factory: Callable[[str, float], CriClient] = CriClient,
     ) -> None:
         self.settings = settings
         self.socket_path = socket_path
         self.counters = counters
         self.on_change = on_change
-        self._client_factory = client_factory
         self._lock = threading.Lock()
         self._pods: dict[str, PodIdentity] = {}
         self._pending: dict[str, PodIdentity] = {}
@@ -111,7 +109,7 @@ class CriWatcher:
     def run(self) -> None:
         backoff = BACKOFF_START_S
         while not self._stop.is_set():
-            client = self._client_factory(self.socket_path, self.settings.call_timeout_s)
+            client = CriClient(self.socket_path, self.settings.call_timeout_s)
             try:
                 version = client.version()
                 self.runtime = f"{version.runtime_name} {version.runtime_version}"
@@ -136,6 +134,10 @@ class CriWatcher:
                         _describe(exc),
                         len(self._pods),
                     )
+                self.connected = False
+            except Exception:  # a bug here must not freeze the identities: counted, logged, reconnected
+                self.counters["cri.errors"] = self.counters.get("cri.errors", 0) + 1
+                log.exception("cri: unexpected error; keeping %d known pods, reconnecting", len(self._pods))
                 self.connected = False
             finally:
                 self._end_stream()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from core import workload_labels as WL
 from runtime.cri import cri_api_pb2 as api
 from runtime.cri.pods import (
@@ -97,6 +99,17 @@ def test_a_pod_cannot_override_identity_keys_or_exceed_the_bounds() -> None:
     assert labels[WL.POD_NAMESPACE] == "shop"
     assert len(labels) <= MAX_LABELS
     assert max(len(v) for v in labels.values()) <= MAX_LABEL_VALUE
+
+
+def test_a_sandbox_without_a_usable_uid_is_left_out() -> None:
+    bad = sandbox_info(_status("bad", app="web"))
+    empty = sandbox_info(_status("empty", app="web"))
+    bad = dataclasses.replace(bad, uid="u" * 200)
+    empty = dataclasses.replace(empty, uid="")
+    pods, _ = build_pods(["bad", "empty"], {"bad": bad, "empty": empty}, [], {}, 10)
+    assert pods == {}
+    long_key = PodIdentity(UID, "p", "shop", "s", {"k" * 400: "v", "app": "web"}, {}, (), False)
+    assert "k" * 400 not in long_key.policy_labels("n") and long_key.policy_labels("n")["app"] == "web"
 
 
 def test_the_newest_ready_sandbox_of_a_pod_counts() -> None:
