@@ -32,6 +32,7 @@ from runtime.cri.client import CriClient
 
 CNI_BIN_DIR = "/usr/lib/cni"  # Debian's containernetworking-plugins
 POD_SUBNET = "198.18.40.0/24"
+POD_SUBNET6 = "fd00:198:18:40::/64"
 CNI_BRIDGE = "cni0"
 CGROUP_ROOT = "/sys/fs/cgroup"
 SHIM_DIR = "/run/containerd"  # containerd 1.6 puts its shims' sockets here whatever its state dir
@@ -50,6 +51,7 @@ class LabPod:
     containers: list[str] = field(default_factory=list)
     netns_path: str = ""
     ip: str = ""
+    ips: list[str] = field(default_factory=list)  # ip first, then the additional ones (IPv6)
     started_at: float = 0.0  # monotonic: RunPodSandbox called ...
     returned_at: float = 0.0  # ... and returned (the sandbox ready, as the kubelet sees it)
 
@@ -57,9 +59,10 @@ class LabPod:
 class LabContainerd:
     """containerd in `lab`'s node namespace; `with LabContainerd(lab) as ctd:` always cleans up."""
 
-    def __init__(self, lab: Lab, subnet: str = POD_SUBNET) -> None:
+    def __init__(self, lab: Lab, subnet: str = POD_SUBNET, subnet6: str = POD_SUBNET6) -> None:
         self.lab = lab
         self.subnet = subnet
+        self.subnet6 = subnet6  # dual-stack pods: the second address is the CRI's additional_ips
         self.tmp = Path(tempfile.mkdtemp(prefix="enforcer-ctd-"))
         self.socket = str(self.tmp / "containerd.sock")
         self.cgroup_parent = f"/enforcer-lab-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -90,8 +93,8 @@ class LabContainerd:
                             "ipMasq": False,
                             "ipam": {
                                 "type": "host-local",
-                                "ranges": [[{"subnet": self.subnet}]],
-                                "routes": [{"dst": "0.0.0.0/0"}],
+                                "ranges": [[{"subnet": self.subnet}], [{"subnet": self.subnet6}]],
+                                "routes": [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}],
                                 "dataDir": str(self.tmp / "ipam"),
                             },
                         }
@@ -236,10 +239,10 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         pod.returned_at = time.monotonic()
         self._note_netns(pod)
         if route:
-            self._route_through_node()
+            self._route_through_node(pod)
         return pod
 
-    def _route_through_node(self) -> None:
+    def _route_through_node(self, pod: LabPod) -> None:
         """Make pod-to-pod traffic on the CNI bridge go through the node's IP forwarding (and its FORWARD
         hook, where the enforcer sits) instead of being switched by the bridge.
 
@@ -247,7 +250,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         assume is loaded (a module, host-wide; loading it is no test's business). So every bridge port is
         isolated (pods cannot reach each other at layer 2) and the node answers their ARP for each other
         (proxy ARP on the bridge, private-VLAN style, without delay) and routes between them without
-        redirects. Everything here is inside the lab's node namespace."""
+        redirects; for IPv6, which has no private-VLAN proxy, the node answers neighbour solicitations for
+        each pod address (proxy NDP entries). Everything here is inside the lab's node namespace."""
         ports = json.loads(
             self.lab.node_exec("ip", "-j", "link", "show", "master", CNI_BRIDGE).stdout or "[]"
         )
@@ -255,6 +259,15 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             if port["ifname"] not in self._isolated:
                 self.lab.node_exec("bridge", "link", "set", "dev", port["ifname"], "isolated", "on")
                 self._isolated.add(port["ifname"])
+        for addr in pod.ips[1:]:
+            if ":" in addr:
+                self.lab.node_exec("ip", "-6", "neigh", "add", "proxy", addr, "dev", CNI_BRIDGE, check=False)
+        if pod.netns_path:  # the node cannot be told not to send IPv6 redirects: the pod ignores them
+            for key in ("all", "default", "eth0"):
+                subprocess.run(
+                    ["nsenter", f"--net={pod.netns_path}", "sysctl", "-qw", f"net.ipv6.conf.{key}.accept_redirects=0"],
+                    capture_output=True, timeout=10,
+                )  # fmt: skip
         if self._routed:
             return
         self._routed = True
@@ -263,6 +276,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             (f"net.ipv4.conf.{CNI_BRIDGE}.proxy_arp_pvlan", "1"),
             (f"net.ipv4.neigh.{CNI_BRIDGE}.proxy_delay", "0"),
             (f"net.ipv4.conf.{CNI_BRIDGE}.send_redirects", "0"),
+            (f"net.ipv6.conf.{CNI_BRIDGE}.proxy_ndp", "1"),
+            (f"net.ipv6.neigh.{CNI_BRIDGE}.proxy_delay", "0"),
             ("net.ipv4.conf.all.send_redirects", "0"),
         ):
             self.lab.node_exec("sysctl", "-qw", f"{key}={value}")
@@ -274,6 +289,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             "PodSandboxStatus", api.PodSandboxStatusRequest(pod_sandbox_id=pod.sandbox_id, verbose=True)
         )
         pod.ip = resp.status.network.ip
+        pod.ips = [pod.ip, *(a.ip for a in resp.status.network.additional_ips)]
         try:
             info = json.loads(resp.info.get("info", "{}"))
             for ns in info.get("runtimeSpec", {}).get("linux", {}).get("namespaces", []):

@@ -86,11 +86,14 @@ def wait_group(tables: SharedTables, address: str, group: str, timeout: float = 
         time.sleep(0.005)
 
 
-def http_get(client: LabPod, server: LabPod, timeout: int = 3) -> bool:
-    """A real HTTP request from the client pod's network namespace to the server pod; True if answered."""
+def http_get(client: LabPod, server: LabPod, address: str | None = None, timeout: int = 3) -> bool:
+    """A real HTTP request from the client pod's network namespace to the server pod (its first address
+    unless another of its addresses is given); True if answered."""
+    host = address or server.ip
+    host = f"[{host}]" if ":" in host else host
     out = subprocess.run(
-        ["nsenter", f"--net={client.netns_path}", "curl", "-s", "--max-time", str(timeout),
-         f"http://{server.ip}:{HTTP_PORT}/etc/passwd"],
+        ["nsenter", f"--net={client.netns_path}", "curl", "-s", "-g", "--max-time", str(timeout),
+         f"http://{host}:{HTTP_PORT}/etc/passwd"],
         capture_output=True, text=True, timeout=timeout + 10,
     )  # fmt: skip
     return out.returncode == 0 and "root:" in out.stdout

@@ -64,7 +64,8 @@ def test_pod_identity_reaches_the_enforced_tables_within_a_second(cri_node: CriN
         w = mine[0]
         assert (w["pod"], w["namespace"], w["workload"], w["source"]) == (pod.name, "shop", "web", "cri")
         assert w["labels"] == WEB_LABELS and w["annotations"] == {"enforcer.lab/test": "cri"}
-        assert w["addresses"] == [pod.ip] and w["groups"] == ["web"]
+        assert len(pod.ips) == 2 and w["addresses"] == pod.ips  # dual-stack: ip and additional_ips
+        assert w["groups"] == ["web"] and set(w["address_groups"].values()) == {"web"}
         assert [(c["name"], c["image"], c["state"]) for c in w["containers"]] == [
             ("httpd", LAB_IMAGE, "running")
         ]
@@ -90,15 +91,18 @@ def test_label_selected_rule_allows_and_a_missing_label_denies(cri_node: CriNode
         made.append(front)
         other = ctd.run_pod("batch-7e8f9a0b1c-t1abc", "shop", {"team": "data"})  # no role label
         made.append(other)
-        wait_group(tables, web.ip, "web")
-        wait_group(tables, front.ip, "frontend")
+        for address in web.ips:
+            wait_group(tables, address, "web")
+        for address in front.ips:
+            wait_group(tables, address, "frontend")
         deadline = time.monotonic() + 10  # `other` known to the enforcer (and in no group), not just unseen
         while other.uid not in {w.get("uid") for w in cri_node.workloads()["workloads"]}:
             assert time.monotonic() < deadline
             time.sleep(0.1)
-        assert group_of(tables, other.ip) == "external"
-        assert http_get(front, web), cri_node.enforcer.log()
-        assert not http_get(other, web)
+        assert {group_of(tables, a) for a in other.ips} == {"external"}
+        for address in web.ips:  # IPv4 and IPv6
+            assert http_get(front, web, address), cri_node.enforcer.log()
+            assert not http_get(other, web, address)
         deadline = time.monotonic() + 10  # events are aggregated for a window, then written
         while True:
             denied = [
@@ -123,8 +127,9 @@ def test_pod_restart_with_a_new_address_keeps_its_groups(cri_node: CriNode) -> N
         ctd.remove_pod(web)  # the kubelet recreates a pod's sandbox: same UID, next attempt, new address
         again = cri_node.web_pod(web.name, uid=web.uid)
         made.append(again)
-        assert again.ip != web.ip
-        wait_group(tables, again.ip, "web")
+        assert again.ip != web.ip and again.ips[1] != web.ips[1]
+        for address in again.ips:
+            wait_group(tables, address, "web")
         wait_group(tables, front.ip, "frontend")
         deadline = time.monotonic() + 10
         while group_of(tables, web.ip) == "web":  # the old address leaves the group
@@ -132,7 +137,7 @@ def test_pod_restart_with_a_new_address_keeps_its_groups(cri_node: CriNode) -> N
             time.sleep(0.05)
         assert http_get(front, again), cri_node.enforcer.log()
         view = cri_node.workloads()
-        assert [w["addresses"] for w in view["workloads"] if w.get("uid") == web.uid] == [[again.ip]]
+        assert [w["addresses"] for w in view["workloads"] if w.get("uid") == web.uid] == [again.ips]
 
 
 def test_containerd_restart_loses_no_identity(cri_node: CriNode) -> None:
