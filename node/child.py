@@ -87,14 +87,21 @@ def main(argv: list[str] | None = None) -> int:
         from workers.detect.engine import threat_settings_from_document
 
         return run_reader(
-            config.reader(), args.index, tables, args.seed, node,
+            config.reader(),
+            args.index,
+            tables,
+            args.seed,
+            node,
             lambda counters: PublishedCompiler(tables, threat_settings_from_document, counters, "guard"),
         )
     from workers.detect.engine import threat_policy_from_document
     from workers.worker import run_worker
 
     return run_worker(
-        config.worker(), args.index, tables, node,
+        config.worker(),
+        args.index,
+        tables,
+        node,
         lambda counters: PublishedCompiler(tables, threat_policy_from_document, counters, "threats"),
     )
 

@@ -16,6 +16,7 @@ from node.logs import setup_logging
 SUBCOMMANDS: tuple[str, ...] = (
     "node.status",
     "node.capture",
+    "node.workloads_cli",
     "node.replay",
     "node.threats_cli",
     "runtime.cli",

@@ -44,6 +44,7 @@ from core.config import (  # noqa: F401 - the sections are part of this module's
 )
 from pipeline.guard import GuardSettings
 from pipeline.settings import ReaderConfig
+from runtime.cri.settings import CriSettings
 from runtime.settings import RuntimeSettings
 from workers.detect.engine import DetectLimits
 from workers.dpi.settings import DpiSettings
@@ -54,8 +55,6 @@ DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "enfor
 
 class ConfigError(ValueError):
     """A configuration value that cannot be used; the message names the key path."""
-
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +74,7 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     dpi: DpiSettings = field(default_factory=DpiSettings)
     runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
+    cri: CriSettings = field(default_factory=CriSettings)
     detect: DetectLimits = field(default_factory=DetectLimits)
     guard: GuardSettings = field(default_factory=GuardSettings)
     cpus: tuple[int, ...] = setting((), "CPUs the enforcer may use; empty means all the machine's CPUs")
@@ -86,15 +86,25 @@ class Config:
     def reader(self) -> ReaderConfig:
         """The sections a reader process needs."""
         return ReaderConfig(
-            queues=self.queues, workers=self.workers, netfilter=self.netfilter, flows=self.flows,
-            failure=self.failure, supervisor=self.supervisor, paths=self.paths, guard=self.guard,
+            queues=self.queues,
+            workers=self.workers,
+            netfilter=self.netfilter,
+            flows=self.flows,
+            failure=self.failure,
+            supervisor=self.supervisor,
+            paths=self.paths,
+            guard=self.guard,
         )
 
     def worker(self) -> WorkerConfig:
         """The sections a worker process needs."""
         return WorkerConfig(
-            queues=self.queues, workers=self.workers, supervisor=self.supervisor, paths=self.paths,
-            dpi=self.dpi, detect=self.detect,
+            queues=self.queues,
+            workers=self.workers,
+            supervisor=self.supervisor,
+            paths=self.paths,
+            dpi=self.dpi,
+            detect=self.detect,
         )
 
     def reader_cpu(self, index: int) -> int:
@@ -450,6 +460,7 @@ def _check(c: Config) -> None:
     _require(ctl.timeout_s > ctl.heartbeat_s, "controller.timeout_s", "more than heartbeat_s", ctl.timeout_s)
     try:
         c.runtime.validate()
+        c.cri.validate()
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     _require(c.log.level in LOG_LEVELS, "log.level", " or ".join(LOG_LEVELS), c.log.level)

@@ -11,27 +11,42 @@ from __future__ import annotations
 import collections
 import dataclasses
 import ipaddress
+import json
 import logging
 import os
 import signal
 import threading
 import time
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 import zmq
 
 from core import messages as M
-from core.policy_input import WorkloadUpdate, encode_policy_input, policy_input_endpoint
+from core.policy_input import (
+    MAX_ADDRESSES_PER_ITEM,
+    MAX_POLICY_INPUT_ITEMS,
+    WorkloadUpdate,
+    encode_policy_input,
+    policy_input_endpoint,
+)
 from core.sockets import EVENTS_HWM, HEARTBEAT_HWM, push_to
 from node.config import Config
 from node.policy_updates import DocumentFollower
 from policy.document import decode_document
 from policy.layout import TablesError, tables_path
 from policy.table_reader import SharedTables
+from runtime.cri.settings import CriSettings
+
+if TYPE_CHECKING:
+    from runtime.cri.pods import PodIdentity
+    from runtime.cri.watcher import CriWatcher
+    from runtime.identity import Workload
 
 log = logging.getLogger(__name__)
 
 INVENTORY_PERIOD_S = 5.0  # how often the node's workloads and their addresses are sent to the policy process
+WORKLOADS_VIEW = "workloads.json"  # in the run dir: the inventory with identities, for `enforcer workloads`
 # Events held between two sends to the policy process; more are counted as dropped.
 MAX_PENDING_EVENTS = 8192
 SEND_PERIOD_S = 0.2
@@ -66,23 +81,126 @@ class PublishedProfiles:
 
 
 class WorkloadInventory:
-    """The node's workloads with their addresses and intrinsic labels, for the policy's label groups."""
+    """The node's workloads with their addresses and labels, for the policy's label groups: the pods the
+    container runtime reports (CRI, when configured) and, for every process outside them, the workloads
+    /proc and cgroups show. Also writes the root-only view `enforcer workloads` reads."""
 
-    def __init__(self) -> None:
+    def __init__(self, node: str, cri: CriWatcher | None = None, run_dir: str | None = None) -> None:
         from runtime.identity import WorkloadResolver
 
         self.resolver = WorkloadResolver()
+        self.node = node
+        self.cri = cri
+        self.view_path = os.path.join(run_dir, WORKLOADS_VIEW) if run_dir else None
+        self.pods: dict[str, PodIdentity] = {}
+        self.procs: dict[str, tuple[Workload, frozenset[str]]] = {}
+        self.left_out = 0  # workloads beyond what one policy input carries
 
     def update(self) -> WorkloadUpdate:
+        """The complete inventory (the policy process drops workloads it does not list)."""
         from runtime.identity import node_workloads
 
+        self.pods = self.cri.take_all() if self.cri is not None else {}
         self.resolver.refresh_names()
         pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
-        workloads = []
-        for key, (workload, addresses, _pid) in node_workloads(self.resolver, pids).items():
-            packed = sorted(ipaddress.ip_address(a).packed for a in addresses)
-            workloads.append((key, packed, workload.intrinsic_labels()))
-        return WorkloadUpdate("runtime", True, workloads, [])
+        self.procs = {
+            key: (workload, addresses)
+            for key, (workload, addresses, _pid) in node_workloads(self.resolver, pids).items()
+            if not self._in_a_pod(workload)
+        }
+        items = [self._pod_item(p) for p in self.pods.values()]
+        items += [(key, _packed(addrs), wl.intrinsic_labels()) for key, (wl, addrs) in self.procs.items()]
+        self.left_out = max(0, len(items) - MAX_POLICY_INPUT_ITEMS)
+        self.write_view()
+        return WorkloadUpdate("runtime", True, items[:MAX_POLICY_INPUT_ITEMS], [])
+
+    def delta(self) -> WorkloadUpdate | None:
+        """What the runtime reported since the last send (pods started, changed, gone), or None."""
+        if self.cri is None:
+            return None
+        changed, removed = self.cri.take_delta()
+        if not changed and not removed:
+            return None
+        for pod in changed:
+            self.pods[pod.uid] = pod
+        for uid in removed:
+            self.pods.pop(uid, None)
+        # /proc saw some of these pods' processes before the runtime told us: those stand-in entries go.
+        stale = [key for key, (wl, _) in self.procs.items() if self._in_a_pod(wl)]
+        for key in stale:
+            del self.procs[key]
+        self.write_view()
+        items = [self._pod_item(p) for p in changed][:MAX_POLICY_INPUT_ITEMS]
+        return WorkloadUpdate("runtime", False, items, [*removed, *stale][:MAX_POLICY_INPUT_ITEMS])
+
+    def _in_a_pod(self, workload: Workload) -> bool:
+        if workload.pod_uid and workload.pod_uid in self.pods:
+            return True
+        cid = workload.container_id
+        return bool(cid) and any(
+            cid == p.sandbox_id or any(c.id == cid for c in p.containers) for p in self.pods.values()
+        )
+
+    def _pod_item(self, pod: PodIdentity) -> tuple[str, list[bytes], dict[str, str]]:
+        return (pod.uid, _packed(pod.addresses), pod.policy_labels(self.node))
+
+    def write_view(self) -> None:
+        """The inventory as `enforcer workloads` shows it: JSON, mode 0600 in the private run dir, replaced
+        atomically."""
+        if self.view_path is None:
+            return
+        cri = self.cri
+        view = {
+            "node": self.node,
+            "time": time.time(),
+            "cri": {
+                "socket": cri.socket_path if cri else "",
+                "connected": bool(cri and cri.connected),
+                "runtime": cri.runtime if cri else "",
+                "events": cri.events_source if cri else "",
+            },
+            "workloads": [p.to_dict(self.node) for p in self.pods.values()]
+            + [
+                {
+                    "key": key,
+                    "source": "proc",
+                    "kind": wl.kind,
+                    "addresses": sorted(addrs),
+                    "labels": wl.intrinsic_labels(),
+                }
+                for key, (wl, addrs) in self.procs.items()
+            ],
+        }
+        tmp = f"{self.view_path}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                json.dump(view, f)
+            os.replace(tmp, self.view_path)
+        except OSError as exc:
+            log.warning("workloads view %s: %s", self.view_path, exc)
+
+
+def _packed(addresses: Iterable[str]) -> list[bytes]:
+    return sorted(ipaddress.ip_address(a).packed for a in addresses)[:MAX_ADDRESSES_PER_ITEM]
+
+
+def start_cri_watcher(
+    settings: CriSettings, counters: dict[str, int], wake: threading.Event
+) -> CriWatcher | None:
+    """The CRI watcher thread when a runtime socket is configured and present, else None (the /proc and
+    cgroup workloads alone, as before)."""
+    from runtime.cri.watcher import CriWatcher
+
+    socket_path = settings.resolve_socket()
+    if not socket_path:
+        log.info("cri: no container runtime socket configured or found; workloads from /proc and cgroups")
+        return None
+    if not os.path.exists(socket_path):
+        log.warning("cri: %s does not exist (yet); retrying in the background", socket_path)
+    watcher = CriWatcher(settings, socket_path, counters, on_change=wake.set)
+    threading.Thread(target=watcher.run, name="cri-watcher", daemon=True).start()
+    return watcher
 
 
 def run_runtime_child(config: Config, node: str) -> int:
@@ -105,7 +223,9 @@ def run_runtime_child(config: Config, node: str) -> int:
         else:
             counters["events.dropped"] = counters.get("events.dropped", 0) + 1
 
-    sender = threading.Thread(target=_send_loop, args=(config, pending, counters, stop), name="runtime-send")
+    sender = threading.Thread(
+        target=_send_loop, args=(config, node, pending, counters, stop), name="runtime-send"
+    )
     sender.start()
     profiles = PublishedProfiles(config.paths.run_dir)
     try:
@@ -118,27 +238,42 @@ def run_runtime_child(config: Config, node: str) -> int:
 
 def _send_loop(
     config: Config,
+    node: str,
     pending: collections.deque[dict[str, Any]],
     counters: dict[str, int],
     stop: threading.Event,
 ) -> None:
-    """The only user of this child's ZeroMQ sockets: events to the policy process, heartbeats."""
+    """The only user of this child's ZeroMQ sockets: events and workloads to the policy process,
+    heartbeats. A pod the container runtime reports wakes it at once (`wake`), so the pod's labels reach
+    the policy process within the CRI watcher's reaction time, not the inventory period."""
     run_dir = config.paths.run_dir
     ctx = zmq.Context(1)
     events = push_to(ctx, M.events_endpoint(run_dir), EVENTS_HWM, linger_ms=500)
     supervisor = push_to(ctx, M.supervisor_endpoint(run_dir), HEARTBEAT_HWM)
     policy_input = push_to(ctx, policy_input_endpoint(run_dir), HEARTBEAT_HWM)
-    inventory = WorkloadInventory()
+    wake = threading.Event()
+    cri = start_cri_watcher(config.cri, counters, wake)
+    inventory = WorkloadInventory(node, cri, run_dir)
     period = min(SEND_PERIOD_S, config.supervisor.heartbeat_interval_ms / 1000.0)
     next_inventory = 0.0
+
+    def send_workloads(update: WorkloadUpdate) -> None:
+        try:
+            policy_input.send(encode_policy_input(update), zmq.NOBLOCK)
+        except zmq.Again:
+            counters["workloads.dropped"] = counters.get("workloads.dropped", 0) + 1
+
     try:
         while True:
             if time.monotonic() >= next_inventory:
                 next_inventory = time.monotonic() + INVENTORY_PERIOD_S
-                try:
-                    policy_input.send(encode_policy_input(inventory.update()), zmq.NOBLOCK)
-                except zmq.Again:
-                    counters["workloads.dropped"] = counters.get("workloads.dropped", 0) + 1
+                send_workloads(inventory.update())
+                counters["workloads.left_out"] = inventory.left_out
+            else:
+                delta = inventory.delta()
+                if delta is not None:
+                    counters["workloads.deltas"] = counters.get("workloads.deltas", 0) + 1
+                    send_workloads(delta)
             batch = [pending.popleft() for _ in range(min(len(pending), M.MAX_EVENTS_PER_BATCH))]
             if batch:
                 try:
@@ -150,7 +285,11 @@ def _send_loop(
                 supervisor.send(M.encode(M.Heartbeat("runtime", 0, os.getpid(), snapshot)), zmq.NOBLOCK)
             except zmq.Again:
                 pass
-            if stop.wait(period) and not pending:
+            wake.wait(period)
+            wake.clear()
+            if stop.is_set() and not pending:
                 return
     finally:
+        if cri is not None:
+            cri.close()
         ctx.destroy(linger=500)

@@ -226,10 +226,18 @@ def test_volumes_for_state_runtime_and_host_views(
     assert volumes[run["name"]]["emptyDir"]["medium"] == "Memory"
     assert volumes[state["name"]]["hostPath"]["path"] == "/var/lib/enforcer"
     # host views are read-only
-    for host_path in ("/sys/fs/cgroup", "/proc"):
+    for host_path in ("/sys/fs/cgroup", "/proc", "/run/containerd/containerd.sock"):
         (name,) = [n for n, v in volumes.items() if v.get("hostPath", {}).get("path") == host_path]
         (mount,) = [m for m in container["volumeMounts"] if m["name"] == name]
         assert mount["readOnly"] is True, host_path
+    # the CRI socket is mounted where `cri.socket = "auto"` looks
+    from runtime.cri.settings import DEFAULT_SOCKETS
+
+    assert volumes["cri-socket"]["hostPath"]["type"] == "Socket"
+    assert (
+        next(m for m in container["volumeMounts"] if m["name"] == "cri-socket")["mountPath"]
+        in DEFAULT_SOCKETS
+    )
     # every mount has its volume and the other way round
     assert {m["name"] for m in container["volumeMounts"]} == set(volumes)
 
