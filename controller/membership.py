@@ -19,9 +19,9 @@ from typing import Any
 
 from core import control as C
 from core import workload_labels as WL
+from core.selectors import LabelIndex
 from policy.loader import parse_policy
 from policy.model import Group, PolicyError
-from policy.selectors import LabelIndex
 from policy.tables import selected_workloads
 
 log = logging.getLogger(__name__)

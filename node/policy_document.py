@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from core.selectors import selector_to_dict
 from policy.model import PolicySnapshot, mode_name
 
 
@@ -46,7 +47,9 @@ def runtime_policy_dict(snapshot: PolicySnapshot) -> dict[str, Any]:
         cidrs = [str(c) for c in g.cidrs]
         for selector in g.selectors:
             groups.append({"name": g.name, "labels": dict(selector), "cidrs": cidrs})
-        if not g.selectors and cidrs:
+        for ws in g.workload_selectors:
+            groups.append({"name": g.name, "selector": selector_to_dict(ws), "cidrs": cidrs})
+        if not g.selectors and not g.workload_selectors and cidrs:
             groups.append({"name": g.name, "labels": {}, "cidrs": cidrs})
     modes = {g.name: mode_name(g.mode) for g in snapshot.groups}
     profiles = {

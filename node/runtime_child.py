@@ -17,7 +17,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import zmq
@@ -61,6 +61,13 @@ class PublishedProfiles:
         self.run_dir = run_dir
         self.follower: DocumentFollower | None = None
         self._policy: Any = None
+        # Labels of the container runtime's pods by pod UID, sandbox and container id, replaced whole by
+        # the inventory's thread (`set_pod_labels`): the monitor selects process profiles on them too.
+        self._pod_labels: Mapping[str, Mapping[str, str]] = {}
+        self._merged: tuple[Any, Mapping[str, Mapping[str, str]], Any] | None = None
+
+    def set_pod_labels(self, labels: Mapping[str, Mapping[str, str]]) -> None:
+        self._pod_labels = labels
 
     def __call__(self) -> Any:
         from runtime.profiles import RuntimePolicy, policy_from_dict
@@ -69,11 +76,27 @@ class PublishedProfiles:
             try:
                 self.follower = DocumentFollower(SharedTables(tables_path(self.run_dir), slot=None))
             except (FileNotFoundError, TablesError):
-                return self._policy or RuntimePolicy()  # not published yet: ask again next refresh
-        published = self.follower.changed()
-        if published is not None:
-            self._policy = policy_from_dict(decode_document(published.data).get("runtime") or {})
-        return self._policy or RuntimePolicy()
+                pass  # not published yet: ask again next refresh
+        if self.follower is not None:
+            published = self.follower.changed()
+            if published is not None:
+                self._policy = policy_from_dict(decode_document(published.data).get("runtime") or {})
+        if self._policy is None:
+            self._policy = RuntimePolicy()
+        return self._with_pod_labels(self._policy)
+
+    def _with_pod_labels(self, policy: Any) -> Any:
+        """The policy with the runtime's pod labels under the controller's ones (the same object while
+        neither changed, so the monitor regroups its processes only on a change)."""
+        pods = self._pod_labels
+        if not pods:
+            return policy
+        if self._merged is not None and self._merged[0] is policy and self._merged[1] is pods:
+            return self._merged[2]
+        labels = {**pods, **policy.workload_labels}
+        merged = dataclasses.replace(policy, workload_labels=labels)
+        self._merged = (policy, pods, merged)
+        return merged
 
     def close(self) -> None:
         if self.follower is not None:
@@ -85,12 +108,19 @@ class WorkloadInventory:
     container runtime reports (CRI, when configured) and, for every process outside them, the workloads
     /proc and cgroups show. Also writes the root-only view `enforcer workloads` reads."""
 
-    def __init__(self, node: str, cri: CriWatcher | None = None, run_dir: str | None = None) -> None:
+    def __init__(
+        self,
+        node: str,
+        cri: CriWatcher | None = None,
+        run_dir: str | None = None,
+        on_pod_labels: Callable[[Mapping[str, Mapping[str, str]]], None] | None = None,
+    ) -> None:
         from runtime.identity import WorkloadResolver
 
         self.resolver = WorkloadResolver()
         self.node = node
         self.cri = cri
+        self.on_pod_labels = on_pod_labels
         self.view_path = os.path.join(run_dir, WORKLOADS_VIEW) if run_dir else None
         self.pods: dict[str, PodIdentity] = {}
         self.procs: dict[str, tuple[Workload, frozenset[str]]] = {}
@@ -111,6 +141,7 @@ class WorkloadInventory:
         items = [self._pod_item(p) for p in self.pods.values()]
         items += [(key, _packed(addrs), wl.intrinsic_labels()) for key, (wl, addrs) in self.procs.items()]
         self.left_out = max(0, len(items) - MAX_POLICY_INPUT_ITEMS)
+        self.publish_pod_labels()
         self.write_view()
         return WorkloadUpdate("runtime", True, items[:MAX_POLICY_INPUT_ITEMS], [])
 
@@ -129,6 +160,7 @@ class WorkloadInventory:
         stale = [key for key, (wl, _) in self.procs.items() if self._in_a_pod(wl)]
         for key in stale:
             del self.procs[key]
+        self.publish_pod_labels()
         self.write_view()
         items = [self._pod_item(p) for p in changed][:MAX_POLICY_INPUT_ITEMS]
         return WorkloadUpdate("runtime", False, items, [*removed, *stale][:MAX_POLICY_INPUT_ITEMS])
@@ -140,6 +172,19 @@ class WorkloadInventory:
         return bool(cid) and any(
             cid == p.sandbox_id or any(c.id == cid for c in p.containers) for p in self.pods.values()
         )
+
+    def publish_pod_labels(self) -> None:
+        """Each pod's labels under every key a process of it may be known by in the monitor (cgroup paths
+        name the pod UID under the kubelet, the container or sandbox id otherwise)."""
+        if self.on_pod_labels is None:
+            return
+        by_key: dict[str, Mapping[str, str]] = {}
+        for pod in self.pods.values():
+            labels = pod.policy_labels(self.node)
+            for key in (pod.uid, pod.sandbox_id, *(c.id for c in pod.containers)):
+                if key:
+                    by_key[key] = labels
+        self.on_pod_labels(by_key)
 
     def _pod_item(self, pod: PodIdentity) -> tuple[str, list[bytes], dict[str, str]]:
         return (pod.uid, _packed(pod.addresses), pod.policy_labels(self.node))
@@ -223,11 +268,11 @@ def run_runtime_child(config: Config, node: str) -> int:
         else:
             counters["events.dropped"] = counters.get("events.dropped", 0) + 1
 
+    profiles = PublishedProfiles(config.paths.run_dir)
     sender = threading.Thread(
-        target=_send_loop, args=(config, node, pending, counters, stop), name="runtime-send"
+        target=_send_loop, args=(config, node, pending, counters, stop, profiles), name="runtime-send"
     )
     sender.start()
-    profiles = PublishedProfiles(config.paths.run_dir)
     try:
         return run_runtime_monitor(settings, profiles, emit, stop, counters)
     finally:
@@ -242,6 +287,7 @@ def _send_loop(
     pending: collections.deque[dict[str, Any]],
     counters: dict[str, int],
     stop: threading.Event,
+    profiles: PublishedProfiles,
 ) -> None:
     """The only user of this child's ZeroMQ sockets: events and workloads to the policy process,
     heartbeats. A pod the container runtime reports wakes it at once (`wake`), so the pod's labels reach
@@ -253,7 +299,7 @@ def _send_loop(
     policy_input = push_to(ctx, policy_input_endpoint(run_dir), HEARTBEAT_HWM)
     wake = threading.Event()
     cri = start_cri_watcher(config.cri, counters, wake)
-    inventory = WorkloadInventory(node, cri, run_dir)
+    inventory = WorkloadInventory(node, cri, run_dir, profiles.set_pod_labels)
     period = min(SEND_PERIOD_S, config.supervisor.heartbeat_interval_ms / 1000.0)
     next_inventory = 0.0
 

@@ -5,7 +5,7 @@ egress rules (each naming a peer group by selector), its process profile and fil
 conversion produces the native mapping (see `policy.loader`):
 
 - selectors → groups: `address` criteria (`=` only) become CIDR members (or FQDN patterns); every other
-  criterion, with any of NeuVector's operators, is kept as a criteria selector (`policy.selectors`:
+  criterion, with any of NeuVector's operators, is kept as a criteria selector (`core.selectors`:
   `service`, `domain`, `node`, `image` or a pod label); a selector without criteria named
   `nv.<workload>.<namespace>` selects that service; the target's `policymode` is the mode;
   `NvGroupDefinition` documents define groups (criteria, no mode);
@@ -30,6 +30,17 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+from core.selectors import (
+    DERIVED_IMAGE,
+    DERIVED_NAMESPACE,
+    DERIVED_NODE,
+    DERIVED_SERVICE,
+    NEUVECTOR_KEYS,
+    SELECTOR_KEYS,
+    Op,
+    SelectorError,
+    selector_from_dict,
+)
 from policy.model import (
     BUILTIN_GROUPS,
     EXTERNAL,
@@ -40,17 +51,6 @@ from policy.model import (
     PolicySnapshot,
     Rule,
     mode_name,
-)
-from policy.selectors import (
-    DERIVED_IMAGE,
-    DERIVED_NAMESPACE,
-    DERIVED_NODE,
-    DERIVED_SERVICE,
-    NEUVECTOR_KEYS,
-    SELECTOR_KEYS,
-    Op,
-    SelectorError,
-    selector_from_dict,
 )
 from policy.tables import equality_selector
 

@@ -13,7 +13,7 @@ whole document with a message naming the offending item.
         members: [198.18.2.0/24, "fd00:198:18:2::/64", {app: web, namespace: shop}]
       - name: example
         fqdns: ["*.example.com"]
-      - name: api                    # workload selectors as users write them (policy/selectors.py)
+      - name: api                    # workload selectors as users write them (core/selectors.py)
         members:
           - {matchLabels: {app: api}, matchExpressions: [{key: tier, operator: In, values: [back]}],
              namespaces: [shop]}
@@ -41,6 +41,14 @@ from typing import Any
 import yaml
 
 from core.apps import canonical_app
+from core.selectors import (
+    SELECTOR_KEYS,
+    SelectorError,
+    WorkloadSelector,
+    selector_from_dict,
+    selector_to_dict,
+    service_criteria,
+)
 from policy.model import (
     BUILTIN_GROUPS,
     FileBehavior,
@@ -65,14 +73,6 @@ from policy.model import (
     mode_name,
     parse_mode,
     validate_snapshot,
-)
-from policy.selectors import (
-    SELECTOR_KEYS,
-    SelectorError,
-    WorkloadSelector,
-    selector_from_dict,
-    selector_to_dict,
-    service_criteria,
 )
 
 # A policy file larger than this is refused before it is parsed (10,000 rules take about 1 MiB).

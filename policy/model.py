@@ -18,7 +18,7 @@ from typing import Final
 
 from core.apps import canonical_app
 from core.lookup import Mode
-from policy.selectors import SelectorError, WorkloadSelector, check_workload_selector
+from core.selectors import SelectorError, WorkloadSelector, check_workload_selector
 
 # Built-in groups: every snapshot has them; `external` cannot have members (it is "everything else").
 EXTERNAL: Final = "external"
@@ -177,7 +177,7 @@ class Group:
     """A set of endpoints sharing a mode: CIDRs, workload selectors and/or FQDN patterns.
 
     `selectors` are the plain equality form (every label equal); `workload_selectors` the forms users
-    write (Kubernetes label selectors, namespaces, NeuVector criteria: `policy.selectors`). A workload
+    write (Kubernetes label selectors, namespaces, NeuVector criteria: `core.selectors`). A workload
     is in the group when any selector of either kind selects it."""
 
     name: str

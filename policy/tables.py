@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 from core.apps import SERVER_APP_MASK, app_bit
 from core.lookup import Action, Decision, Mode, PolicyTables, Report
+from core.selectors import LabelIndex, Op, Requirement, WorkloadSelector
 from policy.loader import load_policy
 from policy.model import (
     EXTERNAL,
@@ -38,7 +39,6 @@ from policy.model import (
     RuleAction,
     Selector,
 )
-from policy.selectors import LabelIndex, Op, Requirement, WorkloadSelector
 
 IPPROTO_ICMPV6 = 58
 ANSWER_CACHE_ENTRIES = 65536  # DictTables: answers kept per generation (cleared when full)

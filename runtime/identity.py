@@ -18,6 +18,8 @@ import re
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 
+from core.selectors import WorkloadSelector
+
 # Bound on the resolver's cache of workloads (distinct netns + cgroup combinations).
 WORKLOAD_CACHE_MAX = 4096
 # Bound on the bytes read from one /proc file here (cgroup and net tables of a workload are small).
@@ -182,15 +184,20 @@ def parse_if_inet6(text: str) -> frozenset[str]:
 class GroupSelector:
     """Members of a group: every label given must match, or an address in one of the CIDRs.
 
-    Label values may end in `*` (prefix match). A selector with neither labels nor CIDRs matches nothing.
+    Label values may end in `*` (prefix match). `selector` is a selector as users write it (Kubernetes
+    label selectors, namespaces, NeuVector criteria: `core.selectors`), evaluated the way the policy
+    process evaluates it for the network tables. A selector with none of these matches nothing.
     """
 
     name: str
     labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
     cidrs: tuple[str, ...] = ()
+    selector: WorkloadSelector | None = None
 
     def matches(self, labels: Mapping[str, str], addresses: Iterable[str]) -> bool:
         if self.labels and all(_label_match(want, labels.get(k)) for k, want in self.labels.items()):
+            return True
+        if self.selector is not None and self.selector.matches(labels):
             return True
         if self.cidrs:
             nets = [ipaddress.ip_network(c, strict=False) for c in self.cidrs]

@@ -17,6 +17,7 @@ from typing import Any
 
 from core import anomalies
 from core.lookup import Mode
+from core.selectors import selector_from_dict, selector_to_dict
 from runtime.identity import GroupSelector
 
 
@@ -158,7 +159,7 @@ def _choice(value: Any, choices: Iterable[str], where: str) -> str:
 def policy_from_dict(data: Mapping[str, Any]) -> RuntimePolicy:
     """A RuntimePolicy from plain data (YAML/JSON/msgpack), as the policy process may hand it over.
 
-    `{"groups": [{"name", "labels", "cidrs"}], "profiles": {group: {"mode", "entries": [{"name", "path",
+    `{"groups": [{"name", "labels" | "selector", "cidrs"}], "profiles": {group: {"mode", "entries": [{"name", "path",
     "action"}]}}, "file_rules": {group: [{"path", "action", "apps"}]}, "workload_labels": {key: {..}}}`.
     Raises ValueError naming the field (`profiles.web.mode: expected one of …`).
     """
@@ -173,13 +174,16 @@ def policy_from_dict(data: Mapping[str, Any]) -> RuntimePolicy:
         labels = {
             str(k): _text(v, f"{where}.labels.{k}") for k, v in _mapping(g.get("labels", {}), where).items()
         }
+        selector = None
+        if g.get("selector") is not None:
+            selector = selector_from_dict(_mapping(g["selector"], f"{where}.selector"), f"{where}.selector")
         cidrs = tuple(_text(c, f"{where}.cidrs") for c in _sequence(g.get("cidrs", []), f"{where}.cidrs"))
         for c in cidrs:
             try:
                 ipaddress.ip_network(c, strict=False)
             except ValueError:
                 raise ValueError(f"{where}.cidrs: not an address or network: {c!r}") from None
-        groups.append(GroupSelector(_text(g.get("name"), f"{where}.name"), labels, cidrs))
+        groups.append(GroupSelector(_text(g.get("name"), f"{where}.name"), labels, cidrs, selector))
     profiles = {}
     for group, p in _mapping(data.get("profiles", {}), "profiles").items():
         where = f"profiles.{group}"
@@ -220,7 +224,15 @@ def policy_from_dict(data: Mapping[str, Any]) -> RuntimePolicy:
 
 def policy_to_dict(policy: RuntimePolicy) -> dict[str, Any]:
     return {
-        "groups": [{"name": g.name, "labels": dict(g.labels), "cidrs": list(g.cidrs)} for g in policy.groups],
+        "groups": [
+            {
+                "name": g.name,
+                "labels": dict(g.labels),
+                "cidrs": list(g.cidrs),
+                **({"selector": selector_to_dict(g.selector)} if g.selector is not None else {}),
+            }
+            for g in policy.groups
+        ],
         "profiles": {
             name: {
                 "mode": p.mode.name.lower(),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from core import workload_labels as WL
 from node.runtime_child import WORKLOADS_VIEW, WorkloadInventory
 from runtime.cri.pods import Container, PodIdentity
 from runtime.identity import Workload
@@ -61,3 +62,35 @@ def test_a_reported_pod_replaces_its_proc_stand_ins_and_others_stay(tmp_path: Pa
     watcher.delta = ([], [UID])
     gone = inventory.delta()
     assert gone is not None and gone.removed == [UID] and gone.workloads == []
+
+
+def test_the_monitor_gets_each_pods_labels_under_every_key_its_processes_carry(tmp_path: Path) -> None:
+    """Process profiles select on the runtime's pod labels too: the inventory hands them to the monitor's
+    profile source by pod UID, sandbox and container id (the key a cgroup path gives depends on the
+    cgroup driver), and the merged policy changes only when the labels do."""
+    from node.runtime_child import PublishedProfiles
+    from runtime.identity import group_of
+    from runtime.profiles import RuntimePolicy, policy_from_dict
+
+    profiles = PublishedProfiles(str(tmp_path))  # nothing published in tmp_path: the empty policy
+    watcher = StubWatcher()
+    inventory = WorkloadInventory("node-a", watcher, str(tmp_path), profiles.set_pod_labels)  # type: ignore[arg-type]
+    assert profiles() == RuntimePolicy()
+    watcher.delta = ([_pod()], [])
+    assert inventory.delta() is not None
+    merged = profiles()
+    assert set(merged.workload_labels) == {UID, "s" * 64, CID}
+    assert (
+        merged.workload_labels[CID]["app"] == "web"
+        and merged.workload_labels[UID][WL.POD_NAMESPACE] == "shop"
+    )
+    assert profiles() is merged  # unchanged labels: the same policy object, no regrouping
+    # A container known only by its id (cgroupfs driver) lands in the group its pod's labels select.
+    groups = policy_from_dict(
+        {"groups": [{"name": "web", "selector": {"matchLabels": {"app": "web"}}}]}
+    ).groups
+    container = Workload(f"container:{CID}", "container", CID, None, 1, None, "/k8s.io/" + CID)
+    assert group_of(container, groups, merged.workload_labels) == "web"
+    watcher.delta = ([], [UID])
+    inventory.delta()
+    assert profiles().workload_labels == {}

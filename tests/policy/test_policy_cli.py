@@ -11,10 +11,10 @@ import yaml
 
 from core import workload_labels as WL
 from core.lookup import Action, Mode
+from core.selectors import selector_from_dict
 from node.policy_cli import register
 from policy.crd import CrdError, convert_crds, rule_id_for
 from policy.loader import load_policy, parse_policy
-from policy.selectors import selector_from_dict
 from policy.tables import DictTables, Workload, compile_policy
 
 DATA = Path(__file__).parent / "data"

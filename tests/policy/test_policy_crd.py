@@ -14,10 +14,10 @@ import yaml
 from controller.learned_export import learned_as_crds
 from core import workload_labels as WL
 from core.lookup import Mode
+from core.selectors import NEUVECTOR_OPS
 from policy.crd import convert_crds, rule_id_for, snapshot_to_crds
 from policy.loader import SafeDumper, parse_policy, parse_policy_text, yaml_load_all
 from policy.model import PolicySnapshot
-from policy.selectors import NEUVECTOR_OPS
 from policy.tables import Workload, compile_policy
 
 DATA = Path(__file__).parent / "data"

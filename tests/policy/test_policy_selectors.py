@@ -7,14 +7,14 @@ import ipaddress
 import pytest
 
 from core import workload_labels as WL
-from policy.loader import parse_policy, parse_policy_text, policy_to_dict
-from policy.model import PolicyError
-from policy.selectors import (
+from core.selectors import (
     MAX_SELECTOR_REGEX_LEN,
     LabelIndex,
     SelectorError,
     selector_from_dict,
 )
+from policy.loader import parse_policy, parse_policy_text, policy_to_dict
+from policy.model import PolicyError
 from policy.tables import DictTables, Workload, compile_policy
 
 

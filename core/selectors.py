@@ -1,6 +1,7 @@
 """Workload selectors as users write them, and their fast evaluation over many workloads.
 
-Three forms select workloads into a group (`policy.model.Group.workload_selectors`):
+Three forms select workloads into a group (`policy.model.Group.workload_selectors`; the runtime monitor
+evaluates the same selectors for process profiles and file rules, so this module is in `core`):
 
 - Kubernetes label selectors: `matchLabels` (equality) and `matchExpressions` (`In`, `NotIn`, `Exists`,
   `DoesNotExist`), all ANDed, optionally limited to `namespaces` (the pod's namespace by name) or by a
