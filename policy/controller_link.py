@@ -250,7 +250,7 @@ class ControllerLink:
         if isinstance(msg, C.Welcome):
             if not msg.ok:
                 self.refusal = msg.reason
-                self.counters[A.CONTROL_BAD_VERSION] += 1
+                self.counters[A.CONTROL_REFUSED] += 1
                 log.error("the controller refused this enforcer: %s", msg.reason)
                 self._disconnect(now, f"refused: {msg.reason}", backoff_max=True)
                 return

@@ -252,7 +252,7 @@ def test_wrong_key_and_wrong_version_are_refused(lab: Lab) -> None:
     assert any(e["what"] == "enforcer refused" for e in controller.store.events("audit"))
 
     old = lab.start_service(lab.settings("node-3"), version="0.0.9")
-    wait_for(lambda: old.counters[A.CONTROL_BAD_VERSION] > 0, what="enforcer sees version refusal")
+    wait_for(lambda: old.counters[A.CONTROL_REFUSED] > 0, what="enforcer sees version refusal")
     assert controller.counters[A.CONTROL_BAD_VERSION] > 0
     assert old.link is not None and "does not match" in old.link.refusal
     assert old.applier.version == 0
@@ -482,7 +482,7 @@ def test_a_key_enrolled_for_one_node_cannot_speak_for_another(lab: Lab) -> None:
     wait_for(lambda: real.applier.version == 2, what="the real node-1 still served")
     wait_for(lambda: {n["node"]: n["status"] for n in controller.store.nodes()}.get("node-1") == "connected",
              what="node-1 connected")  # fmt: skip
-    assert real.counters[A.CONTROL_BAD_VERSION] == 0 and real.link is not None and real.link.refusal == ""
+    assert real.counters[A.CONTROL_REFUSED] == 0 and real.link is not None and real.link.refusal == ""
 
 
 def test_an_older_enrolment_is_bound_to_the_first_name_it_uses(lab: Lab) -> None:
@@ -496,6 +496,7 @@ def test_an_older_enrolment_is_bound_to_the_first_name_it_uses(lab: Lab) -> None
     wait_for(lambda: renamed.link is not None and renamed.link.refusal != "", what="the second name refused")
     assert renamed.link is not None and "enrolled for node 'worker-a'" in renamed.link.refusal
     assert "worker-b" not in {n["node"] for n in controller.store.nodes()}  # nothing filed under it
+    assert renamed.counters[A.CONTROL_REFUSED] >= 1 and renamed.counters[A.CONTROL_BAD_VERSION] == 0
     assert controller.counters["control.node_refused"] >= 1
     # A restarted controller reads the recorded binding.
     lab.stop_controller()
