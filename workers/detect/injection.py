@@ -27,7 +27,7 @@ from typing import Any
 import libinjection
 
 from threats.catalogue import SQL_INJECTION, XSS, Hit, excerpt_of
-from workers.detect.decode import PAIR_SEPARATOR, variants
+from workers.detect.decode import PAIR_SEPARATOR, halve_quotes, variants
 from workers.detect.sqli import injected
 
 # Values checked per request (query, form, cookie and JSON values together): a request with more is
@@ -44,8 +44,8 @@ MAX_SQL_QUERY = 64 * 1024
 
 # Values made only of these cannot carry SQL injection (no spaces, quotes, operators or parentheses).
 _SQLI_SAFE = re.compile(r"(?!.*@@)[\w.\-@]*\Z", re.A)
-# ... nor XSS (no markup, quotes, attribute or scheme punctuation).
-_XSS_SAFE = re.compile(r"[^<>\"'`=:&(\\%]*\Z")
+# ... nor XSS (no markup, quotes, attribute or scheme punctuation, script brackets or comments).
+_XSS_SAFE = re.compile(r"[^<>\"'`=:&(\\%\[*]*\Z")
 _ENTITY = re.compile(r"&(?:#\d+;?|#x[0-9a-f]+;?|[a-z]+;)", re.I)
 _SCRIPT_SCHEME = ("javascript:", "vbscript:", "livescript:", "mocha:", "data:text/html")
 # The same schemes as an attribute value (browsers drop tabs and newlines inside a scheme: `jav&#9;ascript:`)
@@ -61,7 +61,7 @@ _XSS_EXTRA = re.compile(
 # (browsers add handlers faster than lists follow: `<x onpointerrawupdate=`), tags that load or run
 # code or rewrite the document whatever their attributes, and Netscape's `&{…}` script entities.
 _XSS_MARKUP = re.compile(
-    r"<[a-z](?:[^<>\"']|\"[^\"]{0,200}\"|'[^']{0,200}'){0,200}?(?:[\s/\"'`]|(?<=[\"']))on[a-z]{3,30}\s*="
+    r"<[a-z](?:[^>\"']|\"[^\"]{0,200}\"|'[^']{0,200}'){0,200}?(?:[\s/\"'`]|(?<=[\"']))on[a-z]{3,30}\s*="
     r"|<(?:script|iframe|frame|frameset|object|embed|applet|meta|base|link|layer|ilayer|xml|import|bgsound"
     r"|html|body|style|svg|math|form|isindex|marquee|template|portal)[\s/>]"
     r"|&\{[^}]{0,200}\}",
@@ -77,6 +77,32 @@ _XSS_SCRIPT = re.compile(
     re.I,
 )
 _SCRIPT_NEEDS = ("(", "`", "=", "+", ";")  # a call, or a DOM property used in an expression
+# JavaScript written to hide its names: comments between tokens (`document/*x*/.cookie`), bracket
+# access by string (`window["alert"]`), a name in brackets (`(document)["cookie"]`). Undone before the
+# script signals look (`_js_normal`).
+_JS_COMMENT = re.compile(r"/\*.{0,200}?\*/", re.S)
+_JS_BRACKET_NAME = re.compile(r"\[\s*(['\"])([a-z_$][\w$]{0,40})\1\s*\]", re.I)
+_JS_PAREN_NAME = re.compile(r"\(\s*([a-z_$][\w$]{0,40})\s*\)(?=\s*[.\[])", re.I)
+_JS_DOT_SPACE = re.compile(r"\s*\.\s*")
+_DOM_SINK = re.compile(r"\b(?:document|window|self|top|parent)\.(?:cookie|domain|location|write|alert|eval)\b", re.I)
+# Script that runs without a call in parentheses: a tagged template (`` [].sort.call`${alert}` ``), a sink
+# interpolated into a template, and JSFuck (`(![]+[])[+!+[]]`: code from six characters)
+_XSS_TEMPLATE_CALL = re.compile(
+    r"\.\s*(?:call|apply|bind)\s*`|`[^`]{0,200}\$\{\s*(?:alert|prompt|confirm|eval|navigation|location|fetch|import)\b"
+    r"|!+\[\]\s*\+|\+\s*!*\[\]|\[\]\s*\[\s*\(",
+    re.I,
+)
+# CSS that runs script or loads code: IE's `expression(`, `behavior:`, Firefox's `-moz-binding`, and a
+# `url(` with a script scheme (`background:url(javascript:…)`)
+_CSS_SCRIPT = re.compile(
+    r"expression\s*\(|-moz-binding\s*:|\bbehavior\s*:|url\s*\(\s*['\"]?\s*(?:javascript|vbscript|livescript)",
+    re.I,
+)
+# An attribute value broken out of into a new attribute that runs script: `"onzoom=`, `' formaction=`
+_ATTRIBUTE_BREAKOUT = re.compile(r"['\"`]\s*/?\s*(?:on[a-z]{3,40}|formaction|srcdoc)\s*=", re.I)
+# libinjection counts any `style` attribute as XSS; without CSS that runs script it only restyles, so
+# the attribute is renamed before libinjection looks when `_CSS_SCRIPT` finds nothing
+_STYLE_ATTRIBUTE = re.compile(r"\bstyle(?=\s*=)", re.I)
 # XML bodies: attribute values and text, each a value (a bounded scan, no XML parser: no entities or
 # external references resolved).
 _XML_VALUE = re.compile(r"=\s*\"([^\"]{1,4096})\"|=\s*'([^']{1,4096})'|>([^<]{1,4096})<")
@@ -99,7 +125,10 @@ def sqli_value(value: str, plus: bool = False) -> Hit | None:
     """Check one user-supplied value (query/form/cookie/JSON string) for SQL injection."""
     if _SQLI_SAFE.match(value):
         return None
-    for form in _forms(value, plus):
+    forms = _forms(value, plus)
+    # ... and each with doubled quotes halved, as an unescaping layer reads it
+    forms += [h for h in (halve_quotes(f) for f in forms if '""' in f or "''" in f) if h not in forms]
+    for form in forms:
         if _SQLI_SAFE.match(form):
             continue
         try:
@@ -115,16 +144,21 @@ def sqli_value(value: str, plus: bool = False) -> Hit | None:
 
 def xss_value(value: str, plus: bool = False) -> Hit | None:
     """Check one user-supplied value for cross-site scripting."""
-    if _XSS_SAFE.match(value):
+    if _XSS_SAFE.match(value) and "+A" not in value:  # `+A…-`: UTF-7 markup (`+ADw-` is `<`)
         return None
     for form in _forms(value, plus):
         if _XSS_SAFE.match(form):
             continue
+        css_script = _CSS_SCRIPT.search(form) if "(" in form or ":" in form else None
+        if css_script is not None:
+            return Hit(XSS, f"CSS {css_script.group()[:24]!r}", excerpt_of(form))
+        # restyling is no script: a `style` attribute is looked at as any other attribute
+        judged = _STYLE_ATTRIBUTE.sub("title", form) if "style" in form.lower() else form
         try:
-            xss = libinjection.is_xss(form)["is_xss"]
+            xss = libinjection.is_xss(judged)["is_xss"]
         except UnicodeEncodeError:
-            form = _encodable(form)
-            xss = libinjection.is_xss(form)["is_xss"]
+            form = judged = _encodable(form)
+            xss = libinjection.is_xss(judged)["is_xss"]
         if xss:
             return Hit(XSS, "libinjection html5 context", excerpt_of(form))
         squashed = _SPACE_CONTROL.sub("", form).lower()
@@ -133,15 +167,32 @@ def xss_value(value: str, plus: bool = False) -> Hit | None:
         other = _XSS_EXTRA.search(form)
         if other is not None:
             return Hit(XSS, "script breakout or template injection", excerpt_of(form))
-        script = (
-            _XSS_SCRIPT.search(form) if "(" in form or "`" in form or "." in form or "[" in form else None
-        )
-        if script is not None:
-            return Hit(XSS, f"script {script.group()[:24]!r}", excerpt_of(form))
+        breakout = _ATTRIBUTE_BREAKOUT.search(form) if "=" in form else None
+        if breakout is not None:
+            return Hit(XSS, f"attribute breakout {breakout.group()[:24]!r}", excerpt_of(form))
+        if "(" in form or "`" in form or "." in form or "[" in form:
+            js = _js_normal(form)
+            script = _XSS_SCRIPT.search(js) or _XSS_TEMPLATE_CALL.search(js)
+            if script is None and js != form:  # a DOM name spelt to hide it is no prose about it
+                script = _DOM_SINK.search(js)
+            if script is not None:
+                return Hit(XSS, f"script {script.group()[:24]!r}", excerpt_of(form))
         markup = _XSS_MARKUP.search(form) if "<" in form or "&{" in form else None
         if markup is not None:
             return Hit(XSS, f"markup {markup.group()[:24]!r}", excerpt_of(form))
     return None
+
+
+def _js_normal(text: str) -> str:
+    """`text` with the JavaScript spellings that hide a name undone: comments dropped, `["name"]` as
+    `.name`, `(name).` as `name.`, spaces around dots removed."""
+    if "/*" in text:
+        text = _JS_COMMENT.sub("", text)
+    if "[" in text:
+        text = _JS_BRACKET_NAME.sub(r".\2", text)
+    if "(" in text:
+        text = _JS_PAREN_NAME.sub(r"\1", text)
+    return _JS_DOT_SPACE.sub(".", text) if "." in text else text
 
 
 # -- request values ------------------------------------------------------------------------------------

@@ -35,14 +35,26 @@ PROSE_WEIGHT = -2  # ... except in prose, where its fingerprints of words and br
 PROSE_WORDS = 8  # words (not SQL keywords) that make a value prose, when they are most of its words
 MAX_SCORED_VALUE = 4096  # characters scored per value (the rest of a longer value is not scored)
 
-_LIT = r"(?:'(?:[^']|''){0,40}'|\"(?:[^\"]|\"\"){0,40}\"|n'[^']{0,40}'|-?\d+(?:\.\d+)?|true|false|null|0x[0-9a-f]+)"
+# a type cast after a literal (PostgreSQL `'{"a":1}'::jsonb`, `'1'::int`) keeps it a literal
+_CAST = r"(?:\s*::\s*[a-z]\w{0,20})?"
+_LIT = (
+    r"(?:(?:'(?:[^']|''){0,40}'|\"(?:[^\"]|\"\"){0,40}\"|n'[^']{0,40}'|-?\d+(?:\.\d+)?|true|false|null"
+    rf"|0x[0-9a-f]+){_CAST})"
+)
 # the same, where the last quote may be left for the application to close
 _LIT_OPEN = (
-    r"(?:'(?:[^']|''){0,40}(?:'|\Z)|\"(?:[^\"]|\"\"){0,40}(?:\"|\Z)|n'[^']{0,40}'|-?\d+(?:\.\d+)?"
-    r"|true|false|null|0x[0-9a-f]+)"
+    r"(?:(?:'(?:[^']|''){0,40}(?:'|\Z)|\"(?:[^\"]|\"\"){0,40}(?:\"|\Z)|n'[^']{0,40}'|-?\d+(?:\.\d+)?"
+    rf"|true|false|null|0x[0-9a-f]+){_CAST})"
 )
-_EQ = r"(?:=|<>|!=|<=>|\blike\b|\brlike\b|\bis\b|\bin\b)"
+# equality, and the containment and JSON operators that compare two documents (`<@`, `@>`, `?|`, `->>`)
+_EQ = r"(?:=|<>|!=|<=>|<@|@>|\?[|&]?|->>?|#>>?|#-|@\?|@@|\blike\b|\brlike\b|\bis\b|\bin\b)"
 _ORDER = r"(?:>=|<=|<|>|\bbetween\b)"
+# a comparison operator of SQL or of the script languages NoSQL `$where` clauses take
+_CMP = r"(?:={1,3}|!={0,2}|<>|<=>|<=|>=|<|>)"
+# a logical operator of SQL, or its C form
+_LOGIC = r"(?:\b(?:or|and|xor)\b|\|\||&&)"
+# an operand: a column or a function call on one (`json_extract(doc, '$.a')`)
+_OPERAND = r"(?:[a-z_]\w{0,30}(?:\s*\([^()]{0,80}\))?)"
 
 
 class Signal(NamedTuple):
@@ -52,23 +64,26 @@ class Signal(NamedTuple):
     # lowercase substrings of which the pattern needs one: a C-speed test that spares the regular
     # expression on most values (empty: always run)
     needles: frozenset[str] = frozenset()
+    # searched in the value as sent too (the other signals see block comments as spaces)
+    raw: bool = False
 
 
 _QUOTES = frozenset(("'", '"', "`"))
 
 
 SIGNALS: tuple[Signal, ...] = (
-    # AND/OR/XOR then an equality whose both sides are literals: `or 1=1`, `AND 7300=7300`, `or 'a'='a`
+    # AND/OR/XOR (or HAVING, CASE WHEN) then an equality whose both sides are literals: `or 1=1`,
+    # `AND 7300=7300`, `HAVING 2=2`, `or 'a'='a`
     # (the last quote left for the application to close); or the same word on both sides (`or a=a`).
     Signal(
         "boolean equality of literals",
         3,
         re.compile(
-            rf"(?:\b(?:or|and|xor|not)\b|\|\||&&)\s*\(?\s*(?:{_LIT}\s*\)?\s*{_EQ}\s*\(?\s*{_LIT_OPEN}"
+            rf"(?:\b(?:or|and|xor|not|having|when)\b|\|\||&&)\s*\(?\s*(?:{_LIT}\s*\)?\s*{_EQ}\s*\(?\s*{_LIT_OPEN}"
             rf"|(?P<w>[a-z_]\w{{0,20}})\s*=\s*(?P=w)\b)",
             re.I,
         ),
-        frozenset(("or", "and", "not", "||", "&&")),
+        frozenset(("or", "and", "not", "having", "when", "||", "&&")),
     ),
     # ... or an ordering of literals: after OR a tautology probe (`or 2 > 1`, `or 2 between 1 and 3`);
     # after AND prose about numbers has it too (`5 < 6 and 7 > 3`)
@@ -90,6 +105,92 @@ SIGNALS: tuple[Signal, ...] = (
         3,
         re.compile(r"\bor\s+(?:(?:true|[1-9]\d*|'[^']+')\s*(?:--|#|/\*|;)|\(\s*exists\b)", re.I),
         frozenset(("or",)),
+    ),
+    # a condition whose right side is left for the application to close: `OR name = "`, `AND 6698=(`,
+    # `||(null!=`: the value ends inside a comparison the query completes
+    Signal(
+        "condition left open",
+        3,
+        re.compile(rf"{_LOGIC}\s*\(?\s*(?:{_OPERAND}|{_LIT})\s*{_CMP}\s*['\"`(]?\s*\Z", re.I),
+        frozenset(("or", "and", "||", "&&")),
+    ),
+    # AND/OR then a column (or a call on one) compared to a literal: `and deleted = 0`, `&&(b=0)`; math
+    # prose has it too (`x = 1 or y = 2`), so it needs context
+    Signal(
+        "condition on a column",
+        2,
+        re.compile(rf"{_LOGIC}\s*\(?\s*{_OPERAND}\s*(?:{_CMP}|{_EQ})\s*{_LIT}", re.I),
+        frozenset(("or", "and", "||", "&&")),
+    ),
+    # a quote, then OR and a true number: `'or'1`, `" or 1` (the application adds the closing quote)
+    Signal(
+        "true number after a quote and OR",
+        2,
+        re.compile(r"['\"`]\s*(?:or|\|\|)\s*['\"`]?\s*(?:[1-9]\d*|true)\b['\"`]?\s*(?:--|#|;|\Z)", re.I),
+        frozenset(("or", "||")),
+    ),
+    # an escaped quote then logic: the backslash defeats escaping that doubles it (`\'and 1`)
+    Signal("logic after an escaped quote", 2, re.compile(rf"\\'\s*{_LOGIC}", re.I), frozenset(("\\",))),
+    # exactly one quote, an operator or SQL word after it, and a comment to cut off the application's
+    # closing quote: `x'|email--`, `' notnull --`, `user'collate nocase--`. An apostrophe inside a word
+    # (`it's`) counts only when the comment is glued to the last token, as prose does not write it.
+    Signal(
+        "unbalanced quote cut by a comment",
+        2,
+        re.compile(
+            r"\A[^'\"`]{0,60}(?:(?<![a-z])['\"`]|['\"`](?![a-z])|['\"`](?=.*[\w?)]--))[^'\"`]{0,80}?"
+            r"(?:[|^&<>=/%+*~!?-]|\b(?:is|not|like|glob|regexp|rlike|collate|mod|div|notnull|isnull|sounds|or|and"
+            r"|xor|between|in|escape)\b)[^'\"`]{0,80}(?:--|#)[\s+\-]*\w{0,4}\s*\Z",
+            re.I | re.S,
+        ),
+        frozenset(("--", "#")),
+    ),
+    # SQL variables and statements that only a query has: `declare @x`, `set @old_sql_mode`, `insert into
+    # t (…)`, `alter table t add`
+    Signal(
+        "SQL statement",
+        3,
+        re.compile(
+            r"\bdeclare\s+@\w|\bset\s+@@?\w+\s*(?:=|:=|\Z)|\binsert\s+into\s+[\w.`\"\[\]]+\s*(?:\(|values\b|select\b)"
+            r"|\balter\s+table\s+[\w.`\"\[\]]+\s+(?:add|drop|change|modify|rename|alter)\b"
+            r"|\b(?:drop|truncate)\s+(?:table\s+)?[\w.`\"\[\]]+\s*;",
+            re.I,
+        ),
+        frozenset(("declare", "set", "insert", "alter", "drop", "truncate")),
+    ),
+    # DDL and value tuples that tutorials quote too: context only
+    Signal(
+        "SQL definition",
+        2,
+        re.compile(
+            r"\b(?:create|alter)\s+(?:table|function|procedure|trigger|view|user|database)\s+[\w`\"\[]"
+            r"|\bvalues\s*\(\s*(?:'[^']*'|\d+|null)\s*,",
+            re.I,
+        ),
+        frozenset(("create", "alter", "values")),
+    ),
+    # a block comment glued to a SQL keyword in place of a space: `DROP/*x*/t`, `SELECT/**/password`
+    Signal(
+        "comment as a space",
+        3,
+        re.compile(
+            r"\b(?:select|union|from|where|drop|insert|update|delete|declare|exec|order|group|having|into|values"
+            r"|table|and|or)/\*[^*]{0,40}\*/|/\*[^*]{0,40}\*/(?:select|union|from|where|into|values|table|and|or)\b",
+            re.I,
+        ),
+        frozenset(("/*",)),
+        raw=True,
+    ),
+    # a PostgreSQL cast to a type on a quoted literal, a bracket or a column: `)::int`, `password::int`
+    Signal(
+        "type cast",
+        2,
+        re.compile(
+            r"(?:['\")]|\b[a-z_]\w*)\s*::\s*(?:int|integer|int4|int8|bigint|text|bool|boolean|jsonb?|varchar|char"
+            r"|numeric|regclass|bytea|oid|xml)\b",
+            re.I,
+        ),
+        frozenset(("::",)),
     ),
     Signal(
         "union select",
@@ -125,7 +226,7 @@ SIGNALS: tuple[Signal, ...] = (
         "system object",
         3,
         re.compile(
-            r"\binformation_schema\b|@@(?:version|datadir|hostname|basedir|servername|identity)\b|\bxp_\w+"
+            r"\binformation_schema\b|@@[a-z_]\w*|\bxp_\w+"
             r"|\bsp_(?:oacreate|executesql|password)\b|\bload_file\s*\(|\butl_http\b|\bsysobjects\b|\bsyscolumns\b"
             r"|\bpg_catalog\b|\bsqlite_master\b|\binto\s+(?:out|dump)file\b|\bexec\s*\(\s*@|\bdeclare\s+@\w+\s+n?varchar"
             r"|\bexecute\s+immediate\b|\bprocedure\s+analyse\s*\(|\b(?:extractvalue|updatexml|name_const|gtid_subset|gtid_subtract)\s*\(|\bexp\s*\(\s*~"
@@ -193,8 +294,10 @@ SIGNALS: tuple[Signal, ...] = (
     Signal(
         "breaks out of a literal",
         1,
-        re.compile(r"\A\s*(?:[\w.@-]{0,60}['\"`]|\d+\s*\)*\s+(?=[a-z])|\)+)", re.I),
+        re.compile(rf"\A\s*(?:[\w.@\\-]{{0,60}}['\"`]|\d+\s*\)*\s+(?=[a-z])|\)+|\(*\s*{_LOGIC}\s*[\w('\"`])", re.I),
     ),
+    # a comment closed that the value never opened: it ends one the query (or another parameter) began
+    Signal("comment closed, never opened", 2, re.compile(r"\A(?:(?!/\*).)*?\*/", re.S), frozenset(("*/",)), raw=True),
     Signal(
         "ends in a comment",
         1,
@@ -213,6 +316,7 @@ _NEEDLES = re.compile(
 _GATE = re.compile(
     r"['\"`;#()=<>|&@*]|--|/\*|union|between|order|group|having|case|select|exists|information_schema|xp_|sp_"
     r"|utl_http|sysobj|syscol|pg_|sqlite_master|outfile|dumpfile|immediate|master\.\.|waitfor|like|null|true"
+    r"|::|\?|alter|create|\*/"
 )
 _BLOCK_COMMENT = re.compile(r"/\*(?!!).*?\*/", re.S)
 _WORD = re.compile(r"[a-z]{2,}", re.I)
@@ -221,6 +325,20 @@ _SQL_WORDS = frozenset(
     " values update set delete drop table exec execute declare waitfor delay sleep like limit as is in if"
     " concat char cast convert count distinct top xor".split()
 )
+
+
+# Program code pasted into a form (a snippet on a forum, a template): keywords, arrows and braces of the
+# C family, JavaScript and Python that SQL does not have
+_CODE = re.compile(
+    r"\b(?:return|function|println|printf|console\.log)\b|\bdef\s+\w+\s*\(|=>|===|!==|\{\s*$|^\s*\}|\)\s*\{",
+    re.M,
+)
+
+
+def code(value: str) -> bool:
+    """Whether `value` reads as program code rather than SQL (libinjection's fingerprints of function
+    calls and keywords misfire on it as on prose)."""
+    return _CODE.search(value[:MAX_SCORED_VALUE]) is not None
 
 
 def prose(value: str) -> bool:
@@ -241,10 +359,13 @@ def score(value: str, enough: int | None = None, base: int = 0) -> tuple[int, li
     if base < THRESHOLD - 1 and _GATE.search(low) is None:
         return 0, []
     # a block comment is whitespace to SQL; within a word (`UNI/**/ON`) older parsers dropped it
-    texts = [_BLOCK_COMMENT.sub(" ", text), _BLOCK_COMMENT.sub("", text)] if "/*" in text else [text]
+    commented = "/*" in text
+    texts = [_BLOCK_COMMENT.sub(" ", text), _BLOCK_COMMENT.sub("", text)] if commented else [text]
     if "+" in text and " " not in text:  # `+` for spaces, as form encoding (and tamper scripts) write them
         texts.append(texts[0].replace("+", " "))
     found = set(_NEEDLES.findall(" ".join(texts).lower() if len(texts) > 1 else low))
+    if commented:
+        found.add("/*")
     possible = [s for s in SIGNALS if not s.needles or not s.needles.isdisjoint(found)]
     left = sum(s.weight for s in possible)
     total = 0
@@ -253,7 +374,7 @@ def score(value: str, enough: int | None = None, base: int = 0) -> tuple[int, li
         if enough is not None and (base + total >= enough or base + total + left < THRESHOLD):
             break
         left -= signal.weight
-        for t in texts:
+        for t in (text,) if signal.raw else texts:
             if signal.pattern.search(t):
                 total += signal.weight
                 names.append(signal.name)
@@ -264,13 +385,13 @@ def score(value: str, enough: int | None = None, base: int = 0) -> tuple[int, li
 def injected(value: str, fingerprint: str | None = None) -> str | None:
     """The names of the signals that make `value` an injection ("a + b"), or None. `fingerprint`:
     libinjection's, when it judged the value an injection."""
-    if fingerprint is not None and not prose(value):
+    if fingerprint is not None and not prose(value) and not code(value):
         return f"libinjection fingerprint {fingerprint}"  # enough alone (the other signals add nothing)
     base = LIBINJECTION_WEIGHT if fingerprint is not None else 0
     total, names = score(value, THRESHOLD - PROSE_WEIGHT, base)
     total += base
     if fingerprint is not None:
         names.insert(0, f"libinjection fingerprint {fingerprint}")
-    if THRESHOLD <= total < THRESHOLD - PROSE_WEIGHT and prose(value):
+    if THRESHOLD <= total < THRESHOLD - PROSE_WEIGHT and (prose(value) or fingerprint is not None and code(value)):
         total += PROSE_WEIGHT
     return " + ".join(names) if total >= THRESHOLD else None
