@@ -89,7 +89,7 @@ _DOM_SINK = re.compile(r"\b(?:document|window|self|top|parent)\.(?:cookie|domain
 # interpolated into a template, and JSFuck (`(![]+[])[+!+[]]`: code from six characters)
 _XSS_TEMPLATE_CALL = re.compile(
     r"\.\s*(?:call|apply|bind)\s*`|`[^`]{0,200}\$\{\s*(?:alert|prompt|confirm|eval|navigation|location|fetch|import)\b"
-    r"|!+\[\]\s*\+|\+\s*!*\[\]|\[\]\s*\[\s*\(",
+    r"|[([+]\s*!+\[\]|!+\[\]\s*\+\s*\[\]|\+\s*\[\]\s*\)|\[\]\s*\[\s*\(",
     re.I,
 )
 # CSS that runs script or loads code: IE's `expression(`, `behavior:`, Firefox's `-moz-binding`, and a
@@ -98,8 +98,8 @@ _CSS_SCRIPT = re.compile(
     r"expression\s*\(|-moz-binding\s*:|\bbehavior\s*:|url\s*\(\s*['\"]?\s*(?:javascript|vbscript|livescript)",
     re.I,
 )
-# An attribute value broken out of into a new attribute that runs script: `"onzoom=`, `' formaction=`
-_ATTRIBUTE_BREAKOUT = re.compile(r"['\"`]\s*/?\s*(?:on[a-z]{3,40}|formaction|srcdoc)\s*=", re.I)
+# A value that starts by closing an attribute and opens one that runs script: `"onzoom=`, `' formaction=`
+_ATTRIBUTE_BREAKOUT = re.compile(r"\A\s*<?\s*['\"`]\s*/?\s*(?:on[a-z]{3,40}|formaction|srcdoc)\s*=", re.I)
 # libinjection counts any `style` attribute as XSS; without CSS that runs script it only restyles, so
 # the attribute is renamed before libinjection looks when `_CSS_SCRIPT` finds nothing
 _STYLE_ATTRIBUTE = re.compile(r"\bstyle(?=\s*=)", re.I)

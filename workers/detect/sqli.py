@@ -111,8 +111,8 @@ SIGNALS: tuple[Signal, ...] = (
     Signal(
         "condition left open",
         3,
-        re.compile(rf"{_LOGIC}\s*\(?\s*(?:{_OPERAND}|{_LIT})\s*{_CMP}\s*['\"`(]?\s*\Z", re.I),
-        frozenset(("or", "and", "||", "&&")),
+        re.compile(rf"(?:{_LOGIC}|\bif\s*\()\s*\(?\s*(?:{_OPERAND}|{_LIT})\s*{_CMP}\s*['\"`(]?\s*\Z", re.I),
+        frozenset(("or", "and", "||", "&&", "if")),
     ),
     # AND/OR then a column (or a call on one) compared to a literal: `and deleted = 0`, `&&(b=0)`; math
     # prose has it too (`x = 1 or y = 2`), so it needs context
@@ -153,17 +153,19 @@ SIGNALS: tuple[Signal, ...] = (
         re.compile(
             r"\bdeclare\s+@\w|\bset\s+@@?\w+\s*(?:=|:=|\Z)|\binsert\s+into\s+[\w.`\"\[\]]+\s*(?:\(|values\b|select\b)"
             r"|\balter\s+table\s+[\w.`\"\[\]]+\s+(?:add|drop|change|modify|rename|alter)\b"
-            r"|\b(?:drop|truncate)\s+(?:table\s+)?[\w.`\"\[\]]+\s*;",
+            r"|\b(?:drop|truncate)\s+(?:table\s+)?[\w.`\"\[\]]+\s*;|\bdelete\s+from\s+[\w.`\"\[\]]+\s*(?:;|--|#|where\b)"
+            r"|\bupdate\s+[\w.`\"\[\]]+\s+set\s+[\w.`\"\[\]]+\s*=",
             re.I,
         ),
-        frozenset(("declare", "set", "insert", "alter", "drop", "truncate")),
+        frozenset(("declare", "set", "insert", "alter", "drop", "truncate", "delete", "update")),
     ),
     # DDL and value tuples that tutorials quote too: context only
     Signal(
         "SQL definition",
         2,
         re.compile(
-            r"\b(?:create|alter)\s+(?:table|function|procedure|trigger|view|user|database)\s+[\w`\"\[]"
+            r"\b(?:create|alter)\s+(?:table|function|procedure|trigger|view|user|database)\s+[\w.`\"\[\]]+\s*"
+            r"(?:\(|\bas\b|\breturns\b|\badd\b)"
             r"|\bvalues\s*\(\s*(?:'[^']*'|\d+|null)\s*,",
             re.I,
         ),
@@ -181,21 +183,56 @@ SIGNALS: tuple[Signal, ...] = (
         frozenset(("/*",)),
         raw=True,
     ),
-    # a PostgreSQL cast to a type on a quoted literal, a bracket or a column: `)::int`, `password::int`
+    # a PostgreSQL cast to a SQL type on a quoted literal, a bracket or a column: `)::int`, `password::int`
+    # (error-based extraction casts text to a number to read it in the error)
     Signal(
         "type cast",
-        2,
+        3,
         re.compile(
             r"(?:['\")]|\b[a-z_]\w*)\s*::\s*(?:int|integer|int4|int8|bigint|text|bool|boolean|jsonb?|varchar|char"
-            r"|numeric|regclass|bytea|oid|xml)\b",
+            r"|numeric|regclass|bytea|oid|xml|double\s+precision|real|float)\b",
             re.I,
         ),
         frozenset(("::",)),
     ),
+    # two quoted literals compared: `'1'='1`, `'x'!='y'` (names and prose quote one side at most)
+    Signal(
+        "comparison of quoted literals",
+        2,
+        re.compile(rf"(?:'[^']{{0,40}}'|\"[^\"]{{0,40}}\"){_CAST}\s*(?:{_CMP}|{_EQ})\s*(?:'[^']{{0,40}}(?:'|\Z)|\"[^\"]{{0,40}}(?:\"|\Z))"),
+        _QUOTES,
+    ),
+    # a condition on literals inside a conditional function, as blind injection asks: `IIF(1 > 1, …`
+    Signal(
+        "conditional on literals",
+        3,
+        re.compile(rf"\b(?:iif|if)\s*\(\s*{_LIT}\s*(?:{_CMP}|{_EQ})\s*{_LIT}\s*,", re.I),
+        frozenset(("if",)),
+    ),
+    # a logical operator with its operand cut off by a comment: `1='1' or-- -`
+    Signal("logic cut by a comment", 2, re.compile(rf"{_LOGIC}\s*(?:--|#)", re.I), frozenset(("--", "#"))),
+    # a column alias then FROM after a closing bracket or quote: the select list of a UNION (`) AS x FROM`)
+    Signal(
+        "alias then FROM after a bracket",
+        2,
+        re.compile(r"[)`'\"]\s*as\s+[\w`'\"]{1,64}\s+from\b", re.I),
+        frozenset(("from",)),
+    ),
+    # NoSQL query operators where a value belongs: `u_id[$ne]=2`, a JSON key `$where`
+    Signal(
+        "query operator as a value",
+        3,
+        re.compile(
+            r"(?:\[\s*|\A)\$(?:ne|eq|gt|gte|lt|lte|in|nin|regex|where|exists|not|nor|or|and|elemmatch|expr|text"
+            r"|all|size|type|mod)(?:\s*\]|\Z)",
+            re.I,
+        ),
+        frozenset(("$",)),
+    ),
     Signal(
         "union select",
         3,
-        re.compile(r"\bunion\b(?:\s+(?:all|distinct))?\s*\(?\s*select\b", re.I),
+        re.compile(r"\bunion\b(?:\s|(?:#|--)[^\n]{0,80}\n)*(?:(?:all|distinct|distinctrow)\b)?\s*\(?\s*select\b", re.I),
         frozenset(("union",)),
     ),
     # time-delay and heavy functions called as SQL (numeric argument), WAITFOR DELAY with a time string
@@ -230,12 +267,13 @@ SIGNALS: tuple[Signal, ...] = (
             r"|\bsp_(?:oacreate|executesql|password)\b|\bload_file\s*\(|\butl_http\b|\bsysobjects\b|\bsyscolumns\b"
             r"|\bpg_catalog\b|\bsqlite_master\b|\binto\s+(?:out|dump)file\b|\bexec\s*\(\s*@|\bdeclare\s+@\w+\s+n?varchar"
             r"|\bexecute\s+immediate\b|\bprocedure\s+analyse\s*\(|\b(?:extractvalue|updatexml|name_const|gtid_subset|gtid_subtract)\s*\(|\bexp\s*\(\s*~"
-            r"|\bmaster\.\.\w+|\bchar\s*\(\s*\d+\s*(?:,\s*\d+\s*)*\)\s*(?:\+|\|\||,)",
+            r"|\b(?:lo_import|lo_export|lo_get|pg_read_file|pg_read_binary_file|pg_ls_dir|dblink_connect|dbms_ldap|utl_inaddr"
+            r"|dbms_xmlgen|openrowset|opendatasource|msdasql)\b|\bexec(?:ute)?\s+master\.|\bmaster\.\.\w+|\bchar\s*\(\s*\d+\s*(?:,\s*\d+\s*)*\)\s*(?:\+|\|\||,)",
             re.I,
         ),
         frozenset(
             "information_schema @@ xp_ sp_ load_file utl_http sys pg_catalog sqlite_master file exec declare"
-            " procedure extractvalue updatexml name_const gtid_ exp master.. char".split()
+            " procedure extractvalue updatexml name_const gtid_ exp master char lo_ dblink utl_ dbms_ open msdasql".split()
         ),
     ),
     # a quote closed, then the rest of the statement cut by an empty comment: `admin'--`, `x' #`, `1')/*`
@@ -316,7 +354,7 @@ _NEEDLES = re.compile(
 _GATE = re.compile(
     r"['\"`;#()=<>|&@*]|--|/\*|union|between|order|group|having|case|select|exists|information_schema|xp_|sp_"
     r"|utl_http|sysobj|syscol|pg_|sqlite_master|outfile|dumpfile|immediate|master\.\.|waitfor|like|null|true"
-    r"|::|\?|alter|create|\*/"
+    r"|::|\?|alter|create|\*/|\$|delete|update|lo_|dblink|utl_|dbms_|open|msdasql|master|from"
 )
 _BLOCK_COMMENT = re.compile(r"/\*(?!!).*?\*/", re.S)
 _WORD = re.compile(r"[a-z]{2,}", re.I)
