@@ -117,9 +117,15 @@ def utf7_decode(value: str) -> str:
 
 def strip_high_bit(value: str) -> str:
     """Latin-1 characters with their eighth bit dropped, as a 7-bit decoder reads them (only when one
-    of them becomes markup; otherwise the value is returned as it is)."""
+    of them becomes markup and the bytes are no UTF-8 text; otherwise the value is returned as it is)."""
     if value.isascii() or _HIGH_BIT_MARKUP.isdisjoint(value):
         return value
+    if max(value) <= "\xff":  # raw bytes read as Latin-1: UTF-8 text (`м` is `Ð¼`) is text, not 7-bit markup
+        try:
+            value.encode("latin-1").decode("utf-8")
+            return value
+        except UnicodeDecodeError:
+            pass
     return "".join(chr(ord(c) & 0x7F) if 0x80 <= ord(c) <= 0xFF else c for c in value)
 
 
