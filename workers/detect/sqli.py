@@ -195,11 +195,15 @@ SIGNALS: tuple[Signal, ...] = (
         ),
         frozenset(("::",)),
     ),
-    # two quoted literals compared: `'1'='1`, `'x'!='y'` (names and prose quote one side at most)
+    # two quoted literals compared: `'1'='1`, `'x'!='y'`, or the application's literal closed and compared
+    # (`x' <> 'y`); names and prose quote one side at most
     Signal(
         "comparison of quoted literals",
         2,
-        re.compile(rf"(?:'[^']{{0,40}}'|\"[^\"]{{0,40}}\"){_CAST}\s*(?:{_CMP}|{_EQ})\s*(?:'[^']{{0,40}}(?:'|\Z)|\"[^\"]{{0,40}}(?:\"|\Z))"),
+        re.compile(
+            rf"(?:'[^']{{0,40}}'|\"[^\"]{{0,40}}\"|\A[^'\"]{{0,40}}['\"]){_CAST}\s*(?:{_CMP}|{_EQ})\s*"
+            rf"(?:'[^']{{0,40}}(?:'|\Z)|\"[^\"]{{0,40}}(?:\"|\Z))"
+        ),
         _QUOTES,
     ),
     # a condition on literals inside a conditional function, as blind injection asks: `IIF(1 > 1, …`
