@@ -620,18 +620,20 @@ def test_nosql_operator_in_a_name_or_json_key() -> None:
 
 def test_quote_lookalikes_and_doubled_quotes_are_decoded() -> None:
     assert variants("1\u2019 OR \u20191\u2019=\u20191")[-1] == "1' OR '1'='1"
-    assert threats(check_request("/s?q=1%E2%80%99%20OR%20%E2%80%99a%E2%80%99%3D%E2%80%99a")) == {"sql_injection"}
+    assert threats(check_request("/s?q=1%E2%80%99%20OR%20%E2%80%99a%E2%80%99%3D%E2%80%99a")) == {
+        "sql_injection"
+    }
     # a value whose quotes are doubled, read once unescaped
     assert threats(check_request("/s?q=" + quote_plus('x"") or (""q""=""q'))) == {"sql_injection"}
     assert check_request("/s?q=" + quote_plus("O\u2019Brien\u2019s caf\u00e9")) == []
 
 
 GENERALISED_XSS = [
-    "<i style=\"width:expression(top.name)\">",  # IE CSS expression
+    '<i style="width:expression(top.name)">',  # IE CSS expression
     "p{-moz-binding:url(//198.18.0.9/b.xml#x)}",
     "li{behavior:url(x.htc)}",
     "q:url( 'javascript:top.name')",
-    "\"onanimationstart=top.name",  # an attribute value closed, a handler opened
+    '"onanimationstart=top.name',  # an attribute value closed, a handler opened
     "' formaction=//198.18.0.9",
     "<q </onfoo=1",  # `<` inside a tag reads as part of an attribute name
     "top/*c*/./*d*/location='//198.18.0.9'",  # comments hide a DOM sink
@@ -658,7 +660,7 @@ BENIGN_LOOKALIKES = [
     "background: url(/img/bg.png) no-repeat",
     "if (a > b) return a;",  # code snippets in forms
     "function twice(x) { return x * 2; }",
-    "She set \"online=true\" in the config",
+    'She set "online=true" in the config',
     "x = [] + [] is an empty string",
     "Markdown: ![alt](img.png) and [x](y)",
     "C++ std::string and Foo::Bar::baz()",

@@ -84,7 +84,9 @@ _JS_COMMENT = re.compile(r"/\*.{0,200}?\*/", re.S)
 _JS_BRACKET_NAME = re.compile(r"\[\s*(['\"])([a-z_$][\w$]{0,40})\1\s*\]", re.I)
 _JS_PAREN_NAME = re.compile(r"\(\s*([a-z_$][\w$]{0,40})\s*\)(?=\s*[.\[])", re.I)
 _JS_DOT_SPACE = re.compile(r"\s*\.\s*")
-_DOM_SINK = re.compile(r"\b(?:document|window|self|top|parent)\.(?:cookie|domain|location|write|alert|eval)\b", re.I)
+_DOM_SINK = re.compile(
+    r"\b(?:document|window|self|top|parent)\.(?:cookie|domain|location|write|alert|eval)\b", re.I
+)
 # Script that runs without a call in parentheses: a tagged template (`` [].sort.call`${alert}` ``), a sink
 # interpolated into a template, and JSFuck (`(![]+[])[+!+[]]`: code from six characters)
 _XSS_TEMPLATE_CALL = re.compile(

@@ -236,7 +236,10 @@ SIGNALS: tuple[Signal, ...] = (
     Signal(
         "union select",
         3,
-        re.compile(r"\bunion\b(?:\s|(?:#|--)[^\n]{0,80}\n)*(?:(?:all|distinct|distinctrow)\b)?\s*\(?\s*select\b", re.I),
+        re.compile(
+            r"\bunion\b(?:\s|(?:#|--)[^\n]{0,80}\n)*(?:(?:all|distinct|distinctrow)\b)?\s*\(?\s*select\b",
+            re.I,
+        ),
         frozenset(("union",)),
     ),
     # time-delay and heavy functions called as SQL (numeric argument), WAITFOR DELAY with a time string
@@ -336,10 +339,18 @@ SIGNALS: tuple[Signal, ...] = (
     Signal(
         "breaks out of a literal",
         1,
-        re.compile(rf"\A\s*(?:[\w.@\\-]{{0,60}}['\"`]|\d+\s*\)*\s+(?=[a-z])|\)+|\(*\s*{_LOGIC}\s*[\w('\"`])", re.I),
+        re.compile(
+            rf"\A\s*(?:[\w.@\\-]{{0,60}}['\"`]|\d+\s*\)*\s+(?=[a-z])|\)+|\(*\s*{_LOGIC}\s*[\w('\"`])", re.I
+        ),
     ),
     # a comment closed that the value never opened: it ends one the query (or another parameter) began
-    Signal("comment closed, never opened", 2, re.compile(r"\A(?:(?!/\*).)*?\*/", re.S), frozenset(("*/",)), raw=True),
+    Signal(
+        "comment closed, never opened",
+        2,
+        re.compile(r"\A(?:(?!/\*).)*?\*/", re.S),
+        frozenset(("*/",)),
+        raw=True,
+    ),
     Signal(
         "ends in a comment",
         1,
@@ -434,6 +445,8 @@ def injected(value: str, fingerprint: str | None = None) -> str | None:
     total += base
     if fingerprint is not None:
         names.insert(0, f"libinjection fingerprint {fingerprint}")
-    if THRESHOLD <= total < THRESHOLD - PROSE_WEIGHT and (prose(value) or fingerprint is not None and code(value)):
+    if THRESHOLD <= total < THRESHOLD - PROSE_WEIGHT and (
+        prose(value) or fingerprint is not None and code(value)
+    ):
         total += PROSE_WEIGHT
     return " + ".join(names) if total >= THRESHOLD else None
