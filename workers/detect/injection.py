@@ -100,6 +100,7 @@ _CSS_SCRIPT = re.compile(
     r"expression\s*\(|-moz-binding\s*:|\bbehavior\s*:|url\s*\(\s*['\"]?\s*(?:javascript|vbscript|livescript)",
     re.I,
 )
+_CSS_NEEDLES = ("expression", "binding", "behavior", "url")  # one is in every `_CSS_SCRIPT` match
 # A value that starts by closing an attribute and opens one that runs script: `"onzoom=`, `' formaction=`
 _ATTRIBUTE_BREAKOUT = re.compile(r"\A\s*<?\s*['\"`]\s*/?\s*(?:on[a-z]{3,40}|formaction|srcdoc)\s*=", re.I)
 # libinjection counts any `style` attribute as XSS; without CSS that runs script it only restyles, so
@@ -151,11 +152,12 @@ def xss_value(value: str, plus: bool = False) -> Hit | None:
     for form in _forms(value, plus):
         if _XSS_SAFE.match(form):
             continue
-        css_script = _CSS_SCRIPT.search(form) if "(" in form or ":" in form else None
+        low = form.lower()
+        css_script = _CSS_SCRIPT.search(form) if any(n in low for n in _CSS_NEEDLES) else None
         if css_script is not None:
             return Hit(XSS, f"CSS {css_script.group()[:24]!r}", excerpt_of(form))
         # restyling is no script: a `style` attribute is looked at as any other attribute
-        judged = _STYLE_ATTRIBUTE.sub("title", form) if "style" in form.lower() else form
+        judged = _STYLE_ATTRIBUTE.sub("title", form) if "style" in low else form
         try:
             xss = libinjection.is_xss(judged)["is_xss"]
         except UnicodeEncodeError:
@@ -174,7 +176,9 @@ def xss_value(value: str, plus: bool = False) -> Hit | None:
             return Hit(XSS, f"attribute breakout {breakout.group()[:24]!r}", excerpt_of(form))
         if "(" in form or "`" in form or "." in form or "[" in form:
             js = _js_normal(form)
-            script = _XSS_SCRIPT.search(js) or _XSS_TEMPLATE_CALL.search(js)
+            script = _XSS_SCRIPT.search(js)
+            if script is None and ("`" in js or "[]" in js):
+                script = _XSS_TEMPLATE_CALL.search(js)
             if script is None and js != form:  # a DOM name spelt to hide it is no prose about it
                 script = _DOM_SINK.search(js)
             if script is not None:
@@ -192,7 +196,7 @@ def _js_normal(text: str) -> str:
         text = _JS_COMMENT.sub("", text)
     if "[" in text:
         text = _JS_BRACKET_NAME.sub(r".\2", text)
-    if "(" in text:
+    if ")." in text or ")[" in text or ") " in text:
         text = _JS_PAREN_NAME.sub(r"\1", text)
     return _JS_DOT_SPACE.sub(".", text) if "." in text else text
 

@@ -66,9 +66,14 @@ class Signal(NamedTuple):
     needles: frozenset[str] = frozenset()
     # searched in the value as sent too (the other signals see block comments as spaces)
     raw: bool = False
+    # lowercase substrings of which the pattern needs one as well (empty: no second condition)
+    also: frozenset[str] = frozenset()
 
 
 _QUOTES = frozenset(("'", '"', "`"))
+_LOGIC_NEEDLES = frozenset(("or", "and", "||", "&&"))
+# what a comparison (`_CMP` or `_EQ`) needs one of
+_COMPARE_NEEDLES = frozenset(("=", "<", ">", "like", " is", " in", "?", "@", "#", "-"))
 
 
 SIGNALS: tuple[Signal, ...] = (
@@ -84,6 +89,7 @@ SIGNALS: tuple[Signal, ...] = (
             re.I,
         ),
         frozenset(("or", "and", "not", "having", "when", "||", "&&")),
+        also=_COMPARE_NEEDLES,
     ),
     # ... or an ordering of literals: after OR a tautology probe (`or 2 > 1`, `or 2 between 1 and 3`);
     # after AND prose about numbers has it too (`5 < 6 and 7 > 3`)
@@ -113,6 +119,7 @@ SIGNALS: tuple[Signal, ...] = (
         3,
         re.compile(rf"(?:{_LOGIC}|\bif\s*\()\s*\(?\s*(?:{_OPERAND}|{_LIT})\s*{_CMP}\s*['\"`(]?\s*\Z", re.I),
         frozenset(("or", "and", "||", "&&", "if")),
+        also=frozenset(("=", "<", ">")),
     ),
     # AND/OR then a column (or a call on one) compared to a literal: `and deleted = 0`, `&&(b=0)`; math
     # prose has it too (`x = 1 or y = 2`), so it needs context
@@ -120,7 +127,8 @@ SIGNALS: tuple[Signal, ...] = (
         "condition on a column",
         2,
         re.compile(rf"{_LOGIC}\s*\(?\s*{_OPERAND}\s*(?:{_CMP}|{_EQ})\s*{_LIT}", re.I),
-        frozenset(("or", "and", "||", "&&")),
+        _LOGIC_NEEDLES,
+        also=_COMPARE_NEEDLES,
     ),
     # a quote, then OR and a true number: `'or'1`, `" or 1` (the application adds the closing quote)
     Signal(
@@ -128,6 +136,7 @@ SIGNALS: tuple[Signal, ...] = (
         2,
         re.compile(r"['\"`]\s*(?:or|\|\|)\s*['\"`]?\s*(?:[1-9]\d*|true)\b['\"`]?\s*(?:--|#|;|\Z)", re.I),
         frozenset(("or", "||")),
+        also=_QUOTES,
     ),
     # an escaped quote then logic: the backslash defeats escaping that doubles it (`\'and 1`)
     Signal("logic after an escaped quote", 2, re.compile(rf"\\'\s*{_LOGIC}", re.I), frozenset(("\\",))),
@@ -144,6 +153,7 @@ SIGNALS: tuple[Signal, ...] = (
             re.I | re.S,
         ),
         frozenset(("--", "#")),
+        also=_QUOTES,
     ),
     # SQL variables and statements that only a query has: `declare @x`, `set @old_sql_mode`, `insert into
     # t (…)`, `alter table t add`
@@ -157,7 +167,7 @@ SIGNALS: tuple[Signal, ...] = (
             r"|\bupdate\s+[\w.`\"\[\]]+\s+set\s+[\w.`\"\[\]]+\s*=",
             re.I,
         ),
-        frozenset(("declare", "set", "insert", "alter", "drop", "truncate", "delete", "update")),
+        frozenset(("@", "insert", "alter", "drop", "truncate", "delete", "update")),
     ),
     # DDL and value tuples that tutorials quote too: context only
     Signal(
@@ -205,6 +215,7 @@ SIGNALS: tuple[Signal, ...] = (
             rf"(?:'[^']{{0,40}}(?:'|\Z)|\"[^\"]{{0,40}}(?:\"|\Z))"
         ),
         _QUOTES,
+        also=_COMPARE_NEEDLES,
     ),
     # a condition on literals inside a conditional function, as blind injection asks: `IIF(1 > 1, …`
     Signal(
@@ -214,7 +225,13 @@ SIGNALS: tuple[Signal, ...] = (
         frozenset(("if",)),
     ),
     # a logical operator with its operand cut off by a comment: `1='1' or-- -`
-    Signal("logic cut by a comment", 2, re.compile(rf"{_LOGIC}\s*(?:--|#)", re.I), frozenset(("--", "#"))),
+    Signal(
+        "logic cut by a comment",
+        2,
+        re.compile(rf"{_LOGIC}\s*(?:--|#)", re.I),
+        frozenset(("--", "#")),
+        also=_LOGIC_NEEDLES,
+    ),
     # a column alias then FROM after a closing bracket or quote: the select list of a UNION (`) AS x FROM`)
     Signal(
         "alias then FROM after a bracket",
@@ -279,8 +296,9 @@ SIGNALS: tuple[Signal, ...] = (
             re.I,
         ),
         frozenset(
-            "information_schema @@ xp_ sp_ load_file utl_http sys pg_catalog sqlite_master file exec declare"
-            " procedure extractvalue updatexml name_const gtid_ exp master char lo_ dblink utl_ dbms_ open msdasql".split()
+            "information_schema @@ xp_ sp_ load_file utl_http sysobj syscol pg_ sqlite_master outfile dumpfile exec"
+            " declare procedure extractvalue updatexml name_const gtid_ exp master. char lo_ dblink utl_ dbms_"
+            " openrowset opendatasource msdasql".split()
         ),
     ),
     # a quote closed, then the rest of the statement cut by an empty comment: `admin'--`, `x' #`, `1')/*`
@@ -358,18 +376,15 @@ SIGNALS: tuple[Signal, ...] = (
         frozenset(("-", "#", "/*")),
     ),
 )
-# every needle found in one pass (overlapping: `order` holds `or`)
-_NEEDLES = re.compile(
-    "(?=("
-    + "|".join(re.escape(n) for n in sorted({n for s in SIGNALS for n in s.needles}, key=len, reverse=True))
-    + "))"
-)
+# every needle of every signal (each looked for by a C-speed substring test)
+_NEEDLES = tuple(sorted({n for s in SIGNALS for n in s.needles | s.also}))
 # What a value needs for any signal of weight 2 or more to fire: values without it score below the
 # threshold whatever else they hold, and are not scored (most benign values stop here).
 _GATE = re.compile(
     r"['\"`;#()=<>|&@*]|--|/\*|union|between|order|group|having|case|select|exists|information_schema|xp_|sp_"
     r"|utl_http|sysobj|syscol|pg_|sqlite_master|outfile|dumpfile|immediate|master\.\.|waitfor|like|null|true"
-    r"|::|\?|alter|create|\*/|\$|delete|update|lo_|dblink|utl_|dbms_|open|msdasql|master|from"
+    r"|::|\*/|\$|alter\s+table|create\s|delete\s+from|lo_|dblink|utl_|dbms_|openrowset|opendatasource|msdasql"
+    r"|master\."
 )
 _BLOCK_COMMENT = re.compile(r"/\*(?!!).*?\*/", re.S)
 _WORD = re.compile(r"[a-z]{2,}", re.I)
@@ -416,10 +431,15 @@ def score(value: str, enough: int | None = None, base: int = 0) -> tuple[int, li
     texts = [_BLOCK_COMMENT.sub(" ", text), _BLOCK_COMMENT.sub("", text)] if commented else [text]
     if "+" in text and " " not in text:  # `+` for spaces, as form encoding (and tamper scripts) write them
         texts.append(texts[0].replace("+", " "))
-    found = set(_NEEDLES.findall(" ".join(texts).lower() if len(texts) > 1 else low))
+    joined = " ".join(texts).lower() if len(texts) > 1 else low
+    found = {n for n in _NEEDLES if n in joined}
     if commented:
         found.add("/*")
-    possible = [s for s in SIGNALS if not s.needles or not s.needles.isdisjoint(found)]
+    possible = [
+        s
+        for s in SIGNALS
+        if (not s.needles or not s.needles.isdisjoint(found)) and (not s.also or not s.also.isdisjoint(found))
+    ]
     left = sum(s.weight for s in possible)
     total = 0
     names: list[str] = []
