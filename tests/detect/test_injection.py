@@ -598,6 +598,15 @@ GENERALISED_SQLI = [
     ("PRINT @@spid", "system object"),
     ("lo_export(1234, '/tmp/x')", "system object"),
     ("1 union#x\nall select 2", "union select"),  # a line comment between UNION and SELECT
+    ("nick' or handle glob handle;", "boolean equality of literals"),  # a column matched with itself
+    ("x where 5=5", "boolean equality of literals"),
+    ("qq or 31==31'", "boolean equality of literals"),
+    ("count having 2>", "condition left open"),
+    ("8 union distinct", "union begun"),
+    ("12=12", "tautology of numbers"),  # a numeric parameter turned into a condition
+    ("5 is not 6", "tautology of numbers"),
+    ("select a from t group by a having max(b) > 1", "SQL statement"),
+    ("7;select (case when 1 then 2 end)", "stacked statement"),
 ]
 
 
@@ -606,6 +615,23 @@ def test_generalised_sqli_signals(value: str, signal: str) -> None:
     assert signal in score(value)[1]
     body = b"q=" + quote_plus(value).encode()
     assert threats(check_request("/search", body, "application/x-www-form-urlencoded")) >= {"sql_injection"}
+
+
+def test_false_number_comparisons_and_escaped_quotes_are_not_injections() -> None:
+    for value in ("4=44", "23!=23", "''or", "or something like that", "8 union members"):
+        assert sqli_value(value) is None, value
+    assert "union begun" in score("8 union distinct")[1]
+
+
+def test_semicolon_values_of_a_form_body_are_read_whole() -> None:
+    # form bodies are split on `&` only by most frameworks: `;` belongs to the value
+    body = b"mail=ann%40example.org%27+or+ann+like+ann+escape+%27x%27%3B&go=1"
+    body_raw = b"mail=ann@example.org' or 1=1;&go=1"
+    assert threats(check_request("/login", body, "application/x-www-form-urlencoded")) == {"sql_injection"}
+    assert threats(check_request("/login", body_raw, "application/x-www-form-urlencoded")) == {
+        "sql_injection"
+    }
+    assert check_request("/form", b"a=1;2;3&b=x;y", "application/x-www-form-urlencoded") == []
 
 
 def test_nosql_operator_in_a_name_or_json_key() -> None:
@@ -644,6 +670,8 @@ GENERALISED_XSS = [
     "x=(!![]+[])[+[]]",  # JSFuck
     "+ADw-img src=x onerror=alert(2)+AD4-",  # UTF-7
     "\xbciframe src=//198.18.0.9\xbe",  # 7-bit: Latin-1 with the high bit set
+    "<o:frame src=//198.18.0.9/x>",  # a namespaced element that loads a source
+    "x=new Function(name)",
 ]
 
 

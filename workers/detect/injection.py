@@ -22,6 +22,7 @@ import functools
 import json
 import re
 from collections.abc import Iterable, Iterator, Sequence
+from itertools import chain
 from typing import Any
 
 import libinjection
@@ -59,12 +60,14 @@ _XSS_EXTRA = re.compile(
 )
 # Markup libinjection's tag and attribute lists do not name: any tag with an event-handler attribute
 # (browsers add handlers faster than lists follow: `<x onpointerrawupdate=`), tags that load or run
-# code or rewrite the document whatever their attributes, and Netscape's `&{…}` script entities.
+# code or rewrite the document whatever their attributes, Netscape's `&{…}` script entities, and
+# namespaced elements that load a source (VML's `<v:vmlframe src=`).
 _XSS_MARKUP = re.compile(
     r"<[a-z](?:[^>\"']|\"[^\"]{0,200}\"|'[^']{0,200}'){0,200}?(?:[\s/\"'`]|(?<=[\"']))on[a-z]{3,30}\s*="
     r"|<(?:script|iframe|frame|frameset|object|embed|applet|meta|base|link|layer|ilayer|xml|import|bgsound"
     r"|html|body|style|svg|math|form|isindex|marquee|template|portal)[\s/>]"
-    r"|&\{[^}]{0,200}\}",
+    r"|&\{[^}]{0,200}\}"
+    r"|<[a-z]{1,20}:[a-z]{1,30}\b[^>]{0,200}?\b(?:src|href|data)\s*=",
     re.I,
 )
 # Script with no markup, for values an application writes into a script or an event handler: a call
@@ -72,6 +75,7 @@ _XSS_MARKUP = re.compile(
 # that steal or redirect (`document.cookie`, `window.location`).
 _XSS_SCRIPT = re.compile(
     r"(?<![\w$])(?:alert|prompt|confirm|eval|settimeout|setinterval|execscript|fromcharcode)(?:\(|`)"
+    r"|\bnew\s+function\s*\("
     r"|[=(+,;:]\s*(?:document|window|self|top|parent)\s*(?:\.\s*|\[\s*['\"])(?:cookie|domain|location|write)\b"
     r"|\b(?:document|window|self|top|parent)\s*(?:\.\s*|\[\s*['\"])(?:cookie|domain|location|write)['\"\]]?\s*[=)+;,(]",
     re.I,
@@ -226,6 +230,16 @@ def pair_values(text: str) -> Iterator[str]:
             return
 
 
+def _whole_values(text: str) -> list[str]:
+    """The `&`-separated values of a query string or form body that hold `;`: a statement separator to
+    SQL, a pair separator to a few frameworks only, so `id=1;SELECT *` is one value to most
+    applications (bounded like the pairs)."""
+    if ";" not in text:
+        return []
+    parts = text.split("&", MAX_VALUES_PER_REQUEST)[:MAX_VALUES_PER_REQUEST]
+    return [v for part in parts for v in part.partition("=")[2:] if ";" in v]
+
+
 def json_values(body: bytes | str) -> Iterator[str]:
     """String keys and values of a JSON document, depth- and count-bounded; invalid JSON: the raw text."""
     text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
@@ -311,10 +325,8 @@ def check_request(
     # The whole query string too when it holds HTML character references, which the pair split cuts
     # apart (`&#39;` splits at `&` and `;`).
     whole = [query] if _ENTITY.search(query) else []
-    # ... and its `&`-separated values when it holds `;` (a statement separator to SQL, a pair
-    # separator to a few frameworks only): `id=1;SELECT *` is one value to most applications.
-    if ";" in query:
-        whole += [v for part in query.split("&") for v in part.partition("=")[2:] if ";" in v]
+    # ... and its `&`-separated values when it holds `;` (`_whole_values`)
+    whole += _whole_values(query)
     sources: tuple[tuple[Iterable[str], bool], ...] = (
         (pair_values(query), True),
         (whole, True),
@@ -334,7 +346,8 @@ def check_request(
             if "json" in ctype:
                 hits += _first(json_values(body), False, sqli, xss)
             elif "x-www-form-urlencoded" in ctype:
-                hits += _first(pair_values(body.decode("latin-1")), True, sqli, xss)
+                form = body.decode("latin-1")
+                hits += _first(chain(pair_values(form), _whole_values(form)), True, sqli, xss)
             elif "xml" in ctype:
                 hits += _first(xml_values(body), False, sqli, xss)
     return hits

@@ -47,7 +47,7 @@ _LIT_OPEN = (
     rf"|true|false|null|0x[0-9a-f]+){_CAST})"
 )
 # equality, and the containment and JSON operators that compare two documents (`<@`, `@>`, `?|`, `->>`)
-_EQ = r"(?:=|<>|!=|<=>|<@|@>|\?[|&]?|->>?|#>>?|#-|@\?|@@|\blike\b|\brlike\b|\bis\b|\bin\b)"
+_EQ = r"(?:==?|<>|!=|<=>|<@|@>|\?[|&]?|->>?|#>>?|#-|@\?|@@|\blike\b|\brlike\b|\bis\b|\bin\b)"
 _ORDER = r"(?:>=|<=|<|>|\bbetween\b)"
 # a comparison operator of SQL or of the script languages NoSQL `$where` clauses take
 _CMP = r"(?:={1,3}|!={0,2}|<>|<=>|<=|>=|<|>)"
@@ -73,7 +73,7 @@ class Signal(NamedTuple):
 _QUOTES = frozenset(("'", '"', "`"))
 _LOGIC_NEEDLES = frozenset(("or", "and", "||", "&&"))
 # what a comparison (`_CMP` or `_EQ`) needs one of
-_COMPARE_NEEDLES = frozenset(("=", "<", ">", "like", " is", " in", "?", "@", "#", "-"))
+_COMPARE_NEEDLES = frozenset(("=", "<", ">", "like", "glob", "regexp", " is", " in", "?", "@", "#", "-"))
 
 
 SIGNALS: tuple[Signal, ...] = (
@@ -84,11 +84,11 @@ SIGNALS: tuple[Signal, ...] = (
         "boolean equality of literals",
         3,
         re.compile(
-            rf"(?:\b(?:or|and|xor|not|having|when)\b|\|\||&&)\s*\(?\s*(?:{_LIT}\s*\)?\s*{_EQ}\s*\(?\s*{_LIT_OPEN}"
-            rf"|(?P<w>[a-z_]\w{{0,20}})\s*=\s*(?P=w)\b)",
+            rf"(?:\b(?:or|and|xor|not|having|when|where)\b|\|\||&&)\s*\(?\s*(?:{_LIT}\s*\)?\s*{_EQ}\s*\(?\s*{_LIT_OPEN}"
+            rf"|(?P<w>[a-z_]\w{{0,20}})\s*(?:=|==|\blike\b|\bglob\b|\bregexp\b|\brlike\b)\s*(?P=w)\b)",
             re.I,
         ),
-        frozenset(("or", "and", "not", "having", "when", "||", "&&")),
+        frozenset(("or", "and", "not", "having", "when", "where", "||", "&&")),
         also=_COMPARE_NEEDLES,
     ),
     # ... or an ordering of literals: after OR a tautology probe (`or 2 > 1`, `or 2 between 1 and 3`);
@@ -117,8 +117,11 @@ SIGNALS: tuple[Signal, ...] = (
     Signal(
         "condition left open",
         3,
-        re.compile(rf"(?:{_LOGIC}|\bif\s*\()\s*\(?\s*(?:{_OPERAND}|{_LIT})\s*{_CMP}\s*['\"`(]?\s*\Z", re.I),
-        frozenset(("or", "and", "||", "&&", "if")),
+        re.compile(
+            rf"(?:{_LOGIC}|\b(?:having|where|when)\b|\bif\s*\()\s*\(?\s*(?:{_OPERAND}|{_LIT})\s*{_CMP}\s*['\"`(]?\s*\Z",
+            re.I,
+        ),
+        frozenset(("or", "and", "||", "&&", "if", "having", "where", "when")),
         also=frozenset(("=", "<", ">")),
     ),
     # AND/OR then a column (or a call on one) compared to a literal: `and deleted = 0`, `&&(b=0)`; math
@@ -164,10 +167,10 @@ SIGNALS: tuple[Signal, ...] = (
             r"\bdeclare\s+@\w|\bset\s+@@?\w+\s*(?:=|:=|\Z)|\binsert\s+into\s+[\w.`\"\[\]]+\s*(?:\(|values\b|select\b)"
             r"|\balter\s+table\s+[\w.`\"\[\]]+\s+(?:add|drop|change|modify|rename|alter)\b"
             r"|\b(?:drop|truncate)\s+(?:table\s+)?[\w.`\"\[\]]+\s*;|\bdelete\s+from\s+[\w.`\"\[\]]+\s*(?:;|--|#|where\b)"
-            r"|\bupdate\s+[\w.`\"\[\]]+\s+set\s+[\w.`\"\[\]]+\s*=",
+            r"|\bupdate\s+[\w.`\"\[\]]+\s+set\s+[\w.`\"\[\]]+\s*=|\bselect\b.{1,80}?\bgroup\s+by\b.{1,80}?\bhaving\b",
             re.I,
         ),
-        frozenset(("@", "insert", "alter", "drop", "truncate", "delete", "update")),
+        frozenset(("@", "insert", "alter", "drop", "truncate", "delete", "update", "having")),
     ),
     # DDL and value tuples that tutorials quote too: context only
     Signal(
@@ -250,6 +253,20 @@ SIGNALS: tuple[Signal, ...] = (
         ),
         frozenset(("$",)),
     ),
+    # a UNION begun, its SELECT left to follow: `9 union all`
+    Signal("union begun", 2, re.compile(r"\bunion\s+(?:all|distinct)\s*\Z", re.I), frozenset(("union",))),
+    # the whole value a true comparison of two numbers: a numeric parameter turned into a tautology
+    # (`1=1`, `7 like 7`, `3 is not 4`)
+    Signal(
+        "tautology of numbers",
+        3,
+        re.compile(
+            r"\A\s*\(?\s*(-?\d+)\s*(?:(?:={1,2}|<=>|\blike\b|\bis\b)\s*\1|(?:!=|<>|\bis\s+not\b)\s*(?!\1\b)-?\d+)"
+            r"\s*\)?\s*\Z",
+            re.I,
+        ),
+        frozenset(("=", "<>", "like", "is")),
+    ),
     Signal(
         "union select",
         3,
@@ -275,7 +292,7 @@ SIGNALS: tuple[Signal, ...] = (
         "stacked statement",
         3,
         re.compile(
-            r";\s*(?:select\s+(?:[\w@*(]+\s*,|\*|@@|\d|[\w.]+\s*\()|insert\s+into|update\s+\w+\s+set|delete\s+from"
+            r";\s*(?:select\s*(?:[\w@*(]+\s*,|\*|@@|\d|[\w.]+\s*\(|\()|insert\s+into|update\s+\w+\s+set|delete\s+from"
             r"|drop\s+(?:table|database|function)|exec(?:ute)?\b|declare\s+@|waitfor\b|shutdown\b|truncate\s"
             r"|alter\s+(?:table|user)|create\s+(?:table|user)|if\s*\(|begin\s+declare|call\s+\w+\s*\()",
             re.I,
@@ -384,7 +401,7 @@ _GATE = re.compile(
     r"['\"`;#()=<>|&@*]|--|/\*|union|between|order|group|having|case|select|exists|information_schema|xp_|sp_"
     r"|utl_http|sysobj|syscol|pg_|sqlite_master|outfile|dumpfile|immediate|master\.\.|waitfor|like|null|true"
     r"|::|\*/|\$|alter\s+table|create\s|delete\s+from|lo_|dblink|utl_|dbms_|openrowset|opendatasource|msdasql"
-    r"|master\."
+    r"|master\.|\d\s+is\s"
 )
 _BLOCK_COMMENT = re.compile(r"/\*(?!!).*?\*/", re.S)
 _WORD = re.compile(r"[a-z]{2,}", re.I)
