@@ -11,7 +11,9 @@ public material nobody here wrote, fetched outside the repository (payload files
   2cbd1d019cb7c85319ba4d9102a382c9de7a8e53. A stage with `expect_ids` naming a 941/942 rule is an attack
   of that class; the rule's paranoia level (its `paranoia-level/N` tag in `rules/*.conf`) is reported
   beside it: PL1-2 rules look for injections, PL3-4 rules for unusual characters (`((((`, `foo....`),
-  which no value-level check of injections aims at. Stages with only `no_expect_ids` are CRS's negative
+  which no value-level check of injections aims at. SQLi cases whose every value is one word at most
+  once decoded (`COS(`, `>>`, `xp_cmdshell`: `crs_probe`, the rule used for SecLists' probes) are
+  reported in a row of their own. Stages with only `no_expect_ids` are CRS's negative
   cases: benign for the rule they test, though a few are attacks another rule catches, so they are
   reported in their own row and listed with `--misses`; those whose own description (or their rule's
   attack cases) show them to be attacks (`CRS_NEGATIVE_ATTACKS`, each with its reason) are scored apart,
@@ -61,7 +63,8 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from workers.detect.injection import check_request  # noqa: E402
+from workers.detect.decode import percent_decode  # noqa: E402
+from workers.detect.injection import check_request, json_values, xml_values  # noqa: E402
 
 CORPUS = ROOT / "tests" / "detect" / "corpus"
 SECLISTS_SQLI = ("Fuzzing/Databases/SQLi/Generic-SQLi.txt", "Fuzzing/Databases/SQLi/quick-SQLi.txt")
@@ -193,10 +196,28 @@ def crs_cases(src: Source) -> Iterator[tuple[str, Request]]:
                 req.label = f"{doc.get('rule_id')}-{test.get('test_id')}.{n}"
                 if expect:
                     pl = levels.get(expect[0], 1)
-                    yield f"crs {cls} PL{'1-2' if pl <= 2 else '3-4'}", req
+                    row = f"crs {cls} PL{'1-2' if pl <= 2 else '3-4'}"
+                    yield (row + " one-token probes" if cls == "sqli" and crs_probe(req) else row), req
                 elif log.get("no_expect_ids"):
                     attack = CRS_NEGATIVE_ATTACKS.get(req.label.rpartition(".")[0])
                     yield ("crs negative, an attack all the same" if attack else "crs negative (benign)"), req
+
+
+def crs_probe(req: Request) -> bool:
+    """Whether every value a CRS test sends (query, form and cookie pairs, a pair without `=` counting
+    by its name; JSON strings; XML attribute values and text) is one word at most once decoded: `COS(`, `>>`, `xp_cmdshell`, `pay=<=>`. The same rule as
+    SecLists' one-word probes: tokens a rule's regular expression is tested on, not injections."""
+    query = urlsplit(req.uri).query
+    form = req.body.decode("latin-1") if "x-www-form-urlencoded" in req.ctype else ""
+    values = []
+    for text in (query, form, req.cookie):
+        for part in re.split(r"[&;]", text):
+            name, eq, value = part.partition("=")
+            values.append(value if eq else name)
+    values = [percent_decode(v, plus=True) for v in values if v.strip()]
+    if req.body and not form:  # JSON keys and strings, XML attribute values and text
+        values += list(json_values(req.body) if "json" in req.ctype else xml_values(req.body))
+    return bool(values) and all(_PROBE.fullmatch(v.strip()) for v in values)
 
 
 def as_query(payload: str) -> str:

@@ -573,8 +573,13 @@ GENERALISED_SQLI = [
     ("zz HAVING 9=9", "boolean equality of literals"),
     ("x' <> 'y", "comparison of quoted literals"),
     ("SELECT IIF(7 < 8, 'a', 'b')", "conditional on literals"),
-    ("'or'7", "true number after a quote and OR"),
-    ('"||"3', "true number after a quote and OR"),
+    ("'or'7", "true literal after a quote and logic"),
+    ('"||"3', "true literal after a quote and logic"),
+    ("pq' and 2", "true literal after a quote and logic"),
+    ("len(x) and 'true", "true literal after a quote and logic"),
+    ("' or zz!", "starts by closing a quote into logic"),
+    (") when 77 then", "shape probe"),  # a CASE continued after a bracket
+    ("ALTER TABLE `t_x` CHANGE `a_b` `a_b` INT", "SQL statement"),  # identifiers are no prose
     ("abc\\' or 5", "logic after an escaped quote"),
     ("k'&name--", "unbalanced quote cut by a comment"),
     ("k' is not null#", "unbalanced quote cut by a comment"),
@@ -649,8 +654,8 @@ def test_quote_lookalikes_and_doubled_quotes_are_decoded() -> None:
     assert threats(check_request("/s?q=1%E2%80%99%20OR%20%E2%80%99a%E2%80%99%3D%E2%80%99a")) == {
         "sql_injection"
     }
-    # a value whose quotes are doubled, read once unescaped
-    assert threats(check_request("/s?q=" + quote_plus('x"") or (""q""=""q'))) == {"sql_injection"}
+    # doubled quotes are escapes: data to the database, so they are not read as quotes
+    assert check_request("/s?q=" + quote_plus("''or")) == []
     assert check_request("/s?q=" + quote_plus("O\u2019Brien\u2019s caf\u00e9")) == []
 
 

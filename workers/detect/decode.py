@@ -129,14 +129,6 @@ def strip_high_bit(value: str) -> str:
     return "".join(chr(ord(c) & 0x7F) if 0x80 <= ord(c) <= 0xFF else c for c in value)
 
 
-def halve_quotes(value: str) -> str:
-    """Doubled quotes (`""a""`) as single ones: how a value reads once a CSV or SQL layer has unescaped
-    it (an attacker doubles quotes to pass a filter that escapes them so)."""
-    if '""' not in value and "''" not in value:
-        return value
-    return value.replace('""', '"').replace("''", "'")
-
-
 def strip_controls(value: str) -> str:
     """Drop NUL and other control characters that parsers skip but matchers trip on; vertical tab and
     form feed, which HTML and SQL read as whitespace, become spaces."""

@@ -28,7 +28,7 @@ from typing import Any
 import libinjection
 
 from threats.catalogue import SQL_INJECTION, XSS, Hit, excerpt_of
-from workers.detect.decode import PAIR_SEPARATOR, halve_quotes, variants
+from workers.detect.decode import PAIR_SEPARATOR, variants
 from workers.detect.sqli import injected
 
 # Values checked per request (query, form, cookie and JSON values together): a request with more is
@@ -132,10 +132,7 @@ def sqli_value(value: str, plus: bool = False) -> Hit | None:
     """Check one user-supplied value (query/form/cookie/JSON string) for SQL injection."""
     if _SQLI_SAFE.match(value):
         return None
-    forms = _forms(value, plus)
-    # ... and each with doubled quotes halved, as an unescaping layer reads it
-    forms += [h for h in (halve_quotes(f) for f in forms if '""' in f or "''" in f) if h not in forms]
-    for form in forms:
+    for form in _forms(value, plus):
         if _SQLI_SAFE.match(form):
             continue
         try:

@@ -133,12 +133,15 @@ SIGNALS: tuple[Signal, ...] = (
         _LOGIC_NEEDLES,
         also=_COMPARE_NEEDLES,
     ),
-    # a quote, then OR and a true number: `'or'1`, `" or 1` (the application adds the closing quote)
+    # a quote (or bracket), then OR/AND and a true number: `'or'1`, `" and 1`, `) and 'true` (the
+    # application adds the closing quote)
     Signal(
-        "true number after a quote and OR",
+        "true literal after a quote and logic",
         2,
-        re.compile(r"['\"`]\s*(?:or|\|\|)\s*['\"`]?\s*(?:[1-9]\d*|true)\b['\"`]?\s*(?:--|#|;|\Z)", re.I),
-        frozenset(("or", "||")),
+        re.compile(
+            r"['\"`)]\s*(?:or|and|xor|\|\||&&)\s*['\"`]?\s*(?:[1-9]\d*|true)\b['\"`]?\s*(?:--|#|;|\Z)", re.I
+        ),
+        _LOGIC_NEEDLES,
         also=_QUOTES,
     ),
     # an escaped quote then logic: the backslash defeats escaping that doubles it (`\'and 1`)
@@ -227,11 +230,11 @@ SIGNALS: tuple[Signal, ...] = (
         re.compile(rf"\b(?:iif|if)\s*\(\s*{_LIT}\s*(?:{_CMP}|{_EQ})\s*{_LIT}\s*,", re.I),
         frozenset(("if",)),
     ),
-    # a logical operator with its operand cut off by a comment: `1='1' or-- -`
+    # a logical operator with its operand cut off by a comment: `1='1' or-- -` (`#43` is a number)
     Signal(
         "logic cut by a comment",
         2,
-        re.compile(rf"{_LOGIC}\s*(?:--|#)", re.I),
+        re.compile(rf"{_LOGIC}\s*(?:--(?:[\s+\-]|\Z)|#(?!\w)|/\*)", re.I),
         frozenset(("--", "#")),
         also=_LOGIC_NEEDLES,
     ),
@@ -345,6 +348,14 @@ SIGNALS: tuple[Signal, ...] = (
         ),
         _QUOTES | {")"},
     ),
+    # the value opens with a quote and a logical operator: it closes the application's literal first
+    Signal(
+        "starts by closing a quote into logic",
+        1,
+        re.compile(rf"\A\s*['\"`]\s*{_LOGIC}", re.I),
+        _LOGIC_NEEDLES,
+        also=_QUOTES,
+    ),
     # AND/OR right after a quote: search syntax has it too (`"a b" OR c`), so context only
     Signal(
         "logic after a quote",
@@ -357,10 +368,11 @@ SIGNALS: tuple[Signal, ...] = (
         2,
         re.compile(
             r"\b(?:order\s+by\s+\d|group\s+by\s+[\w.]+\s+having|having\s+\d+\s*[=<>]|case\s+when\b.{1,80}\bthen\b"
+            r"|when\s+[\w'\"]{1,40}\s+then\b"
             r"|select\s+(?:\*|top\s+\d|null\b|@|\d+\s*,|count\s*\(\s*\*)|or\s+exists\b)",
             re.I,
         ),
-        frozenset(("order", "group", "having", "case", "select", "exists")),
+        frozenset(("order", "group", "having", "case", "when", "select", "exists")),
     ),
     Signal("subquery", 2, re.compile(r"\(\s*select\b", re.I), frozenset(("select",))),
     # string concatenation between literals, as UNION and error-based payloads build markers with
@@ -404,7 +416,8 @@ _GATE = re.compile(
     r"|master\.|\d\s+is\s"
 )
 _BLOCK_COMMENT = re.compile(r"/\*(?!!).*?\*/", re.S)
-_WORD = re.compile(r"[a-z]{2,}", re.I)
+# a word of prose: letters standing alone, not part of an identifier (`mass_mails`, `` `t` ``, `user(`)
+_WORD = re.compile(r"(?<![\w`'\"$@.])[a-z]{2,}(?![\w`'\"(.])", re.I)
 _SQL_WORDS = frozenset(
     "select union all and or not from where case when then else end null order by group having insert into"
     " values update set delete drop table exec execute declare waitfor delay sleep like limit as is in if"
