@@ -80,7 +80,12 @@ _XSS_SCRIPT = re.compile(
     r"|\b(?:document|window|self|top|parent)\s*(?:\.\s*|\[\s*['\"])(?:cookie|domain|location|write)['\"\]]?\s*[=)+;,(]",
     re.I,
 )
-_SCRIPT_NEEDS = ("(", "`", "=", "+", ";")  # a call, or a DOM property used in an expression
+# a word every `_XSS_SCRIPT` match holds: one C-speed scan spares the expression on most values
+_SCRIPT_WORD = re.compile(
+    "alert|prompt|confirm|eval|settimeout|setinterval|execscript|fromcharcode|function|cookie|domain|location"
+    "|write",
+    re.I,
+)
 # JavaScript written to hide its names: comments between tokens (`document/*x*/.cookie`), bracket
 # access by string (`window["alert"]`), a name in brackets (`(document)["cookie"]`). Undone before the
 # script signals look (`_js_normal`).
@@ -104,7 +109,6 @@ _CSS_SCRIPT = re.compile(
     r"expression\s*\(|-moz-binding\s*:|\bbehavior\s*:|url\s*\(\s*['\"]?\s*(?:javascript|vbscript|livescript)",
     re.I,
 )
-_CSS_NEEDLES = ("expression", "binding", "behavior", "url")  # one is in every `_CSS_SCRIPT` match
 # A value that starts by closing an attribute and opens one that runs script: `"onzoom=`, `' formaction=`
 _ATTRIBUTE_BREAKOUT = re.compile(r"\A\s*<?\s*['\"`]\s*/?\s*(?:on[a-z]{3,40}|formaction|srcdoc)\s*=", re.I)
 # libinjection counts any `style` attribute as XSS; without CSS that runs script it only restyles, so
@@ -154,7 +158,10 @@ def xss_value(value: str, plus: bool = False) -> Hit | None:
         if _XSS_SAFE.match(form):
             continue
         low = form.lower()
-        css_script = _CSS_SCRIPT.search(form) if any(n in low for n in _CSS_NEEDLES) else None
+        css = (
+            "url" in low or "expression" in low or "binding" in low or "behavior" in low
+        )  # one is in each match
+        css_script = _CSS_SCRIPT.search(form) if css else None
         if css_script is not None:
             return Hit(XSS, f"CSS {css_script.group()[:24]!r}", excerpt_of(form))
         # restyling is no script: a `style` attribute is looked at as any other attribute
@@ -176,8 +183,11 @@ def xss_value(value: str, plus: bool = False) -> Hit | None:
         if breakout is not None:
             return Hit(XSS, f"attribute breakout {breakout.group()[:24]!r}", excerpt_of(form))
         if "(" in form or "`" in form or "." in form or "[" in form:
-            js = _js_normal(form)
-            script = _XSS_SCRIPT.search(js)
+            hidden = (
+                "/*" in form or "[" in form or " ." in form or ")." in form or "\t." in form or "\n." in form
+            )
+            js = _js_normal(form) if hidden else form
+            script = _XSS_SCRIPT.search(js) if _SCRIPT_WORD.search(js if js is form else js.lower()) else None
             if script is None and ("`" in js or "[]" in js):
                 script = _XSS_TEMPLATE_CALL.search(js)
             if script is None and js != form:  # a DOM name spelt to hide it is no prose about it
@@ -192,14 +202,15 @@ def xss_value(value: str, plus: bool = False) -> Hit | None:
 
 def _js_normal(text: str) -> str:
     """`text` with the JavaScript spellings that hide a name undone: comments dropped, `["name"]` as
-    `.name`, `(name).` as `name.`, spaces around dots removed."""
+    `.name`, `(name).` as `name.`, spaces around dots removed (where one precedes a dot: prose puts
+    spaces after its full stops only)."""
     if "/*" in text:
         text = _JS_COMMENT.sub("", text)
     if "[" in text:
         text = _JS_BRACKET_NAME.sub(r".\2", text)
     if ")." in text or ")[" in text or ") " in text:
         text = _JS_PAREN_NAME.sub(r"\1", text)
-    return _JS_DOT_SPACE.sub(".", text) if "." in text else text
+    return _JS_DOT_SPACE.sub(".", text) if " ." in text or "\t." in text or "\n." in text else text
 
 
 # -- request values ------------------------------------------------------------------------------------

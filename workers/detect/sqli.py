@@ -405,8 +405,31 @@ SIGNALS: tuple[Signal, ...] = (
         frozenset(("-", "#", "/*")),
     ),
 )
-# every needle of every signal (each looked for by a C-speed substring test)
-_NEEDLES = tuple(sorted({n for s in SIGNALS for n in s.needles | s.also}))
+# Which signals a value may show, as bit masks over SIGNALS: each needle sets the bits of the signals
+# that name it (in `needles`, in `also`); signals without needles (or without `also`) are always set.
+_NEEDLE_MASKS = tuple(
+    (
+        n,
+        sum(1 << i for i, s in enumerate(SIGNALS) if n in s.needles),
+        sum(1 << i for i, s in enumerate(SIGNALS) if n in s.also),
+    )
+    for n in sorted({n for s in SIGNALS for n in s.needles | s.also})
+)
+_FREE = sum(1 << i for i, s in enumerate(SIGNALS) if not s.needles)
+_FREE_ALSO = sum(1 << i for i, s in enumerate(SIGNALS) if not s.also)
+_COMMENT_MASK = sum(1 << i for i, s in enumerate(SIGNALS) if "/*" in s.needles)
+
+
+def _signals(mask: int) -> list[Signal]:
+    """The signals whose bits are set in `mask`, in SIGNALS order."""
+    out = []
+    while mask:
+        low = mask & -mask
+        out.append(SIGNALS[low.bit_length() - 1])
+        mask ^= low
+    return out
+
+
 # What a value needs for any signal of weight 2 or more to fire: values without it score below the
 # threshold whatever else they hold, and are not scored (most benign values stop here).
 _GATE = re.compile(
@@ -433,10 +456,14 @@ _CODE = re.compile(
 )
 
 
+_CODE_NEEDLES = ("return", "function", "print", "console", "def", "=>", "===", "!==", "{", "}")
+
+
 def code(value: str) -> bool:
     """Whether `value` reads as program code rather than SQL (libinjection's fingerprints of function
     calls and keywords misfire on it as on prose)."""
-    return _CODE.search(value[:MAX_SCORED_VALUE]) is not None
+    text = value[:MAX_SCORED_VALUE]
+    return any(n in text for n in _CODE_NEEDLES) and _CODE.search(text) is not None
 
 
 def prose(value: str) -> bool:
@@ -462,14 +489,14 @@ def score(value: str, enough: int | None = None, base: int = 0) -> tuple[int, li
     if "+" in text and " " not in text:  # `+` for spaces, as form encoding (and tamper scripts) write them
         texts.append(texts[0].replace("+", " "))
     joined = " ".join(texts).lower() if len(texts) > 1 else low
-    found = {n for n in _NEEDLES if n in joined}
+    needed, also = _FREE, _FREE_ALSO
+    for needle, in_needles, in_also in _NEEDLE_MASKS:
+        if needle in joined:
+            needed |= in_needles
+            also |= in_also
     if commented:
-        found.add("/*")
-    possible = [
-        s
-        for s in SIGNALS
-        if (not s.needles or not s.needles.isdisjoint(found)) and (not s.also or not s.also.isdisjoint(found))
-    ]
+        needed |= _COMMENT_MASK
+    possible = _signals(needed & also)
     left = sum(s.weight for s in possible)
     total = 0
     names: list[str] = []
