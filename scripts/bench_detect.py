@@ -151,7 +151,7 @@ def compare(ref: str, reps: int, quick: bool) -> int:
         ).stdout
         with tarfile.open(fileobj=__import__("io").BytesIO(archive)) as tar:
             tar.extractall(tmp, filter="data")
-        for _ in range(reps):
+        for rep in range(reps):
             for side, tree in (("ref", tmp), ("this", str(ROOT))):
                 cmd = [sys.executable, __file__, "--injection", "--json", "--tree", tree] + (
                     ["--quick"] if quick else []
@@ -160,7 +160,7 @@ def compare(ref: str, reps: int, quick: bool) -> int:
                 for name, value in out.items():
                     if isinstance(value, (int, float)):
                         rows[side].setdefault(name, []).append(float(value))
-                    else:
+                    elif rep == 0:
                         print(f"{side} {name}: {value}")
     print(f"{'row (median of ' + str(reps) + ')':44} {ref[:12]:>12} {'this tree':>12} {'ratio':>7}")
     for name in rows["ref"]:
