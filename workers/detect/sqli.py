@@ -7,21 +7,23 @@ This module scores such a value instead of matching a growing list: each signal 
 ordinary value (a name, prose, a search, a JSON document) rarely has, and carries a weight; a value is
 an injection when the weights of the distinct signals it shows reach `THRESHOLD`.
 
-Weights: 3 for a construct that is SQL and nothing else (a comparison of two literals after AND/OR, a
-UNION SELECT, a time-delay call with a numeric argument, a stacked statement, a system object, a
-quote closed and the rest cut by an empty comment); 2 for SQL clauses that prose also uses but not
-after a closing quote or bracket (`ORDER BY 3`, `HAVING 1=1`, `SELECT … FROM`, `CASE WHEN … THEN`);
-1 for context: the value starts by breaking out of a string or number (`'`, `"`, `)`, `1 `), or ends
-in a comment. So `' ORDER BY 22-- ` is 1 + 2 + 1 = 4, `Order by date, newest first` is 0, and
-`O'Brien -- the best` is 1 (a quote) + 0 (the comment has words after it).
+Signals are constructs of SQL's grammar, not payloads: a logical operator followed by a comparison of
+literals (with casts and the JSON operators), a condition left open for the query to close, a quote
+closed and the rest cut by a comment, a statement no value has, a comment used as a space. Weights: 3
+for a construct that is SQL and nothing else; 2 for SQL that prose, tutorials or code also write (`ORDER
+BY 3`, `and deleted = 0`, `create function f (`), which needs context; 1 for context: the value starts
+by breaking out of a string or number (`'`, `"`, `)`, `1 `, `or …`), or ends in a comment. So
+`' ORDER BY 22-- ` is 3 + 2 + 1 + 1, `Order by date, newest first` is 0, and `O'Brien -- the best` is
+1 (a quote; the comment has words after it). docs/threats.md lists every signal with its weight.
 
 libinjection's verdict counts as one signal of weight 3. Prose (at least eight words that are no SQL
 keyword, two thirds of its words) takes 2 off: libinjection reads `(24%) of people` as a function call,
-and a sentence about SQL names its clauses; an injection inside prose still shows two signals.
+and a sentence about SQL names its clauses; an injection inside prose still shows two signals. Program
+code takes 2 off a libinjection verdict too (`if (a > b) return a;` reads as a function and a keyword).
 
 The checks run on the value as decoded by `workers.detect.decode.variants`, with SQL block comments
 read as whitespace (`UNION/**/SELECT`), and each one is a single compiled regular expression (bounded
-work per value).
+work per value) that runs only when the substrings it needs are in the value.
 """
 
 from __future__ import annotations
