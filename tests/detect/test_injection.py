@@ -628,6 +628,13 @@ def test_false_number_comparisons_and_escaped_quotes_are_not_injections() -> Non
     assert "union begun" in score("8 union distinct")[1]
 
 
+def test_query_values_split_after_character_references_are_decoded() -> None:
+    # `&#39;` and `&apos;` hold the pair separators `&` and `;`: the value is `' or`, not `#39`
+    assert threats(check_request("/s?q=&#39;%20or&page=2")) == {"sql_injection"}
+    assert threats(check_request("/s?q=&apos;+OR")) == {"sql_injection"}
+    assert check_request("/s?q=Tom&amp;Jerry&page=2") == []
+
+
 def test_semicolon_values_of_a_form_body_are_read_whole() -> None:
     # form bodies are split on `&` only by most frameworks: `;` belongs to the value
     body = b"mail=ann%40example.org%27+or+ann+like+ann+escape+%27x%27%3B&go=1"

@@ -28,7 +28,7 @@ from typing import Any
 import libinjection
 
 from threats.catalogue import SQL_INJECTION, XSS, Hit, excerpt_of
-from workers.detect.decode import PAIR_SEPARATOR, variants
+from workers.detect.decode import PAIR_SEPARATOR, html_decode, variants
 from workers.detect.sqli import injected
 
 # Values checked per request (query, form, cookie and JSON values together): a request with more is
@@ -331,8 +331,9 @@ def check_request(
     path, _, query = uri.partition("?")
     hits = _first(path_values(path), False, sqli, xss)
     # The whole query string too when it holds HTML character references, which the pair split cuts
-    # apart (`&#39;` splits at `&` and `;`).
-    whole = [query] if _ENTITY.search(query) else []
+    # apart (`&#39;` splits at `&` and `;`), and its values split once the references are decoded
+    # (`q=&apos;%20OR` holds the value `' OR`).
+    whole = [query, *pair_values(html_decode(query))] if _ENTITY.search(query) else []
     # ... and its `&`-separated values when it holds `;` (`_whole_values`)
     whole += _whole_values(query)
     sources: tuple[tuple[Iterable[str], bool], ...] = (
