@@ -158,9 +158,8 @@ def xss_value(value: str, plus: bool = False) -> Hit | None:
         if _XSS_SAFE.match(form):
             continue
         low = form.lower()
-        css = (
-            "url" in low or "expression" in low or "binding" in low or "behavior" in low
-        )  # one is in each match
+        # each `_CSS_SCRIPT` match holds one of these words
+        css = "url" in low or "expression" in low or "binding" in low or "behavior" in low
         css_script = _CSS_SCRIPT.search(form) if css else None
         if css_script is not None:
             return Hit(XSS, f"CSS {css_script.group()[:24]!r}", excerpt_of(form))
@@ -187,7 +186,7 @@ def xss_value(value: str, plus: bool = False) -> Hit | None:
                 "/*" in form or "[" in form or " ." in form or ")." in form or "\t." in form or "\n." in form
             )
             js = _js_normal(form) if hidden else form
-            script = _XSS_SCRIPT.search(js) if _SCRIPT_WORD.search(js if js is form else js.lower()) else None
+            script = _XSS_SCRIPT.search(js) if _SCRIPT_WORD.search(js) else None
             if script is None and ("`" in js or "[]" in js):
                 script = _XSS_TEMPLATE_CALL.search(js)
             if script is None and js != form:  # a DOM name spelt to hide it is no prose about it
