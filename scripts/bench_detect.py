@@ -2,11 +2,14 @@
 false-positive rates on the corpora, and worker throughput with every threat and 2,000 sensor patterns
 (with Python's default garbage collector, then with a worker process's settings, `core.gctune`).
 
-    python scripts/bench_detect.py [--quick] [--injection]
+    python scripts/bench_detect.py [--quick] [--injection] [--against REF [--reps N]]
 
 `--injection` prints only the SQLi/XSS rows (checks/s, corpus rates, requests checked/s).
+`--against REF` measures those rows for the detection code at git revision REF and for this tree in
+the same run, alternating `--reps` times (same inputs: this tree's corpora), and prints the medians
+side by side with their ratio (this tree / REF).
 
-Figures are printed as `name: value`; run it on an idle machine (it uses one core).
+Figures are printed as `name: value`; rates are per second of the process's CPU time (one core).
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ from typing import Any
 from urllib.parse import quote, quote_plus
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+# `--tree DIR` (used by `--against`): import the code under test from another checkout
+_TREE = sys.argv[sys.argv.index("--tree") + 1] if "--tree" in sys.argv[:-1] else str(ROOT)
+sys.path.insert(0, _TREE)
 
 from core.gctune import tune_for_packets  # noqa: E402
 from core.lookup import Action, Decision, Mode, Report  # noqa: E402
@@ -40,6 +45,7 @@ from tests.detect.pcaps.generate import (  # noqa: E402
     server_hello,
     udp_pkt,
 )
+from workers.detect import injection as _injection  # noqa: E402
 from workers.detect.engine import ThreatPolicy, compile_threat_policy  # noqa: E402
 from workers.detect.injection import check_request, sqli_value, xss_value  # noqa: E402
 from workers.detect.sensors import PREDEFINED, Context, compile_sensors  # noqa: E402
@@ -53,13 +59,15 @@ def corpus(name: str) -> list[str]:
 
 
 def rate(fn: Callable[[Any], object], items: list[Any], seconds: float) -> float:
+    """Calls per second of this process's CPU time (on a shared machine, time spent descheduled is not
+    the code's cost)."""
     n = 0
-    start = time.perf_counter()
+    start = time.process_time()
     while True:
         for item in items:
             fn(item)
         n += len(items)
-        elapsed = time.perf_counter() - start
+        elapsed = time.process_time() - start
         if elapsed >= seconds:
             return n / elapsed
 
@@ -129,11 +137,49 @@ def mixed_capture(flows: int) -> list[tuple[float, bytes]]:
     return out
 
 
+def compare(ref: str, reps: int, quick: bool) -> int:
+    """The SQLi/XSS rows of revision `ref` and of this tree, measured alternately in one run."""
+    import statistics
+    import subprocess
+    import tarfile
+    import tempfile
+
+    rows: dict[str, dict[str, list[float]]] = {"ref": {}, "this": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", ref], check=True, capture_output=True
+        ).stdout
+        with tarfile.open(fileobj=__import__("io").BytesIO(archive)) as tar:
+            tar.extractall(tmp, filter="data")
+        for rep in range(reps):
+            for side, tree in (("ref", tmp), ("this", str(ROOT))):
+                cmd = [sys.executable, __file__, "--injection", "--json", "--tree", tree] + (
+                    ["--quick"] if quick else []
+                )
+                out = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+                for name, value in out.items():
+                    if isinstance(value, (int, float)):
+                        rows[side].setdefault(name, []).append(float(value))
+                    elif rep == 0:
+                        print(f"{side} {name}: {value}")
+    print(f"{'row (median of ' + str(reps) + ')':44} {ref[:12]:>12} {'this tree':>12} {'ratio':>7}")
+    for name in rows["ref"]:
+        base, now = statistics.median(rows["ref"][name]), statistics.median(rows["this"][name])
+        print(f"{name:44} {base:12.0f} {now:12.0f} {now / base:7.2f}")
+    return 0
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="shorter runs (for a smoke test)")
     parser.add_argument("--injection", action="store_true", help="only the SQL injection and XSS rows")
+    parser.add_argument("--against", metavar="REF", help="compare the SQLi/XSS rows with git revision REF")
+    parser.add_argument("--reps", type=int, default=3, help="alternations for --against")
+    parser.add_argument("--tree", help=argparse.SUPPRESS)
+    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.against:
+        return compare(args.against, args.reps, args.quick)
     secs = 0.3 if args.quick else 2.0
     results: dict[str, object] = {}
 
@@ -163,6 +209,16 @@ def main(argv: list[str]) -> int:
     results["sqli_detection_rate"] = f"{detected}/{len(attacks)} = {detected / len(attacks):.1%}"
     results["benign_false_positive_rate"] = f"{flagged}/{len(requests)} = {flagged / len(requests):.2%}"
     results["http_requests_checked_per_s"] = round(rate(lambda r: check_request(*r), requests, secs))
+    clear = _injection._value_hits.cache_clear
+
+    def uncached(r: tuple[str, bytes, str]) -> object:
+        clear()
+        return check_request(*r)
+
+    results["http_requests_checked_uncached_per_s"] = round(rate(uncached, requests, secs))
+    if args.json:
+        print(json.dumps(results))
+        return 0
     if args.injection:
         for name, value in results.items():
             print(f"{name}: {value}")

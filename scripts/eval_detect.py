@@ -11,9 +11,14 @@ public material nobody here wrote, fetched outside the repository (payload files
   2cbd1d019cb7c85319ba4d9102a382c9de7a8e53. A stage with `expect_ids` naming a 941/942 rule is an attack
   of that class; the rule's paranoia level (its `paranoia-level/N` tag in `rules/*.conf`) is reported
   beside it: PL1-2 rules look for injections, PL3-4 rules for unusual characters (`((((`, `foo....`),
-  which no value-level check of injections aims at. Stages with only `no_expect_ids` are CRS's negative
+  which no value-level check of injections aims at. SQLi cases whose every value is one word at most
+  once decoded (`COS(`, `>>`, `xp_cmdshell`: `crs_probe`, the rule used for SecLists' probes) are
+  reported in a row of their own. Stages with only `no_expect_ids` are CRS's negative
   cases: benign for the rule they test, though a few are attacks another rule catches, so they are
-  reported in their own row and listed with `--misses`. A POST body without a Content-Type is read as a
+  reported in their own row and listed with `--misses`; those whose own description (or their rule's
+  attack cases) show them to be attacks (`CRS_NEGATIVE_ATTACKS`, each with its reason) are scored apart,
+  as attacks of either class; attack cases CRS describes as its own "expected (rare) false positive" (a
+  Stripe signature, a JWT) are benign requests and scored so. A POST body without a Content-Type is read as a
   form, as the CRS test runner sends it.
 - SecLists, `danielmiessler/SecLists` (MIT), `Fuzzing/Databases/SQLi/Generic-SQLi.txt` (at
   07fe6cea123732d88013cbdac1c020d6a5b9adc6), `quick-SQLi.txt` (f5db82f8a5760293ea37f8af1ff1b3ab98147110),
@@ -59,7 +64,8 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from workers.detect.injection import check_request  # noqa: E402
+from workers.detect.decode import percent_decode  # noqa: E402
+from workers.detect.injection import check_request, json_values, xml_values  # noqa: E402
 
 CORPUS = ROOT / "tests" / "detect" / "corpus"
 SECLISTS_SQLI = ("Fuzzing/Databases/SQLi/Generic-SQLi.txt", "Fuzzing/Databases/SQLi/quick-SQLi.txt")
@@ -67,6 +73,26 @@ SECLISTS_XSS = ("Fuzzing/XSS/robot-friendly/XSS-BruteLogic.txt", "Fuzzing/XSS/ro
 LOGGED_HEADERS = ("user-agent", "referer", "x-forwarded-for")  # what the worker hands check_request
 _PROBE = re.compile(r"\W*\w*\W*")  # one word at most: a probe token, not an injection
 _PL_TAG = re.compile(r"paranoia-level/(\d)")
+# CRS negative cases (`no_expect_ids` only) that are attacks all the same: the rule under test misses
+# them by design, as the test's own description or its rule's attack cases say. Scored apart, as attacks.
+CRS_NEGATIVE_ATTACKS = {
+    "941100-5": "the <script>…setTimeout payload of 941100's attack case 1, sent in Referer",
+    "941110-10": "<script>alert(1);</script> in US-ASCII with the high bit set (GH issue 1481)",
+    "941140-14": "url(javascript:alert(1)), the attack of 941140's cases 1-3 without a name=",
+    "941310-8": "941310's 7-bit <script>alert(…) attack with its last byte cut",
+    "941310-9": "941310's 7-bit <script>alert(…) attack with one byte cut",
+    "942101-10": "9'union all: a quote broken out of and a UNION begun",
+    "942101-11": "24 union all select 1,2,3 from aa: UNION SELECT",
+    "942120-30": "user'collate foo--: 942120's attack case 27 with another collation name",
+    "942340-10": "'ortrue: quote, OR, true (an auth bypass; the rule wants whitespace)",
+    "942350-9": "described as an injection this rule cannot catch (see 942500)",
+    "942360-29": "DBMS_LDAP.INIT in a subquery (GH issue 1816: 942360's pattern, not the payload, is at fault)",
+    "942360-30": "pg_sleep in a subquery (GH issue 1816)",
+    "942360-31": "sqlmap's UNION ALL SELECT NULL,…CONCAT marker (GH issue 1816)",
+    "942520-17": "x'~email--: described as 'SQL auth bypass with binary operators'",
+    "942521-15": "described as a false negative (not detected with escapes)",
+    "942522-5": "described as 'normal SQLi' the rule does not block",
+}
 _RULE_ID = re.compile(r"\bid:(\d{6})")
 
 
@@ -169,11 +195,33 @@ def crs_cases(src: Source) -> Iterator[tuple[str, Request]]:
                 expect = [i for i in log.get("expect_ids") or [] if 941000 <= i < 943000]
                 req = crs_request(stage.get("input") or {})
                 req.label = f"{doc.get('rule_id')}-{test.get('test_id')}.{n}"
-                if expect:
+                if expect and "expected (rare) false positive" in str(test.get("desc", "")).lower():
+                    yield "crs benign (CRS's expected FPs)", req  # a Stripe signature, a JWT
+                elif expect:
                     pl = levels.get(expect[0], 1)
-                    yield f"crs {cls} PL{'1-2' if pl <= 2 else '3-4'}", req
+                    row = f"crs {cls} PL{'1-2' if pl <= 2 else '3-4'}"
+                    yield (row + " one-token probes" if cls == "sqli" and crs_probe(req) else row), req
                 elif log.get("no_expect_ids"):
-                    yield "crs negative (benign)", req
+                    attack = CRS_NEGATIVE_ATTACKS.get(req.label.rpartition(".")[0])
+                    yield ("crs negative, an attack all the same" if attack else "crs negative (benign)"), req
+
+
+def crs_probe(req: Request) -> bool:
+    """Whether every value a CRS test sends (query, form and cookie pairs, a pair without `=` counting
+    by its name; JSON strings; XML attribute values and text) is one word at most once decoded: `COS(`, `>>`, `xp_cmdshell`, `pay=<=>`. The same rule as
+    SecLists' one-word probes: tokens a rule's regular expression is tested on, not injections."""
+    query = urlsplit(req.uri).query
+    form = req.body.decode("latin-1") if "x-www-form-urlencoded" in req.ctype else ""
+    values = []
+    for text in (query, form, req.cookie):
+        for part in re.split(r"[&;]", text):
+            name, eq, value = part.partition("=")
+            values.append(value if eq else name)
+    values = [percent_decode(v, plus=True) for v in values if v.strip()]
+    if req.body and not form:  # JSON keys and strings, XML attribute values and text
+        prolog_free = re.sub(rb"<\?xml[^>]*\?>", b"", req.body)  # `version="1.0"` is no value sent
+        values += list(json_values(req.body) if "json" in req.ctype else xml_values(prolog_free))
+    return bool(values) and all(_PROBE.fullmatch(v.strip()) for v in values)
 
 
 def as_query(payload: str) -> str:
@@ -337,6 +385,8 @@ def evaluate(cases: Iterator[tuple[str, Request]]) -> dict[str, dict]:
         r = rows.setdefault(row, {"total": 0, "hit": 0, "misses": []})
         found = req.threats()
         if "benign" in row:
+            flagged = bool(found)
+        elif row.startswith("crs negative"):  # an attack of either class
             flagged = bool(found)
         else:
             flagged = ("sql_injection" if " sqli" in row else "xss") in found

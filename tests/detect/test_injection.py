@@ -554,3 +554,175 @@ def test_eval_script_scores_crs_style_tests_and_lists(tmp_path: Path) -> None:
         "seclists xss": (1, 2),
     }
     assert rows["seclists xss"]["misses"] == ["plain words"]
+
+
+# -- generalised signals: payloads written here for each construct (none taken from a corpus) -------------
+
+GENERALISED_SQLI = [
+    # (value as the application receives it, the signal that must be among those reported)
+    ("AND price > '", "condition left open"),  # the query supplies the closing quote
+    ("or qty <= (", "condition left open"),  # ... or the subquery
+    ("&&(flag!=", "condition left open"),
+    ("if(3<", "condition left open"),
+    ("AND archived = 0)", "condition on a column"),
+    ("|| lower(nick) = 'root'", "condition on a column"),
+    ("OR 'x'::text = 'x'::text", "boolean equality of literals"),  # casts keep literals literal
+    ("OR '[3]'::jsonb @> '[3]'::jsonb", "boolean equality of literals"),  # containment operator
+    ("or '{\"k\":1}' ? 'k'", "boolean equality of literals"),  # a JSON key-exists operator
+    ("WHEN 41=41 THEN 1", "boolean equality of literals"),
+    ("zz HAVING 9=9", "boolean equality of literals"),
+    ("x' <> 'y", "comparison of quoted literals"),
+    ("SELECT IIF(7 < 8, 'a', 'b')", "conditional on literals"),
+    ("'or'7", "true literal after a quote and logic"),
+    ('"||"3', "true literal after a quote and logic"),
+    ("pq' and 2", "true literal after a quote and logic"),
+    ("len(x) and 'true", "true literal after a quote and logic"),
+    ("' or zz!", "starts by closing a quote into logic"),
+    (") when 77 then", "shape probe"),  # a CASE continued after a bracket
+    ("ALTER TABLE `t_x` CHANGE `a_b` `a_b` INT", "SQL statement"),  # identifiers are no prose
+    ("abc\\' or 5", "logic after an escaped quote"),
+    ("k'&name--", "unbalanced quote cut by a comment"),
+    ("k' is not null#", "unbalanced quote cut by a comment"),
+    ("val'glob'*'--", "ends in a comment"),
+    ("n=3 or-- x", "logic cut by a comment"),
+    ("declare @cmd nvarchar(99)", "SQL statement"),
+    ("SET @saved_mode = 1", "SQL statement"),
+    ("insert into audit (who) values ('me')", "SQL statement"),
+    ("alter table accounts add column pwn int", "SQL statement"),
+    ("truncate table logs;", "SQL statement"),
+    ("delete from sessions where 1", "SQL statement"),
+    ("update accounts set role = 'admin'", "SQL statement"),
+    ("'; create function f (x int) returns int --", "SQL definition"),
+    ("INSERT/*x*/INTO t VALUES (1, 2)", "comment as a space"),
+    ("1 union/*a*/select 2", "comment as a space"),
+    ("secret::int", "type cast"),
+    ("version()::double precision", "type cast"),
+    ("pass*/=0--", "comment closed, never opened"),
+    (") as alias_name from accounts", "alias then FROM after a bracket"),
+    ("$ne", "query operator as a value"),
+    ("PRINT @@spid", "system object"),
+    ("lo_export(1234, '/tmp/x')", "system object"),
+    ("1 union#x\nall select 2", "union select"),  # a line comment between UNION and SELECT
+    ("nick' or handle glob handle;", "boolean equality of literals"),  # a column matched with itself
+    ("x where 5=5", "boolean equality of literals"),
+    ("qq or 31==31'", "boolean equality of literals"),
+    ("count having 2>", "condition left open"),
+    ("8 union distinct", "union begun"),
+    ("12=12", "tautology of numbers"),  # a numeric parameter turned into a condition
+    ("5 is not 6", "tautology of numbers"),
+    ("select a from t group by a having max(b) > 1", "SQL statement"),
+    ("7;select (case when 1 then 2 end)", "stacked statement"),
+]
+
+
+@pytest.mark.parametrize(("value", "signal"), GENERALISED_SQLI)
+def test_generalised_sqli_signals(value: str, signal: str) -> None:
+    assert signal in score(value)[1]
+    body = b"q=" + quote_plus(value).encode()
+    assert threats(check_request("/search", body, "application/x-www-form-urlencoded")) >= {"sql_injection"}
+
+
+def test_false_number_comparisons_and_escaped_quotes_are_not_injections() -> None:
+    for value in ("4=44", "23!=23", "''or", "or something like that", "8 union members"):
+        assert sqli_value(value) is None, value
+    assert "union begun" in score("8 union distinct")[1]
+
+
+def test_query_values_split_after_character_references_are_decoded() -> None:
+    # `&#39;` and `&apos;` hold the pair separators `&` and `;`: the value is `' or`, not `#39`
+    assert threats(check_request("/s?q=&#39;%20or&page=2")) == {"sql_injection"}
+    assert threats(check_request("/s?q=&apos;+OR")) == {"sql_injection"}
+    assert check_request("/s?q=Tom&amp;Jerry&page=2") == []
+
+
+def test_semicolon_values_of_a_form_body_are_read_whole() -> None:
+    # form bodies are split on `&` only by most frameworks: `;` belongs to the value
+    body = b"mail=ann%40example.org%27+or+ann+like+ann+escape+%27x%27%3B&go=1"
+    body_raw = b"mail=ann@example.org' or 1=1;&go=1"
+    assert threats(check_request("/login", body, "application/x-www-form-urlencoded")) == {"sql_injection"}
+    assert threats(check_request("/login", body_raw, "application/x-www-form-urlencoded")) == {
+        "sql_injection"
+    }
+    assert check_request("/form", b"a=1;2;3&b=x;y", "application/x-www-form-urlencoded") == []
+
+
+def test_nosql_operator_in_a_name_or_json_key() -> None:
+    assert threats(check_request("/users?name[$gt]=")) == {"sql_injection"}
+    assert threats(check_request("/users", b'{"name": {"$regex": ".*"}}', "application/json")) == {
+        "sql_injection"
+    }
+    # JSON Schema's and Mongo's extended-JSON keys are no operators
+    doc = b'{"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": "x", "$ref": "#/a"}'
+    assert check_request("/schemas", doc, "application/json") == []
+
+
+def test_quote_lookalikes_and_doubled_quotes_are_decoded() -> None:
+    assert variants("1\u2019 OR \u20191\u2019=\u20191")[-1] == "1' OR '1'='1"
+    assert threats(check_request("/s?q=1%E2%80%99%20OR%20%E2%80%99a%E2%80%99%3D%E2%80%99a")) == {
+        "sql_injection"
+    }
+    # doubled quotes are escapes: data to the database, so they are not read as quotes
+    assert check_request("/s?q=" + quote_plus("''or")) == []
+    assert check_request("/s?q=" + quote_plus("O\u2019Brien\u2019s caf\u00e9")) == []
+
+
+GENERALISED_XSS = [
+    '<i style="width:expression(top.name)">',  # IE CSS expression
+    "p{-moz-binding:url(//198.18.0.9/b.xml#x)}",
+    "li{behavior:url(x.htc)}",
+    "q:url( 'javascript:top.name')",
+    '"onanimationstart=top.name',  # an attribute value closed, a handler opened
+    "' formaction=//198.18.0.9",
+    "<q </onfoo=1",  # `<` inside a tag reads as part of an attribute name
+    "top/*c*/./*d*/location='//198.18.0.9'",  # comments hide a DOM sink
+    "(self)['document']['cookie']",
+    "parent['location']=name",
+    "[1].find.call`${prompt}`",  # a sink called through a tagged template
+    "``.constructor.call`${alert}`",
+    "x=(!![]+[])[+[]]",  # JSFuck
+    "+ADw-img src=x onerror=alert(2)+AD4-",  # UTF-7
+    "\xbciframe src=//198.18.0.9\xbe",  # 7-bit: Latin-1 with the high bit set
+    "<o:frame src=//198.18.0.9/x>",  # a namespaced element that loads a source
+    "x=new Function(name)",
+]
+
+
+@pytest.mark.parametrize("value", GENERALISED_XSS)
+def test_generalised_xss_signals(value: str) -> None:
+    assert xss_value(value) is not None, value
+    body = b"q=" + quote_plus(value, encoding="latin-1" if "\xbc" in value else "utf-8").encode()
+    assert "xss" in threats(check_request("/c", body, "application/x-www-form-urlencoded"))
+
+
+BENIGN_LOOKALIKES = [
+    "style=color:navy;font-weight:bold",  # a style attribute that only restyles
+    '<p style="margin:0 auto">centred</p>',
+    "background: url(/img/bg.png) no-repeat",
+    "if (a > b) return a;",  # code snippets in forms
+    "function twice(x) { return x * 2; }",
+    'She set "online=true" in the config',
+    "x = [] + [] is an empty string",
+    "Markdown: ![alt](img.png) and [x](y)",
+    "C++ std::string and Foo::Bar::baz()",
+    "x = 1 or y = 2",
+    "It's not great --",
+    "Tom's diner -- open late",
+    "user's guide, chapter 3 -- part 2",
+    "remove old items: delete from cart",
+    "Let's create table settings for the wedding",
+    "(see above) as well from here",
+    "He wrote 'drop it'; then left",
+    "\u00bccup sugar and \u00becup flour",
+    "\u201cSmart quotes\u201d and \u2018single\u2019 ones, O\u2019Brien\u2019s caf\u00e9",
+    "Price+A+-+B",  # `+A…` in a form is spaces, not UTF-7
+]
+
+
+@pytest.mark.parametrize("value", BENIGN_LOOKALIKES)
+def test_benign_lookalikes_of_the_generalised_signals(value: str) -> None:
+    for uri, body, ctype in (
+        ("/s?q=" + quote_plus(value), b"", ""),
+        ("/api", json.dumps({"comment": value}).encode(), "application/json"),
+        ("/form", b"comment=" + quote_plus(value).encode(), "application/x-www-form-urlencoded"),
+    ):
+        assert check_request(uri, body, ctype) == [], (value, uri)

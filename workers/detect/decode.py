@@ -4,7 +4,7 @@ An attacker writes `%2527%20OR%201=1`, `&#39;+OR+1=1`, `/*!50000UNION*/` or `UnI
 matcher sees nothing; the application then decodes it and runs the injection. `variants(value)` returns
 the value as the application may see it after each decoding layer (percent-encoding incl. `%uXXXX` and
 double encoding, `+` as space in form/query context, HTML entities, `\\u0027`/`\\x27` escapes, full-width
-forms, NUL bytes, MySQL version comments),
+forms, typographic quotes, UTF-7, 7-bit stripped Latin-1, NUL bytes, MySQL version comments),
 deduplicated, so the engine checks each. Every function is total (never raises) and bounded: at most
 `MAX_DECODE_ROUNDS` layers of at most `MAX_DECODE_INPUT` characters.
 """
@@ -30,6 +30,17 @@ _WS_CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")
 _WS_FEEDS = str.maketrans("\x0b\x0c", "  ")  # vertical tab and form feed separate like a space
 # JavaScript/JSON/C escapes an application or a template may decode: \u0027, \x27
 _BACKSLASH_ESCAPE = re.compile(r"\\(?:u([0-9A-Fa-f]{4})|x([0-9A-Fa-f]{2}))")
+# Quote look-alikes that a database or a charset conversion turns into the ASCII quote (MySQL folds
+# U+2019 to `'` under some collations; a Latin-1 column stores `´` next to `'`)
+_QUOTE_LIKE = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201b": "'", "\u00b4": "'", "\u02bc": "'",
+                             "\u201c": '"', "\u201d": '"'})  # fmt: skip
+_QUOTE_LIKE_CHARS = frozenset("\u2018\u2019\u201b\u00b4\u02bc\u201c\u201d")
+# UTF-7 shifted runs (`+ADw-` is `<`): old browsers sniffed UTF-7 and ran markup written so
+_UTF7_RUN = re.compile(r"\+[A-Za-z0-9/]{2,}-?")
+_UTF7_MARKUP = re.compile(r"[<>\"']")
+# Latin-1 characters whose low seven bits are `<`, `>` or a quote: a US-ASCII decoder that drops the
+# high bit turns `\xbcscript\xbe` into `<script>`
+_HIGH_BIT_MARKUP = frozenset("\xbc\xbe\xa2\xa7")
 
 
 def percent_decode(value: str, plus: bool = False) -> str:
@@ -85,6 +96,39 @@ def fold_width(value: str) -> str:
     return _FULL_WIDTH.sub(lambda m: chr(ord(m.group()) - 0xFEE0), value)
 
 
+def fold_quotes(value: str) -> str:
+    """Typographic and accent quote look-alikes as the ASCII quotes a database may read them as."""
+    if value.isascii() or _QUOTE_LIKE_CHARS.isdisjoint(value):
+        return value
+    return value.translate(_QUOTE_LIKE)
+
+
+def utf7_decode(value: str) -> str:
+    """Decode UTF-7 shifted runs that spell markup (`+ADw-script+AD4-`); any other value, with none, not
+    valid UTF-7, or whose runs are text (`a+AND+b` in a form: spaces), is returned as it is."""
+    if "+A" not in value or not value.isascii() or not _UTF7_RUN.search(value):
+        return value
+    try:
+        decoded = value.encode("ascii").decode("utf-7")
+    except UnicodeDecodeError:
+        return value
+    return decoded if _UTF7_MARKUP.search(decoded) and decoded.isascii() else value
+
+
+def strip_high_bit(value: str) -> str:
+    """Latin-1 characters with their eighth bit dropped, as a 7-bit decoder reads them (only when one
+    of them becomes markup and the bytes are no UTF-8 text; otherwise the value is returned as it is)."""
+    if value.isascii() or _HIGH_BIT_MARKUP.isdisjoint(value):
+        return value
+    if max(value) <= "\xff":  # raw bytes read as Latin-1: UTF-8 text (`м` is `Ð¼`) is text, not 7-bit markup
+        try:
+            value.encode("latin-1").decode("utf-8")
+            return value
+        except UnicodeDecodeError:
+            pass
+    return "".join(chr(ord(c) & 0x7F) if 0x80 <= ord(c) <= 0xFF else c for c in value)
+
+
 def strip_controls(value: str) -> str:
     """Drop NUL and other control characters that parsers skip but matchers trip on; vertical tab and
     form feed, which HTML and SQL read as whitespace, become spaces."""
@@ -99,8 +143,8 @@ def variants(value: str, plus: bool = False) -> list[str]:
     out = [value]
     current = value
     for _ in range(MAX_DECODE_ROUNDS):
-        nxt = html_decode(percent_decode(current, plus))
-        nxt = strip_controls(expose_mysql_comments(fold_width(backslash_decode(nxt))))
+        nxt = html_decode(strip_high_bit(utf7_decode(percent_decode(current, plus))))
+        nxt = strip_controls(expose_mysql_comments(fold_quotes(fold_width(backslash_decode(nxt)))))
         if nxt == current:
             break
         out.append(nxt)

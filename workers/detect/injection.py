@@ -22,12 +22,13 @@ import functools
 import json
 import re
 from collections.abc import Iterable, Iterator, Sequence
+from itertools import chain
 from typing import Any
 
 import libinjection
 
 from threats.catalogue import SQL_INJECTION, XSS, Hit, excerpt_of
-from workers.detect.decode import PAIR_SEPARATOR, variants
+from workers.detect.decode import PAIR_SEPARATOR, html_decode, variants
 from workers.detect.sqli import injected
 
 # Values checked per request (query, form, cookie and JSON values together): a request with more is
@@ -44,8 +45,8 @@ MAX_SQL_QUERY = 64 * 1024
 
 # Values made only of these cannot carry SQL injection (no spaces, quotes, operators or parentheses).
 _SQLI_SAFE = re.compile(r"(?!.*@@)[\w.\-@]*\Z", re.A)
-# ... nor XSS (no markup, quotes, attribute or scheme punctuation).
-_XSS_SAFE = re.compile(r"[^<>\"'`=:&(\\%]*\Z")
+# ... nor XSS (no markup, quotes, attribute or scheme punctuation, script brackets or comments).
+_XSS_SAFE = re.compile(r"[^<>\"'`=:&(\\%\[*]*\Z")
 _ENTITY = re.compile(r"&(?:#\d+;?|#x[0-9a-f]+;?|[a-z]+;)", re.I)
 _SCRIPT_SCHEME = ("javascript:", "vbscript:", "livescript:", "mocha:", "data:text/html")
 # The same schemes as an attribute value (browsers drop tabs and newlines inside a scheme: `jav&#9;ascript:`)
@@ -59,12 +60,14 @@ _XSS_EXTRA = re.compile(
 )
 # Markup libinjection's tag and attribute lists do not name: any tag with an event-handler attribute
 # (browsers add handlers faster than lists follow: `<x onpointerrawupdate=`), tags that load or run
-# code or rewrite the document whatever their attributes, and Netscape's `&{…}` script entities.
+# code or rewrite the document whatever their attributes, Netscape's `&{…}` script entities, and
+# namespaced elements that load a source (VML's `<v:vmlframe src=`).
 _XSS_MARKUP = re.compile(
-    r"<[a-z](?:[^<>\"']|\"[^\"]{0,200}\"|'[^']{0,200}'){0,200}?(?:[\s/\"'`]|(?<=[\"']))on[a-z]{3,30}\s*="
+    r"<[a-z](?:[^>\"']|\"[^\"]{0,200}\"|'[^']{0,200}'){0,200}?(?:[\s/\"'`]|(?<=[\"']))on[a-z]{3,30}\s*="
     r"|<(?:script|iframe|frame|frameset|object|embed|applet|meta|base|link|layer|ilayer|xml|import|bgsound"
     r"|html|body|style|svg|math|form|isindex|marquee|template|portal)[\s/>]"
-    r"|&\{[^}]{0,200}\}",
+    r"|&\{[^}]{0,200}\}"
+    r"|<[a-z]{1,20}:[a-z]{1,30}\b[^>]{0,200}?\b(?:src|href|data)\s*=",
     re.I,
 )
 # Script with no markup, for values an application writes into a script or an event handler: a call
@@ -72,11 +75,45 @@ _XSS_MARKUP = re.compile(
 # that steal or redirect (`document.cookie`, `window.location`).
 _XSS_SCRIPT = re.compile(
     r"(?<![\w$])(?:alert|prompt|confirm|eval|settimeout|setinterval|execscript|fromcharcode)(?:\(|`)"
+    r"|\bnew\s+function\s*\("
     r"|[=(+,;:]\s*(?:document|window|self|top|parent)\s*(?:\.\s*|\[\s*['\"])(?:cookie|domain|location|write)\b"
     r"|\b(?:document|window|self|top|parent)\s*(?:\.\s*|\[\s*['\"])(?:cookie|domain|location|write)['\"\]]?\s*[=)+;,(]",
     re.I,
 )
-_SCRIPT_NEEDS = ("(", "`", "=", "+", ";")  # a call, or a DOM property used in an expression
+# a word every `_XSS_SCRIPT` match holds: one C-speed scan spares the expression on most values
+_SCRIPT_WORD = re.compile(
+    "alert|prompt|confirm|eval|settimeout|setinterval|execscript|fromcharcode|function|cookie|domain|location"
+    "|write",
+    re.I,
+)
+# JavaScript written to hide its names: comments between tokens (`document/*x*/.cookie`), bracket
+# access by string (`window["alert"]`), a name in brackets (`(document)["cookie"]`). Undone before the
+# script signals look (`_js_normal`).
+_JS_COMMENT = re.compile(r"/\*.{0,200}?\*/", re.S)
+_JS_BRACKET_NAME = re.compile(r"\[\s*(['\"])([a-z_$][\w$]{0,40})\1\s*\]", re.I)
+_JS_PAREN_NAME = re.compile(r"\(\s*([a-z_$][\w$]{0,40})\s*\)(?=\s*[.\[])", re.I)
+_JS_DOT_SPACE = re.compile(r"\s*\.\s*")
+_DOM_SINK = re.compile(
+    r"\b(?:document|window|self|top|parent)\.(?:cookie|domain|location|write|alert|eval)\b", re.I
+)
+# Script that runs without a call in parentheses: a tagged template (`` [].sort.call`${alert}` ``), a sink
+# interpolated into a template, and JSFuck (`(![]+[])[+!+[]]`: code from six characters)
+_XSS_TEMPLATE_CALL = re.compile(
+    r"\.\s*(?:call|apply|bind)\s*`|`[^`]{0,200}\$\{\s*(?:alert|prompt|confirm|eval|navigation|location|fetch|import)\b"
+    r"|[([+]\s*!+\[\]|!+\[\]\s*\+\s*\[\]|\+\s*\[\]\s*\)|\[\]\s*\[\s*\(",
+    re.I,
+)
+# CSS that runs script or loads code: IE's `expression(`, `behavior:`, Firefox's `-moz-binding`, and a
+# `url(` with a script scheme (`background:url(javascript:…)`)
+_CSS_SCRIPT = re.compile(
+    r"expression\s*\(|-moz-binding\s*:|\bbehavior\s*:|url\s*\(\s*['\"]?\s*(?:javascript|vbscript|livescript)",
+    re.I,
+)
+# A value that starts by closing an attribute and opens one that runs script: `"onzoom=`, `' formaction=`
+_ATTRIBUTE_BREAKOUT = re.compile(r"\A\s*<?\s*['\"`]\s*/?\s*(?:on[a-z]{3,40}|formaction|srcdoc)\s*=", re.I)
+# libinjection counts any `style` attribute as XSS; without CSS that runs script it only restyles, so
+# the attribute is renamed before libinjection looks when `_CSS_SCRIPT` finds nothing
+_STYLE_ATTRIBUTE = re.compile(r"\bstyle(?=\s*=)", re.I)
 # XML bodies: attribute values and text, each a value (a bounded scan, no XML parser: no entities or
 # external references resolved).
 _XML_VALUE = re.compile(r"=\s*\"([^\"]{1,4096})\"|=\s*'([^']{1,4096})'|>([^<]{1,4096})<")
@@ -115,16 +152,24 @@ def sqli_value(value: str, plus: bool = False) -> Hit | None:
 
 def xss_value(value: str, plus: bool = False) -> Hit | None:
     """Check one user-supplied value for cross-site scripting."""
-    if _XSS_SAFE.match(value):
+    if _XSS_SAFE.match(value) and "+A" not in value:  # `+A…-`: UTF-7 markup (`+ADw-` is `<`)
         return None
     for form in _forms(value, plus):
         if _XSS_SAFE.match(form):
             continue
+        low = form.lower()
+        # each `_CSS_SCRIPT` match holds one of these words
+        css = "url" in low or "expression" in low or "binding" in low or "behavior" in low
+        css_script = _CSS_SCRIPT.search(form) if css else None
+        if css_script is not None:
+            return Hit(XSS, f"CSS {css_script.group()[:24]!r}", excerpt_of(form))
+        # restyling is no script: a `style` attribute is looked at as any other attribute
+        judged = _STYLE_ATTRIBUTE.sub("title", form) if "style" in low else form
         try:
-            xss = libinjection.is_xss(form)["is_xss"]
+            xss = libinjection.is_xss(judged)["is_xss"]
         except UnicodeEncodeError:
-            form = _encodable(form)
-            xss = libinjection.is_xss(form)["is_xss"]
+            form = judged = _encodable(form)
+            xss = libinjection.is_xss(judged)["is_xss"]
         if xss:
             return Hit(XSS, "libinjection html5 context", excerpt_of(form))
         squashed = _SPACE_CONTROL.sub("", form).lower()
@@ -133,15 +178,38 @@ def xss_value(value: str, plus: bool = False) -> Hit | None:
         other = _XSS_EXTRA.search(form)
         if other is not None:
             return Hit(XSS, "script breakout or template injection", excerpt_of(form))
-        script = (
-            _XSS_SCRIPT.search(form) if "(" in form or "`" in form or "." in form or "[" in form else None
-        )
-        if script is not None:
-            return Hit(XSS, f"script {script.group()[:24]!r}", excerpt_of(form))
+        breakout = _ATTRIBUTE_BREAKOUT.search(form) if "=" in form else None
+        if breakout is not None:
+            return Hit(XSS, f"attribute breakout {breakout.group()[:24]!r}", excerpt_of(form))
+        if "(" in form or "`" in form or "." in form or "[" in form:
+            hidden = (
+                "/*" in form or "[" in form or " ." in form or ")." in form or "\t." in form or "\n." in form
+            )
+            js = _js_normal(form) if hidden else form
+            script = _XSS_SCRIPT.search(js) if _SCRIPT_WORD.search(js) else None
+            if script is None and ("`" in js or "[]" in js):
+                script = _XSS_TEMPLATE_CALL.search(js)
+            if script is None and js != form:  # a DOM name spelt to hide it is no prose about it
+                script = _DOM_SINK.search(js)
+            if script is not None:
+                return Hit(XSS, f"script {script.group()[:24]!r}", excerpt_of(form))
         markup = _XSS_MARKUP.search(form) if "<" in form or "&{" in form else None
         if markup is not None:
             return Hit(XSS, f"markup {markup.group()[:24]!r}", excerpt_of(form))
     return None
+
+
+def _js_normal(text: str) -> str:
+    """`text` with the JavaScript spellings that hide a name undone: comments dropped, `["name"]` as
+    `.name`, `(name).` as `name.`, spaces around dots removed (where one precedes a dot: prose puts
+    spaces after its full stops only)."""
+    if "/*" in text:
+        text = _JS_COMMENT.sub("", text)
+    if "[" in text:
+        text = _JS_BRACKET_NAME.sub(r".\2", text)
+    if ")." in text or ")[" in text or ") " in text:
+        text = _JS_PAREN_NAME.sub(r"\1", text)
+    return _JS_DOT_SPACE.sub(".", text) if " ." in text or "\t." in text or "\n." in text else text
 
 
 # -- request values ------------------------------------------------------------------------------------
@@ -167,6 +235,16 @@ def pair_values(text: str) -> Iterator[str]:
         count += 1
         if count >= MAX_VALUES_PER_REQUEST:
             return
+
+
+def _whole_values(text: str) -> list[str]:
+    """The `&`-separated values of a query string or form body that hold `;`: a statement separator to
+    SQL, a pair separator to a few frameworks only, so `id=1;SELECT *` is one value to most
+    applications (bounded like the pairs)."""
+    if ";" not in text:
+        return []
+    parts = text.split("&", MAX_VALUES_PER_REQUEST)[:MAX_VALUES_PER_REQUEST]
+    return [v for part in parts for v in part.partition("=")[2:] if ";" in v]
 
 
 def json_values(body: bytes | str) -> Iterator[str]:
@@ -252,12 +330,11 @@ def check_request(
     path, _, query = uri.partition("?")
     hits = _first(path_values(path), False, sqli, xss)
     # The whole query string too when it holds HTML character references, which the pair split cuts
-    # apart (`&#39;` splits at `&` and `;`).
-    whole = [query] if _ENTITY.search(query) else []
-    # ... and its `&`-separated values when it holds `;` (a statement separator to SQL, a pair
-    # separator to a few frameworks only): `id=1;SELECT *` is one value to most applications.
-    if ";" in query:
-        whole += [v for part in query.split("&") for v in part.partition("=")[2:] if ";" in v]
+    # apart (`&#39;` splits at `&` and `;`), and its values split once the references are decoded
+    # (`q=&apos;%20OR` holds the value `' OR`).
+    whole = [query, *pair_values(html_decode(query))] if _ENTITY.search(query) else []
+    # ... and its `&`-separated values when it holds `;` (`_whole_values`)
+    whole += _whole_values(query)
     sources: tuple[tuple[Iterable[str], bool], ...] = (
         (pair_values(query), True),
         (whole, True),
@@ -277,7 +354,8 @@ def check_request(
             if "json" in ctype:
                 hits += _first(json_values(body), False, sqli, xss)
             elif "x-www-form-urlencoded" in ctype:
-                hits += _first(pair_values(body.decode("latin-1")), True, sqli, xss)
+                form = body.decode("latin-1")
+                hits += _first(chain(pair_values(form), _whole_values(form)), True, sqli, xss)
             elif "xml" in ctype:
                 hits += _first(xml_values(body), False, sqli, xss)
     return hits

@@ -7,21 +7,23 @@ This module scores such a value instead of matching a growing list: each signal 
 ordinary value (a name, prose, a search, a JSON document) rarely has, and carries a weight; a value is
 an injection when the weights of the distinct signals it shows reach `THRESHOLD`.
 
-Weights: 3 for a construct that is SQL and nothing else (a comparison of two literals after AND/OR, a
-UNION SELECT, a time-delay call with a numeric argument, a stacked statement, a system object, a
-quote closed and the rest cut by an empty comment); 2 for SQL clauses that prose also uses but not
-after a closing quote or bracket (`ORDER BY 3`, `HAVING 1=1`, `SELECT … FROM`, `CASE WHEN … THEN`);
-1 for context: the value starts by breaking out of a string or number (`'`, `"`, `)`, `1 `), or ends
-in a comment. So `' ORDER BY 22-- ` is 1 + 2 + 1 = 4, `Order by date, newest first` is 0, and
-`O'Brien -- the best` is 1 (a quote) + 0 (the comment has words after it).
+Signals are constructs of SQL's grammar, not payloads: a logical operator followed by a comparison of
+literals (with casts and the JSON operators), a condition left open for the query to close, a quote
+closed and the rest cut by a comment, a statement no value has, a comment used as a space. Weights: 3
+for a construct that is SQL and nothing else; 2 for SQL that prose, tutorials or code also write (`ORDER
+BY 3`, `and deleted = 0`, `create function f (`), which needs context; 1 for context: the value starts
+by breaking out of a string or number (`'`, `"`, `)`, `1 `, `or …`), or ends in a comment. So
+`' ORDER BY 22-- ` is 3 + 2 + 1 + 1, `Order by date, newest first` is 0, and `O'Brien -- the best` is
+1 (a quote; the comment has words after it). docs/threats.md lists every signal with its weight.
 
 libinjection's verdict counts as one signal of weight 3. Prose (at least eight words that are no SQL
 keyword, two thirds of its words) takes 2 off: libinjection reads `(24%) of people` as a function call,
-and a sentence about SQL names its clauses; an injection inside prose still shows two signals.
+and a sentence about SQL names its clauses; an injection inside prose still shows two signals. Program
+code takes 2 off a libinjection verdict too (`if (a > b) return a;` reads as a function and a keyword).
 
 The checks run on the value as decoded by `workers.detect.decode.variants`, with SQL block comments
 read as whitespace (`UNION/**/SELECT`), and each one is a single compiled regular expression (bounded
-work per value).
+work per value) that runs only when the substrings it needs are in the value.
 """
 
 from __future__ import annotations
@@ -35,14 +37,26 @@ PROSE_WEIGHT = -2  # ... except in prose, where its fingerprints of words and br
 PROSE_WORDS = 8  # words (not SQL keywords) that make a value prose, when they are most of its words
 MAX_SCORED_VALUE = 4096  # characters scored per value (the rest of a longer value is not scored)
 
-_LIT = r"(?:'(?:[^']|''){0,40}'|\"(?:[^\"]|\"\"){0,40}\"|n'[^']{0,40}'|-?\d+(?:\.\d+)?|true|false|null|0x[0-9a-f]+)"
+# a type cast after a literal (PostgreSQL `'{"a":1}'::jsonb`, `'1'::int`) keeps it a literal
+_CAST = r"(?:\s*::\s*[a-z]\w{0,20})?"
+_LIT = (
+    r"(?:(?:'(?:[^']|''){0,40}'|\"(?:[^\"]|\"\"){0,40}\"|n'[^']{0,40}'|-?\d+(?:\.\d+)?|true|false|null"
+    rf"|0x[0-9a-f]+){_CAST})"
+)
 # the same, where the last quote may be left for the application to close
 _LIT_OPEN = (
-    r"(?:'(?:[^']|''){0,40}(?:'|\Z)|\"(?:[^\"]|\"\"){0,40}(?:\"|\Z)|n'[^']{0,40}'|-?\d+(?:\.\d+)?"
-    r"|true|false|null|0x[0-9a-f]+)"
+    r"(?:(?:'(?:[^']|''){0,40}(?:'|\Z)|\"(?:[^\"]|\"\"){0,40}(?:\"|\Z)|n'[^']{0,40}'|-?\d+(?:\.\d+)?"
+    rf"|true|false|null|0x[0-9a-f]+){_CAST})"
 )
-_EQ = r"(?:=|<>|!=|<=>|\blike\b|\brlike\b|\bis\b|\bin\b)"
+# equality, and the containment and JSON operators that compare two documents (`<@`, `@>`, `?|`, `->>`)
+_EQ = r"(?:==?|<>|!=|<=>|<@|@>|\?[|&]?|->>?|#>>?|#-|@\?|@@|\blike\b|\brlike\b|\bis\b|\bin\b)"
 _ORDER = r"(?:>=|<=|<|>|\bbetween\b)"
+# a comparison operator of SQL or of the script languages NoSQL `$where` clauses take
+_CMP = r"(?:={1,3}|!={0,2}|<>|<=>|<=|>=|<|>)"
+# a logical operator of SQL, or its C form
+_LOGIC = r"(?:\b(?:or|and|xor)\b|\|\||&&)"
+# an operand: a column or a function call on one (`json_extract(doc, '$.a')`)
+_OPERAND = r"(?:[a-z_]\w{0,30}(?:\s*\([^()]{0,80}\))?)"
 
 
 class Signal(NamedTuple):
@@ -52,23 +66,32 @@ class Signal(NamedTuple):
     # lowercase substrings of which the pattern needs one: a C-speed test that spares the regular
     # expression on most values (empty: always run)
     needles: frozenset[str] = frozenset()
+    # searched in the value as sent too (the other signals see block comments as spaces)
+    raw: bool = False
+    # lowercase substrings of which the pattern needs one as well (empty: no second condition)
+    also: frozenset[str] = frozenset()
 
 
 _QUOTES = frozenset(("'", '"', "`"))
+_LOGIC_NEEDLES = frozenset(("or", "and", "||", "&&"))
+# what a comparison (`_CMP` or `_EQ`) needs one of
+_COMPARE_NEEDLES = frozenset(("=", "<", ">", "like", "glob", "regexp", " is", " in", "?", "@", "#", "-"))
 
 
 SIGNALS: tuple[Signal, ...] = (
-    # AND/OR/XOR then an equality whose both sides are literals: `or 1=1`, `AND 7300=7300`, `or 'a'='a`
+    # AND/OR/XOR (or HAVING, CASE WHEN) then an equality whose both sides are literals: `or 1=1`,
+    # `AND 7300=7300`, `HAVING 2=2`, `or 'a'='a`
     # (the last quote left for the application to close); or the same word on both sides (`or a=a`).
     Signal(
         "boolean equality of literals",
         3,
         re.compile(
-            rf"(?:\b(?:or|and|xor|not)\b|\|\||&&)\s*\(?\s*(?:{_LIT}\s*\)?\s*{_EQ}\s*\(?\s*{_LIT_OPEN}"
-            rf"|(?P<w>[a-z_]\w{{0,20}})\s*=\s*(?P=w)\b)",
+            rf"(?:\b(?:or|and|xor|not|having|when|where)\b|\|\||&&)\s*\(?\s*(?:{_LIT}\s*\)?\s*{_EQ}\s*\(?\s*{_LIT_OPEN}"
+            rf"|(?P<w>[a-z_]\w{{0,20}})\s*(?:=|==|\blike\b|\bglob\b|\bregexp\b|\brlike\b)\s*(?P=w)\b)",
             re.I,
         ),
-        frozenset(("or", "and", "not", "||", "&&")),
+        frozenset(("or", "and", "not", "having", "when", "where", "||", "&&")),
+        also=_COMPARE_NEEDLES,
     ),
     # ... or an ordering of literals: after OR a tautology probe (`or 2 > 1`, `or 2 between 1 and 3`);
     # after AND prose about numbers has it too (`5 < 6 and 7 > 3`)
@@ -91,10 +114,171 @@ SIGNALS: tuple[Signal, ...] = (
         re.compile(r"\bor\s+(?:(?:true|[1-9]\d*|'[^']+')\s*(?:--|#|/\*|;)|\(\s*exists\b)", re.I),
         frozenset(("or",)),
     ),
+    # a condition whose right side is left for the application to close: `OR name = "`, `AND 6698=(`,
+    # `||(null!=`: the value ends inside a comparison the query completes
+    Signal(
+        "condition left open",
+        3,
+        re.compile(
+            rf"(?:{_LOGIC}|\b(?:having|where|when)\b|\bif\s*\()\s*\(?\s*(?:{_OPERAND}|{_LIT})\s*{_CMP}\s*['\"`(]?\s*\Z",
+            re.I,
+        ),
+        frozenset(("or", "and", "||", "&&", "if", "having", "where", "when")),
+        also=frozenset(("=", "<", ">")),
+    ),
+    # AND/OR then a column (or a call on one) compared to a literal: `and deleted = 0`, `&&(b=0)`; math
+    # prose has it too (`x = 1 or y = 2`), so it needs context
+    Signal(
+        "condition on a column",
+        2,
+        re.compile(rf"{_LOGIC}\s*\(?\s*{_OPERAND}\s*(?:{_CMP}|{_EQ})\s*{_LIT}", re.I),
+        _LOGIC_NEEDLES,
+        also=_COMPARE_NEEDLES,
+    ),
+    # a quote (or bracket), then OR/AND and a true number: `'or'1`, `" and 1`, `) and 'true` (the
+    # application adds the closing quote)
+    Signal(
+        "true literal after a quote and logic",
+        2,
+        re.compile(
+            r"['\"`)]\s*(?:or|and|xor|\|\||&&)\s*['\"`]?\s*(?:[1-9]\d*|true)\b['\"`]?\s*(?:--|#|;|\Z)", re.I
+        ),
+        _LOGIC_NEEDLES,
+        also=_QUOTES,
+    ),
+    # an escaped quote then logic: the backslash defeats escaping that doubles it (`\'and 1`)
+    Signal("logic after an escaped quote", 2, re.compile(rf"\\'\s*{_LOGIC}", re.I), frozenset(("\\",))),
+    # exactly one quote, an operator or SQL word after it, and a comment to cut off the application's
+    # closing quote: `x'|email--`, `' notnull --`, `user'collate nocase--`. An apostrophe inside a word
+    # (`it's`) counts only when the comment is glued to the last token, as prose does not write it.
+    Signal(
+        "unbalanced quote cut by a comment",
+        2,
+        re.compile(
+            r"\A[^'\"`]{0,60}(?:(?<![a-z])['\"`]|['\"`](?![a-z])|['\"`](?=.*[\w?)]--))[^'\"`]{0,80}?"
+            r"(?:[|^&<>=/%+*~!?-]|\b(?:is|not|like|glob|regexp|rlike|collate|mod|div|notnull|isnull|sounds|or|and"
+            r"|xor|between|in|escape)\b)[^'\"`]{0,80}(?:--|#)[\s+\-]*\w{0,4}\s*\Z",
+            re.I | re.S,
+        ),
+        frozenset(("--", "#")),
+        also=_QUOTES,
+    ),
+    # SQL variables and statements that only a query has: `declare @x`, `set @old_sql_mode`, `insert into
+    # t (…)`, `alter table t add`
+    Signal(
+        "SQL statement",
+        3,
+        re.compile(
+            r"\bdeclare\s+@\w|\bset\s+@@?\w+\s*(?:=|:=|\Z)|\binsert\s+into\s+[\w.`\"\[\]]+\s*(?:\(|values\b|select\b)"
+            r"|\balter\s+table\s+[\w.`\"\[\]]+\s+(?:add|drop|change|modify|rename|alter)\b"
+            r"|\b(?:drop|truncate)\s+(?:table\s+)?[\w.`\"\[\]]+\s*;|\bdelete\s+from\s+[\w.`\"\[\]]+\s*(?:;|--|#|where\b)"
+            r"|\bupdate\s+[\w.`\"\[\]]+\s+set\s+[\w.`\"\[\]]+\s*=|\bselect\b.{1,80}?\bgroup\s+by\b.{1,80}?\bhaving\b",
+            re.I,
+        ),
+        frozenset(("@", "insert", "alter", "drop", "truncate", "delete", "update", "having")),
+    ),
+    # DDL and value tuples that tutorials quote too: context only
+    Signal(
+        "SQL definition",
+        2,
+        re.compile(
+            r"\b(?:create|alter)\s+(?:table|function|procedure|trigger|view|user|database)\s+[\w.`\"\[\]]+\s*"
+            r"(?:\(|\bas\b|\breturns\b|\badd\b)"
+            r"|\bvalues\s*\(\s*(?:'[^']*'|\d+|null)\s*,",
+            re.I,
+        ),
+        frozenset(("create", "alter", "values")),
+    ),
+    # a block comment glued to a SQL keyword in place of a space: `DROP/*x*/t`, `SELECT/**/password`
+    Signal(
+        "comment as a space",
+        3,
+        re.compile(
+            r"\b(?:select|union|from|where|drop|insert|update|delete|declare|exec|order|group|having|into|values"
+            r"|table|and|or)/\*[^*]{0,40}\*/|/\*[^*]{0,40}\*/(?:select|union|from|where|into|values|table|and|or)\b",
+            re.I,
+        ),
+        frozenset(("/*",)),
+        raw=True,
+    ),
+    # a PostgreSQL cast to a SQL type on a quoted literal, a bracket or a column: `)::int`, `password::int`
+    # (error-based extraction casts text to a number to read it in the error)
+    Signal(
+        "type cast",
+        3,
+        re.compile(
+            r"(?:['\")]|\b[a-z_]\w*)\s*::\s*(?:int|integer|int4|int8|bigint|text|bool|boolean|jsonb?|varchar|char"
+            r"|numeric|regclass|bytea|oid|xml|double\s+precision|real|float)\b",
+            re.I,
+        ),
+        frozenset(("::",)),
+    ),
+    # two quoted literals compared: `'1'='1`, `'x'!='y'`, or the application's literal closed and compared
+    # (`x' <> 'y`); names and prose quote one side at most
+    Signal(
+        "comparison of quoted literals",
+        2,
+        re.compile(
+            rf"(?:'[^']{{0,40}}'|\"[^\"]{{0,40}}\"|\A[^'\"]{{0,40}}['\"]){_CAST}\s*(?:{_CMP}|{_EQ})\s*"
+            rf"(?:'[^']{{0,40}}(?:'|\Z)|\"[^\"]{{0,40}}(?:\"|\Z))"
+        ),
+        _QUOTES,
+        also=_COMPARE_NEEDLES,
+    ),
+    # a condition on literals inside a conditional function, as blind injection asks: `IIF(1 > 1, …`
+    Signal(
+        "conditional on literals",
+        3,
+        re.compile(rf"\b(?:iif|if)\s*\(\s*{_LIT}\s*(?:{_CMP}|{_EQ})\s*{_LIT}\s*,", re.I),
+        frozenset(("if",)),
+    ),
+    # a logical operator with its operand cut off by a comment: `1='1' or-- -` (`#43` is a number)
+    Signal(
+        "logic cut by a comment",
+        2,
+        re.compile(rf"{_LOGIC}\s*(?:--(?:[\s+\-]|\Z)|#(?!\w)|/\*)", re.I),
+        frozenset(("--", "#")),
+        also=_LOGIC_NEEDLES,
+    ),
+    # a column alias then FROM after a closing bracket or quote: the select list of a UNION (`) AS x FROM`)
+    Signal(
+        "alias then FROM after a bracket",
+        2,
+        re.compile(r"[)`'\"]\s*as\s+[\w`'\"]{1,64}\s+from\b", re.I),
+        frozenset(("from",)),
+    ),
+    # NoSQL query operators where a value belongs: `u_id[$ne]=2`, a JSON key `$where`
+    Signal(
+        "query operator as a value",
+        3,
+        re.compile(
+            r"(?:\[\s*|\A)\$(?:ne|eq|gt|gte|lt|lte|in|nin|regex|where|exists|not|nor|or|and|elemmatch|expr|text"
+            r"|all|size|type|mod)(?:\s*\]|\Z)",
+            re.I,
+        ),
+        frozenset(("$",)),
+    ),
+    # a UNION begun, its SELECT left to follow: `9 union all`
+    Signal("union begun", 2, re.compile(r"\bunion\s+(?:all|distinct)\s*\Z", re.I), frozenset(("union",))),
+    # the whole value a true comparison of two numbers: a numeric parameter turned into a tautology
+    # (`1=1`, `7 like 7`, `3 is not 4`)
+    Signal(
+        "tautology of numbers",
+        3,
+        re.compile(
+            r"\A\s*\(?\s*(-?\d+)\s*(?:(?:={1,2}|<=>|\blike\b|\bis\b)\s*\1|(?:!=|<>|\bis\s+not\b)\s*(?!\1\b)-?\d+)"
+            r"\s*\)?\s*\Z",
+            re.I,
+        ),
+        frozenset(("=", "<>", "like", "is")),
+    ),
     Signal(
         "union select",
         3,
-        re.compile(r"\bunion\b(?:\s+(?:all|distinct))?\s*\(?\s*select\b", re.I),
+        re.compile(
+            r"\bunion\b(?:\s|(?:#|--)[^\n]{0,80}\n)*(?:(?:all|distinct|distinctrow)\b)?\s*\(?\s*select\b",
+            re.I,
+        ),
         frozenset(("union",)),
     ),
     # time-delay and heavy functions called as SQL (numeric argument), WAITFOR DELAY with a time string
@@ -113,7 +297,7 @@ SIGNALS: tuple[Signal, ...] = (
         "stacked statement",
         3,
         re.compile(
-            r";\s*(?:select\s+(?:[\w@*(]+\s*,|\*|@@|\d|[\w.]+\s*\()|insert\s+into|update\s+\w+\s+set|delete\s+from"
+            r";\s*(?:select\s*(?:[\w@*(]+\s*,|\*|@@|\d|[\w.]+\s*\(|\()|insert\s+into|update\s+\w+\s+set|delete\s+from"
             r"|drop\s+(?:table|database|function)|exec(?:ute)?\b|declare\s+@|waitfor\b|shutdown\b|truncate\s"
             r"|alter\s+(?:table|user)|create\s+(?:table|user)|if\s*\(|begin\s+declare|call\s+\w+\s*\()",
             re.I,
@@ -125,16 +309,18 @@ SIGNALS: tuple[Signal, ...] = (
         "system object",
         3,
         re.compile(
-            r"\binformation_schema\b|@@(?:version|datadir|hostname|basedir|servername|identity)\b|\bxp_\w+"
+            r"\binformation_schema\b|@@[a-z_]\w*|\bxp_\w+"
             r"|\bsp_(?:oacreate|executesql|password)\b|\bload_file\s*\(|\butl_http\b|\bsysobjects\b|\bsyscolumns\b"
             r"|\bpg_catalog\b|\bsqlite_master\b|\binto\s+(?:out|dump)file\b|\bexec\s*\(\s*@|\bdeclare\s+@\w+\s+n?varchar"
             r"|\bexecute\s+immediate\b|\bprocedure\s+analyse\s*\(|\b(?:extractvalue|updatexml|name_const|gtid_subset|gtid_subtract)\s*\(|\bexp\s*\(\s*~"
-            r"|\bmaster\.\.\w+|\bchar\s*\(\s*\d+\s*(?:,\s*\d+\s*)*\)\s*(?:\+|\|\||,)",
+            r"|\b(?:lo_import|lo_export|lo_get|pg_read_file|pg_read_binary_file|pg_ls_dir|dblink_connect|dbms_ldap|utl_inaddr"
+            r"|dbms_xmlgen|openrowset|opendatasource|msdasql)\b|\bexec(?:ute)?\s+master\.|\bmaster\.\.\w+|\bchar\s*\(\s*\d+\s*(?:,\s*\d+\s*)*\)\s*(?:\+|\|\||,)",
             re.I,
         ),
         frozenset(
-            "information_schema @@ xp_ sp_ load_file utl_http sys pg_catalog sqlite_master file exec declare"
-            " procedure extractvalue updatexml name_const gtid_ exp master.. char".split()
+            "information_schema @@ xp_ sp_ load_file utl_http sysobj syscol pg_ sqlite_master outfile dumpfile exec"
+            " declare procedure extractvalue updatexml name_const gtid_ exp master. char lo_ dblink utl_ dbms_"
+            " openrowset opendatasource msdasql".split()
         ),
     ),
     # a quote closed, then the rest of the statement cut by an empty comment: `admin'--`, `x' #`, `1')/*`
@@ -164,6 +350,14 @@ SIGNALS: tuple[Signal, ...] = (
         ),
         _QUOTES | {")"},
     ),
+    # the value opens with a quote and a logical operator: it closes the application's literal first
+    Signal(
+        "starts by closing a quote into logic",
+        1,
+        re.compile(rf"\A\s*['\"`]\s*{_LOGIC}", re.I),
+        _LOGIC_NEEDLES,
+        also=_QUOTES,
+    ),
     # AND/OR right after a quote: search syntax has it too (`"a b" OR c`), so context only
     Signal(
         "logic after a quote",
@@ -176,10 +370,11 @@ SIGNALS: tuple[Signal, ...] = (
         2,
         re.compile(
             r"\b(?:order\s+by\s+\d|group\s+by\s+[\w.]+\s+having|having\s+\d+\s*[=<>]|case\s+when\b.{1,80}\bthen\b"
+            r"|when\s+[\w'\"]{1,40}\s+then\b"
             r"|select\s+(?:\*|top\s+\d|null\b|@|\d+\s*,|count\s*\(\s*\*)|or\s+exists\b)",
             re.I,
         ),
-        frozenset(("order", "group", "having", "case", "select", "exists")),
+        frozenset(("order", "group", "having", "case", "when", "select", "exists")),
     ),
     Signal("subquery", 2, re.compile(r"\(\s*select\b", re.I), frozenset(("select",))),
     # string concatenation between literals, as UNION and error-based payloads build markers with
@@ -193,7 +388,17 @@ SIGNALS: tuple[Signal, ...] = (
     Signal(
         "breaks out of a literal",
         1,
-        re.compile(r"\A\s*(?:[\w.@-]{0,60}['\"`]|\d+\s*\)*\s+(?=[a-z])|\)+)", re.I),
+        re.compile(
+            rf"\A\s*(?:[\w.@\\-]{{0,60}}['\"`]|\d+\s*\)*\s+(?=[a-z])|\)+|\(*\s*{_LOGIC}\s*[\w('\"`])", re.I
+        ),
+    ),
+    # a comment closed that the value never opened: it ends one the query (or another parameter) began
+    Signal(
+        "comment closed, never opened",
+        2,
+        re.compile(r"\A(?:(?!/\*).)*?\*/", re.S),
+        frozenset(("*/",)),
+        raw=True,
     ),
     Signal(
         "ends in a comment",
@@ -202,25 +407,65 @@ SIGNALS: tuple[Signal, ...] = (
         frozenset(("-", "#", "/*")),
     ),
 )
-# every needle found in one pass (overlapping: `order` holds `or`)
-_NEEDLES = re.compile(
-    "(?=("
-    + "|".join(re.escape(n) for n in sorted({n for s in SIGNALS for n in s.needles}, key=len, reverse=True))
-    + "))"
+# Which signals a value may show, as bit masks over SIGNALS: each needle sets the bits of the signals
+# that name it (in `needles`, in `also`); signals without needles (or without `also`) are always set.
+_NEEDLE_MASKS = tuple(
+    (
+        n,
+        sum(1 << i for i, s in enumerate(SIGNALS) if n in s.needles),
+        sum(1 << i for i, s in enumerate(SIGNALS) if n in s.also),
+    )
+    for n in sorted({n for s in SIGNALS for n in s.needles | s.also})
 )
+_FREE = sum(1 << i for i, s in enumerate(SIGNALS) if not s.needles)
+_FREE_ALSO = sum(1 << i for i, s in enumerate(SIGNALS) if not s.also)
+_COMMENT_MASK = sum(1 << i for i, s in enumerate(SIGNALS) if "/*" in s.needles)
+
+
+def _signals(mask: int) -> list[Signal]:
+    """The signals whose bits are set in `mask`, in SIGNALS order."""
+    out = []
+    while mask:
+        low = mask & -mask
+        out.append(SIGNALS[low.bit_length() - 1])
+        mask ^= low
+    return out
+
+
 # What a value needs for any signal of weight 2 or more to fire: values without it score below the
 # threshold whatever else they hold, and are not scored (most benign values stop here).
 _GATE = re.compile(
     r"['\"`;#()=<>|&@*]|--|/\*|union|between|order|group|having|case|select|exists|information_schema|xp_|sp_"
     r"|utl_http|sysobj|syscol|pg_|sqlite_master|outfile|dumpfile|immediate|master\.\.|waitfor|like|null|true"
+    r"|::|\*/|\$|alter\s+table|create\s|delete\s+from|lo_|dblink|utl_|dbms_|openrowset|opendatasource|msdasql"
+    r"|master\.|\d\s+is\s"
 )
 _BLOCK_COMMENT = re.compile(r"/\*(?!!).*?\*/", re.S)
-_WORD = re.compile(r"[a-z]{2,}", re.I)
+# a word of prose: letters standing alone, not part of an identifier (`mass_mails`, `` `t` ``, `user(`)
+_WORD = re.compile(r"(?<![\w`'\"$@.])[a-z]{2,}(?![\w`'\"(.])", re.I)
 _SQL_WORDS = frozenset(
     "select union all and or not from where case when then else end null order by group having insert into"
     " values update set delete drop table exec execute declare waitfor delay sleep like limit as is in if"
     " concat char cast convert count distinct top xor".split()
 )
+
+
+# Program code pasted into a form (a snippet on a forum, a template): keywords, arrows and braces of the
+# C family, JavaScript and Python that SQL does not have
+_CODE = re.compile(
+    r"\b(?:return|function|println|printf|console\.log)\b|\bdef\s+\w+\s*\(|=>|===|!==|\{\s*$|^\s*\}|\)\s*\{",
+    re.M,
+)
+
+
+_CODE_NEEDLES = ("return", "function", "print", "console", "def", "=>", "===", "!==", "{", "}")
+
+
+def code(value: str) -> bool:
+    """Whether `value` reads as program code rather than SQL (libinjection's fingerprints of function
+    calls and keywords misfire on it as on prose)."""
+    text = value[:MAX_SCORED_VALUE]
+    return any(n in text for n in _CODE_NEEDLES) and _CODE.search(text) is not None
 
 
 def prose(value: str) -> bool:
@@ -241,11 +486,19 @@ def score(value: str, enough: int | None = None, base: int = 0) -> tuple[int, li
     if base < THRESHOLD - 1 and _GATE.search(low) is None:
         return 0, []
     # a block comment is whitespace to SQL; within a word (`UNI/**/ON`) older parsers dropped it
-    texts = [_BLOCK_COMMENT.sub(" ", text), _BLOCK_COMMENT.sub("", text)] if "/*" in text else [text]
+    commented = "/*" in text
+    texts = [_BLOCK_COMMENT.sub(" ", text), _BLOCK_COMMENT.sub("", text)] if commented else [text]
     if "+" in text and " " not in text:  # `+` for spaces, as form encoding (and tamper scripts) write them
         texts.append(texts[0].replace("+", " "))
-    found = set(_NEEDLES.findall(" ".join(texts).lower() if len(texts) > 1 else low))
-    possible = [s for s in SIGNALS if not s.needles or not s.needles.isdisjoint(found)]
+    joined = " ".join(texts).lower() if len(texts) > 1 else low
+    needed, also = _FREE, _FREE_ALSO
+    for needle, in_needles, in_also in _NEEDLE_MASKS:
+        if needle in joined:
+            needed |= in_needles
+            also |= in_also
+    if commented:
+        needed |= _COMMENT_MASK
+    possible = _signals(needed & also)
     left = sum(s.weight for s in possible)
     total = 0
     names: list[str] = []
@@ -253,7 +506,7 @@ def score(value: str, enough: int | None = None, base: int = 0) -> tuple[int, li
         if enough is not None and (base + total >= enough or base + total + left < THRESHOLD):
             break
         left -= signal.weight
-        for t in texts:
+        for t in (text,) if signal.raw else texts:
             if signal.pattern.search(t):
                 total += signal.weight
                 names.append(signal.name)
@@ -264,13 +517,15 @@ def score(value: str, enough: int | None = None, base: int = 0) -> tuple[int, li
 def injected(value: str, fingerprint: str | None = None) -> str | None:
     """The names of the signals that make `value` an injection ("a + b"), or None. `fingerprint`:
     libinjection's, when it judged the value an injection."""
-    if fingerprint is not None and not prose(value):
+    if fingerprint is not None and not prose(value) and not code(value):
         return f"libinjection fingerprint {fingerprint}"  # enough alone (the other signals add nothing)
     base = LIBINJECTION_WEIGHT if fingerprint is not None else 0
     total, names = score(value, THRESHOLD - PROSE_WEIGHT, base)
     total += base
     if fingerprint is not None:
         names.insert(0, f"libinjection fingerprint {fingerprint}")
-    if THRESHOLD <= total < THRESHOLD - PROSE_WEIGHT and prose(value):
+    if THRESHOLD <= total < THRESHOLD - PROSE_WEIGHT and (
+        prose(value) or fingerprint is not None and code(value)
+    ):
         total += PROSE_WEIGHT
     return " + ".join(names) if total >= THRESHOLD else None
