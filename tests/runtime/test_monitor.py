@@ -61,9 +61,13 @@ def test_a_failing_policy_source_keeps_the_previous_policy(netns: str, tmp_path)
         assert wait_for(lambda: counters.get(anomalies.RUNTIME_PROFILE_ERROR, 0) >= 2)
         # The policy of the first call is still in force. (This monitor runs in the test's process,
         # so the pod process must not descend from it: it is started through `setsid -f`, and execs
-        # only once the forking parent has surely exited, else it may be spared as ours.)
-        p = spawn_in(netns, "setsid", "-f", "sh", "-c", f"sleep 0.5; exec {forbidden} 30")
+        # only once its forking parent is gone (reaped here), else it may be spared as ours. It waits
+        # for our go, bounded, instead of sleeping for a time a loaded machine may not keep.)
+        go = tmp_path / "go"
+        until_go = f"i=0; while [ ! -e {go} ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done"
+        p = spawn_in(netns, "setsid", "-f", "sh", "-c", f"{until_go}; exec {forbidden} 30")
         p.wait(5)
+        go.touch()
         assert wait_for(
             lambda: [e for e in events if e.get("action") == "killed" and e.get("name") == "forbidden"]
         ), (events, counters)
