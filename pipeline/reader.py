@@ -94,6 +94,10 @@ class Reader:
             self.queue_num, recv_buffer=max(256 * 1024, q.copy_range * 4), socket_buffer=q.socket_buffer
         )
         self.nfq.bind(q.copy_range, q.max_len, fail_open=self.config.failure.queue_full != DROP, gso=q.gso)
+        self.open_sockets()
+
+    def open_sockets(self) -> None:
+        """The ZeroMQ side: a socket to each worker, the verdicts' inbox, events and heartbeats."""
         run_dir = self.config.paths.run_dir
         self.ctx = zmq.Context(1)
         self.to_workers = []
