@@ -42,7 +42,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import yaml
 import zmq
 
-from core import messages as M
 from core.gctune import tune_for_packets
 from node.config import config_from_dict
 from pipeline import nfqueue as Q
