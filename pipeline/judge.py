@@ -150,7 +150,9 @@ class Judge:
                 client, cport, server, port = meta.dst, meta.dport, meta.src, meta.sport
             decision = self.tables.decide(meta.family, client, server, meta.proto, port)
             if flow.state is not FlowState.INSPECT:
-                self._settle(flow, decision, self._state(decision, new=False), meta, client, cport, server, port)
+                self._settle(
+                    flow, decision, self._state(decision, new=False), meta, client, cport, server, port
+                )
             elif decision.final and decision.action is Action.DENY:
                 # A flow still at its worker (inspected by default, or waiting for its application) that
                 # the new policy denies at L3/L4: cut now, not when its worker would have finished.

@@ -10,7 +10,6 @@ exception policy when the worker is down or late, or when the enforcer stops.
 from __future__ import annotations
 
 import asyncio
-import bisect
 import logging
 import signal
 import time
@@ -29,6 +28,7 @@ from core.sockets import BATCH_HWM, EVENTS_HWM, HEARTBEAT_HWM, push_to, send_blo
 from pipeline.conntrack import Conntrack
 from pipeline.flowtable import Flow
 from pipeline.judge import Act, Judge
+from pipeline.latency import LatencyHistogram
 from pipeline.nfqueue import NF_DROP, NF_REPEAT, NfQueue, QueuedPacket
 from pipeline.reader_core import ReaderCore
 from pipeline.reset import ResetSender
@@ -40,8 +40,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Worker round-trip latency buckets, microseconds (upper bounds) for the verdict latency histogram.
-LATENCY_BUCKETS_US = (50, 100, 250, 500, 1000, 2500, 5000, 10000, 50000)
 TICK_S = 0.005  # timer resolution for verdict timeouts while packets are out at workers
 WORKER_CONNECT_TIMEOUT_S = 5.0  # longest a starting reader waits for its workers before reporting ready
 FIRST_POLICY_WAIT_S = 2.0  # longest a starting reader waits for its guard's threat settings
@@ -77,8 +75,8 @@ class Reader:
         self.counters: Counter[str] = self.core.counters
         self.guard_updates = guard_updates
         self.guard_settings: Updates[GroupThreatSettings] | None = None  # set by open()
-        self.latency = [0] * (len(LATENCY_BUCKETS_US) + 1)  # observations per bucket (not cumulative)
-        self.latency_sum_us = 0.0
+        # Inspected packets: from taking one from the queue to issuing its worker's verdict.
+        self.inspect_latency = LatencyHistogram()
         self.resets = ResetSender(n.pass_mark)
         self.conntrack: Conntrack | None = None
         self.stopping = False
@@ -91,7 +89,9 @@ class Reader:
         q = self.config.queues
         self.nfq = NfQueue(
             # room for several whole packets per read (a GSO super-packet is up to 64 KiB)
-            self.queue_num, recv_buffer=max(256 * 1024, q.copy_range * 4), socket_buffer=q.socket_buffer
+            self.queue_num,
+            recv_buffer=max(256 * 1024, q.copy_range * 4),
+            socket_buffer=q.socket_buffer,
         )
         self.nfq.bind(q.copy_range, q.max_len, fail_open=self.config.failure.queue_full != DROP, gso=q.gso)
         self.open_sockets()
@@ -275,7 +275,7 @@ class Reader:
 
     def on_verdicts_readable(self) -> None:
         sock = self.from_workers
-        now = time.monotonic()
+        taken: list[float] = []  # when each answered packet was taken from the queue
         got = False
         while int(sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
             try:
@@ -291,23 +291,21 @@ class Reader:
                 self.counters[A.MESSAGE_UNKNOWN_TYPE] += 1
                 continue
             got = True
-            self._apply_worker_verdicts(msg, now)
+            self._apply_worker_verdicts(msg, taken)
         if got:
             self.nfq.flush()
+            self.inspect_latency.observe_since(taken, time.monotonic())  # the verdicts are issued now
 
-    def _apply_worker_verdicts(self, msg: M.Verdicts, now: float) -> None:
+    def _apply_worker_verdicts(self, msg: M.Verdicts, taken: list[float]) -> None:
         decided: list[tuple[int, int, int | None]] = []
         answer = self.core.answer
-        latency = self.latency
         for ref, verdict, _rule in msg.items:
             answered = answer(ref, verdict)
             if answered is None:
                 continue
             act, entry = answered
             decided.append(self._kernel_verdict(act, entry.packet, entry.meta))
-            us = (now - entry.sent) * 1e6
-            latency[bisect.bisect_left(LATENCY_BUCKETS_US, us)] += 1
-            self.latency_sum_us += us
+            taken.append(entry.sent)
         # A worker answers a batch in order, so its verdicts form runs that batch verdicts can cover.
         self._give(decided)
 
@@ -362,10 +360,7 @@ class Reader:
             counters["conntrack.cleared"] = self.conntrack.cleared
             counters["conntrack.missing"] = self.conntrack.missing
             counters["conntrack.failed"] = self.conntrack.failed
-        for i, bound in enumerate(LATENCY_BUCKETS_US):
-            counters[f"latency_us_le_{bound}"] = self.latency[i]
-        counters["latency_us_le_inf"] = self.latency[-1]
-        counters["latency_us_sum"] = int(self.latency_sum_us)
+        counters.update(self.inspect_latency.counters())
         try:
             self.supervisor.send(M.encode(M.Heartbeat("reader", self.index, _pid(), counters)), zmq.NOBLOCK)
         except zmq.Again:

@@ -26,6 +26,7 @@ on what else the machine runs.
 from __future__ import annotations
 
 import argparse
+import cProfile
 import os
 import re
 import socket
@@ -192,7 +193,7 @@ class Bench:
         self.writer.close(unlink=True)
 
 
-def run(mode: str, conns: int, per_wakeup: int, engine: str) -> dict[str, Any]:
+def run(mode: str, conns: int, per_wakeup: int, engine: str, profile: str = "") -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         Path(tmp).chmod(0o700)
         bench = Bench(mode, engine, Path(tmp))
@@ -201,9 +202,15 @@ def run(mode: str, conns: int, per_wakeup: int, engine: str) -> dict[str, Any]:
             bench.feed(warm[i : i + per_wakeup])
         packets = [p for c in range(conns) for p in connection(c, mode)]
         tune_for_packets()
+        profiler = cProfile.Profile() if profile else None
         wall, cpu = time.perf_counter(), time.process_time()
+        if profiler is not None:
+            profiler.enable()
         for i in range(0, len(packets), per_wakeup):
             bench.feed(packets[i : i + per_wakeup])
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(profile)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         time.sleep(0.05)
         bench._work()  # the last packets let through, so the worker's count is complete
@@ -242,9 +249,10 @@ def main() -> int:
     ap.add_argument("--per-wakeup", type=int, default=1)
     ap.add_argument("--engine", choices=("none", "dpi"), default="none")
     ap.add_argument("--callgrind", action="store_true", help="instructions per packet under valgrind")
+    ap.add_argument("--cprofile", default="", help="write a cProfile of the measured loop to this file")
     args = ap.parse_args()
     if not args.callgrind:
-        print(run(args.mode, args.conns, args.per_wakeup, args.engine))
+        print(run(args.mode, args.conns, args.per_wakeup, args.engine, args.cprofile))
         return 0
     n = args.conns
     small, large = instructions(args, n), instructions(args, 2 * n)
