@@ -24,7 +24,15 @@ from core import messages as M
 from core.config import DROP
 from core.lookup import PolicyTables
 from core.packet import PacketMeta
-from core.sockets import BATCH_HWM, EVENTS_HWM, HEARTBEAT_HWM, push_to, send_block_sources
+from core.sockets import (
+    BATCH_HWM,
+    EVENTS_HWM,
+    HEARTBEAT_HWM,
+    has_message,
+    push_to,
+    send_block_sources,
+    send_now,
+)
 from pipeline.conntrack import Conntrack
 from pipeline.flowtable import Flow
 from pipeline.judge import Act, Judge
@@ -218,7 +226,7 @@ class Reader:
         batch = self.batches[worker]
         self.batches[worker] = []
         try:
-            self.to_workers[worker].send(M.encode(M.Inspect(self.index, batch)), zmq.NOBLOCK)
+            send_now(self.to_workers[worker], M.encode(M.Inspect(self.index, batch)))
             self.counters["inspect.sent"] += len(batch)
         except zmq.Again:
             # The worker is not connected (dead or restarting) or its inbox is full: exception policy.
@@ -277,7 +285,7 @@ class Reader:
         sock = self.from_workers
         taken: list[float] = []  # when each answered packet was taken from the queue
         got = False
-        while int(sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+        while has_message(sock):
             try:
                 frame = sock.recv(zmq.NOBLOCK)
             except zmq.Again:
