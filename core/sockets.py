@@ -23,7 +23,8 @@ HEARTBEAT_HWM = 8  # heartbeats: a late one is worthless, the next one comes soo
 def has_message(sock: zmq.Socket[bytes]) -> bool:
     """Is a message waiting on `sock`? (Also what re-arms its edge-triggered descriptor: read it after the
     last receive before waiting on that descriptor again.) Cheaper than a receive that raises zmq.Again."""
-    return bool(_backend_get(sock, zmq.EVENTS) & zmq.POLLIN)
+    events: int = _backend_get(sock, zmq.EVENTS)  # type: ignore[assignment]  # an int for EVENTS
+    return bool(events & zmq.POLLIN)
 
 
 def send_now(sock: zmq.Socket[bytes], frame: bytes) -> None:

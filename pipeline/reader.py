@@ -2,8 +2,11 @@
 
 The I/O shell around `pipeline.judge.Judge`: a uvloop event loop on the queue's socket and on the
 ZeroMQ socket that brings worker verdicts back. Packets that need inspection are batched per worker;
-batches leave when full or when the queue has been drained, so a busy reader sends big batches and an
-idle one answers at once. Every packet gets a verdict: from the judge, from its worker, or from the
+a batch leaves when full, or when the queue has been drained and it holds a packet that waits for its
+worker's verdict, so a busy reader sends big batches and an idle one at once. Packets already let
+through (no payload: the worker only learns from them) do not make a batch leave: they ride with the
+flow's next packet that waits, in order, or leave within `LEARN_DELAY_S` — one message and one worker
+wake-up per connection's handshake instead of one per packet. Every packet gets a verdict: from the judge, from its worker, or from the
 exception policy when the worker is down or late, or when the enforcer stops.
 """
 
@@ -49,6 +52,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TICK_S = 0.005  # timer resolution for verdict timeouts while packets are out at workers
+# Longest a packet already let through waits in its batch for one that needs a verdict (the worker's view
+# of the stream lags by this much at most; its verdicts, never).
+LEARN_DELAY_S = 0.002
 WORKER_CONNECT_TIMEOUT_S = 5.0  # longest a starting reader waits for its workers before reporting ready
 FIRST_POLICY_WAIT_S = 2.0  # longest a starting reader waits for its guard's threat settings
 IDLE_TICK_S = 0.1  # tick period with nothing in flight (a new policy generation is noticed within this)
@@ -80,6 +86,11 @@ class Reader:
         self.recv_batch = config.queues.recv_batch
         self.inflight = self.core.inflight
         self.batches: list[list[tuple[int, bytes, int]]] = [[] for _ in range(config.workers.count)]
+        self.waiting = [
+            False
+        ] * config.workers.count  # does the worker's batch hold a packet awaiting a verdict?
+        self.learn_flush: asyncio.TimerHandle | None = None  # sends batches of let-through packets only
+        self.loop: asyncio.AbstractEventLoop | None = None  # set by the serving loop
         self.counters: Counter[str] = self.core.counters
         self.guard_updates = guard_updates
         self.guard_settings: Updates[GroupThreatSettings] | None = None  # set by open()
@@ -193,9 +204,16 @@ class Reader:
             elif act is Act.PASS_LEARN:
                 self._tell_worker(qp, flow, now)
             decided.append(self._kernel_verdict(act, qp, meta))
+        waiting = self.waiting
+        learned = False
         for w, batch in enumerate(self.batches):
             if batch:
-                self._send_batch(w, now)
+                if waiting[w]:
+                    self._send_batch(w, now)
+                else:
+                    learned = True
+        if learned and self.learn_flush is None and self.loop is not None:
+            self.learn_flush = self.loop.call_later(LEARN_DELAY_S, self.flush_learned)
         self._give(decided)
         self.nfq.flush()
         blocks = self.core.take_blocks()
@@ -210,6 +228,7 @@ class Reader:
         if worker is None:
             return self.core.memory_cap_act
         self._batch(worker, qp, 0, now)
+        self.waiting[worker] = True
         return Act.INSPECT
 
     def _tell_worker(self, qp: QueuedPacket, flow: Flow | None, now: float) -> None:
@@ -225,6 +244,7 @@ class Reader:
     def _send_batch(self, worker: int, now: float) -> None:
         batch = self.batches[worker]
         self.batches[worker] = []
+        self.waiting[worker] = False
         try:
             send_now(self.to_workers[worker], M.encode(M.Inspect(self.index, batch)))
             self.counters["inspect.sent"] += len(batch)
@@ -239,6 +259,14 @@ class Reader:
                     self.nfq.verdict(
                         *self._kernel_verdict(self.core.worker_down_act, entry.packet, entry.meta)
                     )
+
+    def flush_learned(self) -> None:
+        """Send the batches that hold only packets already let through (their worker learns from them)."""
+        self.learn_flush = None
+        now = time.monotonic()
+        for w, batch in enumerate(self.batches):
+            if batch:
+                self._send_batch(w, now)
 
     def _kernel_verdict(self, act: Act, qp: QueuedPacket, meta: PacketMeta) -> tuple[int, int, int | None]:
         bit = self.core.verdict_bits(act)
@@ -423,6 +451,7 @@ class _Every:
 
 async def _serve(reader: Reader) -> None:
     loop = asyncio.get_running_loop()
+    reader.loop = loop
     reader.done = loop.create_future()
     loop.add_reader(reader.nfq.fileno(), reader.on_queue_readable)
     loop.add_reader(int(reader.from_workers.getsockopt(zmq.FD)), reader.on_verdicts_readable)
@@ -440,6 +469,8 @@ async def _serve(reader: Reader) -> None:
     finally:
         for t in timers:
             t.cancel()
+        if reader.learn_flush is not None:
+            reader.learn_flush.cancel()
         loop.remove_reader(reader.nfq.fileno())
 
 
