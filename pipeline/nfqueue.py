@@ -65,8 +65,6 @@ _VERDICT_MSG = struct.Struct("=IHHII" + "BBH" + "HH" + "4s4s")  # header, nfgenm
 _MARK_ATTR = struct.Struct("=HH4s")
 
 _HDR_LEN = _NLMSGHDR.size + _NFGENMSG.size  # 20
-_PACKET_MSG = (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_PACKET
-_VERDICT_BODY = struct.Struct("!II")  # verdict, packet id
 # A send() larger than this is split, to stay well inside the socket's send buffer.
 MAX_SEND_BYTES = 64 * 1024
 
@@ -183,8 +181,7 @@ class NfQueue:
         packets: list[QueuedPacket] = []
         malformed = 0
         recv_into = self._sock.recv_into
-        buf = self._buf
-        head = _NLMSGHDR.unpack_from
+        buf, view = self._buf, self._view
         while len(packets) < limit:
             try:
                 n = recv_into(buf)
@@ -194,19 +191,14 @@ class NfQueue:
                 if exc.errno == errno.ENOBUFS:
                     continue
                 raise
-            # The netlink messages of this datagram (`_messages`, inlined: this runs once per packet).
-            off = 0
-            while off + _NLMSGHDR.size <= n:
-                length, msg_type, _flags, _seq, _pid = head(buf, off)
-                if length < _NLMSGHDR.size or off + length > n:
-                    break
-                if msg_type == _PACKET_MSG:
-                    pkt = _parse_packet(buf, off + _HDR_LEN, off + length)
-                    if pkt is None:
-                        malformed += 1
-                    else:
-                        packets.append(pkt)
-                off += (length + 3) & ~3
+            for msg_type, _seq, off, length in _messages(view, n):
+                if msg_type != (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_PACKET:
+                    continue
+                pkt = _parse_packet(buf, off + _HDR_LEN, off + length)
+                if pkt is None:
+                    malformed += 1
+                else:
+                    packets.append(pkt)
         return packets, malformed
 
     def verdict(self, packet_id: int, verdict: int, mark: int | None = None) -> None:
@@ -247,29 +239,6 @@ class NfQueue:
 
 
 def _verdict_msg(kind: int, res_id: int, packet_id: int, verdict: int, mark: int | None) -> bytes:
-    """One verdict message: a cached head (everything that depends on the kind and queue only) and the
-    packet's own fields; one is built per packet, so the head is not packed again each time."""
-    marked = mark is not None
-    head = _VERDICT_HEADS.get((kind, res_id, marked))
-    if head is None:
-        head = _VERDICT_HEADS[(kind, res_id, marked)] = _verdict_head(kind, res_id, marked)
-    if mark is None:
-        return head + _VERDICT_BODY.pack(verdict, packet_id)
-    return head + _VERDICT_BODY.pack(verdict, packet_id) + _MARK_HEAD + _U32BE.pack(mark)
-
-
-_VERDICT_HEADS: dict[tuple[int, int, bool], bytes] = {}
-_MARK_HEAD = _NLATTR.pack(8, NFQA_MARK)
-
-
-def _verdict_head(kind: int, res_id: int, marked: bool) -> bytes:
-    """The bytes of a verdict message before its verdict and packet id."""
-    return _full_verdict_msg(kind, res_id, 0, 0, 0 if marked else None)[
-        : _VERDICT_MSG.size - _VERDICT_BODY.size
-    ]
-
-
-def _full_verdict_msg(kind: int, res_id: int, packet_id: int, verdict: int, mark: int | None) -> bytes:
     msg_type = (NFNL_SUBSYS_QUEUE << 8) | kind
     if mark is None:
         return _VERDICT_MSG.pack(

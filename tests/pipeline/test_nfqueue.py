@@ -7,8 +7,6 @@ import struct
 import subprocess
 import sys
 
-import pytest
-
 from pipeline import nfqueue as Q
 
 
@@ -42,15 +40,6 @@ def test_truncated_attributes_are_rejected() -> None:
     end = len(buf) - 2  # the payload attribute claims more than there is
     assert Q._parse_packet(buf, 20, end) is None
     assert Q._parse_packet(bytearray(_attr(Q.NFQA_PAYLOAD, b"x")), 0, 8) is None  # no packet header
-
-
-@pytest.mark.parametrize("kind", [Q.NFQNL_MSG_VERDICT, Q.NFQNL_MSG_VERDICT_BATCH])
-def test_cached_verdict_heads_give_the_bytes_of_a_fully_packed_message(kind: int) -> None:
-    # heads are cached per (kind, queue, marked): interleave them so a wrong key would show
-    for res_id, packet_id, verdict, mark in [(0, 1, Q.NF_ACCEPT, None), (3, 2**32 - 1, Q.NF_REPEAT, 0x100000),
-                                             (0, 7, Q.NF_DROP, 0), (3, 8, Q.NF_ACCEPT, None)]:  # fmt: skip
-        want = Q._full_verdict_msg(kind, res_id, packet_id, verdict, mark)
-        assert Q._verdict_msg(kind, res_id, packet_id, verdict, mark) == want
 
 
 def test_verdict_messages() -> None:
