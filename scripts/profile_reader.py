@@ -5,7 +5,7 @@
 
 Starts the lab and the enforcer (one reader, one worker, so every packet meets the one reader), drives
 `rrgen crr` (new connections, one 64-byte request each) for `--seconds`, and prints for the reader and
-the worker: CPU seconds (utime + stime from /proc/PID/stat), packets judged, CPU µs per packet and
+the worker: CPU seconds (user and system, from /proc/PID/stat), packets judged, CPU µs per packet and
 packets per CPU-second (less sensitive to the machine's other load than a rate), the reader's counters
 that changed, and the inspected-packet round-trip histogram. With `--py-spy DIR` (py-spy installed in the
 venv) the reader and the worker are sampled meanwhile, one flame graph each.
@@ -33,10 +33,11 @@ from scripts.loadtest import POLICY, RR_PORT, rrgen_binary
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (every thread), from /proc."""
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """utime and stime of a process (every thread), from /proc. The kernel's share (stime) includes the
+    forwarding of a re-injected packet, which runs in the verdict's system call."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
 
 
 def children(e: LabEnforcer) -> dict[str, dict[str, Any]]:
@@ -90,10 +91,11 @@ def main() -> int:
     for name in pids:
         b, a = before[name]["counters"], after[name]["counters"]
         packets = a.get("packets", 0) - b.get("packets", 0)
-        cpu = cpu1[name] - cpu0[name]
+        user, system = cpu1[name][0] - cpu0[name][0], cpu1[name][1] - cpu0[name][1]
+        cpu = user + system
         per = cpu / packets * 1e6 if packets else 0.0
-        print(f"{name}: cpu {cpu:.2f} s, packets {packets}, {per:.1f} µs CPU per packet, "
-              f"{packets / cpu if cpu else 0:.0f} packets per CPU-second")  # fmt: skip
+        print(f"{name}: cpu {cpu:.2f} s (user {user:.2f}, system {system:.2f}), packets {packets}, "
+              f"{per:.1f} µs CPU per packet, {packets / cpu if cpu else 0:.0f} packets per CPU-second")  # fmt: skip
         changed = {k: a[k] - b.get(k, 0) for k in sorted(a) if isinstance(a[k], int) and a[k] != b.get(k, 0)}
         print("  " + json.dumps(changed))
     return 0
