@@ -6,8 +6,9 @@ a batch leaves when full, or when the queue has been drained and it holds a pack
 worker's verdict, so a busy reader sends big batches and an idle one at once. Packets already let
 through (no payload: the worker only learns from them) do not make a batch leave: they ride with the
 flow's next packet that waits, in order, or leave within `LEARN_DELAY_S` — one message and one worker
-wake-up per connection's handshake instead of one per packet. Every packet gets a verdict: from the judge, from its worker, or from the
-exception policy when the worker is down or late, or when the enforcer stops.
+wake-up per connection's handshake instead of one per packet. Every packet gets a verdict: from the
+judge, from its worker, or from the exception policy when the worker is down or late, or when the
+enforcer stops.
 """
 
 from __future__ import annotations
@@ -86,9 +87,8 @@ class Reader:
         self.recv_batch = config.queues.recv_batch
         self.inflight = self.core.inflight
         self.batches: list[list[tuple[int, bytes, int]]] = [[] for _ in range(config.workers.count)]
-        self.waiting = [
-            False
-        ] * config.workers.count  # does the worker's batch hold a packet awaiting a verdict?
+        # Per worker: does its batch hold a packet that waits for a verdict (then it leaves at once)?
+        self.waiting = [False] * config.workers.count
         self.learn_flush: asyncio.TimerHandle | None = None  # sends batches of let-through packets only
         self.loop: asyncio.AbstractEventLoop | None = None  # set by the serving loop
         self.counters: Counter[str] = self.core.counters
