@@ -8,10 +8,28 @@ import zmq
 
 from core import messages as M
 
+# pyzmq's Socket subclasses its Cython backend socket and wraps `send` and `get` (enum conversion of
+# EVENTS, copy thresholds, tracking): ~1.4 µs per send and ~2 µs per EVENTS read here, on every packet
+# batch and verdict batch. The packet path calls the backend's methods on the same socket instead.
+_backend_send = zmq.backend.Socket.send
+_backend_get = zmq.backend.Socket.get
+
 # Queue bounds (messages) of the sockets that carry batches, events and heartbeats.
 BATCH_HWM = 1024  # packet batches and verdict batches
 EVENTS_HWM = 64  # event batches to the policy process
 HEARTBEAT_HWM = 8  # heartbeats: a late one is worthless, the next one comes soon
+
+
+def has_message(sock: zmq.Socket[bytes]) -> bool:
+    """Is a message waiting on `sock`? (Also what re-arms its edge-triggered descriptor: read it after the
+    last receive before waiting on that descriptor again.) Cheaper than a receive that raises zmq.Again."""
+    events: int = _backend_get(sock, zmq.EVENTS)  # type: ignore[assignment]  # an int for EVENTS
+    return bool(events & zmq.POLLIN)
+
+
+def send_now(sock: zmq.Socket[bytes], frame: bytes) -> None:
+    """Send one frame without blocking (raises zmq.Again when the peer is absent or its queue full)."""
+    _backend_send(sock, frame, zmq.NOBLOCK)
 
 
 def push_to(

@@ -37,9 +37,14 @@ _UNSAFE = re.compile(r"[^a-zA-Z0-9_]")
 # Heartbeat values that are levels, not running totals; every other value only grows while a child lives.
 GAUGES = frozenset({"inflight", "flows.active", "policy.version", "policy.generation", "spool.batches",
                     "netfilter.bridge_unfiltered"})  # fmt: skip
-LATENCY_PREFIX = "latency_us_le_"
-LATENCY_SUM = "latency_us_sum"
-LATENCY_FAMILY = "enforcer_worker_verdict_latency_seconds"
+# Histograms children report as per-bucket counts in µs (`<key>_le_<bound>`, `<key>_le_inf`) and a sum
+# (`<key>_sum`): key → (family name after `enforcer_<role>_`, help).
+HISTOGRAMS = {
+    "inspect_latency_us": (
+        "inspect_latency_seconds",
+        "time from a reader taking an inspected packet from its queue to issuing its worker's verdict",
+    ),
+}
 RULE_PREFIX = "rule."
 
 
@@ -93,13 +98,16 @@ def families(children: Iterable[dict[str, Any]]) -> list[Metric]:
 
     for c in children:
         name, counters = c["name"], c.get("counters", {})
-        histogram = _latency(name, counters)
-        if histogram is not None and LATENCY_FAMILY not in by_name:
-            by_name[LATENCY_FAMILY] = histogram
-        elif histogram is not None:
-            by_name[LATENCY_FAMILY].samples += histogram.samples
+        for key in HISTOGRAMS:
+            histogram = _histogram(name, key, counters)
+            if histogram is None:
+                continue
+            if histogram.name in by_name:
+                by_name[histogram.name].samples += histogram.samples
+            else:
+                by_name[histogram.name] = histogram
         for key, value in sorted(counters.items()):
-            if key.startswith(LATENCY_PREFIX) or key == LATENCY_SUM:
+            if key.partition("_le_")[0] in HISTOGRAMS or key.removesuffix("_sum") in HISTOGRAMS:
                 continue
             if key.startswith(RULE_PREFIX):
                 rule = CounterMetricFamily("enforcer_rule_hits", "packets decided by a policy rule",
@@ -115,12 +123,13 @@ def families(children: Iterable[dict[str, Any]]) -> list[Metric]:
     return list(by_name.values())
 
 
-def _latency(child: str, counters: dict[str, int]) -> HistogramMetricFamily | None:
-    """The worker round-trip histogram: children report per-bucket counts in µs; Prometheus wants
+def _histogram(child: str, key: str, counters: dict[str, int]) -> HistogramMetricFamily | None:
+    """One of a child's histograms (`HISTOGRAMS`): reported as per-bucket counts in µs; Prometheus wants
     cumulative buckets in seconds."""
+    prefix = f"{key}_le_"
     bins = sorted(
-        (float("inf") if k.endswith("_inf") else float(k.removeprefix(LATENCY_PREFIX)), v)
-        for k, v in counters.items() if k.startswith(LATENCY_PREFIX)
+        (float("inf") if k.endswith("_inf") else float(k.removeprefix(prefix)), v)
+        for k, v in counters.items() if k.startswith(prefix)
     )  # fmt: skip
     if not bins:
         return None
@@ -131,10 +140,9 @@ def _latency(child: str, counters: dict[str, int]) -> HistogramMetricFamily | No
         buckets.append(("+Inf" if bound == float("inf") else f"{bound / 1e6:g}", total))
     if buckets[-1][0] != "+Inf":
         buckets.append(("+Inf", total))
-    family = HistogramMetricFamily(
-        LATENCY_FAMILY, "round trip of a packet from its reader to a worker and back", labels=["child"]
-    )
-    family.add_metric([child], buckets, sum_value=counters.get(LATENCY_SUM, 0) / 1e6)
+    suffix, help_text = HISTOGRAMS[key]
+    family = HistogramMetricFamily(family_name(_role(child), suffix), help_text, labels=["child"])
+    family.add_metric([child], buckets, sum_value=counters.get(f"{key}_sum", 0) / 1e6)
     return family
 
 

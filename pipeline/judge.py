@@ -63,6 +63,7 @@ _PLAIN_NO_PAYLOAD = frozenset(
     (TCP_SYN, TCP_SYN | TCP_ACK, TCP_ACK, TCP_FIN | TCP_ACK, TCP_RST, TCP_RST | TCP_ACK)
 )
 
+_RULE_COUNTER: dict[int, str] = {}  # rule id → its hit counter's name
 _NEW_FLOW_COUNTER = {1: "flow.new.icmp", 6: "flow.new.tcp", 17: "flow.new.udp", 58: "flow.new.icmpv6"}
 # Flows examined per sweep call; the reader calls sweep about once a second.
 SWEEP_BUDGET = 4096
@@ -150,7 +151,9 @@ class Judge:
                 client, cport, server, port = meta.dst, meta.dport, meta.src, meta.sport
             decision = self.tables.decide(meta.family, client, server, meta.proto, port)
             if flow.state is not FlowState.INSPECT:
-                self._settle(flow, decision, self._state(decision, new=False), meta, client, cport, server, port)
+                self._settle(
+                    flow, decision, self._state(decision, new=False), meta, client, cport, server, port
+                )
             elif decision.final and decision.action is Action.DENY:
                 # A flow still at its worker (inspected by default, or waiting for its application) that
                 # the new policy denies at L3/L4: cut now, not when its worker would have finished.
@@ -237,7 +240,10 @@ class Judge:
         flow.state = state
         flow.generation = decision.generation
         flow.rule_id = decision.rule_id
-        self.counters[f"rule.{decision.rule_id}"] += 1
+        key = _RULE_COUNTER.get(decision.rule_id)
+        if key is None:  # formatted once per rule, not once per flow
+            key = _RULE_COUNTER[decision.rule_id] = f"rule.{decision.rule_id}"
+        self.counters[key] += 1
         if decision.report is not Report.NONE and decision.final:
             self._report(decision, meta.family, meta.proto, client, cport, server, port)
 

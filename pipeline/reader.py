@@ -2,15 +2,18 @@
 
 The I/O shell around `pipeline.judge.Judge`: a uvloop event loop on the queue's socket and on the
 ZeroMQ socket that brings worker verdicts back. Packets that need inspection are batched per worker;
-batches leave when full or when the queue has been drained, so a busy reader sends big batches and an
-idle one answers at once. Every packet gets a verdict: from the judge, from its worker, or from the
-exception policy when the worker is down or late, or when the enforcer stops.
+a batch leaves when full, or when the queue has been drained and it holds a packet that waits for its
+worker's verdict, so a busy reader sends big batches and an idle one at once. Packets already let
+through (no payload: the worker only learns from them) do not make a batch leave: they ride with the
+flow's next packet that waits, in order, or leave within `LEARN_DELAY_S` — one message and one worker
+wake-up per connection's handshake instead of one per packet. Every packet gets a verdict: from the
+judge, from its worker, or from the exception policy when the worker is down or late, or when the
+enforcer stops.
 """
 
 from __future__ import annotations
 
 import asyncio
-import bisect
 import logging
 import signal
 import time
@@ -26,10 +29,19 @@ from core.capture import MAX_SESSIONS, REPLY_HWM, REPLY_LINGER_MS, CaptureFilter
 from core.config import DROP
 from core.lookup import PolicyTables
 from core.packet import PacketMeta, decode
-from core.sockets import BATCH_HWM, EVENTS_HWM, HEARTBEAT_HWM, push_to, send_block_sources
+from core.sockets import (
+    BATCH_HWM,
+    EVENTS_HWM,
+    HEARTBEAT_HWM,
+    has_message,
+    push_to,
+    send_block_sources,
+    send_now,
+)
 from pipeline.conntrack import Conntrack
 from pipeline.flowtable import Flow
 from pipeline.judge import Act, Judge
+from pipeline.latency import LatencyHistogram
 from pipeline.nfqueue import NF_DROP, NF_REPEAT, NfQueue, QueuedPacket
 from pipeline.reader_core import ReaderCore
 from pipeline.reset import ResetSender
@@ -41,9 +53,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Worker round-trip latency buckets, microseconds (upper bounds) for the verdict latency histogram.
-LATENCY_BUCKETS_US = (50, 100, 250, 500, 1000, 2500, 5000, 10000, 50000)
 TICK_S = 0.005  # timer resolution for verdict timeouts while packets are out at workers
+# Longest a packet already let through waits in its batch for one that needs a verdict (the worker's view
+# of the stream lags by this much at most; its verdicts, never).
+LEARN_DELAY_S = 0.002
 WORKER_CONNECT_TIMEOUT_S = 5.0  # longest a starting reader waits for its workers before reporting ready
 FIRST_POLICY_WAIT_S = 2.0  # longest a starting reader waits for its guard's threat settings
 IDLE_TICK_S = 0.1  # tick period with nothing in flight (a new policy generation is noticed within this)
@@ -75,11 +88,15 @@ class Reader:
         self.recv_batch = config.queues.recv_batch
         self.inflight = self.core.inflight
         self.batches: list[list[tuple[int, bytes, int]]] = [[] for _ in range(config.workers.count)]
+        # Per worker: does its batch hold a packet that waits for a verdict (then it leaves at once)?
+        self.waiting = [False] * config.workers.count
+        self.learn_flush: asyncio.TimerHandle | None = None  # sends batches of let-through packets only
+        self.loop: asyncio.AbstractEventLoop | None = None  # set by the serving loop
         self.counters: Counter[str] = self.core.counters
         self.guard_updates = guard_updates
         self.guard_settings: Updates[GroupThreatSettings] | None = None  # set by open()
-        self.latency = [0] * (len(LATENCY_BUCKETS_US) + 1)  # observations per bucket (not cumulative)
-        self.latency_sum_us = 0.0
+        # Inspected packets: from taking one from the queue to issuing its worker's verdict.
+        self.inspect_latency = LatencyHistogram()
         self.resets = ResetSender(n.pass_mark)
         self.conntrack: Conntrack | None = None
         self.stopping = False
@@ -93,9 +110,15 @@ class Reader:
         q = self.config.queues
         self.nfq = NfQueue(
             # room for several whole packets per read (a GSO super-packet is up to 64 KiB)
-            self.queue_num, recv_buffer=max(256 * 1024, q.copy_range * 4), socket_buffer=q.socket_buffer
+            self.queue_num,
+            recv_buffer=max(256 * 1024, q.copy_range * 4),
+            socket_buffer=q.socket_buffer,
         )
         self.nfq.bind(q.copy_range, q.max_len, fail_open=self.config.failure.queue_full != DROP, gso=q.gso)
+        self.open_sockets()
+
+    def open_sockets(self) -> None:
+        """The ZeroMQ side: a socket to each worker, the verdicts' inbox, events and heartbeats."""
         run_dir = self.config.paths.run_dir
         self.ctx = zmq.Context(1)
         self.to_workers = []
@@ -183,9 +206,16 @@ class Reader:
             elif act is Act.PASS_LEARN:
                 self._tell_worker(qp, flow, now)
             decided.append(self._kernel_verdict(act, qp, meta))
+        waiting = self.waiting
+        learned = False
         for w, batch in enumerate(self.batches):
             if batch:
-                self._send_batch(w, now)
+                if waiting[w]:
+                    self._send_batch(w, now)
+                else:
+                    learned = True
+        if learned and self.learn_flush is None and self.loop is not None:
+            self.learn_flush = self.loop.call_later(LEARN_DELAY_S, self.flush_learned)
         self._give(decided)
         if self.captures:
             self._offer_to_captures(packets)
@@ -202,6 +232,7 @@ class Reader:
         if worker is None:
             return self.core.memory_cap_act
         self._batch(worker, qp, 0, now)
+        self.waiting[worker] = True
         return Act.INSPECT
 
     def _tell_worker(self, qp: QueuedPacket, flow: Flow | None, now: float) -> None:
@@ -217,8 +248,9 @@ class Reader:
     def _send_batch(self, worker: int, now: float) -> None:
         batch = self.batches[worker]
         self.batches[worker] = []
+        self.waiting[worker] = False
         try:
-            self.to_workers[worker].send(M.encode(M.Inspect(self.index, batch)), zmq.NOBLOCK)
+            send_now(self.to_workers[worker], M.encode(M.Inspect(self.index, batch)))
             self.counters["inspect.sent"] += len(batch)
         except zmq.Again:
             # The worker is not connected (dead or restarting) or its inbox is full: exception policy.
@@ -231,6 +263,14 @@ class Reader:
                     self.nfq.verdict(
                         *self._kernel_verdict(self.core.worker_down_act, entry.packet, entry.meta)
                     )
+
+    def flush_learned(self) -> None:
+        """Send the batches that hold only packets already let through (their worker learns from them)."""
+        self.learn_flush = None
+        now = time.monotonic()
+        for w, batch in enumerate(self.batches):
+            if batch:
+                self._send_batch(w, now)
 
     def _kernel_verdict(self, act: Act, qp: QueuedPacket, meta: PacketMeta) -> tuple[int, int, int | None]:
         bit = self.core.verdict_bits(act)
@@ -275,9 +315,9 @@ class Reader:
 
     def on_verdicts_readable(self) -> None:
         sock = self.from_workers
-        now = time.monotonic()
+        taken: list[float] = []  # when each answered packet was taken from the queue
         got = False
-        while int(sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+        while has_message(sock):
             try:
                 frame = sock.recv(zmq.NOBLOCK)
             except zmq.Again:
@@ -294,23 +334,21 @@ class Reader:
                 self.counters[A.MESSAGE_UNKNOWN_TYPE] += 1
                 continue
             got = True
-            self._apply_worker_verdicts(msg, now)
+            self._apply_worker_verdicts(msg, taken)
         if got:
             self.nfq.flush()
+            self.inspect_latency.observe_since(taken, time.monotonic())  # the verdicts are issued now
 
-    def _apply_worker_verdicts(self, msg: M.Verdicts, now: float) -> None:
+    def _apply_worker_verdicts(self, msg: M.Verdicts, taken: list[float]) -> None:
         decided: list[tuple[int, int, int | None]] = []
         answer = self.core.answer
-        latency = self.latency
         for ref, verdict, _rule in msg.items:
             answered = answer(ref, verdict)
             if answered is None:
                 continue
             act, entry = answered
             decided.append(self._kernel_verdict(act, entry.packet, entry.meta))
-            us = (now - entry.sent) * 1e6
-            latency[bisect.bisect_left(LATENCY_BUCKETS_US, us)] += 1
-            self.latency_sum_us += us
+            taken.append(entry.sent)
         # A worker answers a batch in order, so its verdicts form runs that batch verdicts can cover.
         self._give(decided)
 
@@ -423,10 +461,7 @@ class Reader:
             counters["conntrack.cleared"] = self.conntrack.cleared
             counters["conntrack.missing"] = self.conntrack.missing
             counters["conntrack.failed"] = self.conntrack.failed
-        for i, bound in enumerate(LATENCY_BUCKETS_US):
-            counters[f"latency_us_le_{bound}"] = self.latency[i]
-        counters["latency_us_le_inf"] = self.latency[-1]
-        counters["latency_us_sum"] = int(self.latency_sum_us)
+        counters.update(self.inspect_latency.counters())
         try:
             self.supervisor.send(M.encode(M.Heartbeat("reader", self.index, _pid(), counters)), zmq.NOBLOCK)
         except zmq.Again:
@@ -481,6 +516,7 @@ class _Every:
 
 async def _serve(reader: Reader) -> None:
     loop = asyncio.get_running_loop()
+    reader.loop = loop
     reader.done = loop.create_future()
     loop.add_reader(reader.nfq.fileno(), reader.on_queue_readable)
     loop.add_reader(int(reader.from_workers.getsockopt(zmq.FD)), reader.on_verdicts_readable)
@@ -498,6 +534,8 @@ async def _serve(reader: Reader) -> None:
     finally:
         for t in timers:
             t.cancel()
+        if reader.learn_flush is not None:
+            reader.learn_flush.cancel()
         loop.remove_reader(reader.nfq.fileno())
 
 

@@ -52,10 +52,9 @@ groups:
   - {{name: web, mode: protect, members: [198.18.2.11/32]}}
 rules:
   - {{id: 10, from: clients, to: web, ports: [tcp/{RR_PORT}, tcp/{IPERF_PORT}, udp/{IPERF_PORT}], action: allow}}
-threat_settings:
-  default:  # one client opening 30k connections/s is the test, not an attack: the guard still counts
-    source_session_flood: {{sessions_per_window: 10000000}}
-    syn_flood: {{syns_per_window: 10000000}}
+threats:  # one client opening 30k connections/s is the test, not an attack: the guard still counts
+  source_session_flood: {{thresholds: {{sessions_per_window: 10000000}}}}
+  syn_flood: {{thresholds: {{syns_per_window: 10000000}}}}
 """
 TESTS = ["tcp_bulk_1", "tcp_bulk_4", "udp_small", "tcp_crr", "tcp_rr"]
 FORCED_TESTS = ["udp_small"]
@@ -72,7 +71,9 @@ TARGETS = {
     "app": {"tcp_crr": 0.6},
 }
 TARGET_ADDED_RR_P50_US = {"new": 100, "app": 10}
-LATENCY = re.compile(r'^enforcer_worker_verdict_latency_us_bucket\{reader="([^"]+)",le="([^"]+)"\} (\d+)$')
+LATENCY = re.compile(
+    r'^enforcer_reader_inspect_latency_seconds_bucket\{child="([^"]+)",le="([^"]+)"\} ([0-9.e+]+)$'
+)
 
 
 def rrgen_binary() -> str:
@@ -155,7 +156,7 @@ class Probe:
         for line in out.stdout.splitlines():
             m = LATENCY.match(line)
             if m:
-                buckets[m.group(2)] = buckets.get(m.group(2), 0) + int(m.group(3))
+                buckets[m.group(2)] = buckets.get(m.group(2), 0) + int(float(m.group(3)))
         return buckets
 
     def _snap(self) -> dict[str, Any]:
@@ -179,6 +180,21 @@ class Probe:
         judged_pps = round((after["judged"] - self.before["judged"]) / seconds)
         return {"reader_cpu": round(reader / seconds, 2), "worker_cpu": round(worker / seconds, 2),
                 "latency": latency, "judged_pps": judged_pps}  # fmt: skip
+
+
+def require_policy(e: LabEnforcer, timeout: float = 10.0) -> None:
+    """Measure only under the test's policy: a rejected one leaves the start-up policy (Monitor, no rule)
+    and the catalogue's flood thresholds in force, which is another test."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for c in e.status().get("children", []):
+            counters = c.get("counters", {})
+            if c.get("name", "").startswith("policy") and counters.get("policy.version") == 1:
+                return
+            if counters.get("policy.rejected"):
+                raise RuntimeError(f"loadtest: the enforcer rejected the test policy:\n{e.log()[-2000:]}")
+        time.sleep(0.2)
+    raise RuntimeError("loadtest: the test policy was not applied in time")
 
 
 def run_all(lab: Lab, e: LabEnforcer | None, rrgen: str, tests: list[str], seconds: float) -> dict[str, Any]:
@@ -264,7 +280,21 @@ def print_report(report: dict[str, Any], modes: list[str]) -> None:
         "\nworker-verdict latency of inspected packets (reader → worker → verdict), cumulative counts, all reps:"
     )
     for mode, hist in report["latency"].items():
-        print(f"  {mode:4s} " + (" ".join(f"≤{le}:{n}" for le, n in hist.items()) or "none"))
+        counts = " ".join(f"≤{_us(le)}:{n}" for le, n in hist.items()) or "none"
+        print(f"  {mode:4s} {counts}; median in ≤{_median_bucket(hist)} µs")
+
+
+def _us(le: str) -> str:
+    return le if le == "+Inf" else f"{float(le) * 1e6:g}"
+
+
+def _median_bucket(hist: dict[str, int]) -> str:
+    """The upper bound (µs) of the bucket holding the median of a cumulative histogram."""
+    total = max(hist.values(), default=0)
+    for le, n in hist.items():
+        if total and n * 2 >= total:
+            return _us(le)
+    return "-"
 
 
 def main() -> int:
@@ -306,6 +336,7 @@ def main() -> int:
                 for mode in modes:
                     sections = {"queues": base["queues"], "workers": {**base["workers"], "inspect": mode}}
                     with LabEnforcer(lab, sections, policy=policy) as e:
+                        require_policy(e)
                         tests = FORCED_TESTS if mode == "all" else TESTS
                         runs[mode].append(run_all(lab, e, rrgen, tests, seconds))
         finally:

@@ -23,7 +23,15 @@ from core.flow import Direction, flow_key
 from core.lookup import PolicyTables
 from core.packet import decode
 from core.policy_input import DnsAnswers, encode_policy_input, policy_input_endpoint
-from core.sockets import BATCH_HWM, EVENTS_HWM, HEARTBEAT_HWM, push_to, send_block_sources
+from core.sockets import (
+    BATCH_HWM,
+    EVENTS_HWM,
+    HEARTBEAT_HWM,
+    has_message,
+    push_to,
+    send_block_sources,
+    send_now,
+)
 from core.updates import Updates, UpdatesFactory
 from core.verdict import WorkerVerdict
 from workers.engine import Engine
@@ -120,7 +128,7 @@ class Worker:
         self.counters["packets.no_verdict"] += learned
         if answers:
             try:
-                self.to_readers[msg.reader].send(M.encode(M.Verdicts(self.index, answers)), zmq.NOBLOCK)
+                send_now(self.to_readers[msg.reader], M.encode(M.Verdicts(self.index, answers)))
             except zmq.Again:
                 self.counters["verdicts.undeliverable"] += len(answers)
         threats = getattr(_inner(self.engine), "threats", None)
@@ -165,6 +173,8 @@ class Worker:
                         break
                     # The engine gets wall-clock time, as in replay (capture timestamps): it stamps events.
                     self.handle(frame, time.time())
+                    if not has_message(self.inbox):
+                        break  # cheaper than the receive that would raise zmq.Again
             if now >= next_events:
                 next_events = now + EVENT_FLUSH_S
                 if self.threat_policy is not None and self.tables is not None:

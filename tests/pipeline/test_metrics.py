@@ -32,8 +32,9 @@ class Heartbeats:
 def _two_readers_two_workers() -> Heartbeats:
     source = Heartbeats()
     for q in (0, 1):
-        counters = {"packets": 10 + q, "latency_us_le_50": 3, "latency_us_le_100": 2, "latency_us_le_inf": 1,
-                    "latency_us_sum": 400, "rule.10": 5, "flows.active": 7, "decode.ipv4.truncated": 2}  # fmt: skip
+        counters = {"packets": 10 + q, "rule.10": 5, "flows.active": 7, "decode.ipv4.truncated": 2,
+                    "inspect_latency_us_le_50": 3, "inspect_latency_us_le_100": 2, "inspect_latency_us_le_inf": 1,
+                    "inspect_latency_us_sum": 400}  # fmt: skip
         source.receive(f"reader q{q}", M.encode(M.Heartbeat("reader", q, 100 + q, counters)), restarts=q)
     for w in (0, 1):
         counters = {"packets": 9, "detect.sqli": w, "detect.xss": 1, "rule.10": 1}
@@ -73,21 +74,25 @@ def test_every_family_is_one_block_with_a_child_label() -> None:
     assert _value(families["enforcer_reader_decode_ipv4_truncated"],
                   "enforcer_reader_decode_ipv4_truncated_total", child="reader q0") == 2  # fmt: skip
     assert _value(families["enforcer_child_up"], "enforcer_child_up", child="worker 1") == 0
-    assert _value(families["enforcer_child_restarts"], "enforcer_child_restarts_total", child="reader q1") == 1
+    assert (
+        _value(families["enforcer_child_restarts"], "enforcer_child_restarts_total", child="reader q1") == 1
+    )
     assert _value(families["enforcer_ready"], "enforcer_ready") == 1
     assert families["enforcer_supervisor_process_cpu_seconds"].type == "counter"
 
 
 def test_latency_histogram_is_cumulative_in_seconds() -> None:
     families = _parse(render(_two_readers_two_workers()))
-    latency = families["enforcer_worker_verdict_latency_seconds"]
-    assert latency.type == "histogram"
-    bucket = "enforcer_worker_verdict_latency_seconds_bucket"
+    latency = families["enforcer_reader_inspect_latency_seconds"]
+    assert latency.type == "histogram" and latency.documentation
+    # the heartbeat's bucket keys are the histogram's, not counters of their own
+    assert not any(name.startswith("enforcer_reader_inspect_latency_us") for name in families)
+    bucket = "enforcer_reader_inspect_latency_seconds_bucket"
     assert _value(latency, bucket, child="reader q0", le="5e-05") == 3
     assert _value(latency, bucket, child="reader q0", le="0.0001") == 5
     assert _value(latency, bucket, child="reader q1", le="+Inf") == 6
-    assert _value(latency, "enforcer_worker_verdict_latency_seconds_count", child="reader q1") == 6
-    assert _value(latency, "enforcer_worker_verdict_latency_seconds_sum", child="reader q0") == 0.0004
+    assert _value(latency, "enforcer_reader_inspect_latency_seconds_count", child="reader q1") == 6
+    assert _value(latency, "enforcer_reader_inspect_latency_seconds_sum", child="reader q0") == 0.0004
 
 
 def test_keys_that_sanitise_to_one_name_give_one_sample() -> None:
@@ -103,7 +108,11 @@ def test_keys_that_sanitise_to_one_name_give_one_sample() -> None:
 def test_collector_reads_the_source_on_every_scrape() -> None:
     source = Heartbeats()
     collector = ChildCounters(source)
-    assert [f.name for f in collector.collect()] == ["enforcer_ready", "enforcer_child_up", "enforcer_child_restarts"]
+    assert [f.name for f in collector.collect()] == [
+        "enforcer_ready",
+        "enforcer_child_up",
+        "enforcer_child_restarts",
+    ]
     source.receive("policy 0", M.encode(M.Heartbeat("policy", 0, 5, {"policy.version": 4})))
     by_name = {f.name: f for f in collector.collect()}
     assert by_name["enforcer_policy_policy_version"].type == "gauge"
