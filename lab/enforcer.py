@@ -49,6 +49,9 @@ class LabEnforcer:
             "paths": {"run_dir": str(self.tmp / "run"), "state_dir": str(self.tmp / "state")},
             "policy": {"file": str(policy) if policy else ""},
             "supervisor": {"shutdown_grace_ms": 1000},
+            # pod identity from no container runtime unless a test gives it one: a runtime of the
+            # machine itself is none of the lab's business
+            "cri": {"socket": ""},
         }
         for section, keys in (overrides or {}).items():
             sections.setdefault(section, {}).update(keys)
