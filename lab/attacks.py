@@ -65,6 +65,29 @@ class ArrivalCounter:
         return int(out.split()[0])
 
 
+@dataclass(frozen=True)
+class QueueState:
+    """One NFQUEUE of the node, as /proc/net/netfilter/nfnetlink_queue shows it. The counters belong to
+    the queue's instance: a reader that binds anew (after a restart) starts them from zero."""
+
+    number: int
+    waiting: int  # packets handed to the reader and still awaiting its verdict (queue_total)
+    dropped: int  # refused because the queue was full and fail-open is off (queue_dropped)
+    user_dropped: int  # could not be handed to the reader (its socket buffer full): never judged
+    handed: int  # packets handed to the reader so far (id_sequence)
+
+
+def queue_states(lab: Lab) -> dict[int, QueueState]:
+    """The node's bound NFQUEUEs by number (a queue with no reader bound has no line)."""
+    out = lab.node_exec("cat", "/proc/net/netfilter/nfnetlink_queue", check=False).stdout
+    states = {}
+    for line in out.splitlines():
+        f = line.split()
+        if len(f) > 7:
+            states[int(f[0])] = QueueState(int(f[0]), int(f[2]), int(f[5]), int(f[6]), int(f[7]))
+    return states
+
+
 def queued_packets(lab: Lab) -> int:
     """Packets the node's NFQUEUEs have handed to user space so far (each queue's id sequence in
     /proc/net/netfilter/nfnetlink_queue). Packets the kernel let by unjudged because a queue was full
@@ -103,6 +126,12 @@ def syn_flood(
 def icmp_flood(lab: Lab, attacker: str, target: str, seconds: float) -> FloodResult:
     """`hping3 --icmp --flood` (echo requests, one ICMP id) from `attacker` to `target` for `seconds`."""
     return _hping3(lab, attacker, target, seconds, ["--icmp"])
+
+
+def udp_flood(lab: Lab, attacker: str, target: str, port: int, seconds: float) -> FloodResult:
+    """`hping3 --udp --flood` from `attacker` to `target`:`port` for `seconds`: hping3 moves its source
+    port with every datagram, so each one is a new flow that the node's queue hands to a reader."""
+    return _hping3(lab, attacker, target, seconds, ["--udp", "-p", str(port)])
 
 
 def _hping3(lab: Lab, attacker: str, target: str, seconds: float, mode: list[str]) -> FloodResult:
@@ -177,4 +206,14 @@ def nmap_syn_scan(lab: Lab, scanner: str, target: str, ports: str = "1-1200", se
     return result.stdout
 
 
-__all__ = ["ClientProbe", "FloodResult", "icmp_flood", "ip_received", "nmap_syn_scan", "syn_flood"]
+__all__ = [
+    "ClientProbe",
+    "FloodResult",
+    "QueueState",
+    "icmp_flood",
+    "ip_received",
+    "nmap_syn_scan",
+    "queue_states",
+    "syn_flood",
+    "udp_flood",
+]
