@@ -7,8 +7,8 @@ everything sent came back intact. Every loop is bounded in count and time.
 Two long-running clients serve the reliability drills (`scripts/chaos.py`, `scripts/soak.py`):
   probe     alternates a connection the policy denies and one it allows, one JSON line per attempt with
             its wall-clock start and end, so a drill can tell when enforcement held and when it did not;
-  denials   denied connections at a steady rate, each from its own source port (one flow, so one
-            violation event each): a countable event load; prints what it did when it ends.
+  denials   denied connections at a steady rate: a countable event load (one violation per refused
+            attempt); prints what it did when it ends.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from types import FrameType
 MAX_SERVE_SECONDS = 600
 MAX_CLIENT_SECONDS = 3600  # the drills' long-running clients (probe, denials) end by then at the latest
 MAX_DENIALS = 1_000_000  # connections one denials client makes at most
-DENIAL_PORTS = 20000  # source ports the denials client cycles through (from --sport-base)
 
 
 def _pattern(n: int) -> bytes:
@@ -229,13 +228,13 @@ def probe(
 
 
 def denials(
-    host: str, port: int, rate: float, count: int, seconds: float, sport_base: int, timeout: float
+    host: str, port: int, span: int, rate: float, count: int, seconds: float, timeout: float
 ) -> dict[str, object]:
-    """Up to `count` connections the policy denies, at most `rate` a second, until `seconds` pass (or
-    SIGTERM). Each binds its own source port, so each is a flow of its own: the enforcer reports exactly
-    one violation per refused attempt, never folded into another."""
+    """Up to `count` connections the policy denies, to ports `port`..`port + span - 1` in turn, at most
+    `rate` a second, until `seconds` pass (or SIGTERM). The enforcer reports one violation per refused
+    attempt (merged with a count when client, server and port repeat), so the events are countable;
+    with a span of distinct ports each is an event of its own."""
     stop = _Stop()
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     outcomes: dict[str, int] = {}
     started = time.monotonic()
     end = started + min(seconds, MAX_CLIENT_SECONDS)
@@ -247,23 +246,7 @@ def denials(
             wait = started + i / rate - time.monotonic()
             if wait > 0:
                 time.sleep(wait)
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.settimeout(timeout)
-        try:
-            sock.bind(("", sport_base + i % DENIAL_PORTS))
-            sock.connect((host, port))
-            outcome = "connected"
-        except ConnectionRefusedError:
-            outcome = "refused"
-        except ConnectionResetError:
-            outcome = "reset"
-        except TimeoutError:
-            outcome = "timeout"
-        except OSError as exc:
-            outcome = f"os:{exc.errno}"
-        finally:
-            sock.close()
+        outcome = _connect_outcome(host, port + i % max(1, span), timeout)
         attempts += 1
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
     denied = outcomes.get("refused", 0) + outcomes.get("reset", 0)
@@ -302,13 +285,13 @@ def main(argv: list[str] | None = None) -> int:
     pr.add_argument("--seconds", type=float, default=60)
     pr.add_argument("--interval", type=float, default=0.05)
     pr.add_argument("--timeout", type=float, default=1)
-    d = sub.add_parser("denials", help="denied connections at a steady rate, one source port each")
+    d = sub.add_parser("denials", help="denied connections at a steady rate (a countable event load)")
     d.add_argument("host")
     d.add_argument("port", type=int)
+    d.add_argument("--span", type=int, default=1, help="ports port..port+span-1 in turn")
     d.add_argument("--rate", type=float, default=50, help="attempts per second (0: as fast as possible)")
     d.add_argument("--count", type=int, default=MAX_DENIALS)
     d.add_argument("--seconds", type=float, default=60)
-    d.add_argument("--sport-base", type=int, default=30000)
     d.add_argument("--timeout", type=float, default=2)
     args = parser.parse_args(argv)
     if args.cmd == "serve":
@@ -316,9 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "probe":
         result = probe(args.host, args.allowed, args.denied, args.seconds, args.interval, args.timeout)
     elif args.cmd == "denials":
-        result = denials(
-            args.host, args.port, args.rate, args.count, args.seconds, args.sport_base, args.timeout
-        )
+        result = denials(args.host, args.port, args.span, args.rate, args.count, args.seconds, args.timeout)
     elif args.cmd == "tcp":
         result = tcp_client(args.host, args.port, args.bytes, args.timeout)
     else:

@@ -61,7 +61,24 @@ TABLE_BYTES = 1 << 20  # per half of the shared tables (the lab policy needs a f
 SPOOL_BYTES = 1 << 20  # events.spool_max_bytes: its smallest allowed value
 LOAD_PORT = 5201  # rrgen's echo server on the api host, iperf3's on the web host (both allowed)
 EVENT_PORT = 22  # denied to the clients on the web host (rule 11): each refused connection is one event
-DENIED_RULE = 11
+SPOOL_PORTS = 10000  # the spool drill's event load: ports from here (denied: web is in Protect)
+DISK_PORTS = 30000  # the state-dir drill's
+DISK_EVENTS = 500
+# The probes and the event load are refused by the web group hundreds of times a minute, from one source
+# each: by the detectors' definitions a port scan (resets) and an SSH brute force. Here those threats only
+# alert, so no block-source takes a probe client off the network and the drills measure the rules.
+DRILL_THREATS = (
+    "threats: {port_scan: {action: alert}, ssh_brute_force: {action: alert},"
+    " source_session_flood: {action: alert}}\n"
+)
+
+
+def drill_policy(directory: Path) -> Path:
+    from lab.enforcer import LAB_POLICY
+
+    path = directory / "policy.yaml"
+    path.write_text(LAB_POLICY.read_text().rstrip("\n") + "\n" + DRILL_THREATS)
+    return path
 
 
 # ---- processes of the lab ------------------------------------------------------------------------
@@ -82,18 +99,22 @@ class Processes:
     def __init__(self) -> None:
         self.procs: list[subprocess.Popen[Any]] = []
 
-    def add(self, proc: subprocess.Popen[Any]) -> subprocess.Popen[Any]:
+    def start(self, lab: Lab, host: str, *cmd: str, **kwargs: Any) -> subprocess.Popen[Any]:
+        """`cmd` in a lab host's namespace, leading a process group of its own."""
+        proc = lab.popen(host, *cmd, start_new_session=True, cwd=ROOT, **kwargs)
         self.procs.append(proc)
         return proc
 
     def end(self, proc: subprocess.Popen[Any], timeout: float = 5.0) -> None:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
+        """SIGTERM to the process group the process leads (rrgen forks its clients), then SIGKILL."""
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            with suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, sig)
             try:
                 proc.wait(timeout=timeout)
+                return
             except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
+                continue
 
     def end_all(self) -> None:
         for proc in reversed(self.procs):
@@ -108,13 +129,10 @@ class Probe:
         self.client, self.target = client, target
         self.records: list[dict[str, Any]] = []
         self._lock = threading.Lock()
-        self.proc = procs.add(
-            lab.popen(
-                client, sys.executable, "-m", "lab.traffic", "probe", target, "--seconds", str(seconds),
-                "--interval", "0.02", "--timeout", "1",
-                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT,
-            )  # fmt: skip
-        )
+        self.proc = procs.start(
+            lab, client, sys.executable, "-m", "lab.traffic", "probe", target, "--seconds", str(seconds),
+            "--interval", "0.02", "--timeout", "1", stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )  # fmt: skip
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
@@ -154,18 +172,26 @@ def child_rss_mib(e: LabEnforcer) -> dict[str, float]:
     return out
 
 
-def unanswered(lab: Lab, seconds: float = 2.0) -> int:
-    """Packets waiting in the node's queues for a verdict that is not coming: the smallest total seen over
-    `seconds` (packets of the running load pass through the queues all the time; one left without a
-    verdict stays there)."""
-    low = None
-    deadline = time.monotonic() + seconds
-    while True:
-        total = sum(q.waiting for q in queue_states(lab).values())
-        low = total if low is None else min(low, total)
-        if low == 0 or time.monotonic() >= deadline:
-            return low
-        time.sleep(0.05)
+def unanswered(lab: Lab, load: list[subprocess.Popen[Any]], seconds: float = 2.0) -> int:
+    """Packets waiting in the node's queues for a verdict that is not coming. The load generators are
+    paused meanwhile (SIGSTOP to the process groups we started), so the packets in flight get their
+    verdicts and leave: the smallest total seen over `seconds` is what nobody will answer."""
+    for proc in load:
+        with suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGSTOP)
+    try:
+        low = None
+        deadline = time.monotonic() + seconds
+        while True:
+            total = sum(q.waiting for q in queue_states(lab).values())
+            low = total if low is None else min(low, total)
+            if low == 0 or time.monotonic() >= deadline:
+                return low
+            time.sleep(0.05)
+    finally:
+        for proc in load:
+            with suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGCONT)
 
 
 def wait_until(cond: Callable[[], bool], timeout: float = MAX_DRILL_WAIT_S, step: float = 0.05) -> float | None:
@@ -195,12 +221,13 @@ class Store:
         finally:
             db.close()
 
-    def denials_from(self, source: str, sports: range) -> list[tuple[str, dict[str, Any]]]:
+    def denials_from(self, source: str, ports: range, since: float) -> list[dict[str, Any]]:
+        """Violations of connections from `source` to `ports` made since `since`."""
         out = []
-        for eid, e in self.rows("WHERE type = 'violation'"):
+        for _, e in self.rows("WHERE type = 'violation' AND time >= ?", (since - 1.0,)):
             flow = e.get("flow") or {}
-            if e.get("rule_id") == DENIED_RULE and flow.get("src") == source and flow.get("sport") in sports:
-                out.append((eid, e))
+            if flow.get("src") == source and flow.get("dport") in ports and float(e["time"]) >= since:
+                out.append(e)
         return out
 
     def dropped_reported(self, after: float) -> int:
@@ -235,18 +262,15 @@ class Row:
         return self
 
 
-def reconcile(store: Store, source: str, sports: range, denied: int, dropped: int = 0) -> tuple[int, int, int]:
-    """(stored, lost, duplicated) of `denied` event-load connections: each has its own source port, so
-    one stored violation per port is right; a second event of a port is a duplicate; a port without an
-    event that no reported drop covers is lost."""
-    found = store.denials_from(source, sports)
-    per_port: dict[int, int] = {}
-    for _, e in found:
-        per_port[e["flow"]["sport"]] = per_port.get(e["flow"]["sport"], 0) + int(e.get("count", 1))
-    stored = len(per_port)
-    duplicated = sum(n - 1 for n in per_port.values())
-    lost = max(0, denied - stored - dropped)
-    return stored, lost, duplicated
+def reconcile(
+    store: Store, source: str, ports: range, since: float, denied: int, dropped: int = 0
+) -> tuple[int, int, int]:
+    """(stored, lost, duplicated) of `denied` refused event-load connections. The enforcer reports each
+    refused connection once, merging repeats of one client, server and port into an event with a count;
+    the store keeps each event id once. So the counts stored must add up to `denied` exactly: fewer, and
+    those not covered by a reported drop are lost; more, and something was delivered twice."""
+    stored = sum(int(e.get("count", 1)) for e in store.denials_from(source, ports, since))
+    return stored, max(0, denied - stored - dropped), max(0, stored - denied)
 
 
 # ---- the lab -------------------------------------------------------------------------------------------
@@ -304,7 +328,7 @@ class Drills:
         self.probes: list[Probe] = []
         self.web = lab.host("s1").ipv4
         self.event_client = lab.host("c4")
-        self.next_sport = 20000
+        self.load: list[subprocess.Popen[Any]] = []  # the load generators (paused while queues are read)
 
     # -- helpers --
 
@@ -333,7 +357,9 @@ class Drills:
             self.queue_of_probe[client] = queue
 
     def records(self, since: float) -> list[list[dict[str, Any]]]:
-        return [p.since(since) for p in self.probes]
+        """Probe results of attempts begun at `since` or later (one begun before a fault that then waits
+        for a retransmission tells of the packet the fault cost: the `flushed` column counts those)."""
+        return [[r for r in p.since(since) if r["start"] >= since] for p in self.probes]
 
     def observe(self, since: float, ready: Callable[[], bool] = lambda: True) -> float | None:
         """Until `ready()` and every probe shows enforcement after `since` (bounded); the slowest."""
@@ -343,26 +369,24 @@ class Drills:
 
         wait_until(done, MAX_DRILL_WAIT_S, 0.1)
         times = [enforcing_again(r, since) for r in self.records(since)]
-        return None if any(t is None for t in times) else max(t for t in times if t is not None)
+        if any(t is None for t in times):
+            for probe, records in zip(self.probes, self.records(since), strict=True):
+                wrong = [r["kind"] + ":" + r["outcome"] for r in records if not r["correct"]]
+                print(f"  probe {probe.client} -> {probe.target}: {len(records)} results, wrong {wrong[-6:]}, "
+                      f"exit {probe.proc.poll()}", flush=True)  # fmt: skip
+            return None
+        return max(t for t in times if t is not None)
 
-    def sports(self, n: int) -> int:
-        base = self.next_sport
-        self.next_sport += n
-        if self.next_sport > 60000:
-            raise LabError("event-load source ports exhausted (lower the rounds)")
-        return base
-
-    def denials(self, rate: float, count: int, seconds: float) -> tuple[subprocess.Popen[str], range]:
-        base = self.sports(count)
-        proc = self.procs.add(
-            self.lab.popen(
-                "c4", sys.executable, "-m", "lab.traffic", "denials", self.web, str(EVENT_PORT),
-                "--rate", str(rate), "--count", str(count), "--seconds", str(seconds),
-                "--sport-base", str(base), "--timeout", "2",
-                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT,
-            )  # fmt: skip
-        )
-        return proc, range(base, base + count)
+    def denials(
+        self, rate: float, count: int, seconds: float, port: int = EVENT_PORT, span: int = 1
+    ) -> tuple[subprocess.Popen[str], range]:
+        """The event load: `lab.traffic denials` from c4 to the web host's `port`..`port + span - 1`."""
+        proc = self.procs.start(
+            self.lab, "c4", sys.executable, "-m", "lab.traffic", "denials", self.web, str(port),
+            "--span", str(span), "--rate", str(rate), "--count", str(count), "--seconds", str(seconds),
+            "--timeout", "2", stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )  # fmt: skip
+        return proc, range(port, port + span)
 
     @staticmethod
     def finish(proc: subprocess.Popen[str], timeout: float = 60) -> dict[str, Any]:
@@ -405,7 +429,7 @@ class Drills:
                 back = wait_until(restarted)
                 t = self.observe(since, restarted)
                 note = f"restarted in {back:.2f} s" if back is not None else "not restarted"
-                self.add(Row(f"kill {role} #{round_}", t, unanswered(self.lab), flushed, note=note))
+                self.add(Row(f"kill {role} #{round_}", t, unanswered(self.lab, self.load), flushed, note=note))
 
     def queue(self) -> None:
         for round_ in range(1, self.s.rounds + 1):
@@ -433,7 +457,7 @@ class Drills:
             t = self.observe(since)
             full = sorted(n for n, v in peak.items() if v >= max_len)
             note = f"held full: queues {full} at {max_len}" if full else f"queues never full (peak {peak})"
-            row = Row(f"queue full #{round_}", t, unanswered(self.lab), note=note)
+            row = Row(f"queue full #{round_}", t, unanswered(self.lab, self.load), note=note)
             if not full:
                 row.missed.append("the flood did not fill a queue")
             self.add(row)
@@ -441,8 +465,8 @@ class Drills:
     def controller(self) -> None:
         total_s = self.s.restarts * (self.s.down_s + 3.0) + 10
         count = int(self.s.event_rate * total_s) + 10
-        gen, sports = self.denials(self.s.event_rate, count, total_s)
         started = time.time()
+        gen, ports = self.denials(self.s.event_rate, count, total_s)
         for i in range(1, self.s.restarts + 1):
             self.ctl.stop()
             down = time.time()
@@ -451,31 +475,33 @@ class Drills:
             up = time.time()
 
             def flowing(up: float = up) -> bool:  # an event made after the controller came back is stored
-                return any(e["time"] >= up for _, e in self.store.denials_from(self.event_client.ipv4, sports))
+                return bool(self.store.denials_from(self.event_client.ipv4, ports, up))
 
             back = wait_until(flowing)
             t = self.observe(down)
             note = f"down {up - down:.1f} s; events flowing {back:.2f} s after its start" if back is not None \
                 else "events not flowing again"  # fmt: skip
-            row = Row(f"controller restart #{i}", t, unanswered(self.lab, 0.5), note=note)
+            row = Row(f"controller restart #{i}", t, unanswered(self.lab, self.load, 0.5), note=note)
             if back is None:
                 row.missed.append("events did not flow again")
             self.add(row)
         result = self.finish(gen)
         denied = int(result.get("denied", 0))
         # Every refused connection is one violation: wait (bounded) until the store holds them all.
-        wait_until(lambda: reconcile(self.store, self.event_client.ipv4, sports, denied)[0] >= denied, 30, 0.2)
+        src = self.event_client.ipv4
+        wait_until(lambda: reconcile(self.store, src, ports, started, denied)[0] >= denied, 30, 0.2)
         time.sleep(1.0)  # a second delivery of something would show up now
-        stored, lost, dup = reconcile(self.store, self.event_client.ipv4, sports, denied)
+        stored, lost, dup = reconcile(self.store, src, ports, started, denied)
         dropped = self.store.dropped_reported(started)
-        note = f"{denied} events made over {self.s.restarts} restarts, {stored} stored once, {dropped} reported dropped"
-        self.add(Row(f"controller x{self.s.restarts}: events", 0.0, unanswered(self.lab), lost=lost,
+        note = f"{denied} refused over {self.s.restarts} restarts: {stored} in the store, {dropped} reported dropped"
+        self.add(Row(f"controller x{self.s.restarts}: events", 0.0, unanswered(self.lab, self.load), lost=lost,
                      duplicated=dup, note=note))  # fmt: skip
 
     def spool(self) -> None:
         started = time.time()
         self.ctl.stop()
-        gen, sports = self.denials(0, self.s.spool_events, 120)
+        # Each attempt to another port of the web host: an event of its own, to fill the spool.
+        gen, ports = self.denials(0, self.s.spool_events, 120, SPOOL_PORTS, self.s.spool_events)
         result = self.finish_when_done(gen)
         denied = int(result.get("denied", 0))
         time.sleep(1.0)  # the last aggregation window reaches the spool
@@ -483,19 +509,27 @@ class Drills:
         self.ctl.start()
         t = self.observe(down)
 
-        def settled() -> bool:
-            stored, _, _ = reconcile(self.store, self.event_client.ipv4, sports, denied)
-            return stored + self.store.dropped_reported(started) >= denied
-
-        wait_until(settled, 30, 0.2)
-        time.sleep(1.0)
-        dropped = self.store.dropped_reported(started)
-        stored, lost, dup = reconcile(self.store, self.event_client.ipv4, sports, denied, dropped)
+        stored, lost, dup, dropped = self.settle(ports, started, denied)
         note = f"{denied} events into a {SPOOL_BYTES >> 20} MiB spool: {stored} stored, {dropped} reported dropped"
-        row = Row("spool full", t, unanswered(self.lab), lost=lost, duplicated=dup, note=note)
+        row = Row("spool full", t, unanswered(self.lab, self.load), lost=lost, duplicated=dup, note=note)
         if not dropped:
             row.missed.append("the spool never filled (raise --spool-events)")
         self.add(row)
+
+    def settle(self, ports: range, started: float, denied: int) -> tuple[int, int, int, int]:
+        """Once the store holds (or drop reports cover) every refused connection, bounded: (stored, lost,
+        duplicated, reported dropped)."""
+        src = self.event_client.ipv4
+
+        def settled() -> bool:
+            stored = reconcile(self.store, src, ports, started, denied)[0]
+            return stored + self.store.dropped_reported(started) >= denied
+
+        wait_until(settled, 30, 0.2)
+        time.sleep(1.0)  # a second delivery of something would show up now
+        dropped = self.store.dropped_reported(started)
+        stored, lost, dup = reconcile(self.store, src, ports, started, denied, dropped)
+        return stored, lost, dup, dropped
 
     def finish_when_done(self, proc: subprocess.Popen[str]) -> dict[str, Any]:
         with suppress(subprocess.TimeoutExpired):
@@ -509,26 +543,27 @@ class Drills:
         self.ctl.stop()
         filler = fill(self.state_dir)
         try:
-            gen, sports = self.denials(0, 500, 60)
+            gen, ports = self.denials(0, DISK_EVENTS, 60, DISK_PORTS, DISK_EVENTS)
             denied = int(self.finish_when_done(gen).get("denied", 0))
             time.sleep(1.0)
+            self.ctl.start()  # a new policy arrives while the last-known-good cannot be written
+            version, applied = self.change_policy(61)
+            self.ctl.stop()
         finally:
             filler.unlink(missing_ok=True)
         down = time.time()
         self.ctl.start()
         t = self.observe(down)
 
-        def settled() -> bool:
-            stored, _, _ = reconcile(self.store, self.event_client.ipv4, sports, denied)
-            return stored + self.store.dropped_reported(started) >= denied
-
-        wait_until(settled, 30, 0.2)
-        dropped = self.store.dropped_reported(started)
-        stored, lost, dup = reconcile(self.store, self.event_client.ipv4, sports, denied, dropped)
+        stored, lost, dup, dropped = self.settle(ports, started, denied)
         after = self.restarts()
         crashed = {n: after.get(n, 0) - v for n, v in before.items() if after.get(n, 0) != v}
-        note = f"{denied} events while full: {stored} stored, {dropped} reported dropped; restarts {crashed or 'none'}"
-        row = Row("state dir full", t, unanswered(self.lab), lost=lost, duplicated=dup, note=note)
+        note = (f"{denied} events while full: {stored} stored, {dropped} reported dropped; policy v{version + 1} "
+                + (f"applied in {applied:.2f} s" if applied is not None else "NOT applied")
+                + f"; restarts {crashed or 'none'}")  # fmt: skip
+        row = Row("state dir full", t, unanswered(self.lab, self.load), lost=lost, duplicated=dup, note=note)
+        if applied is None:
+            row.missed.append("a new policy was not applied while the state directory was full")
         if crashed:
             row.missed.append(f"children restarted: {crashed}")
         self.add(row)
@@ -539,14 +574,7 @@ class Drills:
         before = self.restarts()
         filler = fill(self.run_dir)
         try:
-            policy = self.ctl.policy_dir / "policy.yaml"
-            version = int(self.status_counter("policy 0", "policy.version"))
-            text = policy.read_text().replace(f"version: {version}", f"version: {version + 1}")
-            text += "  - {id: 60, from: clients, to: web, ports: [tcp/8081], action: allow, comment: drill}\n"
-            tmp = policy.with_suffix(".tmp")
-            tmp.write_text(text)
-            os.replace(tmp, policy)
-            applied = wait_until(lambda: self.status_counter("policy 0", "policy.version") > version)
+            version, applied = self.change_policy(60)
             since = time.time()
             for role in ("policy 0", "reader q0"):
                 old = self.e.child_pids().get(role)
@@ -561,12 +589,25 @@ class Drills:
         extra = {n: after.get(n, 0) - v for n, v in before.items() if after.get(n, 0) - v > (1 if n in ("policy 0", "reader q0") else 0)}
         note = (f"policy v{version + 1} applied in {applied:.2f} s" if applied is not None else "new policy not applied") + \
             f"; v{in_force} in force after the kills; extra restarts {extra or 'none'}"  # fmt: skip
-        row = Row("run dir full", t, unanswered(self.lab), note=note)
+        row = Row("run dir full", t, unanswered(self.lab, self.load), note=note)
         if applied is None or in_force <= version:
             row.missed.append("the new policy did not stay in force")
         if extra:
             row.missed.append(f"children restarted beyond the kills: {extra}")
         self.add(row)
+
+    def change_policy(self, rule_id: int) -> tuple[int, float | None]:
+        """A new policy version through the controller (one more allowed port); (the version before it,
+        seconds until the policy process reports the new one in force)."""
+        policy = self.ctl.policy_dir / "policy.yaml"
+        version = self.status_counter("policy 0", "policy.version")
+        text = policy.read_text().replace(f"version: {version}\n", f"version: {version + 1}\n")
+        port = 8000 + rule_id
+        rule = f"  - {{id: {rule_id}, from: clients, to: web, ports: [tcp/{port}], action: allow}}\n"
+        tmp = policy.with_suffix(".tmp")
+        tmp.write_text(text.replace("rules:\n", "rules:\n" + rule))
+        os.replace(tmp, policy)
+        return version, wait_until(lambda: self.status_counter("policy 0", "policy.version") > version)
 
     def status_counter(self, child: str, key: str) -> int:
         for c in self.e.status().get("children", []):
@@ -633,15 +674,15 @@ def run(args: argparse.Namespace) -> tuple[list[Row], dict[str, Any]]:
         ):
             seconds = str(int(args.max_seconds))
             ready = [
-                procs.add(lab.popen("s1", sys.executable, "-m", "lab.traffic", "serve", "--seconds", seconds,
-                                    "--tcp", "80", "--tcp", "22", stdout=subprocess.PIPE, text=True, cwd=ROOT)),
-                procs.add(lab.popen("s2", rrgen, "serve", str(LOAD_PORT), seconds, stdout=subprocess.PIPE, text=True)),
+                procs.start(lab, "s1", sys.executable, "-m", "lab.traffic", "serve", "--seconds", seconds,
+                            "--tcp", "80", "--tcp", "22", stdout=subprocess.PIPE, text=True),
+                procs.start(lab, "s2", rrgen, "serve", str(LOAD_PORT), seconds, stdout=subprocess.PIPE, text=True),
             ]  # fmt: skip
-            procs.add(lab.popen("s1", "iperf3", "-s", "-p", str(LOAD_PORT), stdout=subprocess.DEVNULL))
+            procs.start(lab, "s1", "iperf3", "-s", "-p", str(LOAD_PORT), stdout=subprocess.DEVNULL)
             for proc in ready:
                 assert proc.stdout is not None
                 proc.stdout.readline()
-            with ChaosController(lab, node="chaos-node") as ctl:
+            with ChaosController(lab, node="chaos-node", policy=drill_policy(base)) as ctl:
                 overrides = ctl.enforcer_overrides()
                 overrides["controller"].update({"heartbeat_s": 1, "timeout_s": 3, "reconnect_max_s": 1})
                 for section, keys in config.items():
@@ -658,13 +699,13 @@ def run(args: argparse.Namespace) -> tuple[list[Row], dict[str, Any]]:
                         raise LabError(f"the controller's policy never arrived:\n{e.log()}")
                     d.map_probes(args.max_seconds)
                     load_s = str(int(args.max_seconds))
-                    procs.add(lab.popen("c3", rrgen, "crr", lab.host("s2").ipv4, str(LOAD_PORT), load_s, "1",
-                                        stdout=subprocess.DEVNULL))  # fmt: skip
-                    procs.add(lab.popen("c3", "iperf3", "-c", lab.host("s1").ipv4, "-p", str(LOAD_PORT), "-t",
-                                        load_s, "-b", args.bulk_rate, stdout=subprocess.DEVNULL))  # fmt: skip
+                    d.load = [procs.start(lab, "c3", rrgen, "crr", lab.host("s2").ipv4, str(LOAD_PORT), load_s, "1",
+                                stdout=subprocess.DEVNULL),
+                    procs.start(lab, "c3", "iperf3", "-c", lab.host("s1").ipv4, "-p", str(LOAD_PORT), "-t",
+                                load_s, "-b", args.bulk_rate, stdout=subprocess.DEVNULL)]  # fmt: skip
                     time.sleep(1.0)
                     print(HEADER, flush=True)
-                    d.add(Row("baseline (load, no fault)", d.observe(time.time()), unanswered(lab)))
+                    d.add(Row("baseline (load, no fault)", d.observe(time.time()), unanswered(lab, d.load)))
                     deadline = time.monotonic() + args.max_seconds
                     for name in s.drills:
                         if time.monotonic() > deadline:
