@@ -194,7 +194,9 @@ def unanswered(lab: Lab, load: list[subprocess.Popen[Any]], seconds: float = 2.0
                 os.killpg(proc.pid, signal.SIGCONT)
 
 
-def wait_until(cond: Callable[[], bool], timeout: float = MAX_DRILL_WAIT_S, step: float = 0.05) -> float | None:
+def wait_until(
+    cond: Callable[[], bool], timeout: float = MAX_DRILL_WAIT_S, step: float = 0.05
+) -> float | None:
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
         if cond():
@@ -429,7 +431,9 @@ class Drills:
                 back = wait_until(restarted)
                 t = self.observe(since, restarted)
                 note = f"restarted in {back:.2f} s" if back is not None else "not restarted"
-                self.add(Row(f"kill {role} #{round_}", t, unanswered(self.lab, self.load), flushed, note=note))
+                self.add(
+                    Row(f"kill {role} #{round_}", t, unanswered(self.lab, self.load), flushed, note=note)
+                )
 
     def queue(self) -> None:
         for round_ in range(1, self.s.rounds + 1):
@@ -437,7 +441,8 @@ class Drills:
             max_len = self.e_config["queues"]["max_len"]
             peak: dict[int, int] = {}
             flood = threading.Thread(
-                target=lambda: udp_flood(self.lab, "c3", self.lab.host("s2").ipv4, 53, self.s.hold_s), daemon=True
+                target=lambda: udp_flood(self.lab, "c3", self.lab.host("s2").ipv4, 53, self.s.hold_s),
+                daemon=True,
             )
             for pid in readers:
                 os.kill(pid, signal.SIGSTOP)
@@ -586,7 +591,11 @@ class Drills:
         finally:
             filler.unlink(missing_ok=True)
         after = self.restarts()
-        extra = {n: after.get(n, 0) - v for n, v in before.items() if after.get(n, 0) - v > (1 if n in ("policy 0", "reader q0") else 0)}
+        extra = {
+            n: after.get(n, 0) - v
+            for n, v in before.items()
+            if after.get(n, 0) - v > (1 if n in ("policy 0", "reader q0") else 0)
+        }
         note = (f"policy v{version + 1} applied in {applied:.2f} s" if applied is not None else "new policy not applied") + \
             f"; v{in_force} in force after the kills; extra restarts {extra or 'none'}"  # fmt: skip
         row = Row("run dir full", t, unanswered(self.lab, self.load), note=note)
@@ -651,7 +660,9 @@ ALL_DRILLS = ["kill", "queue", "controller", "spool", "disk", "rundir"]
 
 
 def run(args: argparse.Namespace) -> tuple[list[Row], dict[str, Any]]:
-    s = Settings(args.rounds, args.restarts, args.down, args.hold, args.event_rate, args.spool_events, args.drills)
+    s = Settings(
+        args.rounds, args.restarts, args.down, args.hold, args.event_rate, args.spool_events, args.drills
+    )
     procs = Processes()
     rrgen = rrgen_binary()
     base = Path(tempfile.mkdtemp(prefix="enforcer-chaos-"))
@@ -695,7 +706,10 @@ def run(args: argparse.Namespace) -> tuple[list[Row], dict[str, Any]]:
                     d = Drills(lab, e, ctl, procs, s)
                     d.e_config = config
                     d.run_dir, d.state_dir = run_dir, state_dir
-                    if wait_until(lambda: d.status_counter("policy 0", "policy.version") >= 1, 30, 0.2) is None:
+                    if (
+                        wait_until(lambda: d.status_counter("policy 0", "policy.version") >= 1, 30, 0.2)
+                        is None
+                    ):
                         raise LabError(f"the controller's policy never arrived:\n{e.log()}")
                     d.map_probes(args.max_seconds)
                     load_s = str(int(args.max_seconds))
@@ -726,7 +740,9 @@ def run(args: argparse.Namespace) -> tuple[list[Row], dict[str, Any]]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--short", action="store_true", help="the CI variant: one round, three controller restarts")
+    p.add_argument(
+        "--short", action="store_true", help="the CI variant: one round, three controller restarts"
+    )
     p.add_argument("--rounds", type=int, default=3, help="kills of each child type, queue holds")
     p.add_argument("--restarts", type=int, default=10, help="controller stops and restarts")
     p.add_argument("--down", type=float, default=1.0, help="seconds the controller stays away each time")
@@ -734,7 +750,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--event-rate", type=float, default=40, help="event-load connections per second")
     p.add_argument("--spool-events", type=int, default=8000, help="events made while the spool fills")
     p.add_argument("--bulk-rate", default="100M", help="iperf3's bit rate during the drills")
-    p.add_argument("--drills", default=",".join(ALL_DRILLS), help=f"comma-separated, of {','.join(ALL_DRILLS)}")
+    p.add_argument(
+        "--drills", default=",".join(ALL_DRILLS), help=f"comma-separated, of {','.join(ALL_DRILLS)}"
+    )
     p.add_argument("--max-seconds", type=float, default=900, help="upper bound of the whole run")
     p.add_argument("--json", action="store_true", help="also print the rows as one JSON document")
     args = p.parse_args(argv)
@@ -752,7 +770,9 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(rss_table(rows))
     missed = [r for r in rows if r.missed]
-    print(f"\nchaos: {len(rows)} rows, {len(missed)} missed a target; restarts {meta.get('enforcer_restarts')}")
+    print(
+        f"\nchaos: {len(rows)} rows, {len(missed)} missed a target; restarts {meta.get('enforcer_restarts')}"
+    )
     if args.json:
         print(json.dumps({"rows": [asdict(r) for r in rows], **meta}))
     return 1 if missed else 0
