@@ -280,6 +280,7 @@ class Supervisor:
                     "pid": c.proc.pid if c.proc else None,
                     "cpu": c.cpu,
                     "restarts": c.restarts,
+                    "heartbeats": c.heartbeats,  # of the current process: tells a fresh counter reading
                     "alive": bool(c.proc and c.proc.poll() is None),
                     "counters": c.counters,
                 }

@@ -32,6 +32,7 @@ import os
 import shutil
 import signal
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -249,12 +250,14 @@ class Row:
     lost: int | None = None  # events neither stored nor reported dropped
     duplicated: int | None = None  # events stored more than once
     note: str = ""
+    startup_s: float | None = None  # the restarted child's own start (spawn to bound/ready), from its log
+    target_s: float = TARGET_ENFORCING_S
     rss_mib: dict[str, float] = field(default_factory=dict)
     missed: list[str] = field(default_factory=list)
 
     def judge(self) -> Row:
-        if self.enforcing_s is None or self.enforcing_s > TARGET_ENFORCING_S:
-            self.missed.append(f"enforcing again after {self.enforcing_s} s (target <= {TARGET_ENFORCING_S})")
+        if self.enforcing_s is None or self.enforcing_s > self.target_s:
+            self.missed.append(f"enforcing again after {self.enforcing_s} s (target <= {self.target_s:.2f})")
         if self.unanswered:
             self.missed.append(f"{self.unanswered} packets left without a verdict")
         if self.lost:
@@ -320,6 +323,7 @@ class Settings:
     event_rate: float
     spool_events: int
     drills: list[str]
+    auto_target: bool
 
 
 class Drills:
@@ -331,6 +335,7 @@ class Drills:
         self.web = lab.host("s1").ipv4
         self.event_client = lab.host("c4")
         self.load: list[subprocess.Popen[Any]] = []  # the load generators (paused while queues are read)
+        self.probe_round_s = 0.1  # a denied and an allowed probe and the pause between: measured at start
 
     # -- helpers --
 
@@ -618,6 +623,15 @@ class Drills:
         os.replace(tmp, policy)
         return version, wait_until(lambda: self.status_counter("policy 0", "policy.version") > version)
 
+    def target(self, startup: float | None) -> float:
+        """The time-to-enforcing target of a drill. Fixed (2 s) unless `--target auto`: then a restarted
+        child's own start-up on this machine, measured in the enforcer's log, plus two probe rounds (the
+        resolution of the measurement), where that is longer than 2 s: a loaded machine's slow start is
+        not the enforcer's regression, a recovery slower than the start-up is."""
+        if not self.s.auto_target or startup is None:
+            return TARGET_ENFORCING_S
+        return round(max(TARGET_ENFORCING_S, startup + 2 * self.probe_round_s), 3)
+
     def status_counter(self, child: str, key: str) -> int:
         for c in self.e.status().get("children", []):
             if c["name"] == child:
@@ -719,7 +733,12 @@ def run(args: argparse.Namespace) -> tuple[list[Row], dict[str, Any]]:
                                 load_s, "-b", args.bulk_rate, stdout=subprocess.DEVNULL)]  # fmt: skip
                     time.sleep(1.0)
                     print(HEADER, flush=True)
-                    d.add(Row("baseline (load, no fault)", d.observe(time.time()), unanswered(lab, d.load)))
+                    baseline_since = time.time()
+                    d.add(
+                        Row("baseline (load, no fault)", d.observe(baseline_since), unanswered(lab, d.load))
+                    )
+                    rounds = [r["end"] - r["start"] for p in d.records(baseline_since) for r in p]
+                    d.probe_round_s = 2 * statistics.median(rounds) + 0.02 if rounds else 0.1
                     deadline = time.monotonic() + args.max_seconds
                     for name in s.drills:
                         if time.monotonic() > deadline:
@@ -755,9 +774,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--max-seconds", type=float, default=900, help="upper bound of the whole run")
     p.add_argument("--json", action="store_true", help="also print the rows as one JSON document")
+    p.add_argument("--target", default="2", choices=["2", "auto"],
+                   help="time-to-enforcing target: 2 s, or auto: at least a restarted child's measured start-up")  # fmt: skip
     args = p.parse_args(argv)
     if args.short:
-        args.rounds, args.restarts = 1, 3
+        args.rounds, args.restarts, args.spool_events = 1, 2, 6000
     args.rounds = max(1, min(args.rounds, 20))
     args.restarts = max(1, min(args.restarts, 50))
     args.max_seconds = min(args.max_seconds, 3600)
