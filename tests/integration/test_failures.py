@@ -72,9 +72,9 @@ def test_killed_child_is_restarted_and_enforcement_resumes(lab: Lab, role: str) 
         assert recovered is not None, e.log()
         # The target is 2 s; a loaded machine may take longer just to start the child's interpreter, which
         # its log shows. Enforcement must be back by then, give or take two of our looks.
+        # (A worker may still be starting: the readers enforce the policy without it.)
         startup = e.child_startup(role, e.child_pids()[role])
-        assert startup is not None, e.log()
-        bound = max(2.0, startup + 2 * max(rounds) + 0.1)
+        bound = 2.0 if startup is None else max(2.0, startup + 2 * max(rounds) + 0.1)
         assert recovered <= bound, (recovered, startup, rounds, e.log())
         restarts = {c["name"]: c["restarts"] for c in e.status()["children"]}
         assert restarts[role] >= 1

@@ -133,7 +133,9 @@ def test_udp_flood_from_hping3_is_dropped_in_protect(lab: Lab, policy: Path) -> 
         found = threats(e, "udp_flood")
         assert found and found[0]["action"] == "drop" and found[0]["flow"]["dst"] == web, found
         assert min(ev["time"] for ev in found) - flood.started < 1.5
-        assert flood.received < 0.5 * flood.sent, (flood.received, flood.sent)
+        # Of the datagrams the readers judged (a full queue's unjudged passes depend on this machine's
+        # speed), fewer than half reached the server.
+        assert flood.judged_passed < 0.5 * flood.queued, (flood.received, flood.unjudged, flood.queued)
 
 
 @pytest.fixture()
