@@ -161,9 +161,11 @@ def test_slowhttptest_is_detected_within_the_window(
 ) -> None:
     web = lab.host("s1").ipv4
     with LabEnforcer(lab, INSPECT_NEW, policy=policy) as e:
-        started = time.time()
-        lab.exec("c1", "slowhttptest", mode, "-c", "20", "-r", "20", "-i", "3", "-l", "14", "-x", "10",
-                 "-p", "5", "-u", f"http://{web}:{HTTP_PORT}/", check=False, timeout=60)  # fmt: skip
+        # started: taken in the client's namespace as slowhttptest starts (not our process start-up)
+        out = lab.exec("c1", "sh", "-c", 'date +%s.%N; exec "$@"', "slow", "slowhttptest", mode, "-c", "20",
+                       "-r", "20", "-i", "3", "-l", "14", "-x", "10", "-p", "5", "-u", f"http://{web}:{HTTP_PORT}/",
+                       check=False, timeout=60)  # fmt: skip
+        started = float(out.stdout.split("\n", 1)[0])
         found = threats(e, threat, dst=web)
         assert found and found[0]["action"] == "reset", [ev.get("name") for ev in e.events()]
         # the budget is 6 s; a connection sending every 3 s is judged by its next packet or the sweep
