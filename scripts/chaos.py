@@ -675,13 +675,14 @@ ALL_DRILLS = ["kill", "queue", "controller", "spool", "disk", "rundir"]
 
 def run(args: argparse.Namespace) -> tuple[list[Row], dict[str, Any]]:
     s = Settings(
-        args.rounds, args.restarts, args.down, args.hold, args.event_rate, args.spool_events, args.drills
-    )
+        args.rounds, args.restarts, args.down, args.hold, args.event_rate, args.spool_events, args.drills,
+        args.target == "auto",
+    )  # fmt: skip
     procs = Processes()
     rrgen = rrgen_binary()
     base = Path(tempfile.mkdtemp(prefix="enforcer-chaos-"))
     os.chmod(base, 0o700)
-    budget = len(ALL_DRILLS) * 0 + args.rounds * 6 + 10  # every kill is a restart; room for the drills'
+    budget = args.rounds * 6 + 10  # every kill is a restart (6 children a round), and the run-dir drill's
     config: dict[str, dict[str, Any]] = {
         "queues": {"readers": 2, "max_len": 1024},
         "workers": {"count": 2, "inspect": "new"},
