@@ -327,8 +327,12 @@ class Settings:
 
 
 class Drills:
-    def __init__(self, lab: Lab, e: LabEnforcer, ctl: ChaosController, procs: Processes, s: Settings) -> None:
+    def __init__(
+        self, lab: Lab, e: LabEnforcer, ctl: LabController, procs: Processes, s: Settings,
+        config: dict[str, dict[str, Any]], run_dir: Path, state_dir: Path,
+    ) -> None:  # fmt: skip
         self.lab, self.e, self.ctl, self.procs, self.s = lab, e, ctl, procs, s
+        self.e_config, self.run_dir, self.state_dir = config, run_dir, state_dir
         self.store = Store(ctl.db)
         self.rows: list[Row] = []
         self.probes: list[Probe] = []
@@ -590,7 +594,11 @@ class Drills:
                 old = self.e.child_pids().get(role)
                 if old:
                     os.kill(old, signal.SIGKILL)
-                    wait_until(lambda role=role, old=old: self.e.child_pids().get(role) not in (None, old))
+
+                    def replaced(role: str = role, old: int = old) -> bool:
+                        return self.e.child_pids().get(role) not in (None, old)
+
+                    wait_until(replaced)
             t = self.observe(since)
             in_force = self.status_counter("policy 0", "policy.version")
         finally:
@@ -717,10 +725,8 @@ def run(args: argparse.Namespace) -> tuple[list[Row], dict[str, Any]]:
                 e = LabEnforcer(lab, overrides, policy=None)
                 try:
                     e.start()
-                    # The controller's policy is in force once the denied port is refused.
-                    d = Drills(lab, e, ctl, procs, s)
-                    d.e_config = config
-                    d.run_dir, d.state_dir = run_dir, state_dir
+                    # The controller's policy is in force once the policy process reports its version.
+                    d = Drills(lab, e, ctl, procs, s, config, run_dir, state_dir)
                     if (
                         wait_until(lambda: d.status_counter("policy 0", "policy.version") >= 1, 30, 0.2)
                         is None

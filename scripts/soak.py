@@ -200,7 +200,10 @@ def run(args: argparse.Namespace) -> tuple[list[Sample], dict[str, Any]]:
                 proc.stdout.readline()
             work = Path(__import__("tempfile").mkdtemp(prefix="enforcer-soak-"))
             policy = PolicyChanger(work / "policy.yaml")
-            overrides = {"workers": {"inspect": "new"}, "policy": {"watch_interval_ms": 500}}
+            overrides: dict[str, dict[str, Any]] = {
+                "workers": {"inspect": "new"},
+                "policy": {"watch_interval_ms": 500},
+            }
             with LabEnforcer(lab, overrides, policy=policy.path) as e:
                 client = lab.popen(
                     "c1", sys.executable, "-m", "lab.load", "mixed", "--keepalive", lab.host("s2").ipv4,
