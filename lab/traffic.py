@@ -23,7 +23,7 @@ import threading
 import time
 from types import FrameType
 
-MAX_SERVE_SECONDS = 600
+MAX_SERVE_SECONDS = 4 * 3600  # the soak runs up to 240 minutes against these servers
 MAX_CLIENT_SECONDS = 3600  # the drills' long-running clients (probe, denials) end by then at the latest
 MAX_DENIALS = 1_000_000  # connections one denials client makes at most
 
