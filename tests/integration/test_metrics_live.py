@@ -49,12 +49,8 @@ def test_live_metrics_parse_with_one_block_per_family(lab: Lab) -> None:
     assert {s.labels["child"] for s in packets.samples} == {"reader q0", "reader q1"}
     assert sum(s.value for s in packets.samples) > 0
     # The families the workers share (the split seen before): every one holds both workers' samples.
-    worker_families = [
-        f for n, f in by_name.items() if n.startswith("enforcer_worker_") and f.type == "counter"
-    ]
+    worker_families = [f for n, f in by_name.items() if n.startswith("enforcer_worker_") and f.type == "counter"]
     assert worker_families
-    shared = [
-        f for f in worker_families if {s.labels["child"] for s in f.samples} == {"worker 0", "worker 1"}
-    ]
+    shared = [f for f in worker_families if {s.labels["child"] for s in f.samples} == {"worker 0", "worker 1"}]
     assert len(shared) >= 3, [f.name for f in worker_families]
     assert by_name["enforcer_worker_verdict_latency_seconds"].type == "histogram"

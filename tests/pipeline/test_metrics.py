@@ -73,9 +73,7 @@ def test_every_family_is_one_block_with_a_child_label() -> None:
     assert _value(families["enforcer_reader_decode_ipv4_truncated"],
                   "enforcer_reader_decode_ipv4_truncated_total", child="reader q0") == 2  # fmt: skip
     assert _value(families["enforcer_child_up"], "enforcer_child_up", child="worker 1") == 0
-    assert (
-        _value(families["enforcer_child_restarts"], "enforcer_child_restarts_total", child="reader q1") == 1
-    )
+    assert _value(families["enforcer_child_restarts"], "enforcer_child_restarts_total", child="reader q1") == 1
     assert _value(families["enforcer_ready"], "enforcer_ready") == 1
     assert families["enforcer_supervisor_process_cpu_seconds"].type == "counter"
 
@@ -105,11 +103,7 @@ def test_keys_that_sanitise_to_one_name_give_one_sample() -> None:
 def test_collector_reads_the_source_on_every_scrape() -> None:
     source = Heartbeats()
     collector = ChildCounters(source)
-    assert [f.name for f in collector.collect()] == [
-        "enforcer_ready",
-        "enforcer_child_up",
-        "enforcer_child_restarts",
-    ]
+    assert [f.name for f in collector.collect()] == ["enforcer_ready", "enforcer_child_up", "enforcer_child_restarts"]
     source.receive("policy 0", M.encode(M.Heartbeat("policy", 0, 5, {"policy.version": 4})))
     by_name = {f.name: f for f in collector.collect()}
     assert by_name["enforcer_policy_policy_version"].type == "gauge"
