@@ -121,10 +121,20 @@ def test_connector_burst_of_execs_is_handled_and_counted() -> None:
     t.start()
     try:
         start = time.monotonic()
+        # The shell waits for a line before its first fork: its pid is known to the consumer by then (a
+        # fork seen before that could not be told as ours, however the threads happen to be scheduled).
         sh = subprocess.Popen(
-            ["sh", "-c", f"i=0; while [ $i -lt {BURST} ]; do /bin/true; i=$((i+1)); done; sleep 0.2"],
+            [
+                "sh",
+                "-c",
+                f"read go; i=0; while [ $i -lt {BURST} ]; do /bin/true; i=$((i+1)); done; sleep 0.2",
+            ],
+            stdin=subprocess.PIPE,
         )
         shell_pid.append(sh.pid)
+        assert sh.stdin is not None
+        sh.stdin.write(b"go\n")
+        sh.stdin.close()
         assert sh.wait(60) == 0
         elapsed = time.monotonic() - start
         # The kernel's events of the burst arrive after the shell has gone: wait for all of them (or a
