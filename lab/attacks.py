@@ -65,6 +65,29 @@ class ArrivalCounter:
         return int(out.split()[0])
 
 
+@dataclass(frozen=True)
+class QueueState:
+    """One NFQUEUE of the node, as /proc/net/netfilter/nfnetlink_queue shows it. The counters belong to
+    the queue's instance: a reader that binds anew (after a restart) starts them from zero."""
+
+    number: int
+    waiting: int  # packets handed to the reader and still awaiting its verdict (queue_total)
+    dropped: int  # refused because the queue was full and fail-open is off (queue_dropped)
+    user_dropped: int  # could not be handed to the reader (its socket buffer full): never judged
+    handed: int  # packets handed to the reader so far (id_sequence)
+
+
+def queue_states(lab: Lab) -> dict[int, QueueState]:
+    """The node's bound NFQUEUEs by number (a queue with no reader bound has no line)."""
+    out = lab.node_exec("cat", "/proc/net/netfilter/nfnetlink_queue", check=False).stdout
+    states = {}
+    for line in out.splitlines():
+        f = line.split()
+        if len(f) > 7:
+            states[int(f[0])] = QueueState(int(f[0]), int(f[2]), int(f[5]), int(f[6]), int(f[7]))
+    return states
+
+
 def queued_packets(lab: Lab) -> int:
     """Packets the node's NFQUEUEs have handed to user space so far (each queue's id sequence in
     /proc/net/netfilter/nfnetlink_queue). Packets the kernel let by unjudged because a queue was full
@@ -78,13 +101,22 @@ class FloodResult:
     sent: int  # packets hping3 reports as transmitted
     seconds: float
     received: int  # IP packets the target received meanwhile (flood, its replies' answers, other traffic)
-    started: float  # wall time the flood started
+    started: float  # wall time hping3 started, taken in the attacker's namespace just before it runs
     queued: int = 0  # packets the node's queues handed to the readers meanwhile (all traffic)
+    blocked: int = 0  # packets our kernel block rules (block-source) dropped meanwhile, before any queue
 
     @property
     def unjudged(self) -> int:
-        """Flood packets the readers never saw (passed by a full queue, or lost before it): at most."""
-        return max(self.sent - self.queued, 0)
+        """Flood packets neither judged by a reader nor dropped by our kernel block: passed by a full queue
+        (failure.queue_full = pass), or lost before it. At most: other traffic the readers judged counts
+        as flood."""
+        return max(self.sent - self.queued - self.blocked, 0)
+
+    @property
+    def judged_passed(self) -> int:
+        """Packets the target received that went through a reader's judgement: what the detection let by,
+        whatever a full queue passed unjudged on a slow machine."""
+        return max(self.received - self.unjudged, 0)
 
     @property
     def rate(self) -> float:
@@ -105,20 +137,41 @@ def icmp_flood(lab: Lab, attacker: str, target: str, seconds: float) -> FloodRes
     return _hping3(lab, attacker, target, seconds, ["--icmp"])
 
 
+def udp_flood(lab: Lab, attacker: str, target: str, port: int, seconds: float) -> FloodResult:
+    """`hping3 --udp --flood` from `attacker` to `target`:`port` for `seconds`: hping3 moves its source
+    port with every datagram, so each one is a new flow that the node's queue hands to a reader."""
+    return _hping3(lab, attacker, target, seconds, ["--udp", "-p", str(port)])
+
+
+def kernel_blocked(lab: Lab, chain: str = "ENFORCER-BLOCK") -> int:
+    """Packets dropped so far by the enforcer's block-source rules in the node (IPv4 and IPv6)."""
+    total = 0
+    for tool in ("iptables", "ip6tables"):
+        out = lab.node_exec(tool, "-w", "5", "-L", chain, "-v", "-x", "-n", check=False).stdout
+        total += sum(
+            int(f[0]) for f in (line.split() for line in out.splitlines()[2:]) if f and f[0].isdigit()
+        )
+    return total
+
+
 def _hping3(lab: Lab, attacker: str, target: str, seconds: float, mode: list[str]) -> FloodResult:
     seconds = min(seconds, MAX_ATTACK_SECONDS)
     before = ip_received(lab, target_host(lab, target))
     queued_before = queued_packets(lab)
-    cmd = ["timeout", "-s", "INT", f"{seconds}", "hping3", "-q", *mode, "--flood"]
-    started, t0 = time.time(), time.monotonic()
-    out = lab.exec(attacker, *cmd, target, check=False, timeout=seconds + 15)
-    elapsed = time.monotonic() - t0
+    blocked_before = kernel_blocked(lab)
+    # The start time is taken in the attacker's namespace right before hping3 runs: starting processes
+    # through `ip netns exec` takes a loaded machine a good part of a second, which is not the flood's.
+    hping = ["timeout", "-s", "INT", f"{seconds}", "hping3", "-q", *mode, "--flood", target]
+    cmd = ["sh", "-c", 'date +%s.%N; exec "$@"', "flood", *hping]
+    out = lab.exec(attacker, *cmd, check=False, timeout=seconds + 15)
     received = ip_received(lab, target_host(lab, target)) - before
     queued = queued_packets(lab) - queued_before
+    blocked = kernel_blocked(lab) - blocked_before
     m = re.search(r"(\d+) packets transmitted", out.stdout + out.stderr)
     if m is None:
         raise RuntimeError(f"hping3 did not report its count: {out.stderr.strip()[-300:]}")
-    return FloodResult(int(m.group(1)), elapsed, received, started, queued)
+    started = float(out.stdout.split("\n", 1)[0])
+    return FloodResult(int(m.group(1)), time.time() - started, received, started, queued, blocked)
 
 
 def target_host(lab: Lab, address: str) -> str:
@@ -177,4 +230,14 @@ def nmap_syn_scan(lab: Lab, scanner: str, target: str, ports: str = "1-1200", se
     return result.stdout
 
 
-__all__ = ["ClientProbe", "FloodResult", "icmp_flood", "ip_received", "nmap_syn_scan", "syn_flood"]
+__all__ = [
+    "ClientProbe",
+    "FloodResult",
+    "QueueState",
+    "icmp_flood",
+    "ip_received",
+    "nmap_syn_scan",
+    "queue_states",
+    "syn_flood",
+    "udp_flood",
+]

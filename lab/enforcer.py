@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +109,19 @@ class LabEnforcer:
 
     def child_pids(self) -> dict[str, int]:
         return {c["name"]: c["pid"] for c in self.status().get("children", []) if c["alive"]}
+
+    def child_startup(self, name: str, pid: int) -> float | None:
+        """Seconds this machine took to start child `name` as `pid`: from the supervisor's "started NAME
+        (pid PID" to the child's own "bound" (reader) or "ready" (worker) line; None before it is up. Tests
+        derive restart margins from it instead of assuming how fast a loaded machine starts a process."""
+        fmt = "%Y-%m-%d %H:%M:%S,%f"
+        started = None
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            if started is None and f"started {name} (pid {pid}," in line:
+                started = datetime.strptime(line[:23], fmt)
+            elif started is not None and f"[{name}] " in line and line.endswith((" bound", " ready")):
+                return round((datetime.strptime(line[:23], fmt) - started).total_seconds(), 3)
+        return None
 
     def stop(self, timeout: float = 15.0) -> int:
         if self.proc is None:

@@ -5,6 +5,8 @@ Every loop is bounded by a duration (and the server by a lifetime), so nothing r
             closes its side; port 80 echoes small requests (connection rate, request/response).
   udp-sink  counts datagrams on a port for a bounded time.
   bulk / udp-flood / connrate / rr: the clients.
+  http-serve / mixed: the soak's HTTP/1.1 server (keep-alive) and its mixed client (keep-alive and new
+            HTTP connections, DNS queries and a SQL injection now and then, at a bounded rate).
 """
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import socket
 import struct
 import sys
 import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 MAX_SECONDS = 120.0
 CHUNK = 256 * 1024
@@ -210,6 +214,105 @@ def rr(host: str, seconds: float) -> dict[str, object]:
     return {"rr_s": round(len(lat) / elapsed, 1), "p50_us": round(p50, 1), "p99_us": round(p99, 1)}
 
 
+class _KeepAliveHandler(BaseHTTPRequestHandler):
+    """HTTP/1.1 with a length on every answer, so a client may keep its connection for many requests."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:  # the name http.server calls
+        body = b"ok " + self.path.encode()[:200] + b"\n"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass  # nothing per request
+
+
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # a client reset (the enforcer resetting an attack) is expected here, not a server fault
+
+
+def http_serve(port: int, seconds: float) -> int:
+    server = _QuietServer(("0.0.0.0", port), _KeepAliveHandler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    print("ready", flush=True)
+    time.sleep(min(seconds, MAX_SECONDS * 30))
+    server.shutdown()
+    return 0
+
+
+SQL_INJECTION = "/item?id=1%27%20OR%20%271%27%3D%271"  # ' OR '1'='1: detected as sql_injection
+
+
+def mixed(
+    keepalive: str, fresh: str, dns: str, rate: float, attack_every: int, seconds: float
+) -> dict[str, object]:
+    """Round robin at `rate` operations a second: a request on a kept-alive connection to `keepalive`, a
+    request on a new connection to `fresh`, a DNS query to `dns`; every `attack_every`-th operation a SQL
+    injection on a new connection to `fresh` instead. Counts outcomes per kind; ends after `seconds` or
+    on SIGTERM."""
+    import http.client
+
+    from lab.traffic import dns_query
+
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    counts: dict[str, int] = {}
+    kept: http.client.HTTPConnection | None = None
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.settimeout(1.0)
+
+    def count(key: str) -> None:
+        counts[key] = counts.get(key, 0) + 1
+
+    def get(conn: http.client.HTTPConnection, path: str) -> bool:
+        conn.request("GET", path)
+        answer = conn.getresponse()
+        answer.read()
+        return answer.status == 200
+
+    started = time.monotonic()
+    end = started + min(seconds, MAX_SECONDS * 30)
+    i = 0
+    while time.monotonic() < end and not stopping.is_set():
+        wait = started + i / rate - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        kind = (
+            "attack"
+            if attack_every and i % attack_every == attack_every - 1
+            else ("keepalive", "new", "dns")[i % 3]
+        )
+        i += 1
+        try:
+            if kind == "keepalive":
+                if kept is None:
+                    kept = http.client.HTTPConnection(keepalive, 80, timeout=2)
+                ok = get(kept, f"/k/{i}")
+            elif kind in ("new", "attack"):
+                conn = http.client.HTTPConnection(fresh, 80, timeout=2)
+                try:
+                    ok = get(conn, SQL_INJECTION if kind == "attack" else f"/n/{i}")
+                finally:
+                    conn.close()
+            else:
+                query = dns_query(i & 0xFFFF)
+                udp.sendto(query, (dns, 53))
+                ok = udp.recv(2048) == query
+        except (OSError, http.client.HTTPException):
+            ok = False
+            if kind == "keepalive" and kept is not None:
+                kept.close()
+                kept = None
+        count(f"{kind}.{'ok' if ok else 'failed'}")
+    return {"operations": i, "seconds": round(time.monotonic() - started, 1), **counts}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="lab.load")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -217,6 +320,16 @@ def main(argv: list[str] | None = None) -> int:
     u = sub.add_parser("udp-sink")
     u.add_argument("--port", type=int, default=53)
     u.add_argument("--seconds", type=float, default=10)
+    h = sub.add_parser("http-serve")
+    h.add_argument("--port", type=int, default=80)
+    h.add_argument("--seconds", type=float, default=600)
+    m = sub.add_parser("mixed")
+    m.add_argument("--keepalive", required=True)
+    m.add_argument("--fresh", required=True)
+    m.add_argument("--dns", required=True)
+    m.add_argument("--rate", type=float, default=60)
+    m.add_argument("--attack-every", type=int, default=200)
+    m.add_argument("--seconds", type=float, default=60)
     for name in ("bulk", "udp-flood", "connrate", "rr"):
         c = sub.add_parser(name)
         c.add_argument("host")
@@ -228,6 +341,11 @@ def main(argv: list[str] | None = None) -> int:
     seconds = min(getattr(a, "seconds", 3), MAX_SECONDS)
     if a.cmd == "serve":
         return serve(a.seconds)
+    if a.cmd == "http-serve":
+        return http_serve(a.port, a.seconds)
+    if a.cmd == "mixed":
+        print(json.dumps(mixed(a.keepalive, a.fresh, a.dns, a.rate, a.attack_every, a.seconds)), flush=True)
+        return 0
     if a.cmd == "udp-sink":
         return udp_sink(a.port, seconds)
     if a.cmd == "bulk":

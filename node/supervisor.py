@@ -35,6 +35,11 @@ from node.source_blocks import SourceBlocks
 log = logging.getLogger(__name__)
 
 POLL_MS = 50
+# A child whose heartbeat is late but that has used CPU since its last one is busy (a long burst) or
+# starved on a loaded node, not hung: it gets up to this many heartbeat timeouts before it is restarted.
+# One that has used none (stopped, deadlocked, blocked) is restarted at the timeout as before. Restarting a
+# busy worker would only lose its flows' inspection state and add a start-up to the load.
+BUSY_GRACE_TIMEOUTS = 3.0
 # Added to the start-up timeout when waiting for children at start (their restarts count meanwhile).
 STARTUP_SLACK_S = 5.0
 
@@ -50,6 +55,7 @@ class Child:
     heartbeats: int = 0
     restarts: int = 0
     counters: dict[str, int] = field(default_factory=dict)
+    cpu_at_heartbeat: float = -1.0  # CPU seconds the process had used when its last heartbeat arrived
 
     @property
     def name(self) -> str:
@@ -107,6 +113,7 @@ class Supervisor:
         child.started = time.monotonic()
         child.last_heartbeat = child.started
         child.heartbeats = 0
+        child.cpu_at_heartbeat = -1.0
         try:
             proc = psutil.Process(child.proc.pid)
             proc.cpu_affinity([child.cpu])
@@ -143,10 +150,28 @@ class Supervisor:
             if child.proc is None:
                 continue  # not started yet
             code = child.proc.poll()
+            silent = now - child.last_heartbeat
             if code is not None:
                 self._restart(child, f"exited with status {code}")
-            elif now - child.last_heartbeat > (timeout if child.heartbeats else startup):
-                self._restart(child, f"sent no heartbeat for {now - child.last_heartbeat:.1f}s")
+            elif silent > (timeout if child.heartbeats else startup):
+                if (
+                    child.heartbeats
+                    and silent <= timeout * BUSY_GRACE_TIMEOUTS
+                    and self._ran_since_heartbeat(child)
+                ):
+                    continue  # late, not hung: it has run since its last heartbeat (bounded grace)
+                self._restart(child, f"sent no heartbeat for {silent:.1f}s")
+
+    @staticmethod
+    def _cpu_seconds(child: Child) -> float:
+        try:
+            times = psutil.Process(child.proc.pid).cpu_times() if child.proc else None
+        except psutil.Error:
+            return -1.0
+        return times.user + times.system if times else -1.0
+
+    def _ran_since_heartbeat(self, child: Child) -> bool:
+        return 0.0 <= child.cpu_at_heartbeat < self._cpu_seconds(child)
 
     def _receive_heartbeats(self, sock: zmq.Socket[bytes]) -> None:
         by_key = {(c.role, c.index): c for c in self.children}
@@ -173,6 +198,7 @@ class Supervisor:
             child.last_heartbeat = time.monotonic()
             child.heartbeats += 1
             child.counters = msg.counters
+            child.cpu_at_heartbeat = self._cpu_seconds(child)
 
     # ---- main ----------------------------------------------------------------------------------
 
@@ -322,6 +348,7 @@ class Supervisor:
                     "pid": c.proc.pid if c.proc else None,
                     "cpu": c.cpu,
                     "restarts": c.restarts,
+                    "heartbeats": c.heartbeats,  # of the current process: tells a fresh counter reading
                     "alive": bool(c.proc and c.proc.poll() is None),
                     "counters": c.counters,
                 }

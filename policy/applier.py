@@ -119,8 +119,8 @@ class PolicyApplier:
         self.current = snapshot
         self.document = document
         self.source = source
-        if persist:
-            self.lkg.save(snapshot)
+        if persist and not self.lkg.save(snapshot):
+            self.counters["policy.lkg_unsaved"] += 1  # in force, not persisted (disk refused)
         self.counters["policy.applied"] += 1
         log.info(
             "policy version %d from %s applied as generation %d (%d groups, %d rules)",

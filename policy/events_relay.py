@@ -6,6 +6,7 @@ the spool what the controller acknowledged. Nothing here blocks or talks to a so
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -29,6 +30,9 @@ DEFAULT_MAX_AGGREGATE_KEYS = 10_000  # distinct events held in one window before
 DEFAULT_BATCH_MAX_EVENTS = 512  # events per batch to the controller (<= control.MAX_CONTROL_EVENTS)
 DEFAULT_SPOOL_MAX_BYTES = 64 << 20  # disk spool of unacknowledged batches; oldest dropped beyond it
 MAX_SPOOL_BATCH_BYTES = 8 << 20  # a single spooled batch larger than this is refused (a bug upstream)
+# Batches that cannot be written (the state directory's file system full, an I/O error) wait in memory
+# until acknowledged, up to this many encoded bytes; beyond it the oldest held batch is dropped (counted).
+MAX_HELD_BYTES = 4 << 20
 
 _BATCH_NAME = re.compile(r"^(\d{16})\.batch$")
 
@@ -96,13 +100,17 @@ class EventSpool:
 
     Batch files are named by their sequence number, so order and the next number survive restarts.
     When adding a batch would exceed `max_bytes`, the oldest batches are dropped and the loss counted
-    (persisted in `dropped.json`) — the relay reports the count as an audit event, never silently.
+    (persisted in `state.json`) — the relay reports the count as an audit event, never silently.
+    A batch the disk refuses (full, I/O error) is held in memory instead, bounded by `MAX_HELD_BYTES`, and
+    sent like the others: a full disk costs no event until that bound, and never the process.
     """
 
     def __init__(self, directory: str | os.PathLike[str], max_bytes: int = DEFAULT_SPOOL_MAX_BYTES) -> None:
         self.dir = Path(directory)
         self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.max_bytes = max_bytes
+        self._held: dict[int, list[dict[str, Any]]] = {}  # batches the disk refused, by sequence number
+        self.write_errors = 0  # batch or state writes the disk refused (counter)
         self._sizes: dict[int, int] = {}
         self._events: dict[int, int] = {}
         for entry in self.dir.iterdir():
@@ -127,17 +135,26 @@ class EventSpool:
 
     def _write_state(self) -> None:
         tmp = self.dir / "state.json.tmp"
-        tmp.write_text(
-            json.dumps(
-                {
-                    "next_seq": self.next_seq,
-                    "dropped_events": self.dropped_events,
-                    "dropped_batches": self.dropped_batches,
-                    "reported_dropped": self.reported_dropped,
-                }
-            )
-        )
-        os.replace(tmp, self.dir / "state.json")
+        state = {
+            "next_seq": self.next_seq,
+            "dropped_events": self.dropped_events,
+            "dropped_batches": self.dropped_batches,
+            "reported_dropped": self.reported_dropped,
+        }
+        try:
+            tmp.write_text(json.dumps(state))
+            os.replace(tmp, self.dir / "state.json")
+        except OSError as exc:
+            # The counts stay right in memory; only a restart while the disk refuses would forget them.
+            self._write_failed(tmp, exc)
+
+    def _write_failed(self, tmp: Path, exc: OSError) -> None:
+        self.write_errors += 1
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if self.write_errors == 1 or self.write_errors % 100 == 0:
+            log.error("event spool %s: cannot write (%s); holding batches in memory (%d failures so far)",
+                      self.dir, exc.strerror or exc, self.write_errors)  # fmt: skip
 
     def _path(self, seq: int) -> Path:
         return self.dir / f"{seq:016d}.batch"
@@ -157,28 +174,39 @@ class EventSpool:
             self._write_state()
             return seq
         tmp = self.dir / f"{seq:016d}.tmp"
-        with open(tmp, "wb") as f:
-            f.write(blob)
-        os.replace(tmp, self._path(seq))
+        try:
+            with open(tmp, "wb") as f:
+                f.write(blob)
+            os.replace(tmp, self._path(seq))
+        except OSError as exc:
+            self._write_failed(tmp, exc)
+            while self._held and self.held_bytes() + len(blob) > MAX_HELD_BYTES:
+                self._drop_oldest(min(self._held))
+            # Held as a read from disk would return it, so it is sent exactly like a spooled batch.
+            self._held[seq] = msgpack.unpackb(blob, raw=False, strict_map_key=False)
         self._sizes[seq] = len(blob)
         self._events[seq] = len(events)
         self._write_state()
         return seq
 
-    def _drop_oldest(self) -> None:
-        seq = min(self._sizes)
+    def _drop_oldest(self, seq: int | None = None) -> None:
+        seq = min(self._sizes) if seq is None else seq
         count = self._events.get(seq, -1)
         if count < 0:
             batch = self.read(seq)
             count = len(batch) if batch is not None else 0
-        self._path(seq).unlink(missing_ok=True)
+        if self._held.pop(seq, None) is None:
+            self._path(seq).unlink(missing_ok=True)
         del self._sizes[seq]
         self._events.pop(seq, None)
         self.dropped_events += count
         self.dropped_batches += 1
-        log.warning("event spool full (%d bytes): dropped batch %d of %d events", self.max_bytes, seq, count)
+        log.warning("event spool full: dropped batch %d of %d events", seq, count)
 
     def read(self, seq: int) -> list[dict[str, Any]] | None:
+        held = self._held.get(seq)
+        if held is not None:
+            return held
         try:
             blob = self._path(seq).read_bytes()
             events = msgpack.unpackb(blob, raw=False, strict_map_key=False)
@@ -191,7 +219,8 @@ class EventSpool:
         n = 0
         for seq in seqs:
             if seq in self._sizes:
-                self._path(seq).unlink(missing_ok=True)
+                if self._held.pop(seq, None) is None:
+                    self._path(seq).unlink(missing_ok=True)
                 del self._sizes[seq]
                 self._events.pop(seq, None)
                 n += 1
@@ -203,6 +232,10 @@ class EventSpool:
 
     def bytes(self) -> int:
         return sum(self._sizes.values())
+
+    def held_bytes(self) -> int:
+        """Encoded bytes of the batches held in memory because the disk refused them."""
+        return sum(self._sizes[seq] for seq in self._held)
 
     def unreported_drops(self) -> int:
         return self.dropped_events - self.reported_dropped

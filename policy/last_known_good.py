@@ -6,6 +6,7 @@ tables (the tables and the derived document of one generation).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections import Counter
@@ -34,14 +35,23 @@ class LastKnownGood:
             return None
         return load_policy(self.path)
 
-    def save(self, snapshot: PolicySnapshot) -> None:
+    def save(self, snapshot: PolicySnapshot) -> bool:
+        """Persist `snapshot`; False when the disk refuses (full, I/O error): the policy stays in force
+        and the previous file stays whole, so a restart meanwhile comes back with the older policy."""
         tmp = self.path.with_name(self.path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(dump_policy(snapshot))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(dump_policy(snapshot))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            log.error("cannot persist policy version %d as last-known-good: %s", snapshot.version, exc)
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            return False
+        return True
 
 
 def initial_policy(startup_mode: Mode, lkg: LastKnownGood, counters: Counter[str]) -> tuple[PolicySnapshot, str]:

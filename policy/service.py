@@ -170,6 +170,7 @@ class PolicyService:
                 self.spool.append(batch)
         if self.spool is not None:
             self.counters[A.EVENTS_SPOOL_DROPPED] = self.spool.dropped_events
+            self.counters["events.spool_write_failed"] = self.spool.write_errors
             if self.link is not None:
                 self.link.pump()
 

@@ -108,3 +108,29 @@ def counter_total(e: LabEnforcer, role: str, key: str, at_least: int = 1, timeou
         if total >= at_least or time.monotonic() > deadline:
             return total
         time.sleep(0.1)
+
+
+def settled_counters(
+    e: LabEnforcer, role: str, heartbeats: int = 2, timeout: float = 10.0
+) -> dict[str, dict[str, int]]:
+    """The counters of the children of `role` once each has sent `heartbeats` more heartbeats than when
+    called (a restarted child: any): counters travel with heartbeats, so these readings include what was
+    counted before the call, however slowly this machine delivers them; two, so that a heartbeat already
+    on its way at the call does not count. Instead of a fixed sleep; bounded by `timeout`."""
+    import time
+
+    def children() -> list[dict]:
+        return [c for c in e.status().get("children", []) if c["name"].startswith(role)]
+
+    start = {c["name"]: (c["pid"], c.get("heartbeats", 0)) for c in children()}
+    deadline = time.monotonic() + timeout
+    while True:
+        now = children()
+        fresh = all(
+            c["pid"] != start.get(c["name"], (None, 0))[0]
+            or c.get("heartbeats", 0) >= start[c["name"]][1] + heartbeats
+            for c in now
+        )
+        if (now and fresh) or time.monotonic() > deadline:
+            return {c["name"]: c["counters"] for c in now}
+        time.sleep(0.05)

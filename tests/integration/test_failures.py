@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import struct
@@ -12,27 +13,17 @@ import pytest
 
 from lab.enforcer import LabEnforcer
 from lab.topology import Lab
-from tests.integration.conftest import tcp
+from tests.integration.conftest import settled_counters, tcp
 
 pytestmark = pytest.mark.netns
-
-
-def _counters(e: LabEnforcer, role: str) -> dict[str, dict[str, int]]:
-    return {c["name"]: c["counters"] for c in e.status()["children"] if c["name"].startswith(role)}
-
-
-def _settle() -> None:
-    time.sleep(0.6)  # heartbeats carry counters every 200 ms
 
 
 def test_both_directions_meet_one_reader_and_one_worker(lab: Lab) -> None:
     with LabEnforcer(lab, {"workers": {"inspect": "all"}}) as e:
         for client, port in (("c1", 80), ("c2", 80), ("c1", 5201), ("c2", 5201), ("c1", 22)):
-            _settle()
-            before_r, before_w = _counters(e, "reader"), _counters(e, "worker")
+            before_r, before_w = settled_counters(e, "reader"), settled_counters(e, "worker")
             assert tcp(lab, client, lab.host("s2").ipv4, port, nbytes=50_000)["ok"]
-            _settle()
-            after_r, after_w = _counters(e, "reader"), _counters(e, "worker")
+            after_r, after_w = settled_counters(e, "reader"), settled_counters(e, "worker")
             delta = {n: {k: v - before_r[n].get(k, 0) for k, v in c.items() if v != before_r[n].get(k, 0)}
                      for n, c in after_r.items()}  # fmt: skip
             readers = [n for n in delta if delta[n].get("packets", 0) > 0]
@@ -65,17 +56,26 @@ def test_killed_child_is_restarted_and_enforcement_resumes(lab: Lab, role: str) 
         old = _kill(e, role)
         killed = time.monotonic()
         recovered = None
-        while time.monotonic() - killed < 5:
+        rounds: list[float] = []  # how long one look (status, then four connections) takes here
+        while time.monotonic() - killed < 20:
+            t0 = time.monotonic()
             pids = e.child_pids()
             if pids.get(role) not in (None, old):
                 # Restarted: fresh connections across both readers' hash buckets must be judged again.
                 oks = [tcp(lab, c, api, 80, nbytes=5000, timeout=1)["ok"] for c in ("c1", "c2")]
                 denied = [tcp(lab, c, web, 22, timeout=1)["error"] for c in ("c1", "c2")]
+                rounds.append(time.monotonic() - t0)
                 if all(oks) and all(d in ("refused", "reset") for d in denied):
                     recovered = time.monotonic() - killed
                     break
             time.sleep(0.05)
-        assert recovered is not None and recovered < 2.0, (recovered, e.log())
+        assert recovered is not None, e.log()
+        # The target is 2 s; a loaded machine may take longer just to start the child's interpreter, which
+        # its log shows. Enforcement must be back by then, give or take two of our looks.
+        # (A worker may still be starting: the readers enforce the policy without it.)
+        startup = e.child_startup(role, e.child_pids()[role])
+        bound = 2.0 if startup is None else max(2.0, startup + 2 * max(rounds) + 0.1)
+        assert recovered <= bound, (recovered, startup, rounds, e.log())
         restarts = {c["name"]: c["restarts"] for c in e.status()["children"]}
         assert restarts[role] >= 1
 
@@ -148,8 +148,7 @@ def test_reader_survives_malformed_packets(lab: Lab) -> None:
             "    except OSError: pass\n"
         )
         lab.exec("c1", "python3", "-c", script, *[p.hex() for p in junk])
-        _settle()
-        counters = _counters(e, "reader")
+        counters = settled_counters(e, "reader")
         malformed = sum(v for c in counters.values() for k, v in c.items() if k.startswith("decode."))
         assert malformed >= 50 * 4, counters
         assert e.child_pids() == pids  # nobody crashed or was restarted
@@ -161,20 +160,21 @@ def test_hung_child_is_restarted(lab: Lab) -> None:
         old = e.child_pids()["worker 1"]
         os.kill(old, signal.SIGSTOP)  # alive but silent: only the missing heartbeat can tell
         stopped = time.monotonic()
-        while time.monotonic() - stopped < 5 and e.child_pids().get("worker 1") in (None, old):
+        while time.monotonic() - stopped < 20 and e.child_pids().get("worker 1") in (None, old):
             time.sleep(0.1)
         assert e.child_pids().get("worker 1") not in (None, old)
-        assert time.monotonic() - stopped < 2.5
-        assert "sent no heartbeat" in e.log()
+        # The supervisor's own measure of the silence (not our polling through the status endpoint, whose
+        # pace depends on the machine): past the 1 s timeout, and well before two of them.
+        found = re.search(r"worker 1 sent no heartbeat for ([0-9.]+)s", e.log())
+        assert found is not None, e.log()
+        assert 1.0 <= float(found.group(1)) < 2.0, found.group(0)
 
 
 def test_only_the_first_packet_of_a_connection_reaches_user_space(lab: Lab) -> None:
     with LabEnforcer(lab, {"workers": {"inspect": "app"}}) as e:  # the L3/L4 path
-        _settle()
-        before = sum(c.get("packets", 0) for c in _counters(e, "reader").values())
+        before = sum(c.get("packets", 0) for c in settled_counters(e, "reader").values())
         for i in range(10):
             assert tcp(lab, "c1" if i % 2 else "c2", lab.host("s1").ipv4, 80, nbytes=200_000)["ok"]
-        _settle()
-        after = sum(c.get("packets", 0) for c in _counters(e, "reader").values())
+        after = sum(c.get("packets", 0) for c in settled_counters(e, "reader").values())
         # Each connection is ~100 packets each way; the SYN alone is judged, the rest is offloaded.
         assert after - before == 10

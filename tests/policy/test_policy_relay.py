@@ -80,3 +80,38 @@ def test_unreadable_batch_reads_as_none(tmp_path: Path) -> None:
     seq = spool.append([violation()])
     (tmp_path / "spool" / f"{seq:016d}.batch").write_bytes(b"\xc1garbage")
     assert spool.read(seq) is None
+
+
+def test_a_full_disk_holds_batches_in_memory_and_loses_none(tmp_path: Path) -> None:
+    spool = EventSpool(tmp_path / "spool", max_bytes=1 << 20)
+    assert spool.append([violation(rule=1)]) == 1
+    # /dev/full refuses every write with ENOSPC: the next two batches and the state file cannot be written.
+    for name in ("0000000000000002.tmp", "0000000000000003.tmp", "state.json.tmp"):
+        (tmp_path / "spool" / name).symlink_to("/dev/full")
+    assert spool.append([violation(rule=2)]) == 2
+    assert spool.append([violation(rule=3), violation(rule=4)]) == 3
+    assert spool.write_errors == 3  # two batches and the state file after the first
+    assert spool.pending() == [1, 2, 3]
+    assert not (tmp_path / "spool" / "0000000000000002.batch").exists()
+    held = spool.read(3)
+    assert held is not None and [e["rule_id"] for e in held] == [3, 4]
+    assert spool.dropped_events == 0
+    assert spool.append([violation(rule=5)]) == 4  # room again: written to disk as before
+    assert (tmp_path / "spool" / "0000000000000004.batch").exists()
+    assert spool.ack([2, 3]) == 2
+    assert spool.pending() == [1, 4]
+
+
+def test_memory_held_batches_are_bounded_and_their_loss_counted(tmp_path: Path) -> None:
+    from policy import events_relay
+
+    spool = EventSpool(tmp_path / "spool", max_bytes=64 << 20)
+    big = [violation(rule=i) for i in range(200)]
+    size = len(events_relay.msgpack.packb(big, use_bin_type=True, default=events_relay.jsonable))
+    fits = events_relay.MAX_HELD_BYTES // size
+    for seq in range(1, fits + 3):
+        (tmp_path / "spool" / f"{seq:016d}.tmp").symlink_to("/dev/full")
+        spool.append(big)
+    assert spool.held_bytes() <= events_relay.MAX_HELD_BYTES
+    assert spool.dropped_events == 2 * len(big) and spool.dropped_batches == 2
+    assert spool.pending()[0] == 3  # the oldest went first

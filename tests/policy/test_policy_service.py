@@ -108,6 +108,16 @@ def test_startup_policy_without_last_known_good(tmp_path: Path) -> None:
     assert source.startswith("start-up") and counters["policy.lkg_unreadable"] == 1
 
 
+def test_last_known_good_on_a_full_disk_keeps_the_previous_file(tmp_path: Path) -> None:
+    lkg = LastKnownGood(tmp_path / "lkg")
+    assert lkg.save(startup_snapshot(Mode.MONITOR))
+    lkg.path.with_name(lkg.path.name + ".tmp").symlink_to("/dev/full")  # every write: ENOSPC
+    assert not lkg.save(startup_snapshot(Mode.PROTECT))
+    assert lkg.load() == startup_snapshot(Mode.MONITOR)  # the older file, whole
+    assert lkg.save(startup_snapshot(Mode.PROTECT))  # the refused temporary file was removed
+    assert lkg.load() == startup_snapshot(Mode.PROTECT)
+
+
 def test_standalone_process_start_watch_events_and_restart(private_dir: Path) -> None:
     policy_file = private_dir / "policy.yaml"
     policy_file.write_text(POLICY % (1, "protect"))

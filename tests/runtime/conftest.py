@@ -134,6 +134,7 @@ class Harness:
         self.pid = 0
         self.rc: int | None = None
         self._ctl_w = -1
+        self._sent = 1  # policies sent: the first with start()
         self._reader: threading.Thread | None = None
 
     @property
@@ -142,8 +143,20 @@ class Harness:
 
     @policy.setter
     def policy(self, value: object) -> None:
+        """Send a new policy and return once the monitor has it in force: it asked for the policy twice
+        since it arrived (its loop applies what one call returns before the next), however long this
+        machine takes, instead of a fixed sleep."""
         self._policy = value
+        self._sent += 1
         self._send_policy()
+        sent = self._sent
+        assert wait_for(
+            lambda: (
+                self.counters.get("harness.policy", 0) == sent
+                and self.counters.get("harness.fetches", 0) >= 2
+            ),
+            30,
+        ), ("the monitor never took the new policy", self.counters)
 
     def _send_policy(self) -> None:
         import json
@@ -234,9 +247,18 @@ def _child(settings: object, ctl_r: int, ev_w: int) -> int:
     def control() -> None:
         with os.fdopen(ctl_r, "r") as f:
             for line in f:
-                current[0] = policy_from_dict(json.loads(line))
+                with lock:
+                    current[0] = policy_from_dict(json.loads(line))
+                    # which policy the monitor is asked for now, and how often it has asked for it since
+                    counters["harness.policy"] = counters.get("harness.policy", 0) + 1
+                    counters["harness.fetches"] = 0
                 first.set()
         stop.set()
+
+    def profiles() -> RuntimePolicy:
+        with lock:
+            counters["harness.fetches"] = counters.get("harness.fetches", 0) + 1
+            return current[0]
 
     def send(msg: dict[str, object]) -> None:
         with lock:
@@ -244,14 +266,16 @@ def _child(settings: object, ctl_r: int, ev_w: int) -> int:
 
     def report() -> None:
         while not stop.wait(0.05):
-            send({"counters": dict(counters)})
+            with lock:
+                snapshot = dict(counters)
+            send({"counters": snapshot})
 
     threading.Thread(target=control, daemon=True).start()
     first.wait(10)
     threading.Thread(target=report, daemon=True).start()
     rc = run_runtime_monitor(
         settings,  # type: ignore[arg-type]
-        lambda: current[0],
+        profiles,
         lambda ev: send({"event": ev}),
         stop,
         counters=counters,

@@ -66,8 +66,7 @@ def test_discover_then_protect_blocks_only_what_is_new(
     # The controller turns the learned processes into the profile and switches the group to Protect.
     # (`ip` is the lab's launcher: whether its exec is seen inside the pod depends on timing.)
     entries = (ProcessEntry("ip"), *(ProcessEntry(str(n), str(p)) for n, p in learned))
-    h.policy = policy(netns, Mode.PROTECT, entries)
-    time.sleep(0.4)
+    h.policy = policy(netns, Mode.PROTECT, entries)  # returns once the monitor has it in force
     r = in_pod(netns, f"{a} 0.1 && {b} 0.1 && echo learned-ok; {new} || echo new-denied")
     assert "learned-ok" in r.stdout and "new-denied" in r.stdout, r
     assert h.wait(type="process", action="denied", name="new-c")

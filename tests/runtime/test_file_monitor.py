@@ -128,8 +128,7 @@ def test_protect_denies_opening_a_protected_file(
     with open(secret) as f:
         assert f.read() == "root:x\n"
     # In Monitor the same rule reports instead of denying.
-    h.policy = file_policy(netns, Mode.MONITOR, rules)
-    time.sleep(0.4)
+    h.policy = file_policy(netns, Mode.MONITOR, rules)  # returns once the monitor has it in force
     assert in_pod(netns, f"exec 3< {secret}; sleep 0.2").returncode == 0
     assert h.wait(type="file", path=secret, action="violation", process="sh")
 
