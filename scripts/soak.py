@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Soak: the real enforcer in a lab under mixed inspected traffic for N minutes, with a policy change
-every minute; RSS and open file descriptors of every process and the workers' verdict latency sampled
+every minute; RSS and open file descriptors of every process and the readers' inspect latency sampled
 every few seconds.
 
 Traffic (`lab.load mixed`, bounded rate): HTTP requests on a kept-alive connection (api, Monitor), on new
@@ -39,7 +39,7 @@ from lab.topology import Lab, require_root  # noqa: E402
 MAX_MINUTES = 240.0
 RSS_GROWTH_LIMIT = 0.05
 LATENCY_RISE_LIMIT = 1.5
-LATENCY_FAMILY = "enforcer_worker_verdict_latency_seconds"
+LATENCY_FAMILY = "enforcer_reader_inspect_latency_seconds"
 METRICS = (
     "import urllib.request,sys;"
     "sys.stdout.write(urllib.request.urlopen('http://127.0.0.1:9464/metrics',timeout=5).read().decode())"
@@ -65,7 +65,7 @@ def process_table(e: LabEnforcer) -> dict[str, int]:
 
 
 def latency_totals(lab: Lab) -> tuple[float, float, list[tuple[float, float]]]:
-    """(sum, count, buckets) of the workers' verdict latency histogram, summed over the workers."""
+    """(sum, count, buckets) of the readers' inspect latency histogram (queue → worker → verdict), summed over the readers."""
     from prometheus_client.parser import text_string_to_metric_families
 
     text = lab.node_exec(sys.executable, "-c", METRICS, check=False).stdout
