@@ -215,16 +215,11 @@ class Netfilter:
     def install(self) -> None:
         self.remove()
         for family in self.spec.families:
-            _, restore = _TOOLS[family]
-            result = subprocess.run(
-                [restore, "-w", str(XTABLES_WAIT_S), "--noflush"],
-                input=restore_script(self.spec, family),
-                capture_output=True,
-                text=True,
-            )
-            if result.returncode != 0:
+            try:
+                _restore(family, restore_script(self.spec, family), "our chain")
+            except NetfilterError:
                 self.remove()
-                raise NetfilterError(f"{restore} refused our chain: {result.stderr.strip()}")
+                raise
         self.installed = True
         log.info("netfilter chain %s installed on %s", self.spec.chain, ",".join(self.spec.hooks))
 
@@ -247,15 +242,7 @@ class Netfilter:
         """Add and remove source drops in one atomic change of one family's block chain."""
         if not add and not remove or family not in self.spec.families:
             return
-        _, restore = _TOOLS[family]
-        result = subprocess.run(
-            [restore, "-w", str(XTABLES_WAIT_S), "--noflush"],
-            input=block_script(self.spec, add, remove),
-            capture_output=True,
-            text=True,
-        )
-        if result.returncode != 0:
-            raise NetfilterError(f"{restore} refused the source blocks: {result.stderr.strip()}")
+        _restore(family, block_script(self.spec, add, remove), "the source blocks")
 
     def check_jumps(self) -> list[JumpProblem]:
         """Hooks (both families) where our jump is not first. A hook iptables cannot list is skipped."""
@@ -275,15 +262,7 @@ class Netfilter:
             mine = [p for p in problems if p.family == family]
             if not mine:
                 continue
-            restore = _TOOLS[family][1]
-            result = subprocess.run(
-                [restore, "-w", str(XTABLES_WAIT_S), "--noflush"],
-                input=repair_script(self.spec, mine),
-                capture_output=True,
-                text=True,
-            )
-            if result.returncode != 0:
-                raise NetfilterError(f"{restore} refused to put our jump first: {result.stderr.strip()}")
+            _restore(family, repair_script(self.spec, mine), "to put our jump first")
 
     def listing(self) -> dict[int, str]:
         """`iptables -S` of the filter table per family (for status and tests)."""
@@ -292,6 +271,16 @@ class Netfilter:
 
 def _ipt(tool: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([tool, "-w", str(XTABLES_WAIT_S), *args], capture_output=True, text=True)
+
+
+def _restore(family: int, script: str, what: str) -> None:
+    """One atomic `iptables-restore --noflush` transaction of `family`; NetfilterError naming `what`."""
+    restore = _TOOLS[family][1]
+    result = subprocess.run(
+        [restore, "-w", str(XTABLES_WAIT_S), "--noflush"], input=script, capture_output=True, text=True
+    )
+    if result.returncode != 0:
+        raise NetfilterError(f"{restore} refused {what}: {result.stderr.strip()}")
 
 
 class JumpWatch:
