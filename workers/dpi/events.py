@@ -78,7 +78,7 @@ class HttpBodyPart:
     previous one ended at a value boundary (`&` of a form) or a quarter of a part before its end
     (`workers.dpi.parsers.http.part_overlap`),
     so a value or an injection that straddles a cut is whole in one part. The last part of a body has
-    `last` set (its data may be empty when the previous part already reached the end). The request's
+    `last` set (it may repeat the overlap when the body ended inside it). The request's
     content type and URI ride along: a detector judges the part without remembering the head.
     """
 

@@ -187,21 +187,16 @@ _HEAD, _BODY_LEN, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_CRLF, _TRAILERS, _UNTIL_CLOSE
 
 
 class _SideState:
-    __slots__ = ("state", "remaining", "body", "body_truncated", "pending", "emitted", "offset", "covered",
-                 "form", "content_type", "uri")  # fmt: skip
+    # (slots kept few: every inspected HTTP flow holds two of these)
+    __slots__ = ("state", "remaining", "body", "pending", "emitted", "offset")
 
     def __init__(self) -> None:
         self.state = _HEAD
         self.remaining = 0
         self.body = b""  # the body bytes not yet handed out whole (at most one part once `feed` returns)
-        self.body_truncated = False
         self.pending: HttpRequest | HttpResponse | None = None  # head waiting for its body prefix
         self.emitted = False  # the head event is out (its later body bytes go out as parts)
         self.offset = 0  # body position of body[0]
-        self.covered = 0  # body bytes handed out in events so far
-        self.form = False  # a form body: parts are cut at `&`
-        self.content_type = b""
-        self.uri = b""
 
 
 class HttpParser:
@@ -355,12 +350,8 @@ class HttpParser:
             if chunked:
                 events.append(ParseAnomaly(A.DPI_HTTP_CL_TE, self.protocol))
         st.body = b""
-        st.body_truncated = False
         st.emitted = False
-        st.offset = st.covered = 0
-        st.content_type = header(headers, b"content-type") or b""
-        st.form = _FORM_TYPE in st.content_type.lower()
-        st.uri = b""
+        st.offset = 0
         msg: HttpRequest | HttpResponse
         if side is Side.CLIENT:
             parsed = parse_request_line(first, self.protocol)
@@ -374,7 +365,6 @@ class HttpParser:
             elif len(self.methods) < _MAX_PENDING_METHODS:
                 self.methods.append(method)
             host = header(headers, b"host") or b""
-            st.uri = uri
             msg = HttpRequest(method, uri, version, headers, host, b"", False, chunked, cl, self.protocol)
             has_body = chunked or cl > 0
             until_close = False
@@ -417,52 +407,58 @@ class HttpParser:
 
     def _body(self, st: _SideState, chunk: bytes, events: list[ParserEvent]) -> None:
         """Take body bytes; hand out every full part (the head event first), keep the rest."""
-        if st.pending is None:
+        msg = st.pending
+        if msg is None:
             return
         body = st.body + chunk if st.body else chunk
         limit = max(1, self.s.max_event_bytes)
-        while len(body) > limit:
-            end, nxt = cut_part(body, limit, st.form)
-            if not st.emitted:
-                st.body_truncated = True
-                self._emit_head(st, body[:end], events)
-            else:
-                events.append(self._part(st, body[:end], False))
-            st.covered = st.offset + end
-            st.offset += nxt
-            body = body[nxt:]
+        if len(body) > limit:
+            ctype = header(msg.headers, b"content-type") or b""
+            form = _FORM_TYPE in ctype.lower()
+            while len(body) > limit:
+                end, nxt = cut_part(body, limit, form)
+                if not st.emitted:
+                    self._emit_head(st, body[:end], True, events)
+                else:
+                    events.append(self._part(st, body[:end], False, ctype))
+                st.offset += nxt
+                body = body[nxt:]
         st.body = body
 
-    def _part(self, st: _SideState, data: bytes, last: bool) -> HttpBodyPart:
-        request = st is self.client
-        return HttpBodyPart(st.offset, data, last, request, st.content_type, st.uri, self.protocol)
+    def _part(self, st: _SideState, data: bytes, last: bool, ctype: bytes | None = None) -> HttpBodyPart:
+        msg = st.pending
+        assert msg is not None
+        if ctype is None:
+            ctype = header(msg.headers, b"content-type") or b""
+        uri = msg.uri if isinstance(msg, HttpRequest) else b""
+        return HttpBodyPart(st.offset, data, last, st is self.client, ctype, uri, self.protocol)
 
     def _emit(self, st: _SideState, events: list[ParserEvent]) -> None:
-        """The message's events are complete: its head with the whole body, or the body's last part."""
+        """The message's events are complete: its head with the whole body, or the body's last part
+        (which repeats the overlap when the body ended inside it)."""
         if st.pending is None:
             return
         if not st.emitted:
-            self._emit_head(st, st.body, events)
+            self._emit_head(st, st.body, False, events)
         else:
-            fresh = st.offset + len(st.body) > st.covered
-            events.append(self._part(st, st.body if fresh else b"", True))
+            events.append(self._part(st, st.body, True))
             st.pending = None  # once: a body cut off by a bad chunk ends here too
         st.body = b""
 
-    def _emit_head(self, st: _SideState, body: bytes, events: list[ParserEvent]) -> None:
+    def _emit_head(self, st: _SideState, body: bytes, truncated: bool, events: list[ParserEvent]) -> None:
         msg = st.pending
         assert msg is not None
         if isinstance(msg, HttpRequest):
             events.append(
                 HttpRequest(
-                    msg.method, msg.uri, msg.version, msg.headers, msg.host, body, st.body_truncated,
+                    msg.method, msg.uri, msg.version, msg.headers, msg.host, body, truncated,
                     msg.chunked, msg.content_length, msg.protocol,
                 )
             )  # fmt: skip
         else:
             events.append(
                 HttpResponse(
-                    msg.version, msg.status, msg.reason, msg.headers, body, st.body_truncated, msg.chunked,
+                    msg.version, msg.status, msg.reason, msg.headers, body, truncated, msg.chunked,
                     msg.content_length, msg.server_app, msg.protocol,
                 )
             )  # fmt: skip
