@@ -48,7 +48,7 @@ class H(http.server.BaseHTTPRequestHandler):
             self.rfile.readline()
         else:
             body = self.rfile.read(int(self.headers["Content-Length"]))
-        answer = f"{{len(body)}} {{hashlib.sha256(body).hexdigest()}}".encode()
+        answer = f"{{len(body)}} {{hashlib.sha256(body).hexdigest()}}\\n".encode()
         self.send_response(200); self.send_header("Content-Length", str(len(answer))); self.end_headers()
         self.wfile.write(answer)
     def log_message(self, *a): pass
@@ -75,7 +75,12 @@ else:
 s = socket.create_connection((sys.argv[1], {PORT}), timeout=5)
 try:
     s.sendall(request)
-    got = s.recv(4096)
+    got = b""
+    while not got.partition(b"\\r\\n\\r\\n")[2].endswith(b"\\n"):  # the answer: one line after the head
+        more = s.recv(4096)
+        if not more:
+            break
+        got += more
     print("ok " + got.split(b"\\r\\n\\r\\n", 1)[1].decode() if got.startswith(b"HTTP/1.1 200") else "reset")
 except OSError:
     print("reset")
