@@ -140,3 +140,19 @@ def test_json_part_values_take_strings_on_both_sides_of_an_unknown_first_quote()
     assert not any(v.strip(' :,"') in ("", "12", "tr") for v in values)  # structure dropped
     assert check_request("", body_values(part, "application/json"), "application/json")
     assert body_values(b"a=1&b=2", "application/x-www-form-urlencoded") == b"a=1&b=2"
+
+
+def test_an_injection_in_an_http2_data_frame_resets_the_flow() -> None:
+    from tests.dpi.test_body_parts import h2_request
+
+    body = json_with(SQLI_TEXT, 12000)
+    frames = [(1, body[i : i + 16384], i + 16384 >= len(body)) for i in range(0, len(body), 16384)]
+    lab = Lab()
+    verdicts = lab.send(flow(h2_request("/api", "application/json", frames), 41040))
+    assert WorkerVerdict.RESET_FLOW in verdicts
+    [event] = lab.threats("sql_injection")
+    assert event["action"] == "reset"
+    benign = json_with(b"blue shoes", 12000)
+    frames = [(1, benign[i : i + 16384], i + 16384 >= len(benign)) for i in range(0, len(benign), 16384)]
+    verdicts = lab.send(flow(h2_request("/api", "application/json", frames), 41041))
+    assert WorkerVerdict.RESET_FLOW not in verdicts and len(lab.threats()) == 1

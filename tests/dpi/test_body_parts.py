@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from tests.dpi.drive import drive
 from tests.dpi.drive import settings as dpi_settings
 from workers.dpi import events as E
-from workers.dpi.parsers import http
+from workers.dpi.parsers import http, http2
 from workers.dpi.parsers.base import Side
 
 C, S = Side.CLIENT, Side.SERVER
@@ -137,3 +137,68 @@ def test_the_parser_holds_at_most_one_part_of_a_body() -> None:
         assert len(p.client.body) <= 1024
         assert all(len(pieces([ev])[0][1]) <= 1024 for ev in res.events)
     assert seen == size and p.client.pending is None  # the message ended with its last part
+
+
+def h2_request(path: str, ctype: str, frames: list[tuple[int, bytes, bool]], padded: bool = False) -> bytes:
+    """Preface, SETTINGS, a HEADERS per stream, then DATA frames (stream, content, END_STREAM)."""
+    import hpack
+
+    from tests.data.pcaps.generate import h2_frame
+
+    enc = hpack.Encoder()
+    out = http2.PREFACE + h2_frame(4, 0, 0, b"")
+    for stream in sorted({s for s, _d, _e in frames}):
+        block = enc.encode([(":method", "POST"), (":scheme", "http"), (":authority", "a"), (":path", path),
+                            ("content-type", ctype)])  # fmt: skip
+        out += h2_frame(1, 0x4, stream, block)
+    for stream, content, end in frames:
+        flags = 0x1 if end else 0
+        if padded:
+            out += h2_frame(0, flags | 0x8, stream, bytes([5]) + content + b"\0" * 5)
+        else:
+            out += h2_frame(0, flags, stream, content)
+    return out
+
+
+def h2_parts(events: list[E.ParserEvent], stream_bodies: dict[int, bytes]) -> None:
+    """Each stream's parts (told apart by their bodies) cover its body; one last part each."""
+    parts = [ev for ev in events if isinstance(ev, E.HttpBodyPart)]
+    assert all(p.protocol == "HTTP2" and p.request and p.uri == b"/api" for p in parts)
+    for body in stream_bodies.values():
+        mine = [(p.offset, p.data, p.last) for p in parts if p.data and body.startswith(p.data, p.offset)]
+        lasts = [p for p in parts if p.last and body.startswith(p.data, p.offset)]
+        assert len(lasts) == 1
+        ordered = sorted(mine, key=lambda t: t[0])
+        end = 0
+        for offset, data, _last in ordered:
+            assert offset <= end and len(data) <= 4096
+            end = max(end, offset + len(data))
+        assert end == len(body)
+
+
+def test_http2_data_frames_of_interleaved_streams_arrive_whole_in_parts() -> None:
+    one, three = bytes(range(97, 123)) * 800, b"Z" * 9000 + b"'OR'1'='1" + b"Q" * 9000
+    frames = []
+    for i in range(0, 20800, 5000):
+        frames.append((1, one[i : i + 5000], i + 5000 >= len(one)))
+        frames.append((3, three[i : i + 5000], i + 5000 >= len(three)))
+    data = h2_request("/api", "application/json", frames, padded=True)
+    run = drive(http2.Http2Parser(dpi_settings()), [(C, data)], piece=1400)
+    h2_parts(run.events, {1: one, 3: three})
+    parts = [ev for ev in run.events if isinstance(ev, E.HttpBodyPart)]
+    assert any(b"'OR'1'='1" in p.data for p in parts)
+    assert {p.content_type for p in parts} == {b"application/json"}
+
+
+def test_http2_open_bodies_are_bounded_and_counted() -> None:
+    streams = list(range(1, 2 * (http2.MAX_BODY_STREAMS + 4), 2))
+    frames = [(s, b"x" * 10, False) for s in streams]
+    p = http2.Http2Parser(dpi_settings())
+    res = p.feed(C, h2_request("/api", "text/plain", frames))
+    assert len(p.bodies[C]) <= http2.MAX_BODY_STREAMS
+    full = [ev for ev in res.events if isinstance(ev, E.ParseAnomaly) and ev.name == http2.BODY_STREAMS_FULL]
+    assert len(full) >= 4  # (a stream evicted at its HEADERS evicts another at its DATA)
+    # every stream's bytes went out in a part or are still held for its next frame: none dropped unseen
+    out = sum(ev.data == b"x" * 10 for ev in res.events if isinstance(ev, E.HttpBodyPart))
+    held = sum(body.held == b"x" * 10 for body in p.bodies[C].values())
+    assert out + held == len(streams) and out >= 4
