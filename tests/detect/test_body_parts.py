@@ -156,3 +156,18 @@ def test_an_injection_in_an_http2_data_frame_resets_the_flow() -> None:
     frames = [(1, benign[i : i + 16384], i + 16384 >= len(benign)) for i in range(0, len(benign), 16384)]
     verdicts = lab.send(flow(h2_request("/api", "application/json", frames), 41041))
     assert WorkerVerdict.RESET_FLOW not in verdicts and len(lab.threats()) == 1
+
+
+@pytest.mark.parametrize(
+    "part",
+    [
+        b'x", "q": "1\' or \'1\'=\'1", "w": "say \\"hi\\"", "z": "ab',  # an escaped quote: the careful split
+        b'x", "q": "1\' or \'1\'=\'1", "z": "cut in an escape \\u00',  # no document: piece by piece
+        b'"q": "1\' or \'1\'=\'1", "k": 1, "q2": "1\' or \'1\'=\'1"',  # repeated values checked once
+    ],
+)
+def test_json_parts_are_judged_by_their_string_values_whatever_the_cut(part: bytes) -> None:
+    values = json.loads(body_values(part, "application/json"))
+    assert values.count("1' or '1'='1") == 1
+    [hit] = check_request("", body_values(part, "application/json"), "application/json")
+    assert hit.threat.name == "sql_injection"
