@@ -212,13 +212,14 @@ def test_http_pipelined_requests_and_head_response_without_body() -> None:
     assert [e.status for e in res.events] == [200, 201]  # type: ignore[union-attr]
 
 
-def test_http_body_prefix_is_capped() -> None:
+def test_http_body_prefix_is_capped_and_the_rest_follows_in_parts() -> None:
     p = http.HttpParser(settings(max_event_bytes=8))
     body = b"x" * 100
     res = p.feed(C, b"POST / HTTP/1.1\r\nContent-Length: 100\r\n\r\n" + body)
-    (ev,) = res.events
+    ev, *parts = res.events
     assert isinstance(ev, E.HttpRequest)
     assert ev.body == b"x" * 8 and ev.body_truncated
+    assert parts and all(isinstance(part, E.HttpBodyPart) and len(part.data) <= 8 for part in parts)
     assert res.consumed == len(b"POST / HTTP/1.1\r\nContent-Length: 100\r\n\r\n") + 100
 
 

@@ -7,8 +7,13 @@ banners, DNS over TCP, MySQL and PostgreSQL login failures) to the application d
 sensors; its packet hook handles what needs payload bytes (DNS over UDP, SSLv2 records, slow-HTTP
 timing, sensors of the `packet` context, streamed per flow direction).
 
+Bodies: a body longer than the parser's `max_event_bytes` comes as the head event's first part and
+`HttpBodyPart` events for the rest; every part gets the injection checks (in the request's content
+type, JSON parts shaped by `workers.detect.bodypart`) and the body sensors, so a hit in the last part
+acts exactly as one in the head.
+
 Slow HTTP: a request is pending from its first bytes (a method) until the parser's `HttpRequest`
-event, which comes once its body is complete; the head is done at its blank line (looked for in the
+event, or its body's last `HttpBodyPart`, which come once its body is complete; the head is done at its blank line (looked for in the
 client's payload). Pending too long in the head is `http_slowloris`, in the body at too low a rate
 `http_slow_body`: judged on each client packet (which a Protect verdict then resets) and by `sweep` on
 the engine's tick for connections that went silent, so it fires on the capture's clock in a replay
@@ -32,6 +37,7 @@ from threats import catalogue as C
 from threats.catalogue import Hit, Threat, ThreatAction, excerpt_of
 from threats.settings import ThreatSettings
 from threats.window import LruTable
+from workers.detect.bodypart import body_values
 from workers.detect.database import AccessDeniedTracker
 from workers.detect.decode import percent_decode
 from workers.detect.dns import DnsDetector, tunnel_name
@@ -239,13 +245,19 @@ class AppThreats:
         on = s.on
         hits: list[Hit] = []
         if isinstance(ev, E.HttpRequest):
-            st.pending_since = -1.0
-            st.slow_fired = st.swept = False
-            self._slow.pop(ctx.key)
+            if not ev.body_truncated:  # else the request is complete with its last body part
+                self._request_done(ctx, st)
             if len(st.unanswered) < MAX_UNANSWERED:
                 credentials = any(n.lower() == b"authorization" for n, _v in ev.headers)
                 st.unanswered.append((ev.method, ev.uri.split(b"?", 1)[0], credentials))
-            hits += self._http_request(ev.uri, ev.headers, ev.body, st, on)
+            hits += self._http_request(ev.uri, ev.headers, ev.body, st, on, ev.body_truncated)
+        elif isinstance(ev, E.HttpBodyPart):
+            if ev.request:
+                if ev.last:
+                    self._request_done(ctx, st)
+                hits += self._request_part(ev, st, on)
+            else:
+                hits += self._sensor_body(ev.data, st)
         elif isinstance(ev, E.HttpResponse):
             hits += check_headers(ev.headers)
             hits += self._sensor_body(ev.body, st)
@@ -313,9 +325,36 @@ class AppThreats:
                     hits.append(hit._replace(detail=hit.detail + " (PostgreSQL)"))
         return self._to_dpi(hits, st, ctx)
 
+    def _request_done(self, ctx: FlowContext, st: _FlowState) -> None:
+        """A request arrived whole (head and body): no longer pending for the slow-HTTP checks."""
+        st.pending_since = -1.0
+        st.slow_fired = st.swept = False
+        self._slow.pop(ctx.key)
+
+    def _request_part(self, ev: E.HttpBodyPart, st: _FlowState, on: frozenset[int]) -> list[Hit]:
+        """A later part of a request body: the injection checks and the body sensors, as on the first
+        part, in the request's content type (the URI and headers were judged with the head)."""
+        if not ev.data:
+            return []
+        ctype = ev.content_type.decode("latin-1")
+        hits: list[Hit] = []
+        sqli, xss = C.SQL_INJECTION.id in on, C.XSS.id in on
+        if sqli or xss:
+            hits += check_request("", body_values(ev.data, ctype), ctype, "", sqli, xss)
+        if self.owner.policy.sensors.applies(st.group):
+            hits += self._form_sensor_body(ev.data, ctype, st)
+        return hits
+
     def _http_request(
-        self, uri: bytes, headers: E.Headers, body: bytes, st: _FlowState, on: frozenset[int]
+        self,
+        uri: bytes,
+        headers: E.Headers,
+        body: bytes,
+        st: _FlowState,
+        on: frozenset[int],
+        partial: bool = False,
     ) -> list[Hit]:
+        """The head of a request and its body's first part (`partial`: more parts follow)."""
         hits = check_headers(headers)
         ctype = cookie = ""
         injectable: list[str] = []
@@ -329,7 +368,8 @@ class AppThreats:
                 injectable.append(value.decode("latin-1"))
         sqli, xss = C.SQL_INJECTION.id in on, C.XSS.id in on
         if sqli or xss:
-            hits += check_request(uri.decode("latin-1"), body, ctype, cookie, sqli, xss, injectable)
+            checked = body_values(body, ctype) if partial else body
+            hits += check_request(uri.decode("latin-1"), checked, ctype, cookie, sqli, xss, injectable)
         if body and C.STRUTS_RCE.id in on:
             hit = check_struts_body(body, ctype)
             if hit is not None:
@@ -346,14 +386,18 @@ class AppThreats:
             head = b"\r\n".join(n + b": " + v for n, v in headers)
             found += sensors.scan(Context.HEADER, head, st.group)
             hits += self._sensor_hits(found)
-            body_hits = self._sensor_body(body, st)
-            if body and "x-www-form-urlencoded" in ctype:  # the values as the application sees them
-                form = percent_decode(body.decode("latin-1"), plus=True).encode("latin-1", "replace")
-                if form != body:
-                    seen = {(h.sensor, h.rule) for h in body_hits}
-                    body_hits += [h for h in self._sensor_body(form, st) if (h.sensor, h.rule) not in seen]
-            hits += body_hits
+            hits += self._form_sensor_body(body, ctype, st)
         return hits
+
+    def _form_sensor_body(self, body: bytes, ctype: str, st: _FlowState) -> list[Hit]:
+        """The body sensors on a body (part), and on a form's values as the application sees them."""
+        body_hits = self._sensor_body(body, st)
+        if body and "x-www-form-urlencoded" in ctype:
+            form = percent_decode(body.decode("latin-1"), plus=True).encode("latin-1", "replace")
+            if form != body:
+                seen = {(h.sensor, h.rule) for h in body_hits}
+                body_hits += [h for h in self._sensor_body(form, st) if (h.sensor, h.rule) not in seen]
+        return body_hits
 
     def _sensor_body(self, body: bytes, st: _FlowState) -> list[Hit]:
         if not body or not self.owner.policy.sensors.applies(st.group):

@@ -47,7 +47,7 @@ class HttpRequest:
     headers: Headers
     host: bytes  # Host header value (b"" when absent)
     body: bytes = b""  # first bytes of the body, up to max_event_bytes (de-chunked)
-    body_truncated: bool = False
+    body_truncated: bool = False  # the body goes on in `HttpBodyPart` events
     chunked: bool = False
     content_length: int = -1  # -1 when absent
     protocol: str = "HTTP"  # "HTTP" | "RTSP" | "SIP"
@@ -66,6 +66,28 @@ class HttpResponse:
     chunked: bool = False
     content_length: int = -1
     server_app: str = ""  # server application named by the headers ("Apache", "nginx", "etcd" …), "" unknown
+    protocol: str = "HTTP"
+
+
+@dataclass(frozen=True, slots=True)
+class HttpBodyPart:
+    """A further part of an HTTP/1.x body too long for its head event (whose `body_truncated` is set).
+
+    The head event carries the first part; these carry the rest, each at most `max_event_bytes`, so the
+    detectors see every body byte while nothing holds the whole body. A part starts either where the
+    previous one ended at a value boundary (`&` of a form) or a quarter of a part before its end
+    (`workers.dpi.parsers.http.part_overlap`),
+    so a value or an injection that straddles a cut is whole in one part. The last part of a body has
+    `last` set (it may repeat the overlap when the body ended inside it). The request's
+    content type and URI ride along: a detector judges the part without remembering the head.
+    """
+
+    offset: int  # position of data[0] in the (de-chunked) body
+    data: bytes
+    last: bool
+    request: bool  # a request body (client side); else a response body
+    content_type: bytes = b""  # the message's Content-Type value
+    uri: bytes = b""  # the request's URI (a response: the URI of the request it answers, b"")
     protocol: str = "HTTP"
 
 
@@ -371,6 +393,7 @@ ParserEvent = (
     ParseAnomaly
     | HttpRequest
     | HttpResponse
+    | HttpBodyPart
     | Http2Frame
     | Http2Headers
     | TlsClientHello

@@ -28,6 +28,10 @@ WINDOW_REQUESTS = (
     E.CassandraFrame, E.KafkaRequest, E.MemcachedCommand, E.TnsPacket, E.TdsPacket,
 )  # fmt: skip
 
+# Later parts of long HTTP bodies handed to the detectors, and their bytes: what the body parts cost.
+BODY_PARTS = "dpi.http.body_parts"
+BODY_PART_BYTES = "dpi.http.body_part_bytes"
+
 PROBE_BYTES = 64  # bytes of a flow's first payload shown to the probes
 MAX_PARSER_ORDERS = 4096  # (transport, server port) → parsers in the order they are tried, kept
 _NO_EVENTS: list[ParserEvent] = []
@@ -196,6 +200,9 @@ class ParserSession:
             self.counters["events"] += 1
             if isinstance(ev, WINDOW_REQUESTS):
                 flow.requests += 1
+            elif isinstance(ev, E.HttpBodyPart):
+                self.counters[BODY_PARTS] += 1
+                self.counters[BODY_PART_BYTES] += len(ev.data)
             elif isinstance(ev, E.SshBanner):
                 flow.banners += 1
             if isinstance(ev, DnsMessage):

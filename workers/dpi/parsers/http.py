@@ -7,12 +7,18 @@ RTSP and never HTTP. Bodies: Content-Length, chunked (de-chunked for the event),
 responses without either (reported at their head, without body: the parser is not told when the
 connection closes); 1xx/204/304 and responses to HEAD have none. After CONNECT 2xx or
 101 Switching Protocols the stream is no longer HTTP: the parser stops inspecting and consumes.
+
+A body longer than `max_event_bytes` is not cut short: the head event carries its first part and
+`HttpBodyPart` events the rest, each at most `max_event_bytes`, so the detectors see every byte of it
+while the parser holds at most one part. A form body is cut after an `&` where one falls in the last
+quarter of a part (the next part starts with a whole pair); any other cut repeats the last quarter of
+the part at the start of the next (`part_overlap`), so a value split by the cut is whole in one part.
 """
 
 from __future__ import annotations
 
 from core import anomalies as A
-from workers.dpi.events import Headers, HttpRequest, HttpResponse, ParseAnomaly, ParserEvent
+from workers.dpi.events import Headers, HttpBodyPart, HttpRequest, HttpResponse, ParseAnomaly, ParserEvent
 from workers.dpi.parsers.base import FeedResult, Outcome, Side
 from workers.dpi.settings import DpiSettings
 
@@ -49,6 +55,11 @@ SERVER_APP_HEADERS: tuple[tuple[bytes, bytes, str], ...] = (
     (b"x-consul-index", b"", "Consul"),
     (b"x-consul-default-acl-policy", b"", "Consul"),
 )
+
+# A body part repeats 1/PART_OVERLAP_DIVISOR of the previous part where it could not be cut at a value
+# boundary: an injection (or sensor match) up to that long that straddles the cut is whole in one part.
+PART_OVERLAP_DIVISOR = 4
+_FORM_TYPE = b"x-www-form-urlencoded"
 
 # A chunk size beyond 2 GiB-1 overflows 32-bit parsers (request smuggling, CVE-2013-2028): none is real.
 MAX_CHUNK_SIZE = 0x7FFFFFFF
@@ -155,19 +166,37 @@ def server_app(headers: Headers) -> str:
     return ""
 
 
+def part_overlap(part_bytes: int) -> int:
+    """Bytes of a part repeated at the start of the next when the cut is not at a value boundary."""
+    return part_bytes // PART_OVERLAP_DIVISOR
+
+
+def cut_part(buf: bytes, part_bytes: int, form: bool) -> tuple[int, int]:
+    """Where to cut the next part off a body buffer longer than `part_bytes`: (end of this part, start
+    of the next). A form is cut after its last `&` in the part's last quarter; else at `part_bytes`, the
+    next part starting `part_overlap` earlier."""
+    overlap = part_overlap(part_bytes)
+    if form and overlap:
+        amp = buf.rfind(b"&", part_bytes - overlap, part_bytes)
+        if amp >= 0:
+            return amp + 1, amp + 1
+    return part_bytes, part_bytes - overlap
+
+
 _HEAD, _BODY_LEN, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_CRLF, _TRAILERS, _UNTIL_CLOSE, _TUNNEL = range(8)
 
 
 class _SideState:
-    __slots__ = ("state", "remaining", "body", "body_truncated", "pending", "emitted")
+    # (slots kept few: every inspected HTTP flow holds two of these)
+    __slots__ = ("state", "remaining", "body", "pending", "emitted", "offset")
 
     def __init__(self) -> None:
         self.state = _HEAD
         self.remaining = 0
-        self.body = b""
-        self.body_truncated = False
+        self.body = b""  # the body bytes not yet handed out whole (at most one part once `feed` returns)
         self.pending: HttpRequest | HttpResponse | None = None  # head waiting for its body prefix
-        self.emitted = False
+        self.emitted = False  # the head event is out (its later body bytes go out as parts)
+        self.offset = 0  # body position of body[0]
 
 
 class HttpParser:
@@ -227,7 +256,7 @@ class HttpParser:
                 self._on_head(side, st, head, events)
             elif st.state == _BODY_LEN:
                 take = min(st.remaining, n - pos)
-                self._body(st, data[pos : pos + take])
+                self._body(st, data[pos : pos + take], events)
                 pos += take
                 st.remaining -= take
                 if st.remaining == 0:
@@ -265,7 +294,7 @@ class HttpParser:
                     st.state = _CHUNK_DATA
             elif st.state == _CHUNK_DATA:
                 take = min(st.remaining, n - pos)
-                self._body(st, data[pos : pos + take])
+                self._body(st, data[pos : pos + take], events)
                 pos += take
                 st.remaining -= take
                 if st.remaining == 0:
@@ -321,8 +350,8 @@ class HttpParser:
             if chunked:
                 events.append(ParseAnomaly(A.DPI_HTTP_CL_TE, self.protocol))
         st.body = b""
-        st.body_truncated = False
         st.emitted = False
+        st.offset = 0
         msg: HttpRequest | HttpResponse
         if side is Side.CLIENT:
             parsed = parse_request_line(first, self.protocol)
@@ -376,37 +405,64 @@ class HttpParser:
             st.remaining = cl
             st.state = _BODY_LEN
 
-    def _body(self, st: _SideState, chunk: bytes) -> None:
-        if st.pending is None or st.emitted:
+    def _body(self, st: _SideState, chunk: bytes, events: list[ParserEvent]) -> None:
+        """Take body bytes; hand out every full part (the head event first), keep the rest."""
+        msg = st.pending
+        if msg is None:
             return
-        room = self.s.max_event_bytes - len(st.body)
-        if len(chunk) > room:
-            st.body += chunk[:room]
-            st.body_truncated = True
-        else:
-            st.body += chunk
+        body = st.body + chunk if st.body else chunk
+        limit = max(1, self.s.max_event_bytes)
+        if len(body) > limit:
+            ctype = header(msg.headers, b"content-type") or b""
+            form = _FORM_TYPE in ctype.lower()
+            while len(body) > limit:
+                end, nxt = cut_part(body, limit, form)
+                if not st.emitted:
+                    self._emit_head(st, body[:end], True, events)
+                else:
+                    events.append(self._part(st, body[:end], False, ctype))
+                st.offset += nxt
+                body = body[nxt:]
+        st.body = body
+
+    def _part(self, st: _SideState, data: bytes, last: bool, ctype: bytes | None = None) -> HttpBodyPart:
+        msg = st.pending
+        assert msg is not None
+        if ctype is None:
+            ctype = header(msg.headers, b"content-type") or b""
+        uri = msg.uri if isinstance(msg, HttpRequest) else b""
+        return HttpBodyPart(st.offset, data, last, st is self.client, ctype, uri, self.protocol)
 
     def _emit(self, st: _SideState, events: list[ParserEvent]) -> None:
-        msg = st.pending
-        if msg is None or st.emitted:
+        """The message's events are complete: its head with the whole body, or the body's last part
+        (which repeats the overlap when the body ended inside it)."""
+        if st.pending is None:
             return
-        body = st.body
+        if not st.emitted:
+            self._emit_head(st, st.body, False, events)
+        else:
+            events.append(self._part(st, st.body, True))
+            st.pending = None  # once: a body cut off by a bad chunk ends here too
+        st.body = b""
+
+    def _emit_head(self, st: _SideState, body: bytes, truncated: bool, events: list[ParserEvent]) -> None:
+        msg = st.pending
+        assert msg is not None
         if isinstance(msg, HttpRequest):
             events.append(
                 HttpRequest(
-                    msg.method, msg.uri, msg.version, msg.headers, msg.host, body, st.body_truncated,
+                    msg.method, msg.uri, msg.version, msg.headers, msg.host, body, truncated,
                     msg.chunked, msg.content_length, msg.protocol,
                 )
             )  # fmt: skip
         else:
             events.append(
                 HttpResponse(
-                    msg.version, msg.status, msg.reason, msg.headers, body, st.body_truncated, msg.chunked,
+                    msg.version, msg.status, msg.reason, msg.headers, body, truncated, msg.chunked,
                     msg.content_length, msg.server_app, msg.protocol,
                 )
             )  # fmt: skip
         st.emitted = True
-        st.body = b""
 
     def _end_message(self, st: _SideState, events: list[ParserEvent]) -> None:
         self._emit(st, events)

@@ -5,6 +5,14 @@ preface: the gRPC entry finalizes when its content-type is `application/grpc*`, 
 it is anything else (or when HPACK cannot decode it). HPACK state is per direction (the `hpack`
 package, with its header-list bound set from `max_header_bytes`). HEADERS split over CONTINUATION
 frames are joined up to `max_header_bytes`.
+
+DATA frames (padding removed) are handed to the detectors as `HttpBodyPart` events of their stream,
+cut as HTTP/1 bodies are (`workers.dpi.parsers.http.cut_part`), with the content type and `:path` of
+the stream's HEADERS; END_STREAM (or trailers) ends the body. Memory stays bounded with many streams
+in flight: at the end of each DATA frame its stream's held bytes go out as a part and only the overlap
+is kept (so a value split across two of its frames, whatever came between them, is whole in one part),
+for at most `MAX_BODY_STREAMS` open bodies per direction (beyond that the oldest is ended early and
+counted as `dpi.http2.body_streams_full`).
 """
 
 from __future__ import annotations
@@ -13,8 +21,9 @@ from typing import Any
 
 import hpack
 
-from workers.dpi.events import Http2Frame, Http2Headers, ParseAnomaly, ParserEvent
+from workers.dpi.events import Http2Frame, Http2Headers, HttpBodyPart, ParseAnomaly, ParserEvent
 from workers.dpi.parsers.base import FeedResult, Outcome, Side
+from workers.dpi.parsers.http import cut_part, part_overlap
 from workers.dpi.settings import DpiSettings
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -24,6 +33,22 @@ DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDO
 FLAG_END_STREAM, FLAG_END_HEADERS, FLAG_PADDED, FLAG_PRIORITY = 0x1, 0x4, 0x8, 0x20
 MAX_FRAME = 1 << 24
 MAX_FRAME_EVENTS = 64  # Http2Frame events per feed call (the rest are counted, not reported)
+# Streams per direction whose body is being inspected at once (each keeps up to a part's overlap; a
+# client opens ~100 streams at most, a handful with bodies in practice).
+MAX_BODY_STREAMS = 32
+BODY_STREAMS_FULL = "dpi.http2.body_streams_full"
+
+
+class _Body:
+    """The inspected body of one stream in one direction."""
+
+    __slots__ = ("content_type", "uri", "offset", "held")
+
+    def __init__(self, content_type: bytes, uri: bytes) -> None:
+        self.content_type = content_type
+        self.uri = uri
+        self.offset = 0  # body position of held[0]
+        self.held = b""
 
 
 def probe(side: Side, head: bytes) -> bool:
@@ -54,6 +79,12 @@ class Http2Parser:
         "block_end",
         "hpack_broken",
         "skip",
+        "bodies",
+        "data_stream",
+        "data_left",
+        "data_pad",
+        "data_end",
+        "paths",
     )
 
     def __init__(self, settings: DpiSettings, grpc: bool = False) -> None:
@@ -69,6 +100,13 @@ class Http2Parser:
         self.block_end = [False, False]
         self.hpack_broken = [False, False]
         self.skip = [0, 0]
+        # per direction: stream id → its body (insertion order: the oldest first)
+        self.bodies: list[dict[int, _Body]] = [{}, {}]
+        self.data_stream = [0, 0]  # the stream of the DATA frame being read
+        self.data_left = [0, 0]  # its content bytes still to come
+        self.data_pad = [0, 0]  # its padding after them
+        self.data_end = [False, False]  # END_STREAM on it
+        self.paths: dict[int, bytes] = {}  # :path of client streams with a body in either direction
 
     def feed(self, side: Side, data: bytes) -> FeedResult:
         events: list[ParserEvent] = []
@@ -87,6 +125,14 @@ class Http2Parser:
             return FeedResult(n, 0, events, Outcome.KEEP)
         frames = 0
         while pos < n:
+            if self.data_left[side]:
+                take = min(self.data_left[side], n - pos)
+                self._data(side, data[pos : pos + take], events)
+                self.data_left[side] -= take
+                pos += take
+                if not self.data_left[side]:
+                    self._data_done(side, events)
+                continue
             if self.skip[side]:
                 take = min(self.skip[side], n - pos)
                 self.skip[side] -= take
@@ -105,6 +151,26 @@ class Http2Parser:
             frames += 1
             if frames <= MAX_FRAME_EVENTS:
                 events.append(Http2Frame(ftype, flags, stream, length))
+            if ftype == DATA and self.identified and stream:
+                pad = 0
+                if flags & FLAG_PADDED and length:
+                    if n - pos < 10:
+                        return FeedResult(pos, 10 - (n - pos), events, self._out(newly))
+                    pad = data[pos + 9]
+                content = length - (1 if flags & FLAG_PADDED and length else 0) - pad
+                if content < 0:
+                    events.append(ParseAnomaly("dpi.http2.bad_padding", "HTTP2"))
+                    pos += 9
+                    self.skip[side] = length
+                    continue
+                pos += 9 + length - content - pad
+                self.data_stream[side] = stream
+                self.data_left[side] = content
+                self.data_pad[side] = pad
+                self.data_end[side] = bool(flags & FLAG_END_STREAM)
+                if not content:
+                    self._data_done(side, events)
+                continue
             if not header_block:
                 pos += 9
                 self.skip[side] = length
@@ -136,6 +202,7 @@ class Http2Parser:
                     events.append(ParseAnomaly("dpi.http2.hpack_error", "HTTP2"))
                 else:
                     events.append(ev)
+                    self._headers_seen(side, ev, events)
                 newly = self._decide(side, ev) or newly
                 if not self.identified and side is Side.CLIENT:
                     return FeedResult(pos, 0, events, Outcome.GIVE_UP)
@@ -156,6 +223,76 @@ class Http2Parser:
                 ctype = value.lower()
         return Http2Headers(
             self.block_stream[side], headers, self.block_end[side], ctype.startswith(b"application/grpc")
+        )
+
+    def _headers_seen(self, side: Side, ev: Http2Headers, events: list[ParserEvent]) -> None:
+        """A stream's HEADERS: the context of the body that follows, or (trailers) the end of one."""
+        stream = ev.stream_id
+        bodies = self.bodies[side]
+        if stream in bodies:
+            if ev.end_stream:  # trailers end the body
+                self._end_body(side, stream, events)
+            return
+        if ev.end_stream:
+            return  # no body follows
+        ctype = next((v for n, v in ev.headers if n.lower() == b"content-type"), b"")
+        if side is Side.CLIENT:
+            path = next((v for n, v in ev.headers if n == b":path"), b"")
+            self.paths[stream] = path
+        if len(bodies) >= MAX_BODY_STREAMS:
+            oldest = next(iter(bodies))
+            self._end_body(side, oldest, events)
+            events.append(ParseAnomaly(BODY_STREAMS_FULL, "HTTP2", str(oldest)))
+        bodies[stream] = _Body(ctype, self.paths.get(stream, b""))
+
+    def _data(self, side: Side, chunk: bytes, events: list[ParserEvent]) -> None:
+        """Content bytes of the DATA frame being read: full parts go out, the rest is held."""
+        stream = self.data_stream[side]
+        bodies = self.bodies[side]
+        body = bodies.get(stream)
+        if body is None:
+            if len(bodies) >= MAX_BODY_STREAMS:
+                oldest = next(iter(bodies))
+                self._end_body(side, oldest, events)
+                events.append(ParseAnomaly(BODY_STREAMS_FULL, "HTTP2", str(oldest)))
+            body = bodies[stream] = _Body(b"", self.paths.get(stream, b""))
+        limit = max(1, self.s.max_event_bytes)
+        held = body.held + chunk if body.held else chunk
+        while len(held) > limit:
+            end, nxt = cut_part(held, limit, False)
+            events.append(self._part(side, body, held[:end], False))
+            body.offset += nxt
+            held = held[nxt:]
+        body.held = held
+
+    def _data_done(self, side: Side, events: list[ParserEvent]) -> None:
+        """The DATA frame's content is read: skip its padding; end the body, or keep only the overlap of
+        what the stream holds (another stream's DATA may come next)."""
+        self.skip[side] = self.data_pad[side]
+        self.data_pad[side] = 0
+        stream = self.data_stream[side]
+        if self.data_end[side]:
+            self._end_body(side, stream, events)
+            return
+        body = self.bodies[side].get(stream)
+        overlap = part_overlap(max(1, self.s.max_event_bytes))
+        if body is not None and len(body.held) > overlap:
+            events.append(self._part(side, body, body.held, False))
+            cut = len(body.held) - overlap
+            body.offset += cut
+            body.held = body.held[cut:]
+
+    def _end_body(self, side: Side, stream: int, events: list[ParserEvent]) -> None:
+        body = self.bodies[side].pop(stream, None)
+        if body is not None:
+            events.append(self._part(side, body, body.held, True))
+        if stream not in self.bodies[0] and stream not in self.bodies[1]:
+            self.paths.pop(stream, None)
+
+    @staticmethod
+    def _part(side: Side, body: _Body, data: bytes, last: bool) -> HttpBodyPart:
+        return HttpBodyPart(
+            body.offset, data, last, side is Side.CLIENT, body.content_type, body.uri, "HTTP2"
         )
 
     def _decide(self, side: Side, ev: Http2Headers | None) -> bool:
