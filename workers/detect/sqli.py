@@ -197,6 +197,19 @@ SIGNALS: tuple[Signal, ...] = (
         ),
         frozenset(("@", "insert", "alter", "drop", "truncate", "delete", "update", "having")),
     ),
+    # a FROM clause with its WHERE condition on a literal: `FROM t WHERE t.id = 5`, `from users where name
+    # like '`; prose says where a thing comes from, then goes on with words (`where people like cheese`)
+    Signal(
+        "FROM with a WHERE condition",
+        3,
+        re.compile(
+            r"\bfrom\s+[\w.`\"\[\]]{1,64}\s+where\s+\(?\s*[\w.`\"\[\]]{1,64}\s*(?:(?:[=<>]|!=)=?\s*['\"\d(@]"
+            r"|(?:not\s+)?(?:like|regexp|rlike|glob)\s*['\"]|(?:not\s+)?in\s*\(|is\s+(?:not\s+)?null\b)",
+            re.I,
+        ),
+        frozenset(("where",)),
+        also=frozenset(("from",)),
+    ),
     # DDL and value tuples that tutorials quote too: context only
     Signal(
         "SQL definition",
@@ -269,11 +282,12 @@ SIGNALS: tuple[Signal, ...] = (
         frozenset(("--", "#")),
         also=_LOGIC_NEEDLES,
     ),
-    # a column alias then FROM after a closing bracket or quote: the select list of a UNION (`) AS x FROM`)
+    # a column alias then FROM after a closing bracket, a quote or a number: the select list of a UNION
+    # (`) AS x FROM`, `7 AS "n" FROM`)
     Signal(
         "alias then FROM after a bracket",
         2,
-        re.compile(r"[)`'\"]\s*as\s+[\w`'\"]{1,64}\s+from\b", re.I),
+        re.compile(r"(?:[)`'\"]|\b\d+)\s*as\s+[\w`'\"]{1,64}\s+from\b", re.I),
         frozenset(("from",)),
     ),
     # NoSQL query operators where a value belongs: `u_id[$ne]=2`, a JSON key `$where`
@@ -316,10 +330,12 @@ SIGNALS: tuple[Signal, ...] = (
         3,
         re.compile(
             r"\b(?:sleep\(\s*\d+\s*\)|benchmark\s*\(\s*\d+\s*,|pg_sleep\s*\(|dbms_lock\.sleep\s*\("
-            r"|select\s+sleep\s*\(|pg_sleep\b|dbms_pipe\.receive_message\s*\(|waitfor\s+(?:delay|time)\s*['\"\d]|randomblob\s*\(\s*\d)",
+            r"|select\s+sleep\s*\(|pg_sleep\b|dbms_pipe\.receive_message\s*\(|waitfor\s+(?:delay|time)\s*['\"\d]|randomblob\s*\(\s*\d"
+            # a loop until two clock readings differ by seconds: server-side JavaScript (`$where`) made to wait
+            r"|\bwhile\s*\(\s*\w+\s*-\s*\w+\s*<\s*\d{3,}\s*\))",
             re.I,
         ),
-        frozenset(("sleep", "benchmark", "waitfor", "randomblob", "dbms_")),
+        frozenset(("sleep", "benchmark", "waitfor", "randomblob", "dbms_", "while")),
     ),
     # a second statement: `; drop table`, `);waitfor`, `; exec master..`, `; declare @s`
     Signal(
@@ -420,15 +436,17 @@ SIGNALS: tuple[Signal, ...] = (
         frozenset(("select",)),
         also=frozenset(("from",)),
     ),
-    # SELECT of what only a query selects: a hex string, a function of the server (`user(`, `version(`),
-    # a built string (`char(`, `concat(`), a list of numbers or of NULLs, as UNION and error-based
-    # payloads probe the column count and read the server
+    # SELECT of what only a query selects: a hex string, a function of the server called as code is
+    # (`user(`, `version ()`: prose puts a space and words in brackets), a built string (`char(`,
+    # `concat(`), a condition (`if(`, `(case when`), NULLs, as UNION, blind and error-based payloads
+    # probe the column count and read the server
     Signal(
         "select of a probe",
         3,
         re.compile(
             r"\bselect(?:\s|\*/)*\(?\s*(?:0x[0-9a-f]{2,}\b|(?:user|current_user|system_user|session_user|version"
-            r"|database|schema|char|chr|concat|concat_ws|group_concat|load_file)\s*\(|null\s*,|\d+\s*,\s*\d+\s*,)",
+            r"|database|schema|char|chr|concat|concat_ws|group_concat|load_file|if|iif)(?:\(|\s+\(\s*\))|null\s*,"
+            r"|\(\s*case\s+(?:[\w.]+\s+)?when\b)",
             re.I,
         ),
         frozenset(("select",)),
