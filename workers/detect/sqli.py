@@ -331,11 +331,12 @@ SIGNALS: tuple[Signal, ...] = (
         re.compile(
             r"\b(?:sleep\(\s*\d+\s*\)|benchmark\s*\(\s*\d+\s*,|pg_sleep\s*\(|dbms_lock\.sleep\s*\("
             r"|select\s+sleep\s*\(|pg_sleep\b|dbms_pipe\.receive_message\s*\(|waitfor\s+(?:delay|time)\s*['\"\d]|randomblob\s*\(\s*\d"
-            # a loop until two clock readings differ by seconds: server-side JavaScript (`$where`) made to wait
-            r"|\bwhile\s*\(\s*\w+\s*-\s*\w+\s*<\s*\d{3,}\s*\))",
+            # the clock read, then a loop until it has moved on by seconds: server-side JavaScript (a
+            # `$where` clause) made to wait
+            r"|(?:new\s+date|date\.now|performance\.now)\b.{0,200}?\bwhile\s*\([^;{}]{0,60}?-\s*[+\w.()]{1,30}\s*<\s*\d{3,}\s*\))",
             re.I,
         ),
-        frozenset(("sleep", "benchmark", "waitfor", "randomblob", "dbms_", "while")),
+        frozenset(("sleep", "benchmark", "waitfor", "randomblob", "dbms_", "date", "now")),
     ),
     # a second statement: `; drop table`, `);waitfor`, `; exec master..`, `; declare @s`
     Signal(
@@ -543,9 +544,10 @@ def code(value: str) -> bool:
 
 
 def prose(value: str) -> bool:
-    """Whether `value` reads as sentences: enough words that are no SQL keyword, and most of its words."""
+    """Whether `value` reads as sentences: enough words that are no SQL keyword, and most of its words;
+    program code (`function(){var a=…}`) has words too, but is no prose."""
     words = _WORD.findall(value[:MAX_SCORED_VALUE])
-    if len(words) < PROSE_WORDS:
+    if len(words) < PROSE_WORDS or code(value):
         return False
     plain = sum(1 for w in words if w.lower() not in _SQL_WORDS)
     return plain >= PROSE_WORDS and plain * 3 >= len(words) * 2
