@@ -631,8 +631,8 @@ GENERALISED_SQLI = [
     ("FROM `t_log` WHERE `t_log`.`n` = 4 LIMIT", "FROM with a WHERE condition"),
     ("from users where name like 'a%'", "FROM with a WHERE condition"),
     ('77 as "qq" from accounts', "alias then FROM after a bracket"),  # a literal aliased in a select list
-    ("z'+(function(){var t=+new Date;while(+new Date-t<9000){}})()+'", "time delay"),
-    ('q" ;(function(){var s=Date.now(),e;do{e=Date.now()}while(e-s<7000)})();"', "time delay"),
+    ("z'+(function(){var t=+new Date;while(+new Date-t<9000){}})()+'", "busy wait on the clock"),
+    ('q" ;(function(){var s=Date.now(),e;do{e=Date.now()}while(e-s<7000)})();"', "busy wait on the clock"),
 ]
 
 

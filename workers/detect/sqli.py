@@ -330,13 +330,23 @@ SIGNALS: tuple[Signal, ...] = (
         3,
         re.compile(
             r"\b(?:sleep\(\s*\d+\s*\)|benchmark\s*\(\s*\d+\s*,|pg_sleep\s*\(|dbms_lock\.sleep\s*\("
-            r"|select\s+sleep\s*\(|pg_sleep\b|dbms_pipe\.receive_message\s*\(|waitfor\s+(?:delay|time)\s*['\"\d]|randomblob\s*\(\s*\d"
-            # the clock read, then a loop until it has moved on by seconds: server-side JavaScript (a
-            # `$where` clause) made to wait
-            r"|(?:new\s+date|date\.now|performance\.now)\b.{0,200}?\bwhile\s*\([^;{}]{0,60}?-\s*[+\w.()]{1,30}\s*<\s*\d{3,}\s*\))",
+            r"|select\s+sleep\s*\(|pg_sleep\b|dbms_pipe\.receive_message\s*\(|waitfor\s+(?:delay|time)\s*['\"\d]|randomblob\s*\(\s*\d)",
             re.I,
         ),
-        frozenset(("sleep", "benchmark", "waitfor", "randomblob", "dbms_", "date", "now")),
+        frozenset(("sleep", "benchmark", "waitfor", "randomblob", "dbms_")),
+    ),
+    # the clock read, then a loop until it has moved on by seconds: server-side JavaScript (a `$where`
+    # clause) made to wait
+    Signal(
+        "busy wait on the clock",
+        3,
+        re.compile(
+            r"(?:new\s+date|date\.now|performance\.now)\b.{0,200}?\bwhile\s*\([^;{}]{0,60}?-\s*[+\w.()]{1,30}\s*<\s*"
+            r"\d{3,}\s*\)",
+            re.I,
+        ),
+        frozenset(("date", "now")),
+        also=frozenset(("while",)),
     ),
     # a second statement: `; drop table`, `);waitfor`, `; exec master..`, `; declare @s`
     Signal(
