@@ -84,6 +84,8 @@ CRS_NEGATIVE_ATTACKS = {
     "942101-10": "9'union all: a quote broken out of and a UNION begun",
     "942101-11": "24 union all select 1,2,3 from aa: UNION SELECT",
     "942120-30": "user'collate foo--: 942120's attack case 27 with another collation name",
+    "942131-7": "'1' not regexp '1': a false comparison of literals after a quote, the other half of a boolean-blind"
+    " probe (942131 looks for true ones only)",
     "942340-10": "'ortrue: quote, OR, true (an auth bypass; the rule wants whitespace)",
     "942350-9": "described as an injection this rule cannot catch (see 942500)",
     "942360-29": "DBMS_LDAP.INIT in a subquery (GH issue 1816: 942360's pattern, not the payload, is at fault)",

@@ -612,6 +612,27 @@ GENERALISED_SQLI = [
     ("5 is not 6", "tautology of numbers"),
     ("select a from t group by a having max(b) > 1", "SQL statement"),
     ("7;select (case when 1 then 2 end)", "stacked statement"),
+    ("0 or (select secret from vault limit 1)", "subquery reading a table"),
+    ("5 in (select uid from staff where 1)", "subquery reading a table"),
+    ("x') or exists (select * from `acct`)", "subquery reading a table"),
+    ("select 0x4a4b4c", "select of a probe"),  # a hex string selected
+    ("3 union select version (), 2", "select of a probe"),
+    ("select concat(login,0x3a,pw)", "select of a probe"),
+    ("select null,null from dual", "select of a probe"),
+    ("select iif(2<3,9,8)", "select of a probe"),
+    ("select (case when 4>3 then 1 else 0 end)", "select of a probe"),
+    ("UN/**/ION SEL/**/ECT 1", "keyword split by a comment"),  # comments inside keywords
+    ("9 AN/*z*/D 2=2", "boolean equality of literals"),
+    ("TRUN/*-*/CATE logs", "keyword split by a comment"),
+    ("w' not rlike 'q", "comparison of quoted literals"),  # negated pattern matches compare too
+    ("k' sounds like 'k", "comparison of quoted literals"),
+    ("or '{\"k\":1}' @> array['k']", "boolean equality of literals"),  # a PostgreSQL array literal
+    ("from orders where total > 100", "FROM with a WHERE condition"),
+    ("FROM `t_log` WHERE `t_log`.`n` = 4 LIMIT", "FROM with a WHERE condition"),
+    ("from users where name like 'a%'", "FROM with a WHERE condition"),
+    ('77 as "qq" from accounts', "alias then FROM after a bracket"),  # a literal aliased in a select list
+    ("z'+(function(){var t=+new Date;while(+new Date-t<9000){}})()+'", "busy wait on the clock"),
+    ('q" ;(function(){var s=Date.now(),e;do{e=Date.now()}while(e-s<7000)})();"', "busy wait on the clock"),
 ]
 
 
@@ -620,6 +641,29 @@ def test_generalised_sqli_signals(value: str, signal: str) -> None:
     assert signal in score(value)[1]
     body = b"q=" + quote_plus(value).encode()
     assert threats(check_request("/search", body, "application/x-www-form-urlencoded")) >= {"sql_injection"}
+
+
+def test_program_code_is_no_prose() -> None:
+    # words of code (`typeof`, `undefined`, `var`) do not make a value prose, which would take weight off
+    wait = "me@shop.test' (function(){if(typeof done==='undefined'){var start=new Date();"
+    wait += "do{var now=new Date();}while(now-start<6000);done=true;}}()) '"
+    assert not prose(wait)
+    assert sqli_value(wait) is not None
+    assert prose("We went to the market and bought some apples and pears for the pie")
+
+
+def test_keyword_split_by_a_comment_is_read_as_the_keyword() -> None:
+    assert "keyword split by a comment" in score("DE/**/LETE/**/FROM t")[1]
+    assert "keyword split by a comment" not in score("pre/**/fix and x/*y*/z")[1]
+    # a MySQL version comment is executed, not a split: decoded elsewhere (`expose_mysql_comments`)
+    assert "keyword split by a comment" not in score("/*!50000select*/ 1")[1]
+
+
+def test_a_body_without_a_content_type_is_read_as_a_form() -> None:
+    body = b"id=2+union+select+user(),2--&x=1"
+    assert threats(check_request("/get", body, "")) == {"sql_injection"}
+    assert threats(check_request("/get", b"q=%3Csvg%20onload%3Dalert(9)%3E", "")) == {"xss"}
+    assert check_request("/get", b"name=O%27Brien&city=Cork", "") == []
 
 
 def test_false_number_comparisons_and_escaped_quotes_are_not_injections() -> None:
@@ -684,6 +728,12 @@ GENERALISED_XSS = [
     "\xbciframe src=//198.18.0.9\xbe",  # 7-bit: Latin-1 with the high bit set
     "<o:frame src=//198.18.0.9/x>",  # a namespaced element that loads a source
     "x=new Function(name)",
+    "<:imagedata src=//198.18.0.9/x>",  # a namespaced element with an empty prefix
+    "document.getElementById('m').innerHTML='<b>pwn</b>'",  # markup written into the DOM
+    "el.outerHTML = name",
+    "document.body.insertAdjacentHTML('beforeend', location.hash)",
+    'document.querySelector("#n").textContent="owned"',  # an element found and its text set
+    "document.createElement('iframe').src='//198.18.0.9'",
 ]
 
 
@@ -715,6 +765,20 @@ BENIGN_LOOKALIKES = [
     "\u00bccup sugar and \u00becup flour",
     "\u201cSmart quotes\u201d and \u2018single\u2019 ones, O\u2019Brien\u2019s caf\u00e9",
     "Price+A+-+B",  # `+A…` in a form is spaces, not UTF-7
+    "Please select 1, 2, or 3 options",  # SELECT in prose, a list of numbers after it
+    "select if (and only if) you agree",
+    "Select (case sensitive) matching",
+    "select user (admin) from the menu",
+    "(select one from the list below)",
+    "I come from Paris where people like cheese",
+    "Shipped from Berlin where it = cold",
+    "About 5 as many from Europe",
+    "the innerHTML property and document.body explained",  # prose about the DOM, no assignment
+    "Compare a == b, not a = b; (see innerHTML==x)",
+    "Pick a date between 1 and 12 (inclusive)",
+    "x/*note*/y and a/* b */c",  # comments inside words that make no keyword
+    "while (hi - lo < 1000) { mid = (hi + lo) >> 1 }",  # a loop in a code snippet, no clock read
+    "Updated the date: now 2024-05-01, while we wait < 1000 replies",
 ]
 
 

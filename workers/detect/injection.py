@@ -67,7 +67,7 @@ _XSS_MARKUP = re.compile(
     r"|<(?:script|iframe|frame|frameset|object|embed|applet|meta|base|link|layer|ilayer|xml|import|bgsound"
     r"|html|body|style|svg|math|form|isindex|marquee|template|portal)[\s/>]"
     r"|&\{[^}]{0,200}\}"
-    r"|<[a-z]{1,20}:[a-z]{1,30}\b[^>]{0,200}?\b(?:src|href|data)\s*=",
+    r"|<[a-z]{0,20}:[a-z]{1,30}\b[^>]{0,200}?\b(?:src|href|data)\s*=",
     re.I,
 )
 # Script with no markup, for values an application writes into a script or an event handler: a call
@@ -77,13 +77,18 @@ _XSS_SCRIPT = re.compile(
     r"(?<![\w$])(?:alert|prompt|confirm|eval|settimeout|setinterval|execscript|fromcharcode)(?:\(|`)"
     r"|\bnew\s+function\s*\("
     r"|[=(+,;:]\s*(?:document|window|self|top|parent)\s*(?:\.\s*|\[\s*['\"])(?:cookie|domain|location|write)\b"
-    r"|\b(?:document|window|self|top|parent)\s*(?:\.\s*|\[\s*['\"])(?:cookie|domain|location|write)['\"\]]?\s*[=)+;,(]",
+    r"|\b(?:document|window|self|top|parent)\s*(?:\.\s*|\[\s*['\"])(?:cookie|domain|location|write)['\"\]]?\s*[=)+;,(]"
+    # the DOM rewritten by script: markup assigned (`.innerHTML=`), or an element of the document found
+    # or made and its text or source set (`document.querySelector("p").textContent="…"`)
+    r"|\.\s*(?:innerhtml|outerhtml)\s*=(?!=)|\binsertadjacenthtml\s*\("
+    r"|\bdocument\s*\.\s*(?:body|head|queryselector(?:all)?|getelementby\w{2,4}|createelement)\b[^;]{0,200}?"
+    r"\.\s*(?:textcontent|innertext|src|href|srcdoc)\s*=(?!=)",
     re.I,
 )
 # a word every `_XSS_SCRIPT` match holds: one C-speed scan spares the expression on most values
 _SCRIPT_WORD = re.compile(
     "alert|prompt|confirm|eval|settimeout|setinterval|execscript|fromcharcode|function|cookie|domain|location"
-    "|write",
+    "|write|html|document",
     re.I,
 )
 # JavaScript written to hide its names: comments between tokens (`document/*x*/.cookie`), bracket
@@ -353,7 +358,9 @@ def check_request(
         if sqli or xss:
             if "json" in ctype:
                 hits += _first(json_values(body), False, sqli, xss)
-            elif "x-www-form-urlencoded" in ctype:
+            elif "x-www-form-urlencoded" in ctype or not ctype.strip():
+                # a body without a content type is read as a form: PHP and CGI-style applications
+                # parse it so whatever the method, and CRS inspects it so too
                 form = body.decode("latin-1")
                 hits += _first(chain(pair_values(form), _whole_values(form)), True, sqli, xss)
             elif "xml" in ctype:

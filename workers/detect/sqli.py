@@ -39,17 +39,23 @@ MAX_SCORED_VALUE = 4096  # characters scored per value (the rest of a longer val
 
 # a type cast after a literal (PostgreSQL `'{"a":1}'::jsonb`, `'1'::int`) keeps it a literal
 _CAST = r"(?:\s*::\s*[a-z]\w{0,20})?"
+# a PostgreSQL array constructor is a literal too (`array['a','b']`, compared by `?|`, `@>`, `&&`)
+_ARRAY = r"array\s*\[[^\]]{0,80}\]"
 _LIT = (
     r"(?:(?:'(?:[^']|''){0,40}'|\"(?:[^\"]|\"\"){0,40}\"|n'[^']{0,40}'|-?\d+(?:\.\d+)?|true|false|null"
-    rf"|0x[0-9a-f]+){_CAST})"
+    rf"|0x[0-9a-f]+|{_ARRAY}){_CAST})"
 )
 # the same, where the last quote may be left for the application to close
 _LIT_OPEN = (
     r"(?:(?:'(?:[^']|''){0,40}(?:'|\Z)|\"(?:[^\"]|\"\"){0,40}(?:\"|\Z)|n'[^']{0,40}'|-?\d+(?:\.\d+)?"
-    rf"|true|false|null|0x[0-9a-f]+){_CAST})"
+    rf"|true|false|null|0x[0-9a-f]+|{_ARRAY}){_CAST})"
 )
 # equality, and the containment and JSON operators that compare two documents (`<@`, `@>`, `?|`, `->>`)
-_EQ = r"(?:==?|<>|!=|<=>|<@|@>|\?[|&]?|->>?|#>>?|#-|@\?|@@|\blike\b|\brlike\b|\bis\b|\bin\b)"
+# (pattern matches, negated or not: `not regexp`, `not like`, `sounds like`)
+_EQ = (
+    r"(?:==?|<>|!=|<=>|<@|@>|\?[|&]?|->>?|#>>?|#-|@\?|@@|\bis\b|\bin\b"
+    r"|(?:\bnot\s+|\bsounds\s+)?\b(?:like|rlike|regexp|glob)\b)"
+)
 _ORDER = r"(?:>=|<=|<|>|\bbetween\b)"
 # a comparison operator of SQL or of the script languages NoSQL `$where` clauses take
 _CMP = r"(?:={1,3}|!={0,2}|<>|<=>|<=|>=|<|>)"
@@ -57,6 +63,20 @@ _CMP = r"(?:={1,3}|!={0,2}|<>|<=>|<=|>=|<|>)"
 _LOGIC = r"(?:\b(?:or|and|xor)\b|\|\||&&)"
 # an operand: a column or a function call on one (`json_extract(doc, '$.a')`)
 _OPERAND = r"(?:[a-z_]\w{0,30}(?:\s*\([^()]{0,80}\))?)"
+
+
+# keywords an evasion splits with a comment (`SEL/**/ECT`): those that start or join a statement
+_SPLIT_KEYWORDS = (
+    "select union insert update delete drop from where order group having exec execute declare table into"
+    " values sleep benchmark waitfor concat truncate alter create".split()
+)
+
+
+def _split_keywords(words: list[str]) -> str:
+    """A pattern for any of `words` with one or more block comments between two of its letters."""
+    comment = r"(?:/\*[^*]{0,40}\*/)+"
+    splits = (f"{w[:i]}{comment}{w[i:]}" for w in words for i in range(1, len(w)))
+    return r"(?<![a-z])(?:" + "|".join(splits) + r")(?![a-z])"
 
 
 class Signal(NamedTuple):
@@ -177,6 +197,19 @@ SIGNALS: tuple[Signal, ...] = (
         ),
         frozenset(("@", "insert", "alter", "drop", "truncate", "delete", "update", "having")),
     ),
+    # a FROM clause with its WHERE condition on a literal: `FROM t WHERE t.id = 5`, `from users where name
+    # like '`; prose says where a thing comes from, then goes on with words (`where people like cheese`)
+    Signal(
+        "FROM with a WHERE condition",
+        3,
+        re.compile(
+            r"\bfrom\s+[\w.`\"\[\]]{1,64}\s+where\s+\(?\s*[\w.`\"\[\]]{1,64}\s*(?:(?:[=<>]|!=)=?\s*['\"\d(@]"
+            r"|(?:not\s+)?(?:like|regexp|rlike|glob)\s*['\"]|(?:not\s+)?in\s*\(|is\s+(?:not\s+)?null\b)",
+            re.I,
+        ),
+        frozenset(("where",)),
+        also=frozenset(("from",)),
+    ),
     # DDL and value tuples that tutorials quote too: context only
     Signal(
         "SQL definition",
@@ -198,6 +231,15 @@ SIGNALS: tuple[Signal, ...] = (
             r"|table|and|or)/\*[^*]{0,40}\*/|/\*[^*]{0,40}\*/(?:select|union|from|where|into|values|table|and|or)\b",
             re.I,
         ),
+        frozenset(("/*",)),
+        raw=True,
+    ),
+    # a block comment inside a keyword: `DR/**/OP`, `UNI/*x*/ON`, which older parsers (and filters that
+    # strip comments) join back into the keyword; no word of any language is written so
+    Signal(
+        "keyword split by a comment",
+        3,
+        re.compile(_split_keywords(_SPLIT_KEYWORDS), re.I),
         frozenset(("/*",)),
         raw=True,
     ),
@@ -240,11 +282,12 @@ SIGNALS: tuple[Signal, ...] = (
         frozenset(("--", "#")),
         also=_LOGIC_NEEDLES,
     ),
-    # a column alias then FROM after a closing bracket or quote: the select list of a UNION (`) AS x FROM`)
+    # a column alias then FROM after a closing bracket, a quote or a number: the select list of a UNION
+    # (`) AS x FROM`, `7 AS "n" FROM`)
     Signal(
         "alias then FROM after a bracket",
         2,
-        re.compile(r"[)`'\"]\s*as\s+[\w`'\"]{1,64}\s+from\b", re.I),
+        re.compile(r"(?:[)`'\"]|\b\d+)\s*as\s+[\w`'\"]{1,64}\s+from\b", re.I),
         frozenset(("from",)),
     ),
     # NoSQL query operators where a value belongs: `u_id[$ne]=2`, a JSON key `$where`
@@ -291,6 +334,19 @@ SIGNALS: tuple[Signal, ...] = (
             re.I,
         ),
         frozenset(("sleep", "benchmark", "waitfor", "randomblob", "dbms_")),
+    ),
+    # the clock read, then a loop until it has moved on by seconds: server-side JavaScript (a `$where`
+    # clause) made to wait
+    Signal(
+        "busy wait on the clock",
+        3,
+        re.compile(
+            r"(?:new\s+date|date\.now|performance\.now)\b.{0,200}?\bwhile\s*\([^;{}]{0,60}?-\s*[+\w.()]{1,30}\s*<\s*"
+            r"\d{3,}\s*\)",
+            re.I,
+        ),
+        frozenset(("date", "now")),
+        also=frozenset(("while",)),
     ),
     # a second statement: `; drop table`, `);waitfor`, `; exec master..`, `; declare @s`
     Signal(
@@ -377,6 +433,35 @@ SIGNALS: tuple[Signal, ...] = (
         frozenset(("order", "group", "having", "case", "when", "select", "exists")),
     ),
     Signal("subquery", 2, re.compile(r"\(\s*select\b", re.I), frozenset(("select",))),
+    # ... reading a table: a select list, FROM and a name, then what follows a table in a query
+    # (`(select password from users limit 1`, `in ( select id from t where`); a sentence in brackets
+    # goes on with words
+    Signal(
+        "subquery reading a table",
+        3,
+        re.compile(
+            r"\(\s*select\s+[^()]{1,80}?\s+from\s+[\w.`\"\[\]]{1,64}\s*(?:\)|;|,|\Z|(?:where|limit|order|group"
+            r"|union|join|offset)\b)",
+            re.I,
+        ),
+        frozenset(("select",)),
+        also=frozenset(("from",)),
+    ),
+    # SELECT of what only a query selects: a hex string, a function of the server called as code is
+    # (`user(`, `version ()`: prose puts a space and words in brackets), a built string (`char(`,
+    # `concat(`), a condition (`if(`, `(case when`), NULLs, as UNION, blind and error-based payloads
+    # probe the column count and read the server
+    Signal(
+        "select of a probe",
+        3,
+        re.compile(
+            r"\bselect(?:\s|\*/)*\(?\s*(?:0x[0-9a-f]{2,}\b|(?:user|current_user|system_user|session_user|version"
+            r"|database|schema|char|chr|concat|concat_ws|group_concat|load_file|if|iif)(?:\(|\s+\(\s*\))|null\s*,"
+            r"|\(\s*case\s+(?:[\w.]+\s+)?when\b)",
+            re.I,
+        ),
+        frozenset(("select",)),
+    ),
     # string concatenation between literals, as UNION and error-based payloads build markers with
     Signal(
         "concatenated literals",
@@ -469,9 +554,10 @@ def code(value: str) -> bool:
 
 
 def prose(value: str) -> bool:
-    """Whether `value` reads as sentences: enough words that are no SQL keyword, and most of its words."""
+    """Whether `value` reads as sentences: enough words that are no SQL keyword, and most of its words;
+    program code (`function(){var a=…}`) has words too, but is no prose."""
     words = _WORD.findall(value[:MAX_SCORED_VALUE])
-    if len(words) < PROSE_WORDS:
+    if len(words) < PROSE_WORDS or code(value):
         return False
     plain = sum(1 for w in words if w.lower() not in _SQL_WORDS)
     return plain >= PROSE_WORDS and plain * 3 >= len(words) * 2
