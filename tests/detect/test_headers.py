@@ -11,7 +11,7 @@ from core.verdict import WorkerVerdict
 from workers.detect.hooks import MAX_HEADER_VALUE_BYTES, MAX_HEADER_VALUES, injectable_header_values
 
 from .test_body_parts import flow
-from .test_engine import DB, WEB, Lab
+from .test_engine import DB, Lab
 
 CHROME = [
     ("Host", "shop.example.com"),
@@ -20,8 +20,11 @@ CHROME = [
     ("sec-ch-ua-mobile", "?0"),
     ("sec-ch-ua-platform", '"Windows"'),
     ("Upgrade-Insecure-Requests", "1"),
-    ("User-Agent", "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
-                   "Chrome/120.0.0.0 Safari/537.36"),  # fmt: skip
+    (
+        "User-Agent",
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+        "Chrome/120.0.0.0 Safari/537.36",
+    ),  # fmt: skip
     ("Accept", "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8"),
     ("Sec-Fetch-Site", "same-origin"),
     ("Sec-Fetch-Mode", "navigate"),
@@ -86,12 +89,16 @@ ATTACKS = {
     "x-forwarded-host, union": ("X-Forwarded-Host", "x' UNION SELECT password FROM users-- "),
     "x-* header, stacked sleep": ("X-Tenant", "7; SELECT pg_sleep(5)--"),
     "x-forwarded-for, time based": ("X-Forwarded-For", "1' AND SLEEP(5) AND '1'='1"),
+    "custom header, stacked statement without a space": ("X-Item", "1;shutdown"),
+    "custom header, number tautology": ("X-Item-Id", "1=1"),
     "user agent, xss": ("User-Agent", "<script>alert(document.domain)</script>"),
     "custom header, xss": ("X-Display-Name", '"><img src=x onerror=alert(1)>'),
 }
 
 
-def request(method: str, headers: list[tuple[str, str]], body: bytes = b"", path: str = "/api/items") -> bytes:
+def request(
+    method: str, headers: list[tuple[str, str]], body: bytes = b"", path: str = "/api/items"
+) -> bytes:
     head = f"{method} {path} HTTP/1.1\r\n" + "".join(f"{n}: {v}\r\n" for n, v in headers)
     if body:
         head += f"Content-Length: {len(body)}\r\n"
@@ -132,8 +139,20 @@ def test_headers_of_fixed_standard_syntax_are_not_checked() -> None:
         (b"Host", b"a.example"), (b"Cache-Control", b"max-age=0"), (b":path", b"/x?a='"),
     ]  # fmt: skip
     assert injectable_header_values(fixed) == []
-    read = [(b"User-Agent", b"Mozilla/5.0 (X11)"), (b"X-Forwarded-Host", b"a.example"), (b"X-Q", b"1' or 1=1")]
+    read = [
+        (b"User-Agent", b"Mozilla/5.0 (X11)"),
+        (b"X-Forwarded-Host", b"a.example"),
+        (b"X-Q", b"1' or 1=1"),
+    ]
     assert injectable_header_values(read) == ["Mozilla/5.0 (X11)", "1' or 1=1"]  # a bare host name: a token
+
+
+def test_inert_values_are_skipped_and_nothing_that_can_inject() -> None:
+    inert = [b"7f1c2a9e-3b4d-4e5f-8a6b-1c2d3e4f5a6b", b"c2VjcmV0==", b"congo=t61rcWkgMzE,rojo=00f067aa0b",
+             b"Root=1-6789-abcdef;Parent=53995c3f;Sampled=1", b"curl/7.88.1"]  # fmt: skip
+    assert injectable_header_values([(b"X-V", v) for v in inert]) == []
+    risky = [b"1=1", b"1;shutdown", b"a=1;shutdown", b"1%27", b"1 or 1", b"a=1'", b"1/**/or/**/1", b"a=(1)"]
+    assert injectable_header_values([(b"X-V", v) for v in risky]) == [v.decode() for v in risky]
 
 
 def test_header_values_are_bounded_in_count_and_bytes() -> None:
