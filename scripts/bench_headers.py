@@ -24,7 +24,7 @@ from tests.detect.test_headers import API_CLIENT, CHROME
 from threats import catalogue as C
 from workers.detect import hooks
 
-Rule = Callable[[list[tuple[bytes, bytes]]], list[str]]
+Rule = Callable[..., list[str]]
 _PREVIOUS = frozenset({b"user-agent", b"referer", b"x-forwarded-for"})
 
 
