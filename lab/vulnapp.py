@@ -15,6 +15,7 @@ import sqlite3
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 SCHEMA = """
@@ -41,13 +42,18 @@ class _ServerV6(ThreadingHTTPServer):
     address_family = socket.AF_INET6
 
 
-def make_server(addr: str, port: int) -> ThreadingHTTPServer:
+def make_server(addr: str, port: int, log: Path | None = None) -> ThreadingHTTPServer:
+    """The app on `addr`:`port`; each request's path is appended to `log` when given (a request log
+    for offline scoring, as `scripts/eval_detect.py` keeps)."""
     db = sqlite3.connect(":memory:", check_same_thread=False)
     db.executescript(SCHEMA)
     lock = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
+            if log is not None:
+                with lock, log.open("a", encoding="utf-8") as out:
+                    out.write(self.path + "\n")
             sql = query_for(self.path)
             status, body = 200, "ok"
             if sql is not None:
@@ -76,8 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("addr", help="the lab address to listen on")
     parser.add_argument("port", type=int)
     parser.add_argument("--seconds", type=float, default=300.0, help="stop after this long")
+    parser.add_argument("--log", type=Path, help="append each request's path to this file")
     args = parser.parse_args(argv)
-    server = make_server(args.addr, args.port)
+    server = make_server(args.addr, args.port, args.log)
     stop = threading.Timer(args.seconds, server.shutdown)
     stop.daemon = True
     stop.start()
