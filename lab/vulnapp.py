@@ -1,0 +1,98 @@
+"""A deliberately injectable web app for the lab (stdlib http.server + an in-memory SQLite database),
+for real attack tools (sqlmap) to find its flaws through the enforcer.
+
+Two injectable parameters: `GET /item?id=N` splices `id` into a numeric context, `GET /search?q=S`
+splices `q` into a quoted one. Any other path answers 200 "ok" (a benign request). It binds only the
+address it is given: run it inside a lab namespace (`python -m lab.vulnapp ADDR PORT`); it prints
+"ready" once listening and stops after `--seconds`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import sqlite3
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+SCHEMA = """
+CREATE TABLE items (id INTEGER, name TEXT);
+INSERT INTO items VALUES (1, 'widget'), (2, 'gadget'), (3, 'gizmo');
+CREATE TABLE users (name TEXT, password TEXT);
+INSERT INTO users VALUES ('admin', 's3cret');
+"""
+
+
+def query_for(path: str) -> str | None:
+    """The SQL the app runs for a request path, the parameter spliced in unescaped (the flaw); None for
+    a path with no query."""
+    url = urlsplit(path)
+    args = {k: v[0] for k, v in parse_qs(url.query).items()}
+    if url.path == "/item":
+        return "SELECT id, name FROM items WHERE id=" + args.get("id", "0")
+    if url.path == "/search":
+        return "SELECT id, name FROM items WHERE name='" + args.get("q", "") + "'"
+    return None
+
+
+class _ServerV6(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+
+def make_server(addr: str, port: int, log: Path | None = None) -> ThreadingHTTPServer:
+    """The app on `addr`:`port`; each request's path is appended to `log` when given (a request log
+    for offline scoring, as `scripts/eval_detect.py` keeps)."""
+    db = sqlite3.connect(":memory:", check_same_thread=False)
+    db.executescript(SCHEMA)
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if log is not None:
+                with lock, log.open("a", encoding="utf-8") as out:
+                    out.write(self.path + "\n")
+            sql = query_for(self.path)
+            status, body = 200, "ok"
+            if sql is not None:
+                try:
+                    with lock:
+                        rows = db.execute(sql).fetchall()
+                    body = "<ul>" + "".join(f"<li>{r[0]} {r[1]}</li>" for r in rows) + "</ul>"
+                except sqlite3.Error as exc:  # the error page error-based techniques look for
+                    status, body = 500, f"SQL error: {exc}"
+            data = f"<html><body>{body}</body></html>".encode("utf-8", "replace")
+            self.send_response(status)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass  # a scan makes hundreds of requests
+
+    server_class = _ServerV6 if ":" in addr else ThreadingHTTPServer
+    return server_class((addr, port), Handler)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("addr", help="the lab address to listen on")
+    parser.add_argument("port", type=int)
+    parser.add_argument("--seconds", type=float, default=300.0, help="stop after this long")
+    parser.add_argument("--log", type=Path, help="append each request's path to this file")
+    args = parser.parse_args(argv)
+    server = make_server(args.addr, args.port, args.log)
+    stop = threading.Timer(args.seconds, server.shutdown)
+    stop.daemon = True
+    stop.start()
+    print("ready", flush=True)
+    server.serve_forever()
+    server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
