@@ -49,13 +49,10 @@ import base64
 import json
 import os
 import re
-import sqlite3
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, quote, quote_plus, urlsplit
 
@@ -258,47 +255,9 @@ SQLMAP_RUNS = (  # (url, extra sqlmap arguments)
 )
 
 
-def serve_target(port: int, log: Path) -> None:
-    """A deliberately injectable app on 127.0.0.1 (for sqlmap in its own namespace): every request's
-    URI is appended to `log`."""
-    db = sqlite3.connect(":memory:", check_same_thread=False)
-    db.executescript(
-        "CREATE TABLE items (id INTEGER, name TEXT); INSERT INTO items VALUES (1, 'widget'), (2, 'gadget');"
-        "CREATE TABLE users (name TEXT, password TEXT); INSERT INTO users VALUES ('admin', 's3cret');"
-    )
-    lock = threading.Lock()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            with lock, log.open("a", encoding="utf-8") as out:
-                out.write(self.path + "\n")
-            url = urlsplit(self.path)
-            args = {k: v[0] for k, v in parse_qs(url.query).items()}
-            if url.path == "/item":
-                sql = "SELECT id, name FROM items WHERE id=" + args.get("id", "0")  # injectable on purpose
-            else:
-                sql = "SELECT id, name FROM items WHERE name='" + args.get("q", "") + "'"  # ditto
-            try:
-                with lock:
-                    rows = db.execute(sql).fetchall()
-                status, body = 200, "".join(f"<li>{r[0]} {r[1]}</li>" for r in rows)
-            except sqlite3.Error as exc:
-                status, body = 500, f"SQL error: {exc}"
-            data = f"<html><body><ul>{body}</ul></body></html>".encode("utf-8", "replace")
-            self.send_response(status)
-            self.send_header("Content-Type", "text/html")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
-
-
 def run_sqlmap(work: Path, port: int = 8081) -> Path:
-    """sqlmap against `serve_target` in a network namespace made for it (root); the request log."""
+    """sqlmap against the lab's injectable app (`lab.vulnapp`) in a network namespace made for it (root);
+    the request log."""
     work.mkdir(parents=True, exist_ok=True)
     log = work / "requests.log"
     log.write_text("")
@@ -306,11 +265,14 @@ def run_sqlmap(work: Path, port: int = 8081) -> Path:
     subprocess.run(["ip", "netns", "add", ns], check=True)
     try:
         subprocess.run(["ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"], check=True)
+        app = [sys.executable, "-m", "lab.vulnapp", "127.0.0.1", str(port), "--log", str(log)]
         server = subprocess.Popen(
-            ["ip", "netns", "exec", ns, sys.executable, __file__, "--serve-target", str(port), str(log)]
+            ["ip", "netns", "exec", ns, *app], cwd=ROOT, stdout=subprocess.PIPE, text=True
         )
         try:
-            subprocess.run(["ip", "netns", "exec", ns, "sleep", "1"], check=True)
+            assert server.stdout is not None
+            if server.stdout.readline().strip() != "ready":
+                raise SystemExit("the injectable app did not start")
             sqlmap = Path(sys.executable).with_name("sqlmap")
             for url, extra in SQLMAP_RUNS:
                 cmd = [str(sqlmap), "-u", f"http://127.0.0.1:{port}{url}", "--batch", "--flush-session"]
@@ -408,13 +370,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--seclists", type=Path, help="SecLists checkout, or a directory with its files")
     parser.add_argument("--sqlmap-log", type=Path, help="requests logged during a live sqlmap run")
     parser.add_argument("--run-sqlmap", type=Path, metavar="DIR", help="run sqlmap live first (root)")
-    parser.add_argument("--serve-target", nargs=2, metavar=("PORT", "LOG"), help=argparse.SUPPRESS)
     parser.add_argument("--misses", type=int, default=0, help="list up to N misses / false positives per row")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    if args.serve_target:
-        serve_target(int(args.serve_target[0]), Path(args.serve_target[1]))
-        return 0
     if args.run_sqlmap:
         args.sqlmap_log = run_sqlmap(args.run_sqlmap)
     cases: list[tuple[str, Request]] = []
