@@ -222,6 +222,12 @@ class ClientProbe:
             time.sleep(self.interval)
 
 
+def hping3_burst(lab: Lab, attacker: str, target: str, count: int = 300) -> None:
+    """A bounded SYN burst (hping3, random source ports) at about 1000 packets/s."""
+    cmd = ["hping3", "-q", "-S", "-p", "80", "-c", str(count), "-i", "u1000", target]
+    lab.exec(attacker, *cmd, check=False, timeout=30)
+
+
 def nmap_syn_scan(lab: Lab, scanner: str, target: str, ports: str = "1-1200", seconds: float = 20) -> str:
     """`nmap -sS` of `target` from `scanner` (no ping, no DNS), bounded by nmap's own host timeout."""
     seconds = min(seconds, MAX_ATTACK_SECONDS)
@@ -234,6 +240,7 @@ __all__ = [
     "ClientProbe",
     "FloodResult",
     "QueueState",
+    "hping3_burst",
     "icmp_flood",
     "ip_received",
     "nmap_syn_scan",

@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 # containerd, runc, the CNI plugins and busybox-static (packed into a local OCI image) are the real container
 # runtime of the `cri` tests.
 APT_PACKAGES=(python3 python3-venv python3-dev gcc libc6-dev iptables iproute2 iputils-ping procps kmod
-  hping3 nmap tcpdump curl bind9-dnsutils apache2-utils dropbear-bin sshpass slowhttptest hydra ethtool iperf3
+  hping3 nmap tcpdump curl bind9-dnsutils apache2-utils dropbear-bin sshpass slowhttptest hydra ethtool iperf3 wrk dnsperf
   containerd runc containernetworking-plugins busybox-static)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

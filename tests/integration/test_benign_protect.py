@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from lab.attacks import nmap_syn_scan
+from lab.attacks import hping3_burst, nmap_syn_scan
+from lab.benign import ab, dst_of, threats
 from lab.enforcer import LabEnforcer
 from lab.http import http_servers, http_status
 from lab.topology import Lab
@@ -75,34 +76,6 @@ def dig(lab: Lab, addr: str, name: str, qtype: str) -> str:
     return found.group(1) if found else ""
 
 
-def ab(lab: Lab, addr: str, requests: int = 1500, concurrency: int = 10) -> tuple[int, int]:
-    """ApacheBench: (complete requests, failed or non-2xx)."""
-    cmd = [
-        "ab",
-        "-q",
-        "-n",
-        str(requests),
-        "-c",
-        str(concurrency),
-        "-s",
-        "10",
-        "-r",
-        f"http://{addr}:{HTTP_PORT}/",
-    ]
-    out = lab.exec("c1", *cmd, check=False, timeout=240).stdout
-    complete = re.search(r"Complete requests:\s+(\d+)", out)
-    failed = re.search(r"Failed requests:\s+(\d+)", out)
-    non2xx = re.search(r"Non-2xx responses:\s+(\d+)", out)
-    assert complete and failed, out[-800:]
-    return int(complete.group(1)), int(failed.group(1)) + (int(non2xx.group(1)) if non2xx else 0)
-
-
-def hping3_burst(lab: Lab, target: str, count: int = 300) -> None:
-    """A bounded SYN burst (hping3, random source ports) at about 1000 packets/s."""
-    cmd = ["hping3", "-q", "-S", "-p", "80", "-c", str(count), "-i", "u1000", target]
-    lab.exec("c1", *cmd, check=False, timeout=30)
-
-
 def benign_round(lab: Lab, web: str, tag: str) -> list[str]:
     """Ordinary requests from the client pod; what went wrong, as text (empty: every one answered)."""
     wrong = []
@@ -117,10 +90,6 @@ def benign_round(lab: Lab, web: str, tag: str) -> list[str]:
     return wrong
 
 
-def dst_of(event: dict[str, Any]) -> str:
-    return str((event.get("flow") or {}).get("dst", ""))
-
-
 def excerpt_of(event: dict[str, Any]) -> str:
     """A threat event's excerpt as text (events carry bytes as hex)."""
     text = str(event.get("excerpt") or "")
@@ -128,10 +97,6 @@ def excerpt_of(event: dict[str, Any]) -> str:
         return bytes.fromhex(text).decode(errors="replace")
     except ValueError:
         return text
-
-
-def threats(e: LabEnforcer) -> list[dict[str, Any]]:
-    return [ev for ev in e.events() if ev["type"] == "threat"]
 
 
 def test_benign_traffic_is_answered_before_during_and_after_attacks_in_protect(
@@ -156,7 +121,7 @@ def test_benign_traffic_is_answered_before_during_and_after_attacks_in_protect(
         if status != "200" or connect_s >= SYN_RETRANSMIT_S:
             wrong.append(f"reused local port {port}: {status}, connected after {connect_s:.3f} s")
         # ApacheBench right after the reset, from the same pod.
-        complete, failed = ab(lab, web)
+        complete, failed = ab(lab, "c1", web, HTTP_PORT)
         if complete != 1500 or failed:
             wrong.append(f"ab after an injection reset: {complete} complete, {failed} failed")
 
@@ -164,7 +129,7 @@ def test_benign_traffic_is_answered_before_during_and_after_attacks_in_protect(
         during: list[str] = []
         worker = threading.Thread(target=lambda: during.extend(benign_round(lab, web, "during")))
         worker.start()
-        hping3_burst(lab, api)
+        hping3_burst(lab, "c1", api)
         nmap_syn_scan(lab, "c1", api, ports="1-300", seconds=10)
         worker.join(timeout=120)
         wrong += during
@@ -191,7 +156,7 @@ def test_benign_traffic_is_answered_before_during_and_after_attacks_in_protect(
             assert time.time() < ends + 30, "the block of the scanner was not lifted"
             time.sleep(0.2)
         wrong += benign_round(lab, web, "after")
-        complete, failed = ab(lab, web, requests=500)
+        complete, failed = ab(lab, "c1", web, HTTP_PORT, requests=500)
         if complete != 500 or failed:
             wrong.append(f"ab after the block ended: {complete} complete, {failed} failed")
 
