@@ -64,6 +64,7 @@ PASS, DROP, WATCH = T.PASS, T.DROP, T.WATCH
 WATCH_SAMPLE = 4  # while a destination is watched, one new connection in this many is followed
 _COUNTER_NAMES = {t.id: (f"guard.threats.{t.name}", f"guard.dropped.{t.name}") for t in C.THREATS}
 _MODE_NAMES = {m: m.name.lower() for m in Mode}
+_context = tuple.__new__  # builds a PacketContext without the NamedTuple's Python-level __new__
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -133,7 +134,7 @@ class Guard:
         self, meta: PacketMeta, key: FlowKey, d: Decision, now: float, packet: bytes
     ) -> PacketContext:
         group = _deciding_group(d)
-        return PacketContext(meta, packet, key, None, now, self.threats.for_group(group), group, d.mode)
+        return _context(PacketContext, (meta, packet, key, None, now, self.threats.for_group(group), group, d.mode))
 
     def check(self, meta: PacketMeta, key: FlowKey, d: Decision, now: float, packet: bytes = b"") -> int:
         """Count the first packet of a connection the reader decided: PASS, DROP or WATCH. `packet` (the

@@ -28,7 +28,7 @@ from core.packet import (
 )
 from core.verdict import WorkerVerdict
 from pipeline import guard as G
-from pipeline.flowtable import Flow, FlowState, FlowTable, opening_isn, reopens
+from pipeline.flowtable import NO_WORKER, Flow, FlowState, FlowTable, opening_isn, reopens
 from pipeline.settings import ReaderConfig
 
 
@@ -86,6 +86,7 @@ class Judge:
         self.node = node
         self.reader = reader
         self.flows = FlowTable(config.flows)
+        self._find_flow = self.flows.lookup
         self.workers = config.workers.count
         self.inspect_mode = config.workers.inspect
         self.malformed_act = Act.DROP if config.failure.malformed == DROP else Act.PASS
@@ -111,7 +112,7 @@ class Judge:
             self.counters["policy.none"] += 1
             return self.no_policy_act, meta, None, None
         key, direction = flow_key(meta)
-        flow = self.flows.get(key)
+        flow = self._find_flow(key)
         isn = opening_isn(meta)
         if flow is not None and reopens(flow, isn):
             # A new connection on the ports of a decided one: it is judged afresh, never given the old
@@ -121,9 +122,10 @@ class Judge:
             flow = None
         if flow is None:
             guard = self.guard
-            if guard is not None and guard.blocked(meta.src, now + self.wall_offset):
+            wall = now + self.wall_offset
+            if guard is not None and guard.blocked(meta.src, wall):
                 return Act.DROP, meta, key, None
-            self.counters["flow.new"] += 1
+            # "flow.new" is their sum (`stats`): one counter less per connection
             self.counters[_NEW_FLOW_COUNTER.get(meta.proto, "flow.new.other")] += 1
             # The first packet's direction is the client's.
             decision = self.tables.decide(meta.family, meta.src, meta.dst, meta.proto, meta.dport)
@@ -133,17 +135,20 @@ class Judge:
             # (a flood would fill both).
             guarded = G.PASS
             if guard is not None:
-                guarded = guard.check(meta, key, decision, now + self.wall_offset, payload)
+                guarded = guard.check(meta, key, decision, wall, payload)
                 if guarded == G.DROP:
                     return Act.DROP, meta, key, None
-            flow = Flow(direction, worker_for(key, self.seed, self.workers), now, isn)
+            # The worker is chosen when the flow first goes to one (`_to_worker`): a flow decided here at
+            # once (most, with `inspect = "app"`) never needs the hash.
+            flow = Flow(direction, NO_WORKER, now, isn)
             self.flows.add(key, flow)
             self._settle(flow, decision, state, meta, meta.src, meta.sport, meta.dst, meta.dport)
             if guard is not None and state is not FlowState.BLOCKED:
                 if guarded == G.WATCH:
                     flow.watch = True
-                elif meta.icmp_type == ICMP_ECHO_REQUEST[meta.family] and guard.watches_echo(decision):
-                    flow.watch = True
+                elif meta.icmp_type >= 0 and meta.icmp_type == ICMP_ECHO_REQUEST[meta.family]:
+                    if guard.watches_echo(decision):
+                        flow.watch = True
         elif flow.generation != generation:
             if direction == flow.client_dir:
                 client, cport, server, port = meta.src, meta.sport, meta.dst, meta.dport
@@ -175,6 +180,8 @@ class Judge:
             return (Act.PASS if flow.watch else Act.ALLOW), meta, key, flow
         if state is FlowState.BLOCKED:
             return (Act.RESET if self.config.netfilter.reject_tcp else Act.BLOCK), meta, key, flow
+        if flow.worker == NO_WORKER:
+            flow.worker = worker_for(key, self.seed, self.workers)
         if self._no_payload(meta, payload):
             return Act.PASS_LEARN, meta, key, flow
         return Act.INSPECT, meta, key, flow
@@ -348,6 +355,9 @@ class Judge:
 
     def stats(self) -> dict[str, int]:
         stats = dict(self.counters)
+        new_flows = sum(n for name, n in stats.items() if name.startswith("flow.new."))
+        if new_flows:
+            stats["flow.new"] = new_flows
         stats["flows.active"] = len(self.flows)
         stats["flow.evicted_full"] = self.flows.evicted_full
         stats["flow.expired"] = self.flows.expired
