@@ -19,7 +19,6 @@ from core.packet import (
     PacketMeta,
 )
 
-
 NO_WORKER = -1  # Flow.worker of a flow that has not gone to a worker yet (chosen when it first does)
 
 

@@ -134,7 +134,9 @@ class Guard:
         self, meta: PacketMeta, key: FlowKey, d: Decision, now: float, packet: bytes
     ) -> PacketContext:
         group = _deciding_group(d)
-        return _context(PacketContext, (meta, packet, key, None, now, self.threats.for_group(group), group, d.mode))
+        return _context(
+            PacketContext, (meta, packet, key, None, now, self.threats.for_group(group), group, d.mode)
+        )
 
     def check(self, meta: PacketMeta, key: FlowKey, d: Decision, now: float, packet: bytes = b"") -> int:
         """Count the first packet of a connection the reader decided: PASS, DROP or WATCH. `packet` (the

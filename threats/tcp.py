@@ -48,7 +48,12 @@ def parse_tcp_options(opts: bytes) -> TcpOptions:
     """Walk TCP options; `ok` is False for a length that is illegal or runs past the header."""
     if len(opts) == 20:
         mss_head, mss, sack_ts, nop_ws, ws_len, wscale = _LINUX_SYN_OPTIONS.unpack(opts)
-        if mss_head == _MSS_HEAD and sack_ts == _SACK_OK_TS_HEAD and nop_ws == _NOP_WSCALE_HEAD and ws_len == 3:
+        if (
+            mss_head == _MSS_HEAD
+            and sack_ts == _SACK_OK_TS_HEAD
+            and nop_ws == _NOP_WSCALE_HEAD
+            and ws_len == 3
+        ):
             res = TcpOptions()
             res.mss, res.wscale = mss, wscale
             return res

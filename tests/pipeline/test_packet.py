@@ -139,7 +139,9 @@ def test_fast_ipv4_tcp_path_decodes_as_the_general_path(packet: bytes, data: st.
     # the TCP data offset; and cuts of the copy.
     b = bytearray(packet)
     for _ in range(data.draw(st.integers(0, 4))):
-        i = data.draw(st.sampled_from([0, 2, 3, 4, 5, 6, 7, 8, 9, 32, 33, data.draw(st.integers(0, len(b) - 1))]))
+        i = data.draw(
+            st.sampled_from([0, 2, 3, 4, 5, 6, 7, 8, 9, 32, 33, data.draw(st.integers(0, len(b) - 1))])
+        )
         b[i] = data.draw(st.integers(0, 255))
     buf = bytes(b[: data.draw(st.integers(0, len(b)))])
     if buf and buf[0] >> 4 == 4:

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from threats.tcp import parse_tcp_options, walk_tcp_options
 
 # A Linux SYN's options: MSS 1460, SACK permitted, timestamps, NOP, window scale 7.
-LINUX_SYN = bytes.fromhex("020405b4" "0402" "080a0001e24000000000" "01" "030307")
+LINUX_SYN = bytes.fromhex("020405b40402080a0001e2400000000001030307")
 
 
 def _fields(opts: bytes) -> tuple[bool, int, int, bool]:
@@ -32,7 +32,9 @@ def test_usual_layout_path_agrees_with_the_walk(data: st.DataObject) -> None:
     # refuse (a wrong length, another kind, a fast-open cookie) reach the walk and still agree.
     b = bytearray(LINUX_SYN)
     for _ in range(data.draw(st.integers(0, 3))):
-        i = data.draw(st.sampled_from([0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, data.draw(st.integers(0, 19))]))
+        i = data.draw(
+            st.sampled_from([0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, data.draw(st.integers(0, 19))])
+        )
         b[i] = data.draw(st.sampled_from([0, 1, 2, 3, 4, 8, 10, 34, 255, data.draw(st.integers(0, 255))]))
     assert _fields(bytes(b)) == _walked(bytes(b))
 
