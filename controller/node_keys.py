@@ -77,7 +77,7 @@ class NodeKeys:
         return self.keys.get(key)
 
     def claim(self, key: bytes, node: str) -> str:
-        """ "" when `key` may speak for `node` (binding an unbound key to it, recorded); else the reason."""
+        """"" when `key` may speak for `node` (binding an unbound key to it, recorded); else the reason."""
         enrolled = self.keys.get(key)
         if enrolled is None:
             return "key not enrolled"

@@ -68,9 +68,7 @@ CONTROL_MALFORMED = "control.malformed"  # a controller-protocol message that do
 CONTROL_BAD_VERSION = "control.bad_version"  # a peer speaking another protocol or software version
 CONTROL_UNKNOWN_TYPE = "control.unknown_type"
 CONTROL_AUTH_FAILED = "control.auth_failed"  # a CURVE handshake refused
-CONTROL_REFUSED = (
-    "control.refused"  # the controller refused our HELLO (version, node binding): reason in status
-)
+CONTROL_REFUSED = "control.refused"  # the controller refused our HELLO (version, node binding): reason in status
 CONTROL_TIMEOUT = "control.timeout"  # the peer fell silent; the link is re-established
 
 # ---- DPI (workers/dpi/) -------------------------------------------------------------------------------

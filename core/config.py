@@ -14,7 +14,6 @@ def setting(default: Any, help: str) -> Any:
         return field(default=tuple(default), metadata={"help": help})
     return field(default=default, metadata={"help": help})
 
-
 # Actions for the fail-open/fail-closed table: what happens to traffic under each failure condition.
 PASS = "pass"  # let the packet (and its flow) through unenforced
 DROP = "drop"  # drop the packet
@@ -53,9 +52,7 @@ class QueuesConfig:
 @dataclass(frozen=True, slots=True)
 class WorkersConfig:
     count: int = setting(2, "number of DPI worker processes")
-    cpus: tuple[int, ...] = setting(
-        (), "CPU of each worker, in order; empty spreads them over the top-level cpus"
-    )
+    cpus: tuple[int, ...] = setting((), "CPU of each worker, in order; empty spreads them over the top-level cpus")
     batch_size: int = setting(64, "packets per message from a reader to a worker")
     inflight_max: int = setting(4096, "packets a reader may have out at workers awaiting verdicts")
     verdict_timeout_ms: int = setting(
@@ -86,16 +83,13 @@ class NetfilterConfig:
     ipv6: bool = setting(True, "install the IPv6 chain too")
     accept_mark: int = setting(0x00100000, "mark bit: connection allowed, offloaded to the kernel")
     drop_mark: int = setting(0x00200000, "mark bit: connection blocked, dropped in the kernel")
-    pass_mark: int = setting(
-        0x00400000, "mark bit: this packet was judged; let it continue through the table"
-    )
+    pass_mark: int = setting(0x00400000, "mark bit: this packet was judged; let it continue through the table")
     reject_tcp: bool = setting(True, "answer a blocked TCP connection with resets instead of silence")
     jump_check_ms: int = setting(
         5000, "how often our jumps are checked to be first in their hooks and put back first (0: never)"
     )
     load_br_netfilter: bool = setting(
-        False,
-        "load br_netfilter at start when bridges are present without it (bridged traffic skips FORWARD)",
+        False, "load br_netfilter at start when bridges are present without it (bridged traffic skips FORWARD)"
     )
 
     @property
@@ -139,9 +133,7 @@ class SupervisorConfig:
     restart_window_s: int = setting(60, "window over which restarts are counted")
     stable_after_s: int = setting(10, "a child running this long counts as started well")
     shutdown_grace_ms: int = setting(2000, "time children get to answer pending packets when stopping")
-    runtime_monitor: bool = setting(
-        True, "run the runtime-security monitor (processes and files of workloads)"
-    )
+    runtime_monitor: bool = setting(True, "run the runtime-security monitor (processes and files of workloads)")
     packet_nice: int = setting(-10, "nice value of readers and workers (-20..19): lower is scheduled sooner")
 
 
@@ -153,12 +145,8 @@ class RuntimeDirsConfig:
 
 @dataclass(frozen=True, slots=True)
 class PolicyConfig:
-    file: str = setting(
-        "", "local policy file used when no controller is configured (re-read when it changes)"
-    )
-    startup: str = setting(
-        "monitor", "policy before any is known: monitor (allow and report) or protect (deny)"
-    )
+    file: str = setting("", "local policy file used when no controller is configured (re-read when it changes)")
+    startup: str = setting("monitor", "policy before any is known: monitor (allow and report) or protect (deny)")
     table_bytes: int = setting(8 << 20, "bytes of each half of the shared-memory rule tables")
     reuse_wait_ms: int = setting(10, "how long the policy writer waits for readers to leave a table half")
     watch_interval_ms: int = setting(1000, "how often the local policy file is checked for changes")
@@ -166,9 +154,7 @@ class PolicyConfig:
 
 @dataclass(frozen=True, slots=True)
 class EventsConfig:
-    aggregate_window_ms: int = setting(
-        1000, "identical events within this window become one event with a count"
-    )
+    aggregate_window_ms: int = setting(1000, "identical events within this window become one event with a count")
     batch_max: int = setting(512, "events per batch sent to the controller")
     spool_max_bytes: int = setting(64 << 20, "disk spool of events the controller has not acknowledged")
     log_file: str = setting("", "without a controller, events go to this JSON-lines file (default: "

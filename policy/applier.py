@@ -89,9 +89,7 @@ class PolicyApplier:
         try:
             snapshot = parse_policy(doc)
         except PolicyError as exc:
-            return self.reject(
-                version if isinstance(version, int) else 0, str(exc), source, A.POLICY_REJECTED
-            )
+            return self.reject(version if isinstance(version, int) else 0, str(exc), source, A.POLICY_REJECTED)
         return self.apply(snapshot, source)
 
     def apply(self, snapshot: PolicySnapshot, source: str, persist: bool = True) -> ApplyResult:

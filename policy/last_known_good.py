@@ -54,9 +54,7 @@ class LastKnownGood:
         return True
 
 
-def initial_policy(
-    startup_mode: Mode, lkg: LastKnownGood, counters: Counter[str]
-) -> tuple[PolicySnapshot, str]:
+def initial_policy(startup_mode: Mode, lkg: LastKnownGood, counters: Counter[str]) -> tuple[PolicySnapshot, str]:
     """The policy to publish before anything else: last-known-good, else the start-up policy."""
     try:
         snapshot = lkg.load()

@@ -73,7 +73,6 @@ M64: Final = (1 << 64) - 1
 def tables_path(run_dir: str) -> Path:
     return Path(run_dir) / TABLES_FILE
 
-
 class TablesError(RuntimeError):
     """The shared tables cannot be created, opened or written (the message says which and why)."""
 

@@ -310,9 +310,7 @@ def run_policy_service(
                 counters = {k: int(v) for k, v in service.counters.items()}
                 counters["policy.version"] = service.applier.version
                 counters["policy.generation"] = service.writer.generation()
-                counters["policy.forced_reuses"] = (
-                    service.writer.forced_reuses()
-                )  # a half reused unacknowledged
+                counters["policy.forced_reuses"] = service.writer.forced_reuses()  # a half reused unacknowledged
                 try:
                     supervisor.send(M.encode(M.Heartbeat("policy", 0, os.getpid(), counters)), zmq.NOBLOCK)
                 except zmq.Again:

@@ -92,9 +92,7 @@ def _run_child(name: str, args: argparse.Namespace) -> Outcome:
         why = next((ln for ln in lines if "ERROR: libFuzzer" in ln or "Uncaught Python exception" in ln), "")
         tail = "\n".join(lines[-25:])
         detail = f"exit {proc.returncode}: {why}\n{tail}"
-    return Outcome(
-        name, int(runs[-1]) if runs else 0, round(elapsed, 1), int(rss[-1]) if rss else 0, ok, detail
-    )
+    return Outcome(name, int(runs[-1]) if runs else 0, round(elapsed, 1), int(rss[-1]) if rss else 0, ok, detail)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -294,9 +294,7 @@ def test_port_scan_many_ports_and_refusals() -> None:
     # seen on the resets, reported as the probes: from the scanner to the port it tried
     client = ipaddress.ip_address(CLIENT).packed
     assert {(f.src, f.dport, f.sport) for f in found} == {(client, 23, 40000)}
-    assert {ipaddress.ip_address(f.dst) for f in found} == {
-        ipaddress.ip_address(f"198.18.2.{i}") for i in (10, 11, 12)
-    }
+    assert {ipaddress.ip_address(f.dst) for f in found} == {ipaddress.ip_address(f"198.18.2.{i}") for i in (10, 11, 12)}
     udp_probes = [ipv4(CLIENT, SERVER, 17, udp(40000, p, b"")) for p in range(1, 12)]
     unreach = [ipv4(SERVER, CLIENT, 1, icmp(3, 3, 0, 0, b"\x45" + b"\x00" * 27)) for _ in range(11)]
     assert C.PORT_SCAN in {f.threat for f in run(udp_probes + unreach, settings)}

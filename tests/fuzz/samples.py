@@ -16,12 +16,8 @@ def _v6(nxt: int, l4: bytes) -> bytes:
     return bytes(dpkt.ip6.IP6(src=V6_SRC, dst=V6_DST, nxt=nxt, hlim=64, data=l4, plen=len(l4)))
 
 
-_SYN = bytes(
-    dpkt.tcp.TCP(sport=40000, dport=80, flags=dpkt.tcp.TH_SYN, opts=b"\x02\x04\x05\xb4\x01\x01\x04\x02")
-)
-_DATA = bytes(
-    dpkt.tcp.TCP(sport=40000, dport=80, flags=dpkt.tcp.TH_ACK | dpkt.tcp.TH_PUSH, data=b"GET / HTTP/1.1\r\n")
-)
+_SYN = bytes(dpkt.tcp.TCP(sport=40000, dport=80, flags=dpkt.tcp.TH_SYN, opts=b"\x02\x04\x05\xb4\x01\x01\x04\x02"))
+_DATA = bytes(dpkt.tcp.TCP(sport=40000, dport=80, flags=dpkt.tcp.TH_ACK | dpkt.tcp.TH_PUSH, data=b"GET / HTTP/1.1\r\n"))
 _UDP = bytes(dpkt.udp.UDP(sport=5353, dport=53, data=b"\x12\x34\x01\x00\x00\x01" + bytes(6)))
 _ICMP = bytes(dpkt.icmp.ICMP(type=8, code=0, data=dpkt.icmp.ICMP.Echo(id=1, seq=1, data=b"ping")))
 _ICMP6 = bytes([128, 0, 0, 0, 0, 1, 0, 1]) + b"ping"

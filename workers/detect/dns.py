@@ -389,7 +389,6 @@ class DnsDetector:
         name = b".".join(parsed.questions[0][0]) if parsed.questions else b""
         return Hit(DNS_FLOOD, f"{seen.nxdomain} NXDOMAIN answers of {seen.asked} queries", excerpt_of(name))
 
-
 def _distinct(
     table: LruTable[tuple[bytes, bytes], _Names],
     key: tuple[bytes, bytes],
