@@ -89,6 +89,8 @@ class Judge:
         self._find_flow = self.flows.lookup
         self.workers = config.workers.count
         self.inspect_mode = config.workers.inspect
+        self._inspect_all = self.inspect_mode == "all"
+        self._inspect_new = self.inspect_mode == "new"
         self.malformed_act = Act.DROP if config.failure.malformed == DROP else Act.PASS
         self.no_policy_act = Act.DROP if config.failure.no_policy == DROP else Act.PASS
         self.counters: Counter[str] = Counter()
@@ -129,7 +131,13 @@ class Judge:
             self.counters[_NEW_FLOW_COUNTER.get(meta.proto, "flow.new.other")] += 1
             # The first packet's direction is the client's.
             decision = self.tables.decide(meta.family, meta.src, meta.dst, meta.proto, meta.dport)
-            state = self._state(decision, new=True)
+            # `_state(decision, new=True)`, inlined for the path every connection takes
+            if self._inspect_all or not decision.final:
+                state = FlowState.INSPECT
+            elif decision.action is Action.ALLOW:
+                state = FlowState.INSPECT if self._inspect_new else FlowState.ALLOWED
+            else:
+                state = FlowState.BLOCKED
             # Every connection's first packet meets the guard, which counts the connection-attempt threats
             # (workers do not count them again). What it drops leaves no flow behind and no policy report
             # (a flood would fill both).

@@ -282,7 +282,8 @@ class ConnectionAttempts:
         meta, now, lim = ctx.meta, ctx.now, self.limits
         window, limit = t.syn_window, t.syn_limit
         src, dst = meta.src, meta.dst
-        if self.is_flooder(src, now):
+        flooder_until = self._flooded_src.get(src)  # `is_flooder`, inlined: every SYN asks
+        if flooder_until is not None and flooder_until > now:
             return DROP if out.report(C.SYN_FLOOD, ctx, "half-open SYNs from one source") else WATCH
         if not lim.watch_all:
             if self._attempts_dst.hit(dst, now, window) > limit:
