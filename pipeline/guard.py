@@ -142,7 +142,9 @@ class Guard:
         """Count the first packet of a connection the reader decided: PASS, DROP or WATCH. `packet` (the
         IP packet) lets the TCP header checks see the options."""
         group = _deciding_group(d)  # `_context`, inlined: one call less on every connection's first packet
-        ctx = _context(PacketContext, (meta, packet, key, None, now, self.threats.for_group(group), group, d.mode))
+        ctx = _context(
+            PacketContext, (meta, packet, key, None, now, self.threats.for_group(group), group, d.mode)
+        )
         return self.attempts.first_packet(ctx, self)
 
     def watches_echo(self, d: Decision) -> bool:
