@@ -102,16 +102,18 @@ class _Thresholds:
     a first packet then costs attribute reads, not two mapping lookups per threshold."""
 
     __slots__ = (
-        "bad_packet", "hosts_limit", "icmp_flood", "k8s_extip", "port_cap", "port_scan", "ports_limit",
-        "scan_window", "session_limit", "session_window", "sessions", "ssh", "ssh_limit", "ssh_port",
-        "ssh_window", "syn_flood", "syn_limit", "syn_options", "syn_window", "udp_flood", "udp_limit",
-        "udp_window",
+        "bad_packet", "hosts_limit", "icmp_flood", "k8s_extip", "min_mss", "port_cap", "port_scan",
+        "ports_limit", "scan_window", "session_limit", "session_window", "sessions", "small_mss", "ssh",
+        "ssh_limit", "ssh_port", "ssh_window", "syn_data", "syn_flood", "syn_limit", "syn_window",
+        "udp_flood", "udp_limit", "udp_window",
     )  # fmt: skip
 
     def __init__(self, s: ThreatSettings, max_scan_ports: int) -> None:
         on = s.on
         self.bad_packet = C.BAD_PACKET.id in on
-        self.syn_options = C.TCP_SYN_DATA.id in on or C.TCP_SMALL_MSS.id in on
+        self.syn_data = C.TCP_SYN_DATA.id in on
+        self.small_mss = C.TCP_SMALL_MSS.id in on
+        self.min_mss = s.threshold(C.TCP_SMALL_MSS, "min_mss")
         self.syn_flood = C.SYN_FLOOD.id in on
         self.syn_window = s.threshold(C.SYN_FLOOD, "window")
         self.syn_limit = s.threshold(C.SYN_FLOOD, "syns_per_window")
@@ -201,8 +203,9 @@ class ConnectionAttempts:
                 if flags & (TCP_SYN | TCP_RST | TCP_FIN) == 0 and t.port_scan:
                     return DROP if self._scan(ctx, t, out, ports_only=True) else PASS
                 return PASS
-            if t.syn_options and (opts is not None or meta.ip_len > meta.payload_offset):
-                # options or payload to check
+            if (t.syn_data and meta.ip_len > meta.payload_offset) or (
+                t.small_mss and opts is not None and 0 <= opts.mss < t.min_mss
+            ):  # what `syn_problems` would find, so an ordinary SYN costs no call
                 for threat, detail in syn_problems(meta, opts, ctx.settings):
                     if out.report(threat, ctx, detail):
                         return DROP
