@@ -116,7 +116,7 @@ class Judge:
         key, direction = flow_key(meta)
         flow = self._find_flow(key)
         isn = opening_isn(meta)
-        if flow is not None and reopens(flow, isn):
+        if flow is not None and isn >= 0 and reopens(flow, isn):
             # A new connection on the ports of a decided one: it is judged afresh, never given the old
             # verdict (our chain cleared the old connmark bits for the same reason, `node.netfilter`).
             self.flows.remove(key)
@@ -190,20 +190,19 @@ class Judge:
             return (Act.RESET if self.config.netfilter.reject_tcp else Act.BLOCK), meta, key, flow
         if flow.worker == NO_WORKER:
             flow.worker = worker_for(key, self.seed, self.workers)
-        if self._no_payload(meta, payload):
+        # A TCP packet without payload and with ordinary flags, outside the capacity-test mode: the worker
+        # could only answer PASS for it (or a block that then lands on the flow's next payload packet), so
+        # it need not wait for the worker. The payload by the IP header's length (link padding in a
+        # capture is no payload), by the bytes held if it says none.
+        if (
+            meta.proto == IPPROTO_TCP
+            and not self._inspect_all
+            and meta.fragment is Fragment.NONE
+            and (meta.ip_len or len(payload)) <= meta.payload_offset
+            and meta.tcp_flags & _CONTROL_FLAGS in _PLAIN_NO_PAYLOAD
+        ):
             return Act.PASS_LEARN, meta, key, flow
         return Act.INSPECT, meta, key, flow
-
-    def _no_payload(self, meta: PacketMeta, packet: bytes) -> bool:
-        """A TCP packet without payload and with ordinary flags, outside the capacity-test mode: the
-        worker could only answer PASS for it (or a block that then lands on the flow's next payload
-        packet), so it need not wait for the worker."""
-        if meta.proto != IPPROTO_TCP or self.inspect_mode == "all" or meta.fragment is not Fragment.NONE:
-            return False
-        # The IP header's length (link padding in a capture is no payload); the bytes held if it says none.
-        if (meta.ip_len or len(packet)) > meta.payload_offset:
-            return False
-        return meta.tcp_flags & _CONTROL_FLAGS in _PLAIN_NO_PAYLOAD
 
     def _watched(
         self, flow: Flow, meta: PacketMeta, key: FlowKey, direction: Direction, now: float
