@@ -25,7 +25,7 @@ def test_linux_syn_options() -> None:
     assert _fields(LINUX_SYN) == (True, 1460, 7, False) == _walked(LINUX_SYN)
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=600, deadline=None)
 @given(st.data())
 def test_usual_layout_path_agrees_with_the_walk(data: st.DataObject) -> None:
     # Mutate the bytes the fast path checks (kinds and lengths) and the values it reads, so layouts it must
