@@ -24,6 +24,9 @@ class Direction(enum.IntEnum):
     B_TO_A = 1
 
 
+_A_TO_B, _B_TO_A = Direction.A_TO_B, Direction.B_TO_A
+
+
 class FlowKey(NamedTuple):
     """A flow's identity, endpoints in canonical (sorted) order. Hashable and immutable."""
 
@@ -38,15 +41,17 @@ class FlowKey(NamedTuple):
 
 
 _KEY_HEAD = struct.Struct("!BHH")
+_key = tuple.__new__  # builds a FlowKey without the NamedTuple's Python-level __new__ (one per packet)
 
 
 def flow_key(meta: PacketMeta) -> tuple[FlowKey, Direction]:
     """The canonical key of the packet's flow and the packet's direction in it."""
     src, dst = meta.src, meta.dst
     sport, dport = meta.sport, meta.dport
-    if (src, sport) <= (dst, dport):
-        return FlowKey(meta.proto, src, sport, dst, dport), Direction.A_TO_B
-    return FlowKey(meta.proto, dst, dport, src, sport), Direction.B_TO_A
+    # (src, sport) <= (dst, dport), without building the two tuples
+    if src < dst or (src == dst and sport <= dport):
+        return _key(FlowKey, (meta.proto, src, sport, dst, dport)), _A_TO_B
+    return _key(FlowKey, (meta.proto, dst, dport, src, sport)), _B_TO_A
 
 
 def flow_hash(key: FlowKey, seed: int) -> int:

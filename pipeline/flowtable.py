@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import ItemsView
+from collections.abc import Callable, ItemsView
 
 from core.config import FlowsConfig
 from core.flow import Direction, FlowKey
@@ -18,6 +18,8 @@ from core.packet import (
     TCP_SYN,
     PacketMeta,
 )
+
+NO_WORKER = -1  # Flow.worker of a flow that has not gone to a worker yet (chosen when it first does)
 
 
 class FlowState(enum.IntEnum):
@@ -86,6 +88,8 @@ class FlowTable:
 
     def __init__(self, config: FlowsConfig) -> None:
         self._flows: dict[FlowKey, Flow] = {}
+        # `get` without a Python frame: the judge looks up every packet's flow
+        self.lookup: Callable[[FlowKey], Flow | None] = self._flows.get
         self.max_flows = config.max_flows
         self._timeouts = {
             IPPROTO_TCP: float(config.tcp_timeout_s),

@@ -53,17 +53,19 @@ from threats import catalogue as C
 from threats.aggregate import EventAggregator, finding_key, threat_event
 from threats.catalogue import Threat, ThreatAction
 from threats.context import PacketContext
-from threats.settings import GroupThreatSettings, compile_group_settings, effective_action
+from threats.settings import GroupThreatSettings, ThreatSettings, compile_group_settings, effective_action
 from threats.window import LruTable
 
 EXTERNAL_GROUP = "external"
 MAX_PENDING_KEYS = 4096  # distinct threat events held in one aggregation window
+MAX_DECISIONS_KNOWN = 4096  # decisions whose deciding group the guard remembers (cleared when full)
 # What the guard makes of a connection's first packet (`check`); WATCH: let it through, but keep the
 # connection in user space until its handshake completes (`handshake_done`).
 PASS, DROP, WATCH = T.PASS, T.DROP, T.WATCH
 WATCH_SAMPLE = 4  # while a destination is watched, one new connection in this many is followed
 _COUNTER_NAMES = {t.id: (f"guard.threats.{t.name}", f"guard.dropped.{t.name}") for t in C.THREATS}
 _MODE_NAMES = {m: m.name.lower() for m in Mode}
+_context = tuple.__new__  # builds a PacketContext without the NamedTuple's Python-level __new__
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -110,11 +112,14 @@ class Guard:
         self.new_blocks: list[tuple[bytes, float]] = []
         self.counters: Counter[str] = Counter()
         self._actions: dict[tuple[int, str, Mode], ThreatAction] = {}  # (threat, group, mode) → action taken
+        # id(decision) → (decision, deciding group, its settings) under the threat settings in force
+        self._by_decision: dict[int, tuple[Decision, str, ThreatSettings]] = {}
 
     def set_threat_settings(self, threats: GroupThreatSettings) -> None:
         """The threat settings of a new policy generation (compiled off the packet path)."""
         self.threats = threats
         self._actions.clear()
+        self._by_decision.clear()
 
     # ---- packets -------------------------------------------------------------------------------
 
@@ -133,12 +138,26 @@ class Guard:
         self, meta: PacketMeta, key: FlowKey, d: Decision, now: float, packet: bytes
     ) -> PacketContext:
         group = _deciding_group(d)
-        return PacketContext(meta, packet, key, None, now, self.threats.for_group(group), group, d.mode)
+        return _context(
+            PacketContext, (meta, packet, key, None, now, self.threats.for_group(group), group, d.mode)
+        )
 
     def check(self, meta: PacketMeta, key: FlowKey, d: Decision, now: float, packet: bytes = b"") -> int:
         """Count the first packet of a connection the reader decided: PASS, DROP or WATCH. `packet` (the
         IP packet) lets the TCP header checks see the options."""
-        return self.attempts.first_packet(self._context(meta, key, d, now, packet), self)
+        # The deciding group and its settings, by the decision: the policy tables hand out one Decision
+        # object per (groups, protocol, port) and generation, so this is one probe for most connections.
+        known = self._by_decision.get(id(d))
+        if known is not None and known[0] is d:
+            group, settings = known[1], known[2]
+        else:
+            group = _deciding_group(d)
+            settings = self.threats.for_group(group)
+            if len(self._by_decision) >= MAX_DECISIONS_KNOWN:
+                self._by_decision.clear()
+            self._by_decision[id(d)] = (d, group, settings)  # holding `d` keeps its id from being reused
+        ctx = _context(PacketContext, (meta, packet, key, None, now, settings, group, d.mode))
+        return self.attempts.first_packet(ctx, self)
 
     def watches_echo(self, d: Decision) -> bool:
         """Must the reader keep an echo flow in user space (not offload it) to count its requests?"""

@@ -28,7 +28,7 @@ from core.packet import (
 )
 from core.verdict import WorkerVerdict
 from pipeline import guard as G
-from pipeline.flowtable import Flow, FlowState, FlowTable, opening_isn, reopens
+from pipeline.flowtable import NO_WORKER, Flow, FlowState, FlowTable, opening_isn, reopens
 from pipeline.settings import ReaderConfig
 
 
@@ -86,8 +86,11 @@ class Judge:
         self.node = node
         self.reader = reader
         self.flows = FlowTable(config.flows)
+        self._find_flow = self.flows.lookup
         self.workers = config.workers.count
         self.inspect_mode = config.workers.inspect
+        self._inspect_all = self.inspect_mode == "all"
+        self._inspect_new = self.inspect_mode == "new"
         self.malformed_act = Act.DROP if config.failure.malformed == DROP else Act.PASS
         self.no_policy_act = Act.DROP if config.failure.no_policy == DROP else Act.PASS
         self.counters: Counter[str] = Counter()
@@ -111,9 +114,9 @@ class Judge:
             self.counters["policy.none"] += 1
             return self.no_policy_act, meta, None, None
         key, direction = flow_key(meta)
-        flow = self.flows.get(key)
+        flow = self._find_flow(key)
         isn = opening_isn(meta)
-        if flow is not None and reopens(flow, isn):
+        if flow is not None and isn >= 0 and reopens(flow, isn):
             # A new connection on the ports of a decided one: it is judged afresh, never given the old
             # verdict (our chain cleared the old connmark bits for the same reason, `node.netfilter`).
             self.flows.remove(key)
@@ -121,29 +124,39 @@ class Judge:
             flow = None
         if flow is None:
             guard = self.guard
-            if guard is not None and guard.blocked(meta.src, now + self.wall_offset):
+            wall = now + self.wall_offset
+            if guard is not None and guard.blocked(meta.src, wall):
                 return Act.DROP, meta, key, None
-            self.counters["flow.new"] += 1
+            # "flow.new" is their sum (`stats`): one counter less per connection
             self.counters[_NEW_FLOW_COUNTER.get(meta.proto, "flow.new.other")] += 1
             # The first packet's direction is the client's.
             decision = self.tables.decide(meta.family, meta.src, meta.dst, meta.proto, meta.dport)
-            state = self._state(decision, new=True)
+            # `_state(decision, new=True)`, inlined for the path every connection takes
+            if self._inspect_all or not decision.final:
+                state = FlowState.INSPECT
+            elif decision.action is Action.ALLOW:
+                state = FlowState.INSPECT if self._inspect_new else FlowState.ALLOWED
+            else:
+                state = FlowState.BLOCKED
             # Every connection's first packet meets the guard, which counts the connection-attempt threats
             # (workers do not count them again). What it drops leaves no flow behind and no policy report
             # (a flood would fill both).
             guarded = G.PASS
             if guard is not None:
-                guarded = guard.check(meta, key, decision, now + self.wall_offset, payload)
+                guarded = guard.check(meta, key, decision, wall, payload)
                 if guarded == G.DROP:
                     return Act.DROP, meta, key, None
-            flow = Flow(direction, worker_for(key, self.seed, self.workers), now, isn)
+            # The worker is chosen when the flow first goes to one (`_to_worker`): a flow decided here at
+            # once (most, with `inspect = "app"`) never needs the hash.
+            flow = Flow(direction, NO_WORKER, now, isn)
             self.flows.add(key, flow)
             self._settle(flow, decision, state, meta, meta.src, meta.sport, meta.dst, meta.dport)
             if guard is not None and state is not FlowState.BLOCKED:
                 if guarded == G.WATCH:
                     flow.watch = True
-                elif meta.icmp_type == ICMP_ECHO_REQUEST[meta.family] and guard.watches_echo(decision):
-                    flow.watch = True
+                elif meta.icmp_type >= 0 and meta.icmp_type == ICMP_ECHO_REQUEST[meta.family]:
+                    if guard.watches_echo(decision):
+                        flow.watch = True
         elif flow.generation != generation:
             if direction == flow.client_dir:
                 client, cport, server, port = meta.src, meta.sport, meta.dst, meta.dport
@@ -175,20 +188,21 @@ class Judge:
             return (Act.PASS if flow.watch else Act.ALLOW), meta, key, flow
         if state is FlowState.BLOCKED:
             return (Act.RESET if self.config.netfilter.reject_tcp else Act.BLOCK), meta, key, flow
-        if self._no_payload(meta, payload):
+        if flow.worker == NO_WORKER:
+            flow.worker = worker_for(key, self.seed, self.workers)
+        # A TCP packet without payload and with ordinary flags, outside the capacity-test mode: the worker
+        # could only answer PASS for it (or a block that then lands on the flow's next payload packet), so
+        # it need not wait for the worker. The payload by the IP header's length (link padding in a
+        # capture is no payload), by the bytes held if it says none.
+        if (
+            meta.proto == IPPROTO_TCP
+            and not self._inspect_all
+            and meta.fragment is Fragment.NONE
+            and (meta.ip_len or len(payload)) <= meta.payload_offset
+            and meta.tcp_flags & _CONTROL_FLAGS in _PLAIN_NO_PAYLOAD
+        ):
             return Act.PASS_LEARN, meta, key, flow
         return Act.INSPECT, meta, key, flow
-
-    def _no_payload(self, meta: PacketMeta, packet: bytes) -> bool:
-        """A TCP packet without payload and with ordinary flags, outside the capacity-test mode: the
-        worker could only answer PASS for it (or a block that then lands on the flow's next payload
-        packet), so it need not wait for the worker."""
-        if meta.proto != IPPROTO_TCP or self.inspect_mode == "all" or meta.fragment is not Fragment.NONE:
-            return False
-        # The IP header's length (link padding in a capture is no payload); the bytes held if it says none.
-        if (meta.ip_len or len(packet)) > meta.payload_offset:
-            return False
-        return meta.tcp_flags & _CONTROL_FLAGS in _PLAIN_NO_PAYLOAD
 
     def _watched(
         self, flow: Flow, meta: PacketMeta, key: FlowKey, direction: Direction, now: float
@@ -348,6 +362,9 @@ class Judge:
 
     def stats(self) -> dict[str, int]:
         stats = dict(self.counters)
+        new_flows = sum(n for name, n in stats.items() if name.startswith("flow.new."))
+        if new_flows:
+            stats["flow.new"] = new_flows
         stats["flows.active"] = len(self.flows)
         stats["flow.evicted_full"] = self.flows.evicted_full
         stats["flow.expired"] = self.flows.expired

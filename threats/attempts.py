@@ -51,6 +51,7 @@ from core.packet import (
 from threats import catalogue as C
 from threats.catalogue import Threat
 from threats.context import PacketContext
+from threats.settings import ThreatSettings
 from threats.tcp import syn_problems, tcp_header
 from threats.window import LruTable, WindowCounter
 
@@ -96,6 +97,49 @@ class _Seen:
         self.seen: set[int | bytes] = set()
 
 
+class _Thresholds:
+    """The attempt checks' switches and thresholds of one `ThreatSettings`, read once into attributes:
+    a first packet then costs attribute reads, not two mapping lookups per threshold."""
+
+    __slots__ = (
+        "bad_packet", "hosts_limit", "icmp_flood", "k8s_extip", "min_mss", "port_cap", "port_scan",
+        "ports_limit", "scan_window", "session_limit", "session_window", "sessions", "small_mss", "ssh",
+        "ssh_limit", "ssh_port", "ssh_window", "syn_data", "syn_flood", "syn_limit", "syn_window",
+        "udp_flood", "udp_limit", "udp_window",
+    )  # fmt: skip
+
+    def __init__(self, s: ThreatSettings, max_scan_ports: int) -> None:
+        on = s.on
+        self.bad_packet = C.BAD_PACKET.id in on
+        self.syn_data = C.TCP_SYN_DATA.id in on
+        self.small_mss = C.TCP_SMALL_MSS.id in on
+        self.min_mss = s.threshold(C.TCP_SMALL_MSS, "min_mss")
+        self.syn_flood = C.SYN_FLOOD.id in on
+        self.syn_window = s.threshold(C.SYN_FLOOD, "window")
+        self.syn_limit = s.threshold(C.SYN_FLOOD, "syns_per_window")
+        self.icmp_flood = C.ICMP_FLOOD.id in on
+        self.sessions = C.SOURCE_SESSION_FLOOD.id in on
+        self.session_window = s.threshold(C.SOURCE_SESSION_FLOOD, "window")
+        self.session_limit = s.threshold(C.SOURCE_SESSION_FLOOD, "sessions_per_window")
+        self.k8s_extip = bool(s.external_ips) and C.K8S_EXTIP_MITM.id in on
+        self.ssh = C.SSH_BRUTE_FORCE.id in on
+        self.ssh_port = s.threshold(C.SSH_BRUTE_FORCE, "port")
+        self.ssh_window = s.threshold(C.SSH_BRUTE_FORCE, "window")
+        self.ssh_limit = s.threshold(C.SSH_BRUTE_FORCE, "sessions_per_window")
+        self.udp_flood = C.UDP_FLOOD.id in on
+        self.udp_window = s.threshold(C.UDP_FLOOD, "window")
+        self.udp_limit = s.threshold(C.UDP_FLOOD, "flows_per_window")
+        self.port_scan = C.PORT_SCAN.id in on
+        self.scan_window = s.threshold(C.PORT_SCAN, "window")
+        self.ports_limit = s.threshold(C.PORT_SCAN, "ports_per_window")
+        self.port_cap = min(self.ports_limit, max_scan_ports)  # distinct ports one set holds at most
+        self.hosts_limit = s.threshold(C.PORT_SCAN, "hosts_per_window")
+
+
+# Compiled thresholds kept per process: settings objects live for a policy generation, a few per group.
+MAX_COMPILED_SETTINGS = 1024
+
+
 class ConnectionAttempts:
     """The counts behind the connection-attempt threats, for one process."""
 
@@ -123,29 +167,45 @@ class ConnectionAttempts:
         )
         self._sampled = 0  # SYNs to watched destinations (every `sample`-th is followed)
         self.sources_proved = 0  # sources let through a flooded destination by a retransmission
+        # id(settings) → (settings, its thresholds); the settings are held so their id is not reused
+        self._compiled: dict[int, tuple[ThreatSettings, _Thresholds]] = {}
+
+    def thresholds(self, settings: ThreatSettings) -> _Thresholds:
+        """The compiled thresholds of `settings` (immutable, so compiled once)."""
+        entry = self._compiled.get(id(settings))
+        if entry is not None and entry[0] is settings:
+            return entry[1]
+        if len(self._compiled) >= MAX_COMPILED_SETTINGS:
+            self._compiled.clear()
+        t = _Thresholds(settings, self.limits.max_scan_ports)
+        self._compiled[id(settings)] = (settings, t)
+        return t
 
     # ---- entry points ----------------------------------------------------------------------------
 
     def first_packet(self, ctx: PacketContext, out: Reporter) -> int:
         """The first packet of a connection: PASS, DROP or WATCH."""
-        meta, on = ctx.meta, ctx.settings.on
+        meta = ctx.meta
+        t = self.thresholds(ctx.settings)
         proto = meta.proto
         if proto == IPPROTO_TCP:
             flags = meta.tcp_flags
             bad, opts = tcp_header(meta, ctx.packet)
             if bad:
                 # A FIN, Xmas or null scan probe, SYN+FIN, a land attack: no stack opens a connection so.
-                drop = C.BAD_PACKET.id in on and out.report(C.BAD_PACKET, ctx, bad)
-                if not flags & TCP_SYN and C.PORT_SCAN.id in on:
-                    drop |= self._scan(ctx, out)
+                drop = t.bad_packet and out.report(C.BAD_PACKET, ctx, bad)
+                if not flags & TCP_SYN and t.port_scan:
+                    drop |= self._scan(ctx, t, out)
                 return DROP if drop else PASS
             if flags & (TCP_SYN | TCP_ACK | TCP_RST) != TCP_SYN:
                 # An ACK probe (no connection behind it) counts toward a port scan; a reply, RST or
                 # straggler whose SYN was never seen opens nothing.
-                if flags & (TCP_SYN | TCP_RST | TCP_FIN) == 0 and C.PORT_SCAN.id in on:
-                    return DROP if self._scan(ctx, out, ports_only=True) else PASS
+                if flags & (TCP_SYN | TCP_RST | TCP_FIN) == 0 and t.port_scan:
+                    return DROP if self._scan(ctx, t, out, ports_only=True) else PASS
                 return PASS
-            if opts is not None or meta.ip_len > meta.payload_offset:  # options or payload to check
+            if (t.syn_data and meta.ip_len > meta.payload_offset) or (
+                t.small_mss and opts is not None and 0 <= opts.mss < t.min_mss
+            ):  # what `syn_problems` would find, so an ordinary SYN costs no call
                 for threat, detail in syn_problems(meta, opts, ctx.settings):
                     if out.report(threat, ctx, detail):
                         return DROP
@@ -155,23 +215,24 @@ class ConnectionAttempts:
         drop = False
         verdict = PASS
         if proto == IPPROTO_TCP:
-            if C.SYN_FLOOD.id in on:
-                verdict = self._syn(ctx, out)
+            if t.syn_flood:
+                verdict = self._syn(ctx, t, out)
                 if verdict == DROP and not self.is_flooder(meta.src, ctx.now):
                     # Refused as part of a flood on its destination: probably a forged source, so it is
                     # not counted against that source (which would only churn the per-source tables).
                     return DROP
                 drop = verdict == DROP
-        elif (proto == IPPROTO_ICMP or proto == IPPROTO_ICMPV6) and C.ICMP_FLOOD.id in on:
+        elif (proto == IPPROTO_ICMP or proto == IPPROTO_ICMPV6) and t.icmp_flood:
             drop = self.echo(ctx, out)
-        drop |= self._new_session(ctx, out)
+        if t.sessions or t.k8s_extip:
+            drop |= self._new_session(ctx, t, out)
         if proto == IPPROTO_TCP:
-            if C.SSH_BRUTE_FORCE.id in on:
-                drop |= self._ssh_brute_force(ctx, out)
-        elif proto == IPPROTO_UDP and C.UDP_FLOOD.id in on:
-            drop |= self._udp_flood(ctx, out)
-        if C.PORT_SCAN.id in on:
-            drop |= self._scan(ctx, out)
+            if t.ssh and meta.dport == t.ssh_port:
+                drop |= self._ssh_brute_force(ctx, t, out)
+        elif proto == IPPROTO_UDP and t.udp_flood:
+            drop |= self._udp_flood(ctx, t, out)
+        if t.port_scan:
+            drop |= self._scan(ctx, t, out)
         return DROP if drop else verdict
 
     def echo(self, ctx: PacketContext, out: Reporter) -> bool:
@@ -219,13 +280,13 @@ class ConnectionAttempts:
 
     # ---- checks ----------------------------------------------------------------------------------
 
-    def _syn(self, ctx: PacketContext, out: Reporter) -> int:
+    def _syn(self, ctx: PacketContext, t: _Thresholds, out: Reporter) -> int:
         """PASS, WATCH or DROP for one SYN (see the module's docstring)."""
-        meta, s, now, lim = ctx.meta, ctx.settings, ctx.now, self.limits
-        window = s.threshold(C.SYN_FLOOD, "window")
-        limit = s.threshold(C.SYN_FLOOD, "syns_per_window")
+        meta, now, lim = ctx.meta, ctx.now, self.limits
+        window, limit = t.syn_window, t.syn_limit
         src, dst = meta.src, meta.dst
-        if self.is_flooder(src, now):
+        flooder_until = self._flooded_src.get(src)  # `is_flooder`, inlined: every SYN asks
+        if flooder_until is not None and flooder_until > now:
             return DROP if out.report(C.SYN_FLOOD, ctx, "half-open SYNs from one source") else WATCH
         if not lim.watch_all:
             if self._attempts_dst.hit(dst, now, window) > limit:
@@ -274,37 +335,32 @@ class ConnectionAttempts:
         self._challenged.put(challenge, (now, meta.seq))
         return DROP
 
-    def _new_session(self, ctx: PacketContext, out: Reporter) -> bool:
+    def _new_session(self, ctx: PacketContext, t: _Thresholds, out: Reporter) -> bool:
         """source_session_flood, and k8s_extip_mitm (a pod reaching a Service's external IP)."""
-        meta, s, now = ctx.meta, ctx.settings, ctx.now
-        on = s.on
+        meta, s = ctx.meta, ctx.settings
         drop = False
-        if C.SOURCE_SESSION_FLOOD.id in on:
-            window = s.threshold(C.SOURCE_SESSION_FLOOD, "window")
-            count = self._sessions.hit(meta.src, now, window)
-            if count > s.threshold(C.SOURCE_SESSION_FLOOD, "sessions_per_window"):
+        if t.sessions:
+            count = self._sessions.hit(meta.src, ctx.now, t.session_window)
+            if count > t.session_limit:
                 drop = out.report(C.SOURCE_SESSION_FLOOD, ctx, f"{count:.0f} new sessions")
-        if s.external_ips and C.K8S_EXTIP_MITM.id in on and meta.dst in s.external_ips:
+        if t.k8s_extip and meta.dst in s.external_ips:
             if meta.src not in s.external_ips and s.is_internal(meta.src):
                 drop |= out.report(C.K8S_EXTIP_MITM, ctx, "to a Service external IP")
         return drop
 
-    def _ssh_brute_force(self, ctx: PacketContext, out: Reporter) -> bool:
+    def _ssh_brute_force(self, ctx: PacketContext, t: _Thresholds, out: Reporter) -> bool:
         """New connections from one source to one server's SSH port (`port`) within the window."""
-        meta, s = ctx.meta, ctx.settings
-        if meta.dport != s.threshold(C.SSH_BRUTE_FORCE, "port"):
-            return False
-        window = s.threshold(C.SSH_BRUTE_FORCE, "window")
+        meta = ctx.meta
+        window = t.ssh_window
         count = self._ssh.hit((meta.src, meta.dst), ctx.now, window)
-        if count <= s.threshold(C.SSH_BRUTE_FORCE, "sessions_per_window"):
+        if count <= t.ssh_limit:
             return False
         return out.report(C.SSH_BRUTE_FORCE, ctx, f"{count:.0f} SSH connections in {window:g}s")
 
-    def _udp_flood(self, ctx: PacketContext, out: Reporter) -> bool:
+    def _udp_flood(self, ctx: PacketContext, t: _Thresholds, out: Reporter) -> bool:
         """New UDP flows per source and per destination within the window (see the module's docstring)."""
-        meta, s, now = ctx.meta, ctx.settings, ctx.now
-        window = s.threshold(C.UDP_FLOOD, "window")
-        limit = s.threshold(C.UDP_FLOOD, "flows_per_window")
+        meta, now = ctx.meta, ctx.now
+        window, limit = t.udp_window, t.udp_limit
         from_src = self._udp_src.hit(meta.src, now, window)
         to_dst = self._udp_dst.hit(meta.dst, now, window)
         if from_src > limit:
@@ -313,31 +369,32 @@ class ConnectionAttempts:
             return out.report(C.UDP_FLOOD, ctx, f"{to_dst:.0f} new UDP flows to one destination")
         return False
 
-    def _scan(self, ctx: PacketContext, out: Reporter, ports_only: bool = False) -> bool:
+    def _scan(self, ctx: PacketContext, t: _Thresholds, out: Reporter, ports_only: bool = False) -> bool:
         """A probe of (dst, dport): distinct ports per (source, destination), then distinct hosts per
         source (a horizontal scan or a ping sweep). Each set holds at most its threshold."""
-        meta, s, now = ctx.meta, ctx.settings, ctx.now
-        window = s.threshold(C.PORT_SCAN, "window")
-        if meta.proto == IPPROTO_TCP or meta.proto == IPPROTO_UDP:
+        meta, now = ctx.meta, ctx.now
+        window = t.scan_window
+        proto = meta.proto
+        if proto == IPPROTO_TCP or proto == IPPROTO_UDP:
             pair = (meta.src, meta.dst)
             ports = self._ports.get(pair)
             if ports is None or now - ports.start >= window:
                 ports = _Seen(now)
                 self._ports.put(pair, ports)
-            limit = s.threshold(C.PORT_SCAN, "ports_per_window")
-            if len(ports.seen) < min(limit, self.limits.max_scan_ports):
-                ports.seen.add(meta.proto << 16 | meta.dport)
-            if len(ports.seen) >= limit:
-                return out.report(C.PORT_SCAN, ctx, f"{len(ports.seen)} ports probed")
+            seen = ports.seen
+            if len(seen) < t.port_cap:
+                seen.add(proto << 16 | meta.dport)
+            if len(seen) >= t.ports_limit:
+                return out.report(C.PORT_SCAN, ctx, f"{len(seen)} ports probed")
         if ports_only:
             return False
         hosts = self._hosts.get(meta.src)
         if hosts is None or now - hosts.start >= window:
             hosts = _Seen(now)
             self._hosts.put(meta.src, hosts)
-        limit = s.threshold(C.PORT_SCAN, "hosts_per_window")
-        if len(hosts.seen) < limit:
-            hosts.seen.add(meta.dst)
-        if len(hosts.seen) >= limit:
-            return out.report(C.PORT_SCAN, ctx, f"{len(hosts.seen)} hosts probed")
+        seen = hosts.seen
+        if len(seen) < t.hosts_limit:
+            seen.add(meta.dst)
+        if len(seen) >= t.hosts_limit:
+            return out.report(C.PORT_SCAN, ctx, f"{len(seen)} hosts probed")
         return False

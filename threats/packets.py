@@ -281,7 +281,11 @@ class PacketDetector:
             # Seen on the refusal, reported as the probe: from the prober to the port it tried.
             meta, back = ctx.meta, Direction(1 - (ctx.direction or 0))
             detail = f"{count:.0f} probes refused"
-            out.append(Finding(C.PORT_SCAN, ctx.key, back, meta.dst, meta.src, meta.dport, meta.sport, meta.proto, detail))
+            out.append(
+                Finding(
+                    C.PORT_SCAN, ctx.key, back, meta.dst, meta.src, meta.dport, meta.sport, meta.proto, detail
+                )
+            )
 
     # -- ICMP -----------------------------------------------------------------------------------------
 

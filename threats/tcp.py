@@ -7,6 +7,8 @@ workers' packet detector on the packets after it, so each check is written once.
 
 from __future__ import annotations
 
+import struct
+
 from core.packet import TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, PacketMeta
 from threats import catalogue as C
 from threats.catalogue import Threat
@@ -24,6 +26,12 @@ LAND = "land: source equals destination"
 BAD_OPTION_LENGTH = "bad TCP option length"
 
 
+# The options of a Linux SYN, in its order: MSS, SACK permitted, timestamps, NOP, window scale (the kinds
+# and lengths checked, the timestamps skipped). Most SYNs a reader judges look so: read in one unpack.
+_LINUX_SYN_OPTIONS = struct.Struct("!HHI8xHBB")
+_MSS_HEAD, _SACK_OK_TS_HEAD, _NOP_WSCALE_HEAD = 0x0204, 0x0402080A, 0x0103
+
+
 class TcpOptions:
     """What the detectors need from a TCP header's options."""
 
@@ -38,6 +46,22 @@ class TcpOptions:
 
 def parse_tcp_options(opts: bytes) -> TcpOptions:
     """Walk TCP options; `ok` is False for a length that is illegal or runs past the header."""
+    if len(opts) == 20:
+        mss_head, mss, sack_ts, nop_ws, ws_len, wscale = _LINUX_SYN_OPTIONS.unpack(opts)
+        if (
+            mss_head == _MSS_HEAD
+            and sack_ts == _SACK_OK_TS_HEAD
+            and nop_ws == _NOP_WSCALE_HEAD
+            and ws_len == 3
+        ):
+            res = TcpOptions()
+            res.mss, res.wscale = mss, wscale
+            return res
+    return walk_tcp_options(opts)
+
+
+def walk_tcp_options(opts: bytes) -> TcpOptions:
+    """`parse_tcp_options` without the fast path for the usual SYN layout: every option, one by one."""
     res = TcpOptions()
     i, n = 0, len(opts)
     while i < n:

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core import anomalies as A
-from core.packet import Fragment, PacketMeta, decode
+from core.packet import Fragment, PacketMeta, _decode_ipv4, decode
 from tests.pipeline.packets import a4, a6, icmp4_echo, tcp4, tcp6, udp4
 
 
@@ -125,3 +125,29 @@ def test_never_raises_on_mutated_packets(packet: bytes, data: st.DataObject) -> 
     assert m.anomaly in A.DECODE_ANOMALIES or m.anomaly == ""
     if not m.anomaly:
         assert m.payload_offset <= max(m.ip_len, m.payload_offset)
+
+
+def _general(buf: bytes) -> PacketMeta:
+    """The decoder's general IPv4 path, without the one-unpack fast path for IPv4 + TCP."""
+    return _decode_ipv4(buf)
+
+
+@settings(max_examples=800, deadline=None)
+@given(st.sampled_from([tcp4(data=b"abc"), tcp4(flags=0x02), tcp4(data=b"x" * 100)]), st.data())
+def test_fast_ipv4_tcp_path_decodes_as_the_general_path(packet: bytes, data: st.DataObject) -> None:
+    # Mutations of the fields the fast path reads or checks: version/IHL, lengths, fragment bits, protocol,
+    # the TCP data offset; and cuts of the copy.
+    b = bytearray(packet)
+    for _ in range(data.draw(st.integers(0, 4))):
+        i = data.draw(
+            st.sampled_from([0, 2, 3, 4, 5, 6, 7, 8, 9, 32, 33, data.draw(st.integers(0, len(b) - 1))])
+        )
+        b[i] = data.draw(st.integers(0, 255))
+    b[0] = 0x40 | (b[0] & 0x0F)  # IPv4 (any header length): the packets the fast path may take
+    buf = bytes(b[: data.draw(st.integers(1, len(b)))])
+    assert decode(buf) == _general(buf)
+
+
+def test_fast_path_takes_the_common_syn() -> None:
+    syn = tcp4(flags=0x02, seq=99)
+    assert decode(syn) == _general(syn) and decode(syn).seq == 99
