@@ -60,6 +60,7 @@ class Worker:
         self.threat_policy: ThreatPolicyUpdates | None = None
         self.tables: PolicyTables | None = None
         self.running = True
+        self.spin_s = config.workers.spin_us / 1e6
 
     def emit(self, event: dict[str, Any]) -> None:
         if len(self.pending_events) < M.MAX_EVENTS_PER_BATCH:
@@ -157,13 +158,27 @@ class Worker:
         finally:
             sock.close()
 
+    def spin_for_batch(self) -> bool:
+        """After answering, poll for the next batch up to `workers.spin_us` before sleeping (the flow's
+        next packet often follows its verdict closely); True if one came. Bounded and counted."""
+        deadline = time.perf_counter() + self.spin_s
+        inbox = self.inbox
+        while not has_message(inbox):
+            if time.perf_counter() >= deadline:
+                self.counters["spin.missed"] += 1
+                return False
+        self.counters["spin.caught"] += 1
+        return True
+
     def serve(self) -> int:
         poller = zmq.Poller()
         poller.register(self.inbox, zmq.POLLIN)
         hb_period = self.config.supervisor.heartbeat_interval_ms / 1000.0
         next_hb = next_events = 0.0
+        ready: dict[Any, int] = {}
         while self.running:
-            ready = dict(poller.poll(POLL_MS))
+            if not (self.spin_s and self.inbox in ready and self.spin_for_batch()):
+                ready = dict(poller.poll(POLL_MS))
             now = time.monotonic()
             if self.inbox in ready:
                 for _ in range(256):  # bounded burst, then housekeeping gets a turn
