@@ -74,6 +74,8 @@ def variant(mode: str) -> dict[str, Any]:
 
 def inspect_of(mode: str) -> str:
     return mode.partition("@")[0]
+
+
 FIGURE = {
     "tcp_bulk_1": "gbit_s",
     "tcp_bulk_4": "gbit_s",
@@ -360,7 +362,9 @@ def main() -> int:
                     sections = {"queues": base["queues"], "workers": {**base["workers"], **variant(mode)}}
                     with LabEnforcer(lab, sections, policy=policy) as e:
                         require_policy(e)
-                        chosen = [t for t in tests if t in FORCED_TESTS] if inspect_of(mode) == "all" else tests
+                        chosen = (
+                            [t for t in tests if t in FORCED_TESTS] if inspect_of(mode) == "all" else tests
+                        )
                         runs[mode].append(run_all(lab, e, rrgen, chosen, seconds))
         finally:
             for proc in servers:
