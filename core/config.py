@@ -64,6 +64,11 @@ class WorkersConfig:
         "closes), app (L4 only: just flows whose rule names an application), all (every packet, no "
         "offload; labs)",
     )
+    spin_us: int = setting(
+        0,
+        "after sending packets that wait, a reader polls for their verdicts (and a worker, after answering, "
+        "for its next batch) up to this long before sleeping; saves a wake-up, costs CPU (0: never)",
+    )
     payload_pattern: str = setting("", "hex bytes: a packet whose payload contains them is blocked (lab check of "
                               "the worker path until the DPI rules arrive); empty disables")  # fmt: skip
 

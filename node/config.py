@@ -383,6 +383,7 @@ def _check(c: Config) -> None:
     _require(1 << 16 <= q.socket_buffer <= 1 << 30, "queues.socket_buffer", "64 KiB..1 GiB", q.socket_buffer)
     _require(1 <= w.count <= 64, "workers.count", "1..64", w.count)
     _require(1 <= w.batch_size <= 1024, "workers.batch_size", "1..1024", w.batch_size)
+    _require(0 <= w.spin_us <= 1000, "workers.spin_us", "0..1000", w.spin_us)
     _require(1 <= w.inflight_max <= 1 << 20, "workers.inflight_max", "1..1048576", w.inflight_max)
     _require(
         1 <= w.verdict_timeout_ms <= 60_000, "workers.verdict_timeout_ms", "1..60000", w.verdict_timeout_ms

@@ -58,6 +58,24 @@ threats:  # one client opening 30k connections/s is the test, not an attack: the
 """
 TESTS = ["tcp_bulk_1", "tcp_bulk_4", "udp_small", "tcp_crr", "tcp_rr"]
 FORCED_TESTS = ["udp_small"]
+
+
+def variant(mode: str) -> dict[str, Any]:
+    """The workers section of a `--modes` entry: an inspect mode, optionally with a spin, e.g. `new@spin50`
+    (`workers.spin_us = 50`), so spin settings are compared interleaved in one run."""
+    inspect, _, extra = mode.partition("@")
+    keys: dict[str, Any] = {"inspect": inspect}
+    if extra:
+        if not extra.startswith("spin") or not extra[4:].isdigit():
+            raise SystemExit(f"loadtest: bad mode variant {mode!r} (expected e.g. new@spin50)")
+        keys["spin_us"] = int(extra[4:])
+    return keys
+
+
+def inspect_of(mode: str) -> str:
+    return mode.partition("@")[0]
+
+
 FIGURE = {
     "tcp_bulk_1": "gbit_s",
     "tcp_bulk_4": "gbit_s",
@@ -212,16 +230,16 @@ def median(values: list[float]) -> float:
     return round(statistics.median(values), 3) if values else 0.0
 
 
-def summarize(runs: dict[str, list[dict[str, Any]]], modes: list[str]) -> dict[str, Any]:
+def summarize(runs: dict[str, list[dict[str, Any]]], modes: list[str], tests: list[str]) -> dict[str, Any]:
     report: dict[str, Any] = {"tests": {}, "latency": {}}
-    for test in TESTS:
+    for test in tests:
         fig = FIGURE[test]
         base = median([r[test][fig] for r in runs["baseline"]])
         row: dict[str, Any] = {"figure": fig, "baseline": base}
         if "p50_us" in runs["baseline"][0][test]:
             row["baseline_p50_us"] = median([r[test]["p50_us"] for r in runs["baseline"]])
         for mode in modes:
-            if mode == "all" and test not in FORCED_TESTS:
+            if inspect_of(mode) == "all" and test not in FORCED_TESTS:
                 continue
             rs = [r[test] for r in runs[mode]]
             value = median([r[fig] for r in rs])
@@ -229,7 +247,7 @@ def summarize(runs: dict[str, list[dict[str, Any]]], modes: list[str]) -> dict[s
                                     "reader_cpu": median([r["reader_cpu"] for r in rs]),
                                     "worker_cpu": median([r["worker_cpu"] for r in rs])}  # fmt: skip
             cell["judged_pps"] = median([r["judged_pps"] for r in rs])
-            target = TARGETS.get(mode, {}).get(test)
+            target = TARGETS.get(inspect_of(mode), {}).get(test)
             if target is not None:
                 cell["target_ratio"] = target
             if "p50_us" in rs[0]:
@@ -237,8 +255,8 @@ def summarize(runs: dict[str, list[dict[str, Any]]], modes: list[str]) -> dict[s
                 cell["p99_us"] = median([r["p99_us"] for r in rs])
                 if test == "tcp_rr":
                     cell["added_p50_us"] = round(cell["p50_us"] - row["baseline_p50_us"], 1)
-                    if mode in TARGET_ADDED_RR_P50_US:
-                        cell["target_added_p50_us"] = TARGET_ADDED_RR_P50_US[mode]
+                    if inspect_of(mode) in TARGET_ADDED_RR_P50_US:
+                        cell["target_added_p50_us"] = TARGET_ADDED_RR_P50_US[inspect_of(mode)]
             row[mode] = cell
         report["tests"][test] = row
     for mode in modes:
@@ -304,6 +322,7 @@ def main() -> int:
     ap.add_argument("--readers", type=int, default=2)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--modes", default="new,app,all", help="workers.inspect modes to measure, in this order")
+    ap.add_argument("--tests", default=",".join(TESTS), help="tests to run, in this order")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     args = ap.parse_args()
     require_root()
@@ -311,6 +330,12 @@ def main() -> int:
         print("loadtest: iperf3 is missing (scripts/setup.sh installs it)", file=sys.stderr)
         return 2
     modes = [m for m in args.modes.split(",") if m]
+    for mode in modes:
+        variant(mode)  # a bad entry stops us before the lab is built
+    tests = [t for t in args.tests.split(",") if t]
+    if not tests or any(t not in TESTS for t in tests):
+        print(f"loadtest: --tests takes some of {','.join(TESTS)}", file=sys.stderr)
+        return 2
     seconds = min(max(args.seconds, 1.0), 30.0)
     rrgen = rrgen_binary()
     runs: dict[str, list[dict[str, Any]]] = {"baseline": [], **{m: [] for m in modes}}
@@ -332,18 +357,20 @@ def main() -> int:
             assert servers[1].stdout is not None and servers[1].stdout.readline().strip() == "ready"
             time.sleep(0.3)  # iperf3 binds
             for _ in range(args.reps):
-                runs["baseline"].append(run_all(lab, None, rrgen, TESTS, seconds))
+                runs["baseline"].append(run_all(lab, None, rrgen, tests, seconds))
                 for mode in modes:
-                    sections = {"queues": base["queues"], "workers": {**base["workers"], "inspect": mode}}
+                    sections = {"queues": base["queues"], "workers": {**base["workers"], **variant(mode)}}
                     with LabEnforcer(lab, sections, policy=policy) as e:
                         require_policy(e)
-                        tests = FORCED_TESTS if mode == "all" else TESTS
-                        runs[mode].append(run_all(lab, e, rrgen, tests, seconds))
+                        chosen = (
+                            [t for t in tests if t in FORCED_TESTS] if inspect_of(mode) == "all" else tests
+                        )
+                        runs[mode].append(run_all(lab, e, rrgen, chosen, seconds))
         finally:
             for proc in servers:
                 proc.terminate()
                 proc.wait(timeout=5)
-    report = summarize(runs, modes)
+    report = summarize(runs, modes, tests)
     report["meta"] = {"reps": args.reps, "seconds": seconds, "readers": args.readers, "workers": args.workers,
                       "cpus": psutil.cpu_count(), "wall_s": round(time.monotonic() - started, 1)}  # fmt: skip
     if args.json:

@@ -49,12 +49,16 @@ def main() -> int:
     ap.add_argument("--mode", choices=("new", "app"), default="new")
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--procs", type=int, default=4, help="rrgen crr client processes")
+    ap.add_argument("--spin-us", type=int, default=None, help="workers.spin_us (default: the configured one)")
     ap.add_argument("--py-spy", default="", help="directory for py-spy flame graphs of the reader and worker")
     args = ap.parse_args()
     require_root()
     seconds = min(max(args.seconds, 1.0), 30.0)
     rrgen = rrgen_binary()
-    sections = {"queues": {"readers": 1}, "workers": {"count": 1, "inspect": args.mode}}
+    workers: dict[str, Any] = {"count": 1, "inspect": args.mode}
+    if args.spin_us is not None:
+        workers["spin_us"] = args.spin_us
+    sections = {"queues": {"readers": 1}, "workers": workers}
     with tempfile.TemporaryDirectory() as tmp, Lab(f"pr{os.getpid() % 10000}") as lab:
         policy = Path(tmp) / "policy.yaml"
         policy.write_text(POLICY)
@@ -87,7 +91,8 @@ def main() -> int:
             server.terminate()
             server.wait(timeout=5)
     gen = json.loads(out.stdout.strip().splitlines()[-1]) if out.stdout.strip() else {"error": out.stderr}
-    print(f"mode {args.mode}, {seconds} s of rrgen crr x{args.procs}: {gen}")
+    spin = "" if args.spin_us is None else f", spin {args.spin_us} µs"
+    print(f"mode {args.mode}{spin}, {seconds} s of rrgen crr x{args.procs}: {gen}")
     for name in pids:
         b, a = before[name]["counters"], after[name]["counters"]
         packets = a.get("packets", 0) - b.get("packets", 0)

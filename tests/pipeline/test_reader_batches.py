@@ -43,10 +43,10 @@ def queue_message(packet_id: int, packet: bytes) -> bytes:
 
 
 class Harness:
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, spin_us: int = 0) -> None:
         config = config_from_dict(
             {"paths": {"run_dir": str(run_dir)}, "queues": {"readers": 1},
-             "workers": {"count": 1, "inspect": "new"}},
+             "workers": {"count": 1, "inspect": "new", "spin_us": spin_us}},
             {},
         )  # fmt: skip
         self.ctx = zmq.Context(1)
