@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import dpkt
 import pytest
 
 from lab.enforcer import LabEnforcer
@@ -73,21 +74,42 @@ class Capture:
     """tcpdump on a lab host's eth0, writing a pcap (packet-buffered, so stopping loses nothing)."""
 
     def __init__(self, lab: Lab, host: str, path: Path) -> None:
+        self.path = path
         self.proc = lab.popen(
-            host, "tcpdump", "-i", "eth0", "-n", "-U", "-s", "0", "-B", "8192", "-Z", "root", "-w", str(path),
+            host, "tcpdump", "-i", "eth0", "-n", "-U", "--immediate-mode", "-s", "0", "-B", "8192", "-Z", "root",
+            "-w", str(path),
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         assert self.proc.stderr is not None
         line = self.proc.stderr.readline()  # "listening on eth0 ..." once it captures
         assert "listening" in line, line
 
-    def stop(self) -> int:
-        """Stop; the packets the kernel dropped before tcpdump read them (a loaded machine)."""
-        time.sleep(0.5)  # the last answers and resets are on the wire
+    def stop(self, last_ports: tuple[int, ...]) -> int:
+        """Stop once the file holds packets of the last flows (client ports `last_ports`: a loaded machine
+        can leave them unread in tcpdump's buffer for a while, and stopping then loses them); the packets
+        the kernel dropped before tcpdump read them."""
+        deadline = time.monotonic() + 10
+        while not set(last_ports) <= _client_ports(self.path) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.3)  # the answers and resets after them
         self.proc.terminate()
         _, err = self.proc.communicate(timeout=10)
         m = re.search(r"(\d+) packets? dropped by kernel", err)
         return int(m.group(1)) if m else 0
+
+
+def _client_ports(pcap: Path) -> set[int]:
+    """TCP source ports of the packets written so far (a file still being written may end mid-record)."""
+    ports: set[int] = set()
+    try:
+        with pcap.open("rb") as f:
+            for _ts, frame in dpkt.pcap.Reader(f):
+                ip = dpkt.ethernet.Ethernet(frame).data
+                if isinstance(ip, dpkt.ip.IP | dpkt.ip6.IP6) and isinstance(ip.data, dpkt.tcp.TCP):
+                    ports.add(ip.data.sport)
+    except (OSError, ValueError, dpkt.UnpackError):
+        pass  # not yet written, or cut at the end: what was read so far
+    return ports
 
 
 def _violations(events: list[dict[str, Any]]) -> set[tuple[Any, ...]]:
@@ -140,7 +162,7 @@ class LiveRun:
                 self.live[("tcp", web, BENIGN_PORT)] = "allowed" if benign == "404" else "blocked"
                 self.live[("tcp", web, SQLI_PORT)] = "allowed" if attack == "404" else "blocked"
             finally:
-                self.dropped = capture.stop()
+                self.dropped = capture.stop(last_ports=(BENIGN_PORT, SQLI_PORT))
             if self.dropped:
                 return
             deadline = time.monotonic() + 10  # events reach the events file on the processes' timers
