@@ -110,8 +110,9 @@ def pair() -> Iterator[Pair]:
 
 def capture(pair: Pair, path: Path) -> subprocess.Popen[bytes]:
     proc = pair.spawn(
-        pair.server, "tcpdump", "-i", "dts0", "-U", "-s", "2048", "-w", str(path), stderr=subprocess.PIPE
-    )
+        pair.server, "tcpdump", "-i", "dts0", "-U", "--immediate-mode", "-s", "2048", "-w", str(path),
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
     assert proc.stderr is not None
     ready, _, _ = select.select([proc.stderr], [], [], 10)
     assert ready, "tcpdump did not start"
@@ -119,8 +120,15 @@ def capture(pair: Pair, path: Path) -> subprocess.Popen[bytes]:
     return proc
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    time.sleep(0.3)  # let the last packets reach the file
+def stop(proc: subprocess.Popen[bytes], path: Path) -> None:
+    """Stop once the file has stopped growing: a loaded machine can leave the last packets unread in
+    tcpdump's buffer for a while, and stopping then loses them."""
+    size, still, deadline = -1, 0, time.monotonic() + 10
+    while still < 3 and time.monotonic() < deadline:
+        time.sleep(0.2)
+        now = path.stat().st_size if path.exists() else 0
+        still = still + 1 if now == size else 0
+        size = now
     proc.terminate()
     proc.wait(timeout=10)
 
@@ -158,7 +166,7 @@ def test_real_tools_raise_their_threats(pair: Pair, tmp_path: Path) -> None:
     pair.run(c, "nmap", "-sS", "-Pn", "-n", "-p", "1-300", "-T4", "--max-retries", "0", SERVER_IP)
     pair.run(c, "hping3", "-q", "-S", "-p", "8081", "-i", "u400", "-c", "3000", SERVER_IP)
     pair.run(c, "hping3", "-q", "--icmp", "-i", "u1000", "-c", "1200", SERVER_IP)
-    stop(dump)
+    stop(dump, pcap)
     events, _, _ = replay_threats(read_capture(str(pcap)), compile_threat_policy(1))
     totals = threat_totals(events)
     expected = {"sql_injection", "xss", "dns_zone_transfer", "port_scan", "syn_flood", "icmp_flood"}
@@ -178,6 +186,6 @@ def test_ordinary_use_of_the_same_tools_is_quiet(pair: Pair, tmp_path: Path) -> 
     pair.run(c, "dig", f"@{SERVER_IP}", "www.example.com", "A", "+tcp", "+time=2", "+tries=1")
     pair.run(c, "nmap", "-sS", "-Pn", "-n", "-p", "22,53,80,8080", "--max-retries", "0", SERVER_IP)
     pair.run(c, "hping3", "-q", "--icmp", "-c", "3", "-i", "u200000", SERVER_IP)
-    stop(dump)
+    stop(dump, pcap)
     events, _, _ = replay_threats(read_capture(str(pcap)), compile_threat_policy(1))
     assert threat_totals(events) == {}
