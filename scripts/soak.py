@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -113,6 +114,19 @@ class PolicyChanger:
         tmp.write_text(text)
         tmp.replace(self.path)
         return self.version
+
+
+def keep_memtrace(run_dir: Path, dest: Path) -> list[str]:
+    """Copy the children's allocation reports (node/memtrace.py) out of the run directory, which goes
+    with the enforcer; private like the originals."""
+    kept = []
+    for report in sorted(run_dir.glob("memtrace-*.txt")):
+        target = dest / report.name
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(report.read_text())
+        kept.append(str(target))
+    return kept
 
 
 def median_of(values: list[float]) -> float:
@@ -253,6 +267,8 @@ def run(args: argparse.Namespace) -> tuple[list[Sample], dict[str, Any]]:
                                        if "restarting" in line or "Error" in line][-10:]  # fmt: skip
                 meta["policy_version"] = policy.version
                 meta["threat_events"] = sum(1 for ev in e.events() if ev.get("type") == "threat")
+                if args.memtrace:
+                    meta["memtrace"] = keep_memtrace(Path(e.tmp) / "run", work)
         finally:
             for proc in procs:
                 if proc.poll() is None:
@@ -271,10 +287,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--attack-every", type=int, default=200, help="one SQL injection every N operations")
     p.add_argument("--png", help="draw the curve to this PNG (needs matplotlib)")
     p.add_argument("--json", action="store_true", help="also print the samples as JSON")
+    p.add_argument("--memtrace", type=float, default=0.0, metavar="SECONDS",
+                   help="trace the children's Python allocations (tracemalloc, slows them) and report the "
+                        "sites that grew every SECONDS; the reports are kept in the soak's work directory")  # fmt: skip
     args = p.parse_args(argv)
     args.minutes = max(0.5, min(args.minutes, MAX_MINUTES))
     args.interval = max(1.0, args.interval)
     require_root()
+    if args.memtrace:  # the enforcer's children inherit it
+        os.environ["ENFORCER_MEMTRACE"] = str(args.memtrace)
     samples, meta = run(args)
     warmup = args.warmup if args.warmup is not None else args.minutes * 60 / 6
     lines, failures = judge(samples, warmup)
@@ -282,6 +303,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{meta['policy_changes']} policy changes (v{meta.get('policy_version')}), "
           f"child restarts {meta.get('restarts')}, threat events {meta.get('threat_events')}")  # fmt: skip
     print(f"traffic: {json.dumps(meta.get('traffic', {}))}")
+    for report in meta.get("memtrace", []):
+        print(f"allocation report: {report}")
     print("\n".join(lines))
     if meta.get("restarts"):
         print("\n".join(meta.get("restart_log", [])))
