@@ -8,7 +8,11 @@ connections (web, Protect), DNS queries, and a SQL injection every `--attack-eve
 file changes every `--policy-every` seconds (version bumped, a rule added or removed). The curve is printed
 as a table (one line per sample); `--png FILE` draws it with matplotlib when it is installed.
 
-Verdict after the warm-up (`--warmup`, default a sixth of the run): RSS of each process grows at most 5%
+Warm-up: until every worker's bounded tables that traffic fills (`FILLING_TABLES`: the evidence rings of
+recent flows, the injection checks' value cache) are at their caps, read from the workers' metrics; a run
+that ends before is a failure (`--warmup SECONDS` overrides). `--caps` prints each table's cap in bytes.
+
+Verdict after the warm-up: RSS of each process grows at most 5%
 (median of the last fifth against the median of the first fifth after warm-up), its open descriptors do
 not grow (same comparison), and the verdict latency does not rise (mean latency per interval: median of the
 last third at most 1.5x that of the first third, plus one histogram bucket). Exit status 1 when one fails.
@@ -19,12 +23,14 @@ Run as root: `scripts/soak.py --minutes 30` (bounded: at most 240 minutes).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +42,8 @@ sys.path.insert(0, str(ROOT))
 
 from lab.enforcer import LAB_POLICY, LabEnforcer  # noqa: E402
 from lab.topology import Lab, require_root  # noqa: E402
+from workers.detect.evidence import EvidenceLimits  # noqa: E402
+from workers.detect.injection import VALUE_CACHE_ENTRIES  # noqa: E402
 
 MAX_MINUTES = 240.0
 RSS_GROWTH_LIMIT = 0.05
@@ -48,6 +56,25 @@ METRICS = (
 SOAK_RULE = "  - {id: 70, from: clients, to: web, ports: [tcp/8070], action: allow, comment: soak}\n"
 
 
+@dataclass(frozen=True)
+class FillingTable:
+    """A worker table that new flows or new request values fill up to a cap (LRU beyond it)."""
+
+    name: str
+    metric: str  # the worker stat as the metrics endpoint names it
+    cap: int
+    what: str
+
+
+FILLING_TABLES = (
+    FillingTable("evidence_flows", "enforcer_worker_detect_evidence_flows_total", EvidenceLimits().max_flows,
+                 "flows whose last packets are kept for evidence"),
+    FillingTable("value_cache", "enforcer_worker_detect_value_cache_total", VALUE_CACHE_ENTRIES,
+                 "request values whose injection checks are remembered"),
+)  # fmt: skip
+CAPTURES_METRIC = "enforcer_worker_detect_evidence_captures_total"
+
+
 @dataclass
 class Sample:
     t: float  # seconds since the start
@@ -56,6 +83,7 @@ class Sample:
     latency_ms: float | None = None  # mean verdict latency of the workers since the previous sample
     verdicts: int = 0  # worker verdicts since the previous sample
     restarts: int = 0
+    tables: dict[str, int] = field(default_factory=dict)  # entries per "<table> <child>" (FILLING_TABLES)
 
 
 def process_table(e: LabEnforcer) -> dict[str, int]:
@@ -65,11 +93,14 @@ def process_table(e: LabEnforcer) -> dict[str, int]:
     return pids
 
 
-def latency_totals(lab: Lab) -> tuple[float, float, list[tuple[float, float]]]:
+def read_metrics(lab: Lab) -> str:
+    return lab.node_exec(sys.executable, "-c", METRICS, check=False).stdout
+
+
+def latency_totals(text: str) -> tuple[float, float, list[tuple[float, float]]]:
     """(sum, count, buckets) of the readers' inspect latency histogram (queue → worker → verdict), summed over the readers."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    text = lab.node_exec(sys.executable, "-c", METRICS, check=False).stdout
     total = count = 0.0
     buckets: dict[float, float] = {}
     for family in text_string_to_metric_families(text):
@@ -84,6 +115,53 @@ def latency_totals(lab: Lab) -> tuple[float, float, list[tuple[float, float]]]:
                 le = float(s.labels["le"])
                 buckets[le] = buckets.get(le, 0.0) + s.value
     return total, count, sorted(buckets.items())
+
+
+def table_fills(text: str) -> dict[str, int]:
+    """Entries in each worker's bounded tables that fill under traffic, keyed "<table> <child>"."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    fills: dict[str, int] = {}
+    for family in text_string_to_metric_families(text):
+        for table in FILLING_TABLES:
+            if family.name in (table.metric, table.metric.removesuffix("_total")):
+                for s in family.samples:
+                    fills[f"{table.name} {s.labels.get('child', '?')}"] = int(s.value)
+    return fills
+
+
+def captures(text: str) -> dict[str, int]:
+    """Evidence snapshots each worker keeps now (a table the soak's attack rate fills slowly)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {
+        s.labels.get("child", "?"): int(s.value)
+        for family in text_string_to_metric_families(text)
+        if family.name in (CAPTURES_METRIC, CAPTURES_METRIC.removesuffix("_total"))
+        for s in family.samples
+        if s.name == CAPTURES_METRIC
+    }
+
+
+def warmup_end(samples: list[Sample]) -> float | None:
+    """The first sample time from which every worker's filling tables are at their caps (None: never).
+    LRU tables stay full once full, so the first full sample is the end of the warm-up."""
+    caps = {t.name: t.cap for t in FILLING_TABLES}
+    for s in samples:
+        if s.tables and all(n >= caps[key.split(" ", 1)[0]] for key, n in s.tables.items()):
+            return s.t
+    return None
+
+
+def full_times(samples: list[Sample]) -> dict[str, float | None]:
+    """When each table of each worker first reached its cap (None: not in this run)."""
+    caps = {t.name: t.cap for t in FILLING_TABLES}
+    out: dict[str, float | None] = {}
+    for s in samples:
+        for key, n in s.tables.items():
+            if out.get(key) is None:
+                out[key] = s.t if n >= caps[key.split(" ", 1)[0]] else None
+    return out
 
 
 def bucket_width_ms(buckets: list[tuple[float, float]], around_ms: float) -> float:
@@ -127,6 +205,89 @@ def keep_memtrace(run_dir: Path, dest: Path) -> list[str]:
             fh.write(report.read_text())
         kept.append(str(target))
     return kept
+
+
+def traced_bytes(build: Callable[[], object]) -> int:
+    """Python heap bytes that what `build` returns holds (tracemalloc: what is still allocated after it)."""
+    import gc
+    import tracemalloc
+
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        kept = build()
+        gc.collect()
+        size = tracemalloc.get_traced_memory()[0] - before
+        del kept
+    finally:
+        tracemalloc.stop()
+    return size
+
+
+def table_caps() -> list[tuple[str, int, int, str]]:
+    """(table, cap in entries, bytes at the cap, what fills it) of each worker table that grows under a
+    soak, filled here to its cap with entries of the largest size it keeps."""
+    from core.flow import FlowKey
+    from workers.detect import injection
+    from workers.detect.evidence import EvidenceStore
+
+    lim = EvidenceLimits()
+    big = bytes(1500)  # cut to max_packet_bytes when kept
+
+    def flow(i: int) -> FlowKey:
+        return FlowKey(
+            6, bytes([198, 18, i >> 8 & 255, i & 255]), 40000 + i % 20000, bytes([198, 19, 0, 1]), 80
+        )
+
+    def rings() -> EvidenceStore:
+        store = EvidenceStore(lim)
+        for i in range(lim.max_flows * 2):  # twice the cap: the LRU keeps max_flows
+            for n in range(lim.packets_per_flow):
+                store.record(flow(i), float(n), big[:-1] + bytes([i & 255]))
+        return store
+
+    def captures() -> EvidenceStore:
+        store = EvidenceStore(dataclasses.replace(lim, max_flows=1))
+        for i in range(lim.max_captures * 2):
+            for n in range(lim.packets_per_flow):
+                store.record(flow(0), float(i * 100 + n), big)
+            store.snapshot(flow(0), float(i), big[:-1] + bytes([i & 255]))
+        store._rings = type(store._rings)(1)  # only the snapshots counted
+        return store
+
+    def values() -> int:
+        injection._value_hits.cache_clear()
+        for i in range(VALUE_CACHE_ENTRIES * 2):
+            injection._value_hits(f"{i:08d}".ljust(injection.MAX_CACHED_VALUE, "a"), False)
+        return injection.value_cache_entries()
+
+    return [
+        ("evidence rings", lim.max_flows, traced_bytes(rings),
+         f"{lim.packets_per_flow} packets x {lim.max_packet_bytes} B per flow, LRU over flows"),
+        ("evidence captures", lim.max_captures, traced_bytes(captures),
+         f"snapshots of {lim.packets_per_flow + 1} packets x {lim.max_packet_bytes} B"),
+        ("value cache", VALUE_CACHE_ENTRIES, traced_bytes(values),
+         f"values of {injection.MAX_CACHED_VALUE} characters and their two checks"),
+    ]  # fmt: skip
+
+
+def print_caps() -> None:
+    print(f"{'table (per worker)':<20} {'cap':>6} {'MiB at cap':>10}  entries of the largest size kept")
+    for name, cap, size, what in table_caps():
+        print(f"{name:<20} {cap:6d} {size / 2**20:10.2f}  {what}")
+
+
+def fill_lines(samples: list[Sample], meta: dict[str, Any]) -> list[str]:
+    """When each worker's filling tables reached their caps, and the evidence captures at the end."""
+    lines = ["bounded tables (per worker; caps in bytes: --caps):"]
+    for key, t in sorted(full_times(samples).items()):
+        last = samples[-1].tables.get(key, 0)
+        when = f"full at {t / 60:5.2f} min" if t is not None else "not full"
+        lines.append(f"  {key:<28} {last:6d} entries, {when}")
+    for child, n in sorted(meta.get("captures", {}).items()):
+        lines.append(f"  evidence_captures {child:<10} {n:6d} of {EvidenceLimits().max_captures} at the end")
+    return lines
 
 
 def median_of(values: list[float]) -> float:
@@ -228,7 +389,7 @@ def run(args: argparse.Namespace) -> tuple[list[Sample], dict[str, Any]]:
                 procs.append(client)
                 start = time.monotonic()
                 next_change = start + args.policy_every
-                prev = latency_totals(lab)
+                prev = latency_totals(read_metrics(lab))
                 print(f"{'min':>6} {'verdicts':>8} {'lat ms':>7}  RSS MiB / fds per process", flush=True)
                 while time.monotonic() - start < seconds:
                     time.sleep(args.interval)
@@ -247,7 +408,9 @@ def run(args: argparse.Namespace) -> tuple[list[Sample], dict[str, Any]]:
                             continue
                     status = e.status()
                     s.restarts = sum(c["restarts"] for c in status.get("children", []))
-                    cur = latency_totals(lab)
+                    text = read_metrics(lab)
+                    s.tables = table_fills(text)
+                    cur = latency_totals(text)
                     dn = cur[1] - prev[1]
                     if dn > 0:
                         s.latency_ms = round((cur[0] - prev[0]) / dn * 1000, 4)
@@ -267,6 +430,7 @@ def run(args: argparse.Namespace) -> tuple[list[Sample], dict[str, Any]]:
                                        if "restarting" in line or "Error" in line][-10:]  # fmt: skip
                 meta["policy_version"] = policy.version
                 meta["threat_events"] = sum(1 for ev in e.events() if ev.get("type") == "threat")
+                meta["captures"] = captures(read_metrics(lab))
                 if args.memtrace:
                     meta["memtrace"] = keep_memtrace(Path(e.tmp) / "run", work)
         finally:
@@ -280,7 +444,14 @@ def run(args: argparse.Namespace) -> tuple[list[Sample], dict[str, Any]]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--minutes", type=float, default=30.0)
-    p.add_argument("--warmup", type=float, default=None, help="seconds (default: a sixth of the run)")
+    p.add_argument(
+        "--warmup",
+        type=float,
+        default=None,
+        help="seconds (default: measured, until every worker's filling tables are at their caps)",
+    )
+    p.add_argument("--caps", action="store_true",
+                   help="only print the filling tables' caps in bytes (measured in this process; no root)")  # fmt: skip
     p.add_argument("--interval", type=float, default=5.0, help="seconds between samples")
     p.add_argument("--policy-every", type=float, default=60.0, help="seconds between policy changes")
     p.add_argument("--rate", type=float, default=60.0, help="client operations per second")
@@ -293,18 +464,31 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     args.minutes = max(0.5, min(args.minutes, MAX_MINUTES))
     args.interval = max(1.0, args.interval)
+    if args.caps:
+        print_caps()
+        return 0
     require_root()
     if args.memtrace:  # the enforcer's children inherit it
         os.environ["ENFORCER_MEMTRACE"] = str(args.memtrace)
     samples, meta = run(args)
-    warmup = args.warmup if args.warmup is not None else args.minutes * 60 / 6
-    lines, failures = judge(samples, warmup)
-    print(f"\nsoak: {args.minutes:g} min, {len(samples)} samples, warm-up {warmup:.0f} s, "
+    failures: list[str] = []
+    measured = warmup_end(samples)
+    if args.warmup is not None:
+        warmup, how = args.warmup, "given"
+    elif measured is not None:
+        warmup, how = measured, "measured: the workers' filling tables are full"
+    else:
+        warmup, how = samples[-1].t if samples else 0.0, "never ended"
+        failures.append("the workers' filling tables were not full by the end of the run: run longer")
+    lines, judged = judge(samples, warmup)
+    failures += judged
+    print(f"\nsoak: {args.minutes:g} min, {len(samples)} samples, warm-up {warmup:.0f} s ({how}), "
           f"{meta['policy_changes']} policy changes (v{meta.get('policy_version')}), "
           f"child restarts {meta.get('restarts')}, threat events {meta.get('threat_events')}")  # fmt: skip
     print(f"traffic: {json.dumps(meta.get('traffic', {}))}")
     for report in meta.get("memtrace", []):
         print(f"allocation report: {report}")
+    print("\n".join(fill_lines(samples, meta)))
     print("\n".join(lines))
     if meta.get("restarts"):
         print("\n".join(meta.get("restart_log", [])))
