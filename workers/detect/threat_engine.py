@@ -32,8 +32,8 @@ from threats.settings import ThreatSettings, effective_action
 from threats.window import LruTable
 from workers.detect.evidence import EvidenceStore
 from workers.detect.hooks import AppThreats
-from workers.detect.limits import DetectLimits
 from workers.detect.injection import value_cache_entries
+from workers.detect.limits import DetectLimits
 from workers.detect.policy import EMPTY_POLICY, ThreatPolicy
 from workers.dpi.context import Detector, FlowContext
 
@@ -82,7 +82,8 @@ class ThreatEngine:
         out["detect.sensor_streams"] = self.app.open_streams
         out["detect.events_suppressed"] = self.aggregator.suppressed
         out["detect.evidence_captures"] = len(self.evidence)
-        out["detect.evidence_flows"] = self.evidence.flows()  # bounded tables: a soak's warm-up waits for them
+        # bounded tables that traffic fills: a soak's warm-up waits for them to be full
+        out["detect.evidence_flows"] = self.evidence.flows()
         out["detect.value_cache"] = value_cache_entries()
         return out
 
