@@ -8,9 +8,11 @@ connections (web, Protect), DNS queries, and a SQL injection every `--attack-eve
 file changes every `--policy-every` seconds (version bumped, a rule added or removed). The curve is printed
 as a table (one line per sample); `--png FILE` draws it with matplotlib when it is installed.
 
-Warm-up: until every worker's bounded tables that traffic fills (`FILLING_TABLES`: the evidence rings of
-recent flows, the injection checks' value cache) are at their caps, read from the workers' metrics; a run
-that ends before is a failure (`--warmup SECONDS` overrides). `--caps` prints each table's cap in bytes.
+Warm-up: until every worker's tables that traffic fills (`FILLING_TABLES`) are full: those with a cap in
+entries (the evidence rings of recent flows, the injection checks' value cache) at their caps, read from the
+workers' metrics; those bounded by time (the flows the threat detector follows) once their idle timeout has
+passed. A run that ends before is a failure (`--warmup SECONDS` overrides). `--caps` prints each capped
+table's cap in bytes.
 
 Verdict after the warm-up: RSS of each process grows at most 5%
 (median of the last fifth against the median of the first fifth after warm-up), its open descriptors do
@@ -42,8 +44,10 @@ sys.path.insert(0, str(ROOT))
 
 from lab.enforcer import LAB_POLICY, LabEnforcer  # noqa: E402
 from lab.topology import Lab, require_root  # noqa: E402
+from threats.packets import PacketLimits  # noqa: E402
 from workers.detect.evidence import EvidenceLimits  # noqa: E402
 from workers.detect.injection import VALUE_CACHE_ENTRIES  # noqa: E402
+from workers.dpi.settings import DpiSettings  # noqa: E402
 
 MAX_MINUTES = 240.0
 RSS_GROWTH_LIMIT = 0.05
@@ -58,20 +62,27 @@ SOAK_RULE = "  - {id: 70, from: clients, to: web, ports: [tcp/8070], action: all
 
 @dataclass(frozen=True)
 class FillingTable:
-    """A worker table that new flows or new request values fill up to a cap (LRU beyond it)."""
+    """A worker table that traffic fills: up to a cap in entries (LRU beyond it), or, without a cap, until
+    its entries start to expire (`timeout` seconds after the traffic began: then it holds a sliding window)."""
 
     name: str
     metric: str  # the worker stat as the metrics endpoint names it
-    cap: int
+    cap: int  # 0: bounded by time
+    timeout: float
     what: str
 
 
 FILLING_TABLES = (
-    FillingTable("evidence_flows", "enforcer_worker_detect_evidence_flows_total", EvidenceLimits().max_flows,
+    FillingTable("evidence_flows", "enforcer_worker_detect_evidence_flows_total", EvidenceLimits().max_flows, 0.0,
                  "flows whose last packets are kept for evidence"),
-    FillingTable("value_cache", "enforcer_worker_detect_value_cache_total", VALUE_CACHE_ENTRIES,
+    FillingTable("value_cache", "enforcer_worker_detect_value_cache_total", VALUE_CACHE_ENTRIES, 0.0,
                  "request values whose injection checks are remembered"),
+    FillingTable("detect_flows", "enforcer_worker_detect_flows_total", 0, PacketLimits().flow_idle_timeout,
+                 "flows the packet threat detector follows (forgotten after the idle timeout)"),
+    FillingTable("dpi_flows", "enforcer_worker_flows_total", 0, DpiSettings().tcp_closed_timeout,
+                 "flows the DPI engine holds (closed or blocked ones for the closed timeout)"),
 )  # fmt: skip
+TABLES = {t.name: t for t in FILLING_TABLES}
 CAPTURES_METRIC = "enforcer_worker_detect_evidence_captures_total"
 
 
@@ -143,25 +154,27 @@ def captures(text: str) -> dict[str, int]:
     }
 
 
-def warmup_end(samples: list[Sample]) -> float | None:
-    """The first sample time from which every worker's filling tables are at their caps (None: never).
-    LRU tables stay full once full, so the first full sample is the end of the warm-up."""
-    caps = {t.name: t.cap for t in FILLING_TABLES}
-    for s in samples:
-        if s.tables and all(n >= caps[key.split(" ", 1)[0]] for key, n in s.tables.items()):
-            return s.t
-    return None
+def full_time(table: FillingTable, key: str, samples: list[Sample], sweep_s: float) -> float | None:
+    """When the table of one worker is full: the first sample at its cap (LRU tables stay full once full),
+    or for a table bounded by time its timeout plus one sweep after the start (None: not in this run)."""
+    if table.cap == 0:
+        at = table.timeout + sweep_s
+        return at if samples and samples[-1].t >= at else None
+    return next((s.t for s in samples if s.tables.get(key, 0) >= table.cap), None)
 
 
-def full_times(samples: list[Sample]) -> dict[str, float | None]:
-    """When each table of each worker first reached its cap (None: not in this run)."""
-    caps = {t.name: t.cap for t in FILLING_TABLES}
-    out: dict[str, float | None] = {}
-    for s in samples:
-        for key, n in s.tables.items():
-            if out.get(key) is None:
-                out[key] = s.t if n >= caps[key.split(" ", 1)[0]] else None
-    return out
+def full_times(samples: list[Sample], sweep_s: float) -> dict[str, float | None]:
+    """`full_time` of every table of every worker, keyed "<table> <child>"."""
+    keys = sorted({key for s in samples for key in s.tables})
+    return {key: full_time(TABLES[key.split(" ", 1)[0]], key, samples, sweep_s) for key in keys}
+
+
+def warmup_end(samples: list[Sample], sweep_s: float) -> float | None:
+    """The end of the warm-up: when the last of the workers' filling tables is full (None: never)."""
+    times = list(full_times(samples, sweep_s).values())
+    if not times or any(t is None for t in times):
+        return None
+    return max(t for t in times if t is not None)
 
 
 def bucket_width_ms(buckets: list[tuple[float, float]], around_ms: float) -> float:
@@ -278,15 +291,20 @@ def print_caps() -> None:
         print(f"{name:<20} {cap:6d} {size / 2**20:10.2f}  {what}")
 
 
-def fill_lines(samples: list[Sample], meta: dict[str, Any]) -> list[str]:
-    """When each worker's filling tables reached their caps, and the evidence captures at the end."""
-    lines = ["bounded tables (per worker; caps in bytes: --caps):"]
-    for key, t in sorted(full_times(samples).items()):
-        last = samples[-1].tables.get(key, 0)
+def fill_lines(samples: list[Sample], meta: dict[str, Any], warmup_s: float, sweep_s: float) -> list[str]:
+    """Each worker's filling tables: when full, entries at the end of the warm-up and at the end."""
+    lines = ["filling tables (per worker; caps in bytes: --caps):"]
+    at_warmup = next((s for s in samples if s.t >= warmup_s), samples[-1])
+    for key, t in full_times(samples, sweep_s).items():
+        table = TABLES[key.split(" ", 1)[0]]
+        bound = f"cap {table.cap}" if table.cap else f"timeout {table.timeout:g} s"
         when = f"full at {t / 60:5.2f} min" if t is not None else "not full"
-        lines.append(f"  {key:<28} {last:6d} entries, {when}")
+        lines.append(f"  {key:<24} {bound:<15} {when:<17} entries {at_warmup.tables.get(key, 0):6d} at the "
+                     f"warm-up's end, {samples[-1].tables.get(key, 0):6d} at the end")  # fmt: skip
     for child, n in sorted(meta.get("captures", {}).items()):
-        lines.append(f"  evidence_captures {child:<10} {n:6d} of {EvidenceLimits().max_captures} at the end")
+        lines.append(
+            f"  evidence_captures {child:<8} cap {EvidenceLimits().max_captures:<11} {n:6d} at the end"
+        )
     return lines
 
 
@@ -472,7 +490,8 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["ENFORCER_MEMTRACE"] = str(args.memtrace)
     samples, meta = run(args)
     failures: list[str] = []
-    measured = warmup_end(samples)
+    sweep = args.interval  # a table bounded by time is full one sample after its timeout
+    measured = warmup_end(samples, sweep)
     if args.warmup is not None:
         warmup, how = args.warmup, "given"
     elif measured is not None:
@@ -488,7 +507,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"traffic: {json.dumps(meta.get('traffic', {}))}")
     for report in meta.get("memtrace", []):
         print(f"allocation report: {report}")
-    print("\n".join(fill_lines(samples, meta)))
+    print("\n".join(fill_lines(samples, meta, warmup, sweep)))
     print("\n".join(lines))
     if meta.get("restarts"):
         print("\n".join(meta.get("restart_log", [])))
