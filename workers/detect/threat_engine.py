@@ -82,10 +82,13 @@ class ThreatEngine:
         out["detect.sensor_streams"] = self.app.open_streams
         out["detect.events_suppressed"] = self.aggregator.suppressed
         out["detect.evidence_captures"] = len(self.evidence)
-        # bounded tables that traffic fills: a soak's warm-up waits for them to be full
-        out["detect.evidence_flows"] = self.evidence.flows()
-        out["detect.value_cache"] = value_cache_entries()
         return out
+
+    def table_fill(self) -> dict[str, int]:
+        """Entries in the bounded tables that traffic fills (a soak's warm-up waits for them to be full).
+        Apart from `stats`: the value cache is the process's, so a replay's summary would depend on what
+        ran before it in the same process."""
+        return {"detect.evidence_flows": self.evidence.flows(), "detect.value_cache": value_cache_entries()}
 
     def evidence_pcap(self, evidence_id: str) -> bytes | None:
         """The packets behind a threat event (its `evidence` field) as a pcap file."""
