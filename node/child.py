@@ -67,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     setup_logging(config.log, name)
     set_process_name(f"enf:{args.role[:6]}:{args.index}")
+    if os.environ.get("ENFORCER_MEMTRACE"):  # opt-in allocation tracing; off, not even imported
+        from node.memtrace import start_from_environment
+
+        start_from_environment(config.paths.run_dir, name)
     node = config.node.name or socket.gethostname()
     if args.role == "policy":
         from node.policy_document import derive_document, document_problem

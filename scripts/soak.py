@@ -8,7 +8,13 @@ connections (web, Protect), DNS queries, and a SQL injection every `--attack-eve
 file changes every `--policy-every` seconds (version bumped, a rule added or removed). The curve is printed
 as a table (one line per sample); `--png FILE` draws it with matplotlib when it is installed.
 
-Verdict after the warm-up (`--warmup`, default a sixth of the run): RSS of each process grows at most 5%
+Warm-up: until every worker's tables that traffic fills (`FILLING_TABLES`) are full: those with a cap in
+entries (the evidence rings of recent flows, the injection checks' value cache) at their caps, read from the
+workers' metrics; those bounded by time (the flows the threat detector follows) once their idle timeout has
+passed. A run that ends before is a failure (`--warmup SECONDS` overrides). `--caps` prints each capped
+table's cap in bytes.
+
+Verdict after the warm-up: RSS of each process grows at most 5%
 (median of the last fifth against the median of the first fifth after warm-up), its open descriptors do
 not grow (same comparison), and the verdict latency does not rise (mean latency per interval: median of the
 last third at most 1.5x that of the first third, plus one histogram bucket). Exit status 1 when one fails.
@@ -19,11 +25,14 @@ Run as root: `scripts/soak.py --minutes 30` (bounded: at most 240 minutes).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +44,10 @@ sys.path.insert(0, str(ROOT))
 
 from lab.enforcer import LAB_POLICY, LabEnforcer  # noqa: E402
 from lab.topology import Lab, require_root  # noqa: E402
+from threats.packets import PacketLimits  # noqa: E402
+from workers.detect.evidence import EvidenceLimits  # noqa: E402
+from workers.detect.injection import VALUE_CACHE_ENTRIES  # noqa: E402
+from workers.dpi.settings import DpiSettings  # noqa: E402
 
 MAX_MINUTES = 240.0
 RSS_GROWTH_LIMIT = 0.05
@@ -47,6 +60,32 @@ METRICS = (
 SOAK_RULE = "  - {id: 70, from: clients, to: web, ports: [tcp/8070], action: allow, comment: soak}\n"
 
 
+@dataclass(frozen=True)
+class FillingTable:
+    """A worker table that traffic fills: up to a cap in entries (LRU beyond it), or, without a cap, until
+    its entries start to expire (`timeout` seconds after the traffic began: then it holds a sliding window)."""
+
+    name: str
+    metric: str  # the worker stat as the metrics endpoint names it
+    cap: int  # 0: bounded by time
+    timeout: float
+    what: str
+
+
+FILLING_TABLES = (
+    FillingTable("evidence_flows", "enforcer_worker_detect_evidence_flows_total", EvidenceLimits().max_flows, 0.0,
+                 "flows whose last packets are kept for evidence"),
+    FillingTable("value_cache", "enforcer_worker_detect_value_cache_total", VALUE_CACHE_ENTRIES, 0.0,
+                 "request values whose injection checks are remembered"),
+    FillingTable("detect_flows", "enforcer_worker_detect_flows_total", 0, PacketLimits().flow_idle_timeout,
+                 "flows the packet threat detector follows (forgotten after the idle timeout)"),
+    FillingTable("dpi_flows", "enforcer_worker_flows_total", 0, DpiSettings().tcp_closed_timeout,
+                 "flows the DPI engine holds (closed or blocked ones for the closed timeout)"),
+)  # fmt: skip
+TABLES = {t.name: t for t in FILLING_TABLES}
+CAPTURES_METRIC = "enforcer_worker_detect_evidence_captures_total"
+
+
 @dataclass
 class Sample:
     t: float  # seconds since the start
@@ -55,6 +94,7 @@ class Sample:
     latency_ms: float | None = None  # mean verdict latency of the workers since the previous sample
     verdicts: int = 0  # worker verdicts since the previous sample
     restarts: int = 0
+    tables: dict[str, int] = field(default_factory=dict)  # entries per "<table> <child>" (FILLING_TABLES)
 
 
 def process_table(e: LabEnforcer) -> dict[str, int]:
@@ -64,11 +104,14 @@ def process_table(e: LabEnforcer) -> dict[str, int]:
     return pids
 
 
-def latency_totals(lab: Lab) -> tuple[float, float, list[tuple[float, float]]]:
+def read_metrics(lab: Lab) -> str:
+    return lab.node_exec(sys.executable, "-c", METRICS, check=False).stdout
+
+
+def latency_totals(text: str) -> tuple[float, float, list[tuple[float, float]]]:
     """(sum, count, buckets) of the readers' inspect latency histogram (queue → worker → verdict), summed over the readers."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    text = lab.node_exec(sys.executable, "-c", METRICS, check=False).stdout
     total = count = 0.0
     buckets: dict[float, float] = {}
     for family in text_string_to_metric_families(text):
@@ -83,6 +126,55 @@ def latency_totals(lab: Lab) -> tuple[float, float, list[tuple[float, float]]]:
                 le = float(s.labels["le"])
                 buckets[le] = buckets.get(le, 0.0) + s.value
     return total, count, sorted(buckets.items())
+
+
+def table_fills(text: str) -> dict[str, int]:
+    """Entries in each worker's bounded tables that fill under traffic, keyed "<table> <child>"."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    fills: dict[str, int] = {}
+    for family in text_string_to_metric_families(text):
+        for table in FILLING_TABLES:
+            if family.name in (table.metric, table.metric.removesuffix("_total")):
+                for s in family.samples:
+                    fills[f"{table.name} {s.labels.get('child', '?')}"] = int(s.value)
+    return fills
+
+
+def captures(text: str) -> dict[str, int]:
+    """Evidence snapshots each worker keeps now (a table the soak's attack rate fills slowly)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {
+        s.labels.get("child", "?"): int(s.value)
+        for family in text_string_to_metric_families(text)
+        if family.name in (CAPTURES_METRIC, CAPTURES_METRIC.removesuffix("_total"))
+        for s in family.samples
+        if s.name == CAPTURES_METRIC
+    }
+
+
+def full_time(table: FillingTable, key: str, samples: list[Sample], sweep_s: float) -> float | None:
+    """When the table of one worker is full: the first sample at its cap (LRU tables stay full once full),
+    or for a table bounded by time its timeout plus one sweep after the start (None: not in this run)."""
+    if table.cap == 0:
+        at = table.timeout + sweep_s
+        return at if samples and samples[-1].t >= at else None
+    return next((s.t for s in samples if s.tables.get(key, 0) >= table.cap), None)
+
+
+def full_times(samples: list[Sample], sweep_s: float) -> dict[str, float | None]:
+    """`full_time` of every table of every worker, keyed "<table> <child>"."""
+    keys = sorted({key for s in samples for key in s.tables})
+    return {key: full_time(TABLES[key.split(" ", 1)[0]], key, samples, sweep_s) for key in keys}
+
+
+def warmup_end(samples: list[Sample], sweep_s: float) -> float | None:
+    """The end of the warm-up: when the last of the workers' filling tables is full (None: never)."""
+    times = list(full_times(samples, sweep_s).values())
+    if not times or any(t is None for t in times):
+        return None
+    return max(t for t in times if t is not None)
 
 
 def bucket_width_ms(buckets: list[tuple[float, float]], around_ms: float) -> float:
@@ -113,6 +205,107 @@ class PolicyChanger:
         tmp.write_text(text)
         tmp.replace(self.path)
         return self.version
+
+
+def keep_memtrace(run_dir: Path, dest: Path) -> list[str]:
+    """Copy the children's allocation reports (node/memtrace.py) out of the run directory, which goes
+    with the enforcer; private like the originals."""
+    kept = []
+    for report in sorted(run_dir.glob("memtrace-*.txt")):
+        target = dest / report.name
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(report.read_text())
+        kept.append(str(target))
+    return kept
+
+
+def traced_bytes(build: Callable[[], object]) -> int:
+    """Python heap bytes that what `build` returns holds (tracemalloc: what is still allocated after it)."""
+    import gc
+    import tracemalloc
+
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        kept = build()
+        gc.collect()
+        size = tracemalloc.get_traced_memory()[0] - before
+        del kept
+    finally:
+        tracemalloc.stop()
+    return size
+
+
+def table_caps() -> list[tuple[str, int, int, str]]:
+    """(table, cap in entries, bytes at the cap, what fills it) of each worker table that grows under a
+    soak, filled here to its cap with entries of the largest size it keeps."""
+    from core.flow import FlowKey
+    from workers.detect import injection
+    from workers.detect.evidence import EvidenceStore
+
+    lim = EvidenceLimits()
+    big = bytes(1500)  # cut to max_packet_bytes when kept
+
+    def flow(i: int) -> FlowKey:
+        return FlowKey(
+            6, bytes([198, 18, i >> 8 & 255, i & 255]), 40000 + i % 20000, bytes([198, 19, 0, 1]), 80
+        )
+
+    def rings() -> EvidenceStore:
+        store = EvidenceStore(lim)
+        for i in range(lim.max_flows * 2):  # twice the cap: the LRU keeps max_flows
+            for n in range(lim.packets_per_flow):
+                store.record(flow(i), float(n), big[:-1] + bytes([i & 255]))
+        return store
+
+    def captures() -> EvidenceStore:
+        store = EvidenceStore(dataclasses.replace(lim, max_flows=1))
+        for i in range(lim.max_captures * 2):
+            for n in range(lim.packets_per_flow):
+                store.record(flow(0), float(i * 100 + n), big)
+            store.snapshot(flow(0), float(i), big[:-1] + bytes([i & 255]))
+        store._rings = type(store._rings)(1)  # only the snapshots counted
+        return store
+
+    def values() -> int:
+        injection._value_hits.cache_clear()
+        for i in range(VALUE_CACHE_ENTRIES * 2):
+            injection._value_hits(f"{i:08d}".ljust(injection.MAX_CACHED_VALUE, "a"), False)
+        return injection.value_cache_entries()
+
+    return [
+        ("evidence rings", lim.max_flows, traced_bytes(rings),
+         f"{lim.packets_per_flow} packets x {lim.max_packet_bytes} B per flow, LRU over flows"),
+        ("evidence captures", lim.max_captures, traced_bytes(captures),
+         f"snapshots of {lim.packets_per_flow + 1} packets x {lim.max_packet_bytes} B"),
+        ("value cache", VALUE_CACHE_ENTRIES, traced_bytes(values),
+         f"values of {injection.MAX_CACHED_VALUE} characters and their two checks"),
+    ]  # fmt: skip
+
+
+def print_caps() -> None:
+    print(f"{'table (per worker)':<20} {'cap':>6} {'MiB at cap':>10}  entries of the largest size kept")
+    for name, cap, size, what in table_caps():
+        print(f"{name:<20} {cap:6d} {size / 2**20:10.2f}  {what}")
+
+
+def fill_lines(samples: list[Sample], meta: dict[str, Any], warmup_s: float, sweep_s: float) -> list[str]:
+    """Each worker's filling tables: when full, entries at the end of the warm-up and at the end."""
+    lines = ["filling tables (per worker; caps in bytes: --caps):"]
+    at_warmup = next((s for s in samples if s.t >= warmup_s), samples[-1])
+    for key, t in full_times(samples, sweep_s).items():
+        table = TABLES[key.split(" ", 1)[0]]
+        bound = f"cap {table.cap}" if table.cap else f"timeout {table.timeout:g} s"
+        when = f"full at {t / 60:5.2f} min" if t is not None else "not full"
+        lines.append(f"  {key:<24} {bound:<15} {when:<17} entries {at_warmup.tables.get(key, 0):6d} at the "
+                     f"warm-up's end, {samples[-1].tables.get(key, 0):6d} at the end")  # fmt: skip
+    for child, n in sorted(meta.get("captures", {}).items()):
+        lines.append(
+            f"  evidence_captures {child:<8} cap {EvidenceLimits().max_captures:<11} {n:6d} at the end"
+        )
+    return lines
 
 
 def median_of(values: list[float]) -> float:
@@ -214,7 +407,7 @@ def run(args: argparse.Namespace) -> tuple[list[Sample], dict[str, Any]]:
                 procs.append(client)
                 start = time.monotonic()
                 next_change = start + args.policy_every
-                prev = latency_totals(lab)
+                prev = latency_totals(read_metrics(lab))
                 print(f"{'min':>6} {'verdicts':>8} {'lat ms':>7}  RSS MiB / fds per process", flush=True)
                 while time.monotonic() - start < seconds:
                     time.sleep(args.interval)
@@ -233,7 +426,9 @@ def run(args: argparse.Namespace) -> tuple[list[Sample], dict[str, Any]]:
                             continue
                     status = e.status()
                     s.restarts = sum(c["restarts"] for c in status.get("children", []))
-                    cur = latency_totals(lab)
+                    text = read_metrics(lab)
+                    s.tables = table_fills(text)
+                    cur = latency_totals(text)
                     dn = cur[1] - prev[1]
                     if dn > 0:
                         s.latency_ms = round((cur[0] - prev[0]) / dn * 1000, 4)
@@ -253,6 +448,9 @@ def run(args: argparse.Namespace) -> tuple[list[Sample], dict[str, Any]]:
                                        if "restarting" in line or "Error" in line][-10:]  # fmt: skip
                 meta["policy_version"] = policy.version
                 meta["threat_events"] = sum(1 for ev in e.events() if ev.get("type") == "threat")
+                meta["captures"] = captures(read_metrics(lab))
+                if args.memtrace:
+                    meta["memtrace"] = keep_memtrace(Path(e.tmp) / "run", work)
         finally:
             for proc in procs:
                 if proc.poll() is None:
@@ -264,24 +462,52 @@ def run(args: argparse.Namespace) -> tuple[list[Sample], dict[str, Any]]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--minutes", type=float, default=30.0)
-    p.add_argument("--warmup", type=float, default=None, help="seconds (default: a sixth of the run)")
+    p.add_argument(
+        "--warmup",
+        type=float,
+        default=None,
+        help="seconds (default: measured, until every worker's filling tables are at their caps)",
+    )
+    p.add_argument("--caps", action="store_true",
+                   help="only print the filling tables' caps in bytes (measured in this process; no root)")  # fmt: skip
     p.add_argument("--interval", type=float, default=5.0, help="seconds between samples")
     p.add_argument("--policy-every", type=float, default=60.0, help="seconds between policy changes")
     p.add_argument("--rate", type=float, default=60.0, help="client operations per second")
     p.add_argument("--attack-every", type=int, default=200, help="one SQL injection every N operations")
     p.add_argument("--png", help="draw the curve to this PNG (needs matplotlib)")
     p.add_argument("--json", action="store_true", help="also print the samples as JSON")
+    p.add_argument("--memtrace", type=float, default=0.0, metavar="SECONDS",
+                   help="trace the children's Python allocations (tracemalloc, slows them) and report the "
+                        "sites that grew every SECONDS; the reports are kept in the soak's work directory")  # fmt: skip
     args = p.parse_args(argv)
     args.minutes = max(0.5, min(args.minutes, MAX_MINUTES))
     args.interval = max(1.0, args.interval)
+    if args.caps:
+        print_caps()
+        return 0
     require_root()
+    if args.memtrace:  # the enforcer's children inherit it
+        os.environ["ENFORCER_MEMTRACE"] = str(args.memtrace)
     samples, meta = run(args)
-    warmup = args.warmup if args.warmup is not None else args.minutes * 60 / 6
-    lines, failures = judge(samples, warmup)
-    print(f"\nsoak: {args.minutes:g} min, {len(samples)} samples, warm-up {warmup:.0f} s, "
+    failures: list[str] = []
+    sweep = args.interval  # a table bounded by time is full one sample after its timeout
+    measured = warmup_end(samples, sweep)
+    if args.warmup is not None:
+        warmup, how = args.warmup, "given"
+    elif measured is not None:
+        warmup, how = measured, "measured: the workers' filling tables are full"
+    else:
+        warmup, how = samples[-1].t if samples else 0.0, "never ended"
+        failures.append("the workers' filling tables were not full by the end of the run: run longer")
+    lines, judged = judge(samples, warmup)
+    failures += judged
+    print(f"\nsoak: {args.minutes:g} min, {len(samples)} samples, warm-up {warmup:.0f} s ({how}), "
           f"{meta['policy_changes']} policy changes (v{meta.get('policy_version')}), "
           f"child restarts {meta.get('restarts')}, threat events {meta.get('threat_events')}")  # fmt: skip
     print(f"traffic: {json.dumps(meta.get('traffic', {}))}")
+    for report in meta.get("memtrace", []):
+        print(f"allocation report: {report}")
+    print("\n".join(fill_lines(samples, meta, warmup, sweep)))
     print("\n".join(lines))
     if meta.get("restarts"):
         print("\n".join(meta.get("restart_log", [])))

@@ -230,6 +230,9 @@ class Worker:
     def heartbeat(self) -> None:
         counters = dict(self.counters)
         counters.update(self.engine.stats())
+        fill = getattr(self.engine, "table_fill", None)  # the bounded tables' entries (node/soak warm-up)
+        if fill is not None:
+            counters.update(fill())
         try:
             self.supervisor.send(
                 M.encode(M.Heartbeat("worker", self.index, os.getpid(), counters)), zmq.NOBLOCK

@@ -251,6 +251,18 @@ def test_expire_uses_state_timeouts() -> None:
     assert engine.stats()["flows"] == 0
 
 
+def test_a_blocked_flow_is_forgotten_like_a_closed_one() -> None:
+    # its later packets end in the kernel, so no FIN or RST ever reaches the worker
+    s = settings(tcp_closed_timeout=10.0, tcp_idle_timeout=3600.0)
+    engine = DpiEngine(s, FakeTables("HTTP"), lambda e: None, "n1")
+    assert run(engine, ssh_flow())[3] is V.RESET_FLOW  # denied: reset, last packet ~t=10.01
+    assert run(engine, http_flow(cport=40021))[3] is V.ALLOW_FLOW  # allowed and offloaded: kept idle
+    engine.expire(25.0)
+    assert engine.stats()["flows"] == 1 and engine.stats()[A.FLOW_EXPIRED] == 1
+    engine.expire(3611.0)
+    assert engine.stats()["flows"] == 0
+
+
 def test_midstream_pickup_guesses_the_server_by_port() -> None:
     ends: list[FlowContext] = []
     engine = DpiEngine(settings(), None, lambda e: None, "n1", on_flow_end=ends.append)

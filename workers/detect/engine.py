@@ -89,6 +89,10 @@ class DetectingEngine:
         out.update(self.threats.stats())
         return out
 
+    def table_fill(self) -> dict[str, int]:
+        """Entries in the threat engine's filling tables (live workers report them with their counters)."""
+        return self.threats.table_fill()
+
     def close_all(self) -> None:
         """End every flow of the inner engine (replay end, worker shutdown) and send pending summaries."""
         close = getattr(self.inner, "close_all", None)

@@ -82,3 +82,7 @@ class EvidenceStore:
 
     def __len__(self) -> int:
         return len(self._captures)
+
+    def flows(self) -> int:
+        """Flows whose ring is kept now (at most `max_flows`)."""
+        return len(self._rings)

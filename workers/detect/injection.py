@@ -299,6 +299,11 @@ def _value_hits(value: str, plus: bool) -> tuple[Hit | None, Hit | None]:
     return sqli_value(value, plus), xss_value(value, plus)
 
 
+def value_cache_entries() -> int:
+    """Values remembered now (at most VALUE_CACHE_ENTRIES): a soak waits for this table to be full."""
+    return _value_hits.cache_info().currsize
+
+
 def _first(values: Iterable[str], plus: bool, sqli: bool, xss: bool) -> list[Hit]:
     hits: list[Hit] = []
     for n, value in enumerate(values):

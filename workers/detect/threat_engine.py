@@ -32,6 +32,7 @@ from threats.settings import ThreatSettings, effective_action
 from threats.window import LruTable
 from workers.detect.evidence import EvidenceStore
 from workers.detect.hooks import AppThreats
+from workers.detect.injection import value_cache_entries
 from workers.detect.limits import DetectLimits
 from workers.detect.policy import EMPTY_POLICY, ThreatPolicy
 from workers.dpi.context import Detector, FlowContext
@@ -82,6 +83,12 @@ class ThreatEngine:
         out["detect.events_suppressed"] = self.aggregator.suppressed
         out["detect.evidence_captures"] = len(self.evidence)
         return out
+
+    def table_fill(self) -> dict[str, int]:
+        """Entries in the bounded tables that traffic fills (a soak's warm-up waits for them to be full).
+        Apart from `stats`: the value cache is the process's, so a replay's summary would depend on what
+        ran before it in the same process."""
+        return {"detect.evidence_flows": self.evidence.flows(), "detect.value_cache": value_cache_entries()}
 
     def evidence_pcap(self, evidence_id: str) -> bytes | None:
         """The packets behind a threat event (its `evidence` field) as a pcap file."""

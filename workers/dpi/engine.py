@@ -60,6 +60,7 @@ from workers.dpi.window import window_closed
 
 # A flow with one of these is decided: a SYN on it opens a new connection.
 _FINAL_VERDICTS = (WorkerVerdict.ALLOW_FLOW, WorkerVerdict.BLOCK_FLOW, WorkerVerdict.RESET_FLOW)
+_BLOCKING_VERDICTS = (WorkerVerdict.BLOCK_FLOW, WorkerVerdict.RESET_FLOW)
 
 EventObserver = Callable[[FlowContext, ParserEvent], None]
 FlowObserver = Callable[[FlowContext], None]
@@ -225,7 +226,9 @@ class DpiEngine(ParserSession, Decisions):
     def _timeout(self, flow: DpiFlow) -> float:
         if not flow.tcp:
             return self.s.udp_timeout
-        if flow.rst or flow.fin == 3:
+        if flow.rst or flow.fin == 3 or flow.ctx.verdict in _BLOCKING_VERDICTS:
+            # a blocked flow's later packets end in the kernel (dropped, reset): its end is never seen here,
+            # and held for the idle hour every blocked attack grew the table
             return self.s.tcp_closed_timeout
         if flow.ctx.packets[Side.SERVER] == 0 or flow.payload_packets == 0:
             return self.s.tcp_embryonic_timeout
