@@ -6,6 +6,7 @@ worker's state. Verdicts go back to the reader that owns the packet, one message
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import secrets
@@ -277,9 +278,12 @@ def build_engine(
     from workers.detect.engine import build_engine as build_detecting_engine
     from workers.pattern import PatternRule
 
+    dpi = config.dpi
+    if config.workers.inspect == "all":  # nothing is offloaded: an allowed flow's packets keep coming
+        dpi = dataclasses.replace(dpi, tcp_offloaded_timeout=dpi.tcp_idle_timeout)
     # The readers' guard counts connection attempts (every first packet reaches a reader): not again here.
     engine: Engine = build_detecting_engine(
-        config.dpi, tables, emit, node, limits=config.detect, on_fqdn=on_fqdn, count_attempts=False
+        dpi, tables, emit, node, limits=config.detect, on_fqdn=on_fqdn, count_attempts=False
     )
     if config.workers.payload_pattern:
         engine = PatternRule(engine, bytes.fromhex(config.workers.payload_pattern))

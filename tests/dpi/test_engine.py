@@ -8,12 +8,14 @@ import tracemalloc
 import pytest
 
 from core import anomalies as A
+from core.config import WorkersConfig
 from core.flow import flow_key
 from core.lookup import Action, Decision, Mode, Report
 from core.packet import decode
 from core.verdict import WorkerVerdict
 from tests.dpi.conftest import load_generator
 from tests.dpi.drive import settings
+from workers.detect.engine import DetectingEngine
 from workers.dpi import events as E
 from workers.dpi.context import Detector, FlowContext
 from workers.dpi.defrag import Defragmenter
@@ -24,6 +26,8 @@ from workers.dpi.parsers.base import ParserSpec, Side
 from workers.dpi.registry import PARSERS, validate
 from workers.dpi.settings import DpiSettings
 from workers.dpi.stream import TcpStream
+from workers.settings import WorkerConfig
+from workers.worker import build_engine as build_worker_engine
 
 gen = load_generator()
 V = WorkerVerdict
@@ -253,14 +257,24 @@ def test_expire_uses_state_timeouts() -> None:
 
 def test_a_blocked_flow_is_forgotten_like_a_closed_one() -> None:
     # its later packets end in the kernel, so no FIN or RST ever reaches the worker
-    s = settings(tcp_closed_timeout=10.0, tcp_idle_timeout=3600.0)
+    s = settings(tcp_closed_timeout=10.0, tcp_offloaded_timeout=60.0, tcp_idle_timeout=3600.0)
     engine = DpiEngine(s, FakeTables("HTTP"), lambda e: None, "n1")
     assert run(engine, ssh_flow())[3] is V.RESET_FLOW  # denied: reset, last packet ~t=10.01
-    assert run(engine, http_flow(cport=40021))[3] is V.ALLOW_FLOW  # allowed and offloaded: kept idle
+    assert run(engine, http_flow(cport=40021))[3] is V.ALLOW_FLOW  # allowed and offloaded
     engine.expire(25.0)
     assert engine.stats()["flows"] == 1 and engine.stats()[A.FLOW_EXPIRED] == 1
-    engine.expire(3611.0)
+    engine.expire(75.0)  # the offloaded one after its own timeout, long before the idle hour
     assert engine.stats()["flows"] == 0
+
+
+@pytest.mark.parametrize(("inspect", "kept"), [("new", 60.0), ("app", 60.0), ("all", 3600.0)])
+def test_a_worker_keeps_allowed_flows_for_the_idle_hour_only_where_nothing_is_offloaded(
+    inspect: str, kept: float
+) -> None:
+    config = WorkerConfig(workers=WorkersConfig(inspect=inspect))
+    engine = build_worker_engine(config, FakeTables("HTTP"), "n1", lambda e: None)
+    assert isinstance(engine, DetectingEngine) and isinstance(engine.inner, DpiEngine)
+    assert engine.inner.s.tcp_offloaded_timeout == kept
 
 
 def test_midstream_pickup_guesses_the_server_by_port() -> None:

@@ -105,8 +105,10 @@ def spawn_in(netns_name: str, *argv: str, cgroup: str | None = None, **kw: objec
     return subprocess.Popen(cmd, preexec_fn=preexec, **kw)  # type: ignore[call-overload]
 
 
-def wait_for(predicate: Callable[[], T], timeout: float = 5.0, interval: float = 0.02) -> T:
-    """Poll `predicate` until it returns a truthy value or `timeout` passes; return the last value."""
+def wait_for(predicate: Callable[[], T], timeout: float = 20.0, interval: float = 0.02) -> T:
+    """Poll `predicate` until it returns a truthy value or `timeout` passes; return the last value. Every
+    wait is for something that must happen: a generous timeout costs nothing when it does, and a loaded
+    machine can take seconds to deliver a burst of events."""
     deadline = time.monotonic() + timeout
     value = predicate()
     while not value and time.monotonic() < deadline:
@@ -190,7 +192,7 @@ class Harness:
         self._send_policy()
         self._reader = threading.Thread(target=self._read, args=(ev_r,), daemon=True)
         self._reader.start()
-        assert wait_for(lambda: any(e.get("what") == "runtime.started" for e in self.snapshot()), 10)
+        assert wait_for(lambda: any(e.get("what") == "runtime.started" for e in self.snapshot()))
         return self
 
     def _read(self, fd: int) -> None:
@@ -212,7 +214,7 @@ class Harness:
     def find(self, **want: object) -> list[dict[str, object]]:
         return [e for e in self.snapshot() if all(e.get(k) == v for k, v in want.items())]
 
-    def wait(self, timeout: float = 5.0, **want: object) -> list[dict[str, object]]:
+    def wait(self, timeout: float = 20.0, **want: object) -> list[dict[str, object]]:
         return wait_for(lambda: self.find(**want), timeout)
 
     @property

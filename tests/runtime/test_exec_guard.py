@@ -122,7 +122,7 @@ def test_a_workload_with_its_own_root_gets_exec_permission_marks(
             r = in_pod(netns, f"chroot {root} /bin/forbidden")
             return r.returncode == 126
 
-        assert wait_for(denied, 5)
+        assert wait_for(denied)
         # A dynamic executable: its loader (on the same filesystem) is part of the same execve.
         ok = in_pod(netns, f"chroot {root} /bin/allowed")
         assert ok.returncode == 0, ok

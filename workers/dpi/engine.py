@@ -230,6 +230,9 @@ class DpiEngine(ParserSession, Decisions):
             # a blocked flow's later packets end in the kernel (dropped, reset): its end is never seen here,
             # and held for the idle hour every blocked attack grew the table
             return self.s.tcp_closed_timeout
+        if flow.ctx.verdict is WorkerVerdict.ALLOW_FLOW:
+            # offloaded: held for the idle hour, every short connection of a busy node grew the table
+            return self.s.tcp_offloaded_timeout
         if flow.ctx.packets[Side.SERVER] == 0 or flow.payload_packets == 0:
             return self.s.tcp_embryonic_timeout
         return self.s.tcp_idle_timeout

@@ -23,6 +23,10 @@ class DpiSettings:
     tcp_idle_timeout: float = 3600.0  # established TCP flow with no packet
     tcp_embryonic_timeout: float = 30.0  # TCP flow that never completed the handshake
     tcp_closed_timeout: float = 10.0  # after FIN both ways or RST
+    # A flow handed to the kernel (ALLOW_FLOW): its later packets bypass the workers, so its end is never
+    # seen here; kept this long for packets already queued and for a policy change that takes it back
+    # (`workers.inspect = "all"` never offloads: there the idle timeout applies).
+    tcp_offloaded_timeout: float = 60.0
     udp_timeout: float = 60.0  # UDP/other flow with no packet
     # --- TCP reassembly
     max_buffered_bytes: int = 65536  # out-of-order + unconsumed bytes per direction (dpi.stream.buffer_full)
