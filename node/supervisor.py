@@ -37,8 +37,8 @@ log = logging.getLogger(__name__)
 POLL_MS = 50
 # A child whose heartbeat is late but that has used CPU since its last one is busy (a long burst) or
 # starved on a loaded node, not hung: it gets up to this many heartbeat timeouts before it is restarted.
-# One that has used none (stopped, deadlocked, blocked) is restarted at the timeout as before. Restarting a
-# busy worker would only lose its flows' inspection state and add a start-up to the load.
+# One that has used none (deadlocked, blocked) or is stopped is restarted at the timeout as before.
+# Restarting a busy worker would only lose its flows' inspection state and add a start-up to the load.
 BUSY_GRACE_TIMEOUTS = 3.0
 # Added to the start-up timeout when waiting for children at start (their restarts count meanwhile).
 STARTUP_SLACK_S = 5.0
@@ -171,6 +171,14 @@ class Supervisor:
         return times.user + times.system if times else -1.0
 
     def _ran_since_heartbeat(self, child: Child) -> bool:
+        """Has the child run since its last heartbeat? A stopped one (SIGSTOP, a debugger) has not, even
+        if it ran between that heartbeat and the stop."""
+        try:
+            status = psutil.Process(child.proc.pid).status() if child.proc else psutil.STATUS_DEAD
+        except psutil.Error:
+            return False
+        if status in (psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP, psutil.STATUS_ZOMBIE):
+            return False
         return 0.0 <= child.cpu_at_heartbeat < self._cpu_seconds(child)
 
     def _receive_heartbeats(self, sock: zmq.Socket[bytes]) -> None:

@@ -77,3 +77,29 @@ def test_late_heartbeats_of_a_running_child_get_a_bounded_grace(tmp_path: Path) 
             assert child.proc is not None
             child.proc.kill()
             child.proc.wait(5)
+
+
+def test_a_child_stopped_after_running_past_its_heartbeat_gets_no_grace(tmp_path: Path) -> None:
+    # It used CPU since its last heartbeat (then it was stopped): stopped is not busy.
+    sup = _supervisor(tmp_path)
+    child = _child(0, "import time\nend = time.time() + 30\nwhile time.time() < end: pass")
+    sup.children = [child]
+    try:
+        assert child.proc is not None
+        child.last_heartbeat = time.monotonic()
+        child.cpu_at_heartbeat = sup._cpu_seconds(child)
+        deadline = time.monotonic() + 10
+        while sup._cpu_seconds(child) <= child.cpu_at_heartbeat:  # until the kernel has counted a tick
+            assert time.monotonic() < deadline, "the child never used CPU"
+            time.sleep(0.05)
+        os.kill(child.proc.pid, signal.SIGSTOP)
+        deadline = time.monotonic() + 10
+        while sup._ran_since_heartbeat(child):  # until the stop has taken effect
+            assert time.monotonic() < deadline, "the stopped child still counts as running"
+            time.sleep(0.01)
+        sup._check_children(child.last_heartbeat + TIMEOUT_S * 1.5)
+        assert [name for name, _ in sup.restarted] == ["worker 0"], sup.restarted
+    finally:
+        assert child.proc is not None
+        child.proc.kill()
+        child.proc.wait(5)
