@@ -136,10 +136,14 @@ class Worker:
                 self._answer(msg.reader, answers)
         self.counters["packets"] += len(items)
         self.counters["packets.no_verdict"] += len(items) - len(answers)
-        threats = getattr(_inner(self.engine), "threats", None)
+        threats = self._threats()
         if threats is not None and threats.new_blocks:
             send_block_sources(self.supervisor, f"worker {self.index}", threats.new_blocks, self.counters)
             threats.new_blocks = []
+
+    def _threats(self) -> Any:
+        """The threat engine behind the inspection chain (its blocks and evidence), None without one."""
+        return getattr(_inner(self.engine), "threats", None)
 
     def _answer(self, reader: int, answers: list[tuple[int, int, int]]) -> None:
         try:
@@ -149,13 +153,13 @@ class Worker:
 
     def name_evidence(self) -> None:
         """Evidence ids that name this worker and this start (`enforcer capture --threat ID`)."""
-        threats = getattr(_inner(self.engine), "threats", None)
+        threats = self._threats()
         if threats is not None:
             threats.evidence.id_prefix = f"w{self.index}-{secrets.token_hex(3)}-"
 
     def answer_evidence(self, request: M.EvidenceRequest) -> None:
         """The packets of one of our evidence snapshots, to the requester's socket (none: not held)."""
-        threats = getattr(_inner(self.engine), "threats", None)
+        threats = self._threats()
         held = threats.evidence.records(request.evidence_id) if threats is not None else None
         reply = M.EvidenceReply(self.index, request.evidence_id, list(held or ())[: M.MAX_RECORDS])
         endpoint = M.capture_reply_endpoint(self.config.paths.run_dir, request.reply)
