@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 
 import zmq
@@ -25,6 +26,19 @@ def has_message(sock: zmq.Socket[bytes]) -> bool:
     last receive before waiting on that descriptor again.) Cheaper than a receive that raises zmq.Again."""
     events: int = _backend_get(sock, zmq.EVENTS)  # type: ignore[assignment]  # an int for EVENTS
     return bool(events & zmq.POLLIN)
+
+
+def spin_for_message(sock: zmq.Socket[bytes], seconds: float, counters: Counter[str]) -> bool:
+    """Poll `sock` up to `seconds` before going to sleep on it (`workers.spin_us`): True if a message came
+    meanwhile, which then needs no wake-up. Bounded; counted (`spin.caught`/`spin.missed`) so the setting
+    can be judged from the counters."""
+    deadline = time.perf_counter() + seconds
+    while not has_message(sock):
+        if time.perf_counter() >= deadline:
+            counters["spin.missed"] += 1
+            return False
+    counters["spin.caught"] += 1
+    return True
 
 
 def send_now(sock: zmq.Socket[bytes], frame: bytes) -> None:

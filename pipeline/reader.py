@@ -37,6 +37,7 @@ from core.sockets import (
     push_to,
     send_block_sources,
     send_now,
+    spin_for_message,
 )
 from pipeline.conntrack import Conntrack
 from pipeline.flowtable import Flow
@@ -236,15 +237,9 @@ class Reader:
     def _spin_for_verdicts(self) -> None:
         """Poll for the verdicts just asked for, up to `workers.spin_us`, before going back to sleep: a
         verdict that comes back meanwhile is issued without this thread's wake-up (on a loaded machine,
-        a wait for a CPU). Bounded; counted, so the setting can be judged from the counters."""
-        sock = self.from_workers
-        deadline = time.perf_counter() + self.spin_s
-        while not has_message(sock):
-            if time.perf_counter() >= deadline:
-                self.counters["spin.missed"] += 1
-                return
-        self.counters["spin.caught"] += 1
-        self.on_verdicts_readable()
+        a wait for a CPU)."""
+        if spin_for_message(self.from_workers, self.spin_s, self.counters):
+            self.on_verdicts_readable()
 
     def _to_worker(self, qp: QueuedPacket, meta: PacketMeta, flow: Flow | None, now: float) -> Act:
         worker = self.core.hold(qp.packet_id, qp, meta, flow, now)

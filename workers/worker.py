@@ -32,6 +32,7 @@ from core.sockets import (
     push_to,
     send_block_sources,
     send_now,
+    spin_for_message,
 )
 from core.updates import Updates, UpdatesFactory
 from core.verdict import WorkerVerdict
@@ -174,15 +175,8 @@ class Worker:
 
     def spin_for_batch(self) -> bool:
         """After answering, poll for the next batch up to `workers.spin_us` before sleeping (the flow's
-        next packet often follows its verdict closely); True if one came. Bounded and counted."""
-        deadline = time.perf_counter() + self.spin_s
-        inbox = self.inbox
-        while not has_message(inbox):
-            if time.perf_counter() >= deadline:
-                self.counters["spin.missed"] += 1
-                return False
-        self.counters["spin.caught"] += 1
-        return True
+        next packet often follows its verdict closely); True if one came."""
+        return spin_for_message(self.inbox, self.spin_s, self.counters)
 
     def serve(self) -> int:
         poller = zmq.Poller()
