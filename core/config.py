@@ -89,6 +89,12 @@ class NetfilterConfig:
     accept_mark: int = setting(0x00100000, "mark bit: connection allowed, offloaded to the kernel")
     drop_mark: int = setting(0x00200000, "mark bit: connection blocked, dropped in the kernel")
     pass_mark: int = setting(0x00400000, "mark bit: this packet was judged; let it continue through the table")
+    quiet_ack_mark: int = setting(
+        0x00800000, "mark bit: an inspected connection whose further bare ACKs the kernel passes unqueued"
+    )
+    quiet_acks: bool = setting(
+        True, "pass an inspected connection's bare ACKs in the kernel once its worker has seen its handshake"
+    )
     reject_tcp: bool = setting(True, "answer a blocked TCP connection with resets instead of silence")
     jump_check_ms: int = setting(
         5000, "how often our jumps are checked to be first in their hooks and put back first (0: never)"
@@ -100,7 +106,7 @@ class NetfilterConfig:
     @property
     def our_marks(self) -> int:
         """Every mark bit of ours (the only bits we set or clear)."""
-        return self.accept_mark | self.drop_mark | self.pass_mark
+        return self.accept_mark | self.drop_mark | self.pass_mark | self.quiet_ack_mark
 
 
 @dataclass(frozen=True, slots=True)

@@ -408,11 +408,12 @@ def _check(c: Config) -> None:
     )  # fmt: skip
     _require(n.jump_check_ms == 0 or 100 <= n.jump_check_ms <= 3_600_000, "netfilter.jump_check_ms",
              "0 or 100..3600000", n.jump_check_ms)  # fmt: skip
-    for key in ("accept_mark", "drop_mark", "pass_mark"):
+    marks = ("accept_mark", "drop_mark", "pass_mark", "quiet_ack_mark")
+    for key in marks:
         value = getattr(n, key)
         _require(0 < value < 1 << 32 and value & (value - 1) == 0, f"netfilter.{key}", "a single bit", value)
-    _require(len({n.accept_mark, n.drop_mark, n.pass_mark}) == 3, "netfilter", "three distinct mark bits",
-             (n.accept_mark, n.drop_mark, n.pass_mark))  # fmt: skip
+    values = tuple(getattr(n, key) for key in marks)
+    _require(len(set(values)) == len(marks), "netfilter", "four distinct mark bits", values)
     for f in dataclasses.fields(c.failure):
         value = getattr(c.failure, f.name)
         _require(value in FAILURE_ACTIONS, f"failure.{f.name}", " or ".join(FAILURE_ACTIONS), value)

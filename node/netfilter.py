@@ -12,7 +12,20 @@ kube-proxy) are not disturbed. The chain, in order:
   connmark ACCEPT            → RETURN    (a connection we allowed: offloaded to the kernel)
   packet mark ACCEPT         → save it to the connmark, RETURN
   packet mark DROP           → save it to the connmark, DROP
+  bare ACK, connmark QUIET   → goto <chain>-ACKS (below)
   everything else            → NFQUEUE --queue-balance first:last [--queue-bypass]
+
+with, ahead of the first rule, packet mark QUIET → save it to the connmark (a reader's verdict sets it).
+
+Quiet ACKs: a connection under inspection sends every packet to a reader, and most of them are bare
+ACKs, which no worker verdict could change. Once a reader has let a connection's first bare ACK through
+(its worker saw the handshake complete), its verdict carries the QUIET bit and the kernel passes the
+connection's later bare ACKs itself: <chain>-ACKS returns (lets on) a packet only if it provably carries
+no payload: IPv4 without options whose total length is 20 + the TCP header's, or IPv6 whose payload is
+only the TCP header, for each of the 11 possible TCP header lengths (`u32` matches, no arithmetic in
+iptables); and whose raw window is at least `QUIET_ACK_MIN_WINDOW` (the default `tcp_small_window`
+threshold, so a shrinking window still reaches the threat checks). Anything else there is queued as
+usual: one byte of payload, IP options, extension headers or a tiny window all go to a reader.
 
 RETURN rather than ACCEPT lets the rest of the hook's rules (other people's) see the packet too.
 
@@ -40,6 +53,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from core import anomalies as A
+from core.packet import IPPROTO_TCP, TCP_ACK, PacketMeta
 from node.config import PASS, Config
 
 log = logging.getLogger(__name__)
@@ -47,11 +61,17 @@ log = logging.getLogger(__name__)
 # iptables waits for the xtables lock this many seconds instead of failing at once.
 XTABLES_WAIT_S = 5
 _TOOLS = {4: ("iptables", "iptables-restore"), 6: ("ip6tables", "ip6tables-restore")}
+# A bare ACK: of the flags that make a packet's kind, ACK alone (PSH or URG without payload is odd: queued).
+_TCP_FLAGS = "SYN,ACK,RST,FIN,PSH,URG"
 
 
 # ICMPv6 neighbour discovery (router/neighbour solicitation and advertisement, redirect) and multicast
 # listener messages.
 NDP_AND_MLD_TYPES = (130, 131, 132, 133, 134, 135, 136, 137, 143)
+
+# A bare ACK advertising a smaller raw window is always queued: the threat checks look at small windows
+# (`tcp_small_window`, default 64 bytes; window scaling only makes a raw window larger).
+QUIET_ACK_MIN_WINDOW = 64
 
 
 class NetfilterError(RuntimeError):
@@ -70,6 +90,7 @@ class ChainSpec:
     accept_mark: int
     drop_mark: int
     pass_mark: int
+    quiet_ack_mark: int  # 0: quiet ACKs off
     families: tuple[int, ...]
 
     @classmethod
@@ -87,8 +108,22 @@ class ChainSpec:
             accept_mark=n.accept_mark,
             drop_mark=n.drop_mark,
             pass_mark=n.pass_mark,
+            quiet_ack_mark=n.quiet_ack_mark if n.quiet_acks else 0,
             families=(4, 6) if n.ipv6 else (4,),
         )
+
+
+def kernel_passes_quiet_ack(meta: PacketMeta) -> bool:
+    """What <chain>-ACKS lets on (for `enforcer replay`'s model of the chain): a bare ACK carrying
+    provably no payload, without IP options or IPv6 extension headers, with a raw window of at least
+    `QUIET_ACK_MIN_WINDOW`."""
+    return (
+        meta.proto == IPPROTO_TCP
+        and meta.tcp_flags & 0x3F == TCP_ACK
+        and meta.l4_offset == (20 if meta.family == 4 else 40)
+        and meta.ip_len == meta.payload_offset
+        and meta.window >= QUIET_ACK_MIN_WINDOW
+    )
 
 
 def _m(bit: int) -> str:
@@ -98,14 +133,19 @@ def _m(bit: int) -> str:
 def chain_rules(spec: ChainSpec, family: int = 4) -> list[str]:
     """The body of our chain for one family, as iptables-restore lines."""
     c = spec.chain
-    a, d, p = spec.accept_mark, spec.drop_mark, spec.pass_mark
-    rules = [f"-A {c} -m mark --mark {_m(p)} -j RETURN", f"-A {c} -j {block_chain(spec)}"]
+    a, d, p, q = spec.accept_mark, spec.drop_mark, spec.pass_mark, spec.quiet_ack_mark
+    rules = []
+    if q:
+        rules.append(
+            f"-A {c} -m mark --mark {_m(q)} -j CONNMARK --save-mark --nfmask 0x{q:x} --ctmask 0x{q:x}"
+        )
+    rules += [f"-A {c} -m mark --mark {_m(p)} -j RETURN", f"-A {c} -j {block_chain(spec)}"]
     if family == 6:
         # Neighbour discovery and other link-local or multicast control traffic is the network's own
         # plumbing, not a workload's connection: never queue it (blocking it would cut the node off).
         rules += [f"-A {c} -s fe80::/10 -j RETURN", f"-A {c} -d ff00::/8 -j RETURN"]
         rules += [f"-A {c} -p ipv6-icmp -m icmp6 --icmpv6-type {t} -j RETURN" for t in NDP_AND_MLD_TYPES]
-    ours = a | d
+    ours = a | d | q
     rules += [
         f"-A {c} -p tcp --tcp-flags SYN,ACK,RST,FIN SYN -m conntrack --ctstate ESTABLISHED "
         f"-m connmark ! --mark 0x0/0x{ours:x} -j CONNMARK --set-xmark 0x0/0x{ours:x}",
@@ -116,15 +156,40 @@ def chain_rules(spec: ChainSpec, family: int = 4) -> list[str]:
         f"-A {c} -m mark --mark {_m(d)} -j CONNMARK --save-mark --nfmask 0x{d:x} --ctmask 0x{d:x}",
         f"-A {c} -m mark --mark {_m(d)} -j DROP",
     ]
+    if q:
+        # a goto: the ACK chain's RETURN leaves our chain (the packet is let on), its end queues
+        rules.append(
+            f"-A {c} -p tcp --tcp-flags {_TCP_FLAGS} ACK -m connmark --mark {_m(q)} -g {ack_chain(spec)}"
+        )
+    return rules + _queue_rules(spec, c)
+
+
+def ack_chain_rules(spec: ChainSpec, family: int = 4) -> list[str]:
+    """The quiet-ACK chain: RETURN for a packet that provably carries no payload, else queue it."""
+    c = ack_chain(spec)
+    window = f"{QUIET_ACK_MIN_WINDOW}:0xffff"
+    rules = []
+    for words in range(5, 16):  # the TCP header's length in 32-bit words
+        header = 4 * words
+        if family == 4:  # version 4, header length 5 words; total length; data offset; window
+            test = f"0>>24=0x45&&0&0xffff={20 + header}&&32>>28={words}&&32&0xffff={window}"
+        else:  # version 6; payload length and next header TCP; data offset; window
+            test = f"0>>28=6&&4>>8=0x{header << 8 | 6:x}&&52>>28={words}&&52&0xffff={window}"
+        rules.append(f'-A {c} -m u32 --u32 "{test}" -j RETURN')
+    return rules + _queue_rules(spec, c)
+
+
+def _queue_rules(spec: ChainSpec, chain: str) -> list[str]:
     if spec.first_queue == spec.last_queue:
         target = f"NFQUEUE --queue-num {spec.first_queue}"
     else:
         target = f"NFQUEUE --queue-balance {spec.first_queue}:{spec.last_queue}"
     if spec.bypass:
         target += " --queue-bypass"
-    for match in _interface_matches(spec.in_interfaces, spec.out_interfaces):
-        rules.append(f"-A {c}{match} -j {target}")
-    return rules
+    return [
+        f"-A {chain}{match} -j {target}"
+        for match in _interface_matches(spec.in_interfaces, spec.out_interfaces)
+    ]
 
 
 def _interface_matches(ins: tuple[str, ...], outs: tuple[str, ...]) -> Iterable[str]:
@@ -191,9 +256,19 @@ def block_chain(spec: ChainSpec) -> str:
     return f"{spec.chain}-BLOCK"
 
 
+def ack_chain(spec: ChainSpec) -> str:
+    return f"{spec.chain}-ACKS"
+
+
+def _chains(spec: ChainSpec) -> tuple[str, ...]:
+    return (spec.chain, block_chain(spec)) + ((ack_chain(spec),) if spec.quiet_ack_mark else ())
+
+
 def restore_script(spec: ChainSpec, family: int = 4) -> str:
     # Declaring our chains in --noflush mode creates them, or flushes them if a crashed run left them.
-    lines = ["*filter", f":{spec.chain} - [0:0]", f":{block_chain(spec)} - [0:0]"]
+    lines = ["*filter", *(f":{chain} - [0:0]" for chain in _chains(spec))]
+    if spec.quiet_ack_mark:
+        lines += ack_chain_rules(spec, family)
     lines += [*chain_rules(spec, family), *jump_rules(spec), "COMMIT", ""]
     return "\n".join(lines)
 
@@ -233,8 +308,9 @@ class Netfilter:
                     for _ in range(16):  # bounded: a crashed run leaves at most a few duplicates
                         if _ipt(tool, "-D", *rule).returncode != 0:
                             break
-            for chain in (self.spec.chain, block_chain(self.spec)):
+            for chain in (self.spec.chain, block_chain(self.spec), ack_chain(self.spec)):
                 _ipt(tool, "-F", chain)
+            for chain in (self.spec.chain, block_chain(self.spec), ack_chain(self.spec)):
                 _ipt(tool, "-X", chain)
         self.installed = False
 

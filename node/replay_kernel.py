@@ -2,7 +2,8 @@
 
 Live, our chain (`node/netfilter.py`) drops sources a block-source action cut off, then lets the kernel
 handle every connection whose mark carries our accept or drop bit (saved from a packet a reader
-re-injected with it): those packets never reach a reader. Everything else is queued. Replay runs the same
+re-injected with it): those packets never reach a reader; nor do the bare ACKs of a connection whose mark
+carries the quiet-ACK bit. Everything else is queued. Replay runs the same
 chain over the capture: `Kernel.step` says whether a packet is queued, and `Kernel.verdict` saves the
 bit of a reader's verdict to the connection. A connection ends as a conntrack entry does: a new SYN after
 a close, or idle longer than conntrack's timeouts. Each connection is one flow line of the replay.
@@ -16,7 +17,7 @@ from collections.abc import Callable
 from core.config import NetfilterConfig
 from core.flow import Direction, FlowKey
 from core.packet import IPPROTO_TCP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, PacketMeta
-from node.netfilter import NDP_AND_MLD_TYPES
+from node.netfilter import NDP_AND_MLD_TYPES, kernel_passes_quiet_ack
 
 # Linux conntrack's default timeouts (seconds): established TCP, TCP after a close, UDP stream, ICMP.
 CT_TCP_TIMEOUT = 432000.0
@@ -35,7 +36,7 @@ class Connection:
 
     __slots__ = (
         "act", "acts", "app", "bytes", "client", "client_dir", "closed", "cport", "first", "host", "kernel", "key",
-        "last", "mark", "packets", "rule_id", "server", "server_app", "sni", "sport", "to_worker", "worker",
+        "last", "mark", "packets", "quiet", "rule_id", "server", "server_app", "sni", "sport", "to_worker", "worker",
         "worker_rule",
     )  # fmt: skip
 
@@ -47,6 +48,7 @@ class Connection:
         self.packets = [0, 0]  # client → server, server → client
         self.bytes = [0, 0]  # IP bytes, same order
         self.mark = QUEUE  # ACCEPTED or DROPPED once a verdict's bit is saved to the connection
+        self.quiet = False  # the quiet-ACK bit is saved to the connection: its bare ACKs are not queued
         self.acts: Counter[str] = Counter()  # verdicts of the packets readers saw, by act name
         self.act = ""  # the last of them
         self.kernel = 0  # packets the kernel handled by the connection's mark (offloaded)
@@ -66,6 +68,7 @@ class Kernel:
         self.accept_bit = netfilter.accept_mark
         self.ipv6 = netfilter.ipv6
         self.drop_bit = netfilter.drop_mark
+        self.quiet_bit = netfilter.quiet_ack_mark if netfilter.quiet_acks else 0
         self.on_end = on_end
         self.connections: dict[FlowKey, Connection] = {}
         self.blocked_until: dict[bytes, float] = {}
@@ -108,14 +111,19 @@ class Kernel:
                 return DROPPED, conn
             del self.blocked_until[meta.src]
         if (
-            conn.mark != QUEUE
+            (conn.mark != QUEUE or conn.quiet)
             and flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN) == TCP_SYN
             and conn.packets[1]
         ):
             conn.mark = QUEUE  # our chain clears its bits for a SYN reopening an answered entry (netfilter)
+            conn.quiet = False
         if conn.mark != QUEUE:
             conn.kernel += 1
             self.counters["kernel.accepted" if conn.mark == ACCEPTED else "kernel.dropped"] += 1
+        elif conn.quiet and kernel_passes_quiet_ack(meta):
+            conn.kernel += 1
+            self.counters["kernel.quiet_acks"] += 1
+            return ACCEPTED, conn
         return conn.mark, conn
 
     def verdict(self, conn: Connection, act: str, bit: int | None) -> None:
@@ -126,6 +134,8 @@ class Kernel:
             conn.mark = ACCEPTED
         elif bit is not None and bit & self.drop_bit:
             conn.mark = DROPPED
+        if bit is not None and bit & self.quiet_bit:
+            conn.quiet = True
 
     def block_sources(self, blocks: list[tuple[bytes, float]], now: float) -> None:
         for src, seconds in blocks:

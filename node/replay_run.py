@@ -27,7 +27,7 @@ from node.config import Config
 from node.replay_kernel import QUEUE, Connection, Kernel
 from pipeline.judge import Act, Judge
 from pipeline.reader import HOUSEKEEPING_S
-from pipeline.reader_core import ReaderCore
+from pipeline.reader_core import LEARNING, ReaderCore
 from workers.detect.engine import ThreatPolicy
 from workers.dpi.defrag import Defragmenter
 from workers.worker import EVENT_FLUSH_S, Engine, ThreatPolicyUpdates, build_engine
@@ -37,7 +37,7 @@ SEED = 0x5EED  # the flow hash seed (live: random per start); fixed so that repl
 MAX_WAITING = 65536  # ended connections waiting for their worker's report; beyond it, written without the app
 
 # A payload-less packet the reader lets through while its worker learns from it is, on the wire, a pass.
-_ACT_NAMES = {act: act.name.lower() for act in Act} | {Act.PASS_LEARN: "pass"}
+_ACT_NAMES = {act: act.name.lower() for act in Act} | {Act.PASS_LEARN: "pass", Act.LEARN_QUIET: "pass"}
 
 
 class Sink(Protocol):
@@ -140,7 +140,7 @@ class NodeReplay:
                         conn.worker, conn.to_worker = worker, True
                         if rule:
                             conn.worker_rule = rule
-            elif act is Act.PASS_LEARN:
+            elif act in LEARNING:
                 # As the live reader: verdicted here, and the worker sees the packet without answering.
                 worker = flow.worker if flow is not None else 0
                 self._inspect(worker, ip, meta, now)

@@ -42,6 +42,9 @@ class Act(enum.IntEnum):
     # Let it through now and send it to the flow's worker without waiting (a TCP packet of an inspected
     # flow with no payload: no verdict of the worker could change, but its stream state needs the packet).
     PASS_LEARN = 6
+    # PASS_LEARN for a bare ACK, and the kernel passes the connection's later bare ACKs itself (they carry
+    # nothing a worker needs once it has seen the handshake complete: `node.netfilter`, quiet ACKs).
+    LEARN_QUIET = 7
 
 
 # The reader's act for each WorkerVerdict value, indexed by the value (faster than building the enum).
@@ -91,6 +94,7 @@ class Judge:
         self.inspect_mode = config.workers.inspect
         self._inspect_all = self.inspect_mode == "all"
         self._inspect_new = self.inspect_mode == "new"
+        self._quiet_acks = config.netfilter.quiet_acks
         self.malformed_act = Act.DROP if config.failure.malformed == DROP else Act.PASS
         self.no_policy_act = Act.DROP if config.failure.no_policy == DROP else Act.PASS
         self.counters: Counter[str] = Counter()
@@ -201,6 +205,9 @@ class Judge:
             and (meta.ip_len or len(payload)) <= meta.payload_offset
             and meta.tcp_flags & _CONTROL_FLAGS in _PLAIN_NO_PAYLOAD
         ):
+            # A flow the guard follows in user space needs every packet (it counts handshakes).
+            if meta.tcp_flags & _CONTROL_FLAGS == TCP_ACK and self._quiet_acks and not flow.watch:
+                return Act.LEARN_QUIET, meta, key, flow
             return Act.PASS_LEARN, meta, key, flow
         return Act.INSPECT, meta, key, flow
 

@@ -44,7 +44,7 @@ from pipeline.flowtable import Flow
 from pipeline.judge import Act, Judge
 from pipeline.latency import LatencyHistogram
 from pipeline.nfqueue import NF_DROP, NF_REPEAT, NfQueue, QueuedPacket
-from pipeline.reader_core import ReaderCore
+from pipeline.reader_core import LEARNING, ReaderCore
 from pipeline.reset import ResetSender
 from pipeline.settings import ReaderConfig
 
@@ -207,7 +207,7 @@ class Reader:
                 act = self._to_worker(qp, meta, flow, now)
                 if act is Act.INSPECT:
                     continue
-            elif act is Act.PASS_LEARN:
+            elif act in LEARNING:
                 self._tell_worker(qp, flow, now)
             decided.append(self._kernel_verdict(act, qp, meta))
         waiting = self.waiting

@@ -6,6 +6,7 @@ replay` owns a capture and its timestamps. Both hand packets to this core and ca
 - `admit(payload, now)`: the judge's act for a packet (a judging bug costs the packet its inspection:
   the malformed-packet action applies); PASS_LEARN (a payload-less TCP packet of an inspected flow) is
   let through at once and still handed to the flow's worker, which learns from it and does not answer;
+  LEARN_QUIET (a bare ACK) is that, and its bit tells the kernel to pass the connection's later bare ACKs;
 - `cut_short()`: an INSPECT packet the queue copied only in part (its real length from NFQA_CAP_LEN)
   takes the `truncated` failure action, counted;
 - `hold(ref, packet, meta, flow, now)`: an INSPECT packet waits for its worker (the worker's index), or
@@ -35,6 +36,8 @@ P = TypeVar("P")  # what the shell keeps of a packet out at a worker (the queued
 
 # Acts whose bit the kernel saves to the connection mark: the rest of the connection never reaches us.
 OFFLOADING = frozenset((Act.ALLOW, Act.BLOCK, Act.RESET))
+# Acts that let a packet through and hand it to the flow's worker, which does not answer.
+LEARNING = frozenset((Act.PASS_LEARN, Act.LEARN_QUIET))
 ACT_COUNTER = {act: f"verdict.{act.name.lower()}" for act in Act}
 
 
@@ -66,6 +69,7 @@ class ReaderCore(Generic[P]):
         self.bits = {
             Act.PASS: n.pass_mark,
             Act.PASS_LEARN: n.pass_mark,
+            Act.LEARN_QUIET: n.pass_mark | (n.quiet_ack_mark if n.quiet_acks else 0),
             Act.ALLOW: n.accept_mark,
             Act.BLOCK: n.drop_mark,
             Act.RESET: n.drop_mark,

@@ -84,8 +84,8 @@ def test_inspect_modes_send_flows_to_workers() -> None:
     [
         (SYN, b"", Act.PASS_LEARN),
         (SYN | ACK, b"", Act.PASS_LEARN),
-        (ACK, b"", Act.PASS_LEARN),
-        (ACK | dpkt.tcp.TH_PUSH, b"", Act.PASS_LEARN),
+        (ACK, b"", Act.LEARN_QUIET),  # and the kernel passes the connection's later bare ACKs
+        (ACK | dpkt.tcp.TH_PUSH, b"", Act.LEARN_QUIET),
         (FIN | ACK, b"", Act.PASS_LEARN),
         (RST, b"", Act.PASS_LEARN),
         (RST | ACK, b"", Act.PASS_LEARN),
@@ -99,6 +99,12 @@ def test_packets_without_payload_of_inspected_flows_are_verdicted_in_the_reader(
     j = judge(workers={"inspect": "new"})
     j.judge(tcp4(dport=80, data=b"GET"), 0.0)  # the flow exists and is inspected
     assert j.judge(tcp4(dport=80, flags=flags, data=data), 0.1)[0] is act
+
+
+def test_bare_acks_only_learn_when_quiet_acks_are_off() -> None:
+    j = judge(workers={"inspect": "new"}, netfilter={"quiet_acks": False})
+    j.judge(tcp4(dport=80, data=b"GET"), 0.0)
+    assert j.judge(tcp4(dport=80, flags=ACK), 0.1)[0] is Act.PASS_LEARN
 
 
 def test_malformed_and_no_policy_follow_the_failure_table() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 import subprocess
 from collections.abc import Iterator
 
@@ -9,6 +10,7 @@ import pytest
 
 from node.config import config_from_dict
 from node.netfilter import ChainSpec, chain_rules, restore_script
+from tests.pipeline.packets import a4, a6
 
 NS = "nft-unit"
 
@@ -19,7 +21,12 @@ def spec(**sections: dict[str, object]) -> ChainSpec:
 
 def test_rules_mask_our_bits_and_balance_the_queues() -> None:
     rules = chain_rules(spec(queues={"readers": 3, "first": 4}))
-    assert rules[0] == "-A ENFORCER -m mark --mark 0x400000/0x400000 -j RETURN"
+    # a verdict's quiet-ACK bit is saved before the judged packet leaves by its pass bit
+    assert rules[0] == (
+        "-A ENFORCER -m mark --mark 0x800000/0x800000 -j CONNMARK --save-mark --nfmask 0x800000 --ctmask 0x800000"
+    )
+    assert rules[1] == "-A ENFORCER -m mark --mark 0x400000/0x400000 -j RETURN"
+    assert chain_rules(spec(netfilter={"quiet_acks": False}))[0] == rules[1]
     assert "-A ENFORCER -m connmark --mark 0x200000/0x200000 -j DROP" in rules
     assert (
         "-A ENFORCER -m mark --mark 0x100000/0x100000 -j CONNMARK --save-mark --nfmask 0x100000 --ctmask 0x100000"
@@ -35,8 +42,8 @@ def test_a_bare_syn_reopening_a_connection_we_decided_loses_our_bits_before_they
         rules = chain_rules(spec(), family=family)
         clear = (
             "-A ENFORCER -p tcp --tcp-flags SYN,ACK,RST,FIN SYN -m conntrack --ctstate ESTABLISHED "
-            "-m connmark ! --mark 0x0/0x300000 -j CONNMARK --set-xmark 0x0/0x300000"
-        )
+            "-m connmark ! --mark 0x0/0xb00000 -j CONNMARK --set-xmark 0x0/0xb00000"
+        )  # accept, drop and quiet-ACK bits
         assert clear in rules
         # before the connmark matches, so the new connection is queued instead of inheriting a verdict
         assert rules.index(clear) < rules.index("-A ENFORCER -m connmark --mark 0x200000/0x200000 -j DROP")
@@ -109,7 +116,8 @@ def test_install_replaces_stale_rules_and_remove_leaves_nothing(netns: list[str]
     assert (
         "-A ENFORCER -p ipv6-icmp -m icmp6 --icmpv6-type 133 -j RETURN" in after
     )  # the IPv6 chain's own rules
-    assert after.count("--ctstate ESTABLISHED -m connmark ! --mark 0x0/0x300000 -j CONNMARK --set-xmark") == 2
+    assert after.count("--ctstate ESTABLISHED -m connmark ! --mark 0x0/0xb00000 -j CONNMARK --set-xmark") == 2
+    assert after.count("-g ENFORCER-ACKS\n") == 2 and after.count("-A ENFORCER-ACKS -m u32") == 22
     subprocess.run([*netns, sys.executable, "-c", code, "install"], check=True)  # idempotent
     assert _listing(netns).count("-j ENFORCER\n") == 2
     subprocess.run([*netns, sys.executable, "-c", code, "remove"], check=True)
@@ -184,3 +192,137 @@ def test_replay_models_the_reopening_syn_as_our_chain_does() -> None:
     assert step(tcp4(sport=40001, seq=5), 0.0) == QUEUE
     kernel.verdict(kernel.connections[next(reversed(list(kernel.connections)))], "RESET", n.drop_mark)
     assert step(tcp4(sport=40001, seq=5), 1.0) == DROPPED
+
+
+# ---- quiet ACKs: the kernel's test for "no payload" must be exact --------------------------------------
+
+ACKS_PROBE = """
+import socket, sys
+from node.config import config_from_dict
+from node.netfilter import ChainSpec, ack_chain_rules
+spec = ChainSpec.from_config(config_from_dict({}, {}))
+family = int(sys.argv[1])
+lines = ["*filter", ":ENFORCER-ACKS - [0:0]", *ack_chain_rules(spec, family), "-A OUTPUT -p tcp -j ENFORCER-ACKS", "COMMIT", ""]
+print("\\n".join(lines))
+"""
+
+
+def _tcp_header(words: int, window: int) -> bytes:
+    options = b"\x01" * (4 * words - 20)  # NOPs
+    return struct.pack("!HHIIBBHHH", 40000, 80, 1, 1, words << 4, 0x10, window, 0, 0) + options
+
+
+def _ipv4(tcp: bytes, payload: bytes, ip_options: bytes = b"") -> bytes:
+    ihl = 5 + len(ip_options) // 4
+    total = 4 * ihl + len(tcp) + len(payload)
+    header = struct.pack(
+        "!BBHHHBBH4s4s", 0x40 | ihl, 0, total, 0, 0, 64, 6, 0, a4("198.18.0.1"), a4("198.18.0.2")
+    )
+    return header + ip_options + tcp + payload
+
+
+def _ipv6(tcp: bytes, payload: bytes, dest_options: bool = False) -> bytes:
+    ext = struct.pack("!BB6s", 6, 0, b"\x01\x04\0\0\0\0") if dest_options else b""
+    body = ext + tcp + payload
+    first = 60 if dest_options else 6
+    header = struct.pack(
+        "!IHBB16s16s", 6 << 28, len(body), first, 64, a6("fd00:198:18::1"), a6("fd00:198:18::2")
+    )
+    return header + body
+
+
+def _counts(netns: list[str], family: int) -> tuple[int, int]:
+    """Packets the ACK chain let on (its RETURN rules) and queued (the rest)."""
+    tool = "iptables-save" if family == 4 else "ip6tables-save"
+    let_on = queued = 0
+    for line in subprocess.run(
+        [*netns, tool, "-c"], capture_output=True, text=True, check=True
+    ).stdout.splitlines():
+        if " -A ENFORCER-ACKS " in line:
+            packets = int(line[1:].split(":")[0])
+            if line.endswith("-j RETURN"):
+                let_on += packets
+            else:
+                queued += packets
+    return let_on, queued
+
+
+def test_the_kernel_passes_a_quiet_ack_only_when_it_provably_carries_no_payload(netns: list[str]) -> None:
+    import sys
+
+    run = lambda *a: subprocess.run([*netns, *a], check=True, capture_output=True)  # noqa: E731
+    # A veth pair inside the throwaway namespace: the packets only need a route out (the OUTPUT hook).
+    run("ip", "link", "add", "v0", "type", "veth", "peer", "name", "v1")
+    run("ip", "addr", "add", "198.18.0.1/24", "dev", "v0")
+    run("ip", "-6", "addr", "add", "fd00:198:18::1/64", "dev", "v0", "nodad")
+    run("ip", "link", "set", "v0", "up")
+    run("ip", "link", "set", "v1", "up")
+    for family, restore in ((4, "iptables-restore"), (6, "ip6tables-restore")):
+        rules = subprocess.run(
+            [sys.executable, "-c", ACKS_PROBE, str(family)], capture_output=True, text=True, check=True
+        )
+        subprocess.run([*netns, restore, "--noflush"], input=rules.stdout, text=True, check=True)
+    cases: list[tuple[int, bytes, bool]] = []  # family, packet, let on
+    for words in range(5, 16):
+        cases += [
+            (4, _ipv4(_tcp_header(words, 1000), b""), True),
+            (6, _ipv6(_tcp_header(words, 1000), b""), True),
+        ]
+        for size in (1, 2, 3, 4, 40):  # any payload at all is queued, whatever the header length
+            cases += [(4, _ipv4(_tcp_header(words, 1000), b"x" * size), False)]
+            cases += [(6, _ipv6(_tcp_header(words, 1000), b"x" * size), False)]
+    for family, build in ((4, _ipv4), (6, _ipv6)):
+        cases += [
+            (family, build(_tcp_header(8, 64), b""), True),
+            (family, build(_tcp_header(8, 63), b""), False),
+        ]
+        cases += [(family, build(_tcp_header(5, 0), b""), False)]  # a zero window: the threat checks see it
+    cases += [(4, _ipv4(_tcp_header(5, 1000), b"", ip_options=b"\x01\x01\x01\x00"), False)]
+    cases += [(6, _ipv6(_tcp_header(5, 1000), b"", dest_options=True), False)]
+    sender = (
+        "import socket, sys\n"
+        "family = int(sys.argv[1]); packet = bytes.fromhex(sys.argv[2])\n"
+        "if family == 4:\n"
+        "    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW); s.sendto(packet, ('198.18.0.2', 0))\n"
+        "else:\n"
+        "    s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_RAW); s.sendto(packet, ('fd00:198:18::2', 0))\n"
+    )
+    wrong = []
+    for family, packet, let_on in cases:
+        before = _counts(netns, family)
+        run(sys.executable, "-c", sender, str(family), packet.hex())
+        after = _counts(netns, family)
+        delta = (after[0] - before[0], after[1] - before[1])
+        if delta != ((1, 0) if let_on else (0, 1)):
+            wrong.append((family, packet.hex(), let_on, delta))
+    assert not wrong, wrong
+    assert len(cases) == 11 * (2 + 10) + 8  # header lengths × (bare + with payload), and the edge cases
+
+
+def test_replay_models_quiet_acks_as_our_chain_does() -> None:
+    import dpkt
+
+    from core.flow import flow_key
+    from core.packet import decode
+    from node.replay_kernel import ACCEPTED, QUEUE, Kernel
+    from tests.pipeline.packets import tcp4
+
+    n = config_from_dict({}, {}).netfilter
+    kernel = Kernel(n, lambda conn: None)
+    syn, ack = dpkt.tcp.TH_SYN, dpkt.tcp.TH_ACK
+
+    def step(packet: bytes, now: float) -> int:
+        meta = decode(packet)
+        key, direction = flow_key(meta)
+        return kernel.step(meta, key, direction, now)[0]
+
+    assert step(tcp4(seq=1), 0.0) == QUEUE
+    conn = kernel.connections[next(iter(kernel.connections))]
+    assert step(tcp4("198.18.2.11", "198.18.1.11", 80, 40000, flags=syn | ack), 0.1) == QUEUE
+    assert step(tcp4(flags=ack, seq=2), 0.2) == QUEUE  # the handshake's ACK: a reader sees it
+    kernel.verdict(conn, "learn_quiet", n.pass_mark | n.quiet_ack_mark)
+    assert step(tcp4(flags=ack, seq=2), 0.3) == ACCEPTED and kernel.counters["kernel.quiet_acks"] == 1
+    assert step(tcp4(flags=ack, seq=2, data=b"x"), 0.4) == QUEUE  # one byte of payload
+    assert step(tcp4(flags=ack | dpkt.tcp.TH_PUSH, seq=3), 0.5) == QUEUE  # not a bare ACK
+    assert step(tcp4(seq=900), 1.0) == QUEUE  # a new connection reusing the ports starts loud
+    assert step(tcp4(flags=ack, seq=901), 1.1) == QUEUE

@@ -111,7 +111,8 @@ def test_a_handshake_rides_with_the_first_packet_that_waits_in_order(harness: Ha
     harness.queue(conn(SYN_ACK, to_server=False))
     harness.queue(conn(ACK))
     assert harness.sent(wait_ms=100) == []  # let through, not sent on their own
-    assert harness.reader.counters["verdict.pass_learn"] == 3
+    assert harness.reader.counters["verdict.pass_learn"] == 2
+    assert harness.reader.counters["verdict.learn_quiet"] == 1  # the handshake's ACK
     harness.queue(conn(PSH_ACK, b"GET / HTTP/1.1\r\n\r\n"))
     assert harness.sent() == [[(1, M.NO_VERDICT), (2, M.NO_VERDICT), (3, M.NO_VERDICT), (4, 0)]]
     assert list(harness.reader.inflight) == [4]  # only the request waits for its worker
