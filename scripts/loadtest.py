@@ -60,16 +60,21 @@ TESTS = ["tcp_bulk_1", "tcp_bulk_4", "udp_small", "tcp_crr", "tcp_rr"]
 FORCED_TESTS = ["udp_small"]
 
 
-def variant(mode: str) -> dict[str, Any]:
-    """The workers section of a `--modes` entry: an inspect mode, optionally with a spin, e.g. `new@spin50`
-    (`workers.spin_us = 50`), so spin settings are compared interleaved in one run."""
-    inspect, _, extra = mode.partition("@")
-    keys: dict[str, Any] = {"inspect": inspect}
-    if extra:
-        if not extra.startswith("spin") or not extra[4:].isdigit():
-            raise SystemExit(f"loadtest: bad mode variant {mode!r} (expected e.g. new@spin50)")
-        keys["spin_us"] = int(extra[4:])
-    return keys
+def variant(mode: str) -> dict[str, dict[str, Any]]:
+    """The config sections of a `--modes` entry: an inspect mode, optionally with variants after `@`, so
+    settings are compared interleaved in one run: `spinN` (`workers.spin_us = N`), `loudacks`
+    (`netfilter.quiet_acks = false`: every bare ACK of an inspected connection is queued), e.g.
+    `new@spin50`, `new@loudacks`."""
+    inspect, _, extras = mode.partition("@")
+    sections: dict[str, dict[str, Any]] = {"workers": {"inspect": inspect}}
+    for extra in filter(None, extras.split("@")):
+        if extra.startswith("spin") and extra[4:].isdigit():
+            sections["workers"]["spin_us"] = int(extra[4:])
+        elif extra == "loudacks":
+            sections["netfilter"] = {"quiet_acks": False}
+        else:
+            raise SystemExit(f"loadtest: bad mode variant {mode!r} (expected e.g. new@spin50, new@loudacks)")
+    return sections
 
 
 def inspect_of(mode: str) -> str:
@@ -359,7 +364,12 @@ def main() -> int:
             for _ in range(args.reps):
                 runs["baseline"].append(run_all(lab, None, rrgen, tests, seconds))
                 for mode in modes:
-                    sections = {"queues": base["queues"], "workers": {**base["workers"], **variant(mode)}}
+                    chosen_sections = variant(mode)
+                    sections = {
+                        **chosen_sections,
+                        "queues": base["queues"],
+                        "workers": {**base["workers"], **chosen_sections["workers"]},
+                    }
                     with LabEnforcer(lab, sections, policy=policy) as e:
                         require_policy(e)
                         chosen = (
