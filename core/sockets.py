@@ -14,6 +14,7 @@ from core import messages as M
 # batch and verdict batch. The packet path calls the backend's methods on the same socket instead.
 _backend_send = zmq.backend.Socket.send
 _backend_get = zmq.backend.Socket.get
+_POLLIN = int(zmq.POLLIN)  # a plain int: `int & IntFlag` builds a flag object on every call
 
 # Queue bounds (messages) of the sockets that carry batches, events and heartbeats.
 BATCH_HWM = 1024  # packet batches and verdict batches
@@ -25,7 +26,7 @@ def has_message(sock: zmq.Socket[bytes]) -> bool:
     """Is a message waiting on `sock`? (Also what re-arms its edge-triggered descriptor: read it after the
     last receive before waiting on that descriptor again.) Cheaper than a receive that raises zmq.Again."""
     events: int = _backend_get(sock, zmq.EVENTS)  # type: ignore[assignment]  # an int for EVENTS
-    return bool(events & zmq.POLLIN)
+    return bool(events & _POLLIN)
 
 
 def spin_for_message(sock: zmq.Socket[bytes], seconds: float, counters: Counter[str]) -> bool:
