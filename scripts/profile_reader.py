@@ -51,6 +51,8 @@ def main() -> int:
     ap.add_argument("--procs", type=int, default=4, help="rrgen crr client processes")
     ap.add_argument("--spin-us", type=int, default=None, help="workers.spin_us (default: the configured one)")
     ap.add_argument("--py-spy", default="", help="directory for py-spy flame graphs of the reader and worker")
+    ap.add_argument("--py-spy-format", choices=("flamegraph", "raw"), default="flamegraph",
+                    help="raw: collapsed stacks (one line per stack and its sample count), to sum by function")  # fmt: skip
     args = ap.parse_args()
     require_root()
     seconds = min(max(args.seconds, 1.0), 30.0)
@@ -75,10 +77,12 @@ def main() -> int:
                     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
                     Path(args.py_spy).mkdir(parents=True, exist_ok=True)
                     for name, pid in pids.items():
-                        out = Path(args.py_spy) / f"{args.mode}-{name.replace(' ', '-')}.svg"
+                        suffix = ".svg" if args.py_spy_format == "flamegraph" else ".txt"
+                        out = Path(args.py_spy) / f"{args.mode}-{name.replace(' ', '-')}{suffix}"
                         spies.append(subprocess.Popen(
                             [spy, "record", "--native", "-r", "250", "-d", str(int(seconds) + 1), "-o", str(out),
-                             "--pid", str(pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             "-f", args.py_spy_format, "--pid", str(pid)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                         ))  # fmt: skip
                 out = lab.exec("c1", rrgen, "crr", lab.host("s1").ipv4, str(RR_PORT), str(seconds),
                                str(args.procs), check=False, timeout=seconds + 30)  # fmt: skip
