@@ -6,8 +6,9 @@
 Starts the lab and the enforcer (one reader, one worker, so every packet meets the one reader), drives
 `rrgen crr` (new connections, one 64-byte request each) for `--seconds`, and prints for the reader and
 the worker: CPU seconds (user and system, from /proc/PID/stat), packets judged, CPU µs per packet and
-packets per CPU-second (less sensitive to the machine's other load than a rate), the reader's counters
-that changed, and the inspected-packet round-trip histogram. With `--py-spy DIR` (py-spy installed in the
+packets per CPU-second (less sensitive to the machine's other load than a rate), the context switches
+per connection of each process's own threads and of its ZeroMQ I/O thread, the reader's counters that
+changed, and the inspected-packet round-trip histogram. With `--py-spy DIR` (py-spy installed in the
 venv) the reader and the worker are sampled meanwhile, one flame graph each.
 """
 
@@ -38,6 +39,21 @@ def cpu_seconds(pid: int) -> tuple[float, float]:
     forwarding of a re-injected packet, which runs in the verdict's system call."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
+
+
+def thread_switches(pid: int) -> dict[str, int]:
+    """Context switches (voluntary + involuntary) per thread kind of a process, from /proc: each one a
+    wake-up or a preemption. ZeroMQ's I/O thread ("ZMQbg/IO") apart from the process's own threads."""
+    switches: dict[str, int] = {}
+    for status in Path(f"/proc/{pid}/task").glob("*/status"):
+        try:
+            fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
+        except OSError:
+            continue  # the thread ended
+        kind = "zmq io" if fields["Name"].strip().startswith("ZMQbg/IO") else "own"
+        count = int(fields["voluntary_ctxt_switches"]) + int(fields["nonvoluntary_ctxt_switches"])
+        switches[kind] = switches.get(kind, 0) + count
+    return switches
 
 
 def children(e: LabEnforcer) -> dict[str, dict[str, Any]]:
@@ -72,21 +88,23 @@ def main() -> int:
                 before = children(e)
                 pids = {name: before[name]["pid"] for name in ("reader q0", "worker 0")}
                 cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
+                switches0 = {name: thread_switches(pid) for name, pid in pids.items()}
                 spies = []
                 if args.py_spy:
                     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
                     Path(args.py_spy).mkdir(parents=True, exist_ok=True)
                     for name, pid in pids.items():
                         suffix = ".svg" if args.py_spy_format == "flamegraph" else ".txt"
-                        out = Path(args.py_spy) / f"{args.mode}-{name.replace(' ', '-')}{suffix}"
+                        spy_out = Path(args.py_spy) / f"{args.mode}-{name.replace(' ', '-')}{suffix}"
                         spies.append(subprocess.Popen(
-                            [spy, "record", "--native", "-r", "250", "-d", str(int(seconds) + 1), "-o", str(out),
+                            [spy, "record", "--native", "-r", "250", "-d", str(int(seconds) + 1), "-o", str(spy_out),
                              "-f", args.py_spy_format, "--pid", str(pid)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                         ))  # fmt: skip
                 out = lab.exec("c1", rrgen, "crr", lab.host("s1").ipv4, str(RR_PORT), str(seconds),
                                str(args.procs), check=False, timeout=seconds + 30)  # fmt: skip
                 cpu1 = {name: cpu_seconds(pid) for name, pid in pids.items()}
+                switches1 = {name: thread_switches(pid) for name, pid in pids.items()}
                 for spy_proc in spies:
                     spy_proc.wait(timeout=seconds + 30)
                 time.sleep(0.6)  # the next heartbeat carries the counters
@@ -105,6 +123,12 @@ def main() -> int:
         per = cpu / packets * 1e6 if packets else 0.0
         print(f"{name}: cpu {cpu:.2f} s (user {user:.2f}, system {system:.2f}), packets {packets}, "
               f"{per:.1f} µs CPU per packet, {packets / cpu if cpu else 0:.0f} packets per CPU-second")  # fmt: skip
+        ops = max(int(gen.get("ops", 0)), 1)
+        woken = {kind: (n - switches0[name].get(kind, 0)) / ops for kind, n in switches1[name].items()}
+        print(
+            "  context switches per connection: "
+            + ", ".join(f"{k} {v:.1f}" for k, v in sorted(woken.items()))
+        )
         changed = {k: a[k] - b.get(k, 0) for k in sorted(a) if isinstance(a[k], int) and a[k] != b.get(k, 0)}
         print("  " + json.dumps(changed))
     return 0
