@@ -1,0 +1,141 @@
+"""OS command injection in one request value, scored on the shell's grammar.
+
+An application that splices a value into a shell command line (`ping -c 1 $host`, `convert $file`) runs
+whatever follows a command separator or a substitution in it. Such a value holds a *separator* (`;`, `|`,
+`||`, `&`, `&&`, a newline) or a *substitution* (`$(…)`, a backtick) followed by a *command word*: a
+program an attacker runs to learn, fetch, wait or connect (`id`, `whoami`, `uname`, `cat`, `wget`, `nc`,
+`sleep`, …) or an absolute path to one (`/bin/sh`, `/usr/bin/id`). Prose has separators and command
+words too (`Tom & Jerry; cat lovers`), so each occurrence is scored and a value is an injection when one
+scores `THRESHOLD`:
+
+- the command word: 2 for a name no prose uses (`whoami`, `uname`, `wget`, `/bin/sh`), 1 for one that is
+  also an English word or a field name (`cat`, `id`, `sleep`, `ping`);
+- how it is reached: a substitution `$(` 2 (never prose: jQuery's `$(document)` names no command); a
+  backtick 1 when it opens the value or follows a character without a space (a Markdown code span
+  ``the `cat` command`` has a space before it: 0); a separator 1 when it opens the value or follows a
+  quote, a number or an address (breaking out of a quoted or numeric argument: `1;id`, `127.0.0.1|id`),
+  else 0;
+- its arguments, up to the next separator: 2 for an option (`-la`), an absolute or Windows path
+  (`/etc/passwd`, `C:\\`), a URL, an IP address, a redirection (`>`, `2>&1`), or numbers only (`sleep
+  5`); 1 for no argument at all (`;id`); 0 for words (`cat lovers`).
+
+Spellings only a shell reads add to the value's score once: `${IFS}` or `$IFS` as a space (2), a command
+name split by quotes or backslashes (`w'h'o'am'i`, `c\\at`: 1). A brace list (`;{cat,/etc/passwd}`) is a
+command word with a comma before its argument. So `;id` scores 1 + 1 + 1, `$(sleep 5)` 1 + 2 + 2, `Tom & Jerry; cat lovers`
+1 + 0 + 0, `name|id` (a field list) 1 + 0 + 1. Every check is one compiled regular expression over at
+most `MAX_SCORED_VALUE` characters, and none runs on a value without a separator or substitution
+character (`needs_check`).
+"""
+
+from __future__ import annotations
+
+import re
+
+THRESHOLD = 3  # an occurrence (plus the value's shell spellings) scoring this much is an injection
+MAX_SCORED_VALUE = 4096  # characters scored per value (injections start near a value's start)
+
+# Command names no prose or form field uses: an attacker's reconnaissance, download, shells and
+# interpreters' one-liners, Windows' administration tools.
+_DISTINCT = (
+    "whoami uname ifconfig ipconfig netstat nslookup wget curl ncat netcat nc bash zsh ksh csh tcsh dash"
+    " powershell pwsh cmd.exe chmod chown mkfifo telnet base64 xxd hostname systeminfo tasklist getent"
+    " crontab useradd usermod sudo busybox socat nmap tftp certutil bitsadmin wmic rundll32 msiexec"
+    " nohup printenv pwd ls grep egrep awk gawk sed passwd ifup arp traceroute tracert nproc lsb_release"
+).split()
+# Command names that are English words or field names too: they count only with shell arguments or in
+# a breakout position.
+_COMMON = (
+    "id cat tac head tail more less echo printf ping sleep timeout kill killall rm cp mv touch find type"
+    " dir net sh bash env ps top who w uptime ssh scp ftp host date reboot halt shutdown"
+    " whois dig route perl python python3 php ruby lua node"
+).split()
+_WEIGHT = {**dict.fromkeys(_COMMON, 1), **dict.fromkeys(_DISTINCT, 2)}
+
+# a separator or a substitution, optional space (or `{` of a brace list, a quote of a quoted command
+# name), then a command word: a name from the lists above or an absolute path to a program
+_COMMAND = re.compile(
+    r"(?P<sep>\$\(|`|\|\||&&|[;|&\n\r])[ \t{]*['\"]?"
+    r"(?P<word>/(?:usr/(?:local/)?)?s?bin/[\w.-]{1,30}|(?:"
+    + "|".join(sorted(map(re.escape, _WEIGHT), key=len, reverse=True))
+    + r"))['\"]?(?=[\s;|&`)<>{,]|\Z)"
+    r"(?P<args>[^;|&\n\r`)]{0,200})",
+    re.I,
+)
+# what an argument list shows that shell use has and prose has not
+_SHELL_ARGUMENT = re.compile(
+    r"(?:^|\s)-{1,2}[a-z]"  # an option
+    r"|(?:^|[\s=,])(?:/[\w.-]|~/|\.\./|[a-z]:\\)"  # an absolute, home, parent or Windows path
+    r"|[a-z][a-z0-9+.-]{1,10}://"  # a URL
+    r"|\b\d{1,3}(?:\.\d{1,3}){3}\b"  # an IPv4 address
+    r"|[<>]",  # a redirection
+    re.I,
+)
+_NUMBERS_ONLY = re.compile(r"\s*\d+(?:\.\d+)?(?:\s+\d+(?:\.\d+)?)*\s*\Z")
+# what a breakout follows: the value's start, a quote, a number or an address (the argument the
+# application expected), optionally with spaces
+_BREAKOUT_BEFORE = re.compile(r"(?:\A|['\"]|(?<![\w.])[\d.:]*\d)\s*\Z")
+# `${IFS}`, `$IFS$9`, `$IFS`: the shell's field separator written where a space would be seen
+_IFS = re.compile(r"\$\{IFS\}|\$IFS(?:\$\d)?(?![A-Za-z0-9_])")
+# quotes and backslashes inside a command name, which the shell drops (`w'h'o'am'i`, `c\at`, `wh""oami`)
+_SPLIT_NAME = re.compile(r"(?<=[a-z])(?:''|\"\"|['\"\\])(?=[a-z])|(?<=[;|&`(\s])\\(?=[a-z])", re.I)
+# characters a value needs for any occurrence (`needs_check`)
+_NEEDED = re.compile(r"[;|&`\n\r]|\$\(")
+
+
+def needs_check(value: str) -> bool:
+    """Whether `value` holds a separator or substitution at all (most values do not: no scoring)."""
+    return _NEEDED.search(value) is not None
+
+
+def _argument_weight(args: str, closed_by_paren: bool) -> int:
+    if not args.strip():
+        # a command alone (`;id`, `$(whoami)`), unless a parenthesis it did not open closes it: code's
+        # `(a && hostname)` names a variable
+        return 0 if closed_by_paren else 1
+    if _SHELL_ARGUMENT.search(args) or _NUMBERS_ONLY.match(args):
+        return 2
+    return 0
+
+
+def _reach_weight(text: str, start: int, sep: str) -> int:
+    if sep == "$(":
+        return 2
+    if sep == "`":
+        return 1 if start == 0 or not text[start - 1].isspace() else 0
+    return 1 if _BREAKOUT_BEFORE.search(text, 0, start) else 0
+
+
+def injected(value: str, evasion: int = 0) -> str | None:
+    """Why `value` is a command injection ("separator ';' + command 'id' + ..."), or None. `evasion`:
+    the weight of evasion evidence the value was sent with (overlong UTF-8)."""
+    text = value[:MAX_SCORED_VALUE]
+    if not needs_check(text):
+        return None
+    spelling = evasion
+    notes: list[str] = ["overlong UTF-8"] if evasion else []
+    if "IFS" in text and _IFS.search(text):
+        text = _IFS.sub(" ", text)
+        spelling += 2
+        notes.append("$IFS as a space")
+    if ("'" in text or '"' in text or "\\" in text) and _SPLIT_NAME.search(text):
+        unsplit = _SPLIT_NAME.sub("", text)
+        if _COMMAND.search(unsplit) and not _COMMAND.search(text):
+            text = unsplit
+            spelling += 1
+            notes.append("command name split by quotes")
+    best = 0
+    why = ""
+    for m in _COMMAND.finditer(text):
+        sep, word, args = m.group("sep"), m.group("word"), m.group("args")
+        low = word.lower()
+        weight = _WEIGHT.get(low, 2)  # an absolute path to a program counts as a distinct name
+        closed_by_paren = sep != "$(" and text.startswith(")", m.end())
+        total = weight + _reach_weight(text, m.start(), sep) + _argument_weight(args, closed_by_paren)
+        if total > best:
+            best = total
+            why = f"{'substitution' if sep in ('$(', '`') else 'separator'} {sep.strip() or 'newline'!r} + command {low!r}"
+            if args.strip():
+                why += f" {args.strip()[:24]!r}"
+    if best and best + spelling >= THRESHOLD:
+        return " + ".join([why, *notes])
+    return None
