@@ -231,7 +231,14 @@ def crs_cases(src: Source) -> Iterator[tuple[str, Request]]:
                 elif log.get("no_expect_ids") and cls == "rce":
                     said = _RCE_SAID_ATTACK.search(str(test.get("desc", "")))
                     attack = said or req.label.rpartition(".")[0] in CRS_RCE_NEGATIVE_ATTACKS
-                    yield ("crs rce negative, an attack all the same" if attack else "crs rce negative (benign)"), req
+                    yield (
+                        (
+                            "crs rce negative, an attack all the same"
+                            if attack
+                            else "crs rce negative (benign)"
+                        ),
+                        req,
+                    )
                 elif log.get("no_expect_ids"):
                     attack = CRS_NEGATIVE_ATTACKS.get(req.label.rpartition(".")[0])
                     yield ("crs negative, an attack all the same" if attack else "crs negative (benign)"), req
@@ -456,7 +463,9 @@ def main(argv: list[str]) -> int:
     for name, commit in sources.items():
         print(f"source {name}: {commit}")
     if RESERVED_LEFT_OUT:
-        print(f"left out: {len(RESERVED_LEFT_OUT)} CRS tests taken from a reserved corpus ({', '.join(RESERVED_LEFT_OUT)})")
+        print(
+            f"left out: {len(RESERVED_LEFT_OUT)} CRS tests taken from a reserved corpus ({', '.join(RESERVED_LEFT_OUT)})"
+        )
     ref_column = f"{args.against[:12]:>18} " if args.against else ""
     print(f"{'corpus / class':48} {ref_column}{'detected':>18} {'false positives':>18}")
     for row, r in sorted(rows.items()):

@@ -50,7 +50,7 @@ _SQLI_SAFE = re.compile(r"(?!.*@@)[\w.\-@]*\Z", re.A)
 _XSS_SAFE = re.compile(r"[^<>\"'`=:&(\\%\[*]*\Z")
 # ... nor command injection (no separator or substitution, nor an escape or reference that could
 # decode to one), nor LDAP injection (no parenthesis, star or escape)
-_SHELL_FREE = re.compile(r"[^;|&`\n\r$%\\]*\Z")
+_SHELL_FREE = re.compile(r"[^;|&`\n\r$%\\(]*\Z")
 _LDAP_FREE = re.compile(r"[^()*%&\\]*\Z")
 _ENTITY = re.compile(r"&(?:#\d+;?|#x[0-9a-f]+;?|[a-z]+;)", re.I)
 _SCRIPT_SCHEME = ("javascript:", "vbscript:", "livescript:", "mocha:", "data:text/html")
@@ -349,7 +349,9 @@ def _first(values: Iterable[str], plus: bool, wanted: set[Threat]) -> list[Hit]:
         if len(value) <= MAX_CACHED_VALUE:
             found = _value_hits(value, plus)
         else:
-            found = tuple(check(value, plus) if c in wanted else None for c, check in zip(CLASSES, _CHECKS))
+            found = tuple(
+                check(value, plus) if c in wanted else None for c, check in zip(CLASSES, _CHECKS, strict=True)
+            )
         for hit in found:
             if hit is not None and hit.threat in wanted:
                 hits.append(hit)
@@ -373,7 +375,7 @@ def check_request(
     Referer, X-Forwarded-For: where scanners inject too) and the body (form, JSON or XML by content
     type). At most one hit per class."""
     flags = (sqli, xss, command, ldap)
-    wanted = {c for c, on in zip(CLASSES, flags) if on}
+    wanted = {c for c, on in zip(CLASSES, flags, strict=True) if on}
     if not wanted:
         return []
     path, _, query = uri.partition("?")

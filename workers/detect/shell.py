@@ -10,14 +10,15 @@ scores `THRESHOLD`:
 
 - the command word: 2 for a name no prose uses (`whoami`, `uname`, `wget`, `/bin/sh`), 1 for one that is
   also an English word or a field name (`cat`, `id`, `sleep`, `ping`);
-- how it is reached: a substitution `$(` 2 (never prose: jQuery's `$(document)` names no command); a
+- how it is reached: a substitution `$(`, `<(`, `>(` 2 (never prose: jQuery's `$(document)` names no command); a
   backtick 1 when it opens the value or follows a character without a space (a Markdown code span
   ``the `cat` command`` has a space before it: 0); a separator 1 when it opens the value or follows a
   quote, a number or an address (breaking out of a quoted or numeric argument: `1;id`, `127.0.0.1|id`),
   else 0;
 - its arguments, up to the next separator: 2 for an option (`-la`), an absolute or Windows path
   (`/etc/passwd`, `C:\\`), a URL, an IP address, a redirection (`>`, `2>&1`), or numbers only (`sleep
-  5`); 1 for no argument at all (`;id`); 0 for words (`cat lovers`).
+  5`); 1 for no argument at all (`;id`); 0 for words (`cat lovers`). A shell comment (` #…`) is no
+  argument.
 
 Spellings only a shell reads add to the value's score once: `${IFS}` or `$IFS` as a space (2), a command
 name split by quotes or backslashes (`w'h'o'am'i`, `c\\at`: 1). A brace list (`;{cat,/etc/passwd}`) is a
@@ -54,13 +55,15 @@ _WEIGHT = {**dict.fromkeys(_COMMON, 1), **dict.fromkeys(_DISTINCT, 2)}
 # a separator or a substitution, optional space (or `{` of a brace list, a quote of a quoted command
 # name), then a command word: a name from the lists above or an absolute path to a program
 _COMMAND = re.compile(
-    r"(?P<sep>\$\(|`|\|\||&&|[;|&\n\r])[ \t{]*['\"]?"
+    r"(?P<sep>[$<>]\(|`|\|\||&&|[;|&\n\r])[ \t{]*['\"]?"
     r"(?P<word>/(?:usr/(?:local/)?)?s?bin/[\w.-]{1,30}|(?:"
     + "|".join(sorted(map(re.escape, _WEIGHT), key=len, reverse=True))
-    + r"))['\"]?(?=[\s;|&`)<>{,]|\Z)"
+    + r"))['\"]?(?=[\s;|&`)<>{,$]|\Z)"
     r"(?P<args>[^;|&\n\r`)]{0,200})",
     re.I,
 )
+# command and process substitutions: `$(id)`, `<(cat f)`, `>(tee log)`
+_SUBSTITUTIONS = frozenset(("$(", "<(", ">("))
 # what an argument list shows that shell use has and prose has not
 _SHELL_ARGUMENT = re.compile(
     r"(?:^|\s)-{1,2}[a-z]"  # an option
@@ -70,6 +73,7 @@ _SHELL_ARGUMENT = re.compile(
     r"|[<>]",  # a redirection
     re.I,
 )
+_COMMENT = re.compile(r"(?:^|\s)#.*\Z", re.S)
 _NUMBERS_ONLY = re.compile(r"\s*\d+(?:\.\d+)?(?:\s+\d+(?:\.\d+)?)*\s*\Z")
 # what a breakout follows: the value's start, a quote, a number or an address (the argument the
 # application expected), optionally with spaces
@@ -79,7 +83,7 @@ _IFS = re.compile(r"\$\{IFS\}|\$IFS(?:\$\d)?(?![A-Za-z0-9_])")
 # quotes and backslashes inside a command name, which the shell drops (`w'h'o'am'i`, `c\at`, `wh""oami`)
 _SPLIT_NAME = re.compile(r"(?<=[a-z])(?:''|\"\"|['\"\\])(?=[a-z])|(?<=[;|&`(\s])\\(?=[a-z])", re.I)
 # characters a value needs for any occurrence (`needs_check`)
-_NEEDED = re.compile(r"[;|&`\n\r]|\$\(")
+_NEEDED = re.compile(r"[;|&`\n\r]|[$<>]\(")
 
 
 def needs_check(value: str) -> bool:
@@ -88,6 +92,8 @@ def needs_check(value: str) -> bool:
 
 
 def _argument_weight(args: str, closed_by_paren: bool) -> int:
+    if "#" in args:  # a shell comment (`; sleep 9 #` cuts what the application appends)
+        args = _COMMENT.sub("", args)
     if not args.strip():
         # a command alone (`;id`, `$(whoami)`), unless a parenthesis it did not open closes it: code's
         # `(a && hostname)` names a variable
@@ -98,7 +104,7 @@ def _argument_weight(args: str, closed_by_paren: bool) -> int:
 
 
 def _reach_weight(text: str, start: int, sep: str) -> int:
-    if sep == "$(":
+    if sep in _SUBSTITUTIONS:
         return 2
     if sep == "`":
         return 1 if start == 0 or not text[start - 1].isspace() else 0
@@ -129,11 +135,11 @@ def injected(value: str, evasion: int = 0) -> str | None:
         sep, word, args = m.group("sep"), m.group("word"), m.group("args")
         low = word.lower()
         weight = _WEIGHT.get(low, 2)  # an absolute path to a program counts as a distinct name
-        closed_by_paren = sep != "$(" and text.startswith(")", m.end())
+        closed_by_paren = sep not in _SUBSTITUTIONS and text.startswith(")", m.end())
         total = weight + _reach_weight(text, m.start(), sep) + _argument_weight(args, closed_by_paren)
         if total > best:
             best = total
-            why = f"{'substitution' if sep in ('$(', '`') else 'separator'} {sep.strip() or 'newline'!r} + command {low!r}"
+            why = f"{'substitution' if sep in _SUBSTITUTIONS or sep == '`' else 'separator'} {sep.strip() or 'newline'!r} + command {low!r}"
             if args.strip():
                 why += f" {args.strip()[:24]!r}"
     if best and best + spelling >= THRESHOLD:
