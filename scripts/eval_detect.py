@@ -13,7 +13,8 @@ scores the detection code of git revision REF on the same inputs in the same run
 - OWASP Core Rule Set regression tests, `coreruleset/coreruleset` (Apache-2.0), files
   `tests/regression/tests/REQUEST-941-*/*.yaml` (XSS), `REQUEST-942-*/*.yaml` (SQLi) and
   `REQUEST-932-*/*.yaml` (remote command execution: rows `crs rce`, scored as `command_injection`;
-  its negative cases in a row of their own, `crs rce negative (benign)`). `--crs` is a
+  its negative cases in a row of their own, `crs rce negative (benign)`), and `REQUEST-921-*/921200.yaml`
+  (LDAP injection: rows `crs ldap`, scored as `ldap_injection`). `--crs` is a
   checkout or a bare git directory (read at HEAD with `git show`); the commit is printed. Evaluated at
   2cbd1d019cb7c85319ba4d9102a382c9de7a8e53. A stage with `expect_ids` naming a 941/942 rule is an attack
   of that class; the rule's paranoia level (its `paranoia-level/N` tag in `rules/*.conf`) is reported
@@ -112,10 +113,11 @@ CRS_RCE_NEGATIVE_ATTACKS = {
 # evaluation (payloadbox, PayloadsAllTheThings): left out, and counted
 _RESERVED_ORIGIN = re.compile(r"payloadbox|payloadsallthethings|swisskyrepo", re.I)
 _RULE_ID = re.compile(r"\bid:(\d{6})")
-CRS_FAMILIES = {"932": "rce", "941": "xss", "942": "sqli"}
+CRS_FAMILIES = {"932": "rce", "941": "xss", "942": "sqli", "921200": "ldap"}
 # the threat a row's attacks are scored by (its own class), by the row's class word
-OWN_THREAT = {"sqli": "sql_injection", "xss": "xss", "rce": "command_injection"}
+OWN_THREAT = {"sqli": "sql_injection", "xss": "xss", "rce": "command_injection", "ldap": "ldap_injection"}
 INJECTION_THREATS = frozenset({"sql_injection", "xss", "command_injection", "ldap_injection"})
+OWN_BENIGN = {"rce": {"command_injection"}, "ldap": {"ldap_injection"}}  # a new class's benign rows
 ANY = " [any class]"  # the suffix of a row's twin, scored by every injection check
 
 
@@ -167,7 +169,7 @@ class Source:
 def crs_paranoia(src: Source) -> dict[int, int]:
     levels: dict[int, int] = {}
     for name in src.files("rules"):
-        if re.search(r"REQUEST-9(?:32|41|42)-.*\.conf$", name):
+        if re.search(r"REQUEST-9(?:21|32|41|42)-.*\.conf$", name):
             for chunk in re.split(r"\nSecRule ", src.read(name)):
                 rule, level = _RULE_ID.search(chunk), _PL_TAG.search(chunk)
                 if rule and level:
@@ -206,11 +208,14 @@ def crs_cases(src: Source) -> Iterator[tuple[str, Request]]:
     """(row, request): rows `crs sqli PL1-2`, `crs xss PL3-4`, `crs negative`, ..."""
     levels = crs_paranoia(src)
     for name in src.files("tests/regression/tests"):
-        family = re.search(r"REQUEST-(932|941|942)-", name)
+        family = re.search(r"REQUEST-(932|941|942)-|REQUEST-921-.*/(921200)\.yaml$", name)
         if not family or not name.endswith(".yaml"):
             continue
-        cls = CRS_FAMILIES[family.group(1)]
-        low_id = int(family.group(1)) * 1000
+        rule = family.group(1) or family.group(2)
+        cls = CRS_FAMILIES[rule]
+        low_id, high_id = (
+            (int(rule), int(rule) + 1) if len(rule) == 6 else (int(rule) * 1000, int(rule) * 1000 + 1000)
+        )
         doc = yaml.safe_load(src.read(name))
         for test in doc.get("tests") or []:
             if _RESERVED_ORIGIN.search(str(test.get("desc", ""))):
@@ -219,7 +224,7 @@ def crs_cases(src: Source) -> Iterator[tuple[str, Request]]:
             for n, stage in enumerate(test.get("stages") or []):
                 stage = stage.get("stage", stage)  # older files nest each stage once more
                 log = ((stage.get("output") or {}).get("log")) or {}
-                expect = [i for i in log.get("expect_ids") or [] if low_id <= i < low_id + 1000]
+                expect = [i for i in log.get("expect_ids") or [] if low_id <= i < high_id]
                 req = crs_request(stage.get("input") or {})
                 req.label = f"{doc.get('rule_id')}-{test.get('test_id')}.{n}"
                 if expect and "expected (rare) false positive" in str(test.get("desc", "")).lower():
@@ -228,6 +233,8 @@ def crs_cases(src: Source) -> Iterator[tuple[str, Request]]:
                     pl = levels.get(expect[0], 1)
                     row = f"crs {cls} PL{'1-2' if pl <= 2 else '3-4'}"
                     yield (row + " one-token probes" if cls == "sqli" and crs_probe(req) else row), req
+                elif log.get("no_expect_ids") and cls == "ldap":
+                    yield "crs ldap negative (benign)", req
                 elif log.get("no_expect_ids") and cls == "rce":
                     said = _RCE_SAID_ATTACK.search(str(test.get("desc", "")))
                     attack = said or req.label.rpartition(".")[0] in CRS_RCE_NEGATIVE_ATTACKS
@@ -392,7 +399,7 @@ def evaluate(cases: Iterator[tuple[str, Request]]) -> dict[str, dict]:
     for row, req in cases:
         found = req.threats() & INJECTION_THREATS
         if "benign" in row:  # a false positive of the classes the row was first scored by
-            own = bool(found & ({"command_injection"} if " rce " in row else {"sql_injection", "xss"}))
+            own = bool(found & OWN_BENIGN.get(row.split()[1], {"sql_injection", "xss"}))
         elif row.startswith("crs negative"):  # an attack of either class
             own = bool(found & {"sql_injection", "xss"})
         else:

@@ -71,6 +71,10 @@ BENIGN_SHELL_LOOKALIKES = [
     "fish & chips; echo chamber",
     "R&D | ping pong club",
     "Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0",
+    "ip|hostname|port",
+    "Cut & curl",
+    "name & hostname",
+    "col1;passwd;col3",
 ]
 
 
@@ -127,9 +131,14 @@ LDAP_INJECTIONS = [
     ("*)(cn=*", "closes after a wildcard, opens a presence test"),
     ("x*)(|(objectClass=*)", "every entry by objectClass"),
     ("*))%00", "wildcard then two closes (NUL cut)"),
-    ("(|(sn=*)(mail=*))", "an OR of presence tests"),
+    ("x)(|(sn=*)(mail=*)", "closes the item, opens an OR of presence tests"),
     ("jdoe)(!(memberOf=cn=staff))", "closes the item, opens a NOT"),
     ("*&", "filter metacharacters only"),
+    ("x)(sn~=y", "closes the item, opens an approximate match left open"),
+    ("7)(gidNumber<=9", "closes the item, opens an ordering left open"),
+    ("ab*cd)(ou>=m)", "a wildcard in the closed item, an ordering opened"),
+    ("x)|(mail=*", "an operator joins the closed item and a presence test"),
+    ("jdoe)(&", "a composition left for the application to finish"),
 ]
 
 BENIGN_LDAP_LOOKALIKES = [
@@ -153,6 +162,13 @@ BENIGN_LDAP_LOOKALIKES = [
     "(c) 2024 Acme (TM)",
     "(see note 3) (and page 4)",
     "if ((a && b) || !(c)) { run(); }",
+    # whole filters sent as values (directory tools do): balanced, they break out of nothing
+    "(|(sn=*)(mail=*))",
+    "(&(objectClass=person)(cn=Jo*))",
+    "(department=Sales)(&(title=Manager)(l=Lyon))",
+    "1) apples (qty=2) 2) pears (qty=3)",
+    "(foo)|(bar)",
+    "smile :) (wink)",
 ]
 
 
@@ -174,12 +190,15 @@ def test_filter_lookalikes_are_not_ldap_injection(value: str) -> None:
 
 
 def test_ldap_scores_add_up_to_the_threshold() -> None:
-    assert ldap.injected("f(x)(y=2)") is None  # an item after an item: 2
+    assert ldap.injected("f(x)(y=2)") is None  # closes only what it opened: 0
     assert ldap.injected("f(x)(y=*") is not None  # ... a presence test after a close: 3
+    assert ldap.injected("1) apples (qty=2)") is None  # an item it did not open closed, one opened: 2
+    assert ldap.injected("1) apples (qty=2") is not None  # ... and left open for the application: 3
     assert ldap.injected("(mail=*)") is None  # a presence test alone: 1
     assert ldap.injected("(mail=*))") is None  # ... and two closes: 2
-    detail = ldap.injected("(|(mail=*))")  # ... and a composition: 4
+    detail = ldap.injected("*(|(mail=*))")  # ... and a composition: 4
     assert detail is not None and "composition opened" in detail
+    assert ldap.injected("(|(mail=*))") is None  # the same as a whole filter: no breakout
 
 
 # -- overlong UTF-8 --------------------------------------------------------------------------------------
@@ -206,8 +225,8 @@ def test_overlong_utf8_counts_as_evasion_evidence() -> None:
     assert command_value("name%7Cid", plus=True) is None
     hit = command_value("name%c1%bcid", plus=True)
     assert hit is not None and "overlong UTF-8" in hit.detail
-    assert ldap_value("f(x)(y%3D2)", plus=True) is None
-    hit = ldap_value("f(x)(y%c0%bd2)", plus=True)
+    assert ldap_value("1)+apples+(qty%3D2)", plus=True) is None
+    hit = ldap_value("1)+apples+(qty%c0%bd2)", plus=True)
     assert hit is not None and "overlong UTF-8" in hit.detail
     assert "sql_injection" in threats_of("/s?q=x%c0%a7%20or%20%c0%a7a%c0%a7=%c0%a7a")
 

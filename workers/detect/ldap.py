@@ -6,16 +6,25 @@ whatever filter syntax the value brings: it closes the application's item and op
 entry (`*(|(objectclass=*))`). Parentheses and stars are common in text (`John (Smith)`, `f(x)(y)`,
 `search term*`), so a value is scored and is an injection when its distinct signals reach `THRESHOLD`:
 
-- 3: an item closed and a composition opened (`)(|(`, `)(&(`, `)(!(`, `)(&)`); a closed item followed by
-  a presence test (`)(cn=*`); a presence test on `objectClass` (`objectclass=*`: every entry); a value
-  made only of filter metacharacters with a star and an operator (`*|`, `*)(&`);
-- 2: a composition opened anywhere (`(|(`, `(&(`, `(!(`); a closed item followed by an item
-  (`)(uid=`); a value that starts by closing an item after a wildcard (`*)`);
+- 3: an item closed and a composition opened (`)(|(`, `)(&(`, `)(!(`, `)(&)`, or `)(|` left for the
+  application to finish); a closed item followed by a presence test (`)(cn=*`); a presence test on
+  `objectClass` (`objectclass=*`: every entry); a value made only of filter metacharacters with a star
+  and an operator (`*|`, `*)(&`). An operator between the items (`)|(uid=*`) is allowed: some filter
+  builders join items so;
+- 2: the breakout itself, found on the parentheses' structure: a `)` the value did not open (it closes
+  the application's item) followed by an item or a composition opened (`x)(sn~=y`, `1)(gidNumber<=9`),
+  plus 1 for each of: the value ends inside an item (the application's own `)` closes it), an operator
+  between the items, a wildcard in the item it closed (`*aaa)(cn>=b)`); a composition opened anywhere
+  (`(|(`, `(&(`, `(!(`); a value that starts by closing an item after a wildcard (`*)`);
 - 1: any presence test in parentheses (`(mail=*)`); two items closed in a row (`))`).
 
-So `*)(uid=*))(|(uid=*` scores 3 + 2 + 1 + …, `*(|(mail=*))` 2 + 1 + 1, `f(x)(y=2)` 2, `John (Smith)` 0.
-One compiled expression per signal, over at most `MAX_SCORED_VALUE` characters, and none runs on a
-value without a parenthesis or a star (`needs_check`).
+So `*)(uid=*))(|(uid=*` scores 2 + 1 + 3 + …, `*(|(mail=*))` 2 + 1 + 1, `john)(sn~=smith` 2 + 1, `1) apples
+(qty=2)` 2, `f(x)(y=2)` 0 (it closes only what it opened), `John (Smith)` 0.
+A value that is a whole filter (it opens with `(`, never closes more than it opened, and ends balanced:
+`(&(objectCategory=computer)(cn=x*))`) breaks out of nothing and is not scored: directory tools send
+filters as values.
+One compiled expression per signal and one pass over the parentheses, over at most `MAX_SCORED_VALUE`
+characters, and none runs on a value without a parenthesis or a star (`needs_check`).
 """
 
 from __future__ import annotations
@@ -27,16 +36,58 @@ MAX_SCORED_VALUE = 4096
 
 _ATTR = r"[a-z][\w.;-]{0,60}"  # an attribute description (`cn`, `userPassword`, `mail;lang-en`)
 _SIGNALS: tuple[tuple[str, int, re.Pattern[str]], ...] = (
-    ("item closed, composition opened", 3, re.compile(r"\)\s*\(+\s*[|&!]\s*[()]")),
-    ("item closed, presence test opened", 3, re.compile(rf"\)\s*\(+\s*{_ATTR}\s*=\s*\*", re.I)),
+    # (an operator between the items, `)|(`, is how some filter builders join them)
+    ("item closed, composition opened", 3, re.compile(r"\)\s*[|&!]?\s*\(+\s*[|&!]\s*(?:[()]|\Z)")),
+    ("item closed, presence test opened", 3, re.compile(rf"\)\s*[|&!]?\s*\(+\s*{_ATTR}\s*=\s*\*", re.I)),
     ("objectClass presence test", 3, re.compile(r"\bobjectclass\s*=\s*\*", re.I)),
     ("filter metacharacters only", 3, re.compile(r"\A(?=.*\*)(?=.*[|&])[\s*()|&!]{2,}\Z")),
     ("composition opened", 2, re.compile(r"\(\s*[|&!]\s*\(")),
-    ("item closed, item opened", 2, re.compile(rf"\)\s*\(+\s*{_ATTR}\s*[~<>]?=", re.I)),
     ("wildcard then close at the start", 2, re.compile(r"\A\s*\*+\s*\)")),
     ("presence test", 1, re.compile(rf"\(\s*{_ATTR}\s*=\s*\*\s*\)", re.I)),
     ("two items closed", 1, re.compile(r"\)\s*\)")),
 )
+# an item or a composition opened: what a breakout opens after closing the application's item
+_OPENED = re.compile(rf"\(\s*(?:[|&!]|{_ATTR}\s*[~<>:]?=)", re.I)
+_OPERATOR_BETWEEN = re.compile(r"\)\s*[|&!]\s*\(")
+BREAKOUT_WEIGHT = 2  # closes an item it did not open, then opens one
+BREAKOUT_EVIDENCE_WEIGHT = 1  # each of: left open, an operator between, a wildcard in the closed item
+
+
+def _unopened_close(text: str) -> int:
+    """The index of the first `)` that closes more than `text` opened before it, or -1."""
+    depth = 0
+    for i, c in enumerate(text):
+        if c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+            if depth < 0:
+                return i
+    return -1
+
+
+def _breakout(text: str) -> tuple[int, list[str]]:
+    """The filter structure of a breakout: a `)` the value did not open (it closes the application's
+    item) followed by an item or composition opened; with, each adding a point, the value ending inside
+    an item (the application's own `)` closes it), an operator between the items, a wildcard in the item
+    it closed (`*aaa)`)."""
+    close = _unopened_close(text)
+    if close < 0:
+        return 0, []
+    rest = text[close + 1 :]
+    if _OPENED.search(rest) is None:
+        return 0, []
+    total, names = BREAKOUT_WEIGHT, ["closes the application's item and opens one"]
+    if rest.count("(") > rest.count(")"):
+        total += BREAKOUT_EVIDENCE_WEIGHT
+        names.append("left open for the application to close")
+    if _OPERATOR_BETWEEN.search(text):
+        total += BREAKOUT_EVIDENCE_WEIGHT
+        names.append("an operator between items")
+    if "*" in text[:close]:
+        total += BREAKOUT_EVIDENCE_WEIGHT
+        names.append("a wildcard in the closed item")
+    return total, names
 
 
 def needs_check(value: str) -> bool:
@@ -44,14 +95,36 @@ def needs_check(value: str) -> bool:
     return "(" in value or ")" in value or "*|" in value or "*&" in value or "|*" in value or "&*" in value
 
 
+def whole_filter(text: str) -> bool:
+    """Whether `text` is one or more complete filter items (`(&(objectCategory=computer)(cn=x))`): it
+    opens with `(`, never closes more than it opened and ends balanced. Spliced into the application's
+    item it breaks out of nothing; directory tools send such filters as values."""
+    text = text.strip()
+    if not (text.startswith("(") and text.endswith(")")):
+        return False
+    depth = 0
+    for c in text:
+        if c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+            if depth < 0:
+                return False
+    return depth == 0
+
+
 def injected(value: str, evasion: int = 0) -> str | None:
     """Why `value` is an LDAP injection ("signal + signal"), or None. `evasion`: the weight of evasion
     evidence the value was sent with (overlong UTF-8), added once some signal fired."""
     text = value[:MAX_SCORED_VALUE]
-    if not needs_check(text):
+    if not needs_check(text) or whole_filter(text):
         return None
-    total = evasion
-    names = ["overlong UTF-8"] if evasion else []
+    total, names = _breakout(text)
+    if evasion:
+        total += evasion
+        names.append("overlong UTF-8")
+    if total >= THRESHOLD:
+        return " + ".join(names)
     for name, weight, pattern in _SIGNALS:
         if pattern.search(text):
             total += weight

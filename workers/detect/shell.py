@@ -9,7 +9,7 @@ words too (`Tom & Jerry; cat lovers`), so each occurrence is scored and a value 
 scores `THRESHOLD`:
 
 - the command word: 2 for a name no prose uses (`whoami`, `uname`, `wget`, `/bin/sh`), 1 for one that is
-  also an English word or a field name (`cat`, `id`, `sleep`, `ping`);
+  also an English word or a field name (`cat`, `id`, `sleep`, `ping`, `curl`, `hostname`);
 - how it is reached: a substitution `$(`, `<(`, `>(` 2 (never prose: jQuery's `$(document)` names no command); a
   backtick 1 when it opens the value or follows a character without a space (a Markdown code span
   ``the `cat` command`` has a space before it: 0); a separator 1 when it opens the value or follows a
@@ -17,8 +17,9 @@ scores `THRESHOLD`:
   else 0;
 - its arguments, up to the next separator: 2 for an option (`-la`), an absolute or Windows path
   (`/etc/passwd`, `C:\\`), a URL, an IP address, a redirection (`>`, `2>&1`), or numbers only (`sleep
-  5`); 1 for no argument at all (`;id`); 0 for words (`cat lovers`). A shell comment (` #…`) is no
-  argument.
+  5`); 1 for no argument at all (`;id`), unless a parenthesis it did not open closes it (code's `(a &&
+  hostname)`) or the same separator goes on to another name (a field list: `ip|hostname|port`); 0 for
+  words (`cat lovers`). A shell comment (` #…`) is no argument.
 
 Spellings only a shell reads add to the value's score once: `${IFS}` or `$IFS` as a space (2), a command
 name split by quotes or backslashes (`w'h'o'am'i`, `c\\at`: 1). A brace list (`;{cat,/etc/passwd}`) is a
@@ -38,17 +39,17 @@ MAX_SCORED_VALUE = 4096  # characters scored per value (injections start near a 
 # Command names no prose or form field uses: an attacker's reconnaissance, download, shells and
 # interpreters' one-liners, Windows' administration tools.
 _DISTINCT = (
-    "whoami uname ifconfig ipconfig netstat nslookup wget curl ncat netcat nc bash zsh ksh csh tcsh dash"
-    " powershell pwsh cmd.exe chmod chown mkfifo telnet base64 xxd hostname systeminfo tasklist getent"
-    " crontab useradd usermod sudo busybox socat nmap tftp certutil bitsadmin wmic rundll32 msiexec"
-    " nohup printenv pwd ls grep egrep awk gawk sed passwd ifup arp traceroute tracert nproc lsb_release"
+    "whoami uname ifconfig ipconfig netstat nslookup wget ncat netcat nc zsh ksh csh tcsh powershell pwsh"
+    " cmd.exe chmod chown mkfifo telnet base64 xxd systeminfo tasklist getent crontab useradd usermod sudo"
+    " busybox socat nmap tftp certutil bitsadmin wmic rundll32 msiexec nohup printenv ls grep egrep awk"
+    " gawk sed ifup arp traceroute tracert nproc lsb_release"
 ).split()
 # Command names that are English words or field names too: they count only with shell arguments or in
 # a breakout position.
 _COMMON = (
     "id cat tac head tail more less echo printf ping sleep timeout kill killall rm cp mv touch find type"
     " dir net sh bash env ps top who w uptime ssh scp ftp host date reboot halt shutdown"
-    " whois dig route perl python python3 php ruby lua node"
+    " whois dig route perl python python3 php ruby lua node curl dash hostname passwd pwd"
 ).split()
 _WEIGHT = {**dict.fromkeys(_COMMON, 1), **dict.fromkeys(_DISTINCT, 2)}
 
@@ -91,13 +92,19 @@ def needs_check(value: str) -> bool:
     return _NEEDED.search(value) is not None
 
 
-def _argument_weight(args: str, closed_by_paren: bool) -> int:
+def _argument_weight(args: str, sep: str, after: str) -> int:
+    """`after`: the two characters that follow the arguments."""
     if "#" in args:  # a shell comment (`; sleep 9 #` cuts what the application appends)
         args = _COMMENT.sub("", args)
     if not args.strip():
-        # a command alone (`;id`, `$(whoami)`), unless a parenthesis it did not open closes it: code's
-        # `(a && hostname)` names a variable
-        return 0 if closed_by_paren else 1
+        # a command alone (`;id`, `$(whoami)`), unless a parenthesis it did not open closes it (code's
+        # `(a && hostname)` names a variable) or the same separator goes on to another name (a list of
+        # fields: `ip|hostname|port`)
+        if sep not in _SUBSTITUTIONS and after.startswith(")"):
+            return 0
+        if len(after) == 2 and after[0] == sep[-1] and after[1].isalnum():
+            return 0
+        return 1
     if _SHELL_ARGUMENT.search(args) or _NUMBERS_ONLY.match(args):
         return 2
     return 0
@@ -135,8 +142,8 @@ def injected(value: str, evasion: int = 0) -> str | None:
         sep, word, args = m.group("sep"), m.group("word"), m.group("args")
         low = word.lower()
         weight = _WEIGHT.get(low, 2)  # an absolute path to a program counts as a distinct name
-        closed_by_paren = sep not in _SUBSTITUTIONS and text.startswith(")", m.end())
-        total = weight + _reach_weight(text, m.start(), sep) + _argument_weight(args, closed_by_paren)
+        after = text[m.end() : m.end() + 2]
+        total = weight + _reach_weight(text, m.start(), sep) + _argument_weight(args, sep, after)
         if total > best:
             best = total
             why = f"{'substitution' if sep in _SUBSTITUTIONS or sep == '`' else 'separator'} {sep.strip() or 'newline'!r} + command {low!r}"
