@@ -135,11 +135,17 @@ def _encodable(text: str) -> str:
     return text.encode("utf-8", "replace").decode("utf-8")
 
 
-def _forms(value: str, plus: bool) -> list[str]:
+# The four checks of a value run one after the other, each on the value's decoded forms: the last
+# value's forms are remembered (one entry: a value of any length is decoded once, not four times).
+FORMS_CACHE_ENTRIES = 1
+
+
+@functools.lru_cache(maxsize=FORMS_CACHE_ENTRIES)
+def _forms(value: str, plus: bool) -> tuple[str, ...]:
     """The forms of a value to check. In query/form context (`plus`) the application always decodes,
     so the still-encoded form is skipped when decoding changed it."""
     forms = variants(value, plus)
-    return forms[1:] if plus and len(forms) > 1 else forms
+    return tuple(forms[1:] if plus and len(forms) > 1 else forms)
 
 
 def sqli_value(value: str, plus: bool = False) -> Hit | None:
@@ -332,7 +338,12 @@ ALL_CLASSES = frozenset(CLASSES)
 def _value_hits(value: str, plus: bool) -> tuple[Hit | None, ...]:
     """Every check of a short value, remembered: requests repeat most of their values (User-Agent,
     paths, common parameters), and the checks are pure functions of the value."""
-    return tuple(check(value, plus) for check in _CHECKS)
+    return (
+        sqli_value(value, plus),
+        xss_value(value, plus),
+        command_value(value, plus),
+        ldap_value(value, plus),
+    )
 
 
 def value_cache_entries() -> int:
