@@ -237,18 +237,18 @@ def test_overlong_utf8_counts_as_evasion_evidence() -> None:
 @settings(max_examples=300, deadline=None)
 @given(st.text(alphabet=st.sampled_from(list(";|&`$(){}*=\n '\"/\\-abcdeilmnoprstuwxyz019")), max_size=80))
 def test_scorers_are_total_on_their_own_alphabet(text: str) -> None:
-    assert shell.injected(text) is None or shell.THRESHOLD
-    assert ldap.injected(text) is None or ldap.THRESHOLD
+    for detail in (shell.injected(text), ldap.injected(text)):
+        assert detail is None or (isinstance(detail, str) and detail)
     for hit in check_request("/s?q=" + quote_plus(text)):
         assert hit.threat in (C.SQL_INJECTION, C.XSS, C.COMMAND_INJECTION, C.LDAP_INJECTION)
 
 
 @given(st.text(max_size=200))
 def test_scorers_are_total_on_any_text(text: str) -> None:
-    shell.injected(text)
-    ldap.injected(text)
-    command_value(text, plus=True)
-    ldap_value(text)
+    for detail in (shell.injected(text), ldap.injected(text)):
+        assert detail is None or (isinstance(detail, str) and detail)
+    for hit in (command_value(text, plus=True), ldap_value(text)):
+        assert hit is None or len(hit.excerpt) <= C.MAX_FINDING_EXCERPT
 
 
 # -- through the threat engine ---------------------------------------------------------------------------
