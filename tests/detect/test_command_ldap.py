@@ -75,6 +75,11 @@ BENIGN_SHELL_LOOKALIKES = [
     "Cut & curl",
     "name & hostname",
     "col1;passwd;col3",
+    "| type | direction | fields |",
+    "| SSH | tcp | 22 |",
+    "```sh",
+    "run `python -m http.server` in the folder",
+    "see (`whoami`) in the docs",
 ]
 
 
@@ -108,6 +113,7 @@ def test_prose_needs_shell_arguments_where_an_attack_has_them() -> None:
     # a Markdown code span vs a substitution glued to the value
     assert shell.injected("the `cat` command") is None
     assert shell.injected("x`cat`") is not None
+    assert shell.injected("198.18.0.1 `uname -a`") is not None  # a span after a space, still a command
 
 
 def test_command_detail_names_the_separator_and_the_command() -> None:
@@ -169,6 +175,8 @@ BENIGN_LDAP_LOOKALIKES = [
     "1) apples (qty=2) 2) pears (qty=3)",
     "(foo)|(bar)",
     "smile :) (wink)",
+    "the app builds (&(uid=$user)(userPassword=$pass)) from the form",
+    "filters such as (objectClass=*) list every entry",
 ]
 
 
@@ -191,7 +199,8 @@ def test_filter_lookalikes_are_not_ldap_injection(value: str) -> None:
 
 def test_ldap_scores_add_up_to_the_threshold() -> None:
     assert ldap.injected("f(x)(y=2)") is None  # closes only what it opened: 0
-    assert ldap.injected("f(x)(y=*") is not None  # ... a presence test after a close: 3
+    assert ldap.injected("f(x)(y=*") is None  # ... nor with a presence test: no close it did not open
+    assert ldap.injected("x)(y=*") is not None  # a close it did not open, a presence test: 3 + 2 + 1
     assert ldap.injected("1) apples (qty=2)") is None  # an item it did not open closed, one opened: 2
     assert ldap.injected("1) apples (qty=2") is not None  # ... and left open for the application: 3
     assert ldap.injected("(mail=*)") is None  # a presence test alone: 1

@@ -20,9 +20,9 @@ entry (`*(|(objectclass=*))`). Parentheses and stars are common in text (`John (
 
 So `*)(uid=*))(|(uid=*` scores 2 + 1 + 3 + …, `*(|(mail=*))` 2 + 1 + 1, `john)(sn~=smith` 2 + 1, `1) apples
 (qty=2)` 2, `f(x)(y=2)` 0 (it closes only what it opened), `John (Smith)` 0.
-A value that is a whole filter (it opens with `(`, never closes more than it opened, and ends balanced:
-`(&(objectCategory=computer)(cn=x*))`) breaks out of nothing and is not scored: directory tools send
-filters as values.
+A value that closes nothing it did not open breaks out of nothing and is not scored, unless it opens
+with a wildcard (`*(|(mail=*))`: a value for the application's item, then filter syntax): a whole
+filter (`(&(objectCategory=computer)(cn=x*))`, which directory tools send as a value) or text about one.
 One compiled expression per signal and one pass over the parentheses, over at most `MAX_SCORED_VALUE`
 characters, and none runs on a value without a parenthesis or a star (`needs_check`).
 """
@@ -66,12 +66,11 @@ def _unopened_close(text: str) -> int:
     return -1
 
 
-def _breakout(text: str) -> tuple[int, list[str]]:
+def _breakout(text: str, close: int) -> tuple[int, list[str]]:
     """The filter structure of a breakout: a `)` the value did not open (it closes the application's
     item) followed by an item or composition opened; with, each adding a point, the value ending inside
     an item (the application's own `)` closes it), an operator between the items, a wildcard in the item
-    it closed (`*aaa)`)."""
-    close = _unopened_close(text)
+    it closed (`*aaa)`). `close`: the index of the `)` the value did not open (-1: none)."""
     if close < 0:
         return 0, []
     rest = text[close + 1 :]
@@ -95,31 +94,16 @@ def needs_check(value: str) -> bool:
     return "(" in value or ")" in value or "*|" in value or "*&" in value or "|*" in value or "&*" in value
 
 
-def whole_filter(text: str) -> bool:
-    """Whether `text` is one or more complete filter items (`(&(objectCategory=computer)(cn=x))`): it
-    opens with `(`, never closes more than it opened and ends balanced. Spliced into the application's
-    item it breaks out of nothing; directory tools send such filters as values."""
-    text = text.strip()
-    if not (text.startswith("(") and text.endswith(")")):
-        return False
-    depth = 0
-    for c in text:
-        if c == "(":
-            depth += 1
-        elif c == ")":
-            depth -= 1
-            if depth < 0:
-                return False
-    return depth == 0
-
-
 def injected(value: str, evasion: int = 0) -> str | None:
     """Why `value` is an LDAP injection ("signal + signal"), or None. `evasion`: the weight of evasion
     evidence the value was sent with (overlong UTF-8), added once some signal fired."""
     text = value[:MAX_SCORED_VALUE]
-    if not needs_check(text) or whole_filter(text):
+    if not needs_check(text):
         return None
-    total, names = _breakout(text)
+    close = _unopened_close(text)
+    if close < 0 and not text.lstrip().startswith("*"):
+        return None  # it closes nothing it did not open: a whole filter, or text about one
+    total, names = _breakout(text, close)
     if evasion:
         total += evasion
         names.append("overlong UTF-8")

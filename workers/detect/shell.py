@@ -11,14 +11,15 @@ scores `THRESHOLD`:
 - the command word: 2 for a name no prose uses (`whoami`, `uname`, `wget`, `/bin/sh`), 1 for one that is
   also an English word or a field name (`cat`, `id`, `sleep`, `ping`, `curl`, `hostname`);
 - how it is reached: a substitution `$(`, `<(`, `>(` 2 (never prose: jQuery's `$(document)` names no command); a
-  backtick 1 when it opens the value or follows a character without a space (a Markdown code span
-  ``the `cat` command`` has a space before it: 0); a separator 1 when it opens the value or follows a
+  backtick 1 when it opens the value or is glued to a word or a quote (`x`id``), else -1 (a Markdown
+  code span in text, ``run `ls -la` first``, ``(`whoami`)``, or a fence ```` ```sh ````); a separator 1 when it opens the value or follows a
   quote, a number or an address (breaking out of a quoted or numeric argument: `1;id`, `127.0.0.1|id`),
   else 0;
 - its arguments, up to the next separator: 2 for an option (`-la`), an absolute or Windows path
   (`/etc/passwd`, `C:\\`), a URL, an IP address, a redirection (`>`, `2>&1`), or numbers only (`sleep
   5`); 1 for no argument at all (`;id`), unless a parenthesis it did not open closes it (code's `(a &&
-  hostname)`) or the same separator goes on to another name (a field list: `ip|hostname|port`); 0 for
+  hostname)`) or the same separator goes on to another name (a field list `ip|hostname|port`, a
+  Markdown table row `| type | fields |`); 0 for
   words (`cat lovers`). A shell comment (` #…`) is no argument.
 
 Spellings only a shell reads add to the value's score once: `${IFS}` or `$IFS` as a space (2), a command
@@ -93,7 +94,7 @@ def needs_check(value: str) -> bool:
 
 
 def _argument_weight(args: str, sep: str, after: str) -> int:
-    """`after`: the two characters that follow the arguments."""
+    """`after`: the characters that follow the arguments."""
     if "#" in args:  # a shell comment (`; sleep 9 #` cuts what the application appends)
         args = _COMMENT.sub("", args)
     if not args.strip():
@@ -102,7 +103,7 @@ def _argument_weight(args: str, sep: str, after: str) -> int:
         # fields: `ip|hostname|port`)
         if sep not in _SUBSTITUTIONS and after.startswith(")"):
             return 0
-        if len(after) == 2 and after[0] == sep[-1] and after[1].isalnum():
+        if after[:1] == sep[-1] and after[1:].lstrip()[:1].isalnum():
             return 0
         return 1
     if _SHELL_ARGUMENT.search(args) or _NUMBERS_ONLY.match(args):
@@ -114,7 +115,12 @@ def _reach_weight(text: str, start: int, sep: str) -> int:
     if sep in _SUBSTITUTIONS:
         return 2
     if sep == "`":
-        return 1 if start == 0 or not text[start - 1].isspace() else 0
+        # glued to the value (`x`id``) or opening it: a substitution; after a space or punctuation: a
+        # Markdown code span in text (`run `ls -la` first`, `(`whoami`)`) or fence, a point off
+        if start == 0:
+            return 1
+        before = text[start - 1]
+        return 1 if before.isalnum() or before in "'\"" else -1
     return 1 if _BREAKOUT_BEFORE.search(text, 0, start) else 0
 
 
@@ -142,7 +148,7 @@ def injected(value: str, evasion: int = 0) -> str | None:
         sep, word, args = m.group("sep"), m.group("word"), m.group("args")
         low = word.lower()
         weight = _WEIGHT.get(low, 2)  # an absolute path to a program counts as a distinct name
-        after = text[m.end() : m.end() + 2]
+        after = text[m.end() : m.end() + 8]
         total = weight + _reach_weight(text, m.start(), sep) + _argument_weight(args, sep, after)
         if total > best:
             best = total
