@@ -105,9 +105,11 @@ CRS_NEGATIVE_ATTACKS = {
 # 932's negative cases whose own description calls them an attack (the rule under test leaves them to
 # another), and those shaped as the rule's own attack cases: scored apart, as command injections
 _RCE_SAID_ATTACK = re.compile(r"\b(?:rce|command injection|obvious payload|positive test)\b", re.I)
+_EDITOR_RUNS_A_COMMAND = "`;vi`/`;vim`/`;ex -c:\\!pwd`: an editor made to run a command (`-c:!pwd`), the shape of 932230's attack case 45 (`;gdb … -ex !whoami`)"
 CRS_RCE_NEGATIVE_ATTACKS = {
     "932230-46": "`;cat /path/file.gz`: 932230's own attack cases' shape (`;ex -c`, `;gdb … !whoami`) with a"
     " command the rule leaves to another",
+    **dict.fromkeys(("932230-42", "932230-43", "932230-44", "932236-9"), _EDITOR_RUNS_A_COMMAND),
 }
 # CRS cases whose description says they were taken from a corpus reserved for an independent
 # evaluation (payloadbox, PayloadsAllTheThings): left out, and counted

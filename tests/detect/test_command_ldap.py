@@ -44,6 +44,7 @@ COMMAND_INJECTIONS = [
     ("x & type C:\\Windows\\win.ini", "a Windows file read"),
     ("198.18.0.3 & ipconfig /all", "a Windows tool with a switch"),
     ("abc'; sleep 12 #", "a quote closed, then a delay"),
+    ("1;strace -f /tmp/x", "a program outside the lists, an option, after a breakout"),
 ]
 
 BENIGN_SHELL_LOOKALIKES = [
@@ -80,6 +81,8 @@ BENIGN_SHELL_LOOKALIKES = [
     "```sh",
     "run `python -m http.server` in the folder",
     "see (`whoami`) in the docs",
+    "Paris; rome -based tours",
+    "x = 1; y = -z;",
 ]
 
 

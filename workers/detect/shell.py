@@ -9,7 +9,9 @@ words too (`Tom & Jerry; cat lovers`), so each occurrence is scored and a value 
 scores `THRESHOLD`:
 
 - the command word: 2 for a name no prose uses (`whoami`, `uname`, `wget`, `/bin/sh`), 1 for one that is
-  also an English word or a field name (`cat`, `id`, `sleep`, `ping`, `curl`, `hostname`);
+  also an English word or a field name (`cat`, `id`, `sleep`, `ping`, `curl`, `hostname`), 0 for any
+  other word whose first argument is an option or an absolute path (`;flock -u /`: it counts only where
+  a breakout reaches it);
 - how it is reached: a substitution `$(`, `<(`, `>(` 2 (never prose: jQuery's `$(document)` names no command); a
   backtick 1 when it opens the value or is glued to a word or a quote (`x`id``), else -1 (a Markdown
   code span in text, ``run `ls -la` first``, ``(`whoami`)``, or a fence ```` ```sh ````); a separator 1 when it opens the value or follows a
@@ -33,6 +35,7 @@ character (`needs_check`).
 from __future__ import annotations
 
 import re
+from itertools import chain
 
 THRESHOLD = 3  # an occurrence (plus the value's shell spellings) scoring this much is an injection
 MAX_SCORED_VALUE = 4096  # characters scored per value (injections start near a value's start)
@@ -48,7 +51,7 @@ _DISTINCT = (
 # Command names that are English words or field names too: they count only with shell arguments or in
 # a breakout position.
 _COMMON = (
-    "id cat tac head tail more less echo printf ping sleep timeout kill killall rm cp mv touch find type"
+    "id cat tac head tail more less echo printf ping sleep timeout kill killall rm cp mv touch find type cd"
     " dir net sh bash env ps top who w uptime ssh scp ftp host date reboot halt shutdown"
     " whois dig route perl python python3 php ruby lua node curl dash hostname passwd pwd"
 ).split()
@@ -64,6 +67,14 @@ _COMMAND = re.compile(
     r"(?P<args>[^;|&\n\r`)]{0,200})",
     re.I,
 )
+# any other program name whose first argument is an option or an absolute path (`;flock -u /`): no
+# weight of its own, so it counts only where a breakout reaches it (`UNKNOWN_WORD_WEIGHT` + 1 + 2)
+_OTHER_COMMAND = re.compile(
+    r"(?P<sep>[$<>]\(|`|\|\||&&|[;|&\n\r])[ \t]*(?P<word>[a-z][a-z0-9_.+-]{1,30})(?=[ \t]+(?:-{1,2}[a-z]|/[\w.]))"
+    r"(?P<args>[^;|&\n\r`)]{0,200})",
+    re.I,
+)
+UNKNOWN_WORD_WEIGHT = 0
 # command and process substitutions: `$(id)`, `<(cat f)`, `>(tee log)`
 _SUBSTITUTIONS = frozenset(("$(", "<(", ">("))
 # what an argument list shows that shell use has and prose has not
@@ -144,10 +155,11 @@ def injected(value: str, evasion: int = 0) -> str | None:
             notes.append("command name split by quotes")
     best = 0
     why = ""
-    for m in _COMMAND.finditer(text):
+    for m in chain(_COMMAND.finditer(text), _OTHER_COMMAND.finditer(text)):
         sep, word, args = m.group("sep"), m.group("word"), m.group("args")
         low = word.lower()
-        weight = _WEIGHT.get(low, 2)  # an absolute path to a program counts as a distinct name
+        # a listed name, an absolute path to a program (a distinct name), or another program name
+        weight = _WEIGHT.get(low, 2 if low.startswith("/") else UNKNOWN_WORD_WEIGHT)
         after = text[m.end() : m.end() + 8]
         total = weight + _reach_weight(text, m.start(), sep) + _argument_weight(args, sep, after)
         if total > best:
