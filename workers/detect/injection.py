@@ -49,9 +49,14 @@ _SQLI_SAFE = re.compile(r"(?!.*@@)[\w.\-@]*\Z", re.A)
 # ... nor XSS (no markup, quotes, attribute or scheme punctuation, script brackets or comments).
 _XSS_SAFE = re.compile(r"[^<>\"'`=:&(\\%\[*]*\Z")
 # ... nor command injection (no separator or substitution, nor an escape or reference that could
-# decode to one), nor LDAP injection (no parenthesis, star or escape)
-_SHELL_FREE = re.compile(r"[^;|&`\n\r$%\\(]*\Z")
-_LDAP_FREE = re.compile(r"[^()*%&\\]*\Z")
+# decode to one), nor LDAP injection (no parenthesis or star, nor what could decode to one).
+# Percent escapes of other characters (`%20`) and ASCII text leave a value free; escapes of what a check
+# needs, of `%` itself (double encoding), `%u`, overlong lead bytes, `&` (character references), `\`
+# (escapes) and non-ASCII text (full-width forms fold to ASCII) do not.
+_SHELL_FREE = re.compile(
+    r"(?:[^;|&`\n\r$%\\(\x80-\U0010ffff]|%(?!3b|7c|26|60|0a|0d|24|28|5c|25|c0|c1|e0|u))*\Z", re.I
+)
+_LDAP_FREE = re.compile(r"(?:[^()*%&\\\x80-\U0010ffff]|%(?!28|29|2a|26|5c|25|c0|c1|e0|u))*\Z", re.I)
 _ENTITY = re.compile(r"&(?:#\d+;?|#x[0-9a-f]+;?|[a-z]+;)", re.I)
 _SCRIPT_SCHEME = ("javascript:", "vbscript:", "livescript:", "mocha:", "data:text/html")
 # The same schemes as an attribute value (browsers drop tabs and newlines inside a scheme: `jav&#9;ascript:`)
@@ -148,14 +153,21 @@ def _forms(value: str, plus: bool) -> tuple[str, ...]:
     return tuple(forms[1:] if plus and len(forms) > 1 else forms)
 
 
+def _evasion(value: str) -> int:
+    """The weight of the evasion evidence `value` was sent with (overlong UTF-8 escapes)."""
+    return EVASION_WEIGHT if overlong_escapes(value) else 0
+
+
 def sqli_value(value: str, plus: bool = False) -> Hit | None:
     """Check one user-supplied value (query/form/cookie/JSON string) for SQL injection."""
     if _SQLI_SAFE.match(value):
         return None
-    evasion = EVASION_WEIGHT if overlong_escapes(value) else 0
+    evasion = -1  # looked for once a form is worth scoring
     for form in _forms(value, plus):
         if _SQLI_SAFE.match(form):
             continue
+        if evasion < 0:
+            evasion = _evasion(value)
         try:
             result = libinjection.is_sql_injection(form)
         except UnicodeEncodeError:  # a lone surrogate (JSON "\ud800") must not switch the check off
@@ -171,9 +183,8 @@ def command_value(value: str, plus: bool = False) -> Hit | None:
     """Check one user-supplied value for OS command injection (`workers.detect.shell`)."""
     if _SHELL_FREE.match(value):
         return None
-    evasion = EVASION_WEIGHT if overlong_escapes(value) else 0
-    for form in _forms(value, plus):
-        signals = shell.injected(form, evasion) if shell.needs_check(form) else None
+    for form in (f for f in _forms(value, plus) if shell.needs_check(f)):
+        signals = shell.injected(form, _evasion(value))
         if signals is not None:
             return Hit(COMMAND_INJECTION, signals, excerpt_of(form))
     return None
@@ -183,9 +194,8 @@ def ldap_value(value: str, plus: bool = False) -> Hit | None:
     """Check one user-supplied value for LDAP injection (`workers.detect.ldap`)."""
     if _LDAP_FREE.match(value):
         return None
-    evasion = EVASION_WEIGHT if overlong_escapes(value) else 0
-    for form in _forms(value, plus):
-        signals = ldap.injected(form, evasion) if ldap.needs_check(form) else None
+    for form in (f for f in _forms(value, plus) if ldap.needs_check(f)):
+        signals = ldap.injected(form, _evasion(value))
         if signals is not None:
             return Hit(LDAP_INJECTION, signals, excerpt_of(form))
     return None
