@@ -155,12 +155,6 @@ def _encodable(text: str) -> str:
     return text.encode("utf-8", "replace").decode("utf-8")
 
 
-# The four checks of a value run one after the other, each on the value's decoded forms: the last
-# value's forms are remembered (one entry: a value of any length is decoded once, not four times).
-FORMS_CACHE_ENTRIES = 1
-
-
-@functools.lru_cache(maxsize=FORMS_CACHE_ENTRIES)
 def _forms(value: str, plus: bool) -> tuple[str, ...]:
     """The forms of a value to check. In query/form context (`plus`) the application always decodes,
     so the still-encoded form is skipped when decoding changed it."""
@@ -168,17 +162,30 @@ def _forms(value: str, plus: bool) -> tuple[str, ...]:
     return tuple(forms[1:] if plus and len(forms) > 1 else forms)
 
 
+# The checks of one value share its decoded forms: the first check that needs them decodes the value
+# into the list the caller passes (`_value_hits`), the others read them there.
+Forms = list[tuple[str, ...]]
+
+
+def _shared_forms(value: str, plus: bool, shared: Forms | None) -> tuple[str, ...]:
+    if shared is None:
+        return _forms(value, plus)
+    if not shared:
+        shared.append(_forms(value, plus))
+    return shared[0]
+
+
 def _evasion(value: str) -> int:
     """The weight of the evasion evidence `value` was sent with (overlong UTF-8 escapes)."""
     return EVASION_WEIGHT if overlong_escapes(value) else 0
 
 
-def sqli_value(value: str, plus: bool = False) -> Hit | None:
+def sqli_value(value: str, plus: bool = False, shared: Forms | None = None) -> Hit | None:
     """Check one user-supplied value (query/form/cookie/JSON string) for SQL injection."""
     if _SQLI_SAFE.match(value):
         return None
     evasion = -1  # looked for once a form is worth scoring
-    for form in _forms(value, plus):
+    for form in _shared_forms(value, plus, shared):
         if _SQLI_SAFE.match(form):
             continue
         if evasion < 0:
@@ -194,33 +201,33 @@ def sqli_value(value: str, plus: bool = False) -> Hit | None:
     return None
 
 
-def command_value(value: str, plus: bool = False) -> Hit | None:
+def command_value(value: str, plus: bool = False, shared: Forms | None = None) -> Hit | None:
     """Check one user-supplied value for OS command injection (`workers.detect.shell`)."""
     if shell_free(value):
         return None
-    for form in (f for f in _forms(value, plus) if shell.needs_check(f)):
+    for form in (f for f in _shared_forms(value, plus, shared) if shell.needs_check(f)):
         signals = shell.injected(form, _evasion(value))
         if signals is not None:
             return Hit(COMMAND_INJECTION, signals, excerpt_of(form))
     return None
 
 
-def ldap_value(value: str, plus: bool = False) -> Hit | None:
+def ldap_value(value: str, plus: bool = False, shared: Forms | None = None) -> Hit | None:
     """Check one user-supplied value for LDAP injection (`workers.detect.ldap`)."""
     if ldap_free(value):
         return None
-    for form in (f for f in _forms(value, plus) if ldap.needs_check(f)):
+    for form in (f for f in _shared_forms(value, plus, shared) if ldap.needs_check(f)):
         signals = ldap.injected(form, _evasion(value))
         if signals is not None:
             return Hit(LDAP_INJECTION, signals, excerpt_of(form))
     return None
 
 
-def xss_value(value: str, plus: bool = False) -> Hit | None:
+def xss_value(value: str, plus: bool = False, shared: Forms | None = None) -> Hit | None:
     """Check one user-supplied value for cross-site scripting."""
     if _XSS_SAFE.match(value) and "+A" not in value:  # `+A…-`: UTF-7 markup (`+ADw-` is `<`)
         return None
-    for form in _forms(value, plus):
+    for form in _shared_forms(value, plus, shared):
         if _XSS_SAFE.match(form):
             continue
         low = form.lower()
@@ -356,18 +363,18 @@ def xml_values(body: bytes) -> Iterator[str]:
 # The request-level classes, in the order `_value_hits` returns their hits.
 CLASSES: tuple[Threat, ...] = (SQL_INJECTION, XSS, COMMAND_INJECTION, LDAP_INJECTION)
 _CHECKS = (sqli_value, xss_value, command_value, ldap_value)
-ALL_CLASSES = frozenset(CLASSES)
 
 
 @functools.lru_cache(maxsize=VALUE_CACHE_ENTRIES)
 def _value_hits(value: str, plus: bool) -> tuple[Hit | None, ...]:
     """Every check of a short value, remembered: requests repeat most of their values (User-Agent,
     paths, common parameters), and the checks are pure functions of the value."""
+    shared: Forms = []
     return (
-        sqli_value(value, plus),
-        xss_value(value, plus),
-        command_value(value, plus),
-        ldap_value(value, plus),
+        sqli_value(value, plus, shared),
+        xss_value(value, plus, shared),
+        command_value(value, plus, shared),
+        ldap_value(value, plus, shared),
     )
 
 
@@ -385,8 +392,10 @@ def _first(values: Iterable[str], plus: bool, wanted: set[Threat]) -> list[Hit]:
         if len(value) <= MAX_CACHED_VALUE:
             found = _value_hits(value, plus)
         else:
+            shared: Forms = []
             found = tuple(
-                check(value, plus) if c in wanted else None for c, check in zip(CLASSES, _CHECKS, strict=True)
+                check(value, plus, shared) if c in wanted else None
+                for c, check in zip(CLASSES, _CHECKS, strict=True)
             )
         for hit in found:
             if hit is not None and hit.threat in wanted:
