@@ -155,19 +155,19 @@ def _encodable(text: str) -> str:
     return text.encode("utf-8", "replace").decode("utf-8")
 
 
-def _forms(value: str, plus: bool) -> tuple[str, ...]:
+def _forms(value: str, plus: bool) -> list[str]:
     """The forms of a value to check. In query/form context (`plus`) the application always decodes,
     so the still-encoded form is skipped when decoding changed it."""
     forms = variants(value, plus)
-    return tuple(forms[1:] if plus and len(forms) > 1 else forms)
+    return forms[1:] if plus and len(forms) > 1 else forms
 
 
 # The checks of one value share its decoded forms: the first check that needs them decodes the value
 # into the list the caller passes (`_value_hits`), the others read them there.
-Forms = list[tuple[str, ...]]
+Forms = list[list[str]]
 
 
-def _shared_forms(value: str, plus: bool, shared: Forms | None) -> tuple[str, ...]:
+def _shared_forms(value: str, plus: bool, shared: Forms | None) -> list[str]:
     if shared is None:
         return _forms(value, plus)
     if not shared:
@@ -189,7 +189,7 @@ def sqli_value(value: str, plus: bool = False, shared: Forms | None = None) -> H
         if _SQLI_SAFE.match(form):
             continue
         if evasion < 0:
-            evasion = _evasion(value)
+            evasion = EVASION_WEIGHT if "%" in value and overlong_escapes(value) else 0
         try:
             result = libinjection.is_sql_injection(form)
         except UnicodeEncodeError:  # a lone surrogate (JSON "\ud800") must not switch the check off
