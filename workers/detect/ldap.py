@@ -18,9 +18,9 @@ entry (`*(|(objectclass=*))`). Parentheses and stars are common in text (`John (
   (`(|(`, `(&(`, `(!(`); a value that starts by closing an item after a wildcard (`*)`);
 - 1: any presence test in parentheses (`(mail=*)`); two items closed in a row (`))`).
 
-So `*)(uid=*))(|(uid=*` scores 2 + 1 + 3 + …, `*(|(mail=*))` 2 + 1 + 1, `john)(sn~=smith` 2 + 1, `1) apples
-(qty=2)` 2, `f(x)(y=2)` 0 (it closes only what it opened), `John (Smith)` 0.
-A value that closes nothing it did not open breaks out of nothing and is not scored, unless it opens
+So `*)(uid=*))(|(uid=*` scores 2 + 1 + 3 + …, `*(|(mail=*))` 2 + 1 + 1, `john)(sn~=smith` 2 + 1,
+`1) apples (qty=2)` 2, `f(x)(y=2)` 0 (it closes only what it opened), `John (Smith)` 0. Overlong UTF-8
+adds 1. A value that closes nothing it did not open breaks out of nothing and is not scored, unless it opens
 with a wildcard (`*(|(mail=*))`: a value for the application's item, then filter syntax): a whole
 filter (`(&(objectCategory=computer)(cn=x*))`, which directory tools send as a value) or text about one.
 One compiled expression per signal and one pass over the parentheses, over at most `MAX_SCORED_VALUE`

@@ -2,34 +2,33 @@
 
 An application that splices a value into a shell command line (`ping -c 1 $host`, `convert $file`) runs
 whatever follows a command separator or a substitution in it. Such a value holds a *separator* (`;`, `|`,
-`||`, `&`, `&&`, a newline) or a *substitution* (`$(…)`, a backtick) followed by a *command word*: a
-program an attacker runs to learn, fetch, wait or connect (`id`, `whoami`, `uname`, `cat`, `wget`, `nc`,
-`sleep`, …) or an absolute path to one (`/bin/sh`, `/usr/bin/id`). Prose has separators and command
-words too (`Tom & Jerry; cat lovers`), so each occurrence is scored and a value is an injection when one
-scores `THRESHOLD`:
+`||`, `&`, `&&`, a newline) or a *substitution* (`$(…)`, `<(…)`, `>(…)`, a backtick) followed by a
+*command word*: a program an attacker runs to learn, fetch, wait or connect (`id`, `whoami`, `uname`,
+`cat`, `wget`, `nc`, `sleep`, …) or an absolute path to one (`/bin/sh`, `/usr/bin/id`). Prose has
+separators and command words too (`Tom & Jerry; cat lovers`), so each occurrence is scored and a value
+is an injection when one scores `THRESHOLD`:
 
-- the command word: 2 for a name no prose uses (`whoami`, `uname`, `wget`, `/bin/sh`), 1 for one that is
-  also an English word or a field name (`cat`, `id`, `sleep`, `ping`, `curl`, `hostname`), 0 for any
+- the command word: 2 for a name no prose uses (`whoami`, `uname`, `wget`, `/bin/sh`), 1 for one that
+  is also an English word or a field name (`cat`, `id`, `sleep`, `ping`, `curl`, `hostname`), 0 for any
   other word whose first argument is an option or an absolute path (`;flock -u /`: it counts only where
   a breakout reaches it);
-- how it is reached: a substitution `$(`, `<(`, `>(` 2 (never prose: jQuery's `$(document)` names no command); a
-  backtick 1 when it opens the value or is glued to a word or a quote (`x`id``), else -1 (a Markdown
-  code span in text, ``run `ls -la` first``, ``(`whoami`)``, or a fence ```` ```sh ````); a separator 1 when it opens the value or follows a
-  quote, a number or an address (breaking out of a quoted or numeric argument: `1;id`, `127.0.0.1|id`),
-  else 0;
+- how it is reached: a substitution `$(`, `<(`, `>(` 2 (never prose: jQuery's `$(document)` names no
+  command); a backtick 1 when it opens the value or is glued to a word or a quote (`x`id``), else -1
+  (a Markdown code span in text, ``run `ls -la` first``, ``(`whoami`)``, or a fence); a separator 1 when
+  it opens the value or follows a quote, a number or an address (breaking out of a quoted or numeric
+  argument: `1;id`, `127.0.0.1|id`), else 0;
 - its arguments, up to the next separator: 2 for an option (`-la`), an absolute or Windows path
   (`/etc/passwd`, `C:\\`), a URL, an IP address, a redirection (`>`, `2>&1`), or numbers only (`sleep
   5`); 1 for no argument at all (`;id`), unless a parenthesis it did not open closes it (code's `(a &&
-  hostname)`) or the same separator goes on to another name (a field list `ip|hostname|port`, a
-  Markdown table row `| type | fields |`); 0 for
-  words (`cat lovers`). A shell comment (` #…`) is no argument.
+  hostname)`) or the same separator goes on to another name (a field list `ip|hostname|port`, a Markdown
+  table row `| type | fields |`); 0 for words (`cat lovers`). A shell comment (` #…`) is no argument.
 
 Spellings only a shell reads add to the value's score once: `${IFS}` or `$IFS` as a space (2), a command
-name split by quotes or backslashes (`w'h'o'am'i`, `c\\at`: 1). A brace list (`;{cat,/etc/passwd}`) is a
-command word with a comma before its argument. So `;id` scores 1 + 1 + 1, `$(sleep 5)` 1 + 2 + 2, `Tom & Jerry; cat lovers`
-1 + 0 + 0, `name|id` (a field list) 1 + 0 + 1. Every check is one compiled regular expression over at
-most `MAX_SCORED_VALUE` characters, and none runs on a value without a separator or substitution
-character (`needs_check`).
+name split by quotes or backslashes (`w'h'o'am'i`, `c\\at`: 1), overlong UTF-8 (1). A brace list
+(`;{cat,/etc/passwd}`) is a command word with a comma before its argument. So `;id` scores 1 + 1 + 1,
+`$(sleep 5)` 1 + 2 + 2, `Tom & Jerry; cat lovers` 1 + 0 + 0, `name|id` (a field list) 1 + 0 + 1. Every
+check is one compiled regular expression over at most `MAX_SCORED_VALUE` characters, and none runs on a
+value without a separator or substitution character (`needs_check`).
 """
 
 from __future__ import annotations
@@ -70,7 +69,8 @@ _COMMAND = re.compile(
 # any other program name whose first argument is an option or an absolute path (`;flock -u /`): no
 # weight of its own, so it counts only where a breakout reaches it (`UNKNOWN_WORD_WEIGHT` + 1 + 2)
 _OTHER_COMMAND = re.compile(
-    r"(?P<sep>[$<>]\(|`|\|\||&&|[;|&\n\r])[ \t]*(?P<word>[a-z][a-z0-9_.+-]{1,30})(?=[ \t]+(?:-{1,2}[a-z]|/[\w.]))"
+    r"(?P<sep>[$<>]\(|`|\|\||&&|[;|&\n\r])[ \t]*(?P<word>[a-z][a-z0-9_.+-]{1,30})"
+    r"(?=[ \t]+(?:-{1,2}[a-z]|/[\w.]))"
     r"(?P<args>[^;|&\n\r`)]{0,200})",
     re.I,
 )
@@ -164,7 +164,8 @@ def injected(value: str, evasion: int = 0) -> str | None:
         total = weight + _reach_weight(text, m.start(), sep) + _argument_weight(args, sep, after)
         if total > best:
             best = total
-            why = f"{'substitution' if sep in _SUBSTITUTIONS or sep == '`' else 'separator'} {sep.strip() or 'newline'!r} + command {low!r}"
+            kind = "substitution" if sep in _SUBSTITUTIONS or sep == "`" else "separator"
+            why = f"{kind} {sep.strip() or 'newline'!r} + command {low!r}"
             if args.strip():
                 why += f" {args.strip()[:24]!r}"
     if best and best + spelling >= THRESHOLD:
