@@ -34,7 +34,7 @@ value without a separator or substitution character (`needs_check`).
 from __future__ import annotations
 
 import re
-from itertools import chain
+from collections.abc import Iterator
 
 THRESHOLD = 3  # an occurrence (plus the value's shell spellings) scoring this much is an injection
 MAX_SCORED_VALUE = 4096  # characters scored per value (injections start near a value's start)
@@ -57,23 +57,17 @@ _COMMON = (
 _WEIGHT = {**dict.fromkeys(_COMMON, 1), **dict.fromkeys(_DISTINCT, 2)}
 
 # a separator or a substitution, optional space (or `{` of a brace list, a quote of a quoted command
-# name), then a command word: a name from the lists above or an absolute path to a program
-_COMMAND = re.compile(
+# name), then a word: an absolute path to a program, or a name (looked up in the lists above: one
+# regular expression for every name, so a value full of separators costs one scan)
+_OCCURRENCE = re.compile(
     r"(?P<sep>[$<>]\(|`|\|\||&&|[;|&\n\r])[ \t{]*['\"]?"
-    r"(?P<word>/(?:usr/(?:local/)?)?s?bin/[\w.-]{1,30}|(?:"
-    + "|".join(sorted(map(re.escape, _WEIGHT), key=len, reverse=True))
-    + r"))['\"]?(?=[\s;|&`)<>{,$]|\Z)"
+    r"(?P<word>/(?:usr/(?:local/)?)?s?bin/[\w.-]{1,30}|[a-z][a-z0-9_.+-]{0,30})['\"]?(?=[\s;|&`)<>{,$]|\Z)"
     r"(?P<args>[^;|&\n\r`)]{0,200})",
     re.I,
 )
-# any other program name whose first argument is an option or an absolute path (`;flock -u /`): no
-# weight of its own, so it counts only where a breakout reaches it (`UNKNOWN_WORD_WEIGHT` + 1 + 2)
-_OTHER_COMMAND = re.compile(
-    r"(?P<sep>[$<>]\(|`|\|\||&&|[;|&\n\r])[ \t]*(?P<word>[a-z][a-z0-9_.+-]{1,30})"
-    r"(?=[ \t]+(?:-{1,2}[a-z]|/[\w.]))"
-    r"(?P<args>[^;|&\n\r`)]{0,200})",
-    re.I,
-)
+# any other program name counts where its first argument is an option or an absolute path (`;flock -u
+# /`), with no weight of its own: only where a breakout reaches it (`UNKNOWN_WORD_WEIGHT` + 1 + 2)
+_FIRST_ARGUMENT_SHELLISH = re.compile(r"[ \t]+(?:-{1,2}[a-z]|/[\w.])", re.I)
 UNKNOWN_WORD_WEIGHT = 0
 # command and process substitutions: `$(id)`, `<(cat f)`, `>(tee log)`
 _SUBSTITUTIONS = frozenset(("$(", "<(", ">("))
@@ -88,9 +82,7 @@ _SHELL_ARGUMENT = re.compile(
 )
 _COMMENT = re.compile(r"(?:^|\s)#.*\Z", re.S)
 _NUMBERS_ONLY = re.compile(r"\s*\d+(?:\.\d+)?(?:\s+\d+(?:\.\d+)?)*\s*\Z")
-# what a breakout follows: the value's start, a quote, a number or an address (the argument the
-# application expected), optionally with spaces
-_BREAKOUT_BEFORE = re.compile(r"(?:\A|['\"]|(?<![\w.])[\d.:]*\d)\s*\Z")
+BREAKOUT_LOOKBACK = 48  # characters before a separator read to tell a breakout (an address fits)
 # `${IFS}`, `$IFS$9`, `$IFS`: the shell's field separator written where a space would be seen
 _IFS = re.compile(r"\$\{IFS\}|\$IFS(?:\$\d)?(?![A-Za-z0-9_])")
 # quotes and backslashes inside a command name, which the shell drops (`w'h'o'am'i`, `c\at`, `wh""oami`)
@@ -132,7 +124,40 @@ def _reach_weight(text: str, start: int, sep: str) -> int:
             return 1
         before = text[start - 1]
         return 1 if before.isalnum() or before in "'\"" else -1
-    return 1 if _BREAKOUT_BEFORE.search(text, 0, start) else 0
+    return (
+        1 if _breaks_out(text[max(0, start - BREAKOUT_LOOKBACK) : start], start <= BREAKOUT_LOOKBACK) else 0
+    )
+
+
+def _breaks_out(before: str, from_start: bool) -> bool:
+    """Whether a separator after `before` breaks out of the argument the application expected: it
+    follows the value's start, a quote, or a number or an address (a token of digits, dots and colons),
+    optionally with spaces. `from_start`: `before` begins at the value's start."""
+    before = before.rstrip()
+    if not before:
+        return from_start
+    if before[-1] in "'\"":
+        return True
+    if not before[-1].isdigit():
+        return False
+    token = before.rstrip("0123456789.:")
+    return (from_start or len(token) > 0) and (not token or not (token[-1].isalnum() or token[-1] in "._"))
+
+
+def _commands(text: str) -> Iterator[tuple[re.Match[str], str, int]]:
+    """The occurrences of a command in `text`: the match, the command word in lower case and its weight.
+    (Each takes two characters at least, so `MAX_SCORED_VALUE` bounds their number.)"""
+    for m in _OCCURRENCE.finditer(text):
+        low = m.group("word").lower()
+        weight = _WEIGHT.get(low)
+        if weight is None:
+            if low.startswith("/"):
+                weight = 2  # an absolute path to a program counts as a distinct name
+            elif len(low) > 1 and _FIRST_ARGUMENT_SHELLISH.match(m.group("args")):
+                weight = UNKNOWN_WORD_WEIGHT
+            else:
+                continue  # a word of text after a separator
+        yield m, low, weight
 
 
 def injected(value: str, evasion: int = 0) -> str | None:
@@ -149,17 +174,14 @@ def injected(value: str, evasion: int = 0) -> str | None:
         notes.append("$IFS as a space")
     if ("'" in text or '"' in text or "\\" in text) and _SPLIT_NAME.search(text):
         unsplit = _SPLIT_NAME.sub("", text)
-        if _COMMAND.search(unsplit) and not _COMMAND.search(text):
+        if next(_commands(unsplit), None) is not None and next(_commands(text), None) is None:
             text = unsplit
             spelling += 1
             notes.append("command name split by quotes")
     best = 0
     why = ""
-    for m in chain(_COMMAND.finditer(text), _OTHER_COMMAND.finditer(text)):
-        sep, word, args = m.group("sep"), m.group("word"), m.group("args")
-        low = word.lower()
-        # a listed name, an absolute path to a program (a distinct name), or another program name
-        weight = _WEIGHT.get(low, 2 if low.startswith("/") else UNKNOWN_WORD_WEIGHT)
+    for m, low, weight in _commands(text):
+        sep, args = m.group("sep"), m.group("args")
         after = text[m.end() : m.end() + 8]
         total = weight + _reach_weight(text, m.start(), sep) + _argument_weight(args, sep, after)
         if total > best:
