@@ -55,20 +55,28 @@ _XSS_SAFE = re.compile(r"[^<>\"'`=:&(\\%\[*]*\Z")
 # (escapes) and non-ASCII text (full-width forms fold to ASCII) do not. (A value without `%` is judged
 # by the plain character class: one C-speed scan.)
 _SHELL_FREE_PLAIN = re.compile(r"[^;|&`\n\r$%\\(\x80-\U0010ffff]*\Z")
+# (the escapes spelt in both cases by hand: under re.I a negated class would also refuse `i`, `k` and
+# `s`, whose case folds lie in the non-ASCII range it excludes)
 _SHELL_FREE_ESCAPED = re.compile(
-    r"(?:[^;|&`\n\r$%\\(\x80-\U0010ffff]|%(?!3b|7c|26|60|0a|0d|24|28|5c|25|c0|c1|e0|u))*\Z", re.I
+    r"(?:[^;|&`\n\r$%\\(\x80-\U0010ffff]|%(?!3[bB]|7[cC]|26|60|0[aAdD]|24|28|5[cC]|25|[cC][01]|[eE]0|[uU]))*\Z"
 )
 _LDAP_FREE_PLAIN = re.compile(r"[^()*%&\\\x80-\U0010ffff]*\Z")
-_LDAP_FREE_ESCAPED = re.compile(r"(?:[^()*%&\\\x80-\U0010ffff]|%(?!28|29|2a|26|5c|25|c0|c1|e0|u))*\Z", re.I)
+_LDAP_FREE_ESCAPED = re.compile(
+    r"(?:[^()*%&\\\x80-\U0010ffff]|%(?!2[89aA]|26|5[cC]|25|[cC][01]|[eE]0|[uU]))*\Z"
+)
 
 
 def shell_free(value: str) -> bool:
     """Whether no decoding of `value` can hold a command separator or substitution."""
+    if "+A" in value:  # a UTF-7 run (`+ADwAOw-` is `<;`), decoded with markup
+        return False
     return (_SHELL_FREE_ESCAPED if "%" in value else _SHELL_FREE_PLAIN).match(value) is not None
 
 
 def ldap_free(value: str) -> bool:
     """Whether no decoding of `value` can hold filter syntax (a parenthesis or a star)."""
+    if "+A" in value:  # a UTF-7 run, decoded with markup
+        return False
     return (_LDAP_FREE_ESCAPED if "%" in value else _LDAP_FREE_PLAIN).match(value) is not None
 
 
