@@ -2,7 +2,8 @@
 for real attack tools (sqlmap) to find its flaws through the enforcer.
 
 Two injectable parameters: `GET /item?id=N` splices `id` into a numeric context, `GET /search?q=S`
-splices `q` into a quoted one. Any other path answers 200 "ok" (a benign request). It binds only the
+splices `q` into a quoted one. Any other path answers 200 "ok" (a benign request), and so does a POST
+to any path. It binds only the
 address it is given: run it inside a lab namespace (`python -m lab.vulnapp ADDR PORT`); it prints
 "ready" once listening and stops after `--seconds`.
 """
@@ -24,6 +25,7 @@ INSERT INTO items VALUES (1, 'widget'), (2, 'gadget'), (3, 'gizmo');
 CREATE TABLE users (name TEXT, password TEXT);
 INSERT INTO users VALUES ('admin', 's3cret');
 """
+MAX_POST_BYTES = 64 * 1024  # of a POST body, read before answering
 
 
 def query_for(path: str) -> str | None:
@@ -65,6 +67,17 @@ def make_server(addr: str, port: int, log: Path | None = None) -> ThreadingHTTPS
                     status, body = 500, f"SQL error: {exc}"
             data = f"<html><body>{body}</body></html>".encode("utf-8", "replace")
             self.send_response(status)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_POST(self) -> None:
+            # a form post to any path is benign to the app: read (bounded) and answered 200 "ok"
+            length = min(int(self.headers.get("Content-Length") or 0), MAX_POST_BYTES)
+            self.rfile.read(length)
+            data = b"<html><body>ok</body></html>"
+            self.send_response(200)
             self.send_header("Content-Type", "text/html")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()

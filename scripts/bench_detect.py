@@ -1,10 +1,11 @@
-"""Benchmark of the threat detectors: checks/s for SQLi, XSS and DLP/WAF sensors, detection and
+"""Benchmark of the threat detectors: checks/s for SQLi, XSS, command and LDAP injection and DLP/WAF sensors, detection and
 false-positive rates on the corpora, and worker throughput with every threat and 2,000 sensor patterns
 (with Python's default garbage collector, then with a worker process's settings, `core.gctune`).
 
     python scripts/bench_detect.py [--quick] [--injection] [--against REF [--reps N]]
 
-`--injection` prints only the SQLi/XSS rows (checks/s, corpus rates, requests checked/s).
+`--injection` prints only the injection rows (checks/s per class, corpus rates, requests checked/s with
+every class on).
 `--against REF` measures those rows for the detection code at git revision REF and for this tree in
 the same run, alternating `--reps` times (same inputs: this tree's corpora), and prints the medians
 side by side with their ratio (this tree / REF).
@@ -163,7 +164,16 @@ def compare(ref: str, reps: int, quick: bool) -> int:
                     elif rep == 0:
                         print(f"{side} {name}: {value}")
     print(f"{'row (median of ' + str(reps) + ')':44} {ref[:12]:>12} {'this tree':>12} {'ratio':>7}")
-    for name in rows["ref"]:
+    for name in dict.fromkeys([*rows["ref"], *rows["this"]]):
+        if name not in rows["ref"] or name not in rows["this"]:
+            only = rows["this"].get(name) or rows["ref"][name]
+            ref_text, this_text = (
+                ("-", f"{statistics.median(only):.0f}")
+                if name in rows["this"]
+                else (f"{statistics.median(only):.0f}", "-")
+            )
+            print(f"{name:44} {ref_text:>12} {this_text:>12} {'-':>7}")
+            continue
         base, now = statistics.median(rows["ref"][name]), statistics.median(rows["this"][name])
         print(f"{name:44} {base:12.0f} {now:12.0f} {now / base:7.2f}")
     return 0
@@ -188,6 +198,11 @@ def main(argv: list[str]) -> int:
     values = attacks + benign
     results["sqli_checks_per_s"] = round(rate(sqli_value, values, secs))
     results["xss_checks_per_s"] = round(rate(xss_value, values, secs))
+    # the classes a revision may not have yet (`--against` an older one prints "-" for it)
+    for name in ("command_value", "ldap_value"):
+        check = getattr(_injection, name, None)
+        if check is not None:
+            results[f"{name.split('_')[0]}_checks_per_s"] = round(rate(check, values, secs))
 
     def as_query(p: str) -> str:
         return quote_plus(p, safe="%&#;") if "%" in p or "&#" in p else quote_plus(p)

@@ -1,12 +1,20 @@
-"""Independent evaluation of the request-level SQL injection and XSS checks (`check_request`).
+"""Independent evaluation of the request-level injection checks (`check_request`).
 
-    python scripts/eval_detect.py --crs DIR [--seclists DIR] [--misses N] [--json]
+    python scripts/eval_detect.py --crs DIR [--seclists DIR] [--misses N] [--json] [--against REF]
 
 Scores `workers.detect.injection.check_request` (URI, body, content type, cookie, logged headers) on
-public material nobody here wrote, fetched outside the repository (payload files are never committed):
+public material nobody here wrote, fetched outside the repository (payload files are never committed).
+Each corpus row is scored twice: by the check of its own class (an SQLi payload detected as
+`sql_injection`; a benign request flagged as SQLi or XSS), and, in its `[any class]` twin, by every
+injection check together, as a WAF blocks a request (an SQLi payload stopped by any of `sql_injection`,
+`xss`, `command_injection`, `ldap_injection`; a benign request flagged by any of them). `--against REF`
+scores the detection code of git revision REF on the same inputs in the same run and prints both.
 
 - OWASP Core Rule Set regression tests, `coreruleset/coreruleset` (Apache-2.0), files
-  `tests/regression/tests/REQUEST-941-*/*.yaml` (XSS) and `REQUEST-942-*/*.yaml` (SQLi). `--crs` is a
+  `tests/regression/tests/REQUEST-941-*/*.yaml` (XSS), `REQUEST-942-*/*.yaml` (SQLi) and
+  `REQUEST-932-*/*.yaml` (remote command execution: rows `crs rce`, scored as `command_injection`;
+  its negative cases in a row of their own, `crs rce negative (benign)`), and `REQUEST-921-*/921200.yaml`
+  (LDAP injection: rows `crs ldap`, scored as `ldap_injection`). `--crs` is a
   checkout or a bare git directory (read at HEAD with `git show`); the commit is printed. Evaluated at
   2cbd1d019cb7c85319ba4d9102a382c9de7a8e53. A stage with `expect_ids` naming a 941/942 rule is an attack
   of that class; the rule's paranoia level (its `paranoia-level/N` tag in `rules/*.conf`) is reported
@@ -59,7 +67,9 @@ from urllib.parse import parse_qs, quote, quote_plus, urlsplit
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+# `--tree DIR` (used by `--against`): import the detection code from another checkout
+_TREE = sys.argv[sys.argv.index("--tree") + 1] if "--tree" in sys.argv[:-1] else str(ROOT)
+sys.path.insert(0, _TREE)
 
 from workers.detect.decode import percent_decode  # noqa: E402
 from workers.detect.injection import check_request, json_values, xml_values  # noqa: E402
@@ -92,7 +102,25 @@ CRS_NEGATIVE_ATTACKS = {
     "942521-15": "described as a false negative (not detected with escapes)",
     "942522-5": "described as 'normal SQLi' the rule does not block",
 }
+# 932's negative cases whose own description calls them an attack (the rule under test leaves them to
+# another), and those shaped as the rule's own attack cases: scored apart, as command injections
+_RCE_SAID_ATTACK = re.compile(r"\b(?:rce|command injection|obvious payload|positive test)\b", re.I)
+_EDITOR_RUNS_A_COMMAND = "`;vi`/`;vim`/`;ex -c:\\!pwd`: an editor made to run a command (`-c:!pwd`), the shape of 932230's attack case 45 (`;gdb … -ex !whoami`)"
+CRS_RCE_NEGATIVE_ATTACKS = {
+    "932230-46": "`;cat /path/file.gz`: 932230's own attack cases' shape (`;ex -c`, `;gdb … !whoami`) with a"
+    " command the rule leaves to another",
+    **dict.fromkeys(("932230-42", "932230-43", "932230-44", "932236-9"), _EDITOR_RUNS_A_COMMAND),
+}
+# CRS cases whose description says they were taken from a corpus reserved for an independent
+# evaluation (payloadbox, PayloadsAllTheThings): left out, and counted
+_RESERVED_ORIGIN = re.compile(r"payloadbox|payloadsallthethings|swisskyrepo", re.I)
 _RULE_ID = re.compile(r"\bid:(\d{6})")
+CRS_FAMILIES = {"932": "rce", "941": "xss", "942": "sqli", "921200": "ldap"}
+# the threat a row's attacks are scored by (its own class), by the row's class word
+OWN_THREAT = {"sqli": "sql_injection", "xss": "xss", "rce": "command_injection", "ldap": "ldap_injection"}
+INJECTION_THREATS = frozenset({"sql_injection", "xss", "command_injection", "ldap_injection"})
+OWN_BENIGN = {"rce": {"command_injection"}, "ldap": {"ldap_injection"}}  # a new class's benign rows
+ANY = " [any class]"  # the suffix of a row's twin, scored by every injection check
 
 
 @dataclass
@@ -143,7 +171,7 @@ class Source:
 def crs_paranoia(src: Source) -> dict[int, int]:
     levels: dict[int, int] = {}
     for name in src.files("rules"):
-        if re.search(r"REQUEST-94[12]-.*\.conf$", name):
+        if re.search(r"REQUEST-9(?:21|32|41|42)-.*\.conf$", name):
             for chunk in re.split(r"\nSecRule ", src.read(name)):
                 rule, level = _RULE_ID.search(chunk), _PL_TAG.search(chunk)
                 if rule and level:
@@ -182,16 +210,23 @@ def crs_cases(src: Source) -> Iterator[tuple[str, Request]]:
     """(row, request): rows `crs sqli PL1-2`, `crs xss PL3-4`, `crs negative`, ..."""
     levels = crs_paranoia(src)
     for name in src.files("tests/regression/tests"):
-        family = re.search(r"REQUEST-(941|942)-", name)
+        family = re.search(r"REQUEST-(932|941|942)-|REQUEST-921-.*/(921200)\.yaml$", name)
         if not family or not name.endswith(".yaml"):
             continue
-        cls = "xss" if family.group(1) == "941" else "sqli"
+        rule = family.group(1) or family.group(2)
+        cls = CRS_FAMILIES[rule]
+        low_id, high_id = (
+            (int(rule), int(rule) + 1) if len(rule) == 6 else (int(rule) * 1000, int(rule) * 1000 + 1000)
+        )
         doc = yaml.safe_load(src.read(name))
         for test in doc.get("tests") or []:
+            if _RESERVED_ORIGIN.search(str(test.get("desc", ""))):
+                RESERVED_LEFT_OUT.append(f"{doc.get('rule_id')}-{test.get('test_id')}")
+                continue
             for n, stage in enumerate(test.get("stages") or []):
                 stage = stage.get("stage", stage)  # older files nest each stage once more
                 log = ((stage.get("output") or {}).get("log")) or {}
-                expect = [i for i in log.get("expect_ids") or [] if 941000 <= i < 943000]
+                expect = [i for i in log.get("expect_ids") or [] if low_id <= i < high_id]
                 req = crs_request(stage.get("input") or {})
                 req.label = f"{doc.get('rule_id')}-{test.get('test_id')}.{n}"
                 if expect and "expected (rare) false positive" in str(test.get("desc", "")).lower():
@@ -200,9 +235,25 @@ def crs_cases(src: Source) -> Iterator[tuple[str, Request]]:
                     pl = levels.get(expect[0], 1)
                     row = f"crs {cls} PL{'1-2' if pl <= 2 else '3-4'}"
                     yield (row + " one-token probes" if cls == "sqli" and crs_probe(req) else row), req
+                elif log.get("no_expect_ids") and cls == "ldap":
+                    yield "crs ldap negative (benign)", req
+                elif log.get("no_expect_ids") and cls == "rce":
+                    said = _RCE_SAID_ATTACK.search(str(test.get("desc", "")))
+                    attack = said or req.label.rpartition(".")[0] in CRS_RCE_NEGATIVE_ATTACKS
+                    yield (
+                        (
+                            "crs rce negative, an attack all the same"
+                            if attack
+                            else "crs rce negative (benign)"
+                        ),
+                        req,
+                    )
                 elif log.get("no_expect_ids"):
                     attack = CRS_NEGATIVE_ATTACKS.get(req.label.rpartition(".")[0])
                     yield ("crs negative, an attack all the same" if attack else "crs negative (benign)"), req
+
+
+RESERVED_LEFT_OUT: list[str] = []  # CRS tests not scored (`_RESERVED_ORIGIN`)
 
 
 def crs_probe(req: Request) -> bool:
@@ -344,22 +395,41 @@ def benign_cases() -> Iterator[tuple[str, Request]]:
 
 
 def evaluate(cases: Iterator[tuple[str, Request]]) -> dict[str, dict]:
+    """Per row and per `[any class]` twin: requests, requests flagged, and the misses (attacks not
+    flagged, benign requests flagged)."""
     rows: dict[str, dict] = {}
     for row, req in cases:
-        r = rows.setdefault(row, {"total": 0, "hit": 0, "misses": []})
-        found = req.threats()
-        if "benign" in row:
-            flagged = bool(found)
+        found = req.threats() & INJECTION_THREATS
+        if "benign" in row:  # a false positive of the classes the row was first scored by
+            own = bool(found & OWN_BENIGN.get(row.split()[1], {"sql_injection", "xss"}))
         elif row.startswith("crs negative"):  # an attack of either class
-            flagged = bool(found)
+            own = bool(found & {"sql_injection", "xss"})
         else:
-            flagged = ("sql_injection" if " sqli" in row else "xss") in found
-        r["total"] += 1
-        if flagged:
-            r["hit"] += 1
-        if flagged == ("benign" in row):  # a false positive, or an attack missed
-            r["misses"].append(req.label or req.uri)
+            cls = next(word for word in row.split() if word in OWN_THREAT)
+            own = OWN_THREAT[cls] in found
+        for name, flagged in ((row, own), (row + ANY, bool(found))):
+            r = rows.setdefault(name, {"total": 0, "hit": 0, "misses": []})
+            r["total"] += 1
+            if flagged:
+                r["hit"] += 1
+            if flagged == ("benign" in row):  # a false positive, or an attack missed
+                r["misses"].append(req.label or req.uri)
     return rows
+
+
+def reference_rows(ref: str, argv: list[str]) -> dict[str, dict]:
+    """The rows of git revision `ref`'s detection code on the same inputs (this script, its corpora)."""
+    import io
+    import tarfile
+    import tempfile
+
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref], check=True, capture_output=True).stdout
+    with tempfile.TemporaryDirectory() as tmp:
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(tmp, filter="data")
+        cmd = [sys.executable, __file__, *argv, "--json", "--tree", tmp]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return dict(json.loads(out)["rows"])
 
 
 def main(argv: list[str]) -> int:
@@ -372,6 +442,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--run-sqlmap", type=Path, metavar="DIR", help="run sqlmap live first (root)")
     parser.add_argument("--misses", type=int, default=0, help="list up to N misses / false positives per row")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--against", metavar="REF", help="score git revision REF's detection code too")
+    parser.add_argument("--tree", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.run_sqlmap:
         args.sqlmap_log = run_sqlmap(args.run_sqlmap)
@@ -392,15 +464,30 @@ def main(argv: list[str]) -> int:
     if args.json:
         print(json.dumps({"sources": sources, "rows": rows}, indent=1))
         return 0
+    before: dict[str, dict] = {}
+    if args.against:
+        sqlmap_log = ["--sqlmap-log", str(args.sqlmap_log)] if args.sqlmap_log else []
+        plain = [a for a in ("crs", "seclists") if getattr(args, a)]
+        before = reference_rows(args.against, [*(f"--{a}={getattr(args, a)}" for a in plain), *sqlmap_log])
     for name, commit in sources.items():
         print(f"source {name}: {commit}")
-    print(f"{'corpus / class':34} {'detected':>16} {'false positives':>18}")
+    if RESERVED_LEFT_OUT:
+        print(
+            f"left out: {len(RESERVED_LEFT_OUT)} CRS tests taken from a reserved corpus ({', '.join(RESERVED_LEFT_OUT)})"
+        )
+    ref_column = f"{args.against[:12]:>18} " if args.against else ""
+    print(f"{'corpus / class':48} {ref_column}{'detected':>18} {'false positives':>18}")
     for row, r in sorted(rows.items()):
-        share = f"{r['hit']}/{r['total']} = {r['hit'] / r['total']:6.1%}"
-        print(f"{row:34} {'' if 'benign' in row else share:>16} {share if 'benign' in row else '':>18}")
+        share = _share(r)
+        old = f"{_share(before[row]) if row in before else '-':>18} " if args.against else ""
+        print(f"{row:48} {old}{'' if 'benign' in row else share:>18} {share if 'benign' in row else '':>18}")
         for miss in r["misses"][: args.misses]:
             print(f"    {'FP' if 'benign' in row else 'missed'}: {miss[:150]!r}")
     return 0
+
+
+def _share(r: dict) -> str:
+    return f"{r['hit']}/{r['total']} = {r['hit'] / r['total']:6.1%}"
 
 
 if __name__ == "__main__":

@@ -201,6 +201,12 @@ THREATS: tuple[Threat, ...] = (
        # uploads move at network speed: even a 10 MB form on a slow link sends data every second;
        # slow-POST tools send a byte every ten seconds
        body_seconds=30, min_bytes_per_second=100),
+    _t(1039, "command_injection", S.CRITICAL, A.RESET,
+       "OS command injection in an HTTP request value: a shell command separator or substitution followed "
+       "by a command an attacker runs"),
+    _t(1040, "ldap_injection", S.HIGH, A.RESET,
+       "LDAP injection in an HTTP request value: filter syntax that closes the application's filter and "
+       "opens one of its own"),
 )  # fmt: skip
 
 BY_NAME: Mapping[str, Threat] = MappingProxyType({t.name: t for t in THREATS})
@@ -268,6 +274,8 @@ HTTP_BRUTE_FORCE = BY_NAME["http_brute_force"]
 UDP_FLOOD = BY_NAME["udp_flood"]
 DNS_FLOOD = BY_NAME["dns_flood"]
 HTTP_SLOW_BODY = BY_NAME["http_slow_body"]
+COMMAND_INJECTION = BY_NAME["command_injection"]
+LDAP_INJECTION = BY_NAME["ldap_injection"]
 
 
 class Finding(NamedTuple):

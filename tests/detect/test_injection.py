@@ -36,6 +36,8 @@ from workers.detect.injection import (
 from workers.detect.sqli import PROSE_WEIGHT, THRESHOLD, injected, prose, score
 
 CORPUS = Path(__file__).parent / "corpus"
+# every class a request-level check may raise
+INJECTION_CLASSES = (C.SQL_INJECTION, C.XSS, C.COMMAND_INJECTION, C.LDAP_INJECTION)
 
 
 def corpus(name: str) -> list[str]:
@@ -302,7 +304,7 @@ def test_sql_query_check_is_total(text: str) -> None:
 def test_check_request_is_total(body: bytes, uri: str) -> None:
     for ctype in ("application/json", "application/x-www-form-urlencoded", ""):
         for hit in check_request(uri, body, ctype, cookie=uri):
-            assert hit.threat in (C.SQL_INJECTION, C.XSS) and len(hit.excerpt) <= C.MAX_FINDING_EXCERPT
+            assert hit.threat in INJECTION_CLASSES and len(hit.excerpt) <= C.MAX_FINDING_EXCERPT
 
 
 def test_realistic_request_uris_raise_nothing() -> None:
@@ -489,7 +491,7 @@ def test_scored_checks_are_total_and_fast(text: str, plus: bool) -> None:
     for hit in check_request(
         "/s?q=" + text, text.encode("utf-8", "surrogatepass"), "application/xml" if plus else ""
     ):
-        assert hit.threat in (C.SQL_INJECTION, C.XSS)
+        assert hit.threat in INJECTION_CLASSES
     assert time.perf_counter() - started < 1.0
 
 
@@ -534,11 +536,15 @@ def test_eval_script_scores_crs_style_tests_and_lists(tmp_path: Path) -> None:
         + "  - test_id: 2\n    "
         + stage.format(data="var=Miles+O%27Brien")
         + "        output:\n          log:\n            no_expect_ids: [942100]\n"
+        # a case whose description names a corpus reserved for an independent evaluation: left out
+        + "  - test_id: 3\n    desc: taken from payloadbox's list\n    "
+        + stage.format(data="\"var=1' or '2'='2\"")
+        + "        output:\n          log:\n            expect_ids: [942100]\n"
     )
     sec = tmp_path / "sec"
     for name, text in (
         (ev.SECLISTS_SQLI[0], "' ORDER BY 22-- \nupdate\n"),
-        (ev.SECLISTS_SQLI[1], "x' AND 1=1 AND 'a'='a\n"),
+        (ev.SECLISTS_SQLI[1], "x' AND 1=1 AND 'a'='a\n1|uname -a\n"),
         (ev.SECLISTS_XSS[0], "<x onxxx=1\n"),
         (ev.SECLISTS_XSS[1], "plain words\n"),
     ):
@@ -546,14 +552,23 @@ def test_eval_script_scores_crs_style_tests_and_lists(tmp_path: Path) -> None:
         (sec / name).write_text(text)
     cases = list(ev.crs_cases(ev.Source(tmp_path))) + list(ev.seclists_cases(ev.Source(sec)))
     rows = ev.evaluate(iter(cases))
+    # each row by its own class, and its twin by any injection check (a command in an SQLi list is
+    # stopped by the WAF, not detected as SQL injection)
     assert {k: (v["hit"], v["total"]) for k, v in rows.items()} == {
         "crs sqli PL1-2": (1, 1),
+        "crs sqli PL1-2 [any class]": (1, 1),
         "crs negative (benign)": (0, 1),
-        "seclists sqli": (2, 2),
+        "crs negative (benign) [any class]": (0, 1),
+        "seclists sqli": (2, 3),
+        "seclists sqli [any class]": (3, 3),
         "seclists sqli probes": (0, 1),
+        "seclists sqli probes [any class]": (0, 1),
         "seclists xss": (1, 2),
+        "seclists xss [any class]": (1, 2),
     }
     assert rows["seclists xss"]["misses"] == ["plain words"]
+    assert rows["seclists sqli"]["misses"] == ["1|uname -a"]
+    assert ev.RESERVED_LEFT_OUT[-1:] == ["942100-3"]
 
 
 # -- generalised signals: payloads written here for each construct (none taken from a corpus) -------------

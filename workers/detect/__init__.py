@@ -9,7 +9,9 @@ Layout (grammar → detector → mapping, as elsewhere in the workers):
 - `threats.packets`   flow-level packet threats (malformed packets, fragments, handshakes, refused
                probes, ICMP tunnels) — `PacketDetector`; connection attempts (floods, scans) are
                `threats.attempts`, counted by the readers' guard;
-- `decode`, `injection`   evasion decoding, SQLi/XSS (libinjection) and protocol-SQL rules;
+- `decode`, `injection`   evasion decoding, the request-level injection checks (SQLi and XSS with
+               libinjection, `sqli` scoring; `shell` command injection; `ldap` LDAP injection) and
+               protocol-SQL rules;
 - `http`, `dns`, `tls`, `database`   application threats on plain values;
 - `sensors`    DLP/WAF sensors on Hyperscan (block and stream mode) with a Python `re` fallback;
 - `aggregate`  `threat` events from findings and the windowed `EventAggregator`;

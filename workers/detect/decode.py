@@ -3,7 +3,7 @@
 An attacker writes `%2527%20OR%201=1`, `&#39;+OR+1=1`, `/*!50000UNION*/` or `UnIoN` so that a naive
 matcher sees nothing; the application then decodes it and runs the injection. `variants(value)` returns
 the value as the application may see it after each decoding layer (percent-encoding incl. `%uXXXX` and
-double encoding, `+` as space in form/query context, HTML entities, `\\u0027`/`\\x27` escapes, full-width
+double encoding, overlong UTF-8 (`%c0%a7` is `'`), `+` as space in form/query context, HTML entities, `\\u0027`/`\\x27` escapes, full-width
 forms, typographic quotes, UTF-7, 7-bit stripped Latin-1, NUL bytes, MySQL version comments),
 deduplicated, so the engine checks each. Every function is total (never raises) and bounded: at most
 `MAX_DECODE_ROUNDS` layers of at most `MAX_DECODE_INPUT` characters.
@@ -21,8 +21,16 @@ MAX_DECODE_ROUNDS = 3
 # Longest value decoded; the rest of a longer value is checked undecoded (bounded CPU per value).
 MAX_DECODE_INPUT = 8192
 
+# What evasion evidence (an encoding no client uses but to hide a character) adds to a scorer's total
+EVASION_WEIGHT = 1
 PAIR_SEPARATOR = re.compile(r"[&;]")  # between the pairs of a query string, form body or cookie header
 _FULL_WIDTH = re.compile("[\uff01-\uff5e]")
+# Overlong UTF-8: a character encoded in more bytes than it needs (`\xc0\xa7` for `'`). No encoder
+# writes it and RFC 3629 forbids it, but lenient decoders (old IIS, some Java and PHP paths) accept it:
+# sent only to slip a character past a filter. Two-byte forms (lead byte C0/C1) and three-byte forms
+# (E0 then 80-9F) spell characters below U+0080 and U+0800.
+_OVERLONG = re.compile(rb"[\xc0\xc1][\x80-\xbf]|\xe0[\x80-\x9f][\x80-\xbf]")
+_OVERLONG_ESCAPE = re.compile(r"%(?:c[01]%[89ab][0-9a-f]|e0%[89][0-9a-f]%[89ab][0-9a-f])", re.I)
 _PERCENT_U = re.compile(r"%[uU]([0-9A-Fa-f]{4})")
 # MySQL executes the content of /*!...*/ (optionally with a version number); to it these are not comments.
 _MYSQL_VERSIONED = re.compile(r"/\*!\d{0,6}(.*?)\*/", re.S)
@@ -55,10 +63,25 @@ def percent_decode(value: str, plus: bool = False) -> str:
         if "%" not in value:
             return value
     raw = unquote_to_bytes(value)  # C-speed split/join; the text's own characters become UTF-8 bytes
+    if b"\xc0" in raw or b"\xc1" in raw or b"\xe0" in raw:
+        raw = _OVERLONG.sub(_overlong_char, raw)
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
         return raw.decode("latin-1")
+
+
+def _overlong_char(m: re.Match[bytes]) -> bytes:
+    """The character an overlong sequence spells, as the (shortest) UTF-8 a strict decoder reads."""
+    b = m.group()
+    code = ((b[0] & 0x1F) << 6 | b[1] & 0x3F) if len(b) == 2 else ((b[1] & 0x3F) << 6 | b[2] & 0x3F)
+    return chr(code).encode("utf-8")
+
+
+def overlong_escapes(value: str) -> bool:
+    """Whether `value` holds a percent-escaped overlong UTF-8 sequence (`%c0%a7`): evasion evidence,
+    since no client encodes a character so but to hide it."""
+    return "%" in value and _OVERLONG_ESCAPE.search(value) is not None
 
 
 def _unicode_escape(m: re.Match[str]) -> str:

@@ -42,6 +42,7 @@ from workers.detect.database import AccessDeniedTracker
 from workers.detect.decode import percent_decode
 from workers.detect.dns import DnsDetector, tunnel_name
 from workers.detect.http import LoginFailures, check_headers, check_slow_body, check_struts_body, login_failed
+from workers.detect.injection import CLASSES as INJECTION_CLASSES
 from workers.detect.injection import check_request, check_sql_query
 from workers.detect.sensors import Context, SensorAction, SensorMatch, SensorStream
 from workers.detect.tls import (
@@ -365,9 +366,11 @@ class AppThreats:
             return []
         ctype = ev.content_type.decode("latin-1")
         hits: list[Hit] = []
-        sqli, xss = C.SQL_INJECTION.id in on, C.XSS.id in on
-        if sqli or xss:
-            hits += check_request("", body_values(ev.data, ctype), ctype, "", sqli, xss)
+        sqli, xss, command, ldap = (c.id in on for c in INJECTION_CLASSES)
+        if sqli or xss or command or ldap:
+            hits += check_request(
+                "", body_values(ev.data, ctype), ctype, "", sqli, xss, command=command, ldap=ldap
+            )
         if self.owner.policy.sensors.applies(st.group):
             hits += self._form_sensor_body(ev.data, ctype, st)
         return hits
@@ -391,10 +394,12 @@ class AppThreats:
             elif low == b"cookie":
                 cookie = value.decode("latin-1")
         injectable = injectable_header_values(headers)
-        sqli, xss = C.SQL_INJECTION.id in on, C.XSS.id in on
-        if sqli or xss:
+        sqli, xss, command, ldap = (c.id in on for c in INJECTION_CLASSES)
+        if sqli or xss or command or ldap:
             checked = body_values(body, ctype) if partial else body
-            hits += check_request(uri.decode("latin-1"), checked, ctype, cookie, sqli, xss, injectable)
+            hits += check_request(
+                uri.decode("latin-1"), checked, ctype, cookie, sqli, xss, injectable, command, ldap
+            )
         if body and C.STRUTS_RCE.id in on:
             hit = check_struts_body(body, ctype)
             if hit is not None:

@@ -27,8 +27,9 @@ from typing import Any
 
 import libinjection
 
-from threats.catalogue import SQL_INJECTION, XSS, Hit, excerpt_of
-from workers.detect.decode import PAIR_SEPARATOR, html_decode, variants
+from threats.catalogue import COMMAND_INJECTION, LDAP_INJECTION, SQL_INJECTION, XSS, Hit, Threat, excerpt_of
+from workers.detect import ldap, shell
+from workers.detect.decode import EVASION_WEIGHT, PAIR_SEPARATOR, html_decode, overlong_escapes, variants
 from workers.detect.sqli import injected
 
 # Values checked per request (query, form, cookie and JSON values together): a request with more is
@@ -47,6 +48,38 @@ MAX_SQL_QUERY = 64 * 1024
 _SQLI_SAFE = re.compile(r"(?!.*@@)[\w.\-@]*\Z", re.A)
 # ... nor XSS (no markup, quotes, attribute or scheme punctuation, script brackets or comments).
 _XSS_SAFE = re.compile(r"[^<>\"'`=:&(\\%\[*]*\Z")
+# ... nor command injection (no separator or substitution, nor an escape or reference that could
+# decode to one), nor LDAP injection (no parenthesis or star, nor what could decode to one).
+# Percent escapes of other characters (`%20`) and ASCII text leave a value free; escapes of what a check
+# needs, of `%` itself (double encoding), `%u`, overlong lead bytes, `&` (character references), `\`
+# (escapes) and non-ASCII text (full-width forms fold to ASCII) do not. (A value without `%` is judged
+# by the plain character class: one C-speed scan.)
+_SHELL_FREE_PLAIN = re.compile(r"[^;|&`\n\r$%\\(\x80-\U0010ffff]*\Z")
+# (the escapes spelt in both cases by hand: under re.I a negated class would also refuse `i`, `k` and
+# `s`, whose case folds lie in the non-ASCII range it excludes)
+_SHELL_FREE_ESCAPED = re.compile(
+    r"(?:[^;|&`\n\r$%\\(\x80-\U0010ffff]|%(?!3[bB]|7[cC]|26|60|0[aAdD]|24|28|5[cC]|25|[cC][01]|[eE]0|[uU]))*\Z"
+)
+_LDAP_FREE_PLAIN = re.compile(r"[^()*%&\\\x80-\U0010ffff]*\Z")
+_LDAP_FREE_ESCAPED = re.compile(
+    r"(?:[^()*%&\\\x80-\U0010ffff]|%(?!2[89aA]|26|5[cC]|25|[cC][01]|[eE]0|[uU]))*\Z"
+)
+
+
+def shell_free(value: str) -> bool:
+    """Whether no decoding of `value` can hold a command separator or substitution."""
+    if "+A" in value:  # a UTF-7 run (`+ADwAOw-` is `<;`), decoded with markup
+        return False
+    return (_SHELL_FREE_ESCAPED if "%" in value else _SHELL_FREE_PLAIN).match(value) is not None
+
+
+def ldap_free(value: str) -> bool:
+    """Whether no decoding of `value` can hold filter syntax (a parenthesis or a star)."""
+    if "+A" in value:  # a UTF-7 run, decoded with markup
+        return False
+    return (_LDAP_FREE_ESCAPED if "%" in value else _LDAP_FREE_PLAIN).match(value) is not None
+
+
 _ENTITY = re.compile(r"&(?:#\d+;?|#x[0-9a-f]+;?|[a-z]+;)", re.I)
 _SCRIPT_SCHEME = ("javascript:", "vbscript:", "livescript:", "mocha:", "data:text/html")
 # The same schemes as an attribute value (browsers drop tabs and newlines inside a scheme: `jav&#9;ascript:`)
@@ -137,29 +170,72 @@ def _forms(value: str, plus: bool) -> list[str]:
     return forms[1:] if plus and len(forms) > 1 else forms
 
 
-def sqli_value(value: str, plus: bool = False) -> Hit | None:
+# The checks of one value share its decoded forms: the first check that needs them decodes the value
+# into the list the caller passes (`_value_hits`), the others read them there.
+Forms = list[list[str]]
+
+
+def _shared_forms(value: str, plus: bool, shared: Forms | None) -> list[str]:
+    if shared is None:
+        return _forms(value, plus)
+    if not shared:
+        shared.append(_forms(value, plus))
+    return shared[0]
+
+
+def _evasion(value: str) -> int:
+    """The weight of the evasion evidence `value` was sent with (overlong UTF-8 escapes)."""
+    return EVASION_WEIGHT if overlong_escapes(value) else 0
+
+
+def sqli_value(value: str, plus: bool = False, shared: Forms | None = None) -> Hit | None:
     """Check one user-supplied value (query/form/cookie/JSON string) for SQL injection."""
     if _SQLI_SAFE.match(value):
         return None
-    for form in _forms(value, plus):
+    evasion = -1  # looked for once a form is worth scoring
+    for form in _shared_forms(value, plus, shared):
         if _SQLI_SAFE.match(form):
             continue
+        if evasion < 0:
+            evasion = EVASION_WEIGHT if "%" in value and overlong_escapes(value) else 0
         try:
             result = libinjection.is_sql_injection(form)
         except UnicodeEncodeError:  # a lone surrogate (JSON "\ud800") must not switch the check off
             form = _encodable(form)
             result = libinjection.is_sql_injection(form)
-        signals = injected(form, result["fingerprint"] if result["is_sqli"] else None)
+        signals = injected(form, result["fingerprint"] if result["is_sqli"] else None, evasion)
         if signals is not None:
             return Hit(SQL_INJECTION, signals, excerpt_of(form))
     return None
 
 
-def xss_value(value: str, plus: bool = False) -> Hit | None:
+def command_value(value: str, plus: bool = False, shared: Forms | None = None) -> Hit | None:
+    """Check one user-supplied value for OS command injection (`workers.detect.shell`)."""
+    if shell_free(value):
+        return None
+    for form in (f for f in _shared_forms(value, plus, shared) if shell.needs_check(f)):
+        signals = shell.injected(form, _evasion(value))
+        if signals is not None:
+            return Hit(COMMAND_INJECTION, signals, excerpt_of(form))
+    return None
+
+
+def ldap_value(value: str, plus: bool = False, shared: Forms | None = None) -> Hit | None:
+    """Check one user-supplied value for LDAP injection (`workers.detect.ldap`)."""
+    if ldap_free(value):
+        return None
+    for form in (f for f in _shared_forms(value, plus, shared) if ldap.needs_check(f)):
+        signals = ldap.injected(form, _evasion(value))
+        if signals is not None:
+            return Hit(LDAP_INJECTION, signals, excerpt_of(form))
+    return None
+
+
+def xss_value(value: str, plus: bool = False, shared: Forms | None = None) -> Hit | None:
     """Check one user-supplied value for cross-site scripting."""
     if _XSS_SAFE.match(value) and "+A" not in value:  # `+A…-`: UTF-7 markup (`+ADw-` is `<`)
         return None
-    for form in _forms(value, plus):
+    for form in _shared_forms(value, plus, shared):
         if _XSS_SAFE.match(form):
             continue
         low = form.lower()
@@ -292,11 +368,22 @@ def xml_values(body: bytes) -> Iterator[str]:
             yield value
 
 
+# The request-level classes, in the order `_value_hits` returns their hits.
+CLASSES: tuple[Threat, ...] = (SQL_INJECTION, XSS, COMMAND_INJECTION, LDAP_INJECTION)
+_CHECKS = (sqli_value, xss_value, command_value, ldap_value)
+
+
 @functools.lru_cache(maxsize=VALUE_CACHE_ENTRIES)
-def _value_hits(value: str, plus: bool) -> tuple[Hit | None, Hit | None]:
-    """Both checks of a short value, remembered: requests repeat most of their values (User-Agent,
+def _value_hits(value: str, plus: bool) -> tuple[Hit | None, ...]:
+    """Every check of a short value, remembered: requests repeat most of their values (User-Agent,
     paths, common parameters), and the checks are pure functions of the value."""
-    return sqli_value(value, plus), xss_value(value, plus)
+    shared: Forms = []
+    return (
+        sqli_value(value, plus, shared),
+        xss_value(value, plus, shared),
+        command_value(value, plus, shared),
+        ldap_value(value, plus, shared),
+    )
 
 
 def value_cache_entries() -> int:
@@ -304,24 +391,24 @@ def value_cache_entries() -> int:
     return _value_hits.cache_info().currsize
 
 
-def _first(values: Iterable[str], plus: bool, sqli: bool, xss: bool) -> list[Hit]:
+def _first(values: Iterable[str], plus: bool, wanted: set[Threat]) -> list[Hit]:
+    """The first hit of each class in `wanted` among `values`; the classes found leave `wanted`."""
     hits: list[Hit] = []
     for n, value in enumerate(values):
-        if n >= MAX_VALUES_PER_REQUEST:
+        if n >= MAX_VALUES_PER_REQUEST or not wanted:
             break
         if len(value) <= MAX_CACHED_VALUE:
-            sqli_hit, xss_hit = _value_hits(value, plus)
+            found = _value_hits(value, plus)
         else:
-            sqli_hit = sqli_value(value, plus) if sqli else None
-            xss_hit = xss_value(value, plus) if xss else None
-        if sqli and sqli_hit is not None:
-            hits.append(sqli_hit)
-            sqli = False
-        if xss and xss_hit is not None:
-            hits.append(xss_hit)
-            xss = False
-        if not sqli and not xss:
-            break
+            shared: Forms = []
+            found = tuple(
+                check(value, plus, shared) if c in wanted else None
+                for c, check in zip(CLASSES, _CHECKS, strict=True)
+            )
+        for hit in found:
+            if hit is not None and hit.threat in wanted:
+                hits.append(hit)
+                wanted.discard(hit.threat)
     return hits
 
 
@@ -333,12 +420,19 @@ def check_request(
     sqli: bool = True,
     xss: bool = True,
     header_values: Sequence[str] = (),
+    command: bool = True,
+    ldap: bool = True,
 ) -> list[Hit]:
-    """SQL injection and XSS in one HTTP request: path segments, query pairs, cookie pairs, the given
-    header values (User-Agent, Referer, X-Forwarded-For: where scanners inject too) and the body (form,
-    JSON or XML by content type). At most one hit per threat."""
+    """SQL injection, XSS, command injection and LDAP injection in one HTTP request (each class whose
+    flag is set): path segments, query pairs, cookie pairs, the given header values (User-Agent,
+    Referer, X-Forwarded-For: where scanners inject too) and the body (form, JSON or XML by content
+    type). At most one hit per class."""
+    flags = (sqli, xss, command, ldap)
+    wanted = {c for c, on in zip(CLASSES, flags, strict=True) if on}
+    if not wanted:
+        return []
     path, _, query = uri.partition("?")
-    hits = _first(path_values(path), False, sqli, xss)
+    hits = _first(path_values(path), False, wanted)
     # The whole query string too when it holds HTML character references, which the pair split cuts
     # apart (`&#39;` splits at `&` and `;`), and its values split once the references are decoded
     # (`q=&apos;%20OR` holds the value `' OR`).
@@ -352,24 +446,19 @@ def check_request(
         (header_values, False),
     )
     for values, plus in sources:
-        sqli = sqli and not any(h.threat is SQL_INJECTION for h in hits)
-        xss = xss and not any(h.threat is XSS for h in hits)
-        if sqli or xss:
-            hits += _first(values, plus, sqli, xss)
-    if body:
-        sqli = sqli and not any(h.threat is SQL_INJECTION for h in hits)
-        xss = xss and not any(h.threat is XSS for h in hits)
+        if wanted:
+            hits += _first(values, plus, wanted)
+    if body and wanted:
         ctype = content_type.lower()
-        if sqli or xss:
-            if "json" in ctype:
-                hits += _first(json_values(body), False, sqli, xss)
-            elif "x-www-form-urlencoded" in ctype or not ctype.strip():
-                # a body without a content type is read as a form: PHP and CGI-style applications
-                # parse it so whatever the method, and CRS inspects it so too
-                form = body.decode("latin-1")
-                hits += _first(chain(pair_values(form), _whole_values(form)), True, sqli, xss)
-            elif "xml" in ctype:
-                hits += _first(xml_values(body), False, sqli, xss)
+        if "json" in ctype:
+            hits += _first(json_values(body), False, wanted)
+        elif "x-www-form-urlencoded" in ctype or not ctype.strip():
+            # a body without a content type is read as a form: PHP and CGI-style applications
+            # parse it so whatever the method, and CRS inspects it so too
+            form = body.decode("latin-1")
+            hits += _first(chain(pair_values(form), _whole_values(form)), True, wanted)
+        elif "xml" in ctype:
+            hits += _first(xml_values(body), False, wanted)
     return hits
 
 

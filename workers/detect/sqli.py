@@ -600,14 +600,17 @@ def score(value: str, enough: int | None = None, base: int = 0) -> tuple[int, li
     return total, names
 
 
-def injected(value: str, fingerprint: str | None = None) -> str | None:
+def injected(value: str, fingerprint: str | None = None, evasion: int = 0) -> str | None:
     """The names of the signals that make `value` an injection ("a + b"), or None. `fingerprint`:
-    libinjection's, when it judged the value an injection."""
+    libinjection's, when it judged the value an injection; `evasion`: the weight of evasion evidence
+    the value was sent with (overlong UTF-8: `workers.detect.decode.overlong_escapes`)."""
     if fingerprint is not None and not prose(value) and not code(value):
         return f"libinjection fingerprint {fingerprint}"  # enough alone (the other signals add nothing)
-    base = LIBINJECTION_WEIGHT if fingerprint is not None else 0
+    base = (LIBINJECTION_WEIGHT if fingerprint is not None else 0) + evasion
     total, names = score(value, THRESHOLD - PROSE_WEIGHT, base)
     total += base
+    if evasion:
+        names.insert(0, "overlong UTF-8")
     if fingerprint is not None:
         names.insert(0, f"libinjection fingerprint {fingerprint}")
     if THRESHOLD <= total < THRESHOLD - PROSE_WEIGHT and (
