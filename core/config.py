@@ -137,7 +137,7 @@ class FailureConfig:
 
 @dataclass(frozen=True, slots=True)
 class SupervisorConfig:
-    heartbeat_interval_ms: int = setting(200, "how often each child reports that it is alive")
+    heartbeat_interval_ms: int = setting(500, "how often each child reports that it is alive (and its counters)")
     heartbeat_timeout_ms: int = setting(1500, "a child silent this long is considered hung and restarted")
     startup_timeout_ms: int = setting(10000, "a new child has this long to send its first heartbeat")
     restart_budget: int = setting(10, "restarts allowed within restart_window_s before the enforcer gives up")

@@ -49,7 +49,8 @@ INVENTORY_PERIOD_S = 5.0  # how often the node's workloads and their addresses a
 WORKLOADS_VIEW = "workloads.json"  # in the run dir: the inventory with identities, for `enforcer workloads`
 # Events held between two sends to the policy process; more are counted as dropped.
 MAX_PENDING_EVENTS = 8192
-SEND_PERIOD_S = 0.2
+# Heartbeat and workload-change period when nothing wakes the sender sooner (events and CRI changes do).
+SEND_PERIOD_S = 0.5
 
 
 class PublishedProfiles:

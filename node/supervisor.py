@@ -34,7 +34,11 @@ from node.source_blocks import SourceBlocks
 
 log = logging.getLogger(__name__)
 
-POLL_MS = 50
+# Longest wait for a child's message before the children and the source blocks are checked. Every wake-up
+# of an idle enforcer costs the node's workloads more than its CPU time (it preempts them, and the
+# scheduler may move them between CPUs): bulk TCP through the node lost a fifth to a few hundred idle
+# wake-ups per second (`scripts/loadtest.py`), so idle loops wait as long as their duties allow.
+POLL_MS = 250
 # A child whose heartbeat is late but that has used CPU since its last one is busy (a long burst) or
 # starved on a loaded node, not hung: it gets up to this many heartbeat timeouts before it is restarted.
 # One that has used none (deadlocked, blocked) or is stopped is restarted at the timeout as before.

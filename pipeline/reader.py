@@ -60,7 +60,9 @@ TICK_S = 0.005  # timer resolution for verdict timeouts while packets are out at
 LEARN_DELAY_S = 0.002
 WORKER_CONNECT_TIMEOUT_S = 5.0  # longest a starting reader waits for its workers before reporting ready
 FIRST_POLICY_WAIT_S = 2.0  # longest a starting reader waits for its guard's threat settings
-IDLE_TICK_S = 0.1  # tick period with nothing in flight (a new policy generation is noticed within this)
+# Tick period with nothing in flight: a new policy generation reaches offloaded flows within this (new flows
+# see it at once); long, because an idle wake-up costs the node's workloads (node/supervisor.py, POLL_MS).
+IDLE_TICK_S = 0.25
 HOUSEKEEPING_S = 1.0  # flow sweep and event flush period
 EVENTS_PER_MESSAGE = 256  # events per message to the policy process (well inside its bounds)
 REVALIDATE_PER_TICK = 128  # offloaded flows re-decided per tick after a policy change (~1 ms of work)

@@ -45,7 +45,9 @@ from policy.settings import Derive, PolicySections, ServiceSettings, Validate
 from policy.standalone import JsonLinesLog, PolicyFileWatch
 from policy.table_writer import TablesWriter
 
-POLL_MS = 50
+# Longest wait for a message before the timed duties run (each checks its own time); long, because every
+# idle wake-up costs the node's workloads (node/supervisor.py, POLL_MS).
+POLL_MS = 250
 REPUBLISH_INTERVAL_S = 0.1  # member changes are batched into one recompilation at most this often
 
 
@@ -132,6 +134,12 @@ class PolicyService:
         elif isinstance(msg, DnsAnswers):
             current = self.applier.current
             self.members.take_dns(msg, now, (p for g in (current.groups if current else ()) for p in g.fqdns))
+
+    def republish_wait_ms(self, now: float, longest: int) -> int:
+        """How long the loop may wait before a pending recompilation is due (at most `longest`)."""
+        if not self.members.dirty:
+            return longest
+        return min(longest, max(0, int((self._next_republish - now) * 1000) + 1))
 
     def maybe_republish(self, now: float) -> None:
         if self.members.dirty and now >= self._next_republish:
@@ -269,7 +277,8 @@ def run_policy_service(
             poller.register(inputs, zmq.POLLIN)
             if service.link is not None:
                 service.link.register(poller)
-            ready = dict(poller.poll(POLL_MS))
+            wait_ms = service.republish_wait_ms(time.monotonic(), POLL_MS)
+            ready = dict(poller.poll(wait_ms))
             now = time.monotonic()
             if inbox in ready:
                 for _ in range(1000):  # bounded drain per loop

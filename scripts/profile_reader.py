@@ -107,7 +107,7 @@ def main() -> int:
                 switches1 = {name: thread_switches(pid) for name, pid in pids.items()}
                 for spy_proc in spies:
                     spy_proc.wait(timeout=seconds + 30)
-                time.sleep(0.6)  # the next heartbeat carries the counters
+                time.sleep(1.2)  # the next heartbeats carry the counters
                 after = children(e)
         finally:
             server.terminate()

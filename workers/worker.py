@@ -41,7 +41,9 @@ from workers.settings import WorkerConfig
 
 log = logging.getLogger(__name__)
 
-POLL_MS = 50  # longest wait for a batch before housekeeping runs
+# Longest wait for a batch before housekeeping runs; an idle worker waits until its next duty (heartbeat,
+# event flush), since every idle wake-up costs the node's workloads (node/supervisor.py, POLL_MS).
+POLL_MS = 500
 MAX_PENDING_DNS_NAMES = 4096  # names held between two flushes to the policy process; more are dropped
 EVENT_FLUSH_S = 0.5  # events are sent to the policy process at most this often
 FIRST_POLICY_WAIT_S = 3.0  # longest a starting worker waits for its threat policy (readers wait 5 s for it)
@@ -186,7 +188,8 @@ class Worker:
         ready: dict[Any, int] = {}
         while self.running:
             if not (self.spin_s and self.inbox in ready and self.spin_for_batch()):
-                ready = dict(poller.poll(POLL_MS))
+                due = min(next_hb, next_events) - time.monotonic()
+                ready = dict(poller.poll(min(POLL_MS, max(0, int(due * 1000) + 1))))
             now = time.monotonic()
             if self.inbox in ready:
                 for _ in range(256):  # bounded burst, then housekeeping gets a turn

@@ -91,7 +91,7 @@ def stop(p: mp.Process) -> None:  # type: ignore[name-defined]
 def test_settings_from_the_enforcer_config(tmp_path: Path) -> None:
     s = ServiceSettings.from_config(config(tmp_path, "x.yaml", "protect"), node="n")
     assert (s.node, s.policy_file, s.startup_mode, s.join_addr) == ("n", "x.yaml", Mode.PROTECT, "")
-    assert s.run_dir.endswith("run") and s.heartbeat_s == 0.2
+    assert s.run_dir.endswith("run") and s.heartbeat_s == 0.5
     assert table_slot("reader", 1, readers=2, workers=2) == 1
     assert table_slot("worker", 1, readers=2, workers=2) == 3
     assert table_slot("runtime", 0, readers=2, workers=2) == 4
@@ -304,5 +304,24 @@ def test_last_known_good_that_no_longer_fits_falls_back_to_startup(private_dir: 
         d = tables.decide(4, ip("198.18.1.1"), ip("198.18.2.1"), 6, 80)
         assert (d.action, d.final) == (Action.DENY, True)
         tables.close()
+    finally:
+        service.close()
+
+
+def test_the_loop_waits_no_longer_than_a_pending_recompilation_allows(private_dir: Path) -> None:
+    from policy.service import REPUBLISH_INTERVAL_S, PolicyService
+
+    settings = ServiceSettings(
+        node="n", run_dir=str(private_dir / "run"), state_dir=str(private_dir / "state")
+    )
+    service = PolicyService(settings)
+    try:
+        assert service.republish_wait_ms(100.0, 250) == 250  # nothing pending: the longest wait
+        service.members.dirty = True
+        service.maybe_republish(100.0)  # recompiles now; the next is due REPUBLISH_INTERVAL_S later
+        service.members.dirty = True
+        wait = service.republish_wait_ms(100.0, 250)
+        assert wait <= REPUBLISH_INTERVAL_S * 1000 + 1 and wait < 250
+        assert service.republish_wait_ms(100.0 + REPUBLISH_INTERVAL_S, 250) <= 1  # due: do not wait
     finally:
         service.close()
