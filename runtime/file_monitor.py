@@ -39,6 +39,7 @@ from runtime.fanotify import (
     IN_MODIFY,
     IN_MOVED_TO,
     IN_Q_OVERFLOW,
+    STOP_CHECK_MS,
     Fanotify,
     Inotify,
     fd_path,
@@ -279,7 +280,7 @@ class FileMonitor:
         poller = select.poll()
         poller.register(fan.fd, select.POLLIN)
         while not self._stop.is_set():
-            if not poller.poll(200):
+            if not poller.poll(STOP_CHECK_MS):
                 continue
             events, _bad = parse_fanotify_events(fan.read(self.settings.file_read_bytes))
             for ev in events:

@@ -47,7 +47,9 @@ _HEAD_LEN = _NLMSGHDR.size + _CN_MSG.size + _PROC_EVENT_HEAD.size
 # Bytes read per datagram: one proc_event message is under 100 bytes; the kernel sends one per datagram.
 RECV_BYTES = 4096
 # Longest the reader thread blocks in recv(), so stop() is seen promptly.
-READER_TIMEOUT_S = 0.2
+# How often the reader thread looks at its stop flag when no event comes; long, because every idle wake-up
+# preempts the node's workloads.
+READER_TIMEOUT_S = 0.5
 
 
 class Kind(enum.IntEnum):

@@ -172,8 +172,9 @@ class RuntimeSettings:
     file_read_bytes: int = 65536
 
     # --- main loop ---------------------------------------------------------------------------------
-    # Longest wait of the main loop for work, so stop_event is seen promptly.
-    loop_tick_s: float = 0.1
+    # Longest wait of the main loop for work (events wake it at once), so stop_event and timed re-checks are
+    # seen promptly; not shorter, because every idle wake-up preempts the node's workloads.
+    loop_tick_s: float = 0.25
     # The interpreter's thread switch interval in the monitor process: short, so the permission and
     # notification threads answer within a millisecond while the main thread examines a burst.
     thread_switch_interval_s: float = 0.0005
