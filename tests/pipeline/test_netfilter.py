@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import struct
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -165,22 +166,31 @@ def test_source_blocks_are_kernel_drops_in_our_block_chain_until_their_time(netn
     assert "ENFORCER" not in _listing(netns)
 
 
-def test_replay_models_the_reopening_syn_as_our_chain_does() -> None:
-    import dpkt
-
+def _replay_kernel() -> tuple[Any, Callable[[bytes, float], int]]:
+    """The replay's model of our chain, and a function giving a packet's fate in it."""
     from core.flow import flow_key
     from core.packet import decode
-    from node.replay_kernel import DROPPED, QUEUE, Kernel
-    from tests.pipeline.packets import tcp4
+    from node.replay_kernel import Kernel
 
-    n = config_from_dict({}, {}).netfilter
-    kernel = Kernel(n, lambda conn: None)
-    syn, ack = dpkt.tcp.TH_SYN, dpkt.tcp.TH_ACK
+    kernel = Kernel(config_from_dict({}, {}).netfilter, lambda conn: None)
 
     def step(packet: bytes, now: float) -> int:
         meta = decode(packet)
         key, direction = flow_key(meta)
         return kernel.step(meta, key, direction, now)[0]
+
+    return kernel, step
+
+
+def test_replay_models_the_reopening_syn_as_our_chain_does() -> None:
+    import dpkt
+
+    from node.replay_kernel import DROPPED, QUEUE
+    from tests.pipeline.packets import tcp4
+
+    n = config_from_dict({}, {}).netfilter
+    kernel, step = _replay_kernel()
+    syn, ack = dpkt.tcp.TH_SYN, dpkt.tcp.TH_ACK
 
     assert step(tcp4(seq=1), 0.0) == QUEUE
     conn = kernel.connections[next(iter(kernel.connections))]
@@ -302,19 +312,12 @@ def test_the_kernel_passes_a_quiet_ack_only_when_it_provably_carries_no_payload(
 def test_replay_models_quiet_acks_as_our_chain_does() -> None:
     import dpkt
 
-    from core.flow import flow_key
-    from core.packet import decode
-    from node.replay_kernel import ACCEPTED, QUEUE, Kernel
+    from node.replay_kernel import ACCEPTED, QUEUE
     from tests.pipeline.packets import tcp4
 
     n = config_from_dict({}, {}).netfilter
-    kernel = Kernel(n, lambda conn: None)
+    kernel, step = _replay_kernel()
     syn, ack = dpkt.tcp.TH_SYN, dpkt.tcp.TH_ACK
-
-    def step(packet: bytes, now: float) -> int:
-        meta = decode(packet)
-        key, direction = flow_key(meta)
-        return kernel.step(meta, key, direction, now)[0]
 
     assert step(tcp4(seq=1), 0.0) == QUEUE
     conn = kernel.connections[next(iter(kernel.connections))]
