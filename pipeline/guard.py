@@ -194,6 +194,7 @@ class Guard:
             return False
         if action is ThreatAction.BLOCK_SOURCE and "block_seconds" in threat.thresholds:
             self.block_source(ctx.meta.src, float(s.threshold(threat, "block_seconds")), now)
+            self.attempts.forget_source(ctx.meta.src, ctx.meta.dst)
         self.counters[dropped] += 1
         return True
 

@@ -260,6 +260,14 @@ class ConnectionAttempts:
         until = self._flooded_src.get(src)
         return until is not None and until > now
 
+    def forget_source(self, src: bytes, dst: bytes) -> None:
+        """A block of `src` spent the evidence that led to it: the source's scan and session counts start
+        afresh, so its first connection after the block is not taken for the same attack again (a block
+        shorter than the scan window would otherwise be renewed by that connection)."""
+        self._ports.pop((src, dst))
+        self._hosts.pop(src)
+        self._sessions.forget(src)
+
     def is_good_source(self, src: bytes, now: float) -> bool:
         until = self._good.get(src)
         return until is not None and until > now

@@ -49,6 +49,10 @@ class WindowCounter(Generic[K]):
             return 0.0
         return slot[1]
 
+    def forget(self, key: K) -> None:
+        """Drop what was counted for `key` (its next hit starts afresh)."""
+        self._table.pop(key, None)
+
     def __len__(self) -> int:
         return len(self._table)
 

@@ -156,7 +156,7 @@ def test_reader_survives_malformed_packets(lab: Lab) -> None:
 
 
 def test_hung_child_is_restarted(lab: Lab) -> None:
-    with LabEnforcer(lab, {"supervisor": {"heartbeat_timeout_ms": 1000}}) as e:
+    with LabEnforcer(lab, {"supervisor": {"heartbeat_timeout_ms": 1000, "heartbeat_interval_ms": 200}}) as e:
         old = e.child_pids()["worker 1"]
         os.kill(old, signal.SIGSTOP)  # alive but silent: only the missing heartbeat can tell
         stopped = time.monotonic()

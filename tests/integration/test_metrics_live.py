@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import sys
-import time
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from lab.enforcer import LabEnforcer
 from lab.topology import Lab
-from tests.integration.conftest import tcp
+from tests.integration.conftest import settled_counters, tcp
 
 pytestmark = pytest.mark.netns
 
@@ -28,12 +27,7 @@ def test_live_metrics_parse_with_one_block_per_family(lab: Lab) -> None:
         for port in (80, 5201, 8080):
             for client in ("c1", "c2"):
                 assert tcp(lab, client, lab.host("s2").ipv4, port, nbytes=5000)["ok"]
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            children = e.status().get("children", [])
-            if children and all(c["counters"] for c in children):
-                break
-            time.sleep(0.2)
+        settled_counters(e, "")  # every child's heartbeats since the traffic have arrived
         text = _scrape(lab)
     names: list[str] = []
     by_name = {}

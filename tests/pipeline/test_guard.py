@@ -156,6 +156,19 @@ def test_port_scan_blocks_the_source_for_the_block_time_in_protect() -> None:
     assert j.stats()["guard.dropped.blocked_source"] >= 1
 
 
+def test_a_block_shorter_than_the_scan_window_is_not_renewed_by_the_next_connection() -> None:
+    j = judge({"port_scan": {"block_seconds": 4}})  # the window stays 10 s
+    acts = [j.judge(tcp4(SCANNER, WEB, 50000, port), 1.0 + port * 1e-3)[0] for port in range(1000, 1100)]
+    assert acts[-1] is Act.DROP and j.judge(tcp4(SCANNER, WEB, 50001, 80), 3.0)[0] is Act.DROP
+    # the block is over while the scan's window (opened at 2.0) still runs: an ordinary connection is
+    # no new evidence of a scan, and it is let through
+    assert j.judge(tcp4(SCANNER, WEB, 50002, 80), 6.5)[0] is Act.ALLOW
+    assert j.judge(tcp4(SCANNER, WEB, 50003, 80), 6.6)[0] is Act.ALLOW
+    # a new scan is blocked again
+    acts = [j.judge(tcp4(SCANNER, WEB, 50004, port), 7.0 + port * 1e-4)[0] for port in range(2000, 2100)]
+    assert acts[-1] is Act.DROP
+
+
 def test_port_scan_of_a_monitored_server_alerts_only() -> None:
     j = judge()
     acts = {j.judge(tcp4(SCANNER, API, 50000, port), 1.0)[0] for port in range(1000, 1200)}
