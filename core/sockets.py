@@ -29,6 +29,12 @@ def has_message(sock: zmq.Socket[bytes]) -> bool:
     return bool(events & _POLLIN)
 
 
+def poll_ms(due_in: float, longest_ms: int) -> int:
+    """A poll timeout that ends when a duty `due_in` seconds away is due (rounded up, never negative),
+    and no later than `longest_ms`: idle loops wait as long as their duties allow."""
+    return min(longest_ms, max(0, int(due_in * 1000) + 1))
+
+
 def spin_for_message(sock: zmq.Socket[bytes], seconds: float, counters: Counter[str]) -> bool:
     """Poll `sock` up to `seconds` before going to sleep on it (`workers.spin_us`): True if a message came
     meanwhile, which then needs no wake-up. Bounded; counted (`spin.caught`/`spin.missed`) so the setting

@@ -33,6 +33,7 @@ from core.policy_input import (
     decode_policy_input,
     policy_input_endpoint,
 )
+from core.sockets import poll_ms
 from policy.applier import ApplyResult, PolicyApplier
 from policy.delta import apply_delta
 from policy.events_relay import EventAggregator, EventSpool
@@ -139,7 +140,7 @@ class PolicyService:
         """How long the loop may wait before a pending recompilation is due (at most `longest`)."""
         if not self.members.dirty:
             return longest
-        return min(longest, max(0, int((self._next_republish - now) * 1000) + 1))
+        return poll_ms(self._next_republish - now, longest)
 
     def maybe_republish(self, now: float) -> None:
         if self.members.dirty and now >= self._next_republish:

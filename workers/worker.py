@@ -29,6 +29,7 @@ from core.sockets import (
     EVENTS_HWM,
     HEARTBEAT_HWM,
     has_message,
+    poll_ms,
     push_to,
     send_block_sources,
     send_now,
@@ -188,8 +189,7 @@ class Worker:
         ready: dict[Any, int] = {}
         while self.running:
             if not (self.spin_s and self.inbox in ready and self.spin_for_batch()):
-                due = min(next_hb, next_events) - time.monotonic()
-                ready = dict(poller.poll(min(POLL_MS, max(0, int(due * 1000) + 1))))
+                ready = dict(poller.poll(poll_ms(min(next_hb, next_events) - time.monotonic(), POLL_MS)))
             now = time.monotonic()
             if self.inbox in ready:
                 for _ in range(256):  # bounded burst, then housekeeping gets a turn

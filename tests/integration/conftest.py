@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import pytest
 
@@ -134,3 +137,37 @@ def settled_counters(
         if (now and fresh) or time.monotonic() > deadline:
             return {c["name"]: c["counters"] for c in now}
         time.sleep(0.05)
+
+
+@contextmanager
+def vulnapps(lab: Lab, hosts: tuple[str, ...], port: int) -> Iterator[None]:
+    """`lab.vulnapp` on each of `hosts`, bound to its lab address only; stopped after."""
+    procs: list[subprocess.Popen[Any]] = []
+    try:
+        for host in hosts:
+            proc = lab.popen(host, sys.executable, "-m", "lab.vulnapp", lab.host(host).ipv4, str(port),
+                             "--seconds", "300", stdout=subprocess.PIPE, text=True)  # fmt: skip
+            procs.append(proc)
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        yield
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(timeout=5)
+
+
+def threat_events(
+    e: LabEnforcer, name: str, at_least: int = 1, timeout: float = 8.0, dst: str = ""
+) -> list[dict[str, Any]]:
+    """The enforcer's `name` threat events (against `dst` when given), waited for until there are
+    `at_least` (bounded by `timeout`: then what there is)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [
+            ev for ev in e.events()
+            if ev["type"] == "threat" and ev.get("name") == name
+            and (not dst or (ev.get("flow") or {}).get("dst") == dst)
+        ]  # fmt: skip
+        if len(found) >= at_least or time.monotonic() > deadline:
+            return found
+        time.sleep(0.3)

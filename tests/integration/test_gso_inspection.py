@@ -10,16 +10,14 @@ import hashlib
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from lab.enforcer import LabEnforcer
 from lab.topology import Lab
-from tests.integration.conftest import counter_total
+from tests.integration.conftest import counter_total, threat_events
 
 pytestmark = pytest.mark.netns
 
@@ -132,15 +130,6 @@ def _policy(tmp: Path) -> Path:
     return path
 
 
-def _threats(e: LabEnforcer, name: str, timeout: float = 8.0) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = [ev for ev in e.events() if ev["type"] == "threat" and ev.get("name") == name]
-        if found or time.monotonic() > deadline:
-            return found
-        time.sleep(0.3)
-
-
 def test_an_injection_after_byte_10000_of_a_64k_post_is_blocked_with_gso_on(gso_lab: Lab) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         # the default configuration: bodies reach the detectors in max_event_bytes (4096) parts
@@ -148,7 +137,7 @@ def test_an_injection_after_byte_10000_of_a_64k_post_is_blocked_with_gso_on(gso_
             answer = _post(gso_lab, "benign")
             assert _served_whole(answer, 10000), answer  # no false positive; every byte arrived
             assert _post(gso_lab, "inject") == "reset"
-            threats = _threats(e, "sql_injection")
+            threats = threat_events(e, "sql_injection")
             assert threats and threats[0]["action"] in ("reset", "block"), e.events()
             # the detectors saw the body beyond its first part
             assert counter_total(e, "worker", "dpi.http.body_parts") >= 65536 // 4096
@@ -165,7 +154,7 @@ def test_an_injection_at_30k_of_a_chunked_64k_post_is_blocked_and_the_benign_one
             answer = _post(gso_lab, "benign", 30000, "chunked")
             assert _served_whole(answer, 30000), answer
             assert _post(gso_lab, "inject", 30000, "chunked") == "reset"
-            threats = _threats(e, "sql_injection")
+            threats = threat_events(e, "sql_injection")
             assert threats and threats[0]["action"] in ("reset", "block"), e.events()
             assert counter_total(e, "reader", "reader.truncated", timeout=1.0) == 0
 

@@ -5,17 +5,14 @@ after; in Monitor the same attacks are answered and reported."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
 from lab.enforcer import LabEnforcer
 from lab.http import http_status
 from lab.topology import Lab
+from tests.integration.conftest import threat_events, vulnapps
 
 pytestmark = pytest.mark.netns
 
@@ -43,19 +40,9 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def apps(lab: Lab) -> Iterator[None]:
-    """`lab.vulnapp` on s1 (Protect) and s2 (Monitor), each bound to its lab address only."""
-    procs: list[subprocess.Popen[Any]] = []
-    try:
-        for host in ("s1", "s2"):
-            proc = lab.popen(host, sys.executable, "-m", "lab.vulnapp", lab.host(host).ipv4, str(PORT),
-                             "--seconds", "300", stdout=subprocess.PIPE, text=True)  # fmt: skip
-            procs.append(proc)
-            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    """`lab.vulnapp` on s1 (Protect) and s2 (Monitor)."""
+    with vulnapps(lab, ("s1", "s2"), PORT):
         yield
-    finally:
-        for proc in procs:
-            proc.terminate()
-            proc.wait(timeout=5)
 
 
 @pytest.fixture(scope="module")
@@ -75,30 +62,15 @@ def send(lab: Lab, addr: str, how: str, path: str, data: str) -> str:
     return lab.exec("c1", *cmd, check=False, timeout=15).stdout.strip()
 
 
-def threats(
-    e: LabEnforcer, name: str, addr: str, at_least: int, timeout: float = 8.0
-) -> list[dict[str, Any]]:
-    """The enforcer's `name` events against `addr`, waited for until there are `at_least` (bounded)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = [
-            ev for ev in e.events()
-            if ev["type"] == "threat" and ev.get("name") == name and (ev.get("flow") or {}).get("dst") == addr
-        ]  # fmt: skip
-        if len(found) >= at_least or time.monotonic() > deadline:
-            return found
-        time.sleep(0.3)
-
-
 @pytest.mark.parametrize(("threat", "how", "path", "attack", "benign"), CASES)
 def test_an_injection_is_reset_in_protect_and_its_benign_twin_served(
     lab: Lab, enforcer: LabEnforcer, threat: str, how: str, path: str, attack: str, benign: str
 ) -> None:
     addr = lab.host("s1").ipv4
-    before = len(threats(enforcer, threat, addr, 0, timeout=0))
+    before = len(threat_events(enforcer, threat, 0, timeout=0, dst=addr))
     assert send(lab, addr, how, path, benign) == "200"
     assert send(lab, addr, how, path, attack) == "000"  # reset before any answer
-    found = threats(enforcer, threat, addr, before + 1)
+    found = threat_events(enforcer, threat, before + 1, dst=addr)
     assert len(found) > before, [ev.get("name") for ev in enforcer.events()]
     event = found[-1]
     assert event["action"] == "reset" and event["group"] == "web", event
@@ -111,8 +83,8 @@ def test_the_same_injection_is_answered_and_reported_in_monitor(
     lab: Lab, enforcer: LabEnforcer, threat: str, how: str, path: str, attack: str, benign: str
 ) -> None:
     addr = lab.host("s2").ipv4
-    before = len(threats(enforcer, threat, addr, 0, timeout=0))
+    before = len(threat_events(enforcer, threat, 0, timeout=0, dst=addr))
     assert send(lab, addr, how, path, attack) == "200"
-    found = threats(enforcer, threat, addr, before + 1)
+    found = threat_events(enforcer, threat, before + 1, dst=addr)
     assert len(found) > before, [ev.get("name") for ev in enforcer.events()]
     assert found[-1]["action"] == "alert" and found[-1]["group"] == "api", found[-1]

@@ -15,7 +15,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import pytest
 
 from lab.enforcer import LabEnforcer
 from lab.topology import Lab
-from tests.integration.conftest import counter_total
+from tests.integration.conftest import counter_total, threat_events
 
 pytestmark = pytest.mark.netns
 
@@ -139,11 +138,8 @@ def test_later_bare_acks_pass_in_the_kernel_and_a_dripped_injection_is_still_res
         before = passed
         assert _client(web_lab, address, "inject") == [str(ANSWER_BYTES), "reset"]
         assert _kernel_passed_acks(web_lab) > before  # the second connection went quiet too
-        deadline = time.monotonic() + 8.0
-        while not (found := [ev for ev in e.events() if ev.get("name") == "sql_injection"]):
-            assert time.monotonic() < deadline, e.events()
-            time.sleep(0.3)
-        assert found[0]["action"] in ("reset", "block")
+        found = threat_events(e, "sql_injection")
+        assert found and found[0]["action"] in ("reset", "block"), e.events()
 
 
 def test_with_quiet_acks_off_every_bare_ack_is_queued(web_lab: Lab) -> None:

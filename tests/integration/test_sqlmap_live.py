@@ -8,7 +8,6 @@ sqlmap (PyPI, GPL-2.0) is run as a program, never imported."""
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ import pytest
 from lab.enforcer import LabEnforcer
 from lab.http import http_status
 from lab.topology import Lab
+from tests.integration.conftest import vulnapps
 
 pytestmark = pytest.mark.netns
 
@@ -49,19 +49,9 @@ NOT_FOUND = ("all tested parameters do not appear to be injectable", "no injecti
 
 @pytest.fixture(scope="module")
 def apps(lab: Lab) -> Iterator[None]:
-    """`lab.vulnapp` on s1 (Protect) and s2 (Monitor), each bound to its lab address only."""
-    procs: list[subprocess.Popen[Any]] = []
-    try:
-        for host in ("s1", "s2"):
-            proc = lab.popen(host, sys.executable, "-m", "lab.vulnapp", lab.host(host).ipv4, str(PORT),
-                             "--seconds", "300", stdout=subprocess.PIPE, text=True)  # fmt: skip
-            procs.append(proc)
-            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    """`lab.vulnapp` on s1 (Protect) and s2 (Monitor)."""
+    with vulnapps(lab, ("s1", "s2"), PORT):
         yield
-    finally:
-        for proc in procs:
-            proc.terminate()
-            proc.wait(timeout=5)
 
 
 @pytest.fixture

@@ -66,18 +66,20 @@ _LDAP_FREE_ESCAPED = re.compile(
 )
 
 
-def shell_free(value: str) -> bool:
-    """Whether no decoding of `value` can hold a command separator or substitution."""
+def _free(value: str, plain: re.Pattern[str], escaped: re.Pattern[str]) -> bool:
     if "+A" in value:  # a UTF-7 run (`+ADwAOw-` is `<;`), decoded with markup
         return False
-    return (_SHELL_FREE_ESCAPED if "%" in value else _SHELL_FREE_PLAIN).match(value) is not None
+    return (escaped if "%" in value else plain).match(value) is not None
+
+
+def shell_free(value: str) -> bool:
+    """Whether no decoding of `value` can hold a command separator or substitution."""
+    return _free(value, _SHELL_FREE_PLAIN, _SHELL_FREE_ESCAPED)
 
 
 def ldap_free(value: str) -> bool:
     """Whether no decoding of `value` can hold filter syntax (a parenthesis or a star)."""
-    if "+A" in value:  # a UTF-7 run, decoded with markup
-        return False
-    return (_LDAP_FREE_ESCAPED if "%" in value else _LDAP_FREE_PLAIN).match(value) is not None
+    return _free(value, _LDAP_FREE_PLAIN, _LDAP_FREE_ESCAPED)
 
 
 _ENTITY = re.compile(r"&(?:#\d+;?|#x[0-9a-f]+;?|[a-z]+;)", re.I)
@@ -197,7 +199,7 @@ def sqli_value(value: str, plus: bool = False, shared: Forms | None = None) -> H
         if _SQLI_SAFE.match(form):
             continue
         if evasion < 0:
-            evasion = EVASION_WEIGHT if "%" in value and overlong_escapes(value) else 0
+            evasion = _evasion(value)
         try:
             result = libinjection.is_sql_injection(form)
         except UnicodeEncodeError:  # a lone surrogate (JSON "\ud800") must not switch the check off
@@ -378,12 +380,7 @@ def _value_hits(value: str, plus: bool) -> tuple[Hit | None, ...]:
     """Every check of a short value, remembered: requests repeat most of their values (User-Agent,
     paths, common parameters), and the checks are pure functions of the value."""
     shared: Forms = []
-    return (
-        sqli_value(value, plus, shared),
-        xss_value(value, plus, shared),
-        command_value(value, plus, shared),
-        ldap_value(value, plus, shared),
-    )
+    return tuple(check(value, plus, shared) for check in _CHECKS)
 
 
 def value_cache_entries() -> int:

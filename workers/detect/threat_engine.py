@@ -191,6 +191,8 @@ class ThreatEngine:
             seconds = f.threat.thresholds.get("block_seconds")
             if seconds is not None:
                 self.block(f.src, float(ctx.settings.threshold(f.threat, "block_seconds")), ctx.now)
+                if self.packets.attempts is not None:  # spent, as in the readers' guard
+                    self.packets.attempts.forget_source(f.src, f.dst)
             return WorkerVerdict.BLOCK_FLOW
         return WorkerVerdict.RESET_FLOW if ctx.meta.proto == IPPROTO_TCP else WorkerVerdict.BLOCK_FLOW
 
