@@ -21,6 +21,8 @@ JSON = b"application/json"
 SQLI_FORM = b"1%27+or+%271%27%3D%271"
 SQLI_TEXT = b"1' or '1'='1"
 XSS_TEXT = b"<script>alert(1)</script>"
+HTML_PAGE = b"<html><body><script>document.title='a'</script><img src=x onerror=retry()></body></html>\n"
+SQL_DUMP = b"INSERT INTO t VALUES (1, '' OR 1=1); DROP TABLE sessions; -- a backup\n"
 
 
 def post(ctype: bytes, body: bytes, chunk: int = 0) -> bytes:
@@ -54,6 +56,19 @@ def json_with(value: bytes, at: int) -> bytes:
     return b'{"a":"' + b"x" * at + b'","q":"' + value + b'","b":"' + b"y" * 30000 + b'"}'
 
 
+MULTIPART = b"multipart/form-data; boundary=XyZ42"
+
+
+def multipart_with(field: bytes, at: int, upload: bytes = b"\x89PNG" + bytes(range(256)) * 80) -> bytes:
+    """A form with an upload, then a text field holding `field` after `at` bytes of padding."""
+    return (
+        b'--XyZ42\r\nContent-Disposition: form-data; name="pic"; filename="a.png"\r\n'
+        b"Content-Type: image/png\r\n\r\n" + upload + b"\r\n"
+        b'--XyZ42\r\nContent-Disposition: form-data; name="q"\r\n\r\n' + b"x" * at + b" " + field + b"\r\n"
+        b'--XyZ42\r\nContent-Disposition: form-data; name="b"\r\n\r\n' + b"y" * 9000 + b"\r\n--XyZ42--\r\n"
+    )
+
+
 @pytest.mark.parametrize(
     ("name", "request_bytes", "threat"),
     [
@@ -61,6 +76,8 @@ def json_with(value: bytes, at: int) -> bytes:
         ("chunked form at 30 KiB", post(FORM, form_with(SQLI_FORM, 30000), chunk=1000), "sql_injection"),
         ("json at 20 KiB", post(JSON, json_with(SQLI_TEXT, 20000)), "sql_injection"),
         ("json xss at 50 KiB", post(JSON, json_with(XSS_TEXT, 50000)), "xss"),
+        ("multipart field at 30 KiB", post(MULTIPART, multipart_with(SQLI_TEXT, 10000)), "sql_injection"),
+        ("chunked multipart", post(MULTIPART, multipart_with(XSS_TEXT, 6000), chunk=1000), "xss"),
     ],
 )
 def test_an_injection_deep_in_a_body_resets_the_flow_in_protect(
@@ -73,7 +90,8 @@ def test_an_injection_deep_in_a_body_resets_the_flow_in_protect(
     # reset at the packet that completes the part holding the injection: after its bytes, within a part
     first = verdicts.index(WorkerVerdict.RESET_FLOW)
     reached = sum(len(p) - 40 for p in packets[3 : first + 1])  # payload bytes sent through that packet
-    injection_end = request_bytes.find(b"&b=") if b"&b=" in request_bytes else request_bytes.find(b'","b"')
+    ends = (b"&b=", b'","b"', b'name="b"')
+    injection_end = next(request_bytes.find(end) for end in ends if end in request_bytes)
     assert injection_end < reached <= injection_end + 2 * 4096 + 1448, (reached, injection_end)
     [event] = lab.threats(threat)
     assert event["action"] == "reset" and event["group"] == "web" and event["evidence"]
@@ -104,6 +122,8 @@ def test_long_benign_bodies_raise_nothing() -> None:
         post(FORM, b"&".join(b"f%d=O%%27Brien+%d+street" % (i, i) for i in range(3000)), chunk=999),
         post(JSON, json.dumps({"items": items}).encode()),
         post(b"application/octet-stream", bytes(range(256)) * 256),
+        # an upload of markup and SQL, and a long field of prose after it
+        post(MULTIPART, multipart_with(b"O'Brien; see <b>terms</b>", 20000, upload=(HTML_PAGE + SQL_DUMP) * 40)),
     ]
     for i, body in enumerate(bodies):
         verdicts = lab.send(flow(body, 41010 + i))
@@ -171,3 +191,20 @@ def test_json_parts_are_judged_by_their_string_values_whatever_the_cut(part: byt
     assert values.count("1' or '1'='1") == 1
     [hit] = check_request("", body_values(part, "application/json"), "application/json")
     assert hit.threat.name == "sql_injection"
+
+
+def test_a_multipart_field_deep_in_http2_data_frames_resets_the_flow() -> None:
+    from tests.dpi.test_body_parts import h2_request
+
+    def frames(body: bytes) -> list[tuple[int, bytes, bool]]:
+        return [(1, body[i : i + 5000], i + 5000 >= len(body)) for i in range(0, len(body), 5000)]
+
+    lab = Lab()
+    ctype = MULTIPART.decode()
+    benign = multipart_with(b"blue shoes", 12000, upload=HTML_PAGE * 200)
+    verdicts = lab.send(flow(h2_request("/up", ctype, frames(benign)), 41050))
+    assert WorkerVerdict.RESET_FLOW not in verdicts and lab.threats() == []
+    verdicts = lab.send(flow(h2_request("/up", ctype, frames(multipart_with(SQLI_TEXT, 12000))), 41051))
+    assert WorkerVerdict.RESET_FLOW in verdicts
+    [event] = lab.threats("sql_injection")
+    assert event["action"] == "reset"

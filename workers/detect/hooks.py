@@ -43,7 +43,8 @@ from workers.detect.decode import percent_decode
 from workers.detect.dns import DnsDetector, tunnel_name
 from workers.detect.http import LoginFailures, check_headers, check_slow_body, check_struts_body, login_failed
 from workers.detect.injection import CLASSES as INJECTION_CLASSES
-from workers.detect.injection import check_request, check_sql_query
+from workers.detect.injection import check_request, check_sql_query, check_values
+from workers.detect.multipart import FIELD, MultipartCursor, boundary_of
 from workers.detect.sensors import Context, SensorAction, SensorMatch, SensorStream
 from workers.detect.tls import (
     check_encrypted_heartbeat,
@@ -72,6 +73,8 @@ _SLOW_THREATS = frozenset({C.HTTP_SLOWLORIS.id, C.HTTP_SLOW_BODY.id})
 # (Content-Length with chunked, and a bad Content-Length, are judged on the headers: `check_headers`.)
 _SMUGGLING_ANOMALIES = frozenset({A.DPI_HTTP_BAD_CHUNK})
 MAX_UNANSWERED = 16  # requests per flow remembered for pairing with responses (pipelining depth)
+_MULTIPART = "multipart/form-data"
+MAX_MULTIPART_BODIES = 8  # multipart bodies per flow followed across their parts (HTTP/2 streams)
 SWEEP_PER_TICK = 512  # pending slow requests checked per tick
 # Headers applications log or echo, where scanners (sqlmap --level 3) inject as well.
 # Request headers whose value the injection checks see: every one an application may read and splice
@@ -109,7 +112,7 @@ class _FlowState:
     """Per-flow state of the hooks, kept in `ctx.detector_state[DETECTOR_NAME]`."""
 
     __slots__ = ("group", "settings", "pending_since", "head_done", "body_bytes", "tail", "slow_fired", "swept",
-                 "first_payload", "streams", "generation", "unanswered", "heartbeat")  # fmt: skip
+                 "first_payload", "streams", "generation", "unanswered", "heartbeat", "multipart")  # fmt: skip
 
     def __init__(self, group: str, settings: ThreatSettings, generation: int) -> None:
         self.group = group
@@ -125,6 +128,8 @@ class _FlowState:
         self.heartbeat = [0, 0]  # per Side: record length of its unanswered encrypted heartbeat
         self.first_payload = [True, True]  # per Side
         self.streams: list[SensorStream | None] = [None, None]  # packet-context sensor streams per Side
+        # multipart request bodies arriving in parts, by URI (one at a time in HTTP/1, a few in HTTP/2)
+        self.multipart: dict[bytes, MultipartCursor] | None = None
 
 
 class AppThreats:
@@ -367,13 +372,38 @@ class AppThreats:
         ctype = ev.content_type.decode("latin-1")
         hits: list[Hit] = []
         sqli, xss, command, ldap = (c.id in on for c in INJECTION_CLASSES)
-        if sqli or xss or command or ldap:
+        if (sqli or xss or command or ldap) and _MULTIPART in ctype.lower():
+            hits += self._multipart_part(ev.uri, ev.offset, ev.data, ctype, st, on, ev.last)
+        elif sqli or xss or command or ldap:
             hits += check_request(
                 "", body_values(ev.data, ctype), ctype, "", sqli, xss, command=command, ldap=ldap
             )
         if self.owner.policy.sensors.applies(st.group):
             hits += self._form_sensor_body(ev.data, ctype, st)
         return hits
+
+    @staticmethod
+    def _multipart_part(
+        uri: bytes, offset: int, data: bytes, ctype: str, st: _FlowState, on: frozenset[int], last: bool
+    ) -> list[Hit]:
+        """A part of a multipart body cut into parts: its values, judged as the part of the form they
+        continue (`workers.detect.multipart.MultipartCursor`, followed per flow and URI)."""
+        bodies = st.multipart if st.multipart is not None else {}
+        cursor = bodies.pop(uri, None)
+        if cursor is None or not offset:  # (a body's first part: a new request to the same URI)
+            boundary = boundary_of(ctype, data)
+            if boundary is None:
+                return []
+            cursor = MultipartCursor(boundary)
+            if offset:  # its start was not followed (too many bodies at once): judge the rest as text
+                cursor.open_kind = FIELD
+        values = cursor.feed(offset, data)
+        if not last:
+            while len(bodies) >= MAX_MULTIPART_BODIES:
+                bodies.pop(next(iter(bodies)))
+            bodies[uri] = cursor
+        st.multipart = bodies or None
+        return check_values(values, (c for c in INJECTION_CLASSES if c.id in on))
 
     def _http_request(
         self,
@@ -396,10 +426,13 @@ class AppThreats:
         injectable = injectable_header_values(headers)
         sqli, xss, command, ldap = (c.id in on for c in INJECTION_CLASSES)
         if sqli or xss or command or ldap:
-            checked = body_values(body, ctype) if partial else body
+            followed = partial and _MULTIPART in ctype.lower()
+            checked = b"" if followed else body_values(body, ctype) if partial else body
             hits += check_request(
                 uri.decode("latin-1"), checked, ctype, cookie, sqli, xss, injectable, command, ldap
             )
+            if followed:
+                hits += self._multipart_part(uri, 0, body, ctype, st, on, False)
         if body and C.STRUTS_RCE.id in on:
             hit = check_struts_body(body, ctype)
             if hit is not None:

@@ -28,7 +28,7 @@ from typing import Any
 import libinjection
 
 from threats.catalogue import COMMAND_INJECTION, LDAP_INJECTION, SQL_INJECTION, XSS, Hit, Threat, excerpt_of
-from workers.detect import ldap, shell
+from workers.detect import ldap, multipart, shell
 from workers.detect.decode import EVASION_WEIGHT, PAIR_SEPARATOR, html_decode, overlong_escapes, variants
 from workers.detect.sqli import injected
 
@@ -423,7 +423,8 @@ def check_request(
     """SQL injection, XSS, command injection and LDAP injection in one HTTP request (each class whose
     flag is set): path segments, query pairs, cookie pairs, the given header values (User-Agent,
     Referer, X-Forwarded-For: where scanners inject too) and the body (form, JSON or XML by content
-    type). At most one hit per class."""
+    type; a multipart form's field names, file names and text fields: `workers.detect.multipart`). At
+    most one hit per class."""
     flags = (sqli, xss, command, ldap)
     wanted = {c for c, on in zip(CLASSES, flags, strict=True) if on}
     if not wanted:
@@ -456,7 +457,17 @@ def check_request(
             hits += _first(chain(pair_values(form), _whole_values(form)), True, wanted)
         elif "xml" in ctype:
             hits += _first(xml_values(body), False, wanted)
+        elif "multipart/form-data" in ctype:
+            boundary = multipart.boundary_of(content_type, body)
+            if boundary is not None:
+                hits += _first(multipart.scan(body, boundary)[0], False, wanted)
     return hits
+
+
+def check_values(values: Iterable[str], classes: Iterable[Threat]) -> list[Hit]:
+    """The request-level checks of `classes` over values already cut out of a request (a multipart
+    body's fields): at most one hit per class."""
+    return _first(values, False, set(classes))
 
 
 # -- SQL text from database protocols --------------------------------------------------------------------
