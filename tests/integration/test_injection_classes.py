@@ -1,11 +1,14 @@
-"""Command injection and LDAP injection from a real client (curl) through the real enforcer to a real web
-app (`lab.vulnapp`) in the lab: in Protect the attack's connection is reset before any answer and a
-`threat` event says why, its benign twin (the same parameter, look-alike text) is answered 200 before and
-after; in Monitor the same attacks are answered and reported."""
+"""Command injection, LDAP injection, and SQLi and XSS in a multipart form, from a real client (curl)
+through the real enforcer to a real web app (`lab.vulnapp`) in the lab: in Protect the attack's
+connection is reset before any answer and a `threat` event says why, its benign twin (the same
+parameter, look-alike text) is answered 200 before and after; in Monitor the same attacks are answered
+and reported. The multipart forms carry an 8 KiB upload of an HTML page full of script before the
+field (`curl -F`): the field arrives in a later body part, and the page is no attack."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -30,12 +33,15 @@ rules:
 """
 FORM = "application/x-www-form-urlencoded"
 # (threat, how it is sent, path, attack, benign twin); query values are URL-encoded by curl, form bodies
-# are sent as written
+# are sent as written, multipart fields as written after the upload
 CASES = [
     ("command_injection", "query", "/ping", "host=198.18.0.7;cat /etc/passwd", "host=Tom & Jerry; cat lovers"),
     ("command_injection", "form", "/ping", "host=198.18.0.7+%7C+uname+-a&count=1", "host=R%26D+%7C+ping+pong+club&count=1"),
     ("ldap_injection", "query", "/login", "user=*)(uid=*))(|(uid=*", "user=John (Smith)*"),
+    ("sql_injection", "multipart", "/profile", "name=x' UNION SELECT username, password FROM users-- -", "name=O'Brien & Sons; we select the best, union-made since 1999"),
+    ("xss", "multipart", "/profile", 'bio="><img src=x onerror=alert(document.domain)>', "bio=I <3 maths: 2 > 1 & a=\"b\""),
 ]  # fmt: skip
+PAGE = "<p><script>document.title = 'shop'</script><img src=x onerror=retry()></p>\n" * 110  # ~8 KiB
 
 
 @pytest.fixture(scope="module")
@@ -53,38 +59,50 @@ def enforcer(lab: Lab, apps: None, tmp_path_factory: pytest.TempPathFactory) -> 
         yield e
 
 
-def send(lab: Lab, addr: str, how: str, path: str, data: str) -> str:
+@pytest.fixture(scope="module")
+def page(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The HTML page the multipart forms upload."""
+    path = tmp_path_factory.mktemp("upload") / "page.html"
+    path.write_text(PAGE)
+    return path
+
+
+def send(lab: Lab, addr: str, how: str, path: str, data: str, page: Path) -> str:
     """The HTTP status c1 got ("000": no response, the connection was reset)."""
     if how == "query":
         return http_status(lab, "c1", addr, PORT, path, data)
-    cmd = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "5", "-H", f"Content-Type: {FORM}"]
-    cmd += ["--data-binary", data, f"http://{addr}:{PORT}{path}"]
+    cmd = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "5"]
+    if how == "multipart":
+        cmd += ["-F", f"page=@{page};type=text/html", "--form-string", data]
+    else:
+        cmd += ["-H", f"Content-Type: {FORM}", "--data-binary", data]
+    cmd.append(f"http://{addr}:{PORT}{path}")
     return lab.exec("c1", *cmd, check=False, timeout=15).stdout.strip()
 
 
 @pytest.mark.parametrize(("threat", "how", "path", "attack", "benign"), CASES)
 def test_an_injection_is_reset_in_protect_and_its_benign_twin_served(
-    lab: Lab, enforcer: LabEnforcer, threat: str, how: str, path: str, attack: str, benign: str
+    lab: Lab, enforcer: LabEnforcer, page: Path, threat: str, how: str, path: str, attack: str, benign: str
 ) -> None:
     addr = lab.host("s1").ipv4
     before = len(threat_events(enforcer, threat, 0, timeout=0, dst=addr))
-    assert send(lab, addr, how, path, benign) == "200"
-    assert send(lab, addr, how, path, attack) == "000"  # reset before any answer
+    assert send(lab, addr, how, path, benign, page) == "200"
+    assert send(lab, addr, how, path, attack, page) == "000"  # reset before any answer
     found = threat_events(enforcer, threat, before + 1, dst=addr)
     assert len(found) > before, [ev.get("name") for ev in enforcer.events()]
     event = found[-1]
     assert event["action"] == "reset" and event["group"] == "web", event
     # (the twin's 200 shows it raised nothing: in Protect a detection resets the connection)
-    assert send(lab, addr, how, path, benign) == "200"  # the same client, served after the attack
+    assert send(lab, addr, how, path, benign, page) == "200"  # the same client, served after the attack
 
 
 @pytest.mark.parametrize(("threat", "how", "path", "attack", "benign"), CASES)
 def test_the_same_injection_is_answered_and_reported_in_monitor(
-    lab: Lab, enforcer: LabEnforcer, threat: str, how: str, path: str, attack: str, benign: str
+    lab: Lab, enforcer: LabEnforcer, page: Path, threat: str, how: str, path: str, attack: str, benign: str
 ) -> None:
     addr = lab.host("s2").ipv4
     before = len(threat_events(enforcer, threat, 0, timeout=0, dst=addr))
-    assert send(lab, addr, how, path, attack) == "200"
+    assert send(lab, addr, how, path, attack, page) == "200"
     found = threat_events(enforcer, threat, before + 1, dst=addr)
     assert len(found) > before, [ev.get("name") for ev in enforcer.events()]
     assert found[-1]["action"] == "alert" and found[-1]["group"] == "api", found[-1]
