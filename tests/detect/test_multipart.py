@@ -33,7 +33,9 @@ def threats(body: bytes, ctype: str = CTYPE) -> set[str]:
 
 SQLI = b"1' UNION SELECT username, password FROM users-- -"
 XSS = b'"><img src=x onerror=alert(document.domain)>'
-HTML_FILE = b"<!doctype html><html><body><script>document.title='x'</script><a href='?id=1 or 1=1'></a></body>"
+HTML_FILE = (
+    b"<!doctype html><html><body><script>document.title='x'</script><a href='?id=1 or 1=1'></a></body>"
+)
 
 
 def test_fields_names_and_file_names_are_values_and_file_contents_are_not() -> None:
@@ -58,10 +60,24 @@ def test_fields_names_and_file_names_are_values_and_file_contents_are_not() -> N
         (form(part("doc", b"%PDF-1.7", filename="a'||(SELECT pg_sleep(5))||'.pdf")), "sql_injection"),
         (form(part("doc", b"%PDF-1.7", filename="<svg onload=alert(1)>.pdf")), "xss"),
         (form(part(SQLI.decode(), b"1")), "sql_injection"),  # a field name
-        (form(part("note", b"1'; WAITFOR DELAY '0:0:5'--", ctype="text/plain; charset=utf-8")), "sql_injection"),
-        (form(part("q", base64.b64encode(SQLI), extra="Content-Transfer-Encoding: base64\r\n")), "sql_injection"),
-        (form(part("q", b"=22=3E=3Cscript=3Ealert(1)=3C/script=3E",
-                   extra="Content-Transfer-Encoding: quoted-printable\r\n")), "xss"),  # fmt: skip
+        (
+            form(part("note", b"1'; WAITFOR DELAY '0:0:5'--", ctype="text/plain; charset=utf-8")),
+            "sql_injection",
+        ),
+        (
+            form(part("q", base64.b64encode(SQLI), extra="Content-Transfer-Encoding: base64\r\n")),
+            "sql_injection",
+        ),
+        (
+            form(
+                part(
+                    "q",
+                    b"=22=3E=3Cscript=3Ealert(1)=3C/script=3E",
+                    extra="Content-Transfer-Encoding: quoted-printable\r\n",
+                )
+            ),
+            "xss",
+        ),  # fmt: skip
         (form(part("cmd", b"127.0.0.1; cat /etc/passwd")), "command_injection"),
     ],
 )
@@ -81,7 +97,9 @@ def test_lf_line_ends_quoted_and_lost_boundaries_are_read_as_applications_read_t
 
 
 def test_preamble_and_epilogue_are_not_values() -> None:
-    body = b"preamble with 1' or '1'='1\r\n" + form(part("q", b"widget")) + b"epilogue <script>alert(1)</script>"
+    body = (
+        b"preamble with 1' or '1'='1\r\n" + form(part("q", b"widget")) + b"epilogue <script>alert(1)</script>"
+    )
     values, _ = scan(body, BOUNDARY)
     assert values == ["q", "widget"]
 

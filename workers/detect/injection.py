@@ -156,7 +156,12 @@ _ATTRIBUTE_BREAKOUT = re.compile(r"\A\s*<?\s*['\"`]\s*/?\s*(?:on[a-z]{3,40}|form
 _STYLE_ATTRIBUTE = re.compile(r"\bstyle(?=\s*=)", re.I)
 # XML bodies: attribute values and text, each a value (a bounded scan, no XML parser: no entities or
 # external references resolved).
-_XML_VALUE = re.compile(r"=\s*\"([^\"]{1,4096})\"|=\s*'([^']{1,4096})'|>([^<]{1,4096})<")
+# An XML or XMP declaration (`<?xml version="1.0"?>`, `<?xpacket begin=…?>`): HTML reads `<?` up to the
+# next `>` as a comment, so only what follows it can be markup (PHP's `<?php` and `<?=` stay code)
+_XML_DECLARATION = re.compile(r"<\?(?:xml|xpacket)[^>]*>", re.I)
+_XML_VALUE = re.compile(
+    r"=\s*\"([^\"]{1,4096})\"|=\s*'([^']{1,4096})'|>([^<]{1,4096})(?=<)|<!\[CDATA\[(.{1,4096}?)\]\]>", re.S
+)
 _SPACE_CONTROL = re.compile(r"[\s\x00-\x1f]+")
 
 
@@ -248,6 +253,8 @@ def xss_value(value: str, plus: bool = False, shared: Forms | None = None) -> Hi
             return Hit(XSS, f"CSS {css_script.group()[:24]!r}", excerpt_of(form))
         # restyling is no script: a `style` attribute is looked at as any other attribute
         judged = _STYLE_ATTRIBUTE.sub("title", form) if "style" in low else form
+        if "<?x" in low:  # an XML declaration is a comment to HTML, up to its first `>` (as HTML reads it)
+            judged = _XML_DECLARATION.sub(" ", judged)
         try:
             xss = libinjection.is_xss(judged)["is_xss"]
         except UnicodeEncodeError:
@@ -341,6 +348,11 @@ def json_values(body: bytes | str) -> Iterator[str]:
     except (ValueError, RecursionError):
         yield text
         return
+    yield from _json_strings(doc)
+
+
+def _json_strings(doc: Any) -> Iterator[str]:
+    """String keys and values of a parsed JSON document (depth- and count-bounded)."""
     stack: list[tuple[Any, int]] = [(doc, 0)]
     count = 0
     while stack and count < MAX_VALUES_PER_REQUEST:
@@ -360,12 +372,13 @@ def json_values(body: bytes | str) -> Iterator[str]:
 
 
 def xml_values(body: bytes) -> Iterator[str]:
-    """Attribute values and text nodes of an XML document (undecoded: `variants` decodes entities)."""
+    """Attribute values, text nodes and CDATA sections of an XML document (undecoded: `variants` decodes
+    entities)."""
     text = body[:MAX_JSON_BYTES].decode("utf-8", "replace")
     for count, m in enumerate(_XML_VALUE.finditer(text)):
         if count >= MAX_VALUES_PER_REQUEST:
             return
-        value = m.group(1) or m.group(2) or m.group(3)
+        value = m.group(1) or m.group(2) or m.group(3) or m.group(4)
         if value.strip():
             yield value
 
@@ -461,7 +474,39 @@ def check_request(
             boundary = multipart.boundary_of(content_type, body)
             if boundary is not None:
                 hits += _first(multipart.scan(body, boundary)[0], False, wanted)
+        elif not _DATA_TYPE.match(ctype):
+            hits += _first(sniffed_values(body, ctype), True, wanted)
     return hits
+
+
+# Content types of data applications store or stream rather than parse into values
+_DATA_TYPE = re.compile(
+    r"\s*(?:image|audio|video|font|model)/|\s*application/(?:octet-stream|pdf|zip|gzip|x-tar|x-7z|x-rar|"
+    r"grpc|(?:x-)?protobuf|msgpack|x-msgpack|cbor|vnd\.ms-|vnd\.openxmlformats|vnd\.oasis)"
+)
+# A body that is a form whatever its content type says: name=value pairs and nothing else
+_FORM_LIKE = re.compile(rb"[\w.\-\[\]%+]{1,256}=[^&\s]*(?:&[\w.\-\[\]%+]{1,256}=[^&\s]*)*\s*\Z")
+# Types whose whole body is one value to the application (a raw text field, a GraphQL document)
+_TEXT_VALUE_TYPE = re.compile(r"\s*(?:text/plain|application/graphql)")
+
+
+def sniffed_values(body: bytes, content_type: str) -> list[str]:
+    """The values of a body whose content type names no structure checked above (`text/plain`,
+    `application/graphql`, a vendor type, a wrong type): applications that read JSON whatever the
+    type (a common setting of web frameworks), or a form, are sent exactly that to evade a WAF that
+    trusts the header. So a body that parses as JSON is read as JSON, one that is only name=value pairs
+    as a form, and a text or GraphQL body is one value (as a raw text field, or a GraphQL document
+    whose arguments are strings in it). Other bodies (`text/html` pages, scripts, CSV) are not values."""
+    if body[:64].lstrip()[:1] in (b"{", b"["):
+        try:
+            return list(_json_strings(json.loads(body[:MAX_JSON_BYTES])))
+        except (ValueError, RecursionError):
+            pass  # not JSON after all
+    if _FORM_LIKE.match(body[:MAX_JSON_BYTES]):
+        return list(pair_values(body.decode("latin-1")))
+    if _TEXT_VALUE_TYPE.match(content_type):
+        return [body[:MAX_JSON_BYTES].decode("utf-8", "replace")]
+    return []
 
 
 def check_values(values: Iterable[str], classes: Iterable[Threat]) -> list[Hit]:
