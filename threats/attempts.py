@@ -198,9 +198,10 @@ class ConnectionAttempts:
                     drop |= self._scan(ctx, t, out)
                 return DROP if drop else PASS
             if flags & (TCP_SYN | TCP_ACK | TCP_RST) != TCP_SYN:
-                # An ACK probe (no connection behind it) counts toward a port scan; a reply, RST or
-                # straggler whose SYN was never seen opens nothing.
-                if flags & (TCP_SYN | TCP_RST | TCP_FIN) == 0 and t.port_scan:
+                # An ACK or FIN/ACK probe (no connection behind it: nmap's ACK, window and Maimon
+                # scans) counts toward a port scan; a reply, RST or straggler whose SYN was never seen
+                # opens nothing.
+                if flags & (TCP_SYN | TCP_RST) == 0 and t.port_scan:
                     return DROP if self._scan(ctx, t, out, ports_only=True) else PASS
                 return PASS
             if (t.syn_data and meta.ip_len > meta.payload_offset) or (

@@ -40,6 +40,7 @@ FIRST_PACKETS = (
     [tcp4(CLIENT, 40000 + i, SERVER, 1000 + i, TCP_SYN) for i in range(20)]
     + [tcp4(CLIENT, 41000 + i, SERVER, 2000 + i, TCP_FIN) for i in range(5)]  # FIN probes: bad packets too
     + [tcp4(CLIENT, 42000 + i, SERVER, 3000 + i, TCP_ACK) for i in range(5)]  # ACK probes
+    + [tcp4(CLIENT, 42100 + i, SERVER, 3100 + i, TCP_FIN | TCP_ACK) for i in range(3)]  # Maimon probes
     + [ipv4(CLIENT, f"198.18.7.{i + 1}", 17, udp(5000 + i, 53, b"q")) for i in range(20)]
     + [ipv4(CLIENT, SERVER, 1, icmp(8, ident=i, payload=b"p" * 8)) for i in range(8)]
     + [tcp4(CLIENT, 43000, SERVER, 80, TCP_SYN, payload=b"early")]

@@ -71,7 +71,7 @@ def connects(lab: Lab, client: str, addr: str, port: int) -> bool:
     return lab.exec(client, sys.executable, "-c", code, check=False, timeout=10).returncode == 0
 
 
-@pytest.mark.parametrize("scan", ["-sF", "-sN", "-sX", "-sA"])
+@pytest.mark.parametrize("scan", ["-sF", "-sN", "-sX", "-sA", "-sM", "-sW", "-sU"])
 def test_nmap_stealth_scans_are_port_scans(lab: Lab, scan: str) -> None:
     api = lab.host("s2").ipv4
     with LabEnforcer(lab) as e:

@@ -296,9 +296,10 @@ def test_ordinary_syns_raise_nothing() -> None:
         (0, "bad_packet"),  # null scan
         (dpkt.tcp.TH_FIN | dpkt.tcp.TH_PUSH | dpkt.tcp.TH_URG, "bad_packet"),  # Xmas scan
         (ACK, ""),  # ACK scan: no stack sends a lone ACK to open a connection, but it is no bad packet
+        (dpkt.tcp.TH_FIN | ACK, ""),  # Maimon scan: a FIN/ACK closing a connection that never was
     ],
 )
-def test_fin_null_xmas_and_ack_probes_count_toward_a_port_scan(flags: int, first_threat: str) -> None:
+def test_fin_null_xmas_ack_and_maimon_probes_count_toward_a_port_scan(flags: int, first_threat: str) -> None:
     j = judge({"port_scan": {"ports_per_window": 20}})
     for port in range(1000, 1030):
         j.judge(tcp4(SCANNER, API, 50000, port, flags), 1.0 + port * 1e-4)
