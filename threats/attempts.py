@@ -44,7 +44,6 @@ from core.packet import (
     IPPROTO_TCP,
     IPPROTO_UDP,
     TCP_ACK,
-    TCP_FIN,
     TCP_RST,
     TCP_SYN,
 )

@@ -174,10 +174,13 @@ THREATS: tuple[Threat, ...] = (
     _t(1033, "dlp_sensor", S.HIGH, A.ALERT,
        "A DLP/WAF sensor pattern matched (the sensor's own action applies)"),
     _t(1034, "ssh_brute_force", S.HIGH, A.BLOCK_SOURCE,
-       "SSH brute force: many new connections from one source to one server's SSH port in a window",
+       "SSH brute force: many new connections from one source to one server's SSH port, or many refused "
+       "logins inside its connections, in a window",
        # a password guesser opens a connection per few tries; an operator or an Ansible run without
-       # connection sharing opens a few per minute per host, a busy CI far below 30
-       sessions_per_window=30, window=60.0, port=22, block_seconds=300),
+       # connection sharing opens a few per minute per host, a busy CI far below 30. Refused logins
+       # (any port: `workers.dpi.parsers.ssh` finds them): a person mistypes a few times, a guesser
+       # tries hundreds a minute
+       sessions_per_window=30, failures_per_window=20, window=60.0, port=22, block_seconds=300),
     _t(1035, "http_brute_force", S.HIGH, A.BLOCK_SOURCE,
        "HTTP login brute force: many refused logins from one source to one path (401 to a request with "
        "credentials; 401, 403 or a login failure page answering a POST)",

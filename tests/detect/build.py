@@ -83,3 +83,29 @@ def handshake(client: str, cport: int, server: str, sport: int, **kw: object) ->
         tcp4(server, sport, client, cport, TCP_SYN | TCP_ACK, seq=5000, ack=1001, **kw),
         tcp4(client, cport, server, sport, TCP_ACK, seq=1001, ack=5001),
     ]
+
+
+def ssh_packet(msg: int, body: bytes = b"") -> bytes:
+    """A clear SSH-2 binary packet (RFC 4253 §6): length, padding length, payload, padding."""
+    payload = bytes([msg]) + body
+    pad = 8 - (5 + len(payload)) % 8
+    pad += 8 if pad < 4 else 0
+    return struct.pack("!IB", 1 + len(payload) + pad, pad) + payload + b"\0" * pad
+
+
+def ssh_conversation(
+    *exchanges: tuple[int, int], banner: bytes = b"SSH-2.0-OpenSSH_9.6p1\r\n"
+) -> list[tuple[int, bytes]]:
+    """(side, bytes) of an SSH-2 connection, 0 the client: banners, a key exchange in clear up to each
+    side's NEWKEYS, then encrypted flights of the given sizes, (client request bytes, server answer
+    bytes), the first exchange being the service request."""
+    kex = ssh_packet(20, b"\x11" * 16 + b"\0" * 700)  # KEXINIT: cookie and name lists
+    out = [
+        (1, banner + kex),
+        (0, b"SSH-2.0-hydra\r\n" + kex + ssh_packet(30, b"\x22" * 36)),  # KEX_ECDH_INIT
+        (1, ssh_packet(31, b"\x33" * 300) + ssh_packet(21) + b"\xee" * 60),  # REPLY, NEWKEYS, EXT_INFO
+    ]
+    for n, (request, answer) in enumerate(exchanges):
+        head = b"" if n else ssh_packet(21)  # the client's NEWKEYS rides with its service request
+        out += [(0, head + b"\xcc" * request), (1, b"\xdd" * answer)]
+    return out

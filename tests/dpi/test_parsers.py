@@ -7,6 +7,7 @@ import struct
 
 import pytest
 
+from tests.detect.build import ssh_conversation
 from tests.dpi.conftest import load_generator
 from tests.dpi.drive import Session, drive, settings
 from workers.dpi import events as E
@@ -323,6 +324,51 @@ def test_ssh_banner_fields_and_prelude_lines() -> None:
     assert res.outcome.name == "FINAL"
     assert ssh.parse_banner(b"SSH-2.0-") is None
     assert ssh.SshParser(settings()).feed(C, b"HELLO\r\n").outcome.name == "GIVE_UP"
+
+
+def ssh_session(*exchanges: tuple[int, int], banner: bytes = b"SSH-2.0-OpenSSH_9.6p1\r\n") -> Session:
+    return [(Side(side), data) for side, data in ssh_conversation(*exchanges, banner=banner)]
+
+
+def ssh_events(session: Session, piece: int = 0) -> list[E.ParserEvent]:
+    run = drive(ssh.SshParser(settings()), session, piece)
+    assert not run.gave_up
+    return [ev for ev in run.events if not isinstance(ev, E.SshBanner)]
+
+
+SERVICE, NONE = (44, 44), (60, 52)  # service request and accept; the `none` method and its refusal
+
+
+@pytest.mark.parametrize("piece", [0, 1, 7, 100])
+def test_ssh_refused_guesses_are_counted_by_the_refusals_encrypted_size(piece: int) -> None:
+    # hydra on dropbear: `none`, then ten passwords refused alike; the last refusal is never followed
+    # by another request (the server closes): nine counted
+    events = ssh_events(ssh_session(SERVICE, NONE, *[(76, 52)] * 10), piece)
+    assert events == [E.SshAuthFailure(n) for n in range(1, 10)]
+
+
+def test_ssh_a_success_ends_the_authentication_phase() -> None:
+    # two mistyped passwords, the right one, then a session whose echoes are all one size
+    events = ssh_events(ssh_session(SERVICE, NONE, (84, 52), (84, 52), (84, 28), (96, 44), *[(36, 36)] * 20))
+    assert events == [E.SshAuthFailure(1), E.SshAuthFailure(2), E.SshAuthEnd(2)]
+
+
+def test_ssh_refused_public_keys_are_no_guesses() -> None:
+    # an agent offering three keys: two refused (same refusal, large requests), the third accepted
+    events = ssh_events(ssh_session(SERVICE, NONE, (136, 52), (440, 52), (136, 300), (600, 28)))
+    assert events == [E.SshAuthEnd(0)]
+
+
+@pytest.mark.parametrize(
+    "session",
+    [
+        [(S, b"SSH-1.5-OldServer\r\n" + b"\x00\x00\x01\x04" + b"\x01" * 300), (C, b"SSH-1.5-x\r\n")],
+        [(S, b"SSH-2.0-x\r\n" + b"\xff\xff\xff\xff" + b"\x00" * 40), (C, b"SSH-2.0-y\r\n")],  # no packet
+    ],
+)
+def test_ssh_streams_without_ssh_2_packets_are_not_followed(session: Session) -> None:
+    events = ssh_events(session)
+    assert events == [E.SshAuthEnd(0)]
 
 
 # ------------------------------------------------------------------------------------------------- DNS

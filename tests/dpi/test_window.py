@@ -58,12 +58,27 @@ def test_the_request_cap_offloads_the_flow_and_is_counted() -> None:
     assert e.counters[A.DPI_WINDOW_REQUEST_CAP] == 1
 
 
-def test_ssh_is_offloaded_once_both_banners_were_seen() -> None:
+def test_ssh_is_offloaded_once_no_ssh_2_packet_follows_the_banners() -> None:
     out: list[tuple[float, bytes]] = []
     c = gen.TcpConversation(out, gen.C4, 40001, gen.S4, 22, 10.0).handshake()
     c.send(1, b"SSH-2.0-OpenSSH_9.6\r\n")
     c.send(0, b"SSH-2.0-OpenSSH_9.2\r\n")
-    c.send(0, b"\x00" * 200)  # key exchange: nothing left to check
+    c.send(0, b"\x00" * 200)  # no SSH-2 packet: nothing left to follow
+    e = engine([])
+    verdicts = run(e, out)
+    assert verdicts[-2] is V.PASS and verdicts[-1] is V.ALLOW_FLOW
+    assert e.counters[A.DPI_WINDOW_CLOSED] == 1
+
+
+def test_ssh_is_offloaded_once_its_authentication_phase_is_over() -> None:
+    from tests.dpi.test_parsers import NONE, SERVICE, ssh_session
+
+    out: list[tuple[float, bytes]] = []
+    c = gen.TcpConversation(out, gen.C4, 40004, gen.S4, 22, 10.0).handshake()
+    for side, data in ssh_session(SERVICE, NONE, (84, 52), (84, 28)):  # one refusal, then a success
+        c.send(int(side), data)
+    c.send(0, b"\xcc" * 96)  # the session's first request: the success is answered, the phase over
+    c.send(1, b"\xdd" * 44)
     e = engine([])
     verdicts = run(e, out)
     assert verdicts[-3] is V.PASS and verdicts[-2] is V.ALLOW_FLOW

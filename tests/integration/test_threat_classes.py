@@ -1,5 +1,5 @@
-"""The threat classes of issue 12 from real tools through the real enforcer: nmap stealth scans, an SSH
-password guesser (sshpass + ssh) against a real dropbear, hydra against a form login, an hping3 UDP
+"""The threat classes of issue 12 from real tools through the real enforcer: nmap stealth scans, SSH
+password guessers (sshpass + ssh, and hydra) against a real dropbear, hydra against a form login, an hping3 UDP
 flood, slowhttptest's slowloris and slow POST against a real HTTP server, and a dig batch of random
 names. Each is reported (and, where the group is in Protect, cut) while a benign client is served.
 
@@ -9,6 +9,8 @@ budgets of seconds, not tens of seconds) and moves the SSH port to dropbear's; t
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -124,6 +126,36 @@ def test_ssh_password_guessing_blocks_the_guesser_in_protect(lab: Lab, dropbear:
         assert found and found[0]["action"] == "block-source" and found[0]["group"] == "web", found
         assert not connects(lab, "c1", web, SSH_PORT)  # the guesser's next connection is dropped
         assert connects(lab, "c2", web, SSH_PORT)  # another client still reaches the server
+
+
+def test_hydra_ssh_guessing_is_found_by_its_refused_logins_and_blocked_in_protect(
+    lab: Lab, dropbear: None, policy: Path, tmp_path: Path
+) -> None:
+    """hydra tries ten passwords per connection (dropbear's limit): 60 guesses are six connections,
+    far below the connection count, and each refusal is seen inside its encrypted connection."""
+    web = lab.host("s1").ipv4
+    words = tmp_path / "passwords.txt"
+    words.write_text("".join(f"guess{i}\n" for i in range(60)))
+    with LabEnforcer(lab, INSPECT_NEW, policy=policy) as e:
+        time.sleep(POLICY_SETTLE_S)
+        # (once blocked, hydra waits on connections that never answer: it is stopped when found)
+        hydra = lab.popen("c1", "hydra", "-l", "root", "-P", str(words), "-s", str(SSH_PORT), "-t", "4",
+                          "-I", f"ssh://{web}", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                          start_new_session=True)  # fmt: skip
+        try:
+            found = threats(e, "ssh_brute_force", timeout=60, src=lab.host("c1").ipv4)
+        finally:
+            os.killpg(hydra.pid, signal.SIGKILL)
+            hydra.wait(timeout=10)
+        # found by a worker inside a connection: that connection is reset, and its source blocked
+        assert found and found[0]["action"] == "reset" and found[0]["group"] == "web", found
+        assert found[0]["configured_action"] == "block-source" and "refused logins" in found[0]["message"]
+        assert not connects(lab, "c1", web, SSH_PORT)  # the guesser's next connection is dropped
+        assert connects(lab, "c2", web, SSH_PORT)  # another client still reaches the server
+        # a person who mistypes twice (two connections of one refused password each) is no brute force
+        for i in range(2):
+            ssh_guess(lab, "c2", web, f"typo{i}")
+        assert threats(e, "ssh_brute_force", timeout=2, src=lab.host("c2").ipv4) == []
 
 
 def test_udp_flood_from_hping3_is_dropped_in_protect(lab: Lab, policy: Path) -> None:

@@ -46,6 +46,7 @@ from workers.detect.injection import CLASSES as INJECTION_CLASSES
 from workers.detect.injection import check_request, check_sql_query, check_values
 from workers.detect.multipart import FIELD, MultipartCursor, boundary_of
 from workers.detect.sensors import Context, SensorAction, SensorMatch, SensorStream
+from workers.detect.ssh import SshRefusals
 from workers.detect.tls import (
     check_encrypted_heartbeat,
     check_ssh_banner,
@@ -142,6 +143,7 @@ class AppThreats:
         self.max_streams = max_streams  # packet-context sensor streams open at once (Hyperscan state)
         self.open_streams = 0  # closed with their flow
         self.logins = LoginFailures(max_clients)
+        self.ssh_refusals = SshRefusals(max_clients)
         self._slow: LruTable[FlowKey, FlowContext] = LruTable(max_clients)  # flows with a pending request
         self._now = 0.0  # time of the packet or event being handled
 
@@ -342,6 +344,11 @@ class AppThreats:
             hit = check_ssh_banner(b"SSH-" + ev.proto_version + b"-" + ev.software)
             if hit is not None:
                 hits.append(hit)
+        elif isinstance(ev, E.SshAuthFailure):
+            if C.SSH_BRUTE_FORCE.id in on:
+                hit = self.ssh_refusals.on_refusal(ctx.client_addr, ctx.server_addr, now, s)
+                if hit is not None:
+                    hits.append(hit)
         elif isinstance(ev, E.DnsMessage):
             if ev.transport == "tcp":
                 hits += self._dns_event(ev, ctx, now, s)

@@ -163,6 +163,21 @@ class SshBanner:
     comments: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class SshAuthFailure:
+    """The server refused an authentication attempt again: its answer is the same encrypted message as
+    its answer to the connection's first attempt (`workers.dpi.parsers.ssh`)."""
+
+    failures: int  # refused attempts in this connection so far
+
+
+@dataclass(frozen=True, slots=True)
+class SshAuthEnd:
+    """The authentication phase is over (the server answered otherwise than with its refusal)."""
+
+    failures: int
+
+
 # -------------------------------------------------------------------------------------------------- DNS
 
 
@@ -401,6 +416,8 @@ ParserEvent = (
     | TlsHeartbeat
     | TlsAlert
     | SshBanner
+    | SshAuthFailure
+    | SshAuthEnd
     | DnsMessage
     | SqlQuery
     | MysqlHandshake

@@ -42,7 +42,7 @@ class DpiFlow:
         "server_answered",
         "awaiting_server",
         "requests",
-        "banners",
+        "ssh_auth_over",
     )
 
     def __init__(self, ctx: FlowContext, tcp: bool, s: DpiSettings) -> None:
@@ -62,4 +62,4 @@ class DpiFlow:
         self.server_answered = False  # an HTTP response head was seen (its server software is known)
         self.awaiting_server = False  # the rule needs that server software: decide on the response
         self.requests = 0  # requests / messages the parser saw (the inspection window counts them)
-        self.banners = 0  # SSH identification strings seen (the window closes after both)
+        self.ssh_auth_over = False  # SSH: the authentication phase is over (the window closes)

@@ -203,8 +203,8 @@ class ParserSession:
             elif isinstance(ev, E.HttpBodyPart):
                 self.counters[BODY_PARTS] += 1
                 self.counters[BODY_PART_BYTES] += len(ev.data)
-            elif isinstance(ev, E.SshBanner):
-                flow.banners += 1
+            elif isinstance(ev, E.SshAuthEnd):
+                flow.ssh_auth_over = True
             if isinstance(ev, DnsMessage):
                 learnt = self.fqdn.learn(ev, now)
                 if learnt and self.on_fqdn is not None:

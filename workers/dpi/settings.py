@@ -50,7 +50,7 @@ class DpiSettings:
     )
     request_window_bytes: int = 16 << 20  # payload bytes both ways of such a flow (dpi.window.request_cap)
     tls_window_bytes: int = 65536  # TLS: the handshake with its certificates and early heartbeats
-    ssh_window_bytes: int = 8192  # SSH: both banners, normally in the first few hundred bytes
+    ssh_window_bytes: int = 16384  # SSH: banners, key exchange (post-quantum: ~6 KiB) and authentication
     unknown_window_bytes: int = 8192  # other or unidentified protocols: their opening bytes
     # --- parsers
     max_event_bytes: int = 4096  # bytes of body / SQL text / command copied into one event

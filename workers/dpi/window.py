@@ -8,7 +8,7 @@ checking, and no longer: every byte inspected is a byte through a reader and a w
 |---|---|---|
 | HTTP, HTTP2, GRPC, SQL and other request/response protocols | after `request_window_requests` requests or `request_window_bytes` bytes | every request on a keep-alive connection may carry the injection (request 5 as well as request 1) |
 | TLS/SSL | after `tls_window_bytes` | the handshake (versions, SSLv2) and the early heartbeats; the rest is encrypted |
-| SSH | once both identification strings were seen, or `ssh_window_bytes` | the banners are all there is to check |
+| SSH | once the authentication phase is over, or `ssh_window_bytes` | the banners, and the refused logins of a password guesser (`workers.dpi.parsers.ssh`); the session after it is encrypted |
 | DNS | after `request_window_bytes` only | each query and answer (tunnels, zone transfers, FQDN learning), and a flood on one socket (a resolver or dnsperf asks thousands of queries on one 5-tuple) |
 | anything else, not identified, or parsing ended (a gap) | after `unknown_window_bytes` | the first bytes (SSLv2 hellos, sensors on the opening bytes) |
 
@@ -53,5 +53,5 @@ def window_closed(flow: DpiFlow, s: DpiSettings) -> str | None:
     if app in TLS_APPS:
         return A.DPI_WINDOW_CLOSED if size > s.tls_window_bytes else None
     if app in SSH_APPS:
-        return A.DPI_WINDOW_CLOSED if flow.banners >= 2 or size > s.ssh_window_bytes else None
+        return A.DPI_WINDOW_CLOSED if flow.ssh_auth_over or size > s.ssh_window_bytes else None
     return A.DPI_WINDOW_CLOSED if size > s.unknown_window_bytes else None

@@ -19,7 +19,7 @@ from typing import Any
 
 from core.packet import TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN
 
-from ..build import handshake, icmp, ipv4, mss, tcp, tcp4, udp, wscale
+from ..build import handshake, icmp, ipv4, mss, ssh_conversation, tcp, tcp4, udp, wscale
 
 HERE = Path(__file__).parent
 Packets = list[tuple[float, bytes]]
@@ -313,6 +313,20 @@ def threat_classes() -> tuple[Packets, Any, dict[str, int]]:
         ).close()
     for i in range(10):
         Tcp(out, t + i * 3, "198.18.9.2", 42100 + i, S, 22).handshake().close()
+    # ssh_brute_force by refused logins: hydra's way, three connections of ten passwords each (the
+    # server refuses each alike; the tenth refusal is followed by the server's close, not by another
+    # request: 9 counted per connection). 27 refusals in 6 s: the 21st..27th are over 20 per 60 s (7).
+    # A user who mistypes twice and then logs in on the next connection: 2 refusals, no brute force.
+    guesses = ssh_conversation((44, 44), (60, 52), *[(76, 52)] * 10)
+    for i in range(3):
+        conn = Tcp(out, t + 5 + i * 2, "198.18.9.3", 42200 + i, S, 22).handshake()
+        for side, data in guesses:
+            conn.send(side, data)
+        conn.close()
+    typo = Tcp(out, t + 5, "198.18.9.4", 42300, S, 22).handshake()
+    for side, data in ssh_conversation((44, 44), (60, 52), (84, 52), (84, 52), (84, 28), *[(36, 36)] * 30):
+        typo.send(side, data)
+    typo.close()
     # http_brute_force: 25 POSTs to /login answered 401 in 12.5 s; the 21st..25th are over 20 per 60 s (5).
     # The same client's 25 POSTs to /api/notes answered 403 count on their own path (20 at most: none),
     # and another client's successful logins count nothing.
@@ -399,7 +413,7 @@ def threat_classes() -> tuple[Packets, Any, dict[str, int]]:
         [http(b"POST", b"/d", [b"Content-Length: 2", b"Content-Length: 2"], b"ok")], 46003, t + 150
     )
     out.sort(key=lambda p: p[0])
-    expected = {"ssh_brute_force": 5, "http_brute_force": 5, "udp_flood": 500, "dns_flood": 200 + 51,
+    expected = {"ssh_brute_force": 5 + 7, "http_brute_force": 5, "udp_flood": 500, "dns_flood": 200 + 51,
                 "dns_pointer_loop": 1, "dns_overflow": 1, "http_slowloris": 1, "http_slow_body": 2,
                 "heartbleed": 1, "http_smuggling": 3}  # fmt: skip
     return out, None, expected
