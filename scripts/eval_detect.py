@@ -1,6 +1,6 @@
 """Independent evaluation of the request-level injection checks (`check_request`).
 
-    python scripts/eval_detect.py --crs DIR [--seclists DIR] [--misses N] [--json] [--against REF]
+    python scripts/eval_detect.py --crs DIR [--seclists DIR] [--shapes] [--misses N] [--json] [--against REF]
 
 Scores `workers.detect.injection.check_request` (URI, body, content type, cookie, logged headers) on
 public material nobody here wrote, fetched outside the repository (payload files are never committed).
@@ -35,6 +35,9 @@ scores the detection code of git revision REF on the same inputs in the same run
   Each line is one payload, sent as a query-string value (`/search?q=`, percent-encoded unless it already
   is); `__TIME__` placeholders become 5. SQLi lines that are a single word or punctuation (`update`,
   `having`, `'`, `%28`) are lists of probe tokens, not injections: counted apart as "probes".
+  With `--shapes`, every SecLists payload (probes aside) and every benign value is also sent in each
+  other place a request carries values (`SHAPES`: a form body, a JSON body, a multipart form field,
+  JSON sent as `text/plain`, a cookie, a header): rows `... as <shape>`.
 - Benign: the project's own request shapes (`tests/detect/corpus/benign_*.txt`): values people type
   (O'Brien, prose with SQL words) sent as query, form, JSON and path; realistic URIs; bodies of JSON APIs
   and form posts; plus browser-style requests built here (User-Agent, Referer with a query, cookies).
@@ -54,12 +57,13 @@ from __future__ import annotations
 
 import argparse
 import base64
+import dataclasses
 import json
 import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, quote, quote_plus, urlsplit
@@ -391,6 +395,40 @@ def benign_cases() -> Iterator[tuple[str, Request]]:
         yield "benign bodies", Request("/api/submit", body.encode(), ctype, label=line)
 
 
+# Where a request carries a value besides the query string (`--shapes`): a payload list and the benign
+# values each sent in every shape, rows `... as <shape>`
+_BOUNDARY = "----eval7MA4YWxkTrZu0gW"
+SHAPES: dict[str, Callable[[str], Request]] = {
+    "form": lambda v: Request(
+        "/form", f"a=1&q={quote_plus(v)}".encode(), "application/x-www-form-urlencoded"
+    ),
+    "json": lambda v: Request("/api", json.dumps({"q": v, "n": 1}).encode(), "application/json"),
+    "multipart": lambda v: Request(
+        "/upload",
+        (
+            f'--{_BOUNDARY}\r\nContent-Disposition: form-data; name="q"\r\n\r\n{v}\r\n--{_BOUNDARY}--\r\n'
+        ).encode(),
+        f"multipart/form-data; boundary={_BOUNDARY}",
+    ),
+    "json as text/plain": lambda v: Request(
+        "/api", json.dumps({"q": v}).encode(), "text/plain;charset=UTF-8"
+    ),
+    "cookie": lambda v: Request("/", cookie=f"sid=3f9a2c1b; pref={quote(v, safe='')}"),
+    "header": lambda v: Request("/", headers=[v]),
+}
+
+
+def shaped_cases(src: Source) -> Iterator[tuple[str, Request]]:
+    """SecLists' payloads (not the one-word probes) and the benign values, each in every shape."""
+    for row, req in seclists_cases(src):
+        if not row.endswith("probes"):
+            for shape, build in SHAPES.items():
+                yield f"{row} as {shape}", dataclasses.replace(build(req.label), label=req.label)
+    for value in _lines("benign_values.txt"):
+        for shape, build in SHAPES.items():
+            yield f"benign values as {shape}", dataclasses.replace(build(value), label=value)
+
+
 # -- report ----------------------------------------------------------------------------------------------
 
 
@@ -442,6 +480,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--run-sqlmap", type=Path, metavar="DIR", help="run sqlmap live first (root)")
     parser.add_argument("--misses", type=int, default=0, help="list up to N misses / false positives per row")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--shapes",
+        action="store_true",
+        help="also send SecLists and benign values in every body/header shape",
+    )
     parser.add_argument("--against", metavar="REF", help="score git revision REF's detection code too")
     parser.add_argument("--tree", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -457,6 +500,8 @@ def main(argv: list[str]) -> int:
         sec = Source(args.seclists)
         sources["seclists"] = sec.commit()
         cases += seclists_cases(sec)
+        if args.shapes:
+            cases += shaped_cases(sec)
     if args.sqlmap_log:
         cases += sqlmap_cases(args.sqlmap_log)
     cases += benign_cases()
@@ -468,7 +513,10 @@ def main(argv: list[str]) -> int:
     if args.against:
         sqlmap_log = ["--sqlmap-log", str(args.sqlmap_log)] if args.sqlmap_log else []
         plain = [a for a in ("crs", "seclists") if getattr(args, a)]
-        before = reference_rows(args.against, [*(f"--{a}={getattr(args, a)}" for a in plain), *sqlmap_log])
+        shapes = ["--shapes"] if args.shapes else []
+        before = reference_rows(
+            args.against, [*(f"--{a}={getattr(args, a)}" for a in plain), *sqlmap_log, *shapes]
+        )
     for name, commit in sources.items():
         print(f"source {name}: {commit}")
     if RESERVED_LEFT_OUT:
