@@ -81,7 +81,16 @@ from workers.detect.injection import check_request, json_values, xml_values  # n
 CORPUS = ROOT / "tests" / "detect" / "corpus"
 SECLISTS_SQLI = ("Fuzzing/Databases/SQLi/Generic-SQLi.txt", "Fuzzing/Databases/SQLi/quick-SQLi.txt")
 SECLISTS_XSS = ("Fuzzing/XSS/robot-friendly/XSS-BruteLogic.txt", "Fuzzing/XSS/robot-friendly/XSS-RSNAKE.txt")
-LOGGED_HEADERS = ("user-agent", "referer", "x-forwarded-for")  # what the worker hands check_request
+
+try:  # the header values the worker hands check_request: every header but those of a fixed syntax
+    from workers.detect.hooks import injectable_header_values
+except ImportError:  # an older tree (`--against`): the logged headers only
+
+    def injectable_header_values(headers: list[tuple[bytes, bytes]]) -> list[str]:
+        logged = (b"user-agent", b"referer", b"x-forwarded-for")
+        return [v.decode("latin-1") for n, v in headers if n.lower() in logged]
+
+
 _PROBE = re.compile(r"\W*\w*\W*")  # one word at most: a probe token, not an injection
 _PL_TAG = re.compile(r"paranoia-level/(\d)")
 # CRS negative cases (`no_expect_ids` only) that are attacks all the same: the rule under test misses
@@ -206,7 +215,9 @@ def crs_request(stage: dict) -> Request:
         body=str(data).encode("utf-8", "surrogateescape"),
         ctype=ctype,
         cookie=headers.get("cookie", ""),
-        headers=[headers[h] for h in LOGGED_HEADERS if h in headers],
+        headers=injectable_header_values(
+            [(k.encode("latin-1", "replace"), v.encode("latin-1", "replace")) for k, v in headers.items()]
+        ),
     )
 
 
