@@ -64,7 +64,7 @@ def test_every_capture_has_an_expectation() -> None:
 
 # Lab captures (real curl/nginx, dig/dnsmasq, redis-cli/redis-server, ssh/sshd, openssl): the application
 # of every flow, by the server port the recording script used.
-LAB_APPS_BY_PORT = {53: "DNS", 80: "HTTP", 6379: "Redis", 2222: "SSH", 8080: "SSH", 8443: "TLS/SSL"}
+LAB_APPS_BY_PORT = {53: "DNS", 80: "HTTP", 6379: "Redis", 2222: "SSH", 2223: "SSH", 8080: "SSH", 8443: "TLS/SSL"}
 
 
 @pytest.mark.parametrize("name", gen.LAB_CAPTURES)
@@ -108,3 +108,13 @@ def test_committed_captures_match_generator(tmp_path) -> None:
         out = tmp_path / f"{name.replace('/', '_')}.pcap"
         gen.write_pcap(out, build())
         assert out.read_bytes() == (PCAPS / f"{name}.pcap").read_bytes(), name
+
+
+def test_the_recorded_hydra_run_is_ssh_brute_force_in_replay() -> None:
+    """Real hydra against real dropbear (record.sh): 60 guesses on 6 connections of up to 10 attempts, far
+    below the connection count; the refusals inside the connections are what finds it."""
+    lines = gen.replay_lines(PCAPS / "lab" / "ssh_hydra_dropbear.pcap")
+    [summary] = [o for o in lines if o["kind"] == "summary"]
+    assert set(summary["threats"]) == {"ssh_brute_force"}, summary["threats"]
+    flows = [o for o in lines if o["kind"] == "flow"]
+    assert len(flows) < 30  # no connection count could have seen it

@@ -2,7 +2,7 @@
 # Record the lab captures in this directory from real clients and servers (traffic we did not craft).
 #
 # Needs root and: tcpdump nginx-light redis-server redis-tools dnsmasq-base openssh-server
-# openssh-client bind9-dnsutils curl openssl python3 (Debian package names).
+# openssh-client bind9-dnsutils curl openssl python3 dropbear-bin hydra (Debian package names).
 # Everything runs inside a network namespace of its own (dpi-rec) on its loopback, with lab addresses
 # 198.18.0.1 (clients) and 198.18.0.2 (servers); the namespace and every process started here are
 # removed on exit, even on failure. Run from the repository root:
@@ -73,6 +73,14 @@ for port in 2222 8080; do
     record "ssh_port_$port" in_ns timeout 5 ssh -p "$port" -o BatchMode=yes -o StrictHostKeyChecking=no \
         -o UserKnownHostsFile=/dev/null lab@198.18.0.2 true
 done
+
+# SSH password guessing: hydra (4 tasks, 60 wrong passwords) against dropbear, which refuses up to 10
+# attempts on one connection
+dropbearkey -t ed25519 -f "$WORK/dropbear_key" >/dev/null 2>&1
+bg dropbear -F -E -p 198.18.0.2:2223 -r "$WORK/dropbear_key"
+wait_port 2223
+for i in $(seq 0 59); do echo "guess$i"; done > "$WORK/passwords.txt"
+record ssh_hydra_dropbear in_ns timeout 60 hydra -l root -P "$WORK/passwords.txt" -s 2223 -t 4 -I 198.18.0.2 ssh
 
 # Redis: redis-server and redis-cli
 bg redis-server --bind 198.18.0.2 --port 6379 --save '' --appendonly no --protected-mode no --dir "$WORK"
