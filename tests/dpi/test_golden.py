@@ -64,7 +64,15 @@ def test_every_capture_has_an_expectation() -> None:
 
 # Lab captures (real curl/nginx, dig/dnsmasq, redis-cli/redis-server, ssh/sshd, openssl): the application
 # of every flow, by the server port the recording script used.
-LAB_APPS_BY_PORT = {53: "DNS", 80: "HTTP", 6379: "Redis", 2222: "SSH", 2223: "SSH", 8080: "SSH", 8443: "TLS/SSL"}
+LAB_APPS_BY_PORT = {
+    53: "DNS",
+    80: "HTTP",
+    6379: "Redis",
+    2222: "SSH",
+    2223: "SSH",
+    8080: "SSH",
+    8443: "TLS/SSL",
+}
 
 
 @pytest.mark.parametrize("name", gen.LAB_CAPTURES)
