@@ -345,6 +345,7 @@ class AppThreats:
             if hit is not None:
                 hits.append(hit)
         elif isinstance(ev, E.SshAuthFailure):
+            self.owner.counters["detect.ssh.refused_logins"] += 1  # (seen below the threshold too)
             if C.SSH_BRUTE_FORCE.id in on:
                 hit = self.ssh_refusals.on_refusal(ctx.client_addr, ctx.server_addr, now, s)
                 if hit is not None:
