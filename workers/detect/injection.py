@@ -486,8 +486,10 @@ _DATA_TYPE = re.compile(
 )
 # A body that is a form whatever its content type says: name=value pairs and nothing else
 _FORM_LIKE = re.compile(rb"[\w.\-\[\]%+]{1,256}=[^&\s]*(?:&[\w.\-\[\]%+]{1,256}=[^&\s]*)*\s*\Z")
-# Types whose whole body is one value to the application (a raw text field, a GraphQL document)
-_TEXT_VALUE_TYPE = re.compile(r"\s*(?:text/plain|application/graphql)")
+# Types whose whole body is one value to the application (a GraphQL document, its arguments strings in
+# it). Not `text/plain`: raw text bodies are log lines, metrics, scripts and SQL for database consoles
+# (ClickHouse's HTTP interface takes a query so), whose content is no user input to an application.
+_TEXT_VALUE_TYPE = re.compile(r"\s*application/graphql")
 
 
 def sniffed_values(body: bytes, content_type: str) -> list[str]:
@@ -495,8 +497,8 @@ def sniffed_values(body: bytes, content_type: str) -> list[str]:
     `application/graphql`, a vendor type, a wrong type): applications that read JSON whatever the
     type (a common setting of web frameworks), or a form, are sent exactly that to evade a WAF that
     trusts the header. So a body that parses as JSON is read as JSON, one that is only name=value pairs
-    as a form, and a text or GraphQL body is one value (as a raw text field, or a GraphQL document
-    whose arguments are strings in it). Other bodies (`text/html` pages, scripts, CSV) are not values."""
+    as a form, and a GraphQL document is one value (its arguments are strings in it). Other bodies
+    (raw text, `text/html` pages, scripts, CSV) are not values."""
     if body[:64].lstrip()[:1] in (b"{", b"["):
         try:
             return list(_json_strings(json.loads(body[:MAX_JSON_BYTES])))
