@@ -76,6 +76,11 @@ def multipart_with(field: bytes, at: int, upload: bytes = b"\x89PNG" + bytes(ran
         ("chunked form at 30 KiB", post(FORM, form_with(SQLI_FORM, 30000), chunk=1000), "sql_injection"),
         ("json at 20 KiB", post(JSON, json_with(SQLI_TEXT, 20000)), "sql_injection"),
         ("json xss at 50 KiB", post(JSON, json_with(XSS_TEXT, 50000)), "xss"),
+        (
+            "json sent as text/plain at 20 KiB",
+            post(b"text/plain", json_with(SQLI_TEXT, 20000)),
+            "sql_injection",
+        ),
         ("multipart field at 30 KiB", post(MULTIPART, multipart_with(SQLI_TEXT, 10000)), "sql_injection"),
         ("chunked multipart", post(MULTIPART, multipart_with(XSS_TEXT, 6000), chunk=1000), "xss"),
     ],
@@ -121,9 +126,12 @@ def test_long_benign_bodies_raise_nothing() -> None:
         post(FORM, form_with(b"blue+shoes", 30000)),
         post(FORM, b"&".join(b"f%d=O%%27Brien+%d+street" % (i, i) for i in range(3000)), chunk=999),
         post(JSON, json.dumps({"items": items}).encode()),
+        post(b"text/plain;charset=UTF-8", json.dumps({"items": items}).encode()),  # (a beacon's body)
         post(b"application/octet-stream", bytes(range(256)) * 256),
         # an upload of markup and SQL, and a long field of prose after it
-        post(MULTIPART, multipart_with(b"O'Brien; see <b>terms</b>", 20000, upload=(HTML_PAGE + SQL_DUMP) * 40)),
+        post(
+            MULTIPART, multipart_with(b"O'Brien; see <b>terms</b>", 20000, upload=(HTML_PAGE + SQL_DUMP) * 40)
+        ),
     ]
     for i, body in enumerate(bodies):
         verdicts = lab.send(flow(body, 41010 + i))

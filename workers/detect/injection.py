@@ -29,6 +29,7 @@ import libinjection
 
 from threats.catalogue import COMMAND_INJECTION, LDAP_INJECTION, SQL_INJECTION, XSS, Hit, Threat, excerpt_of
 from workers.detect import ldap, multipart, shell
+from workers.detect.bodypart import json_part_values
 from workers.detect.decode import EVASION_WEIGHT, PAIR_SEPARATOR, html_decode, overlong_escapes, variants
 from workers.detect.sqli import injected
 
@@ -484,6 +485,8 @@ _DATA_TYPE = re.compile(
     r"\s*(?:image|audio|video|font|model)/|\s*application/(?:octet-stream|pdf|zip|gzip|x-tar|x-7z|x-rar|"
     r"grpc|(?:x-)?protobuf|msgpack|x-msgpack|cbor|vnd\.ms-|vnd\.openxmlformats|vnd\.oasis)"
 )
+# A JSON member (`"key": value`): a part of a long JSON document cut anywhere holds some
+_JSON_MEMBER = re.compile(rb'"\s*:\s*(?:["\[{tfn]|-?\d)')
 # A body that is a form whatever its content type says: name=value pairs and nothing else
 _FORM_LIKE = re.compile(rb"[\w.\-\[\]%+]{1,256}=[^&\s]*(?:&[\w.\-\[\]%+]{1,256}=[^&\s]*)*\s*\Z")
 # Types whose whole body is one value to the application (a GraphQL document, its arguments strings in
@@ -503,7 +506,9 @@ def sniffed_values(body: bytes, content_type: str) -> list[str]:
         try:
             return list(_json_strings(json.loads(body[:MAX_JSON_BYTES])))
         except (ValueError, RecursionError):
-            pass  # not JSON after all
+            pass  # not JSON after all, or a part of a long document cut off (below)
+    if _JSON_MEMBER.search(body, 0, MAX_JSON_BYTES):  # a part of a JSON document: its string contents
+        return json_part_values(body[:MAX_JSON_BYTES])
     if _FORM_LIKE.match(body[:MAX_JSON_BYTES]):
         return list(pair_values(body.decode("latin-1")))
     if _TEXT_VALUE_TYPE.match(content_type):
