@@ -353,6 +353,18 @@ def test_ssh_a_success_ends_the_authentication_phase() -> None:
     assert events == [E.SshAuthFailure(1), E.SshAuthFailure(2), E.SshAuthEnd(2)]
 
 
+def test_ssh_a_login_banner_beside_the_first_refusal_is_learnt_past() -> None:
+    # the server sends its banner (USERAUTH_BANNER) once, in the flight of its first refusal
+    events = ssh_events(ssh_session(SERVICE, (60, 52 + 120), *[(76, 52)] * 10))
+    assert events == [E.SshAuthFailure(n) for n in range(1, 10)]
+
+
+def test_ssh_a_first_time_success_is_no_refusal() -> None:
+    # `none` refused, the password right; the session's answers (one of them the success's size) follow
+    events = ssh_events(ssh_session(SERVICE, NONE, (84, 28), (96, 44), (60, 28), *[(36, 36)] * 20))
+    assert events == [E.SshAuthEnd(0)]
+
+
 def test_ssh_refused_public_keys_are_no_guesses() -> None:
     # an agent offering three keys: two refused (same refusal, large requests), the third accepted
     events = ssh_events(ssh_session(SERVICE, NONE, (136, 52), (440, 52), (136, 300), (600, 28)))

@@ -84,13 +84,19 @@ def test_nmap_stealth_scans_are_port_scans(lab: Lab, scan: str) -> None:
 
 
 @pytest.fixture()
-def dropbear(lab: Lab) -> Iterator[None]:
-    """A real SSH server (dropbear) on both servers, password logins refused for a wrong password."""
+def dropbear(lab: Lab, request: pytest.FixtureRequest) -> Iterator[None]:
+    """A real SSH server (dropbear) on both servers, password logins refused for a wrong password; with
+    a login banner when the test's (indirect) parameter gives one."""
     keydir = tempfile.TemporaryDirectory(prefix="lab-ssh-")
     key = Path(keydir.name) / "host_ed25519"
     subprocess.run(["dropbearkey", "-t", "ed25519", "-f", str(key)], check=True, capture_output=True)
+    options = []
+    banner = getattr(request, "param", None)
+    if banner:
+        (Path(keydir.name) / "banner").write_text(banner)
+        options = ["-b", str(Path(keydir.name) / "banner")]
     procs = [
-        lab.popen(host, "dropbear", "-F", "-E", "-p", str(SSH_PORT), "-r", str(key),
+        lab.popen(host, "dropbear", "-F", "-E", "-p", str(SSH_PORT), "-r", str(key), *options,
                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for host in ("s1", "s2")
     ]  # fmt: skip
@@ -128,6 +134,11 @@ def test_ssh_password_guessing_blocks_the_guesser_in_protect(lab: Lab, dropbear:
         assert connects(lab, "c2", web, SSH_PORT)  # another client still reaches the server
 
 
+# (a login banner rides with the server's first refusal only, so that first answer is larger)
+@pytest.mark.parametrize(
+    "dropbear", [None, "Authorized users only. Activity may be monitored.\n" * 3], indirect=True,
+    ids=["plain", "login banner"],
+)  # fmt: skip
 def test_hydra_ssh_guessing_is_found_by_its_refused_logins_and_blocked_in_protect(
     lab: Lab, dropbear: None, policy: Path, tmp_path: Path
 ) -> None:

@@ -15,6 +15,9 @@ request), the server's answer to flight 2 is the refusal's size when that reques
 later answer of exactly that size to a request of at most `MAX_GUESS_BYTES` (a password: a public-key
 query carries its key and is larger) is one more refused attempt (`SshAuthFailure`). The first
 answer of another size ends the authentication phase (`SshAuthEnd`): what follows is the session.
+One exception: a server with a login banner sends it (USERAUTH_BANNER) once, in the flight of its
+first refusal, so a smaller answer to flight 3 is taken as the refusal if the answer to flight 4
+repeats it (else it was a success, and the phase is over).
 SSH-1 has another packet format and is not followed past its banner.
 """
 
@@ -58,7 +61,7 @@ def parse_banner(line: bytes) -> SshBanner | None:
 class AuthFlights:
     """The encrypted flights of both sides, read for refused authentication attempts (module docstring)."""
 
-    __slots__ = ("side", "size", "client_flights", "client_size", "refusal", "failures", "over")
+    __slots__ = ("side", "size", "client_flights", "client_size", "refusal", "failures", "over", "maybe")
 
     def __init__(self) -> None:
         self.side = -1  # the side whose flight is open
@@ -68,6 +71,7 @@ class AuthFlights:
         self.refusal = -1  # the size of the answer to the first authentication request
         self.failures = 0
         self.over = False
+        self.maybe: tuple[int, bool] | None = None  # a smaller second answer, until the third confirms it
 
     def add(self, side: Side, n: int, events: list[ParserEvent]) -> None:
         if self.over:
@@ -86,15 +90,32 @@ class AuthFlights:
         k = self.client_flights
         if k < 2:
             return  # sent before any request (EXT_INFO), or the service accept
+        guess = self.client_size <= MAX_GUESS_BYTES  # (a refused public key is no guess)
         if k == 2:
             self.refusal = size
+        elif k == 3 and size < self.refusal:
+            # The first answer may have carried the server's login banner (USERAUTH_BANNER, sent once)
+            # beside the refusal; or this is a success. Only a third answer of this size says which.
+            self.maybe = (size, guess)
+        elif self.maybe is not None:
+            (refusal, first_guess), self.maybe = self.maybe, None
+            if size != refusal:
+                self.end(events)
+                return
+            self.refusal = refusal
+            for counted in (first_guess, guess):
+                if counted:
+                    self._refused(events)
         elif size != self.refusal:
             self.end(events)
-        elif self.client_size <= MAX_GUESS_BYTES:  # (a refused public key is no guess)
-            self.failures += 1
-            events.append(SshAuthFailure(self.failures))
+        elif guess:
+            self._refused(events)
         if k >= MAX_AUTH_EXCHANGES and not self.over:
             self.end(events)
+
+    def _refused(self, events: list[ParserEvent]) -> None:
+        self.failures += 1
+        events.append(SshAuthFailure(self.failures))
 
     def end(self, events: list[ParserEvent]) -> None:
         if not self.over:
