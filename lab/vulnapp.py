@@ -2,8 +2,9 @@
 for real attack tools (sqlmap) to find its flaws through the enforcer.
 
 Two injectable parameters: `GET /item?id=N` splices `id` into a numeric context, `GET /search?q=S`
-splices `q` into a quoted one. Any other path answers 200 "ok" (a benign request), and so does a POST
-to any path. It binds only the
+splices `q` into a quoted one. A POST to either path reads the parameter from its body as frameworks
+do: a form, a multipart form, or JSON (whatever the Content-Type says, as an API that parses JSON
+regardless). Any other path answers 200 "ok" (a benign request), and so does a POST to any other path. It binds only the
 address it is given: run it inside a lab namespace (`python -m lab.vulnapp ADDR PORT`); it prints
 "ready" once listening and stops after `--seconds`.
 """
@@ -11,6 +12,9 @@ address it is given: run it inside a lab namespace (`python -m lab.vulnapp ADDR 
 from __future__ import annotations
 
 import argparse
+import email.parser
+import email.policy
+import json
 import socket
 import sqlite3
 import sys
@@ -28,11 +32,33 @@ INSERT INTO users VALUES ('admin', 's3cret');
 MAX_POST_BYTES = 64 * 1024  # of a POST body, read before answering
 
 
-def query_for(path: str) -> str | None:
-    """The SQL the app runs for a request path, the parameter spliced in unescaped (the flaw); None for
-    a path with no query."""
+def body_args(body: bytes, content_type: str) -> dict[str, str]:
+    """A POST body's parameters: JSON (by its first byte, whatever the type), a multipart form, a form."""
+    if body.lstrip()[:1] == b"{":
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            return {}
+        return {str(k): str(v) for k, v in doc.items()} if isinstance(doc, dict) else {}
+    if content_type.lower().startswith("multipart/form-data"):
+        head = f"Content-Type: {content_type}\r\n\r\n".encode()
+        message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + body)
+        args = {}
+        for part in message.iter_parts():
+            name = part.get_param("name", header="content-disposition")
+            payload = part.get_payload(decode=True)
+            if isinstance(name, str) and isinstance(payload, bytes):
+                args[name] = payload.decode("utf-8", "replace")
+        return args
+    return {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
+
+
+def query_for(path: str, args: dict[str, str] | None = None) -> str | None:
+    """The SQL the app runs for a request path (its parameters from the query string, or `args` read
+    from a POST body), the parameter spliced in unescaped (the flaw); None for a path with no query."""
     url = urlsplit(path)
-    args = {k: v[0] for k, v in parse_qs(url.query).items()}
+    if args is None:
+        args = {k: v[0] for k, v in parse_qs(url.query).items()}
     if url.path == "/item":
         return "SELECT id, name FROM items WHERE id=" + args.get("id", "0")
     if url.path == "/search":
@@ -56,7 +82,9 @@ def make_server(addr: str, port: int, log: Path | None = None) -> ThreadingHTTPS
             if log is not None:
                 with lock, log.open("a", encoding="utf-8") as out:
                     out.write(self.path + "\n")
-            sql = query_for(self.path)
+            self._answer(query_for(self.path))
+
+        def _answer(self, sql: str | None) -> None:
             status, body = 200, "ok"
             if sql is not None:
                 try:
@@ -73,15 +101,17 @@ def make_server(addr: str, port: int, log: Path | None = None) -> ThreadingHTTPS
             self.wfile.write(data)
 
         def do_POST(self) -> None:
-            # a form post to any path is benign to the app: read (bounded) and answered 200 "ok"
+            # read (bounded); a post to /item or /search is a query with the body's parameter, any other
+            # is benign to the app and answered 200 "ok"
             length = min(int(self.headers.get("Content-Length") or 0), MAX_POST_BYTES)
-            self.rfile.read(length)
-            data = b"<html><body>ok</body></html>"
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            body = self.rfile.read(length)
+            path = urlsplit(self.path).path
+            args = (
+                body_args(body, self.headers.get("Content-Type") or "")
+                if path in ("/item", "/search")
+                else {}
+            )
+            self._answer(query_for(self.path, args) if args else None)
 
         def log_message(self, format: str, *args: object) -> None:
             pass  # a scan makes hundreds of requests

@@ -1,5 +1,6 @@
 """Real sqlmap in a lab client against a deliberately injectable app (`lab.vulnapp`: SQLite, a numeric
-and a quoted parameter) in a lab server, through the real enforcer. In Monitor sqlmap finds both
+and a quoted parameter, in the query string or in a multipart or JSON body) in a lab server, through the
+real enforcer. In Monitor sqlmap finds both
 parameters injectable (so the app and the run can find them) and the enforcer reports sql_injection;
 in Protect sqlmap finds nothing, the enforcer reports sql_injection and resets, and a benign request
 from the same client is still answered. Also an injection in a custom header (curl), reset in Protect.
@@ -35,7 +36,19 @@ rules:
   - {{id: 70, from: clients, to: shop, ports: [tcp/{PORT}], applications: [HTTP], action: allow}}
   - {{id: 71, from: clients, to: shopdev, ports: [tcp/{PORT}], applications: [HTTP], action: allow}}
 """
-TARGETS = ("/item?id=1", "/search?q=widget")  # numeric and quoted context
+MULTIPART = '--lab7MA4YWxkTrZu0gW\r\nContent-Disposition: form-data; name="q"\r\n\r\nwidget\r\n--lab7MA4YWxkTrZu0gW--\r\n'
+# (target, sqlmap's extra arguments): numeric and quoted context in the query string, then the quoted
+# parameter in a multipart form body and in JSON sent as text/plain (the app parses JSON whatever the type)
+TARGETS = (
+    ("/item?id=1", ()),
+    ("/search?q=widget", ()),
+    (
+        "/search",
+        ("--data", MULTIPART, "-H", "Content-Type: multipart/form-data; boundary=lab7MA4YWxkTrZu0gW"),
+    ),
+    ("/search", ("--data", '{"q": "widget"}', "-H", "Content-Type: text/plain;charset=UTF-8")),
+)
+TARGET_IDS = ("query-numeric", "query-quoted", "multipart", "json-as-text")
 SQLMAP_TIMEOUT_S = 60  # one run; the bounded flags below keep it to a few seconds here
 # A persistent attacker: past the heuristic probe (which would end the run at its first reset) and past
 # sqlmap's "continuous problem with connection" question, so every payload of each technique is sent.
@@ -62,10 +75,11 @@ def enforcer(lab: Lab, apps: None, tmp_path: Path) -> Iterator[LabEnforcer]:
         yield e
 
 
-def sqlmap(lab: Lab, addr: str, target: str, out: Path) -> str:
-    """sqlmap's output for one URL from c1 (bounded by its flags and `SQLMAP_TIMEOUT_S`)."""
+def sqlmap(lab: Lab, addr: str, target: tuple[str, tuple[str, ...]], out: Path) -> str:
+    """sqlmap's output for one target from c1 (bounded by its flags and `SQLMAP_TIMEOUT_S`)."""
     program = str(Path(sys.executable).with_name("sqlmap"))
-    cmd = [program, "-u", f"http://{addr}:{PORT}{target}", *SQLMAP_FLAGS, "--output-dir", str(out)]
+    url, extra = target
+    cmd = [program, "-u", f"http://{addr}:{PORT}{url}", *SQLMAP_FLAGS, *extra, "--output-dir", str(out)]
     done = lab.exec("c1", *cmd, check=False, timeout=SQLMAP_TIMEOUT_S)
     return done.stdout + done.stderr
 
@@ -84,9 +98,9 @@ def sqli_threats(e: LabEnforcer, addr: str, timeout: float = 8.0) -> list[dict[s
         time.sleep(0.3)
 
 
-@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("target", TARGETS, ids=TARGET_IDS)
 def test_sqlmap_finds_the_injection_in_monitor_and_the_enforcer_reports_it(
-    lab: Lab, enforcer: LabEnforcer, tmp_path: Path, target: str
+    lab: Lab, enforcer: LabEnforcer, tmp_path: Path, target: tuple[str, tuple[str, ...]]
 ) -> None:
     addr = lab.host("s2").ipv4
     output = sqlmap(lab, addr, target, tmp_path / "sqlmap")
@@ -95,12 +109,12 @@ def test_sqlmap_finds_the_injection_in_monitor_and_the_enforcer_reports_it(
     assert found and all(ev["action"] == "alert" and ev["group"] == "shopdev" for ev in found), found
 
 
-@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("target", TARGETS, ids=TARGET_IDS)
 def test_sqlmap_finds_nothing_in_protect_and_benign_requests_are_served(
-    lab: Lab, enforcer: LabEnforcer, tmp_path: Path, target: str
+    lab: Lab, enforcer: LabEnforcer, tmp_path: Path, target: tuple[str, tuple[str, ...]]
 ) -> None:
     addr = lab.host("s1").ipv4
-    assert http_status(lab, "c1", addr, PORT, target) == "200"  # the app answers this client
+    assert http_status(lab, "c1", addr, PORT, target[0]) == "200"  # the app answers this client
     output = sqlmap(lab, addr, target, tmp_path / "sqlmap")
     assert FOUND not in output, output[-3000:]
     assert any(phrase in output for phrase in NOT_FOUND), output[-3000:]
