@@ -353,6 +353,20 @@ def test_ssh_a_success_ends_the_authentication_phase() -> None:
     assert events == [E.SshAuthFailure(1), E.SshAuthFailure(2), E.SshAuthEnd(2)]
 
 
+def test_ssh_the_last_refusal_counts_once_the_connection_ends() -> None:
+    # one password per connection (an ssh client with one prompt): `none`, the guess refused, then
+    # the client closes; the refusal is complete at its FIN (`stream_ended`), once
+    p = ssh.SshParser(settings())
+    run = drive(p, ssh_session(SERVICE, NONE, (84, 52)))
+    assert not [ev for ev in run.events if isinstance(ev, E.SshAuthFailure)]
+    assert p.stream_ended(C) == [E.SshAuthFailure(1)]
+    assert p.stream_ended(S) == []
+    # a session that ends after its authentication phase counts nothing more
+    p = ssh.SshParser(settings())
+    drive(p, ssh_session(SERVICE, NONE, (84, 28), (96, 44), (36, 36)))
+    assert p.stream_ended(C) == [] and p.stream_ended(S) == []
+
+
 def test_ssh_a_login_banner_beside_the_first_refusal_is_learnt_past() -> None:
     # the server sends its banner (USERAUTH_BANNER) once, in the flight of its first refusal
     events = ssh_events(ssh_session(SERVICE, (60, 52 + 120), *[(76, 52)] * 10))

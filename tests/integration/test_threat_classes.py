@@ -129,7 +129,11 @@ def test_ssh_password_guessing_blocks_the_guesser_in_protect(lab: Lab, dropbear:
         for i in range(34):
             ssh_guess(lab, "c1", web, f"guess{i}")
         found = threats(e, "ssh_brute_force", src=lab.host("c1").ipv4)
-        assert found and found[0]["action"] == "block-source" and found[0]["group"] == "web", found
+        # found by the guard (34 connections: action block-source) or, when the flow hash gave one worker
+        # more than 20 of the refused passwords, by that worker first (the connection reset, the source
+        # blocked): either way the source is blocked
+        assert found and found[0]["group"] == "web", found
+        assert found[0]["action"] == "block-source" or found[0].get("configured_action") == "block-source"
         assert not connects(lab, "c1", web, SSH_PORT)  # the guesser's next connection is dropped
         assert connects(lab, "c2", web, SSH_PORT)  # another client still reaches the server
 

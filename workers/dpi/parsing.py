@@ -117,6 +117,20 @@ class ParserSession:
             flow.inspect = False
             self._fallback(flow, self.s.unidentified_fallback, A.DPI_UNIDENTIFIED, now)
 
+    def _stream_ended(self, flow: DpiFlow, side: Side, now: float) -> None:
+        """`side` closed (FIN) or the connection was reset: the active parser's `stream_ended(side)`, if it
+        has one, may complete what it was waiting on (a last answer nothing follows)."""
+        ended = getattr(flow.active.parser, "stream_ended", None) if flow.active is not None else None
+        if ended is None:
+            return
+        try:
+            events = ended(side)
+        except Exception:
+            self.count(A.DPI_PARSER_EXCEPTION)
+            return
+        if events:
+            self._deliver(flow, events, now)
+
     def _run(
         self, flow: DpiFlow, cand: Candidate, side: Side, data: bytes, now: float, datagram: bool
     ) -> None:

@@ -314,9 +314,9 @@ def threat_classes() -> tuple[Packets, Any, dict[str, int]]:
     for i in range(10):
         Tcp(out, t + i * 3, "198.18.9.2", 42100 + i, S, 22).handshake().close()
     # ssh_brute_force by refused logins: hydra's way, three connections of ten passwords each (the
-    # server refuses each alike; the tenth refusal is followed by the server's close, not by another
-    # request: 9 counted per connection). 27 refusals in 6 s: the 21st..27th are over 20 per 60 s (7).
-    # A user who mistypes twice and then logs in on the next connection: 2 refusals, no brute force.
+    # server refuses each alike; the tenth refusal is complete when the client closes). 30 refusals in
+    # 6 s: the 21st..30th are over 20 per 60 s (10). A user who mistypes twice and then logs in on the
+    # same connection: 2 refusals, no brute force.
     guesses = ssh_conversation((44, 44), (60, 52), *[(76, 52)] * 10)
     for i in range(3):
         conn = Tcp(out, t + 5 + i * 2, "198.18.9.3", 42200 + i, S, 22).handshake()
@@ -413,7 +413,7 @@ def threat_classes() -> tuple[Packets, Any, dict[str, int]]:
         [http(b"POST", b"/d", [b"Content-Length: 2", b"Content-Length: 2"], b"ok")], 46003, t + 150
     )
     out.sort(key=lambda p: p[0])
-    expected = {"ssh_brute_force": 5 + 7, "http_brute_force": 5, "udp_flood": 500, "dns_flood": 200 + 51,
+    expected = {"ssh_brute_force": 5 + 10, "http_brute_force": 5, "udp_flood": 500, "dns_flood": 200 + 51,
                 "dns_pointer_loop": 1, "dns_overflow": 1, "http_slowloris": 1, "http_slow_body": 2,
                 "heartbleed": 1, "http_smuggling": 3}  # fmt: skip
     return out, None, expected

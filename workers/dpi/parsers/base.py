@@ -15,6 +15,9 @@ A parser is a per-flow state machine for one protocol. It sees the reassembled b
   Truncation is never an error: a partial message is consumed 0 with `needed` set. A parser must never
   raise on any input (hypothesis checks this); the driver still catches an exception once, records
   `dpi.parser.exception` and gives the parser up.
+- `Parser.stream_ended(side) -> list[ParserEvent]` (optional): the active parser is told when a side of
+  a TCP connection closes (FIN) or the connection is reset, for what only the end completes (SSH: the
+  last refusal of a password guesser).
 
 Candidates compete for a new flow: every parser whose transport matches and whose `probe` is true is
 hired; the first to return FINAL names the application and the others are fired.

@@ -18,7 +18,9 @@ answer of another size ends the authentication phase (`SshAuthEnd`): what follow
 One exception: a server with a login banner sends it (USERAUTH_BANNER) once, in the flight of its
 first refusal, so a smaller answer to flight 3 is taken as the refusal if the answer to flight 4
 repeats it (else it was a success, and the phase is over).
-SSH-1 has another packet format and is not followed past its banner.
+The last answer of a connection has no request after it: it is complete when either side closes or
+resets the connection (`stream_ended`, called by the DPI engine). SSH-1 has another packet format and
+is not followed past its banner.
 """
 
 from __future__ import annotations
@@ -117,6 +119,13 @@ class AuthFlights:
         self.failures += 1
         events.append(SshAuthFailure(self.failures))
 
+    def close(self, events: list[ParserEvent]) -> None:
+        """The connection is ending: the flight still open is complete (a refusal the server sent just
+        before the guesser gave up, or just before it closed)."""
+        if self.side == Side.SERVER and not self.over:
+            self._answer(self.size, events)
+        self.side, self.size = -1, 0
+
     def end(self, events: list[ParserEvent]) -> None:
         if not self.over:
             self.over = True
@@ -196,6 +205,13 @@ class SshParser:
                 if pos < len(data):
                     self.auth.add(side, len(data) - pos, events)
                 return FeedResult(len(data), 0, events, outcome)
+
+    def stream_ended(self, side: Side) -> list[ParserEvent]:
+        """A side closed (FIN) or the connection was reset (`workers.dpi.parsing`)."""
+        events: list[ParserEvent] = []
+        if self.phase[Side.CLIENT] == _ENCRYPTED and self.phase[Side.SERVER] == _ENCRYPTED:
+            self.auth.close(events)
+        return events
 
     def _stop(self, side: Side, data: bytes, events: list[ParserEvent], outcome: Outcome) -> FeedResult:
         """Nothing more to read on this side: the authentication phase is not followed (said once the
