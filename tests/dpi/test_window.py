@@ -58,29 +58,36 @@ def test_the_request_cap_offloads_the_flow_and_is_counted() -> None:
     assert e.counters[A.DPI_WINDOW_REQUEST_CAP] == 1
 
 
-def test_ssh_is_offloaded_once_no_ssh_2_packet_follows_the_banners() -> None:
+def _ssh(port: int, sends: list[tuple[int, bytes]]) -> tuple[DpiEngine, list[WorkerVerdict]]:
+    """An SSH connection to port 22 sending `sends` (side, bytes) in order: the engine and its verdicts."""
     out: list[tuple[float, bytes]] = []
-    c = gen.TcpConversation(out, gen.C4, 40001, gen.S4, 22, 10.0).handshake()
-    c.send(1, b"SSH-2.0-OpenSSH_9.6\r\n")
-    c.send(0, b"SSH-2.0-OpenSSH_9.2\r\n")
-    c.send(0, b"\x00" * 200)  # no SSH-2 packet: nothing left to follow
+    c = gen.TcpConversation(out, gen.C4, port, gen.S4, 22, 10.0).handshake()
+    for side, data in sends:
+        c.send(side, data)
     e = engine([])
-    verdicts = run(e, out)
+    return e, run(e, out)
+
+
+def test_ssh_is_offloaded_once_no_ssh_2_packet_follows_the_banners() -> None:
+    e, verdicts = _ssh(
+        40001,
+        [(1, b"SSH-2.0-OpenSSH_9.6\r\n"), (0, b"SSH-2.0-OpenSSH_9.2\r\n"),
+         (0, b"\x00" * 200)],  # no SSH-2 packet: nothing left to follow
+    )  # fmt: skip
     assert verdicts[-2] is V.PASS and verdicts[-1] is V.ALLOW_FLOW
     assert e.counters[A.DPI_WINDOW_CLOSED] == 1
 
 
 def test_ssh_is_offloaded_once_its_authentication_phase_is_over() -> None:
-    from tests.dpi.test_parsers import NONE, SERVICE, ssh_session
+    from tests.detect.build import ssh_conversation
+    from tests.dpi.test_parsers import NONE, SERVICE
 
-    out: list[tuple[float, bytes]] = []
-    c = gen.TcpConversation(out, gen.C4, 40004, gen.S4, 22, 10.0).handshake()
-    for side, data in ssh_session(SERVICE, NONE, (84, 52), (84, 28)):  # one refusal, then a success
-        c.send(int(side), data)
-    c.send(0, b"\xcc" * 96)  # the session's first request: the success is answered, the phase over
-    c.send(1, b"\xdd" * 44)
-    e = engine([])
-    verdicts = run(e, out)
+    e, verdicts = _ssh(
+        40004,
+        [*ssh_conversation(SERVICE, NONE, (84, 52), (84, 28)),  # one refusal, then a success
+         (0, b"\xcc" * 96),  # the session's first request: the success is answered, the phase over
+         (1, b"\xdd" * 44)],
+    )  # fmt: skip
     assert verdicts[-3] is V.PASS and verdicts[-2] is V.ALLOW_FLOW
     assert e.counters[A.DPI_WINDOW_CLOSED] == 1
 

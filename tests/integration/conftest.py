@@ -19,24 +19,32 @@ SERVER_TCP = (80, 22, 5201, 8080)
 SERVER_UDP = (53,)
 
 
+@contextmanager
+def serving(lab: Lab, *commands: tuple[str, ...]) -> Iterator[None]:
+    """Each `(host, program, arg, ...)` started in its host's namespace, up once it printed "ready";
+    stopped (by its PID) on exit, even when one failed to start."""
+    procs: list[subprocess.Popen[Any]] = []
+    try:
+        for host, *argv in commands:
+            proc = lab.popen(host, *argv, stdout=subprocess.PIPE, text=True)
+            procs.append(proc)
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready", argv
+        yield
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(timeout=5)
+
+
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
     prefix = f"it{os.getpid() % 10000}"
     with Lab(prefix) as lab:
-        servers = []
-        try:
-            for name in ("s1", "s2", "x1"):
-                cmd = [sys.executable, "-m", "lab.traffic", "serve", "--seconds", "600"]
-                cmd += [a for p in SERVER_TCP for a in ("--tcp", str(p))]
-                cmd += [a for p in SERVER_UDP for a in ("--udp", str(p))]
-                proc = lab.popen(name, *cmd, stdout=subprocess.PIPE, text=True)
-                assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-                servers.append(proc)
+        cmd = [sys.executable, "-m", "lab.traffic", "serve", "--seconds", "600"]
+        cmd += [a for p in SERVER_TCP for a in ("--tcp", str(p))]
+        cmd += [a for p in SERVER_UDP for a in ("--udp", str(p))]
+        with serving(lab, *((name, *cmd) for name in ("s1", "s2", "x1"))):
             yield lab
-        finally:
-            for proc in servers:
-                proc.terminate()
-                proc.wait(timeout=5)
 
 
 def tcp(
@@ -142,18 +150,9 @@ def settled_counters(
 @contextmanager
 def vulnapps(lab: Lab, hosts: tuple[str, ...], port: int) -> Iterator[None]:
     """`lab.vulnapp` on each of `hosts`, bound to its lab address only; stopped after."""
-    procs: list[subprocess.Popen[Any]] = []
-    try:
-        for host in hosts:
-            proc = lab.popen(host, sys.executable, "-m", "lab.vulnapp", lab.host(host).ipv4, str(port),
-                             "--seconds", "300", stdout=subprocess.PIPE, text=True)  # fmt: skip
-            procs.append(proc)
-            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    app = (sys.executable, "-m", "lab.vulnapp")
+    with serving(lab, *((h, *app, lab.host(h).ipv4, str(port), "--seconds", "300") for h in hosts)):
         yield
-    finally:
-        for proc in procs:
-            proc.terminate()
-            proc.wait(timeout=5)
 
 
 def threat_events(

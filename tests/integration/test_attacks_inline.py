@@ -4,7 +4,6 @@ without the attack is served, Monitor only reports."""
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ import pytest
 from lab.enforcer import LabEnforcer
 from lab.http import http_servers, http_status
 from lab.topology import Lab
+from tests.integration.conftest import serving
 
 pytestmark = pytest.mark.netns
 
@@ -39,19 +39,9 @@ XSS = "bio=<script>alert(document.cookie)</script>"
 @pytest.fixture(scope="module")
 def servers(lab: Lab) -> Iterator[None]:
     """A real HTTP server (python -m http.server) and a TCP listener for DNS on s1 and s2."""
-    procs: list[subprocess.Popen[Any]] = []
-    try:
-        for host in ("s1", "s2"):
-            dns = lab.popen(host, sys.executable, "-m", "lab.traffic", "serve", "--seconds", "300",
-                            "--tcp", str(DNS_PORT), stdout=subprocess.PIPE, text=True)  # fmt: skip
-            assert dns.stdout is not None and dns.stdout.readline().strip() == "ready"
-            procs.append(dns)
-        with http_servers(lab, ("s1", "s2"), HTTP_PORT):
-            yield
-    finally:
-        for proc in procs:
-            proc.terminate()
-            proc.wait(timeout=5)
+    dns = (sys.executable, "-m", "lab.traffic", "serve", "--seconds", "300", "--tcp", str(DNS_PORT))
+    with serving(lab, ("s1", *dns), ("s2", *dns)), http_servers(lab, ("s1", "s2"), HTTP_PORT):
+        yield
 
 
 def curl(lab: Lab, addr: str, path: str, data: str = "") -> str:

@@ -6,7 +6,6 @@ settings). Every benign request must be answered, and the only threat events are
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ from lab.benign import DnsperfResult, WrkResult, ab, dnsperf, dst_of, threats, w
 from lab.enforcer import LabEnforcer
 from lab.http import http_status
 from lab.topology import Lab
-from tests.integration.conftest import settled_counters
+from tests.integration.conftest import serving, settled_counters
 
 pytestmark = pytest.mark.netns
 
@@ -63,20 +62,10 @@ BURST = {"syn_flood", "bad_packet"}
 @pytest.fixture(scope="module")
 def servers(lab: Lab) -> Iterator[None]:
     """On s1: an HTTP/1.1 keep-alive server (lab.load) and a DNS responder (lab.dns), both real."""
-    procs = [
-        lab.popen("s1", sys.executable, "-m", "lab.load", "http-serve", "--port", str(HTTP_PORT),
-                  "--seconds", "300", stdout=subprocess.PIPE, text=True),
-        lab.popen("s1", sys.executable, "-m", "lab.dns", "--port", str(DNS_PORT), "--seconds", "300",
-                  stdout=subprocess.PIPE, text=True),
-    ]  # fmt: skip
-    try:
-        for proc in procs:
-            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    http = ("s1", sys.executable, "-m", "lab.load", "http-serve", "--port", str(HTTP_PORT), "--seconds", "300")  # fmt: skip
+    dns = ("s1", sys.executable, "-m", "lab.dns", "--port", str(DNS_PORT), "--seconds", "300")
+    with serving(lab, http, dns):
         yield
-    finally:
-        for proc in procs:
-            proc.terminate()
-            proc.wait(timeout=5)
 
 
 def wrk_problem(tag: str, r: WrkResult) -> list[str]:

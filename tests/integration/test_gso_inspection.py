@@ -7,7 +7,6 @@ the copy range cut to 3,800 bytes the truncated packets take the counted `trunca
 from __future__ import annotations
 
 import hashlib
-import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -17,7 +16,7 @@ import pytest
 
 from lab.enforcer import LabEnforcer
 from lab.topology import Lab
-from tests.integration.conftest import counter_total, threat_events
+from tests.integration.conftest import counter_total, serving, threat_events
 
 pytestmark = pytest.mark.netns
 
@@ -103,13 +102,10 @@ def _offloads(lab: Lab, on: bool) -> None:
 @pytest.fixture(scope="module")
 def gso_lab(lab: Lab) -> Iterator[Lab]:
     _offloads(lab, True)
-    server = lab.popen("s1", sys.executable, "-c", SERVER, stdout=subprocess.PIPE, text=True)
     try:
-        assert server.stdout is not None and server.stdout.readline().strip() == "ready"
-        yield lab
+        with serving(lab, ("s1", sys.executable, "-c", SERVER)):
+            yield lab
     finally:
-        server.terminate()
-        server.wait(timeout=5)
         _offloads(lab, False)
 
 

@@ -12,7 +12,6 @@ is queued too is proven on the kernel with crafted packets (`tests/pipeline/test
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ import pytest
 
 from lab.enforcer import LabEnforcer
 from lab.topology import Lab
-from tests.integration.conftest import counter_total, threat_events
+from tests.integration.conftest import counter_total, serving, threat_events
 
 pytestmark = pytest.mark.netns
 
@@ -93,13 +92,8 @@ except OSError:
 
 @pytest.fixture(scope="module")
 def web_lab(lab: Lab) -> Iterator[Lab]:
-    server = lab.popen("s1", sys.executable, "-c", SERVER, stdout=subprocess.PIPE, text=True)
-    try:
-        assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+    with serving(lab, ("s1", sys.executable, "-c", SERVER)):
         yield lab
-    finally:
-        server.terminate()
-        server.wait(timeout=5)
 
 
 def _client(lab: Lab, address: str, what: str) -> list[str]:

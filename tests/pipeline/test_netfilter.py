@@ -182,6 +182,20 @@ def _replay_kernel() -> tuple[Any, Callable[[bytes, float], int]]:
     return kernel, step
 
 
+def _handshake_queued(kernel: Any, step: Callable[[bytes, float], int]) -> Any:
+    """A connection's SYN and SYN-ACK through the replay model, each queued to a reader: its connection."""
+    import dpkt
+
+    from node.replay_kernel import QUEUE
+    from tests.pipeline.packets import tcp4
+
+    assert step(tcp4(seq=1), 0.0) == QUEUE
+    conn = kernel.connections[next(iter(kernel.connections))]
+    synack = tcp4("198.18.2.11", "198.18.1.11", 80, 40000, flags=dpkt.tcp.TH_SYN | dpkt.tcp.TH_ACK)
+    assert step(synack, 0.1) == QUEUE
+    return conn
+
+
 def test_replay_models_the_reopening_syn_as_our_chain_does() -> None:
     import dpkt
 
@@ -190,11 +204,8 @@ def test_replay_models_the_reopening_syn_as_our_chain_does() -> None:
 
     n = config_from_dict({}, {}).netfilter
     kernel, step = _replay_kernel()
-    syn, ack = dpkt.tcp.TH_SYN, dpkt.tcp.TH_ACK
-
-    assert step(tcp4(seq=1), 0.0) == QUEUE
-    conn = kernel.connections[next(iter(kernel.connections))]
-    assert step(tcp4("198.18.2.11", "198.18.1.11", 80, 40000, flags=syn | ack), 0.1) == QUEUE
+    ack = dpkt.tcp.TH_ACK
+    conn = _handshake_queued(kernel, step)
     kernel.verdict(conn, "RESET", n.drop_mark)  # blocked once established (an injection)
     assert step(tcp4(flags=ack, seq=2), 0.2) == DROPPED
     assert step(tcp4(seq=900), 1.0) == QUEUE  # a new connection from the same port is queued
@@ -317,11 +328,8 @@ def test_replay_models_quiet_acks_as_our_chain_does() -> None:
 
     n = config_from_dict({}, {}).netfilter
     kernel, step = _replay_kernel()
-    syn, ack = dpkt.tcp.TH_SYN, dpkt.tcp.TH_ACK
-
-    assert step(tcp4(seq=1), 0.0) == QUEUE
-    conn = kernel.connections[next(iter(kernel.connections))]
-    assert step(tcp4("198.18.2.11", "198.18.1.11", 80, 40000, flags=syn | ack), 0.1) == QUEUE
+    ack = dpkt.tcp.TH_ACK
+    conn = _handshake_queued(kernel, step)
     assert step(tcp4(flags=ack, seq=2), 0.2) == QUEUE  # the handshake's ACK: a reader sees it
     kernel.verdict(conn, "learn_quiet", n.pass_mark | n.quiet_ack_mark)
     assert step(tcp4(flags=ack, seq=2), 0.3) == ACCEPTED and kernel.counters["kernel.quiet_acks"] == 1

@@ -434,8 +434,10 @@ class AppThreats:
         injectable = injectable_header_values(headers)
         sqli, xss, command, ldap = (c.id in on for c in INJECTION_CLASSES)
         if sqli or xss or command or ldap:
+            # a multipart body in parts is followed by a cursor from its first part on; any other first
+            # part is judged as a part (a JSON part by its strings)
             followed = partial and _MULTIPART in ctype.lower()
-            checked = b"" if followed else body_values(body, ctype) if partial else body
+            checked = body if not partial else b"" if followed else body_values(body, ctype)
             hits += check_request(
                 uri.decode("latin-1"), checked, ctype, cookie, sqli, xss, injectable, command, ldap
             )

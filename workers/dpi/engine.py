@@ -192,11 +192,12 @@ class DpiEngine(ParserSession, Decisions):
             for f in findings or ():
                 self._threat(flow, f, now)
         payload = packet[meta.payload_offset : end] if plen > 0 else b""
-        open_before = not (flow.rst or flow.fin & (1 << side))
+        # this side's first FIN, or the connection's first RST (flags of a non-TCP packet are 0)
+        ending = meta.tcp_flags & (TCP_FIN | TCP_RST) and not (flow.rst or flow.fin & (1 << side))
         data = self._tcp(flow, side, meta, payload) if flow.tcp else payload
         if data and flow.inspect:
             self._feed(flow, side, data, now, datagram=not flow.tcp)
-        if flow.tcp and open_before and (flow.rst or flow.fin & (1 << side)) and flow.active is not None:
+        if ending and flow.active is not None:
             self._stream_ended(flow, side, now)
         if ctx.decided:
             if ctx.verdict is WorkerVerdict.PASS:
