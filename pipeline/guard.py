@@ -76,7 +76,7 @@ class GuardSettings:
         True  # connection-attempt threats on every connection's first packet (workers do not count them)
     )
     max_hosts: int = 65536  # keys of each per-source / per-destination counter
-    max_challenges: int = 65536  # SYNs dropped during a flood and remembered for the retransmission check
+    max_challenges: int = 1 << 20  # slots for SYNs dropped during a flood (retransmission check; 8 B each)
     retry_min_s: float = 0.5  # a retransmitted SYN proves its source only after this pause
     retry_max_s: float = 10.0  # ... and only within this time of the dropped SYN
     good_source_s: float = 60.0  # a source that proved itself passes flooded destinations this long

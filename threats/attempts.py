@@ -49,6 +49,7 @@ from core.packet import (
 )
 from threats import catalogue as C
 from threats.catalogue import Threat
+from threats.challenges import RefusedSyns
 from threats.context import PacketContext
 from threats.settings import ThreatSettings
 from threats.tcp import syn_problems, tcp_header
@@ -67,7 +68,7 @@ class AttemptLimits:
     """Caps and times of the attempt tables (the thresholds come with the policy)."""
 
     max_hosts: int = 65536  # keys of each per-source / per-destination table
-    max_challenges: int = 65536  # SYNs refused during a flood, remembered for the retransmission check
+    max_challenges: int = 1 << 20  # slots for SYNs refused during a flood (retransmission check)
     retry_min_s: float = 0.5  # a retransmitted SYN proves its source only after this pause
     retry_max_s: float = 10.0  # ... and only within this time of the refused SYN
     good_source_s: float = 60.0  # a source that proved itself passes flooded destinations this long
@@ -160,10 +161,8 @@ class ConnectionAttempts:
         self._ports: LruTable[tuple[bytes, bytes], _Seen] = LruTable(hosts)
         self._hosts: LruTable[bytes, _Seen] = LruTable(hosts)
         self._good: LruTable[bytes, float] = LruTable(hosts)  # source → until when
-        # refused SYN (source, port, destination, port) → (when, its sequence number)
-        self._challenged: LruTable[tuple[bytes, int, bytes, int], tuple[float, int]] = LruTable(
-            lim.max_challenges
-        )
+        # refused SYNs (source, port, destination, port, sequence number) → when
+        self._challenged = RefusedSyns(lim.max_challenges)
         self._sampled = 0  # SYNs to watched destinations (every `sample`-th is followed)
         self.sources_proved = 0  # sources let through a flooded destination by a retransmission
         # id(settings) → (settings, its thresholds); the settings are held so their id is not reused
@@ -326,21 +325,17 @@ class ConnectionAttempts:
         until = self._flooded_dst.get(dst)
         if until is None or until <= now or self.is_good_source(src, now):
             return follow
-        challenge = (src, meta.sport, dst, meta.dport)
-        refused = self._challenged.get(challenge)
-        if (
-            refused is not None
-            and refused[1] == meta.seq  # a retransmission repeats its sequence number; a new SYN does not
-            and lim.retry_min_s <= now - refused[0] <= lim.retry_max_s
-        ):
-            self._challenged.pop(challenge)
+        # a retransmission repeats its sequence number; a new SYN does not
+        challenge = (src, meta.sport, dst, meta.dport, meta.seq)
+        refused = self._challenged.take(challenge)
+        if refused is not None and lim.retry_min_s <= now - refused <= lim.retry_max_s:
             self._good.put(src, now + lim.good_source_s)
             self.sources_proved += 1
             return follow
         if not out.report(C.SYN_FLOOD, ctx, f"{half_dst:.0f} half-open SYNs to one destination"):
             return follow
         # (re)starts the pause: a tool resending at once never passes
-        self._challenged.put(challenge, (now, meta.seq))
+        self._challenged.remember(challenge, now)
         return DROP
 
     def _new_session(self, ctx: PacketContext, t: _Thresholds, out: Reporter) -> bool:
