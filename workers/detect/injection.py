@@ -118,13 +118,20 @@ _XSS_SCRIPT = re.compile(
     # or made and its text or source set (`document.querySelector("p").textContent="…"`)
     r"|\.\s*(?:innerhtml|outerhtml)\s*=(?!=)|\binsertadjacenthtml\s*\("
     r"|\bdocument\s*\.\s*(?:body|head|queryselector(?:all)?|getelementby\w{2,4}|createelement)\b[^;]{0,200}?"
-    r"\.\s*(?:textcontent|innertext|src|href|srcdoc)\s*=(?!=)",
+    r"\.\s*(?:textcontent|innertext|src|href|srcdoc)\s*=(?!=)"
+    # an element that runs or loads code made by script (`appendChild(createElement('script'))`)
+    r"|\bcreateelement\s*\(\s*['\"`]?(?:script|iframe|embed|object)\b"
+    # a sink called through another name, so that its own name is never followed by a bracket: made an
+    # alias, then the alias called (`a=eval;b=alert;a(b(1))`, `$$$=eval,$$$(…)`), or called by `.call`
+    r"|(?<![\w$.])([a-z_$][\w$]{0,30})\s*=\s*(?:eval|alert|prompt|confirm|settimeout|setinterval|execscript)"
+    r"\s*[;,][^\n]{0,200}?(?<![\w$.])\1\("
+    r"|(?<![\w$])(?:eval|alert|prompt|confirm|settimeout|setinterval|execscript)\s*\.\s*(?:call|apply)\s*\(",
     re.I,
 )
 # a word every `_XSS_SCRIPT` match holds: one C-speed scan spares the expression on most values
 _SCRIPT_WORD = re.compile(
     "alert|prompt|confirm|eval|settimeout|setinterval|execscript|fromcharcode|function|cookie|domain|location"
-    "|write|html|document",
+    "|write|html|document|createelement",
     re.I,
 )
 # JavaScript written to hide its names: comments between tokens (`document/*x*/.cookie`), bracket
@@ -134,6 +141,8 @@ _JS_COMMENT = re.compile(r"/\*.{0,200}?\*/", re.S)
 _JS_BRACKET_NAME = re.compile(r"\[\s*(['\"])([a-z_$][\w$]{0,40})\1\s*\]", re.I)
 _JS_PAREN_NAME = re.compile(r"\(\s*([a-z_$][\w$]{0,40})\s*\)(?=\s*[.\[])", re.I)
 _JS_DOT_SPACE = re.compile(r"\s*\.\s*")
+# string literals joined by `+` (`'ev'+'al'`, `"java"+""+"script:"`): read as the one string they make
+_JS_CONCAT = re.compile(r"(['\"])\s*\+\s*\1")
 _DOM_SINK = re.compile(
     r"\b(?:document|window|self|top|parent)\.(?:cookie|domain|location|write|alert|eval)\b", re.I
 )
@@ -150,6 +159,21 @@ _CSS_SCRIPT = re.compile(
     r"expression\s*\(|-moz-binding\s*:|\bbehavior\s*:|url\s*\(\s*['\"]?\s*(?:javascript|vbscript|livescript)",
     re.I,
 )
+# CSS escapes (`\75 rl(`, `-\mo\z-b\i\nd\in\g`), which a browser decodes before it reads a property:
+# undone where a `style` is written, so that `_CSS_SCRIPT` sees what the browser sees
+_CSS_ESCAPE = re.compile(r"\\(?:([0-9a-f]{1,6})\s?|(.))", re.I | re.S)
+
+
+def _css_unescaped(text: str) -> str:
+    def one(m: re.Match[str]) -> str:
+        code = int(m.group(1), 16) if m.group(1) else None
+        if code is None:
+            return m.group(2)
+        return chr(code) if 0 < code <= 0x10FFFF and not 0xD800 <= code <= 0xDFFF else ""
+
+    return _CSS_ESCAPE.sub(one, text)
+
+
 # A value that starts by closing an attribute and opens one that runs script: `"onzoom=`, `' formaction=`
 _ATTRIBUTE_BREAKOUT = re.compile(r"\A\s*<?\s*['\"`]\s*/?\s*(?:on[a-z]{3,40}|formaction|srcdoc)\s*=", re.I)
 # libinjection counts any `style` attribute as XSS; without CSS that runs script it only restyles, so
@@ -250,6 +274,8 @@ def xss_value(value: str, plus: bool = False, shared: Forms | None = None) -> Hi
         # each `_CSS_SCRIPT` match holds one of these words
         css = "url" in low or "expression" in low or "binding" in low or "behavior" in low
         css_script = _CSS_SCRIPT.search(form) if css else None
+        if css_script is None and "\\" in form and "style" in low:
+            css_script = _CSS_SCRIPT.search(_css_unescaped(form))
         if css_script is not None:
             return Hit(XSS, f"CSS {css_script.group()[:24]!r}", excerpt_of(form))
         # restyling is no script: a `style` attribute is looked at as any other attribute
@@ -274,7 +300,13 @@ def xss_value(value: str, plus: bool = False, shared: Forms | None = None) -> Hi
             return Hit(XSS, f"attribute breakout {breakout.group()[:24]!r}", excerpt_of(form))
         if "(" in form or "`" in form or "." in form or "[" in form:
             hidden = (
-                "/*" in form or "[" in form or " ." in form or ")." in form or "\t." in form or "\n." in form
+                "/*" in form
+                or "[" in form
+                or " ." in form
+                or ")." in form
+                or "\t." in form
+                or "\n." in form
+                or "+" in form
             )
             js = _js_normal(form) if hidden else form
             script = _XSS_SCRIPT.search(js) if _SCRIPT_WORD.search(js) else None
@@ -291,11 +323,13 @@ def xss_value(value: str, plus: bool = False, shared: Forms | None = None) -> Hi
 
 
 def _js_normal(text: str) -> str:
-    """`text` with the JavaScript spellings that hide a name undone: comments dropped, `["name"]` as
-    `.name`, `(name).` as `name.`, spaces around dots removed (where one precedes a dot: prose puts
-    spaces after its full stops only)."""
+    """`text` with the JavaScript spellings that hide a name undone: comments dropped, string literals
+    joined, `["name"]` as `.name`, `(name).` as `name.`, spaces around dots removed (where one precedes a
+    dot: prose puts spaces after its full stops only)."""
     if "/*" in text:
         text = _JS_COMMENT.sub("", text)
+    if "+" in text:
+        text = _JS_CONCAT.sub("", text)
     if "[" in text:
         text = _JS_BRACKET_NAME.sub(r".\2", text)
     if ")." in text or ")[" in text or ") " in text:

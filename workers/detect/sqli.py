@@ -192,10 +192,13 @@ SIGNALS: tuple[Signal, ...] = (
             r"\bdeclare\s+@\w|\bset\s+@@?\w+\s*(?:=|:=|\Z)|\binsert\s+into\s+[\w.`\"\[\]]+\s*(?:\(|values\b|select\b)"
             r"|\balter\s+table\s+[\w.`\"\[\]]+\s+(?:add|drop|change|modify|rename|alter)\b"
             r"|\b(?:drop|truncate)\s+(?:table\s+)?[\w.`\"\[\]]+\s*;|\bdelete\s+from\s+[\w.`\"\[\]]+\s*(?:;|--|#|where\b)"
-            r"|\bupdate\s+[\w.`\"\[\]]+\s+set\s+[\w.`\"\[\]]+\s*=|\bselect\b.{1,80}?\bgroup\s+by\b.{1,80}?\bhaving\b",
+            r"|\bupdate\s+[\w.`\"\[\]]+\s+set\s+[\w.`\"\[\]]+\s*=|\bselect\b.{1,80}?\bgroup\s+by\b.{1,80}?\bhaving\b"
+            # who and what the database is, asked as a query (`select current_user;`, `select version()--`)
+            r"|\bselect\s+(?:current_user|session_user|system_user|user\s*\(\s*\)|version\s*\(\s*\)|database\s*\(\s*\))"
+            r"\s*(?:;|--|#|\Z|from\b)",
             re.I,
         ),
-        frozenset(("@", "insert", "alter", "drop", "truncate", "delete", "update", "having")),
+        frozenset(("@", "insert", "alter", "drop", "truncate", "delete", "update", "having", "select")),
     ),
     # a FROM clause with its WHERE condition on a literal: `FROM t WHERE t.id = 5`, `from users where name
     # like '`; prose says where a thing comes from, then goes on with words (`where people like cheese`)
@@ -355,7 +358,9 @@ SIGNALS: tuple[Signal, ...] = (
         re.compile(
             r";\s*(?:select\s*(?:[\w@*(]+\s*,|\*|@@|\d|[\w.]+\s*\(|\()|insert\s+into|update\s+\w+\s+set|delete\s+from"
             r"|drop\s+(?:table|database|function)|exec(?:ute)?\b|declare\s+@|waitfor\b|shutdown\b|truncate\s"
-            r"|alter\s+(?:table|user)|create\s+(?:table|user)|if\s*\(|begin\s+declare|call\s+\w+\s*\()",
+            r"|alter\s+(?:table|user)|create\s+(?:table|user)|if\s*\(|begin\s+declare|call\s+\w+\s*\("
+            r"|desc\s+[\w.`]+\s*(?:;|--|#)|show\s+(?:tables|databases|grants|columns)\b|backup\s+database\b"
+            r"|copy\s+[\w.]+\s+(?:from|to)\s+(?:'|/|program\b|stdout\b))",
             re.I,
         ),
         frozenset((";",)),
@@ -378,6 +383,21 @@ SIGNALS: tuple[Signal, ...] = (
             " declare procedure extractvalue updatexml name_const gtid_ exp master. char lo_ dblink utl_ dbms_"
             " openrowset opendatasource msdasql".split()
         ),
+    ),
+    # a query of the tables that list a database's users, schemas and tables (`select * from pg_shadow`,
+    # `from sysibm.sysdummy1`, `from all_tables`): what an injection reads first, never a value
+    Signal(
+        "system catalog read",
+        3,
+        re.compile(
+            r"\bfrom\s+(?:pg_(?:shadow|user|group|authid|roles|database|tables|namespace)|mysql\.(?:user|db)"
+            r"|sys(?:users|databases|logins|objects|columns|comments)|sysibm\.\w+|syscat\.\w+|v\$\w+"
+            r"|sys\.(?:databases|tables|columns|objects|sql_logins|server_principals|all_objects)"
+            r"|(?:all|dba|user)_(?:tables|tab_columns|users|objects|views)|msysobjects|msysaccessobjects)\b",
+            re.I,
+        ),
+        frozenset(("from",)),
+        also=frozenset(("pg_", "mysql.", "sys", "all_", "dba_", "user_", "v$")),
     ),
     # a quote closed, then the rest of the statement cut by an empty comment: `admin'--`, `x' #`, `1')/*`
     Signal(
@@ -523,7 +543,7 @@ _GATE = re.compile(
     r"['\"`;#()=<>|&@*]|--|/\*|union|between|order|group|having|case|select|exists|information_schema|xp_|sp_"
     r"|utl_http|sysobj|syscol|pg_|sqlite_master|outfile|dumpfile|immediate|master\.\.|waitfor|like|null|true"
     r"|::|\*/|\$|alter\s+table|create\s|delete\s+from|lo_|dblink|utl_|dbms_|openrowset|opendatasource|msdasql"
-    r"|master\.|\d\s+is\s"
+    r"|master\.|\d\s+is\s|from\s+(?:mysql\.|sys|all_|dba_|user_|msys)"
 )
 _BLOCK_COMMENT = re.compile(r"/\*(?!!).*?\*/", re.S)
 # a word of prose: letters standing alone, not part of an identifier (`mass_mails`, `` `t` ``, `user(`)
