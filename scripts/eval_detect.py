@@ -1,7 +1,7 @@
 """Independent evaluation of the request-level injection checks (`check_request`).
 
-    python scripts/eval_detect.py --crs DIR [--seclists DIR] [--fuzzdb DIR] [--shapes] [--misses N] [--json]
-        [--against REF]
+    python scripts/eval_detect.py --crs DIR [--seclists DIR] [--fuzzdb DIR] [--h5sc DIR] [--shapes]
+        [--misses N] [--json] [--against REF]
 
 Scores `workers.detect.injection.check_request` (URI, body, content type, cookie, logged headers) on
 public material nobody here wrote, fetched outside the repository (payload files are never committed).
@@ -45,6 +45,10 @@ scores the detection code of git revision REF on the same inputs in the same run
   and `attack/sql-injection/` (`detect/`, `exploit/`, `payloads-sql-blind/`), sent as SecLists' are
   (`--fuzzdb`, a checkout or a bare git directory). Its lists mix classes (an LDAP filter among the
   SQLi probes, `' or 2=2` among the XSS): the `[any class]` rows score them as a WAF would.
+- HTML5 Security Cheatsheet, `cure53/H5SC` (MPL-2.0), at 1a91bbc085426579ebcdefb1bc5450760db3dad5:
+  every vector of `items.js` (its `data`, with the `%placeholders%` of `payloads.js` filled in), sent
+  as a query value (`--h5sc`). A few of them only restyle a page (CSS parser quirks with no script):
+  they are listed as misses, not left out.
 - Benign: the project's own request shapes (`tests/detect/corpus/benign_*.txt`): values people type
   (O'Brien, prose with SQL words) sent as query, form, JSON and path; realistic URIs; bodies of JSON APIs
   and form posts; plus browser-style requests built here (User-Agent, Referer with a query, cookies).
@@ -347,6 +351,29 @@ def fuzzdb_cases(src: Source) -> Iterator[tuple[str, Request]]:
         yield row, Request("/search?q=" + as_query(payload), label=payload)
 
 
+_JS_STRING = r"'((?:[^'\\]|\\.)*)'"  # a single-quoted JavaScript string literal
+_JS_ESCAPE = re.compile(r"\\(u[0-9a-fA-F]{4}|x[0-9a-fA-F]{2}|.)", re.S)
+
+
+def _js_unquoted(text: str) -> str:
+    def one(m: re.Match[str]) -> str:
+        e = m.group(1)
+        if e[0] in "ux" and len(e) > 1:
+            return chr(int(e[1:], 16))
+        return {"n": "\n", "t": "\t", "r": "\r", "0": "\0"}.get(e, e)
+
+    return _JS_ESCAPE.sub(one, text)
+
+
+def h5sc_cases(src: Source) -> Iterator[tuple[str, Request]]:
+    fills = {
+        k: _js_unquoted(v) for k, v in re.findall(r"'(\w+)'\s*:\s*" + _JS_STRING, src.read("payloads.js"))
+    }
+    for m in re.finditer(r"'id'\s*:\s*(\d+).*?'data'\s*:\s*" + _JS_STRING, src.read("items.js"), re.S):
+        vector = re.sub(r"%(\w+)%", lambda p: fills.get(p.group(1), p.group(0)), _js_unquoted(m.group(2)))
+        yield "h5sc xss", Request("/search?q=" + as_query(vector), label=f"{m.group(1)}: {vector}")
+
+
 # -- sqlmap, live ----------------------------------------------------------------------------------------
 
 SQLMAP_ORIGINAL = {"id": "1", "q": "widget"}
@@ -526,6 +553,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--crs", type=Path, help="coreruleset checkout or git directory")
     parser.add_argument("--seclists", type=Path, help="SecLists checkout, or a directory with its files")
     parser.add_argument("--fuzzdb", type=Path, help="fuzzdb checkout or git directory")
+    parser.add_argument(
+        "--h5sc", type=Path, help="HTML5 Security Cheatsheet (cure53/H5SC) checkout or git directory"
+    )
     parser.add_argument("--sqlmap-log", type=Path, help="requests logged during a live sqlmap run")
     parser.add_argument("--run-sqlmap", type=Path, metavar="DIR", help="run sqlmap live first (root)")
     parser.add_argument("--misses", type=int, default=0, help="list up to N misses / false positives per row")
@@ -556,6 +586,10 @@ def main(argv: list[str]) -> int:
         fuzzdb = Source(args.fuzzdb)
         sources["fuzzdb"] = fuzzdb.commit()
         cases += fuzzdb_cases(fuzzdb)
+    if args.h5sc:
+        h5sc = Source(args.h5sc)
+        sources["h5sc"] = h5sc.commit()
+        cases += h5sc_cases(h5sc)
     if args.sqlmap_log:
         cases += sqlmap_cases(args.sqlmap_log)
     cases += benign_cases()
@@ -566,7 +600,7 @@ def main(argv: list[str]) -> int:
     before: dict[str, dict] = {}
     if args.against:
         sqlmap_log = ["--sqlmap-log", str(args.sqlmap_log)] if args.sqlmap_log else []
-        plain = [a for a in ("crs", "seclists", "fuzzdb") if getattr(args, a)]
+        plain = [a for a in ("crs", "seclists", "fuzzdb", "h5sc") if getattr(args, a)]
         shapes = ["--shapes"] if args.shapes else []
         before = reference_rows(
             args.against, [*(f"--{a}={getattr(args, a)}" for a in plain), *sqlmap_log, *shapes]

@@ -616,6 +616,25 @@ def test_eval_script_reads_fuzzdb_lists_and_its_exploit_strings(tmp_path: Path) 
     assert rows["fuzzdb xss"]["misses"] == ["plain words"]
 
 
+def test_eval_script_reads_the_html5_security_cheatsheet_vectors(tmp_path: Path) -> None:
+    ev = _eval_module()
+    (tmp_path / "payloads.js").write_text(
+        "return {\n    'js_alert' : 'alert(1)',\n    'js_uri' : 'javascript:x()'\n};\n"
+    )
+    (tmp_path / "items.js").write_text(
+        "return [\n    { 'id' : 1, 'name' : {'en' : 'a'},\n"
+        "        'data' : '<svg onload=\"%js_alert%\">\\u003c/svg>',\n    },\n"
+        "    { 'id' : 2,\n        'data' : '<div style=\"color:red\">It\\'s red</div>',\n    },\n];\n"
+    )
+    cases = list(ev.h5sc_cases(ev.Source(tmp_path)))
+    assert [(row, req.label) for row, req in cases] == [
+        ("h5sc xss", '1: <svg onload="alert(1)"></svg>'),
+        ("h5sc xss", '2: <div style="color:red">It\'s red</div>'),
+    ]
+    rows = ev.evaluate(iter(cases))
+    assert (rows["h5sc xss"]["hit"], rows["h5sc xss"]["total"]) == (1, 2)  # restyling runs no script
+
+
 # -- generalised signals: payloads written here for each construct (none taken from a corpus) -------------
 
 GENERALISED_SQLI = [
