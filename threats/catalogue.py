@@ -210,6 +210,12 @@ THREATS: tuple[Threat, ...] = (
     _t(1040, "ldap_injection", S.HIGH, A.RESET,
        "LDAP injection in an HTTP request value: filter syntax that closes the application's filter and "
        "opens one of its own"),
+    _t(1041, "http_range_dos", S.HIGH, A.RESET,
+       "HTTP Range request asking for more byte ranges than a client needs, or for overlapping ones "
+       "(Apache Killer, slowhttptest -R): the server builds and sends a part for each",
+       # media players and download managers ask for one range; PDF viewers for a few dozen that never
+       # overlap; the attack asks for hundreds, each overlapping the first
+       max_ranges=64, max_overlapping=2),
 )  # fmt: skip
 
 BY_NAME: Mapping[str, Threat] = MappingProxyType({t.name: t for t in THREATS})
@@ -279,6 +285,7 @@ DNS_FLOOD = BY_NAME["dns_flood"]
 HTTP_SLOW_BODY = BY_NAME["http_slow_body"]
 COMMAND_INJECTION = BY_NAME["command_injection"]
 LDAP_INJECTION = BY_NAME["ldap_injection"]
+HTTP_RANGE_DOS = BY_NAME["http_range_dos"]
 
 
 class Finding(NamedTuple):

@@ -13,7 +13,7 @@ from threats import catalogue as C
 from threats.settings import DEFAULT_SETTINGS, compile_threat_settings
 from workers.detect.database import AccessDeniedTracker, check_query, mysql_error_code
 from workers.detect.dns import DnsDetector, check_message, label_entropy
-from workers.detect.http import SlowlorisTracker, check_headers, check_struts_body
+from workers.detect.http import SlowlorisTracker, check_headers, check_range, check_struts_body
 from workers.detect.tls import check_records, check_ssh_banner, hello_version
 
 
@@ -104,6 +104,38 @@ def test_struts_rce_body() -> None:
         is None
     )
     assert check_struts_body(b'{"map": "entry java.lang.ProcessBuilder"}', "application/json") is None
+
+
+def apache_killer(ranges: int) -> bytes:
+    """The Range header of slowhttptest -R (and of the 2011 Apache Killer): `bytes=0-,5-0,5-1,…`."""
+    return b"bytes=0-," + b",".join(b"5-%d" % i for i in range(ranges - 1))
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"bytes=0-",  # a media player, a resumed download
+        b"bytes=1048576-2097151",
+        b"bytes=-500",
+        b"bytes=0-99, 200-299, 400-499",  # a PDF viewer's byte serving
+        b",".join(b"%d-%d" % (i * 1000, i * 1000 + 99) for i in range(64)).join((b"bytes=", b"")),
+        b"bytes=0-499, 400-999, -200",  # one overlap (a retried chunk), a suffix range
+        b"items=0-1000,0-1000,0-1000",  # not bytes: not a byte range the server builds
+    ],
+)
+def test_ordinary_range_requests_are_no_range_dos(value: bytes) -> None:
+    assert check_range([(b"Host", b"a"), (b"Range", value)], DEFAULT_SETTINGS) is None
+
+
+def test_range_requests_with_too_many_or_overlapping_ranges() -> None:
+    hit = check_range([(b"range", apache_killer(1300))], DEFAULT_SETTINGS)
+    assert hit is not None and hit.threat is C.HTTP_RANGE_DOS and hit.detail == "1300 ranges"
+    hit = check_range([(b"Range", b"bytes=0-,5-0,5-1,5-2")], DEFAULT_SETTINGS)  # few, but overlapping
+    assert hit is not None and hit.detail == "3 overlapping ranges of 4"
+    many = b"bytes=" + b",".join(b"%d-%d" % (i * 10, i * 10 + 1) for i in range(65))
+    assert check_range([(b"Range", many)], DEFAULT_SETTINGS) is not None  # 65 disjoint ranges
+    tight = compile_threat_settings({"http_range_dos": {"max_ranges": 2}})
+    assert check_range([(b"Range", b"bytes=0-9,20-29,40-49")], tight) is not None
 
 
 def test_slowloris() -> None:

@@ -125,6 +125,18 @@ def test_an_injection_in_a_header_an_app_may_read_is_reset_in_protect(name: str)
     assert event["action"] == "reset" and event["group"] == "web"
 
 
+def test_a_range_request_for_hundreds_of_overlapping_ranges_is_reset_and_a_players_is_not() -> None:
+    killer = "bytes=0-," + ",".join(f"5-{i}" for i in range(1300))  # slowhttptest -R
+    lab = Lab()
+    verdicts = lab.send(flow(request("HEAD", [*CURL, ("Range", killer)], path="/"), 42300))
+    assert verdicts[-1] is WorkerVerdict.RESET_FLOW
+    [event] = lab.threats("http_range_dos")
+    assert event["action"] == "reset" and event["group"] == "web"
+    player = Lab()
+    verdicts = player.send(flow(request("GET", [*CURL, ("Range", "bytes=1048576-")], path="/v.mp4"), 42301))
+    assert WorkerVerdict.RESET_FLOW not in verdicts and player.threats() == []
+
+
 def test_the_same_header_injection_is_an_alert_in_monitor() -> None:
     lab = Lab()
     lab.send(flow(request("GET", [*CURL, ("X-Api-Filter", "1' OR '1'='1")]), 42200, server=DB))

@@ -41,7 +41,14 @@ from workers.detect.bodypart import body_values
 from workers.detect.database import AccessDeniedTracker
 from workers.detect.decode import percent_decode
 from workers.detect.dns import DnsDetector, tunnel_name
-from workers.detect.http import LoginFailures, check_headers, check_slow_body, check_struts_body, login_failed
+from workers.detect.http import (
+    LoginFailures,
+    check_headers,
+    check_range,
+    check_slow_body,
+    check_struts_body,
+    login_failed,
+)
 from workers.detect.injection import CLASSES as INJECTION_CLASSES
 from workers.detect.injection import check_request, check_sql_query, check_values
 from workers.detect.multipart import FIELD, MultipartCursor, boundary_of
@@ -424,6 +431,10 @@ class AppThreats:
     ) -> list[Hit]:
         """The head of a request and its body's first part (`partial`: more parts follow)."""
         hits = check_headers(headers)
+        if C.HTTP_RANGE_DOS.id in on:
+            ranges = check_range(headers, st.settings)
+            if ranges is not None:
+                hits.append(ranges)
         ctype = cookie = ""
         for name, value in headers:
             low = name.lower()

@@ -1,5 +1,5 @@
 """HTTP threats on plain values: negative Content-Length, request smuggling, Slowloris, slow bodies,
-login brute force, Struts RCE.
+login brute force, Struts RCE, Range requests that make the server build a part per range.
 
 Header checks take the raw header list as the parser saw it (names unnormalised, so `Transfer-Encoding :`
 with a space before the colon, a duplicated header or a value like `xchunked` stays visible); the
@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from threats.catalogue import (
     HTTP_BRUTE_FORCE,
     HTTP_NEGATIVE_LENGTH,
+    HTTP_RANGE_DOS,
     HTTP_SLOW_BODY,
     HTTP_SLOWLORIS,
     HTTP_SMUGGLING,
@@ -83,6 +84,39 @@ def check_headers(headers: Sequence[Header]) -> list[Hit]:
                 Hit(HTTP_SMUGGLING, "Content-Length with Transfer-Encoding", excerpt_of(encodings[0][1]))
             )
     return _dedupe(hits)
+
+
+_RANGE_SPEC = re.compile(rb"\s*(\d*)\s*-\s*(\d*)\s*\Z")
+
+
+def check_range(headers: Sequence[Header], settings: ThreatSettings) -> Hit | None:
+    """A `Range: bytes=…` header with more ranges than `max_ranges`, or with more than `max_overlapping`
+    ranges that overlap another (`bytes=0-,5-0,5-1,…`: each overlapping range is a copy the server builds
+    and sends). Suffix ranges (`-500`) count, but their place in the file is unknown: no overlap."""
+    for name, value in headers:
+        if name.lower().strip() != b"range":
+            continue
+        unit, _, ranges = value.partition(b"=")
+        if unit.strip().lower() != b"bytes":
+            return None
+        count = ranges.count(b",") + 1
+        if count > settings.threshold(HTTP_RANGE_DOS, "max_ranges"):
+            return Hit(HTTP_RANGE_DOS, f"{count} ranges", excerpt_of(value))
+        spans = []
+        for spec in ranges.split(b","):
+            m = _RANGE_SPEC.match(spec)
+            if m is not None and m.group(1):
+                spans.append((int(m.group(1)), int(m.group(2)) if m.group(2) else float("inf")))
+        spans.sort()
+        overlapping, reach = 0, -1.0
+        for start, end in spans:
+            if start <= reach:
+                overlapping += 1
+            reach = max(reach, end)
+        if overlapping > settings.threshold(HTTP_RANGE_DOS, "max_overlapping"):
+            return Hit(HTTP_RANGE_DOS, f"{overlapping} overlapping ranges of {count}", excerpt_of(value))
+        return None
+    return None
 
 
 def _obfuscated_coding(value: bytes) -> bool:

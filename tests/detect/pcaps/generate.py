@@ -412,10 +412,18 @@ def threat_classes() -> tuple[Packets, Any, dict[str, int]]:
     out += http_exchange(
         [http(b"POST", b"/d", [b"Content-Length: 2", b"Content-Length: 2"], b"ok")], 46003, t + 150
     )
+    # http_range_dos: slowhttptest -R's head (`bytes=0-,5-0,5-1,…`, 1300 ranges) (1); a media player's
+    # open-ended range and a PDF viewer's three stay quiet
+    killer = b"Range: bytes=0-," + b",".join(b"5-%d" % i for i in range(1299))
+    out += http_exchange([http(b"HEAD", b"/", [killer, b"Accept-Encoding: gzip"])], 46004, t + 150)
+    out += http_exchange([http(b"GET", b"/v.mp4", [b"Range: bytes=1048576-"])], 46005, t + 150)
+    out += http_exchange(
+        [http(b"GET", b"/d.pdf", [b"Range: bytes=0-99,4096-8191,65536-70000"])], 46006, t + 150
+    )
     out.sort(key=lambda p: p[0])
     expected = {"ssh_brute_force": 5 + 10, "http_brute_force": 5, "udp_flood": 500, "dns_flood": 200 + 51,
                 "dns_pointer_loop": 1, "dns_overflow": 1, "http_slowloris": 1, "http_slow_body": 2,
-                "heartbleed": 1, "http_smuggling": 3}  # fmt: skip
+                "heartbleed": 1, "http_smuggling": 3, "http_range_dos": 1}  # fmt: skip
     return out, None, expected
 
 
