@@ -216,6 +216,12 @@ THREATS: tuple[Threat, ...] = (
        # media players and download managers ask for one range; PDF viewers for a few dozen that never
        # overlap; the attack asks for hundreds, each overlapping the first
        max_ranges=64, max_overlapping=2),
+    _t(1042, "tcp_slow_read", S.HIGH, A.RESET,
+       "TCP slow read: a client that never offers more than a tiny receive window keeps the server's "
+       "data waiting, read a few bytes at a time (slowhttptest -X)",
+       # every stack offers tens of kilobytes (Linux 64 KB, lwIP 5.8 KB); a slow reader offers a few
+       # hundred bytes and reads a few a second, so the server's data and socket stay held for minutes
+       max_window=4096, seconds=20, min_bytes_per_second=100),
 )  # fmt: skip
 
 BY_NAME: Mapping[str, Threat] = MappingProxyType({t.name: t for t in THREATS})
@@ -286,6 +292,7 @@ HTTP_SLOW_BODY = BY_NAME["http_slow_body"]
 COMMAND_INJECTION = BY_NAME["command_injection"]
 LDAP_INJECTION = BY_NAME["ldap_injection"]
 HTTP_RANGE_DOS = BY_NAME["http_range_dos"]
+TCP_SLOW_READ = BY_NAME["tcp_slow_read"]
 
 
 class Finding(NamedTuple):

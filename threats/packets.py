@@ -6,7 +6,7 @@ time-based threats. It keeps a small state per flow (handshake progress, window 
 fragment ranges per datagram, outstanding echo requests and refused probes per source, every table with
 a named cap and least-recently-used eviction, so it is sans-io and safe under floods of distinct keys.
 
-Threats here: tcp_split_handshake, tcp_small_window, tcp_no_data, tcp_small_mss on a SYN-ACK,
+Threats here: tcp_split_handshake, tcp_small_window, tcp_slow_read, tcp_no_data, tcp_small_mss on a SYN-ACK,
 bad_packet on later packets (flags, option lengths, decode anomalies), fragments (ip_teardrop,
 ping_of_death: `threats.fragments`), icmp_tunneling, port_scan by refused probes (RST or ICMP
 unreachable answering a probe).
@@ -68,7 +68,9 @@ _NONE, _SYN_SENT, _SYN_RCVD, _ESTABLISHED, _CLOSED, _UDP = range(6)
 
 
 class _Flow:
-    __slots__ = ("state", "init_dir", "est_time", "data", "wscale", "nodata_fired", "last")
+    __slots__ = (
+        "state", "init_dir", "est_time", "data", "wscale", "nodata_fired", "last", "client_window", "reading"
+    )  # fmt: skip
 
     def __init__(self, state: int, init_dir: int, now: float) -> None:
         self.state = state
@@ -78,6 +80,51 @@ class _Flow:
         self.wscale = [-1, -1]
         self.nodata_fired = False
         self.last = now
+        self.client_window = 0  # the largest receive window the client offered (scaled)
+        # the client's reading of the server's data, followed only while that window stays tiny
+        self.reading: _Reading | None = None
+
+
+_SEQ_MASK = 0xFFFFFFFF
+
+
+def _seq_after(a: int, b: int) -> bool:
+    """Is sequence number `a` after `b` (RFC 1982 serial arithmetic on 32 bits)?"""
+    return 0 < (a - b) & _SEQ_MASK < 0x80000000
+
+
+class _Reading:
+    """How a client with a tiny window reads what the server sends: since when server data has waited
+    for its acknowledgement (`waiting_since`, -1: nothing waits), and how much it has read since."""
+
+    __slots__ = ("server_end", "acked", "waiting_since", "acked_then", "fired", "swept")
+
+    def __init__(self) -> None:
+        self.server_end = -1  # the sequence number after the server's last byte sent (-1: none yet)
+        self.acked = -1  # the client's last acknowledgement
+        self.waiting_since = -1.0
+        self.acked_then = 0  # ... and its acknowledgement when the wait began
+        self.fired = False  # found on the packet path
+        self.swept = False  # ... and by the sweep
+
+
+def _slow_reader(st: _Flow, now: float, s: ThreatSettings, swept: bool = False) -> str:
+    """What makes the flow's client a slow reader now, or "": once on the packet path (where Protect
+    resets the connection) and once by the sweep (which reports a connection gone quiet)."""
+    r = st.reading
+    if r is None or r.waiting_since < 0 or r.fired or (swept and r.swept) or not st.client_window:
+        return ""
+    waited = now - r.waiting_since
+    if waited < s.threshold(C.TCP_SLOW_READ, "seconds"):
+        return ""
+    read = ((r.acked - r.acked_then) & _SEQ_MASK) if r.acked >= 0 else 0
+    if read / waited >= s.threshold(C.TCP_SLOW_READ, "min_bytes_per_second"):
+        return ""
+    if swept:
+        r.swept = True
+    else:
+        r.fired = True
+    return f"{read} bytes read in {waited:.0f}s behind a window of at most {st.client_window}"
 
 
 class _Collect:
@@ -149,10 +196,19 @@ class PacketDetector:
         return out
 
     def tick(self, now: float, settings_for: Callable[[FlowKey], ThreatSettings]) -> list[Finding]:
-        """Sweep up to `sweep_per_tick` least recently active flows: fire tcp_no_data, forget idle flows."""
+        """Sweep up to `sweep_per_tick` least recently active flows: fire tcp_no_data and tcp_slow_read
+        (a slow reader's connection is quiet: the server backs off its probes of a shut window), forget
+        idle flows."""
         out: list[Finding] = []
         idle = self.limits.flow_idle_timeout
         for key, st in self._flows.oldest(self.limits.sweep_per_tick):
+            if st.reading is not None and st.state == _ESTABLISHED:
+                settings = settings_for(key)
+                detail = (
+                    _slow_reader(st, now, settings, swept=True) if C.TCP_SLOW_READ.id in settings.on else ""
+                )
+                if detail:
+                    out.append(_flow_finding(C.TCP_SLOW_READ, key, st.init_dir, detail))
             if st.state == _ESTABLISHED and not st.data and not st.nodata_fired:
                 settings = settings_for(key)
                 if C.TCP_NO_DATA.id in settings.on:
@@ -268,8 +324,46 @@ class PacketDetector:
             window = meta.window << min(scale, 14)
             if window < s.threshold(C.TCP_SMALL_WINDOW, "min_window"):
                 out.append(ctx.finding(C.TCP_SMALL_WINDOW, f"window {window}"))
+        if st.state == _ESTABLISHED and C.TCP_SLOW_READ.id in on:
+            self._slow_read(ctx, st, out)
         if flags & TCP_FIN:
             st.state = _CLOSED
+
+    @staticmethod
+    def _slow_read(ctx: PacketContext, st: _Flow, out: list[Finding]) -> None:
+        """tcp_slow_read: the server's data has waited `seconds` for a client that never offered a window
+        of `max_window` bytes and acknowledged it at under `min_bytes_per_second`. The data waits from
+        the server's first bytes until the client has acknowledged all it was sent with its window open
+        again (its application read them): a slow reader keeps its window shut, so the server's data
+        waits in the server's own buffers. A browser that stops reading (a paused video) lets its window
+        fall to zero too, but offered a large one first."""
+        meta, direction, now, s = ctx.meta, ctx.direction or 0, ctx.now, ctx.settings
+        client_ack = direction == st.init_dir and meta.tcp_flags & TCP_ACK
+        window = 0
+        if client_ack:
+            scale = st.wscale[direction] if st.wscale[0] >= 0 and st.wscale[1] >= 0 else 0
+            window = meta.window << min(scale, 14)
+            st.client_window = max(st.client_window, window)
+        if st.client_window >= s.threshold(C.TCP_SLOW_READ, "max_window"):
+            st.reading = None  # an ordinary stack: nothing to follow (most flows stop here)
+            return
+        r = st.reading
+        if r is None:
+            r = st.reading = _Reading()
+        if direction != st.init_dir:  # the server
+            if meta.payload_len:
+                end = (meta.seq + meta.payload_len) & _SEQ_MASK
+                if r.server_end < 0 or _seq_after(end, r.server_end):
+                    r.server_end = end
+                if r.waiting_since < 0 and (r.acked < 0 or _seq_after(end, r.acked)):
+                    r.waiting_since, r.acked_then = now, r.acked if r.acked >= 0 else meta.seq
+        elif client_ack:
+            r.acked = meta.ack
+            if r.server_end >= 0 and not _seq_after(r.server_end, meta.ack) and window >= st.client_window:
+                r.waiting_since = -1.0  # all read, by the application too: its window is open again
+        detail = _slow_reader(st, now, s)
+        if detail:
+            out.append(ctx.finding(C.TCP_SLOW_READ, detail))
 
     def _refused(self, prober: bytes, ctx: PacketContext, out: list[Finding]) -> None:
         """A probe from `prober` was refused (RST to its SYN, or ICMP port unreachable)."""

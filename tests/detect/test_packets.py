@@ -455,3 +455,75 @@ def test_horizontal_scan_and_ping_sweep() -> None:
         for b in handshake(CLIENT, 41000 + i, f"198.18.{5 + i // 250}.{i % 250 + 1}", 9090)
     ]
     assert run(fleet) == []
+
+
+def reader(window: int, steps: list[tuple[float, int, int]], scale: int = -1) -> list[tuple[float, bytes]]:
+    """A GET answered by a server that has more to send than the client takes: (time, packet). `steps`:
+    (seconds after the request, bytes the client has acknowledged by then, the window it offers), the
+    server sending what each window allows."""
+    opts = wscale(scale) if scale >= 0 else b""
+    out = [
+        (0.0, tcp4(CLIENT, 41000, SERVER, 80, TCP_SYN, window=window, options=opts)),
+        (0.0, tcp4(SERVER, 80, CLIENT, 41000, TCP_SYN | TCP_ACK, seq=5000, ack=1001, options=opts)),
+        (0.0, tcp4(CLIENT, 41000, SERVER, 80, TCP_ACK, seq=1001, ack=5001, window=window)),
+        (0.0, tcp4(CLIENT, 41000, SERVER, 80, TCP_ACK | TCP_PSH, seq=1001, ack=5001, window=window,
+                   payload=b"GET /big HTTP/1.1\r\n\r\n")),
+    ]  # fmt: skip
+    sent = 0
+    for at, acked, offered in steps:
+        room = acked + (offered << max(scale, 0)) - sent
+        if room > 0:  # the server fills the window it was offered
+            out.append((at, tcp4(SERVER, 80, CLIENT, 41000, TCP_ACK | TCP_PSH, seq=5001 + sent, ack=1022,
+                                 payload=b"x" * min(room, 1400))))  # fmt: skip
+            sent += min(room, 1400)
+        out.append((at + 0.001, tcp4(CLIENT, 41000, SERVER, 80, TCP_ACK, seq=1022, ack=5001 + acked,
+                                     window=offered)))  # fmt: skip
+    return out
+
+
+def run_timed(timed: list[tuple[float, bytes]], det: PacketDetector | None = None) -> list[C.Finding]:
+    det = det or PacketDetector()
+    out: list[C.Finding] = []
+    for at, buf in timed:
+        meta, raw, key, direction = packet(buf)
+        out += det.inspect(PacketContext(meta, raw, key, direction, 1000.0 + at, DEFAULT_SETTINGS))
+    return out
+
+
+# slowhttptest -X as recorded in the lab: a 1152-byte window taken at once, then shut; 32 bytes read
+# every 5 s never open it again (a receiver does not offer a silly window); the server probes the shut
+# window ever more rarely (0.3 s, 0.5 s, 0.9 s, … 14 s, 28 s)
+SLOW_READ = [(0.1, 1152, 0), *((t, 1152, 0) for t in (0.3, 0.5, 0.9, 1.8, 3.5, 7.0, 13.9, 27.8))]
+
+
+def test_a_slow_reader_behind_a_tiny_window_is_found_by_its_packets_and_by_the_sweep() -> None:
+    found = run_timed(reader(1152, SLOW_READ))
+    assert names(found) == {"tcp_slow_read"} and len(found) == 1
+    assert found[0].src == addr(CLIENT) and found[0].dport == 80
+    assert found[0].detail == "1152 bytes read in 28s behind a window of at most 1152"
+    # the same connection gone quiet at 14 s: the sweep finds it once 20 s have passed
+    det = PacketDetector()
+    assert run_timed(reader(1152, SLOW_READ[:-1]), det) == []
+    assert det.tick(1015.0, lambda key: DEFAULT_SETTINGS) == []
+    swept = det.tick(1021.0, lambda key: DEFAULT_SETTINGS)
+    assert names(swept) == {"tcp_slow_read"} and swept[0].src == addr(CLIENT)
+    assert det.tick(1022.0, lambda key: DEFAULT_SETTINGS) == []  # once by the sweep ...
+    later = run_timed([(25.0, tcp4(CLIENT, 41000, SERVER, 80, TCP_ACK, seq=1022, ack=6153, window=0))], det)
+    assert names(later) == {"tcp_slow_read"}  # ... and once on the packet path, where Protect resets
+
+
+def test_readers_that_are_not_slow_readers() -> None:
+    # a browser that stops reading (a paused video): its window falls to zero, but it offered 64 KB
+    paused = [(0.1, 0, 512), (0.2, 1400, 0), *((t, 1400, 0) for t in range(1, 60, 5))]
+    assert run_timed(reader(512, paused, scale=7)) == []
+    # a small stack with a tiny window that reads at once: everything acknowledged, the window open again
+    quick = [(t / 10, int(t * 1152), 1152) for t in range(1, 400)]
+    assert run_timed(reader(1152, quick)) == []
+    # ... or that reads steadily, if slowly, at 200 bytes a second: a slow link, not a slow reader
+    steady = [(t, 1152 + 200 * t, 0) for t in range(1, 40)]
+    assert run_timed(reader(1152, steady)) == []
+    off = compile_threat_settings({"tcp_slow_read": {"enabled": False}})
+    det = PacketDetector()
+    for at, buf in reader(1152, SLOW_READ):
+        meta, raw, key, direction = packet(buf)
+        assert det.inspect(PacketContext(meta, raw, key, direction, 1000.0 + at, off)) == []

@@ -188,6 +188,7 @@ def test_udp_flood_from_hping3_is_dropped_in_protect(lab: Lab, policy: Path) -> 
 @pytest.fixture()
 def http_server(lab: Lab) -> Iterator[None]:
     docroot = tempfile.TemporaryDirectory(prefix="lab-www-")
+    (Path(docroot.name) / "big.bin").write_bytes(bytes(2 << 20))  # a response to read slowly
     proc = lab.popen("s1", sys.executable, "-m", "http.server", str(HTTP_PORT), "--directory", docroot.name,
                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
@@ -202,7 +203,9 @@ def http_server(lab: Lab) -> Iterator[None]:
         docroot.cleanup()
 
 
-@pytest.mark.parametrize(("mode", "threat"), [("-H", "http_slowloris"), ("-B", "http_slow_body")])
+@pytest.mark.parametrize(
+    ("mode", "threat"), [("-H", "http_slowloris"), ("-B", "http_slow_body"), ("-R", "http_range_dos")]
+)
 def test_slowhttptest_is_detected_within_the_window(
     lab: Lab, http_server: None, policy: Path, mode: str, threat: str
 ) -> None:
@@ -229,6 +232,31 @@ def test_slowhttptest_is_detected_within_the_window(
             f"http://{web}:{HTTP_PORT}/",
         ]
         assert lab.exec("c2", *curl, check=False, timeout=15).stdout.strip() == "200"
+
+
+def test_slowhttptest_slow_read_is_found_and_a_rate_limited_download_is_not(
+    lab: Lab, http_server: None, policy: Path
+) -> None:
+    web = lab.host("s1").ipv4
+    url = f"http://{web}:{HTTP_PORT}/big.bin"
+    with LabEnforcer(lab, INSPECT_NEW, policy=policy) as e:
+        # a real client reading slowly: curl held to 2 kB/s stops reading and its window falls, but it
+        # offered a large one first
+        curl = lab.popen("c2", "curl", "-s", "-o", "/dev/null", "--limit-rate", "2k", "-m", "30", url,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        try:
+            out = lab.exec("c1", "sh", "-c", 'date +%s.%N; exec "$@"', "slow", "slowhttptest", "-X", "-c", "10",
+                           "-r", "10", "-l", "35", "-w", "512", "-y", "1024", "-n", "5", "-z", "32", "-k", "3",
+                           "-p", "5", "-u", url, check=False, timeout=80)  # fmt: skip
+            started = float(out.stdout.split("\n", 1)[0])
+            found = threats(e, "tcp_slow_read", dst=web)
+            assert found and found[0]["action"] == "reset", [ev.get("name") for ev in e.events()]
+            assert {ev["flow"]["src"] for ev in found} == {lab.host("c1").ipv4}
+            # the server's data waits 20 s; the reader's next acknowledgement (every 5 s) judges it
+            assert min(ev["time"] for ev in found) - started < 20 + 5 + 3
+        finally:
+            curl.wait(timeout=45)
+        assert not threats(e, "tcp_slow_read", timeout=0, src=lab.host("c2").ipv4)
 
 
 def test_a_dig_batch_of_random_names_is_a_dns_flood(lab: Lab, policy: Path, tmp_path: Path) -> None:

@@ -36,9 +36,11 @@ class Tcp:
         self.out, self.t = out, t
         self.ends = [(client, cport), (server, sport)]
         self.seq = [1000, 5000]
+        self.windows = [65535, 65535]  # what each side offers unless told otherwise
 
     def _emit(self, side: int, flags: int, data: bytes = b"", **kw: Any) -> None:
         (src, sp), (dst, dp) = self.ends[side], self.ends[1 - side]
+        kw.setdefault("window", self.windows[side])
         ack = self.seq[1 - side] if flags & TCP_ACK else 0
         self.out.append(
             (self.t, ipv4(src, dst, 6, tcp(sp, dp, flags, self.seq[side], ack, payload=data, **kw)))
@@ -46,10 +48,18 @@ class Tcp:
         self.seq[side] += len(data) + (1 if flags & (TCP_SYN | TCP_FIN) else 0)
         self.t += 0.001
 
-    def handshake(self) -> Tcp:
-        self._emit(0, TCP_SYN, options=mss(1460) + wscale(7))
-        self._emit(1, TCP_SYN | TCP_ACK, options=mss(1460) + wscale(7))
+    def handshake(self, window: int = 65535, scale: int = 7) -> Tcp:
+        """SYN, SYN-ACK, ACK; the client offering `window` (shifted by `scale`; -1: no window scaling)."""
+        scaling = wscale(scale) if scale >= 0 else b""
+        self.windows[0] = window
+        self._emit(0, TCP_SYN, options=mss(1460) + scaling)
+        self._emit(1, TCP_SYN | TCP_ACK, options=mss(1460) + scaling)
         self._emit(0, TCP_ACK)
+        return self
+
+    def ack(self, side: int, window: int) -> Tcp:
+        """A bare acknowledgement of all the other side sent, offering `window`."""
+        self._emit(side, TCP_ACK, window=window)
         return self
 
     def send(self, side: int, data: bytes) -> Tcp:
@@ -414,6 +424,17 @@ def threat_classes() -> tuple[Packets, Any, dict[str, int]]:
     )
     # http_range_dos: slowhttptest -R's head (`bytes=0-,5-0,5-1,…`, 1300 ranges) (1); a media player's
     # open-ended range and a PDF viewer's three stay quiet
+    # tcp_slow_read (slowhttptest -X, as recorded in the lab): a 1152-byte window filled at once, then
+    # shut while the server probes it ever more rarely, for 28 s (1); a download paused as long behind a
+    # window that was 64 KB stays quiet
+    for cport, window, scale in ((46007, 1152, -1), (46008, 512, 7)):
+        rd: Packets = []
+        conv = Tcp(rd, t + 150, C, cport, S, 80).handshake(window, scale)
+        conv.send(0, http(b"GET", b"/big.bin", [b"User-Agent: slowhttptest"]))
+        conv.send(1, b"HTTP/1.1 200 OK\r\nContent-Length: 2097152\r\n\r\n" + b"x" * 1100).ack(0, 0)
+        for gap in (0.2, 0.4, 0.9, 1.7, 3.5, 7.0, 13.9):
+            conv.wait(gap).ack(1, 65535).ack(0, 0)  # the server probes the shut window; still shut
+        out += rd
     killer = b"Range: bytes=0-," + b",".join(b"5-%d" % i for i in range(1299))
     out += http_exchange([http(b"HEAD", b"/", [killer, b"Accept-Encoding: gzip"])], 46004, t + 150)
     out += http_exchange([http(b"GET", b"/v.mp4", [b"Range: bytes=1048576-"])], 46005, t + 150)
@@ -423,7 +444,7 @@ def threat_classes() -> tuple[Packets, Any, dict[str, int]]:
     out.sort(key=lambda p: p[0])
     expected = {"ssh_brute_force": 5 + 10, "http_brute_force": 5, "udp_flood": 500, "dns_flood": 200 + 51,
                 "dns_pointer_loop": 1, "dns_overflow": 1, "http_slowloris": 1, "http_slow_body": 2,
-                "heartbleed": 1, "http_smuggling": 3, "http_range_dos": 1}  # fmt: skip
+                "heartbleed": 1, "http_smuggling": 3, "http_range_dos": 1, "tcp_slow_read": 1}  # fmt: skip
     return out, None, expected
 
 
