@@ -72,6 +72,7 @@ LAB_APPS_BY_PORT = {
     2223: "SSH",
     8080: "SSH",
     8443: "TLS/SSL",
+    8000: "HTTP",
 }
 
 
@@ -116,6 +117,17 @@ def test_committed_captures_match_generator(tmp_path) -> None:
         out = tmp_path / f"{name.replace('/', '_')}.pcap"
         gen.write_pcap(out, build())
         assert out.read_bytes() == (PCAPS / f"{name}.pcap").read_bytes(), name
+
+
+def test_the_recorded_slowhttptest_slow_read_is_tcp_slow_read_in_replay() -> None:
+    """Real slowhttptest -X against Python's HTTP server (record.sh): its three connections offer a
+    1152-byte window, shut it, and read 32 bytes every 5 s; its probe connection reads at once."""
+    lines = gen.replay_lines(PCAPS / "lab" / "http_slow_read.pcap")
+    [summary] = [o for o in lines if o["kind"] == "summary"]
+    assert set(summary["threats"]) == {"tcp_slow_read"}, summary["threats"]
+    # each of the three slow connections (not the probe's), once by the sweep as it went quiet and once
+    # on its packets (their events aggregate: one client, one server)
+    assert summary["counters"]["worker.threats.tcp_slow_read"] == 3 * 2
 
 
 def test_the_recorded_hydra_run_is_ssh_brute_force_in_replay() -> None:

@@ -682,6 +682,7 @@ LAB_CAPTURES = (
     "lab/ssh_port_2222",
     "lab/ssh_port_8080",
     "lab/ssh_hydra_dropbear",
+    "lab/http_slow_read",
     "lab/tls_openssl",
 )
 # Captures replayed with a policy file (beside them); the others run with no policy (identify only).

@@ -2,7 +2,7 @@
 # Record the lab captures in this directory from real clients and servers (traffic we did not craft).
 #
 # Needs root and: tcpdump nginx-light redis-server redis-tools dnsmasq-base openssh-server
-# openssh-client bind9-dnsutils curl openssl python3 dropbear-bin hydra (Debian package names).
+# openssh-client bind9-dnsutils curl openssl python3 dropbear-bin hydra slowhttptest (Debian package names).
 # Everything runs inside a network namespace of its own (dpi-rec) on its loopback, with lab addresses
 # 198.18.0.1 (clients) and 198.18.0.2 (servers); the namespace and every process started here are
 # removed on exit, even on failure. Run from the repository root:
@@ -81,6 +81,14 @@ bg dropbear -F -E -p 198.18.0.2:2223 -r "$WORK/dropbear_key"
 wait_port 2223
 for i in $(seq 0 59); do echo "guess$i"; done > "$WORK/passwords.txt"
 record ssh_hydra_dropbear in_ns timeout 60 hydra -l root -P "$WORK/passwords.txt" -s 2223 -t 4 -I 198.18.0.2 ssh
+
+# Slow read: slowhttptest -X against Python's HTTP server; each connection offers a window of at most
+# 1 KB and reads 32 bytes every 5 s
+mkdir "$WORK/www" && head -c 16384 /dev/zero > "$WORK/www/big.bin"
+bg python3 -m http.server 8000 --bind 198.18.0.2 --directory "$WORK/www"
+wait_port 8000
+record http_slow_read in_ns timeout 45 slowhttptest -X -c 3 -r 3 -l 28 -w 512 -y 1024 -n 5 -z 32 -k 3 -p 5 \
+    -u http://198.18.0.2:8000/big.bin
 
 # Redis: redis-server and redis-cli
 bg redis-server --bind 198.18.0.2 --port 6379 --save '' --appendonly no --protected-mode no --dir "$WORK"
