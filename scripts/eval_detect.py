@@ -572,24 +572,19 @@ def main(argv: list[str]) -> int:
         args.sqlmap_log = run_sqlmap(args.run_sqlmap)
     cases: list[tuple[str, Request]] = []
     sources = {}
-    if args.crs:
-        crs = Source(args.crs)
-        sources["coreruleset"] = crs.commit()
-        cases += crs_cases(crs)
-    if args.seclists:
-        sec = Source(args.seclists)
-        sources["seclists"] = sec.commit()
-        cases += seclists_cases(sec)
-        if args.shapes:
-            cases += shaped_cases(sec)
-    if args.fuzzdb:
-        fuzzdb = Source(args.fuzzdb)
-        sources["fuzzdb"] = fuzzdb.commit()
-        cases += fuzzdb_cases(fuzzdb)
-    if args.h5sc:
-        h5sc = Source(args.h5sc)
-        sources["h5sc"] = h5sc.commit()
-        cases += h5sc_cases(h5sc)
+    readers: dict[str, tuple[str, Callable[[Source], Iterator[tuple[str, Request]]]]] = {
+        "crs": ("coreruleset", crs_cases),
+        "seclists": ("seclists", seclists_cases),
+        "fuzzdb": ("fuzzdb", fuzzdb_cases),
+        "h5sc": ("h5sc", h5sc_cases),
+    }
+    for arg, (name, read) in readers.items():
+        if getattr(args, arg):
+            src = Source(getattr(args, arg))
+            sources[name] = src.commit()
+            cases += read(src)
+            if arg == "seclists" and args.shapes:
+                cases += shaped_cases(src)
     if args.sqlmap_log:
         cases += sqlmap_cases(args.sqlmap_log)
     cases += benign_cases()
@@ -600,7 +595,7 @@ def main(argv: list[str]) -> int:
     before: dict[str, dict] = {}
     if args.against:
         sqlmap_log = ["--sqlmap-log", str(args.sqlmap_log)] if args.sqlmap_log else []
-        plain = [a for a in ("crs", "seclists", "fuzzdb", "h5sc") if getattr(args, a)]
+        plain = [a for a in readers if getattr(args, a)]
         shapes = ["--shapes"] if args.shapes else []
         before = reference_rows(
             args.against, [*(f"--{a}={getattr(args, a)}" for a in plain), *sqlmap_log, *shapes]
