@@ -125,17 +125,19 @@ _XSS_SCRIPT = re.compile(
     # alias, then the alias called (`a=eval;b=alert;a(b(1))`, `$$$=eval,$$$(…)`), or called by `.call`
     r"|(?<![\w$.])([a-z_$][\w$]{0,30})\s*=\s*(?:eval|alert|prompt|confirm|settimeout|setinterval|execscript)"
     r"\s*[;,][^\n]{0,200}?(?<![\w$.])\1\("
-    r"|(?<![\w$])(?:eval|alert|prompt|confirm|settimeout|setinterval|execscript)\s*\.\s*(?:call|apply)\s*\("
-    # a global object's member named at run time, by an expression (a call, strings or regular
-    # expressions joined), and called: `self[atob('YWxlcnQ=')](1)`; the name of what runs is hidden
-    # from every other signal (written as code: no spaces around the brackets)
-    r"|\b(?:window|self|top|parent|frames|globalthis)\[(?=[^\]]{0,200}['\"(/+`])[^\]]{1,200}\]\(",
+    r"|(?<![\w$])(?:eval|alert|prompt|confirm|settimeout|setinterval|execscript)\s*\.\s*(?:call|apply)\s*\(",
     re.I,
+)
+# a global object's member named at run time, by an expression (a call, strings or regular expressions
+# joined), and called: `self[atob('YWxlcnQ=')](1)`; the name of what runs is hidden from every other
+# signal (written as code: no spaces around the brackets, so only values holding `](` are searched)
+_GLOBAL_CALL = re.compile(
+    r"\b(?:window|self|top|parent|frames|globalthis)\[(?=[^\]]{0,200}['\"(/+`])[^\]]{1,200}\]\(", re.I
 )
 # a word every `_XSS_SCRIPT` match holds: one C-speed scan spares the expression on most values
 _SCRIPT_WORD = re.compile(
     "alert|prompt|confirm|eval|settimeout|setinterval|execscript|fromcharcode|function|cookie|domain|location"
-    "|write|html|document|createelement|window|self|top|parent|frames|globalthis",
+    "|write|html|document|createelement",
     re.I,
 )
 # JavaScript written to hide its names: comments between tokens (`document/*x*/.cookie`), bracket
@@ -316,6 +318,8 @@ def xss_value(value: str, plus: bool = False, shared: Forms | None = None) -> Hi
             script = _XSS_SCRIPT.search(js) if _SCRIPT_WORD.search(js) else None
             if script is None and ("`" in js or "[]" in js):
                 script = _XSS_TEMPLATE_CALL.search(js)
+            if script is None and "](" in js:
+                script = _GLOBAL_CALL.search(js)
             if script is None and js != form:  # a DOM name spelt to hide it is no prose about it
                 script = _DOM_SINK.search(js)
             if script is not None:
