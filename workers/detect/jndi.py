@@ -25,7 +25,7 @@ MAX_LOOKUPS = 64  # lookups resolved per text (each step resolves the innermost 
 
 # the byte spellings of `${` a request may carry it in (one C-speed search before anything is decoded)
 _OPENER = re.compile(rb"\$\{|%24%7b|\$%7b|%2524|\\u0024", re.I)
-_INNERMOST = re.compile(r"\$\{([^${}]{0,256})\}")
+_INNERMOST = re.compile(r"\$\{([^${}]{0,4096})\}")
 _JNDI = re.compile(r"\s*jndi\s*:", re.I)
 _QUOTED = re.compile(r"'([^']*)'")
 
