@@ -6,8 +6,8 @@ time-based threats. It keeps a small state per flow (handshake progress, window 
 fragment ranges per datagram, outstanding echo requests and refused probes per source, every table with
 a named cap and least-recently-used eviction, so it is sans-io and safe under floods of distinct keys.
 
-Threats here: tcp_split_handshake, tcp_small_window, tcp_slow_read, tcp_no_data, tcp_small_mss on a SYN-ACK,
-bad_packet on later packets (flags, option lengths, decode anomalies), fragments (ip_teardrop,
+Threats here: tcp_split_handshake, tcp_small_window, tcp_slow_read, tcp_no_data, tcp_small_mss on a
+SYN-ACK, bad_packet on later packets (flags, option lengths, decode anomalies), fragments (ip_teardrop,
 ping_of_death: `threats.fragments`), icmp_tunneling, port_scan by refused probes (RST or ICMP
 unreachable answering a probe).
 
