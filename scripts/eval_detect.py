@@ -308,6 +308,14 @@ def as_query(payload: str) -> str:
     return quote_plus(payload)
 
 
+def list_case(corpus: str, cls: str, payload: str) -> tuple[str, Request]:
+    """One payload of a list as a query value, in the row of its class (one-word SQLi lines: probes)."""
+    probe = cls == "sqli" and _PROBE.fullmatch(payload.strip())
+    return f"{corpus} {cls}" + (" probes" if probe else ""), Request(
+        "/search?q=" + as_query(payload), label=payload
+    )
+
+
 def seclists_cases(src: Source) -> Iterator[tuple[str, Request]]:
     for cls, names in (("sqli", SECLISTS_SQLI), ("xss", SECLISTS_XSS)):
         for name in names:
@@ -315,10 +323,7 @@ def seclists_cases(src: Source) -> Iterator[tuple[str, Request]]:
                 payload = line.replace("__TIME__", "5")
                 if not payload.strip() or payload.startswith("# "):
                     continue
-                row = f"seclists {cls}"
-                if cls == "sqli" and _PROBE.fullmatch(payload.strip()):
-                    row += " probes"
-                yield row, Request("/search?q=" + as_query(payload), label=payload)
+                yield list_case("seclists", cls, payload)
 
 
 FUZZDB_XSS = tuple(
@@ -347,8 +352,7 @@ def fuzzdb_cases(src: Source) -> Iterator[tuple[str, Request]]:
         payload = line.strip()
         if not payload or payload.startswith("#"):
             continue
-        row = f"fuzzdb {cls}" + (" probes" if cls == "sqli" and _PROBE.fullmatch(payload) else "")
-        yield row, Request("/search?q=" + as_query(payload), label=payload)
+        yield list_case("fuzzdb", cls, payload)
 
 
 _JS_STRING = r"'((?:[^'\\]|\\.)*)'"  # a single-quoted JavaScript string literal

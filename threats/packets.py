@@ -108,6 +108,12 @@ class _Reading:
         self.swept = False  # ... and by the sweep
 
 
+def _scaled_window(st: _Flow, direction: int, raw: int) -> int:
+    """A window field in bytes: shifted by its side's scale when both sides agreed to scaling."""
+    scale_a, scale_b = st.wscale
+    return raw << min(st.wscale[direction], 14) if scale_a >= 0 and scale_b >= 0 else raw
+
+
 def _slow_reader(st: _Flow, now: float, s: ThreatSettings, swept: bool = False) -> str:
     """What makes the flow's client a slow reader now, or "": once on the packet path (where Protect
     resets the connection) and once by the sweep (which reports a connection gone quiet)."""
@@ -312,25 +318,19 @@ class PacketDetector:
             if now - st.est_time >= s.threshold(C.TCP_NO_DATA, "seconds"):
                 st.nodata_fired = True
                 out.append(ctx.finding(C.TCP_NO_DATA, "established, no client data"))
-        if (
-            st.state == _ESTABLISHED
-            and ack
-            and not flags & TCP_FIN
-            and meta.window
-            and C.TCP_SMALL_WINDOW.id in on
-        ):
-            scale_a, scale_b = st.wscale
-            scale = st.wscale[direction] if scale_a >= 0 and scale_b >= 0 else 0
-            window = meta.window << min(scale, 14)
+        # the receive window this packet offers, in bytes (0 on a packet that offers none)
+        window = _scaled_window(st, direction, meta.window) if ack and st.state == _ESTABLISHED else 0
+        # (a zero window is ordinary flow control)
+        if window and not flags & TCP_FIN and C.TCP_SMALL_WINDOW.id in on:
             if window < s.threshold(C.TCP_SMALL_WINDOW, "min_window"):
                 out.append(ctx.finding(C.TCP_SMALL_WINDOW, f"window {window}"))
         if st.state == _ESTABLISHED and C.TCP_SLOW_READ.id in on:
-            self._slow_read(ctx, st, out)
+            self._slow_read(ctx, st, window, out)
         if flags & TCP_FIN:
             st.state = _CLOSED
 
     @staticmethod
-    def _slow_read(ctx: PacketContext, st: _Flow, out: list[Finding]) -> None:
+    def _slow_read(ctx: PacketContext, st: _Flow, window: int, out: list[Finding]) -> None:
         """tcp_slow_read: the server's data has waited `seconds` for a client that never offered a window
         of `max_window` bytes and acknowledged it at under `min_bytes_per_second`. The data waits from
         the server's first bytes until the client has acknowledged all it was sent with its window open
@@ -339,10 +339,7 @@ class PacketDetector:
         fall to zero too, but offered a large one first."""
         meta, direction, now, s = ctx.meta, ctx.direction or 0, ctx.now, ctx.settings
         client_ack = direction == st.init_dir and meta.tcp_flags & TCP_ACK
-        window = 0
         if client_ack:
-            scale = st.wscale[direction] if st.wscale[0] >= 0 and st.wscale[1] >= 0 else 0
-            window = meta.window << min(scale, 14)
             st.client_window = max(st.client_window, window)
         if st.client_window >= s.threshold(C.TCP_SLOW_READ, "max_window"):
             st.reading = None  # an ordinary stack: nothing to follow (most flows stop here)

@@ -54,7 +54,6 @@ from workers.detect.injection import check_request, check_sql_query, check_value
 from workers.detect.jndi import check_lookups
 from workers.detect.multipart import FIELD, MultipartCursor, boundary_of
 from workers.detect.sensors import Context, SensorAction, SensorMatch, SensorStream
-from workers.detect.ssh import SshRefusals
 from workers.detect.tls import (
     check_encrypted_heartbeat,
     check_ssh_banner,
@@ -151,7 +150,7 @@ class AppThreats:
         self.max_streams = max_streams  # packet-context sensor streams open at once (Hyperscan state)
         self.open_streams = 0  # closed with their flow
         self.logins = LoginFailures(max_clients)
-        self.ssh_refusals = SshRefusals(max_clients)
+        self.ssh_refusals = LoginFailures(max_clients, C.SSH_BRUTE_FORCE)
         self._slow: LruTable[FlowKey, FlowContext] = LruTable(max_clients)  # flows with a pending request
         self._now = 0.0  # time of the packet or event being handled
 
@@ -355,7 +354,7 @@ class AppThreats:
         elif isinstance(ev, E.SshAuthFailure):
             self.owner.counters["detect.ssh.refused_logins"] += 1  # (seen below the threshold too)
             if C.SSH_BRUTE_FORCE.id in on:
-                hit = self.ssh_refusals.on_refusal(ctx.client_addr, ctx.server_addr, now, s)
+                hit = self.ssh_refusals.on_failure(ctx.client_addr, ctx.server_addr, b"", now, s)
                 if hit is not None:
                     hits.append(hit)
         elif isinstance(ev, E.DnsMessage):

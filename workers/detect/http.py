@@ -26,6 +26,7 @@ from threats.catalogue import (
     HTTP_SMUGGLING,
     STRUTS_RCE,
     Hit,
+    Threat,
     excerpt_of,
 )
 from threats.settings import ThreatSettings
@@ -260,16 +261,22 @@ def login_failed(method: bytes, authorization: bool, status: int, body: bytes) -
 
 
 class LoginFailures:
-    """Refused logins per (client, server, path) in a window; bounded by `capacity` keys."""
+    """Refused logins per (client, server, path) in a window, for one brute-force threat: more than its
+    `failures_per_window` in its `window` is a finding. `http_brute_force` counts per login path; SSH
+    counts the refusals the SSH parser sees inside connections (`workers.dpi.parsers.ssh`) with no path,
+    so a guesser that tries as many passwords per connection as the server allows (hydra: 10 on dropbear)
+    is counted per guess, whichever way its guesses are spread over connections. Bounded by `capacity`
+    keys."""
 
-    def __init__(self, capacity: int = 65536) -> None:
+    def __init__(self, capacity: int = 65536, threat: Threat = HTTP_BRUTE_FORCE) -> None:
+        self.threat = threat
         self._failures: WindowCounter[tuple[bytes, bytes, bytes]] = WindowCounter(capacity)
 
     def on_failure(
         self, client: bytes, server: bytes, path: bytes, now: float, settings: ThreatSettings
     ) -> Hit | None:
-        window = settings.threshold(HTTP_BRUTE_FORCE, "window")
+        window = settings.threshold(self.threat, "window")
         count = self._failures.hit((client, server, path), now, window)
-        if count <= settings.threshold(HTTP_BRUTE_FORCE, "failures_per_window"):
+        if count <= settings.threshold(self.threat, "failures_per_window"):
             return None
-        return Hit(HTTP_BRUTE_FORCE, f"{count:.0f} refused logins in {window:g}s", excerpt_of(path))
+        return Hit(self.threat, f"{count:.0f} refused logins in {window:g}s", excerpt_of(path))

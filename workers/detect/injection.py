@@ -171,13 +171,15 @@ _CSS_ESCAPE = re.compile(r"\\(?:([0-9a-f]{1,6})\s?|(.))", re.I | re.S)
 
 
 def _css_unescaped(text: str) -> str:
-    def one(m: re.Match[str]) -> str:
-        code = int(m.group(1), 16) if m.group(1) else None
-        if code is None:
-            return m.group(2)
-        return chr(code) if 0 < code <= 0x10FFFF and not 0xD800 <= code <= 0xDFFF else ""
+    return _CSS_ESCAPE.sub(_css_char, text)
 
-    return _CSS_ESCAPE.sub(one, text)
+
+def _css_char(m: re.Match[str]) -> str:
+    """One CSS escape: a hex code point (none for 0, a surrogate or beyond Unicode), or the character."""
+    if not m.group(1):
+        return m.group(2)
+    code = int(m.group(1), 16)
+    return chr(code) if 0 < code <= 0x10FFFF and not 0xD800 <= code <= 0xDFFF else ""
 
 
 # A value that starts by closing an attribute and opens one that runs script: `"onzoom=`, `' formaction=`

@@ -33,10 +33,10 @@ _QUOTED = re.compile(r"'([^']*)'")
 def check_lookups(texts: Iterable[bytes]) -> Hit | None:
     """log4shell in any of a request's texts (its URI, header values, a body part). Most requests hold
     no spelling of `${` at all: one search over them all says so."""
-    texts = list(texts)
-    if _OPENER.search(b"\n".join(texts)) is None:
+    parts = list(texts)
+    if _OPENER.search(b"\n".join(parts)) is None:
         return None
-    for data in texts:
+    for data in parts:
         if _OPENER.search(data):
             found = jndi_lookup(data.decode("latin-1"))
             if found is not None:
