@@ -42,7 +42,10 @@ scores the detection code of git revision REF on the same inputs in the same run
 - fuzzdb, `fuzzdb-project/fuzzdb` (BSD-3-Clause; payloads CC BY 3.0), at
   5656ab25dc6bb43bae32236fab775658a90d7380: `attack/xss/` (`xss-other.txt`, `xss-rsnake.txt`,
   `xss-uri.txt`, `XSSPolyglot.txt`, and the `Exploit String:` lines of `JHADDIX_XSS_WITH_CONTEXT.doc.txt`)
-  and `attack/sql-injection/` (`detect/`, `exploit/`, `payloads-sql-blind/`), sent as SecLists' are
+  `attack/sql-injection/` (`detect/`, `exploit/`, `payloads-sql-blind/`) and `attack/os-cmd-execution/`
+  (`command-execution-unix.txt`, `OSCommandInject.Windows.txt`, `useful-commands-*.txt`: rows `fuzzdb
+  rce`, scored as `command_injection`; `\n` in a line is a newline, and the Windows list's `+` a space,
+  as those lists write them), sent as SecLists' are
   (`--fuzzdb`, a checkout or a bare git directory). Its lists mix classes (an LDAP filter among the
   SQLi probes, `' or 2=2` among the XSS): the `[any class]` rows score them as a WAF would.
 - HTML5 Security Cheatsheet, `cure53/H5SC` (MPL-2.0), at 1a91bbc085426579ebcdefb1bc5450760db3dad5:
@@ -131,6 +134,15 @@ CRS_NEGATIVE_ATTACKS = {
 _RCE_SAID_ATTACK = re.compile(r"\b(?:rce|command injection|obvious payload|positive test)\b", re.I)
 _EDITOR_RUNS_A_COMMAND = "`;vi`/`;vim`/`;ex -c:\\!pwd`: an editor made to run a command (`-c:!pwd`), the shape of 932230's attack case 45 (`;gdb … -ex !whoami`)"
 CRS_RCE_NEGATIVE_ATTACKS = {
+    **dict.fromkeys(
+        ("932250-1", "932250-2", "932260-3"),
+        "`tar -xzf /var/www/exfiltrate.tar.gz /etc` (alone, or after `;`): /etc archived into the web root, a"
+        " test that the rule leaves `tar` to another",
+    ),
+    "932260-2": "`exec 5<>/dev/tcp/8.8.8.8/80`: a socket to a remote host opened by the shell, 932236's attack"
+    " case 40 word for word",
+    "932260-1": '`bash -c "echo test"`: a shell given code to run, the shape of 932230\'s attack cases (`time sh'
+    " -c whoami`); 932260 leaves it to that rule",
     "932230-46": "`;cat /path/file.gz`: 932230's own attack cases' shape (`;ex -c`, `;gdb … !whoami`) with a"
     " command the rule leaves to another",
     **dict.fromkeys(("932230-42", "932230-43", "932230-44", "932236-9"), _EDITOR_RUNS_A_COMMAND),
@@ -336,9 +348,26 @@ FUZZDB_SQLI_DIRS = (
     "attack/sql-injection/payloads-sql-blind/",
 )
 
+FUZZDB_RCE = tuple(
+    f"attack/os-cmd-execution/{n}"
+    for n in (
+        "command-execution-unix.txt",
+        "OSCommandInject.Windows.txt",
+        "useful-commands-unix.txt",
+        "useful-commands-windows.txt",
+    )
+)
+
 
 def fuzzdb_cases(src: Source) -> Iterator[tuple[str, Request]]:
     payloads: list[tuple[str, str]] = []
+    for name in FUZZDB_RCE:
+        # the lists' notations: `\n` written for a newline; the Windows list is URL-encoded (`%26%26`,
+        # `c:%255c`), a space written `+`
+        windows_encoded = name.endswith("OSCommandInject.Windows.txt")
+        for line in src.read(name).splitlines():
+            line = line.strip()
+            payloads.append(("rce", line.replace("+", " ") if windows_encoded else line.replace("\\n", "\n")))
     for name in FUZZDB_XSS:
         payloads += (("xss", line) for line in src.read(name).splitlines())
     for line in src.read(FUZZDB_XSS_WITH_CONTEXT).splitlines():
@@ -349,8 +378,8 @@ def fuzzdb_cases(src: Source) -> Iterator[tuple[str, Request]]:
             if name.endswith(".txt"):
                 payloads += (("sqli", line) for line in src.read(name).splitlines())
     for cls, line in payloads:
-        payload = line.strip()
-        if not payload or payload.startswith("#"):
+        payload = line if cls == "rce" else line.strip()  # (a command list's newlines are its payload's)
+        if not payload.strip() or payload.startswith("#"):
             continue
         yield list_case("fuzzdb", cls, payload)
 

