@@ -123,6 +123,9 @@ _LINE = re.compile(
     r"(?=[ \t<>]|\Z)(?P<args>[^;|&\n\r`]{0,200})",
     re.I,
 )
+_WRAPPERS = frozenset("time nohup strace ltrace nice exec timeout".split())
+_FIRST_WORD = re.compile(r"\s*([\w$/{}.+'\"\\@*-]{1,40})")
+_NAME_MARKS = re.compile(r"['\"\\]|\$[@*]|\$\{[a-z_]\w{0,15}\}(?=\w)", re.I)
 # what a command line's first argument other than options must be to count: a path under a system
 # directory, a home or parent path, a Windows path, share or %variable%, a URL or an IPv4 address
 _LINE_TARGET = re.compile(
@@ -362,6 +365,8 @@ def injected(value: str, evasion: int = 0) -> str | None:
     sure = _unmistakable(text)
     if sure is not None:
         return sure
+    if _NEEDED.search(text) is None and not _GLOB_CHAR.search(text) and not _opens_with_a_command(text):
+        return None  # no separator, no glob, no command first: nothing to score (most prose with a dash)
     spelling = evasion
     notes: list[str] = ["overlong UTF-8"] if evasion else []
     if "IFS" in text and _IFS.search(text):
@@ -385,6 +390,16 @@ def injected(value: str, evasion: int = 0) -> str | None:
     if best and best + spelling >= THRESHOLD:
         return " + ".join([why, *notes])
     return None
+
+
+def _opens_with_a_command(text: str) -> bool:
+    """Whether `text`'s first word, quotes and empty expansions dropped, is a command, a wrapper, a path
+    or a variable (`_LINE` looks further)."""
+    m = _FIRST_WORD.match(text)
+    if m is None:
+        return False
+    word = _NAME_MARKS.sub("", m.group(1)).lower()
+    return word in _WEIGHT or word in _WRAPPERS or word.startswith(("/", "$"))
 
 
 def _splits_a_name(text: str) -> bool:
