@@ -63,6 +63,12 @@ scores the detection code of git revision REF on the same inputs in the same run
   FILE` scores the logged requests. A request whose value differs from the original (`1`, `widget`)
   is an attack, except values of letters and digits only (sqlmap's dynamicity checks): "probes".
 
+- commix (`commixproject/commix`, GPL-3.0, run as a program from a checkout, not imported), live:
+  `--run-commix DIR` serves the same app in a namespace of its own and runs commix against `/ping?addr=`
+  with the classic technique at level 3, the eval-, file- and time-based techniques, and each of
+  `COMMIX_TAMPERS`; `--commix-log FILE` scores the logged requests (the app runs no command, so commix
+  sends every payload of each technique). Evaluated at commix 8530a489 (v4.2.dev90).
+
 Reserved for a later, independent evaluation and never used here: PayloadsAllTheThings, payloadbox,
 libinjection's own data files, Zeek's test traces.
 """
@@ -71,12 +77,14 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import dataclasses
 import json
 import os
 import re
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -419,35 +427,42 @@ SQLMAP_RUNS = (  # (url, extra sqlmap arguments)
 )
 
 
-def run_sqlmap(work: Path, port: int = 8081) -> Path:
-    """sqlmap against the lab's injectable app (`lab.vulnapp`) in a network namespace made for it (root);
-    the request log."""
-    work.mkdir(parents=True, exist_ok=True)
-    log = work / "requests.log"
+@contextlib.contextmanager
+def injectable_app(log: Path, port: int) -> Iterator[list[str]]:
+    """The lab's injectable app (`lab.vulnapp`) on 127.0.0.1:`port` in a network namespace made for it
+    (root; removed after), logging every request's path to `log`. Yields the command prefix that runs a
+    program in that namespace."""
     log.write_text("")
     ns = f"evaldetect{os.getpid()}"
     subprocess.run(["ip", "netns", "add", ns], check=True)
+    inside = ["ip", "netns", "exec", ns]
     try:
-        subprocess.run(["ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"], check=True)
+        subprocess.run([*inside, "ip", "link", "set", "lo", "up"], check=True)
         app = [sys.executable, "-m", "lab.vulnapp", "127.0.0.1", str(port), "--log", str(log)]
-        server = subprocess.Popen(
-            ["ip", "netns", "exec", ns, *app], cwd=ROOT, stdout=subprocess.PIPE, text=True
-        )
+        server = subprocess.Popen([*inside, *app], cwd=ROOT, stdout=subprocess.PIPE, text=True)
         try:
             assert server.stdout is not None
             if server.stdout.readline().strip() != "ready":
                 raise SystemExit("the injectable app did not start")
-            sqlmap = Path(sys.executable).with_name("sqlmap")
-            for url, extra in SQLMAP_RUNS:
-                cmd = [str(sqlmap), "-u", f"http://127.0.0.1:{port}{url}", "--batch", "--flush-session"]
-                cmd += ["--technique=BEUSTQ", "--level=3", "--risk=2", "--time-sec=1", "--dbms=SQLite"]
-                cmd += ["--output-dir", str(work / "out"), "--threads=4", *extra]
-                subprocess.run(["ip", "netns", "exec", ns, *cmd], stdout=subprocess.DEVNULL, check=False)
+            yield inside
         finally:
             server.terminate()
             server.wait()
     finally:
         subprocess.run(["ip", "netns", "del", ns], check=False)
+
+
+def run_sqlmap(work: Path, port: int = 8081) -> Path:
+    """sqlmap against the lab's injectable app; the request log."""
+    work.mkdir(parents=True, exist_ok=True)
+    log = work / "requests.log"
+    with injectable_app(log, port) as inside:
+        sqlmap = Path(sys.executable).with_name("sqlmap")
+        for url, extra in SQLMAP_RUNS:
+            cmd = [str(sqlmap), "-u", f"http://127.0.0.1:{port}{url}", "--batch", "--flush-session"]
+            cmd += ["--technique=BEUSTQ", "--level=3", "--risk=2", "--time-sec=1", "--dbms=SQLite"]
+            cmd += ["--output-dir", str(work / "out"), "--threads=4", *extra]
+            subprocess.run([*inside, *cmd], stdout=subprocess.DEVNULL, check=False)
     return log
 
 
@@ -461,6 +476,55 @@ def sqlmap_cases(log: Path) -> Iterator[tuple[str, Request]]:
             continue
         row = "sqlmap sqli probes" if re.fullmatch(r"[\w.-]*", value) else "sqlmap sqli"
         yield row, Request(uri, label=uri)
+
+
+# -- commix, live ----------------------------------------------------------------------------------------
+
+COMMIX_ORIGINAL = "198.18.0.7"
+COMMIX_URL = f"/ping?addr={COMMIX_ORIGINAL}"
+COMMIX_TAMPERS = (
+    "space2ifs,dollaratsigns",
+    "backslashes,caret",
+    "doublequotes,uninitializedvariable",
+    "singlequotes,slash2env",
+    "base64encode",
+    "hexencode",
+    "rev",
+    "nested,backticks",
+    "printf2echo,sleep2timeout",
+    "randomcase,multiplespaces",
+    "space2htab",
+)
+COMMIX_RUNS = (  # extra commix arguments per run
+    ["--technique=c", "--level=3"],  # every prefix, separator and suffix of the classic technique
+    ["--technique=eft", "--time-sec=1"],  # eval-based (PHP), file-based, time-based
+    *(["--technique=c", f"--tamper={t}"] for t in COMMIX_TAMPERS),
+)
+
+
+def run_commix(commix: Path, work: Path, port: int = 8082) -> Path:
+    """commix (a checkout: `commix.py`) against the lab's injectable app; the request log. The app runs
+    no command: commix sends every payload of each technique and finds nothing."""
+    work.mkdir(parents=True, exist_ok=True)
+    log = work / "commix-requests.log"
+    with injectable_app(log, port) as inside:
+        for extra in COMMIX_RUNS:
+            cmd = [sys.executable, str(commix / "commix.py"), "--batch", "--url"]
+            cmd += [f"http://127.0.0.1:{port}{COMMIX_URL}", "--output-dir", str(work / "out"), *extra]
+            subprocess.run([*inside, *cmd], stdout=subprocess.DEVNULL, check=False, timeout=900)
+    return log
+
+
+def commix_cases(log: Path) -> Iterator[tuple[str, Request]]:
+    """Each distinct request commix sent to `/ping`: an attack when its `addr` differs from the original
+    (`commix rce`), a probe when every value is one word (`commix rce probes`: its random markers)."""
+    for uri in dict.fromkeys(log.read_text("utf-8").splitlines()):
+        url = urlsplit(uri)
+        values = [v for vs in parse_qs(url.query, keep_blank_values=True).values() for v in vs]
+        if url.path != "/ping" or values == [COMMIX_ORIGINAL]:
+            continue
+        probe = all(re.fullmatch(r"[\w.-]*", v) for v in values)
+        yield ("commix rce probes" if probe else "commix rce"), Request(uri, label=uri)
 
 
 def _lines(name: str) -> list[str]:
@@ -568,7 +632,6 @@ def reference_rows(ref: str, argv: list[str]) -> dict[str, dict]:
     """The rows of git revision `ref`'s detection code on the same inputs (this script, its corpora)."""
     import io
     import tarfile
-    import tempfile
 
     archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref], check=True, capture_output=True).stdout
     with tempfile.TemporaryDirectory() as tmp:
@@ -591,6 +654,10 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--sqlmap-log", type=Path, help="requests logged during a live sqlmap run")
     parser.add_argument("--run-sqlmap", type=Path, metavar="DIR", help="run sqlmap live first (root)")
+    parser.add_argument("--commix-log", type=Path, help="requests logged during a live commix run")
+    parser.add_argument(
+        "--run-commix", type=Path, metavar="COMMIX", help="run commix (a checkout) live first (root)"
+    )
     parser.add_argument("--misses", type=int, default=0, help="list up to N misses / false positives per row")
     parser.add_argument("--json", action="store_true")
     parser.add_argument(
@@ -603,6 +670,8 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.run_sqlmap:
         args.sqlmap_log = run_sqlmap(args.run_sqlmap)
+    if args.run_commix:
+        args.commix_log = run_commix(args.run_commix, Path(tempfile.mkdtemp(prefix="commix-")))
     cases: list[tuple[str, Request]] = []
     sources = {}
     readers: dict[str, tuple[str, Callable[[Source], Iterator[tuple[str, Request]]]]] = {
@@ -620,6 +689,8 @@ def main(argv: list[str]) -> int:
                 cases += shaped_cases(src)
     if args.sqlmap_log:
         cases += sqlmap_cases(args.sqlmap_log)
+    if args.commix_log:
+        cases += commix_cases(args.commix_log)
     cases += benign_cases()
     rows = evaluate(iter(cases))
     if args.json:
@@ -628,6 +699,7 @@ def main(argv: list[str]) -> int:
     before: dict[str, dict] = {}
     if args.against:
         sqlmap_log = ["--sqlmap-log", str(args.sqlmap_log)] if args.sqlmap_log else []
+        sqlmap_log += ["--commix-log", str(args.commix_log)] if args.commix_log else []
         plain = [a for a in readers if getattr(args, a)]
         shapes = ["--shapes"] if args.shapes else []
         before = reference_rows(

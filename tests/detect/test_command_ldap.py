@@ -4,6 +4,7 @@ alerts, a disabled class stays silent). Every payload here was written for these
 
 from __future__ import annotations
 
+import base64
 from urllib.parse import quote, quote_plus
 
 import pytest
@@ -15,6 +16,7 @@ from threats import catalogue as C
 from workers.detect import ldap, shell
 from workers.detect.decode import overlong_escapes, percent_decode, variants
 from workers.detect.injection import (
+    base64_text,
     check_request,
     command_value,
     ldap_free,
@@ -86,6 +88,15 @@ COMMAND_INJECTIONS = [
     ("a);id", "a parenthesised argument closed, then a command alone"),
     ("x|id", "a throwaway argument, then a command alone"),
     ("| dir c:/windows", "a Windows path with a forward slash"),
+    # the spellings of an injection tool's tamper scripts
+    (";$@ec$@ho${IFS}$((12+30))", "empty expansions opening and splitting a name, $IFS, arithmetic"),
+    ("198.18.0.7|''wh''oa''mi", "empty quotes opening and splitting a name"),
+    (';""${Q}ca""${Q}t /etc/hosts', "runs of empty quotes and unset variables inside a name"),
+    ("x;cat ${PATH%%u*}etc${PATH%%u*}hosts", "a variable cut to a slash"),
+    ('x";echo Q`expr 3 + 4`Q', "an arithmetic echo through expr"),
+    ("'.system('id').'", "a PHP call that runs a command, after a string is closed"),
+    ("{${phpinfo()}}", "PHP's complex syntax calling phpinfo"),
+    ("198.18.0.7.print(`echo Q`.`echo $((1+2))`)", "backticks in PHP concatenation, arithmetic"),
 ]
 
 BENIGN_SHELL_LOOKALIKES = [
@@ -149,6 +160,11 @@ BENIGN_SHELL_LOOKALIKES = [
     "() => { return 1; }",
     "<!-- comment --> <p>exec summary</p>",
     "see /dev/tcp docs",
+    "system (default)",
+    "Operating System (OS)",
+    "O''Brien",
+    "rock'n'roll",
+    "$@ is the argument list",
 ]
 
 
@@ -189,6 +205,20 @@ def test_command_detail_names_the_separator_and_the_command() -> None:
     hit = command_value("198.18.0.7%3Bwhoami", plus=True)
     assert hit is not None and hit.threat is C.COMMAND_INJECTION
     assert "';'" in hit.detail and "'whoami'" in hit.detail and hit.excerpt == b"198.18.0.7;whoami"
+
+
+def test_a_base64_value_is_decoded_for_the_command_check() -> None:
+    # an application that base64-decodes a value before running it
+    attack = base64.b64encode(b"198.18.0.7;uname -a").decode()
+    hit = command_value(attack)
+    assert hit is not None and hit.detail.startswith("base64 of "), hit
+    assert "command_injection" in threats_of("/ping?host=" + quote(attack, safe=""))
+    for benign in (b"Hello world, this is fine!", b'{"alg":"HS256","typ":"JWT"}', b"the cat sat on a mat"):
+        assert command_value(base64.b64encode(benign).decode()) is None, benign
+    # random tokens decode to bytes, not text; short or padded-wrong values are not base64 of anything
+    assert base64_text("q7ZUHe0D2xXcMFsXAgn1b0Rm") is None
+    assert base64_text("aWQ=") is None  # `id`: too short to be worth the decoding
+    assert base64_text("dW5hbWUgLWE") is None  # not a multiple of 4
 
 
 def test_encoded_separators_are_decoded_first() -> None:

@@ -626,6 +626,25 @@ def test_eval_script_reads_fuzzdb_lists_and_its_exploit_strings(tmp_path: Path) 
     assert rows["fuzzdb rce"]["misses"] == ["id"]  # a word alone: no command line
 
 
+def test_eval_script_reads_a_commix_request_log(tmp_path: Path) -> None:
+    ev = _eval_module()
+    log = tmp_path / "commix.log"
+    log.write_text(
+        "/ping?addr=198.18.0.7\n"  # the original request: no attack
+        "/ping?addr=198.18.0.7%3Becho%20QWE%24%28%283%2B4%29%29\n"
+        "/ping?addr=198.18.0.7%3Becho%20QWE%24%28%283%2B4%29%29\n"  # the same request again: once
+        "/ping?addr=QWERTY\n"  # a marker alone: a probe
+        "/ping?addr=198.18.0.7%3Bcat%20docs\n"  # a word after a common command: missed
+        "/other?addr=198.18.0.7%3Bid\n"  # not the tested path
+    )
+    rows = ev.evaluate(ev.commix_cases(log))
+    assert {k: (v["hit"], v["total"]) for k, v in rows.items() if "any" not in k} == {
+        "commix rce": (1, 2),
+        "commix rce probes": (0, 1),
+    }
+    assert rows["commix rce"]["misses"] == ["/ping?addr=198.18.0.7%3Bcat%20docs"]
+
+
 def test_eval_script_reads_the_html5_security_cheatsheet_vectors(tmp_path: Path) -> None:
     ev = _eval_module()
     (tmp_path / "payloads.js").write_text(

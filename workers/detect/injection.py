@@ -18,6 +18,8 @@ UNION SELECT of constants, stacked statement after a string, time-delay and comm
 
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
 import json
 import re
@@ -30,7 +32,14 @@ import libinjection
 from threats.catalogue import COMMAND_INJECTION, LDAP_INJECTION, SQL_INJECTION, XSS, Hit, Threat, excerpt_of
 from workers.detect import ldap, multipart, shell
 from workers.detect.bodypart import json_part_values
-from workers.detect.decode import EVASION_WEIGHT, PAIR_SEPARATOR, html_decode, overlong_escapes, variants
+from workers.detect.decode import (
+    EVASION_WEIGHT,
+    PAIR_SEPARATOR,
+    html_decode,
+    overlong_escapes,
+    percent_decode,
+    variants,
+)
 from workers.detect.sqli import injected
 
 # Values checked per request (query, form, cookie and JSON values together): a request with more is
@@ -84,6 +93,25 @@ def _free(value: str, plain: re.Pattern[str], escaped: re.Pattern[str]) -> bool:
 def shell_free(value: str) -> bool:
     """Whether no decoding of `value` can hold a command separator or substitution."""
     return _free(value, _SHELL_FREE_PLAIN, _SHELL_FREE_ESCAPED)
+
+
+MIN_BASE64_VALUE = 12  # characters: shorter base64 spells no command worth the decoding
+_BASE64_VALUE = re.compile(r"[A-Za-z0-9+/]+={0,2}\Z")
+_PRINTABLE_TEXT = re.compile(r"[\t\n\r\x20-\x7e]*\Z")
+
+
+def base64_text(value: str) -> str | None:
+    """`value` base64-decoded, when it is base64 of printable ASCII text with a space or punctuation a
+    command needs (random tokens and IDs decode to bytes, not text); else None."""
+    if "%" in value:  # `%3D%3D`: the padding escaped in a query
+        value = percent_decode(value)
+    if len(value) < MIN_BASE64_VALUE or len(value) % 4 or not _BASE64_VALUE.match(value):
+        return None
+    try:
+        text = base64.b64decode(value, validate=True).decode("ascii")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return text if _PRINTABLE_TEXT.match(text) and not (shell_free(text) and line_free(text)) else None
 
 
 def line_free(value: str) -> bool:
@@ -267,7 +295,12 @@ def sqli_value(value: str, plus: bool = False, shared: Forms | None = None) -> H
 def command_value(value: str, plus: bool = False, shared: Forms | None = None) -> Hit | None:
     """Check one user-supplied value for OS command injection (`workers.detect.shell`)."""
     if shell_free(value) and line_free(value):
-        return None
+        decoded = base64_text(value)
+        if decoded is None:
+            return None
+        # a value the application base64-decodes before running it (commix's `base64encode`)
+        signals = shell.injected(decoded)
+        return Hit(COMMAND_INJECTION, f"base64 of {signals}", excerpt_of(decoded)) if signals else None
     evasion = -1  # looked for once a form is worth scoring
     for form in (f for f in _shared_forms(value, plus, shared) if shell.needs_check(f)):
         if evasion < 0:

@@ -98,13 +98,21 @@ BREAKOUT_LOOKBACK = 48  # characters before a separator read to tell a breakout 
 _IFS = re.compile(r"\$\{IFS\}|\$IFS(?:\$\d)?(?![A-Za-z0-9_])")
 # quotes, backslashes and empty expansions inside a command name, which the shell drops (`w'h'o'am'i`,
 # `c\at`, `wh""oami`, `c$@at`, `c${unset}url`)
+_MARK = r"''|\"\"|['\"\\]|\$[@*]|\$\{[a-z_]\w{0,15}\}"
+_EMPTY_MARK = r"''|\"\"|\\|\$[@*]|\$\{[a-z_]\w{0,15}\}"  # (a lone quote opening a word is a quote)
 _SPLIT_NAME = re.compile(
-    r"(?<=[a-z])(?:''|\"\"|['\"\\]|\$[@*]|\$\{[a-z_]\w{0,15}\})(?=[a-z])|(?<=[;|&`(\s])\\(?=[a-z])", re.I
+    rf"(?<=[a-z])(?:{_MARK})+(?=[a-z])|(?:(?<=[;|&`(\s])|\A)(?:{_EMPTY_MARK})+(?=[a-z])", re.I
 )
-_SPLIT_MARK = re.compile(r"''|\"\"|['\"\\]|\$[@*]|\$\{[a-z_]\w{0,15}\}", re.I)
+_SPLIT_MARKS = re.compile(rf"(?:{_MARK})+", re.I)
+# `${PATH%%u*}`, `${HOME:0:1}`: a variable whose value starts with `/` cut to that character, a slash
+# written so that no `/` is seen
+_SLASH_VARIABLE = re.compile(r"\$\{(?:PATH|HOME|PWD|OLDPWD|SHELL)(?::0:1|%%?[^}]{1,20})\}")
 # arithmetic expansion of numbers (`$((31+64))`): what an injection echoes to see its command ran (the
 # shell prints the sum, the value's text does not); no language but the shell's writes it
-_ARITHMETIC = re.compile(r"\$\(\(\s*\d+(?:\s*[-+*/%]\s*\d+)+\s*\)\)")
+_ARITHMETIC = re.compile(
+    r"\$\(\(\s*\d+(?:\s*[-+*/%]\s*\d+)+\s*\)\)"
+    r"|(?:`|\$\()\s*expr\s+\d+(?:\s*[-+*/%]\s*\d+)+\s*[`)]"  # (the same with `expr`, `` `expr 3 + 4` ``)
+)
 # characters a value needs for any occurrence (`needs_check`)
 _NEEDED = re.compile(r"[;|&`\n\r$<>](?:(?<=[$<>])\(|(?<![$<>]))")  # (one class first: a fast scan)
 # ... for a command line of its own (an option's dash, a path's slash, a redirection), a globbed path, a
@@ -167,6 +175,12 @@ _CMD_FOR = re.compile(
     r"\bfor(?:[ \t]+/[dlrf](?:[ \t]+(?:\"[^\"]{0,80}\"|[a-z]:\\\S*))?)*[ \t]+%%?[^\s%]{1,30}[ \t]+in[ \t]*"
     r"\([^)]{0,200}\)[ \t]*do\b",
     re.I,
+)
+# A PHP call that runs a command or shows the server's setup, after what ends an expression or a string
+# (`'.system('id').'`, `;passthru($c)`, `{${phpinfo()}}`): code injection reaching the shell. PHP's names
+# are matched in lower case and glued to their parenthesis, as tools send them (`System (OS)` is prose)
+_CODE_RUNS_COMMAND = re.compile(
+    r"(?:\A|[.;'\"})(]|\{\$\{)\s*(?:system|passthru|shell_exec|exec|popen|proc_open|pcntl_exec|phpinfo)\("
 )
 # a server-side include that runs a command (`<!--#exec cmd="id"-->`), in a page the server parses
 _SSI_EXEC = re.compile(r"<!--\s*#\s*exec\s+(?:cmd|cgi)\s*=", re.I)
@@ -315,7 +329,7 @@ def _reach_weight(text: str, start: int, sep: str) -> int:
         if start == 0:
             return 1
         before = text[start - 1]
-        return 1 if before.isalnum() or before in "'\"" else -1
+        return 1 if before.isalnum() or before in "'\"." else -1  # (`.`: code's concatenation, `'.`id`.'`)
     return (
         1 if _breaks_out(text[max(0, start - BREAKOUT_LOOKBACK) : start], start <= BREAKOUT_LOOKBACK) else 0
     )
@@ -373,7 +387,11 @@ def injected(value: str, evasion: int = 0) -> str | None:
         text = _IFS.sub(" ", text)
         spelling += 2
         notes.append("$IFS as a space")
-    if "$((" in text and _ARITHMETIC.search(text):
+    if "${" in text and _SLASH_VARIABLE.search(text):
+        text = _SLASH_VARIABLE.sub("/", text)
+        spelling += 2
+        notes.append("a variable cut to a slash")
+    if ("$((" in text or "expr" in text) and _ARITHMETIC.search(text):
         spelling += 2
         notes.append("arithmetic expansion")
     if "/" in text and _GLOB_CHAR.search(text):
@@ -403,30 +421,34 @@ def _opens_with_a_command(text: str) -> bool:
 
 
 def _splits_a_name(text: str) -> bool:
-    """Whether `text` has a mark `_SPLIT_NAME` drops: a quote, backslash or empty expansion between two
-    letters, or a backslash before a letter that opens a word. (Looked for from the marks, which are
-    few: a scan for them is a fraction of `_SPLIT_NAME`'s, whose look-behind runs at every position.)"""
-    for m in _SPLIT_MARK.finditer(text):
+    """Whether `text` has marks `_SPLIT_NAME` drops before a letter: quotes, backslashes or empty
+    expansions after a letter, or empty ones opening a word (`$@ec$@ho`, `''ec''ho`). (Looked for from
+    the marks, which are few: a scan for them is a fraction of `_SPLIT_NAME`'s, whose look-behinds run
+    at every position.)"""
+    for m in _SPLIT_MARKS.finditer(text):
         start, end = m.span()
         if end >= len(text) or not text[end].isalpha():
             continue
-        if start > 0 and (
-            text[start - 1].isalpha()
-            or (m.group() == "\\" and (text[start - 1] in ";|&`(" or text[start - 1].isspace()))
-        ):
+        before = text[start - 1] if start else ""
+        if before.isalpha():
+            return True
+        if (not before or before in ";|&`(" or before.isspace()) and m.group() not in ("'", '"'):
             return True
     return False
 
 
 def _unmistakable(text: str) -> str | None:
     """Why `text` holds shell syntax that is an injection by itself (Shellshock, a cmd.exe FOR loop or
-    IF, a server-side include's exec, bash's network device), or None."""
+    IF, a PHP call that runs a command, a server-side include's exec, bash's network device), or None."""
     if "(" in text:
         if _FUNCTION_IMPORT.match(text):
             return "a shell function definition opens the value (Shellshock)"
         loop = _CMD_FOR.search(text) if "%" in text else None
         if loop is not None:
             return f"a cmd.exe FOR loop {loop.group()[:32]!r}"
+        call = _CODE_RUNS_COMMAND.search(text)
+        if call is not None:
+            return f"code that runs a command {call.group().strip()[:24]!r}"
     if "<!--" in text and _SSI_EXEC.search(text):
         return "a server-side include runs a command"
     if "/dev/" in text:
