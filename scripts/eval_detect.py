@@ -517,13 +517,14 @@ def run_commix(commix: Path, work: Path, port: int = 8082) -> Path:
 
 def commix_cases(log: Path) -> Iterator[tuple[str, Request]]:
     """Each distinct request commix sent to `/ping`: an attack when its `addr` differs from the original
-    (`commix rce`), a probe when every value is one word (`commix rce probes`: its random markers)."""
+    (`commix rce`), a probe when every value is a few letters (`commix rce probes`: its random markers;
+    a hex-encoded payload is one word too, and an attack)."""
     for uri in dict.fromkeys(log.read_text("utf-8").splitlines()):
         url = urlsplit(uri)
         values = [v for vs in parse_qs(url.query, keep_blank_values=True).values() for v in vs]
         if url.path != "/ping" or values == [COMMIX_ORIGINAL]:
             continue
-        probe = all(re.fullmatch(r"[\w.-]*", v) for v in values)
+        probe = all(re.fullmatch(r"[A-Za-z]{0,8}", v) for v in values)  # (its random markers: `QWE`)
         yield ("commix rce probes" if probe else "commix rce"), Request(uri, label=uri)
 
 

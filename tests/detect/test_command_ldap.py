@@ -16,9 +16,9 @@ from threats import catalogue as C
 from workers.detect import ldap, shell
 from workers.detect.decode import overlong_escapes, percent_decode, variants
 from workers.detect.injection import (
-    base64_text,
     check_request,
     command_value,
+    encoded_text,
     ldap_free,
     ldap_value,
     line_free,
@@ -207,18 +207,22 @@ def test_command_detail_names_the_separator_and_the_command() -> None:
     assert "';'" in hit.detail and "'whoami'" in hit.detail and hit.excerpt == b"198.18.0.7;whoami"
 
 
-def test_a_base64_value_is_decoded_for_the_command_check() -> None:
-    # an application that base64-decodes a value before running it
-    attack = base64.b64encode(b"198.18.0.7;uname -a").decode()
-    hit = command_value(attack)
-    assert hit is not None and hit.detail.startswith("base64 of "), hit
-    assert "command_injection" in threats_of("/ping?host=" + quote(attack, safe=""))
+def test_a_base64_or_hex_value_is_decoded_for_the_command_check() -> None:
+    # an application that decodes a value before running it
+    command = b"198.18.0.7;uname -a"
+    for attack in (base64.b64encode(command).decode(), command.hex(), command.hex().upper()):
+        hit = command_value(attack)
+        assert hit is not None and hit.detail.startswith("encoded "), (attack, hit)
+        assert "command_injection" in threats_of("/ping?host=" + quote(attack, safe=""))
     for benign in (b"Hello world, this is fine!", b'{"alg":"HS256","typ":"JWT"}', b"the cat sat on a mat"):
         assert command_value(base64.b64encode(benign).decode()) is None, benign
-    # random tokens decode to bytes, not text; short or padded-wrong values are not base64 of anything
-    assert base64_text("q7ZUHe0D2xXcMFsXAgn1b0Rm") is None
-    assert base64_text("aWQ=") is None  # `id`: too short to be worth the decoding
-    assert base64_text("dW5hbWUgLWE") is None  # not a multiple of 4
+        assert command_value(benign.hex()) is None, benign
+    # random tokens and hashes decode to bytes, not text; short or odd values are not an encoding
+    assert encoded_text("q7ZUHe0D2xXcMFsXAgn1b0Rm") is None
+    assert encoded_text("d41d8cd98f00b204e9800998ecf8427e") is None  # an MD5
+    assert encoded_text("aWQ=") is None  # `id`: too short to be worth the decoding
+    assert encoded_text("dW5hbWUgLWE") is None  # not a multiple of 4
+    assert encoded_text("3b6964a") is None  # an odd number of hex digits
 
 
 def test_encoded_separators_are_decoded_first() -> None:

@@ -95,20 +95,27 @@ def shell_free(value: str) -> bool:
     return _free(value, _SHELL_FREE_PLAIN, _SHELL_FREE_ESCAPED)
 
 
-MIN_BASE64_VALUE = 12  # characters: shorter base64 spells no command worth the decoding
+MIN_ENCODED_VALUE = 12  # characters: shorter base64 or hex spells no command worth the decoding
 _BASE64_VALUE = re.compile(r"[A-Za-z0-9+/]+={0,2}\Z")
+_HEX_VALUE = re.compile(r"(?:[0-9a-fA-F]{2})+\Z")
 _PRINTABLE_TEXT = re.compile(r"[\t\n\r\x20-\x7e]*\Z")
 
 
-def base64_text(value: str) -> str | None:
-    """`value` base64-decoded, when it is base64 of printable ASCII text with a space or punctuation a
-    command needs (random tokens and IDs decode to bytes, not text); else None."""
+def encoded_text(value: str) -> str | None:
+    """`value` hex- or base64-decoded, when it is the encoding of printable ASCII text with a space or
+    punctuation a command needs (hashes, random tokens and IDs decode to bytes, not text); else None."""
     if "%" in value:  # `%3D%3D`: the padding escaped in a query
         value = percent_decode(value)
-    if len(value) < MIN_BASE64_VALUE or len(value) % 4 or not _BASE64_VALUE.match(value):
+    if len(value) < MIN_ENCODED_VALUE or len(value) % 2:
         return None
     try:
-        text = base64.b64decode(value, validate=True).decode("ascii")
+        if _HEX_VALUE.match(value):
+            raw = bytes.fromhex(value)
+        elif len(value) % 4 == 0 and _BASE64_VALUE.match(value):
+            raw = base64.b64decode(value, validate=True)
+        else:
+            return None
+        text = raw.decode("ascii")
     except (binascii.Error, UnicodeDecodeError):
         return None
     return text if _PRINTABLE_TEXT.match(text) and not (shell_free(text) and line_free(text)) else None
@@ -295,12 +302,12 @@ def sqli_value(value: str, plus: bool = False, shared: Forms | None = None) -> H
 def command_value(value: str, plus: bool = False, shared: Forms | None = None) -> Hit | None:
     """Check one user-supplied value for OS command injection (`workers.detect.shell`)."""
     if shell_free(value) and line_free(value):
-        decoded = base64_text(value)
+        decoded = encoded_text(value)
         if decoded is None:
             return None
-        # a value the application base64-decodes before running it (commix's `base64encode`)
+        # a value the application decodes before running it (commix's `base64encode`, `hexencode`)
         signals = shell.injected(decoded)
-        return Hit(COMMAND_INJECTION, f"base64 of {signals}", excerpt_of(decoded)) if signals else None
+        return Hit(COMMAND_INJECTION, f"encoded {signals}", excerpt_of(decoded)) if signals else None
     evasion = -1  # looked for once a form is worth scoring
     for form in (f for f in _shared_forms(value, plus, shared) if shell.needs_check(f)):
         if evasion < 0:
