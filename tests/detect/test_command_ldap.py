@@ -69,6 +69,7 @@ COMMAND_INJECTIONS = [
     ("ping -c 3 198.18.0.1", "an option's number, then an address"),
     ("& echo %COMPUTERNAME%", "a Windows variable echoed"),
     ("cat</etc/hosts", "a redirection from a system file"),
+    ("cat${IFS}/etc/hosts", "a command line with $IFS for its space"),
     # globs and empty expansions standing for a name
     ("cat /etc/gr[o]up", "a bracket glob standing for a system file"),
     ("/???/?at /???/hos?s", "question-mark globs for a program and a file"),

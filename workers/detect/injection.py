@@ -32,14 +32,7 @@ import libinjection
 from threats.catalogue import COMMAND_INJECTION, LDAP_INJECTION, SQL_INJECTION, XSS, Hit, Threat, excerpt_of
 from workers.detect import ldap, multipart, shell
 from workers.detect.bodypart import json_part_values
-from workers.detect.decode import (
-    EVASION_WEIGHT,
-    PAIR_SEPARATOR,
-    html_decode,
-    overlong_escapes,
-    percent_decode,
-    variants,
-)
+from workers.detect.decode import EVASION_WEIGHT, PAIR_SEPARATOR, html_decode, overlong_escapes, variants
 from workers.detect.sqli import injected
 
 # Values checked per request (query, form, cookie and JSON values together): a request with more is
@@ -77,7 +70,7 @@ _LINE_FREE_ESCAPED = re.compile(
     r"(?:[^-/\\<>~\[?*{(&%\x80-\U0010ffff]|%(?!2[dDfFaA58]|5[cCbB]|3[cCeEfF]|7[eEbB]|25|[cC][01]|[eE]0|[uU]))*\Z"
 )
 # (what may decode to `shell`'s `_LINE_SPACING`: a plus, any escape, a reference, non-ASCII text)
-_LINE_FREE_SPACING = re.compile(r"[\s+<>\[?*(%&\\\x80-\U0010ffff]")
+_LINE_FREE_SPACING = re.compile(r"[\s+$<>\[?*(%&\\\x80-\U0010ffff]")
 _LDAP_FREE_PLAIN = re.compile(r"[^()*%&\\\x80-\U0010ffff]*\Z")
 _LDAP_FREE_ESCAPED = re.compile(
     r"(?:[^()*%&\\\x80-\U0010ffff]|%(?!2[89aA]|26|5[cC]|25|[cC][01]|[eE]0|[uU]))*\Z"
@@ -97,6 +90,7 @@ def shell_free(value: str) -> bool:
 
 MIN_ENCODED_VALUE = 12  # characters: shorter base64 or hex spells no command worth the decoding
 _BASE64_VALUE = re.compile(r"[A-Za-z0-9+/]+={0,2}\Z")
+_ESCAPED_PADDING = re.compile(r"[A-Za-z0-9+/]+(?:%3[dD]){1,2}\Z")
 _HEX_VALUE = re.compile(r"(?:[0-9a-fA-F]{2})+\Z")
 _PRINTABLE_TEXT = re.compile(r"[\t\n\r\x20-\x7e]*\Z")
 
@@ -104,8 +98,10 @@ _PRINTABLE_TEXT = re.compile(r"[\t\n\r\x20-\x7e]*\Z")
 def encoded_text(value: str) -> str | None:
     """`value` hex- or base64-decoded, when it is the encoding of printable ASCII text with a space or
     punctuation a command needs (hashes, random tokens and IDs decode to bytes, not text); else None."""
-    if "%" in value:  # `%3D%3D`: the padding escaped in a query
-        value = percent_decode(value)
+    if "%" in value:  # `%3D%3D`: the padding escaped in a query (any other escape: no encoding)
+        if not _ESCAPED_PADDING.match(value):
+            return None
+        value = value[: value.index("%")] + "=" * value.count("%")
     if len(value) < MIN_ENCODED_VALUE or len(value) % 2:
         return None
     try:
@@ -309,10 +305,10 @@ def command_value(value: str, plus: bool = False, shared: Forms | None = None) -
         signals = shell.injected(decoded)
         return Hit(COMMAND_INJECTION, f"encoded {signals}", excerpt_of(decoded)) if signals else None
     evasion = -1  # looked for once a form is worth scoring
-    for form in (f for f in _shared_forms(value, plus, shared) if shell.needs_check(f)):
+    for form in _shared_forms(value, plus, shared):
         if evasion < 0:
             evasion = _evasion(value)
-        signals = shell.injected(form, evasion)
+        signals = shell.injected(form, evasion)  # (None at once for a form with nothing to score)
         if signals is not None:
             return Hit(COMMAND_INJECTION, signals, excerpt_of(form))
     return None

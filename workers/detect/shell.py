@@ -96,14 +96,10 @@ _NUMBERS_ONLY = re.compile(r"\s*\d+(?:\.\d+)?(?:\s+\d+(?:\.\d+)?)*\s*\Z")
 BREAKOUT_LOOKBACK = 48  # characters before a separator read to tell a breakout (an address fits)
 # `${IFS}`, `$IFS$9`, `$IFS`: the shell's field separator written where a space would be seen
 _IFS = re.compile(r"\$\{IFS\}|\$IFS(?:\$\d)?(?![A-Za-z0-9_])")
-# quotes, backslashes and empty expansions inside a command name, which the shell drops (`w'h'o'am'i`,
-# `c\at`, `wh""oami`, `c$@at`, `c${unset}url`)
-_MARK = r"''|\"\"|['\"\\]|\$[@*]|\$\{[a-z_]\w{0,15}\}"
-_EMPTY_MARK = r"''|\"\"|\\|\$[@*]|\$\{[a-z_]\w{0,15}\}"  # (a lone quote opening a word is a quote)
-_SPLIT_NAME = re.compile(
-    rf"(?<=[a-z])(?:{_MARK})+(?=[a-z])|(?:(?<=[;|&`(\s])|\A)(?:{_EMPTY_MARK})+(?=[a-z])", re.I
-)
-_SPLIT_MARKS = re.compile(rf"(?:{_MARK})+", re.I)
+# runs of quotes, backslashes and empty expansions, which the shell drops inside a command name
+# (`w'h'o'am'i`, `c\at`, `wh""oami`, `c$@at`, `c${unset}url`): `_unsplit`
+_MARK_START = re.compile(r"['\"\\$]")  # (a one-class scan finds where a run may start, fast)
+_SPLIT_MARKS = re.compile(r"(?:''|\"\"|['\"\\]|\$[@*]|\$\{[a-z_]\w{0,15}\})+", re.I)
 # `${PATH%%u*}`, `${HOME:0:1}`: a variable whose value starts with `/` cut to that character, a slash
 # written so that no `/` is seen
 _SLASH_VARIABLE = re.compile(r"\$\{(?:PATH|HOME|PWD|OLDPWD|SHELL)(?::0:1|%%?[^}]{1,20})\}")
@@ -120,7 +116,7 @@ _NEEDED = re.compile(r"[;|&`\n\r$<>](?:(?<=[$<>])\(|(?<![$<>]))")  # (one class 
 # never scored as command lines
 _LINE_HINT = re.compile(r"[-/\\<>~\[?*({]")
 # ... and beside it a space (a command and its arguments), a redirection, a glob or a parenthesis
-_LINE_SPACING = re.compile(r"[\s<>\[?*(]")
+_LINE_SPACING = re.compile(r"[\s<>\[?*($]")  # (`$`: `${IFS}`)
 
 # A value that is a command line of its own (`cat /etc/passwd`, `time sh -c whoami`, `$SHELL -c …`): an
 # application that runs a value (`sh -c "$code"`, `eval`) runs it without any separator. Wrappers that
@@ -131,6 +127,7 @@ _LINE = re.compile(
     r"(?=[ \t<>]|\Z)(?P<args>[^;|&\n\r`]{0,200})",
     re.I,
 )
+_WORD = re.compile(r"[a-z][a-z0-9_.+-]*")
 _WRAPPERS = frozenset("time nohup strace ltrace nice exec timeout".split())
 _FIRST_WORD = re.compile(r"\s*([\w$/{}.+'\"\\@*-]{1,40})")
 _NAME_MARKS = re.compile(r"['\"\\]|\$[@*]|\$\{[a-z_]\w{0,15}\}(?=\w)", re.I)
@@ -182,6 +179,7 @@ _CMD_FOR = re.compile(
 _CODE_RUNS_COMMAND = re.compile(
     r"(?:\A|[.;'\"})(]|\{\$\{)\s*(?:system|passthru|shell_exec|exec|popen|proc_open|pcntl_exec|phpinfo)\("
 )
+_CODE_CALL_HINT = re.compile(r"(?:system|exec|passthru|popen|proc_open|phpinfo)\(")  # (a literal scan)
 # a server-side include that runs a command (`<!--#exec cmd="id"-->`), in a page the server parses
 _SSI_EXEC = re.compile(r"<!--\s*#\s*exec\s+(?:cmd|cgi)\s*=", re.I)
 # bash's network devices (`>& /dev/tcp/198.18.0.9/4444`): a reverse shell; no file has such a path
@@ -374,13 +372,35 @@ def injected(value: str, evasion: int = 0) -> str | None:
     """Why `value` is a command injection ("separator ';' + command 'id' + ..."), or None. `evasion`:
     the weight of evasion evidence the value was sent with (overlong UTF-8)."""
     text = value[:MAX_SCORED_VALUE]
-    if not needs_check(text):
+    separated = _NEEDED.search(text) is not None
+    if not separated and (_LINE_HINT.search(text) is None or _LINE_SPACING.search(text) is None):
         return None
-    sure = _unmistakable(text)
+    sure = _unmistakable(text) if separated or _UNMISTAKABLE_HINT.search(text) else None
     if sure is not None:
         return sure
-    if _NEEDED.search(text) is None and not _GLOB_CHAR.search(text) and not _opens_with_a_command(text):
-        return None  # no separator, no glob, no command first: nothing to score (most prose with a dash)
+    text, spelling, notes = _spellings(text, evasion)
+    if "/" in text and _GLOB_CHAR.search(text):
+        path = _globbed_system_path(text)
+        if path is not None:
+            return " + ".join([f"a glob standing for {path!r}", *notes])
+    if not separated and not _opens_with_a_command(text):
+        return None  # no separator and no command first: nothing to score (a URL, prose with a dash)
+    best, why = _scored(text)
+    unsplit = _unsplit(text) if ("'" in text or '"' in text or "\\" in text or "$" in text) else None
+    if unsplit is not None and _joins_a_command(text, unsplit):
+        unsplit_best, unsplit_why = _scored(unsplit)
+        if unsplit_best > best:
+            best, why = unsplit_best, unsplit_why
+            spelling += 1
+            notes.append("command name split by quotes or empty expansions")
+    if best and best + spelling >= THRESHOLD:
+        return " + ".join([why, *notes])
+    return None
+
+
+def _spellings(text: str, evasion: int) -> tuple[str, int, list[str]]:
+    """`text` with `$IFS` read as a space and a variable cut to a slash as `/`; the weight of the
+    spellings only a shell reads (these, an arithmetic expansion, `evasion`) and their names."""
     spelling = evasion
     notes: list[str] = ["overlong UTF-8"] if evasion else []
     if "IFS" in text and _IFS.search(text):
@@ -394,20 +414,13 @@ def injected(value: str, evasion: int = 0) -> str | None:
     if ("$((" in text or "expr" in text) and _ARITHMETIC.search(text):
         spelling += 2
         notes.append("arithmetic expansion")
-    if "/" in text and _GLOB_CHAR.search(text):
-        path = _globbed_system_path(text)
-        if path is not None:
-            return " + ".join([f"a glob standing for {path!r}", *notes])
-    best, why = _scored(text)
-    if ("'" in text or '"' in text or "\\" in text or "$" in text) and _splits_a_name(text):
-        unsplit_best, unsplit_why = _scored(_SPLIT_NAME.sub("", text))
-        if unsplit_best > best:
-            best, why = unsplit_best, unsplit_why
-            spelling += 1
-            notes.append("command name split by quotes or empty expansions")
-    if best and best + spelling >= THRESHOLD:
-        return " + ".join([why, *notes])
-    return None
+    return text, spelling, notes
+
+
+def _joins_a_command(text: str, unsplit: str) -> bool:
+    """Whether dropping the marks made a word that `text` did not have (a command's name, or a program
+    outside the lists: `|s'e't /a …`); `don't` → `dont` is one too, `'ab'||'cd'` makes none."""
+    return not set(_WORD.findall(unsplit.lower())).issubset(_WORD.findall(text.lower()))
 
 
 def _opens_with_a_command(text: str) -> bool:
@@ -420,21 +433,39 @@ def _opens_with_a_command(text: str) -> bool:
     return word in _WEIGHT or word in _WRAPPERS or word.startswith(("/", "$"))
 
 
-def _splits_a_name(text: str) -> bool:
-    """Whether `text` has marks `_SPLIT_NAME` drops before a letter: quotes, backslashes or empty
-    expansions after a letter, or empty ones opening a word (`$@ec$@ho`, `''ec''ho`). (Looked for from
-    the marks, which are few: a scan for them is a fraction of `_SPLIT_NAME`'s, whose look-behinds run
-    at every position.)"""
-    for m in _SPLIT_MARKS.finditer(text):
+def _unsplit(text: str) -> str | None:
+    """`text` with the marks of a split name dropped (quotes, backslashes or empty expansions before a
+    letter, after a letter or opening a word: `w'h'o'am'i`, `$@ec$@ho`, `''ec''ho`), or None when it has
+    none. (Read from the marks, which are few: a regular expression with look-behinds would test every
+    position.)"""
+    kept: list[str] = []
+    last = 0
+    for first in _MARK_START.finditer(text):
+        if first.start() < last:
+            continue  # inside a run already dropped
+        m = _SPLIT_MARKS.match(text, first.start())
+        if m is None:
+            continue
         start, end = m.span()
-        if end >= len(text) or not text[end].isalpha():
+        if end >= len(text) or not _is_letter(text[end]):
             continue
         before = text[start - 1] if start else ""
-        if before.isalpha():
-            return True
-        if (not before or before in ";|&`(" or before.isspace()) and m.group() not in ("'", '"'):
-            return True
-    return False
+        opens_a_word = not before or before in ";|&`(" or before.isspace()
+        if _is_letter(before) or (opens_a_word and m.group() not in ("'", '"')):
+            kept.append(text[last:start])
+            last = end
+    if not kept:
+        return None
+    kept.append(text[last:])
+    return "".join(kept)
+
+
+def _is_letter(char: str) -> bool:
+    return char.isascii() and char.isalpha()
+
+
+# what each of `_unmistakable`'s patterns needs (a parenthesis, a comment opener, a device, a %variable%)
+_UNMISTAKABLE_HINT = re.compile(r"[(%]|<!--|/dev/|\A\s*if\s", re.I)
 
 
 def _unmistakable(text: str) -> str | None:
@@ -446,7 +477,7 @@ def _unmistakable(text: str) -> str | None:
         loop = _CMD_FOR.search(text) if "%" in text else None
         if loop is not None:
             return f"a cmd.exe FOR loop {loop.group()[:32]!r}"
-        call = _CODE_RUNS_COMMAND.search(text)
+        call = _CODE_RUNS_COMMAND.search(text) if _CODE_CALL_HINT.search(text) else None
         if call is not None:
             return f"code that runs a command {call.group().strip()[:24]!r}"
     if "<!--" in text and _SSI_EXEC.search(text):
