@@ -375,7 +375,7 @@ def injected(value: str, evasion: int = 0) -> str | None:
     separated = _NEEDED.search(text) is not None
     if not separated and (_LINE_HINT.search(text) is None or _LINE_SPACING.search(text) is None):
         return None
-    sure = _unmistakable(text) if separated or _UNMISTAKABLE_HINT.search(text) else None
+    sure = _unmistakable(text) if separated or _may_be_unmistakable(text) else None
     if sure is not None:
         return sure
     text, spelling, notes = _spellings(text, evasion)
@@ -429,7 +429,10 @@ def _opens_with_a_command(text: str) -> bool:
     m = _FIRST_WORD.match(text)
     if m is None:
         return False
-    word = _NAME_MARKS.sub("", m.group(1)).lower()
+    word = m.group(1)
+    if "'" in word or '"' in word or "\\" in word or "$" in word:
+        word = _NAME_MARKS.sub("", word)
+    word = word.lower()
     return word in _WEIGHT or word in _WRAPPERS or word.startswith(("/", "$"))
 
 
@@ -464,8 +467,16 @@ def _is_letter(char: str) -> bool:
     return char.isascii() and char.isalpha()
 
 
-# what each of `_unmistakable`'s patterns needs (a parenthesis, a comment opener, a device, a %variable%)
-_UNMISTAKABLE_HINT = re.compile(r"[(%]|<!--|/dev/|\A\s*if\s", re.I)
+def _may_be_unmistakable(text: str) -> bool:
+    """What each of `_unmistakable`'s patterns needs: a parenthesis, a %variable%, a comment opener, a
+    device, an opening `if`."""
+    return (
+        "(" in text
+        or "%" in text
+        or "<!--" in text
+        or "/dev/" in text
+        or text.lstrip()[:3].lower() in ("if ", "if\t")
+    )
 
 
 def _unmistakable(text: str) -> str | None:
