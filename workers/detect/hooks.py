@@ -61,6 +61,7 @@ from workers.detect.tls import (
     is_sslv2,
     version_hits,
 )
+from workers.detect.traversal import check_target
 from workers.dpi import events as E
 from workers.dpi.context import Detector, FlowContext
 from workers.dpi.parsers.base import Side
@@ -439,6 +440,10 @@ class AppThreats:
             lookup = check_lookups((uri, *(v for _n, v in headers), body))
             if lookup is not None:
                 hits.append(lookup)
+        if C.PATH_TRAVERSAL.id in on:
+            traversal = check_target(uri, st.settings)
+            if traversal is not None:
+                hits.append(traversal)
         if C.HTTP_RANGE_DOS.id in on:
             ranges = check_range(headers, st.settings)
             if ranges is not None:

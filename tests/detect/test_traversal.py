@@ -1,0 +1,88 @@
+"""path_traversal: a climb in a request's path, a far climb or a system file in a query value, through
+every encoding an application decodes; relative links, dotted names and prose are no traversal. Every
+target here was written for these tests."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from core.verdict import WorkerVerdict
+from threats import catalogue as C
+from threats.settings import DEFAULT_SETTINGS, compile_threat_settings
+from workers.detect.traversal import check_target
+
+from .test_body_parts import flow
+from .test_engine import Lab
+from .test_headers import CURL, request
+
+TRAVERSALS = [
+    ("/static/../../etc/passwd", "climbs in the path, as a tool sends it (`--path-as-is`)"),
+    ("/files/..%2f..%2f..%2fetc/hosts", "encoded slashes"),
+    ("/%2e%2e/%2e%2e/etc/group", "encoded dots"),
+    ("/a/%252e%252e/%252e%252e/etc/issue", "double encoding"),
+    ("/a/%c0%ae%c0%ae/%c0%ae%c0%ae/etc/hosts", "overlong UTF-8 dots"),
+    ("/a/..%5c..%5cwindows/win.ini", "backslashes"),
+    ("/app/..;/manager/html", "Tomcat's path parameter after a climb"),
+    ("/download?file=../../../etc/passwd", "a far climb in a query value"),
+    ("/view?f=....//....//....//etc/shadow", "dot runs a naive filter strips to `../`"),
+    ("/dl?name=..%5C..%5Cboot.ini", "a climb to a Windows system file"),
+    ("/img?src=../WEB-INF/web.xml", "one level up to a deployment descriptor"),
+    ("/p?page=/etc/passwd", "a system file's absolute path as the value"),
+    ("/p?page=%2Fproc%2Fself%2Fenviron", "an encoded /proc path"),
+    ("/p?doc=file:///etc/hosts", "a file URL"),
+    ("/p?f=C:%5CWindows%5Cwin.ini", "a Windows drive path"),
+    ("/p?a=1&b=..%2F..%2F..%2F..%2Fhome%2Fu%2F.ssh%2Fid_rsa", "the second value, to an SSH key"),
+]
+
+BENIGN = [
+    "/img?src=../img/logo.png",
+    "/css?f=../../css/site.css",
+    "/r?next=/account/settings",
+    "/docs/etc/passwd-file-format",  # a page about the file, no climb
+    "/a.b..c/d..e/f",  # dots inside names
+    "/search?q=wait...what",
+    "/v?version=1.2..3",
+    "/notes?text=see+/etc/passwd+for+users",  # prose naming the file, not a path value
+    "/compare/main...feature",
+    "/static/js/app.min.js?v=3",
+    "/get/..",  # the parent directory itself, nothing below it
+    "/",
+]
+
+
+@pytest.mark.parametrize(("target", "why"), TRAVERSALS)
+def test_a_traversal_is_found(target: str, why: str) -> None:
+    hit = check_target(target.encode(), DEFAULT_SETTINGS)
+    assert hit is not None and hit.threat is C.PATH_TRAVERSAL, why
+
+
+@pytest.mark.parametrize("target", BENIGN)
+def test_links_dotted_names_and_prose_are_no_traversal(target: str) -> None:
+    assert check_target(target.encode(), DEFAULT_SETTINGS) is None
+
+
+def test_the_query_climb_needed_is_a_setting_per_group() -> None:
+    target = b"/css?f=../../css/site.css"
+    assert check_target(target, DEFAULT_SETTINGS) is None
+    strict = compile_threat_settings({"path_traversal": {"min_levels": 2}})
+    hit = check_target(target, strict)
+    assert hit is not None and "2 levels" in hit.detail
+
+
+@given(st.binary(max_size=300))
+def test_the_check_is_total(target: bytes) -> None:
+    hit = check_target(target, DEFAULT_SETTINGS)
+    assert hit is None or (hit.threat is C.PATH_TRAVERSAL and len(hit.excerpt) <= C.MAX_FINDING_EXCERPT)
+
+
+def test_a_traversal_is_reset_in_protect_and_a_relative_link_served() -> None:
+    lab = Lab()
+    verdicts = lab.send(flow(request("GET", CURL, path="/download?file=../../../etc/passwd"), 42500))
+    assert verdicts[-1] is WorkerVerdict.RESET_FLOW
+    [event] = lab.threats("path_traversal")
+    assert event["action"] == "reset" and event["group"] == "web"
+    quiet = Lab()
+    verdicts = quiet.send(flow(request("GET", CURL, path="/img?src=../img/logo.png"), 42501))
+    assert WorkerVerdict.RESET_FLOW not in verdicts and quiet.threats() == []
