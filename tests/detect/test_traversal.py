@@ -86,3 +86,43 @@ def test_a_traversal_is_reset_in_protect_and_a_relative_link_served() -> None:
     quiet = Lab()
     verdicts = quiet.send(flow(request("GET", CURL, path="/img?src=../img/logo.png"), 42501))
     assert WorkerVerdict.RESET_FLOW not in verdicts and quiet.threats() == []
+
+
+FORM = ("Content-Type", "application/x-www-form-urlencoded")
+JSON = ("Content-Type", "application/json")
+BOUNDARY = "----formboundary7MA4YWxk"
+UPLOAD = (
+    f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="doc"; filename="../../../../etc/cron.d/x"\r\n'
+    f"Content-Type: text/plain\r\n\r\nhello\r\n--{BOUNDARY}--\r\n"
+).encode()
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "port"),
+    [
+        ([*CURL, FORM], b"arg=..%2F..%2F..%2Fetc%2Fpasswd&x=1", 42510),  # a form value
+        ([*CURL, JSON], b'{"template": "..\\\\..\\\\..\\\\windows\\\\win.ini"}', 42511),  # a JSON string
+        (
+            [*CURL, ("Content-Type", f"multipart/form-data; boundary={BOUNDARY}")],
+            UPLOAD,
+            42512,
+        ),  # a file name
+        ([*CURL, ("Cookie", "lang=en; tpl=../../../../proc/self/environ")], b"", 42513),  # a cookie
+        ([*CURL, ("X-Include", "/etc/shadow")], b"", 42514),  # a custom header
+    ],
+)
+def test_a_traversal_in_a_body_cookie_or_header_is_reset(
+    headers: list[tuple[str, str]], body: bytes, port: int
+) -> None:
+    lab = Lab()
+    verdicts = lab.send(flow(request("POST" if body else "GET", headers, body), port))
+    assert verdicts[-1] is WorkerVerdict.RESET_FLOW
+    assert [e["name"] for e in lab.threats()] == ["path_traversal"]
+
+
+def test_relative_links_in_a_form_and_a_referer_stay_quiet() -> None:
+    lab = Lab()
+    headers = [*CURL, FORM, ("Referer", "https://shop.example/a/b/../c?x=1")]
+    body = b"back=..%2F..%2Fcart&img=..%2Fimg%2Flogo.png&note=see+%2Fetc%2Fpasswd+docs"
+    verdicts = lab.send(flow(request("POST", headers, body), 42515))
+    assert WorkerVerdict.RESET_FLOW not in verdicts and lab.threats() == []

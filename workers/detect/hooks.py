@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from itertools import chain
 from typing import TYPE_CHECKING
 
 from core import anomalies as A
@@ -50,7 +51,13 @@ from workers.detect.http import (
     login_failed,
 )
 from workers.detect.injection import CLASSES as INJECTION_CLASSES
-from workers.detect.injection import check_request, check_sql_query, check_values
+from workers.detect.injection import (
+    check_request,
+    check_sql_query,
+    check_values,
+    pair_values,
+    request_body_values,
+)
 from workers.detect.jndi import check_lookups
 from workers.detect.multipart import FIELD, MultipartCursor, boundary_of
 from workers.detect.sensors import Context, SensorAction, SensorMatch, SensorStream
@@ -61,7 +68,7 @@ from workers.detect.tls import (
     is_sslv2,
     version_hits,
 )
-from workers.detect.traversal import check_target
+from workers.detect.traversal import check_path_values, check_target
 from workers.dpi import events as E
 from workers.dpi.context import Detector, FlowContext
 from workers.dpi.parsers.base import Side
@@ -440,10 +447,6 @@ class AppThreats:
             lookup = check_lookups((uri, *(v for _n, v in headers), body))
             if lookup is not None:
                 hits.append(lookup)
-        if C.PATH_TRAVERSAL.id in on:
-            traversal = check_target(uri, st.settings)
-            if traversal is not None:
-                hits.append(traversal)
         if C.HTTP_RANGE_DOS.id in on:
             ranges = check_range(headers, st.settings)
             if ranges is not None:
@@ -456,6 +459,13 @@ class AppThreats:
             elif low == b"cookie":
                 cookie = value.decode("latin-1")
         injectable = injectable_header_values(headers)
+        if C.PATH_TRAVERSAL.id in on:
+            bodied = request_body_values(body, ctype)[0] if body and not partial else ()
+            traversal = check_target(uri, st.settings) or check_path_values(
+                chain(pair_values(cookie), free_header_values(headers), bodied), st.settings
+            )
+            if traversal is not None:
+                hits.append(traversal)
         sqli, xss, command, ldap = (c.id in on for c in INJECTION_CLASSES)
         if sqli or xss or command or ldap:
             # a multipart body in parts is followed by a cursor from its first part on; any other first
@@ -564,6 +574,20 @@ class AppThreats:
                 fields["evidence"] = evidence
             out.append(E.Finding(threat.name, threat.severity.value, block, h.detail, h.excerpt, fields))
         return out
+
+
+def free_header_values(headers: E.Headers) -> list[str]:
+    """The values of a request's headers of no fixed syntax (`_FIXED_SYNTAX_HEADERS` left out), tokens
+    too (a path is one: `/etc/shadow`): at most `MAX_HEADER_VALUES`, each cut to
+    `MAX_HEADER_VALUE_BYTES`."""
+    values: list[str] = []
+    for name, value in headers:
+        low = name.lower()
+        if value and low not in _FIXED_SYNTAX_HEADERS and not low.startswith(_FIXED_SYNTAX_PREFIXES):
+            values.append(value[:MAX_HEADER_VALUE_BYTES].decode("latin-1"))
+            if len(values) >= MAX_HEADER_VALUES:
+                break
+    return values
 
 
 def injectable_header_values(headers: E.Headers) -> list[str]:

@@ -569,23 +569,30 @@ def check_request(
         if wanted:
             hits += _first(values, plus, wanted)
     if body and wanted:
-        ctype = content_type.lower()
-        if "json" in ctype:
-            hits += _first(json_values(body), False, wanted)
-        elif "x-www-form-urlencoded" in ctype or not ctype.strip():
-            # a body without a content type is read as a form: PHP and CGI-style applications
-            # parse it so whatever the method, and CRS inspects it so too
-            form = body.decode("latin-1")
-            hits += _first(chain(pair_values(form), _whole_values(form)), True, wanted)
-        elif "xml" in ctype:
-            hits += _first(xml_values(body), False, wanted)
-        elif "multipart/form-data" in ctype:
-            boundary = multipart.boundary_of(content_type, body)
-            if boundary is not None:
-                hits += _first(multipart.scan(body, boundary)[0], False, wanted)
-        elif not _DATA_TYPE.match(ctype):
-            hits += _first(sniffed_values(body, ctype), True, wanted)
+        values, plus = request_body_values(body, content_type)
+        hits += _first(values, plus, wanted)
     return hits
+
+
+def request_body_values(body: bytes, content_type: str) -> tuple[Iterable[str], bool]:
+    """The values of a request body by its content type (form pairs, JSON strings, XML values, multipart
+    fields and file names; none for data types), and whether `+` is a space in them."""
+    ctype = content_type.lower()
+    if "json" in ctype:
+        return json_values(body), False
+    if "x-www-form-urlencoded" in ctype or not ctype.strip():
+        # a body without a content type is read as a form: PHP and CGI-style applications parse it so
+        # whatever the method, and CRS inspects it so too
+        form = body.decode("latin-1")
+        return chain(pair_values(form), _whole_values(form)), True
+    if "xml" in ctype:
+        return xml_values(body), False
+    if "multipart/form-data" in ctype:
+        boundary = multipart.boundary_of(content_type, body)
+        return (multipart.scan(body, boundary)[0] if boundary is not None else ()), False
+    if not _DATA_TYPE.match(ctype):
+        return sniffed_values(body, ctype), True
+    return (), False
 
 
 # Content types of data applications store or stream rather than parse into values

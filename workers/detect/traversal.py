@@ -10,9 +10,10 @@ many file APIs), and a segment of dots only (`....//`, which a filter that strip
 - **In the path** (before `?`): any climb. A browser resolves `..` segments before it sends a URL (RFC
   3986, 5.2.4) and so do curl and every HTTP library a client uses by default; only a tool that sends
   the path as written (`curl --path-as-is`, scanners) puts one on the wire.
-- **In a query value**: a climb of `min_levels` levels or more (3: a relative link in a value goes up
-  one or two, `../img/a.png`, `../../css/site.css`), or any climb to a system file; or a value that
-  is the path of a system file (`/etc/passwd`, `/proc/self/environ`, `C:\\boot.ini`, `file:///etc/…`).
+- **In a value** (the query's, a form's, a cookie's, a header's, a JSON string, a multipart field or file
+  name): a climb of `min_levels` levels or more (3: a relative link in a value goes up one or two,
+  `../img/a.png`, `../../css/site.css`), or any climb to a system file; or a value that is the path of
+  a system file (`/etc/passwd`, `/proc/self/environ`, `C:\\boot.ini`, `file:///etc/…`).
 
 System files are the ones file-disclosure probes read: `/etc/passwd` and its kin, `/proc/self/…`,
 `win.ini`, `boot.ini`, `WEB-INF/web.xml`, `.htpasswd`, an SSH key.
@@ -21,13 +22,15 @@ System files are the ones file-disclosure probes read: `/etc/passwd` and its kin
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
+from itertools import islice
 
 from threats.catalogue import PATH_TRAVERSAL, Hit, excerpt_of
 from threats.settings import ThreatSettings
 from workers.detect.decode import percent_decode
 
 MAX_TARGET = 4096  # characters of a target read
-MAX_VALUES = 64  # query values read per target
+MAX_VALUES = 256  # values read per request part (query, body, headers)
 
 # a character that may spell a dot, a slash or a backslash once decoded: no traversal without one
 _MAY_CLIMB = re.compile(r"\.\.|%|\\|/(?:etc|proc|windows|boot)|file:|web-inf|\.ht|\.ssh|win\.ini", re.I)
@@ -36,7 +39,7 @@ _MAY_CLIMB = re.compile(r"\.\.|%|\\|/(?:etc|proc|windows|boot)|file:|web-inf|\.h
 _CLIMB = re.compile(r"(?:^|/)(?:\.{2,}|\.\.;[^/]*)(?=/.)")
 _SYSTEM_FILE_NAMES = (
     r"(?:etc/(?:passwd|shadow|group|hosts|issue|sudoers|crontab|os-release)|proc/self/"
-    r"|windows/(?:win\.ini|system32/)|boot\.ini|win\.ini|web-inf/web\.xml|\.htpasswd|\.ssh/(?:id_|authorized))"
+    r"|windows/(?:win\.ini|system32/(?:drivers/etc/hosts|config/sam))|boot\.ini|win\.ini|web-inf/web\.xml|\.htpasswd|\.ssh/(?:id_|authorized))"
 )
 _SYSTEM_FILE = re.compile(rf"(?:^|/){_SYSTEM_FILE_NAMES}", re.I)
 # a value that is itself the path of a system file (absolute, a file URL, a Windows drive path)
@@ -67,18 +70,23 @@ def check_target(uri: bytes, settings: ThreatSettings) -> Hit | None:
     path = _decoded(raw_path)
     if _climbs(path):
         return Hit(PATH_TRAVERSAL, f"a climb in the path ({_climbs(path)} up)", excerpt_of(path))
-    if not query:
-        return None
+    values = (pair.partition("=")[2] for pair in query.split("&"))
+    return check_path_values(values, settings, "a query value")
+
+
+def check_path_values(values: Iterable[str], settings: ThreatSettings, where: str = "a value") -> Hit | None:
+    """A path traversal in one of `values` (as sent: query, form and cookie values, header values,
+    JSON strings, multipart fields and file names), or None."""
     levels = settings.threshold(PATH_TRAVERSAL, "min_levels")
-    for pair in query.split("&")[:MAX_VALUES]:
-        value = _decoded(pair.partition("=")[2].replace("+", " ")).strip()
-        if not value:
+    for raw in islice(values, MAX_VALUES):
+        if not raw or not _MAY_CLIMB.search(raw):
             continue
+        value = _decoded(raw[:MAX_TARGET].replace("+", " ")).strip()
         up = _climbs(value)
         if up >= levels:
-            return Hit(PATH_TRAVERSAL, f"a climb of {up} levels in a query value", excerpt_of(value))
+            return Hit(PATH_TRAVERSAL, f"a climb of {up} levels in {where}", excerpt_of(value))
         if up and _SYSTEM_FILE.search(value):
-            return Hit(PATH_TRAVERSAL, "a climb to a system file in a query value", excerpt_of(value))
+            return Hit(PATH_TRAVERSAL, f"a climb to a system file in {where}", excerpt_of(value))
         if _SYSTEM_PATH.match(value):
-            return Hit(PATH_TRAVERSAL, "the path of a system file as a query value", excerpt_of(value))
+            return Hit(PATH_TRAVERSAL, f"the path of a system file as {where}", excerpt_of(value))
     return None
