@@ -32,8 +32,6 @@ from workers.detect.decode import percent_decode
 MAX_TARGET = 4096  # characters of a target read
 MAX_VALUES = 256  # values read per request part (query, body, headers)
 
-# a character that may spell a dot, a slash or a backslash once decoded: no traversal without one
-_MAY_CLIMB = re.compile(r"\.\.|%|\\|/(?:etc|proc|windows|boot)|file:|web-inf|\.ht|\.ssh|win\.ini", re.I)
 # a climb: a segment of two dots or more (`..`, `....`), or `..;…` (Tomcat), with more path after it (a
 # trailing `/..` names the parent directory itself: a server answers its index, nothing outside)
 _CLIMB = re.compile(r"(?:^|/)(?:\.{2,}|\.\.;[^/]*)(?=/.)")
@@ -42,9 +40,12 @@ _SYSTEM_FILE_NAMES = (
     r"|windows/(?:win\.ini|system32/(?:drivers/etc/hosts|config/sam))|boot\.ini|win\.ini|web-inf/web\.xml|\.htpasswd|\.ssh/(?:id_|authorized))"
 )
 _SYSTEM_FILE = re.compile(rf"(?:^|/){_SYSTEM_FILE_NAMES}", re.I)
-# a value that is itself the path of a system file (absolute, a file URL, a Windows drive path)
-_SYSTEM_PATH = re.compile(rf"(?:file:)?/*(?:[a-z]:/)?{_SYSTEM_FILE_NAMES}", re.I)
+# a value that is itself the path of a system file (absolute, a file URL, a Windows drive path; a
+# relative `etc/passwd` climbs nowhere)
+_SYSTEM_PATH = re.compile(rf"(?:file:/*|/+|[a-z]:/+){_SYSTEM_FILE_NAMES}", re.I)
 _SEGMENTS_SLASHES = re.compile(r"/+")
+# a value (in values each after a NUL) opening as a drive path or a file URL (a literal first: a fast scan)
+_DRIVE_OR_FILE = re.compile(r"\x00\s*(?:[A-Za-z]:/|[Ff][Ii][Ll][Ee]:)")
 
 
 def _decoded(text: str) -> str:
@@ -64,12 +65,14 @@ def _climbs(path: str) -> int:
 def check_target(uri: bytes, settings: ThreatSettings) -> Hit | None:
     """A path traversal in a request target (`uri`: path and query as sent), or None."""
     text = uri[:MAX_TARGET].decode("latin-1")
-    if not _MAY_CLIMB.search(text):
-        return None
     raw_path, _, query = text.partition("?")
-    path = _decoded(raw_path)
-    if _climbs(path):
-        return Hit(PATH_TRAVERSAL, f"a climb in the path ({_climbs(path)} up)", excerpt_of(path))
+    if _may_climb(raw_path):
+        path = _decoded(raw_path)
+        up = _climbs(path)
+        if up:
+            return Hit(PATH_TRAVERSAL, f"a climb in the path ({up} up)", excerpt_of(path))
+    if not query:
+        return None
     values = (pair.partition("=")[2] for pair in query.split("&"))
     return check_path_values(values, settings, "a query value")
 
@@ -77,16 +80,34 @@ def check_target(uri: bytes, settings: ThreatSettings) -> Hit | None:
 def check_path_values(values: Iterable[str], settings: ThreatSettings, where: str = "a value") -> Hit | None:
     """A path traversal in one of `values` (as sent: query, form and cookie values, header values,
     JSON strings, multipart fields and file names), or None."""
-    levels = settings.threshold(PATH_TRAVERSAL, "min_levels")
-    for raw in islice(values, MAX_VALUES):
-        if not raw or not _MAY_CLIMB.search(raw):
+    listed = list(islice(values, MAX_VALUES))
+    joined = "\x00" + "\x00".join(listed)  # one look over them all first: most requests have nothing
+    if not (_may_climb(joined) or "\x00/" in joined or _DRIVE_OR_FILE.search(joined)):
+        return None
+    for raw in listed:
+        if not raw:
+            continue
+        if not _may_climb(raw):  # (most values: a system file's path is all that is left to look for)
+            if _absolute(raw) and _SYSTEM_PATH.match(raw.lstrip()):
+                return Hit(PATH_TRAVERSAL, f"the path of a system file as {where}", excerpt_of(raw))
             continue
         value = _decoded(raw[:MAX_TARGET].replace("+", " ")).strip()
         up = _climbs(value)
-        if up >= levels:
+        if up and up >= settings.threshold(PATH_TRAVERSAL, "min_levels"):
             return Hit(PATH_TRAVERSAL, f"a climb of {up} levels in {where}", excerpt_of(value))
         if up and _SYSTEM_FILE.search(value):
             return Hit(PATH_TRAVERSAL, f"a climb to a system file in {where}", excerpt_of(value))
         if _SYSTEM_PATH.match(value):
             return Hit(PATH_TRAVERSAL, f"the path of a system file as {where}", excerpt_of(value))
     return None
+
+
+def _absolute(text: str) -> bool:
+    """Whether `text` opens as an absolute path, a drive path or a file URL (a cheap look first)."""
+    text = text.lstrip()
+    return text[:1] == "/" or text[1:2] == ":" or text[:5].lower() == "file:"
+
+
+def _may_climb(text: str) -> bool:
+    """Whether `text` holds two dots, or an escape or a backslash that may spell a climb once decoded."""
+    return ".." in text or "%" in text or "\\" in text
