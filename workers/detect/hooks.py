@@ -26,8 +26,8 @@ once per flow through the owning `ThreatEngine`.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from itertools import chain
+from collections.abc import Iterator, Sequence
+from itertools import chain, islice
 from typing import TYPE_CHECKING
 
 from core import anomalies as A
@@ -56,7 +56,7 @@ from workers.detect.injection import (
     check_sql_query,
     check_values,
     pair_values,
-    request_body_values,
+    parsed_body,
 )
 from workers.detect.jndi import check_lookups
 from workers.detect.multipart import FIELD, MultipartCursor, boundary_of
@@ -459,21 +459,24 @@ class AppThreats:
             elif low == b"cookie":
                 cookie = value.decode("latin-1")
         injectable = injectable_header_values(headers)
-        if C.PATH_TRAVERSAL.id in on:
-            bodied = request_body_values(body, ctype)[0] if body and not partial else ()
+        sqli, xss, command, ldap = (c.id in on for c in INJECTION_CLASSES)
+        injections, traversals = sqli or xss or command or ldap, C.PATH_TRAVERSAL.id in on
+        # a whole body's values, read (a JSON document parsed) once for both kinds of check
+        whole = parsed_body(body, ctype) if body and not partial and (injections or traversals) else None
+        if traversals:
             traversal = check_target(uri, st.settings) or check_path_values(
-                chain(pair_values(cookie), free_header_values(headers), bodied), st.settings
+                chain(pair_values(cookie), free_header_values(headers), whole[0] if whole else ()),
+                st.settings,
             )
             if traversal is not None:
                 hits.append(traversal)
-        sqli, xss, command, ldap = (c.id in on for c in INJECTION_CLASSES)
-        if sqli or xss or command or ldap:
+        if injections:
             # a multipart body in parts is followed by a cursor from its first part on; any other first
             # part is judged as a part (a JSON part by its strings)
             followed = partial and _MULTIPART in ctype.lower()
             checked = body if not partial else b"" if followed else body_values(body, ctype)
             hits += check_request(
-                uri.decode("latin-1"), checked, ctype, cookie, sqli, xss, injectable, command, ldap
+                uri.decode("latin-1"), checked, ctype, cookie, sqli, xss, injectable, command, ldap, whole
             )
             if followed:
                 hits += self._multipart_part(uri, 0, body, ctype, st, on, False)
@@ -576,32 +579,26 @@ class AppThreats:
         return out
 
 
-def free_header_values(headers: E.Headers) -> list[str]:
-    """The values of a request's headers of no fixed syntax (`_FIXED_SYNTAX_HEADERS` left out), tokens
-    too (a path is one: `/etc/shadow`): at most `MAX_HEADER_VALUES`, each cut to
-    `MAX_HEADER_VALUE_BYTES`."""
-    values: list[str] = []
+def _free_headers(headers: E.Headers) -> Iterator[bytes]:
+    """The non-empty values of a request's headers of no fixed syntax (`_FIXED_SYNTAX_HEADERS`)."""
     for name, value in headers:
         low = name.lower()
         if value and low not in _FIXED_SYNTAX_HEADERS and not low.startswith(_FIXED_SYNTAX_PREFIXES):
-            values.append(value[:MAX_HEADER_VALUE_BYTES].decode("latin-1"))
-            if len(values) >= MAX_HEADER_VALUES:
-                break
-    return values
+            yield value
+
+
+def free_header_values(headers: E.Headers) -> list[str]:
+    """`_free_headers`, tokens too (a path is one: `/etc/shadow`): at most `MAX_HEADER_VALUES`, each cut to
+    `MAX_HEADER_VALUE_BYTES`."""
+    return [
+        v[:MAX_HEADER_VALUE_BYTES].decode("latin-1")
+        for v in islice(_free_headers(headers), MAX_HEADER_VALUES)
+    ]
 
 
 def injectable_header_values(headers: E.Headers) -> list[str]:
     """The values of a request's headers the injection checks see (`_FIXED_SYNTAX_HEADERS` says which
     are left out and why): at most `MAX_HEADER_VALUES`, each cut to `MAX_HEADER_VALUE_BYTES`; empty and
     inert values (`_INERT_VALUE`: tokens, `name=token` lists) are skipped."""
-    values: list[str] = []
-    for name, value in headers:
-        low = name.lower()
-        if low in _FIXED_SYNTAX_HEADERS or low.startswith(_FIXED_SYNTAX_PREFIXES):
-            continue
-        if not value or _INERT_VALUE.fullmatch(value):
-            continue
-        values.append(value[:MAX_HEADER_VALUE_BYTES].decode("latin-1"))
-        if len(values) >= MAX_HEADER_VALUES:
-            break
-    return values
+    active = (v for v in _free_headers(headers) if not _INERT_VALUE.fullmatch(v))
+    return [v[:MAX_HEADER_VALUE_BYTES].decode("latin-1") for v in islice(active, MAX_HEADER_VALUES)]

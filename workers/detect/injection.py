@@ -24,7 +24,7 @@ import functools
 import json
 import re
 from collections.abc import Iterable, Iterator, Sequence
-from itertools import chain
+from itertools import chain, islice
 from typing import Any
 
 import libinjection
@@ -541,12 +541,13 @@ def check_request(
     header_values: Sequence[str] = (),
     command: bool = True,
     ldap: bool = True,
+    body_values: BodyValues | None = None,
 ) -> list[Hit]:
     """SQL injection, XSS, command injection and LDAP injection in one HTTP request (each class whose
     flag is set): path segments, query pairs, cookie pairs, the given header values (User-Agent,
     Referer, X-Forwarded-For: where scanners inject too) and the body (form, JSON or XML by content
-    type; a multipart form's field names, file names and text fields: `workers.detect.multipart`). At
-    most one hit per class."""
+    type; a multipart form's field names, file names and text fields: `workers.detect.multipart`;
+    `body_values`: the body's values read already, `parsed_body`). At most one hit per class."""
     flags = (sqli, xss, command, ldap)
     wanted = {c for c, on in zip(CLASSES, flags, strict=True) if on}
     if not wanted:
@@ -568,10 +569,20 @@ def check_request(
     for values, plus in sources:
         if wanted:
             hits += _first(values, plus, wanted)
-    if body and wanted:
-        values, plus = request_body_values(body, content_type)
+    if (body or body_values) and wanted:
+        values, plus = body_values if body_values is not None else request_body_values(body, content_type)
         hits += _first(values, plus, wanted)
     return hits
+
+
+# a body's values and whether `+` is a space in them (`parsed_body`)
+BodyValues = tuple[Sequence[str], bool]
+
+
+def parsed_body(body: bytes, content_type: str) -> BodyValues:
+    """`request_body_values`, read up to the values a request's checks look at, for several checks."""
+    values, plus = request_body_values(body, content_type)
+    return list(islice(values, MAX_VALUES_PER_REQUEST)), plus
 
 
 def request_body_values(body: bytes, content_type: str) -> tuple[Iterable[str], bool]:

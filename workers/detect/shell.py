@@ -121,14 +121,15 @@ _LINE_SPACING = re.compile(r"[\s<>\[?*($]")  # (`$`: `${IFS}`)
 # A value that is a command line of its own (`cat /etc/passwd`, `time sh -c whoami`, `$SHELL -c …`): an
 # application that runs a value (`sh -c "$code"`, `eval`) runs it without any separator. Wrappers that
 # run the command after them come first.
+_WRAPPERS = frozenset("time nohup strace ltrace nice exec timeout".split())  # (`timeout` takes seconds)
+_WRAPPER = "|".join(sorted(_WRAPPERS - {"timeout"})) + r"|timeout[ \t]+\d+"
 _LINE = re.compile(
-    r"\s*['\"]?(?P<wrap>(?:(?:time|nohup|strace|ltrace|nice|exec|timeout[ \t]+\d+)[ \t]+)*)['\"]?"
+    rf"\s*['\"]?(?P<wrap>(?:(?:{_WRAPPER})[ \t]+)*)['\"]?"
     r"(?P<word>\$\{?shell\}?|/(?:usr/(?:local/)?)?s?bin/[\w.-]{1,30}|[a-z][a-z0-9_.+-]{0,30})['\"]?"
     r"(?=[ \t<>]|\Z)(?P<args>[^;|&\n\r`]{0,200})",
     re.I,
 )
 _WORD = re.compile(r"[a-z][a-z0-9_.+-]*")
-_WRAPPERS = frozenset("time nohup strace ltrace nice exec timeout".split())
 _FIRST_WORD = re.compile(r"\s*([\w$/{}.+'\"\\@*-]{1,40})")
 _NAME_MARKS = re.compile(r"['\"\\]|\$[@*]|\$\{[a-z_]\w{0,15}\}(?=\w)", re.I)
 # what a command line's first argument other than options must be to count: a path under a system
@@ -145,10 +146,10 @@ _INTERPRETERS = frozenset(
     " pwsh cmd cmd.exe".split()
 )
 _CODE_OPTION = re.compile(r"\s*(?:-c|-e|-r|/c|/k|-command|-encodedcommand|-enc|-ec)\s+\S", re.I)
+_SHELLS = frozenset("sh bash dash zsh ksh ash csh tcsh".split())
+PIPED_SHELL_WEIGHT = 2  # a shell after a pipe (`… | sh`): what came before runs as a script
 # a redirection a shell reads and prose does not write (`->`, `a > b` are prose): a here-string, a file
 # descriptor's (`2>`, `>&`), or one to a path or a variable
-_SHELLS = frozenset("sh bash dash zsh ksh ash csh tcsh".split())
-PIPED_SHELL_WEIGHT = 2
 _REDIRECTION = re.compile(r"<<<|\d>|>&|(?<![-=<>])[<>]{1,2}\s*(?:/|~/|\$|&)")
 WRAPPER_WEIGHT = 1  # `time`, `nohup`, `strace` … before a command: nobody writes it so but to run it
 
@@ -159,7 +160,7 @@ _GLOB_CHAR = re.compile(r"[\[?*]")
 _STARS_SEGMENT = re.compile(r"/\*+(?:/|\Z)")
 _BRACKET = re.compile(r"\[(!|\^)?([^\]]{1,20})\]")
 _BRACKET_SLASHES = re.compile(r"\[[^\]/]{0,20}/[^\]]{0,20}\]")
-MAX_GLOB_TOKENS = 4  # globbed tokens tried per value (each is matched against `_SYSTEM_PATHS`)
+MAX_GLOB_TOKENS = 4  # globbed tokens tried per value (each matched against `_SYSTEM_FILES` and programs)
 _SYSTEM_FILES = {
     "etc": "passwd shadow group hosts hostname issue sudoers crontab os-release resolv.conf".split(),
     "proc/self": "environ cmdline maps status".split(),
@@ -202,8 +203,11 @@ _FUNCTION_IMPORT = re.compile(r"\s*\(\s*\)\s*\{")
 def needs_check(value: str) -> bool:
     """Whether `value` holds a separator or substitution, or may be a command line of its own (most
     values are neither: no scoring)."""
-    if _NEEDED.search(value) is not None:
-        return True
+    return _NEEDED.search(value) is not None or _may_be_a_line(value)
+
+
+def _may_be_a_line(value: str) -> bool:
+    """Whether `value` has an argument's punctuation and a space (or what stands for one) beside it."""
     return _LINE_HINT.search(value) is not None and _LINE_SPACING.search(value) is not None
 
 
@@ -357,7 +361,7 @@ def _commands(text: str) -> Iterator[tuple[re.Match[str], str, int]]:
         low = m.group("word").lower()
         weight = _WEIGHT.get(low)
         if weight is not None and m.group("word") in _SHELLS and m.group("sep") == "|":
-            weight = PIPED_SHELL_WEIGHT  # `… | sh`: what came before runs as a script
+            weight = PIPED_SHELL_WEIGHT
         if weight is None:
             if low.startswith("/"):
                 weight = 2  # an absolute path to a program counts as a distinct name
@@ -373,9 +377,9 @@ def injected(value: str, evasion: int = 0) -> str | None:
     the weight of evasion evidence the value was sent with (overlong UTF-8)."""
     text = value[:MAX_SCORED_VALUE]
     separated = _NEEDED.search(text) is not None
-    if not separated and (_LINE_HINT.search(text) is None or _LINE_SPACING.search(text) is None):
+    if not separated and not _may_be_a_line(text):
         return None
-    sure = _unmistakable(text) if separated or _may_be_unmistakable(text) else None
+    sure = _unmistakable(text)
     if sure is not None:
         return sure
     text, spelling, notes = _spellings(text, evasion)
@@ -465,18 +469,6 @@ def _unsplit(text: str) -> str | None:
 
 def _is_letter(char: str) -> bool:
     return char.isascii() and char.isalpha()
-
-
-def _may_be_unmistakable(text: str) -> bool:
-    """What each of `_unmistakable`'s patterns needs: a parenthesis, a %variable%, a comment opener, a
-    device, an opening `if`."""
-    return (
-        "(" in text
-        or "%" in text
-        or "<!--" in text
-        or "/dev/" in text
-        or text.lstrip()[:3].lower() in ("if ", "if\t")
-    )
 
 
 def _unmistakable(text: str) -> str | None:
