@@ -4,9 +4,12 @@ for real attack tools (sqlmap) to find its flaws through the enforcer.
 Two injectable parameters: `GET /item?id=N` splices `id` into a numeric context, `GET /search?q=S`
 splices `q` into a quoted one. A POST to either path reads the parameter from its body as frameworks
 do: a form, a multipart form, or JSON (whatever the Content-Type says, as an API that parses JSON
-regardless). Any other path answers 200 "ok" (a benign request), and so does a POST to any other path. It binds only the
-address it is given: run it inside a lab namespace (`python -m lab.vulnapp ADDR PORT`); it prints
-"ready" once listening and stops after `--seconds`.
+regardless). `/greet?name=S` (or a POST of `name`) writes `name` into its page unescaped: a reflected
+XSS flaw, for scanners that send script only where their marker comes back. `/lab` is an index of
+links and forms to all of these, for a scanner that crawls. Any other path answers 200 "ok" (a benign
+request), and so does a POST to any other path. It binds only the address it is given: run it inside a
+lab namespace (`python -m lab.vulnapp ADDR PORT`); it prints "ready" once listening and stops after
+`--seconds`.
 """
 
 from __future__ import annotations
@@ -30,6 +33,12 @@ CREATE TABLE users (name TEXT, password TEXT);
 INSERT INTO users VALUES ('admin', 's3cret');
 """
 MAX_POST_BYTES = 64 * 1024  # of a POST body, read before answering
+_FRAMING = {"host", "content-length", "content-type", "connection", "transfer-encoding"}  # (not logged)
+INDEX = """<h1>lab shop</h1>
+<a href="/item?id=1">item</a> <a href="/search?q=widget">search</a> <a href="/greet?name=guest">greet</a>
+<a href="/ping?addr=198.18.0.7">ping</a>
+<form method="post" action="/search"><input name="q" value="widget"><input type="submit"></form>
+<form method="post" action="/greet"><input name="name" value="guest"><input type="submit"></form>"""
 
 
 def body_args(body: bytes, content_type: str) -> dict[str, str]:
@@ -66,26 +75,47 @@ def query_for(path: str, args: dict[str, str] | None = None) -> str | None:
     return None
 
 
+def greeting(args: dict[str, list[str]]) -> str:
+    """The greeting page, `name` written in unescaped (the flaw)."""
+    return f"<p>Hello {args.get('name', ['guest'])[0]}</p>"
+
+
 class _ServerV6(ThreadingHTTPServer):
     address_family = socket.AF_INET6
 
 
 def make_server(addr: str, port: int, log: Path | None = None) -> ThreadingHTTPServer:
-    """The app on `addr`:`port`; each request's path is appended to `log` when given (a request log
-    for offline scoring, as `scripts/eval_detect.py` keeps)."""
+    """The app on `addr`:`port`; each request is appended to `log` when given, one JSON object a line
+    (method, path, content type, body as Latin-1, headers but the framing ones): a request log for offline scoring, as
+    `scripts/eval_detect.py` keeps."""
     db = sqlite3.connect(":memory:", check_same_thread=False)
     db.executescript(SCHEMA)
     lock = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
+        def _log(self, body: bytes = b"") -> None:
             if log is not None:
+                ctype = self.headers.get("Content-Type") or ""
+                entry = {
+                    "method": self.command,
+                    "path": self.path,
+                    "type": ctype,
+                    "body": body.decode("latin-1"),
+                    "headers": [[k, v] for k, v in self.headers.items() if k.lower() not in _FRAMING],
+                }
                 with lock, log.open("a", encoding="utf-8") as out:
-                    out.write(self.path + "\n")
-            self._answer(query_for(self.path))
+                    out.write(json.dumps(entry) + "\n")
 
-        def _answer(self, sql: str | None) -> None:
-            status, body = 200, "ok"
+        def do_GET(self) -> None:
+            self._log()
+            url = urlsplit(self.path)
+            if url.path == "/greet":
+                self._answer(None, greeting(parse_qs(url.query)))
+            else:
+                self._answer(query_for(self.path), INDEX if url.path == "/lab" else "ok")
+
+        def _answer(self, sql: str | None, body: str = "ok") -> None:
+            status = 200
             if sql is not None:
                 try:
                     with lock:
@@ -105,7 +135,11 @@ def make_server(addr: str, port: int, log: Path | None = None) -> ThreadingHTTPS
             # is benign to the app and answered 200 "ok"
             length = min(int(self.headers.get("Content-Length") or 0), MAX_POST_BYTES)
             body = self.rfile.read(length)
+            self._log(body)
             path = urlsplit(self.path).path
+            if path == "/greet":
+                self._answer(None, greeting(parse_qs(body.decode("utf-8", "replace"))))
+                return
             args = (
                 body_args(body, self.headers.get("Content-Type") or "")
                 if path in ("/item", "/search")
@@ -125,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("addr", help="the lab address to listen on")
     parser.add_argument("port", type=int)
     parser.add_argument("--seconds", type=float, default=300.0, help="stop after this long")
-    parser.add_argument("--log", type=Path, help="append each request's path to this file")
+    parser.add_argument("--log", type=Path, help="append each request to this file (JSON lines)")
     args = parser.parse_args(argv)
     server = make_server(args.addr, args.port, args.log)
     stop = threading.Timer(args.seconds, server.shutdown)

@@ -1,9 +1,10 @@
 """Independent evaluation of the request-level injection checks (`check_request`).
 
     python scripts/eval_detect.py --crs DIR [--seclists DIR] [--fuzzdb DIR] [--h5sc DIR] [--shapes]
-        [--misses N] [--json] [--against REF]
+        [--sqlmap-log F] [--commix-log F] [--wapiti-log F] [--misses N] [--json] [--against REF]
 
-Scores `workers.detect.injection.check_request` (URI, body, content type, cookie, logged headers) on
+Scores `workers.detect.injection.check_request` (URI, body, content type, cookie, logged headers), with
+the worker's path-traversal (`workers.detect.traversal`) and log4shell checks beside it, on
 public material nobody here wrote, fetched outside the repository (payload files are never committed).
 Each corpus row is scored twice: by the check of its own class (an SQLi payload detected as
 `sql_injection`; a benign request flagged as SQLi or XSS), and, in its `[any class]` twin, by every
@@ -69,6 +70,13 @@ scores the detection code of git revision REF on the same inputs in the same run
   `COMMIX_TAMPERS`; `--commix-log FILE` scores the logged requests (the app runs no command, so commix
   sends every payload of each technique). Evaluated at commix 8530a489 (v4.2.dev90).
 
+- wapiti (PyPI `wapiti3`, GPL-2.0, run as a program, not imported), live: `--run-wapiti WAPITI` serves the
+  same app in a namespace of its own and runs wapiti's attack modules one at a time (`WAPITI_MODULES`,
+  level 2), each crawling from the app's index (`/lab`: links and forms to every endpoint, and
+  `/greet`, which writes its value back unescaped, so that the XSS modules send their payloads);
+  `--wapiti-log FILE` scores the logged requests (query, form and headers) by the class of the module
+  that sent them. Evaluated with wapiti3 3.2.3.
+
 Reserved for a later, independent evaluation and never used here: PayloadsAllTheThings, payloadbox,
 libinjection's own data files, Zeek's test traces.
 """
@@ -103,6 +111,34 @@ from workers.detect.injection import check_request, json_values, xml_values  # n
 CORPUS = ROOT / "tests" / "detect" / "corpus"
 SECLISTS_SQLI = ("Fuzzing/Databases/SQLi/Generic-SQLi.txt", "Fuzzing/Databases/SQLi/quick-SQLi.txt")
 SECLISTS_XSS = ("Fuzzing/XSS/robot-friendly/XSS-BruteLogic.txt", "Fuzzing/XSS/robot-friendly/XSS-RSNAKE.txt")
+
+try:  # the request checks besides check_request's (older trees `--against` have none)
+    from threats.settings import DEFAULT_SETTINGS
+    from workers.detect.injection import pair_values, parsed_body
+    from workers.detect.jndi import check_lookups
+    from workers.detect.traversal import check_path_values, check_target
+
+    def other_threats(req: Request) -> set[str]:
+        """path_traversal and log4shell, as the worker looks for them in a request."""
+        values = [*pair_values(req.cookie), *req.headers]
+        if req.body:
+            values += parsed_body(req.body, req.ctype)[0]
+        found = check_target(req.uri.encode("latin-1", "replace"), DEFAULT_SETTINGS) or check_path_values(
+            values, DEFAULT_SETTINGS
+        )
+        texts = (
+            req.uri.encode("latin-1", "replace"),
+            req.body,
+            *(h.encode("latin-1", "replace") for h in req.headers),
+        )
+        lookup = check_lookups(texts)
+        return {h.threat.name for h in (found, lookup) if h is not None}
+
+except ImportError:
+
+    def other_threats(req: Request) -> set[str]:
+        return set()
+
 
 try:  # the header values the worker hands check_request: every header but those of a fixed syntax
     from workers.detect.hooks import injectable_header_values
@@ -161,8 +197,15 @@ _RESERVED_ORIGIN = re.compile(r"payloadbox|payloadsallthethings|swisskyrepo", re
 _RULE_ID = re.compile(r"\bid:(\d{6})")
 CRS_FAMILIES = {"932": "rce", "941": "xss", "942": "sqli", "921200": "ldap"}
 # the threat a row's attacks are scored by (its own class), by the row's class word
-OWN_THREAT = {"sqli": "sql_injection", "xss": "xss", "rce": "command_injection", "ldap": "ldap_injection"}
-INJECTION_THREATS = frozenset({"sql_injection", "xss", "command_injection", "ldap_injection"})
+OWN_THREAT = {
+    "sqli": "sql_injection",
+    "xss": "xss",
+    "rce": "command_injection",
+    "ldap": "ldap_injection",
+    "traversal": "path_traversal",
+    "log4shell": "log4shell",
+}
+INJECTION_THREATS = frozenset(OWN_THREAT.values())
 OWN_BENIGN = {"rce": {"command_injection"}, "ldap": {"ldap_injection"}}  # a new class's benign rows
 ANY = " [any class]"  # the suffix of a row's twin, scored by every injection check
 
@@ -178,7 +221,7 @@ class Request:
 
     def threats(self) -> set[str]:
         hits = check_request(self.uri, self.body, self.ctype, self.cookie, header_values=self.headers)
-        return {h.threat.name for h in hits}
+        return {h.threat.name for h in hits} | other_threats(self)
 
 
 # -- sources -------------------------------------------------------------------------------------------
@@ -466,8 +509,18 @@ def run_sqlmap(work: Path, port: int = 8081) -> Path:
     return log
 
 
+def logged_targets(log: Path) -> Iterator[str]:
+    """The target of each distinct GET request in a log of the lab app (JSON lines; a path a line in logs
+    of older trees)."""
+    for line in dict.fromkeys(log.read_text("utf-8").splitlines()):
+        if not line.startswith("{"):
+            yield line
+        elif (entry := json.loads(line))["method"] == "GET":
+            yield entry["path"]
+
+
 def sqlmap_cases(log: Path) -> Iterator[tuple[str, Request]]:
-    for uri in dict.fromkeys(log.read_text("utf-8").splitlines()):  # each distinct request once
+    for uri in dict.fromkeys(logged_targets(log)):  # each distinct request once
         query = urlsplit(uri).query
         values = {k: v[0] for k, v in parse_qs(query, keep_blank_values=True).items()}
         name = "id" if "id" in values else "q"
@@ -519,13 +572,88 @@ def commix_cases(log: Path) -> Iterator[tuple[str, Request]]:
     """Each distinct request commix sent to `/ping`: an attack when its `addr` differs from the original
     (`commix rce`), a probe when every value is a few letters (`commix rce probes`: its random markers;
     a hex-encoded payload is one word too, and an attack)."""
-    for uri in dict.fromkeys(log.read_text("utf-8").splitlines()):
+    for uri in dict.fromkeys(logged_targets(log)):
         url = urlsplit(uri)
         values = [v for vs in parse_qs(url.query, keep_blank_values=True).values() for v in vs]
         if url.path != "/ping" or values == [COMMIX_ORIGINAL]:
             continue
         probe = all(re.fullmatch(r"[A-Za-z]{0,8}", v) for v in values)  # (its random markers: `QWE`)
         yield ("commix rce probes" if probe else "commix rce"), Request(uri, label=uri)
+
+
+# -- wapiti, live ----------------------------------------------------------------------------------------
+
+# each attack module run alone, and the class its requests are scored by
+WAPITI_MODULES = {
+    "sql": "sqli",
+    "timesql": "sqli",
+    "xss": "xss",
+    "permanentxss": "xss",
+    "exec": "rce",
+    "shellshock": "rce",
+    "file": "traversal",
+    "ldap": "ldap",
+}
+# the values of the lab app's index (`/lab`): a request that sends only these is the crawl
+WAPITI_ORIGINAL = {"id": "1", "q": "widget", "name": "guest", "addr": COMMIX_ORIGINAL}
+
+
+def run_wapiti(wapiti: Path, work: Path, port: int = 8083) -> Path:
+    """wapiti (its program) against the lab's injectable app, one attack module at a time, crawling from
+    the app's index; the request log, each request marked with the module that sent it."""
+    work.mkdir(parents=True, exist_ok=True)
+    raw, log = work / "wapiti-raw.log", work / "wapiti-requests.log"
+    with injectable_app(raw, port) as inside, log.open("w", encoding="utf-8") as out:
+        for module in WAPITI_MODULES:
+            seen = raw.stat().st_size
+            cmd = [str(wapiti), "-u", f"http://127.0.0.1:{port}/lab", "--scope", "domain", "-m", module]
+            cmd += ["-l", "2", "--flush-session", "--store-session", str(work / "session")]
+            cmd += ["-f", "json", "-o", str(work / f"report-{module}.json"), "--max-scan-time", "300"]
+            subprocess.run([*inside, *cmd], stdout=subprocess.DEVNULL, check=False, timeout=900)
+            with raw.open(encoding="utf-8") as sent:
+                sent.seek(seen)
+                for line in sent:
+                    out.write(json.dumps({"module": module, **json.loads(line)}) + "\n")
+    return log
+
+
+def wapiti_cases(log: Path) -> Iterator[tuple[str, Request]]:
+    """Each distinct request wapiti sent, scored by its module's class (`wapiti sqli`, ...): an attack when
+    a value differs from the index's, or a header (Referer aside: the crawl's links) from what the
+    module's first request (the crawl's start) sent; a probe when every such value is one word (its
+    markers)."""
+    entries = [json.loads(line) for line in dict.fromkeys(log.read_text("utf-8").splitlines())]
+    first: dict[str, dict] = {}  # each module's first request: the crawl's start
+    for e in entries:
+        first.setdefault(e["module"], e)
+    crawl_headers = {(m, str(k).lower(), str(v)) for m, e in first.items() for k, v in e["headers"]}
+    for entry in entries:
+        headers = [(str(k).lower(), str(v)) for k, v in entry.get("headers", [])]
+        sent = {k: v for k, v in headers if (entry["module"], k, v) not in crawl_headers and k != "referer"}
+        url = urlsplit(entry["path"])
+        pairs = parse_qs(url.query, keep_blank_values=True)
+        if "x-www-form-urlencoded" in entry["type"]:
+            pairs.update(parse_qs(entry["body"], keep_blank_values=True))
+        # what was sent in place of a value (a query or body sent whole is a name with no value)
+        values = {
+            k: v if k in WAPITI_ORIGINAL else f"{k}={v}".rstrip("=")
+            for k, vs in pairs.items()
+            for v in vs
+            if WAPITI_ORIGINAL.get(k) != v
+        }
+        values.update(sent)
+        if not values and not (entry["body"] and "x-www-form-urlencoded" not in entry["type"]):
+            continue  # the crawl
+        row = f"wapiti {WAPITI_MODULES[entry['module']]}"
+        form_or_none = "x-www-form-urlencoded" in entry["type"] or not entry["body"]
+        probe = form_or_none and all(re.fullmatch(r"[\w.-]*", v) for v in values.values())
+        label = f"{entry['module']}: {entry['method']} {entry['path']} {entry['body'][:200]}".rstrip()
+        body = entry["body"].encode("latin-1")
+        label += "".join(f" [{k}: {v[:100]}]" for k, v in sent.items())
+        cookie = dict(headers).get("cookie", "")
+        free = injectable_header_values([(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers])
+        request = Request(entry["path"], body, entry["type"], cookie, free, label)
+        yield (row + " probes" if probe else row), request
 
 
 def _lines(name: str) -> list[str]:
@@ -659,6 +787,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--run-commix", type=Path, metavar="COMMIX", help="run commix (a checkout) live first (root)"
     )
+    parser.add_argument("--wapiti-log", type=Path, help="requests logged during a live wapiti run")
+    parser.add_argument(
+        "--run-wapiti", type=Path, metavar="WAPITI", help="run wapiti (its program) live first (root)"
+    )
     parser.add_argument("--misses", type=int, default=0, help="list up to N misses / false positives per row")
     parser.add_argument("--json", action="store_true")
     parser.add_argument(
@@ -673,6 +805,8 @@ def main(argv: list[str]) -> int:
         args.sqlmap_log = run_sqlmap(args.run_sqlmap)
     if args.run_commix:
         args.commix_log = run_commix(args.run_commix, Path(tempfile.mkdtemp(prefix="commix-")))
+    if args.run_wapiti:
+        args.wapiti_log = run_wapiti(args.run_wapiti, Path(tempfile.mkdtemp(prefix="wapiti-")))
     cases: list[tuple[str, Request]] = []
     sources = {}
     readers: dict[str, tuple[str, Callable[[Source], Iterator[tuple[str, Request]]]]] = {
@@ -692,6 +826,8 @@ def main(argv: list[str]) -> int:
         cases += sqlmap_cases(args.sqlmap_log)
     if args.commix_log:
         cases += commix_cases(args.commix_log)
+    if args.wapiti_log:
+        cases += wapiti_cases(args.wapiti_log)
     cases += benign_cases()
     rows = evaluate(iter(cases))
     if args.json:
@@ -701,6 +837,7 @@ def main(argv: list[str]) -> int:
     if args.against:
         sqlmap_log = ["--sqlmap-log", str(args.sqlmap_log)] if args.sqlmap_log else []
         sqlmap_log += ["--commix-log", str(args.commix_log)] if args.commix_log else []
+        sqlmap_log += ["--wapiti-log", str(args.wapiti_log)] if args.wapiti_log else []
         plain = [a for a in readers if getattr(args, a)]
         shapes = ["--shapes"] if args.shapes else []
         before = reference_rows(

@@ -99,6 +99,11 @@ COMMAND_INJECTIONS = [
     ("'.system('id').'", "a PHP call that runs a command, after a string is closed"),
     ("{${phpinfo()}}", "PHP's complex syntax calling phpinfo"),
     ("198.18.0.7.print(`echo Q`.`echo $((1+2))`)", "backticks in PHP concatenation, arithmetic"),
+    ("a;exit(md5('probe'));//", "a code statement after a breakout, the rest commented out"),
+    ('".die(md5(1));#', "after a closed string, the rest commented out with #"),
+    ("../../../../usr/bin/env|", "a program's path piped from (Perl's open)"),
+    ("data:;base64,PD9waHAgZWNobyAncHJvYmUnOyA/Pg==", "a data: URL of PHP code"),
+    ("data://text/plain,<?php echo 1; ?>", "a data: URL of PHP code, plain"),
 ]
 
 BENIGN_SHELL_LOOKALIKES = [
@@ -167,6 +172,11 @@ BENIGN_SHELL_LOOKALIKES = [
     "O''Brien",
     "rock'n'roll",
     "$@ is the argument list",
+    "x.init(); // start",
+    "f(x); // call f",
+    "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk",
+    "a|b|",
+    "/usr/bin/env python3",
 ]
 
 
@@ -250,6 +260,8 @@ LDAP_INJECTIONS = [
     ("ab*cd)(ou>=m)", "a wildcard in the closed item, an ordering opened"),
     ("x)|(mail=*", "an operator joins the closed item and a presence test"),
     ("jdoe)(&", "a composition left for the application to finish"),
+    ("nosuchvalue))%00", "closes twice, the rest cut off by a NUL"),
+    ("*)%00x", "a wildcard closed, the rest cut off by a NUL"),
 ]
 
 BENIGN_LDAP_LOOKALIKES = [

@@ -645,6 +645,50 @@ def test_eval_script_reads_a_commix_request_log(tmp_path: Path) -> None:
     assert rows["commix rce"]["misses"] == ["/ping?addr=198.18.0.7%3Bcat%20docs"]
 
 
+def test_eval_script_reads_a_wapiti_request_log(tmp_path: Path) -> None:
+    ev = _eval_module()
+    ua = ["User-Agent", "scanner/1"]
+
+    def entry(module: str, method: str, path: str, body: str = "", *headers: list[str]) -> str:
+        ctype = "application/x-www-form-urlencoded" if body else ""
+        fields = {"module": module, "method": method, "path": path, "type": ctype, "body": body}
+        return json.dumps({**fields, "headers": [ua, *headers]})
+
+    log = tmp_path / "wapiti.log"
+    lines = [
+        entry("file", "GET", "/lab"),  # the crawl: its headers are the module's own
+        entry("file", "GET", "/greet?name=guest"),  # a value of the index: the crawl
+        entry("file", "POST", "/greet", "name=guest", ["Referer", "http://198.18.0.1/lab"]),  # the crawl
+        entry("file", "GET", "/greet?name=..%2F..%2F..%2Fetc%2Fpasswd"),
+        entry("file", "GET", "/greet?..%2F..%2F..%2Fetc%2Fgroup"),  # the query sent whole
+        entry("file", "GET", "/greet?name=..%2F..%2F..%2Fetc%2Fpasswd"),  # the same request again: once
+        entry("file", "POST", "/greet", "name=../wapiti.txt"),  # one level to a made-up file: missed
+        entry("xss", "GET", "/lab"),
+        entry("xss", "GET", "/greet?name=w0a1b2c3d4"),  # a marker: a probe
+        entry("xss", "POST", "/greet", "name=%3Cscript%3Ealert%28%27w0a1%27%29%3C%2Fscript%3E"),
+        entry("exec", "GET", "/lab"),
+        entry("exec", "GET", "/item?id=1", "", ["X-Note", "() { :;}; echo; /bin/id"]),  # in a header
+    ]
+    log.write_text("\n".join(lines) + "\n")
+    rows = ev.evaluate(ev.wapiti_cases(log))
+    assert {k: (v["hit"], v["total"]) for k, v in rows.items() if "any" not in k} == {
+        "wapiti traversal": (2, 3),
+        "wapiti xss probes": (0, 1),
+        "wapiti xss": (1, 1),
+        "wapiti rce": (1, 1),
+    }
+    assert rows["wapiti traversal"]["misses"] == ["file: POST /greet name=../wapiti.txt"]
+
+
+def test_eval_script_reads_old_and_new_app_logs(tmp_path: Path) -> None:
+    ev = _eval_module()
+    log = tmp_path / "app.log"
+    post = {"method": "POST", "path": "/search", "type": "", "body": "q=1", "headers": []}
+    get = {**post, "method": "GET", "path": "/item?id=2", "body": ""}
+    log.write_text("/item?id=1\n" + json.dumps(post) + "\n" + json.dumps(get) + "\n")
+    assert list(ev.logged_targets(log)) == ["/item?id=1", "/item?id=2"]
+
+
 def test_eval_script_reads_the_html5_security_cheatsheet_vectors(tmp_path: Path) -> None:
     ev = _eval_module()
     (tmp_path / "payloads.js").write_text(

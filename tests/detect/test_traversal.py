@@ -34,6 +34,15 @@ TRAVERSALS = [
     ("/p?doc=file:///etc/hosts", "a file URL"),
     ("/p?f=C:%5CWindows%5Cwin.ini", "a Windows drive path"),
     ("/p?a=1&b=..%2F..%2F..%2F..%2Fhome%2Fu%2F.ssh%2Fid_rsa", "the second value, to an SSH key"),
+    ("/cgi?..%2F..%2F..%2F..%2Fetc%2Fgroup", "a query that is one value (no `=`), as CGI reads it"),
+    ("/p?f=%2Fetc%2Fservices", "another file probes read"),
+    ("/p?f=C:/Windows/System32/drivers/etc/networks", "a Windows one"),
+    ("/p?f=file://C:%5CWindows%5Cwin.ini", "a file URL of a drive path"),
+    ("/p?page=php://filter/convert.base64-encode/resource=index", "a PHP stream wrapper reading a file"),
+    ("/p?page=php%3A%2F%2Finput", "an encoded one"),
+    ("/p?cmd=expect://ls", "PHP's expect wrapper"),
+    ("/p?page=index.php::$DATA", "a script's NTFS data stream (its source, on IIS)"),
+    ("/p?page=index.asp%3A%3A%24data", "an encoded one"),
 ]
 
 BENIGN = [
@@ -49,6 +58,11 @@ BENIGN = [
     "/static/js/app.min.js?v=3",
     "/get/..",  # the parent directory itself, nothing below it
     "/",
+    "/search?php",  # a query of one word
+    "/p?url=https://php.net/manual/en/wrappers.php",  # a URL about the wrappers
+    "/docs?q=what+is+php://filter",  # prose naming one
+    "/p?f=/shop/etc/services",  # a path of the site
+    "/p?note=a::b::c",
 ]
 
 

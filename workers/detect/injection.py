@@ -32,7 +32,14 @@ import libinjection
 from threats.catalogue import COMMAND_INJECTION, LDAP_INJECTION, SQL_INJECTION, XSS, Hit, Threat, excerpt_of
 from workers.detect import ldap, multipart, shell
 from workers.detect.bodypart import json_part_values
-from workers.detect.decode import EVASION_WEIGHT, PAIR_SEPARATOR, html_decode, overlong_escapes, variants
+from workers.detect.decode import (
+    EVASION_WEIGHT,
+    PAIR_SEPARATOR,
+    html_decode,
+    overlong_escapes,
+    percent_decode,
+    variants,
+)
 from workers.detect.sqli import injected
 
 # Values checked per request (query, form, cookie and JSON values together): a request with more is
@@ -328,7 +335,10 @@ def ldap_value(value: str, plus: bool = False, shared: Forms | None = None) -> H
     """Check one user-supplied value for LDAP injection (`workers.detect.ldap`)."""
     if ldap_free(value):
         return None
-    for form in (f for f in _shared_forms(value, plus, shared) if ldap.needs_check(f)):
+    forms = _shared_forms(value, plus, shared)
+    if "%00" in value:  # a NUL the decoded forms drop (`*))%00`): the value decoded once, NUL kept
+        forms = [percent_decode(value, plus), *forms]
+    for form in (f for f in forms if ldap.needs_check(f)):
         signals = ldap.injected(form, _evasion(value))
         if signals is not None:
             return Hit(LDAP_INJECTION, signals, excerpt_of(form))

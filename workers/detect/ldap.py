@@ -9,7 +9,8 @@ entry (`*(|(objectclass=*))`). Parentheses and stars are common in text (`John (
 - 3: an item closed and a composition opened (`)(|(`, `)(&(`, `)(!(`, `)(&)`, or `)(|` left for the
   application to finish); a closed item followed by a presence test (`)(cn=*`); a presence test on
   `objectClass` (`objectclass=*`: every entry); a value made only of filter metacharacters with a star
-  and an operator (`*|`, `*)(&`). An operator between the items (`)|(uid=*`) is allowed: some filter
+  and an operator (`*|`, `*)(&`); a close followed by a NUL (`*))%00`: a filter builder that stops at
+  the NUL drops the rest of the application's filter). An operator between the items (`)|(uid=*`) is allowed: some filter
   builders join items so;
 - 2: the breakout itself, found on the parentheses' structure: a `)` the value did not open (it closes
   the application's item) followed by an item or a composition opened (`x)(sn~=y`, `1)(gidNumber<=9`),
@@ -41,6 +42,9 @@ _SIGNALS: tuple[tuple[str, int, re.Pattern[str]], ...] = (
     ("item closed, presence test opened", 3, re.compile(rf"\)\s*[|&!]?\s*\(+\s*{_ATTR}\s*=\s*\*", re.I)),
     ("objectClass presence test", 3, re.compile(r"\bobjectclass\s*=\s*\*", re.I)),
     ("filter metacharacters only", 3, re.compile(r"\A(?=.*\*)(?=.*[|&])[\s*()|&!]{2,}\Z")),
+    # a NUL after a close: a C-string filter builder stops there, so the application's rest is cut off
+    # (the decoded forms drop NULs: looked for as sent, `%00`, too)
+    ("item closed, the rest cut off by a NUL", 3, re.compile(r"\)\s*(?:\x00|%00)")),
     ("composition opened", 2, re.compile(r"\(\s*[|&!]\s*\(")),
     ("wildcard then close at the start", 2, re.compile(r"\A\s*\*+\s*\)")),
     ("presence test", 1, re.compile(rf"\(\s*{_ATTR}\s*=\s*\*\s*\)", re.I)),

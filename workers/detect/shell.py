@@ -181,6 +181,21 @@ _CODE_RUNS_COMMAND = re.compile(
     r"(?:\A|[.;'\"})(]|\{\$\{)\s*(?:system|passthru|shell_exec|exec|popen|proc_open|pcntl_exec|phpinfo)\("
 )
 _CODE_CALL_HINT = re.compile(r"(?:system|exec|passthru|popen|proc_open|phpinfo)\(")  # (a literal scan)
+# A statement of code after what ends an expression or a string, the application's own code after it
+# commented out (`';exit(md5('x'));//`, `".die(id());#`): how scanners probe a value spliced into
+# `eval()`; no field value ends a call statement with a comment
+_CODE_STATEMENT = re.compile(
+    r"(?:\A\w{0,30}\s*;|['\"]\s*[.;])\s*[a-z_]\w{0,30}\s*\((?:[^()\n]|\([^()\n]{0,100}\)){0,200}\)\s*;\s*(?://|#)\s*\Z",
+    re.I,
+)
+# A program's path ending the value with a pipe (`../../usr/bin/env|`): Perl's two-argument open()
+# runs a file name that ends so and reads its output
+_PIPED_OPEN = re.compile(r"(?:\A|/)(?:usr/)?(?:local/)?s?bin/[\w.+-]{1,30}\s*\|\s*\Z")
+# A data: URL of PHP code (`data:;base64,PD9waHAg…`, `data://text/plain,<?php …`): an include of a
+# URL runs it (PHP's allow_url_include)
+_DATA_PHP = re.compile(
+    r"data:(?://)?[\w/+.-]{0,40}(?:;[\w=.-]{0,40}){0,4}(?:;base64,\s*PD9|,\s*<\?(?:php|=))", re.I
+)
 # a server-side include that runs a command (`<!--#exec cmd="id"-->`), in a page the server parses
 _SSI_EXEC = re.compile(r"<!--\s*#\s*exec\s+(?:cmd|cgi)\s*=", re.I)
 # bash's network devices (`>& /dev/tcp/198.18.0.9/4444`): a reverse shell; no file has such a path
@@ -473,7 +488,8 @@ def _is_letter(char: str) -> bool:
 
 def _unmistakable(text: str) -> str | None:
     """Why `text` holds shell syntax that is an injection by itself (Shellshock, a cmd.exe FOR loop or
-    IF, a PHP call that runs a command, a server-side include's exec, bash's network device), or None."""
+    IF, a PHP call that runs a command or a statement that ends the code, a program's path piped from, a
+    data: URL of PHP code, a server-side include's exec, bash's network device), or None."""
     if "(" in text:
         if _FUNCTION_IMPORT.match(text):
             return "a shell function definition opens the value (Shellshock)"
@@ -483,6 +499,12 @@ def _unmistakable(text: str) -> str | None:
         call = _CODE_RUNS_COMMAND.search(text) if _CODE_CALL_HINT.search(text) else None
         if call is not None:
             return f"code that runs a command {call.group().strip()[:24]!r}"
+        if text.rstrip().endswith(("//", "#")) and _CODE_STATEMENT.search(text):
+            return "a code statement after a breakout, the rest commented out"
+    if text.rstrip().endswith("|") and _PIPED_OPEN.search(text):
+        return "a program's path piped from (Perl's open)"
+    if "data:" in text and _DATA_PHP.search(text):
+        return "a data: URL of PHP code"
     if "<!--" in text and _SSI_EXEC.search(text):
         return "a server-side include runs a command"
     if "/dev/" in text:

@@ -36,13 +36,19 @@ MAX_VALUES = 256  # values read per request part (query, body, headers)
 # trailing `/..` names the parent directory itself: a server answers its index, nothing outside)
 _CLIMB = re.compile(r"(?:^|/)(?:\.{2,}|\.\.;[^/]*)(?=/.)")
 _SYSTEM_FILE_NAMES = (
-    r"(?:etc/(?:passwd|shadow|group|hosts|issue|sudoers|crontab|os-release)|proc/self/"
-    r"|windows/(?:win\.ini|system32/(?:drivers/etc/hosts|config/sam))|boot\.ini|win\.ini|web-inf/web\.xml|\.htpasswd|\.ssh/(?:id_|authorized))"
+    r"(?:etc/(?:passwd|shadow|group|hosts|issue|sudoers|crontab|os-release|services|fstab|resolv\.conf)|proc/self/"
+    r"|windows/(?:win\.ini|system32/(?:drivers/etc/(?:hosts|services|networks|protocols)|config/sam))|boot\.ini"
+    r"|win\.ini|web-inf/web\.xml|\.htpasswd|\.ssh/(?:id_|authorized))"
 )
 _SYSTEM_FILE = re.compile(rf"(?:^|/){_SYSTEM_FILE_NAMES}", re.I)
 # a value that is itself the path of a system file (absolute, a file URL, a Windows drive path; a
 # relative `etc/passwd` climbs nowhere)
-_SYSTEM_PATH = re.compile(rf"(?:file:/*|/+|[a-z]:/+){_SYSTEM_FILE_NAMES}", re.I)
+_SYSTEM_PATH = re.compile(rf"(?:file:/*(?:[a-z]:/+)?|/+|[a-z]:/+){_SYSTEM_FILE_NAMES}", re.I)
+# PHP's stream wrappers that read a file or run a command when an application includes the value
+# (`php://filter/convert.base64-encode/resource=index.php`, `expect://id`): never a value of its own
+# NTFS's default data stream named after a file (`index.asp::$DATA`): IIS serves the script's source
+_DATA_STREAM = re.compile(r"::\$data\b", re.I)
+_PHP_WRAPPER = re.compile(r"\x00\s*(?:php:/+(?:filter|input|fd)|expect:/+|phar:/+)", re.I)
 _SEGMENTS_SLASHES = re.compile(r"/+")
 # a value (in values each after a NUL) opening as a drive path or a file URL (a literal first: a fast scan)
 _DRIVE_OR_FILE = re.compile(r"\x00\s*(?:[A-Za-z]:/|[Ff][Ii][Ll][Ee]:)")
@@ -73,7 +79,9 @@ def check_target(uri: bytes, settings: ThreatSettings) -> Hit | None:
             return Hit(PATH_TRAVERSAL, f"a climb in the path ({up} up)", excerpt_of(path))
     if not query:
         return None
-    values = (pair.partition("=")[2] for pair in query.split("&"))
+    # a pair's value; a pair with no `=` is a value of its own (`?../../etc/passwd`: a CGI script reads
+    # the whole query)
+    values = (value if eq else name for name, eq, value in (pair.partition("=") for pair in query.split("&")))
     return check_path_values(values, settings, "a query value")
 
 
@@ -83,7 +91,7 @@ def check_path_values(values: Iterable[str], settings: ThreatSettings, where: st
     listed = list(islice(values, MAX_VALUES))
     joined = "\x00" + "\x00".join(listed)  # one look over them all first: most requests have nothing
     if not (_may_climb(joined) or "\x00/" in joined or _DRIVE_OR_FILE.search(joined)):
-        return None
+        return _named_stream(joined, where)
     for raw in listed:
         if not raw:
             continue
@@ -99,6 +107,23 @@ def check_path_values(values: Iterable[str], settings: ThreatSettings, where: st
             return Hit(PATH_TRAVERSAL, f"a climb to a system file in {where}", excerpt_of(value))
         if _SYSTEM_PATH.match(value):
             return Hit(PATH_TRAVERSAL, f"the path of a system file as {where}", excerpt_of(value))
+        stream = _named_stream("\x00" + value, where) if ":" in value else None  # (slashes collapsed)
+        if stream is not None:
+            return stream
+    return _named_stream(joined, where)
+
+
+def _named_stream(joined: str, where: str) -> Hit | None:
+    """A PHP stream wrapper opening one of the values (each after a NUL in `joined`), or an NTFS data
+    stream named in one."""
+    found = _PHP_WRAPPER.search(joined) if ":/" in joined else None
+    if found is not None:
+        return Hit(
+            PATH_TRAVERSAL, f"a PHP stream wrapper as {where}", excerpt_of(found.group().strip("\x00 "))
+        )
+    found = _DATA_STREAM.search(joined) if "::$" in joined else None
+    if found is not None:
+        return Hit(PATH_TRAVERSAL, f"a file's NTFS data stream in {where}", excerpt_of(found.group()))
     return None
 
 
