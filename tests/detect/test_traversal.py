@@ -43,6 +43,11 @@ TRAVERSALS = [
     ("/p?cmd=expect://ls", "PHP's expect wrapper"),
     ("/p?page=index.php::$DATA", "a script's NTFS data stream (its source, on IIS)"),
     ("/p?page=index.asp%3A%3A%24data", "an encoded one"),
+    ("/p?f=%uff0e%uff0e/%uff0e%uff0e/%uff0e%uff0e/etc/hosts", "full-width dots, as IIS folds them"),
+    ("/p?f=..%ef%bc%8f..%ef%bc%8f..%ef%bc%8fwin.ini", "full-width slashes in UTF-8"),
+    ("/p?f=..%u2215..%u2215..%u2215etc%u2215group", "division slashes"),
+    ("/p?f=/./././etc/shadow", "same-directory segments before a system file"),
+    ("/p?f=..%00/..%00/..%00/etc/passwd", "NULs inside the climbs"),
 ]
 
 BENIGN = [
@@ -63,6 +68,8 @@ BENIGN = [
     "/docs?q=what+is+php://filter",  # prose naming one
     "/p?f=/shop/etc/services",  # a path of the site
     "/p?note=a::b::c",
+    "/p?f=./a/./b.txt",  # same-directory segments, no system file
+    "/p?q=%E6%97%A5%E6%9C%AC%E8%AA%9E%EF%BC%8E",  # Japanese text ending in a full-width full stop
 ]
 
 

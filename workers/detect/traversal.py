@@ -27,7 +27,7 @@ from itertools import islice
 
 from threats.catalogue import PATH_TRAVERSAL, Hit, excerpt_of
 from threats.settings import ThreatSettings
-from workers.detect.decode import percent_decode
+from workers.detect.decode import fold_width, percent_decode
 
 MAX_TARGET = 4096  # characters of a target read
 MAX_VALUES = 256  # values read per request part (query, body, headers)
@@ -50,18 +50,26 @@ _SYSTEM_PATH = re.compile(rf"(?:file:/*(?:[a-z]:/+)?|/+|[a-z]:/+){_SYSTEM_FILE_N
 _DATA_STREAM = re.compile(r"::\$data\b", re.I)
 _PHP_WRAPPER = re.compile(r"\x00\s*(?:php:/+(?:filter|input|fd)|expect:/+|phar:/+)", re.I)
 _SEGMENTS_SLASHES = re.compile(r"/+")
+_CURRENT_SEGMENTS = re.compile(r"(^|/)(?:\./)+")  # `/./`: the same directory (not the dot of `../`)
+# division slash, set minus, one-dot leader, small full stop: read as `/`, `\`, `.` by best-fit mappings
+_LOOK_ALIKES = str.maketrans({"\u2215": "/", "\u2216": "\\", "\u2024": ".", "\ufe52": "."})
 # a value (in values each after a NUL) opening as a drive path or a file URL (a literal first: a fast scan)
 _DRIVE_OR_FILE = re.compile(r"\x00\s*(?:[A-Za-z]:/|[Ff][Ii][Ll][Ee]:)")
 
 
 def _decoded(text: str) -> str:
-    """`text` percent-decoded until it stops changing (at most three times), backslashes as slashes."""
+    """`text` percent-decoded until it stops changing (at most three times); full-width and other
+    look-alike dots and slashes as the ASCII ones a server folds them to (IIS, NFKC), backslashes as
+    slashes, NULs dropped (`..%00/`: a C API stops at one, a filter skips it); `/./` segments as `/`."""
     for _ in range(3):
         decoded = percent_decode(text)
         if decoded == text:
             break
         text = decoded
-    return _SEGMENTS_SLASHES.sub("/", text.replace("\\", "/"))
+    if not text.isascii():
+        text = fold_width(text).translate(_LOOK_ALIKES)
+    text = _SEGMENTS_SLASHES.sub("/", text.replace("\\", "/").replace("\x00", ""))
+    return _CURRENT_SEGMENTS.sub(r"\1", text) if "./" in text else text
 
 
 def _climbs(path: str) -> int:
@@ -96,7 +104,8 @@ def check_path_values(values: Iterable[str], settings: ThreatSettings, where: st
         if not raw:
             continue
         if not _may_climb(raw):  # (most values: a system file's path is all that is left to look for)
-            if _absolute(raw) and _SYSTEM_PATH.match(raw.lstrip()):
+            path = _decoded(raw.lstrip()) if "./" in raw else raw.lstrip()
+            if _absolute(raw) and _SYSTEM_PATH.match(path):
                 return Hit(PATH_TRAVERSAL, f"the path of a system file as {where}", excerpt_of(raw))
             continue
         value = _decoded(raw[:MAX_TARGET].replace("+", " ")).strip()
@@ -134,5 +143,6 @@ def _absolute(text: str) -> bool:
 
 
 def _may_climb(text: str) -> bool:
-    """Whether `text` holds two dots, or an escape or a backslash that may spell a climb once decoded."""
-    return ".." in text or "%" in text or "\\" in text
+    """Whether `text` holds two dots, or an escape, a backslash or a full-width dot that may spell a climb
+    once decoded."""
+    return ".." in text or "%" in text or "\\" in text or "\uff0e" in text
