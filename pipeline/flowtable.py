@@ -37,6 +37,7 @@ class Flow:
         "watch",
         "generation",
         "isn",
+        "judged",
         "last_seen",
         "packets",
         "rule_id",
@@ -51,6 +52,9 @@ class Flow:
         # retransmission (`reopens`)
         self.isn = isn
         self.state = FlowState.INSPECT
+        # blocked by its worker (a threat in what it carried, or its application denied): a verdict on
+        # this flow's content that no policy generation undoes (the policy alone would let it go on)
+        self.judged = False
         self.generation = -1  # policy generation the state was decided at
         self.rule_id = 0
         self.worker = worker

@@ -161,7 +161,7 @@ class Judge:
                 elif meta.icmp_type >= 0 and meta.icmp_type == ICMP_ECHO_REQUEST[meta.family]:
                     if guard.watches_echo(decision):
                         flow.watch = True
-        elif flow.generation != generation:
+        elif flow.generation != generation and not flow.judged:
             if direction == flow.client_dir:
                 client, cport, server, port = meta.src, meta.sport, meta.dst, meta.dport
             else:
@@ -279,7 +279,9 @@ class Judge:
         generation = self.tables.generation()
         if generation != self._revalidating:
             self._revalidating = generation
-            self._stale = [k for k, f in self.flows.items() if f.state is not FlowState.INSPECT]
+            self._stale = [
+                k for k, f in self.flows.items() if f.state is not FlowState.INSPECT and not f.judged
+            ]
         changed: list[tuple[FlowKey, Flow, int]] = []
         while self._stale and budget > 0:
             key = self._stale.pop()
@@ -320,6 +322,10 @@ class Judge:
                     return Act.PASS  # allowed, but the guard still follows it in user space
             elif act is Act.BLOCK or act is Act.RESET:
                 flow.state = FlowState.BLOCKED
+                # kept over policy changes: a UDP flow blocked on its first packet has no connmark to
+                # remember it by (the kernel drops an unconfirmed conntrack entry with its packet), so this
+                # table is what blocks its next datagrams
+                flow.judged = True
         return act
 
     def sweep(self, now: float, final: bool = False) -> None:

@@ -5,12 +5,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # The attack and client tools (hping3, nmap, tcpdump, curl, dig; dropbear, sshpass and hydra for brute
-# force, slowhttptest for slow HTTP; ab from apache2-utils for benign load) are for the live threat tests;
-# ethtool turns GRO/GSO on in a lab's veths; iperf3 is a compiled load generator of scripts/loadtest.py.
+# force, slowhttptest for slow HTTP; ab from apache2-utils for benign load; iodine, a real DNS tunnel) are
+# for the live threat tests; ethtool turns GRO/GSO on in a lab's veths; iperf3 is a compiled load
+# generator of scripts/loadtest.py.
 # containerd, runc, the CNI plugins and busybox-static (packed into a local OCI image) are the real container
 # runtime of the `cri` tests.
 APT_PACKAGES=(python3 python3-venv python3-dev gcc libc6-dev iptables iproute2 iputils-ping procps kmod
-  hping3 nmap tcpdump curl bind9-dnsutils apache2-utils dropbear-bin sshpass slowhttptest hydra ethtool iperf3 wrk dnsperf
+  hping3 nmap tcpdump curl bind9-dnsutils apache2-utils dropbear-bin sshpass slowhttptest hydra ethtool iperf3 wrk dnsperf iodine
   containerd runc containernetworking-plugins busybox-static)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -220,6 +220,25 @@ def test_only_a_bare_syn_reopens_a_decided_flow() -> None:
     assert j.judge(tcp4(dport=80, seq=2), 0.1)[3] is inspected and j.counters["flow.reopened"] == 0
 
 
+def test_a_flow_its_worker_blocked_stays_blocked_over_new_generations() -> None:
+    # inspect = "new": the worker blocks a UDP flow on its first datagram (a DNS tunnel's NULL query);
+    # the kernel keeps no connmark for it (the dropped packet's conntrack entry is never confirmed), so
+    # the flow's next datagrams reach the reader: a policy republish must not let them through
+    tables = Switchable()
+    j = Judge(config_from_dict({"workers": {"inspect": "new"}}, {}).reader(), tables, 1, "n")  # type: ignore[arg-type]
+    act, _, _, flow = j.judge(udp4(dport=53), 0.0)
+    assert act is Act.INSPECT and flow is not None
+    assert j.on_worker_verdict(flow, WorkerVerdict.BLOCK_FLOW) is Act.BLOCK
+    tables.gen = 2  # the same policy again (a controller's sync)
+    blocked = (Act.BLOCK, Act.RESET)  # (RESET for UDP: the same drop, `reject_tcp` aside)
+    assert j.judge(udp4(dport=53), 0.5)[0] in blocked
+    assert j.revalidate(100) == []  # nothing for revalidation to hand back from the kernel
+    assert j.judge(udp4(dport=53), 1.0)[0] in blocked
+    # a flow the policy alone decided is decided again
+    other = judge(workers={"inspect": "app"})
+    assert other.judge(udp4(dport=53, sport=41000), 0.0)[3].judged is False  # type: ignore[union-attr]
+
+
 def test_a_new_generation_that_denies_an_inspected_flow_cuts_it_at_its_next_packet() -> None:
     tables = Switchable()
     j = Judge(config_from_dict({"workers": {"inspect": "new"}}, {}).reader(), tables, 1, "n")  # type: ignore[arg-type]
