@@ -151,7 +151,8 @@ THREATS: tuple[Threat, ...] = (
     _t(1027, "sql_injection", S.CRITICAL, A.RESET,
        "SQL injection in HTTP URIs, query strings, form or JSON bodies, or database protocol queries"),
     _t(1028, "struts_rce", S.CRITICAL, A.RESET,
-       "Apache Struts REST plugin XStream remote code execution (CVE-2017-9805)"),
+       "Apache Struts remote code execution: an OGNL expression in a request (CVE-2017-5638's Content-Type, "
+       "a file name, the path, a parameter) or the REST plugin's XStream gadgets (CVE-2017-9805)"),
     _t(1029, "dns_tunneling", S.HIGH, A.DROP,
        "DNS tunneling: names carrying encoded data, many distinct names or TXT/NULL names under one "
        "domain, or many unusual query types from one client",

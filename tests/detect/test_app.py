@@ -13,7 +13,7 @@ from threats import catalogue as C
 from threats.settings import DEFAULT_SETTINGS, compile_threat_settings
 from workers.detect.database import AccessDeniedTracker, check_query, mysql_error_code
 from workers.detect.dns import DnsDetector, check_message, label_entropy
-from workers.detect.http import SlowlorisTracker, check_headers, check_range, check_struts_body
+from workers.detect.http import SlowlorisTracker, check_headers, check_ognl, check_range, check_struts_body
 from workers.detect.tls import check_records, check_ssh_banner, hello_version
 
 
@@ -106,6 +106,38 @@ def test_struts_rce_body() -> None:
     assert check_struts_body(b'{"map": "entry java.lang.ProcessBuilder"}', "application/json") is None
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        # CVE-2017-5638's Content-Type, a scanner's probe of it (written here after its published shape)
+        b"%{#context['com.opensymphony.xwork2.dispatcher.HttpServletResponse'].addHeader('X-T','1')}"
+        b".multipart/form-data",
+        b"%{(#_='multipart/form-data').(#dm=@ognl.OgnlContext@DEFAULT_MEMBER_ACCESS)}",
+        b"${(#_memberAccess['allowStaticMethodAccess']=true).(@java.lang.Runtime@getRuntime().exec('id'))}",
+        b"/app/${(#a=@java.lang.Runtime@getRuntime())}/actionChain1.action",  # S2-057, a namespace
+        b"method:#_memberAccess=@ognl.OgnlContext@DEFAULT_MEMBER_ACCESS,#a=1",  # S2-032
+        b"%{@java.lang.System@getProperty('user.dir')}",
+    ],
+)
+def test_ognl_from_a_request_is_struts_rce(text: bytes) -> None:
+    hit = check_ognl([b"/", text])
+    assert hit is not None and hit.threat is C.STRUTS_RCE
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b"multipart/form-data; boundary=----x",
+        b"Hello ${user.name}, you have %{count} items",  # templates: no `#` variable, no `@class@`
+        b"mail me at a@example.com #42",
+        b"${HOME}/bin and %{ENV:PATH}",
+        b"color: #ff0000; @media print",
+    ],
+)
+def test_templates_mail_and_css_are_no_ognl(text: bytes) -> None:
+    assert check_ognl([text]) is None
+
+
 def apache_killer(ranges: int) -> bytes:
     """The Range header of slowhttptest -R (and of the 2011 Apache Killer): `bytes=0-,5-0,5-1,…`."""
     return b"bytes=0-," + b",".join(b"5-%d" % i for i in range(ranges - 1))
@@ -134,6 +166,10 @@ def test_range_requests_with_too_many_or_overlapping_ranges() -> None:
     assert hit is not None and hit.detail == "3 overlapping ranges of 4"
     many = b"bytes=" + b",".join(b"%d-%d" % (i * 10, i * 10 + 1) for i in range(65))
     assert check_range([(b"Range", many)], DEFAULT_SETTINGS) is not None  # 65 disjoint ranges
+    hit = check_range([(b"Range", b"bytes=0-18446744073709551615")], DEFAULT_SETTINGS)  # MS15-034's probe
+    assert hit is not None and "MS15-034" in hit.detail
+    assert check_range([(b"Range", b"bytes=18-18446744073709551615")], DEFAULT_SETTINGS) is not None
+    assert check_range([(b"Range", b"bytes=0-9223372036854775806")], DEFAULT_SETTINGS) is None  # 2^63 - 2
     tight = compile_threat_settings({"http_range_dos": {"max_ranges": 2}})
     assert check_range([(b"Range", b"bytes=0-9,20-29,40-49")], tight) is not None
 

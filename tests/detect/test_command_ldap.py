@@ -104,6 +104,13 @@ COMMAND_INJECTIONS = [
     ("../../../../usr/bin/env|", "a program's path piped from (Perl's open)"),
     ("data:;base64,PD9waHAgZWNobyAncHJvYmUnOyA/Pg==", "a data: URL of PHP code"),
     ("data://text/plain,<?php echo 1; ?>", "a data: URL of PHP code, plain"),
+    ('".base64_decode("aWQ=")."', "a call spliced into a string by concatenation"),
+    ("<?php system('id'); ?>", "a PHP open tag calling system"),
+    ("-d allow_url_include=1 -d auto_prepend_file=php://input", "PHP-CGI's arguments (CVE-2012-1823)"),
+    (
+        "\u00add allow_url_include=1 \u00add auto_prepend_file=php://input",
+        "with soft hyphens (CVE-2024-4577)",
+    ),
 ]
 
 BENIGN_SHELL_LOOKALIKES = [
@@ -177,6 +184,9 @@ BENIGN_SHELL_LOOKALIKES = [
     "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk",
     "a|b|",
     "/usr/bin/env python3",
+    '"hello" . "world"',
+    "-d flag and -s",
+    "see <?php tags in the docs",
 ]
 
 

@@ -137,6 +137,19 @@ def test_a_range_request_for_hundreds_of_overlapping_ranges_is_reset_and_a_playe
     assert WorkerVerdict.RESET_FLOW not in verdicts and player.threats() == []
 
 
+def test_ognl_in_a_content_type_is_struts_rce_and_reset() -> None:
+    ognl = "%{#context['com.opensymphony.xwork2.dispatcher.HttpServletResponse'].addHeader('X-T','1')}.multipart/form-data"
+    lab = Lab()
+    verdicts = lab.send(flow(request("GET", [*CURL, ("Content-Type", ognl)], path="/"), 42310))
+    assert verdicts[-1] is WorkerVerdict.RESET_FLOW
+    [event] = lab.threats("struts_rce")
+    assert event["action"] == "reset" and event["group"] == "web"
+    plain = Lab()
+    form = ("Content-Type", "multipart/form-data; boundary=x")
+    verdicts = plain.send(flow(request("GET", [*CURL, form], path="/"), 42311))
+    assert WorkerVerdict.RESET_FLOW not in verdicts and plain.threats() == []
+
+
 @pytest.mark.parametrize(
     ("header", "value"),
     [

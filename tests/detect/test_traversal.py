@@ -48,6 +48,7 @@ TRAVERSALS = [
     ("/p?f=..%u2215..%u2215..%u2215etc%u2215group", "division slashes"),
     ("/p?f=/./././etc/shadow", "same-directory segments before a system file"),
     ("/p?f=..%00/..%00/..%00/etc/passwd", "NULs inside the climbs"),
+    ("/index.php%00.txt", "a NUL in the path: the script's source"),
 ]
 
 BENIGN = [

@@ -45,6 +45,7 @@ from workers.detect.dns import DnsDetector, tunnel_name
 from workers.detect.http import (
     LoginFailures,
     check_headers,
+    check_ognl,
     check_range,
     check_slow_body,
     check_struts_body,
@@ -480,8 +481,9 @@ class AppThreats:
             )
             if followed:
                 hits += self._multipart_part(uri, 0, body, ctype, st, on, False)
-        if body and C.STRUTS_RCE.id in on:
-            hit = check_struts_body(body, ctype)
+        if C.STRUTS_RCE.id in on:
+            hit = check_struts_body(body, ctype) if body else None
+            hit = hit or check_ognl(_ognl_texts(uri, headers, body, ctype))
             if hit is not None:
                 hits.append(hit)
         sensors = self.owner.policy.sensors
@@ -585,6 +587,17 @@ def _free_headers(headers: E.Headers) -> Iterator[bytes]:
         low = name.lower()
         if value and low not in _FIXED_SYNTAX_HEADERS and not low.startswith(_FIXED_SYNTAX_PREFIXES):
             yield value
+
+
+def _ognl_texts(uri: bytes, headers: E.Headers, body: bytes, ctype: str) -> list[bytes]:
+    """Where Struts reads an OGNL expression from: the URI as decoded, every header value, the body (a
+    form's decoded too)."""
+    texts = [uri, *(v for _n, v in headers), body]
+    if b"%" in uri:
+        texts.append(percent_decode(uri.decode("latin-1")).encode("latin-1", "replace"))
+    if body and b"%" in body and "x-www-form-urlencoded" in ctype:
+        texts.append(percent_decode(body.decode("latin-1"), plus=True).encode("latin-1", "replace"))
+    return texts
 
 
 def free_header_values(headers: E.Headers) -> list[str]:

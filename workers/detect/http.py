@@ -1,5 +1,5 @@
 """HTTP threats on plain values: negative Content-Length, request smuggling, Slowloris, slow bodies,
-login brute force, Struts RCE, Range requests that make the server build a part per range.
+login brute force, Struts RCE (OGNL from a request, XStream), Range requests that make the server build a part per range.
 
 Header checks take the raw header list as the parser saw it (names unnormalised, so `Transfer-Encoding :`
 with a space before the colon, a duplicated header or a value like `xchunked` stays visible); the
@@ -88,12 +88,16 @@ def check_headers(headers: Sequence[Header]) -> list[Hit]:
 
 
 _RANGE_SPEC = re.compile(rb"\s*(\d*)\s*-\s*(\d*)\s*\Z")
+# A range end no file reaches (2^63): `bytes=0-18446744073709551615` overflows HTTP.sys's arithmetic
+# (MS15-034, CVE-2015-1635: a crash or code execution); scanners probe with it
+RANGE_OVERFLOW = 1 << 63
 
 
 def check_range(headers: Sequence[Header], settings: ThreatSettings) -> Hit | None:
     """A `Range: bytes=…` header with more ranges than `max_ranges`, or with more than `max_overlapping`
     ranges that overlap another (`bytes=0-,5-0,5-1,…`: each overlapping range is a copy the server builds
-    and sends). Suffix ranges (`-500`) count, but their place in the file is unknown: no overlap."""
+    and sends), or with an end past 2^63 (`RANGE_OVERFLOW`). Suffix ranges (`-500`) count, but their place
+    in the file is unknown: no overlap."""
     for name, value in headers:
         if name.lower().strip() != b"range":
             continue
@@ -106,6 +110,12 @@ def check_range(headers: Sequence[Header], settings: ThreatSettings) -> Hit | No
         spans = []
         for spec in ranges.split(b","):
             m = _RANGE_SPEC.match(spec)
+            if m is not None and m.group(2) and int(m.group(2)) >= RANGE_OVERFLOW:
+                return Hit(
+                    HTTP_RANGE_DOS,
+                    "a range end past any file (HTTP.sys overflow, MS15-034)",
+                    excerpt_of(value),
+                )
             if m is not None and m.group(1):
                 spans.append((int(m.group(1)), int(m.group(2)) if m.group(2) else float("inf")))
         spans.sort()
@@ -138,6 +148,32 @@ def _dedupe(hits: list[Hit]) -> list[Hit]:
             seen.add(hit.threat.id)
             out.append(hit)
     return out
+
+
+# -- Struts: OGNL from a request (CVE-2017-5638 and kin) -----------------------------------------------------
+
+# OGNL, Struts 2's expression language, evaluated from request data: an expression that reads its context
+# or calls a static method (`%{#context['…']}`, `${(#_memberAccess['allowStaticMethodAccess']=true)…}`,
+# `%{@java.lang.Runtime@getRuntime()…}`). CVE-2017-5638 (S2-045) puts it in Content-Type, S2-046 in a
+# multipart file name, S2-057 in the path's namespace, S2-032 in a `method:` parameter. A template's
+# `${user.name}` or a format's `%{count}` reads no `#` variable and calls no `@class@`.
+_OGNL = re.compile(
+    rb"[%$]\{\s*\(*\s*(?:#[a-z_]|@[a-z_][\w.]*@)|#_memberaccess\b|@ognl\.ognlcontext@|@java\.lang\.[a-z]+@",
+    re.I,
+)
+MAX_OGNL_TEXT = 16 * 1024  # bytes of each text looked at (the expression opens near its start)
+
+
+def check_ognl(texts: Sequence[bytes]) -> Hit | None:
+    """An OGNL expression that reaches Struts' evaluator in any of a request's texts (its URI decoded,
+    its header values, a form body decoded), or None."""
+    for text in texts:
+        head = text[:MAX_OGNL_TEXT]
+        if b"#" in head or b"@" in head:
+            found = _OGNL.search(head)
+            if found is not None:
+                return Hit(STRUTS_RCE, "an OGNL expression", excerpt_of(head[found.start() :]))
+    return None
 
 
 # -- Struts CVE-2017-9805 ---------------------------------------------------------------------------------

@@ -74,7 +74,7 @@ _SHELL_FREE_ESCAPED = re.compile(
 # no option's dash, path's slash, redirection, glob, `(` or `{`, nor an escape of one
 _LINE_FREE_PLAIN = re.compile(r"[^-/\\<>~\[?*{(&\x80-\U0010ffff]*\Z")
 _LINE_FREE_ESCAPED = re.compile(
-    r"(?:[^-/\\<>~\[?*{(&%\x80-\U0010ffff]|%(?!2[dDfFaA58]|5[cCbB]|3[cCeEfF]|7[eEbB]|25|[cC][01]|[eE]0|[uU]))*\Z"
+    r"(?:[^-/\\<>~\[?*{(&%\x80-\U0010ffff]|%(?!2[dDfFaA58]|5[cCbB]|3[cCeEfF]|7[eEbB]|25|[cC][01]|[eE]0|[uU]|[aA][dD]))*\Z"
 )
 # (neither a separator's nor a command line's character: `_SHELL_FREE_PLAIN` and `_LINE_FREE_PLAIN`)
 _COMMAND_FREE_PLAIN = re.compile(r"[^;|&`\n\r$%\\(\x80-\U0010ffff/<>~\[?*{-]*\Z")

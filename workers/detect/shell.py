@@ -114,7 +114,7 @@ _NEEDED = re.compile(r"[;|&`\n\r$<>](?:(?<=[$<>])\(|(?<![$<>]))")  # (one class 
 # ... for a command line of its own (an option's dash, a path's slash, a redirection), a globbed path, a
 # FOR loop's or a function definition's parenthesis. Values without any (a word, a name, most prose) are
 # never scored as command lines
-_LINE_HINT = re.compile(r"[-/\\<>~\[?*({]")
+_LINE_HINT = re.compile(r"[-/\\<>~\[?*({\u00ad]")
 # ... and beside it a space (a command and its arguments), a redirection, a glob or a parenthesis
 _LINE_SPACING = re.compile(r"[\s<>\[?*($]")  # (`$`: `${IFS}`)
 
@@ -178,9 +178,20 @@ _CMD_FOR = re.compile(
 # (`'.system('id').'`, `;passthru($c)`, `{${phpinfo()}}`): code injection reaching the shell. PHP's names
 # are matched in lower case and glued to their parenthesis, as tools send them (`System (OS)` is prose)
 _CODE_RUNS_COMMAND = re.compile(
-    r"(?:\A|[.;'\"})(]|\{\$\{)\s*(?:system|passthru|shell_exec|exec|popen|proc_open|pcntl_exec|phpinfo)\("
+    r"(?:\A|[.;'\"})(]|\{\$\{|<\?(?:php\b|=)?)\s*"
+    r"(?:system|passthru|shell_exec|exec|popen|proc_open|pcntl_exec|phpinfo)\("
 )
 _CODE_CALL_HINT = re.compile(r"(?:system|exec|passthru|popen|proc_open|phpinfo)\(")  # (a literal scan)
+# A call spliced into a string by concatenation (`".base64_decode("aWQ=")."`, `'.md5(1).'`): the value
+# closes the application's string, appends what the call returns, and reopens it (PHP, Perl)
+_CONCATENATED_CALL = re.compile(r"(['\"])\s*\.\s*[a-z_]\w{0,30}\s*\([^()\n]{0,200}\)\s*\.\s*\1", re.I)
+# PHP's ini directives as the arguments of a PHP-CGI run whose query is its command line (CVE-2012-1823,
+# CVE-2024-4577 with a soft hyphen): `?-d allow_url_include=1 -d auto_prepend_file=php://input`
+_PHP_CGI_ARGUMENTS = re.compile(
+    r"\A\s*[-\u00ad]d\s*(?:allow_url_include|auto_prepend_file|auto_append_file|safe_mode|open_basedir"
+    r"|disable_functions|cgi\.force_redirect|register_globals)\s*=",
+    re.I,
+)
 # A statement of code after what ends an expression or a string, the application's own code after it
 # commented out (`';exit(md5('x'));//`, `".die(id());#`): how scanners probe a value spliced into
 # `eval()`; no field value ends a call statement with a comment
@@ -488,8 +499,9 @@ def _is_letter(char: str) -> bool:
 
 def _unmistakable(text: str) -> str | None:
     """Why `text` holds shell syntax that is an injection by itself (Shellshock, a cmd.exe FOR loop or
-    IF, a PHP call that runs a command or a statement that ends the code, a program's path piped from, a
-    data: URL of PHP code, a server-side include's exec, bash's network device), or None."""
+    IF, a PHP call that runs a command, a statement that ends the code or a call spliced into a string,
+    PHP-CGI's arguments, a program's path piped from, a data: URL of PHP code, a server-side include's
+    exec, bash's network device), or None."""
     if "(" in text:
         if _FUNCTION_IMPORT.match(text):
             return "a shell function definition opens the value (Shellshock)"
@@ -501,6 +513,12 @@ def _unmistakable(text: str) -> str | None:
             return f"code that runs a command {call.group().strip()[:24]!r}"
         if text.rstrip().endswith(("//", "#")) and _CODE_STATEMENT.search(text):
             return "a code statement after a breakout, the rest commented out"
+        if ")." in text or ") ." in text:
+            spliced = _CONCATENATED_CALL.search(text)
+            if spliced is not None:
+                return f"a call spliced into a string {spliced.group()[:32]!r}"
+    if "=" in text and _PHP_CGI_ARGUMENTS.match(text):
+        return "PHP-CGI arguments in the query (CVE-2012-1823)"
     if text.rstrip().endswith("|") and _PIPED_OPEN.search(text):
         return "a program's path piped from (Perl's open)"
     if "data:" in text and _DATA_PHP.search(text):

@@ -7,7 +7,8 @@ UTF-8 (`%c0%ae`) and `%u002e` as the characters they spell, a backslash as a sep
 many file APIs), and a segment of dots only (`....//`, which a filter that strips `../` once leaves as
 `../`) or `..;` (Tomcat's path parameters) as a climb.
 
-- **In the path** (before `?`): any climb. A browser resolves `..` segments before it sends a URL (RFC
+- **In the path** (before `?`): any climb, and a NUL (`/index.php%00.txt`: the file API stops at it, the
+  server sends the script's source). A browser resolves `..` segments before it sends a URL (RFC
   3986, 5.2.4) and so do curl and every HTTP library a client uses by default; only a tool that sends
   the path as written (`curl --path-as-is`, scanners) puts one on the wire.
 - **In a value** (the query's, a form's, a cookie's, a header's, a JSON string, a multipart field or file
@@ -80,6 +81,8 @@ def check_target(uri: bytes, settings: ThreatSettings) -> Hit | None:
     """A path traversal in a request target (`uri`: path and query as sent), or None."""
     text = uri[:MAX_TARGET].decode("latin-1")
     raw_path, _, query = text.partition("?")
+    if "%00" in raw_path or "\x00" in raw_path:  # (`/index.php%00.txt`: served as the script's source)
+        return Hit(PATH_TRAVERSAL, "a NUL in the path (a file API stops at it)", excerpt_of(raw_path))
     if _may_climb(raw_path):
         path = _decoded(raw_path)
         up = _climbs(path)
