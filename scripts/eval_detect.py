@@ -4,7 +4,7 @@
         [--sqlmap-log F] [--commix-log F] [--wapiti-log F] [--misses N] [--json] [--against REF]
 
 Scores `workers.detect.injection.check_request` (URI, body, content type, cookie, logged headers), with
-the worker's path-traversal (`workers.detect.traversal`) and log4shell checks beside it, on
+the worker's path-traversal (`workers.detect.traversal`), log4shell and XXE checks beside it, on
 public material nobody here wrote, fetched outside the repository (payload files are never committed).
 Each corpus row is scored twice: by the check of its own class (an SQLi payload detected as
 `sql_injection`; a benign request flagged as SQLi or XSS), and, in its `[any class]` twin, by every
@@ -117,6 +117,7 @@ try:  # the request checks besides check_request's (older trees `--against` have
     from workers.detect.injection import pair_values, parsed_body
     from workers.detect.jndi import check_lookups
     from workers.detect.traversal import check_path_values, check_target
+    from workers.detect.xxe import check_xml, xml_texts
 
     def other_threats(req: Request) -> set[str]:
         """path_traversal and log4shell, as the worker looks for them in a request."""
@@ -132,7 +133,8 @@ try:  # the request checks besides check_request's (older trees `--against` have
             *(h.encode("latin-1", "replace") for h in req.headers),
         )
         lookup = check_lookups(texts)
-        return {h.threat.name for h in (found, lookup) if h is not None}
+        entity = check_xml(xml_texts(req.uri.encode("latin-1", "replace"), req.body, req.ctype))
+        return {h.threat.name for h in (found, lookup, entity) if h is not None}
 
 except ImportError:
 
@@ -204,6 +206,7 @@ OWN_THREAT = {
     "ldap": "ldap_injection",
     "traversal": "path_traversal",
     "log4shell": "log4shell",
+    "xxe": "xxe",
 }
 INJECTION_THREATS = frozenset(OWN_THREAT.values())
 OWN_BENIGN = {"rce": {"command_injection"}, "ldap": {"ldap_injection"}}  # a new class's benign rows
@@ -593,6 +596,7 @@ WAPITI_MODULES = {
     "shellshock": "rce",
     "file": "traversal",
     "ldap": "ldap",
+    "xxe": "xxe",
 }
 # the values of the lab app's index (`/lab`): a request that sends only these is the crawl
 WAPITI_ORIGINAL = {"id": "1", "q": "widget", "name": "guest", "addr": COMMIX_ORIGINAL}

@@ -232,6 +232,9 @@ THREATS: tuple[Threat, ...] = (
        # browsers and HTTP libraries resolve `..` before sending; a relative link in a value climbs one
        # or two levels, a file-disclosure probe as many as it takes
        min_levels=3),
+    _t(1045, "xxe", S.HIGH, A.RESET,
+       "XML external entity (XXE): XML in a request that declares an external entity or DTD (a file read, "
+       "a URL fetched) or entities that expand without end (billion laughs)"),
 )  # fmt: skip
 
 BY_NAME: Mapping[str, Threat] = MappingProxyType({t.name: t for t in THREATS})
@@ -305,6 +308,7 @@ HTTP_RANGE_DOS = BY_NAME["http_range_dos"]
 TCP_SLOW_READ = BY_NAME["tcp_slow_read"]
 LOG4SHELL = BY_NAME["log4shell"]
 PATH_TRAVERSAL = BY_NAME["path_traversal"]
+XXE = BY_NAME["xxe"]
 
 
 class Finding(NamedTuple):

@@ -1,5 +1,6 @@
 """Command injection (in a query, a form, and Shellshock in a header), LDAP injection, SQLi and XSS in a
-multipart form, Log4Shell in a header and path traversal in a query, from a real client (curl) through
+multipart form, Log4Shell in a header, path traversal in a query, XXE in an XML body and Struts' OGNL in a
+Content-Type, from a real client (curl) through
 the real enforcer to a real web app (`lab.vulnapp`) in the lab: in Protect the attack's connection is
 reset before any answer and a `threat` event says why, its benign twin (the same parameter, look-alike
 text) is answered 200 before and after; in Monitor the same attacks are answered and reported. The
@@ -47,6 +48,8 @@ CASES = [
     ("command_injection", "header", "/cgi-bin/status", "User-Agent: () { :;}; echo vulnerable", "User-Agent: Mozilla/5.0 (X11; Linux x86_64) Firefox/125.0 { beta }"),
     ("command_injection", "query", "/run", "cmd=/???/?at /???/hos?s", "cmd=/var/log/app-*.log"),
     ("path_traversal", "query", "/download", "file=../../../../etc/passwd", "file=../img/logo.png"),
+    ("xxe", "xml", "/api/import", '<?xml version="1.0"?><!DOCTYPE r [<!ENTITY f SYSTEM "file:///etc/passwd">]><r>&f;</r>', '<?xml version="1.0"?><!DOCTYPE note [<!ENTITY writer "Donald Duck.">]><note>&writer;</note>'),
+    ("struts_rce", "header", "/orders.action", "Content-Type: %{#context['com.opensymphony.xwork2.dispatcher.HttpServletResponse'].addHeader('X-T','1')}.multipart/form-data", "Content-Type: multipart/form-data; boundary=x"),
 ]  # fmt: skip
 PAGE = "<p><script>document.title = 'shop'</script><img src=x onerror=retry()></p>\n" * 110  # ~8 KiB
 
@@ -83,6 +86,8 @@ def send(lab: Lab, addr: str, how: str, path: str, data: str, page: Path) -> str
         cmd += ["-F", f"page=@{page};type=text/html", "--form-string", data]
     elif how == "header":
         cmd += ["-H", data]
+    elif how == "xml":
+        cmd += ["-H", "Content-Type: application/xml", "--data-binary", data]
     else:
         cmd += ["-H", f"Content-Type: {FORM}", "--data-binary", data]
     cmd.append(f"http://{addr}:{PORT}{path}")

@@ -70,6 +70,7 @@ from workers.detect.tls import (
     version_hits,
 )
 from workers.detect.traversal import check_path_values, check_target
+from workers.detect.xxe import check_xml, xml_texts
 from workers.dpi import events as E
 from workers.dpi.context import Detector, FlowContext
 from workers.dpi.parsers.base import Side
@@ -481,6 +482,10 @@ class AppThreats:
             )
             if followed:
                 hits += self._multipart_part(uri, 0, body, ctype, st, on, False)
+        if C.XXE.id in on and (body or b"<" in uri or b"%3C" in uri or b"%3c" in uri):
+            entity = check_xml(xml_texts(uri, body, ctype))
+            if entity is not None:
+                hits.append(entity)
         if C.STRUTS_RCE.id in on:
             hit = check_struts_body(body, ctype) if body else None
             hit = hit or check_ognl(_ognl_texts(uri, headers, body, ctype))
