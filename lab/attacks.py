@@ -236,24 +236,20 @@ def nmap_syn_scan(lab: Lab, scanner: str, target: str, ports: str = "1-1200", se
     return result.stdout
 
 
-def nmap_http_passwd(lab: Lab, scanner: str, target: str, port: int, seconds: float = 30) -> str:
-    """nmap's `http-passwd` script against `target`:`port` from `scanner`: the directory-traversal probes
-    (`/../../etc/passwd`, encoded and query-string variants) a scanner sends, bounded by nmap's host
-    timeout."""
+def nmap_script(lab: Lab, scanner: str, target: str, port: int, script: str, seconds: float = 30) -> str:
+    """One of nmap's NSE scripts against `target`:`port` from `scanner` (no ping, no DNS), bounded by
+    nmap's host timeout: a real scanner's probes and exploit attempts (`http-passwd`'s traversals,
+    `http-vuln-cve2017-5638`'s OGNL Content-Type, ...)."""
     seconds = min(seconds, MAX_ATTACK_SECONDS)
-    cmd = [
-        "nmap",
-        "-Pn",
-        "-n",
-        "-p",
-        str(port),
-        "--script",
-        "http-passwd",
-        "--host-timeout",
-        f"{int(seconds)}s",
-    ]
+    cmd = ["nmap", "-Pn", "-n", "-p", str(port), "--script", script, "--host-timeout", f"{int(seconds)}s"]
     result = lab.exec(scanner, *cmd, target, check=False, timeout=seconds + 15)
     return result.stdout
+
+
+def nmap_http_passwd(lab: Lab, scanner: str, target: str, port: int, seconds: float = 30) -> str:
+    """nmap's `http-passwd` script against `target`:`port` from `scanner`: the directory-traversal probes
+    (`/../../etc/passwd`, encoded and query-string variants) a scanner sends."""
+    return nmap_script(lab, scanner, target, port, "http-passwd", seconds)
 
 
 __all__ = [
@@ -264,6 +260,7 @@ __all__ = [
     "icmp_flood",
     "ip_received",
     "nmap_http_passwd",
+    "nmap_script",
     "nmap_syn_scan",
     "queue_states",
     "syn_flood",

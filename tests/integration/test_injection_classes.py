@@ -3,7 +3,8 @@ multipart form, Log4Shell in a header, path traversal in a query, XXE in an XML 
 Content-Type, from a real client (curl) through
 the real enforcer to a real web app (`lab.vulnapp`) in the lab: in Protect the attack's connection is
 reset before any answer and a `threat` event says why, its benign twin (the same parameter, look-alike
-text) is answered 200 before and after; in Monitor the same attacks are answered and reported. The
+text) is answered 200 before and after; in Monitor the same attacks are answered and reported. nmap's
+exploit checks (Struts' OGNL, HTTP.sys's Range, PHP-CGI, BlazeDS's XXE, Shellshock) are reset too. The
 multipart forms carry an 8 KiB upload of an HTML page full of script before the field (`curl -F`): the
 field arrives in a later body part, and the page is no attack. A real scanner's traversal probes (nmap's
 `http-passwd`) are reset too."""
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.attacks import nmap_http_passwd
+from lab.attacks import nmap_http_passwd, nmap_script
 from lab.enforcer import LabEnforcer
 from lab.http import http_status
 from lab.topology import Lab
@@ -119,6 +120,30 @@ def test_nmaps_traversal_probes_are_path_traversal_and_reset(lab: Lab, enforcer:
     assert len(found) > before, [ev.get("name") for ev in enforcer.events()]
     assert {ev["action"] for ev in found[before:]} == {"reset"}
     assert send(lab, addr, "query", "/download", "file=../img/logo.png", Path()) == "200"  # still served
+
+
+# nmap's exploit checks (its NSE scripts, as shipped), each the threat its request is (the app answers
+# 200 to any path, so a script sends its exploit request and finds nothing)
+NMAP_EXPLOITS = [
+    ("http-vuln-cve2017-5638", "struts_rce"),  # OGNL in Content-Type (Apache Struts, S2-045)
+    ("http-vuln-cve2015-1635", "http_range_dos"),  # Range: bytes=0-18446744073709551615 (HTTP.sys)
+    ("http-vuln-cve2012-1823", "command_injection"),  # PHP-CGI arguments in the query, PHP in the body
+    ("http-vuln-cve2009-3960", "xxe"),  # an external entity in AMF-X (Adobe BlazeDS)
+    ("http-shellshock", "command_injection"),  # a function definition in User-Agent
+]
+
+
+@pytest.mark.parametrize(("script", "threat"), NMAP_EXPLOITS)
+def test_nmaps_exploit_checks_are_found_and_reset(
+    lab: Lab, enforcer: LabEnforcer, script: str, threat: str
+) -> None:
+    addr = lab.host("s1").ipv4
+    before = len(threat_events(enforcer, threat, 0, timeout=0, dst=addr))
+    nmap_script(lab, "c1", addr, PORT, script)
+    found = threat_events(enforcer, threat, before + 1, dst=addr)
+    assert len(found) > before, [ev.get("name") for ev in enforcer.events()]
+    assert {ev["action"] for ev in found[before:]} == {"reset"}
+    assert send(lab, addr, "query", "/search", "q=widget", Path()) == "200"  # the scanner's host still served
 
 
 @pytest.mark.parametrize(("threat", "how", "path", "attack", "benign"), CASES)
