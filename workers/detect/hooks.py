@@ -43,6 +43,7 @@ from workers.detect.database import AccessDeniedTracker
 from workers.detect.decode import percent_decode
 from workers.detect.dns import DnsDetector, tunnel_name
 from workers.detect.http import (
+    MAX_OGNL_TEXT,
     LoginFailures,
     check_headers,
     check_ognl,
@@ -594,14 +595,19 @@ def _free_headers(headers: E.Headers) -> Iterator[bytes]:
             yield value
 
 
+# an escaped `{`, `#`, `@` or `%`: what an encoded OGNL expression holds (nothing else is decoded for it)
+_OGNL_ESCAPE = re.compile(rb"%(?:7b|23|40|25)", re.I)
+
+
 def _ognl_texts(uri: bytes, headers: E.Headers, body: bytes, ctype: str) -> list[bytes]:
     """Where Struts reads an OGNL expression from: the URI as decoded, every header value, the body (a
     form's decoded too)."""
     texts = [uri, *(v for _n, v in headers), body]
-    if b"%" in uri:
+    if b"%" in uri and _OGNL_ESCAPE.search(uri):
         texts.append(percent_decode(uri.decode("latin-1")).encode("latin-1", "replace"))
-    if body and b"%" in body and "x-www-form-urlencoded" in ctype:
-        texts.append(percent_decode(body.decode("latin-1"), plus=True).encode("latin-1", "replace"))
+    if body and "x-www-form-urlencoded" in ctype and _OGNL_ESCAPE.search(body, 0, MAX_OGNL_TEXT):
+        form = body[:MAX_OGNL_TEXT].decode("latin-1")
+        texts.append(percent_decode(form, plus=True).encode("latin-1", "replace"))
     return texts
 
 

@@ -31,6 +31,9 @@ from workers.detect.decode import percent_decode
 MAX_XML_TEXT = 64 * 1024  # bytes of each text read (a DTD comes first in a document)
 
 _DECLARATION = re.compile(rb"<!(?:entity|doctype)\b", re.I)
+_ESCAPED_DECLARATION = re.compile(
+    rb"%3c(?:%21|!)", re.I
+)  # `<!` escaped (a form or a URI is decoded only then)
 _EXTERNAL_ENTITY = re.compile(rb"<!entity\s+(?:%\s*)?[^\s<>\"']{1,100}\s+(?:system|public)\s*[\"']", re.I)
 _EXTERNAL_DTD = re.compile(
     rb"<!doctype\s+[^\s<>\[]{1,100}\s+system\s*[\"']\s*(?:https?|ftp|file|php|jar|gopher|netdoc|expect|data):",
@@ -64,8 +67,9 @@ def xml_texts(uri: bytes, body: bytes, content_type: str) -> list[bytes]:
     """Where XML with a DTD may come in: the body (any type; a multipart upload holds its file), the URI
     and a form body decoded (XML sent as a parameter)."""
     texts = [body]
-    if b"%" in uri:
+    if b"%" in uri and _ESCAPED_DECLARATION.search(uri):
         texts.append(percent_decode(uri.decode("latin-1"), plus=True).encode("latin-1", "replace"))
-    if b"%" in body and "x-www-form-urlencoded" in content_type:
-        texts.append(percent_decode(body.decode("latin-1"), plus=True).encode("latin-1", "replace"))
+    if "x-www-form-urlencoded" in content_type and _ESCAPED_DECLARATION.search(body, 0, MAX_XML_TEXT):
+        form = body[:MAX_XML_TEXT].decode("latin-1")
+        texts.append(percent_decode(form, plus=True).encode("latin-1", "replace"))
     return texts
