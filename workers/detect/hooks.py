@@ -602,7 +602,7 @@ _OGNL_ESCAPE = re.compile(rb"%(?:7b|23|40|25)", re.I)
 def _ognl_texts(uri: bytes, headers: E.Headers, body: bytes, ctype: str) -> list[bytes]:
     """Where Struts reads an OGNL expression from: the URI as decoded, every header value, the body (a
     form's decoded too)."""
-    texts = [uri, *(v for _n, v in headers), body]
+    texts = [uri, *(v for _n, v in headers), body[:MAX_OGNL_TEXT]]
     if b"%" in uri and _OGNL_ESCAPE.search(uri):
         texts.append(percent_decode(uri.decode("latin-1")).encode("latin-1", "replace"))
     if body and "x-www-form-urlencoded" in ctype and _OGNL_ESCAPE.search(body, 0, MAX_OGNL_TEXT):
