@@ -1,6 +1,6 @@
 """Independent evaluation of the request-level injection checks (`check_request`).
 
-    python scripts/eval_detect.py --crs DIR [--seclists DIR] [--fuzzdb DIR] [--h5sc DIR] [--shapes]
+    python scripts/eval_detect.py --crs DIR [--seclists DIR] [--fuzzdb DIR] [--h5sc DIR] [--wfuzz DIR] [--shapes]
         [--sqlmap-log F] [--commix-log F] [--wapiti-log F] [--misses N] [--json] [--against REF]
 
 Scores `workers.detect.injection.check_request` (URI, body, content type, cookie, logged headers), with
@@ -76,6 +76,11 @@ scores the detection code of git revision REF on the same inputs in the same run
   `/greet`, which writes its value back unescaped, so that the XSS modules send their payloads);
   `--wapiti-log FILE` scores the logged requests (query, form and headers) by the class of the module
   that sent them. Evaluated with wapiti3 3.2.3.
+
+- wfuzz (`xmendez/wfuzz`, GPL-2.0), its wordlists: `--wfuzz DIR` scores the directory-traversal lists
+  (`wordlist/vulns/dirTraversal-nix.txt`, `-win.txt`, generated spellings of every encoding, and
+  `wordlist/Injections/Traversal.txt`) as a query value and as a path, and its SQL and XSS injection
+  lists as query values. Evaluated at 1b695ee9.
 
 Reserved for a later, independent evaluation and never used here: PayloadsAllTheThings, payloadbox,
 libinjection's own data files, Zeek's test traces.
@@ -438,6 +443,32 @@ def fuzzdb_cases(src: Source) -> Iterator[tuple[str, Request]]:
         yield list_case("fuzzdb", cls, payload)
 
 
+# wfuzz's payload lists: directory traversal (generated spellings of every encoding, to a Unix and a
+# Windows system file), and its SQL and XSS injections
+WFUZZ_TRAVERSAL = (
+    "wordlist/vulns/dirTraversal-nix.txt",
+    "wordlist/vulns/dirTraversal-win.txt",
+    "wordlist/Injections/Traversal.txt",
+)
+WFUZZ_INJECTIONS = (("sqli", "wordlist/Injections/SQL.txt"), ("xss", "wordlist/Injections/XSS.txt"))
+
+
+def wfuzz_cases(src: Source) -> Iterator[tuple[str, Request]]:
+    """wfuzz's traversal lines as a query value and as a path (`wfuzz traversal`, `... in the path`:
+    sent as written, a space, `?` or `#` escaped in the path), and its injection lists as query values."""
+    for name in WFUZZ_TRAVERSAL:
+        for line in dict.fromkeys(src.read(name).splitlines()):
+            if not line.strip() or line.startswith("#"):
+                continue
+            yield "wfuzz traversal", Request("/download?file=" + as_query(line), label=line)
+            path = line.replace(" ", "%20").replace("?", "%3F").replace("#", "%23")
+            yield "wfuzz traversal in the path", Request("/static/" + path.lstrip("/"), label=line)
+    for cls, name in WFUZZ_INJECTIONS:
+        for line in src.read(name).splitlines():
+            if line.strip() and not line.startswith("#"):
+                yield list_case("wfuzz", cls, line.strip())
+
+
 _JS_STRING = r"'((?:[^'\\]|\\.)*)'"  # a single-quoted JavaScript string literal
 _JS_ESCAPE = re.compile(r"\\(u[0-9a-fA-F]{4}|x[0-9a-fA-F]{2}|.)", re.S)
 
@@ -785,6 +816,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--h5sc", type=Path, help="HTML5 Security Cheatsheet (cure53/H5SC) checkout or git directory"
     )
+    parser.add_argument("--wfuzz", type=Path, help="wfuzz checkout or git directory (its wordlists)")
     parser.add_argument("--sqlmap-log", type=Path, help="requests logged during a live sqlmap run")
     parser.add_argument("--run-sqlmap", type=Path, metavar="DIR", help="run sqlmap live first (root)")
     parser.add_argument("--commix-log", type=Path, help="requests logged during a live commix run")
@@ -818,6 +850,7 @@ def main(argv: list[str]) -> int:
         "seclists": ("seclists", seclists_cases),
         "fuzzdb": ("fuzzdb", fuzzdb_cases),
         "h5sc": ("h5sc", h5sc_cases),
+        "wfuzz": ("wfuzz", wfuzz_cases),
     }
     for arg, (name, read) in readers.items():
         if getattr(args, arg):

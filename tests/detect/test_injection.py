@@ -680,6 +680,25 @@ def test_eval_script_reads_a_wapiti_request_log(tmp_path: Path) -> None:
     assert rows["wapiti traversal"]["misses"] == ["file: POST /greet name=../wapiti.txt"]
 
 
+def test_eval_script_reads_wfuzz_wordlists(tmp_path: Path) -> None:
+    ev = _eval_module()
+    (tmp_path / "wordlist" / "vulns").mkdir(parents=True)
+    (tmp_path / "wordlist" / "Injections").mkdir()
+    (tmp_path / "wordlist" / "vulns" / "dirTraversal-nix.txt").write_text("../../../etc/passwd\nreadme.txt\n")
+    (tmp_path / "wordlist" / "vulns" / "dirTraversal-win.txt").write_text("..%5c..%5c..%5cboot.ini\n")
+    (tmp_path / "wordlist" / "Injections" / "Traversal.txt").write_text("# a comment\n")
+    (tmp_path / "wordlist" / "Injections" / "SQL.txt").write_text("' or 1=1--\n")
+    (tmp_path / "wordlist" / "Injections" / "XSS.txt").write_text("<script>alert(1)</script>\n")
+    rows = ev.evaluate(ev.wfuzz_cases(ev.Source(tmp_path)))
+    assert {k: (v["hit"], v["total"]) for k, v in rows.items() if "any" not in k} == {
+        "wfuzz traversal": (2, 3),
+        "wfuzz traversal in the path": (2, 3),
+        "wfuzz sqli": (1, 1),
+        "wfuzz xss": (1, 1),
+    }
+    assert rows["wfuzz traversal"]["misses"] == ["readme.txt"]  # a file name alone climbs nowhere
+
+
 def test_eval_script_reads_old_and_new_app_logs(tmp_path: Path) -> None:
     ev = _eval_module()
     log = tmp_path / "app.log"

@@ -49,6 +49,9 @@ TRAVERSALS = [
     ("/p?f=/./././etc/shadow", "same-directory segments before a system file"),
     ("/p?f=..%00/..%00/..%00/etc/passwd", "NULs inside the climbs"),
     ("/index.php%00.txt", "a NUL in the path: the script's source"),
+    ("/p?f=%c0%2e%c0%2e/%c0%2e%c0%2e/%c0%2e%c0%2e/etc/passwd", "dots a lenient UTF-8 decoder reads"),
+    ("/p?f=0x2e0x2e0x2f0x2e0x2e0x2f0x2e0x2e0x2fetc0x2fpasswd", "dots and slashes spelt as hex literals"),
+    ("/p?f=..%uEFC8..%uEFC8..%uEFC8etc/passwd", "private-use slashes generators send"),
 ]
 
 BENIGN = [
@@ -71,6 +74,7 @@ BENIGN = [
     "/p?note=a::b::c",
     "/p?f=./a/./b.txt",  # same-directory segments, no system file
     "/p?q=%E6%97%A5%E6%9C%AC%E8%AA%9E%EF%BC%8E",  # Japanese text ending in a full-width full stop
+    "/p?mask=0x2f&color=0x2e2e2e",  # hex literals
 ]
 
 

@@ -53,22 +53,35 @@ _PHP_WRAPPER = re.compile(r"\x00\s*(?:php:/+(?:filter|input|fd)|expect:/+|phar:/
 _SEGMENTS_SLASHES = re.compile(r"/+")
 _CURRENT_SEGMENTS = re.compile(r"(^|/)(?:\./)+")  # `/./`: the same directory (not the dot of `../`)
 # division slash, set minus, one-dot leader, small full stop: read as `/`, `\`, `.` by best-fit mappings
-_LOOK_ALIKES = str.maketrans({"\u2215": "/", "\u2216": "\\", "\u2024": ".", "\ufe52": "."})
+# (and U+EFC8, U+F025: private-use characters traversal generators send as slashes)
+_LOOK_ALIKES = str.maketrans(
+    {"\u2215": "/", "\u2216": "\\", "\u2024": ".", "\ufe52": ".", "\uefc8": "/", "\uf025": "/"}
+)
+# `%c0%2e` (`.`, and `/`, `\`): no UTF-8 at all, but a decoder that masks a lead byte's bits off without
+# checking what follows reads the character; traversal generators send it beside the overlong `%c0%ae`
+_LENIENT_OVERLONG = re.compile(r"%c0%(2e|2f|5c)", re.I)
+# a dot or a separator spelt as a C hex literal (`0x2e0x2e0x2f`): generators send it; read as meant
+_HEX_SPELLED = re.compile(r"0x(2e|2f|5c)", re.I)
 # a value (in values each after a NUL) opening as a drive path or a file URL (a literal first: a fast scan)
 _DRIVE_OR_FILE = re.compile(r"\x00\s*(?:[A-Za-z]:/|[Ff][Ii][Ll][Ee]:)")
 
 
 def _decoded(text: str) -> str:
     """`text` percent-decoded until it stops changing (at most three times); full-width and other
-    look-alike dots and slashes as the ASCII ones a server folds them to (IIS, NFKC), backslashes as
-    slashes, NULs dropped (`..%00/`: a C API stops at one, a filter skips it); `/./` segments as `/`."""
+    look-alike dots and slashes as the ASCII ones a server folds them to (IIS, NFKC), `0x2e`-style hex
+    spellings as their characters, backslashes as slashes, NULs dropped (`..%00/`: a C API stops at one,
+    a filter skips it); `/./` segments as `/`."""
     for _ in range(3):
+        if "%c0%" in text or "%C0%" in text:
+            text = _LENIENT_OVERLONG.sub(lambda m: chr(int(m.group(1), 16)), text)
         decoded = percent_decode(text)
         if decoded == text:
             break
         text = decoded
     if not text.isascii():
         text = fold_width(text).translate(_LOOK_ALIKES)
+    if "0x" in text or "0X" in text:
+        text = _HEX_SPELLED.sub(lambda m: chr(int(m.group(1), 16)), text)
     text = _SEGMENTS_SLASHES.sub("/", text.replace("\\", "/").replace("\x00", ""))
     return _CURRENT_SEGMENTS.sub(r"\1", text) if "./" in text else text
 
@@ -146,6 +159,6 @@ def _absolute(text: str) -> bool:
 
 
 def _may_climb(text: str) -> bool:
-    """Whether `text` holds two dots, or an escape, a backslash or a full-width dot that may spell a climb
-    once decoded."""
-    return ".." in text or "%" in text or "\\" in text or "\uff0e" in text
+    """Whether `text` holds two dots, or an escape, a backslash, a full-width dot or a hex literal that may
+    spell a climb once decoded."""
+    return ".." in text or "%" in text or "\\" in text or "\uff0e" in text or "0x2" in text or "0X2" in text
