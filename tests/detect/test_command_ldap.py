@@ -99,6 +99,8 @@ COMMAND_INJECTIONS = [
     ("'.system('id').'", "a PHP call that runs a command, after a string is closed"),
     ("{${phpinfo()}}", "PHP's complex syntax calling phpinfo"),
     ("198.18.0.7.print(`echo Q`.`echo $((1+2))`)", "backticks in PHP concatenation, arithmetic"),
+    ("guest|env", "env piped to: the environment, secrets and all"),
+    ("widget;env;", "env between separators"),
     ("a;exit(md5('probe'));//", "a code statement after a breakout, the rest commented out"),
     ('".die(md5(1));#', "after a closed string, the rest commented out with #"),
     ("../../../../usr/bin/env|", "a program's path piped from (Perl's open)"),
@@ -186,6 +188,8 @@ BENIGN_SHELL_LOOKALIKES = [
     "/usr/bin/env python3",
     '"hello" . "world"',
     "-d flag and -s",
+    "set up the dev | env vars first",
+    "name|env|region",
     "see <?php tags in the docs",
 ]
 

@@ -46,7 +46,7 @@ _DISTINCT = (
     "whoami uname ifconfig ipconfig netstat nslookup wget ncat netcat nc zsh ksh csh tcsh powershell pwsh"
     " cmd.exe chmod chown mkfifo telnet base64 xxd systeminfo tasklist getent crontab useradd usermod sudo"
     " busybox socat nmap tftp certutil bitsadmin wmic rundll32 msiexec nohup printenv ls grep egrep awk"
-    " gawk sed ifup arp traceroute tracert nproc lsb_release"
+    " gawk sed ifup arp traceroute tracert nproc lsb_release env"
     # PowerShell's download-and-run cmdlets and their aliases
     " iwr irm iex invoke-webrequest invoke-restmethod invoke-expression start-bitstransfer"
 ).split()
@@ -54,7 +54,7 @@ _DISTINCT = (
 # a breakout position.
 _COMMON = (
     "id cat tac head tail more less echo printf ping sleep timeout kill killall rm cp mv touch find type cd"
-    " dir net sh bash env ps top who w uptime ssh scp ftp host date reboot halt shutdown"
+    " dir net sh bash ps top who w uptime ssh scp ftp host date reboot halt shutdown"
     " whois dig route perl python python3 php ruby lua node curl dash hostname passwd pwd"
     # system and file tools an attacker reads, packs or runs with (names of other things too: a tag, a
     # product, a word), counted like the words above
