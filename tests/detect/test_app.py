@@ -132,6 +132,7 @@ def test_ognl_from_a_request_is_struts_rce(text: bytes) -> None:
         b"mail me at a@example.com #42",
         b"${HOME}/bin and %{ENV:PATH}",
         b"color: #ff0000; @media print",
+        b'for ((i=0; i<${#arr[@]}; i++)); do echo "${#name} ${arr[@]}"; done',  # bash lengths
     ],
 )
 def test_templates_mail_and_css_are_no_ognl(text: bytes) -> None:

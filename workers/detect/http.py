@@ -158,7 +158,11 @@ def _dedupe(hits: list[Hit]) -> list[Hit]:
 # multipart file name, S2-057 in the path's namespace, S2-032 in a `method:` parameter. A template's
 # `${user.name}` or a format's `%{count}` reads no `#` variable and calls no `@class@`.
 _OGNL = re.compile(
-    rb"[%$]\{\s*\(*\s*(?:#[a-z_]|@[a-z_][\w.]*@)|#_memberaccess\b|@ognl\.ognlcontext@|@java\.lang\.[a-z]+@",
+    rb"%\{\s*\(*\s*(?:#[a-z_]|@[a-z_][\w.]*@)"
+    # `${…}` is also the shell's: `${#name}` and `${#arr[@]}` are lengths, so a `#` must open a group
+    # or name what OGNL keeps in its context
+    rb"|\$\{\s*(?:\(+\s*#|#(?:context|_memberaccess|application|request|session|parameters|attr)\b|\(*\s*@[a-z_][\w.]*@)"
+    rb"|#_memberaccess\b|@ognl\.ognlcontext@|@java\.lang\.[a-z]+@",
     re.I,
 )
 MAX_OGNL_TEXT = 16 * 1024  # bytes of each text looked at (the expression opens near its start)
