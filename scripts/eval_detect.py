@@ -675,9 +675,9 @@ def wapiti_cases(log: Path) -> Iterator[tuple[str, Request]]:
     for entry in entries:
         headers = [(str(k).lower(), str(v)) for k, v in entry.get("headers", [])]
         sent = {k: v for k, v in headers if (entry["module"], k, v) not in crawl_headers and k != "referer"}
-        url = urlsplit(entry["path"])
-        pairs = parse_qs(url.query, keep_blank_values=True)
-        if "x-www-form-urlencoded" in entry["type"]:
+        form = "x-www-form-urlencoded" in entry["type"]
+        pairs = parse_qs(urlsplit(entry["path"]).query, keep_blank_values=True)
+        if form:
             pairs.update(parse_qs(entry["body"], keep_blank_values=True))
         # what was sent in place of a value (a query or body sent whole is a name with no value)
         values = {
@@ -687,14 +687,14 @@ def wapiti_cases(log: Path) -> Iterator[tuple[str, Request]]:
             if WAPITI_ORIGINAL.get(k) != v
         }
         values.update(sent)
-        if not values and not (entry["body"] and "x-www-form-urlencoded" not in entry["type"]):
+        other_body = bool(entry["body"]) and not form  # (XML, JSON: an attack whatever its values)
+        if not values and not other_body:
             continue  # the crawl
         row = f"wapiti {WAPITI_MODULES[entry['module']]}"
-        form_or_none = "x-www-form-urlencoded" in entry["type"] or not entry["body"]
-        probe = form_or_none and all(re.fullmatch(r"[\w.-]*", v) for v in values.values())
+        probe = not other_body and all(re.fullmatch(r"[\w.-]*", v) for v in values.values())
         label = f"{entry['module']}: {entry['method']} {entry['path']} {entry['body'][:200]}".rstrip()
-        body = entry["body"].encode("latin-1")
         label += "".join(f" [{k}: {v[:100]}]" for k, v in sent.items())
+        body = entry["body"].encode("latin-1")
         cookie = dict(headers).get("cookie", "")
         free = injectable_header_values([(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers])
         request = Request(entry["path"], body, entry["type"], cookie, free, label)

@@ -43,7 +43,6 @@ from workers.detect.database import AccessDeniedTracker
 from workers.detect.decode import percent_decode
 from workers.detect.dns import DnsDetector, tunnel_name
 from workers.detect.http import (
-    MAX_OGNL_TEXT,
     LoginFailures,
     check_headers,
     check_ognl,
@@ -51,6 +50,7 @@ from workers.detect.http import (
     check_slow_body,
     check_struts_body,
     login_failed,
+    ognl_texts,
 )
 from workers.detect.injection import CLASSES as INJECTION_CLASSES
 from workers.detect.injection import (
@@ -483,13 +483,13 @@ class AppThreats:
             )
             if followed:
                 hits += self._multipart_part(uri, 0, body, ctype, st, on, False)
-        if C.XXE.id in on and (body or b"<" in uri or b"%3C" in uri or b"%3c" in uri):
+        if C.XXE.id in on:
             entity = check_xml(xml_texts(uri, body, ctype))
             if entity is not None:
                 hits.append(entity)
         if C.STRUTS_RCE.id in on:
             hit = check_struts_body(body, ctype) if body else None
-            hit = hit or check_ognl(_ognl_texts(uri, headers, body, ctype))
+            hit = hit or check_ognl(ognl_texts(uri, headers, body, ctype))
             if hit is not None:
                 hits.append(hit)
         sensors = self.owner.policy.sensors
@@ -593,22 +593,6 @@ def _free_headers(headers: E.Headers) -> Iterator[bytes]:
         low = name.lower()
         if value and low not in _FIXED_SYNTAX_HEADERS and not low.startswith(_FIXED_SYNTAX_PREFIXES):
             yield value
-
-
-# an escaped `{`, `#`, `@` or `%`: what an encoded OGNL expression holds (nothing else is decoded for it)
-_OGNL_ESCAPE = re.compile(rb"%(?:7b|23|40|25)", re.I)
-
-
-def _ognl_texts(uri: bytes, headers: E.Headers, body: bytes, ctype: str) -> list[bytes]:
-    """Where Struts reads an OGNL expression from: the URI as decoded, every header value, the body (a
-    form's decoded too)."""
-    texts = [uri, *(v for _n, v in headers), body[:MAX_OGNL_TEXT]]
-    if b"%" in uri and _OGNL_ESCAPE.search(uri):
-        texts.append(percent_decode(uri.decode("latin-1")).encode("latin-1", "replace"))
-    if body and "x-www-form-urlencoded" in ctype and _OGNL_ESCAPE.search(body, 0, MAX_OGNL_TEXT):
-        form = body[:MAX_OGNL_TEXT].decode("latin-1")
-        texts.append(percent_decode(form, plus=True).encode("latin-1", "replace"))
-    return texts
 
 
 def free_header_values(headers: E.Headers) -> list[str]:

@@ -31,6 +31,7 @@ from threats.catalogue import (
 )
 from threats.settings import ThreatSettings
 from threats.window import LruTable, WindowCounter
+from workers.detect.decode import percent_decode
 
 Header = tuple[bytes, bytes]
 
@@ -166,6 +167,20 @@ _OGNL = re.compile(
     re.I,
 )
 MAX_OGNL_TEXT = 16 * 1024  # bytes of each text looked at (the expression opens near its start)
+# an escaped `{`, `#`, `@` or `%`: what an encoded OGNL expression holds (nothing else is decoded for it)
+_OGNL_ESCAPE = re.compile(rb"%(?:7b|23|40|25)", re.I)
+
+
+def ognl_texts(uri: bytes, headers: Sequence[Header], body: bytes, content_type: str) -> list[bytes]:
+    """Where Struts reads an OGNL expression from: the URI (decoded too), every header value, the body (a
+    form's decoded too)."""
+    texts = [uri, *(v for _n, v in headers), body[:MAX_OGNL_TEXT]]
+    if b"%" in uri and _OGNL_ESCAPE.search(uri):
+        texts.append(percent_decode(uri.decode("latin-1")).encode("latin-1", "replace"))
+    if body and "x-www-form-urlencoded" in content_type and _OGNL_ESCAPE.search(body, 0, MAX_OGNL_TEXT):
+        form = body[:MAX_OGNL_TEXT].decode("latin-1")
+        texts.append(percent_decode(form, plus=True).encode("latin-1", "replace"))
+    return texts
 
 
 def check_ognl(texts: Sequence[bytes]) -> Hit | None:

@@ -131,7 +131,7 @@ def encoded_text(value: str) -> str | None:
         text = raw.decode("ascii")
     except (binascii.Error, UnicodeDecodeError):
         return None
-    return text if _PRINTABLE_TEXT.match(text) and not (shell_free(text) and line_free(text)) else None
+    return text if _PRINTABLE_TEXT.match(text) and not command_free(text) else None
 
 
 def line_free(value: str) -> bool:

@@ -43,7 +43,7 @@ _SIGNALS: tuple[tuple[str, int, re.Pattern[str]], ...] = (
     ("objectClass presence test", 3, re.compile(r"\bobjectclass\s*=\s*\*", re.I)),
     ("filter metacharacters only", 3, re.compile(r"\A(?=.*\*)(?=.*[|&])[\s*()|&!]{2,}\Z")),
     # a NUL after a close: a C-string filter builder stops there, so the application's rest is cut off
-    # (the decoded forms drop NULs: looked for as sent, `%00`, too)
+    # (`injection.ldap_value` adds a form that keeps the NUL; `%00` too: a NUL escaped twice)
     ("item closed, the rest cut off by a NUL", 3, re.compile(r"\)\s*(?:\x00|%00)")),
     ("composition opened", 2, re.compile(r"\(\s*[|&!]\s*\(")),
     ("wildcard then close at the start", 2, re.compile(r"\A\s*\*+\s*\)")),

@@ -45,10 +45,10 @@ _SYSTEM_FILE = re.compile(rf"(?:^|/){_SYSTEM_FILE_NAMES}", re.I)
 # a value that is itself the path of a system file (absolute, a file URL, a Windows drive path; a
 # relative `etc/passwd` climbs nowhere)
 _SYSTEM_PATH = re.compile(rf"(?:file:/*(?:[a-z]:/+)?|/+|[a-z]:/+){_SYSTEM_FILE_NAMES}", re.I)
-# PHP's stream wrappers that read a file or run a command when an application includes the value
-# (`php://filter/convert.base64-encode/resource=index.php`, `expect://id`): never a value of its own
 # NTFS's default data stream named after a file (`index.asp::$DATA`): IIS serves the script's source
 _DATA_STREAM = re.compile(r"::\$data\b", re.I)
+# PHP's stream wrappers that read a file or run a command when an application includes the value
+# (`php://filter/convert.base64-encode/resource=index.php`, `expect://id`): never a value of its own
 _PHP_WRAPPER = re.compile(r"\x00\s*(?:php:/+(?:filter|input|fd)|expect:/+|phar:/+)", re.I)
 _SEGMENTS_SLASHES = re.compile(r"/+")
 _CURRENT_SEGMENTS = re.compile(r"(^|/)(?:\./)+")  # `/./`: the same directory (not the dot of `../`)
@@ -120,9 +120,10 @@ def check_path_values(values: Iterable[str], settings: ThreatSettings, where: st
         if not raw:
             continue
         if not _may_climb(raw):  # (most values: a system file's path is all that is left to look for)
-            path = _decoded(raw.lstrip()) if "./" in raw else raw.lstrip()
-            if _absolute(raw) and _SYSTEM_PATH.match(path):
-                return Hit(PATH_TRAVERSAL, f"the path of a system file as {where}", excerpt_of(raw))
+            if _absolute(raw):
+                path = _decoded(raw.lstrip()) if "./" in raw else raw.lstrip()
+                if _SYSTEM_PATH.match(path):
+                    return Hit(PATH_TRAVERSAL, f"the path of a system file as {where}", excerpt_of(raw))
             continue
         value = _decoded(raw[:MAX_TARGET].replace("+", " ")).strip()
         up = _climbs(value)

@@ -65,9 +65,12 @@ def check_xml(texts: Iterable[bytes]) -> Hit | None:
 
 def xml_texts(uri: bytes, body: bytes, content_type: str) -> list[bytes]:
     """Where XML with a DTD may come in: the body (any type; a multipart upload holds its file), the URI
-    and a form body decoded (XML sent as a parameter)."""
-    texts = [body]
-    if b"%" in uri and _ESCAPED_DECLARATION.search(uri):
+    (decoded when it holds `<!` escaped) and a form body decoded (XML sent as a parameter); none of
+    them when nothing can hold a declaration."""
+    texts = [body] if body else []
+    if b"<!" in uri:
+        texts.append(uri)
+    elif b"%" in uri and _ESCAPED_DECLARATION.search(uri):
         texts.append(percent_decode(uri.decode("latin-1"), plus=True).encode("latin-1", "replace"))
     if "x-www-form-urlencoded" in content_type and _ESCAPED_DECLARATION.search(body, 0, MAX_XML_TEXT):
         form = body[:MAX_XML_TEXT].decode("latin-1")
