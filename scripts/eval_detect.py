@@ -1,7 +1,7 @@
 """Independent evaluation of the request-level injection checks (`check_request`).
 
     python scripts/eval_detect.py --crs DIR [--seclists DIR] [--fuzzdb DIR] [--h5sc DIR] [--wfuzz DIR] [--shapes]
-        [--sqlmap-log F] [--commix-log F] [--wapiti-log F] [--misses N] [--json] [--against REF]
+        [--sqlmap-log F] [--commix-log F] [--wapiti-log F] [--prose DIR] [--misses N] [--json] [--against REF]
 
 Scores `workers.detect.injection.check_request` (URI, body, content type, cookie, logged headers), with
 the worker's path-traversal (`workers.detect.traversal`), log4shell and XXE checks beside it, on
@@ -53,6 +53,11 @@ scores the detection code of git revision REF on the same inputs in the same run
   every vector of `items.js` (its `data`, with the `%placeholders%` of `payloads.js` filled in), sent
   as a query value (`--h5sc`). A few of them only restyle a page (CSS parser quirks with no script):
   they are listed as misses, not left out.
+- Benign documentation (`--prose DIR`, repeatable): every sentence (20 to 400 characters) of the READMEs,
+  changelogs, licences and text files under DIR, plain or gzip (Debian's `/usr/share/doc` and
+  `/usr/share/common-licenses` hold about 640,000), posted as a comment form's value: rows `benign prose`
+  and `benign technical text` (sentences holding markup or shell characters: commands, code, markup
+  quoted in a sentence). Text people wrote for people, none of it an attack.
 - Benign: the project's own request shapes (`tests/detect/corpus/benign_*.txt`): values people type
   (O'Brien, prose with SQL words) sent as query, form, JSON and path; realistic URIs; bodies of JSON APIs
   and form posts; plus browser-style requests built here (User-Agent, Referer with a query, cookies).
@@ -776,6 +781,46 @@ def shaped_cases(src: Source) -> Iterator[tuple[str, Request]]:
             yield f"benign values as {shape}", dataclasses.replace(build(value), label=value)
 
 
+# Sentences of documentation people wrote (`--prose DIR`): READMEs, changelogs, licences. A sentence is
+# posted as a comment form's value, as a user posts text; those with no markup or shell characters are
+# prose, the rest technical text (commands, code, markup quoted in a sentence).
+PROSE_FILE = re.compile(
+    r"(?:readme|changelog|news|copyright|faq|todo|authors|[^/]*\.(?:txt|md|rst))[^/]*$", re.I
+)
+PROSE_SENTENCE = (20, 400)  # characters of a sentence scored (shorter: a heading; longer: not a sentence)
+PROSE_FILE_BYTES = 1 << 20  # bytes read per file
+_TECHNICAL = re.compile(r"[<>{}$|`=\\;]")
+
+
+def prose_sentences(paths: Iterable[Path]) -> list[str]:
+    """Every sentence of the documentation files under `paths` (gzip or plain text), once, sorted."""
+    import gzip
+
+    sentences: set[str] = set()
+    for top in paths:
+        files = [top] if top.is_file() else sorted(p for p in top.rglob("*") if p.is_file())
+        for path in files:
+            if not PROSE_FILE.search(path.name.removesuffix(".gz")) and path != top:
+                continue
+            try:
+                with gzip.open(path) if path.suffix == ".gz" else path.open("rb") as f:
+                    text = f.read(PROSE_FILE_BYTES).decode("utf-8", "replace")
+            except (OSError, EOFError):
+                continue
+            for paragraph in re.split(r"\n\s*\n", text):
+                for sentence in re.split(r"(?<=[.!?])\s+", " ".join(paragraph.split())):
+                    if PROSE_SENTENCE[0] <= len(sentence) <= PROSE_SENTENCE[1]:
+                        sentences.add(sentence)
+    return sorted(sentences)
+
+
+def prose_cases(paths: Iterable[Path]) -> Iterator[tuple[str, Request]]:
+    for sentence in prose_sentences(paths):
+        row = "benign technical text" if _TECHNICAL.search(sentence) else "benign prose"
+        body = f"name=Ann&comment={quote_plus(sentence)}".encode()
+        yield row, Request("/comment", body, "application/x-www-form-urlencoded", label=sentence)
+
+
 # -- report ----------------------------------------------------------------------------------------------
 
 
@@ -837,6 +882,14 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--run-wapiti", type=Path, metavar="WAPITI", help="run wapiti (its program) live first (root)"
     )
+    parser.add_argument(
+        "--prose",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="documentation to post as comments",
+    )
     parser.add_argument("--misses", type=int, default=0, help="list up to N misses / false positives per row")
     parser.add_argument("--json", action="store_true")
     parser.add_argument(
@@ -876,6 +929,8 @@ def main(argv: list[str]) -> int:
     if args.wapiti_log:
         cases += wapiti_cases(args.wapiti_log)
     cases += benign_cases()
+    if args.prose:
+        cases += prose_cases(args.prose)
     rows = evaluate(iter(cases))
     if args.json:
         print(json.dumps({"sources": sources, "rows": rows}, indent=1))
@@ -885,6 +940,7 @@ def main(argv: list[str]) -> int:
         sqlmap_log = ["--sqlmap-log", str(args.sqlmap_log)] if args.sqlmap_log else []
         sqlmap_log += ["--commix-log", str(args.commix_log)] if args.commix_log else []
         sqlmap_log += ["--wapiti-log", str(args.wapiti_log)] if args.wapiti_log else []
+        sqlmap_log += [f"--prose={p}" for p in args.prose]
         plain = [a for a in readers if getattr(args, a)]
         shapes = ["--shapes"] if args.shapes else []
         before = reference_rows(

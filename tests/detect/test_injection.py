@@ -412,6 +412,33 @@ SQL_LOOKALIKES = [
 ]
 
 
+# Sentences of documentation people wrote (Debian's READMEs and changelogs, Python's docstrings): each
+# was flagged once (libinjection's fingerprints of quoted words, `behavior:` and `expression (` read as
+# CSS, `eval()` and `self.write()` as script, a URL after prose as a command's argument)
+DOCUMENTATION_SENTENCES = [
+    "Handles both 'deflate' and 'gzip' types of compression.",
+    "If 'limit' is omitted or None, all entries are extracted.",
+    'A preceding "*" indicates that the data is a retransmission.',
+    "Blank lines and lines beginning with '#' are skipped.",
+    "Also drop libpciaccess-dev from libdrm-dev Depends.",
+    "hour (0-23) minute (0-59) second (0-59) microsecond (0-999999) timezone info object Hash.",
+    "If a filename is '-' it is also replaced by sys.stdin and the optional arguments are ignored.",
+    "Use set_print_string_function(NULL); for default printing to stdout.",
+    "Thus declare nettle-dev Multi-Arch: same (Closes: #856160).",
+    "It also contains the following, for tuning the behavior:",
+    "The output is written by self.write(), below.",
+    "If eval_str is true, eval() is called on values of type str.",
+    "the regular expression (a|b)* is evaluated first",
+    "Pango depends on the GLib library; more information about GLib can be found at https://www.gtk.org/.",
+]
+
+
+@pytest.mark.parametrize("sentence", DOCUMENTATION_SENTENCES)
+def test_sentences_of_documentation_are_no_injection(sentence: str) -> None:
+    body = ("comment=" + quote_plus(sentence)).encode()
+    assert check_request("/comment", body, "application/x-www-form-urlencoded") == []
+
+
 @pytest.mark.parametrize("body", SQL_LOOKALIKES)
 def test_sql_lookalikes_are_not_injections(body: bytes) -> None:
     assert check_request("/search", body, "application/x-www-form-urlencoded") == []
@@ -697,6 +724,25 @@ def test_eval_script_reads_wfuzz_wordlists(tmp_path: Path) -> None:
         "wfuzz xss": (1, 1),
     }
     assert rows["wfuzz traversal"]["misses"] == ["readme.txt"]  # a file name alone climbs nowhere
+
+
+def test_eval_script_posts_documentation_sentences_as_comments(tmp_path: Path) -> None:
+    import gzip
+
+    ev = _eval_module()
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "README").write_text(
+        "Handles both 'deflate' and 'gzip' types of compression.\n\nRun `make install` as root; done.\n"
+        "Short.\n"
+    )
+    with gzip.open(tmp_path / "pkg" / "changelog.Debian.gz", "wt") as f:
+        f.write("  * New upstream release, closes the bug in the parser.\n")
+    (tmp_path / "pkg" / "logo.png").write_bytes(b"\x89PNG the image is no documentation at all")
+    rows = ev.evaluate(ev.prose_cases([tmp_path]))
+    assert {k: (v["hit"], v["total"]) for k, v in rows.items() if "any" not in k} == {
+        "benign prose": (0, 2),
+        "benign technical text": (0, 1),
+    }
 
 
 def test_eval_script_reads_old_and_new_app_logs(tmp_path: Path) -> None:

@@ -173,10 +173,15 @@ _XSS_MARKUP = re.compile(
 # to a dialog or code sink written as code (no space before the parenthesis), and the DOM properties
 # that steal or redirect (`document.cookie`, `window.location`).
 _XSS_SCRIPT = re.compile(
-    r"(?<![\w$])(?:alert|prompt|confirm|eval|settimeout|setinterval|execscript|fromcharcode)(?:\(|`)"
+    # (a dialog called, or a sink called with an argument: prose about code names `eval()` with none)
+    r"(?<![\w$])(?:(?:alert|prompt|confirm)(?:\(|`)|(?:eval|settimeout|setinterval|execscript|fromcharcode)(?:\((?!\s*\))|`))"
     r"|\bnew\s+function\s*\("
-    r"|[=(+,;:]\s*(?:document|window|self|top|parent)\s*(?:\.\s*|\[\s*['\"])(?:cookie|domain|location|write)\b"
-    r"|\b(?:document|window|self|top|parent)\s*(?:\.\s*|\[\s*['\"])(?:cookie|domain|location|write)['\"\]]?\s*[=)+;,(]"
+    # the document's cookie, domain and location, and its `write` (a window has none: `self.write()` is
+    # some other program's method)
+    r"|[=(+,;:]\s*(?:(?:document|window|self|top|parent)\s*(?:\.\s*|\[\s*['\"])(?:cookie|domain|location)"
+    r"|document\s*(?:\.\s*|\[\s*['\"])write)\b"
+    r"|\b(?:(?:document|window|self|top|parent)\s*(?:\.\s*|\[\s*['\"])(?:cookie|domain|location)"
+    r"|document\s*(?:\.\s*|\[\s*['\"])write)['\"\]]?\s*[=)+;,(]"
     # the DOM rewritten by script: markup assigned (`.innerHTML=`), or an element of the document found
     # or made and its text or source set (`document.querySelector("p").textContent="…"`)
     r"|\.\s*(?:innerhtml|outerhtml)\s*=(?!=)|\binsertadjacenthtml\s*\("
@@ -225,7 +230,9 @@ _XSS_TEMPLATE_CALL = re.compile(
 # CSS that runs script or loads code: IE's `expression(`, `behavior:`, Firefox's `-moz-binding`, and a
 # `url(` with a script scheme (`background:url(javascript:…)`)
 _CSS_SCRIPT = re.compile(
-    r"expression\s*\(|-moz-binding\s*:|\bbehavior\s*:|url\s*\(\s*['\"]?\s*(?:javascript|vbscript|livescript)",
+    # (a property's value: `expression (x)` and `behavior:` are prose too)
+    r":\s*(?:/\*.*?\*/\s*)*expression\s*\(|-moz-binding\s*:|\bbehavior\s*:\s*(?:/\*.*?\*/\s*)*url\s*\("
+    r"|url\s*\(\s*['\"]?\s*(?:javascript|vbscript|livescript)",
     re.I,
 )
 # CSS escapes (`\75 rl(`, `-\mo\z-b\i\nd\in\g`), which a browser decodes before it reads a property:

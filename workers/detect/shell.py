@@ -91,6 +91,9 @@ _SHELL_ARGUMENT = re.compile(
     r"|[<>]",  # a redirection
     re.I,
 )
+# two words of prose opening the arguments (`more information about …`, `cat lovers and …`): the path or
+# URL a sentence goes on to name is no argument of the command its first word spells
+_PROSE_FIRST = re.compile(r"\s*[a-z]{2,}\s+[a-z]{2,}(?:[\s,.]|\Z)", re.I)
 _COMMENT = re.compile(r"(?:^|\s)#.*\Z", re.S)
 _NUMBERS_ONLY = re.compile(r"\s*\d+(?:\.\d+)?(?:\s+\d+(?:\.\d+)?)*\s*\Z")
 BREAKOUT_LOOKBACK = 48  # characters before a separator read to tell a breakout (an address fits)
@@ -343,6 +346,8 @@ def _argument_weight(args: str, sep: str, after: str) -> int:
         if after[:1] == sep[-1] and after[1:].lstrip()[:1].isalnum():
             return 0
         return 1
+    if _PROSE_FIRST.match(args):  # words first (`; more information at https://…`): a redirection only
+        return 2 if _REDIRECTION.search(args) else 0
     if _SHELL_ARGUMENT.search(args) or _NUMBERS_ONLY.match(args):
         return 2
     return 0

@@ -17,7 +17,8 @@ by breaking out of a string or number (`'`, `"`, `)`, `1 `, `or …`), or ends i
 1 (a quote; the comment has words after it). docs/threats.md lists every signal with its weight.
 
 libinjection's verdict counts as one signal of weight 3. Prose (at least eight words that are no SQL
-keyword, two thirds of its words) takes 2 off: libinjection reads `(24%) of people` as a function call,
+keyword, or four with no more quotes, brackets and operators than words; and twice as many such words
+as keywords) takes 2 off: libinjection reads `(24%) of people` as a function call,
 and a sentence about SQL names its clauses; an injection inside prose still shows two signals. Program
 code takes 2 off a libinjection verdict too (`if (a > b) return a;` reads as a function and a keyword).
 
@@ -35,6 +36,7 @@ THRESHOLD = 3  # a value scoring this much is an injection (see the weights abov
 LIBINJECTION_WEIGHT = 3  # libinjection's verdict is one signal, enough alone ...
 PROSE_WEIGHT = -2  # ... except in prose, where its fingerprints of words and brackets misfire
 PROSE_WORDS = 8  # words (not SQL keywords) that make a value prose, when they are most of its words
+SHORT_PROSE_WORDS = 4  # ... or at least this many, with no more SQL punctuation (`_SQL_SYMBOL`) than words
 MAX_SCORED_VALUE = 4096  # characters scored per value (the rest of a longer value is not scored)
 
 # a type cast after a literal (PostgreSQL `'{"a":1}'::jsonb`, `'1'::int`) keeps it a literal
@@ -546,8 +548,10 @@ _GATE = re.compile(
     r"|master\.|\d\s+is\s|from\s+(?:mysql\.|sys|all_|dba_|user_|msys)"
 )
 _BLOCK_COMMENT = re.compile(r"/\*(?!!).*?\*/", re.S)
+# what SQL writes between its words and a sentence hardly does: quotes, brackets, comparisons, comments
+_SQL_SYMBOL = re.compile(r"['\"`()=;#*|&<>@]|--|::")
 # a word of prose: letters standing alone, not part of an identifier (`mass_mails`, `` `t` ``, `user(`)
-_WORD = re.compile(r"(?<![\w`'\"$@.])[a-z]{2,}(?![\w`'\"(.])", re.I)
+_WORD = re.compile(r"(?<![\w`'\"$@.])[a-z]{2,}(?![\w`'\"(]|\.\w)", re.I)
 _SQL_WORDS = frozenset(
     "select union all and or not from where case when then else end null order by group having insert into"
     " values update set delete drop table exec execute declare waitfor delay sleep like limit as is in if"
@@ -574,13 +578,22 @@ def code(value: str) -> bool:
 
 
 def prose(value: str) -> bool:
-    """Whether `value` reads as sentences: enough words that are no SQL keyword, and most of its words;
-    program code (`function(){var a=…}`) has words too, but is no prose."""
-    words = _WORD.findall(value[:MAX_SCORED_VALUE])
-    if len(words) < PROSE_WORDS or code(value):
+    """Whether `value` reads as sentences: enough words that are no SQL keyword, twice as many as its
+    keywords of three letters or more (`is`, `in`, `as`, `if`, `or` are English's words as much as SQL's),
+    or fewer words with little SQL punctuation (`If 'limit' is omitted or None, all are kept.`); program
+    code (`function(){var a=…}`) has words too, but is no prose. Words in a block comment are no words
+    (`DR/**/OP/*bypass deny listing*/t`)."""
+    text = value[:MAX_SCORED_VALUE]
+    if "/*" in text:
+        text = _BLOCK_COMMENT.sub(" ", text)
+    words = _WORD.findall(text)
+    if len(words) < SHORT_PROSE_WORDS or code(value):
         return False
-    plain = sum(1 for w in words if w.lower() not in _SQL_WORDS)
-    return plain >= PROSE_WORDS and plain * 3 >= len(words) * 2
+    keywords = [w for w in words if w.lower() in _SQL_WORDS]
+    plain = len(words) - len(keywords)
+    if plain < 2 * sum(1 for w in keywords if len(w) > 2):
+        return False
+    return plain >= PROSE_WORDS or plain >= SHORT_PROSE_WORDS and len(_SQL_SYMBOL.findall(text)) <= plain
 
 
 def score(value: str, enough: int | None = None, base: int = 0) -> tuple[int, list[str]]:
