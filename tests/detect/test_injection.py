@@ -318,6 +318,17 @@ def test_realistic_request_uris_raise_nothing() -> None:
     assert flagged == []
 
 
+def test_benign_api_bodies_raise_nothing() -> None:
+    lines = corpus("benign_bodies.txt")
+    assert len(lines) >= 25
+    flagged = []
+    for line in lines:
+        ctype, _, body = line.partition("\t")
+        if check_request("/api/submit", body.encode(), ctype):
+            flagged.append(line)
+    assert flagged == []
+
+
 def test_injection_in_logged_headers() -> None:
     assert threats(check_request("/", header_values=["Mozilla' and sleep(5)#"])) == {"sql_injection"}
     assert threats(check_request("/", header_values=["<script>alert(1)</script>"])) == {"xss"}

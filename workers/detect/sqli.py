@@ -560,14 +560,31 @@ _SQL_WORDS = frozenset(
 
 
 # Program code pasted into a form (a snippet on a forum, a template): keywords, arrows and braces of the
-# C family, JavaScript and Python that SQL does not have
+# C family, JavaScript and Python that SQL does not have; and the queries of a metrics store (PromQL,
+# which Grafana sends Prometheus in a query string: `avg(x) by (job)`, `rate(x{job="api"}[5m])`): an
+# aggregation's grouping after its call, a label matcher, a range of a duration
 _CODE = re.compile(
-    r"\b(?:return|function|println|printf|console\.log)\b|\bdef\s+\w+\s*\(|=>|===|!==|\{\s*$|^\s*\}|\)\s*\{",
+    r"\b(?:return|function|println|printf|console\.log)\b|\bdef\s+\w+\s*\(|=>|===|!==|\{\s*$|^\s*\}|\)\s*\{"
+    r"|(?i:\)\s*(?:by|without)\s*\(|\{\s*[a-z_]\w*\s*(?:=~|!~|!=|=)\s*\"|\[\d+[smhdwy]\])",
     re.M,
 )
 
 
-_CODE_NEEDLES = ("return", "function", "print", "console", "def", "=>", "===", "!==", "{", "}")
+_CODE_NEEDLES = (
+    "return",
+    "function",
+    "print",
+    "console",
+    "def",
+    "=>",
+    "===",
+    "!==",
+    "{",
+    "}",
+    "by",
+    "without",
+    "[",
+)
 
 
 def code(value: str) -> bool:
