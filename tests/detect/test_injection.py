@@ -329,6 +329,52 @@ def test_benign_api_bodies_raise_nothing() -> None:
     assert flagged == []
 
 
+def _otlp_span(statement: str) -> bytes:
+    """An OpenTelemetry span as its JSON exporter posts it to a collector, with a `db.statement`."""
+    attribute = {"key": "db.statement", "value": {"stringValue": statement}}
+    span = {"traceId": "5b8efff798038103d269b633813fc60c", "name": "SELECT shop", "attributes": [attribute]}
+    return json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]}).encode()
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "SELECT * FROM users WHERE id = $1",
+        "SELECT id, name FROM orders WHERE customer_id = ? AND status = ? ORDER BY created_at DESC LIMIT 20",
+        "INSERT INTO events (type, payload) VALUES ($1, $2)",
+        "UPDATE accounts SET balance = balance - ? WHERE id = ?",
+        "DELETE FROM sessions WHERE expires_at < :now",
+    ],
+)
+def test_a_traced_statement_with_bind_parameters_is_no_injection(statement: str) -> None:
+    assert check_request("/v1/traces", _otlp_span(statement), "application/json") == []
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "SELECT * FROM users WHERE id = ? OR 1=1",
+        "SELECT * FROM users WHERE name = :name UNION SELECT password FROM admins",
+        "SELECT * FROM users WHERE id = ?; DROP TABLE users",
+        "SELECT * FROM users WHERE id = 1",  # no bind parameter: a statement as any other
+    ],
+)
+def test_a_statement_with_bind_parameters_still_shows_an_injection(statement: str) -> None:
+    assert threats(check_request("/v1/traces", _otlp_span(statement), "application/json")) == {
+        "sql_injection"
+    }
+
+
+def test_drop_needs_an_object_or_a_comment() -> None:
+    assert (
+        check_request("/c", b"q=Drop+foo.patch%3B+merged+upstream.", "application/x-www-form-urlencoded")
+        == []
+    )
+    assert threats(check_request("/c", b"q=DROP+sampletable%3B--", "application/x-www-form-urlencoded")) == {
+        "sql_injection"
+    }
+
+
 def test_injection_in_logged_headers() -> None:
     assert threats(check_request("/", header_values=["Mozilla' and sleep(5)#"])) == {"sql_injection"}
     assert threats(check_request("/", header_values=["<script>alert(1)</script>"])) == {"xss"}

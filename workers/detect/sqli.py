@@ -35,6 +35,7 @@ from typing import NamedTuple
 THRESHOLD = 3  # a value scoring this much is an injection (see the weights above)
 LIBINJECTION_WEIGHT = 3  # libinjection's verdict is one signal, enough alone ...
 PROSE_WEIGHT = -2  # ... except in prose, where its fingerprints of words and brackets misfire
+BOUND_STATEMENT_WEIGHT = -3  # ... and in a program's statement with bind parameters (`bound_statement`)
 PROSE_WORDS = 8  # words (not SQL keywords) that make a value prose, when they are most of its words
 SHORT_PROSE_WORDS = 4  # ... or at least this many, with no more SQL punctuation (`_SQL_SYMBOL`) than words
 MAX_SCORED_VALUE = 4096  # characters scored per value (the rest of a longer value is not scored)
@@ -193,7 +194,9 @@ SIGNALS: tuple[Signal, ...] = (
         re.compile(
             r"\bdeclare\s+@\w|\bset\s+@@?\w+\s*(?:=|:=|\Z)|\binsert\s+into\s+[\w.`\"\[\]]+\s*(?:\(|values\b|select\b)"
             r"|\balter\s+table\s+[\w.`\"\[\]]+\s+(?:add|drop|change|modify|rename|alter)\b"
-            r"|\b(?:drop|truncate)\s+(?:table\s+)?[\w.`\"\[\]]+\s*;|\bdelete\s+from\s+[\w.`\"\[\]]+\s*(?:;|--|#|where\b)"
+            r"|\b(?:drop\s+(?:table|database|schema|view|user|procedure|function)|truncate(?:\s+table)?)\s+[\w.`\"\[\]]+\s*;"
+            # (`drop x;` alone is a changelog's `Drop foo.patch; merged upstream`: with a comment after it)
+            r"|\bdrop\s+[\w.`\"\[\]]+\s*;\s*(?:--|#|/\*|\Z)|\bdelete\s+from\s+[\w.`\"\[\]]+\s*(?:;|--|#|where\b)"
             r"|\bupdate\s+[\w.`\"\[\]]+\s+set\s+[\w.`\"\[\]]+\s*=|\bselect\b.{1,80}?\bgroup\s+by\b.{1,80}?\bhaving\b"
             # who and what the database is, asked as a query (`select current_user;`, `select version()--`)
             r"|\bselect\s+(?:current_user|session_user|system_user|user\s*\(\s*\)|version\s*\(\s*\)|database\s*\(\s*\))"
@@ -613,6 +616,25 @@ def prose(value: str) -> bool:
     return plain >= PROSE_WORDS or plain >= SHORT_PROSE_WORDS and len(_SQL_SYMBOL.findall(text)) <= plain
 
 
+# A whole statement a program wrote, whose values are left to bind parameters (`?`, `$1`, `:name`, `%s`,
+# `@p1`): what tracing agents export as a span's `db.statement` (OpenTelemetry, Zipkin, Elastic APM) and
+# ORMs log. An injection breaks out of a value into a query; it does not open with the statement, and
+# never leaves its values to a driver to bind.
+_STATEMENT_START = re.compile(r"\s*\(?\s*(?:select|insert|update|delete|with|replace|merge)\s", re.I)
+_PLACEHOLDER = re.compile(r"(?<![\w$?:@])(?:\?|\$\d{1,3}|:[a-z_]\w{0,30}|%s|@p\d{1,3})(?![\w?])", re.I)
+_CUT = re.compile(r"--|#|/\*|;\s*\S")  # a comment or a second statement: no program's single statement
+
+
+def bound_statement(value: str) -> bool:
+    """Whether `value` is a single SQL statement with bind parameters for its values (`_PLACEHOLDER`)."""
+    text = value[:MAX_SCORED_VALUE]
+    return (
+        _STATEMENT_START.match(text) is not None
+        and _PLACEHOLDER.search(text) is not None
+        and _CUT.search(text) is None
+    )
+
+
 def score(value: str, enough: int | None = None, base: int = 0) -> tuple[int, list[str]]:
     """The summed weight of the signals `value` shows, and their names (each signal counted once).
     With `enough`, scoring stops as soon as the total (plus `base`) reaches it or can no longer reach
@@ -654,10 +676,10 @@ def injected(value: str, fingerprint: str | None = None, evasion: int = 0) -> st
     """The names of the signals that make `value` an injection ("a + b"), or None. `fingerprint`:
     libinjection's, when it judged the value an injection; `evasion`: the weight of evasion evidence
     the value was sent with (overlong UTF-8: `workers.detect.decode.overlong_escapes`)."""
-    if fingerprint is not None and not prose(value) and not code(value):
+    if fingerprint is not None and not prose(value) and not code(value) and not bound_statement(value):
         return f"libinjection fingerprint {fingerprint}"  # enough alone (the other signals add nothing)
     base = (LIBINJECTION_WEIGHT if fingerprint is not None else 0) + evasion
-    total, names = score(value, THRESHOLD - PROSE_WEIGHT, base)
+    total, names = score(value, THRESHOLD - min(PROSE_WEIGHT, BOUND_STATEMENT_WEIGHT), base)
     total += base
     if evasion:
         names.insert(0, "overlong UTF-8")
@@ -667,4 +689,6 @@ def injected(value: str, fingerprint: str | None = None, evasion: int = 0) -> st
         prose(value) or fingerprint is not None and code(value)
     ):
         total += PROSE_WEIGHT
+    elif THRESHOLD <= total < THRESHOLD - BOUND_STATEMENT_WEIGHT and bound_statement(value):
+        total += BOUND_STATEMENT_WEIGHT
     return " + ".join(names) if total >= THRESHOLD else None
