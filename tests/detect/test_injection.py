@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import html
 import json
+import random
+import string
 import sys
 import time
 from pathlib import Path
@@ -373,6 +375,56 @@ def test_drop_needs_an_object_or_a_comment() -> None:
     assert threats(check_request("/c", b"q=DROP+sampletable%3B--", "application/x-www-form-urlencoded")) == {
         "sql_injection"
     }
+
+
+# A password manager's generated passwords (Bitwarden's default alphabet with its special characters),
+# posted to a login form: a user whose password is flagged can never log in through Protect
+_GENERATED_ALPHABET = string.ascii_letters + string.digits + "!@#$%^&*"
+
+
+def test_generated_passwords_are_no_injection() -> None:
+    rnd = random.Random(20261206)
+    passwords = ["".join(rnd.choice(_GENERATED_ALPHABET) for _ in range(n)) for n in (12, 16, 20) * 1000]
+    flagged = [
+        pw
+        for pw in passwords
+        if check_request(
+            "/login", f"user=ann&password={quote_plus(pw)}".encode(), "application/x-www-form-urlencoded"
+        )
+    ]
+    assert flagged == []
+
+
+@pytest.mark.parametrize(
+    "password",
+    [
+        "cmIynp@@TcaiG1pQ",
+        "7*T29*Ux#T@@Fq5!",
+        "'$fT>Wl;!5#9",
+        "MyDkIr&MhLo4B&lS",
+        "h*u^?|(U9tj=",
+        "Ig)IR&`s|u!#",
+    ],
+)
+def test_generated_secrets_with_symbols_are_no_injection(password: str) -> None:
+    body = f"user=ann&password={quote_plus(password)}".encode()
+    assert check_request("/login", body, "application/x-www-form-urlencoded") == []
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "admin'#",  # a login bypass: short, one case
+        "1'dvZCJz<'\">)ZmzaaA",  # sqlmap's heuristic probe: random letters around a cluster of quotes
+        "1'AnD'1'='1",  # random case in keywords
+        "x' uNiOn SeLeCt @@VeRsIoN#",
+        "Xk9'or'1'='1",
+    ],
+)
+def test_injections_that_look_generated_are_still_found(value: str) -> None:
+    assert "sql_injection" in threats(
+        check_request("/login", f"password={quote_plus(value)}".encode(), "application/x-www-form-urlencoded")
+    )
 
 
 def test_injection_in_logged_headers() -> None:

@@ -94,6 +94,8 @@ _SHELL_ARGUMENT = re.compile(
 # two words of prose opening the arguments (`more information about …`, `cat lovers and …`): the path or
 # URL a sentence goes on to name is no argument of the command its first word spells
 _PROSE_FIRST = re.compile(r"\s*[a-z]{2,}\s+[a-z]{2,}(?:[\s,.]|\Z)", re.I)
+# a command word in mixed case: neither lower, upper nor capitalised (`lS`, `wHo`), or one capital letter
+_MIXED_CASE = re.compile(r"[A-Z]|[a-z]+[A-Z][A-Za-z]*|[A-Z]+[a-z]+[A-Z][A-Za-z]*|[A-Z]{2,}[a-z][A-Za-z]*")
 _COMMENT = re.compile(r"(?:^|\s)#.*\Z", re.S)
 _NUMBERS_ONLY = re.compile(r"\s*\d+(?:\.\d+)?(?:\s+\d+(?:\.\d+)?)*\s*\Z")
 BREAKOUT_LOOKBACK = 48  # characters before a separator read to tell a breakout (an address fits)
@@ -389,7 +391,10 @@ def _commands(text: str) -> Iterator[tuple[re.Match[str], str, int]]:
     """The occurrences of a command in `text`: the match, the command word in lower case and its weight.
     (Each takes two characters at least, so `MAX_SCORED_VALUE` bounds their number.)"""
     for m in _OCCURRENCE.finditer(text):
-        low = m.group("word").lower()
+        word = m.group("word")
+        if _MIXED_CASE.fullmatch(word):
+            continue  # no shell finds `lS` or `vI` (a generated password's letters), nor cmd.exe's users type it
+        low = word.lower()
         weight = _WEIGHT.get(low)
         if weight is not None and m.group("word") in _SHELLS and m.group("sep") == "|":
             weight = PIPED_SHELL_WEIGHT

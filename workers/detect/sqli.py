@@ -375,7 +375,11 @@ SIGNALS: tuple[Signal, ...] = (
         "system object",
         3,
         re.compile(
-            r"\binformation_schema\b|@@[a-z_]\w*|\bxp_\w+"
+            # a server variable: one a query reads first, or any name written in one case (`@@datadir`,
+            # `@@global.sql_mode`, `@@SPID`); a password manager's `x@@TcaiG1pQ` names none
+            r"\binformation_schema\b|@@(?:(?:global|session|local)\.)?(?:(?:version|datadir|hostname|basedir|servername"
+            r"|servicename|spid|identity|rowcount|language|tmpdir|port|secure_file_priv|sql_mode)\b"
+            r"|(?-i:[a-z_]{4,}|[A-Z_]{4,})(?![A-Za-z0-9]))|\bxp_\w+"
             r"|\bsp_(?:oacreate|executesql|password)\b|\bload_file\s*\(|\butl_http\b|\bsysobjects\b|\bsyscolumns\b"
             r"|\bpg_catalog\b|\bsqlite_master\b|\binto\s+(?:out|dump)file\b|\bexec\s*\(\s*@|\bdeclare\s+@\w+\s+n?varchar"
             r"|\bexecute\s+immediate\b|\bprocedure\s+analyse\s*\(|\b(?:extractvalue|updatexml|name_const|gtid_subset|gtid_subtract)\s*\(|\bexp\s*\(\s*~"
@@ -635,6 +639,37 @@ def bound_statement(value: str) -> bool:
     )
 
 
+# A generated secret (a password manager's `7*T29*Ux#T@@Fq5!`, an API key): one run of characters of
+# every class, letters switching case inside words that are no SQL: libinjection's fingerprints and the
+# quote-and-comment signals misfire on its symbols as on prose. Tamper scripts switch case too, but in
+# keywords (`SeLeCt`), and a login bypass (`admin'#`) is short and in one case.
+TOKEN_LENGTH = (10, 128)
+_LETTER_RUN = re.compile(r"[A-Za-z]{2,}")
+_QUOTE_CLUSTER = re.compile(r"['\"`][^\w\s]*['\"`]")  # two quotes in one run of symbols
+_TOKEN_KEYWORDS = _SQL_WORDS | frozenset(
+    "sleep benchmark pg char chr concat substr substring mid ascii ord hex unhex version user database schema"
+    " load file outfile dumpfile information union rand md5 sha1 true false rlike regexp iif xp sp cmdshell"
+    " dbms utl waitfor".split()
+)
+
+
+def token(value: str) -> bool:
+    """Whether `value` reads as a generated secret: no space, `TOKEN_LENGTH`, upper and lower case letters
+    and a digit or symbol, case switched inside a word, and no word that is SQL's."""
+    if not TOKEN_LENGTH[0] <= len(value) <= TOKEN_LENGTH[1] or value.isalnum():
+        return False
+    if any(c.isspace() for c in value) or not any(c.isdigit() or not c.isalnum() for c in value):
+        return False
+    if _QUOTE_CLUSTER.search(value):  # sqlmap's heuristic probe (`1'dvZCJz<'">)ZmzaaA`) is no secret
+        return False
+    runs = _LETTER_RUN.findall(value)
+    return (
+        any(c.isupper() for c in value)
+        and any(c.islower() for c in value)
+        and not any(r.lower() in _TOKEN_KEYWORDS for r in runs)
+    )
+
+
 def score(value: str, enough: int | None = None, base: int = 0) -> tuple[int, list[str]]:
     """The summed weight of the signals `value` shows, and their names (each signal counted once).
     With `enough`, scoring stops as soon as the total (plus `base`) reaches it or can no longer reach
@@ -676,7 +711,9 @@ def injected(value: str, fingerprint: str | None = None, evasion: int = 0) -> st
     """The names of the signals that make `value` an injection ("a + b"), or None. `fingerprint`:
     libinjection's, when it judged the value an injection; `evasion`: the weight of evasion evidence
     the value was sent with (overlong UTF-8: `workers.detect.decode.overlong_escapes`)."""
-    if fingerprint is not None and not prose(value) and not code(value) and not bound_statement(value):
+    if fingerprint is not None and not (
+        prose(value) or code(value) or bound_statement(value) or token(value)
+    ):
         return f"libinjection fingerprint {fingerprint}"  # enough alone (the other signals add nothing)
     base = (LIBINJECTION_WEIGHT if fingerprint is not None else 0) + evasion
     total, names = score(value, THRESHOLD - min(PROSE_WEIGHT, BOUND_STATEMENT_WEIGHT), base)
@@ -686,7 +723,7 @@ def injected(value: str, fingerprint: str | None = None, evasion: int = 0) -> st
     if fingerprint is not None:
         names.insert(0, f"libinjection fingerprint {fingerprint}")
     if THRESHOLD <= total < THRESHOLD - PROSE_WEIGHT and (
-        prose(value) or fingerprint is not None and code(value)
+        prose(value) or token(value) or fingerprint is not None and code(value)
     ):
         total += PROSE_WEIGHT
     elif THRESHOLD <= total < THRESHOLD - BOUND_STATEMENT_WEIGHT and bound_statement(value):
