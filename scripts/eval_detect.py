@@ -1,7 +1,7 @@
 """Independent evaluation of the request-level injection checks (`check_request`).
 
     python scripts/eval_detect.py --crs DIR [--seclists DIR] [--fuzzdb DIR] [--h5sc DIR] [--wfuzz DIR] [--shapes]
-        [--sqlmap-log F] [--commix-log F] [--wapiti-log F] [--prose DIR] [--misses N] [--json] [--against REF]
+        [--sqlmap-log F] [--commix-log F] [--wapiti-log F] [--prose DIR] [--passwords] [--misses N] [--json] [--against REF]
 
 Scores `workers.detect.injection.check_request` (URI, body, content type, cookie, logged headers), with
 the worker's path-traversal (`workers.detect.traversal`), log4shell and XXE checks beside it, on
@@ -58,6 +58,9 @@ scores the detection code of git revision REF on the same inputs in the same run
   `/usr/share/common-licenses` hold about 640,000), posted as a comment form's value: rows `benign prose`
   and `benign technical text` (sentences holding markup or shell characters: commands, code, markup
   quoted in a sentence). Text people wrote for people, none of it an attack.
+- Benign passwords (`--passwords`): 12,000 passwords as a password manager generates them (Bitwarden's
+  default alphabet with `!@#$%^&*`, and every printable ASCII symbol; 12, 16 and 20 characters; a seeded
+  generator), posted to a login form: rows `benign passwords, …`.
 - Benign: the project's own request shapes (`tests/detect/corpus/benign_*.txt`): values people type
   (O'Brien, prose with SQL words) sent as query, form, JSON and path; realistic URIs; bodies of JSON APIs
   and form posts; plus browser-style requests built here (User-Agent, Referer with a query, cookies).
@@ -747,6 +750,31 @@ def benign_cases() -> Iterator[tuple[str, Request]]:
         yield "benign bodies", Request("/api/submit", body.encode(), ctype, label=line)
 
 
+# Passwords a password manager generates (`--passwords`), posted to a login form: Bitwarden's default
+# alphabet (letters, digits, `!@#$%^&*`) and every printable ASCII symbol, 12, 16 and 20 characters long;
+# a seeded generator, so that every run scores the same passwords
+PASSWORD_ALPHABETS = {
+    "default symbols": "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!@#$%^&*",
+    "all symbols": "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~",
+}
+PASSWORDS_PER_LENGTH = 2000
+
+
+def password_cases() -> Iterator[tuple[str, Request]]:
+    import random
+
+    rnd = random.Random(2026)
+    for name, alphabet in PASSWORD_ALPHABETS.items():
+        for length in (12, 16, 20):
+            for _ in range(PASSWORDS_PER_LENGTH):
+                pw = "".join(rnd.choice(alphabet) for _ in range(length))
+                body = f"username=ann&password={quote_plus(pw)}".encode()
+                yield (
+                    f"benign passwords, {name}",
+                    Request("/login", body, "application/x-www-form-urlencoded", label=pw),
+                )
+
+
 # Where a request carries a value besides the query string (`--shapes`): a payload list and the benign
 # values each sent in every shape, rows `... as <shape>`
 _BOUNDARY = "----eval7MA4YWxkTrZu0gW"
@@ -890,6 +918,7 @@ def main(argv: list[str]) -> int:
         metavar="DIR",
         help="documentation to post as comments",
     )
+    parser.add_argument("--passwords", action="store_true", help="generated passwords posted to a login form")
     parser.add_argument("--misses", type=int, default=0, help="list up to N misses / false positives per row")
     parser.add_argument("--json", action="store_true")
     parser.add_argument(
@@ -931,6 +960,8 @@ def main(argv: list[str]) -> int:
     cases += benign_cases()
     if args.prose:
         cases += prose_cases(args.prose)
+    if args.passwords:
+        cases += password_cases()
     rows = evaluate(iter(cases))
     if args.json:
         print(json.dumps({"sources": sources, "rows": rows}, indent=1))
@@ -941,6 +972,7 @@ def main(argv: list[str]) -> int:
         sqlmap_log += ["--commix-log", str(args.commix_log)] if args.commix_log else []
         sqlmap_log += ["--wapiti-log", str(args.wapiti_log)] if args.wapiti_log else []
         sqlmap_log += [f"--prose={p}" for p in args.prose]
+        sqlmap_log += ["--passwords"] if args.passwords else []
         plain = [a for a in readers if getattr(args, a)]
         shapes = ["--shapes"] if args.shapes else []
         before = reference_rows(

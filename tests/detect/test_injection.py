@@ -35,7 +35,7 @@ from workers.detect.injection import (
     xml_values,
     xss_value,
 )
-from workers.detect.sqli import PROSE_WEIGHT, THRESHOLD, injected, prose, score
+from workers.detect.sqli import THRESHOLD, injected, prose, score, taken_off
 
 CORPUS = Path(__file__).parent / "corpus"
 # every class a request-level check may raise
@@ -647,7 +647,7 @@ def test_scored_checks_are_total_and_fast(text: str, plus: bool) -> None:
     started = time.perf_counter()
     total, names = score(text)
     assert total >= 0 and len(names) == len(set(names))
-    assert (injected(text) is None) == (total < THRESHOLD or prose(text) and total + PROSE_WEIGHT < THRESHOLD)
+    assert (injected(text) is None) == (total < THRESHOLD or total + taken_off(text, False) < THRESHOLD)
     for hit in check_request(
         "/s?q=" + text, text.encode("utf-8", "surrogatepass"), "application/xml" if plus else ""
     ):
@@ -852,6 +852,14 @@ def test_eval_script_posts_documentation_sentences_as_comments(tmp_path: Path) -
         "benign prose": (0, 2),
         "benign technical text": (0, 1),
     }
+
+
+def test_eval_script_generates_the_same_passwords_each_run() -> None:
+    ev = _eval_module()
+    first = [(row, req.label) for row, req in ev.password_cases()]
+    assert first == [(row, req.label) for row, req in ev.password_cases()]
+    assert {row for row, _ in first} == {"benign passwords, default symbols", "benign passwords, all symbols"}
+    assert len(first) == 6 * ev.PASSWORDS_PER_LENGTH and {len(pw) for _, pw in first} == {12, 16, 20}
 
 
 def test_eval_script_reads_old_and_new_app_logs(tmp_path: Path) -> None:

@@ -35,7 +35,8 @@ from typing import NamedTuple
 THRESHOLD = 3  # a value scoring this much is an injection (see the weights above)
 LIBINJECTION_WEIGHT = 3  # libinjection's verdict is one signal, enough alone ...
 PROSE_WEIGHT = -2  # ... except in prose, where its fingerprints of words and brackets misfire
-BOUND_STATEMENT_WEIGHT = -3  # ... and in a program's statement with bind parameters (`bound_statement`)
+GENERATED_WEIGHT = -3  # ... and in text a program made: a bound statement, a generated secret
+MOST_TAKEN_OFF = min(PROSE_WEIGHT, GENERATED_WEIGHT)
 PROSE_WORDS = 8  # words (not SQL keywords) that make a value prose, when they are most of its words
 SHORT_PROSE_WORDS = 4  # ... or at least this many, with no more SQL punctuation (`_SQL_SYMBOL`) than words
 MAX_SCORED_VALUE = 4096  # characters scored per value (the rest of a longer value is not scored)
@@ -664,7 +665,8 @@ def token(value: str) -> bool:
         return False
     runs = _LETTER_RUN.findall(value)
     return (
-        any(c.isupper() for c in value)
+        bool(runs)
+        and any(c.isupper() for c in value)
         and any(c.islower() for c in value)
         and not any(r.lower() in _TOKEN_KEYWORDS for r in runs)
     )
@@ -707,6 +709,16 @@ def score(value: str, enough: int | None = None, base: int = 0) -> tuple[int, li
     return total, names
 
 
+def taken_off(value: str, libinjection: bool) -> int:
+    """The weight the kind of text `value` is takes off its score: a generated secret's or a program's
+    bound statement, prose's, program code's where libinjection judged it."""
+    if token(value) or bound_statement(value):
+        return GENERATED_WEIGHT
+    if prose(value) or libinjection and code(value):
+        return PROSE_WEIGHT
+    return 0
+
+
 def injected(value: str, fingerprint: str | None = None, evasion: int = 0) -> str | None:
     """The names of the signals that make `value` an injection ("a + b"), or None. `fingerprint`:
     libinjection's, when it judged the value an injection; `evasion`: the weight of evasion evidence
@@ -716,16 +728,12 @@ def injected(value: str, fingerprint: str | None = None, evasion: int = 0) -> st
     ):
         return f"libinjection fingerprint {fingerprint}"  # enough alone (the other signals add nothing)
     base = (LIBINJECTION_WEIGHT if fingerprint is not None else 0) + evasion
-    total, names = score(value, THRESHOLD - min(PROSE_WEIGHT, BOUND_STATEMENT_WEIGHT), base)
+    total, names = score(value, THRESHOLD - MOST_TAKEN_OFF, base)
     total += base
     if evasion:
         names.insert(0, "overlong UTF-8")
     if fingerprint is not None:
         names.insert(0, f"libinjection fingerprint {fingerprint}")
-    if THRESHOLD <= total < THRESHOLD - PROSE_WEIGHT and (
-        prose(value) or token(value) or fingerprint is not None and code(value)
-    ):
-        total += PROSE_WEIGHT
-    elif THRESHOLD <= total < THRESHOLD - BOUND_STATEMENT_WEIGHT and bound_statement(value):
-        total += BOUND_STATEMENT_WEIGHT
+    if THRESHOLD <= total < THRESHOLD - MOST_TAKEN_OFF:
+        total += taken_off(value, fingerprint is not None)
     return " + ".join(names) if total >= THRESHOLD else None
