@@ -4,7 +4,7 @@
         [--sqlmap-log F] [--commix-log F] [--wapiti-log F] [--prose DIR] [--passwords] [--misses N] [--json] [--against REF]
 
 Scores `workers.detect.injection.check_request` (URI, body, content type, cookie, logged headers), with
-the worker's path-traversal (`workers.detect.traversal`), log4shell and XXE checks beside it, on
+the worker's path-traversal (`workers.detect.traversal`), log4shell, XXE and SSRF checks beside it, on
 public material nobody here wrote, fetched outside the repository (payload files are never committed).
 Each corpus row is scored twice: by the check of its own class (an SQLi payload detected as
 `sql_injection`; a benign request flagged as SQLi or XSS), and, in its `[any class]` twin, by every
@@ -45,7 +45,9 @@ scores the detection code of git revision REF on the same inputs in the same run
   `xss-uri.txt`, `XSSPolyglot.txt`, and the `Exploit String:` lines of `JHADDIX_XSS_WITH_CONTEXT.doc.txt`)
   `attack/sql-injection/` (`detect/`, `exploit/`, `payloads-sql-blind/`) and `attack/os-cmd-execution/`
   (`command-execution-unix.txt`, `OSCommandInject.Windows.txt`, `useful-commands-*.txt`: rows `fuzzdb
-  rce`, scored as `command_injection`; `\n` in a line is a newline, and the Windows list's `+` a space,
+  rce`, scored as `command_injection`; `attack/ip/localhost.txt`, each spelling of the loopback address as
+  the host of a URL in a query value (`/fetch?url=http://0x7f.1/`): rows `fuzzdb ssrf`, those written
+  plainly (a name, four dotted decimals, `::1`) in `fuzzdb ssrf probes`; `\n` in a line is a newline, and the Windows list's `+` a space,
   as those lists write them), sent as SecLists' are
   (`--fuzzdb`, a checkout or a bare git directory). Its lists mix classes (an LDAP filter among the
   SQLi probes, `' or 2=2` among the XSS): the `[any class]` rows score them as a WAF would.
@@ -137,16 +139,26 @@ except ImportError:
 
 
 try:
+    from workers.detect.ssrf import check_ssrf
+except ImportError:
+
+    def check_ssrf(values: Iterable[str]) -> None:  # type: ignore[misc]
+        return None
+
+
+try:
     from threats.settings import DEFAULT_SETTINGS
     from workers.detect.injection import pair_values, parsed_body
     from workers.detect.jndi import check_lookups
     from workers.detect.traversal import check_path_values, check_target
 
     def other_threats(req: Request) -> set[str]:
-        """path_traversal, log4shell and xxe, as the worker looks for them in a request."""
+        """path_traversal, log4shell, xxe and ssrf, as the worker looks for them in a request."""
         values = [*pair_values(req.cookie), *req.headers]
         if req.body:
             values += parsed_body(req.body, req.ctype)[0]
+        path, _, query = req.uri.partition("?")
+        forged = check_ssrf([path, *pair_values(query), *values])
         found = check_target(req.uri.encode("latin-1", "replace"), DEFAULT_SETTINGS) or check_path_values(
             values, DEFAULT_SETTINGS
         )
@@ -157,7 +169,7 @@ try:
         )
         lookup = check_lookups(texts)
         entity = check_xml(xml_texts(req.uri.encode("latin-1", "replace"), req.body, req.ctype))
-        return {h.threat.name for h in (found, lookup, entity) if h is not None}
+        return {h.threat.name for h in (found, lookup, entity, forged) if h is not None}
 
 except ImportError:
 
@@ -230,6 +242,7 @@ OWN_THREAT = {
     "traversal": "path_traversal",
     "log4shell": "log4shell",
     "xxe": "xxe",
+    "ssrf": "ssrf",
 }
 INJECTION_THREATS = frozenset(OWN_THREAT.values())
 OWN_BENIGN = {"rce": {"command_injection"}, "ldap": {"ldap_injection"}}  # a new class's benign rows
@@ -419,6 +432,13 @@ FUZZDB_XSS = tuple(
     f"attack/xss/{n}" for n in ("xss-other.txt", "xss-rsnake.txt", "xss-uri.txt", "XSSPolyglot.txt")
 )
 FUZZDB_XSS_WITH_CONTEXT = "attack/xss/JHADDIX_XSS_WITH_CONTEXT.doc.txt"  # `Exploit String: …` lines
+FUZZDB_SSRF = "attack/ip/localhost.txt"  # spellings of the loopback address, as a fetched URL's host
+# a host written plainly: a name, four dotted decimals, an IPv6 literal with no IPv4 address in it (the
+# other spellings of fuzzdb's list are written to get past a filter)
+_PLAIN_HOST = re.compile(
+    r"[a-z][a-z0-9.-]*|(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)|[0:]+1",
+    re.I,
+)
 FUZZDB_SQLI_DIRS = (
     "attack/sql-injection/detect/",
     "attack/sql-injection/exploit/",
@@ -454,6 +474,12 @@ def fuzzdb_cases(src: Source) -> Iterator[tuple[str, Request]]:
         for name in src.files(folder):
             if name.endswith(".txt"):
                 payloads += (("sqli", line) for line in src.read(name).splitlines())
+    for line in dict.fromkeys(src.read(FUZZDB_SSRF).splitlines()):
+        host = line.strip()
+        if host:
+            url = f"http://[{host}]/" if ":" in host else f"http://{host}/"
+            row = "fuzzdb ssrf probes" if _PLAIN_HOST.fullmatch(host) else "fuzzdb ssrf"
+            yield row, Request("/fetch?url=" + quote(url, safe=""), label=host)
     for cls, line in payloads:
         payload = line if cls == "rce" else line.strip()  # (a command list's newlines are its payload's)
         if not payload.strip() or payload.startswith("#"):

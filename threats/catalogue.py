@@ -235,6 +235,10 @@ THREATS: tuple[Threat, ...] = (
     _t(1045, "xxe", S.HIGH, A.RESET,
        "XML external entity (XXE): XML in a request that declares an external entity or DTD (a file read, "
        "a URL fetched) or entities that expand without end (billion laughs)"),
+    _t(1046, "ssrf", S.HIGH, A.RESET,
+       "Server-side request forgery (SSRF): a request value that points the server's own fetch at the "
+       "cloud metadata service (169.254.169.254, metadata.google.internal), at an address spelt to pass "
+       "a filter (2130706433, 0x7f000001, [::ffff:127.0.0.1]), or through gopher:// or dict://"),
 )  # fmt: skip
 
 BY_NAME: Mapping[str, Threat] = MappingProxyType({t.name: t for t in THREATS})
@@ -309,6 +313,7 @@ TCP_SLOW_READ = BY_NAME["tcp_slow_read"]
 LOG4SHELL = BY_NAME["log4shell"]
 PATH_TRAVERSAL = BY_NAME["path_traversal"]
 XXE = BY_NAME["xxe"]
+SSRF = BY_NAME["ssrf"]
 
 
 class Finding(NamedTuple):

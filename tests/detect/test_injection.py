@@ -743,6 +743,7 @@ def test_eval_script_reads_fuzzdb_lists_and_its_exploit_strings(tmp_path: Path) 
         "attack/sql-injection/detect/a.txt": "' ORDER BY 22-- \nhaving\n",
         "attack/sql-injection/exploit/b.txt": "1|uname -a\n",
         "attack/sql-injection/exploit/README.md": "' or 1=1--\n",  # not a list
+        ev.FUZZDB_SSRF: "127.0.0.1\n0x7f.1\n2130706433\nlocalhost\n::1\n7F000001\n",
     }
     for name, text in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
@@ -757,7 +758,12 @@ def test_eval_script_reads_fuzzdb_lists_and_its_exploit_strings(tmp_path: Path) 
         "fuzzdb sqli probes [any class]": (0, 1),
         "fuzzdb rce": (2, 3),
         "fuzzdb rce [any class]": (2, 3),
+        "fuzzdb ssrf": (2, 3),
+        "fuzzdb ssrf [any class]": (2, 3),
+        "fuzzdb ssrf probes": (0, 3),
+        "fuzzdb ssrf probes [any class]": (0, 3),
     }
+    assert rows["fuzzdb ssrf"]["misses"] == ["7F000001"]  # no parser reads hex without `0x`
     assert rows["fuzzdb xss"]["misses"] == ["plain words"]
     assert rows["fuzzdb rce"]["misses"] == ["id"]  # a word alone: no command line
 

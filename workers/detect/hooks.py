@@ -63,6 +63,7 @@ from workers.detect.injection import (
 from workers.detect.jndi import check_lookups
 from workers.detect.multipart import FIELD, MultipartCursor, boundary_of
 from workers.detect.sensors import Context, SensorAction, SensorMatch, SensorStream
+from workers.detect.ssrf import check_ssrf
 from workers.detect.tls import (
     check_encrypted_heartbeat,
     check_ssh_banner,
@@ -464,8 +465,13 @@ class AppThreats:
         injectable = injectable_header_values(headers)
         sqli, xss, command, ldap = (c.id in on for c in INJECTION_CLASSES)
         injections, traversals = sqli or xss or command or ldap, C.PATH_TRAVERSAL.id in on
-        # a whole body's values, read (a JSON document parsed) once for both kinds of check
-        whole = parsed_body(body, ctype) if body and not partial and (injections or traversals) else None
+        forgeries = C.SSRF.id in on
+        # a whole body's values, read (a JSON document parsed) once for every kind of check
+        whole = (
+            parsed_body(body, ctype)
+            if body and not partial and (injections or traversals or forgeries)
+            else None
+        )
         if traversals:
             traversal = check_target(uri, st.settings) or check_path_values(
                 chain(pair_values(cookie), free_header_values(headers), whole[0] if whole else ()),
@@ -483,6 +489,19 @@ class AppThreats:
             )
             if followed:
                 hits += self._multipart_part(uri, 0, body, ctype, st, on, False)
+        if forgeries:
+            path, _, query = uri.decode("latin-1").partition("?")
+            forged = check_ssrf(
+                chain(
+                    (path,),
+                    pair_values(query),
+                    pair_values(cookie),
+                    free_header_values(headers),
+                    whole[0] if whole else (),
+                )
+            )
+            if forged is not None:
+                hits.append(forged)
         if C.XXE.id in on:
             entity = check_xml(xml_texts(uri, body, ctype))
             if entity is not None:
