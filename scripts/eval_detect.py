@@ -47,7 +47,9 @@ scores the detection code of git revision REF on the same inputs in the same run
   (`command-execution-unix.txt`, `OSCommandInject.Windows.txt`, `useful-commands-*.txt`: rows `fuzzdb
   rce`, scored as `command_injection`; `attack/ip/localhost.txt`, each spelling of the loopback address as
   the host of a URL in a query value (`/fetch?url=http://0x7f.1/`): rows `fuzzdb ssrf`, those written
-  plainly (a name, four dotted decimals, `::1`) in `fuzzdb ssrf probes`; `\n` in a line is a newline, and the Windows list's `+` a space,
+  plainly (a name, four dotted decimals, `::1`) in `fuzzdb ssrf probes`;
+  `attack/http-protocol/crlf-injection.txt` as a redirect's query value: rows `fuzzdb crlf` (a header or
+  a status line after the break; the rest, a break alone or markup after it, in `fuzzdb crlf probes`); `\n` in a line is a newline, and the Windows list's `+` a space,
   as those lists write them), sent as SecLists' are
   (`--fuzzdb`, a checkout or a bare git directory). Its lists mix classes (an LDAP filter among the
   SQLi probes, `' or 2=2` among the XSS): the `[any class]` rows score them as a WAF would.
@@ -147,18 +149,27 @@ except ImportError:
 
 
 try:
+    from workers.detect.crlf import check_crlf
+except ImportError:
+
+    def check_crlf(target: bytes, values: Iterable[str]) -> None:  # type: ignore[misc]
+        return None
+
+
+try:
     from threats.settings import DEFAULT_SETTINGS
     from workers.detect.injection import pair_values, parsed_body
     from workers.detect.jndi import check_lookups
     from workers.detect.traversal import check_path_values, check_target
 
     def other_threats(req: Request) -> set[str]:
-        """path_traversal, log4shell, xxe and ssrf, as the worker looks for them in a request."""
-        values = [*pair_values(req.cookie), *req.headers]
-        if req.body:
-            values += parsed_body(req.body, req.ctype)[0]
+        """path_traversal, log4shell, xxe, ssrf and crlf_injection, as the worker looks for them."""
+        cookies = list(pair_values(req.cookie))
+        body = list(parsed_body(req.body, req.ctype)[0]) if req.body else []
+        values = [*cookies, *req.headers, *body]
         path, _, query = req.uri.partition("?")
         forged = check_ssrf([path, *pair_values(query), *values])
+        split = check_crlf(req.uri.encode("latin-1", "replace"), [*cookies, *body])
         found = check_target(req.uri.encode("latin-1", "replace"), DEFAULT_SETTINGS) or check_path_values(
             values, DEFAULT_SETTINGS
         )
@@ -169,7 +180,7 @@ try:
         )
         lookup = check_lookups(texts)
         entity = check_xml(xml_texts(req.uri.encode("latin-1", "replace"), req.body, req.ctype))
-        return {h.threat.name for h in (found, lookup, entity, forged) if h is not None}
+        return {h.threat.name for h in (found, lookup, entity, forged, split) if h is not None}
 
 except ImportError:
 
@@ -243,6 +254,7 @@ OWN_THREAT = {
     "log4shell": "log4shell",
     "xxe": "xxe",
     "ssrf": "ssrf",
+    "crlf": "crlf_injection",
 }
 INJECTION_THREATS = frozenset(OWN_THREAT.values())
 OWN_BENIGN = {"rce": {"command_injection"}, "ldap": {"ldap_injection"}}  # a new class's benign rows
@@ -432,6 +444,7 @@ FUZZDB_XSS = tuple(
     f"attack/xss/{n}" for n in ("xss-other.txt", "xss-rsnake.txt", "xss-uri.txt", "XSSPolyglot.txt")
 )
 FUZZDB_XSS_WITH_CONTEXT = "attack/xss/JHADDIX_XSS_WITH_CONTEXT.doc.txt"  # `Exploit String: …` lines
+FUZZDB_CRLF = "attack/http-protocol/crlf-injection.txt"  # line breaks, some with a header or markup after
 FUZZDB_SSRF = "attack/ip/localhost.txt"  # spellings of the loopback address, as a fetched URL's host
 # a host written plainly: a name, four dotted decimals, an IPv6 literal with no IPv4 address in it (the
 # other spellings of fuzzdb's list are written to get past a filter)
@@ -474,6 +487,10 @@ def fuzzdb_cases(src: Source) -> Iterator[tuple[str, Request]]:
         for name in src.files(folder):
             if name.endswith(".txt"):
                 payloads += (("sqli", line) for line in src.read(name).splitlines())
+    for line in dict.fromkeys(src.read(FUZZDB_CRLF).splitlines()):
+        if line.strip():  # (a line break alone, or markup after it: a probe, or XSS through the body)
+            row = "fuzzdb crlf" if re.search(r"\w:|HTTP/", line) else "fuzzdb crlf probes"
+            yield row, Request("/redirect?to=" + as_query(line.strip()), label=line.strip())
     for line in dict.fromkeys(src.read(FUZZDB_SSRF).splitlines()):
         host = line.strip()
         if host:

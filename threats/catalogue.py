@@ -239,6 +239,10 @@ THREATS: tuple[Threat, ...] = (
        "Server-side request forgery (SSRF): a request value that points the server's own fetch at the "
        "cloud metadata service (169.254.169.254, metadata.google.internal), at an address spelt to pass "
        "a filter (2130706433, 0x7f000001, [::ffff:127.0.0.1]), or through gopher:// or dict://"),
+    _t(1047, "crlf_injection", S.MEDIUM, A.RESET,
+       "CRLF injection (HTTP response splitting): a line break in a request value followed by a header or "
+       "a status line, which an application writing the value into a response header turns into a header "
+       "of the attacker's (Set-Cookie, Location) or a second response"),
 )  # fmt: skip
 
 BY_NAME: Mapping[str, Threat] = MappingProxyType({t.name: t for t in THREATS})
@@ -314,6 +318,7 @@ LOG4SHELL = BY_NAME["log4shell"]
 PATH_TRAVERSAL = BY_NAME["path_traversal"]
 XXE = BY_NAME["xxe"]
 SSRF = BY_NAME["ssrf"]
+CRLF_INJECTION = BY_NAME["crlf_injection"]
 
 
 class Finding(NamedTuple):

@@ -744,6 +744,7 @@ def test_eval_script_reads_fuzzdb_lists_and_its_exploit_strings(tmp_path: Path) 
         "attack/sql-injection/exploit/b.txt": "1|uname -a\n",
         "attack/sql-injection/exploit/README.md": "' or 1=1--\n",  # not a list
         ev.FUZZDB_SSRF: "127.0.0.1\n0x7f.1\n2130706433\nlocalhost\n::1\n7F000001\n",
+        ev.FUZZDB_CRLF: "%0d%0a\n%0d%0aSet-Cookie:%20a=1\n",
     }
     for name, text in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
@@ -762,6 +763,10 @@ def test_eval_script_reads_fuzzdb_lists_and_its_exploit_strings(tmp_path: Path) 
         "fuzzdb ssrf [any class]": (2, 3),
         "fuzzdb ssrf probes": (0, 3),
         "fuzzdb ssrf probes [any class]": (0, 3),
+        "fuzzdb crlf": (1, 1),
+        "fuzzdb crlf [any class]": (1, 1),
+        "fuzzdb crlf probes": (0, 1),
+        "fuzzdb crlf probes [any class]": (0, 1),
     }
     assert rows["fuzzdb ssrf"]["misses"] == ["7F000001"]  # no parser reads hex without `0x`
     assert rows["fuzzdb xss"]["misses"] == ["plain words"]

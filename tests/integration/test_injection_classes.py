@@ -1,7 +1,7 @@
 """Command injection (in a query, a form, and Shellshock in a header), LDAP injection, SQLi and XSS in a
 multipart form, Log4Shell in a header, path traversal in a query, XXE in an XML body, Struts' OGNL in a
 Content-Type and SSRF (the cloud metadata service in a query, a loopback address spelt as one number in a
-form), from a real client (curl) through
+form) and a CRLF injection (a redirect's target that sets a cookie), from a real client (curl) through
 the real enforcer to a real web app (`lab.vulnapp`) in the lab: in Protect the attack's connection is
 reset before any answer and a `threat` event says why, its benign twin (the same parameter, look-alike
 text) is answered 200 before and after; in Monitor the same attacks are answered and reported. nmap's
@@ -53,6 +53,7 @@ CASES = [
     ("xxe", "xml", "/api/import", '<?xml version="1.0"?><!DOCTYPE r [<!ENTITY f SYSTEM "file:///etc/passwd">]><r>&f;</r>', '<?xml version="1.0"?><!DOCTYPE note [<!ENTITY writer "Donald Duck.">]><note>&writer;</note>'),
     ("ssrf", "query", "/fetch", "url=http://169.254.169.254/latest/meta-data/iam/security-credentials/", "url=http://198.18.2.12:8000/lab"),
     ("ssrf", "form", "/resize", "image=http%3A%2F%2F2130706433%3A6379%2F", "image=http%3A%2F%2F127.0.0.1%3A8000%2Flogo.png"),
+    ("crlf_injection", "query", "/redirect", "to=/home\r\nSet-Cookie: sid=fixed", "to=/home"),
     ("struts_rce", "header", "/orders.action", "Content-Type: %{#context['com.opensymphony.xwork2.dispatcher.HttpServletResponse'].addHeader('X-T','1')}.multipart/form-data", "Content-Type: multipart/form-data; boundary=x"),
 ]  # fmt: skip
 PAGE = "<p><script>document.title = 'shop'</script><img src=x onerror=retry()></p>\n" * 110  # ~8 KiB

@@ -39,6 +39,7 @@ from threats.catalogue import Hit, Threat, ThreatAction, excerpt_of
 from threats.settings import ThreatSettings
 from threats.window import LruTable
 from workers.detect.bodypart import body_values
+from workers.detect.crlf import check_crlf
 from workers.detect.database import AccessDeniedTracker
 from workers.detect.decode import percent_decode
 from workers.detect.dns import DnsDetector, tunnel_name
@@ -465,13 +466,10 @@ class AppThreats:
         injectable = injectable_header_values(headers)
         sqli, xss, command, ldap = (c.id in on for c in INJECTION_CLASSES)
         injections, traversals = sqli or xss or command or ldap, C.PATH_TRAVERSAL.id in on
-        forgeries = C.SSRF.id in on
+        forgeries, splits = C.SSRF.id in on, C.CRLF_INJECTION.id in on
         # a whole body's values, read (a JSON document parsed) once for every kind of check
-        whole = (
-            parsed_body(body, ctype)
-            if body and not partial and (injections or traversals or forgeries)
-            else None
-        )
+        valued = injections or traversals or forgeries or splits
+        whole = parsed_body(body, ctype) if body and not partial and valued else None
         if traversals:
             traversal = check_target(uri, st.settings) or check_path_values(
                 chain(pair_values(cookie), free_header_values(headers), whole[0] if whole else ()),
@@ -502,6 +500,10 @@ class AppThreats:
             )
             if forged is not None:
                 hits.append(forged)
+        if splits:
+            split = check_crlf(uri, chain(pair_values(cookie), whole[0] if whole else ()))
+            if split is not None:
+                hits.append(split)
         if C.XXE.id in on:
             entity = check_xml(xml_texts(uri, body, ctype))
             if entity is not None:

@@ -36,7 +36,6 @@ THRESHOLD = 3  # a value scoring this much is an injection (see the weights abov
 LIBINJECTION_WEIGHT = 3  # libinjection's verdict is one signal, enough alone ...
 PROSE_WEIGHT = -2  # ... except in prose, where its fingerprints of words and brackets misfire
 GENERATED_WEIGHT = -3  # ... and in text a program made: a bound statement, a generated secret
-MOST_TAKEN_OFF = min(PROSE_WEIGHT, GENERATED_WEIGHT)
 PROSE_WORDS = 8  # words (not SQL keywords) that make a value prose, when they are most of its words
 SHORT_PROSE_WORDS = 4  # ... or at least this many, with no more SQL punctuation (`_SQL_SYMBOL`) than words
 MAX_SCORED_VALUE = 4096  # characters scored per value (the rest of a longer value is not scored)
@@ -709,10 +708,16 @@ def score(value: str, enough: int | None = None, base: int = 0) -> tuple[int, li
     return total, names
 
 
-def taken_off(value: str, libinjection: bool) -> int:
+def generated(value: str) -> bool:
+    """Whether a program wrote `value`: a generated secret or a bound statement."""
+    return token(value) or bound_statement(value)
+
+
+def taken_off(value: str, libinjection: bool, made: bool | None = None) -> int:
     """The weight the kind of text `value` is takes off its score: a generated secret's or a program's
-    bound statement, prose's, program code's where libinjection judged it."""
-    if token(value) or bound_statement(value):
+    bound statement (`made`, when known: `generated`), prose's, program code's where libinjection
+    judged it."""
+    if made if made is not None else generated(value):
         return GENERATED_WEIGHT
     if prose(value) or libinjection and code(value):
         return PROSE_WEIGHT
@@ -723,17 +728,17 @@ def injected(value: str, fingerprint: str | None = None, evasion: int = 0) -> st
     """The names of the signals that make `value` an injection ("a + b"), or None. `fingerprint`:
     libinjection's, when it judged the value an injection; `evasion`: the weight of evasion evidence
     the value was sent with (overlong UTF-8: `workers.detect.decode.overlong_escapes`)."""
-    if fingerprint is not None and not (
-        prose(value) or code(value) or bound_statement(value) or token(value)
-    ):
+    made = generated(value)
+    if fingerprint is not None and not (made or prose(value) or code(value)):
         return f"libinjection fingerprint {fingerprint}"  # enough alone (the other signals add nothing)
     base = (LIBINJECTION_WEIGHT if fingerprint is not None else 0) + evasion
-    total, names = score(value, THRESHOLD - MOST_TAKEN_OFF, base)
+    most = GENERATED_WEIGHT if made else PROSE_WEIGHT  # (scoring stops once no discount can undo it)
+    total, names = score(value, THRESHOLD - most, base)
     total += base
     if evasion:
         names.insert(0, "overlong UTF-8")
     if fingerprint is not None:
         names.insert(0, f"libinjection fingerprint {fingerprint}")
-    if THRESHOLD <= total < THRESHOLD - MOST_TAKEN_OFF:
-        total += taken_off(value, fingerprint is not None)
+    if THRESHOLD <= total < THRESHOLD - most:
+        total += taken_off(value, fingerprint is not None, made)
     return " + ".join(names) if total >= THRESHOLD else None
