@@ -38,6 +38,20 @@ RESPONSE_HEADERS = frozenset(
 )
 
 
+# a line break as sent, or escaped (`%0d`, `%0a`, `%u000a`, `%e5%98%8a`, or double encoded: `%250a`)
+_ESCAPED_BREAKS = ("%0d", "%0a", "%u000", "%e5%98", "%25")
+
+
+def _may_break(text: str) -> bool:
+    """Whether `text` may hold a line break, once decoded (C-speed substring tests)."""
+    if any(b in text for b in _BREAKS):
+        return True
+    if "%" not in text:
+        return False
+    low = text.lower()
+    return any(e in low for e in _ESCAPED_BREAKS)
+
+
 def _decoded(text: str) -> str:
     if "%" in text:
         text = percent_decode(text)
@@ -50,12 +64,12 @@ def check_crlf(target: bytes, values: Iterable[str]) -> Hit | None:
     """A response split by a line break in the request `target` (path and query, as sent) or in one of
     `values` (form, JSON, cookie values, as sent), or None."""
     text = target[:MAX_CRLF_TEXT].decode("latin-1")
-    if "%" in text:
+    if _may_break(text):
         split = _HEADER_AFTER_BREAK.search(_decoded(text))
         if split is not None:
             return Hit(CRLF_INJECTION, _why(split, "the request target"), excerpt_of(split.group()))
     joined = "\x00".join(islice(values, MAX_CRLF_VALUES))[:MAX_CRLF_TEXT]
-    if "%" not in joined and not any(b in joined for b in _BREAKS):
+    if not _may_break(joined):
         return None
     for split in _HEADER_AFTER_BREAK.finditer(_decoded(joined)):
         if split.group("status") or split.group("name").lower() in RESPONSE_HEADERS:
