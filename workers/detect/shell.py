@@ -217,14 +217,15 @@ _SSI_EXEC = re.compile(r"<!--\s*#\s*exec\s+(?:cmd|cgi)\s*=", re.I)
 # bash's network devices (`>& /dev/tcp/198.18.0.9/4444`): a reverse shell; no file has such a path
 _NETWORK_DEVICE = re.compile(r"/dev/(?:tcp|udp)/[\w.:-]{1,64}/\d{1,5}\b", re.I)
 # A cmd.exe IF on a file, an exit code or a %variable% compared (`IF EXIST C:\x CMD`, `IF %ERRORLEVEL%
-# NEQ 0 …`): prose has `if exist…` and `if defined…` hardly ever followed by a file or a number
+# NEQ 0 …`, `if "%v%"==%%A …`): prose has `if exist…` and `if defined…` hardly ever followed by a file or a number
 _CMD_IF_TEST = re.compile(
     r"\s*if(?:[ \t]+/i)?(?:[ \t]+not)?[ \t]+"
     r"(?:exist[ \t]+\S+|errorlevel[ \t]+\d+|cmdextversion[ \t]+\d+)[ \t]+\S",
     re.I,
 )
 _CMD_IF_COMPARE = re.compile(
-    r"\bif[ \t]+(?:/i[ \t]+)?(?:not[ \t]+)?%\w{1,30}%[ \t]+(?:equ|neq|lss|leq|gtr|geq)[ \t]", re.I
+    r"\bif[ \t]+(?:/i[ \t]+)?(?:not[ \t]+)?\"?%\w{1,30}%\"?(?:[ \t]+(?:equ|neq|lss|leq|gtr|geq)[ \t]|[ \t]*==)",
+    re.I,
 )
 # A function definition opening a value: how bash imports a function from an environment variable, the
 # way CGI passes headers (Shellshock, CVE-2014-6271: `() { :; }; /bin/id`)
