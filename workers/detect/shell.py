@@ -394,7 +394,7 @@ def _commands(text: str) -> Iterator[tuple[re.Match[str], str, int]]:
     for m in _OCCURRENCE.finditer(text):
         word = m.group("word")
         if _MIXED_CASE.fullmatch(word):
-            continue  # no shell finds `lS` or `vI` (a generated password's letters), nor cmd.exe's users type it
+            continue  # no shell finds `lS` or `vI`: a generated password's letters
         low = word.lower()
         weight = _WEIGHT.get(low)
         if weight is not None and m.group("word") in _SHELLS and m.group("sep") == "|":

@@ -21,6 +21,9 @@ keyword, or four with no more quotes, brackets and operators than words; and twi
 as keywords) takes 2 off: libinjection reads `(24%) of people` as a function call,
 and a sentence about SQL names its clauses; an injection inside prose still shows two signals. Program
 code takes 2 off a libinjection verdict too (`if (a > b) return a;` reads as a function and a keyword).
+Text a program made takes 3 off: a generated secret (`7*T29*Ux#T@@Fq5!`: a password manager's symbols
+read as quotes, comments and `@@variables`) and a whole statement with bind parameters (a tracing
+agent's `db.statement`, `SELECT * FROM users WHERE id = $1`); a tautology or a UNION in one still shows.
 
 The checks run on the value as decoded by `workers.detect.decode.variants`, with SQL block comments
 read as whitespace (`UNION/**/SELECT`), and each one is a single compiled regular expression (bounded
@@ -626,8 +629,8 @@ def bound_statement(value: str) -> bool:
     )
 
 
-# A generated secret (a password manager's `7*T29*Ux#T@@Fq5!`, an API key): one run of characters of
-# every class, letters switching case inside words that are no SQL: libinjection's fingerprints and the
+# A generated secret (a password manager's `7*T29*Ux#T@@Fq5!`, an API key): one run of letters in both
+# cases, digits and symbols, whose words are no SQL: libinjection's fingerprints and the
 # quote-and-comment signals misfire on its symbols as on prose. Tamper scripts switch case too, but in
 # keywords (`SeLeCt`), and a login bypass (`admin'#`) is short and in one case.
 TOKEN_LENGTH = (10, 128)
@@ -700,7 +703,7 @@ def taken_off(value: str, libinjection: bool, made: bool | None = None) -> int:
     """The weight the kind of text `value` is takes off its score: a generated secret's or a program's
     bound statement (`made`, when known: `generated`), prose's, program code's where libinjection
     judged it."""
-    if made if made is not None else generated(value):
+    if generated(value) if made is None else made:
         return GENERATED_WEIGHT
     if prose(value) or libinjection and code(value):
         return PROSE_WEIGHT
