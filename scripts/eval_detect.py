@@ -157,19 +157,29 @@ except ImportError:
 
 
 try:
+    from workers.detect.deserialize import check_deserialization
+except ImportError:
+
+    def check_deserialization(body: bytes, values: Iterable[str]) -> None:  # type: ignore[misc]
+        return None
+
+
+try:
     from threats.settings import DEFAULT_SETTINGS
     from workers.detect.injection import pair_values, parsed_body
     from workers.detect.jndi import check_lookups
     from workers.detect.traversal import check_path_values, check_target
 
     def other_threats(req: Request) -> set[str]:
-        """path_traversal, log4shell, xxe, ssrf and crlf_injection, as the worker looks for them."""
+        """path_traversal, log4shell, xxe, ssrf, crlf_injection and java_deserialization, as the worker
+        looks for them in a request."""
         cookies = list(pair_values(req.cookie))
         body = list(parsed_body(req.body, req.ctype)[0]) if req.body else []
         values = [*cookies, *req.headers, *body]
         path, _, query = req.uri.partition("?")
         forged = check_ssrf([path, *pair_values(query), *values])
         split = check_crlf(req.uri.encode("latin-1", "replace"), [*cookies, *body])
+        gadget = check_deserialization(req.body, [*pair_values(query), *cookies, *body])
         found = check_target(req.uri.encode("latin-1", "replace"), DEFAULT_SETTINGS) or check_path_values(
             values, DEFAULT_SETTINGS
         )
@@ -180,7 +190,7 @@ try:
         )
         lookup = check_lookups(texts)
         entity = check_xml(xml_texts(req.uri.encode("latin-1", "replace"), req.body, req.ctype))
-        return {h.threat.name for h in (found, lookup, entity, forged, split) if h is not None}
+        return {h.threat.name for h in (found, lookup, entity, forged, split, gadget) if h is not None}
 
 except ImportError:
 
@@ -255,6 +265,7 @@ OWN_THREAT = {
     "xxe": "xxe",
     "ssrf": "ssrf",
     "crlf": "crlf_injection",
+    "deserialization": "java_deserialization",
 }
 INJECTION_THREATS = frozenset(OWN_THREAT.values())
 OWN_BENIGN = {"rce": {"command_injection"}, "ldap": {"ldap_injection"}}  # a new class's benign rows

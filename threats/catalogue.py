@@ -243,6 +243,10 @@ THREATS: tuple[Threat, ...] = (
        "CRLF injection (HTTP response splitting): a line break in a request value followed by a header or "
        "a status line, which an application writing the value into a response header turns into a header "
        "of the attacker's (Set-Cookie, Location) or a second response"),
+    _t(1048, "java_deserialization", S.CRITICAL, A.RESET,
+       "Java deserialization: a serialized object, XMLDecoder markup or polymorphic JSON in a request that "
+       "names a gadget chain's class (Commons Collections, TemplatesImpl, JdbcRowSetImpl, ProcessBuilder), "
+       "which a server rebuilding it runs (ysoserial, marshalsec; CVE-2015-7501, CVE-2017-10271)"),
 )  # fmt: skip
 
 BY_NAME: Mapping[str, Threat] = MappingProxyType({t.name: t for t in THREATS})
@@ -319,6 +323,7 @@ PATH_TRAVERSAL = BY_NAME["path_traversal"]
 XXE = BY_NAME["xxe"]
 SSRF = BY_NAME["ssrf"]
 CRLF_INJECTION = BY_NAME["crlf_injection"]
+JAVA_DESERIALIZATION = BY_NAME["java_deserialization"]
 
 
 class Finding(NamedTuple):

