@@ -16,7 +16,7 @@ the data names. A finding is one of:
 A serialized object alone is no finding: Java applications exchange them (Spring's HTTP invoker, RMI
 over HTTP, session replication); a gadget class in one is never data. Looked for in the body (a base64
 or hex stream decoded), and in cookie, query and form values (percent-decoded), over at most
-`MAX_DESERIALIZE_TEXT` bytes of each.
+`MAX_DESERIALIZE_TEXT` bytes of the body and of the values joined.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from collections.abc import Iterable
 from threats.catalogue import JAVA_DESERIALIZATION, Hit, excerpt_of
 from workers.detect.decode import percent_decode
 
-MAX_DESERIALIZE_TEXT = 64 * 1024  # bytes of the body, and of each value, read
+MAX_DESERIALIZE_TEXT = 64 * 1024  # bytes of the body, and of the values joined, read
 MIN_VALUE = 24  # characters of the shortest value read (no gadget's name or stream is shorter)
 
 # the classes gadget chains are made of (lower case, as found in a stream, a document or a JSON type)
@@ -64,12 +64,12 @@ GADGETS = tuple(
         "ysoserial",
     )
 )
-_GADGET = re.compile(b"|".join(re.escape(g) for g in GADGETS), re.I)  # (one scan for any of them)
+_GADGET = re.compile(b"|".join(re.escape(g) for g in GADGETS), re.I)  # (a stream's names: one scan)
 _PACKAGES = (b"org.", b"com.", b"sun.", b"java", b"ysoserial")  # what every gadget's name holds one of
 _SERIALIZED = b"\xac\xed\x00\x05"
 _SERIALIZED_BASE64 = re.compile(rb"rO0AB[A-Za-z0-9+/=_-]{20,}")
 _SERIALIZED_HEX = re.compile(rb"aced0005(?:[0-9a-f]{2}){10,}", re.I)
-# XMLDecoder building a process or a runtime, or calling a method on a class it names
+# XMLDecoder building a process, a runtime, a script engine, a class loader or a Spring context
 _XML_DECODER = re.compile(
     rb"<java\b[^>]{0,200}>.{0,2000}?<(?:object|void)\s+class\s*=\s*[\"'](?:java\.lang\.(?:processbuilder|runtime)"
     rb"|javax\.script\.|java\.net\.urlclassloader|org\.springframework\.context\.support)",
@@ -85,7 +85,8 @@ def check_deserialization(body: bytes, values: Iterable[str]) -> Hit | None:
     """A gadget chain in the request `body` or one of `values` (cookie, query and form values, as sent),
     or None."""
     texts = [body[:MAX_DESERIALIZE_TEXT]] if body else []
-    joined = "\x00".join(v[:MAX_DESERIALIZE_TEXT] for v in values if len(v) >= MIN_VALUE)  # (one look at all)
+    long_values = (v[:MAX_DESERIALIZE_TEXT] for v in values if len(v) >= MIN_VALUE)
+    joined = "\x00".join(long_values)[:MAX_DESERIALIZE_TEXT]  # (one look at them all)
     if joined:
         joined = percent_decode(joined) if "%" in joined else joined
         texts.append(joined.encode("latin-1", "replace"))
@@ -104,7 +105,7 @@ def _check(text: bytes) -> Hit | None:
             return Hit(JAVA_DESERIALIZATION, why, excerpt_of(stream[gadget.start() :]))
     if b"<java" not in text and b"@type" not in text and b'["' not in text and b"[ " not in text:
         return None
-    if b"<java" in text or b"<JAVA" in text:
+    if b"<java" in text:  # (XML's names are case-sensitive)
         found = _XML_DECODER.search(text)
         if found is not None:
             why = "XMLDecoder builds a process or calls a class"
