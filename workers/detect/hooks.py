@@ -469,14 +469,19 @@ class AppThreats:
         injections, traversals = sqli or xss or command or ldap, C.PATH_TRAVERSAL.id in on
         forgeries, splits = C.SSRF.id in on, C.CRLF_INJECTION.id in on
         gadgets = C.JAVA_DESERIALIZATION.id in on
-        path, _, query = uri.decode("latin-1").partition("?")
-        # a whole body's values, read (a JSON document parsed) once for every kind of check
+        target = uri.decode("latin-1")
+        path, _, query = target.partition("?")
+        # a whole body's values (a JSON document parsed), the cookie's, the query's and the headers', each
+        # read once for every kind of check that looks at them
         valued = injections or traversals or forgeries or splits or gadgets
         whole = parsed_body(body, ctype) if body and not partial and valued else None
+        fields = whole[0] if whole else ()
+        cookies = list(pair_values(cookie)) if cookie and valued else []
+        queries = list(pair_values(query)) if query and (forgeries or gadgets) else []
+        free = free_header_values(headers) if traversals or forgeries else []
         if traversals:
             traversal = check_target(uri, st.settings) or check_path_values(
-                chain(pair_values(cookie), free_header_values(headers), whole[0] if whole else ()),
-                st.settings,
+                chain(cookies, free, fields), st.settings
             )
             if traversal is not None:
                 hits.append(traversal)
@@ -485,30 +490,19 @@ class AppThreats:
             # part is judged as a part (a JSON part by its strings)
             followed = partial and _MULTIPART in ctype.lower()
             checked = body if not partial else b"" if followed else body_values(body, ctype)
-            hits += check_request(
-                uri.decode("latin-1"), checked, ctype, cookie, sqli, xss, injectable, command, ldap, whole
-            )
+            hits += check_request(target, checked, ctype, cookie, sqli, xss, injectable, command, ldap, whole)
             if followed:
                 hits += self._multipart_part(uri, 0, body, ctype, st, on, False)
         if forgeries:
-            forged = check_ssrf(
-                chain(
-                    (path,),
-                    pair_values(query),
-                    pair_values(cookie),
-                    free_header_values(headers),
-                    whole[0] if whole else (),
-                )
-            )
+            forged = check_ssrf(chain((path,), queries, cookies, free, fields))
             if forged is not None:
                 hits.append(forged)
         if splits:
-            split = check_crlf(uri, chain(pair_values(cookie), whole[0] if whole else ()))
+            split = check_crlf(uri, chain(cookies, fields))
             if split is not None:
                 hits.append(split)
         if gadgets:
-            values = chain(pair_values(query), pair_values(cookie), whole[0] if whole else ())
-            gadget = check_deserialization(body, values)
+            gadget = check_deserialization(body, chain(queries, cookies, fields))
             if gadget is not None:
                 hits.append(gadget)
         if C.XXE.id in on:
