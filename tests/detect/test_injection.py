@@ -1090,6 +1090,18 @@ GENERALISED_XSS = [
     "document.body.insertAdjacentHTML('beforeend', location.hash)",
     'document.querySelector("#n").textContent="owned"',  # an element found and its text set
     "document.createElement('iframe').src='//198.18.0.9'",
+    "Execute(MsgBox(chr(88)))",  # VBScript's dialog
+    # a sink's name assembled from pieces no other signal reads whole
+    "a=0||'ev'+'al',b=0||location.hash,1[a](b.substr(1))",  # string literals joined
+    "s1='jav';s2='ascr';s3='ipt:';s4='ale';s5='rt(1)';URL=s1+s2+s3+s4+s5",  # joined through variables
+    "e=/ev/.source+/al/.source;7[e](name)",  # regular expressions' sources
+    "b=top,a=/loc/ . source,a+=/ation/ . source,b[a=a]=name",
+    "123[''+<_>ev</_>+<_>al</_>](name)",  # E4X literals
+    'x=""[1?"ev\\a\\l":0](name)',  # escapes inside one string, the name called at run time
+    "y=<a>alert</a>;content[y](1)",
+    # markup sent base64-encoded, for an application that decodes it
+    "PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg==",
+    "amF2YXNjcmlwdDphbGVydCgxKQ==",
 ]
 
 
@@ -1135,6 +1147,12 @@ BENIGN_LOOKALIKES = [
     "x/*note*/y and a/* b */c",  # comments inside words that make no keyword
     "while (hi - lo < 1000) { mid = (hi + lo) >> 1 }",  # a loop in a code snippet, no clock read
     "Updated the date: now 2024-05-01, while we wait < 1000 replies",
+    "Names: 'Eva', 'Lucy' (twins)",  # quoted words that spell a sink across prose, not an operator
+    "x = 'eva' + 'luate' (a word made of pieces, not a sink)",
+    "He said 'java' and then 'script' (twice)",
+    "dXNlcjpwYXNzd29yZA==",  # base64 text with a colon: no markup
+    "c3VwZXItc2VjcmV0LXRva2VuLTEyMzQ1Njc4OTA=",
+    "handlers[type](event) with 'alerts' in a list",
 ]
 
 

@@ -30,7 +30,7 @@ from typing import Any
 import libinjection
 
 from threats.catalogue import COMMAND_INJECTION, LDAP_INJECTION, SQL_INJECTION, XSS, Hit, Threat, excerpt_of
-from workers.detect import ldap, multipart, shell
+from workers.detect import jsassembly, ldap, multipart, shell
 from workers.detect.bodypart import json_part_values
 from workers.detect.decode import (
     EVASION_WEIGHT,
@@ -174,7 +174,7 @@ _XSS_MARKUP = re.compile(
 # that steal or redirect (`document.cookie`, `window.location`).
 _XSS_SCRIPT = re.compile(
     # (a dialog called, or a sink called with an argument: prose about code names `eval()` with none)
-    r"(?<![\w$])(?:(?:alert|prompt|confirm)(?:\(|`)|(?:eval|settimeout|setinterval|execscript|fromcharcode)(?:\((?!\s*\))|`))"
+    r"(?<![\w$])(?:(?:alert|prompt|confirm|msgbox)(?:\(|`)|(?:eval|settimeout|setinterval|execscript|fromcharcode)(?:\((?!\s*\))|`))"
     r"|\bnew\s+function\s*\("
     # the document's cookie, domain and location, and its `write` (a window has none: `self.write()` is
     # some other program's method)
@@ -204,7 +204,7 @@ _GLOBAL_CALL = re.compile(
 )
 # a word every `_XSS_SCRIPT` match holds: one C-speed scan spares the expression on most values
 _SCRIPT_WORD = re.compile(
-    "alert|prompt|confirm|eval|settimeout|setinterval|execscript|fromcharcode|function|cookie|domain|location"
+    "alert|prompt|confirm|msgbox|eval|settimeout|setinterval|execscript|fromcharcode|function|cookie|domain|location"
     "|write|html|document|createelement",
     re.I,
 )
@@ -355,7 +355,7 @@ def ldap_value(value: str, plus: bool = False, shared: Forms | None = None) -> H
 def xss_value(value: str, plus: bool = False, shared: Forms | None = None) -> Hit | None:
     """Check one user-supplied value for cross-site scripting."""
     if _XSS_SAFE.match(value) and "+A" not in value:  # `+A…-`: UTF-7 markup (`+ADw-` is `<`)
-        return None
+        return _encoded_markup(value)
     for form in _shared_forms(value, plus, shared):
         if _XSS_SAFE.match(form):
             continue
@@ -407,10 +407,26 @@ def xss_value(value: str, plus: bool = False, shared: Forms | None = None) -> Hi
                 script = _DOM_SINK.search(js)
             if script is not None:
                 return Hit(XSS, f"script {script.group()[:24]!r}", excerpt_of(form))
+            if "'" in form or '"' in form or "source" in form or "</" in form:
+                sink = jsassembly.assembled_sink(form)
+                if sink is not None:
+                    return Hit(XSS, f"script name assembled from pieces {sink[:24]!r}", excerpt_of(form))
         markup = _XSS_MARKUP.search(form) if "<" in form or "&{" in form else None
         if markup is not None:
             return Hit(XSS, f"markup {markup.group()[:24]!r}", excerpt_of(form))
-    return None
+    return _encoded_markup(value)
+
+
+def _encoded_markup(value: str) -> Hit | None:
+    """XSS in a value sent base64- or hex-encoded, for an application that decodes it before it writes
+    it into a page (`PHNjcmlwdD5…`: `<script>…`); hashes, tokens and IDs decode to bytes, not text."""
+    if len(value) < MIN_ENCODED_VALUE or "<" in value:
+        return None
+    decoded = encoded_text(value)
+    if decoded is None or ("<" not in decoded and ":" not in decoded):
+        return None
+    hit = xss_value(decoded)
+    return Hit(XSS, f"encoded {hit.detail}", hit.excerpt) if hit is not None else None
 
 
 def _js_normal(text: str) -> str:

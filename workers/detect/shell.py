@@ -212,8 +212,15 @@ _PIPED_OPEN = re.compile(r"(?:\A|/)(?:usr/)?(?:local/)?s?bin/[\w.+-]{1,30}\s*\|\
 _DATA_PHP = re.compile(
     r"data:(?://)?[\w/+.-]{0,40}(?:;[\w=.-]{0,40}){0,4}(?:;base64,\s*PD9|,\s*<\?(?:php|=))", re.I
 )
-# a server-side include that runs a command (`<!--#exec cmd="id"-->`), in a page the server parses
+# a server-side include directive, in a page the server parses: one that runs a command (`<!--#exec
+# cmd="id"-->`), and those that read a file or the server's variables into the page (`<!--#include
+# virtual="/etc/passwd"-->`, `<!--#echo var="DOCUMENT_ROOT"-->`, `<!--#printenv-->`), which probe for it
 _SSI_EXEC = re.compile(r"<!--\s*#\s*exec\s+(?:cmd|cgi)\s*=", re.I)
+_SSI_DIRECTIVE = re.compile(
+    r"<!--\s*#\s*(?:(?:include|fsize|flastmod)\s+(?:virtual|file)|echo\s+(?:var|encoding)|set\s+var"
+    r"|config\s+(?:timefmt|sizefmt|errmsg))\s*=|<!--\s*#\s*printenv\s*-->",
+    re.I,
+)
 # bash's network devices (`>& /dev/tcp/198.18.0.9/4444`): a reverse shell; no file has such a path
 _NETWORK_DEVICE = re.compile(r"/dev/(?:tcp|udp)/[\w.:-]{1,64}/\d{1,5}\b", re.I)
 # A cmd.exe IF on a file, an exit code or a %variable% compared (`IF EXIST C:\x CMD`, `IF %ERRORLEVEL%
@@ -512,7 +519,7 @@ def _unmistakable(text: str) -> str | None:
     """Why `text` holds shell syntax that is an injection by itself (Shellshock, a cmd.exe FOR loop or
     IF, a PHP call that runs a command, a statement that ends the code or a call spliced into a string,
     PHP-CGI's arguments, a program's path piped from, a data: URL of PHP code, a server-side include's
-    exec, bash's network device), or None."""
+    directive, bash's network device), or None."""
     if "(" in text:
         if _FUNCTION_IMPORT.match(text):
             return "a shell function definition opens the value (Shellshock)"
@@ -534,8 +541,11 @@ def _unmistakable(text: str) -> str | None:
         return "a program's path piped from (Perl's open)"
     if "data:" in text and _DATA_PHP.search(text):
         return "a data: URL of PHP code"
-    if "<!--" in text and _SSI_EXEC.search(text):
-        return "a server-side include runs a command"
+    if "<!--" in text:
+        if _SSI_EXEC.search(text):
+            return "a server-side include runs a command"
+        if _SSI_DIRECTIVE.search(text):
+            return "a server-side include directive reads a file or the server's variables"
     if "/dev/" in text:
         device = _NETWORK_DEVICE.search(text)
         if device is not None:
