@@ -923,6 +923,11 @@ GENERALISED_SQLI = [
     ("pq' and 2", "true literal after a quote and logic"),
     ("len(x) and 'true", "true literal after a quote and logic"),
     ("' or zz!", "starts by closing a quote into logic"),
+    (";IF(7423=7423) WAITFOR DELAY '0:0:5'--", "stacked statement"),  # T-SQL's IF, then a statement
+    ("1;if exists(select 1 from users) print 1", "stacked statement"),
+    ("x';if(select count(*) from t)>0 shutdown--", "stacked statement"),
+    (";REPLACE/**/t/**/(id, name) VALUES (1, 'x');", "stacked statement"),
+    ("CREATE FUNCTION f (s CHAR(20)) RETURNS CHAR(50) RETURN CONCAT('a',s);", "routine created"),
     (") when 77 then", "shape probe"),  # a CASE continued after a bracket
     ("ALTER TABLE `t_x` CHANGE `a_b` `a_b` INT", "SQL statement"),  # identifiers are no prose
     ("abc\\' or 5", "logic after an escaped quote"),
@@ -1091,6 +1096,7 @@ GENERALISED_XSS = [
     'document.querySelector("#n").textContent="owned"',  # an element found and its text set
     "document.createElement('iframe').src='//198.18.0.9'",
     "Execute(MsgBox(chr(88)))",  # VBScript's dialog
+    "<!--`--><img src=x onerror=alert(1)>",  # markup after a comment a backtick does not end
     # a sink's name assembled from pieces no other signal reads whole
     "a=0||'ev'+'al',b=0||location.hash,1[a](b.substr(1))",  # string literals joined
     "s1='jav';s2='ascr';s3='ipt:';s4='ale';s5='rt(1)';URL=s1+s2+s3+s4+s5",  # joined through variables
@@ -1153,6 +1159,14 @@ BENIGN_LOOKALIKES = [
     "dXNlcjpwYXNzd29yZA==",  # base64 text with a colon: no markup
     "c3VwZXItc2VjcmV0LXRva2VuLTEyMzQ1Njc4OTA=",
     "handlers[type](event) with 'alerts' in a list",
+    # code pasted into a comment box: JavaScript's modules, Markdown's fences, C's `; if (…)`, an HTML
+    # comment with backticks (an old IE quirk libinjection flags), open to the end of the value
+    "import { tmpdir } from 'node:os';",
+    "```cjs const { randomBytes } = require('node:crypto');",
+    "```mjs import fs from 'node:fs';",
+    "n = fread(buf, 1, sizeof(buf), stdin); if (n == 0) break;",
+    "<!-- YAML added: v0.11.3 description: The `host` parameter is supported now.",
+    "<!-- The `flush` option --> is new",
 ]
 
 

@@ -366,12 +366,28 @@ SIGNALS: tuple[Signal, ...] = (
         re.compile(
             r";\s*(?:select\s*(?:[\w@*(]+\s*,|\*|@@|\d|[\w.]+\s*\(|\()|insert\s+into|update\s+\w+\s+set|delete\s+from"
             r"|drop\s+(?:table|database|function)|exec(?:ute)?\b|declare\s+@|waitfor\b|shutdown\b|truncate\s"
-            r"|alter\s+(?:table|user)|create\s+(?:table|user)|if\s*\(|begin\s+declare|call\s+\w+\s*\("
+            r"|alter\s+(?:table|user)|create\s+(?:table|user)|begin\s+declare|call\s+\w+\s*\("
+            r"|replace\s+(?:into\s+)?(?:[\w.`]+\s*){1,2}(?:\([^)]{0,200}\)\s*)?values\s*\("
+            # T-SQL's IF, with a query or a statement SQL has after it (`;IF(1=1) WAITFOR DELAY…`, `;if
+            # exists(select…`): C, Perl and JavaScript write `; if (x) {` and `; if (n == 0) break;`
+            r"|if\s*\([^;{}]{0,120}?\)\s*(?:waitfor|select|exec|execute|begin|drop|insert|update|delete|shutdown"
+            r"|raiserror)\b|if\s*\(\s*(?:select|exists|not\s+exists)\b|if\s+(?:not\s+)?exists\s*\(\s*select\b"
             r"|desc\s+[\w.`]+\s*(?:;|--|#)|show\s+(?:tables|databases|grants|columns)\b|backup\s+database\b"
             r"|copy\s+[\w.]+\s+(?:from|to)\s+(?:'|/|program\b|stdout\b))",
             re.I,
         ),
         frozenset((";",)),
+    ),
+    # a routine created, with the clause that gives its body (MySQL's UDF injection: `CREATE FUNCTION f (s
+    # CHAR(20)) RETURNS CHAR(50) …`)
+    Signal(
+        "routine created",
+        3,
+        re.compile(
+            r"\bcreate\s+(?:or\s+replace\s+)?(?:function|procedure|trigger)\s+[\w.`]+\s*\(.{0,200}?\b(?:returns|begin)\b",
+            re.I | re.S,
+        ),
+        frozenset(("create",)),
     ),
     # objects and functions only an injection names
     Signal(
@@ -418,8 +434,17 @@ SIGNALS: tuple[Signal, ...] = (
         re.compile(r"['\"`]\s*\)*\s*;?\s*(?:--[\s+\-]*|#\s*|/\*\s*)(?:(?<=\s)\w{1,4}\s*)?\Z"),
         _QUOTES,
     ),
-    # ... or ended there: `admin@example.org';` (a password may end so too: context only)
-    Signal("quote closed by a statement end", 2, re.compile(r"['\"`]\s*\)*\s*;\s*\Z"), frozenset((";",))),
+    # ... or ended there: `admin@example.org';` (a password may end so too: context only). The quote closes
+    # the application's literal: it is the last of an odd number (code's own literals come in pairs:
+    # `import { a } from 'x';`)
+    Signal(
+        "quote closed by a statement end",
+        2,
+        re.compile(
+            "|".join(rf"\A[^{q}]*(?:{q}[^{q}]*{q}[^{q}]*)*{q}\s*\)*\s*;\s*\Z" for q in ("'", '"', "`"))
+        ),
+        frozenset((";",)),
+    ),
     # a cluster of quotes and brackets that breaks any quoting context (`1)"()),('(.`, `x'ab<'">)cd`):
     # what a scanner sends first to see whether the statement breaks
     Signal(
@@ -575,13 +600,15 @@ _SQL_WORDS = frozenset(
 # aggregation's grouping after its call, a label matcher, a range of a duration
 _CODE = re.compile(
     r"\b(?:return|function|println|printf|console\.log)\b|\bdef\s+\w+\s*\(|=>|===|!==|\{\s*$|^\s*\}|\)\s*\{"
+    # JavaScript's modules: `import { a } from 'x'`, `const { b } = require('y')`
+    r"|\bimport\s+(?:\{[^}]{0,200}\}|\*\s+as\s+\w+|\w+)\s+from\s+['\"]|\brequire\s*\(\s*['\"]"
     r"|(?i:\)\s*(?:by|without)\s*\(|\{\s*[a-z_]\w*\s*(?:=~|!~|!=|=)\s*\"|\[\d+[smhdwy]\])",
     re.M,
 )
 
 
 # what `_CODE` needs one of: one C-speed scan before it runs
-_CODE_NEEDLE = re.compile(r"return|function|print|console|def|=>|===|!==|[{}\[]|by|without")
+_CODE_NEEDLE = re.compile(r"return|function|print|console|def|=>|===|!==|[{}\[]|by|without|import|require")
 
 
 def code(value: str) -> bool:
@@ -662,6 +689,8 @@ def score(value: str, enough: int | None = None, base: int = 0) -> tuple[int, li
     With `enough`, scoring stops as soon as the total (plus `base`) reaches it or can no longer reach
     `THRESHOLD`: the verdict is then known, the total only a bound."""
     text = value[:MAX_SCORED_VALUE]
+    if "```" in text:  # a Markdown code fence (a snippet in a comment box) opens no identifier
+        text = text.replace("```", "   ")
     low = text.lower()
     if base < THRESHOLD - 1 and _GATE.search(low) is None:
         return 0, []
