@@ -173,9 +173,12 @@ _XSS_MARKUP = re.compile(
 # to a dialog or code sink written as code (no space before the parenthesis), and the DOM properties
 # that steal or redirect (`document.cookie`, `window.location`).
 _XSS_SCRIPT = re.compile(
-    # (a dialog called, or a sink called with an argument: prose about code names `eval()` with none)
-    r"(?<![\w$])(?:(?:alert|prompt|confirm|msgbox)(?:\(|`)|(?:eval|settimeout|setinterval|execscript|fromcharcode)(?:\((?!\s*\))|`))"
-    r"|\bnew\s+function\s*\("
+    # (a dialog called, or a sink called with an argument: prose about code names `eval()` with none; a
+    # tagged template's name has no backtick before it: `` `eval` `` is a string, or Markdown's code span)
+    r"(?<![\w$])(?:(?:alert|prompt|confirm|msgbox)\(|(?:eval|settimeout|setinterval|execscript|fromcharcode)\((?!\s*\))"
+    r"|(?<!`)(?:alert|prompt|confirm|msgbox|eval|settimeout|setinterval|execscript|fromcharcode)`)"
+    # (JavaScript's constructor of code from a string is `Function`: a changelog's `New function (foo)` is prose)
+    r"|\bnew\s+(?-i:Function)\s*\("
     # the document's cookie, domain and location, and its `write` (a window has none: `self.write()` is
     # some other program's method)
     r"|[=(+,;:]\s*(?:(?:document|window|self|top|parent)\s*(?:\.\s*|\[\s*['\"])(?:cookie|domain|location)"
