@@ -184,8 +184,11 @@ def test_second_policy_process_is_refused(private_dir: Path) -> None:
     stop_event = threading.Event()
     t = threading.Thread(target=run_policy_process, args=(cfg, "n", stop_event), daemon=True)
     t.start()
+    proc = None
     try:
-        wait_for(lambda: (Path(cfg.paths.run_dir) / "policy.tables").exists())
+        # the events socket is bound once the tables lock is held (the tables file exists a moment
+        # before: a second process started then could take the lock first)
+        wait_for(lambda: (Path(cfg.paths.run_dir) / "events.sock").exists())
         proc = start(cfg)
         proc.join(10)
         assert proc.exitcode not in (0, None)  # the tables lock is held by the first
@@ -203,6 +206,9 @@ def test_second_policy_process_is_refused(private_dir: Path) -> None:
         log = Path(cfg.paths.state_dir) / "events.jsonl"
         wait_for(lambda: log.exists() and '"rule_id": 5' in log.read_text(), what="event after refused start")
     finally:
+        if proc is not None and proc.is_alive():  # (the test's own child, should it not have been refused)
+            proc.terminate()
+            proc.join(10)
         stop_event.set()
         t.join(10)
 
