@@ -122,6 +122,9 @@ COMMAND_INJECTIONS = [
 BENIGN_SHELL_LOOKALIKES = [
     "Tom & Jerry; cat lovers",
     "<!-- #region helpers --> and <!-- include the footer -->",  # HTML comments, no directive
+    "More work needed in this area, though.</li>",  # an HTML end tag is no redirection from a file
+    "$(CP) is now used alongside $(RM_F).",  # make's variables: a POSIX shell finds no `CP`
+    "owned by $(ID) and $(GID)",
     "Ben & Jerry's; sleep well",
     "rock & roll | id card photo",
     "name|id|email",

@@ -81,6 +81,7 @@ _FIRST_ARGUMENT_SHELLISH = re.compile(r"[ \t]+(?:-{1,2}[a-z]|/[\w.])", re.I)
 UNKNOWN_WORD_WEIGHT = 0
 # command and process substitutions: `$(id)`, `<(cat f)`, `>(tee log)`
 _SUBSTITUTIONS = frozenset(("$(", "<(", ">("))
+_POSIX_ONLY = _SUBSTITUTIONS | {"`"}  # separators only POSIX shells read, which tell `ID` from `id`
 # what an argument list shows that shell use has and prose has not
 _SHELL_ARGUMENT = re.compile(
     r"(?:^|\s)-{1,2}[a-z]"  # an option
@@ -155,7 +156,8 @@ _SHELLS = frozenset("sh bash dash zsh ksh ash csh tcsh".split())
 PIPED_SHELL_WEIGHT = 2  # a shell after a pipe (`… | sh`): what came before runs as a script
 # a redirection a shell reads and prose does not write (`->`, `a > b` are prose): a here-string, a file
 # descriptor's (`2>`, `>&`), or one to a path or a variable
-_REDIRECTION = re.compile(r"<<<|\d>|>&|(?<![-=<>])[<>]{1,2}\s*(?:/|~/|\$|&)")
+# (an HTML end tag, `</li>`, is no redirection from a file)
+_REDIRECTION = re.compile(r"<<<|\d>|>&|(?<![-=<>])(?!</[a-z][a-z0-9-]{0,20}>)[<>]{1,2}\s*(?:/|~/|\$|&)", re.I)
 WRAPPER_WEIGHT = 1  # `time`, `nohup`, `strace` … before a command: nobody writes it so but to run it
 
 # A glob standing for a system file or program (`/etc/pa[s]swd`, `/???/??t`, `/bi[n]/bash`): the shell
@@ -402,6 +404,8 @@ def _commands(text: str) -> Iterator[tuple[re.Match[str], str, int]]:
         word = m.group("word")
         if _MIXED_CASE.fullmatch(word):
             continue  # no shell finds `lS` or `vI`: a generated password's letters
+        if word.isupper() and m.group("sep") in _POSIX_ONLY:
+            continue  # a POSIX shell finds no `CP`: `$(CP)` and `` `MAKE` `` are make's variables
         low = word.lower()
         weight = _WEIGHT.get(low)
         if weight is not None and m.group("word") in _SHELLS and m.group("sep") == "|":
