@@ -421,9 +421,9 @@ def xss_value(value: str, plus: bool = False, shared: Forms | None = None) -> Hi
                 script = _DOM_SINK.search(js)
             if script is not None:
                 return Hit(XSS, f"script {script.group()[:24]!r}", excerpt_of(form))
-            # (pieces are joined by `+`, or a piece names what `[…](` calls)
+            # (two pieces joined by `+`, or a piece that names what `[…](` calls)
             if ("+" in form or "](" in form) and (
-                "'" in form or '"' in form or "source" in form or "</" in form
+                "](" in form or form.count("'") + form.count('"') >= 4 or "source" in form or "</" in form
             ):
                 sink = jsassembly.assembled_sink(form)
                 if sink is not None:

@@ -13,11 +13,13 @@ that is a callable sink's name by itself counts when the value calls a member it
 from __future__ import annotations
 
 import re
+from itertools import islice
 
-# a string literal, a regular expression's source, an E4X element's text (each short: a piece, not prose)
+# a string literal (an escaped quote inside one is not looked for), a regular expression's source, an E4X
+# element's text; each short: a piece, not prose
 _PIECE = re.compile(
-    r"'((?:[^'\\\n]|\\.){0,40})'"
-    r"|\"((?:[^\"\\\n]|\\.){0,40})\""
+    r"'([^'\n]{0,40})'"
+    r"|\"([^\"\n]{0,40})\""
     r"|/([^/\s*]{1,40})/\s*\.\s*source\b"
     r"|<(\w{1,8})>([^<]{0,40})</\4>",
     re.S,
@@ -52,10 +54,8 @@ def _escape_char(m: re.Match[str]) -> str:
 def _pieces(text: str) -> list[tuple[int, int, str]]:
     """(start, end, text) of each non-empty piece, in order, unescaped."""
     found = []
-    for n, m in enumerate(_PIECE.finditer(text)):
-        if n >= MAX_PIECES:
-            break
-        body = next((g for g in (m.group(1), m.group(2), m.group(3), m.group(5)) if g is not None), "")
+    for m in islice(_PIECE.finditer(text), MAX_PIECES):
+        body = m.group(m.lastindex or 0)  # (the last group matched holds the text: an E4X name comes first)
         if body:
             found.append((m.start(), m.end(), _unescaped(body)))
     return found
