@@ -110,7 +110,7 @@ import re
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, quote, quote_plus, urlsplit
@@ -165,14 +165,27 @@ except ImportError:
 
 
 try:
+    from workers.detect.spring import check_spring, spring_texts
+except ImportError:
+
+    def check_spring(texts: Sequence[bytes]) -> None:  # type: ignore[misc]
+        return None
+
+    def spring_texts(
+        uri: bytes, headers: Sequence[tuple[bytes, bytes]], body: bytes, ctype: str
+    ) -> list[bytes]:  # type: ignore[misc]
+        return []
+
+
+try:
     from threats.settings import DEFAULT_SETTINGS
     from workers.detect.injection import pair_values, parsed_body
     from workers.detect.jndi import check_lookups
     from workers.detect.traversal import check_path_values, check_target
 
     def other_threats(req: Request) -> set[str]:
-        """path_traversal, log4shell, xxe, ssrf, crlf_injection and java_deserialization, as the worker
-        looks for them in a request."""
+        """path_traversal, log4shell, xxe, ssrf, crlf_injection, java_deserialization and spring_rce, as
+        the worker looks for them in a request."""
         cookies = list(pair_values(req.cookie))
         body = list(parsed_body(req.body, req.ctype)[0]) if req.body else []
         values = [*cookies, *req.headers, *body]
@@ -180,6 +193,11 @@ try:
         forged = check_ssrf([path, *pair_values(query), *values])
         split = check_crlf(req.uri.encode("latin-1", "replace"), [*cookies, *body])
         gadget = check_deserialization(req.body, [*pair_values(query), *cookies, *body])
+        head = [
+            (b"Cookie", req.cookie.encode("latin-1", "replace")),
+            *((b"X", v.encode()) for v in req.headers),
+        ]
+        bound = check_spring(spring_texts(req.uri.encode("latin-1", "replace"), head, req.body, req.ctype))
         found = check_target(req.uri.encode("latin-1", "replace"), DEFAULT_SETTINGS) or check_path_values(
             values, DEFAULT_SETTINGS
         )
@@ -190,7 +208,7 @@ try:
         )
         lookup = check_lookups(texts)
         entity = check_xml(xml_texts(req.uri.encode("latin-1", "replace"), req.body, req.ctype))
-        return {h.threat.name for h in (found, lookup, entity, forged, split, gadget) if h is not None}
+        return {h.threat.name for h in (found, lookup, entity, forged, split, gadget, bound) if h is not None}
 
 except ImportError:
 
@@ -266,6 +284,7 @@ OWN_THREAT = {
     "ssrf": "ssrf",
     "crlf": "crlf_injection",
     "deserialization": "java_deserialization",
+    "spring": "spring_rce",
 }
 INJECTION_THREATS = frozenset(OWN_THREAT.values())
 OWN_BENIGN = {"rce": {"command_injection"}, "ldap": {"ldap_injection"}}  # a new class's benign rows

@@ -247,6 +247,11 @@ THREATS: tuple[Threat, ...] = (
        "Java deserialization: a serialized object, XMLDecoder markup or polymorphic JSON in a request that "
        "names a gadget chain's class (Commons Collections, TemplatesImpl, JdbcRowSetImpl, ProcessBuilder), "
        "which a server rebuilding it runs (ysoserial, marshalsec; CVE-2015-7501, CVE-2017-10271)"),
+    _t(1049, "spring_rce", S.CRITICAL, A.RESET,
+       "Spring remote code execution: a request parameter bound to the class loader (Spring4Shell, "
+       "CVE-2022-22965: `class.module.classLoader…`) or a Spring Expression Language type reference to a "
+       "class that runs code (`T(java.lang.Runtime)`: Spring Cloud Function's routing-expression header, "
+       "CVE-2022-22963; Spring Cloud Gateway's routes, CVE-2022-22947)"),
 )  # fmt: skip
 
 BY_NAME: Mapping[str, Threat] = MappingProxyType({t.name: t for t in THREATS})
@@ -324,6 +329,7 @@ XXE = BY_NAME["xxe"]
 SSRF = BY_NAME["ssrf"]
 CRLF_INJECTION = BY_NAME["crlf_injection"]
 JAVA_DESERIALIZATION = BY_NAME["java_deserialization"]
+SPRING_RCE = BY_NAME["spring_rce"]
 
 
 class Finding(NamedTuple):

