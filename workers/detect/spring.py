@@ -25,22 +25,19 @@ from threats.catalogue import SPRING_RCE, Hit, excerpt_of
 from workers.detect.decode import percent_decode
 
 MAX_SPRING_TEXT = 16 * 1024  # bytes of a body looked at (a parameter or an expression opens near its start)
-# a parameter's name that walks to the class loader: at the start of a query or form pair (or of a text), or a
-# multipart field's name
-_CLASS_LOADER_NAME = re.compile(
-    rb"(?:\A|[?&;\x00]|\bname\s*=\s*\"?)\s*class\s*(?:\.|\[\s*['\"]?)\s*(?:module|classloader|protectiondomain)\b",
-    re.I,
-)
-# SpEL: a type reference to a class that runs or loads code, or a process built
+# A parameter's name that walks to the class loader, read where `class` opens a query or form pair, a
+# text, or a multipart field's quoted name (Java's names are case-sensitive: `Class.module` binds nothing)
+_BINDING = re.compile(rb"class\s*(?:\.|\[\s*['\"]?)\s*(?:module|classLoader|protectionDomain)\b")
+_PAIR_START = b"?&;\x00\"'"
+# SpEL: a type reference to a class that runs or loads code, or a process built (a Java package name in
+# each: what a request must hold for the expression to be looked for)
 _SPEL = re.compile(
     rb"\bT\s*\(\s*(?:java\.lang\.(?:Runtime|ProcessBuilder|System|Thread|ClassLoader|Class)"
     rb"|org\.springframework\.cglib\.core\.ReflectUtils|javax\.script\.ScriptEngineManager"
     rb"|java\.net\.URLClassLoader|java\.lang\.reflect\.\w+)\s*\)"
-    rb"|\bnew\s+java\.lang\.ProcessBuilder\s*\(",
-    re.I,
+    rb"|\bnew\s+java\.lang\.ProcessBuilder\s*\("
 )
-# what either needs, in one C-speed scan: `class` (any case) or a Java package (`java.`, `javax.`, `org.`)
-_NEEDLE = re.compile(rb"(?i:class|java|org\.springframework)")
+MAX_CLASS_WORDS = 64  # occurrences of `class` looked at per request (prose and markup hold many)
 
 
 def spring_texts(
@@ -61,20 +58,24 @@ def spring_texts(
 
 def check_spring(texts: Sequence[bytes]) -> Hit | None:
     """Data binding to the class loader or SpEL that runs code in any of a request's texts, or None. One
-    look over them all joined: most requests name neither."""
+    look over them all joined, by byte search first: most requests name neither."""
     joined = b"\x00".join(texts)
-    if _NEEDLE.search(joined) is None:
-        return None
-    found = _CLASS_LOADER_NAME.search(joined)
-    if found is not None:
-        return Hit(
-            SPRING_RCE, "a parameter bound to the class loader (Spring4Shell)", _excerpt(joined, found)
-        )
-    found = _SPEL.search(joined)
-    if found is not None:
-        return Hit(SPRING_RCE, f"SpEL {found.group().decode('latin-1')[:40]!r}", _excerpt(joined, found))
+    at = joined.find(b"class")
+    for _ in range(MAX_CLASS_WORDS):
+        if at < 0:
+            break
+        if (at == 0 or joined[at - 1] in _PAIR_START) and _BINDING.match(joined, at):
+            return Hit(
+                SPRING_RCE, "a parameter bound to the class loader (Spring4Shell)", _excerpt(joined, at)
+            )
+        at = joined.find(b"class", at + 5)
+    if b"java." in joined or b"springframework" in joined:
+        found = _SPEL.search(joined)
+        if found is not None:
+            why = f"SpEL {found.group().decode('latin-1')[:40]!r}"
+            return Hit(SPRING_RCE, why, _excerpt(joined, found.start()))
     return None
 
 
-def _excerpt(joined: bytes, found: re.Match[bytes]) -> bytes:
-    return excerpt_of(joined[found.start() :].split(b"\x00", 1)[0])
+def _excerpt(joined: bytes, at: int) -> bytes:
+    return excerpt_of(joined[at:].split(b"\x00", 1)[0])
