@@ -165,6 +165,14 @@ except ImportError:
 
 
 try:
+    from workers.detect.phpobject import check_php_object
+except ImportError:
+
+    def check_php_object(body: bytes, values: Iterable[str]) -> None:  # type: ignore[misc]
+        return None
+
+
+try:
     from workers.detect.spring import check_spring, spring_texts
 except ImportError:
 
@@ -184,8 +192,8 @@ try:
     from workers.detect.traversal import check_path_values, check_target
 
     def other_threats(req: Request) -> set[str]:
-        """path_traversal, log4shell, xxe, ssrf, crlf_injection, java_deserialization and spring_rce, as
-        the worker looks for them in a request."""
+        """path_traversal, log4shell, xxe, ssrf, crlf_injection, java_deserialization, spring_rce and
+        php_object_injection, as the worker looks for them in a request."""
         cookies = list(pair_values(req.cookie))
         body = list(parsed_body(req.body, req.ctype)[0]) if req.body else []
         values = [*cookies, *req.headers, *body]
@@ -193,6 +201,7 @@ try:
         forged = check_ssrf([path, *pair_values(query), *values])
         split = check_crlf(req.uri.encode("latin-1", "replace"), [*cookies, *body])
         gadget = check_deserialization(req.body, [*pair_values(query), *cookies, *body])
+        unserialized = check_php_object(b"" if body else req.body, [*pair_values(query), *cookies, *body])
         head = [
             (b"Cookie", req.cookie.encode("latin-1", "replace")),
             *((b"X", v.encode()) for v in req.headers),
@@ -208,7 +217,11 @@ try:
         )
         lookup = check_lookups(texts)
         entity = check_xml(xml_texts(req.uri.encode("latin-1", "replace"), req.body, req.ctype))
-        return {h.threat.name for h in (found, lookup, entity, forged, split, gadget, bound) if h is not None}
+        return {
+            h.threat.name
+            for h in (found, lookup, entity, forged, split, gadget, bound, unserialized)
+            if h is not None
+        }
 
 except ImportError:
 
@@ -285,6 +298,7 @@ OWN_THREAT = {
     "crlf": "crlf_injection",
     "deserialization": "java_deserialization",
     "spring": "spring_rce",
+    "php": "php_object_injection",
 }
 INJECTION_THREATS = frozenset(OWN_THREAT.values())
 OWN_BENIGN = {"rce": {"command_injection"}, "ldap": {"ldap_injection"}}  # a new class's benign rows

@@ -252,6 +252,11 @@ THREATS: tuple[Threat, ...] = (
        "CVE-2022-22965: `class.module.classLoader…`) or a Spring Expression Language type reference to a "
        "class that runs code (`T(java.lang.Runtime)`: Spring Cloud Function's routing-expression header, "
        "CVE-2022-22963; Spring Cloud Gateway's routes, CVE-2022-22947)"),
+    _t(1050, "php_object_injection", S.CRITICAL, A.RESET,
+       "PHP object injection: a serialized PHP object in a request value or body (`O:8:\"stdClass\":1:{`, "
+       "also base64-encoded as phpggc sends it), whose class's magic methods run a gadget chain when the "
+       "application unserializes it, or a phar:// path, which makes a file function deserialize an "
+       "archive's metadata"),
 )  # fmt: skip
 
 BY_NAME: Mapping[str, Threat] = MappingProxyType({t.name: t for t in THREATS})
@@ -330,6 +335,7 @@ SSRF = BY_NAME["ssrf"]
 CRLF_INJECTION = BY_NAME["crlf_injection"]
 JAVA_DESERIALIZATION = BY_NAME["java_deserialization"]
 SPRING_RCE = BY_NAME["spring_rce"]
+PHP_OBJECT_INJECTION = BY_NAME["php_object_injection"]
 
 
 class Finding(NamedTuple):

@@ -2,8 +2,9 @@
 multipart form, Log4Shell in a header, path traversal in a query, XXE in an XML body, Struts' OGNL in a
 Content-Type and SSRF (the cloud metadata service in a query, a loopback address spelt as one number in a
 form), a CRLF injection (a redirect's target that sets a cookie), Java deserialization (XMLDecoder
-building a process, as WebLogic's CVE-2017-10271 exploits send it) and Spring RCE (Spring4Shell's form,
-SpEL in Spring Cloud Function's routing header), from a real client (curl) through
+building a process, as WebLogic's CVE-2017-10271 exploits send it), Spring RCE (Spring4Shell's form,
+SpEL in Spring Cloud Function's routing header) and PHP object injection (a serialized object in a form,
+its twin a serialized array), from a real client (curl) through
 the real enforcer to a real web app (`lab.vulnapp`) in the lab: in Protect the attack's connection is
 reset before any answer and a `threat` event says why, its benign twin (the same parameter, look-alike
 text) is answered 200 before and after; in Monitor the same attacks are answered and reported. nmap's
@@ -59,6 +60,7 @@ CASES = [
     ("java_deserialization", "xml", "/wls-wsat/CoordinatorPortType", '<java version="1.8" class="java.beans.XMLDecoder"><void class="java.lang.ProcessBuilder"><array class="java.lang.String" length="1"><void index="0"><string>id</string></void></array><void method="start"/></void></java>', '<java version="1.8" class="java.beans.XMLDecoder"><object class="javax.swing.JButton"/></java>'),
     ("spring_rce", "form", "/", "class.module.classLoader.resources.context.parent.pipeline.first.suffix=.jsp", "class=economy&module=3&classLoader=none"),
     ("spring_rce", "header", "/functionRouter", 'spring.cloud.function.routing-expression: T(java.lang.Runtime).getRuntime().exec("id")', "spring.cloud.function.routing-expression: uppercase"),
+    ("php_object_injection", "form", "/import", "data=O%3A24%3A%22GuzzleHttp%5CPsr7%5CFnStream%22%3A1%3A%7Bs%3A1%3A%22x%22%3Bi%3A1%3B%7D", "data=a%3A1%3A%7Bi%3A0%3Bs%3A6%3A%22widget%22%3B%7D"),
     ("struts_rce", "header", "/orders.action", "Content-Type: %{#context['com.opensymphony.xwork2.dispatcher.HttpServletResponse'].addHeader('X-T','1')}.multipart/form-data", "Content-Type: multipart/form-data; boundary=x"),
 ]  # fmt: skip
 PAGE = "<p><script>document.title = 'shop'</script><img src=x onerror=retry()></p>\n" * 110  # ~8 KiB

@@ -64,6 +64,7 @@ from workers.detect.injection import (
 )
 from workers.detect.jndi import check_lookups
 from workers.detect.multipart import FIELD, MultipartCursor, boundary_of
+from workers.detect.phpobject import check_php_object
 from workers.detect.sensors import Context, SensorAction, SensorMatch, SensorStream
 from workers.detect.spring import check_spring, spring_texts
 from workers.detect.ssrf import check_ssrf
@@ -470,15 +471,16 @@ class AppThreats:
         injections, traversals = sqli or xss or command or ldap, C.PATH_TRAVERSAL.id in on
         forgeries, splits = C.SSRF.id in on, C.CRLF_INJECTION.id in on
         gadgets = C.JAVA_DESERIALIZATION.id in on
+        objects = C.PHP_OBJECT_INJECTION.id in on
         target = uri.decode("latin-1")
         path, _, query = target.partition("?")
         # a whole body's values (a JSON document parsed), the cookie's, the query's and the headers', each
         # read once for every kind of check that looks at them
-        valued = injections or traversals or forgeries or splits or gadgets
+        valued = injections or traversals or forgeries or splits or gadgets or objects
         whole = parsed_body(body, ctype) if body and not partial and valued else None
         fields = whole[0] if whole else ()
         cookies = list(pair_values(cookie)) if cookie and valued else []
-        queries = list(pair_values(query)) if query and (forgeries or gadgets) else []
+        queries = list(pair_values(query)) if query and (forgeries or gadgets or objects) else []
         free = free_header_values(headers) if traversals or forgeries else []
         if traversals:
             traversal = check_target(uri, st.settings) or check_path_values(
@@ -510,6 +512,11 @@ class AppThreats:
             entity = check_xml(xml_texts(uri, body, ctype))
             if entity is not None:
                 hits.append(entity)
+        if objects:
+            # (the body as it is only where it was not parsed into values)
+            unserialized = check_php_object(b"" if fields else body, chain(queries, cookies, fields))
+            if unserialized is not None:
+                hits.append(unserialized)
         if C.SPRING_RCE.id in on:
             bound = check_spring(spring_texts(uri, headers, body, ctype))
             if bound is not None:

@@ -215,6 +215,11 @@ def http_attacks() -> tuple[Packets, Any, dict[str, int]]:
     bound = b"class.module.classLoader.resources.context.parent.pipeline.first.suffix=.jsp"
     form = [b"Content-Type: application/x-www-form-urlencoded"]
     out += http_exchange([http(b"POST", b"/", form, bound)], 40014)
+    # php_object_injection: a cookie holding a serialized object, as phpggc writes a chain (percent-encoded)
+    chain_cookie = (
+        b"Cookie: prefs=O%3A24%3A%22GuzzleHttp%5CPsr7%5CFnStream%22%3A1%3A%7Bs%3A1%3A%22x%22%3Bi%3A1%3B%7D"
+    )
+    out += http_exchange([http(b"GET", b"/account", [chain_cookie])], 40015)
     slow: Packets = []
     conv = Tcp(slow, T0 + 1, C, 40007, S, 80).handshake()
     conv.send(0, b"GET / HTTP/1.1\r\nHost: shop.example\r\n").wait(15).send(0, b"X-a: 1\r\n").wait(15)
@@ -224,7 +229,7 @@ def http_attacks() -> tuple[Packets, Any, dict[str, int]]:
     return out, None, {"sql_injection": 2, "xss": 1, "struts_rce": 1, "http_smuggling": 1,
                        "http_negative_length": 1, "http_slowloris": 1, "log4shell": 1,
                        "path_traversal": 1, "xxe": 1, "ssrf": 1, "crlf_injection": 1,
-                       "java_deserialization": 1, "spring_rce": 1}  # fmt: skip
+                       "java_deserialization": 1, "spring_rce": 1, "php_object_injection": 1}  # fmt: skip
 
 
 TUNNEL_NAME = "p2mwsg3l5a4i7bpnjvwygm4k3lh7yyk6dqjgyvlhjhtoo5sbbc3qabgn6s6etx.t.example.com"
