@@ -173,6 +173,14 @@ except ImportError:
 
 
 try:
+    from workers.detect.sensitive import check_sensitive_path
+except ImportError:
+
+    def check_sensitive_path(uri: bytes) -> None:  # type: ignore[misc]
+        return None
+
+
+try:
     from workers.detect.spring import check_spring, spring_texts
 except ImportError:
 
@@ -192,8 +200,8 @@ try:
     from workers.detect.traversal import check_path_values, check_target
 
     def other_threats(req: Request) -> set[str]:
-        """path_traversal, log4shell, xxe, ssrf, crlf_injection, java_deserialization, spring_rce and
-        php_object_injection, as the worker looks for them in a request."""
+        """path_traversal, log4shell, xxe, ssrf, crlf_injection, java_deserialization, spring_rce,
+        php_object_injection and sensitive_file_access, as the worker looks for them in a request."""
         cookies = list(pair_values(req.cookie))
         body = list(parsed_body(req.body, req.ctype)[0]) if req.body else []
         values = [*cookies, *req.headers, *body]
@@ -201,6 +209,7 @@ try:
         forged = check_ssrf([path, *pair_values(query), *values])
         split = check_crlf(req.uri.encode("latin-1", "replace"), [*cookies, *body])
         gadget = check_deserialization(req.body, [*pair_values(query), *cookies, *body])
+        probed = check_sensitive_path(req.uri.encode("latin-1", "replace"))
         unserialized = check_php_object(b"" if body else req.body, [*pair_values(query), *cookies, *body])
         head = [
             (b"Cookie", req.cookie.encode("latin-1", "replace")),
@@ -219,7 +228,7 @@ try:
         entity = check_xml(xml_texts(req.uri.encode("latin-1", "replace"), req.body, req.ctype))
         return {
             h.threat.name
-            for h in (found, lookup, entity, forged, split, gadget, bound, unserialized)
+            for h in (found, lookup, entity, forged, split, gadget, bound, unserialized, probed)
             if h is not None
         }
 
@@ -299,6 +308,7 @@ OWN_THREAT = {
     "deserialization": "java_deserialization",
     "spring": "spring_rce",
     "php": "php_object_injection",
+    "sensitive": "sensitive_file_access",
 }
 INJECTION_THREATS = frozenset(OWN_THREAT.values())
 OWN_BENIGN = {"rce": {"command_injection"}, "ldap": {"ldap_injection"}}  # a new class's benign rows

@@ -257,6 +257,11 @@ THREATS: tuple[Threat, ...] = (
        "also base64-encoded as phpggc sends it), whose class's magic methods run a gadget chain when the "
        "application unserializes it, or a phar:// path, which makes a file function deserialize an "
        "archive's metadata"),
+    _t(1051, "sensitive_file_access", S.MEDIUM, A.RESET,
+       "A request for a file a web server must never serve, as scanners probe for them: version-control "
+       "metadata (/.git/config), environment and credentials files (/.env, /.aws/credentials, "
+       "/.ssh/id_rsa, /.htpasswd), server configuration (/web.config), shell history, editors' backups "
+       "of source files (/wp-config.php.bak)"),
 )  # fmt: skip
 
 BY_NAME: Mapping[str, Threat] = MappingProxyType({t.name: t for t in THREATS})
@@ -336,6 +341,7 @@ CRLF_INJECTION = BY_NAME["crlf_injection"]
 JAVA_DESERIALIZATION = BY_NAME["java_deserialization"]
 SPRING_RCE = BY_NAME["spring_rce"]
 PHP_OBJECT_INJECTION = BY_NAME["php_object_injection"]
+SENSITIVE_FILE_ACCESS = BY_NAME["sensitive_file_access"]
 
 
 class Finding(NamedTuple):

@@ -122,6 +122,20 @@ def test_an_injection_is_reset_in_protect_and_its_benign_twin_served(
     assert send(lab, addr, how, path, benign, page) == "200"  # the same client, served after the attack
 
 
+def test_a_probe_for_repository_metadata_is_reset_and_a_well_known_file_served(
+    lab: Lab, enforcer: LabEnforcer
+) -> None:
+    addr = lab.host("s1").ipv4
+    before = len(threat_events(enforcer, "sensitive_file_access", 0, timeout=0, dst=addr))
+    assert http_status(lab, "c1", addr, PORT, "/.well-known/security.txt") == "200"
+    assert http_status(lab, "c1", addr, PORT, "/.git/config") == "000"  # reset before any answer
+    found = threat_events(enforcer, "sensitive_file_access", before + 1, dst=addr)
+    assert len(found) > before and found[-1]["action"] == "reset", [
+        ev.get("name") for ev in enforcer.events()
+    ]
+    assert http_status(lab, "c1", addr, PORT, "/.well-known/security.txt") == "200"  # still served
+
+
 def test_nmaps_traversal_probes_are_path_traversal_and_reset(lab: Lab, enforcer: LabEnforcer) -> None:
     # a real scanner's probes (nmap's http-passwd script: raw `/../` paths, encoded and in a query)
     addr = lab.host("s1").ipv4

@@ -65,6 +65,7 @@ from workers.detect.injection import (
 from workers.detect.jndi import check_lookups
 from workers.detect.multipart import FIELD, MultipartCursor, boundary_of
 from workers.detect.phpobject import check_php_object
+from workers.detect.sensitive import check_sensitive_path
 from workers.detect.sensors import Context, SensorAction, SensorMatch, SensorStream
 from workers.detect.spring import check_spring, spring_texts
 from workers.detect.ssrf import check_ssrf
@@ -512,6 +513,10 @@ class AppThreats:
             entity = check_xml(xml_texts(uri, body, ctype))
             if entity is not None:
                 hits.append(entity)
+        if C.SENSITIVE_FILE_ACCESS.id in on:
+            probed = check_sensitive_path(uri)
+            if probed is not None:
+                hits.append(probed)
         if objects:
             # (the body as it is only where it was not parsed into values)
             unserialized = check_php_object(b"" if fields else body, chain(queries, cookies, fields))

@@ -220,6 +220,8 @@ def http_attacks() -> tuple[Packets, Any, dict[str, int]]:
         b"Cookie: prefs=O%3A24%3A%22GuzzleHttp%5CPsr7%5CFnStream%22%3A1%3A%7Bs%3A1%3A%22x%22%3Bi%3A1%3B%7D"
     )
     out += http_exchange([http(b"GET", b"/account", [chain_cookie])], 40015)
+    # sensitive_file_access: a scanner's probe for a repository's metadata
+    out += http_exchange([http(b"GET", b"/.git/config", [])], 40016)
     slow: Packets = []
     conv = Tcp(slow, T0 + 1, C, 40007, S, 80).handshake()
     conv.send(0, b"GET / HTTP/1.1\r\nHost: shop.example\r\n").wait(15).send(0, b"X-a: 1\r\n").wait(15)
@@ -229,7 +231,8 @@ def http_attacks() -> tuple[Packets, Any, dict[str, int]]:
     return out, None, {"sql_injection": 2, "xss": 1, "struts_rce": 1, "http_smuggling": 1,
                        "http_negative_length": 1, "http_slowloris": 1, "log4shell": 1,
                        "path_traversal": 1, "xxe": 1, "ssrf": 1, "crlf_injection": 1,
-                       "java_deserialization": 1, "spring_rce": 1, "php_object_injection": 1}  # fmt: skip
+                       "java_deserialization": 1, "spring_rce": 1, "php_object_injection": 1,
+                       "sensitive_file_access": 1}  # fmt: skip
 
 
 TUNNEL_NAME = "p2mwsg3l5a4i7bpnjvwygm4k3lh7yyk6dqjgyvlhjhtoo5sbbc3qabgn6s6etx.t.example.com"
