@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Iterable
 from urllib.parse import unquote_to_bytes
 
 # Three layers cover double and triple encoding; deeper nesting is not decoded further (and is rare in
@@ -87,6 +88,17 @@ def overlong_escapes(value: str) -> bool:
 def _unicode_escape(m: re.Match[str]) -> str:
     code = int(m.group(1), 16)
     return "\ufffd" if 0xD800 <= code <= 0xDFFF else chr(code)  # a lone surrogate is no character
+
+
+def body_and_values(body: bytes, values: Iterable[str], limit: int) -> list[bytes]:
+    """What a check of a request's body and values reads, each text in one look: the body's first `limit`
+    bytes (when there is a body) and the values joined by NULs, their first `limit` characters
+    percent-decoded (when there is a value)."""
+    texts = [body[:limit]] if body else []
+    joined = "\x00".join(v[:limit] for v in values)[:limit]
+    if joined:
+        texts.append((percent_decode(joined) if "%" in joined else joined).encode("latin-1", "replace"))
+    return texts
 
 
 def html_decode(value: str) -> str:

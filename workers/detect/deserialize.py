@@ -27,7 +27,7 @@ import re
 from collections.abc import Iterable
 
 from threats.catalogue import JAVA_DESERIALIZATION, Hit, excerpt_of
-from workers.detect.decode import percent_decode
+from workers.detect.decode import body_and_values
 
 MAX_DESERIALIZE_TEXT = 64 * 1024  # bytes of the body, and of the values joined, read
 MIN_VALUE = 24  # characters of the shortest value read (no gadget's name or stream is shorter)
@@ -84,13 +84,8 @@ _JSON_TYPE = re.compile(
 def check_deserialization(body: bytes, values: Iterable[str]) -> Hit | None:
     """A gadget chain in the request `body` or one of `values` (cookie, query and form values, as sent),
     or None."""
-    texts = [body[:MAX_DESERIALIZE_TEXT]] if body else []
-    long_values = (v[:MAX_DESERIALIZE_TEXT] for v in values if len(v) >= MIN_VALUE)
-    joined = "\x00".join(long_values)[:MAX_DESERIALIZE_TEXT]  # (one look at them all)
-    if joined:
-        joined = percent_decode(joined) if "%" in joined else joined
-        texts.append(joined.encode("latin-1", "replace"))
-    for text in texts:
+    long_values = (v for v in values if len(v) >= MIN_VALUE)
+    for text in body_and_values(body, long_values, MAX_DESERIALIZE_TEXT):
         hit = _check(text)
         if hit is not None:
             return hit

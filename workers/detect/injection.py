@@ -367,7 +367,7 @@ def ldap_value(value: str, plus: bool = False, shared: Forms | None = None) -> H
 def xss_value(value: str, plus: bool = False, shared: Forms | None = None) -> Hit | None:
     """Check one user-supplied value for cross-site scripting."""
     if _XSS_SAFE.match(value) and "+A" not in value:  # `+A…-`: UTF-7 markup (`+ADw-` is `<`)
-        return _encoded_markup(value) if _ENCODED_SHAPE.match(value) else None
+        return _encoded_markup(value)
     for form in _shared_forms(value, plus, shared):
         if _XSS_SAFE.match(form):
             continue
@@ -421,9 +421,9 @@ def xss_value(value: str, plus: bool = False, shared: Forms | None = None) -> Hi
                 script = _DOM_SINK.search(js)
             if script is not None:
                 return Hit(XSS, f"script {script.group()[:24]!r}", excerpt_of(form))
-            # (two pieces joined by `+`, or a piece that names what `[…](` calls)
-            if ("+" in form or "](" in form) and (
-                "](" in form or form.count("'") + form.count('"') >= 4 or "source" in form or "</" in form
+            # (a piece that names what `[…](` calls, or two pieces joined by `+`)
+            if "](" in form or (
+                "+" in form and (form.count("'") + form.count('"') >= 4 or "source" in form or "</" in form)
             ):
                 sink = jsassembly.assembled_sink(form)
                 if sink is not None:
@@ -431,7 +431,7 @@ def xss_value(value: str, plus: bool = False, shared: Forms | None = None) -> Hi
         markup = _XSS_MARKUP.search(form) if "<" in form or "&{" in form else None
         if markup is not None:
             return Hit(XSS, f"markup {markup.group()[:24]!r}", excerpt_of(form))
-    return _encoded_markup(value) if _ENCODED_SHAPE.match(value) else None
+    return _encoded_markup(value)
 
 
 # what `encoded_text` decodes, in one C-speed match: base64 (its padding maybe escaped) or hex
@@ -441,6 +441,8 @@ _ENCODED_SHAPE = re.compile(rf"[A-Za-z0-9+/]{{{MIN_ENCODED_VALUE},}}(?:={{0,2}}|
 def _encoded_markup(value: str) -> Hit | None:
     """XSS in a value sent base64- or hex-encoded, for an application that decodes it before it writes
     it into a page (`PHNjcmlwdD5…`: `<script>…`); hashes, tokens and IDs decode to bytes, not text."""
+    if _ENCODED_SHAPE.match(value) is None:
+        return None
     decoded = encoded_text(value)
     if decoded is None or ("<" not in decoded and ":" not in decoded):
         return None

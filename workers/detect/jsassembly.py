@@ -13,7 +13,10 @@ that is a callable sink's name by itself counts when the value calls a member it
 from __future__ import annotations
 
 import re
-from itertools import islice
+from bisect import bisect_right
+from itertools import accumulate, islice
+
+from workers.detect.decode import backslash_decode
 
 # a string literal (an escaped quote inside one is not looked for), a regular expression's source, an E4X
 # element's text; each short: a piece, not prose
@@ -34,7 +37,8 @@ _SINK = re.compile(
 )
 # a piece that names a callable sink by itself (`content[y](1)` with `y` holding it)
 _CALLABLE = re.compile(r"eval|alert|prompt|confirm|settimeout|setinterval|execscript|call|apply", re.I)
-_JS_ESCAPE = re.compile(r"\\(?:x([0-9a-f]{2})|u([0-9a-f]{4})|(.))", re.I | re.S)
+# an escape JavaScript reads as the character itself once `\x41` and `\u0041` are decoded (`"ev\a\l"`)
+_OTHER_ESCAPE = re.compile(r"\\(.)", re.S)
 # between two pieces of one name: code, not prose: an operator or a statement break, and no word of
 # three letters (`+`, `||''+'';s2=`, `;b+=0||`), within a short stretch
 _JOIN = re.compile(r"[+|&;=]")
@@ -43,12 +47,7 @@ MAX_GAP = 32  # characters between two pieces of one name
 
 
 def _unescaped(text: str) -> str:
-    return _JS_ESCAPE.sub(_escape_char, text) if "\\" in text else text
-
-
-def _escape_char(m: re.Match[str]) -> str:
-    code = m.group(1) or m.group(2)
-    return chr(int(code, 16)) if code else m.group(3)
+    return _OTHER_ESCAPE.sub(r"\1", backslash_decode(text)) if "\\" in text else text
 
 
 def _pieces(text: str) -> list[tuple[int, int, str]]:
@@ -81,18 +80,13 @@ def assembled_sink(text: str) -> str | None:
     if len(pieces) < 2:
         return None
     joined = "".join(p for _, _, p in pieces)
-    # where each piece starts and ends in the joined text: a hidden name is made of whole pieces (`'ev'+'al'`;
-    # `'eva'+'luate'` spells another word)
-    starts, ends, at = set(), set(), 0
-    owner = []
-    for n, (_, _, p) in enumerate(pieces):
-        starts.add(at)
-        at += len(p)
-        ends.add(at)
-        owner += [n] * len(p)
+    # where each piece starts in the joined text (and the end): a hidden name is made of whole pieces
+    # (`'ev'+'al'`; `'eva'+'luate'` spells another word)
+    offsets = list(accumulate((len(p) for _, _, p in pieces), initial=0))
     for m in _SINK.finditer(joined):
-        start, end = m.start(1), m.end(1)
-        first, last = owner[start], owner[end - 1]
-        if first != last and start in starts and end in ends and _code_between(text, pieces, first, last):
+        start, end = m.span(1)
+        first, last = bisect_right(offsets, start) - 1, bisect_right(offsets, end - 1) - 1
+        whole = start == offsets[first] and end == offsets[last + 1]
+        if first != last and whole and _code_between(text, pieces, first, last):
             return m.group(1)
     return None

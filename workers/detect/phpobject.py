@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterable
 
 from threats.catalogue import PHP_OBJECT_INJECTION, Hit, excerpt_of
-from workers.detect.decode import percent_decode
+from workers.detect.decode import body_and_values
 
 MAX_PHP_TEXT = 64 * 1024  # bytes of the body, and of the values joined, read
 # a serialized object (`O`) or custom-serialized one (`C`): its name's length, the name, its property
@@ -33,11 +33,7 @@ def check_php_object(body: bytes, values: Iterable[str]) -> Hit | None:
     """A serialized PHP object or a `phar://` path in the body (one not parsed into `values`) or in any of
     `values` (percent-decoded; base64 of an object decoded), or None. Byte searches first: most requests
     hold neither."""
-    joined = "\x00".join(values)[:MAX_PHP_TEXT]
-    texts = [body[:MAX_PHP_TEXT]] if body else []
-    if joined:
-        texts.append((percent_decode(joined) if "%" in joined else joined).encode("latin-1", "replace"))
-    for text in texts:
+    for text in body_and_values(body, values, MAX_PHP_TEXT):
         hit = _check(text)
         if hit is not None:
             return hit
