@@ -95,6 +95,14 @@ class NetfilterConfig:
     quiet_acks: bool = setting(
         True, "pass an inspected connection's bare ACKs in the kernel once its worker has seen its handshake"
     )
+    flood_mark: int = setting(
+        0x01000000, "mark bit: an offloaded UDP flow went over udp_flow_rate (a reader is shown one datagram)"
+    )
+    udp_flow_rate: int = setting(
+        50000,
+        "datagrams/s one direction of an offloaded UDP flow may carry (a tenth of it as a burst) before the "
+        "kernel shows a reader its next one: udp_flood on a single 5-tuple (0: off)",
+    )
     reject_tcp: bool = setting(True, "answer a blocked TCP connection with resets instead of silence")
     jump_check_ms: int = setting(
         5000, "how often our jumps are checked to be first in their hooks and put back first (0: never)"
@@ -106,7 +114,7 @@ class NetfilterConfig:
     @property
     def our_marks(self) -> int:
         """Every mark bit of ours (the only bits we set or clear)."""
-        return self.accept_mark | self.drop_mark | self.pass_mark | self.quiet_ack_mark
+        return self.accept_mark | self.drop_mark | self.pass_mark | self.quiet_ack_mark | self.flood_mark
 
 
 @dataclass(frozen=True, slots=True)

@@ -408,12 +408,13 @@ def _check(c: Config) -> None:
     )  # fmt: skip
     _require(n.jump_check_ms == 0 or 100 <= n.jump_check_ms <= 3_600_000, "netfilter.jump_check_ms",
              "0 or 100..3600000", n.jump_check_ms)  # fmt: skip
-    marks = ("accept_mark", "drop_mark", "pass_mark", "quiet_ack_mark")
+    marks = ("accept_mark", "drop_mark", "pass_mark", "quiet_ack_mark", "flood_mark")
     for key in marks:
         value = getattr(n, key)
         _require(0 < value < 1 << 32 and value & (value - 1) == 0, f"netfilter.{key}", "a single bit", value)
     values = tuple(getattr(n, key) for key in marks)
-    _require(len(set(values)) == len(marks), "netfilter", "four distinct mark bits", values)
+    _require(len(set(values)) == len(marks), "netfilter", "five distinct mark bits", values)
+    _require(0 <= n.udp_flow_rate <= 1_000_000, "netfilter.udp_flow_rate", "0..1000000", n.udp_flow_rate)
     for f in dataclasses.fields(c.failure):
         value = getattr(c.failure, f.name)
         _require(value in FAILURE_ACTIONS, f"failure.{f.name}", " or ".join(FAILURE_ACTIONS), value)

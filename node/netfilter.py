@@ -9,9 +9,10 @@ kube-proxy) are not disturbed. The chain, in order:
   bare SYN, ctstate ESTABLISHED → clear our connmark bits (a new connection reopening the conntrack
                                          entry of one that saw a reply: it must not inherit its verdict)
   connmark DROP              → DROP      (a connection we blocked: never reaches user space again)
+  packet mark DROP           → save it to the connmark, DROP (before the accept bit: a block wins)
+  UDP, connmark ACCEPT without FLOOD, over the flow rate → goto <chain>-FLOOD (below)
   connmark ACCEPT            → RETURN    (a connection we allowed: offloaded to the kernel)
   packet mark ACCEPT         → save it to the connmark, RETURN
-  packet mark DROP           → save it to the connmark, DROP
   bare ACK, connmark QUIET   → goto <chain>-ACKS (below)
   everything else            → NFQUEUE --queue-balance first:last [--queue-bypass]
 
@@ -26,6 +27,15 @@ only the TCP header, for each of the 11 possible TCP header lengths (`u32` match
 iptables); and whose raw window is at least `QUIET_ACK_MIN_WINDOW` (the default `tcp_small_window`
 threshold, so a shrinking window still reaches the threat checks). Anything else there is queued as
 usual: one byte of payload, IP options, extension headers or a tiny window all go to a reader.
+
+Single-flow UDP floods: an allowed UDP flow is offloaded after its inspection window, and a flood tool
+that keeps one socket (one 5-tuple) would then never meet a reader. A `hashlimit` match counts the
+datagrams of each direction of every offloaded UDP flow (`netfilter.udp_flow_rate` per second, a tenth of
+it as a burst); the first datagram over it goes to <chain>-FLOOD, which sets the FLOOD bit in the
+connection mark and clears ACCEPT (the flow is no longer offloaded), and queues it with the FLOOD bit in
+its packet mark. The reader reports `udp_flood` and answers with the drop bit (Protect: the flow is cut in
+the kernel) or the accept bit (Discover, Monitor: offloaded again, and with FLOOD set the rate is not
+checked again), so a flood costs the readers a handful of packets either way.
 
 RETURN rather than ACCEPT lets the rest of the hook's rules (other people's) see the packet too.
 
@@ -92,6 +102,8 @@ class ChainSpec:
     pass_mark: int
     quiet_ack_mark: int  # 0: quiet ACKs off
     families: tuple[int, ...]
+    flood_mark: int = 0
+    udp_flow_rate: int = 0  # datagrams/s per direction of an offloaded UDP flow (0: not checked)
 
     @classmethod
     def from_config(cls, config: Config) -> ChainSpec:
@@ -110,6 +122,8 @@ class ChainSpec:
             pass_mark=n.pass_mark,
             quiet_ack_mark=n.quiet_ack_mark if n.quiet_acks else 0,
             families=(4, 6) if n.ipv6 else (4,),
+            flood_mark=n.flood_mark,
+            udp_flow_rate=n.udp_flow_rate,
         )
 
 
@@ -150,11 +164,13 @@ def chain_rules(spec: ChainSpec, family: int = 4) -> list[str]:
         f"-A {c} -p tcp --tcp-flags SYN,ACK,RST,FIN SYN -m conntrack --ctstate ESTABLISHED "
         f"-m connmark ! --mark 0x0/0x{ours:x} -j CONNMARK --set-xmark 0x0/0x{ours:x}",
         f"-A {c} -m connmark --mark {_m(d)} -j DROP",
+        # a reader's block wins over an accept bit saved meanwhile (a flow cut while packets were out)
+        f"-A {c} -m mark --mark {_m(d)} -j CONNMARK --save-mark --nfmask 0x{d:x} --ctmask 0x{d:x}",
+        f"-A {c} -m mark --mark {_m(d)} -j DROP",
+        *_udp_rate_rules(spec),
         f"-A {c} -m connmark --mark {_m(a)} -j RETURN",
         f"-A {c} -m mark --mark {_m(a)} -j CONNMARK --save-mark --nfmask 0x{a:x} --ctmask 0x{a:x}",
         f"-A {c} -m mark --mark {_m(a)} -j RETURN",
-        f"-A {c} -m mark --mark {_m(d)} -j CONNMARK --save-mark --nfmask 0x{d:x} --ctmask 0x{d:x}",
-        f"-A {c} -m mark --mark {_m(d)} -j DROP",
     ]
     if q:
         # a goto: the ACK chain's RETURN leaves our chain (the packet is let on), its end queues
@@ -162,6 +178,34 @@ def chain_rules(spec: ChainSpec, family: int = 4) -> list[str]:
             f"-A {c} -p tcp --tcp-flags {_TCP_FLAGS} ACK -m connmark --mark {_m(q)} -g {ack_chain(spec)}"
         )
     return rules + _queue_rules(spec, c)
+
+
+def _udp_rate_rules(spec: ChainSpec) -> list[str]:
+    """The datagram rate check of offloaded UDP flows (see the module's docstring)."""
+    rate, f, a = spec.udp_flow_rate, spec.flood_mark, spec.accept_mark
+    if not rate or not f:
+        return []
+    return [
+        f"-A {spec.chain} -p udp -m connmark --mark 0x{a:x}/0x{a | f:x} -m hashlimit --hashlimit-above "
+        f"{rate}/sec --hashlimit-burst {udp_flow_burst(rate)} --hashlimit-mode srcip,srcport,dstip,dstport "
+        f"--hashlimit-name {flood_chain(spec)} -g {flood_chain(spec)}"
+    ]
+
+
+def udp_flow_burst(rate: int) -> int:
+    """Datagrams a flow may send over its rate at once: a tenth of a second's worth."""
+    return max(rate // 10, 1)
+
+
+def flood_chain_rules(spec: ChainSpec) -> list[str]:
+    """Mark the connection as flooding (no longer offloaded, not rate-checked again) and queue the datagram
+    with the FLOOD bit: a reader reports it and decides the flow."""
+    c, f, a = flood_chain(spec), spec.flood_mark, spec.accept_mark
+    return [
+        f"-A {c} -j CONNMARK --set-xmark 0x{f:x}/0x{a | f:x}",
+        f"-A {c} -j MARK --set-xmark 0x{f:x}/0x{f:x}",
+        *_queue_rules(spec, c),
+    ]
 
 
 def ack_chain_rules(spec: ChainSpec, family: int = 4) -> list[str]:
@@ -260,8 +304,20 @@ def ack_chain(spec: ChainSpec) -> str:
     return f"{spec.chain}-ACKS"
 
 
+def flood_chain(spec: ChainSpec) -> str:
+    return f"{spec.chain}-FLOOD"
+
+
+def _checks_udp_rate(spec: ChainSpec) -> bool:
+    return bool(spec.udp_flow_rate and spec.flood_mark)
+
+
 def _chains(spec: ChainSpec) -> tuple[str, ...]:
-    return (spec.chain, block_chain(spec)) + ((ack_chain(spec),) if spec.quiet_ack_mark else ())
+    return (
+        (spec.chain, block_chain(spec))
+        + ((ack_chain(spec),) if spec.quiet_ack_mark else ())
+        + ((flood_chain(spec),) if _checks_udp_rate(spec) else ())
+    )
 
 
 def restore_script(spec: ChainSpec, family: int = 4) -> str:
@@ -269,6 +325,8 @@ def restore_script(spec: ChainSpec, family: int = 4) -> str:
     lines = ["*filter", *(f":{chain} - [0:0]" for chain in _chains(spec))]
     if spec.quiet_ack_mark:
         lines += ack_chain_rules(spec, family)
+    if _checks_udp_rate(spec):
+        lines += flood_chain_rules(spec)
     lines += [*chain_rules(spec, family), *jump_rules(spec), "COMMIT", ""]
     return "\n".join(lines)
 
@@ -308,9 +366,10 @@ class Netfilter:
                     for _ in range(16):  # bounded: a crashed run leaves at most a few duplicates
                         if _ipt(tool, "-D", *rule).returncode != 0:
                             break
-            for chain in (self.spec.chain, block_chain(self.spec), ack_chain(self.spec)):
+            chains = (self.spec.chain, block_chain(self.spec), ack_chain(self.spec), flood_chain(self.spec))
+            for chain in chains:
                 _ipt(tool, "-F", chain)
-            for chain in (self.spec.chain, block_chain(self.spec), ack_chain(self.spec)):
+            for chain in chains:
                 _ipt(tool, "-X", chain)
         self.installed = False
 

@@ -3,7 +3,9 @@
 Live, our chain (`node/netfilter.py`) drops sources a block-source action cut off, then lets the kernel
 handle every connection whose mark carries our accept or drop bit (saved from a packet a reader
 re-injected with it): those packets never reach a reader; nor do the bare ACKs of a connection whose mark
-carries the quiet-ACK bit. Everything else is queued. Replay runs the same
+carries the quiet-ACK bit. An offloaded UDP flow over `netfilter.udp_flow_rate` (the kernel's hashlimit:
+a token bucket per direction, a tenth of the rate as its burst) has its next datagram queued with the
+flood bit (FLOODED), once. Everything else is queued. Replay runs the same
 chain over the capture: `Kernel.step` says whether a packet is queued, and `Kernel.verdict` saves the
 bit of a reader's verdict to the connection. A connection ends as a conntrack entry does: a new SYN after
 a close, or idle longer than conntrack's timeouts. Each connection is one flow line of the replay.
@@ -16,8 +18,8 @@ from collections.abc import Callable
 
 from core.config import NetfilterConfig
 from core.flow import Direction, FlowKey
-from core.packet import IPPROTO_TCP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, PacketMeta
-from node.netfilter import NDP_AND_MLD_TYPES, kernel_passes_quiet_ack
+from core.packet import IPPROTO_TCP, IPPROTO_UDP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, PacketMeta
+from node.netfilter import NDP_AND_MLD_TYPES, kernel_passes_quiet_ack, udp_flow_burst
 
 # Linux conntrack's default timeouts (seconds): established TCP, TCP after a close, UDP stream, ICMP.
 CT_TCP_TIMEOUT = 432000.0
@@ -26,7 +28,8 @@ CT_TIMEOUTS = {IPPROTO_TCP: CT_TCP_TIMEOUT, 17: 120.0, 1: 30.0, 58: 30.0}
 CT_OTHER_TIMEOUT = 600.0
 MAX_CONNECTIONS = 262144  # connections tracked at once; beyond it the oldest ends early (its line is written)
 
-QUEUE, ACCEPTED, DROPPED = 0, 1, 2  # what the chain does with a packet
+# what the chain does with a packet; FLOODED: queued with the flood bit (a UDP flow over the rate check)
+QUEUE, ACCEPTED, DROPPED, FLOODED = 0, 1, 2, 3
 _IPPROTO_ICMPV6 = 58
 _PLUMBING_ICMPV6 = frozenset(NDP_AND_MLD_TYPES)
 
@@ -35,9 +38,9 @@ class Connection:
     """One connection as the kernel tracks it, with what the replay reports about it."""
 
     __slots__ = (
-        "act", "acts", "app", "bytes", "client", "client_dir", "closed", "cport", "first", "host", "kernel", "key",
-        "last", "mark", "packets", "quiet", "rule_id", "server", "server_app", "sni", "sport", "to_worker", "worker",
-        "worker_rule",
+        "act", "acts", "app", "bytes", "client", "client_dir", "closed", "cport", "credit", "first", "flooded",
+        "host", "kernel", "key", "last", "mark", "packets", "quiet", "rule_id", "server", "server_app", "sni",
+        "sport", "to_worker", "worker", "worker_rule",
     )  # fmt: skip
 
     def __init__(self, key: FlowKey, meta: PacketMeta, direction: Direction, now: float) -> None:
@@ -49,6 +52,8 @@ class Connection:
         self.bytes = [0, 0]  # IP bytes, same order
         self.mark = QUEUE  # ACCEPTED or DROPPED once a verdict's bit is saved to the connection
         self.quiet = False  # the quiet-ACK bit is saved to the connection: its bare ACKs are not queued
+        self.flooded = False  # the flood bit is saved to the connection: its rate is not checked again
+        self.credit: list[tuple[float, float]] = []  # per direction once offloaded: (tokens, at when)
         self.acts: Counter[str] = Counter()  # verdicts of the packets readers saw, by act name
         self.act = ""  # the last of them
         self.kernel = 0  # packets the kernel handled by the connection's mark (offloaded)
@@ -69,6 +74,8 @@ class Kernel:
         self.ipv6 = netfilter.ipv6
         self.drop_bit = netfilter.drop_mark
         self.quiet_bit = netfilter.quiet_ack_mark if netfilter.quiet_acks else 0
+        self.udp_rate = float(netfilter.udp_flow_rate)
+        self.udp_burst = float(udp_flow_burst(netfilter.udp_flow_rate))
         self.on_end = on_end
         self.connections: dict[FlowKey, Connection] = {}
         self.blocked_until: dict[bytes, float] = {}
@@ -117,6 +124,12 @@ class Kernel:
         ):
             conn.mark = QUEUE  # our chain clears its bits for a SYN reopening an answered entry (netfilter)
             conn.quiet = False
+        if conn.mark == ACCEPTED and meta.proto == IPPROTO_UDP and self.udp_rate and not conn.flooded:
+            if self._over_rate(conn, side, now):
+                self.counters["kernel.udp_rate_exceeded"] += 1
+                conn.flooded = True
+                conn.mark = QUEUE  # our chain clears the accept bit as it sets the flood bit
+                return FLOODED, conn
         if conn.mark != QUEUE:
             conn.kernel += 1
             self.counters["kernel.accepted" if conn.mark == ACCEPTED else "kernel.dropped"] += 1
@@ -126,14 +139,26 @@ class Kernel:
             return ACCEPTED, conn
         return conn.mark, conn
 
+    def _over_rate(self, conn: Connection, side: int, now: float) -> bool:
+        """hashlimit's token bucket for one direction of an offloaded UDP flow: True once it is empty."""
+        if not conn.credit:
+            conn.credit = [(self.udp_burst, now), (self.udp_burst, now)]
+        tokens, then = conn.credit[side]
+        tokens = min(self.udp_burst, tokens + (now - then) * self.udp_rate)
+        if tokens < 1.0:
+            conn.credit[side] = (tokens, now)
+            return True
+        conn.credit[side] = (tokens - 1.0, now)
+        return False
+
     def verdict(self, conn: Connection, act: str, bit: int | None) -> None:
         """A reader's verdict for a queued packet: its bit is saved to the connection (offload)."""
         conn.acts[act] += 1
         conn.act = act
-        if bit is not None and bit & self.accept_bit:
-            conn.mark = ACCEPTED
-        elif bit is not None and bit & self.drop_bit:
+        if bit is not None and bit & self.drop_bit:
             conn.mark = DROPPED
+        elif bit is not None and bit & self.accept_bit and conn.mark != DROPPED:
+            conn.mark = ACCEPTED  # (a dropped connection stays dropped: our chain checks that first)
         if bit is not None and bit & self.quiet_bit:
             conn.quiet = True
 

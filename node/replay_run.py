@@ -24,7 +24,7 @@ from core.lookup import PolicyTables
 from core.packet import Fragment, PacketMeta, decode
 from core.verdict import WorkerVerdict
 from node.config import Config
-from node.replay_kernel import QUEUE, Connection, Kernel
+from node.replay_kernel import FLOODED, QUEUE, Connection, Kernel
 from pipeline.judge import Act, Judge
 from pipeline.reader import HOUSEKEEPING_S
 from pipeline.reader_core import LEARNING, ReaderCore
@@ -125,9 +125,11 @@ class NodeReplay:
                     continue
                 key, direction = flow_key(meta)
                 fate, conn = step(meta, key, direction, now)
-                if fate != QUEUE:
+                if fate != QUEUE and fate != FLOODED:
                     continue
-            act, meta, flow = admit(ip, now)
+                act, meta, flow = admit(ip, now, fate == FLOODED)
+            else:
+                act, meta, flow = admit(ip, now)
             if act is Act.INSPECT:
                 worker = core.hold(count, None, meta, flow, now)
                 if worker is None:

@@ -170,6 +170,14 @@ class Guard:
         ctx = self._context(meta, key, d, now, b"")
         return C.ICMP_FLOOD.id in ctx.settings.on and self.attempts.echo(ctx, self)
 
+    def flow_flood(self, meta: PacketMeta, key: FlowKey, d: Decision, now: float) -> bool:
+        """A datagram of an offloaded UDP flow that went over the kernel's rate (`netfilter.udp_flow_rate`);
+        True: block the flow."""
+        ctx = self._context(meta, key, d, now, b"")
+        if C.UDP_FLOOD.id not in ctx.settings.on:
+            return False
+        return self.report(C.UDP_FLOOD, ctx, "a single UDP flow over the kernel's datagram rate")
+
     def handshake_done(self, client: bytes, server: bytes, now: float) -> None:
         """A watched connection completed its handshake: its SYN was no flood, and its client is real."""
         self.attempts.handshake_done(client, server, now)

@@ -18,6 +18,7 @@ from core.lookup import Action, Decision, Mode, PolicyTables, Report
 from core.packet import (
     ICMP_ECHO_REQUEST,
     IPPROTO_TCP,
+    IPPROTO_UDP,
     TCP_ACK,
     TCP_FIN,
     TCP_RST,
@@ -211,6 +212,39 @@ class Judge:
             return Act.PASS_LEARN, meta, key, flow
         return Act.INSPECT, meta, key, flow
 
+    def judge_flooded(
+        self, payload: bytes, now: float
+    ) -> tuple[Act, PacketMeta, FlowKey | None, Flow | None]:
+        """A datagram our chain queued because its offloaded UDP flow went over `netfilter.udp_flow_rate`
+        (the kernel's rate check, `node.netfilter`): `udp_flood` on one 5-tuple, reported by the guard
+        under the deciding group's settings. BLOCK cuts the flow in the kernel (Protect); ALLOW offloads
+        it again, and the kernel does not check its rate again. Anything else takes the usual path."""
+        guard = self.guard
+        meta = decode(payload)
+        if guard is None or meta.anomaly or meta.proto != IPPROTO_UDP or self.tables.generation() == 0:
+            return self.judge(payload, now)
+        key, direction = flow_key(meta)
+        flow = self._find_flow(key)
+        if flow is not None and flow.state is not FlowState.ALLOWED:
+            return self.judge(payload, now)
+        self.counters["flow.udp_rate_exceeded"] += 1
+        if flow is None:  # forgotten while offloaded (idle here): the flooding side is taken as the client
+            flow = Flow(direction, NO_WORKER, now)
+            self.flows.add(key, flow)
+            flow.state = FlowState.ALLOWED
+        if direction == flow.client_dir:
+            client, server, port = meta.src, meta.dst, meta.dport
+        else:
+            client, server, port = meta.dst, meta.src, meta.sport
+        decision = self.tables.decide(meta.family, client, server, meta.proto, port)
+        flow.last_seen = now
+        flow.packets += 1
+        if guard.flow_flood(meta, key, decision, now + self.wall_offset):
+            flow.state = FlowState.BLOCKED
+            flow.judged = True  # a verdict on what the flow carried: no new policy undoes it
+            return Act.BLOCK, meta, key, flow
+        return Act.ALLOW, meta, key, flow
+
     def _watched(
         self, flow: Flow, meta: PacketMeta, key: FlowKey, direction: Direction, now: float
     ) -> Act | None:
@@ -316,6 +350,10 @@ class Judge:
             # Capacity-test mode: every packet keeps going through a worker, so nothing is offloaded.
             return Act.PASS if act is Act.ALLOW else act
         if flow is not None:
+            if flow.judged and flow.state is FlowState.BLOCKED and act is not Act.RESET:
+                # Blocked while this packet was out at its worker (a flood found by the kernel's rate check,
+                # or an earlier packet's verdict): a late verdict never reopens the flow.
+                return Act.BLOCK
             if act is Act.ALLOW:
                 flow.state = FlowState.ALLOWED
                 if flow.watch:

@@ -87,6 +87,8 @@ class Reader:
         self.core: ReaderCore[QueuedPacket] = ReaderCore(config, self.judge)
         n = config.netfilter
         self.ours = config.netfilter.our_marks
+        # a datagram of an offloaded UDP flow over the kernel's rate check (`node.netfilter`)
+        self.flood_bit = config.netfilter.flood_mark if config.netfilter.udp_flow_rate else 0
         self.batch_size = config.workers.batch_size
         self.recv_batch = config.queues.recv_batch
         self.spin_s = config.workers.spin_us / 1e6
@@ -201,8 +203,9 @@ class Reader:
         self.counters["packets"] += len(packets)
         admit = self.core.admit
         decided: list[tuple[int, int, int | None]] = []
+        flood_bit = self.flood_bit
         for qp in packets:
-            act, meta, flow = admit(qp.payload, now)
+            act, meta, flow = admit(qp.payload, now, bool(qp.mark & flood_bit))
             if act is Act.INSPECT and qp.cap_len > len(qp.payload):
                 act = self.core.cut_short()
             if act is Act.INSPECT:

@@ -3,7 +3,7 @@
 The reader shell (`pipeline/reader.py`) owns the queue, the ZeroMQ sockets and the clock; `enforcer
 replay` owns a capture and its timestamps. Both hand packets to this core and carry out its answers:
 
-- `admit(payload, now)`: the judge's act for a packet (a judging bug costs the packet its inspection:
+- `admit(payload, now, flooded)`: the judge's act for a packet (a judging bug costs the packet its inspection:
   the malformed-packet action applies); PASS_LEARN (a payload-less TCP packet of an inspected flow) is
   let through at once and still handed to the flow's worker, which learns from it and does not answer;
   LEARN_QUIET (a bare ACK) is that, and its bit tells the kernel to pass the connection's later bare ACKs;
@@ -75,10 +75,12 @@ class ReaderCore(Generic[P]):
             Act.RESET: n.drop_mark,
         }
 
-    def admit(self, payload: bytes, now: float) -> tuple[Act, PacketMeta, Flow | None]:
-        """The judge's act for one packet; INSPECT means "hold it for the flow's worker"."""
+    def admit(self, payload: bytes, now: float, flooded: bool = False) -> tuple[Act, PacketMeta, Flow | None]:
+        """The judge's act for one packet; INSPECT means "hold it for the flow's worker". `flooded`: our
+        chain queued it with the flood bit (`Judge.judge_flooded`)."""
         try:
-            act, meta, _key, flow = self.judge.judge(payload, now)
+            judge = self.judge.judge_flooded if flooded else self.judge.judge
+            act, meta, _key, flow = judge(payload, now)
         except Exception:  # a bug must cost one packet its inspection, never the reader
             self.counters[A.READER_JUDGE_ERROR] += 1
             if self.counters[A.READER_JUDGE_ERROR] == 1:

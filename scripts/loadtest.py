@@ -55,6 +55,7 @@ rules:
 threats:  # one client opening 30k connections/s is the test, not an attack: the guard still counts
   source_session_flood: {{thresholds: {{sessions_per_window: 10000000}}}}
   syn_flood: {{thresholds: {{syns_per_window: 10000000}}}}
+  udp_flood: {{enabled: false}}  # an unlimited iperf3 -u on one socket is a single-flow flood by its nature
 """
 TESTS = ["tcp_bulk_1", "tcp_bulk_4", "udp_small", "tcp_crr", "tcp_rr"]
 FORCED_TESTS = ["udp_small"]
@@ -63,17 +64,22 @@ FORCED_TESTS = ["udp_small"]
 def variant(mode: str) -> dict[str, dict[str, Any]]:
     """The config sections of a `--modes` entry: an inspect mode, optionally with variants after `@`, so
     settings are compared interleaved in one run: `spinN` (`workers.spin_us = N`), `loudacks`
-    (`netfilter.quiet_acks = false`: every bare ACK of an inspected connection is queued), e.g.
-    `new@spin50`, `new@loudacks`."""
+    (`netfilter.quiet_acks = false`: every bare ACK of an inspected connection is queued), `udprateN`
+    (`netfilter.udp_flow_rate = N`: `udprate0` takes the kernel's rate check of offloaded UDP flows out,
+    `udprate1000000` keeps it on every datagram of this lab's flows), e.g. `new@spin50`, `new@loudacks`."""
     inspect, _, extras = mode.partition("@")
     sections: dict[str, dict[str, Any]] = {"workers": {"inspect": inspect}}
     for extra in filter(None, extras.split("@")):
         if extra.startswith("spin") and extra[4:].isdigit():
             sections["workers"]["spin_us"] = int(extra[4:])
         elif extra == "loudacks":
-            sections["netfilter"] = {"quiet_acks": False}
+            sections.setdefault("netfilter", {})["quiet_acks"] = False
+        elif extra.startswith("udprate") and extra[7:].isdigit():
+            sections.setdefault("netfilter", {})["udp_flow_rate"] = int(extra[7:])
         else:
-            raise SystemExit(f"loadtest: bad mode variant {mode!r} (expected e.g. new@spin50, new@loudacks)")
+            raise SystemExit(
+                f"loadtest: bad mode variant {mode!r} (expected e.g. new@spin50, new@loudacks, new@udprate0)"
+            )
     return sections
 
 

@@ -189,7 +189,7 @@ THREATS: tuple[Threat, ...] = (
        failures_per_window=20, window=60.0, block_seconds=300),
     _t(1036, "udp_flood", S.CRITICAL, A.DROP,
        "UDP flood: new UDP flows (first datagrams of new 5-tuples) to one destination or from one source "
-       "above a rate",
+       "above a rate, or one offloaded flow over the kernel's datagram rate (netfilter.udp_flow_rate)",
        # a busy resolver takes a few hundred new client ports a second per node; flood tools send
        # tens of thousands with a new source port each
        flows_per_window=2000, window=1.0),

@@ -210,3 +210,30 @@ def test_capture_read_from_a_pipe_matches_the_file(tmp_path) -> None:
         writer.join(timeout=5)
     assert from_pipe == list(read_capture(str(source)))
     assert len(from_pipe) > 5
+
+
+def test_a_flood_on_one_udp_socket_is_found_by_the_modelled_rate_check_and_cut(tmp_path: Path) -> None:
+    """hping3 -k's shape: one 5-tuple, 6,000 datagrams in 60 ms. The flow is inspected, offloaded when its
+    window closes, and the kernel's rate check (modelled) shows a reader its first datagram over
+    `netfilter.udp_flow_rate`: udp_flood, and in Protect the rest is dropped in the kernel."""
+    from tests.pipeline.packets import udp4
+
+    policy = tmp_path / "udp.yaml"
+    policy.write_text(WEB_POLICY.replace("tcp/80], applications: [HTTP]", "udp/9999]"))
+    datagram = udp4("198.18.9.10", "198.18.1.10", 40000, 9999, b"\x00" * 16)
+    flood = [(100.0 + i * 1e-5, datagram) for i in range(6000)]
+    config = config_from_dict({"workers": {"inspect": "new"}, "netfilter": {"udp_flow_rate": 10000}}, {})
+    lines = replay.replay_records(flood, config, str(policy))
+    threats = [o for o in lines if o["kind"] == "event" and o["type"] == "threat"]
+    assert [(t["name"], t["action"], t["detail"]) for t in threats] == [
+        ("udp_flood", "drop", "a single UDP flow over the kernel's datagram rate")
+    ]
+    (flow,) = [o for o in lines if o["kind"] == "flow"]
+    counters = lines[-1]["counters"]
+    assert flow["verdict"] == "blocked" and counters["kernel.udp_rate_exceeded"] == 1
+    # the window (8 KiB: 512 datagrams of 16 bytes), the burst (1,000) and the rate meanwhile went through
+    assert counters["kernel.dropped"] > 4000
+    # the same datagrams at half the rate are no flood
+    calm = [(100.0 + i * 2e-4, datagram) for i in range(6000)]
+    lines = replay.replay_records(calm, config, str(policy))
+    assert not [o for o in lines if o["kind"] == "event" and o["type"] == "threat"]

@@ -21,13 +21,13 @@ from typing import Any
 
 import pytest
 
-from lab.attacks import _hping3
+from lab.attacks import FloodResult, _hping3, target_host
 from lab.enforcer import LabEnforcer
 from lab.topology import Lab
 
 pytestmark = pytest.mark.netns
 
-SSH_PORT, HTTP_PORT = 2222, 8000
+SSH_PORT, HTTP_PORT, UDP_PORT = 2222, 8000, 5001
 POLICY = f"""
 version: 1
 default_mode: monitor
@@ -36,7 +36,8 @@ groups:
   - {{name: web, mode: protect, members: [198.18.2.11/32]}}
   - {{name: api, mode: monitor, members: [198.18.2.12/32]}}
 rules:
-  - {{id: 70, from: clients, to: web, ports: [tcp/{SSH_PORT}, tcp/{HTTP_PORT}, udp/53, tcp/80], action: allow}}
+  - {{id: 70, from: clients, to: web, ports: [tcp/{SSH_PORT}, tcp/{HTTP_PORT}, udp/53, tcp/80, udp/{UDP_PORT}],
+      action: allow}}
   - {{id: 71, from: clients, to: api, ports: any, action: allow}}
 threats:
   ssh_brute_force: {{thresholds: {{port: {SSH_PORT}}}}}
@@ -183,6 +184,69 @@ def test_udp_flood_from_hping3_is_dropped_in_protect(lab: Lab, policy: Path) -> 
         # Of the datagrams the readers judged (a full queue's unjudged passes depend on this machine's
         # speed), fewer than half reached the server.
         assert flood.judged_passed < 0.5 * flood.queued, (flood.received, flood.unjudged, flood.queued)
+
+
+def _one_socket_flood(lab: Lab, target: str) -> FloodResult:
+    """hping3 keeping its source port (-k): every datagram is one 5-tuple, a flow the kernel carries once
+    its inspection window has closed."""
+    return _hping3(lab, "c2", target, 2.0, ["--udp", "-p", str(UDP_PORT), "-s", "40000", "-k", "-d", "16"])
+
+
+def _flood_queued(e: LabEnforcer) -> int:
+    """Datagrams the kernel's rate check queued with the flood bit, over all readers."""
+    children = e.status().get("children", [])
+    return sum(
+        c["counters"].get("flow.udp_rate_exceeded", 0) for c in children if c["name"].startswith("reader")
+    )
+
+
+def connects_udp(lab: Lab, client: str, addr: str) -> bool:
+    """A datagram from `client` reaches `addr`'s UDP port (a one-shot listener there)."""
+    listen = "import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('0.0.0.0', %d)); s.settimeout(5); print(s.recv(64).decode())"
+    host = target_host(lab, addr)
+    proc = lab.popen(host, sys.executable, "-c", listen % UDP_PORT, stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.5)
+        send = f"import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'hello', ({addr!r}, {UDP_PORT}))"
+        for _ in range(3):
+            lab.exec(client, sys.executable, "-c", send, check=False, timeout=10)
+            time.sleep(0.3)
+        out, _ = proc.communicate(timeout=10)
+        return out.strip() == "hello"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+def test_udp_flood_on_one_socket_is_cut_in_protect(lab: Lab, policy: Path) -> None:
+    """The kernel's rate check of offloaded UDP flows shows a reader the first datagram over
+    `netfilter.udp_flow_rate` (default 50,000/s); in Protect the flow is cut in the kernel."""
+    web = lab.host("s1").ipv4
+    with LabEnforcer(lab, policy=policy) as e:
+        time.sleep(POLICY_SETTLE_S)
+        flood = _one_socket_flood(lab, web)
+        found = threats(e, "udp_flood")
+        assert flood.rate > 60_000, f"hping3 sent only {flood.rate:.0f} datagrams/s: no flood to find"
+        assert found and found[0]["action"] == "drop" and found[0]["flow"]["dst"] == web, found
+        assert "single UDP flow" in found[0]["detail"] and found[0]["flow"]["sport"] == 40000, found
+        # cut within the first second or so: most of the flood never reached the server
+        assert flood.received < 0.5 * flood.sent, (flood.received, flood.sent)
+        assert connects_udp(lab, "c1", web)  # another client's datagrams still get through
+
+
+def test_udp_flood_on_one_socket_is_reported_once_in_monitor(lab: Lab, policy: Path) -> None:
+    """In Monitor the flow is offloaded again once reported, and its rate is not checked again: the
+    flood costs the readers a handful of datagrams, not the flood."""
+    api = lab.host("s2").ipv4
+    with LabEnforcer(lab, policy=policy) as e:
+        time.sleep(POLICY_SETTLE_S)
+        flood = _one_socket_flood(lab, api)
+        found = threats(e, "udp_flood")
+        assert found and found[0]["action"] == "alert" and found[0]["flow"]["dst"] == api, found
+        assert flood.received > 0.9 * flood.sent, (flood.received, flood.sent)
+        assert 1 <= _flood_queued(e) <= 100, _flood_queued(e)
+        assert flood.queued < 0.05 * flood.sent, (flood.queued, flood.sent)
 
 
 @pytest.fixture()

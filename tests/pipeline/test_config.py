@@ -45,7 +45,9 @@ def test_environment_overrides_and_aliases() -> None:
         ({"failure": {"queue_full": "maybe"}}, {}, "failure.queue_full: expected pass or drop"),
         ({"netfilter": {"hooks": ["PREROUTING"]}}, {}, "netfilter.hooks[0]"),
         ({"netfilter": {"accept_mark": 3}}, {}, "netfilter.accept_mark: expected a single bit"),
-        ({"netfilter": {"pass_mark": 0x100000}}, {}, "four distinct mark bits"),
+        ({"netfilter": {"pass_mark": 0x100000}}, {}, "five distinct mark bits"),
+        ({"netfilter": {"flood_mark": 0x100000}}, {}, "five distinct mark bits"),
+        ({"netfilter": {"udp_flow_rate": -1}}, {}, "netfilter.udp_flow_rate: expected 0..1000000"),
         ({"cpus": [4096]}, {}, "cpus[0]"),
         (
             {},

@@ -247,3 +247,42 @@ def test_a_new_generation_that_denies_an_inspected_flow_cuts_it_at_its_next_pack
     assert j.judge(tcp4(dport=80, flags=ACK, data=b"GET"), 0.1)[0] is Act.INSPECT
     tables.gen, tables.action = 3, Action.DENY
     assert j.judge(tcp4(dport=80, flags=ACK), 0.2)[0] is Act.RESET
+
+
+def test_a_udp_flow_over_the_kernels_rate_is_cut_in_protect_and_late_verdicts_never_reopen_it() -> None:
+    j = judge(workers={"inspect": "new"})
+    datagram = udp4(sport=40000, dport=53)
+    act, _, _, flow = j.judge(datagram, 0.0)
+    assert act is Act.INSPECT and flow is not None
+    assert j.on_worker_verdict(flow, WorkerVerdict.ALLOW_FLOW) is Act.ALLOW  # offloaded
+    # the kernel's rate check queued a later datagram with the flood bit: web is in Protect
+    act, _, _, flooded = j.judge_flooded(datagram, 1.0)
+    assert act is Act.BLOCK and flooded is flow and flow.judged
+    j.sweep(10.0, final=True)
+    (event,) = [e for e in j.take_events() if e["type"] == "threat"]
+    assert (event["name"], event["action"], event["flow"]["sport"]) == ("udp_flood", "drop", 40000)
+    # a datagram that was out at the worker meanwhile comes back allowed: the flow stays cut
+    assert j.on_worker_verdict(flow, WorkerVerdict.ALLOW_FLOW) is Act.BLOCK
+    assert j.judge(datagram, 1.1)[0] is Act.RESET  # and its next datagrams are refused
+    assert j.counters["flow.udp_rate_exceeded"] == 1
+
+
+def test_a_udp_flow_over_the_kernels_rate_is_reported_and_offloaded_again_in_monitor() -> None:
+    j = judge()
+    datagram = udp4(dst="198.18.2.12", sport=40000, dport=53)  # api: Monitor
+    assert j.judge(datagram, 0.0)[0] is Act.ALLOW
+    assert j.judge_flooded(datagram, 1.0)[0] is Act.ALLOW
+    # a flow this reader forgot while the kernel carried it is reported all the same
+    assert j.judge_flooded(udp4(dst="198.18.2.12", sport=40001, dport=53), 1.0)[0] is Act.ALLOW
+    j.sweep(10.0, final=True)
+    found = [e for e in j.take_events() if e["type"] == "threat"]
+    assert sum(e["count"] for e in found) == 2 and {e["action"] for e in found} == {"alert"}
+
+
+def test_the_flood_bit_on_anything_but_an_offloaded_udp_flow_takes_the_usual_path() -> None:
+    j = judge(workers={"inspect": "new"})
+    act, _, _, flow = j.judge_flooded(tcp4(dport=80), 0.0)  # TCP: the usual first-packet path
+    assert act is Act.PASS_LEARN and flow is not None
+    assert j.judge(udp4(sport=40000), 0.0)[0] is Act.INSPECT
+    act, _, _, flow = j.judge_flooded(udp4(sport=40000), 0.1)  # a UDP flow still at its worker
+    assert act is Act.INSPECT and j.counters["flow.udp_rate_exceeded"] == 0

@@ -53,6 +53,72 @@ def test_a_bare_syn_reopening_a_connection_we_decided_loses_our_bits_before_they
         assert not any("--ctstate NEW" in r for r in rules)
 
 
+def test_offloaded_udp_flows_over_the_rate_go_to_a_reader_once_with_the_flood_bit() -> None:
+    from node.netfilter import flood_chain_rules
+
+    s = spec(queues={"readers": 2})
+    rules = chain_rules(s)
+    rate = (
+        "-A ENFORCER -p udp -m connmark --mark 0x100000/0x1100000 -m hashlimit --hashlimit-above 50000/sec "
+        "--hashlimit-burst 5000 --hashlimit-mode srcip,srcport,dstip,dstport --hashlimit-name ENFORCER-FLOOD "
+        "-g ENFORCER-FLOOD"
+    )  # accepted and not yet flagged, counted per direction of each flow
+    assert rate in rules
+    # a reader's drop bit is saved before anything lets the packet on: a block wins over an accept bit
+    # saved meanwhile (a flow cut while its packets were out)
+    drop = "-A ENFORCER -m mark --mark 0x200000/0x200000 -j DROP"
+    assert (
+        rules.index(drop)
+        < rules.index(rate)
+        < rules.index("-A ENFORCER -m connmark --mark 0x100000/0x100000 -j RETURN")
+    )
+    assert flood_chain_rules(s) == [
+        "-A ENFORCER-FLOOD -j CONNMARK --set-xmark 0x1000000/0x1100000",  # flagged, no longer offloaded
+        "-A ENFORCER-FLOOD -j MARK --set-xmark 0x1000000/0x1000000",
+        "-A ENFORCER-FLOOD -j NFQUEUE --queue-balance 0:1 --queue-bypass",
+    ]
+    off = spec(netfilter={"udp_flow_rate": 0})
+    assert not any("hashlimit" in r for r in chain_rules(off)) and "ENFORCER-FLOOD" not in restore_script(off)
+
+
+def test_replay_models_the_udp_rate_check_as_our_chain_does() -> None:
+    from core.flow import flow_key
+    from core.packet import decode
+    from node.replay_kernel import ACCEPTED, DROPPED, FLOODED, QUEUE, Kernel
+    from tests.pipeline.packets import udp4
+
+    n = config_from_dict({"netfilter": {"udp_flow_rate": 1000}}, {}).netfilter
+    kernel = Kernel(n, lambda conn: None)
+
+    def step(packet: bytes, now: float) -> int:
+        meta = decode(packet)
+        key, direction = flow_key(meta)
+        return kernel.step(meta, key, direction, now)[0]
+
+    datagram = udp4(sport=40000)
+    assert step(datagram, 0.0) == QUEUE
+    kernel.verdict(kernel.connections[next(iter(kernel.connections))], "ALLOW", n.accept_mark)
+    # 1,000/s with a burst of 100: 100 datagrams at once pass, the 101st is shown to a reader
+    fates = [step(datagram, 1.0) for _ in range(101)]
+    assert fates[:100] == [ACCEPTED] * 100 and fates[100] == FLOODED
+    conn = kernel.connections[next(iter(kernel.connections))]
+    assert step(datagram, 1.0) == QUEUE  # no longer offloaded until a reader answers
+    kernel.verdict(conn, "ALLOW", n.accept_mark)  # Monitor: offloaded again, never checked again
+    assert [step(datagram, 1.0) for _ in range(500)] == [ACCEPTED] * 500
+    # at the rate itself a flow is never flagged; Protect's drop bit cuts a flagged one, and stays
+    other = udp4(sport=40001)
+    assert step(other, 2.0) == QUEUE
+    conn = kernel.connections[next(reversed(list(kernel.connections)))]
+    kernel.verdict(conn, "ALLOW", n.accept_mark)
+    assert all(step(other, 2.0 + i / 1000) == ACCEPTED for i in range(1, 3000))
+    fates = [step(other, 5.0) for _ in range(101)]  # then a burst: flagged within it
+    assert fates[:99] == [ACCEPTED] * 99 and fates.count(FLOODED) == 1
+    kernel.verdict(conn, "BLOCK", n.drop_mark)
+    kernel.verdict(conn, "ALLOW", n.accept_mark)  # a late verdict of a datagram that was out
+    assert step(other, 5.0) == DROPPED
+    assert kernel.counters["kernel.udp_rate_exceeded"] == 2
+
+
 def test_interfaces_and_hooks() -> None:
     s = spec(
         netfilter={
@@ -119,6 +185,9 @@ def test_install_replaces_stale_rules_and_remove_leaves_nothing(netns: list[str]
     )  # the IPv6 chain's own rules
     assert after.count("--ctstate ESTABLISHED -m connmark ! --mark 0x0/0xb00000 -j CONNMARK --set-xmark") == 2
     assert after.count("-g ENFORCER-ACKS\n") == 2 and after.count("-A ENFORCER-ACKS -m u32") == 22
+    # the kernel took the rate check of offloaded UDP flows, in both families
+    assert after.count("--hashlimit-above 50000/sec --hashlimit-burst 5000") == 2
+    assert after.count("-A ENFORCER-FLOOD -j NFQUEUE") == 2
     subprocess.run([*netns, sys.executable, "-c", code, "install"], check=True)  # idempotent
     assert _listing(netns).count("-j ENFORCER\n") == 2
     subprocess.run([*netns, sys.executable, "-c", code, "remove"], check=True)
