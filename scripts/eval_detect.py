@@ -194,6 +194,16 @@ except ImportError:
 
 
 try:
+    from workers.detect.template import check_template
+except ImportError:
+
+    def check_template(  # type: ignore[misc]
+        texts: Iterable[bytes], body: bytes, values: Iterable[str]
+    ) -> None:
+        return None
+
+
+try:
     from threats.settings import DEFAULT_SETTINGS
     from workers.detect.injection import pair_values, parsed_body
     from workers.detect.jndi import check_lookups
@@ -201,7 +211,8 @@ try:
 
     def other_threats(req: Request) -> set[str]:
         """path_traversal, log4shell, xxe, ssrf, crlf_injection, java_deserialization, spring_rce,
-        php_object_injection and sensitive_file_access, as the worker looks for them in a request."""
+        php_object_injection, sensitive_file_access and template_injection, as the worker looks for them
+        in a request."""
         cookies = list(pair_values(req.cookie))
         body = list(parsed_body(req.body, req.ctype)[0]) if req.body else []
         values = [*cookies, *req.headers, *body]
@@ -216,6 +227,11 @@ try:
             *((b"X", v.encode()) for v in req.headers),
         ]
         bound = check_spring(spring_texts(req.uri.encode("latin-1", "replace"), head, req.body, req.ctype))
+        evaluated = check_template(
+            (percent_decode(path).encode("latin-1", "replace"),),
+            b"" if body else req.body,
+            [*pair_values(query), *values],
+        )
         found = check_target(req.uri.encode("latin-1", "replace"), DEFAULT_SETTINGS) or check_path_values(
             values, DEFAULT_SETTINGS
         )
@@ -228,7 +244,7 @@ try:
         entity = check_xml(xml_texts(req.uri.encode("latin-1", "replace"), req.body, req.ctype))
         return {
             h.threat.name
-            for h in (found, lookup, entity, forged, split, gadget, bound, unserialized, probed)
+            for h in (found, lookup, entity, forged, split, gadget, bound, unserialized, probed, evaluated)
             if h is not None
         }
 
@@ -293,7 +309,14 @@ CRS_RCE_NEGATIVE_ATTACKS = {
 # evaluation (payloadbox, PayloadsAllTheThings): left out, and counted
 _RESERVED_ORIGIN = re.compile(r"payloadbox|payloadsallthethings|swisskyrepo", re.I)
 _RULE_ID = re.compile(r"\bid:(\d{6})")
-CRS_FAMILIES = {"932": "rce", "941": "xss", "942": "sqli", "921200": "ldap"}
+CRS_FAMILIES = {
+    "932": "rce",
+    "941": "xss",
+    "942": "sqli",
+    "921200": "ldap",
+    "934200": "ssti",
+    "934180": "ssti",
+}
 # the threat a row's attacks are scored by (its own class), by the row's class word
 OWN_THREAT = {
     "sqli": "sql_injection",
@@ -309,9 +332,14 @@ OWN_THREAT = {
     "spring": "spring_rce",
     "php": "php_object_injection",
     "sensitive": "sensitive_file_access",
+    "ssti": "template_injection",
 }
 INJECTION_THREATS = frozenset(OWN_THREAT.values())
-OWN_BENIGN = {"rce": {"command_injection"}, "ldap": {"ldap_injection"}}  # a new class's benign rows
+OWN_BENIGN = {
+    "rce": {"command_injection"},
+    "ldap": {"ldap_injection"},
+    "ssti": {"template_injection"},
+}  # a new class's benign rows
 ANY = " [any class]"  # the suffix of a row's twin, scored by every injection check
 
 
@@ -405,10 +433,13 @@ def crs_cases(src: Source) -> Iterator[tuple[str, Request]]:
     """(row, request): rows `crs sqli PL1-2`, `crs xss PL3-4`, `crs negative`, ..."""
     levels = crs_paranoia(src)
     for name in src.files("tests/regression/tests"):
-        family = re.search(r"REQUEST-(932|941|942)-|REQUEST-921-.*/(921200)\.yaml$", name)
+        family = re.search(
+            r"REQUEST-(932|941|942)-|REQUEST-921-.*/(921200)\.yaml$|REQUEST-934-.*/(934200|934180)\.yaml$",
+            name,
+        )
         if not family or not name.endswith(".yaml"):
             continue
-        rule = family.group(1) or family.group(2)
+        rule = family.group(1) or family.group(2) or family.group(3)
         cls = CRS_FAMILIES[rule]
         low_id, high_id = (
             (int(rule), int(rule) + 1) if len(rule) == 6 else (int(rule) * 1000, int(rule) * 1000 + 1000)
@@ -430,8 +461,8 @@ def crs_cases(src: Source) -> Iterator[tuple[str, Request]]:
                     pl = levels.get(expect[0], 1)
                     row = f"crs {cls} PL{'1-2' if pl <= 2 else '3-4'}"
                     yield (row + " one-token probes" if cls == "sqli" and crs_probe(req) else row), req
-                elif log.get("no_expect_ids") and cls == "ldap":
-                    yield "crs ldap negative (benign)", req
+                elif log.get("no_expect_ids") and cls in ("ldap", "ssti"):
+                    yield f"crs {cls} negative (benign)", req
                 elif log.get("no_expect_ids") and cls == "rce":
                     said = _RCE_SAID_ATTACK.search(str(test.get("desc", "")))
                     attack = said or req.label.rpartition(".")[0] in CRS_RCE_NEGATIVE_ATTACKS

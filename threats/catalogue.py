@@ -262,6 +262,11 @@ THREATS: tuple[Threat, ...] = (
        "metadata (/.git/config), environment and credentials files (/.env, /.aws/credentials, "
        "/.ssh/id_rsa, /.htpasswd), server configuration (/web.config), shell history, editors' backups "
        "of source files (/wp-config.php.bak)"),
+    _t(1052, "template_injection", S.CRITICAL, A.RESET,
+       "Server-side template injection: a request value that a template engine would evaluate to run code "
+       "or probe the engine: arithmetic, Python's dunder walk or a code-running call inside a template "
+       "expression (`{{7*7}}`, `{{''.__class__.__mro__}}`, `<%= system('id') %>`), an engine's own gadget "
+       "(Freemarker's Execute, Twig's _self.env, Smarty's {php}), a template statement block"),
 )  # fmt: skip
 
 BY_NAME: Mapping[str, Threat] = MappingProxyType({t.name: t for t in THREATS})
@@ -342,6 +347,7 @@ JAVA_DESERIALIZATION = BY_NAME["java_deserialization"]
 SPRING_RCE = BY_NAME["spring_rce"]
 PHP_OBJECT_INJECTION = BY_NAME["php_object_injection"]
 SENSITIVE_FILE_ACCESS = BY_NAME["sensitive_file_access"]
+TEMPLATE_INJECTION = BY_NAME["template_injection"]
 
 
 class Finding(NamedTuple):

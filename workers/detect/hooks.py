@@ -69,6 +69,7 @@ from workers.detect.sensitive import check_sensitive_path
 from workers.detect.sensors import Context, SensorAction, SensorMatch, SensorStream
 from workers.detect.spring import check_spring, spring_texts
 from workers.detect.ssrf import check_ssrf
+from workers.detect.template import check_template
 from workers.detect.tls import (
     check_encrypted_heartbeat,
     check_ssh_banner,
@@ -473,16 +474,17 @@ class AppThreats:
         forgeries, splits = C.SSRF.id in on, C.CRLF_INJECTION.id in on
         gadgets = C.JAVA_DESERIALIZATION.id in on
         objects = C.PHP_OBJECT_INJECTION.id in on
+        templates = C.TEMPLATE_INJECTION.id in on
         target = uri.decode("latin-1")
         path, _, query = target.partition("?")
         # a whole body's values (a JSON document parsed), the cookie's, the query's and the headers', each
         # read once for every kind of check that looks at them
-        valued = injections or traversals or forgeries or splits or gadgets or objects
+        valued = injections or traversals or forgeries or splits or gadgets or objects or templates
         whole = parsed_body(body, ctype) if body and not partial and valued else None
         fields = whole[0] if whole else ()
         cookies = list(pair_values(cookie)) if cookie and valued else []
-        queries = list(pair_values(query)) if query and (forgeries or gadgets or objects) else []
-        free = free_header_values(headers) if traversals or forgeries else []
+        queries = list(pair_values(query)) if query and (forgeries or gadgets or objects or templates) else []
+        free = free_header_values(headers) if traversals or forgeries or templates else []
         if traversals:
             traversal = check_target(uri, st.settings) or check_path_values(
                 chain(cookies, free, fields), st.settings
@@ -522,6 +524,15 @@ class AppThreats:
             unserialized = check_php_object(b"" if fields else body, chain(queries, cookies, fields))
             if unserialized is not None:
                 hits.append(unserialized)
+        if templates:
+            decoded_path = (
+                percent_decode(path).encode("latin-1", "replace") if "%" in path else uri[: len(path)]
+            )
+            evaluated = check_template(
+                (decoded_path,), b"" if fields else body, chain(queries, cookies, fields, free)
+            )
+            if evaluated is not None:
+                hits.append(evaluated)
         if C.SPRING_RCE.id in on:
             bound = check_spring(spring_texts(uri, headers, body, ctype))
             if bound is not None:

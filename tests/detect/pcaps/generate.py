@@ -222,6 +222,9 @@ def http_attacks() -> tuple[Packets, Any, dict[str, int]]:
     out += http_exchange([http(b"GET", b"/account", [chain_cookie])], 40015)
     # sensitive_file_access: a scanner's probe for a repository's metadata
     out += http_exchange([http(b"GET", b"/.git/config", [])], 40016)
+    # template_injection: a greeting's name that a Jinja2 template would evaluate, walking to every class
+    walk = b"/hello?name=%7B%7B%27%27.__class__.__mro__%5B1%5D.__subclasses__%28%29%7D%7D"
+    out += http_exchange([http(b"GET", walk, [])], 40017)
     slow: Packets = []
     conv = Tcp(slow, T0 + 1, C, 40007, S, 80).handshake()
     conv.send(0, b"GET / HTTP/1.1\r\nHost: shop.example\r\n").wait(15).send(0, b"X-a: 1\r\n").wait(15)
@@ -232,7 +235,7 @@ def http_attacks() -> tuple[Packets, Any, dict[str, int]]:
                        "http_negative_length": 1, "http_slowloris": 1, "log4shell": 1,
                        "path_traversal": 1, "xxe": 1, "ssrf": 1, "crlf_injection": 1,
                        "java_deserialization": 1, "spring_rce": 1, "php_object_injection": 1,
-                       "sensitive_file_access": 1}  # fmt: skip
+                       "sensitive_file_access": 1, "template_injection": 1}  # fmt: skip
 
 
 TUNNEL_NAME = "p2mwsg3l5a4i7bpnjvwygm4k3lh7yyk6dqjgyvlhjhtoo5sbbc3qabgn6s6etx.t.example.com"
