@@ -194,6 +194,24 @@ except ImportError:
 
 
 try:
+    from workers.detect.serialized import check_serialized
+except ImportError:
+
+    def check_serialized(body: bytes, values: Iterable[str]) -> None:  # type: ignore[misc]
+        return None
+
+
+try:
+    from workers.detect.prototype import check_prototype
+except ImportError:
+
+    def check_prototype(  # type: ignore[misc]
+        body: bytes, values: Iterable[str], document: bytes = b""
+    ) -> None:
+        return None
+
+
+try:
     from workers.detect.template import check_template
 except ImportError:
 
@@ -211,8 +229,8 @@ try:
 
     def other_threats(req: Request) -> set[str]:
         """path_traversal, log4shell, xxe, ssrf, crlf_injection, java_deserialization, spring_rce,
-        php_object_injection, sensitive_file_access and template_injection, as the worker looks for them
-        in a request."""
+        php_object_injection, sensitive_file_access, template_injection, prototype_pollution and
+        insecure_deserialization, as the worker looks for them in a request."""
         cookies = list(pair_values(req.cookie))
         body = list(parsed_body(req.body, req.ctype)[0]) if req.body else []
         values = [*cookies, *req.headers, *body]
@@ -227,6 +245,11 @@ try:
             *((b"X", v.encode()) for v in req.headers),
         ]
         bound = check_spring(spring_texts(req.uri.encode("latin-1", "replace"), head, req.body, req.ctype))
+        document = req.body if body and "json" in req.ctype.lower() else b""
+        polluted = check_prototype(
+            b"" if body else req.body, [*pair_values(query), *cookies, *body], document
+        )
+        rebuilt = check_serialized(req.body, [*pair_values(query), *cookies, *body])
         evaluated = check_template(
             (percent_decode(path).encode("latin-1", "replace"),),
             b"" if body else req.body,
@@ -244,7 +267,20 @@ try:
         entity = check_xml(xml_texts(req.uri.encode("latin-1", "replace"), req.body, req.ctype))
         return {
             h.threat.name
-            for h in (found, lookup, entity, forged, split, gadget, bound, unserialized, probed, evaluated)
+            for h in (
+                found,
+                lookup,
+                entity,
+                forged,
+                split,
+                gadget,
+                bound,
+                unserialized,
+                probed,
+                evaluated,
+                polluted,
+                rebuilt,
+            )
             if h is not None
         }
 
@@ -316,6 +352,7 @@ CRS_FAMILIES = {
     "921200": "ldap",
     "934200": "ssti",
     "934180": "ssti",
+    "934130": "prototype",
 }
 # the threat a row's attacks are scored by (its own class), by the row's class word
 OWN_THREAT = {
@@ -333,12 +370,15 @@ OWN_THREAT = {
     "php": "php_object_injection",
     "sensitive": "sensitive_file_access",
     "ssti": "template_injection",
+    "prototype": "prototype_pollution",
+    "serialized": "insecure_deserialization",
 }
 INJECTION_THREATS = frozenset(OWN_THREAT.values())
 OWN_BENIGN = {
     "rce": {"command_injection"},
     "ldap": {"ldap_injection"},
     "ssti": {"template_injection"},
+    "prototype": {"prototype_pollution"},
 }  # a new class's benign rows
 ANY = " [any class]"  # the suffix of a row's twin, scored by every injection check
 
@@ -434,7 +474,7 @@ def crs_cases(src: Source) -> Iterator[tuple[str, Request]]:
     levels = crs_paranoia(src)
     for name in src.files("tests/regression/tests"):
         family = re.search(
-            r"REQUEST-(932|941|942)-|REQUEST-921-.*/(921200)\.yaml$|REQUEST-934-.*/(934200|934180)\.yaml$",
+            r"REQUEST-(932|941|942)-|REQUEST-921-.*/(921200)\.yaml$|REQUEST-934-.*/(934200|934180|934130)\.yaml$",
             name,
         )
         if not family or not name.endswith(".yaml"):
@@ -461,7 +501,7 @@ def crs_cases(src: Source) -> Iterator[tuple[str, Request]]:
                     pl = levels.get(expect[0], 1)
                     row = f"crs {cls} PL{'1-2' if pl <= 2 else '3-4'}"
                     yield (row + " one-token probes" if cls == "sqli" and crs_probe(req) else row), req
-                elif log.get("no_expect_ids") and cls in ("ldap", "ssti"):
+                elif log.get("no_expect_ids") and cls in ("ldap", "ssti", "prototype"):
                     yield f"crs {cls} negative (benign)", req
                 elif log.get("no_expect_ids") and cls == "rce":
                     said = _RCE_SAID_ATTACK.search(str(test.get("desc", "")))

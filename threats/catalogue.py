@@ -267,6 +267,15 @@ THREATS: tuple[Threat, ...] = (
        "or probe the engine: arithmetic, Python's dunder walk or a code-running call inside a template "
        "expression (`{{7*7}}`, `{{''.__class__.__mro__}}`, `<%= system('id') %>`), an engine's own gadget "
        "(Freemarker's Execute, Twig's _self.env, Smarty's {php}), a template statement block"),
+    _t(1053, "prototype_pollution", S.HIGH, A.RESET,
+       "Prototype pollution: a parameter name, JSON key or property path that walks from an object to "
+       "Object.prototype (`__proto__[isAdmin]=true`, `{\"__proto__\": {…}}`, `constructor.prototype.x`), "
+       "which a Node.js server's deep merge or path setter gives to every object of the process"),
+    _t(1054, "insecure_deserialization", S.CRITICAL, A.RESET,
+       "Insecure deserialization beyond Java and PHP: a Python pickle that imports os.system or its kin, "
+       "a YAML tag that builds a class (!!python/object/apply:, SnakeYAML's Java tags, !ruby/object:), a "
+       ".NET type that runs code named to a polymorphic serializer ($type, __type), in XAML or in a "
+       "BinaryFormatter stream, a serialized Node.js function (_$$ND_FUNC$$_)"),
 )  # fmt: skip
 
 BY_NAME: Mapping[str, Threat] = MappingProxyType({t.name: t for t in THREATS})
@@ -348,6 +357,8 @@ SPRING_RCE = BY_NAME["spring_rce"]
 PHP_OBJECT_INJECTION = BY_NAME["php_object_injection"]
 SENSITIVE_FILE_ACCESS = BY_NAME["sensitive_file_access"]
 TEMPLATE_INJECTION = BY_NAME["template_injection"]
+PROTOTYPE_POLLUTION = BY_NAME["prototype_pollution"]
+INSECURE_DESERIALIZATION = BY_NAME["insecure_deserialization"]
 
 
 class Finding(NamedTuple):

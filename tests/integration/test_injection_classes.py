@@ -5,7 +5,9 @@ form), a CRLF injection (a redirect's target that sets a cookie), Java deseriali
 building a process, as WebLogic's CVE-2017-10271 exploits send it), Spring RCE (Spring4Shell's form,
 SpEL in Spring Cloud Function's routing header), PHP object injection (a serialized object in a form,
 its twin a serialized array) and template injection (Jinja2's walk to every class in a query, ERB's
-arithmetic probe in a form; their twins a template's placeholders), from a real client (curl) through
+arithmetic probe in a form; their twins a template's placeholders) and prototype pollution (a form
+field named `__proto__[isAdmin]`) and insecure deserialization (a session cookie holding a pickle that
+calls os.system), from a real client (curl) through
 the real enforcer to a real web app (`lab.vulnapp`) in the lab: in Protect the attack's connection is
 reset before any answer and a `threat` event says why, its benign twin (the same parameter, look-alike
 text) is answered 200 before and after; in Monitor the same attacks are answered and reported. nmap's
@@ -64,6 +66,8 @@ CASES = [
     ("php_object_injection", "form", "/import", "data=O%3A24%3A%22GuzzleHttp%5CPsr7%5CFnStream%22%3A1%3A%7Bs%3A1%3A%22x%22%3Bi%3A1%3B%7D", "data=a%3A1%3A%7Bi%3A0%3Bs%3A6%3A%22widget%22%3B%7D"),
     ("template_injection", "query", "/hello", "name={{''.__class__.__mro__[1].__subclasses__()}}", "name={{ first_name }} & co"),
     ("template_injection", "form", "/mail", "body=%3C%25%3D+7*7+%25%3E", "body=Dear+%3C%25%3D+name+%25%3E%2C+7+x+7+is+49"),
+    ("prototype_pollution", "form", "/api/settings", "__proto__%5BisAdmin%5D=true", "proto=tcp&constructor=Ada"),
+    ("insecure_deserialization", "header", "/dashboard", "Cookie: session=Y3Bvc2l4CnN5c3RlbQpwMAooVmlkCnAxCnRwMgpScDMKLg==", "Cookie: session=gAAAAABl2dE3-a-fernet-token"),
     ("struts_rce", "header", "/orders.action", "Content-Type: %{#context['com.opensymphony.xwork2.dispatcher.HttpServletResponse'].addHeader('X-T','1')}.multipart/form-data", "Content-Type: multipart/form-data; boundary=x"),
 ]  # fmt: skip
 PAGE = "<p><script>document.title = 'shop'</script><img src=x onerror=retry()></p>\n" * 110  # ~8 KiB

@@ -90,7 +90,12 @@ def _unicode_escape(m: re.Match[str]) -> str:
     return "\ufffd" if 0xD800 <= code <= 0xDFFF else chr(code)  # a lone surrogate is no character
 
 
-def body_and_values(body: bytes, values: Iterable[str], limit: int) -> list[bytes]:
+# Bytes of a body, and of a request's values joined, that the checks of serialized objects, templates and
+# property paths read (`body_and_values`): what opens near a value's start fits.
+MAX_VALUE_TEXT = 64 * 1024
+
+
+def body_and_values(body: bytes, values: Iterable[str], limit: int = MAX_VALUE_TEXT) -> list[bytes]:
     """What a check of a request's body and values reads, each text in one look: the body's first `limit`
     bytes (when there is a body) and the values joined by NULs, their first `limit` characters
     percent-decoded (when there is a value)."""

@@ -41,7 +41,7 @@ from threats.window import LruTable
 from workers.detect.bodypart import body_values
 from workers.detect.crlf import check_crlf
 from workers.detect.database import AccessDeniedTracker
-from workers.detect.decode import percent_decode
+from workers.detect.decode import body_and_values, percent_decode
 from workers.detect.deserialize import check_deserialization
 from workers.detect.dns import DnsDetector, tunnel_name
 from workers.detect.http import (
@@ -64,12 +64,14 @@ from workers.detect.injection import (
 )
 from workers.detect.jndi import check_lookups
 from workers.detect.multipart import FIELD, MultipartCursor, boundary_of
-from workers.detect.phpobject import check_php_object
+from workers.detect.phpobject import php_object_in
+from workers.detect.prototype import prototype_in
 from workers.detect.sensitive import check_sensitive_path
 from workers.detect.sensors import Context, SensorAction, SensorMatch, SensorStream
+from workers.detect.serialized import serialized_in
 from workers.detect.spring import check_spring, spring_texts
 from workers.detect.ssrf import check_ssrf
-from workers.detect.template import check_template
+from workers.detect.template import template_in
 from workers.detect.tls import (
     check_encrypted_heartbeat,
     check_ssh_banner,
@@ -475,15 +477,19 @@ class AppThreats:
         gadgets = C.JAVA_DESERIALIZATION.id in on
         objects = C.PHP_OBJECT_INJECTION.id in on
         templates = C.TEMPLATE_INJECTION.id in on
+        prototypes = C.PROTOTYPE_POLLUTION.id in on
+        serialized = C.INSECURE_DESERIALIZATION.id in on
+        shared = objects or templates or prototypes or serialized
         target = uri.decode("latin-1")
         path, _, query = target.partition("?")
         # a whole body's values (a JSON document parsed), the cookie's, the query's and the headers', each
         # read once for every kind of check that looks at them
-        valued = injections or traversals or forgeries or splits or gadgets or objects or templates
+        valued = injections or traversals or forgeries or splits or gadgets or shared
         whole = parsed_body(body, ctype) if body and not partial and valued else None
         fields = whole[0] if whole else ()
         cookies = list(pair_values(cookie)) if cookie and valued else []
-        queries = list(pair_values(query)) if query and (forgeries or gadgets or objects or templates) else []
+        named = forgeries or gadgets or shared  # (the checks reading the query's values)
+        queries = list(pair_values(query)) if query and named else []
         free = free_header_values(headers) if traversals or forgeries or templates else []
         if traversals:
             traversal = check_target(uri, st.settings) or check_path_values(
@@ -519,20 +525,29 @@ class AppThreats:
             probed = check_sensitive_path(uri)
             if probed is not None:
                 hits.append(probed)
+        # The body (where no parser read it into values) and the values joined, percent-decoded: read once
+        # for the checks of serialized objects, templates and property paths.
+        joined = body_and_values(b"" if fields else body, chain(queries, cookies, fields)) if shared else []
         if objects:
-            # (the body as it is only where it was not parsed into values)
-            unserialized = check_php_object(b"" if fields else body, chain(queries, cookies, fields))
+            unserialized = php_object_in(joined)
             if unserialized is not None:
                 hits.append(unserialized)
+        if serialized:
+            rebuilt = serialized_in(body, joined)
+            if rebuilt is not None:
+                hits.append(rebuilt)
         if templates:
             decoded_path = (
                 percent_decode(path).encode("latin-1", "replace") if "%" in path else uri[: len(path)]
             )
-            evaluated = check_template(
-                (decoded_path,), b"" if fields else body, chain(queries, cookies, fields, free)
-            )
+            headers_text = body_and_values(b"", free)
+            evaluated = template_in((decoded_path, *joined, *headers_text))
             if evaluated is not None:
                 hits.append(evaluated)
+        if prototypes:
+            polluted = prototype_in(joined, body if fields and "json" in ctype.lower() else b"")
+            if polluted is not None:
+                hits.append(polluted)
         if C.SPRING_RCE.id in on:
             bound = check_spring(spring_texts(uri, headers, body, ctype))
             if bound is not None:

@@ -33,7 +33,12 @@ def check_php_object(body: bytes, values: Iterable[str]) -> Hit | None:
     """A serialized PHP object or a `phar://` path in the body (one not parsed into `values`) or in any of
     `values` (percent-decoded; base64 of an object decoded), or None. Byte searches first: most requests
     hold neither."""
-    for text in body_and_values(body, values, MAX_PHP_TEXT):
+    return php_object_in(body_and_values(body, values, MAX_PHP_TEXT))
+
+
+def php_object_in(texts: Iterable[bytes]) -> Hit | None:
+    """`check_php_object` on texts `body_and_values` gave (shared by the checks that read them)."""
+    for text in texts:
         hit = _check(text)
         if hit is not None:
             return hit

@@ -107,7 +107,12 @@ def check_template(texts: Iterable[bytes], body: bytes, values: Iterable[str]) -
     """A template expression that runs code or probes the engine in any of `texts` (as they are: the
     decoded path, header values), the body (one no parser read into `values`) or `values`
     (percent-decoded), or None."""
-    for text in (*texts, *body_and_values(body, values, MAX_TEMPLATE_TEXT)):
+    return template_in((*texts, *body_and_values(body, values, MAX_TEMPLATE_TEXT)))
+
+
+def template_in(texts: Iterable[bytes]) -> Hit | None:
+    """`check_template` on texts as they are (`body_and_values`' among them)."""
+    for text in texts:
         if len(text) > MAX_TEMPLATE_TEXT:
             text = text[:MAX_TEMPLATE_TEXT]
         if (

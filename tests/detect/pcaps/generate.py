@@ -225,6 +225,12 @@ def http_attacks() -> tuple[Packets, Any, dict[str, int]]:
     # template_injection: a greeting's name that a Jinja2 template would evaluate, walking to every class
     walk = b"/hello?name=%7B%7B%27%27.__class__.__mro__%5B1%5D.__subclasses__%28%29%7D%7D"
     out += http_exchange([http(b"GET", walk, [])], 40017)
+    # prototype_pollution: a JSON settings merge carrying a key that walks to Object.prototype
+    merge = b'{"theme": "dark", "__proto__": {"isAdmin": true}}'
+    out += http_exchange([http(b"POST", b"/api/settings", [b"Content-Type: application/json"], merge)], 40018)
+    # insecure_deserialization: a session cookie holding a pickle (protocol 0) that calls os.system
+    pickled = b"Cookie: session=Y3Bvc2l4CnN5c3RlbQpwMAooVmlkCnAxCnRwMgpScDMKLg=="
+    out += http_exchange([http(b"GET", b"/dashboard", [pickled])], 40019)
     slow: Packets = []
     conv = Tcp(slow, T0 + 1, C, 40007, S, 80).handshake()
     conv.send(0, b"GET / HTTP/1.1\r\nHost: shop.example\r\n").wait(15).send(0, b"X-a: 1\r\n").wait(15)
@@ -235,7 +241,8 @@ def http_attacks() -> tuple[Packets, Any, dict[str, int]]:
                        "http_negative_length": 1, "http_slowloris": 1, "log4shell": 1,
                        "path_traversal": 1, "xxe": 1, "ssrf": 1, "crlf_injection": 1,
                        "java_deserialization": 1, "spring_rce": 1, "php_object_injection": 1,
-                       "sensitive_file_access": 1, "template_injection": 1}  # fmt: skip
+                       "sensitive_file_access": 1, "template_injection": 1,
+                       "prototype_pollution": 1, "insecure_deserialization": 1}  # fmt: skip
 
 
 TUNNEL_NAME = "p2mwsg3l5a4i7bpnjvwygm4k3lh7yyk6dqjgyvlhjhtoo5sbbc3qabgn6s6etx.t.example.com"
