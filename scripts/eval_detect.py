@@ -194,6 +194,16 @@ except ImportError:
 
 
 try:
+    from workers.detect.upload import check_upload
+except ImportError:
+
+    def check_upload(  # type: ignore[misc]
+        body: bytes, content_type: str, path: bytes, method: bytes = b""
+    ) -> None:
+        return None
+
+
+try:
     from workers.detect.serialized import check_serialized
 except ImportError:
 
@@ -229,8 +239,8 @@ try:
 
     def other_threats(req: Request) -> set[str]:
         """path_traversal, log4shell, xxe, ssrf, crlf_injection, java_deserialization, spring_rce,
-        php_object_injection, sensitive_file_access, template_injection, prototype_pollution and
-        insecure_deserialization, as the worker looks for them in a request."""
+        php_object_injection, sensitive_file_access, template_injection, prototype_pollution,
+        insecure_deserialization and webshell_upload, as the worker looks for them in a request."""
         cookies = list(pair_values(req.cookie))
         body = list(parsed_body(req.body, req.ctype)[0]) if req.body else []
         values = [*cookies, *req.headers, *body]
@@ -250,6 +260,7 @@ try:
             b"" if body else req.body, [*pair_values(query), *cookies, *body], document
         )
         rebuilt = check_serialized(req.body, [*pair_values(query), *cookies, *body])
+        shell = check_upload(req.body, req.ctype, req.uri.encode("latin-1", "replace"), b"POST")
         evaluated = check_template(
             (percent_decode(path).encode("latin-1", "replace"),),
             b"" if body else req.body,
@@ -280,6 +291,7 @@ try:
                 evaluated,
                 polluted,
                 rebuilt,
+                shell,
             )
             if h is not None
         }
@@ -372,6 +384,7 @@ OWN_THREAT = {
     "ssti": "template_injection",
     "prototype": "prototype_pollution",
     "serialized": "insecure_deserialization",
+    "upload": "webshell_upload",
 }
 INJECTION_THREATS = frozenset(OWN_THREAT.values())
 OWN_BENIGN = {

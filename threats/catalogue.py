@@ -276,6 +276,11 @@ THREATS: tuple[Threat, ...] = (
        "a YAML tag that builds a class (!!python/object/apply:, SnakeYAML's Java tags, !ruby/object:), a "
        ".NET type that runs code named to a polymorphic serializer ($type, __type), in XAML or in a "
        "BinaryFormatter stream, a serialized Node.js function (_$$ND_FUNC$$_)"),
+    _t(1055, "webshell_upload", S.CRITICAL, A.RESET,
+       "A web shell uploaded: a multipart file part, or a body sent to a script's path (WebDAV PUT), holding "
+       "server-side code that runs what a request sends it (PHP's system($_GET[…]), JSP's Runtime.exec("
+       "request.getParameter(…)), ASP's eval(Request(…))), a script under a script's name (shell.php, "
+       "shell.php.jpg) or an .htaccess that makes files run as scripts"),
 )  # fmt: skip
 
 BY_NAME: Mapping[str, Threat] = MappingProxyType({t.name: t for t in THREATS})
@@ -359,6 +364,7 @@ SENSITIVE_FILE_ACCESS = BY_NAME["sensitive_file_access"]
 TEMPLATE_INJECTION = BY_NAME["template_injection"]
 PROTOTYPE_POLLUTION = BY_NAME["prototype_pollution"]
 INSECURE_DESERIALIZATION = BY_NAME["insecure_deserialization"]
+WEBSHELL_UPLOAD = BY_NAME["webshell_upload"]
 
 
 class Finding(NamedTuple):

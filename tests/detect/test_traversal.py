@@ -41,6 +41,10 @@ TRAVERSALS = [
     ("/p?page=php://filter/convert.base64-encode/resource=index", "a PHP stream wrapper reading a file"),
     ("/p?page=php%3A%2F%2Finput", "an encoded one"),
     ("/p?cmd=expect://ls", "PHP's expect wrapper"),
+    ("/p?page=zip://uploads/avatar.jpg%23shell.php", "an uploaded archive's script, through zip://"),
+    ("/p?page=compress.zlib:///etc/passwd", "the compression wrapper"),
+    ("/p?page=data://text/plain;base64,PD9waHAgc3lzdGVtKCRfR0VUWydjJ10pOz8%2B", "a data URL of PHP code"),
+    ("/p?page=data:text/plain,%3C?php%20phpinfo();?%3E", "a data URL of PHP code in clear"),
     ("/p?page=index.php::$DATA", "a script's NTFS data stream (its source, on IIS)"),
     ("/p?page=index.asp%3A%3A%24data", "an encoded one"),
     ("/p?f=%uff0e%uff0e/%uff0e%uff0e/%uff0e%uff0e/etc/hosts", "full-width dots, as IIS folds them"),
@@ -75,6 +79,8 @@ BENIGN = [
     "/p?f=./a/./b.txt",  # same-directory segments, no system file
     "/p?q=%E6%97%A5%E6%9C%AC%E8%AA%9E%EF%BC%8E",  # Japanese text ending in a full-width full stop
     "/p?mask=0x2f&color=0x2e2e2e",  # hex literals
+    "/p?avatar=data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAAB",  # a data URL of an image
+    "/p?q=unzip+archive.zip://+fails",  # prose
 ]
 
 

@@ -80,6 +80,7 @@ from workers.detect.tls import (
     version_hits,
 )
 from workers.detect.traversal import check_path_values, check_target
+from workers.detect.upload import check_upload
 from workers.detect.xxe import check_xml, xml_texts
 from workers.dpi import events as E
 from workers.dpi.context import Detector, FlowContext
@@ -312,7 +313,7 @@ class AppThreats:
             if len(st.unanswered) < MAX_UNANSWERED:
                 credentials = any(n.lower() == b"authorization" for n, _v in ev.headers)
                 st.unanswered.append((ev.method, ev.uri.split(b"?", 1)[0], credentials))
-            hits += self._http_request(ev.uri, ev.headers, ev.body, st, on, ev.body_truncated)
+            hits += self._http_request(ev.uri, ev.headers, ev.body, st, on, ev.body_truncated, ev.method)
         elif isinstance(ev, E.HttpBodyPart):
             if ev.request:
                 if ev.last:
@@ -410,6 +411,10 @@ class AppThreats:
             lookup = check_lookups((ev.data,))
             if lookup is not None:
                 hits.append(lookup)
+        if C.WEBSHELL_UPLOAD.id in on:
+            shell = check_upload(ev.data, ctype, ev.uri)
+            if shell is not None:
+                hits.append(shell)
         sqli, xss, command, ldap = (c.id in on for c in INJECTION_CLASSES)
         if (sqli or xss or command or ldap) and _MULTIPART in ctype.lower():
             hits += self._multipart_part(ev.uri, ev.offset, ev.data, ctype, st, on, ev.last)
@@ -452,6 +457,7 @@ class AppThreats:
         st: _FlowState,
         on: frozenset[int],
         partial: bool = False,
+        method: bytes = b"",
     ) -> list[Hit]:
         """The head of a request and its body's first part (`partial`: more parts follow)."""
         hits = check_headers(headers)
@@ -521,6 +527,10 @@ class AppThreats:
             entity = check_xml(xml_texts(uri, body, ctype))
             if entity is not None:
                 hits.append(entity)
+        if C.WEBSHELL_UPLOAD.id in on and body:
+            shell = check_upload(body, ctype, uri, method)
+            if shell is not None:
+                hits.append(shell)
         if C.SENSITIVE_FILE_ACCESS.id in on:
             probed = check_sensitive_path(uri)
             if probed is not None:

@@ -48,8 +48,14 @@ _SYSTEM_PATH = re.compile(rf"(?:file:/*(?:[a-z]:/+)?|/+|[a-z]:/+){_SYSTEM_FILE_N
 # NTFS's default data stream named after a file (`index.asp::$DATA`): IIS serves the script's source
 _DATA_STREAM = re.compile(r"::\$data\b", re.I)
 # PHP's stream wrappers that read a file or run a command when an application includes the value
-# (`php://filter/convert.base64-encode/resource=index.php`, `expect://id`): never a value of its own
-_PHP_WRAPPER = re.compile(r"\x00\s*(?:php:/+(?:filter|input|fd)|expect:/+|phar:/+)", re.I)
+# (`php://filter/convert.base64-encode/resource=index.php`, `expect://id`, `zip://upload.jpg#shell.php`,
+# `compress.zlib://`, `glob://`), or a data URL whose content is PHP code (`data://text/plain;base64,PD9w…`,
+# `<?php` base64-encoded): never a value of its own (a data URL of an image is no code)
+_PHP_WRAPPER = re.compile(
+    r"\x00\s*(?:php:/+(?:filter|input|fd)|expect:/+|phar:/+|zip:/+|compress\.(?:zlib|bzip2):/+|glob:/+"
+    r"|data:(?://)?[\w/+.-]*(?:;[\w=.-]+)*,\s*(?:<\?|PD[89]))",
+    re.I,
+)
 _SEGMENTS_SLASHES = re.compile(r"/+")
 _CURRENT_SEGMENTS = re.compile(r"(^|/)(?:\./)+")  # `/./`: the same directory (not the dot of `../`)
 # division slash, set minus, one-dot leader, small full stop: read as `/`, `\`, `.` by best-fit mappings
@@ -142,7 +148,7 @@ def check_path_values(values: Iterable[str], settings: ThreatSettings, where: st
 def _named_stream(joined: str, where: str) -> Hit | None:
     """A PHP stream wrapper opening one of the values (each after a NUL in `joined`), or an NTFS data
     stream named in one."""
-    found = _PHP_WRAPPER.search(joined) if ":/" in joined else None
+    found = _PHP_WRAPPER.search(joined) if ":/" in joined or "data:" in joined else None
     if found is not None:
         return Hit(
             PATH_TRAVERSAL, f"a PHP stream wrapper as {where}", excerpt_of(found.group().strip("\x00 "))

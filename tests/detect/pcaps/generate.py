@@ -231,6 +231,13 @@ def http_attacks() -> tuple[Packets, Any, dict[str, int]]:
     # insecure_deserialization: a session cookie holding a pickle (protocol 0) that calls os.system
     pickled = b"Cookie: session=Y3Bvc2l4CnN5c3RlbQpwMAooVmlkCnAxCnRwMgpScDMKLg=="
     out += http_exchange([http(b"GET", b"/dashboard", [pickled])], 40019)
+    # webshell_upload: a PHP shell uploaded through a form's file field
+    shell = (
+        b'--b\r\nContent-Disposition: form-data; name="file"; filename="shell.php"\r\n'
+        b'Content-Type: application/x-php\r\n\r\n<?php system($_GET["c"]); ?>\r\n--b--\r\n'
+    )
+    upload = [b"Content-Type: multipart/form-data; boundary=b"]
+    out += http_exchange([http(b"POST", b"/upload", upload, shell)], 40020)
     slow: Packets = []
     conv = Tcp(slow, T0 + 1, C, 40007, S, 80).handshake()
     conv.send(0, b"GET / HTTP/1.1\r\nHost: shop.example\r\n").wait(15).send(0, b"X-a: 1\r\n").wait(15)
@@ -242,7 +249,7 @@ def http_attacks() -> tuple[Packets, Any, dict[str, int]]:
                        "path_traversal": 1, "xxe": 1, "ssrf": 1, "crlf_injection": 1,
                        "java_deserialization": 1, "spring_rce": 1, "php_object_injection": 1,
                        "sensitive_file_access": 1, "template_injection": 1,
-                       "prototype_pollution": 1, "insecure_deserialization": 1}  # fmt: skip
+                       "prototype_pollution": 1, "insecure_deserialization": 1, "webshell_upload": 1}  # fmt: skip
 
 
 TUNNEL_NAME = "p2mwsg3l5a4i7bpnjvwygm4k3lh7yyk6dqjgyvlhjhtoo5sbbc3qabgn6s6etx.t.example.com"
