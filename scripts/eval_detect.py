@@ -194,6 +194,14 @@ except ImportError:
 
 
 try:
+    from workers.detect.jwt import check_jwt
+except ImportError:
+
+    def check_jwt(texts: Iterable[bytes]) -> None:  # type: ignore[misc]
+        return None
+
+
+try:
     from workers.detect.upload import check_upload
 except ImportError:
 
@@ -240,7 +248,8 @@ try:
     def other_threats(req: Request) -> set[str]:
         """path_traversal, log4shell, xxe, ssrf, crlf_injection, java_deserialization, spring_rce,
         php_object_injection, sensitive_file_access, template_injection, prototype_pollution,
-        insecure_deserialization and webshell_upload, as the worker looks for them in a request."""
+        insecure_deserialization, webshell_upload and jwt_forgery, as the worker looks for them in a
+        request."""
         cookies = list(pair_values(req.cookie))
         body = list(parsed_body(req.body, req.ctype)[0]) if req.body else []
         values = [*cookies, *req.headers, *body]
@@ -260,6 +269,7 @@ try:
             b"" if body else req.body, [*pair_values(query), *cookies, *body], document
         )
         rebuilt = check_serialized(req.body, [*pair_values(query), *cookies, *body])
+        token = check_jwt([v.encode("latin-1", "replace") for v in (req.uri, req.cookie, *values)])
         shell = check_upload(req.body, req.ctype, req.uri.encode("latin-1", "replace"), b"POST")
         evaluated = check_template(
             (percent_decode(path).encode("latin-1", "replace"),),
@@ -292,6 +302,7 @@ try:
                 polluted,
                 rebuilt,
                 shell,
+                token,
             )
             if h is not None
         }
@@ -385,6 +396,7 @@ OWN_THREAT = {
     "prototype": "prototype_pollution",
     "serialized": "insecure_deserialization",
     "upload": "webshell_upload",
+    "jwt": "jwt_forgery",
 }
 INJECTION_THREATS = frozenset(OWN_THREAT.values())
 OWN_BENIGN = {

@@ -281,6 +281,10 @@ THREATS: tuple[Threat, ...] = (
        "server-side code that runs what a request sends it (PHP's system($_GET[…]), JSP's Runtime.exec("
        "request.getParameter(…)), ASP's eval(Request(…))), a script under a script's name (shell.php, "
        "shell.php.jpg) or an .htaccess that makes files run as scripts"),
+    _t(1056, "jwt_forgery", S.HIGH, A.RESET,
+       "A forged JSON Web Token: a token in a header, cookie or value whose header names no algorithm "
+       "(alg none), names one but comes without a signature, carries a key id that injects (../, SQL, "
+       "shell) or carries its own key (jwk, outside a DPoP proof)"),
 )  # fmt: skip
 
 BY_NAME: Mapping[str, Threat] = MappingProxyType({t.name: t for t in THREATS})
@@ -365,6 +369,7 @@ TEMPLATE_INJECTION = BY_NAME["template_injection"]
 PROTOTYPE_POLLUTION = BY_NAME["prototype_pollution"]
 INSECURE_DESERIALIZATION = BY_NAME["insecure_deserialization"]
 WEBSHELL_UPLOAD = BY_NAME["webshell_upload"]
+JWT_FORGERY = BY_NAME["jwt_forgery"]
 
 
 class Finding(NamedTuple):

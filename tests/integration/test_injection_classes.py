@@ -7,8 +7,8 @@ SpEL in Spring Cloud Function's routing header), PHP object injection (a seriali
 its twin a serialized array) and template injection (Jinja2's walk to every class in a query, ERB's
 arithmetic probe in a form; their twins a template's placeholders) and prototype pollution (a form
 field named `__proto__[isAdmin]`) and insecure deserialization (a session cookie holding a pickle that
-calls os.system) and a web shell uploaded in a form (its twin a text file quoting PHP), from a real
-client (curl) through
+calls os.system), a web shell uploaded in a form (its twin a text file quoting PHP) and a forged JWT
+(alg none; its twin a signed token), from a real client (curl) through
 the real enforcer to a real web app (`lab.vulnapp`) in the lab: in Protect the attack's connection is
 reset before any answer and a `threat` event says why, its benign twin (the same parameter, look-alike
 text) is answered 200 before and after; in Monitor the same attacks are answered and reported. nmap's
@@ -70,6 +70,7 @@ CASES = [
     ("prototype_pollution", "form", "/api/settings", "__proto__%5BisAdmin%5D=true", "proto=tcp&constructor=Ada"),
     ("insecure_deserialization", "header", "/dashboard", "Cookie: session=Y3Bvc2l4CnN5c3RlbQpwMAooVmlkCnAxCnRwMgpScDMKLg==", "Cookie: session=gAAAAABl2dE3-a-fernet-token"),
     ("webshell_upload", "upload", "/upload", 'shell.php|<?php system($_GET["cmd"]); ?>', "notes.txt|In class we wrote <?php echo 'hi'; ?> on the board"),
+    ("jwt_forgery", "header", "/api/admin", "Authorization: Bearer eyJhbGciOiAibm9uZSIsICJ0eXAiOiAiSldUIn0.eyJzdWIiOiAiYWxpY2UiLCAicm9sZSI6ICJhZG1pbiJ9.", "Authorization: Bearer eyJhbGciOiAiUlMyNTYiLCAidHlwIjogIkpXVCJ9.eyJzdWIiOiAiYWxpY2UiLCAicm9sZSI6ICJhZG1pbiJ9.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c"),
     ("struts_rce", "header", "/orders.action", "Content-Type: %{#context['com.opensymphony.xwork2.dispatcher.HttpServletResponse'].addHeader('X-T','1')}.multipart/form-data", "Content-Type: multipart/form-data; boundary=x"),
 ]  # fmt: skip
 PAGE = "<p><script>document.title = 'shop'</script><img src=x onerror=retry()></p>\n" * 110  # ~8 KiB

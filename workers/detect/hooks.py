@@ -63,6 +63,7 @@ from workers.detect.injection import (
     parsed_body,
 )
 from workers.detect.jndi import check_lookups
+from workers.detect.jwt import check_jwt
 from workers.detect.multipart import FIELD, MultipartCursor, boundary_of
 from workers.detect.phpobject import php_object_in
 from workers.detect.prototype import prototype_in
@@ -485,7 +486,8 @@ class AppThreats:
         templates = C.TEMPLATE_INJECTION.id in on
         prototypes = C.PROTOTYPE_POLLUTION.id in on
         serialized = C.INSECURE_DESERIALIZATION.id in on
-        shared = objects or templates or prototypes or serialized
+        tokens = C.JWT_FORGERY.id in on
+        shared = objects or templates or prototypes or serialized or tokens
         target = uri.decode("latin-1")
         path, _, query = target.partition("?")
         # a whole body's values (a JSON document parsed), the cookie's, the query's and the headers', each
@@ -536,7 +538,7 @@ class AppThreats:
             if probed is not None:
                 hits.append(probed)
         # The body (where no parser read it into values) and the values joined, percent-decoded: read once
-        # for the checks of serialized objects, templates and property paths.
+        # for the checks of serialized objects, templates, property paths and tokens.
         joined = body_and_values(b"" if fields else body, chain(queries, cookies, fields)) if shared else []
         if objects:
             unserialized = php_object_in(joined)
@@ -554,6 +556,10 @@ class AppThreats:
             evaluated = template_in((decoded_path, *joined, *headers_text))
             if evaluated is not None:
                 hits.append(evaluated)
+        if tokens:
+            forged_token = check_jwt((*(v for _n, v in headers), *joined))
+            if forged_token is not None:
+                hits.append(forged_token)
         if prototypes:
             polluted = prototype_in(joined, body if fields and "json" in ctype.lower() else b"")
             if polluted is not None:

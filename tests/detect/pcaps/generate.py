@@ -238,6 +238,9 @@ def http_attacks() -> tuple[Packets, Any, dict[str, int]]:
     )
     upload = [b"Content-Type: multipart/form-data; boundary=b"]
     out += http_exchange([http(b"POST", b"/upload", upload, shell)], 40020)
+    # jwt_forgery: an unsigned token (alg none) claiming the admin role
+    unsigned = b"Authorization: Bearer eyJhbGciOiAibm9uZSJ9.eyJzdWIiOiAiYWxpY2UiLCAicm9sZSI6ICJhZG1pbiJ9."
+    out += http_exchange([http(b"GET", b"/api/admin", [unsigned])], 40021)
     slow: Packets = []
     conv = Tcp(slow, T0 + 1, C, 40007, S, 80).handshake()
     conv.send(0, b"GET / HTTP/1.1\r\nHost: shop.example\r\n").wait(15).send(0, b"X-a: 1\r\n").wait(15)
@@ -249,7 +252,8 @@ def http_attacks() -> tuple[Packets, Any, dict[str, int]]:
                        "path_traversal": 1, "xxe": 1, "ssrf": 1, "crlf_injection": 1,
                        "java_deserialization": 1, "spring_rce": 1, "php_object_injection": 1,
                        "sensitive_file_access": 1, "template_injection": 1,
-                       "prototype_pollution": 1, "insecure_deserialization": 1, "webshell_upload": 1}  # fmt: skip
+                       "prototype_pollution": 1, "insecure_deserialization": 1, "webshell_upload": 1,
+                       "jwt_forgery": 1}  # fmt: skip
 
 
 TUNNEL_NAME = "p2mwsg3l5a4i7bpnjvwygm4k3lh7yyk6dqjgyvlhjhtoo5sbbc3qabgn6s6etx.t.example.com"
