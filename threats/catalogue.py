@@ -285,6 +285,10 @@ THREATS: tuple[Threat, ...] = (
        "A forged JSON Web Token: a token in a header, cookie or value whose header names no algorithm "
        "(alg none), names one but comes without a signature, carries a key id that injects (../, SQL, "
        "shell) or carries its own key (jwk, outside a DPoP proof)"),
+    _t(1057, "scanner_detected", S.MEDIUM, A.ALERT,
+       "A request from a known attack tool or vulnerability scanner, by its default User-Agent (nikto, "
+       "sqlmap, nmap's scripts, nuclei, wpscan, gobuster, ffuf, hydra, Acunetix, Nessus, …) or a header of "
+       "its own: the first request of a scan names its tool, before its probes are found"),
 )  # fmt: skip
 
 BY_NAME: Mapping[str, Threat] = MappingProxyType({t.name: t for t in THREATS})
@@ -370,6 +374,7 @@ PROTOTYPE_POLLUTION = BY_NAME["prototype_pollution"]
 INSECURE_DESERIALIZATION = BY_NAME["insecure_deserialization"]
 WEBSHELL_UPLOAD = BY_NAME["webshell_upload"]
 JWT_FORGERY = BY_NAME["jwt_forgery"]
+SCANNER_DETECTED = BY_NAME["scanner_detected"]
 
 
 class Finding(NamedTuple):

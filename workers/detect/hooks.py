@@ -67,6 +67,7 @@ from workers.detect.jwt import check_jwt
 from workers.detect.multipart import FIELD, MultipartCursor, boundary_of
 from workers.detect.phpobject import php_object_in
 from workers.detect.prototype import prototype_in
+from workers.detect.scanner import check_scanner
 from workers.detect.sensitive import check_sensitive_path
 from workers.detect.sensors import Context, SensorAction, SensorMatch, SensorStream
 from workers.detect.serialized import serialized_in
@@ -462,6 +463,10 @@ class AppThreats:
     ) -> list[Hit]:
         """The head of a request and its body's first part (`partial`: more parts follow)."""
         hits = check_headers(headers)
+        if C.SCANNER_DETECTED.id in on:
+            tool = check_scanner(headers)
+            if tool is not None:
+                hits.append(tool)
         if C.LOG4SHELL.id in on:
             lookup = check_lookups((uri, *(v for _n, v in headers), body))
             if lookup is not None:
