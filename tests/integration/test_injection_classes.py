@@ -196,3 +196,17 @@ def test_the_same_injection_is_answered_and_reported_in_monitor(
     found = threat_events(enforcer, threat, before + 1, dst=addr)
     assert len(found) > before, [ev.get("name") for ev in enforcer.events()]
     assert found[-1]["action"] == "alert" and found[-1]["group"] == "api", found[-1]
+
+
+def test_a_scanner_is_named_by_its_user_agent_and_its_harmless_request_served(
+    lab: Lab, enforcer: LabEnforcer
+) -> None:
+    """nmap's http-title script (a plain GET under nmap's own User-Agent): scanner_detected, an alert even
+    in Protect, so the title comes back; its exploit checks are reset above."""
+    addr = lab.host("s1").ipv4
+    before = len(threat_events(enforcer, "scanner_detected", 0, timeout=0, dst=addr))
+    out = nmap_script(lab, "c1", addr, PORT, "http-title")
+    assert "http-title:" in out, out[-2000:]  # answered: the script printed the page's title
+    found = threat_events(enforcer, "scanner_detected", before + 1, dst=addr)
+    assert len(found) > before, [ev.get("name") for ev in enforcer.events()]
+    assert found[-1]["action"] == "alert" and "nmap" in found[-1]["message"], found[-1]

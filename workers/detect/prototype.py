@@ -40,7 +40,7 @@ def check_prototype(body: bytes, values: Iterable[str], document: bytes = b"") -
 def prototype_in(texts: Iterable[bytes], document: bytes = b"") -> Hit | None:
     """`check_prototype` on texts `body_and_values` gave (shared by the checks that read them)."""
     for text in texts:
-        if b"\\u" in text:  # (JavaScript reads `__\\u0070roto__` as `__proto__`)
+        if b"\\" in text and b"\\u" in text:  # (JavaScript reads `__\\u0070roto__` as `__proto__`)
             text = backslash_decode(text.decode("latin-1")).encode("latin-1", "replace")
         if b"proto" not in text:  # (both forms hold it)
             continue

@@ -37,9 +37,10 @@ MAX_TEMPLATE_TEXT = 64 * 1024  # bytes of the body, and of the values joined, re
 MAX_EXPRESSIONS = 64  # expression openers looked at per text (markup holds many braces)
 _EXPRESSION_BYTES = 400  # an expression's content read up to its closer
 _CLOSER = {b"{{": b"}}", b"{%": b"%}", b"<%": b"%>", b"@(": b")"}  # the rest close with `}`
-# Every alternative opens with a literal, so the expression engine skips ahead to the bytes that can open
-# one (a JSON document is mostly other braces).
-_OPENER = re.compile(rb"\{[{%]|\$\{|#\{|\*\{|@\{|~\{|<%|@\(")
+# `{{` and `{%`: a literal first byte, which the expression engine skips ahead to (a JSON document is mostly
+# other braces); the other openers' first bytes are rare, found with memchr before their search.
+_BRACE_OPENER = re.compile(rb"\{[{%]")
+_RARE_OPENERS = (b"${", b"#{", b"*{", b"@{", b"~{", b"<%", b"@(")
 
 # arithmetic on number literals, the whole of an expression (after `=`, `-` or braces of the syntax)
 _ARITHMETIC = re.compile(rb"[\s{(=!:-]*(['\"]?)\d{1,12}\1\s*(?:\*\*?|\+)\s*(['\"]?)\d{1,12}\2[\s)}]*-?", re.S)
@@ -89,6 +90,12 @@ _GADGET = re.compile(
     rb"|__\$\{.{1,300}?\}__\s*::",
     re.S,
 )
+# Gadgets that need no expression opener: Freemarker's built-ins, Smarty's tags
+_FREEMARKER_BUILTIN = re.compile(rb"\?\s*(?:new\s*\(\s*\)|api\s*\.)", re.I)
+_SMARTY_TAG = re.compile(
+    rb"\{\s*(?:php\s*\}|(?:system|exec|passthru|shell_exec|readfile|file_get_contents)\s*\(|\$smarty\s*\.)",
+    re.I,
+)
 # A statement block, behind its opener.
 _STATEMENT_BLOCKS = tuple(
     (needle, re.compile(pattern, re.I | re.S))
@@ -115,42 +122,44 @@ def template_in(texts: Iterable[bytes]) -> Hit | None:
     for text in texts:
         if len(text) > MAX_TEMPLATE_TEXT:
             text = text[:MAX_TEMPLATE_TEXT]
-        if (
-            b"&" in text and b"&#" in text
-        ):  # braces written as character references (an XML or HTML context decodes them)
+        if b"&" in text and b"&#" in text:  # braces written as character references (XML, HTML decode them)
             text = html_decode(text.decode("latin-1")).encode("latin-1", "replace")
-        if _may_hold(text):
+        # (every opener and gadget holds one of these bytes; memchr finds that most texts hold none)
+        if b"{" in text or b"<" in text or b"@" in text or b"#" in text:
             hit = _check(text)
-            if hit is None and b"+" in text:  # a query's or form's spaces (a JSON value's `+` is itself)
-                hit = _check(text.replace(b"+", b" "))
             if hit is not None:
                 return hit
     return None
 
 
-def _may_hold(text: bytes) -> bool:
-    """Whether the text holds a byte sequence no finding is without (most values hold none). One-byte
-    tests first: CPython finds a single byte with memchr, a longer needle at about a nanosecond a byte."""
+def _openers(text: bytes) -> list[tuple[int, bytes]]:
+    """(position, opener) of the text's expression openers, up to `MAX_EXPRESSIONS`."""
+    found = [(m.start(), m.group()) for m in _BRACE_OPENER.finditer(text)] if b"{" in text else []
+    for opener in _RARE_OPENERS:
+        if opener[:1] in text:  # (memchr: most texts hold none of these bytes)
+            i = text.find(opener)
+            while i >= 0 and len(found) < MAX_EXPRESSIONS:
+                found.append((i, opener))
+                i = text.find(opener, i + 2)
+    return found[:MAX_EXPRESSIONS]
+
+
+def _may_hold_gadget(text: bytes) -> bool:
+    """Whether a text without expression openers may still hold a gadget (byte tests before any search)."""
     return (
-        b"{" in text
-        or (b"<" in text and (b"<%" in text or b"<#" in text))
-        or (b"@" in text and b"@(" in text)
+        b"freemarker" in text
+        or (b"?" in text and _FREEMARKER_BUILTIN.search(text) is not None)
         or (b"#" in text and b"#set" in text)
+        or (b"$" in text and b"$class" in text)
+        or (b"{" in text and _SMARTY_TAG.search(text) is not None)
+        or b"Smarty_Internal" in text
     )
 
 
-def _openers(text: bytes) -> list[tuple[int, bytes]]:
-    """(position, opener) of the text's expression openers, up to `MAX_EXPRESSIONS`."""
-    found = []
-    for m in _OPENER.finditer(text):
-        found.append((m.start(), m.group()))
-        if len(found) >= MAX_EXPRESSIONS:
-            break
-    return found
-
-
-def _check(text: bytes) -> Hit | None:
-    for where, opener in _openers(text):
+def _check(text: bytes, spaced: bool = False) -> Hit | None:
+    """A finding in one text; `spaced`: a retry with a form's `+` read as spaces."""
+    openers = _openers(text)
+    for where, opener in openers:
         start = where + len(opener)
         end = text.find(_CLOSER.get(opener, b"}"), start, start + _EXPRESSION_BYTES)
         if end < 0:
@@ -158,15 +167,21 @@ def _check(text: bytes) -> Hit | None:
         why = _expression(text[start:end], opener)
         if why:
             return Hit(TEMPLATE_INJECTION, f"{why} in a template expression", excerpt_of(text[where:]))
-    found = _GADGET.search(text.lower())
-    if found is not None:
-        gadget = text[found.start() : found.end()]  # (lowering keeps every byte's place)
-        return Hit(TEMPLATE_INJECTION, "a template engine's way to code", excerpt_of(gadget))
+    if openers or _may_hold_gadget(text):
+        found = _GADGET.search(text.lower())
+        if found is not None:
+            gadget = text[found.start() : found.end()]  # (lowering keeps every byte's place)
+            return Hit(TEMPLATE_INJECTION, "a template engine's way to code", excerpt_of(gadget))
+    kinds = {opener for _where, opener in openers}
+    if b"<" in text and b"<#" in text:
+        kinds.add(b"<#")
     for needle, block in _STATEMENT_BLOCKS:
-        if needle in text:
+        if needle in kinds:
             found = block.search(text)
             if found is not None:
                 return Hit(TEMPLATE_INJECTION, "a template statement block", excerpt_of(found.group()))
+    if openers and not spaced and b"+" in text:  # a query's or form's spaces (a JSON value's `+` is itself)
+        return _check(text.replace(b"+", b" "), spaced=True)
     return None
 
 
