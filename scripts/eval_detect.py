@@ -596,6 +596,11 @@ FUZZDB_XSS = tuple(
 FUZZDB_XSS_WITH_CONTEXT = "attack/xss/JHADDIX_XSS_WITH_CONTEXT.doc.txt"  # `Exploit String: …` lines
 FUZZDB_CRLF = "attack/http-protocol/crlf-injection.txt"  # line breaks, some with a header or markup after
 FUZZDB_SSRF = "attack/ip/localhost.txt"  # spellings of the loopback address, as a fetched URL's host
+# web shells (PHP, ASP, JSP, ColdFusion, Perl CGI), each uploaded through a form's file field under its own
+# name; only those a web server runs by their extension (the collection's Java sources, classes, WAR
+# parts, C source and Windows binary are built or deployed otherwise)
+FUZZDB_WEB_SHELLS = "web-backdoors"
+_RUNNABLE = re.compile(r"\.(?:php\d?|asp|aspx|asmx|ashx|jsp|jspx|cfm|pl|cgi)$", re.I)
 # a host written plainly: a name, four dotted decimals, an IPv6 literal with no IPv4 address in it (the
 # other spellings of fuzzdb's list are written to get past a filter)
 _PLAIN_HOST = re.compile(
@@ -647,6 +652,12 @@ def fuzzdb_cases(src: Source) -> Iterator[tuple[str, Request]]:
             url = f"http://[{host}]/" if ":" in host else f"http://{host}/"
             row = "fuzzdb ssrf probes" if _PLAIN_HOST.fullmatch(host) else "fuzzdb ssrf"
             yield row, Request("/fetch?url=" + quote(url, safe=""), label=host)
+    for name in src.files(FUZZDB_WEB_SHELLS):
+        base = name.rsplit("/", 1)[-1]
+        if _RUNNABLE.search(base):
+            part = f'--b\r\nContent-Disposition: form-data; name="file"; filename="{base}"\r\n\r\n'
+            body = (part + src.read(name) + "\r\n--b--\r\n").encode("utf-8", "replace")
+            yield "fuzzdb upload", Request("/upload", body, "multipart/form-data; boundary=b", label=name)
     for cls, line in payloads:
         payload = line if cls == "rce" else line.strip()  # (a command list's newlines are its payload's)
         if not payload.strip() or payload.startswith("#"):

@@ -43,6 +43,12 @@ SHELLS = [
     (b"shell.php;.jpg", b"<?php phpinfo(); ?>", "IIS's semicolon"),
     (b"shell.phtml", b"<?= 1 ?>", "another extension PHP runs"),
     (b".htaccess", b"AddType application/x-httpd-php .jpg\n", "an .htaccess making images scripts"),
+    (b"files.php", b"<?\n$d = $_GET['d'];\nforeach (scandir($d) as $f) echo $f;\n?>", "a file lister"),
+    (b"up.php", b"<? copy($_FILES['f']['tmp_name'], $_POST['to']); ?>", "an uploader"),
+    (b"run.cfm", b'<cfexecute name="#url.c#" timeout="5"></cfexecute>', "ColdFusion"),
+    (b"q.cfm", b"<cfquery datasource='x'>#form.q#</cfquery>", "a ColdFusion query tool"),
+    (b"c.cgi", b"#!/usr/bin/perl\nmy $q = $ENV{QUERY_STRING};\nprint `$q`;\n", "a Perl CGI shell"),
+    (b"c.pl", b"#!/usr/bin/perl\nopen(P, \"($ENV{QUERY_STRING}) 2>&1 |\");\nprint <P>;\n", "a pipe opened"),
 ]
 BENIGN = [
     (b"photo.jpg", b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01", "an image"),
@@ -51,6 +57,8 @@ BENIGN = [
     (b"readme.md", b"Never pass `$_GET` to system() in your code", "prose about a shell"),
     (b"index.html", b"<html><body><% not a server tag %></body></html>", "HTML"),
     (b"app.py", b"import os\nos.system('make')\n", "a Python script"),
+    (b"build.sh", b"#!/bin/sh\nmake && make install\n", "a build script"),
+    (b"log.php.txt", b"PHP notice: fopen(): failed to open stream in /var/www/a.php", "a log"),
 ]
 
 

@@ -5,12 +5,14 @@ WebDAV `PUT`.
 
 A finding is, in a multipart form's file part or in a body `PUT` to a path with a script's extension:
 - **server-side code that takes commands from the request**: PHP (an open tag, then a call that runs
-  code or a command, `system(`, `eval(`, `assert(`, `passthru(`, backticks …, and the request's input,
+  code or a command or acts on files, `system(`, `eval(`, `passthru(`, backticks, `fopen(`,
+  `move_uploaded_file(` …, and the request's input,
   `$_GET`, `$_POST`, `$_REQUEST`, `$_COOKIE`, `php://input` …; or `eval(` of a decoded blob,
   `eval(base64_decode(`, as obfuscated shells do), JSP (`Runtime.getRuntime().exec(` or a
   `ProcessBuilder` with `request.getParameter(`), ASP/ASP.NET (`eval`/`Execute` of `Request`, or
-  `Process.Start`/`WScript.Shell` with `Request`): wherever it is, a polyglot image (`GIF89a<?php …`)
-  included;
+  `Process.Start`/`WScript.Shell` with `Request`), ColdFusion (`<cfexecute>`, or `<cffile>` and
+  `<cfquery>` on a form's or URL's value), a Perl or shell CGI script running the query string: wherever it is, a polyglot image
+  (`GIF89a<?php …`) included;
 - **a script under a script's name**: a file named with an extension a server runs (`.php`, `.phtml`,
   `.phar`, `.jsp`, `.aspx`, `.ashx`, …, also hidden behind another, `shell.php.jpg`, `shell.php;.jpg`,
   `shell.php%00.jpg`) whose content opens a server-side code tag; or an `.htaccess` that makes a server
@@ -41,13 +43,16 @@ _SCRIPT_NAME = re.compile(
 )
 _PHP_TAG = re.compile(rb"<\?(?:php\b|=|\s)", re.I)
 _SERVER_TAG = re.compile(rb"<\?(?:php\b|=)|<%|<jsp:|<script[^>]+runat\s*=\s*[\"']?server", re.I)
+# a call that runs code or a command, or acts on files (a file manager's or an uploader's shell)
 _PHP_RUNS = re.compile(
     rb"\b(?:system|exec|shell_exec|passthru|popen|proc_open|pcntl_exec|eval|assert|create_function"
-    rb"|call_user_func(?:_array)?|preg_replace|include|require(?:_once)?|file_put_contents|fwrite)\s*\(|`",
+    rb"|call_user_func(?:_array)?|preg_replace|include|require(?:_once)?|file_put_contents|fwrite"
+    rb"|opendir|scandir|readdir|readfile|fopen|file_get_contents|show_source|highlight_file|copy"
+    rb"|move_uploaded_file|unlink|rmdir)\s*\(|`",
     re.I,
 )
 _PHP_INPUT = re.compile(
-    rb"\$_(?:GET|POST|REQUEST|COOKIE|SERVER|FILES)\b|\$HTTP_\w+_VARS|php://input|getallheaders\s*\("
+    rb"\$_(?:GET|POST|REQUEST|COOKIE|SERVER|FILES)\b|\$HTTP_\w+|php://input|getallheaders\s*\("
 )
 _PHP_DECODED_EVAL = re.compile(
     rb"\b(?:eval|assert)\s*\(\s*(?:@\s*)?(?:base64_decode|gzinflate|gzuncompress|str_rot13|strrev|hex2bin)\s*\(",
@@ -58,6 +63,17 @@ _JSP_INPUT = re.compile(rb"request\s*\.\s*(?:getParameter|getHeader|getInputStre
 _ASP_EVAL = re.compile(rb"\b(?:eval|execute(?:global)?)\s*\(?\s*request\b", re.I)
 _ASP_RUNS = re.compile(rb"Process\s*\.\s*Start\s*\(|WScript\.Shell|cmd\.exe", re.I)
 _ASP_INPUT = re.compile(rb"\bRequest\s*(?:\.\s*(?:Form|QueryString|Item|Params)|\[|\()", re.I)
+_CFML_RUNS = re.compile(
+    rb"<cfexecute\b|<cf(?:file|directory)\b[^>]{0,300}#\s*(?:form|url)\."
+    rb"|<cfquery\b[^>]{0,300}>[^<]{0,300}#\s*(?:form|url)\.",
+    re.I,
+)
+# a CGI script (Perl or a shell) that runs what the query string or a form parameter says
+_CGI_SCRIPT = re.compile(rb"\A\s*#!\s*/\S*(?:perl|sh|bash)\b|\buse\s+CGI\b")
+_CGI_RUNS = re.compile(
+    rb"`|\bopen\s*\([^\n]*\|\s*[\"']\s*\)|\b(?:system|exec|eval)\s*\(|\bqx\s*[({/]|\beval\s+[\"$`]"
+)
+_CGI_INPUT = re.compile(rb"QUERY_STRING|\bparam\s*\(|<STDIN>|\$FORM\b|CONTENT_LENGTH")
 _HTACCESS_HANDLER = re.compile(
     rb"\b(?:AddType|AddHandler|SetHandler)\b[^\r\n]*(?:php|x-httpd|cgi-script)", re.I
 )
@@ -93,7 +109,7 @@ def check_upload(body: bytes, content_type: str, path: bytes, method: bytes = b"
 
 def _judge(name: bytes, head: bytes) -> Hit | None:
     """A file's name and first bytes: a web shell, or None."""
-    why = _takes_commands(head) if b"<" in head else ""
+    why = _takes_commands(head) if b"<" in head or b"#!" in head or b"CGI" in head else ""
     if not why and _SCRIPT_NAME.search(name):
         found = _SERVER_TAG.search(head)
         if found is not None:
@@ -113,4 +129,8 @@ def _takes_commands(head: bytes) -> str:
             return "JSP that runs what a request sends it"
         if _ASP_EVAL.search(head) or (_ASP_RUNS.search(head) and _ASP_INPUT.search(head)):
             return "ASP that runs what a request sends it"
+    if (b"<cf" in head or b"<CF" in head) and _CFML_RUNS.search(head):
+        return "ColdFusion that runs what a request sends it"
+    if _CGI_SCRIPT.search(head) and _CGI_RUNS.search(head) and _CGI_INPUT.search(head):
+        return "a CGI script that runs what a request sends it"
     return ""
