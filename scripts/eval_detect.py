@@ -49,10 +49,14 @@ scores the detection code of git revision REF on the same inputs in the same run
   the host of a URL in a query value (`/fetch?url=http://0x7f.1/`): rows `fuzzdb ssrf`, those written
   plainly (a name, four dotted decimals, `::1`) in `fuzzdb ssrf probes`;
   `attack/http-protocol/crlf-injection.txt` as a redirect's query value: rows `fuzzdb crlf` (a header or
-  a status line after the break; the rest, a break alone or markup after it, in `fuzzdb crlf probes`); `\n` in a line is a newline, and the Windows list's `+` a space,
+  a status line after the break; the rest, a break alone or markup after it, in `fuzzdb crlf probes`); `web-backdoors/`,
+  each web shell a server runs by its extension uploaded through a form's file field under its own name:
+  row `fuzzdb upload`, scored as `webshell_upload`; `\n` in a line is a newline, and the Windows list's `+` a space,
   as those lists write them), sent as SecLists' are
   (`--fuzzdb`, a checkout or a bare git directory). Its lists mix classes (an LDAP filter among the
   SQLi probes, `' or 2=2` among the XSS): the `[any class]` rows score them as a WAF would.
+- OWASP CRS's 934200 and 934180 (server-side template injection: rows `crs ssti`) and 934130 (prototype
+  pollution: rows `crs prototype`), with their negative cases, from the same checkout as above.
 - HTML5 Security Cheatsheet, `cure53/H5SC` (MPL-2.0), at 1a91bbc085426579ebcdefb1bc5450760db3dad5:
   every vector of `items.js` (its `data`, with the `%placeholders%` of `payloads.js` filled in), sent
   as a query value (`--h5sc`). A few of them only restyle a page (CSS parser quirks with no script):
