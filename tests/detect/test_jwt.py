@@ -51,6 +51,15 @@ GENUINE = [
     ),
     ("eyJhbGciOiJub25lIn0 is how alg none starts", "a header alone, in prose"),
     ("eyJ.not.json", "no JSON"),
+    (
+        segment({"alg": "ES256", "kid": "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs--a"})
+        + f".{CLAIMS}.{SIGNATURE}",
+        "a thumbprint kid",
+    ),
+    (
+        segment({"alg": "RS256", "kid": "projects/shop/keys/signing/versions/3"}) + f".{CLAIMS}.{SIGNATURE}",
+        "a key path",
+    ),
 ]
 
 

@@ -39,6 +39,7 @@ CLIENTS = [
     "kube-probe/1.31",
     "Prometheus/2.53.0",
     "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+    "Ory Hydra/2.2.0",  # an OAuth server's own requests, not THC-Hydra
 ]
 
 

@@ -20,12 +20,14 @@ MAX_AGENT = 512  # bytes of a User-Agent read
 # Attack tools and scanners as their default User-Agent names them (whole words, any case)
 _TOOL_AGENT = re.compile(
     rb"\b(?:nikto|sqlmap|nmap scripting engine|nmap nse|nuclei|wpscan|joomscan|droopescan|cmsmap|dirbuster"
-    rb"|gobuster|feroxbuster|dirsearch|fuzz faster u fool|ffuf|wfuzz|hydra|masscan|zgrab|zmeu|acunetix"
+    rb"|gobuster|feroxbuster|dirsearch|fuzz faster u fool|ffuf|wfuzz|masscan|zgrab|zmeu|acunetix"
     rb"|netsparker|invicti|appscan|webinspect|arachni|w3af|openvas|nessus|commix|skipfish|whatweb|paros"
     rb"|sqlninja|havij|jaeles|dalfox|xsstrike|fimap|wapiti|bsqlbf|morfeus|jorgee|tplmap|sstimap|ysoserial"
     rb"|metasploit|msfconsole)\b",
     re.I,
 )
+# THC-Hydra's agent names it in parentheses (`Mozilla/4.0 (Hydra)`); Ory Hydra, an OAuth server, is no tool
+_HYDRA = re.compile(rb"\(hydra\)", re.I)
 # Headers some scanners add to every request (their names; present at all, a scan)
 _TOOL_HEADERS = frozenset(
     (b"acunetix-product", b"acunetix-scanning-agreement", b"acunetix-user-agreement", b"x-wipp",
@@ -38,9 +40,9 @@ def check_scanner(headers: Iterable[tuple[bytes, bytes]]) -> Hit | None:
     for name, value in headers:
         low = name.lower()
         if low == b"user-agent":
-            found = _TOOL_AGENT.search(value[:MAX_AGENT])
+            found = _TOOL_AGENT.search(value[:MAX_AGENT]) or _HYDRA.search(value[:MAX_AGENT])
             if found is not None:
-                tool = found.group().decode("latin-1").lower()
+                tool = found.group().decode("latin-1").strip("()").lower()
                 return Hit(SCANNER_DETECTED, f"an attack tool's User-Agent ({tool})", excerpt_of(value))
         elif low in _TOOL_HEADERS:
             return Hit(
