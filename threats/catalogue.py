@@ -289,6 +289,10 @@ THREATS: tuple[Threat, ...] = (
        "A request from a known attack tool or vulnerability scanner, by its default User-Agent (nikto, "
        "sqlmap, nmap's scripts, nuclei, wpscan, gobuster, ffuf, hydra, Acunetix, Nessus, …) or a header of "
        "its own: the first request of a scan names its tool, before its probes are found"),
+    _t(1058, "http2_rapid_reset", S.HIGH, A.RESET,
+       "HTTP/2 rapid reset (CVE-2023-44487): a cleartext HTTP/2 client that opens streams and cancels them "
+       "at once (100 RST_STREAM frames on one connection, at least half of the streams it opened), making "
+       "the server start work it never finishes"),
 )  # fmt: skip
 
 BY_NAME: Mapping[str, Threat] = MappingProxyType({t.name: t for t in THREATS})
@@ -375,6 +379,7 @@ INSECURE_DESERIALIZATION = BY_NAME["insecure_deserialization"]
 WEBSHELL_UPLOAD = BY_NAME["webshell_upload"]
 JWT_FORGERY = BY_NAME["jwt_forgery"]
 SCANNER_DETECTED = BY_NAME["scanner_detected"]
+HTTP2_RAPID_RESET = BY_NAME["http2_rapid_reset"]
 
 
 class Finding(NamedTuple):

@@ -430,3 +430,66 @@ def test_curl_desync_forms_are_reset_in_protect(
         assert post(*headers) == "000"  # reset before any answer
         found = threats(e, "http_smuggling", dst=web)
         assert found and found[0]["action"] == "reset", [ev.get("name") for ev in e.events()]
+
+
+# A cleartext HTTP/2 peer for the rapid-reset test: it answers the preface with SETTINGS and reads.
+H2C_SERVER = """
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen(8)
+while True:
+    c, _ = s.accept(); c.settimeout(5); c.sendall(bytes.fromhex("000000040000000000"))
+    try:
+        while c.recv(65536):
+            pass
+    except OSError:
+        pass
+    c.close()
+"""
+# The client: the preface, then N GETs on streams of their own, each cancelled at once when asked
+# (CVE-2023-44487's shape); it prints "reset" if the connection was cut, else "done".
+H2C_CLIENT = """
+import socket, struct, sys, hpack
+addr, port, streams, cancel = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "cancel"
+frame = lambda t, f, s, p: len(p).to_bytes(3, "big") + bytes([t, f]) + struct.pack("!I", s) + p
+enc = hpack.Encoder()
+c = socket.create_connection((addr, port), timeout=5)
+try:
+    c.sendall(b"PRI * HTTP/2.0\\r\\n\\r\\nSM\\r\\n\\r\\n" + frame(4, 0, 0, b""))
+    for i in range(streams):
+        block = enc.encode([(":method", "GET"), (":scheme", "http"), (":authority", addr), (":path", "/")])
+        out = frame(1, 0x5, 2 * i + 1, block)
+        c.sendall(out + frame(3, 0, 2 * i + 1, struct.pack("!I", 8)) if cancel else out)
+    c.shutdown(socket.SHUT_WR); c.recv(65536)
+    print("done")
+except OSError:
+    print("reset")
+"""
+
+
+def test_an_http2_rapid_reset_is_cut_in_protect_and_plain_streams_are_not(lab: Lab, policy: Path) -> None:
+    web = lab.host("s1").ipv4
+    server = lab.popen("s1", sys.executable, "-c", H2C_SERVER, str(HTTP_PORT),
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 10
+        while not connects(lab, "c1", web, HTTP_PORT):
+            assert time.monotonic() < deadline, "the HTTP/2 peer did not come up"
+            time.sleep(0.2)
+        with LabEnforcer(lab, INSPECT_NEW, policy=policy) as e:
+            time.sleep(POLICY_SETTLE_S)
+
+            def h2c(streams: int, how: str) -> str:
+                out = lab.exec("c1", sys.executable, "-c", H2C_CLIENT, web, str(HTTP_PORT), str(streams), how,
+                               check=False, timeout=30)  # fmt: skip
+                return out.stdout.strip()
+
+            assert h2c(300, "plain") == "done"  # 300 streams, none cancelled
+            assert threats(e, "http2_rapid_reset", timeout=2) == []
+            assert h2c(2000, "cancel") == "reset"  # cut well before its 2,000 streams
+            found = threats(e, "http2_rapid_reset", src=lab.host("c1").ipv4)
+            assert found and found[0]["action"] == "reset" and found[0]["group"] == "web", found
+            assert h2c(300, "plain") == "done"  # the client's next connection is served
+    finally:
+        server.terminate()
+        server.wait(timeout=5)

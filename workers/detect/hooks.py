@@ -87,6 +87,7 @@ from workers.detect.xxe import check_xml, xml_texts
 from workers.dpi import events as E
 from workers.dpi.context import Detector, FlowContext
 from workers.dpi.parsers.base import Side
+from workers.dpi.parsers.http2 import RAPID_RESET
 
 if TYPE_CHECKING:
     from workers.detect.threat_engine import ThreatEngine
@@ -335,6 +336,8 @@ class AppThreats:
         elif isinstance(ev, E.ParseAnomaly):
             if ev.name in _SMUGGLING_ANOMALIES:
                 hits.append(Hit(C.HTTP_SMUGGLING, f"{ev.name} {ev.detail}".strip()))
+            elif ev.name == RAPID_RESET:
+                hits.append(Hit(C.HTTP2_RAPID_RESET, ev.detail))
         elif isinstance(ev, E.Http2Headers):
             path = next((v for n, v in ev.headers if n == b":path"), b"")
             if path:

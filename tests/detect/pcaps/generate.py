@@ -96,6 +96,21 @@ def http_exchange(requests: list[bytes], cport: int = 40000, t: float = T0) -> P
     return out
 
 
+def h2c_rapid_reset(streams: int) -> bytes:
+    """A cleartext HTTP/2 client opening `streams` GETs and cancelling each at once (CVE-2023-44487)."""
+    import hpack
+
+    def frame(ftype: int, flags: int, stream: int, payload: bytes) -> bytes:
+        return len(payload).to_bytes(3, "big") + bytes([ftype, flags]) + struct.pack("!I", stream) + payload
+
+    enc = hpack.Encoder()
+    out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(4, 0, 0, b"")
+    for i in range(streams):
+        block = enc.encode([(":method", "GET"), (":scheme", "http"), (":authority", "shop"), (":path", "/")])
+        out += frame(1, 0x5, 2 * i + 1, block) + frame(3, 0, 2 * i + 1, struct.pack("!I", 8))
+    return out
+
+
 def dns_name(name: str) -> bytes:
     return b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\x00"
 
@@ -241,6 +256,8 @@ def http_attacks() -> tuple[Packets, Any, dict[str, int]]:
     # jwt_forgery: an unsigned token (alg none) claiming the admin role
     unsigned = b"Authorization: Bearer eyJhbGciOiAibm9uZSJ9.eyJzdWIiOiAiYWxpY2UiLCAicm9sZSI6ICJhZG1pbiJ9."
     out += http_exchange([http(b"GET", b"/api/admin", [unsigned])], 40021)
+    # http2_rapid_reset: an h2c client opening 150 streams and cancelling each at once
+    Tcp(out, T0 + 3, C, 40022, S, 80).handshake().send(0, h2c_rapid_reset(150))
     slow: Packets = []
     conv = Tcp(slow, T0 + 1, C, 40007, S, 80).handshake()
     conv.send(0, b"GET / HTTP/1.1\r\nHost: shop.example\r\n").wait(15).send(0, b"X-a: 1\r\n").wait(15)
@@ -253,7 +270,7 @@ def http_attacks() -> tuple[Packets, Any, dict[str, int]]:
                        "java_deserialization": 1, "spring_rce": 1, "php_object_injection": 1,
                        "sensitive_file_access": 1, "template_injection": 1,
                        "prototype_pollution": 1, "insecure_deserialization": 1, "webshell_upload": 1,
-                       "jwt_forgery": 1}  # fmt: skip
+                       "jwt_forgery": 1, "http2_rapid_reset": 1}  # fmt: skip
 
 
 TUNNEL_NAME = "p2mwsg3l5a4i7bpnjvwygm4k3lh7yyk6dqjgyvlhjhtoo5sbbc3qabgn6s6etx.t.example.com"

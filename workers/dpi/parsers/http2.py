@@ -13,6 +13,10 @@ in flight: at the end of each DATA frame its stream's held bytes go out as a par
 is kept (so a value split across two of its frames, whatever came between them, is whole in one part),
 for at most `MAX_BODY_STREAMS` open bodies per direction (beyond that the oldest is ended early and
 counted as `dpi.http2.body_streams_full`).
+
+The client's HEADERS and RST_STREAM frames are counted per connection: a client that has reset
+`RAPID_RESET_STREAMS` streams, at least half of those it opened, is reported as a rapid reset
+(`dpi.http2.rapid_reset`, CVE-2023-44487), once.
 """
 
 from __future__ import annotations
@@ -37,6 +41,12 @@ MAX_FRAME_EVENTS = 64  # Http2Frame events per feed call (the rest are counted, 
 # client opens ~100 streams at most, a handful with bodies in practice).
 MAX_BODY_STREAMS = 32
 BODY_STREAMS_FULL = "dpi.http2.body_streams_full"
+# Rapid reset (CVE-2023-44487): a client that opens streams and cancels each at once makes the server start
+# work it never finishes, as fast as the client sends two frames. A browser cancels a few (a page left, a
+# search typed on). At this many RST_STREAM frames from the client on one connection, at least half as many
+# as the streams it opened, the parser reports `RAPID_RESET` (once per connection).
+RAPID_RESET_STREAMS = 100
+RAPID_RESET = "dpi.http2.rapid_reset"
 
 
 class _Body:
@@ -85,6 +95,9 @@ class Http2Parser:
         "data_pad",
         "data_end",
         "paths",
+        "opened",
+        "resets",
+        "rapid_reported",
     )
 
     def __init__(self, settings: DpiSettings, grpc: bool = False) -> None:
@@ -107,6 +120,9 @@ class Http2Parser:
         self.data_pad = [0, 0]  # its padding after them
         self.data_end = [False, False]  # END_STREAM on it
         self.paths: dict[int, bytes] = {}  # :path of client streams with a body in either direction
+        self.opened = 0  # HEADERS frames from the client (streams opened, trailers aside)
+        self.resets = 0  # RST_STREAM frames from the client
+        self.rapid_reported = False
 
     def feed(self, side: Side, data: bytes) -> FeedResult:
         events: list[ParserEvent] = []
@@ -151,6 +167,8 @@ class Http2Parser:
             frames += 1
             if frames <= MAX_FRAME_EVENTS:
                 events.append(Http2Frame(ftype, flags, stream, length))
+            if side is Side.CLIENT and (ftype == RST_STREAM or ftype == HEADERS):
+                self._count_stream(ftype, events)
             if ftype == DATA and self.identified and stream:
                 pad = 0
                 if flags & FLAG_PADDED and length:
@@ -207,6 +225,17 @@ class Http2Parser:
                 if not self.identified and side is Side.CLIENT:
                     return FeedResult(pos, 0, events, Outcome.GIVE_UP)
         return FeedResult(pos, 0, events, self._out(newly))
+
+    def _count_stream(self, ftype: int, events: list[ParserEvent]) -> None:
+        """A client's HEADERS or RST_STREAM frame, counted (each once: its header is consumed here)."""
+        if ftype == HEADERS:
+            self.opened += 1
+            return
+        self.resets += 1
+        if not self.rapid_reported and self.resets >= RAPID_RESET_STREAMS and 2 * self.resets >= self.opened:
+            self.rapid_reported = True
+            detail = f"{self.resets} of {self.opened} streams reset by the client"
+            events.append(ParseAnomaly(RAPID_RESET, "HTTP2", detail))
 
     def _decode(self, side: Side) -> Http2Headers | None:
         block = bytes(self.block[side])
