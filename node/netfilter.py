@@ -31,7 +31,8 @@ usual: one byte of payload, IP options, extension headers or a tiny window all g
 Single-flow UDP floods: an allowed UDP flow is offloaded after its inspection window, and a flood tool
 that keeps one socket (one 5-tuple) would then never meet a reader. A `hashlimit` match counts the
 datagrams of each direction of every offloaded UDP flow (`netfilter.udp_flow_rate` per second, a tenth of
-it as a burst); the first datagram over it goes to <chain>-FLOOD, which sets the FLOOD bit in the
+it as a burst; datagrams up to `UDP_FLOOD_MAX_LENGTH` bytes, as floods send them, not a bulk flow's
+full-size ones); the first datagram over it goes to <chain>-FLOOD, which sets the FLOOD bit in the
 connection mark and clears ACCEPT (the flow is no longer offloaded), and queues it with the FLOOD bit in
 its packet mark. The reader reports `udp_flood` and answers with the drop bit (Protect: the flow is cut in
 the kernel) or the accept bit (Discover, Monitor: offloaded again, and with FLOOD set the rate is not
@@ -180,13 +181,20 @@ def chain_rules(spec: ChainSpec, family: int = 4) -> list[str]:
     return rules + _queue_rules(spec, c)
 
 
+# Datagrams the rate check counts: up to this IP length. Flood tools send small datagrams, to send the most
+# (hping3's are empty by default); a bulk flow's are full-size (a QUIC download, a tunnel, video) and a
+# fast one of those is bandwidth a workload asked for, not a flood of packets.
+UDP_FLOOD_MAX_LENGTH = 1200
+
+
 def _udp_rate_rules(spec: ChainSpec) -> list[str]:
     """The datagram rate check of offloaded UDP flows (see the module's docstring)."""
     rate, f, a = spec.udp_flow_rate, spec.flood_mark, spec.accept_mark
     if not rate or not f:
         return []
     return [
-        f"-A {spec.chain} -p udp -m connmark --mark 0x{a:x}/0x{a | f:x} -m hashlimit --hashlimit-above "
+        f"-A {spec.chain} -p udp -m length --length 0:{UDP_FLOOD_MAX_LENGTH} -m connmark --mark 0x{a:x}/0x{a | f:x} "
+        f"-m hashlimit --hashlimit-above "
         f"{rate}/sec --hashlimit-burst {udp_flow_burst(rate)} --hashlimit-mode srcip,srcport,dstip,dstport "
         f"--hashlimit-name {flood_chain(spec)} -g {flood_chain(spec)}"
     ]

@@ -3,9 +3,9 @@
 Live, our chain (`node/netfilter.py`) drops sources a block-source action cut off, then lets the kernel
 handle every connection whose mark carries our accept or drop bit (saved from a packet a reader
 re-injected with it): those packets never reach a reader; nor do the bare ACKs of a connection whose mark
-carries the quiet-ACK bit. An offloaded UDP flow over `netfilter.udp_flow_rate` (the kernel's hashlimit:
-a token bucket per direction, a tenth of the rate as its burst) has its next datagram queued with the
-flood bit (FLOODED), once. Everything else is queued. Replay runs the same
+carries the quiet-ACK bit. An offloaded UDP flow over `netfilter.udp_flow_rate` in datagrams up to
+`UDP_FLOOD_MAX_LENGTH` bytes (the kernel's hashlimit: a token bucket per direction, a tenth of the rate as
+its burst) has its next datagram queued with the flood bit (FLOODED), once. Everything else is queued. Replay runs the same
 chain over the capture: `Kernel.step` says whether a packet is queued, and `Kernel.verdict` saves the
 bit of a reader's verdict to the connection. A connection ends as a conntrack entry does: a new SYN after
 a close, or idle longer than conntrack's timeouts. Each connection is one flow line of the replay.
@@ -19,7 +19,7 @@ from collections.abc import Callable
 from core.config import NetfilterConfig
 from core.flow import Direction, FlowKey
 from core.packet import IPPROTO_TCP, IPPROTO_UDP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, PacketMeta
-from node.netfilter import NDP_AND_MLD_TYPES, kernel_passes_quiet_ack, udp_flow_burst
+from node.netfilter import NDP_AND_MLD_TYPES, UDP_FLOOD_MAX_LENGTH, kernel_passes_quiet_ack, udp_flow_burst
 
 # Linux conntrack's default timeouts (seconds): established TCP, TCP after a close, UDP stream, ICMP.
 CT_TCP_TIMEOUT = 432000.0
@@ -124,7 +124,13 @@ class Kernel:
         ):
             conn.mark = QUEUE  # our chain clears its bits for a SYN reopening an answered entry (netfilter)
             conn.quiet = False
-        if conn.mark == ACCEPTED and meta.proto == IPPROTO_UDP and self.udp_rate and not conn.flooded:
+        if (
+            conn.mark == ACCEPTED
+            and meta.proto == IPPROTO_UDP
+            and self.udp_rate
+            and not conn.flooded
+            and meta.ip_len <= UDP_FLOOD_MAX_LENGTH
+        ):
             if self._over_rate(conn, side, now):
                 self.counters["kernel.udp_rate_exceeded"] += 1
                 conn.flooded = True

@@ -59,7 +59,8 @@ def test_offloaded_udp_flows_over_the_rate_go_to_a_reader_once_with_the_flood_bi
     s = spec(queues={"readers": 2})
     rules = chain_rules(s)
     rate = (
-        "-A ENFORCER -p udp -m connmark --mark 0x100000/0x1100000 -m hashlimit --hashlimit-above 50000/sec "
+        "-A ENFORCER -p udp -m length --length 0:1200 -m connmark --mark 0x100000/0x1100000 "
+        "-m hashlimit --hashlimit-above 50000/sec "
         "--hashlimit-burst 5000 --hashlimit-mode srcip,srcport,dstip,dstport --hashlimit-name ENFORCER-FLOOD "
         "-g ENFORCER-FLOOD"
     )  # accepted and not yet flagged, counted per direction of each flow
@@ -117,6 +118,11 @@ def test_replay_models_the_udp_rate_check_as_our_chain_does() -> None:
     kernel.verdict(conn, "ALLOW", n.accept_mark)  # a late verdict of a datagram that was out
     assert step(other, 5.0) == DROPPED
     assert kernel.counters["kernel.udp_rate_exceeded"] == 2
+    # a bulk flow's full-size datagrams are not counted, however fast
+    bulk = udp4(sport=40002, data=b"\x00" * 1400)
+    assert step(bulk, 6.0) == QUEUE
+    kernel.verdict(kernel.connections[next(reversed(list(kernel.connections)))], "ALLOW", n.accept_mark)
+    assert [step(bulk, 6.0) for _ in range(5000)] == [ACCEPTED] * 5000
 
 
 def test_interfaces_and_hooks() -> None:
