@@ -120,6 +120,7 @@ class NodeReplay:
                 ip = rebuilt
                 meta = decode(ip)
             conn: Connection | None = None
+            fate = QUEUE
             if not meta.anomaly:
                 if kernel.unqueued(meta):
                     continue
@@ -127,9 +128,7 @@ class NodeReplay:
                 fate, conn = step(meta, key, direction, now)
                 if fate != QUEUE and fate != FLOODED:
                     continue
-                act, meta, flow = admit(ip, now, fate == FLOODED)
-            else:
-                act, meta, flow = admit(ip, now)
+            act, meta, flow = admit(ip, now, fate == FLOODED)
             if act is Act.INSPECT:
                 worker = core.hold(count, None, meta, flow, now)
                 if worker is None:

@@ -75,6 +75,13 @@ SWEEP_BUDGET = 4096
 MAX_PENDING_EVENTS = 4096
 
 
+def _oriented(meta: PacketMeta, from_client: bool) -> tuple[bytes, int, bytes, int]:
+    """(client, client port, server, server port) of a packet of a known flow, whichever way it goes."""
+    if from_client:
+        return meta.src, meta.sport, meta.dst, meta.dport
+    return meta.dst, meta.dport, meta.src, meta.sport
+
+
 class Judge:
     def __init__(
         self,
@@ -163,10 +170,7 @@ class Judge:
                     if guard.watches_echo(decision):
                         flow.watch = True
         elif flow.generation != generation and not flow.judged:
-            if direction == flow.client_dir:
-                client, cport, server, port = meta.src, meta.sport, meta.dst, meta.dport
-            else:
-                client, cport, server, port = meta.dst, meta.dport, meta.src, meta.sport
+            client, cport, server, port = _oriented(meta, direction == flow.client_dir)
             decision = self.tables.decide(meta.family, client, server, meta.proto, port)
             if flow.state is not FlowState.INSPECT:
                 self._settle(
@@ -232,10 +236,7 @@ class Judge:
             flow = Flow(direction, NO_WORKER, now)
             self.flows.add(key, flow)
             flow.state = FlowState.ALLOWED
-        if direction == flow.client_dir:
-            client, server, port = meta.src, meta.dst, meta.dport
-        else:
-            client, server, port = meta.dst, meta.src, meta.sport
+        client, _cport, server, port = _oriented(meta, direction == flow.client_dir)
         decision = self.tables.decide(meta.family, client, server, meta.proto, port)
         flow.last_seen = now
         flow.packets += 1

@@ -97,13 +97,17 @@ MAX_VALUE_TEXT = 64 * 1024
 
 def body_and_values(body: bytes, values: Iterable[str], limit: int = MAX_VALUE_TEXT) -> list[bytes]:
     """What a check of a request's body and values reads, each text in one look: the body's first `limit`
-    bytes (when there is a body) and the values joined by NULs, their first `limit` characters
-    percent-decoded (when there is a value)."""
-    texts = [body[:limit]] if body else []
+    bytes (when there is a body) and `joined_values`."""
+    return ([body[:limit]] if body else []) + joined_values(values, limit)
+
+
+def joined_values(values: Iterable[str], limit: int = MAX_VALUE_TEXT) -> list[bytes]:
+    """A request's values joined by NULs, their first `limit` characters percent-decoded: one text, or none
+    when there is no value."""
     joined = "\x00".join(v[:limit] for v in values)[:limit]
-    if joined:
-        texts.append((percent_decode(joined) if "%" in joined else joined).encode("latin-1", "replace"))
-    return texts
+    if not joined:
+        return []
+    return [(percent_decode(joined) if "%" in joined else joined).encode("latin-1", "replace")]
 
 
 def html_decode(value: str) -> str:

@@ -16,7 +16,7 @@ the data names. A finding is one of:
 A serialized object alone is no finding: Java applications exchange them (Spring's HTTP invoker, RMI
 over HTTP, session replication); a gadget class in one is never data. Looked for in the body (a base64
 or hex stream decoded), and in cookie, query and form values (percent-decoded), over at most
-`MAX_DESERIALIZE_TEXT` bytes of the body and of the values joined.
+`decode.MAX_VALUE_TEXT` bytes of the body and of the values joined.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from collections.abc import Iterable
 from threats.catalogue import JAVA_DESERIALIZATION, Hit, excerpt_of
 from workers.detect.decode import body_and_values
 
-MAX_DESERIALIZE_TEXT = 64 * 1024  # bytes of the body, and of the values joined, read
 MIN_VALUE = 24  # characters of the shortest value read (no gadget's name or stream is shorter)
 
 # the classes gadget chains are made of (lower case, as found in a stream, a document or a JSON type)
@@ -84,8 +83,13 @@ _JSON_TYPE = re.compile(
 def check_deserialization(body: bytes, values: Iterable[str]) -> Hit | None:
     """A gadget chain in the request `body` or one of `values` (cookie, query and form values, as sent),
     or None."""
-    long_values = (v for v in values if len(v) >= MIN_VALUE)
-    for text in body_and_values(body, long_values, MAX_DESERIALIZE_TEXT):
+    return deserialization_in(body_and_values(body, (v for v in values if len(v) >= MIN_VALUE)))
+
+
+def deserialization_in(texts: Iterable[bytes]) -> Hit | None:
+    """`check_deserialization` on texts `body_and_values` gave (the request's joined values shared with
+    other checks)."""
+    for text in texts:
         hit = _check(text)
         if hit is not None:
             return hit

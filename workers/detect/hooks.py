@@ -41,8 +41,8 @@ from threats.window import LruTable
 from workers.detect.bodypart import body_values
 from workers.detect.crlf import check_crlf
 from workers.detect.database import AccessDeniedTracker
-from workers.detect.decode import body_and_values, percent_decode
-from workers.detect.deserialize import check_deserialization
+from workers.detect.decode import MAX_VALUE_TEXT, joined_values, percent_decode
+from workers.detect.deserialize import deserialization_in
 from workers.detect.dns import DnsDetector, tunnel_name
 from workers.detect.http import (
     LoginFailures,
@@ -529,8 +529,11 @@ class AppThreats:
             split = check_crlf(uri, chain(cookies, fields))
             if split is not None:
                 hits.append(split)
+        # The query's, cookie's and body's values joined, percent-decoded: one text for every check that
+        # reads them beside a body (Java and PHP objects, other runtimes', templates, property paths, tokens).
+        values_text = joined_values(chain(queries, cookies, fields)) if gadgets or shared else []
         if gadgets:
-            gadget = check_deserialization(body, chain(queries, cookies, fields))
+            gadget = deserialization_in(([body[:MAX_VALUE_TEXT]] if body else []) + values_text)
             if gadget is not None:
                 hits.append(gadget)
         if C.XXE.id in on:
@@ -545,9 +548,8 @@ class AppThreats:
             probed = check_sensitive_path(uri)
             if probed is not None:
                 hits.append(probed)
-        # The body (where no parser read it into values) and the values joined, percent-decoded: read once
-        # for the checks of serialized objects, templates, property paths and tokens.
-        joined = body_and_values(b"" if fields else body, chain(queries, cookies, fields)) if shared else []
+        # (and a body no parser read into values, as it is)
+        joined = ([body[:MAX_VALUE_TEXT]] if body and not fields else []) + values_text
         if objects:
             unserialized = php_object_in(joined)
             if unserialized is not None:
@@ -560,7 +562,7 @@ class AppThreats:
             decoded_path = (
                 percent_decode(path).encode("latin-1", "replace") if "%" in path else uri[: len(path)]
             )
-            headers_text = body_and_values(b"", free)
+            headers_text = joined_values(free)
             evaluated = template_in((decoded_path, *joined, *headers_text))
             if evaluated is not None:
                 hits.append(evaluated)

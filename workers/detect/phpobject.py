@@ -20,7 +20,6 @@ from collections.abc import Iterable
 from threats.catalogue import PHP_OBJECT_INJECTION, Hit, excerpt_of
 from workers.detect.decode import body_and_values
 
-MAX_PHP_TEXT = 64 * 1024  # bytes of the body, and of the values joined, read
 # a serialized object (`O`) or custom-serialized one (`C`): its name's length, the name, its property
 # count or data length, and the opening brace
 _OBJECT = re.compile(rb"\b([OC]):\+?(\d{1,4}):\"([A-Za-z_\x80-\xff\\][\w\x80-\xff\\]{0,255})\":\d{1,6}:\{")
@@ -33,7 +32,7 @@ def check_php_object(body: bytes, values: Iterable[str]) -> Hit | None:
     """A serialized PHP object or a `phar://` path in the body (one not parsed into `values`) or in any of
     `values` (percent-decoded; base64 of an object decoded), or None. Byte searches first: most requests
     hold neither."""
-    return php_object_in(body_and_values(body, values, MAX_PHP_TEXT))
+    return php_object_in(body_and_values(body, values))
 
 
 def php_object_in(texts: Iterable[bytes]) -> Hit | None:

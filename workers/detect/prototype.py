@@ -16,9 +16,8 @@ import re
 from collections.abc import Iterable
 
 from threats.catalogue import PROTOTYPE_POLLUTION, Hit, excerpt_of
-from workers.detect.decode import backslash_decode, body_and_values
+from workers.detect.decode import MAX_VALUE_TEXT, backslash_decode, body_and_values
 
-MAX_PROTOTYPE_TEXT = 64 * 1024  # bytes of the body, and of the values joined, read
 # (a name starts after a NUL of the joined values, or a separator of a path, a pair or a JSON string: not
 # after `(`, where code quoted in prose passes `constructor.prototype` to a function)
 _POLLUTION = re.compile(
@@ -34,7 +33,7 @@ def check_prototype(body: bytes, values: Iterable[str], document: bytes = b"") -
     """A walk to `Object.prototype` in the body (one no parser read into `values`), in `values` (names
     and values, JSON keys; percent-decoded) or, when its keys hold both `constructor` and `prototype`, in
     the JSON `document` the values were read from (its keys' nesting is lost in the values), or None."""
-    return prototype_in(body_and_values(body, values, MAX_PROTOTYPE_TEXT), document)
+    return prototype_in(body_and_values(body, values), document)
 
 
 def prototype_in(texts: Iterable[bytes], document: bytes = b"") -> Hit | None:
@@ -48,7 +47,7 @@ def prototype_in(texts: Iterable[bytes], document: bytes = b"") -> Hit | None:
         if found is not None:
             return _polluted(text[found.start() :])
         if document and b"constructor" in text and b"\x00prototype" in text:
-            nested = _NESTED.search(document[:MAX_PROTOTYPE_TEXT])
+            nested = _NESTED.search(document[:MAX_VALUE_TEXT])
             if nested is not None:
                 return _polluted(nested.group())
     return None

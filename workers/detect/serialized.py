@@ -17,7 +17,7 @@ A finding is one of:
 - a **Node.js** function serialized for `node-serialize` (`_$$ND_FUNC$$_`) or funcster (`__js_function`),
   which those libraries rebuild with `eval`.
 
-Looked for in the body's first `MAX_SERIALIZED_TEXT` bytes (whether or not a parser read it: a JSON
+Looked for in the body's first `decode.MAX_VALUE_TEXT` bytes (whether or not a parser read it: a JSON
 document's `$type` is a key, and a YAML or pickle body is none of the parsed types) and in the query's,
 cookie's and form's values and JSON strings, percent-decoded.
 """
@@ -32,7 +32,6 @@ from collections.abc import Iterable
 from threats.catalogue import INSECURE_DESERIALIZATION, Hit, excerpt_of
 from workers.detect.decode import MAX_VALUE_TEXT, body_and_values
 
-MAX_SERIALIZED_TEXT = MAX_VALUE_TEXT  # bytes of the body, and of the values joined, read
 # modules and functions of a pickle that runs something (the module as Python names it when pickling)
 _PICKLE_MODULES = (
     rb"os|posix|nt|subprocess|builtins|__builtin__|commands|pty|platform|importlib|runpy|code|timeit"
@@ -85,19 +84,20 @@ def check_serialized(body: bytes, values: Iterable[str]) -> Hit | None:
     """A Python, YAML, .NET, Node.js or Ruby object that runs code in the body or in `values`
     (percent-decoded), or None. Each finding is looked for behind bytes it cannot be without: one-byte
     tests (memchr) and long needles, which CPython finds fast, before any expression."""
-    return serialized_in(body, body_and_values(body, values, MAX_SERIALIZED_TEXT))
+    return serialized_in(body, body_and_values(body, values))
 
 
 def serialized_in(body: bytes, texts: Iterable[bytes]) -> Hit | None:
     """`check_serialized` on texts `body_and_values` gave (shared by the checks that read them), and the
     body as it is (a pickle is a whole body; a XAML document's elements are not among an XML body's
     values), or None."""
-    if body and body[:1] in (b"\x80", b"c", b"(") and body.rstrip()[-1:] == b".":  # a pickle, whole
-        hit = _pickle(body[:MAX_SERIALIZED_TEXT], "")
+    head = body[:MAX_VALUE_TEXT]
+    if head[:1] in (b"\x80", b"c", b"(") and body.rstrip()[-1:] == b".":  # a pickle, whole
+        hit = _pickle(head, "")
         if hit is not None:
             return hit
-    if body and b"ObjectDataProvider" in body[:MAX_SERIALIZED_TEXT]:
-        found = _XAML_PROCESS.search(body[:MAX_SERIALIZED_TEXT])
+    if b"ObjectDataProvider" in head:
+        found = _XAML_PROCESS.search(head)
         if found is not None:
             return Hit(INSECURE_DESERIALIZATION, "XAML that starts a process", excerpt_of(found.group()))
     for text in texts:

@@ -31,9 +31,8 @@ import re
 from collections.abc import Iterable
 
 from threats.catalogue import TEMPLATE_INJECTION, Hit, excerpt_of
-from workers.detect.decode import body_and_values, html_decode
+from workers.detect.decode import MAX_VALUE_TEXT, body_and_values, html_decode
 
-MAX_TEMPLATE_TEXT = 64 * 1024  # bytes of the body, and of the values joined, read
 MAX_EXPRESSIONS = 64  # expression openers looked at per text (markup holds many braces)
 _EXPRESSION_BYTES = 400  # an expression's content read up to its closer
 _CLOSER = {b"{{": b"}}", b"{%": b"%}", b"<%": b"%>", b"@(": b")"}  # the rest close with `}`
@@ -114,14 +113,14 @@ def check_template(texts: Iterable[bytes], body: bytes, values: Iterable[str]) -
     """A template expression that runs code or probes the engine in any of `texts` (as they are: the
     decoded path, header values), the body (one no parser read into `values`) or `values`
     (percent-decoded), or None."""
-    return template_in((*texts, *body_and_values(body, values, MAX_TEMPLATE_TEXT)))
+    return template_in((*texts, *body_and_values(body, values)))
 
 
 def template_in(texts: Iterable[bytes]) -> Hit | None:
     """`check_template` on texts as they are (`body_and_values`' among them)."""
     for text in texts:
-        if len(text) > MAX_TEMPLATE_TEXT:
-            text = text[:MAX_TEMPLATE_TEXT]
+        if len(text) > MAX_VALUE_TEXT:
+            text = text[:MAX_VALUE_TEXT]
         if b"&" in text and b"&#" in text:  # braces written as character references (XML, HTML decode them)
             text = html_decode(text.decode("latin-1")).encode("latin-1", "replace")
         # (every opener and gadget holds one of these bytes; memchr finds that most texts hold none)
