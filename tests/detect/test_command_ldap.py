@@ -235,6 +235,37 @@ def test_prose_needs_shell_arguments_where_an_attack_has_them() -> None:
     assert shell.injected("198.18.0.1 `uname -a`") is not None  # a span after a space, still a command
 
 
+def test_documentation_of_commands_is_told_from_running_them() -> None:
+    # a backtick that closes a code span, or one nothing closes (texinfo's `quote'), opens no substitution
+    assert (
+        shell.injected(
+            "could fail if the image did not contain an `/etc/passwd` file ([#14966](https://x.example/1))"
+        )
+        is None
+    )
+    assert shell.injected("`wait -p' now accepts a list of job specifications") is None
+    assert shell.injected("a`cat /etc/passwd`") is not None
+    # a code span a sentence goes on after, even opening the value
+    assert shell.injected("`uname -a` to determine the architecture type.") is None
+    assert shell.injected("`uname -a`") is not None
+    assert shell.injected("`sleep 5` x") is not None
+    # a call that is given no command is a name in text; a method's name is no PHP concatenation
+    assert shell.injected("use [`child_process.exec()`][] or `systemd.exec(5)`") is None
+    assert shell.injected("';exec('id');//") is not None
+    assert shell.injected("'.system('id').'") is not None
+    assert shell.injected("{${phpinfo()}}") is not None
+    # a capitalised English word opening a sentence; a command's options followed by prose
+    assert shell.injected("Make sure the service in > /etc/services is defined") is None
+    assert shell.injected("make sure > /etc/services") is not None
+    assert shell.injected("grep -P can now use a just-in-time compiler") is None
+    assert shell.injected("grep -P root /etc/shadow") is not None
+    # a version's digit before `>` is no file descriptor
+    assert (
+        shell.injected("More info at <https://www.openssl.org/news/vulnerabilities.html#2016-0702>") is None
+    )
+    assert shell.injected("cat /etc/passwd 2>&1") is not None
+
+
 def test_command_detail_names_the_separator_and_the_command() -> None:
     hit = command_value("198.18.0.7%3Bwhoami", plus=True)
     assert hit is not None and hit.threat is C.COMMAND_INJECTION

@@ -14,9 +14,10 @@ is an injection when one scores `THRESHOLD`:
   a breakout reaches it);
 - how it is reached: a substitution `$(`, `<(`, `>(` 2 (never prose: jQuery's `$(document)` names no
   command); a backtick 1 when it opens the value or is glued to a word or a quote (`x`id``), else -1
-  (a Markdown code span in text, ``run `ls -la` first``, ``(`whoami`)``, or a fence); a separator 1 when
-  it opens the value or follows a quote, a number or an address (breaking out of a quoted or numeric
-  argument: `1;id`, `127.0.0.1|id`), else 0;
+  (a Markdown code span in text, ``run `ls -la` first``, ``(`whoami`)``, or a fence), -2 when a sentence
+  goes on after its closing backtick; a backtick that closes a span, or that none closes, opens nothing; a
+  separator 1 when it opens the value or follows a quote, a number or an address (breaking out of a
+  quoted or numeric argument: `1;id`, `127.0.0.1|id`), else 0;
 - its arguments, up to the next separator: 2 for an option (`-la`), an absolute or Windows path
   (`/etc/passwd`, `C:\\`), a URL, an IP address, a redirection (`>`, `2>&1`), or numbers only (`sleep
   5`); 1 for no argument at all (`;id`), unless a parenthesis it did not open closes it (code's `(a &&
@@ -95,6 +96,7 @@ _SHELL_ARGUMENT = re.compile(
 # two words of prose opening the arguments (`more information about …`, `cat lovers and …`): the path or
 # URL a sentence goes on to name is no argument of the command its first word spells
 _PROSE_FIRST = re.compile(r"\s*[a-z]{2,}\s+[a-z]{2,}(?:[\s,.]|\Z)", re.I)
+_PROSE_WORDS = re.compile(r"[a-z]{2,} [a-z]{2,}[,.]?", re.I)  # (two tokens of a split argument list)
 # a command word in mixed case: neither lower, upper nor capitalised (`lS`, `wHo`), or one capital letter
 _MIXED_CASE = re.compile(r"[A-Z]|[a-z]+[A-Z][A-Za-z]*|[A-Z]+[a-z]+[A-Z][A-Za-z]*|[A-Z]{2,}[a-z][A-Za-z]*")
 _COMMENT = re.compile(r"(?:^|\s)#.*\Z", re.S)
@@ -156,8 +158,11 @@ _SHELLS = frozenset("sh bash dash zsh ksh ash csh tcsh".split())
 PIPED_SHELL_WEIGHT = 2  # a shell after a pipe (`… | sh`): what came before runs as a script
 # a redirection a shell reads and prose does not write (`->`, `a > b` are prose): a here-string, a file
 # descriptor's (`2>`, `>&`), or one to a path or a variable
-# (an HTML end tag, `</li>`, is no redirection from a file)
-_REDIRECTION = re.compile(r"<<<|\d>|>&|(?<![-=<>])(?!</[a-z][a-z0-9-]{0,20}>)[<>]{1,2}\s*(?:/|~/|\$|&)", re.I)
+# (an HTML end tag, `</li>`, is no redirection from a file; a descriptor is a number of its own, not the
+# end of a version or an anchor: `#2016-0702>`)
+_REDIRECTION = re.compile(
+    r"<<<|(?<![\w.#-])\d>|>&|(?<![-=<>])(?!</[a-z][a-z0-9-]{0,20}>)[<>]{1,2}\s*(?:/|~/|\$|&)", re.I
+)
 WRAPPER_WEIGHT = 1  # `time`, `nohup`, `strace` … before a command: nobody writes it so but to run it
 
 # A glob standing for a system file or program (`/etc/pa[s]swd`, `/???/??t`, `/bi[n]/bash`): the shell
@@ -183,10 +188,12 @@ _CMD_FOR = re.compile(
 )
 # A PHP call that runs a command or shows the server's setup, after what ends an expression or a string
 # (`'.system('id').'`, `;passthru($c)`, `{${phpinfo()}}`): code injection reaching the shell. PHP's names
-# are matched in lower case and glued to their parenthesis, as tools send them (`System (OS)` is prose)
+# are matched in lower case and glued to their parenthesis, as tools send them (`System (OS)` is prose).
+# A command is given to run: a call with nothing or a number in it is a name in text (`child_process.exec()`,
+# `systemd.exec(5)`), and so is a method's (a dot after a name, not PHP's concatenation after a string)
 _CODE_RUNS_COMMAND = re.compile(
-    r"(?:\A|[.;'\"})(]|\{\$\{|<\?(?:php\b|=)?)\s*"
-    r"(?:system|passthru|shell_exec|exec|popen|proc_open|pcntl_exec|phpinfo)\("
+    r"(?:\A|(?<![\w$\]])[.]|[;'\"})(]|\{\$\{|<\?(?:php\b|=)?)\s*"
+    r"(?:(?:system|passthru|shell_exec|exec|popen|proc_open|pcntl_exec)\((?!\s*\d*\s*\))|phpinfo\()"
 )
 _CODE_CALL_HINT = re.compile(r"(?:system|exec|passthru|popen|proc_open|phpinfo)\(")  # (a literal scan)
 # A call spliced into a string by concatenation (`".base64_decode("aWQ=")."`, `'.md5(1).'`): the value
@@ -318,8 +325,8 @@ def _line_weight(m: re.Match[str]) -> tuple[int, str]:
         word = "sh"
     name = word.rpartition("/")[2]
     weight = 2 if word.startswith("/") else _WEIGHT.get(word)
-    if weight is None:
-        return 0, word
+    if weight is None or (weight == 1 and m.group("word").istitle() and not m.group("wrap")):
+        return 0, word  # (a capitalised English word opens a sentence: `Make sure …`, `More info at …`)
     args = m.group("args")
     if "#" in args:
         args = _COMMENT.sub("", args)
@@ -335,13 +342,17 @@ def _line_argument_weight(args: str, name: str) -> int:
     if _REDIRECTION.search(args) or (name in _INTERPRETERS and _CODE_OPTION.match(args)):
         return 2
     options = 0
-    for token in args.split():
+    tokens = args.split()
+    for i, token in enumerate(tokens):
         if _OPTION.match(token):
             options += 1
             continue
         if options and token.isdigit():  # an option's number (`ping -i 30 …`)
             continue
-        return 2 if _LINE_TARGET.match(token) else 1 if options else 0
+        if _LINE_TARGET.match(token):
+            return 2
+        # options then words: a sentence about the command (`grep -P can now use …`), not a run of it
+        return 1 if options and not _PROSE_WORDS.fullmatch(" ".join(tokens[i : i + 2])) else 0
     return 1 if options else 0
 
 
@@ -371,6 +382,9 @@ def _reach_weight(text: str, start: int, sep: str) -> int:
     if sep == "`":
         # glued to the value (`x`id``) or opening it: a substitution; after a space or punctuation: a
         # Markdown code span in text (`run `ls -la` first`, `(`whoami`)`) or fence, a point off
+        close = text.find("`", start + 1)
+        if close > 0 and _PROSE_FIRST.match(text, close + 1):
+            return -2  # a sentence goes on after it: a Markdown code span (`` `grep -E` instead of … ``)
         if start == 0:
             return 1
         before = text[start - 1]
@@ -406,6 +420,10 @@ def _commands(text: str) -> Iterator[tuple[re.Match[str], str, int]]:
             continue  # no shell finds `lS` or `vI`: a generated password's letters
         if word.isupper() and m.group("sep") in _POSIX_ONLY:
             continue  # a POSIX shell finds no `CP`: `$(CP)` and `` `MAKE` `` are make's variables
+        if m.group("sep") == "`" and (text.count("`", 0, m.start()) % 2 or "`" not in text[m.end() :]):
+            # a backtick that closes a substitution (or a Markdown code span) opens none, and one no
+            # backtick closes runs nothing (the shell reads to the closing one: texinfo's `quote')
+            continue
         low = word.lower()
         weight = _WEIGHT.get(low)
         if weight is not None and m.group("word") in _SHELLS and m.group("sep") == "|":
