@@ -927,6 +927,8 @@ GENERALISED_SQLI = [
     ("1;if exists(select 1 from users) print 1", "stacked statement"),
     ("x';if(select count(*) from t)>0 shutdown--", "stacked statement"),
     (";REPLACE/**/t/**/(id, name) VALUES (1, 'x');", "stacked statement"),
+    ("' grant connect to name; grant resource to name; --", "stacked statement"),  # privileges granted
+    ("x'; GRANT ALL PRIVILEGES ON *.* TO 'evil'@'%';--", "stacked statement"),
     ("CREATE FUNCTION f (s CHAR(20)) RETURNS CHAR(50) RETURN CONCAT('a',s);", "routine created"),
     (") when 77 then", "shape probe"),  # a CASE continued after a bracket
     ("ALTER TABLE `t_x` CHANGE `a_b` `a_b` INT", "SQL statement"),  # identifiers are no prose
@@ -1131,6 +1133,8 @@ BENIGN_LOOKALIKES = [
     "x = 1 or y = 2",
     "It's not great --",
     "Tom's diner -- open late",
+    "Click OK; grant access to the shared folder",  # a sentence that grants, not SQL's GRANT
+    "done; grant them time to answer",
     "user's guide, chapter 3 -- part 2",
     "remove old items: delete from cart",
     "Let's create table settings for the wedding",

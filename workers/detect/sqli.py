@@ -359,7 +359,7 @@ SIGNALS: tuple[Signal, ...] = (
         frozenset(("date", "now")),
         also=frozenset(("while",)),
     ),
-    # a second statement: `; drop table`, `);waitfor`, `; exec master..`, `; declare @s`
+    # a second statement: `; drop table`, `);waitfor`, `; exec master..`, `; declare @s`, `; grant dba to`
     Signal(
         "stacked statement",
         3,
@@ -373,7 +373,10 @@ SIGNALS: tuple[Signal, ...] = (
             r"|if\s*\([^;{}]{0,120}?\)\s*(?:waitfor|select|exec|execute|begin|drop|insert|update|delete|shutdown"
             r"|raiserror)\b|if\s*\(\s*(?:select|exists|not\s+exists)\b|if\s+(?:not\s+)?exists\s*\(\s*select\b"
             r"|desc\s+[\w.`]+\s*(?:;|--|#)|show\s+(?:tables|databases|grants|columns)\b|backup\s+database\b"
-            r"|copy\s+[\w.]+\s+(?:from|to)\s+(?:'|/|program\b|stdout\b))",
+            r"|copy\s+[\w.]+\s+(?:from|to)\s+(?:'|/|program\b|stdout\b)"
+            # privileges granted or taken back: `; grant dba to x`, `; grant all privileges on *.* to …`
+            r"|(?:grant|revoke)\s+(?:all(?:\s+privileges)?|select|insert|update|delete|execute|connect|resource|dba"
+            r"|sysadmin|file|super|usage|create\s+\w+)\b[\w\s,.*`'\"@%]{0,80}?\b(?:on|to|from)\s)",
             re.I,
         ),
         frozenset((";",)),
