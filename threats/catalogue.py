@@ -293,6 +293,12 @@ THREATS: tuple[Threat, ...] = (
        "HTTP/2 rapid reset (CVE-2023-44487): a cleartext HTTP/2 client that opens streams and cancels them "
        "at once (100 RST_STREAM frames on one connection, at least half of the streams it opened), making "
        "the server start work it never finishes"),
+    _t(1059, "http2_control_flood", S.HIGH, A.RESET,
+       "HTTP/2 control-frame flood: a cleartext HTTP/2 client that sends PING, SETTINGS, PRIORITY or empty "
+       "frames faster than any client needs (CVE-2019-9512, -9515, -9518), or spreads one header block over "
+       "100 CONTINUATION frames (the 2024 CONTINUATION flood): the server answers or holds each",
+       # a client sends a SETTINGS or two per connection and a PING every 10 s at most (gRPC's keep-alive)
+       frames_per_window=1000, window=10.0),
 )  # fmt: skip
 
 BY_NAME: Mapping[str, Threat] = MappingProxyType({t.name: t for t in THREATS})
@@ -380,6 +386,7 @@ WEBSHELL_UPLOAD = BY_NAME["webshell_upload"]
 JWT_FORGERY = BY_NAME["jwt_forgery"]
 SCANNER_DETECTED = BY_NAME["scanner_detected"]
 HTTP2_RAPID_RESET = BY_NAME["http2_rapid_reset"]
+HTTP2_CONTROL_FLOOD = BY_NAME["http2_control_flood"]
 
 
 class Finding(NamedTuple):

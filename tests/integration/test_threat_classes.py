@@ -454,18 +454,33 @@ while True:
     c.close()
 """
 # The client: the preface, then N GETs on streams of their own, each cancelled at once when asked
-# (CVE-2023-44487's shape); it prints "reset" if the connection was cut, else "done".
+# (CVE-2023-44487's shape) or followed by a PING ("keepalive"); or N PINGs and no GET ("ping", a ping
+# flood). It prints "reset" if the connection was cut, else "done".
 H2C_CLIENT = """
 import socket, struct, sys, hpack
-addr, port, streams, cancel = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "cancel"
+addr, port, streams, how = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+cancel = how == "cancel"
 frame = lambda t, f, s, p: len(p).to_bytes(3, "big") + bytes([t, f]) + struct.pack("!I", s) + p
 enc = hpack.Encoder()
 c = socket.create_connection((addr, port), timeout=5)
 try:
     c.sendall(b"PRI * HTTP/2.0\\r\\n\\r\\nSM\\r\\n\\r\\n" + frame(4, 0, 0, b""))
+    if how == "ping":  # (the peer never closes: a connection left open reads until 3 s of silence)
+        for _ in range(0, streams, 100):
+            c.sendall(frame(6, 0, 0, bytes(8)) * 100)
+        c.settimeout(3)
+        try:
+            while c.recv(65536):
+                pass
+        except socket.timeout:
+            pass
+        print("done")
+        sys.exit(0)
     for i in range(streams):
         block = enc.encode([(":method", "GET"), (":scheme", "http"), (":authority", addr), (":path", "/")])
         out = frame(1, 0x5, 2 * i + 1, block)
+        if how == "keepalive":
+            out += frame(6, 0, 0, bytes(8))
         c.sendall(out + frame(3, 0, 2 * i + 1, struct.pack("!I", 8)) if cancel else out)
     c.shutdown(socket.SHUT_WR); c.recv(65536)
     print("done")
@@ -497,6 +512,37 @@ def test_an_http2_rapid_reset_is_cut_in_protect_and_plain_streams_are_not(lab: L
             found = threats(e, "http2_rapid_reset", src=lab.host("c1").ipv4)
             assert found and found[0]["action"] == "reset" and found[0]["group"] == "web", found
             assert h2c(300, "plain") == "done"  # the client's next connection is served
+    finally:
+        server.terminate()
+        server.wait(timeout=5)
+
+
+def test_an_http2_ping_flood_is_cut_in_protect_and_requests_with_pings_are_not(
+    lab: Lab, policy: Path
+) -> None:
+    web = lab.host("s1").ipv4
+    server = lab.popen("s1", sys.executable, "-c", H2C_SERVER, str(HTTP_PORT),
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 10
+        while not connects(lab, "c1", web, HTTP_PORT):
+            assert time.monotonic() < deadline, "the HTTP/2 peer did not come up"
+            time.sleep(0.2)
+        with LabEnforcer(lab, INSPECT_NEW, policy=policy) as e:
+            time.sleep(POLICY_SETTLE_S)
+
+            def h2c(frames: int, how: str) -> str:
+                out = lab.exec("c1", sys.executable, "-c", H2C_CLIENT, web, str(HTTP_PORT), str(frames), how,
+                               check=False, timeout=30)  # fmt: skip
+                return out.stdout.strip()
+
+            assert h2c(300, "keepalive") == "done"  # 300 requests, a PING after each
+            assert threats(e, "http2_control_flood", timeout=2) == []
+            assert h2c(5000, "ping") == "reset"  # 5,000 PINGs and no request: cut
+            found = threats(e, "http2_control_flood", src=lab.host("c1").ipv4)
+            assert found and found[0]["action"] == "reset" and found[0]["group"] == "web", found
+            assert "PING" in found[0]["message"], found
+            assert h2c(300, "keepalive") == "done"  # the client's next connection is served
     finally:
         server.terminate()
         server.wait(timeout=5)

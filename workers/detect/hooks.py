@@ -54,6 +54,7 @@ from workers.detect.http import (
     login_failed,
     ognl_texts,
 )
+from workers.detect.http2flood import ControlFrames
 from workers.detect.injection import CLASSES as INJECTION_CLASSES
 from workers.detect.injection import (
     check_request,
@@ -87,7 +88,7 @@ from workers.detect.xxe import check_xml, xml_texts
 from workers.dpi import events as E
 from workers.dpi.context import Detector, FlowContext
 from workers.dpi.parsers.base import Side
-from workers.dpi.parsers.http2 import RAPID_RESET
+from workers.dpi.parsers.http2 import CONTINUATION_FLOOD, CONTROL_FRAMES, RAPID_RESET
 
 if TYPE_CHECKING:
     from workers.detect.threat_engine import ThreatEngine
@@ -144,7 +145,8 @@ class _FlowState:
     """Per-flow state of the hooks, kept in `ctx.detector_state[DETECTOR_NAME]`."""
 
     __slots__ = ("group", "settings", "pending_since", "head_done", "body_bytes", "tail", "slow_fired", "swept",
-                 "first_payload", "streams", "generation", "unanswered", "heartbeat", "multipart")  # fmt: skip
+                 "first_payload", "streams", "generation", "unanswered", "heartbeat", "multipart",
+                 "control_frames")  # fmt: skip
 
     def __init__(self, group: str, settings: ThreatSettings, generation: int) -> None:
         self.group = group
@@ -162,6 +164,7 @@ class _FlowState:
         self.streams: list[SensorStream | None] = [None, None]  # packet-context sensor streams per Side
         # multipart request bodies arriving in parts, by URI (one at a time in HTTP/1, a few in HTTP/2)
         self.multipart: dict[bytes, MultipartCursor] | None = None
+        self.control_frames: ControlFrames | None = None  # an HTTP/2 client's control frames, timed
 
 
 class AppThreats:
@@ -338,6 +341,14 @@ class AppThreats:
                 hits.append(Hit(C.HTTP_SMUGGLING, f"{ev.name} {ev.detail}".strip()))
             elif ev.name == RAPID_RESET:
                 hits.append(Hit(C.HTTP2_RAPID_RESET, ev.detail))
+            elif ev.name == CONTROL_FRAMES and C.HTTP2_CONTROL_FLOOD.id in on:
+                if st.control_frames is None:
+                    st.control_frames = ControlFrames()
+                hit = st.control_frames.batch(ev.detail, now, s)
+                if hit is not None:
+                    hits.append(hit)
+            elif ev.name == CONTINUATION_FLOOD:
+                hits.append(Hit(C.HTTP2_CONTROL_FLOOD, ev.detail))
         elif isinstance(ev, E.Http2Headers):
             path = next((v for n, v in ev.headers if n == b":path"), b"")
             if path:

@@ -111,6 +111,19 @@ def h2c_rapid_reset(streams: int) -> bytes:
     return out
 
 
+def h2c_control_flood(pings: int, continuations: int) -> bytes:
+    """A cleartext HTTP/2 client sending `pings` PINGs (CVE-2019-9512), or a header block it spreads over
+    `continuations` CONTINUATION frames (the 2024 CONTINUATION flood)."""
+
+    def frame(ftype: int, flags: int, stream: int, payload: bytes) -> bytes:
+        return len(payload).to_bytes(3, "big") + bytes([ftype, flags]) + struct.pack("!I", stream) + payload
+
+    out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(4, 0, 0, b"") + frame(6, 0, 0, bytes(8)) * pings
+    if continuations:
+        out += frame(1, 0x1, 1, b"\x82\x86\x84") + frame(9, 0, 1, b"\x40\x01a\x01b") * continuations
+    return out
+
+
 def dns_name(name: str) -> bytes:
     return b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\x00"
 
@@ -258,6 +271,9 @@ def http_attacks() -> tuple[Packets, Any, dict[str, int]]:
     out += http_exchange([http(b"GET", b"/api/admin", [unsigned])], 40021)
     # http2_rapid_reset: an h2c client opening 150 streams and cancelling each at once
     Tcp(out, T0 + 3, C, 40022, S, 80).handshake().send(0, h2c_rapid_reset(150))
+    # http2_control_flood: an h2c client's 1,500 PINGs, and another's header block in 150 CONTINUATIONs
+    Tcp(out, T0 + 3, C, 40023, S, 80).handshake().send(0, h2c_control_flood(1500, 0))
+    Tcp(out, T0 + 3, C, 40024, S, 80).handshake().send(0, h2c_control_flood(0, 150))
     slow: Packets = []
     conv = Tcp(slow, T0 + 1, C, 40007, S, 80).handshake()
     conv.send(0, b"GET / HTTP/1.1\r\nHost: shop.example\r\n").wait(15).send(0, b"X-a: 1\r\n").wait(15)
@@ -270,7 +286,8 @@ def http_attacks() -> tuple[Packets, Any, dict[str, int]]:
                        "java_deserialization": 1, "spring_rce": 1, "php_object_injection": 1,
                        "sensitive_file_access": 1, "template_injection": 1,
                        "prototype_pollution": 1, "insecure_deserialization": 1, "webshell_upload": 1,
-                       "jwt_forgery": 1, "http2_rapid_reset": 1}  # fmt: skip
+                       "jwt_forgery": 1, "http2_rapid_reset": 1,
+                       "http2_control_flood": 2}  # fmt: skip
 
 
 TUNNEL_NAME = "p2mwsg3l5a4i7bpnjvwygm4k3lh7yyk6dqjgyvlhjhtoo5sbbc3qabgn6s6etx.t.example.com"

@@ -17,6 +17,15 @@ counted as `dpi.http2.body_streams_full`).
 The client's HEADERS and RST_STREAM frames are counted per connection: a client that has reset
 `RAPID_RESET_STREAMS` streams, at least half of those it opened, is reported as a rapid reset
 (`dpi.http2.rapid_reset`, CVE-2023-44487), once.
+
+The client's control frames that make a server work without a request are counted per connection too:
+PING and SETTINGS (not their acknowledgements), PRIORITY, and empty frames that end nothing (a DATA or
+HEADERS frame of no bytes without END_STREAM, a CONTINUATION of none without END_HEADERS). Every
+`CONTROL_BATCH` of one kind is reported (`dpi.http2.control_frames`, the kind as detail): the parser has
+no clock, the detector times the batches against its per-group rate (CVE-2019-9512, -9515, -9518). A
+header block the client spreads over `CONTINUATION_FLOOD_FRAMES` CONTINUATION frames is reported at once
+(`dpi.http2.continuation_flood`, the 2024 CONTINUATION flood: a server holds every frame of a block until
+it ends, and a block that never ends holds them all).
 """
 
 from __future__ import annotations
@@ -47,6 +56,15 @@ BODY_STREAMS_FULL = "dpi.http2.body_streams_full"
 # as the streams it opened, the parser reports `RAPID_RESET` (once per connection).
 RAPID_RESET_STREAMS = 100
 RAPID_RESET = "dpi.http2.rapid_reset"
+# Control frames of one kind per report (`CONTROL_FRAMES`, detail: the kind). A client sends a SETTINGS
+# frame or two per connection, a PING now and then (gRPC's keep-alive: one per 10 s at the most a server
+# allows), a PRIORITY per stream at most, and empty frames hardly ever.
+CONTROL_BATCH = 100
+CONTROL_FRAMES = "dpi.http2.control_frames"
+# CONTINUATION frames in one header block: a 64 KiB block takes 4 at the default frame size
+CONTINUATION_FLOOD_FRAMES = 100
+CONTINUATION_FLOOD = "dpi.http2.continuation_flood"
+FLAG_ACK = 0x1
 
 
 class _Body:
@@ -98,6 +116,9 @@ class Http2Parser:
         "opened",
         "resets",
         "rapid_reported",
+        "control",
+        "continuations",
+        "continuation_reported",
     )
 
     def __init__(self, settings: DpiSettings, grpc: bool = False) -> None:
@@ -123,6 +144,9 @@ class Http2Parser:
         self.opened = 0  # HEADERS frames from the client (streams opened, trailers aside)
         self.resets = 0  # RST_STREAM frames from the client
         self.rapid_reported = False
+        self.control: dict[str, int] = {}  # the client's control frames by kind (`_count_control`)
+        self.continuations = 0  # CONTINUATION frames of the client's current header block
+        self.continuation_reported = False
 
     def feed(self, side: Side, data: bytes) -> FeedResult:
         events: list[ParserEvent] = []
@@ -167,8 +191,13 @@ class Http2Parser:
             frames += 1
             if frames <= MAX_FRAME_EVENTS:
                 events.append(Http2Frame(ftype, flags, stream, length))
-            if side is Side.CLIENT and (ftype == RST_STREAM or ftype == HEADERS):
-                self._count_stream(ftype, events)
+            if side is Side.CLIENT:
+                if ftype == RST_STREAM or ftype == HEADERS:
+                    self._count_stream(ftype, events)
+                if (ftype != DATA or not length) and self._count_control(ftype, flags, length, events):
+                    # a flood before any header block ends is HTTP/2 all the same: the HTTP/2 entry
+                    # finalizes, so its findings reach the detectors
+                    newly = self._decide(side, None) or newly
             if ftype == DATA and self.identified and stream:
                 pad = 0
                 if flags & FLAG_PADDED and length:
@@ -236,6 +265,36 @@ class Http2Parser:
             self.rapid_reported = True
             detail = f"{self.resets} of {self.opened} streams reset by the client"
             events.append(ParseAnomaly(RAPID_RESET, "HTTP2", detail))
+
+    def _count_control(self, ftype: int, flags: int, length: int, events: list[ParserEvent]) -> bool:
+        """A client's frame other than a DATA frame with bytes: its control kind counted (each batch
+        reported), and a header block's CONTINUATION frames. Whether it reported."""
+        reported = False
+        if ftype == HEADERS:
+            self.continuations = 0
+        elif ftype == CONTINUATION:
+            self.continuations += 1
+            if self.continuations == CONTINUATION_FLOOD_FRAMES and not self.continuation_reported:
+                self.continuation_reported = reported = True
+                detail = f"{self.continuations} CONTINUATION frames in one header block"
+                events.append(ParseAnomaly(CONTINUATION_FLOOD, "HTTP2", detail))
+        if ftype == PING or ftype == SETTINGS:
+            kind = "" if flags & FLAG_ACK else ("PING" if ftype == PING else "SETTINGS")
+        elif ftype == PRIORITY:
+            kind = "PRIORITY"
+        elif not length and (
+            (ftype in (DATA, HEADERS) and not flags & FLAG_END_STREAM)
+            or (ftype == CONTINUATION and not flags & FLAG_END_HEADERS)
+        ):
+            kind = "empty"
+        else:
+            kind = ""
+        if kind:
+            n = self.control[kind] = self.control.get(kind, 0) + 1
+            if n % CONTROL_BATCH == 0:
+                events.append(ParseAnomaly(CONTROL_FRAMES, "HTTP2", kind))
+                reported = True
+        return reported
 
     def _decode(self, side: Side) -> Http2Headers | None:
         block = bytes(self.block[side])
