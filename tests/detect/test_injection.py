@@ -944,6 +944,8 @@ GENERALISED_SQLI = [
     ("truncate table logs;", "SQL statement"),
     ("delete from sessions where 1", "SQL statement"),
     ("update accounts set role = 'admin'", "SQL statement"),
+    ("create table myfile (input TEXT);", "SQL statement"),  # a table to read a file into ...
+    ("copy myfile from '/etc/passwd';", "SQL statement"),  # ... and PostgreSQL's COPY reading it
     ("'; create function f (x int) returns int --", "SQL definition"),
     ("INSERT/*x*/INTO t VALUES (1, 2)", "comment as a space"),
     ("1 union/*a*/select 2", "comment as a space"),
@@ -1135,6 +1137,8 @@ BENIGN_LOOKALIKES = [
     "Tom's diner -- open late",
     "Click OK; grant access to the shared folder",  # a sentence that grants, not SQL's GRANT
     "done; grant them time to answer",
+    "How to create table users (id int) in MySQL",  # a tutorial's sentence, no statement end
+    "copy files from /tmp to the share",
     "user's guide, chapter 3 -- part 2",
     "remove old items: delete from cart",
     "Let's create table settings for the wedding",

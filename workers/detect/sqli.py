@@ -203,10 +203,28 @@ SIGNALS: tuple[Signal, ...] = (
             r"|\bupdate\s+[\w.`\"\[\]]+\s+set\s+[\w.`\"\[\]]+\s*=|\bselect\b.{1,80}?\bgroup\s+by\b.{1,80}?\bhaving\b"
             # who and what the database is, asked as a query (`select current_user;`, `select version()--`)
             r"|\bselect\s+(?:current_user|session_user|system_user|user\s*\(\s*\)|version\s*\(\s*\)|database\s*\(\s*\))"
-            r"\s*(?:;|--|#|\Z|from\b)",
+            r"\s*(?:;|--|#|\Z|from\b)"
+            # a table made from column definitions, or a server file read into one (`create table t (input
+            # TEXT);`, `copy t from '/etc/passwd';`)
+            r"|\bcreate\s+(?:temp(?:orary)?\s+)?table\s+[\w.`\"\[\]]+\s*\(\s*[\w`\"]+\s+[a-z]+\b[^;]{0,200}\)\s*;"
+            r"|\bcopy\s+[\w.]+\s+(?:from|to)\s+(?:'/|'[a-z]:\\|program\b)",
             re.I,
         ),
-        frozenset(("@", "insert", "alter", "drop", "truncate", "delete", "update", "having", "select")),
+        frozenset(
+            (
+                "@",
+                "insert",
+                "alter",
+                "drop",
+                "truncate",
+                "delete",
+                "update",
+                "having",
+                "select",
+                "create",
+                "copy",
+            )
+        ),
     ),
     # a FROM clause with its WHERE condition on a literal: `FROM t WHERE t.id = 5`, `from users where name
     # like '`; prose says where a thing comes from, then goes on with words (`where people like cheese`)
