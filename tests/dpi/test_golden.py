@@ -7,6 +7,8 @@ import json
 
 import pytest
 
+from node.config import config_from_dict
+from node.replay import read_capture, replay_records
 from tests.dpi.conftest import PCAPS, load_generator
 
 gen = load_generator()
@@ -70,6 +72,8 @@ LAB_APPS_BY_PORT = {
     6379: "Redis",
     2222: "SSH",
     2223: "SSH",
+    2224: "SSH",
+    2225: "SSH",
     8080: "SSH",
     8443: "TLS/SSL",
     8000: "HTTP",
@@ -138,3 +142,19 @@ def test_the_recorded_hydra_run_is_ssh_brute_force_in_replay() -> None:
     assert set(summary["threats"]) == {"ssh_brute_force"}, summary["threats"]
     flows = [o for o in lines if o["kind"] == "flow"]
     assert len(flows) < 30  # no connection count could have seen it
+
+
+@pytest.mark.parametrize("name", ["ssh_hydra_openssh", "ssh_hydra_openssh_kbdint"])
+def test_the_recorded_hydra_runs_against_openssh_are_ssh_brute_force_in_replay(name: str) -> None:
+    """Real hydra against real OpenSSH (record.sh), its passwords refused as passwords, or asked for
+    through keyboard-interactive (PAM: a prompt, the password, the refusal, in turns on each connection,
+    two seconds apart). Either way the refusals inside the connections find it, not their count."""
+    lines = gen.replay_lines(PCAPS / "lab" / f"{name}.pcap")
+    [summary] = [o for o in lines if o["kind"] == "summary"]
+    assert summary["counters"]["worker.detect.ssh.refused_logins"] >= 40, summary["counters"]
+    flows = [o for o in lines if o["kind"] == "flow"]
+    assert len(flows) < 30  # no connection count could have seen it
+    # (one worker sees every refusal; the golden replay's two count their share of the flows each)
+    one_worker = config_from_dict({"workers": {"inspect": "new", "count": 1}}, environ={})
+    [*_, summary] = replay_records(read_capture(str(PCAPS / "lab" / f"{name}.pcap")), one_worker)
+    assert set(summary["threats"]) == {"ssh_brute_force"}, summary["threats"]

@@ -373,6 +373,18 @@ def test_ssh_a_login_banner_beside_the_first_refusal_is_learnt_past() -> None:
     assert events == [E.SshAuthFailure(n) for n in range(1, 10)]
 
 
+@pytest.mark.parametrize("piece", [0, 7])
+def test_ssh_keyboard_interactive_refusals_take_turns_with_prompts(piece: int) -> None:
+    # OpenSSH with PAM: each keyboard-interactive request is answered by a prompt (60), each password sent
+    # to it by the refusal (52, as the `none` request's); counted once two rounds show the turns
+    rounds = [(70, 60), (84, 52)] * 3
+    events = ssh_events(ssh_session(SERVICE, NONE, *rounds, (70, 60)), piece)
+    assert events == [E.SshAuthFailure(1), E.SshAuthFailure(2), E.SshAuthFailure(3)]
+    # a mistyped password, then the right one: the success answers the second password, no refusal
+    events = ssh_events(ssh_session(SERVICE, NONE, (70, 60), (84, 52), (70, 60), (84, 28), *[(36, 36)] * 20))
+    assert events == [E.SshAuthEnd(0)]
+
+
 def test_ssh_a_first_time_success_is_no_refusal() -> None:
     # `none` refused, the password right; the session's answers (one of them the success's size) follow
     events = ssh_events(ssh_session(SERVICE, NONE, (84, 28), (96, 44), (60, 28), *[(36, 36)] * 20))

@@ -682,6 +682,8 @@ LAB_CAPTURES = (
     "lab/ssh_port_2222",
     "lab/ssh_port_8080",
     "lab/ssh_hydra_dropbear",
+    "lab/ssh_hydra_openssh",
+    "lab/ssh_hydra_openssh_kbdint",
     "lab/http_slow_read",
     "lab/tls_openssl",
 )

@@ -17,7 +17,10 @@ query carries its key and is larger) is one more refused attempt (`SshAuthFailur
 answer of another size ends the authentication phase (`SshAuthEnd`): what follows is the session.
 One exception: a server with a login banner sends it (USERAUTH_BANNER) once, in the flight of its
 first refusal, so a smaller answer to flight 3 is taken as the refusal if the answer to flight 4
-repeats it (else it was a success, and the phase is over).
+repeats it (else it was a success, and the phase is over). And a server that asks for the password
+through keyboard-interactive (OpenSSH with PAM: hydra uses it where passwords are refused) answers each
+request with a prompt (INFO_REQUEST) and the client's answer to it with the refusal: prompts and
+refusals take turns, each refusal one more refused attempt (`read_refusals`).
 The last answer of a connection has no request after it: it is complete when either side closes or
 resets the connection (`stream_ended`, called by the DPI engine). SSH-1 has another packet format and
 is not followed past its banner.
@@ -60,20 +63,49 @@ def parse_banner(line: bytes) -> SshBanner | None:
     return SshBanner(version, software, comments)
 
 
+def read_refusals(answers: list[tuple[int, bool]]) -> tuple[int, bool]:
+    """The refused guesses the server's answers show (`answers`: their sizes from the first
+    authentication request on, and whether each request was small enough to be a guess), and whether
+    the last answer fits no way of refusing (the authentication phase is over). The first answer is the
+    refusal (of the `none` request a client sends first, or of a first guess: never counted). Then:
+
+    - passwords: every later answer is that refusal, each one refused guess;
+    - a login banner: it rode with the first answer only, so every later answer is one smaller size
+      (counted once a third answer confirms it);
+    - keyboard-interactive (PAM): the server prompts, the client answers with the password, the server
+      refuses, and the client asks again: prompts (the second, fourth … answers, of another size than
+      the refusal) and refusals (the third, fifth …: the first answer's size) take turns, each refusal a
+      refused guess (counted once two rounds confirm the turns: a success answers a prompt otherwise).
+      A login banner beside keyboard-interactive prompts is not followed (the turns never start).
+    """
+    sizes = [size for size, _guess in answers]
+    first, n = sizes[0], len(sizes)
+    if all(size == first for size in sizes[1:]):
+        return sum(guess for _size, guess in answers[1:]), False
+    if sizes[1] < first and all(size == sizes[1] for size in sizes[2:]):
+        return (sum(guess for _size, guess in answers[1:]) if n >= 3 else 0), False
+    prompt, refusals = sizes[1], sizes[2::2]
+    turns = all(size == prompt for size in sizes[1::2]) and all(size == first for size in refusals)
+    if turns:
+        return (sum(guess for _size, guess in answers[2::2]) if len(refusals) >= 2 else 0), False
+    return 0, True
+
+
 class AuthFlights:
     """The encrypted flights of both sides, read for refused authentication attempts (module docstring)."""
 
-    __slots__ = ("side", "size", "client_flights", "client_size", "refusal", "failures", "over", "maybe")
+    __slots__ = ("side", "size", "client_flights", "client_size", "answers", "failures", "over")
 
     def __init__(self) -> None:
         self.side = -1  # the side whose flight is open
         self.size = 0  # ... and its bytes so far
         self.client_flights = 0  # client flights closed (by the server's answer)
         self.client_size = 0  # the last one's bytes
-        self.refusal = -1  # the size of the answer to the first authentication request
+        # the server's answers to the authentication requests (from client flight 2): (bytes, whether the
+        # request was small enough to be a password guess)
+        self.answers: list[tuple[int, bool]] = []
         self.failures = 0
         self.over = False
-        self.maybe: tuple[int, bool] | None = None  # a smaller second answer, until the third confirms it
 
     def add(self, side: Side, n: int, events: list[ParserEvent]) -> None:
         if self.over:
@@ -92,27 +124,11 @@ class AuthFlights:
         k = self.client_flights
         if k < 2:
             return  # sent before any request (EXT_INFO), or the service accept
-        guess = self.client_size <= MAX_GUESS_BYTES  # (a refused public key is no guess)
-        if k == 2:
-            self.refusal = size
-        elif k == 3 and size < self.refusal:
-            # The first answer may have carried the server's login banner (USERAUTH_BANNER, sent once)
-            # beside the refusal; or this is a success. Only a third answer of this size says which.
-            self.maybe = (size, guess)
-        elif self.maybe is not None:
-            (refusal, first_guess), self.maybe = self.maybe, None
-            if size != refusal:
-                self.end(events)
-                return
-            self.refusal = refusal
-            for counted in (first_guess, guess):
-                if counted:
-                    self._refused(events)
-        elif size != self.refusal:
-            self.end(events)
-        elif guess:
+        self.answers.append((size, self.client_size <= MAX_GUESS_BYTES))  # (a refused public key is no guess)
+        refused, over = read_refusals(self.answers)
+        while self.failures < refused:
             self._refused(events)
-        if k >= MAX_AUTH_EXCHANGES and not self.over:
+        if over or k >= MAX_AUTH_EXCHANGES:
             self.end(events)
 
     def _refused(self, events: list[ParserEvent]) -> None:
