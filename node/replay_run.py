@@ -29,6 +29,7 @@ from pipeline.judge import Act, Judge
 from pipeline.reader import HOUSEKEEPING_S
 from pipeline.reader_core import LEARNING, ReaderCore
 from workers.detect.engine import ThreatPolicy
+from workers.detect.shared_counts import SharedCounts
 from workers.dpi.defrag import Defragmenter
 from workers.worker import EVENT_FLUSH_S, Engine, ThreatPolicyUpdates, build_engine
 
@@ -86,8 +87,9 @@ class NodeReplay:
         # With conntrack, the kernel reassembles fragments before our chain: readers see whole datagrams.
         self.defrag = Defragmenter(config.dpi, self._count)
         self.engines: list[Engine] = []
+        counts = SharedCounts.in_memory(config.workers.count)  # (the live workers' table, in memory)
         for w in range(config.workers.count):
-            engine = build_engine(config.worker(), tables, node, self._emitter(w), self._fqdn)
+            engine = build_engine(config.worker(), tables, node, self._emitter(w), self._fqdn, counts[w])
             ThreatPolicyUpdates(_Once(threat_policy)).poll(engine, tables)
             self._observe_flow_ends(engine)
             self.engines.append(engine)

@@ -31,6 +31,7 @@ from node.metrics import MetricsServer
 from node.netfilter import ChainSpec, JumpWatch, Netfilter, NetfilterError
 from node.netfilter_bridges import find_bridges, load_br_netfilter
 from node.source_blocks import SourceBlocks
+from workers.detect.shared_counts import COUNTS_FILE
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,8 @@ class Supervisor:
         os.makedirs(self.run_dir, mode=0o700, exist_ok=True)
         os.chmod(self.run_dir, 0o700)  # sockets inside are reachable only by root
         for name in os.listdir(self.run_dir):
-            if name.endswith(".sock"):
+            # (the workers' counts of a previous run, perhaps with another worker count, are not this one's)
+            if name.endswith(".sock") or name == COUNTS_FILE:
                 os.unlink(os.path.join(self.run_dir, name))
         path = os.path.join(self.run_dir, "config.json")
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -37,6 +37,7 @@ from core.sockets import (
 )
 from core.updates import Updates, UpdatesFactory
 from core.verdict import WorkerVerdict
+from workers.detect.shared_counts import SharedCounts, open_shared_counts
 from workers.engine import Engine
 from workers.settings import WorkerConfig
 
@@ -271,11 +272,12 @@ def build_engine(
     node: str,
     emit: Callable[[dict[str, Any]], None],
     on_fqdn: Callable[[list[tuple[str, bytes, float]]], None] | None = None,
+    counts: SharedCounts | None = None,
 ) -> Engine:
     """The worker's inspection chain: packet-level threats in front of the DPI engine (parsers,
     app-aware rules) whose detector hooks are the application threats and the DLP/WAF sensors; behind
     the lab's payload-pattern rule when one is configured. Threat settings arrive with the policy
-    (`ThreatPolicyUpdates`)."""
+    (`ThreatPolicyUpdates`). `counts`: the node's workers' table of refused logins."""
     from workers.detect.engine import build_engine as build_detecting_engine
     from workers.pattern import PatternRule
 
@@ -283,9 +285,12 @@ def build_engine(
     if config.workers.inspect == "all":  # nothing is offloaded: an allowed flow's packets keep coming
         dpi = dataclasses.replace(dpi, tcp_offloaded_timeout=dpi.tcp_idle_timeout)
     # The readers' guard counts connection attempts (every first packet reaches a reader): not again here.
-    engine: Engine = build_detecting_engine(
+    detecting = build_detecting_engine(
         dpi, tables, emit, node, limits=config.detect, on_fqdn=on_fqdn, count_attempts=False
     )
+    if counts is not None:
+        detecting.threats.app.share_counts(counts)
+    engine: Engine = detecting
     if config.workers.payload_pattern:
         engine = PatternRule(engine, bytes.fromhex(config.workers.payload_pattern))
     return engine
@@ -334,7 +339,13 @@ def run_worker(
     threat_updates: UpdatesFactory[Any] | None = None,
 ) -> int:
     worker = Worker(config, index)
-    worker.engine = build_engine(config, tables, node, worker.emit, worker.on_fqdn)
+    try:
+        counts: SharedCounts | None = open_shared_counts(config.paths.run_dir, config.workers.count, index)
+    except (OSError, ValueError) as exc:  # each worker then counts its own share, as said here
+        log.warning("worker %d counts refused logins alone: the node's table: %s", index, exc)
+        worker.counters["detect.shared_counts_unavailable"] += 1
+        counts = None
+    worker.engine = build_engine(config, tables, node, worker.emit, worker.on_fqdn, counts)
     worker.name_evidence()
     if threat_updates is not None:
         worker.threat_policy = ThreatPolicyUpdates(threat_updates(worker.counters))

@@ -72,6 +72,7 @@ from workers.detect.scanner import check_scanner
 from workers.detect.sensitive import check_sensitive_path
 from workers.detect.sensors import Context, SensorAction, SensorMatch, SensorStream
 from workers.detect.serialized import serialized_in
+from workers.detect.shared_counts import SharedCounts
 from workers.detect.spring import check_spring, spring_texts
 from workers.detect.ssrf import check_ssrf
 from workers.detect.template import template_in
@@ -180,6 +181,10 @@ class AppThreats:
         self.ssh_refusals = LoginFailures(max_clients, C.SSH_BRUTE_FORCE)
         self._slow: LruTable[FlowKey, FlowContext] = LruTable(max_clients)  # flows with a pending request
         self._now = 0.0  # time of the packet or event being handled
+
+    def share_counts(self, counts: SharedCounts) -> None:
+        """Count refused logins (SSH, HTTP) in the node's table, over every worker, not this one's share."""
+        self.logins.shared = self.ssh_refusals.shared = counts
 
     def detector(self) -> Detector:
         return Detector(DETECTOR_NAME, on_packet=self.on_packet_hook, on_event=self.on_event_hook)

@@ -32,6 +32,7 @@ from threats.catalogue import (
 from threats.settings import ThreatSettings
 from threats.window import LruTable, WindowCounter
 from workers.detect.decode import percent_decode
+from workers.detect.shared_counts import SharedCounts
 
 Header = tuple[bytes, bytes]
 
@@ -322,17 +323,23 @@ class LoginFailures:
     counts the refusals the SSH parser sees inside connections (`workers.dpi.parsers.ssh`) with no path,
     so a guesser that tries as many passwords per connection as the server allows (hydra: 10 on dropbear)
     is counted per guess, whichever way its guesses are spread over connections. Bounded by `capacity`
-    keys."""
+    keys. With `shared` (the node's workers' table, `workers.detect.shared_counts`) the count is the
+    node's, over every worker the flow hash spread the guesser's connections to."""
 
     def __init__(self, capacity: int = 65536, threat: Threat = HTTP_BRUTE_FORCE) -> None:
         self.threat = threat
         self._failures: WindowCounter[tuple[bytes, bytes, bytes]] = WindowCounter(capacity)
+        self.shared: SharedCounts | None = None
 
     def on_failure(
         self, client: bytes, server: bytes, path: bytes, now: float, settings: ThreatSettings
     ) -> Hit | None:
         window = settings.threshold(self.threat, "window")
-        count = self._failures.hit((client, server, path), now, window)
+        if self.shared is not None:
+            key = b"%d:%b%d:%b%b" % (len(client), client, len(server), server, path)
+            count = self.shared.add(self.threat.id, key, now, window)
+        else:
+            count = self._failures.hit((client, server, path), now, window)
         if count <= settings.threshold(self.threat, "failures_per_window"):
             return None
         return Hit(self.threat, f"{count:.0f} refused logins in {window:g}s", excerpt_of(path))
