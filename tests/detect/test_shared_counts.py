@@ -13,6 +13,7 @@ import pytest
 
 from threats import catalogue as C
 from threats.settings import DEFAULT_SETTINGS
+from workers.detect.database import AccessDeniedTracker
 from workers.detect.http import LoginFailures
 from workers.detect.shared_counts import COUNTS_FILE, SharedCounts, open_shared_counts, table_bytes
 
@@ -50,6 +51,15 @@ def test_login_failures_of_two_workers_reach_the_threshold_together() -> None:
     assert [i for i, h in enumerate(hits) if h is not None] == [20]
     alone = LoginFailures(threat=C.SSH_BRUTE_FORCE)  # a worker without the table counts its share only
     assert all(alone.on_failure(CLIENT, SERVER, b"", 1000.0 + i, DEFAULT_SETTINGS) is None for i in range(11))
+
+
+def test_database_denials_of_two_workers_reach_the_threshold_together() -> None:
+    shared = SharedCounts.in_memory(2)
+    trackers = [AccessDeniedTracker() for _ in shared]
+    for tracker, counts in zip(trackers, shared, strict=True):
+        tracker.shared = counts
+    hits = [trackers[i % 2].on_error(CLIENT, 1045, 100.0 + i, DEFAULT_SETTINGS) for i in range(12)]
+    assert [i for i, h in enumerate(hits) if h is not None] == [9, 10, 11]  # the tenth denial on
 
 
 def test_the_table_file_is_shared_by_worker_processes_and_private(tmp_path: Path) -> None:
