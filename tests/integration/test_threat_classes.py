@@ -87,15 +87,19 @@ def test_nmap_stealth_scans_are_port_scans(lab: Lab, scan: str) -> None:
 @pytest.fixture()
 def dropbear(lab: Lab, request: pytest.FixtureRequest) -> Iterator[None]:
     """A real SSH server (dropbear) on both servers, password logins refused for a wrong password; with
-    a login banner when the test's (indirect) parameter gives one."""
+    a login banner when the test's (indirect) parameter gives one, or a dict: {"banner": …, "tries": the
+    attempts dropbear allows per connection}."""
     keydir = tempfile.TemporaryDirectory(prefix="lab-ssh-")
     key = Path(keydir.name) / "host_ed25519"
     subprocess.run(["dropbearkey", "-t", "ed25519", "-f", str(key)], check=True, capture_output=True)
     options = []
-    banner = getattr(request, "param", None)
+    param = getattr(request, "param", None)
+    banner, tries = (param.get("banner"), param.get("tries")) if isinstance(param, dict) else (param, None)
     if banner:
         (Path(keydir.name) / "banner").write_text(banner)
         options = ["-b", str(Path(keydir.name) / "banner")]
+    if tries:
+        options += ["-T", str(tries)]
     procs = [
         lab.popen(host, "dropbear", "-F", "-E", "-p", str(SSH_PORT), "-r", str(key), *options,
                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -179,6 +183,37 @@ def test_hydra_ssh_guessing_is_found_by_its_refused_logins_and_blocked_in_protec
         for i in range(2):
             ssh_guess(lab, "c2", web, f"typo{i}")
         assert threats(e, "ssh_brute_force", timeout=2, src=lab.host("c2").ipv4) == []
+
+
+@pytest.mark.parametrize("dropbear", [{"tries": 2}], indirect=True, ids=["two tries per connection"])
+def test_refused_logins_spread_over_four_workers_are_counted_for_the_node(
+    lab: Lab, dropbear: None, tmp_path: Path
+) -> None:
+    """dropbear allowing two tries per connection: hydra's 40 guesses take 20 connections, which the
+    flow hash spreads over four workers, about ten refusals each, half the threshold (20 in a minute).
+    The workers' shared count finds the guesser; the connection count is set out of reach."""
+    web = lab.host("s1").ipv4
+    policy = tmp_path / "spread.yaml"
+    policy.write_text(POLICY.replace(
+        f"ssh_brute_force: {{thresholds: {{port: {SSH_PORT}}}}}",
+        f"ssh_brute_force: {{thresholds: {{port: {SSH_PORT}, sessions_per_window: 1000}}}}",
+    ))  # fmt: skip
+    words = tmp_path / "passwords.txt"
+    words.write_text("".join(f"guess{i}\n" for i in range(40)))
+    with LabEnforcer(lab, {"workers": {"inspect": "new", "count": 4}}, policy=policy) as e:
+        time.sleep(POLICY_SETTLE_S)
+        hydra = lab.popen("c1", "hydra", "-l", "root", "-P", str(words), "-s", str(SSH_PORT), "-t", "4",
+                          "-I", f"ssh://{web}", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                          start_new_session=True)  # fmt: skip
+        try:
+            found = threats(e, "ssh_brute_force", timeout=60, src=lab.host("c1").ipv4)
+        finally:
+            os.killpg(hydra.pid, signal.SIGKILL)
+            hydra.wait(timeout=10)
+        assert found and "refused logins" in found[0]["message"], found
+        workers = [c for c in e.status().get("children", []) if c["name"].startswith("worker")]
+        refused = [c["counters"].get("detect.ssh.refused_logins", 0) for c in workers]
+        assert len(workers) == 4 and max(refused) <= 20 < sum(refused), refused  # no worker alone
 
 
 def test_udp_flood_from_hping3_is_dropped_in_protect(lab: Lab, policy: Path) -> None:
