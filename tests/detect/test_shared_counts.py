@@ -1,5 +1,5 @@
-"""The node's counts of refused logins, summed over workers: a guesser whose connections the flow hash
-spreads over the workers is counted whole, in one table every worker maps (a file in the run directory,
+"""The node's counts of refused logins and DNS queries, summed over workers: a guesser whose connections
+the flow hash spreads over the workers is counted whole, in one table every worker maps (a file in the run directory,
 written by real processes here) or, in a replay, shares in memory."""
 
 from __future__ import annotations
@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.detect.test_app import dns_query
 from threats import catalogue as C
 from threats.settings import DEFAULT_SETTINGS
 from workers.detect.database import AccessDeniedTracker
+from workers.detect.dns import DnsDetector
 from workers.detect.http import LoginFailures
 from workers.detect.shared_counts import COUNTS_FILE, SharedCounts, open_shared_counts, table_bytes
 
@@ -60,6 +62,21 @@ def test_database_denials_of_two_workers_reach_the_threshold_together() -> None:
         tracker.shared = counts
     hits = [trackers[i % 2].on_error(CLIENT, 1045, 100.0 + i, DEFAULT_SETTINGS) for i in range(12)]
     assert [i for i, h in enumerate(hits) if h is not None] == [9, 10, 11]  # the tenth denial on
+
+
+def test_dns_query_rates_of_two_workers_add_up() -> None:
+    shared = SharedCounts.in_memory(2)
+    detectors = [DnsDetector() for _ in shared]
+    for detector, counts in zip(detectors, shared, strict=True):
+        detector.shared = counts
+    hits = [
+        h
+        for i in range(1200)  # 600 queries to each worker within 0.6 s: the node's client asks 1,200
+        for h in detectors[i % 2].inspect(
+            dns_query(f"www{i % 5}.example.com"), CLIENT, False, 10.0 + i * 0.0005, DEFAULT_SETTINGS, SERVER
+        )  # fmt: skip
+    ]
+    assert len(hits) == 200 and "queries from one client" in hits[0].detail
 
 
 def test_the_table_file_is_shared_by_worker_processes_and_private(tmp_path: Path) -> None:

@@ -183,9 +183,9 @@ class AppThreats:
         self._now = 0.0  # time of the packet or event being handled
 
     def share_counts(self, counts: SharedCounts) -> None:
-        """Count refused logins (SSH, HTTP, databases) in the node's table, over every worker, not this
-        one's share."""
-        self.logins.shared = self.ssh_refusals.shared = self.denials.shared = counts
+        """Count refused logins (SSH, HTTP, databases) and DNS query rates in the node's table, over every
+        worker, not this one's share."""
+        self.logins.shared = self.ssh_refusals.shared = self.denials.shared = self.dns.shared = counts
 
     def detector(self) -> Detector:
         return Detector(DETECTOR_NAME, on_packet=self.on_packet_hook, on_event=self.on_event_hook)

@@ -1,4 +1,5 @@
-"""Counts the node's workers keep together: refused logins per client and server, summed over workers.
+"""Counts the node's workers keep together: refused logins per client and server, and DNS query rates
+per client and per server, summed over workers.
 
 The readers hash each connection to a worker by its 5-tuple, so a guesser's connections spread over
 the workers, and a count kept by each worker reaches a threshold at its share only: with four workers
