@@ -150,6 +150,20 @@ def test_ssh_password_guessing_blocks_the_guesser_in_protect(lab: Lab, dropbear:
         assert connects(lab, "c2", web, SSH_PORT)  # another client still reaches the server
 
 
+def hydra_until_found(lab: Lab, e: LabEnforcer, web: str, words: Path) -> list[dict[str, Any]]:
+    """hydra (4 tasks) from c1 against the SSH server on `web` with the passwords in `words`, until
+    ssh_brute_force is found from c1 (at most 60 s): the events found. (Once blocked, hydra waits on
+    connections that never answer: it is stopped when found.)"""
+    hydra = lab.popen("c1", "hydra", "-l", "root", "-P", str(words), "-s", str(SSH_PORT), "-t", "4",
+                      "-I", f"ssh://{web}", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                      start_new_session=True)  # fmt: skip
+    try:
+        return threats(e, "ssh_brute_force", timeout=60, src=lab.host("c1").ipv4)
+    finally:
+        os.killpg(hydra.pid, signal.SIGKILL)
+        hydra.wait(timeout=10)
+
+
 # (a login banner rides with the server's first refusal only, so that first answer is larger)
 @pytest.mark.parametrize(
     "dropbear", [None, "Authorized users only. Activity may be monitored.\n" * 3], indirect=True,
@@ -165,15 +179,7 @@ def test_hydra_ssh_guessing_is_found_by_its_refused_logins_and_blocked_in_protec
     words.write_text("".join(f"guess{i}\n" for i in range(60)))
     with LabEnforcer(lab, INSPECT_NEW, policy=policy) as e:
         time.sleep(POLICY_SETTLE_S)
-        # (once blocked, hydra waits on connections that never answer: it is stopped when found)
-        hydra = lab.popen("c1", "hydra", "-l", "root", "-P", str(words), "-s", str(SSH_PORT), "-t", "4",
-                          "-I", f"ssh://{web}", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                          start_new_session=True)  # fmt: skip
-        try:
-            found = threats(e, "ssh_brute_force", timeout=60, src=lab.host("c1").ipv4)
-        finally:
-            os.killpg(hydra.pid, signal.SIGKILL)
-            hydra.wait(timeout=10)
+        found = hydra_until_found(lab, e, web, words)
         # found by a worker inside a connection: that connection is reset, and its source blocked
         assert found and found[0]["action"] == "reset" and found[0]["group"] == "web", found
         assert found[0]["configured_action"] == "block-source" and "refused logins" in found[0]["message"]
@@ -202,14 +208,7 @@ def test_refused_logins_spread_over_four_workers_are_counted_for_the_node(
     words.write_text("".join(f"guess{i}\n" for i in range(40)))
     with LabEnforcer(lab, {"workers": {"inspect": "new", "count": 4}}, policy=policy) as e:
         time.sleep(POLICY_SETTLE_S)
-        hydra = lab.popen("c1", "hydra", "-l", "root", "-P", str(words), "-s", str(SSH_PORT), "-t", "4",
-                          "-I", f"ssh://{web}", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                          start_new_session=True)  # fmt: skip
-        try:
-            found = threats(e, "ssh_brute_force", timeout=60, src=lab.host("c1").ipv4)
-        finally:
-            os.killpg(hydra.pid, signal.SIGKILL)
-            hydra.wait(timeout=10)
+        found = hydra_until_found(lab, e, web, words)
         assert found and "refused logins" in found[0]["message"], found
         workers = [c for c in e.status().get("children", []) if c["name"].startswith("worker")]
         refused = [c["counters"].get("detect.ssh.refused_logins", 0) for c in workers]
@@ -524,7 +523,9 @@ except OSError:
 """
 
 
-def test_an_http2_rapid_reset_is_cut_in_protect_and_plain_streams_are_not(lab: Lab, policy: Path) -> None:
+@pytest.fixture()
+def h2c_peer(lab: Lab) -> Iterator[str]:
+    """The cleartext HTTP/2 peer on s1; its address."""
     web = lab.host("s1").ipv4
     server = lab.popen("s1", sys.executable, "-c", H2C_SERVER, str(HTTP_PORT),
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
@@ -533,51 +534,41 @@ def test_an_http2_rapid_reset_is_cut_in_protect_and_plain_streams_are_not(lab: L
         while not connects(lab, "c1", web, HTTP_PORT):
             assert time.monotonic() < deadline, "the HTTP/2 peer did not come up"
             time.sleep(0.2)
-        with LabEnforcer(lab, INSPECT_NEW, policy=policy) as e:
-            time.sleep(POLICY_SETTLE_S)
-
-            def h2c(streams: int, how: str) -> str:
-                out = lab.exec("c1", sys.executable, "-c", H2C_CLIENT, web, str(HTTP_PORT), str(streams), how,
-                               check=False, timeout=30)  # fmt: skip
-                return out.stdout.strip()
-
-            assert h2c(300, "plain") == "done"  # 300 streams, none cancelled
-            assert threats(e, "http2_rapid_reset", timeout=2) == []
-            assert h2c(2000, "cancel") == "reset"  # cut well before its 2,000 streams
-            found = threats(e, "http2_rapid_reset", src=lab.host("c1").ipv4)
-            assert found and found[0]["action"] == "reset" and found[0]["group"] == "web", found
-            assert h2c(300, "plain") == "done"  # the client's next connection is served
+        yield web
     finally:
         server.terminate()
         server.wait(timeout=5)
+
+
+def h2c(lab: Lab, web: str, count: int, how: str) -> str:
+    """The HTTP/2 client from c1 (`H2C_CLIENT`): "done", or "reset" if the connection was cut."""
+    out = lab.exec("c1", sys.executable, "-c", H2C_CLIENT, web, str(HTTP_PORT), str(count), how,
+                   check=False, timeout=30)  # fmt: skip
+    return out.stdout.strip()
+
+
+def test_an_http2_rapid_reset_is_cut_in_protect_and_plain_streams_are_not(
+    lab: Lab, policy: Path, h2c_peer: str
+) -> None:
+    with LabEnforcer(lab, INSPECT_NEW, policy=policy) as e:
+        time.sleep(POLICY_SETTLE_S)
+        assert h2c(lab, h2c_peer, 300, "plain") == "done"  # 300 streams, none cancelled
+        assert threats(e, "http2_rapid_reset", timeout=2) == []
+        assert h2c(lab, h2c_peer, 2000, "cancel") == "reset"  # cut well before its 2,000 streams
+        found = threats(e, "http2_rapid_reset", src=lab.host("c1").ipv4)
+        assert found and found[0]["action"] == "reset" and found[0]["group"] == "web", found
+        assert h2c(lab, h2c_peer, 300, "plain") == "done"  # the client's next connection is served
 
 
 def test_an_http2_ping_flood_is_cut_in_protect_and_requests_with_pings_are_not(
-    lab: Lab, policy: Path
+    lab: Lab, policy: Path, h2c_peer: str
 ) -> None:
-    web = lab.host("s1").ipv4
-    server = lab.popen("s1", sys.executable, "-c", H2C_SERVER, str(HTTP_PORT),
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    try:
-        deadline = time.monotonic() + 10
-        while not connects(lab, "c1", web, HTTP_PORT):
-            assert time.monotonic() < deadline, "the HTTP/2 peer did not come up"
-            time.sleep(0.2)
-        with LabEnforcer(lab, INSPECT_NEW, policy=policy) as e:
-            time.sleep(POLICY_SETTLE_S)
-
-            def h2c(frames: int, how: str) -> str:
-                out = lab.exec("c1", sys.executable, "-c", H2C_CLIENT, web, str(HTTP_PORT), str(frames), how,
-                               check=False, timeout=30)  # fmt: skip
-                return out.stdout.strip()
-
-            assert h2c(300, "keepalive") == "done"  # 300 requests, a PING after each
-            assert threats(e, "http2_control_flood", timeout=2) == []
-            assert h2c(5000, "ping") == "reset"  # 5,000 PINGs and no request: cut
-            found = threats(e, "http2_control_flood", src=lab.host("c1").ipv4)
-            assert found and found[0]["action"] == "reset" and found[0]["group"] == "web", found
-            assert "PING" in found[0]["message"], found
-            assert h2c(300, "keepalive") == "done"  # the client's next connection is served
-    finally:
-        server.terminate()
-        server.wait(timeout=5)
+    with LabEnforcer(lab, INSPECT_NEW, policy=policy) as e:
+        time.sleep(POLICY_SETTLE_S)
+        assert h2c(lab, h2c_peer, 300, "keepalive") == "done"  # 300 requests, a PING after each
+        assert threats(e, "http2_control_flood", timeout=2) == []
+        assert h2c(lab, h2c_peer, 5000, "ping") == "reset"  # 5,000 PINGs and no request: cut
+        found = threats(e, "http2_control_flood", src=lab.host("c1").ipv4)
+        assert found and found[0]["action"] == "reset" and found[0]["group"] == "web", found
+        assert "PING" in found[0]["message"], found
+        assert h2c(lab, h2c_peer, 300, "keepalive") == "done"  # the client's next connection is served
