@@ -608,7 +608,7 @@ def test_dns_flood_by_rate_and_by_nxdomain_share() -> None:
         assert storm.inspect(dns_query(name), client, False, t, DEFAULT_SETTINGS, server) == []
         found += storm.inspect(_nxdomain(name), client, False, t + 0.001, DEFAULT_SETTINGS, server)
     assert len(found) == 51 and all(h.threat is C.DNS_FLOOD for h in found)  # NXDOMAIN 100..150
-    assert "NXDOMAIN answers of" in found[0].detail
+    assert "names answered NXDOMAIN of" in found[0].detail
     # a client with typos: a few NXDOMAIN among many good answers
     quiet = DnsDetector()
     hits = []
@@ -618,6 +618,34 @@ def test_dns_flood_by_rate_and_by_nxdomain_share() -> None:
         answer = _nxdomain(name) if i % 10 == 0 else dns_response(name, 1)
         hits += quiet.inspect(answer, client, False, 10.0 + i * 0.02, DEFAULT_SETTINGS, server)
     assert [h for h in hits if h.threat is C.DNS_FLOOD] == []
+
+
+def test_a_search_path_answered_nxdomain_is_no_storm() -> None:
+    """Kubernetes' resolver configuration (ndots:5, three search domains) makes a pod ask three expansions
+    of each external name first, A and AAAA, all NXDOMAIN: six of every eight answers. A pod calling
+    out often, or a crawler resolving many hosts, is no random-subdomain storm: the same few names
+    come back NXDOMAIN, or a few per host looked up."""
+    client, server = b"\xc6\x12\x00\x06", b"\xc6\x12\x01\x01"
+    suffixes = ("default.svc.cluster.local", "svc.cluster.local", "cluster.local")
+
+    def lookups(det: DnsDetector, hosts: list[str], t0: float) -> list[str]:
+        found = []
+        for i, host in enumerate(hosts):
+            for qtype in (1, 28):
+                exchanges = [(dns_query(f"{host}.{x}", qtype), _nxdomain(f"{host}.{x}")) for x in suffixes]
+                for msg in (
+                    m for pair in [*exchanges, (dns_query(host, qtype), dns_response(host, 1))] for m in pair
+                ):
+                    found += [
+                        h.detail
+                        for h in det.inspect(msg, client, False, t0 + i * 0.05, DEFAULT_SETTINGS, server)
+                    ]
+        return found
+
+    # a pod calling one API 150 times in 7.5 s: 900 NXDOMAIN answers, three names
+    assert lookups(DnsDetector(), ["api.example.com"] * 150, 10.0) == []
+    # a crawler resolving 150 hosts: 450 names answered NXDOMAIN, of 1,200 queries
+    assert lookups(DnsDetector(), [f"www.site{i}.example" for i in range(150)], 10.0) == []
 
 
 def test_dns_compression_abuse_and_overlong_names() -> None:

@@ -275,6 +275,12 @@ def _domain_labels(labels: list[bytes]) -> int:
     return 2
 
 
+# Kubernetes' cluster domain. A pod's resolver tries each name under its search domains first
+# (`api.example.com.default.svc.cluster.local`, … with ndots:5), so a pod resolving many hosts asks many
+# distinct names under it; the cluster's DNS answers them itself, so none carries a tunnel out.
+CLUSTER_DOMAINS = frozenset((b"cluster.local",))
+
+
 def registered_domain(labels: list[bytes]) -> bytes:
     """The domain a name is registered under (last two labels, three under e.g. co.uk)."""
     return b".".join(label.lower() for label in labels[-_domain_labels(labels) :])
@@ -289,14 +295,15 @@ class _Names:
 
 
 class _Answers:
-    """Queries a client asked and NXDOMAIN answers it got in one window."""
+    """Queries a client asked and the distinct names answered NXDOMAIN in one window (as hashes, at most
+    as many as the threshold needs)."""
 
-    __slots__ = ("start", "asked", "nxdomain")
+    __slots__ = ("start", "asked", "missing")
 
     def __init__(self, start: float) -> None:
         self.start = start
         self.asked = 0
-        self.nxdomain = 0
+        self.missing: set[int] = set()
 
 
 class DnsDetector:
@@ -355,6 +362,8 @@ class DnsDetector:
                     flagged = True
                     continue
             domain = registered_domain(labels)
+            if domain in CLUSTER_DOMAINS:
+                continue  # (the cluster's own DNS answers these: no tunnel reaches a server through them)
             tables = [(self._names, unique_limit, "names")]
             if qtype in (QTYPE_TXT, QTYPE_NULL):
                 tables.append((self._txt_names, txt_limit, "TXT/NULL names"))
@@ -390,13 +399,19 @@ class DnsDetector:
             return None
         if parsed.rcode != RCODE_NXDOMAIN:
             return None
-        seen.nxdomain += 1
-        if seen.nxdomain < s.threshold(DNS_FLOOD, "nxdomain_per_window"):
+        # Distinct names: a storm asks ever-new random names, while a resolver's search path answers the
+        # same few expansions NXDOMAIN each time a pod looks a name up (`api.example.com.default.svc.
+        # cluster.local`, … with Kubernetes' ndots:5: six of every eight answers), which is no storm.
+        name = b".".join(parsed.questions[0][0]).lower() if parsed.questions else b""
+        needed = s.threshold(DNS_FLOOD, "nxdomain_per_window")
+        if len(seen.missing) < needed:
+            seen.missing.add(hash(name))
+        missing = len(seen.missing)
+        if missing < needed:
             return None
-        if seen.nxdomain < s.threshold(DNS_FLOOD, "nxdomain_ratio") * max(seen.asked, seen.nxdomain):
+        if missing < s.threshold(DNS_FLOOD, "nxdomain_ratio") * max(seen.asked, missing):
             return None
-        name = b".".join(parsed.questions[0][0]) if parsed.questions else b""
-        return Hit(DNS_FLOOD, f"{seen.nxdomain} NXDOMAIN answers of {seen.asked} queries", excerpt_of(name))
+        return Hit(DNS_FLOOD, f"{missing} names answered NXDOMAIN of {seen.asked} queries", excerpt_of(name))
 
 
 def _distinct(
