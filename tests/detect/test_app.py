@@ -620,6 +620,21 @@ def test_dns_flood_by_rate_and_by_nxdomain_share() -> None:
     assert [h for h in hits if h.threat is C.DNS_FLOOD] == []
 
 
+def test_a_storm_whose_answers_trail_its_queries_is_found() -> None:
+    # 600 random names asked before the first answer comes back (a slow server): the distinct names past
+    # the first 100 are estimated from their share (all of them), so the storm's share holds
+    det = DnsDetector()
+    client, server = b"\xc6\x12\x00\x07", b"\xc6\x12\x01\x01"
+    names = [f"{i * 7919 % 100000:05x}r.victim.example" for i in range(600)]
+    for i, name in enumerate(names):  # (the queries alone are dns_tunneling's many names, not a flood)
+        hits = det.inspect(dns_query(name), client, False, 10.0 + i * 0.005, DEFAULT_SETTINGS, server)
+        assert all(h.threat is C.DNS_TUNNELING for h in hits)
+    found = [
+        h for n in names for h in det.inspect(_nxdomain(n), client, False, 14.0, DEFAULT_SETTINGS, server)
+    ]
+    assert found and found[0].detail == "300 names answered NXDOMAIN of 600 queries"
+
+
 def test_a_search_path_answered_nxdomain_is_no_storm() -> None:
     """Kubernetes' resolver configuration (ndots:5, three search domains) makes a pod ask three expansions
     of each external name first, A and AAAA, all NXDOMAIN: six of every eight answers. A pod calling

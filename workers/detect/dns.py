@@ -295,15 +295,28 @@ class _Names:
 
 
 class _Answers:
-    """Queries a client asked and the distinct names answered NXDOMAIN in one window (as hashes, at most
-    as many as the threshold needs)."""
+    """Queries a client asked and NXDOMAIN answers it got in one window, with the distinct names among
+    them (as hashes, as many as the threshold needs: then the NXDOMAIN answers when it filled)."""
 
-    __slots__ = ("start", "asked", "missing")
+    __slots__ = ("start", "asked", "nxdomain", "missing", "full_at")
 
     def __init__(self, start: float) -> None:
         self.start = start
         self.asked = 0
+        self.nxdomain = 0
         self.missing: set[int] = set()
+        self.full_at = 0
+
+    def distinct(self, name: bytes, room: int) -> float:
+        """Count an NXDOMAIN answer for `name`: the distinct names answered so, estimated past `room`
+        from their share among the answers until then (a storm's are all distinct)."""
+        self.nxdomain += 1
+        if not self.full_at:
+            self.missing.add(hash(name))
+            if len(self.missing) < room:
+                return len(self.missing)
+            self.full_at = self.nxdomain
+        return len(self.missing) * self.nxdomain / self.full_at
 
 
 class DnsDetector:
@@ -404,14 +417,13 @@ class DnsDetector:
         # cluster.local`, … with Kubernetes' ndots:5: six of every eight answers), which is no storm.
         name = b".".join(parsed.questions[0][0]).lower() if parsed.questions else b""
         needed = s.threshold(DNS_FLOOD, "nxdomain_per_window")
-        if len(seen.missing) < needed:
-            seen.missing.add(hash(name))
-        missing = len(seen.missing)
+        missing = seen.distinct(name, max(1, int(needed)))
         if missing < needed:
             return None
         if missing < s.threshold(DNS_FLOOD, "nxdomain_ratio") * max(seen.asked, missing):
             return None
-        return Hit(DNS_FLOOD, f"{missing} names answered NXDOMAIN of {seen.asked} queries", excerpt_of(name))
+        detail = f"{missing:.0f} names answered NXDOMAIN of {seen.asked} queries"
+        return Hit(DNS_FLOOD, detail, excerpt_of(name))
 
 
 def _distinct(
