@@ -47,7 +47,7 @@ def test_login_failures_of_two_workers_reach_the_threshold_together() -> None:
     shared = SharedCounts.in_memory(2)
     workers = [LoginFailures(threat=C.SSH_BRUTE_FORCE) for _ in shared]
     for failures, counts in zip(workers, shared, strict=True):
-        failures.shared = counts
+        failures.counts = counts
     hits = [workers[i % 2].on_failure(CLIENT, SERVER, b"", 1000.0 + i, DEFAULT_SETTINGS) for i in range(21)]
     # 20 allowed (the threshold), the 21st over it, though each worker saw 10 or 11
     assert [i for i, h in enumerate(hits) if h is not None] == [20]
@@ -59,7 +59,7 @@ def test_database_denials_of_two_workers_reach_the_threshold_together() -> None:
     shared = SharedCounts.in_memory(2)
     trackers = [AccessDeniedTracker() for _ in shared]
     for tracker, counts in zip(trackers, shared, strict=True):
-        tracker.shared = counts
+        tracker.counts = counts
     hits = [trackers[i % 2].on_error(CLIENT, 1045, 100.0 + i, DEFAULT_SETTINGS) for i in range(12)]
     assert [i for i, h in enumerate(hits) if h is not None] == [9, 10, 11]  # the tenth denial on
 
@@ -68,7 +68,7 @@ def test_dns_query_rates_of_two_workers_add_up() -> None:
     shared = SharedCounts.in_memory(2)
     detectors = [DnsDetector() for _ in shared]
     for detector, counts in zip(detectors, shared, strict=True):
-        detector.shared = counts
+        detector.query_counts = counts
     hits = [
         h
         for i in range(1200)  # 600 queries to each worker within 0.6 s: the node's client asks 1,200

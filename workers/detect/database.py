@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from threats.catalogue import MYSQL_ACCESS_DENIED, Hit
 from threats.settings import ThreatSettings
-from threats.window import WindowCounter
 from workers.detect.injection import check_sql_query
-from workers.detect.shared_counts import SharedCounts
+from workers.detect.shared_counts import Counts, LocalCounts
 
 # ER_ACCESS_DENIED_ERROR, ER_ACCESS_DENIED_NO_PASSWORD_ERROR: the codes of a failed login.
 MYSQL_DENIED_CODES = frozenset({1045, 1698})
@@ -30,21 +29,17 @@ def mysql_error_code(packet: bytes) -> int:
 
 
 class AccessDeniedTracker:
-    """MySQL access-denied replies per client in a window (bounded by `max_clients`); with `shared` (the
-    node's workers' table, `workers.detect.shared_counts`) counted over every worker."""
+    """MySQL access-denied replies per client in a window (bounded by `max_clients`); `counts` may be the
+    node's workers' table (`workers.detect.shared_counts`), counted over every worker."""
 
     def __init__(self, max_clients: int = 65536) -> None:
-        self._denials: WindowCounter[bytes] = WindowCounter(max_clients)
-        self.shared: SharedCounts | None = None
+        self.counts: Counts = LocalCounts(max_clients)
 
     def on_error(self, client: bytes, code: int, now: float, settings: ThreatSettings) -> Hit | None:
         if code not in MYSQL_DENIED_CODES or MYSQL_ACCESS_DENIED.id not in settings.on:
             return None
         window = settings.threshold(MYSQL_ACCESS_DENIED, "window")
-        if self.shared is not None:
-            count = self.shared.add(MYSQL_ACCESS_DENIED.id, client, now, window)
-        else:
-            count = self._denials.hit(client, now, window)
+        count = self.counts.add(MYSQL_ACCESS_DENIED.id, client, now, window)
         if count >= settings.threshold(MYSQL_ACCESS_DENIED, "denials_per_window"):
             return Hit(MYSQL_ACCESS_DENIED, f"{count:.0f} access-denied replies in {window:g}s")
         return None

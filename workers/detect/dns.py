@@ -29,7 +29,7 @@ from threats.catalogue import (
 )
 from threats.settings import ThreatSettings
 from threats.window import LruTable, WindowCounter
-from workers.detect.shared_counts import SharedCounts
+from workers.detect.shared_counts import Counts, LocalCounts
 
 _HEADER = struct.Struct("!HHHHHH")
 _RR_FIXED = struct.Struct("!HHIH")
@@ -325,23 +325,16 @@ class DnsDetector:
     number of distinct TXT/NULL names under one domain (a tunnel's downstream rides on those answers,
     while DKIM and ACME lookups ask the same few names); and for floods: queries per client and per
     server, NXDOMAIN answers per client. Bounded by `max_clients` keys each; a client's
-    name set holds at most the threshold. With `shared` (the node's workers' table,
-    `workers.detect.shared_counts`) the query rates are the node's, over every worker."""
+    name set holds at most the threshold. `query_counts` may be the node's workers' table
+    (`workers.detect.shared_counts`): the query rates are then the node's, over every worker."""
 
     def __init__(self, max_clients: int = 65536) -> None:
         self._unusual: WindowCounter[bytes] = WindowCounter(max_clients)
         self._names: LruTable[tuple[bytes, bytes], _Names] = LruTable(max_clients)
         self._txt_names: LruTable[tuple[bytes, bytes], _Names] = LruTable(max_clients)
-        self._queries_src: WindowCounter[bytes] = WindowCounter(max_clients)
-        self._queries_dst: WindowCounter[bytes] = WindowCounter(max_clients)
+        # queries per client (keys b"c" + address) and per server (b"s" + address)
+        self.query_counts: Counts = LocalCounts(2 * max_clients)
         self._answers: LruTable[bytes, _Answers] = LruTable(max_clients)
-        self.shared: SharedCounts | None = None
-
-    def _rate(self, table: WindowCounter[bytes], kind: bytes, key: bytes, now: float, window: float) -> float:
-        """The queries of a client (`kind` b"c") or to a server (b"s") in the window, this one counted."""
-        if self.shared is not None:
-            return self.shared.add(DNS_FLOOD.id, kind + key, now, window)
-        return table.hit(key, now, window)
 
     def inspect(
         self,
@@ -402,11 +395,11 @@ class DnsDetector:
         if not parsed.is_response:
             seen.asked += 1
             window = s.threshold(DNS_FLOOD, "window")
-            from_client = self._rate(self._queries_src, b"c", client, now, window)
+            from_client = self.query_counts.add(DNS_FLOOD.id, b"c" + client, now, window)
             if from_client > s.threshold(DNS_FLOOD, "queries_per_window"):
                 return Hit(DNS_FLOOD, f"{from_client:.0f} queries from one client in {window:g}s")
             if server:
-                to_server = self._rate(self._queries_dst, b"s", server, now, window)
+                to_server = self.query_counts.add(DNS_FLOOD.id, b"s" + server, now, window)
                 if to_server > s.threshold(DNS_FLOOD, "server_queries_per_window"):
                     return Hit(DNS_FLOOD, f"{to_server:.0f} queries to one server in {window:g}s")
             return None

@@ -185,7 +185,7 @@ class AppThreats:
     def share_counts(self, counts: SharedCounts) -> None:
         """Count refused logins (SSH, HTTP, databases) and DNS query rates in the node's table, over every
         worker, not this one's share."""
-        self.logins.shared = self.ssh_refusals.shared = self.denials.shared = self.dns.shared = counts
+        self.logins.counts = self.ssh_refusals.counts = self.denials.counts = self.dns.query_counts = counts
 
     def detector(self) -> Detector:
         return Detector(DETECTOR_NAME, on_packet=self.on_packet_hook, on_event=self.on_event_hook)

@@ -30,9 +30,9 @@ from threats.catalogue import (
     excerpt_of,
 )
 from threats.settings import ThreatSettings
-from threats.window import LruTable, WindowCounter
+from threats.window import LruTable
 from workers.detect.decode import percent_decode
-from workers.detect.shared_counts import SharedCounts
+from workers.detect.shared_counts import Counts, LocalCounts
 
 Header = tuple[bytes, bytes]
 
@@ -323,23 +323,19 @@ class LoginFailures:
     counts the refusals the SSH parser sees inside connections (`workers.dpi.parsers.ssh`) with no path,
     so a guesser that tries as many passwords per connection as the server allows (hydra: 10 on dropbear)
     is counted per guess, whichever way its guesses are spread over connections. Bounded by `capacity`
-    keys. With `shared` (the node's workers' table, `workers.detect.shared_counts`) the count is the
-    node's, over every worker the flow hash spread the guesser's connections to."""
+    keys. `counts` may be the node's workers' table (`workers.detect.shared_counts`): the count is then
+    the node's, over every worker the flow hash spread the guesser's connections to."""
 
     def __init__(self, capacity: int = 65536, threat: Threat = HTTP_BRUTE_FORCE) -> None:
         self.threat = threat
-        self._failures: WindowCounter[tuple[bytes, bytes, bytes]] = WindowCounter(capacity)
-        self.shared: SharedCounts | None = None
+        self.counts: Counts = LocalCounts(capacity)
 
     def on_failure(
         self, client: bytes, server: bytes, path: bytes, now: float, settings: ThreatSettings
     ) -> Hit | None:
         window = settings.threshold(self.threat, "window")
-        if self.shared is not None:
-            key = b"%d:%b%d:%b%b" % (len(client), client, len(server), server, path)
-            count = self.shared.add(self.threat.id, key, now, window)
-        else:
-            count = self._failures.hit((client, server, path), now, window)
+        key = b"%d:%b%d:%b%b" % (len(client), client, len(server), server, path)
+        count = self.counts.add(self.threat.id, key, now, window)
         if count <= settings.threshold(self.threat, "failures_per_window"):
             return None
         return Hit(self.threat, f"{count:.0f} refused logins in {window:g}s", excerpt_of(path))

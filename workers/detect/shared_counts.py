@@ -14,8 +14,9 @@ Windows are aligned on the clock every worker reads (packet time): a worker's pa
 its current window and of the one before, and the node's count is the current windows' sum plus the
 previous windows' sum weighted by how much of it the sliding window still covers. Two keys sharing a row
 add up (a row is 1 in `BUCKETS` of the keys with refused logins at that moment: rare, and it errs
-towards reporting). Where there is no file (a capture replay, the tests), the workers of one process
-share a table in memory, counted alike.
+towards reporting). Where there is no file (a capture replay), the workers of one process share a table in
+memory, counted alike. A worker without the table counts alone, in `LocalCounts`: the same `add`, over
+its own flows.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import mmap
 import os
 import zlib
 from pathlib import Path
+
+from threats.window import WindowCounter
 
 COUNTS_FILE = "counts"
 BUCKETS = 16384
@@ -82,6 +85,22 @@ class SharedCounts:
             elif window == before:
                 then_total += word & _COUNT_MASK
         return now_total + then_total * (1.0 - elapsed)
+
+
+class LocalCounts:
+    """One worker's own counts of one kind, behind `SharedCounts`' `add` (the threat is the instance's):
+    a window from each key's first count, bounded by `capacity` keys."""
+
+    __slots__ = ("_counts",)
+
+    def __init__(self, capacity: int) -> None:
+        self._counts: WindowCounter[bytes] = WindowCounter(capacity)
+
+    def add(self, threat_id: int, key: bytes, now: float, window: float) -> float:
+        return self._counts.hit(key, now, window)
+
+
+Counts = SharedCounts | LocalCounts
 
 
 def open_shared_counts(run_dir: str, workers: int, index: int) -> SharedCounts:

@@ -67,6 +67,21 @@ CONTINUATION_FLOOD = "dpi.http2.continuation_flood"
 FLAG_ACK = 0x1
 
 
+_CONTROL_KINDS = {PING: "PING", SETTINGS: "SETTINGS", PRIORITY: "PRIORITY"}
+
+
+def _control_kind(ftype: int, flags: int, length: int) -> str:
+    """The kind of control frame a client's frame is ("": none): PING and SETTINGS but their
+    acknowledgements, PRIORITY, and an empty frame that ends nothing."""
+    if ftype in _CONTROL_KINDS:
+        return "" if ftype != PRIORITY and flags & FLAG_ACK else _CONTROL_KINDS[ftype]
+    if length:
+        return ""
+    if ftype == CONTINUATION:
+        return "" if flags & FLAG_END_HEADERS else "empty"
+    return "empty" if ftype in (DATA, HEADERS) and not flags & FLAG_END_STREAM else ""
+
+
 class _Body:
     """The inspected body of one stream in one direction."""
 
@@ -144,7 +159,7 @@ class Http2Parser:
         self.opened = 0  # HEADERS frames from the client (streams opened, trailers aside)
         self.resets = 0  # RST_STREAM frames from the client
         self.rapid_reported = False
-        self.control: dict[str, int] = {}  # the client's control frames by kind (`_count_control`)
+        self.control: dict[str, int] = {}  # the client's control frames by kind (`_count`)
         self.continuations = 0  # CONTINUATION frames of the client's current header block
         self.continuation_reported = False
 
@@ -191,13 +206,14 @@ class Http2Parser:
             frames += 1
             if frames <= MAX_FRAME_EVENTS:
                 events.append(Http2Frame(ftype, flags, stream, length))
-            if side is Side.CLIENT:
-                if ftype == RST_STREAM or ftype == HEADERS:
-                    self._count_stream(ftype, events)
-                if (ftype != DATA or not length) and self._count_control(ftype, flags, length, events):
-                    # a flood before any header block ends is HTTP/2 all the same: the HTTP/2 entry
-                    # finalizes, so its findings reach the detectors
-                    newly = self._decide(side, None) or newly
+            if (
+                side is Side.CLIENT
+                and (ftype != DATA or not length)
+                and self._count(ftype, flags, length, events)
+            ):
+                # a flood before any header block ends is HTTP/2 all the same: the HTTP/2 entry finalizes,
+                # so its findings reach the detectors
+                newly = self._decide(side, None) or newly
             if ftype == DATA and self.identified and stream:
                 pad = 0
                 if flags & FLAG_PADDED and length:
@@ -255,40 +271,31 @@ class Http2Parser:
                     return FeedResult(pos, 0, events, Outcome.GIVE_UP)
         return FeedResult(pos, 0, events, self._out(newly))
 
-    def _count_stream(self, ftype: int, events: list[ParserEvent]) -> None:
-        """A client's HEADERS or RST_STREAM frame, counted (each once: its header is consumed here)."""
-        if ftype == HEADERS:
-            self.opened += 1
-            return
-        self.resets += 1
-        if not self.rapid_reported and self.resets >= RAPID_RESET_STREAMS and 2 * self.resets >= self.opened:
-            self.rapid_reported = True
-            detail = f"{self.resets} of {self.opened} streams reset by the client"
-            events.append(ParseAnomaly(RAPID_RESET, "HTTP2", detail))
-
-    def _count_control(self, ftype: int, flags: int, length: int, events: list[ParserEvent]) -> bool:
-        """A client's frame other than a DATA frame with bytes: its control kind counted (each batch
-        reported), and a header block's CONTINUATION frames. Whether it reported."""
+    def _count(self, ftype: int, flags: int, length: int, events: list[ParserEvent]) -> bool:
+        """A client's frame other than a DATA frame with bytes, counted once (its header is consumed
+        here): streams opened and reset, a header block's CONTINUATION frames, and control frames by kind
+        (each batch reported). Whether a control flood was reported."""
         reported = False
         if ftype == HEADERS:
+            self.opened += 1
             self.continuations = 0
+        elif ftype == RST_STREAM:
+            self.resets += 1
+            if (
+                not self.rapid_reported
+                and self.resets >= RAPID_RESET_STREAMS
+                and 2 * self.resets >= self.opened
+            ):
+                self.rapid_reported = True
+                detail = f"{self.resets} of {self.opened} streams reset by the client"
+                events.append(ParseAnomaly(RAPID_RESET, "HTTP2", detail))
         elif ftype == CONTINUATION:
             self.continuations += 1
             if self.continuations == CONTINUATION_FLOOD_FRAMES and not self.continuation_reported:
                 self.continuation_reported = reported = True
                 detail = f"{self.continuations} CONTINUATION frames in one header block"
                 events.append(ParseAnomaly(CONTINUATION_FLOOD, "HTTP2", detail))
-        if ftype == PING or ftype == SETTINGS:
-            kind = "" if flags & FLAG_ACK else ("PING" if ftype == PING else "SETTINGS")
-        elif ftype == PRIORITY:
-            kind = "PRIORITY"
-        elif not length and (
-            (ftype in (DATA, HEADERS) and not flags & FLAG_END_STREAM)
-            or (ftype == CONTINUATION and not flags & FLAG_END_HEADERS)
-        ):
-            kind = "empty"
-        else:
-            kind = ""
+        kind = _control_kind(ftype, flags, length)
         if kind:
             n = self.control[kind] = self.control.get(kind, 0) + 1
             if n % CONTROL_BATCH == 0:
